@@ -1,0 +1,88 @@
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { ClockSkewError } from "../errors.js";
+import { HybridClock, compareHlc, formatHlc, parseHlc, type Hlc } from "./hlc.js";
+
+type Step =
+  { kind: "tick" } | { kind: "wall"; deltaMs: number } | { kind: "remote"; aheadMs: number; logical: number };
+
+const step: fc.Arbitrary<Step> = fc.oneof(
+  fc.constant<Step>({ kind: "tick" }),
+  fc.record({ kind: fc.constant("wall" as const), deltaMs: fc.integer({ min: -5000, max: 5000 }) }),
+  fc.record({
+    kind: fc.constant("remote" as const),
+    aheadMs: fc.integer({ min: -5000, max: 2000 }),
+    logical: fc.integer({ min: 0, max: 0xffff }),
+  }),
+);
+
+describe("HybridClock", () => {
+  it("is strictly monotonic under any interleaving of local ticks, remote updates and wall-clock steps", () => {
+    fc.assert(
+      fc.property(fc.array(step, { maxLength: 300 }), (steps) => {
+        let wall = 1_700_000_000_000;
+        const clock = new HybridClock({ wallClock: () => wall, maxSkewMs: 1000 });
+        let last: Hlc = { wallMs: 0, logical: 0 };
+        for (const s of steps) {
+          let next: Hlc;
+          if (s.kind === "wall") {
+            wall += s.deltaMs;
+            continue;
+          } else if (s.kind === "tick") {
+            next = clock.now();
+          } else {
+            const remote = { wallMs: wall + s.aheadMs, logical: s.logical };
+            try {
+              next = clock.update(remote);
+            } catch (err) {
+              expect(err).toBeInstanceOf(ClockSkewError);
+              expect(s.aheadMs).toBeGreaterThan(1000);
+              continue;
+            }
+            expect(compareHlc(next, remote)).toBeGreaterThan(0);
+          }
+          expect(compareHlc(next, last)).toBeGreaterThan(0);
+          last = next;
+        }
+      }),
+    );
+  });
+
+  it("refuses and counts a remote timestamp beyond the skew limit without moving", () => {
+    const clock = new HybridClock({ wallClock: () => 10_000, maxSkewMs: 500 });
+    const before = clock.now();
+    expect(() => clock.update({ wallMs: 10_501, logical: 0 })).toThrow(/ahead of the local clock/);
+    expect(clock.skewRejections).toBe(1);
+    expect(compareHlc(clock.peek(), before)).toBe(0);
+    expect(
+      compareHlc(clock.update({ wallMs: 10_500, logical: 7 }), { wallMs: 10_500, logical: 7 }),
+    ).toBeGreaterThan(0);
+  });
+
+  it("borrows the next millisecond when the logical counter is exhausted", () => {
+    const clock = new HybridClock({ wallClock: () => 5 });
+    let h = clock.now();
+    for (let i = 0; i < 0x10000; i++) h = clock.now();
+    expect(h).toEqual({ wallMs: 6, logical: 0 });
+  });
+
+  it("never issues below a floor given at start (the WAL's last HLC after a restart)", () => {
+    const clock = new HybridClock({ wallClock: () => 100, floor: { wallMs: 500, logical: 3 } });
+    expect(clock.now()).toEqual({ wallMs: 500, logical: 4 });
+  });
+
+  it("formats fixed-width text that sorts like the timestamp and parses back", () => {
+    const hlc = fc.record({
+      wallMs: fc.integer({ min: 0, max: 2 ** 48 - 1 }),
+      logical: fc.integer({ min: 0, max: 0xffff }),
+    });
+    fc.assert(
+      fc.property(hlc, hlc, (a, b) => {
+        expect(parseHlc(formatHlc(a))).toEqual(a);
+        const textOrder = formatHlc(a) < formatHlc(b) ? -1 : formatHlc(a) > formatHlc(b) ? 1 : 0;
+        expect(textOrder).toBe(Math.sign(compareHlc(a, b)));
+      }),
+    );
+    expect(() => parseHlc("12.x")).toThrow(/not an HLC/);
+  });
+});

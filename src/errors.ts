@@ -1,0 +1,97 @@
+/**
+ * Typed errors for what operators must see. Programmer errors use assert() and stop the process;
+ * these are operating errors: they name what was wrong and where (file, offset, field).
+ */
+
+export class CrrError extends Error {
+  /** Stable machine-readable code, also used as the HTTP error `code`. */
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A record handed to the WAL or the API broke a rule (size, type, missing field). */
+export class RecordInvalidError extends CrrError {
+  constructor(
+    readonly field: string,
+    reason: string,
+  ) {
+    super("record_invalid", `record field '${field}': ${reason}`);
+  }
+}
+
+/** Bytes on disk do not decode: a checksum, magic, length or sequence check failed. */
+export class SegmentCorruptError extends CrrError {
+  constructor(
+    readonly file: string,
+    readonly offset: number,
+    readonly reason: string,
+  ) {
+    super("segment_corrupt", `corrupt WAL segment ${file} at offset ${offset}: ${reason}`);
+  }
+}
+
+/** The WAL could not write or sync (ENOSPC, EIO, ...). Pending appends fail with it; the WAL stays valid. */
+export class WalWriteError extends CrrError {
+  constructor(
+    readonly file: string,
+    readonly op: string,
+    cause: unknown,
+  ) {
+    const errno = (cause as NodeJS.ErrnoException | undefined)?.code ?? "unknown";
+    super("wal_write_failed", `WAL ${op} failed on ${file}: ${errno}`, { cause });
+  }
+  get errno(): string | undefined {
+    return (this.cause as NodeJS.ErrnoException | undefined)?.code;
+  }
+}
+
+/** Appends queued beyond the configured bound: the caller should retry later. */
+export class WalBusyError extends CrrError {
+  constructor(queuedBytes: number) {
+    super("wal_busy", `WAL write queue full (${queuedBytes} bytes queued); retry later`);
+  }
+}
+
+export class WalClosedError extends CrrError {
+  constructor(dir: string) {
+    super("wal_closed", `WAL in ${dir} is closed`);
+  }
+}
+
+/** A read asked for LSNs that retention already removed. */
+export class WalLsnUnavailableError extends CrrError {
+  constructor(
+    readonly lsn: number,
+    readonly firstAvailableLsn: number,
+  ) {
+    super(
+      "lsn_unavailable",
+      `LSN ${lsn} is no longer in the WAL (oldest retained LSN is ${firstAvailableLsn})`,
+    );
+  }
+}
+
+/** A remote hybrid-clock timestamp is further in the future than the configured skew allows. */
+export class ClockSkewError extends CrrError {
+  constructor(
+    readonly remoteWallMs: number,
+    readonly localWallMs: number,
+    readonly maxSkewMs: number,
+  ) {
+    super(
+      "clock_skew",
+      `remote HLC ${remoteWallMs} ms is ${remoteWallMs - localWallMs} ms ahead of the local clock (max skew ${maxSkewMs} ms)`,
+    );
+  }
+}
+
+const retryableCodes = new Set(["wal_busy", "wal_write_failed"]);
+
+/** Whether retrying the same operation later can succeed. */
+export function isRetryable(err: unknown): boolean {
+  return err instanceof CrrError && retryableCodes.has(err.code);
+}

@@ -1,0 +1,15 @@
+export { Wal } from "./wal.js";
+export type { AppendAck, ReadLimits, WalChunk, WalOptions, WalStats } from "./wal.js";
+export type { RecoveryReport } from "./recovery.js";
+export {
+  FLAG_BATCH_CONTINUES,
+  checkFrame,
+  decodeFrame,
+  decodeFrames,
+  encodeFrames,
+  prepareRecord,
+  readTenant,
+} from "./record.js";
+export type { RecordInput, WalRecord, PreparedRecord } from "./record.js";
+export { inspectWal } from "./inspect.js";
+export type { InspectReport, SegmentSummary } from "./inspect.js";
