@@ -35,6 +35,7 @@ import {
   prepareRecord,
   type PreparedRecord,
   type RecordInput,
+  viewOf,
 } from "./record.js";
 import { createSegment, recoverWal, scanSealed, type RecoveryReport, type SegmentInfo } from "./recovery.js";
 import { segmentHeaderBytes } from "./segment.js";
@@ -82,6 +83,8 @@ export interface WalStats {
   segments: number;
   /** Bytes of sealed segments are counted once known (after a read or scan); the active one always. */
   bytes: number;
+  /** Bytes of the active (newest) segment: what recovery has to scan. */
+  activeBytes: number;
   firstLsn: number;
   durableLsn: number;
   fsyncs: number;
@@ -93,6 +96,7 @@ const groupBytesInitial = 16 * 1024;
 
 interface Group {
   buf: Buffer;
+  dv: DataView;
   used: number;
   firstLsn: number;
   lastLsn: number;
@@ -113,8 +117,10 @@ function newGroup(firstLsn: number, bytes: number): Group {
   });
   // Every append chains on `done`; this guard only stops an unobserved rejection from crashing.
   done.catch(() => undefined);
+  const buf = Buffer.allocUnsafe(bytes);
   return {
-    buf: Buffer.allocUnsafe(bytes),
+    buf,
+    dv: viewOf(buf),
     used: 0,
     firstLsn,
     lastLsn: firstLsn - 1,
@@ -210,7 +216,11 @@ export class Wal {
   }
 
   append(input: RecordInput): Promise<AppendAck> {
-    const rec = prepareRecord(input);
+    return this.appendPrepared(prepareRecord(input));
+  }
+
+  /** Append a record already checked by prepareRecord (callers that need its fields first). */
+  appendPrepared(rec: PreparedRecord): Promise<AppendAck> {
     const group = this.reserve(frameBytesUpperBound(rec));
     const ack = this.encodeInto(group, rec, 0);
     return group.done.then(() => ack);
@@ -249,7 +259,11 @@ export class Wal {
     let g = this.groups[this.groups.length - 1];
     // The group in the writer's hands is frozen; only one not yet taken keeps filling.
     if (!g || g === this.inFlight || (g.used > 0 && g.used + bytes > this.groupBytesMax)) {
-      g = newGroup(this.nextLsn, Math.max(groupBytesInitial, bytes));
+      // Size the new group like the last one, so steady load does not regrow (and copy) each time.
+      g = newGroup(
+        this.nextLsn,
+        Math.min(this.groupBytesMax, Math.max(groupBytesInitial, bytes, this.lastGroupBytes)),
+      );
       this.groups.push(g);
       this.scheduleFlush();
     } else if (g.used + bytes > g.buf.length) {
@@ -258,17 +272,19 @@ export class Wal {
       );
       g.buf.copy(bigger, 0, 0, g.used);
       g.buf = bigger;
+      g.dv = viewOf(bigger);
     }
     return g;
   }
 
   private inFlight: Group | undefined;
+  private lastGroupBytes = 0;
 
   private encodeInto(g: Group, rec: PreparedRecord, flags: number): AppendAck {
     const lsn = this.nextLsn++;
     const hlc = this.clock.now();
     const start = g.used;
-    const end = encodeFrame(g.buf, start, rec, lsn, hlc, flags);
+    const end = encodeFrame(g.buf, start, rec, lsn, hlc, flags, g.dv);
     this.queuedBytes += end - start;
     g.used = end;
     g.lastLsn = lsn;
@@ -294,6 +310,7 @@ export class Wal {
         await this.writeGroup(g);
         this.groups.shift();
         this.queuedBytes -= g.used;
+        this.lastGroupBytes = g.used + (g.used >> 3);
         this.inFlight = undefined;
         g.resolve();
         this.events.emit("durable", this.durable);
@@ -644,6 +661,7 @@ export class Wal {
       incarnation: this.incarnation,
       segments: this.segments.length,
       bytes,
+      activeBytes: this.active.bytes,
       firstLsn: this.firstLsn,
       durableLsn: this.durable,
       fsyncs: this.fsyncCount,

@@ -1,0 +1,29 @@
+/**
+ * Benchmark entry point: `npm run bench -- NAME [options]`. Benchmarks measure; tests check
+ * behaviour. Each writes bench/results/NAME.json and NAME.md.
+ */
+import { parseArgs } from "node:util";
+import { benchWal } from "./wal.js";
+
+const { positionals, values } = parseArgs({
+  allowPositionals: true,
+  options: {
+    rounds: { type: "string", default: "5" },
+    seconds: { type: "string", default: "2" },
+    "recovery-gib": { type: "string", default: "1" },
+  },
+});
+
+const name = positionals[0];
+switch (name) {
+  case "wal":
+    await benchWal({
+      rounds: Number(values.rounds),
+      seconds: Number(values.seconds),
+      recoveryGiB: Number(values["recovery-gib"]),
+    });
+    break;
+  default:
+    process.stderr.write(`usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n`);
+    process.exitCode = 2;
+}
