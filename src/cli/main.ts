@@ -3,21 +3,24 @@
  * The `crr` command line. Each command lives in its own file; this one only dispatches.
  */
 import { runDemo } from "./demo.js";
+import { runServe } from "./serve.js";
 import { runWalInspect } from "./wal-inspect.js";
 import { CliUsageError } from "./args.js";
 
 const usage = `crr — cross-region WAL replication engine
 
 Usage:
+  crr serve --config FILE  run one region's node (sidecar)
   crr demo                 write records to a WAL, tear its tail like a crash, recover and verify
   crr wal inspect DIR      decode and verify the WAL segment files in DIR (exit 1 on a problem)
   crr COMMAND --help       help for one command
 
-More commands (serve, status, drain, verify, reconcile, rebuild, bench, audit) arrive with
-the node; see README.md.`;
+More commands (status, drain, verify, reconcile, rebuild, bench, audit) arrive with the
+node's operations; see README.md.`;
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   demo: runDemo,
+  serve: runServe,
   wal: async (argv) => {
     const [sub, ...rest] = argv;
     if (sub === "inspect") return runWalInspect(rest);

@@ -205,6 +205,11 @@ export class Wal {
     return this.segments[0]!.header.incarnation;
   }
 
+  /** Open, and not left damaged by a write error it could not undo. */
+  get writable(): boolean {
+    return !this.closed && !this.damaged;
+  }
+
   /** Highest LSN that is fdatasync'ed; readers never see beyond it. */
   get durableLsn(): number {
     return this.durable;

@@ -1,0 +1,60 @@
+import { ConfigError, loadConfig } from "../config/index.js";
+import { createLogger } from "../log.js";
+import { runNode } from "../node/index.js";
+import { CliUsageError, parseCommand } from "./args.js";
+
+const help = `crr serve --config FILE
+
+Runs one region's node: the public API, the peer API, the shippers. Logs are JSON lines
+on stdout. SIGTERM or SIGINT stops it cleanly (in-flight appends finish, WAL and store are
+closed); a second signal exits at once.`;
+
+export async function runServe(argv: string[]): Promise<number> {
+  const { values } = parseCommand("serve", argv, { config: { type: "string", short: "c" } });
+  if (values.help) {
+    process.stdout.write(`${help}\n`);
+    return 0;
+  }
+  if (typeof values.config !== "string")
+    throw new CliUsageError(`serve: --config FILE is required\n\n${help}`);
+  let config;
+  try {
+    config = loadConfig(values.config);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`crr: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const log = createLogger({ level: config.log.level, name: config.region });
+  const node = await runNode(config, log);
+  return new Promise<number>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        log.warn({ signal }, "second signal: exiting at once");
+        process.exit(130);
+      }
+      log.info({ signal }, "shutting down");
+      const force = setTimeout(() => {
+        log.error(
+          { drainTimeoutMs: config.shutdown.drainTimeoutMs },
+          "shutdown did not finish in time; exiting",
+        );
+        process.exit(1);
+      }, config.shutdown.drainTimeoutMs);
+      force.unref();
+      node.stop().then(
+        () => resolve(0),
+        (err: unknown) => {
+          log.error({ err }, "shutdown failed");
+          resolve(1);
+        },
+      );
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+  });
+}

@@ -1,0 +1,60 @@
+/**
+ * Every configuration default, in one place (README "Configuration" mirrors this file).
+ */
+import {
+  hlcMaxSkewMsDefault,
+  segmentAgeMsMaxDefault,
+  segmentBytesMaxDefault,
+  walQueueBytesMaxDefault,
+} from "../limits.js";
+
+export const defaults = {
+  listen: { host: "127.0.0.1", port: 7070 },
+  crr: {
+    enabled: true,
+    conflictRule: "first-write-wins" as const,
+  },
+  auth: {
+    /** Peer requests whose timestamp is further than this from our clock are refused. */
+    windowMs: 30_000,
+  },
+  wal: {
+    segmentBytesMax: segmentBytesMaxDefault,
+    segmentAgeMsMax: segmentAgeMsMaxDefault,
+    queueBytesMax: walQueueBytesMaxDefault,
+    /** Above this the WAL is kept (nothing unshipped is deleted) but a metric and an error log say so. */
+    bytesMax: 8 * 1024 * 1024 * 1024,
+    retentionIntervalMs: 10_000,
+  },
+  shipper: {
+    batchBytesMax: 1024 * 1024,
+    batchRecordsMax: 5000,
+    /** Wait this long for more records before sending a small batch (0: send at once). */
+    lingerMs: 0,
+    connectTimeoutMs: 2000,
+    /** Headers and body each; a black-holed connection is abandoned after this. */
+    requestTimeoutMs: 5000,
+    retryDelayMsMin: 50,
+    retryDelayMsMax: 2000,
+    /** How often the acknowledged LSN per peer is written to disk (it is also asked of the peer on start). */
+    ackPersistIntervalMs: 200,
+  },
+  reader: {
+    bodyBytesMax: 8 * 1024 * 1024,
+  },
+  server: {
+    /** Whole request (headers + body) must arrive within this. */
+    requestTimeoutMs: 15_000,
+    keepAliveTimeoutMs: 5000,
+    publicBodyBytesMax: 256 * 1024,
+  },
+  hlc: { maxSkewMs: hlcMaxSkewMsDefault },
+  append: {
+    /** Semi-synchronous appends (?wait=N) give up after this and say how many peers acknowledged. */
+    waitTimeoutMs: 10_000,
+  },
+  health: { probeIntervalMs: 2000, probeTimeoutMs: 1000 },
+  divergence: { intervalMs: 30_000 },
+  drain: { timeoutMs: 60_000 },
+  shutdown: { drainTimeoutMs: 10_000 },
+} as const;

@@ -1,0 +1,240 @@
+/**
+ * Loading a node's config: parse (YAML or JSON), substitute ${ENV} references, validate
+ * against the schema and the cross-field rules, merge defaults. Every problem is reported,
+ * each as "path: what was expected", in one ConfigError.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { Ajv, type ErrorObject } from "ajv";
+import YAML from "yaml";
+import { CrrError } from "../errors.js";
+import { defaults } from "./defaults.js";
+import { configSchema } from "./schema.js";
+
+export type ReplicationMode = "multi-way" | "two-region" | "selective";
+export type ConflictRuleName = "first-write-wins" | "last-write-wins" | "primary-wins";
+
+type Widen<T> = T extends number
+  ? number
+  : T extends string
+    ? string
+    : T extends boolean
+      ? boolean
+      : { -readonly [K in keyof T]: Widen<T[K]> };
+
+export interface NodeConfig {
+  region: string;
+  /** Absolute (relative paths are resolved against the config file's directory). */
+  dataDir: string;
+  listen: { host: string; port: number };
+  regions: Record<string, { url: string }>;
+  crr: {
+    enabled: boolean;
+    replicationMode: ReplicationMode;
+    peers: string[];
+    targetRegions: string[];
+    policies: Array<{ tenantID: string; targetRegions: string[] }>;
+    conflictRule: ConflictRuleName;
+    regionPriority: string[];
+  };
+  auth: { peerSecret: string; windowMs: number };
+  wal: Widen<typeof defaults.wal>;
+  shipper: Widen<typeof defaults.shipper>;
+  reader: Widen<typeof defaults.reader>;
+  server: Widen<typeof defaults.server>;
+  hlc: Widen<typeof defaults.hlc>;
+  append: Widen<typeof defaults.append>;
+  health: Widen<typeof defaults.health>;
+  divergence: Widen<typeof defaults.divergence>;
+  drain: Widen<typeof defaults.drain>;
+  shutdown: Widen<typeof defaults.shutdown>;
+  log: { level: string };
+}
+
+/** The peer secret must be at least this long: it is the only thing between the internet and /v1/replicate. */
+export const peerSecretCharsMin = 16;
+
+export class ConfigError extends CrrError {
+  constructor(
+    readonly source: string,
+    readonly problems: string[],
+  ) {
+    super("config_invalid", `invalid config ${source}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+/** "/crr/peers/0" -> "crr.peers[0]" */
+function fieldPath(instancePath: string, extra?: string): string {
+  const parts = instancePath.split("/").filter(Boolean);
+  if (extra) parts.push(extra);
+  let out = "";
+  for (const p of parts) out += /^\d+$/.test(p) ? `[${p}]` : out ? `.${p}` : p;
+  return out || "(top level)";
+}
+
+function describe(e: ErrorObject): string {
+  const params = e.params as Record<string, unknown>;
+  switch (e.keyword) {
+    case "additionalProperties":
+      return `${fieldPath(e.instancePath, String(params.additionalProperty))}: unknown key`;
+    case "required":
+      return `${fieldPath(e.instancePath, String(params.missingProperty))}: required`;
+    case "enum":
+      return `${fieldPath(e.instancePath)}: expected one of ${(params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}`;
+    case "type":
+      return `${fieldPath(e.instancePath)}: expected ${String(params.type)}`;
+    case "pattern":
+      return `${fieldPath(e.instancePath)}: ${e.instancePath.includes("/url") ? "expected an http:// or https:// URL" : `does not match ${String(params.pattern)}`}`;
+    default:
+      return `${fieldPath(e.instancePath)}: ${e.message ?? e.keyword}`;
+  }
+}
+
+const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
+const validate = ajv.compile(configSchema);
+
+/** Replace ${NAME} in every string with the environment's value; a missing variable is a problem. */
+function substituteEnv(value: unknown, at: string, env: NodeJS.ProcessEnv, problems: string[]): unknown {
+  if (typeof value === "string") {
+    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
+      const v = env[name];
+      if (v === undefined || v === "") {
+        problems.push(`${at}: environment variable ${name} is not set`);
+        return "";
+      }
+      return v;
+    });
+  }
+  if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, `${at}[${i}]`, env, problems));
+  if (value && typeof value === "object") {
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, substituteEnv(v, at ? `${at}.${k}` : k, env, problems)]),
+    );
+  }
+  return value;
+}
+
+function checkRegions(c: NodeConfig, problems: string[]): void {
+  const known = (r: string) => r in c.regions;
+  if (!known(c.region))
+    problems.push(`region: '${c.region}' is not in regions (add regions.${c.region}.url)`);
+  const check = (list: string[], at: string) =>
+    list.forEach((r, i) => {
+      if (!known(r)) problems.push(`${at}[${i}]: unknown region '${r}' (no regions.${r}.url)`);
+      else if (r === c.region) problems.push(`${at}[${i}]: '${r}' is this node's own region`);
+    });
+  const crr = c.crr;
+  if (!crr.enabled) return;
+  if (crr.replicationMode === "multi-way") {
+    if (crr.peers.length === 0) problems.push("crr.peers: required for replicationMode multi-way");
+    check(crr.peers, "crr.peers");
+  } else if (crr.replicationMode === "two-region") {
+    if (crr.targetRegions.length !== 1)
+      problems.push("crr.targetRegions: two-region mode needs exactly one target region");
+    check(crr.targetRegions, "crr.targetRegions");
+  } else {
+    if (crr.policies.length === 0) problems.push("crr.policies: required for replicationMode selective");
+    const seen = new Set<string>();
+    crr.policies.forEach((p, i) => {
+      if (seen.has(p.tenantID))
+        problems.push(`crr.policies[${i}].tenantID: '${p.tenantID}' has two policies`);
+      seen.add(p.tenantID);
+      p.targetRegions.forEach((r, j) => {
+        if (!known(r)) problems.push(`crr.policies[${i}].targetRegions[${j}]: unknown region '${r}'`);
+      });
+    });
+  }
+  if (crr.conflictRule === "primary-wins") {
+    if (crr.regionPriority.length === 0)
+      problems.push("crr.regionPriority: required for conflictRule primary-wins");
+    crr.regionPriority.forEach((r, i) => {
+      if (!known(r)) problems.push(`crr.regionPriority[${i}]: unknown region '${r}'`);
+    });
+  }
+  if (
+    c.auth.peerSecret.length < peerSecretCharsMin &&
+    !problems.some((p) => p.startsWith("auth.peerSecret"))
+  ) {
+    problems.push(
+      c.auth.peerSecret.length === 0
+        ? 'auth.peerSecret: required (e.g. peerSecret: "${CRR_PEER_SECRET}")'
+        : `auth.peerSecret: must be at least ${peerSecretCharsMin} characters`,
+    );
+  }
+  if (c.shipper.retryDelayMsMin > c.shipper.retryDelayMsMax) {
+    problems.push("shipper.retryDelayMsMin: must not exceed shipper.retryDelayMsMax");
+  }
+}
+
+type Raw = Record<string, Record<string, unknown> | unknown>;
+
+/** Validate an already-parsed config object. `baseDir` resolves a relative dataDir. */
+export function parseConfig(
+  raw: unknown,
+  source: string,
+  baseDir: string,
+  env: NodeJS.ProcessEnv = process.env,
+): NodeConfig {
+  const problems: string[] = [];
+  const substituted = substituteEnv(raw, "", env, problems);
+  if (!validate(substituted)) {
+    problems.push(...(validate.errors ?? []).map(describe));
+    throw new ConfigError(source, [...new Set(problems)]);
+  }
+  const r = substituted as unknown as Raw;
+  const sectionOf = (name: string) => (r[name] ?? {}) as Record<string, unknown>;
+  const merged = <T extends object>(name: string, d: T) =>
+    ({ ...d, ...sectionOf(name) }) as unknown as Widen<T>;
+  const crr = sectionOf("crr");
+  const config: NodeConfig = {
+    region: r.region as string,
+    dataDir: path.resolve(baseDir, r.dataDir as string),
+    listen: merged("listen", defaults.listen),
+    regions: r.regions as NodeConfig["regions"],
+    crr: {
+      enabled: (crr.enabled as boolean | undefined) ?? defaults.crr.enabled,
+      replicationMode:
+        (crr.replicationMode as ReplicationMode | undefined) ??
+        (crr.policies ? "selective" : crr.targetRegions ? "two-region" : "multi-way"),
+      peers: (crr.peers as string[] | undefined) ?? [],
+      targetRegions: (crr.targetRegions as string[] | undefined) ?? [],
+      policies: (crr.policies as NodeConfig["crr"]["policies"] | undefined) ?? [],
+      conflictRule: (crr.conflictRule as ConflictRuleName | undefined) ?? defaults.crr.conflictRule,
+      regionPriority: (crr.regionPriority as string[] | undefined) ?? [],
+    },
+    auth: { peerSecret: "", ...merged("auth", defaults.auth) } as NodeConfig["auth"],
+    wal: merged("wal", defaults.wal),
+    shipper: merged("shipper", defaults.shipper),
+    reader: merged("reader", defaults.reader),
+    server: merged("server", defaults.server),
+    hlc: merged("hlc", defaults.hlc),
+    append: merged("append", defaults.append),
+    health: merged("health", defaults.health),
+    divergence: merged("divergence", defaults.divergence),
+    drain: merged("drain", defaults.drain),
+    shutdown: merged("shutdown", defaults.shutdown),
+    log: { level: "info", ...sectionOf("log") } as { level: string },
+  };
+  checkRegions(config, problems);
+  if (problems.length > 0) throw new ConfigError(source, problems);
+  return config;
+}
+
+/** Read and validate a config file (YAML, or JSON which YAML also reads). */
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): NodeConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    throw new ConfigError(file, [
+      `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+    ]);
+  }
+  let raw: unknown;
+  try {
+    raw = YAML.parse(text, { prettyErrors: true });
+  } catch (err) {
+    throw new ConfigError(file, [`not valid YAML or JSON: ${(err as Error).message.split("\n")[0]}`]);
+  }
+  return parseConfig(raw, file, path.dirname(path.resolve(file)), env);
+}

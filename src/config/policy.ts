@@ -1,0 +1,55 @@
+/**
+ * Which regions a tenant's records go to, from the config's `crr` block. Pure.
+ *
+ * - multi-way: every region in `peers`.
+ * - two-region: the one region in `targetRegions` (active-active pair).
+ * - selective: per tenant, the `targetRegions` of its policy; a tenant without a policy stays
+ *   in its origin region (never shipped), the safe default for data-residency rules.
+ */
+import type { NodeConfig } from "./load.js";
+
+export interface ReplicationPolicy {
+  /** Every peer this node ships to (it may still send each one only some tenants). */
+  readonly peers: readonly string[];
+  /** Whether `peer` receives records of `tenant`. */
+  sendsTo(peer: string, tenant: string): boolean;
+  /** Whether this region may hold `tenant`'s records shipped from `origin` (the reader's check). */
+  accepts(origin: string, tenant: string): boolean;
+  /** Whether the policy filters by tenant at all (false: every record goes to every peer). */
+  readonly filtersTenants: boolean;
+  /** The peers that receive `tenant` (for semi-synchronous appends). */
+  peersFor(tenant: string): string[];
+}
+
+export function replicationPolicy(c: Pick<NodeConfig, "region" | "crr">): ReplicationPolicy {
+  const self = c.region;
+  const crr = c.crr;
+  if (!crr.enabled) {
+    return {
+      peers: [],
+      filtersTenants: false,
+      sendsTo: () => false,
+      accepts: () => false,
+      peersFor: () => [],
+    };
+  }
+  if (crr.replicationMode !== "selective") {
+    const peers = crr.replicationMode === "multi-way" ? [...crr.peers] : [...crr.targetRegions];
+    return {
+      peers,
+      filtersTenants: false,
+      sendsTo: (peer) => peers.includes(peer),
+      accepts: () => true,
+      peersFor: () => [...peers],
+    };
+  }
+  const targets = new Map(crr.policies.map((p) => [p.tenantID, p.targetRegions]));
+  const peers = [...new Set(crr.policies.flatMap((p) => p.targetRegions))].filter((r) => r !== self);
+  return {
+    peers,
+    filtersTenants: true,
+    sendsTo: (peer, tenant) => targets.get(tenant)?.includes(peer) ?? false,
+    accepts: (_origin, tenant) => targets.get(tenant)?.includes(self) ?? false,
+    peersFor: (tenant) => (targets.get(tenant) ?? []).filter((r) => r !== self),
+  };
+}

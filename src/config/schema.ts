@@ -1,0 +1,90 @@
+/**
+ * JSON Schema of the node's config file (YAML or JSON). Unknown keys are errors everywhere.
+ * Defaults are not in the schema but in defaults.ts, merged after validation.
+ */
+const regionName = {
+  type: "string",
+  minLength: 1,
+  maxLength: 64,
+  pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+} as const;
+const regionList = { type: "array", items: regionName, uniqueItems: true } as const;
+const positiveInt = { type: "integer", minimum: 1 } as const;
+const nonNegativeInt = { type: "integer", minimum: 0 } as const;
+
+function section(properties: Record<string, unknown>) {
+  return { type: "object", additionalProperties: false, properties } as const;
+}
+
+export const configSchema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["region", "dataDir", "regions"],
+  properties: {
+    region: regionName,
+    dataDir: { type: "string", minLength: 1 },
+    listen: section({
+      host: { type: "string", minLength: 1 },
+      port: { type: "integer", minimum: 0, maximum: 65535 },
+    }),
+    regions: {
+      type: "object",
+      minProperties: 1,
+      propertyNames: regionName,
+      additionalProperties: {
+        type: "object",
+        additionalProperties: false,
+        required: ["url"],
+        properties: { url: { type: "string", pattern: "^https?://" } },
+      },
+    },
+    crr: section({
+      enabled: { type: "boolean" },
+      replicationMode: { enum: ["multi-way", "two-region", "selective"] },
+      peers: regionList,
+      targetRegions: regionList,
+      policies: {
+        type: "array",
+        items: {
+          type: "object",
+          additionalProperties: false,
+          required: ["tenantID", "targetRegions"],
+          properties: { tenantID: { type: "string", minLength: 1 }, targetRegions: regionList },
+        },
+      },
+      conflictRule: { enum: ["first-write-wins", "last-write-wins", "primary-wins"] },
+      regionPriority: regionList,
+    }),
+    auth: section({ peerSecret: { type: "string" }, windowMs: positiveInt }),
+    wal: section({
+      segmentBytesMax: { type: "integer", minimum: 4096 },
+      segmentAgeMsMax: positiveInt,
+      queueBytesMax: positiveInt,
+      bytesMax: positiveInt,
+      retentionIntervalMs: positiveInt,
+    }),
+    shipper: section({
+      batchBytesMax: { type: "integer", minimum: 1024 },
+      batchRecordsMax: positiveInt,
+      lingerMs: nonNegativeInt,
+      connectTimeoutMs: positiveInt,
+      requestTimeoutMs: positiveInt,
+      retryDelayMsMin: positiveInt,
+      retryDelayMsMax: positiveInt,
+      ackPersistIntervalMs: positiveInt,
+    }),
+    reader: section({ bodyBytesMax: { type: "integer", minimum: 1024 } }),
+    server: section({
+      requestTimeoutMs: positiveInt,
+      keepAliveTimeoutMs: positiveInt,
+      publicBodyBytesMax: positiveInt,
+    }),
+    hlc: section({ maxSkewMs: positiveInt }),
+    append: section({ waitTimeoutMs: positiveInt }),
+    health: section({ probeIntervalMs: positiveInt, probeTimeoutMs: positiveInt }),
+    divergence: section({ intervalMs: positiveInt }),
+    drain: section({ timeoutMs: positiveInt }),
+    shutdown: section({ drainTimeoutMs: positiveInt }),
+    log: section({ level: { enum: ["fatal", "error", "warn", "info", "debug", "trace", "silent"] } }),
+  },
+} as const;

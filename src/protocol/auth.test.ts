@@ -1,0 +1,55 @@
+import { describe, expect, it } from "vitest";
+import { RequestVerifier, contentDigest, signRequest, verifyContentDigest } from "./auth.js";
+
+const secret = "s3cret-s3cret-s3cret";
+
+describe("peer request signing", () => {
+  const body = Buffer.from("batch bytes");
+  const signed = (nowMs: number, over: Partial<Parameters<typeof signRequest>[0]> = {}) =>
+    signRequest({ secret, method: "POST", path: "/v1/replicate", body, region: "us-east-1", nowMs, ...over });
+
+  it("accepts a fresh signed request once, and refuses its replay", () => {
+    let now = 1_000_000;
+    const v = new RequestVerifier({ secret, windowMs: 30_000, nowMs: () => now });
+    const h = signed(now);
+    expect(v.verify("POST", "/v1/replicate", h)).toEqual({ ok: true, region: "us-east-1" });
+    now += 1000;
+    expect(v.verify("POST", "/v1/replicate", h)).toEqual({
+      ok: false,
+      reason: "replayed request (nonce already used)",
+    });
+  });
+
+  it("refuses a missing signature, another secret, a changed path, digest or region, and a stale timestamp", () => {
+    const now = 5_000_000;
+    const v = new RequestVerifier({ secret, windowMs: 30_000, nowMs: () => now });
+    const { "x-crr-signature": _, ...unsigned } = signed(now);
+    expect(v.verify("POST", "/v1/replicate", unsigned)).toMatchObject({
+      ok: false,
+      reason: "missing signature",
+    });
+    expect(v.verify("POST", "/v1/replicate", signed(now, { secret: "another-secret-value" }))).toMatchObject({
+      reason: "bad signature",
+    });
+    expect(v.verify("POST", "/v1/other", signed(now))).toMatchObject({ reason: "bad signature" });
+    expect(
+      v.verify("POST", "/v1/replicate", { ...signed(now), "content-digest": contentDigest("other") }),
+    ).toMatchObject({ reason: "bad signature" });
+    expect(v.verify("POST", "/v1/replicate", { ...signed(now), "x-crr-region": "eu-west-1" })).toMatchObject({
+      reason: "bad signature",
+    });
+    expect(v.verify("POST", "/v1/replicate", signed(now - 31_000))).toMatchObject({
+      reason: "timestamp outside the 30000 ms window",
+    });
+    expect(v.verify("POST", "/v1/replicate", signed(now + 31_000))).toMatchObject({ ok: false });
+  });
+
+  it("checks Content-Digest (RFC 9530) against the body", () => {
+    expect(contentDigest(body)).toMatch(/^sha-256=:[A-Za-z0-9+/]+=*:$/);
+    expect(verifyContentDigest(contentDigest(body), body)).toBe("ok");
+    expect(verifyContentDigest(`sha-512=:abc=:, ${contentDigest(body)}`, body)).toBe("ok");
+    expect(verifyContentDigest(contentDigest("x"), body)).toBe("mismatch");
+    expect(verifyContentDigest(undefined, body)).toBe("missing");
+    expect(verifyContentDigest("md5=:abc:", body)).toBe("unsupported");
+  });
+});

@@ -1,0 +1,2 @@
+export { Reader } from "./reader.js";
+export type { ReaderOptions, ReplicateAnswer, ReplicateRequest } from "./reader.js";

@@ -1,0 +1,378 @@
+/**
+ * Ships this region's WAL to one peer: tails durable records, cuts batches (bounded in bytes
+ * and records), signs and POSTs them, retries forever with exponential backoff and jitter
+ * (at-least-once), and tracks the peer's acknowledged LSN.
+ *
+ * One request in flight per peer keeps batches in LSN order; while it is in flight the WAL
+ * keeps growing, so the next batch is bigger (natural batching, like group commit).
+ * On start, and whenever the peer answers 409, it asks the peer for its watermark and
+ * resumes at watermark + 1: a peer restored from an old backup is refilled from the WAL.
+ */
+import { EventEmitter } from "node:events";
+import fs from "node:fs";
+import pRetry from "p-retry";
+import { Pool } from "undici";
+import type { Logger } from "../log.js";
+import { BATCH_FLAG_SKIP_GAP, encodeBatch, signRequest } from "../protocol/index.js";
+import { writeFileDurable } from "../util/durable-file.js";
+import { WalLsnUnavailableError } from "../errors.js";
+import { checkFrame, readTenant, type Wal, type WalChunk } from "../wal/index.js";
+import { ShipError, classify } from "./ship-error.js";
+
+export interface PeerShipperOptions {
+  region: string;
+  peer: string;
+  url: string;
+  wal: Wal;
+  secret: string;
+  /** Undefined: every record goes to this peer. */
+  sendsTenant?: (tenant: string) => boolean;
+  batchBytesMax: number;
+  batchRecordsMax: number;
+  lingerMs: number;
+  connectTimeoutMs: number;
+  requestTimeoutMs: number;
+  retryDelayMsMin: number;
+  retryDelayMsMax: number;
+  /** Where the acknowledged LSN is kept across restarts. */
+  stateFile: string;
+  ackPersistIntervalMs: number;
+  log: Logger;
+  nowMs?: () => number;
+}
+
+export type ShipperState = "starting" | "shipping" | "caught-up" | "failing" | "stopped";
+
+export interface ShipperEvents {
+  /** The peer acknowledged everything up to `lsn`. */
+  ack: [lsn: number, records: number];
+  /** A send failed; `reason` is a short stable label (metrics), `err` the detail. */
+  failure: [reason: string, err: Error];
+}
+
+interface AckState {
+  peer: string;
+  incarnation: string;
+  acked: number;
+}
+
+export class PeerShipper extends EventEmitter<ShipperEvents> {
+  readonly peer: string;
+  /** Highest LSN of ours the peer has applied (its watermark for our incarnation). */
+  acked = 0;
+  state: ShipperState = "starting";
+  /** The last failure, while failing (shown by status). */
+  lastError: string | undefined;
+  private readonly o: PeerShipperOptions;
+  private readonly pool: Pool;
+  private readonly abort = new AbortController();
+  private loop: Promise<void> | undefined;
+  private persistTimer: NodeJS.Timeout | undefined;
+  private persisted = -1;
+  private failingReason: string | undefined;
+  private readonly nowMs: () => number;
+
+  constructor(o: PeerShipperOptions) {
+    super();
+    this.o = o;
+    this.peer = o.peer;
+    this.nowMs = o.nowMs ?? Date.now;
+    this.pool = new Pool(new URL(o.url).origin, {
+      connections: 2,
+      pipelining: 1,
+      connectTimeout: o.connectTimeoutMs,
+      headersTimeout: o.requestTimeoutMs,
+      bodyTimeout: o.requestTimeoutMs,
+      keepAliveTimeout: 4000,
+    });
+    this.acked = this.readAckState();
+  }
+
+  start(): void {
+    this.loop = this.run().catch((err: unknown) => {
+      if (!this.abort.signal.aborted)
+        this.o.log.error({ peer: this.peer, err }, "shipper stopped on an unexpected error");
+    });
+    this.persistTimer = setInterval(() => void this.persistAck(), this.o.ackPersistIntervalMs);
+    this.persistTimer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort(new Error("shipper stopped"));
+    clearInterval(this.persistTimer);
+    await this.loop;
+    await this.persistAck();
+    this.state = "stopped";
+    await this.pool.close().catch(() => undefined);
+  }
+
+  /** Wall-clock ms of the oldest durable record the peer has not acknowledged; undefined when caught up. */
+  async oldestUnackedWallMs(): Promise<number | undefined> {
+    if (this.acked >= this.o.wal.durableLsn) return undefined;
+    const lsn = Math.max(this.acked + 1, this.o.wal.firstLsn);
+    const chunk = await this.o.wal.read(lsn, { bytesMax: 1, recordsMax: 1 }).catch(() => undefined);
+    return chunk ? chunk.frames.readUIntLE(16, 6) : undefined;
+  }
+
+  private async run(): Promise<void> {
+    const signal = this.abort.signal;
+    let next = (await this.askPeerWatermark()) + 1;
+    while (!signal.aborted) {
+      let chunk: WalChunk | undefined;
+      let skipGap = false;
+      try {
+        chunk = await this.o.wal.read(next, {
+          bytesMax: this.o.batchBytesMax,
+          recordsMax: this.o.batchRecordsMax,
+        });
+      } catch (err) {
+        if (!(err instanceof WalLsnUnavailableError)) throw err;
+        // Only reachable when the peer lost data it had acknowledged (restored from an old
+        // backup) after we dropped those segments: say so loudly, then resend what we have.
+        this.o.log.error(
+          { peer: this.peer, from: next, to: err.firstAvailableLsn - 1 },
+          "peer needs LSNs the WAL no longer holds; they cannot be re-shipped",
+        );
+        this.emit("failure", "retention_gap", err);
+        next = err.firstAvailableLsn;
+        skipGap = true;
+        continue;
+      }
+      if (!chunk) {
+        this.state = "caught-up";
+        try {
+          await this.o.wal.waitForDurable(next - 1, signal);
+        } catch {
+          return;
+        }
+        if (this.o.lingerMs > 0) await sleep(this.o.lingerMs, signal);
+        continue;
+      }
+      this.state = "shipping";
+      const result = await this.sendWithRetry(chunk, skipGap);
+      if (result === undefined) return;
+      if (result.kind === "ok") {
+        this.noteRecovered();
+        this.advance(result.watermark, chunk);
+        next = this.acked + 1;
+      } else {
+        this.o.log.warn(
+          { peer: this.peer, sent: chunk.firstLsn, peerWatermark: result.watermark },
+          "peer asked to rewind",
+        );
+        this.acked = Math.min(this.acked, result.watermark);
+        next = result.watermark + 1;
+      }
+    }
+  }
+
+  private advance(watermark: number, chunk: WalChunk): void {
+    if (watermark > this.acked) {
+      const records = watermark - Math.max(this.acked, chunk.firstLsn - 1);
+      this.acked = watermark;
+      this.emit("ack", watermark, records);
+    }
+  }
+
+  /** Frames of `chunk` this peer may receive (all of them unless the policy filters tenants). */
+  private select(chunk: WalChunk): { frames: Buffer[]; count: number } {
+    const total = chunk.lastLsn - chunk.firstLsn + 1;
+    if (!this.o.sendsTenant) return { frames: [chunk.frames], count: total };
+    const frames: Buffer[] = [];
+    let p = 0;
+    while (p < chunk.frames.length) {
+      const f = checkFrame(chunk.frames, p);
+      if (f.kind !== "ok")
+        throw new Error(`WAL chunk from ${chunk.segment} failed its own check at ${chunk.offset + p}`);
+      if (this.o.sendsTenant(readTenant(chunk.frames, p))) frames.push(chunk.frames.subarray(p, f.end));
+      p = f.end;
+    }
+    return { frames, count: frames.length };
+  }
+
+  private sendWithRetry(
+    chunk: WalChunk,
+    skipGap: boolean,
+  ): Promise<{ kind: "ok"; watermark: number } | { kind: "gap"; watermark: number } | undefined> {
+    const { frames, count } = this.select(chunk);
+    const header = {
+      origin: this.o.region,
+      incarnation: chunk.incarnation,
+      firstLsn: chunk.firstLsn,
+      lastLsn: chunk.lastLsn,
+      recordCount: count,
+      flags: skipGap ? BATCH_FLAG_SKIP_GAP : 0,
+    };
+    const body = encodeBatch(header, frames);
+    return pRetry(() => this.post(body), {
+      retries: Infinity,
+      factor: 2,
+      minTimeout: this.o.retryDelayMsMin,
+      maxTimeout: this.o.retryDelayMsMax,
+      randomize: true,
+      signal: this.abort.signal,
+      onFailedAttempt: ({ error }) => this.noteFailure(error),
+    }).catch((err: unknown) => {
+      if (this.abort.signal.aborted) return undefined;
+      throw err;
+    });
+  }
+
+  private async post(
+    body: Buffer,
+  ): Promise<{ kind: "ok"; watermark: number } | { kind: "gap"; watermark: number }> {
+    const path = "/v1/replicate";
+    const headers = {
+      "content-type": "application/octet-stream",
+      ...signRequest({
+        secret: this.o.secret,
+        method: "POST",
+        path,
+        body,
+        region: this.o.region,
+        nowMs: this.nowMs(),
+      }),
+    };
+    let res;
+    try {
+      res = await this.pool.request({ method: "POST", path, headers, body, signal: this.abort.signal });
+    } catch (err) {
+      throw new ShipError(classify(err), `POST ${this.o.url}${path}: ${(err as Error).message}`, err);
+    }
+    const text = await res.body.text().catch((err: unknown) => {
+      throw new ShipError(
+        classify(err),
+        `reading the answer of ${this.o.url}${path}: ${(err as Error).message}`,
+        err,
+      );
+    });
+    const answer = parseJson(text);
+    if (res.statusCode === 200 && typeof answer?.watermark === "number")
+      return { kind: "ok", watermark: answer.watermark };
+    if (res.statusCode === 409 && typeof answer?.watermark === "number")
+      return { kind: "gap", watermark: answer.watermark };
+    const code = typeof answer?.code === "string" ? answer.code : `http_${res.statusCode}`;
+    throw new ShipError(
+      code,
+      `peer ${this.peer} refused a batch (${res.statusCode} ${code}): ${String(answer?.message ?? text).slice(0, 300)}`,
+    );
+  }
+
+  /** The peer's watermark for our stream (0 when it holds another incarnation of us, or nothing). */
+  private async askPeerWatermark(): Promise<number> {
+    const path = "/v1/watermarks";
+    const incarnation = this.o.wal.incarnation;
+    const ask = async () => {
+      let res;
+      try {
+        const headers = signRequest({
+          secret: this.o.secret,
+          method: "GET",
+          path,
+          body: "",
+          region: this.o.region,
+          nowMs: this.nowMs(),
+        });
+        res = await this.pool.request({ method: "GET", path, headers, signal: this.abort.signal });
+      } catch (err) {
+        throw new ShipError(classify(err), `GET ${this.o.url}${path}: ${(err as Error).message}`, err);
+      }
+      const answer = parseJson(await res.body.text());
+      if (res.statusCode !== 200 || !answer)
+        throw new ShipError(`http_${res.statusCode}`, `GET ${this.o.url}${path} answered ${res.statusCode}`);
+      const streams = (answer.streams ?? []) as Array<{ origin: string; incarnation: string; lsn: number }>;
+      return streams.find((s) => s.origin === this.o.region && s.incarnation === incarnation)?.lsn ?? 0;
+    };
+    const lsn = await pRetry(ask, {
+      retries: Infinity,
+      factor: 2,
+      minTimeout: this.o.retryDelayMsMin,
+      maxTimeout: this.o.retryDelayMsMax,
+      randomize: true,
+      signal: this.abort.signal,
+      onFailedAttempt: ({ error }) => this.noteFailure(error),
+    }).catch((err: unknown) => {
+      if (this.abort.signal.aborted) return this.acked;
+      throw err;
+    });
+    this.noteRecovered();
+    if (lsn > this.o.wal.durableLsn) {
+      this.o.log.error(
+        { peer: this.peer, peerWatermark: lsn, durableLsn: this.o.wal.durableLsn },
+        "peer has applied more of this incarnation than the WAL holds: was this data directory restored from an old copy?",
+      );
+    }
+    this.acked = lsn;
+    return lsn;
+  }
+
+  /** Count every failure; log only when the reason changes (not once per retry). */
+  private noteFailure(error: Error): void {
+    const reason = error instanceof ShipError ? error.reason : "unknown";
+    this.emit("failure", reason, error);
+    this.state = "failing";
+    this.lastError = error.message;
+    if (this.failingReason !== reason) {
+      this.failingReason = reason;
+      this.o.log.warn(
+        { peer: this.peer, reason, err: error.message },
+        "shipping to peer is failing; retrying with backoff",
+      );
+    }
+  }
+
+  private noteRecovered(): void {
+    if (this.failingReason !== undefined) {
+      this.o.log.info({ peer: this.peer, after: this.failingReason }, "shipping to peer recovered");
+      this.failingReason = undefined;
+      this.lastError = undefined;
+    }
+  }
+
+  private readAckState(): number {
+    try {
+      const s = JSON.parse(fs.readFileSync(this.o.stateFile, "utf8")) as AckState;
+      return s.peer === this.peer && s.incarnation === this.o.wal.incarnation ? s.acked : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  private async persistAck(): Promise<void> {
+    if (this.acked === this.persisted) return;
+    const acked = this.acked;
+    const state: AckState = { peer: this.peer, incarnation: this.o.wal.incarnation, acked };
+    try {
+      await writeFileDurable(this.o.stateFile, `${JSON.stringify(state)}\n`);
+      this.persisted = acked;
+    } catch (err) {
+      this.o.log.warn(
+        { peer: this.peer, err: (err as Error).message },
+        "could not persist the acknowledged LSN",
+      );
+    }
+  }
+}
+
+function parseJson(text: string): Record<string, unknown> | undefined {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return v && typeof v === "object" ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      { once: true },
+    );
+  });
+}

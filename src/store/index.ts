@@ -1,0 +1,15 @@
+export { SqliteStore } from "./sqlite-store.js";
+export type { SqliteStoreOptions } from "./sqlite-store.js";
+export { compareVersions, ruleName, sameVersion } from "./merge.js";
+export type { MergeRule, VersionId } from "./merge.js";
+export { BucketDigests, bucketCount, bucketOf, versionHash } from "./digest.js";
+export type {
+  ApplyBatchInput,
+  ApplyResult,
+  Conflict,
+  ConflictRow,
+  DedupStore,
+  StoreStats,
+  StoredRecord,
+  Watermark,
+} from "./types.js";

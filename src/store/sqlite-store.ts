@@ -1,0 +1,372 @@
+/**
+ * The embedded dedup store: SQLite through better-sqlite3, in WAL journal mode.
+ *
+ * synchronous=NORMAL is safe here. In WAL mode it never corrupts the database; a power loss
+ * can only lose the last transactions. That loss is always repaired: a transaction carries
+ * its records and its origin's watermark together, so the watermark falls back with them;
+ * remote origins re-ship from the watermark the peer reports, and this region's own records
+ * are replayed from the inbox WAL (fdatasync'ed before any ack) on open. Paying an fsync per
+ * apply would buy nothing the inbox WAL does not already give.
+ */
+import Database from "better-sqlite3";
+import { ruleName, compareVersions, sameVersion, type MergeRule } from "./merge.js";
+import { BucketDigests, bucketOf, versionHash, versionHashBytes } from "./digest.js";
+import type {
+  ApplyBatchInput,
+  ApplyResult,
+  Conflict,
+  ConflictRow,
+  DedupStore,
+  StoreStats,
+  StoredRecord,
+  Watermark,
+} from "./types.js";
+import type { WalRecord } from "../wal/index.js";
+
+const schemaVersion = 1;
+
+const schema = `
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+  key TEXT PRIMARY KEY, tenant TEXT NOT NULL, outcome TEXT NOT NULL, body TEXT,
+  origin TEXT NOT NULL, incarnation TEXT NOT NULL, lsn INTEGER NOT NULL,
+  hlc_wall INTEGER NOT NULL, hlc_logical INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS watermarks (
+  origin TEXT NOT NULL, incarnation TEXT NOT NULL, lsn INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL,
+  PRIMARY KEY (origin, incarnation)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conflicts (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  key TEXT NOT NULL, tenant TEXT NOT NULL, outcome TEXT NOT NULL, body TEXT,
+  origin TEXT NOT NULL, incarnation TEXT NOT NULL, lsn INTEGER NOT NULL,
+  hlc_wall INTEGER NOT NULL, hlc_logical INTEGER NOT NULL,
+  winner_origin TEXT NOT NULL, winner_incarnation TEXT NOT NULL, winner_lsn INTEGER NOT NULL,
+  winner_outcome TEXT NOT NULL, winner_hlc_wall INTEGER NOT NULL, winner_hlc_logical INTEGER NOT NULL,
+  rule TEXT NOT NULL, detected_at_ms INTEGER NOT NULL,
+  UNIQUE (key, origin, incarnation, lsn)
+);
+CREATE TABLE IF NOT EXISTS buckets (bucket INTEGER PRIMARY KEY, digest BLOB NOT NULL, keys INTEGER NOT NULL);
+`;
+
+interface RecordRow {
+  key: string;
+  tenant: string;
+  outcome: string;
+  body: string | null;
+  origin: string;
+  incarnation: string;
+  lsn: number;
+  hlc_wall: number;
+  hlc_logical: number;
+}
+
+function fromRow(r: RecordRow): StoredRecord {
+  return {
+    key: r.key,
+    tenant: r.tenant,
+    outcome: r.outcome,
+    bodyJson: r.body ?? undefined,
+    origin: r.origin,
+    incarnation: r.incarnation,
+    lsn: r.lsn,
+    hlc: { wallMs: r.hlc_wall, logical: r.hlc_logical },
+  };
+}
+
+export interface SqliteStoreOptions {
+  /** Database file; ":memory:" for tests of pure behaviour. */
+  path: string;
+  rule: MergeRule;
+  nowMs?: () => number;
+  /** Keep incremental bucket digests (the divergence detector needs them). Default true. */
+  digests?: boolean;
+}
+
+export class SqliteStore implements DedupStore {
+  readonly rule: MergeRule;
+  private readonly db: Database.Database;
+  private readonly nowMs: () => number;
+  private readonly digests: BucketDigests | undefined;
+  private readonly ruleText: string;
+  private readonly stmt;
+  private readonly applyTx: (b: ApplyBatchInput) => ApplyResult;
+
+  constructor(o: SqliteStoreOptions) {
+    this.rule = o.rule;
+    this.ruleText = ruleName(o.rule);
+    this.nowMs = o.nowMs ?? Date.now;
+    this.db = new Database(o.path);
+    this.db.pragma("journal_mode = WAL");
+    this.db.pragma("synchronous = NORMAL");
+    this.db.pragma("busy_timeout = 5000");
+    this.db.exec(schema);
+    const version = this.db.prepare("SELECT value FROM meta WHERE name = 'schema_version'").pluck().get() as
+      string | undefined;
+    if (version === undefined) {
+      this.db
+        .prepare("INSERT INTO meta (name, value) VALUES ('schema_version', ?)")
+        .run(String(schemaVersion));
+    } else if (Number(version) !== schemaVersion) {
+      throw new Error(`store ${o.path} has schema version ${version}, this build uses ${schemaVersion}`);
+    }
+    this.stmt = {
+      insertIfAbsent: this.db.prepare(
+        `INSERT INTO records (key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING`,
+      ),
+      replace: this.db.prepare(
+        `UPDATE records SET tenant = ?, outcome = ?, body = ?, origin = ?, incarnation = ?, lsn = ?, hlc_wall = ?, hlc_logical = ?
+         WHERE key = ?`,
+      ),
+      get: this.db.prepare("SELECT * FROM records WHERE key = ?"),
+      watermark: this.db.prepare("SELECT lsn FROM watermarks WHERE origin = ? AND incarnation = ?").pluck(),
+      setWatermark: this.db.prepare(
+        `INSERT INTO watermarks (origin, incarnation, lsn, updated_at_ms) VALUES (?, ?, ?, ?)
+         ON CONFLICT (origin, incarnation) DO UPDATE SET lsn = excluded.lsn, updated_at_ms = excluded.updated_at_ms
+         WHERE excluded.lsn > watermarks.lsn`,
+      ),
+      watermarks: this.db.prepare("SELECT * FROM watermarks ORDER BY origin, updated_at_ms"),
+      insertLoser: this.db.prepare(
+        `INSERT INTO conflicts (key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical,
+           winner_origin, winner_incarnation, winner_lsn, winner_outcome, winner_hlc_wall, winner_hlc_logical, rule, detected_at_ms)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+      ),
+      conflicts: this.db.prepare("SELECT * FROM conflicts WHERE id > ? ORDER BY id LIMIT ?"),
+      countRecords: this.db.prepare("SELECT count(*) FROM records").pluck(),
+      countConflicts: this.db.prepare("SELECT count(*) FROM conflicts").pluck(),
+      setBucket: this.db.prepare(
+        "INSERT INTO buckets (bucket, digest, keys) VALUES (?, ?, ?) ON CONFLICT (bucket) DO UPDATE SET digest = excluded.digest, keys = excluded.keys",
+      ),
+      buckets: this.db.prepare("SELECT bucket, digest, keys FROM buckets"),
+    };
+    if (o.digests ?? true) {
+      this.digests = new BucketDigests();
+      for (const row of this.stmt.buckets.iterate() as Iterable<{
+        bucket: number;
+        digest: Buffer;
+        keys: number;
+      }>) {
+        this.digests.set(row.bucket, row.digest, row.keys);
+      }
+    }
+    this.applyTx = this.db.transaction((b: ApplyBatchInput) => this.applyInTransaction(b));
+  }
+
+  async applyBatch(batch: ApplyBatchInput): Promise<ApplyResult> {
+    return this.applySync(batch);
+  }
+
+  /** The same as applyBatch, for callers on the hot path that can take a synchronous store. */
+  applySync(batch: ApplyBatchInput): ApplyResult {
+    const touched = new Map<number, { digest: Buffer; keys: number }>();
+    this.pendingBuckets = touched;
+    try {
+      const result = this.applyTx(batch);
+      // Only after COMMIT: the in-memory digests follow the database, never run ahead of it.
+      if (this.digests) for (const [bucket, t] of touched) this.digests.set(bucket, t.digest, t.keys);
+      return result;
+    } finally {
+      this.pendingBuckets = undefined;
+    }
+  }
+
+  private pendingBuckets: Map<number, { digest: Buffer; keys: number }> | undefined;
+
+  private applyInTransaction(b: ApplyBatchInput): ApplyResult {
+    const wm = (this.stmt.watermark.get(b.origin, b.incarnation) as number | undefined) ?? 0;
+    if (b.lastLsn <= wm) return { status: "already", watermark: wm };
+    if (b.firstLsn > wm + 1 && !b.skipGap) return { status: "gap", watermark: wm };
+    let applied = 0;
+    let duplicates = 0;
+    const conflicts: Conflict[] = [];
+    const now = this.nowMs();
+    for (const r of b.records) {
+      if (r.lsn <= wm) continue;
+      const outcome = this.applyOne(b, r, now);
+      if (outcome === "duplicate") duplicates++;
+      else {
+        applied++;
+        if (outcome !== "new") conflicts.push(outcome);
+      }
+    }
+    this.stmt.setWatermark.run(b.origin, b.incarnation, b.lastLsn, now);
+    if (this.pendingBuckets) {
+      for (const [bucket, t] of this.pendingBuckets) this.stmt.setBucket.run(bucket, t.digest, t.keys);
+    }
+    const skipped = b.firstLsn > wm + 1 ? { from: wm + 1, to: b.firstLsn - 1 } : undefined;
+    return { status: "applied", watermark: b.lastLsn, applied, duplicates, conflicts, skipped };
+  }
+
+  private applyOne(b: ApplyBatchInput, r: WalRecord, now: number): "new" | "duplicate" | Conflict {
+    const incoming: StoredRecord = {
+      key: r.key,
+      tenant: r.tenant,
+      outcome: r.outcome,
+      bodyJson: r.bodyJson,
+      origin: b.origin,
+      incarnation: b.incarnation,
+      lsn: r.lsn,
+      hlc: r.hlc,
+    };
+    const info = this.stmt.insertIfAbsent.run(
+      r.key,
+      r.tenant,
+      r.outcome,
+      r.bodyJson ?? null,
+      b.origin,
+      b.incarnation,
+      r.lsn,
+      r.hlc.wallMs,
+      r.hlc.logical,
+    );
+    if (info.changes === 1) {
+      this.digestXor(incoming, undefined);
+      return "new";
+    }
+    const existing = fromRow(this.stmt.get.get(r.key) as RecordRow);
+    if (sameVersion(existing, incoming)) return "duplicate";
+    const incomingWins = compareVersions(this.rule, incoming, existing) < 0;
+    const [winner, loser] = incomingWins ? [incoming, existing] : [existing, incoming];
+    const kept = this.stmt.insertLoser.run(
+      loser.key,
+      loser.tenant,
+      loser.outcome,
+      loser.bodyJson ?? null,
+      loser.origin,
+      loser.incarnation,
+      loser.lsn,
+      loser.hlc.wallMs,
+      loser.hlc.logical,
+      winner.origin,
+      winner.incarnation,
+      winner.lsn,
+      winner.outcome,
+      winner.hlc.wallMs,
+      winner.hlc.logical,
+      this.ruleText,
+      now,
+    );
+    if (incomingWins) {
+      this.stmt.replace.run(
+        r.tenant,
+        r.outcome,
+        r.bodyJson ?? null,
+        b.origin,
+        b.incarnation,
+        r.lsn,
+        r.hlc.wallMs,
+        r.hlc.logical,
+        r.key,
+      );
+      this.digestXor(incoming, existing);
+    }
+    // A loser seen before (same version) is a re-delivery, not a new conflict.
+    if (kept.changes === 0) return "duplicate";
+    return { key: r.key, winner, loser, rule: this.ruleText };
+  }
+
+  /** Record in the transaction's pending buckets that `added` replaced `removed` (undefined: a new key). */
+  private digestXor(added: StoredRecord, removed: StoredRecord | undefined): void {
+    if (!this.digests || !this.pendingBuckets) return;
+    const bucket = bucketOf(added.key);
+    let t = this.pendingBuckets.get(bucket);
+    if (!t) {
+      t = { digest: Buffer.from(this.digests.digestOf(bucket)), keys: this.digests.counts[bucket]! };
+      this.pendingBuckets.set(bucket, t);
+    }
+    const h = versionHash(added);
+    for (let i = 0; i < versionHashBytes; i++) t.digest[i]! ^= h[i]!;
+    if (removed) {
+      const g = versionHash(removed);
+      for (let i = 0; i < versionHashBytes; i++) t.digest[i]! ^= g[i]!;
+    } else {
+      t.keys++;
+    }
+  }
+
+  async get(key: string): Promise<StoredRecord | undefined> {
+    return this.getSync(key);
+  }
+
+  getSync(key: string): StoredRecord | undefined {
+    const row = this.stmt.get.get(key) as RecordRow | undefined;
+    return row ? fromRow(row) : undefined;
+  }
+
+  async watermarks(): Promise<Watermark[]> {
+    return (
+      this.stmt.watermarks.all() as Array<{
+        origin: string;
+        incarnation: string;
+        lsn: number;
+        updated_at_ms: number;
+      }>
+    ).map((w) => ({
+      origin: w.origin,
+      incarnation: w.incarnation,
+      lsn: w.lsn,
+      updatedAtMs: w.updated_at_ms,
+    }));
+  }
+
+  async watermark(origin: string, incarnation: string): Promise<number> {
+    return (this.stmt.watermark.get(origin, incarnation) as number | undefined) ?? 0;
+  }
+
+  async conflicts(options: { afterId?: number; limit?: number } = {}): Promise<ConflictRow[]> {
+    const rows = this.stmt.conflicts.all(options.afterId ?? 0, options.limit ?? 1000) as Array<
+      RecordRow & {
+        id: number;
+        winner_origin: string;
+        winner_incarnation: string;
+        winner_lsn: number;
+        winner_outcome: string;
+        winner_hlc_wall: number;
+        winner_hlc_logical: number;
+        rule: string;
+        detected_at_ms: number;
+      }
+    >;
+    return rows.map((r) => {
+      const loser = fromRow(r);
+      const winner = this.getSync(r.key);
+      return {
+        id: r.id,
+        key: r.key,
+        loser,
+        // The current winner (it may have changed since); the one at detection time is in the row.
+        winner: winner ?? {
+          ...loser,
+          origin: r.winner_origin,
+          incarnation: r.winner_incarnation,
+          lsn: r.winner_lsn,
+          outcome: r.winner_outcome,
+          hlc: { wallMs: r.winner_hlc_wall, logical: r.winner_hlc_logical },
+        },
+        rule: r.rule,
+        detectedAtMs: r.detected_at_ms,
+      };
+    });
+  }
+
+  async stats(): Promise<StoreStats> {
+    return {
+      records: this.stmt.countRecords.get() as number,
+      conflicts: this.stmt.countConflicts.get() as number,
+    };
+  }
+
+  async rootDigest(): Promise<string> {
+    if (!this.digests) throw new Error("this store was opened without digests");
+    return this.digests.root();
+  }
+
+  get isOpen(): boolean {
+    return this.db.open;
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+}

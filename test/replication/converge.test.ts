@@ -1,0 +1,88 @@
+/**
+ * Regions as separate processes over real HTTP: records appended everywhere reach everyone,
+ * and every store ends with the same digest (invariants 2 and 4); a key appended in two
+ * regions at once converges to one winner, and both regions record the conflict.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { startTcpProxy, type TcpProxy } from "../../src/faults/index.js";
+import { Cluster, api, append, appendMany, freePort, status, waitConverged } from "../support/cluster.js";
+
+let cluster: Cluster | undefined;
+const proxies: TcpProxy[] = [];
+afterEach(async () => {
+  await cluster?.stop();
+  cluster = undefined;
+  await Promise.all(proxies.splice(0).map((p) => p.close()));
+});
+
+describe("replication between regions", () => {
+  it("two regions: every record reaches the other and digests are equal", async () => {
+    cluster = await Cluster.start({ regions: ["us-east-1", "us-west-2"] });
+    const [a, b] = [cluster.node("us-east-1"), cluster.node("us-west-2")];
+    const [ka, kb] = await Promise.all([appendMany(a, "east", 300), appendMany(b, "west", 300)]);
+    const [sa, sb] = await waitConverged([a, b]);
+    expect(sa!.store.records).toBe(600);
+    expect(sb!.store.digest).toBe(sa!.store.digest);
+    for (const key of [...ka.slice(0, 20), ...kb.slice(0, 20)]) {
+      const [ra, rb] = await Promise.all([
+        api(`${a.url}/v1/records/${key}`),
+        api(`${b.url}/v1/records/${key}`),
+      ]);
+      expect(ra.status).toBe(200);
+      expect(rb.body).toEqual(ra.body);
+    }
+    expect(sa!.peers[0]).toMatchObject({ peer: "us-west-2", ackedLsn: 300 });
+  });
+
+  it("three regions: all converge, and a split-brain key ends with one winner and a recorded conflict in both", async () => {
+    // us-east-1 and us-west-2 reach each other through proxies, so the test can split them.
+    const ports = { "us-east-1": await freePort(), "us-west-2": await freePort() };
+    const toWest = await startTcpProxy({ targetPort: ports["us-west-2"] });
+    const toEast = await startTcpProxy({ targetPort: ports["us-east-1"] });
+    proxies.push(toWest, toEast);
+    cluster = await Cluster.start({
+      regions: [
+        { name: "us-east-1", config: { listen: { port: ports["us-east-1"] } } },
+        { name: "us-west-2", config: { listen: { port: ports["us-west-2"] } } },
+        "eu-west-1",
+      ],
+      route: (from, to, direct) =>
+        from === "us-east-1" && to === "us-west-2"
+          ? toWest.url
+          : from === "us-west-2" && to === "us-east-1"
+            ? toEast.url
+            : direct,
+    });
+    const nodes = ["us-east-1", "us-west-2", "eu-west-1"].map((n) => cluster!.node(n));
+    const [a, b, c] = nodes as [(typeof nodes)[0], (typeof nodes)[0], (typeof nodes)[0]];
+    toWest.setMode("blackhole");
+    toEast.setMode("blackhole");
+    // eu-west-1 is down too, so neither side can learn the other's version through it.
+    await cluster.stopNode("eu-west-1");
+    const [ra, rb] = await Promise.all([
+      append(a, { key: "pcs-split", tenant: "tenant-a", outcome: "accepted" }),
+      append(b, { key: "pcs-split", tenant: "tenant-a", outcome: "rejected" }),
+    ]);
+    // Each region accepted its own version: split brain.
+    expect(ra.body).toMatchObject({ duplicate: false, origin: "us-east-1", outcome: "accepted" });
+    expect(rb.body).toMatchObject({ duplicate: false, origin: "us-west-2", outcome: "rejected" });
+    await cluster.startNode("eu-west-1");
+    toWest.setMode("forward");
+    toEast.setMode("forward");
+    await Promise.all(nodes.map((n) => appendMany(n, n.name, 150)));
+    const all = await waitConverged(nodes);
+    expect(new Set(all.map((s) => s.store.records))).toEqual(new Set([451]));
+    const winners = await Promise.all(nodes.map((n) => api(`${n.url}/v1/records/pcs-split`)));
+    expect(new Set(winners.map((w) => JSON.stringify(w.body))).size).toBe(1);
+    // The loser is kept, counted and visible in both split-brain regions (and the third).
+    for (const s of all) expect(s.store.conflicts).toBe(1);
+    // An append of the decided key now answers the winner as a duplicate, without writing.
+    const before = (await status(c)).wal.durableLsn;
+    const again = await append(c, { key: "pcs-split", tenant: "tenant-a", outcome: "escalated" });
+    expect(again.body).toMatchObject({
+      duplicate: true,
+      outcome: (winners[0]!.body as { outcome: string }).outcome,
+    });
+    expect((await status(c)).wal.durableLsn).toBe(before);
+  });
+});

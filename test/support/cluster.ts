@@ -1,0 +1,244 @@
+/**
+ * Real regions for tests: each one a separate `crr serve` process (the compiled package, as
+ * users run it) on 127.0.0.1, with its own data directory, talking real HTTP.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import YAML from "yaml";
+import { crrBin, repoRoot } from "./cli.js";
+import { tempDir, waitFor } from "./tmp.js";
+
+export const testSecret = "test-peer-secret-0123456789";
+
+/** A port the kernel just handed out (bound on port 0, then released for the child to take). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export interface NodeSpec {
+  name: string;
+  /** Extra config merged into this region's file (e.g. crr policies, shipper limits). */
+  config?: Record<string, unknown>;
+}
+
+export interface ClusterOptions {
+  regions: Array<string | NodeSpec>;
+  /** The crr block for every region (peers default to every other region, multi-way). */
+  crr?: (self: string, all: string[]) => Record<string, unknown>;
+  /** Extra config for every region. */
+  common?: Record<string, unknown>;
+  /** Where region `from` reaches region `to` (e.g. through a fault proxy); default the node's own URL. */
+  route?: (from: string, to: string, directUrl: string) => string;
+}
+
+export interface TestNode {
+  name: string;
+  url: string;
+  port: number;
+  dataDir: string;
+  configFile: string;
+  proc: ChildProcess | undefined;
+  output: string[];
+}
+
+function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const cur = out[k];
+    out[k] =
+      v && typeof v === "object" && !Array.isArray(v) && cur && typeof cur === "object" && !Array.isArray(cur)
+        ? deepMerge(cur as Record<string, unknown>, v as Record<string, unknown>)
+        : v;
+  }
+  return out;
+}
+
+export class Cluster {
+  readonly nodes = new Map<string, TestNode>();
+  private constructor(private readonly o: ClusterOptions) {}
+
+  static async start(o: ClusterOptions): Promise<Cluster> {
+    const c = new Cluster(o);
+    const root = tempDir("crr-cluster-");
+    const specs = o.regions.map((r) => (typeof r === "string" ? { name: r } : r));
+    const names = specs.map((s) => s.name);
+    for (const s of specs) {
+      const fixed = (s.config?.listen as { port?: number } | undefined)?.port;
+      const port = fixed ?? (await freePort());
+      c.nodes.set(s.name, {
+        name: s.name,
+        url: `http://127.0.0.1:${port}`,
+        port,
+        dataDir: path.join(root, s.name),
+        configFile: path.join(root, `${s.name}.yaml`),
+        proc: undefined,
+        output: [],
+      });
+    }
+    for (const s of specs) {
+      const node = c.nodes.get(s.name)!;
+      const regions = Object.fromEntries(
+        names.map((n) => [
+          n,
+          { url: o.route ? o.route(s.name, n, c.nodes.get(n)!.url) : c.nodes.get(n)!.url },
+        ]),
+      );
+      let config: Record<string, unknown> = {
+        region: s.name,
+        dataDir: node.dataDir,
+        listen: { host: "127.0.0.1", port: node.port },
+        regions,
+        crr: o.crr
+          ? o.crr(s.name, names)
+          : { enabled: true, replicationMode: "multi-way", peers: names.filter((n) => n !== s.name) },
+        auth: { peerSecret: "${CRR_PEER_SECRET}" },
+        shipper: { retryDelayMsMax: 500, requestTimeoutMs: 2000, connectTimeoutMs: 1000 },
+        log: { level: "info" },
+      };
+      if (o.common) config = deepMerge(config, o.common);
+      if (s.config) config = deepMerge(config, s.config);
+      fs.writeFileSync(node.configFile, YAML.stringify(config));
+    }
+    await Promise.all(names.map((n) => c.startNode(n)));
+    return c;
+  }
+
+  node(name: string): TestNode {
+    const n = this.nodes.get(name);
+    if (!n) throw new Error(`no node ${name}`);
+    return n;
+  }
+
+  /** Start (or restart) a node's process and wait until it is ready. */
+  async startNode(name: string): Promise<void> {
+    const node = this.node(name);
+    const proc = spawn(process.execPath, [crrBin, "serve", "--config", node.configFile], {
+      cwd: repoRoot,
+      env: { ...process.env, CRR_PEER_SECRET: testSecret },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    node.proc = proc;
+    const keep = (d: Buffer) => {
+      node.output.push(d.toString());
+      if (node.output.length > 2000) node.output.splice(0, 1000);
+    };
+    proc.stdout!.on("data", keep);
+    proc.stderr!.on("data", keep);
+    let exited: number | null | string = null;
+    proc.on("exit", (code, sig) => (exited = sig ?? code));
+    await waitFor(async () => {
+      if (exited !== null)
+        throw new Error(`${name} exited (${String(exited)}) while starting:\n${node.output.join("")}`);
+      return (
+        (await fetch(`${node.url}/readyz`)
+          .then((r) => r.status === 200)
+          .catch(() => false)) || undefined
+      );
+    }, `${name} to be ready`);
+  }
+
+  /** SIGKILL (the crash case) or SIGTERM (graceful); resolves when the process is gone. */
+  async stopNode(name: string, signal: NodeJS.Signals = "SIGTERM"): Promise<number | string | null> {
+    const node = this.node(name);
+    const proc = node.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null)
+      return proc?.signalCode ?? proc?.exitCode ?? null;
+    const exited = new Promise<number | string | null>((resolve) =>
+      proc.on("exit", (code, sig) => resolve(sig ?? code)),
+    );
+    proc.kill(signal);
+    const result = await exited;
+    node.proc = undefined;
+    return result;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.nodes.keys()].map((n) => this.stopNode(n, "SIGKILL")));
+  }
+
+  logs(name: string): string {
+    return this.node(name).output.join("");
+  }
+}
+
+export async function api<T = Record<string, unknown>>(
+  url: string,
+  init?: RequestInit,
+): Promise<{ status: number; body: T }> {
+  const res = await fetch(url, init);
+  const text = await res.text();
+  return { status: res.status, body: (text ? JSON.parse(text) : undefined) as T };
+}
+
+export function append(
+  node: TestNode,
+  rec: { key: string; tenant: string; outcome: string; body?: unknown },
+  wait?: number,
+) {
+  return api(`${node.url}/v1/records${wait === undefined ? "" : `?wait=${wait}`}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(rec),
+  });
+}
+
+export interface StatusBody {
+  region: string;
+  incarnation: string;
+  wal: { durableLsn: number; segments: number; bytes: number };
+  store: { records: number; conflicts: number; digest: string };
+  peers: Array<{ peer: string; ackedLsn: number; state: string; lagSeconds: number }>;
+  watermarks: Record<string, number>;
+}
+
+export async function status(node: TestNode): Promise<StatusBody> {
+  return (await api<StatusBody>(`${node.url}/v1/status`)).body;
+}
+
+/** Wait until every node has applied every other node's durable records and all digests agree. */
+export async function waitConverged(nodes: TestNode[], deadlineMs = 60_000): Promise<StatusBody[]> {
+  return waitFor(
+    async () => {
+      const all = await Promise.all(nodes.map(status));
+      for (const s of all) {
+        for (const other of all) {
+          if (other === s) continue;
+          if ((s.watermarks[other.region] ?? 0) < other.wal.durableLsn) return undefined;
+        }
+      }
+      return new Set(all.map((s) => s.store.digest)).size === 1 ? all : undefined;
+    },
+    "regions to converge",
+    deadlineMs,
+  );
+}
+
+/** Append `count` records with `concurrency` in flight; returns the acknowledged keys. */
+export async function appendMany(
+  node: TestNode,
+  prefix: string,
+  count: number,
+  tenant = "tenant-a",
+  concurrency = 16,
+): Promise<string[]> {
+  const keys: string[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      const i = next++;
+      const key = `${prefix}-${i}`;
+      const r = await append(node, { key, tenant, outcome: i % 5 ? "accepted" : "escalated", body: { i } });
+      if (r.status !== 200)
+        throw new Error(`append ${key} to ${node.name}: ${r.status} ${JSON.stringify(r.body)}`);
+      keys.push(key);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return keys;
+}
