@@ -3,6 +3,7 @@
  * behaviour. Each writes bench/results/NAME.json and NAME.md.
  */
 import { parseArgs } from "node:util";
+import { benchReplication } from "./replication.js";
 import { benchWal } from "./wal.js";
 
 const { positionals, values } = parseArgs({
@@ -23,7 +24,12 @@ switch (name) {
       recoveryGiB: Number(values["recovery-gib"]),
     });
     break;
+  case "replication":
+    await benchReplication({ seconds: Number(values.seconds), rounds: Number(values.rounds) });
+    break;
   default:
-    process.stderr.write(`usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n`);
+    process.stderr.write(
+      "usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n       npm run bench -- replication [--rounds N] [--seconds S]\n",
+    );
     process.exitCode = 2;
 }

@@ -3,7 +3,12 @@
  * of the outside contract. Handlers are thin: they translate HTTP to Region calls and typed
  * errors back to status codes. No secret ever reaches a response or a log line.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from "fastify";
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+} from "fastify";
 import { formatHlc } from "../clock/index.js";
 import { CrrError, RecordInvalidError } from "../errors.js";
 import { DrainingError, WaitTimeoutError, type Region } from "./region.js";
@@ -47,12 +52,15 @@ export function buildServer(region: Region): FastifyInstance {
   const c = region.config;
   const app = Fastify({
     loggerInstance: region.log as unknown as FastifyBaseLogger,
-    disableRequestLogging: true,
+    // Appends arrive at thousands per second: no per-request log lines; errors are logged.
+    logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: "x-request-id",
     bodyLimit: c.server.publicBodyBytesMax,
     requestTimeout: c.server.requestTimeoutMs,
     keepAliveTimeout: c.server.keepAliveTimeoutMs,
     return503OnClosing: true,
+    // Unknown fields are errors, not silently dropped (fastify's default strips them).
+    ajv: { customOptions: { removeAdditional: false } },
   });
 
   app.addContentTypeParser(
@@ -117,6 +125,11 @@ export function buildServer(region: Region): FastifyInstance {
   app.get("/v1/watermarks", async () => region.watermarksView());
 
   app.post("/v1/replicate", async (req, reply) => {
+    if (!Buffer.isBuffer(req.body)) {
+      return reply
+        .status(415)
+        .send({ code: "unsupported_media_type", message: "expected an application/octet-stream batch" });
+    }
     const answer = await region.reader.replicate({
       method: req.method,
       path: req.url,

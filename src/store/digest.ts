@@ -49,6 +49,19 @@ export class BucketDigests {
     this.counts[bucket] = count;
   }
 
+  /** The key counts as bytes (little-endian u32 per bucket), for saving. */
+  countsBytes(): Buffer {
+    return Buffer.from(this.counts.buffer, this.counts.byteOffset, this.counts.byteLength);
+  }
+
+  restore(digests: Buffer, counts: Buffer): void {
+    if (digests.length !== this.digests.length || counts.length !== this.counts.byteLength) {
+      throw new Error(`digest snapshot has the wrong size (${digests.length}/${counts.length} bytes)`);
+    }
+    digests.copy(this.digests);
+    new Uint8Array(this.counts.buffer, this.counts.byteOffset, this.counts.byteLength).set(counts);
+  }
+
   root(): string {
     return createHash("sha256").update(this.digests).digest("hex");
   }

@@ -10,6 +10,7 @@
  */
 import Database from "better-sqlite3";
 import { ruleName, compareVersions, sameVersion, type MergeRule } from "./merge.js";
+import { startCheckpointer, type Checkpointer } from "./checkpointer.js";
 import { BucketDigests, bucketOf, versionHash, versionHashBytes } from "./digest.js";
 import type {
   ApplyBatchInput,
@@ -27,10 +28,13 @@ const schemaVersion = 1;
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+-- Keyed by (bucket, key): a bucket's keys are one range scan for the divergence detector,
+-- and a lookup by key computes its bucket first. vh = the winning version's 128-bit hash.
 CREATE TABLE IF NOT EXISTS records (
-  key TEXT PRIMARY KEY, tenant TEXT NOT NULL, outcome TEXT NOT NULL, body TEXT,
+  bucket INTEGER NOT NULL, key TEXT NOT NULL, tenant TEXT NOT NULL, outcome TEXT NOT NULL, body TEXT,
   origin TEXT NOT NULL, incarnation TEXT NOT NULL, lsn INTEGER NOT NULL,
-  hlc_wall INTEGER NOT NULL, hlc_logical INTEGER NOT NULL
+  hlc_wall INTEGER NOT NULL, hlc_logical INTEGER NOT NULL, vh BLOB NOT NULL,
+  PRIMARY KEY (bucket, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS watermarks (
   origin TEXT NOT NULL, incarnation TEXT NOT NULL, lsn INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL,
@@ -46,10 +50,14 @@ CREATE TABLE IF NOT EXISTS conflicts (
   rule TEXT NOT NULL, detected_at_ms INTEGER NOT NULL,
   UNIQUE (key, origin, incarnation, lsn)
 );
-CREATE TABLE IF NOT EXISTS buckets (bucket INTEGER PRIMARY KEY, digest BLOB NOT NULL, keys INTEGER NOT NULL);
+-- Bucket digests live in memory and are saved here on a clean close; "clean" is cleared while
+-- the store is open, so after a crash they are rebuilt from records.vh instead of trusted.
+CREATE TABLE IF NOT EXISTS digest_snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), clean INTEGER NOT NULL, digests BLOB NOT NULL, counts BLOB NOT NULL);
 `;
 
 interface RecordRow {
+  bucket: number;
+  vh: Buffer;
   key: string;
   tenant: string;
   outcome: string;
@@ -81,6 +89,8 @@ export interface SqliteStoreOptions {
   nowMs?: () => number;
   /** Keep incremental bucket digests (the divergence detector needs them). Default true. */
   digests?: boolean;
+  checkpointIntervalMs?: number;
+  onCheckpointError?: (message: string) => void;
 }
 
 export class SqliteStore implements DedupStore {
@@ -91,6 +101,7 @@ export class SqliteStore implements DedupStore {
   private readonly ruleText: string;
   private readonly stmt;
   private readonly applyTx: (b: ApplyBatchInput) => ApplyResult;
+  private readonly checkpointer: Checkpointer | undefined;
 
   constructor(o: SqliteStoreOptions) {
     this.rule = o.rule;
@@ -100,6 +111,15 @@ export class SqliteStore implements DedupStore {
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma("busy_timeout = 5000");
+    this.db.pragma("journal_size_limit = 67108864");
+    this.db.pragma("cache_size = -65536"); // 64 MiB of page cache: random keys touch pages all over the B-tree
+    if (o.path !== ":memory:") {
+      // Checkpoints run on a worker thread (see checkpointer.ts), never inside our COMMITs.
+      this.db.pragma("wal_autocheckpoint = 0");
+      this.checkpointer = startCheckpointer(o.path, o.checkpointIntervalMs ?? 500, (message) =>
+        (o.onCheckpointError ?? (() => undefined))(message),
+      );
+    }
     this.db.exec(schema);
     const version = this.db.prepare("SELECT value FROM meta WHERE name = 'schema_version'").pluck().get() as
       string | undefined;
@@ -112,14 +132,14 @@ export class SqliteStore implements DedupStore {
     }
     this.stmt = {
       insertIfAbsent: this.db.prepare(
-        `INSERT INTO records (key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING`,
+        `INSERT INTO records (bucket, key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical, vh)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
       ),
       replace: this.db.prepare(
-        `UPDATE records SET tenant = ?, outcome = ?, body = ?, origin = ?, incarnation = ?, lsn = ?, hlc_wall = ?, hlc_logical = ?
-         WHERE key = ?`,
+        `UPDATE records SET tenant = ?, outcome = ?, body = ?, origin = ?, incarnation = ?, lsn = ?, hlc_wall = ?, hlc_logical = ?, vh = ?
+         WHERE bucket = ? AND key = ?`,
       ),
-      get: this.db.prepare("SELECT * FROM records WHERE key = ?"),
+      get: this.db.prepare("SELECT * FROM records WHERE bucket = ? AND key = ?"),
       watermark: this.db.prepare("SELECT lsn FROM watermarks WHERE origin = ? AND incarnation = ?").pluck(),
       setWatermark: this.db.prepare(
         `INSERT INTO watermarks (origin, incarnation, lsn, updated_at_ms) VALUES (?, ?, ?, ?)
@@ -135,22 +155,30 @@ export class SqliteStore implements DedupStore {
       conflicts: this.db.prepare("SELECT * FROM conflicts WHERE id > ? ORDER BY id LIMIT ?"),
       countRecords: this.db.prepare("SELECT count(*) FROM records").pluck(),
       countConflicts: this.db.prepare("SELECT count(*) FROM conflicts").pluck(),
-      setBucket: this.db.prepare(
-        "INSERT INTO buckets (bucket, digest, keys) VALUES (?, ?, ?) ON CONFLICT (bucket) DO UPDATE SET digest = excluded.digest, keys = excluded.keys",
+      snapshot: this.db.prepare("SELECT clean, digests, counts FROM digest_snapshot WHERE id = 1"),
+      saveSnapshot: this.db.prepare(
+        "INSERT INTO digest_snapshot (id, clean, digests, counts) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET clean = excluded.clean, digests = excluded.digests, counts = excluded.counts",
       ),
-      buckets: this.db.prepare("SELECT bucket, digest, keys FROM buckets"),
+      markDirty: this.db.prepare("UPDATE digest_snapshot SET clean = 0 WHERE id = 1"),
+      allVersionHashes: this.db.prepare("SELECT bucket, vh FROM records"),
     };
-    if (o.digests ?? true) {
-      this.digests = new BucketDigests();
-      for (const row of this.stmt.buckets.iterate() as Iterable<{
-        bucket: number;
-        digest: Buffer;
-        keys: number;
-      }>) {
-        this.digests.set(row.bucket, row.digest, row.keys);
-      }
-    }
+    if (o.digests ?? true) this.digests = this.loadDigests();
     this.applyTx = this.db.transaction((b: ApplyBatchInput) => this.applyInTransaction(b));
+  }
+
+  /** The saved snapshot after a clean close, else a rebuild from every record's version hash. */
+  private loadDigests(): BucketDigests {
+    const d = new BucketDigests();
+    const snap = this.stmt.snapshot.get() as { clean: number; digests: Buffer; counts: Buffer } | undefined;
+    if (snap?.clean === 1) {
+      d.restore(snap.digests, snap.counts);
+    } else {
+      for (const row of this.stmt.allVersionHashes.iterate() as Iterable<{ bucket: number; vh: Buffer }>)
+        d.xor(row.bucket, row.vh, 1);
+    }
+    // From here on the snapshot lags the records: mark it so a crash rebuilds.
+    this.stmt.saveSnapshot.run(0, d.digests, d.countsBytes());
+    return d;
   }
 
   async applyBatch(batch: ApplyBatchInput): Promise<ApplyResult> {
@@ -191,9 +219,6 @@ export class SqliteStore implements DedupStore {
       }
     }
     this.stmt.setWatermark.run(b.origin, b.incarnation, b.lastLsn, now);
-    if (this.pendingBuckets) {
-      for (const [bucket, t] of this.pendingBuckets) this.stmt.setBucket.run(bucket, t.digest, t.keys);
-    }
     const skipped = b.firstLsn > wm + 1 ? { from: wm + 1, to: b.firstLsn - 1 } : undefined;
     return { status: "applied", watermark: b.lastLsn, applied, duplicates, conflicts, skipped };
   }
@@ -209,7 +234,10 @@ export class SqliteStore implements DedupStore {
       lsn: r.lsn,
       hlc: r.hlc,
     };
+    const bucket = bucketOf(r.key);
+    const vh = versionHash(incoming);
     const info = this.stmt.insertIfAbsent.run(
+      bucket,
       r.key,
       r.tenant,
       r.outcome,
@@ -219,12 +247,14 @@ export class SqliteStore implements DedupStore {
       r.lsn,
       r.hlc.wallMs,
       r.hlc.logical,
+      vh,
     );
     if (info.changes === 1) {
-      this.digestXor(incoming, undefined);
+      this.digestXor(bucket, vh, undefined);
       return "new";
     }
-    const existing = fromRow(this.stmt.get.get(r.key) as RecordRow);
+    const row = this.stmt.get.get(bucket, r.key) as RecordRow;
+    const existing = fromRow(row);
     if (sameVersion(existing, incoming)) return "duplicate";
     const incomingWins = compareVersions(this.rule, incoming, existing) < 0;
     const [winner, loser] = incomingWins ? [incoming, existing] : [existing, incoming];
@@ -257,32 +287,28 @@ export class SqliteStore implements DedupStore {
         r.lsn,
         r.hlc.wallMs,
         r.hlc.logical,
+        vh,
+        bucket,
         r.key,
       );
-      this.digestXor(incoming, existing);
+      this.digestXor(bucket, vh, row.vh);
     }
     // A loser seen before (same version) is a re-delivery, not a new conflict.
     if (kept.changes === 0) return "duplicate";
     return { key: r.key, winner, loser, rule: this.ruleText };
   }
 
-  /** Record in the transaction's pending buckets that `added` replaced `removed` (undefined: a new key). */
-  private digestXor(added: StoredRecord, removed: StoredRecord | undefined): void {
+  /** Note in the transaction's pending buckets that version `added` replaced `removed` (undefined: a new key). */
+  private digestXor(bucket: number, added: Buffer, removed: Buffer | undefined): void {
     if (!this.digests || !this.pendingBuckets) return;
-    const bucket = bucketOf(added.key);
     let t = this.pendingBuckets.get(bucket);
     if (!t) {
       t = { digest: Buffer.from(this.digests.digestOf(bucket)), keys: this.digests.counts[bucket]! };
       this.pendingBuckets.set(bucket, t);
     }
-    const h = versionHash(added);
-    for (let i = 0; i < versionHashBytes; i++) t.digest[i]! ^= h[i]!;
-    if (removed) {
-      const g = versionHash(removed);
-      for (let i = 0; i < versionHashBytes; i++) t.digest[i]! ^= g[i]!;
-    } else {
-      t.keys++;
-    }
+    for (let i = 0; i < versionHashBytes; i++) t.digest[i]! ^= added[i]!;
+    if (removed) for (let i = 0; i < versionHashBytes; i++) t.digest[i]! ^= removed[i]!;
+    else t.keys++;
   }
 
   async get(key: string): Promise<StoredRecord | undefined> {
@@ -290,7 +316,7 @@ export class SqliteStore implements DedupStore {
   }
 
   getSync(key: string): StoredRecord | undefined {
-    const row = this.stmt.get.get(key) as RecordRow | undefined;
+    const row = this.stmt.get.get(bucketOf(key), key) as RecordRow | undefined;
     return row ? fromRow(row) : undefined;
   }
 
@@ -367,6 +393,9 @@ export class SqliteStore implements DedupStore {
   }
 
   async close(): Promise<void> {
-    if (this.db.open) this.db.close();
+    if (!this.db.open) return;
+    await this.checkpointer?.stop();
+    if (this.digests) this.stmt.saveSnapshot.run(1, this.digests.digests, this.digests.countsBytes());
+    this.db.close();
   }
 }

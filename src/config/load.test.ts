@@ -1,0 +1,126 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, parseConfig } from "./load.js";
+import { replicationPolicy } from "./policy.js";
+
+const env = { CRR_PEER_SECRET: "0123456789abcdef-secret" };
+const base = () => ({
+  region: "us-east-1",
+  dataDir: "./data/us-east-1",
+  listen: { host: "127.0.0.1", port: 7070 },
+  regions: {
+    "us-east-1": { url: "http://127.0.0.1:7070" },
+    "us-west-2": { url: "http://127.0.0.1:7071" },
+    "eu-west-1": { url: "http://127.0.0.1:7072" },
+  },
+  crr: { enabled: true, replicationMode: "multi-way", peers: ["us-west-2", "eu-west-1"] },
+  auth: { peerSecret: "${CRR_PEER_SECRET}" },
+});
+
+function problems(raw: unknown, e: NodeJS.ProcessEnv = env): string[] {
+  try {
+    parseConfig(raw, "test.yaml", "/etc/crr", e);
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  return [];
+}
+
+describe("config", () => {
+  it("loads the design's example with defaults, env substitution and an absolute dataDir", () => {
+    const c = parseConfig(base(), "test.yaml", "/etc/crr", env);
+    expect(c.dataDir).toBe("/etc/crr/data/us-east-1");
+    expect(c.auth.peerSecret).toBe(env.CRR_PEER_SECRET);
+    expect(c.shipper.batchBytesMax).toBe(1024 * 1024);
+    expect(c.crr.conflictRule).toBe("first-write-wins");
+    expect(replicationPolicy(c).peers).toEqual(["us-west-2", "eu-west-1"]);
+  });
+
+  it("names every problem with its path and what was expected", () => {
+    const raw = base() as Record<string, unknown>;
+    raw.colour = "blue";
+    (raw.listen as Record<string, unknown>).port = "7070";
+    (raw.crr as Record<string, unknown>).replicationMode = "mesh";
+    expect(problems(raw)).toEqual(
+      expect.arrayContaining([
+        "colour: unknown key",
+        "listen.port: expected integer",
+        'crr.replicationMode: expected one of "multi-way", "two-region", "selective"',
+      ]),
+    );
+  });
+
+  it("reports a missing peer URL, an unknown peer and the node's own region as a peer", () => {
+    const raw = base();
+    (raw.regions as Record<string, unknown>)["us-west-2"] = {};
+    expect(problems(raw)).toContain("regions.us-west-2.url: required");
+    const raw2 = base();
+    raw2.crr.peers = ["ap-south-1", "us-east-1"];
+    expect(problems(raw2)).toEqual([
+      "crr.peers[0]: unknown region 'ap-south-1' (no regions.ap-south-1.url)",
+      "crr.peers[1]: 'us-east-1' is this node's own region",
+    ]);
+  });
+
+  it("says which environment variable is missing, never what a secret is", () => {
+    expect(problems(base(), {})).toEqual([
+      "auth.peerSecret: environment variable CRR_PEER_SECRET is not set",
+    ]);
+    const short = base();
+    short.auth.peerSecret = "short";
+    expect(problems(short)).toEqual(["auth.peerSecret: must be at least 16 characters"]);
+    const err = (() => {
+      try {
+        parseConfig({ ...base(), colour: 1 }, "x.yaml", "/", env);
+      } catch (e) {
+        return e as Error;
+      }
+    })();
+    expect(err?.message).not.toContain(env.CRR_PEER_SECRET);
+  });
+
+  it("checks the shape each replication mode needs", () => {
+    const two = base() as Record<string, unknown>;
+    two.crr = { enabled: true, replicationMode: "two-region", targetRegions: ["us-west-2", "eu-west-1"] };
+    expect(problems(two)).toEqual(["crr.targetRegions: two-region mode needs exactly one target region"]);
+    const sel = base() as Record<string, unknown>;
+    sel.crr = {
+      enabled: true,
+      replicationMode: "selective",
+      policies: [{ tenantID: "a", targetRegions: ["mars-1"] }],
+    };
+    expect(problems(sel)).toEqual(["crr.policies[0].targetRegions[0]: unknown region 'mars-1'"]);
+    const pw = base() as Record<string, unknown>;
+    pw.crr = { enabled: true, peers: ["us-west-2"], conflictRule: "primary-wins" };
+    expect(problems(pw)).toEqual(["crr.regionPriority: required for conflictRule primary-wins"]);
+  });
+
+  it("derives who receives what from each policy shape", () => {
+    const sel = parseConfig(
+      {
+        ...base(),
+        crr: {
+          enabled: true,
+          replicationMode: "selective",
+          policies: [{ tenantID: "a", targetRegions: ["us-east-1", "eu-west-1"] }],
+        },
+      },
+      "t",
+      "/",
+      env,
+    );
+    const p = replicationPolicy(sel);
+    expect(p.peers).toEqual(["eu-west-1"]);
+    expect(p.sendsTo("eu-west-1", "a")).toBe(true);
+    expect(p.sendsTo("eu-west-1", "b")).toBe(false);
+    expect(p.accepts("eu-west-1", "a")).toBe(true);
+    expect(p.accepts("eu-west-1", "b")).toBe(false);
+    const two = replicationPolicy(
+      parseConfig({ ...base(), crr: { targetRegions: ["us-west-2"] } }, "t", "/", env),
+    );
+    expect(two.peers).toEqual(["us-west-2"]);
+    expect(
+      replicationPolicy(parseConfig({ ...base(), crr: { enabled: false } }, "t", "/", env)).peers,
+    ).toEqual([]);
+  });
+});

@@ -1,0 +1,266 @@
+/**
+ * Invariants 5 and 9 against a real `crr serve`: every request the peer API must refuse is
+ * refused with a 4xx and a reason, and changes nothing (digest, watermarks, record count).
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { encodeBatch, signRequest } from "../../src/protocol/index.js";
+import { encodeFrames, type WalRecord } from "../../src/wal/index.js";
+import { Cluster, api, append, status, testSecret, type TestNode } from "../support/cluster.js";
+
+let cluster: Cluster;
+let node: TestNode;
+const incarnation = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+beforeAll(async () => {
+  // One real node (eu-west-1) whose peers are down: we play us-east-1 by hand.
+  cluster = await Cluster.start({
+    regions: ["eu-west-1"],
+    common: {
+      regions: { "us-east-1": { url: "http://127.0.0.1:9" }, "us-west-2": { url: "http://127.0.0.1:9" } },
+      crr: {
+        enabled: true,
+        replicationMode: "selective",
+        policies: [
+          { tenantID: "tenant-a", targetRegions: ["eu-west-1", "us-east-1"] },
+          { tenantID: "tenant-us", targetRegions: ["us-east-1", "us-west-2"] },
+        ],
+      },
+      reader: { bodyBytesMax: 65536 },
+    },
+  });
+  node = cluster.node("eu-west-1");
+});
+afterAll(() => cluster.stop());
+
+const rec = (lsn: number, tenant = "tenant-a"): WalRecord => ({
+  key: `k${lsn}`,
+  tenant,
+  outcome: "accepted",
+  bodyJson: undefined,
+  lsn,
+  hlc: { wallMs: Date.now(), logical: 0 },
+  flags: 0,
+});
+
+function batch(
+  records: WalRecord[],
+  origin = "us-east-1",
+  firstLsn = records[0]!.lsn,
+  lastLsn = records.at(-1)!.lsn,
+): Buffer {
+  return encodeBatch(
+    { origin, incarnation, firstLsn, lastLsn, recordCount: records.length, flags: 0 },
+    encodeFrames(records),
+  );
+}
+
+function post(body: Buffer, headers: Record<string, string>) {
+  return api(`${node.url}/v1/replicate`, {
+    method: "POST",
+    headers: { "content-type": "application/octet-stream", ...headers },
+    body,
+  });
+}
+
+const signed = (body: Buffer, over: { region?: string; secret?: string; nowMs?: number } = {}) =>
+  signRequest({
+    secret: over.secret ?? testSecret,
+    method: "POST",
+    path: "/v1/replicate",
+    body,
+    region: over.region ?? "us-east-1",
+    nowMs: over.nowMs ?? Date.now(),
+  });
+
+async function unchanged<T>(send: () => Promise<T>): Promise<T> {
+  const before = await status(node);
+  const result = await send();
+  const after = await status(node);
+  expect(after.store).toEqual(before.store);
+  expect(after.watermarks).toEqual(before.watermarks);
+  return result;
+}
+
+describe("the peer API refuses, and changes nothing", () => {
+  it("accepts a good batch (the control case)", async () => {
+    const body = batch([rec(1), rec(2)]);
+    const r = await post(body, signed(body));
+    expect(r).toMatchObject({ status: 200, body: { watermark: 2, applied: 2 } });
+  });
+
+  const cases: Array<
+    [string, () => Promise<{ status: number; body: Record<string, unknown> }>, number, string]
+  > = [
+    ["no signature", async () => post(batch([rec(3)]), {}), 401, "unauthenticated"],
+    [
+      "another secret",
+      async () => {
+        const b = batch([rec(3)]);
+        return post(b, signed(b, { secret: "not-the-deployment-secret" }));
+      },
+      401,
+      "unauthenticated",
+    ],
+    [
+      "a stale timestamp",
+      async () => {
+        const b = batch([rec(3)]);
+        return post(b, signed(b, { nowMs: Date.now() - 10 * 60_000 }));
+      },
+      401,
+      "unauthenticated",
+    ],
+    [
+      "a tampered body",
+      async () => {
+        const b = batch([rec(3)]);
+        const h = signed(b);
+        b[b.length - 1]! ^= 1;
+        return post(b, h);
+      },
+      400,
+      "bad_digest",
+    ],
+    [
+      "a bad record checksum",
+      async () => {
+        const frames = Buffer.from(encodeFrames([rec(3)]));
+        frames[frames.length - 1]! ^= 1;
+        const b = encodeBatch(
+          { origin: "us-east-1", incarnation, firstLsn: 3, lastLsn: 3, recordCount: 1, flags: 0 },
+          frames,
+        );
+        return post(b, signed(b));
+      },
+      400,
+      "bad_batch",
+    ],
+    [
+      "a malformed body",
+      async () => {
+        const b = Buffer.from("this is not a batch");
+        return post(b, signed(b));
+      },
+      400,
+      "bad_batch",
+    ],
+    [
+      "a body over the limit",
+      async () => {
+        const b = batch(
+          Array.from({ length: 1200 }, (_, i) => ({ ...rec(3 + i), key: `long-key-${i}-${"x".repeat(60)}` })),
+        );
+        return post(b, signed(b));
+      },
+      413,
+      "body_too_large",
+    ],
+    [
+      "an unknown origin",
+      async () => {
+        const b = batch([rec(1)], "ap-south-1");
+        return post(b, signed(b, { region: "ap-south-1" }));
+      },
+      403,
+      "unknown_origin",
+    ],
+    [
+      "an origin other than the signer",
+      async () => {
+        const b = batch([rec(1)], "us-west-2");
+        return post(b, signed(b));
+      },
+      403,
+      "origin_mismatch",
+    ],
+    [
+      "a tenant the policy keeps out",
+      async () => {
+        const b = batch([rec(3), rec(4, "tenant-us")]);
+        return post(b, signed(b));
+      },
+      403,
+      "tenant_not_allowed",
+    ],
+    [
+      "a batch beyond the watermark (rewind)",
+      async () => {
+        const b = batch([rec(50)]);
+        return post(b, signed(b));
+      },
+      409,
+      "watermark_gap",
+    ],
+    [
+      "JSON instead of a batch",
+      async () =>
+        api(`${node.url}/v1/replicate`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: "{}",
+        }),
+      415,
+      "unsupported_media_type",
+    ],
+  ];
+  for (const [what, send, code, label] of cases) {
+    it(`refuses ${what} with ${code} ${label}`, async () => {
+      const r = await unchanged(send);
+      expect(r.status).toBe(code);
+      expect(r.body.code).toBe(label);
+      expect(typeof r.body.message).toBe("string");
+      expect(JSON.stringify(r.body)).not.toContain(testSecret);
+    });
+  }
+
+  it("refuses a replayed request", async () => {
+    const body = batch([rec(3)]);
+    const headers = signed(body);
+    expect((await post(body, headers)).status).toBe(200);
+    const replay = await unchanged(() => post(body, headers));
+    expect(replay).toMatchObject({
+      status: 401,
+      body: { code: "unauthenticated", message: "replayed request (nonce already used)" },
+    });
+  });
+
+  it("answers the watermark to a batch it already applied (idempotent) and to a rewind", async () => {
+    const body = batch([rec(1), rec(2)]);
+    expect(await unchanged(() => post(body, signed(body)))).toMatchObject({
+      status: 200,
+      body: { watermark: 3, applied: 0 },
+    });
+    const ahead = batch([rec(9)]);
+    expect((await post(ahead, signed(ahead))).body).toMatchObject({ code: "watermark_gap", watermark: 3 });
+  });
+
+  it("refuses bad public API requests with the field that was wrong", async () => {
+    const long = await unchanged(() =>
+      append(node, { key: "k".repeat(300), tenant: "tenant-a", outcome: "accepted" }),
+    );
+    expect(long).toMatchObject({ status: 400, body: { code: "record_invalid", field: "key" } });
+    expect(long.body.message).toMatch(/300 bytes exceeds the limit of 256/);
+    const missing = await api(`${node.url}/v1/records`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ key: "k" }),
+    });
+    expect(missing.status).toBe(400);
+    expect(missing.body.message).toMatch(/must have required property 'tenant'/);
+    const extra = await api(`${node.url}/v1/records`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ key: "k", tenant: "t", outcome: "a", color: "red" }),
+    });
+    expect(extra.status).toBe(400);
+    const broken = await api(`${node.url}/v1/records`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{not json",
+    });
+    expect(broken.status).toBe(400);
+    const tooMany = await append(node, { key: "w1", tenant: "tenant-a", outcome: "accepted" }, 5);
+    expect(tooMany).toMatchObject({ status: 400, body: { field: "wait" } });
+    expect((await api(`${node.url}/v1/records/nope`)).status).toBe(404);
+  });
+});
