@@ -85,7 +85,7 @@ async function twoRegions(root: string) {
     origin,
     shipper,
     stop: async () => {
-      await origin.stop();
+      await origin.close();
       peer.kill("SIGTERM");
       await new Promise((r) => peer.on("exit", r));
     },

@@ -1,84 +1,372 @@
 /**
- * `crr demo` — for now a WAL write-and-recover round (three regions arrive with the node):
- * append records under concurrency, tear the last write as a crash would, recover, verify
- * every acknowledged record, print a summary and clean up. Exit 0 only if nothing was lost.
+ * `crr demo`: three regions (us-east-1, us-west-2, eu-west-1) as `crr serve` child processes
+ * on free loopback ports, in a temp directory. Drives load in all three, shows live lag, makes
+ * a split-brain conflict (the us-east-1 <-> us-west-2 links go through fault proxies this
+ * process owns), SIGKILLs a region and restarts it, then checks that everything converged.
+ * Exit 0 only if every region holds every acknowledged record and all digests are equal.
  */
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { Wal, decodeFrames, inspectWal } from "../wal/index.js";
+import { fileURLToPath } from "node:url";
+import { Pool } from "undici";
+import YAML from "yaml";
+import { startTcpProxy, type TcpProxy } from "../faults/index.js";
+import type { RegionStatus } from "../node/index.js";
 import { CliUsageError, parseCommand } from "./args.js";
 
-const help = `crr demo [--records N] [--keep]
+const help = `crr demo [--seconds N] [--rate N] [--keep]
 
-Appends N records (default 20000) to a WAL in a temp directory with 256 appends in flight,
-tears the tail the way a crash mid-write does, reopens (recovery), verifies every
-acknowledged record, prints a summary and removes the directory (unless --keep).`;
+Starts three regions on loopback, appends --rate records/s in each (default 200) for about
+--seconds (default 30), shows live lag per link, makes one split-brain conflict, kills
+eu-west-1 with SIGKILL and restarts it, and prints a summary. Exits 0 only if the regions
+converged with every acknowledged record. --keep leaves the temp directory (logs, data).`;
+
+const names = ["us-east-1", "us-west-2", "eu-west-1"] as const;
+type Name = (typeof names)[number];
+
+interface DemoNode {
+  name: Name;
+  port: number;
+  url: string;
+  configFile: string;
+  logFile: string;
+  proc: ChildProcess | undefined;
+  pool: Pool;
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function percentile(values: number[], p: number): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s.length ? s[Math.min(s.length - 1, Math.floor(s.length * p))]! : 0;
+}
+
+class Demo {
+  readonly nodes = new Map<Name, DemoNode>();
+  readonly acked = new Map<Name, number>();
+  readonly lagSamples: number[] = [];
+  private readonly proxies: TcpProxy[] = [];
+  private readonly secret = randomBytes(24).toString("hex");
+  private readonly crrMain = fileURLToPath(new URL("./main.js", import.meta.url));
+
+  constructor(readonly dir: string) {}
+
+  say(line: string): void {
+    process.stdout.write(`${line}\n`);
+  }
+
+  async setUp(): Promise<void> {
+    const ports = Object.fromEntries(
+      await Promise.all(names.map(async (n) => [n, await freePort()] as const)),
+    ) as Record<Name, number>;
+    // us-east-1 and us-west-2 reach each other through proxies, so the demo can split them.
+    const eastToWest = await startTcpProxy({ targetPort: ports["us-west-2"] });
+    const westToEast = await startTcpProxy({ targetPort: ports["us-east-1"] });
+    this.proxies.push(eastToWest, westToEast);
+    for (const name of names) {
+      const url = (to: Name) =>
+        name === "us-east-1" && to === "us-west-2"
+          ? eastToWest.url
+          : name === "us-west-2" && to === "us-east-1"
+            ? westToEast.url
+            : `http://127.0.0.1:${ports[to]}`;
+      const config = {
+        region: name,
+        dataDir: path.join(this.dir, name),
+        listen: { host: "127.0.0.1", port: ports[name] },
+        regions: Object.fromEntries(names.map((n) => [n, { url: url(n) }])),
+        crr: { enabled: true, replicationMode: "multi-way", peers: names.filter((n) => n !== name) },
+        auth: { peerSecret: "${CRR_PEER_SECRET}" },
+        shipper: { requestTimeoutMs: 1500, retryDelayMsMax: 500 },
+        health: { probeIntervalMs: 500 },
+      };
+      const configFile = path.join(this.dir, `${name}.yaml`);
+      fs.writeFileSync(configFile, YAML.stringify(config));
+      const base = `http://127.0.0.1:${ports[name]}`;
+      this.nodes.set(name, {
+        name,
+        port: ports[name],
+        url: base,
+        configFile,
+        logFile: path.join(this.dir, `${name}.log`),
+        proc: undefined,
+        pool: new Pool(base, { connections: 8 }),
+      });
+      this.acked.set(name, 0);
+    }
+    await Promise.all(names.map((n) => this.start(n)));
+  }
+
+  async start(name: Name): Promise<void> {
+    const node = this.nodes.get(name)!;
+    const log = fs.openSync(node.logFile, "a");
+    node.proc = spawn(process.execPath, [this.crrMain, "serve", "--config", node.configFile], {
+      env: { ...process.env, CRR_PEER_SECRET: this.secret },
+      stdio: ["ignore", log, log],
+    });
+    fs.closeSync(log);
+    const until = Date.now() + 30_000;
+    while (!(await this.ready(node))) {
+      if (node.proc.exitCode !== null) throw new Error(`${name} exited while starting; see ${node.logFile}`);
+      if (Date.now() > until) throw new Error(`${name} did not become ready in 30 s; see ${node.logFile}`);
+      await sleep(50);
+    }
+  }
+
+  private async ready(node: DemoNode): Promise<boolean> {
+    try {
+      const res = await node.pool.request({ path: "/readyz", method: "GET" });
+      await res.body.dump();
+      return res.statusCode === 200;
+    } catch {
+      return false;
+    }
+  }
+
+  async kill(name: Name): Promise<void> {
+    const proc = this.nodes.get(name)!.proc;
+    if (!proc || proc.exitCode !== null) return;
+    const gone = new Promise((r) => proc.once("exit", r));
+    proc.kill("SIGKILL");
+    await gone;
+  }
+
+  async append(name: Name, key: string, outcome = "accepted"): Promise<Record<string, unknown> | undefined> {
+    try {
+      const res = await this.nodes.get(name)!.pool.request({
+        path: "/v1/records",
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ key, tenant: `tenant-${key.length % 3}`, outcome, body: { at: Date.now() } }),
+      });
+      const body = (await res.body.json()) as Record<string, unknown>;
+      if (res.statusCode !== 200) return undefined;
+      this.acked.set(name, this.acked.get(name)! + 1);
+      return body;
+    } catch {
+      return undefined; // the region is down (killed on purpose): the client would retry elsewhere
+    }
+  }
+
+  async status(name: Name): Promise<RegionStatus | undefined> {
+    try {
+      const res = await this.nodes.get(name)!.pool.request({ path: "/v1/status", method: "GET" });
+      return (await res.body.json()) as RegionStatus;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Open-loop load in every live region for `seconds`, printing lag once a second. */
+  async load(seconds: number, rate: number, tag: string, skip: Name[] = []): Promise<void> {
+    const started = Date.now();
+    let sent = 0;
+    const inflight = new Set<Promise<unknown>>();
+    let nextReport = started + 1000;
+    while (Date.now() - started < seconds * 1000) {
+      const due = Math.floor(((Date.now() - started) / 1000) * rate) - sent;
+      for (let i = 0; i < due; i++, sent++) {
+        for (const n of names) {
+          if (skip.includes(n)) continue;
+          const p = this.append(n, `${tag}-${n}-${sent}`).finally(() => inflight.delete(p));
+          inflight.add(p);
+        }
+      }
+      if (Date.now() >= nextReport) {
+        nextReport += 1000;
+        await this.reportLag(`${tag} ${Math.round((Date.now() - started) / 1000)}s`);
+      }
+      await sleep(5);
+    }
+    await Promise.all(inflight);
+  }
+
+  async reportLag(label: string): Promise<void> {
+    const parts: string[] = [];
+    for (const n of names) {
+      const s = await this.status(n);
+      if (!s) {
+        parts.push(`${n} DOWN`);
+        continue;
+      }
+      for (const p of s.peers) {
+        this.lagSamples.push(p.lagSeconds);
+        parts.push(
+          `${n.split("-").slice(0, 2).join("-")}→${p.peer.split("-").slice(0, 2).join("-")} ${(p.lagSeconds * 1000).toFixed(0)}ms`,
+        );
+      }
+    }
+    const total = [...this.acked.values()].reduce((a, b) => a + b, 0);
+    this.say(`  [${label}] acked ${total}  lag: ${parts.join("  ")}`);
+  }
+
+  async splitBrain(): Promise<{ east: unknown; west: unknown }> {
+    for (const p of this.proxies) p.setMode("blackhole");
+    const key = "pcs-split-brain";
+    const [east, west] = await Promise.all([
+      this.append("us-east-1", key, "accepted"),
+      this.append("us-west-2", key, "rejected"),
+    ]);
+    for (const p of this.proxies) p.setMode("forward");
+    return { east, west };
+  }
+
+  /** Wait until every region applied every other region's durable records. */
+  async converge(timeoutMs: number): Promise<RegionStatus[] | undefined> {
+    const until = Date.now() + timeoutMs;
+    while (Date.now() < until) {
+      const all = (await Promise.all(names.map((n) => this.status(n)))).filter(
+        (s): s is RegionStatus => s !== undefined,
+      );
+      const caughtUp =
+        all.length === names.length &&
+        all.every((s) => all.every((o) => o === s || (s.watermarks[o.region] ?? 0) >= o.wal.durableLsn));
+      if (caughtUp && new Set(all.map((s) => s.store.digest)).size === 1) return all;
+      await sleep(100);
+    }
+    return undefined;
+  }
+
+  /** Ms from `since` until `name` applied every origin up to the given LSNs; undefined on timeout. */
+  async caughtUp(
+    name: Name,
+    lsns: Record<string, number>,
+    timeoutMs: number,
+    since = Date.now(),
+  ): Promise<number | undefined> {
+    const until = since + timeoutMs;
+    while (Date.now() < until) {
+      const s = await this.status(name);
+      if (s && Object.entries(lsns).every(([o, l]) => (s.watermarks[o] ?? 0) >= l)) return Date.now() - since;
+      await sleep(20);
+    }
+    return undefined;
+  }
+
+  async getRecord(name: Name, key: string): Promise<Record<string, unknown> | undefined> {
+    const res = await this.nodes
+      .get(name)!
+      .pool.request({ path: `/v1/records/${encodeURIComponent(key)}`, method: "GET" });
+    const body = (await res.body.json()) as Record<string, unknown>;
+    return res.statusCode === 200 ? body : undefined;
+  }
+
+  async tearDown(): Promise<void> {
+    await Promise.all(
+      [...this.nodes.values()].map(async (n) => {
+        if (n.proc && n.proc.exitCode === null && n.proc.signalCode === null) {
+          const gone = new Promise((r) => n.proc!.once("exit", r));
+          n.proc.kill("SIGTERM");
+          await Promise.race([gone, sleep(10_000)]);
+          if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill("SIGKILL");
+        }
+        await n.pool.close().catch(() => undefined);
+      }),
+    );
+    await Promise.all(this.proxies.map((p) => p.close()));
+  }
+}
 
 export async function runDemo(argv: string[]): Promise<number> {
-  const { values } = parseCommand("demo", argv, { records: { type: "string" }, keep: { type: "boolean" } });
+  const { values } = parseCommand("demo", argv, {
+    seconds: { type: "string" },
+    rate: { type: "string" },
+    keep: { type: "boolean" },
+  });
   if (values.help) {
     process.stdout.write(`${help}\n`);
     return 0;
   }
-  const total = Number(values.records ?? 20_000);
-  if (!Number.isInteger(total) || total < 1)
-    throw new CliUsageError(`demo: --records must be a positive integer, got ${String(values.records)}`);
+  const seconds = Number(values.seconds ?? 30);
+  const rate = Number(values.rate ?? 200);
+  if (!(seconds >= 3) || !(rate > 0))
+    throw new CliUsageError("demo: --seconds must be at least 3 and --rate positive");
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "crr-demo-"));
-  const say = (s: string) => process.stdout.write(`${s}\n`);
+  const demo = new Demo(dir);
+  const started = Date.now();
   try {
-    say(`WAL directory: ${dir}`);
-    const wal = await Wal.open({ dir, region: "us-east-1", segmentBytesMax: 1024 * 1024 });
-    const started = performance.now();
-    let next = 0;
-    const worker = async () => {
-      while (next < total) {
-        const i = next++;
-        await wal.append({
-          key: `pcs-${i.toString(16)}`,
-          tenant: `tenant-${i % 3}`,
-          outcome: "accepted",
-          body: { i },
-        });
-      }
-    };
-    await Promise.all(Array.from({ length: 256 }, worker));
-    const seconds = (performance.now() - started) / 1000;
-    const stats = wal.stats();
-    say(
-      `appended ${total} records in ${seconds.toFixed(2)} s (${Math.round(total / seconds)}/s durable), ${stats.fsyncs} fsyncs, ${stats.segments} segments`,
-    );
-    await wal.close();
+    demo.say(`crr demo: three regions on loopback, data and logs in ${dir}`);
+    await demo.setUp();
+    for (const n of demo.nodes.values()) demo.say(`  ${n.name} ready at ${n.url} (pid ${n.proc?.pid})`);
 
-    const last = path.join(dir, fs.readdirSync(dir).sort().at(-1)!);
-    fs.appendFileSync(last, Buffer.from([0x13, 0x37, 0, 0, 200, 0, 0, 0, 1, 2, 3]));
-    say(`tore the tail of ${path.basename(last)} with 11 bytes of a half-written frame`);
+    const phase = Math.max(1, Math.round(seconds / 3));
+    demo.say(`\n1. load: ${rate} appends/s in each region for ${phase} s`);
+    await demo.load(phase, rate, "load");
 
-    const reopened = await Wal.open({ dir, region: "us-east-1", segmentBytesMax: 1024 * 1024 });
-    const r = reopened.recovery;
-    say(
-      `recovered in ${r.durationMs.toFixed(1)} ms: last LSN ${r.lastLsn}, cut ${r.truncatedBytes} torn bytes (${r.tornReason})`,
+    demo.say(
+      "\n2. split brain: us-east-1 and us-west-2 cut off from each other, the same key appended in both",
     );
-    let lsn = 1;
-    let seen = 0;
-    for (
-      let c = await reopened.read(lsn, { bytesMax: 1 << 20, recordsMax: 10_000 });
-      c;
-      c = await reopened.read(lsn, { bytesMax: 1 << 20, recordsMax: 10_000 })
-    ) {
-      seen += decodeFrames(c.frames, { source: c.segment, baseOffset: c.offset, firstLsn: lsn }).length;
-      lsn = c.lastLsn + 1;
-    }
-    await reopened.close();
-    const report = await inspectWal(dir);
-    const ok = seen === total && r.lastLsn === total && !report.problem;
-    say(
-      `verified ${seen}/${total} acknowledged records; wal inspect: ${report.problem ? report.problem.reason : "ok"}`,
+    const { east, west } = await demo.splitBrain();
+    demo.say(`  us-east-1 answered ${JSON.stringify(east)}`);
+    demo.say(`  us-west-2 answered ${JSON.stringify(west)}`);
+    demo.say("  link healed; the first write (smallest hybrid timestamp, then region name) wins everywhere");
+
+    demo.say(`\n3. crash: eu-west-1 killed with SIGKILL; load goes on in the other two for ${phase} s`);
+    await demo.kill("eu-west-1");
+    await demo.load(phase, rate, "crash", ["eu-west-1"]);
+    const backlog = Object.fromEntries(
+      await Promise.all(
+        (["us-east-1", "us-west-2"] as const).map(
+          async (n) => [n, (await demo.status(n))?.wal.durableLsn ?? 0] as const,
+        ),
+      ),
     );
-    say(ok ? "demo: OK, no acknowledged record lost" : "demo: FAILED");
+    const restartAt = Date.now();
+    await demo.start("eu-west-1");
+    demo.say(
+      `  eu-west-1 restarted and ready in ${Date.now() - restartAt} ms (WAL recovered, store replayed)`,
+    );
+    const caughtUpMs = await demo.caughtUp("eu-west-1", backlog, 60_000, restartAt);
+    demo.say(
+      `  eu-west-1 applied the ${phase} s it missed ${caughtUpMs === undefined ? "NOT within 60 s" : `${caughtUpMs} ms after its restart`}`,
+    );
+    await demo.load(phase, rate, "recovery");
+
+    demo.say("\n4. convergence");
+    const all = await demo.converge(60_000);
+    const winner = await demo.getRecord("eu-west-1", "pcs-split-brain");
+    const total = [...demo.acked.values()].reduce((a, b) => a + b, 0);
+    const digests = all ? new Set(all.map((s) => s.store.digest)) : new Set<string>();
+    const ok = all !== undefined && digests.size === 1 && all.every((s) => s.store.records === total - 1);
+    demo.say(
+      `  split-brain key: winner ${JSON.stringify(winner ? { outcome: winner.outcome, origin: winner.origin } : undefined)}; ` +
+        `the loser is kept in each region's conflicts table (crr_conflicts_total, ${all?.map((s) => `${s.region} ${s.store.conflicts}`).join(", ") ?? "?"})`,
+    );
+    demo.say(`\nsummary (${((Date.now() - started) / 1000).toFixed(0)} s)`);
+    demo.say(
+      `  acknowledged appends: ${names.map((n) => `${n} ${demo.acked.get(n)}`).join(", ")} (total ${total}, one of them the conflict's loser)`,
+    );
+    demo.say(
+      `  records per region:   ${all ? all.map((s) => `${s.region} ${s.store.records}`).join(", ") : "did not converge within 60 s"}`,
+    );
+    demo.say(
+      `  sampled lag:          p50 ${(percentile(demo.lagSamples, 0.5) * 1000).toFixed(0)} ms, p99 ${(percentile(demo.lagSamples, 0.99) * 1000).toFixed(0)} ms (includes the crash window)`,
+    );
+    demo.say(
+      `  eu-west-1 caught up:  ${caughtUpMs === undefined ? "no" : `${caughtUpMs} ms after its restart (RTO)`}`,
+    );
+    demo.say(
+      `  digests equal:        ${digests.size === 1 ? `yes (${[...digests][0]!.slice(0, 16)}…)` : "NO"}`,
+    );
+    demo.say(
+      ok ? "\ndemo: OK, the regions converged with every acknowledged record" : "\ndemo: FAILED to converge",
+    );
     return ok ? 0 : 1;
   } finally {
-    if (values.keep) say(`kept ${dir}`);
+    await demo.tearDown();
+    if (values.keep) demo.say(`kept ${dir}`);
     else fs.rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -46,7 +46,7 @@ export async function runServe(argv: string[]): Promise<number> {
         process.exit(1);
       }, config.shutdown.drainTimeoutMs);
       force.unref();
-      node.stop().then(
+      node.close({ readinessGraceMs: config.shutdown.readinessGraceMs }).then(
         () => resolve(0),
         (err: unknown) => {
           log.error({ err }, "shutdown failed");

@@ -56,5 +56,9 @@ export const defaults = {
   health: { probeIntervalMs: 2000, probeTimeoutMs: 1000 },
   divergence: { intervalMs: 30_000 },
   drain: { timeoutMs: 60_000 },
-  shutdown: { drainTimeoutMs: 10_000 },
+  shutdown: {
+    drainTimeoutMs: 10_000,
+    /** After SIGTERM, /readyz answers 503 this long before the listener closes, so load balancers stop sending. */
+    readinessGraceMs: 500,
+  },
 } as const;

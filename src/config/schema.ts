@@ -84,7 +84,7 @@ export const configSchema = {
     health: section({ probeIntervalMs: positiveInt, probeTimeoutMs: positiveInt }),
     divergence: section({ intervalMs: positiveInt }),
     drain: section({ timeoutMs: positiveInt }),
-    shutdown: section({ drainTimeoutMs: positiveInt }),
+    shutdown: section({ drainTimeoutMs: positiveInt, readinessGraceMs: nonNegativeInt }),
     log: section({ level: { enum: ["fatal", "error", "warn", "info", "debug", "trace", "silent"] } }),
   },
 } as const;

@@ -1,6 +1,7 @@
 export { Region, DrainingError, WaitTimeoutError, mergeRuleOf } from "./region.js";
-export type { AppendOptions, AppendResult, RegionOptions, RegionStatus } from "./region.js";
+export type { AppendOptions, AppendResult, PeerStatus, RegionOptions, RegionStatus } from "./region.js";
+export { DataDirLockedError } from "./lock.js";
 export { buildServer, startServer } from "./server.js";
 export type { RunningServer, ServerOptions } from "./server.js";
-export { runNode } from "./run.js";
-export type { RunningNode } from "./run.js";
+export { openRegion, runNode } from "./run.js";
+export type { OpenRegionOptions, RecordView, RegionHandle, RunningNode } from "./run.js";

@@ -5,7 +5,7 @@
  * WAL resolves appends in order); if a previous apply failed and left a hole, the hole is
  * filled from the WAL first, so the store never skips an LSN of its own region.
  */
-import type { SqliteStore } from "../store/index.js";
+import type { ApplyResult, SqliteStore } from "../store/index.js";
 import { decodeFrames, type Wal, type WalRecord } from "../wal/index.js";
 
 interface Pending {
@@ -22,6 +22,7 @@ export class LocalApplier {
     private readonly store: SqliteStore,
     private readonly wal: Wal,
     private readonly region: string,
+    private readonly onApplied: (result: ApplyResult) => void,
   ) {}
 
   apply(rec: WalRecord): Promise<void> {
@@ -43,13 +44,15 @@ export class LocalApplier {
       try {
         await this.fillHole(batch[0]!.rec.lsn);
         const records = batch.map((p) => p.rec);
-        this.store.applySync({
-          origin: this.region,
-          incarnation: this.wal.incarnation,
-          firstLsn: records[0]!.lsn,
-          lastLsn: records[records.length - 1]!.lsn,
-          records,
-        });
+        this.onApplied(
+          this.store.applySync({
+            origin: this.region,
+            incarnation: this.wal.incarnation,
+            firstLsn: records[0]!.lsn,
+            lastLsn: records[records.length - 1]!.lsn,
+            records,
+          }),
+        );
         for (const p of batch) p.resolve();
       } catch (err) {
         const e = new Error(

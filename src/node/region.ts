@@ -1,6 +1,7 @@
 /**
  * One region's engine: the inbox WAL, the dedup store, a shipper per peer and the reader,
- * wired together. The sidecar (`crr serve`) and the embedded library both run this class.
+ * wired together with metrics and peer health. The sidecar (`crr serve`) and the embedded
+ * library (`openRegion`) both run this class.
  *
  * Local append: dedup check -> WAL (fdatasync) -> store (batched per turn, with this region's
  * watermark) -> answer. A crash between the WAL and the store is repaired on open by
@@ -15,9 +16,19 @@ import { silentLogger, type Logger } from "../log.js";
 import { RequestVerifier } from "../protocol/index.js";
 import { Reader } from "../reader/index.js";
 import { PeerShipper } from "../shipper/index.js";
-import { SqliteStore, type MergeRule, type StoredRecord } from "../store/index.js";
-import { Wal, decodeFrames, prepareRecord, type RecordInput, type WalRecord } from "../wal/index.js";
+import { SqliteStore, type ApplyResult, type MergeRule, type StoredRecord } from "../store/index.js";
+import {
+  Wal,
+  decodeFrames,
+  prepareRecord,
+  type PreparedRecord,
+  type RecordInput,
+  type WalRecord,
+} from "../wal/index.js";
+import { HealthProber, type PeerHealth } from "./health.js";
 import { LocalApplier } from "./local-applier.js";
+import { lockDataDir, type DataDirLock } from "./lock.js";
+import { RegionMetrics } from "./metrics.js";
 
 export interface AppendOptions {
   /** Resolve only once this many peers (that the record's tenant targets) applied it. */
@@ -55,28 +66,33 @@ export class WaitTimeoutError extends CrrError {
   }
 }
 
+export interface RegionOptions {
+  log?: Logger;
+  nowMs?: () => number;
+}
+
+export interface PeerStatus {
+  peer: string;
+  url: string;
+  state: string;
+  healthy: boolean;
+  ackedLsn: number;
+  behindRecords: number;
+  lagSeconds: number;
+  lastError: string | undefined;
+}
+
 export interface RegionStatus {
   region: string;
   incarnation: string;
   draining: boolean;
   ready: boolean;
+  /** Every peer acknowledged everything durable here. */
+  caughtUp: boolean;
   wal: ReturnType<Wal["stats"]>;
   store: { records: number; conflicts: number; digest: string };
-  peers: Array<{
-    peer: string;
-    url: string;
-    state: string;
-    ackedLsn: number;
-    behindRecords: number;
-    lagSeconds: number;
-    lastError: string | undefined;
-  }>;
+  peers: PeerStatus[];
   watermarks: Record<string, number>;
-}
-
-export interface RegionOptions {
-  log?: Logger;
-  nowMs?: () => number;
 }
 
 export function mergeRuleOf(config: NodeConfig): MergeRule {
@@ -93,34 +109,35 @@ export class Region {
   readonly policy: ReplicationPolicy;
   readonly reader: Reader;
   readonly shippers: ReadonlyMap<string, PeerShipper>;
+  readonly metrics: RegionMetrics;
   readonly log: Logger;
-  draining = false;
+  private draining = false;
   private readonly applier: LocalApplier;
+  private readonly health: HealthProber;
+  private readonly lock: DataDirLock;
   private readonly pendingKeys = new Map<string, Promise<AppendResult>>();
   private retentionTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
   private constructor(
     config: NodeConfig,
-    wal: Wal,
-    store: SqliteStore,
-    clock: HybridClock,
+    parts: { wal: Wal; store: SqliteStore; clock: HybridClock; metrics: RegionMetrics; lock: DataDirLock },
     log: Logger,
     nowMs: () => number,
   ) {
     this.name = config.region;
     this.config = config;
-    this.clock = clock;
-    this.wal = wal;
-    this.store = store;
+    ({ wal: this.wal, store: this.store, clock: this.clock, metrics: this.metrics, lock: this.lock } = parts);
     this.log = log;
     this.policy = replicationPolicy(config);
-    this.applier = new LocalApplier(store, wal, config.region);
+    this.applier = new LocalApplier(this.store, this.wal, config.region, (r) =>
+      this.countApplied(config.region, r),
+    );
     this.reader = new Reader({
       self: config.region,
       regions: Object.keys(config.regions),
-      store,
-      clock,
+      store: this.store,
+      clock: this.clock,
       policy: this.policy,
       verifier: new RequestVerifier({
         secret: config.auth.peerSecret,
@@ -128,67 +145,102 @@ export class Region {
         nowMs,
       }),
       log,
+      onApplied: (batch, result) => this.countApplied(batch.origin, result),
+      onRefused: (reason) => this.metrics.refusals.inc({ reason }),
     });
     const shippers = new Map<string, PeerShipper>();
     for (const peer of this.policy.peers) {
-      shippers.set(
+      const s = new PeerShipper({
+        region: config.region,
         peer,
-        new PeerShipper({
-          region: config.region,
-          peer,
-          url: config.regions[peer]!.url,
-          wal,
-          secret: config.auth.peerSecret,
-          sendsTenant: this.policy.filtersTenants ? (tenant) => this.policy.sendsTo(peer, tenant) : undefined,
-          ...config.shipper,
-          stateFile: path.join(config.dataDir, "shipper", `${peer}.json`),
-          log,
-          nowMs,
-        }),
-      );
+        url: config.regions[peer]!.url,
+        wal: this.wal,
+        secret: config.auth.peerSecret,
+        sendsTenant: this.policy.filtersTenants ? (tenant) => this.policy.sendsTo(peer, tenant) : undefined,
+        ...config.shipper,
+        stateFile: path.join(config.dataDir, "shipper", `${peer}.json`),
+        log,
+        nowMs,
+      });
+      s.on("ack", (_lsn, records) => this.metrics.shippedRecords.inc({ peer }, records));
+      s.on("failure", (reason) => this.metrics.shipErrors.inc({ peer, reason }));
+      shippers.set(peer, s);
     }
     this.shippers = shippers;
+    const others = Object.fromEntries(
+      Object.entries(config.regions)
+        .filter(([r]) => r !== config.region)
+        .map(([r, v]) => [r, v.url]),
+    );
+    this.metrics.regionHealth.set({ region: config.region }, 1);
+    this.health = new HealthProber(
+      others,
+      config.health.probeIntervalMs,
+      config.health.probeTimeoutMs,
+      (region, healthy) => {
+        this.metrics.regionHealth.set({ region }, healthy ? 1 : 0);
+        this.log.info({ region, healthy }, "peer region health changed");
+      },
+    );
   }
 
   static async open(config: NodeConfig, options: RegionOptions = {}): Promise<Region> {
     const log = options.log ?? silentLogger();
     const nowMs = options.nowMs ?? Date.now;
-    fs.mkdirSync(path.join(config.dataDir, "shipper"), { recursive: true });
-    const clock = new HybridClock({ wallClock: nowMs, maxSkewMs: config.hlc.maxSkewMs });
-    const wal = await Wal.open({
-      dir: path.join(config.dataDir, "wal"),
-      region: config.region,
-      clock,
-      nowMs,
-      segmentBytesMax: config.wal.segmentBytesMax,
-      segmentAgeMsMax: config.wal.segmentAgeMsMax,
-      queueBytesMax: config.wal.queueBytesMax,
+    const lock = lockDataDir(config.dataDir);
+    if (lock.tookOver)
+      log.warn({ previous: lock.tookOver }, "took over the lock of a node that is no longer running");
+    let region: Region | undefined;
+    const metrics = new RegionMetrics({
+      lagSeconds: () => region?.lagSeconds() ?? Promise.resolve([]),
+      watermarks: async () => (region ? (await region.watermarksView()).watermarks : {}),
+      wal: () => region?.wal.stats() ?? { bytes: 0, segments: 0, durableLsn: 0 },
+      draining: () => region?.draining ?? false,
+      skewRejections: () => region?.clock.skewRejections ?? 0,
     });
-    if (wal.recovery.truncatedBytes > 0) {
-      log.warn(
-        { bytes: wal.recovery.truncatedBytes, reason: wal.recovery.tornReason },
-        "WAL recovery cut a torn tail",
-      );
-    }
-    let store: SqliteStore;
+    let wal: Wal | undefined;
     try {
-      store = new SqliteStore({
+      fs.mkdirSync(path.join(config.dataDir, "shipper"), { recursive: true });
+      const clock = new HybridClock({ wallClock: nowMs, maxSkewMs: config.hlc.maxSkewMs });
+      wal = await Wal.open({
+        dir: path.join(config.dataDir, "wal"),
+        region: config.region,
+        clock,
+        nowMs,
+        segmentBytesMax: config.wal.segmentBytesMax,
+        segmentAgeMsMax: config.wal.segmentAgeMsMax,
+        queueBytesMax: config.wal.queueBytesMax,
+        onFsync: (seconds) => metrics.walFsyncSeconds.observe(seconds),
+      });
+      if (wal.recovery.truncatedBytes > 0) {
+        log.warn(
+          { bytes: wal.recovery.truncatedBytes, reason: wal.recovery.tornReason },
+          "WAL recovery cut a torn tail",
+        );
+      }
+      const store = new SqliteStore({
         path: path.join(config.dataDir, "store.sqlite"),
         rule: mergeRuleOf(config),
         nowMs,
+        onCheckpointError: (message) => log.error({ message }, "SQLite checkpoint failed"),
       });
+      region = new Region(config, { wal, store, clock, metrics, lock }, log, nowMs);
+      await region.replayLocal();
+      return region;
     } catch (err) {
-      await wal.close();
+      await region?.close().catch(() => undefined);
+      if (!region) {
+        await wal?.close().catch(() => undefined);
+        lock.release();
+      }
       throw err;
     }
-    const region = new Region(config, wal, store, clock, log, nowMs);
-    await region.replayLocal();
-    return region;
   }
 
-  /** Start shipping and background upkeep (the store and WAL are ready before this). */
+  /** Start shipping, peer health probes and WAL retention (the store and WAL are ready before this). */
   start(): void {
     for (const s of this.shippers.values()) s.start();
+    this.health.start();
     this.retentionTimer = setInterval(() => void this.retain(), this.config.wal.retentionIntervalMs);
     this.retentionTimer.unref();
   }
@@ -217,6 +269,26 @@ export class Region {
     if (next > from) this.log.info({ from, to: next - 1 }, "replayed local WAL records into the store");
   }
 
+  private countApplied(origin: string, result: ApplyResult): void {
+    if (result.status !== "applied") return;
+    this.metrics.appliedRecords.inc({ origin }, result.applied);
+    if (result.duplicates > 0) this.metrics.duplicates.inc({ origin }, result.duplicates);
+    if (result.conflicts.length > 0) {
+      this.metrics.conflicts.inc(result.conflicts.length);
+      for (const c of result.conflicts) {
+        this.log.info(
+          {
+            key: c.key,
+            rule: c.rule,
+            winner: { origin: c.winner.origin, lsn: c.winner.lsn, outcome: c.winner.outcome },
+            loser: { origin: c.loser.origin, lsn: c.loser.lsn, outcome: c.loser.outcome },
+          },
+          "conflict: two regions decided the same key",
+        );
+      }
+    }
+  }
+
   async append(input: RecordInput, options: AppendOptions = {}): Promise<AppendResult> {
     if (this.draining || this.closed) throw new DrainingError(this.name);
     const rec = prepareRecord(input);
@@ -231,9 +303,15 @@ export class Region {
       }
     }
     const existing = this.store.getSync(rec.key);
-    if (existing) return this.answer(existing, true);
+    if (existing) {
+      this.metrics.duplicates.inc({ origin: existing.origin });
+      return this.answer(existing, true);
+    }
     const inflight = this.pendingKeys.get(rec.key);
-    if (inflight) return { ...(await inflight), duplicate: true };
+    if (inflight) {
+      this.metrics.duplicates.inc({ origin: this.name });
+      return { ...(await inflight), duplicate: true };
+    }
     const p = this.appendNew(rec);
     this.pendingKeys.set(rec.key, p);
     let result: AppendResult;
@@ -252,7 +330,7 @@ export class Region {
     return result;
   }
 
-  private async appendNew(rec: ReturnType<typeof prepareRecord>): Promise<AppendResult> {
+  private async appendNew(rec: PreparedRecord): Promise<AppendResult> {
     const ack = await this.wal.appendPrepared(rec);
     const walRecord: WalRecord = { ...rec, lsn: ack.lsn, hlc: ack.hlc, flags: 0 };
     await this.applier.apply(walRecord);
@@ -305,6 +383,25 @@ export class Region {
     });
   }
 
+  async get(key: string): Promise<StoredRecord | undefined> {
+    return this.store.get(key);
+  }
+
+  /** Refuse appends (503 with Retry-After over HTTP) until undrain(); replication goes on. */
+  drain(): void {
+    if (!this.draining) this.log.info("draining: appends refused until undrain");
+    this.draining = true;
+  }
+
+  undrain(): void {
+    if (this.draining) this.log.info("undrained: accepting appends");
+    this.draining = false;
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
   /** GET /v1/watermarks: the applied LSN per origin (its newest incarnation), and every stream in detail. */
   async watermarksView(): Promise<{
     region: string;
@@ -326,28 +423,38 @@ export class Region {
     };
   }
 
-  /** Everything `crr status` shows: WAL, store, peers with their acknowledged LSN and lag. */
-  async status(): Promise<RegionStatus> {
+  /** Per peer: age in seconds of the oldest record it has not acknowledged (0 when caught up). */
+  async lagSeconds(): Promise<Array<[string, number]>> {
     const now = Date.now();
-    const peers = await Promise.all(
-      [...this.shippers.values()].map(async (s) => {
+    return Promise.all(
+      [...this.shippers.values()].map(async (s): Promise<[string, number]> => {
         const oldest = await s.oldestUnackedWallMs();
-        return {
-          peer: s.peer,
-          url: this.config.regions[s.peer]!.url,
-          state: s.state,
-          ackedLsn: s.acked,
-          behindRecords: Math.max(0, this.wal.durableLsn - s.acked),
-          lagSeconds: oldest === undefined ? 0 : Math.max(0, (now - oldest) / 1000),
-          lastError: s.lastError,
-        };
+        return [s.peer, oldest === undefined ? 0 : Math.max(0, (now - oldest) / 1000)];
       }),
     );
+  }
+
+  /** Everything `crr status` shows. */
+  async status(): Promise<RegionStatus> {
+    const lag = new Map(await this.lagSeconds());
+    const health = new Map(this.health.snapshot().map((h: PeerHealth) => [h.region, h]));
+    const durable = this.wal.durableLsn;
+    const peers = [...this.shippers.values()].map((s) => ({
+      peer: s.peer,
+      url: this.config.regions[s.peer]!.url,
+      state: s.state,
+      healthy: health.get(s.peer)?.healthy ?? false,
+      ackedLsn: s.acked,
+      behindRecords: Math.max(0, durable - s.acked),
+      lagSeconds: lag.get(s.peer) ?? 0,
+      lastError: s.lastError,
+    }));
     return {
       region: this.name,
       incarnation: this.wal.incarnation,
       draining: this.draining,
       ready: this.readiness().ready,
+      caughtUp: peers.every((p) => p.behindRecords === 0),
       wal: this.wal.stats(),
       store: { ...(await this.store.stats()), digest: await this.store.rootDigest() },
       peers,
@@ -374,10 +481,6 @@ export class Region {
     };
   }
 
-  async get(key: string): Promise<StoredRecord | undefined> {
-    return this.store.get(key);
-  }
-
   /** Remove WAL segments every peer (and the local store) has applied. */
   async retain(): Promise<number> {
     let needed = (await this.store.watermark(this.name, this.wal.incarnation)) + 1;
@@ -387,7 +490,9 @@ export class Region {
       return 0;
     });
     const bytes = this.wal.stats().bytes;
-    if (bytes > this.config.wal.bytesMax) {
+    const over = bytes > this.config.wal.bytesMax;
+    this.metrics.walOverLimit.set(over ? 1 : 0);
+    if (over) {
       this.log.error(
         { walBytes: bytes, walBytesMax: this.config.wal.bytesMax, lowestNeededLsn: needed },
         "WAL is over its size limit because a peer has not acknowledged; nothing is deleted",
@@ -396,14 +501,17 @@ export class Region {
     return removed;
   }
 
+  /** Refuse new appends, let in-flight ones finish, stop shipping, close WAL and store, release the lock. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.retentionTimer);
+    this.health.stop();
     await Promise.allSettled([...this.pendingKeys.values()]);
     await Promise.all([...this.shippers.values()].map((s) => s.stop()));
     await this.wal.close();
     await this.applier.idle();
     await this.store.close();
+    this.lock.release();
   }
 }

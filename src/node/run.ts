@@ -1,21 +1,68 @@
 /**
- * A running node: config -> Region -> HTTP server -> shippers, and its clean shutdown.
- * `crr serve` runs this; the embedded library uses Region directly (or this, to serve too).
+ * The public face of a region, for the embedded library and for `crr serve` alike: open the
+ * engine, serve its HTTP API (peers must reach it), start shipping; and a clean close.
  */
 import fs from "node:fs";
 import path from "node:path";
-import type { NodeConfig } from "../config/index.js";
-import type { Logger } from "../log.js";
+import { formatHlc } from "../clock/index.js";
+import { loadConfig, parseConfig, type NodeConfig } from "../config/index.js";
+import { silentLogger, type Logger } from "../log.js";
 import { writeFileDurable } from "../util/durable-file.js";
-import { Region } from "./region.js";
+import type { RecordInput } from "../wal/index.js";
+import { Region, type AppendOptions, type AppendResult, type RegionStatus } from "./region.js";
 import { startServer, type RunningServer } from "./server.js";
 
-export interface RunningNode {
-  region: Region;
-  server: RunningServer;
-  url: string;
-  /** Stop accepting, finish in-flight work, close the WAL and the store. */
-  stop(): Promise<void>;
+export interface RecordView {
+  key: string;
+  tenant: string;
+  outcome: string;
+  body: unknown;
+  origin: string;
+  lsn: number;
+  hlc: string;
+}
+
+export interface RegionHandle {
+  readonly name: string;
+  /** Where this region's HTTP API listens (peers reach it here). */
+  readonly url: string;
+  /** The engine, for what the handle does not cover (tests, tools). */
+  readonly region: Region;
+  append(record: RecordInput, options?: AppendOptions): Promise<AppendResult>;
+  get(key: string): Promise<RecordView | undefined>;
+  watermarks(): Promise<Record<string, number>>;
+  status(): Promise<RegionStatus>;
+  /** Refuse appends, then wait until every peer acknowledged everything (or the timeout). */
+  drain(options?: { timeoutMs?: number }): Promise<{ drained: boolean; status: RegionStatus }>;
+  undrain(): void;
+  /**
+   * Stop accepting (readiness goes false first, for `readinessGraceMs` unless given), finish
+   * in-flight work, close the WAL and the store.
+   */
+  close(options?: { readinessGraceMs?: number }): Promise<void>;
+}
+
+export interface OpenRegionOptions {
+  log?: Logger;
+  /** Environment for ${VAR} substitution in the config (default process.env). */
+  env?: NodeJS.ProcessEnv;
+}
+
+export type RunningNode = RegionHandle & { server: RunningServer };
+
+/**
+ * Open a region from a config file path, a config object (validated like a file), or an
+ * already validated NodeConfig.
+ */
+export async function openRegion(
+  config: string | Record<string, unknown> | NodeConfig,
+  options: OpenRegionOptions = {},
+): Promise<RunningNode> {
+  const c =
+    typeof config === "string"
+      ? loadConfig(config, options.env)
+      : parseConfig(config, "config object", process.cwd(), options.env);
+  return runNode(c, options.log ?? silentLogger());
 }
 
 export async function runNode(config: NodeConfig, log: Logger): Promise<RunningNode> {
@@ -28,7 +75,7 @@ export async function runNode(config: NodeConfig, log: Logger): Promise<RunningN
     throw err;
   }
   region.start();
-  // Where this node listens (port 0 picks one): read by `crr status` and by tests.
+  // Where this node listens (port 0 picks one): read by tests and tools.
   await writeFileDurable(
     path.join(config.dataDir, "node.json"),
     `${JSON.stringify({ region: config.region, url: server.url, pid: process.pid, incarnation: region.wal.incarnation })}\n`,
@@ -42,14 +89,44 @@ export async function runNode(config: NodeConfig, log: Logger): Promise<RunningN
     },
     "crr node ready",
   );
-  let stopping: Promise<void> | undefined;
+  let closing: Promise<void> | undefined;
   return {
+    name: region.name,
+    url: server.url,
     region,
     server,
-    url: server.url,
-    stop: () =>
-      (stopping ??= (async () => {
-        region.draining = true;
+    append: (record, opts) => region.append(record, opts),
+    get: async (key) => {
+      const r = await region.get(key);
+      if (!r) return undefined;
+      const body = r.bodyJson === undefined ? undefined : (JSON.parse(r.bodyJson) as unknown);
+      return {
+        key: r.key,
+        tenant: r.tenant,
+        outcome: r.outcome,
+        body,
+        origin: r.origin,
+        lsn: r.lsn,
+        hlc: formatHlc(r.hlc),
+      };
+    },
+    watermarks: async () => (await region.watermarksView()).watermarks,
+    status: () => region.status(),
+    drain: async ({ timeoutMs = config.drain.timeoutMs } = {}) => {
+      region.drain();
+      const until = Date.now() + timeoutMs;
+      let status = await region.status();
+      while (!status.caughtUp && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 100));
+        status = await region.status();
+      }
+      return { drained: status.caughtUp, status };
+    },
+    undrain: () => region.undrain(),
+    close: ({ readinessGraceMs = 0 } = {}) =>
+      (closing ??= (async () => {
+        region.drain();
+        if (readinessGraceMs > 0) await new Promise((r) => setTimeout(r, readinessGraceMs));
         await server.close();
         await region.close();
         fs.rmSync(path.join(config.dataDir, "node.json"), { force: true });

@@ -8,7 +8,9 @@ import Fastify, {
   type FastifyBaseLogger,
   type FastifyError,
   type FastifyInstance,
+  type FastifyRequest,
 } from "fastify";
+import { RequestVerifier } from "../protocol/index.js";
 import { formatHlc } from "../clock/index.js";
 import { CrrError, RecordInvalidError } from "../errors.js";
 import { DrainingError, WaitTimeoutError, type Region } from "./region.js";
@@ -50,6 +52,7 @@ function statusOf(err: unknown): number {
 
 export function buildServer(region: Region): FastifyInstance {
   const c = region.config;
+  const adminVerifier = new RequestVerifier({ secret: c.auth.peerSecret, windowMs: c.auth.windowMs });
   const app = Fastify({
     loggerInstance: region.log as unknown as FastifyBaseLogger,
     // Appends arrive at thousands per second: no per-request log lines; errors are logged.
@@ -86,6 +89,8 @@ export function buildServer(region: Region): FastifyInstance {
         .send({ code, message: `internal error (request id ${req.id}; see the node's log)` });
     }
     if (status === 503) void reply.header("retry-after", err instanceof DrainingError ? "5" : "1");
+    if (status === 400 || status === 413)
+      req.log.debug({ reqId: req.id, code, err: err.message }, "bad request");
     const extra: Record<string, unknown> = {};
     if (err instanceof RecordInvalidError) extra.field = err.field;
     if (err instanceof WaitTimeoutError)
@@ -140,6 +145,35 @@ export function buildServer(region: Region): FastifyInstance {
   });
 
   app.get("/v1/status", async () => region.status());
+
+  app.get("/metrics", async (_req, reply) => {
+    const body = await region.metrics.registry.metrics();
+    return reply.header("content-type", region.metrics.registry.contentType).send(body);
+  });
+
+  // Operations on this node: from loopback (where the sidecar's operator runs `crr drain`),
+  // or signed with the deployment secret like a peer request.
+  const admin = (req: FastifyRequest): boolean => {
+    const ip = req.socket.remoteAddress ?? "";
+    if (ip === "127.0.0.1" || ip === "::1" || ip === "::ffff:127.0.0.1") return true;
+    return adminVerifier.verify(req.method, req.url, req.headers).ok;
+  };
+  app.post("/v1/admin/drain", async (req, reply) => {
+    if (!admin(req))
+      return reply
+        .status(401)
+        .send({ code: "unauthenticated", message: "admin routes need loopback or a signed request" });
+    region.drain();
+    return region.status();
+  });
+  app.post("/v1/admin/undrain", async (req, reply) => {
+    if (!admin(req))
+      return reply
+        .status(401)
+        .send({ code: "unauthenticated", message: "admin routes need loopback or a signed request" });
+    region.undrain();
+    return region.status();
+  });
 
   app.get("/healthz", async () => ({ status: "ok", region: region.name }));
 

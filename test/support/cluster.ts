@@ -96,7 +96,9 @@ export class Cluster {
         regions,
         crr: o.crr
           ? o.crr(s.name, names)
-          : { enabled: true, replicationMode: "multi-way", peers: names.filter((n) => n !== s.name) },
+          : names.length > 1
+            ? { enabled: true, replicationMode: "multi-way", peers: names.filter((n) => n !== s.name) }
+            : { enabled: false },
         auth: { peerSecret: "${CRR_PEER_SECRET}" },
         shipper: { retryDelayMsMax: 500, requestTimeoutMs: 2000, connectTimeoutMs: 1000 },
         log: { level: "info" },

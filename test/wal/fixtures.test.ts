@@ -78,10 +78,4 @@ describe("WAL fixtures", () => {
     );
     expect((await runCrr(["wal", "inspect", "--help"])).stdout).toMatch(/crr wal inspect DIR/);
   });
-
-  it("`crr demo` runs a write-and-recover round and exits 0", async () => {
-    const demo = await runCrr(["demo", "--records", "3000"]);
-    expect(demo.stdout).toMatch(/verified 3000\/3000 acknowledged records/);
-    expect(demo.code).toBe(0);
-  });
 });

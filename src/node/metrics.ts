@@ -1,0 +1,138 @@
+/**
+ * Prometheus metrics of one region (prom-client, a registry per Region so several regions in
+ * one process never share counters). Names are part of the outside contract.
+ */
+import client from "prom-client";
+
+export class RegionMetrics {
+  readonly registry = new client.Registry();
+  readonly walFsyncSeconds = new client.Histogram({
+    name: "crr_wal_fsync_seconds",
+    help: "Duration of each WAL fdatasync",
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+  readonly shippedRecords = new client.Counter({
+    name: "crr_shipped_records_total",
+    help: "Records acknowledged by each peer",
+    labelNames: ["peer"],
+    registers: [this.registry],
+  });
+  readonly shipErrors = new client.Counter({
+    name: "crr_ship_errors_total",
+    help: "Failed sends to a peer, by reason",
+    labelNames: ["peer", "reason"],
+    registers: [this.registry],
+  });
+  readonly appliedRecords = new client.Counter({
+    name: "crr_applied_records_total",
+    help: "Records applied to this region's store, by origin region",
+    labelNames: ["origin"],
+    registers: [this.registry],
+  });
+  readonly duplicates = new client.Counter({
+    name: "crr_duplicates_total",
+    help: "Records or appends that were already known, by origin region",
+    labelNames: ["origin"],
+    registers: [this.registry],
+  });
+  readonly conflicts = new client.Counter({
+    name: "crr_conflicts_total",
+    help: "Versions that lost to another version of the same key (kept, not dropped)",
+    registers: [this.registry],
+  });
+  readonly divergenceCount = new client.Gauge({
+    name: "crr_divergence_count",
+    help: "Keys the divergence detector currently reports as divergent or missing",
+    registers: [this.registry],
+  });
+  readonly regionHealth = new client.Gauge({
+    name: "crr_region_health_status",
+    help: "1 if the region's node answers /healthz, else 0",
+    labelNames: ["region"],
+    registers: [this.registry],
+  });
+  readonly refusals = new client.Counter({
+    name: "crr_reader_refusals_total",
+    help: "Batches the peer API refused, by reason",
+    labelNames: ["reason"],
+    registers: [this.registry],
+  });
+  readonly walOverLimit = new client.Gauge({
+    name: "crr_wal_over_limit",
+    help: "1 while the WAL is larger than wal.bytesMax because a peer has not acknowledged (nothing is deleted)",
+    registers: [this.registry],
+  });
+
+  constructor(collectors: {
+    lagSeconds: () => Promise<Array<[peer: string, seconds: number]>>;
+    watermarks: () => Promise<Record<string, number>>;
+    wal: () => { bytes: number; segments: number; durableLsn: number };
+    draining: () => boolean;
+    skewRejections: () => number;
+  }) {
+    client.collectDefaultMetrics({ register: this.registry, prefix: "crr_" });
+    new client.Gauge({
+      name: "crr_lag_seconds",
+      help: "Age of the oldest record not yet acknowledged by the peer; 0 when caught up",
+      labelNames: ["peer"],
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const [peer, seconds] of await collectors.lagSeconds()) this.set({ peer }, seconds);
+      },
+    });
+    new client.Gauge({
+      name: "crr_watermark_lsn",
+      help: "Highest LSN applied in this region, per origin region",
+      labelNames: ["origin"],
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const [origin, lsn] of Object.entries(await collectors.watermarks())) this.set({ origin }, lsn);
+      },
+    });
+    new client.Gauge({
+      name: "crr_wal_bytes",
+      help: "Bytes of WAL segments on disk",
+      registers: [this.registry],
+      collect() {
+        this.set(collectors.wal().bytes);
+      },
+    });
+    new client.Gauge({
+      name: "crr_wal_segments",
+      help: "WAL segment files on disk",
+      registers: [this.registry],
+      collect() {
+        this.set(collectors.wal().segments);
+      },
+    });
+    new client.Gauge({
+      name: "crr_wal_durable_lsn",
+      help: "Highest LSN of this region that is fdatasync'ed",
+      registers: [this.registry],
+      collect() {
+        this.set(collectors.wal().durableLsn);
+      },
+    });
+    new client.Gauge({
+      name: "crr_draining",
+      help: "1 while the region refuses appends (drain)",
+      registers: [this.registry],
+      collect() {
+        this.set(collectors.draining() ? 1 : 0);
+      },
+    });
+    new client.Gauge({
+      name: "crr_hlc_skew_rejections",
+      help: "Remote timestamps refused for being too far ahead of this region's clock",
+      registers: [this.registry],
+      collect() {
+        this.set(collectors.skewRejections());
+      },
+    });
+    this.divergenceCount.set(0);
+    this.walOverLimit.set(0);
+  }
+}
