@@ -7,6 +7,8 @@ import { runDrain, runUndrain } from "./drain.js";
 import { NodeUnreachableError } from "./http.js";
 import { runServe } from "./serve.js";
 import { runStatus } from "./status.js";
+import { runAudit, runRebuild } from "./rebuild.js";
+import { runReconcile, runVerify } from "./verify.js";
 import { runWalInspect } from "./wal-inspect.js";
 import { CliUsageError } from "./args.js";
 
@@ -17,12 +19,15 @@ Usage:
   crr status --url URL     peers, watermarks, lag, WAL size, health of a running node
   crr drain --url URL      stop accepting appends and wait until every peer caught up
   crr undrain --url URL    accept appends again
+  crr verify --config FILE             run the divergence check once, print findings (exit 1 if any)
+  crr reconcile --config FILE [--apply] repair divergent or missing keys by the merge rule
+  crr rebuild --config FILE [--since T] rebuild the dedup store from the WAL and the peers
+  crr audit verify FILE|DIR...         verify the audit log's hash chain
   crr demo                 write records to a WAL, tear its tail like a crash, recover and verify
   crr wal inspect DIR      decode and verify the WAL segment files in DIR (exit 1 on a problem)
   crr COMMAND --help       help for one command
 
-More commands (verify, reconcile, rebuild, bench, audit) arrive with divergence detection
-and the benchmark harness; see README.md.`;
+'crr bench' arrives with the lag SLO harness; see README.md.`;
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   demo: runDemo,
@@ -30,6 +35,10 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   status: runStatus,
   drain: runDrain,
   undrain: runUndrain,
+  verify: runVerify,
+  reconcile: runReconcile,
+  rebuild: runRebuild,
+  audit: runAudit,
   wal: async (argv) => {
     const [sub, ...rest] = argv;
     if (sub === "inspect") return runWalInspect(rest);

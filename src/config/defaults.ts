@@ -54,7 +54,13 @@ export const defaults = {
     waitTimeoutMs: 10_000,
   },
   health: { probeIntervalMs: 2000, probeTimeoutMs: 1000 },
-  divergence: { intervalMs: 30_000 },
+  divergence: {
+    intervalMs: 30_000,
+    /** The scrubber recomputes this many buckets from record content per tick (65,536 in all). */
+    scrubBucketsPerTick: 1024,
+    scrubIntervalMs: 1000,
+  },
+  audit: { fileBytesMax: 64 * 1024 * 1024 },
   drain: { timeoutMs: 60_000 },
   shutdown: {
     drainTimeoutMs: 10_000,

@@ -46,6 +46,7 @@ export interface NodeConfig {
   append: Widen<typeof defaults.append>;
   health: Widen<typeof defaults.health>;
   divergence: Widen<typeof defaults.divergence>;
+  audit: Widen<typeof defaults.audit>;
   drain: Widen<typeof defaults.drain>;
   shutdown: Widen<typeof defaults.shutdown>;
   log: { level: string };
@@ -211,6 +212,7 @@ export function parseConfig(
     append: merged("append", defaults.append),
     health: merged("health", defaults.health),
     divergence: merged("divergence", defaults.divergence),
+    audit: merged("audit", defaults.audit),
     drain: merged("drain", defaults.drain),
     shutdown: merged("shutdown", defaults.shutdown),
     log: { level: "info", ...sectionOf("log") } as { level: string },

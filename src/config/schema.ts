@@ -82,7 +82,12 @@ export const configSchema = {
     hlc: section({ maxSkewMs: positiveInt }),
     append: section({ waitTimeoutMs: positiveInt }),
     health: section({ probeIntervalMs: positiveInt, probeTimeoutMs: positiveInt }),
-    divergence: section({ intervalMs: positiveInt }),
+    divergence: section({
+      intervalMs: positiveInt,
+      scrubBucketsPerTick: positiveInt,
+      scrubIntervalMs: positiveInt,
+    }),
+    audit: section({ fileBytesMax: { type: "integer", minimum: 4096 } }),
     drain: section({ timeoutMs: positiveInt }),
     shutdown: section({ drainTimeoutMs: positiveInt, readinessGraceMs: nonNegativeInt }),
     log: section({ level: { enum: ["fatal", "error", "warn", "info", "debug", "trace", "silent"] } }),

@@ -13,6 +13,8 @@ export interface TcpProxy {
   mode: ProxyMode;
   /** Stop forwarding (connections stay open, bytes wait) or resume. */
   setMode(mode: ProxyMode): void;
+  /** Hold every forwarded chunk this long, both ways (0: none). Order is kept. */
+  setDelayMs(ms: number): void;
   /** Every byte sent client -> server while `tap` was on. */
   tapped(): Buffer;
   close(): Promise<void>;
@@ -31,11 +33,30 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
   const tapped: Buffer[] = [];
   const waiting: Array<() => void> = [];
   let mode: ProxyMode = "forward";
+  let delayMs = 0;
 
   const pipe = (from: net.Socket, to: net.Socket, tap: boolean) => {
+    // With a delay, chunks wait in order; each is written when its time comes.
+    let last = Promise.resolve();
     from.on("data", (chunk: Buffer) => {
       if (tap) tapped.push(Buffer.from(chunk));
-      if (!to.write(chunk)) from.pause();
+      if (delayMs === 0) {
+        if (!to.write(chunk)) from.pause();
+        return;
+      }
+      const due = Date.now() + delayMs;
+      last = last.then(
+        () =>
+          new Promise<void>((resolve) =>
+            setTimeout(
+              () => {
+                if (!to.destroyed) to.write(chunk);
+                resolve();
+              },
+              Math.max(0, due - Date.now()),
+            ),
+          ),
+      );
     });
     to.on("drain", () => {
       if (mode === "forward") from.resume();
@@ -82,6 +103,9 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
         else s.resume();
       }
       if (next === "forward") for (const connect of waiting.splice(0)) connect();
+    },
+    setDelayMs(ms) {
+      delayMs = ms;
     },
     tapped: () => Buffer.concat(tapped),
     close: () =>

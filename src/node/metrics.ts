@@ -46,6 +46,17 @@ export class RegionMetrics {
     help: "Keys the divergence detector currently reports as divergent or missing",
     registers: [this.registry],
   });
+  readonly divergenceScans = new client.Counter({
+    name: "crr_divergence_scans_total",
+    help: "Divergence scans run (against all peers)",
+    registers: [this.registry],
+  });
+  readonly divergenceScanSeconds = new client.Histogram({
+    name: "crr_divergence_scan_seconds",
+    help: "Duration of one divergence scan",
+    buckets: [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+    registers: [this.registry],
+  });
   readonly regionHealth = new client.Gauge({
     name: "crr_region_health_status",
     help: "1 if the region's node answers /healthz, else 0",

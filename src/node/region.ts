@@ -16,7 +16,13 @@ import { silentLogger, type Logger } from "../log.js";
 import { RequestVerifier } from "../protocol/index.js";
 import { Reader } from "../reader/index.js";
 import { PeerShipper } from "../shipper/index.js";
-import { SqliteStore, type ApplyResult, type MergeRule, type StoredRecord } from "../store/index.js";
+import {
+  SqliteStore,
+  ruleName,
+  type ApplyResult,
+  type MergeRule,
+  type StoredRecord,
+} from "../store/index.js";
 import {
   Wal,
   decodeFrames,
@@ -25,6 +31,15 @@ import {
   type RecordInput,
   type WalRecord,
 } from "../wal/index.js";
+import { AuditLog } from "../audit/index.js";
+import {
+  DivergenceDetector,
+  DivergenceMonitor,
+  PeerClient,
+  httpRemote,
+  type Finding,
+  type ScanReport,
+} from "../divergence/index.js";
 import { HealthProber, type PeerHealth } from "./health.js";
 import { LocalApplier } from "./local-applier.js";
 import { lockDataDir, type DataDirLock } from "./lock.js";
@@ -93,6 +108,9 @@ export interface RegionStatus {
   store: { records: number; conflicts: number; digest: string };
   peers: PeerStatus[];
   watermarks: Record<string, number>;
+  divergence: { findings: number; lastScanAt: string | undefined };
+  /** The audit log's head: compare with `crr audit verify --expect-head` to detect removed entries. */
+  audit: { file: string; seq: number; hash: string; conflictMark: number };
 }
 
 export function mergeRuleOf(config: NodeConfig): MergeRule {
@@ -111,6 +129,11 @@ export class Region {
   readonly shippers: ReadonlyMap<string, PeerShipper>;
   readonly metrics: RegionMetrics;
   readonly log: Logger;
+  readonly audit: AuditLog;
+  readonly divergence: DivergenceMonitor;
+  /** Verifies every signed peer request (replication, divergence, admin): one replay window. */
+  readonly verifier: RequestVerifier;
+  readonly peerClient: PeerClient;
   private draining = false;
   private readonly applier: LocalApplier;
   private readonly health: HealthProber;
@@ -121,13 +144,33 @@ export class Region {
 
   private constructor(
     config: NodeConfig,
-    parts: { wal: Wal; store: SqliteStore; clock: HybridClock; metrics: RegionMetrics; lock: DataDirLock },
+    parts: {
+      wal: Wal;
+      store: SqliteStore;
+      clock: HybridClock;
+      metrics: RegionMetrics;
+      lock: DataDirLock;
+      audit: AuditLog;
+    },
     log: Logger,
     nowMs: () => number,
   ) {
     this.name = config.region;
     this.config = config;
-    ({ wal: this.wal, store: this.store, clock: this.clock, metrics: this.metrics, lock: this.lock } = parts);
+    ({
+      wal: this.wal,
+      store: this.store,
+      clock: this.clock,
+      metrics: this.metrics,
+      lock: this.lock,
+      audit: this.audit,
+    } = parts);
+    this.verifier = new RequestVerifier({
+      secret: config.auth.peerSecret,
+      windowMs: config.auth.windowMs,
+      nowMs,
+    });
+    this.peerClient = new PeerClient(config.region, config.auth.peerSecret, config.shipper.requestTimeoutMs);
     this.log = log;
     this.policy = replicationPolicy(config);
     this.applier = new LocalApplier(this.store, this.wal, config.region, (r) =>
@@ -173,6 +216,27 @@ export class Region {
         .map(([r, v]) => [r, v.url]),
     );
     this.metrics.regionHealth.set({ region: config.region }, 1);
+    this.divergence = new DivergenceMonitor({
+      detector: new DivergenceDetector({
+        region: config.region,
+        config,
+        store: this.store,
+        remote: (peer) => httpRemote(this.peerClient, config.regions[peer]!.url),
+        log,
+      }),
+      store: this.store,
+      peers: this.policy.peers,
+      intervalMs: config.divergence.intervalMs,
+      scrubIntervalMs: config.divergence.scrubIntervalMs,
+      scrubBucketsPerTick: config.divergence.scrubBucketsPerTick,
+      log,
+      onScan: (report, seconds) => {
+        this.metrics.divergenceScans.inc();
+        this.metrics.divergenceScanSeconds.observe(seconds);
+        this.metrics.divergenceCount.set(report.findings.length);
+      },
+      onNewFinding: (f) => this.auditFinding(f),
+    });
     this.health = new HealthProber(
       others,
       config.health.probeIntervalMs,
@@ -224,8 +288,17 @@ export class Region {
         nowMs,
         onCheckpointError: (message) => log.error({ message }, "SQLite checkpoint failed"),
       });
-      region = new Region(config, { wal, store, clock, metrics, lock }, log, nowMs);
+      const audit = AuditLog.open({
+        dir: path.join(config.dataDir, "audit"),
+        region: config.region,
+        fileBytesMax: config.audit.fileBytesMax,
+        nowMs,
+        onTornTail: (file, bytes) =>
+          log.warn({ file, bytes }, "audit log: cut an unfinished last line (never acknowledged)"),
+      });
+      region = new Region(config, { wal, store, clock, metrics, lock, audit }, log, nowMs);
       await region.replayLocal();
+      await region.auditConflicts();
       return region;
     } catch (err) {
       await region?.close().catch(() => undefined);
@@ -241,13 +314,22 @@ export class Region {
   start(): void {
     for (const s of this.shippers.values()) s.start();
     this.health.start();
+    this.divergence.start();
     this.retentionTimer = setInterval(() => void this.retain(), this.config.wal.retentionIntervalMs);
     this.retentionTimer.unref();
   }
 
   /** Apply to the store what the WAL holds beyond the store's watermark for this region. */
   private async replayLocal(): Promise<void> {
-    let next = (await this.store.watermark(this.name, this.wal.incarnation)) + 1;
+    const watermark = await this.store.watermark(this.name, this.wal.incarnation);
+    let next = Math.max(watermark + 1, this.wal.firstLsn);
+    if (next > watermark + 1) {
+      // Retention removed segments the store never applied (only after a rebuild or a lost store).
+      this.log.warn(
+        { from: watermark + 1, to: next - 1 },
+        "own records below the WAL's oldest segment are not replayed; `crr rebuild` pulls them from peers",
+      );
+    }
     const from = next;
     while (next <= this.wal.durableLsn) {
       const chunk = await this.wal.read(next, { bytesMax: 4 * 1024 * 1024, recordsMax: 10_000 });
@@ -263,6 +345,7 @@ export class Region {
         firstLsn: next,
         lastLsn: chunk.lastLsn,
         records,
+        skipGap: next === from,
       });
       next = chunk.lastLsn + 1;
     }
@@ -275,6 +358,7 @@ export class Region {
     if (result.duplicates > 0) this.metrics.duplicates.inc({ origin }, result.duplicates);
     if (result.conflicts.length > 0) {
       this.metrics.conflicts.inc(result.conflicts.length);
+      void this.auditConflicts();
       for (const c of result.conflicts) {
         this.log.info(
           {
@@ -287,6 +371,105 @@ export class Region {
         );
       }
     }
+  }
+
+  private auditing: Promise<void> | undefined;
+  private auditAgain = false;
+
+  /**
+   * Write every conflict the store holds beyond the audit log's mark. Driven by the conflicts
+   * table (not by apply results), so a crash between the store commit and the audit append
+   * loses nothing: the next open writes what is missing.
+   */
+  auditConflicts(): Promise<void> {
+    if (this.auditing) {
+      this.auditAgain = true;
+      return this.auditing;
+    }
+    this.auditing = (async () => {
+      do {
+        this.auditAgain = false;
+        for (;;) {
+          const rows = await this.store.conflicts({ afterId: this.audit.current.conflictMark, limit: 500 });
+          if (rows.length === 0) break;
+          await Promise.all(
+            rows.map((c) =>
+              this.audit.append({
+                kind: "conflict",
+                conflictMark: c.id,
+                key: c.key,
+                rule: c.rule,
+                winner: c.winner,
+                loser: c.loser,
+                detectedAtMs: c.detectedAtMs,
+              }),
+            ),
+          );
+        }
+      } while (this.auditAgain);
+    })()
+      .catch((err: unknown) => this.log.error({ err: (err as Error).message }, "audit log write failed"))
+      .finally(() => (this.auditing = undefined));
+    return this.auditing;
+  }
+
+  private async auditFinding(f: Finding): Promise<void> {
+    await this.audit
+      .append({
+        kind: "divergence",
+        finding: f.kind,
+        key: f.key,
+        peer: f.remote,
+        missingIn: f.missingIn,
+        local: f.localVersion ?? null,
+        remote: f.remoteVersion ?? null,
+        watermarks: f.watermarks,
+      })
+      .catch((err: unknown) => this.log.error({ err: (err as Error).message }, "audit log write failed"));
+  }
+
+  /** Records of this region's own WAL by LSN (reconcile asks the origin: its WAL is the truth). */
+  async walRecords(lsns: readonly number[]): Promise<StoredRecord[]> {
+    const out: StoredRecord[] = [];
+    for (const lsn of lsns) {
+      if (lsn < this.wal.firstLsn || lsn > this.wal.durableLsn) continue;
+      const chunk = await this.wal.read(lsn, { bytesMax: 1, recordsMax: 1 });
+      if (!chunk) continue;
+      const [r] = decodeFrames(chunk.frames, {
+        source: chunk.segment,
+        baseOffset: chunk.offset,
+        firstLsn: lsn,
+      });
+      if (r) out.push({ ...r, origin: this.name, incarnation: this.wal.incarnation });
+    }
+    return out;
+  }
+
+  /** Write versions a reconcile established, with an audit entry per changed key. */
+  async repair(versions: readonly StoredRecord[], requestedBy: string): Promise<string[]> {
+    const changed = this.store.repair(versions);
+    for (const key of changed) {
+      const v = versions.find((x) => x.key === key)!;
+      await this.audit.append({
+        kind: "repair",
+        key,
+        requestedBy,
+        written: v,
+        rule: ruleName(this.store.rule),
+      });
+    }
+    if (changed.length > 0)
+      this.log.warn(
+        { keys: changed.slice(0, 20), count: changed.length, requestedBy },
+        "reconcile repaired keys",
+      );
+    await this.auditConflicts();
+    return changed;
+  }
+
+  /** Run the divergence check now (what `crr verify` asks for). */
+  verify(options: { fullScrub?: boolean } = {}): Promise<ScanReport> {
+    return this.divergence.scan(options);
   }
 
   async append(input: RecordInput, options: AppendOptions = {}): Promise<AppendResult> {
@@ -459,6 +642,8 @@ export class Region {
       store: { ...(await this.store.stats()), digest: await this.store.rootDigest() },
       peers,
       watermarks: (await this.watermarksView()).watermarks,
+      divergence: { findings: this.divergence.findings.length, lastScanAt: this.divergence.last?.at },
+      audit: { file: this.audit.currentFile, ...this.audit.current },
     };
   }
 
@@ -507,10 +692,13 @@ export class Region {
     this.closed = true;
     clearInterval(this.retentionTimer);
     this.health.stop();
+    this.divergence.stop();
     await Promise.allSettled([...this.pendingKeys.values()]);
     await Promise.all([...this.shippers.values()].map((s) => s.stop()));
     await this.wal.close();
     await this.applier.idle();
+    await this.auditing;
+    await this.audit.close();
     await this.store.close();
     this.lock.release();
   }

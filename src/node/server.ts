@@ -10,7 +10,9 @@ import Fastify, {
   type FastifyInstance,
   type FastifyRequest,
 } from "fastify";
-import { RequestVerifier } from "../protocol/index.js";
+import { fromWire } from "../divergence/index.js";
+import { verifyContentDigest } from "../protocol/index.js";
+import { bucketCount, nodeDigest, treeFanout, treeLevels } from "../store/index.js";
 import { formatHlc } from "../clock/index.js";
 import { CrrError, RecordInvalidError } from "../errors.js";
 import { DrainingError, WaitTimeoutError, type Region } from "./region.js";
@@ -52,7 +54,7 @@ function statusOf(err: unknown): number {
 
 export function buildServer(region: Region): FastifyInstance {
   const c = region.config;
-  const adminVerifier = new RequestVerifier({ secret: c.auth.peerSecret, windowMs: c.auth.windowMs });
+
   const app = Fastify({
     loggerInstance: region.log as unknown as FastifyBaseLogger,
     // Appends arrive at thousands per second: no per-request log lines; errors are logged.
@@ -156,7 +158,7 @@ export function buildServer(region: Region): FastifyInstance {
   const admin = (req: FastifyRequest): boolean => {
     const ip = req.socket.remoteAddress ?? "";
     if (ip === "127.0.0.1" || ip === "::1" || ip === "::ffff:127.0.0.1") return true;
-    return adminVerifier.verify(req.method, req.url, req.headers).ok;
+    return region.verifier.verify(req.method, req.url, req.headers).ok;
   };
   app.post("/v1/admin/drain", async (req, reply) => {
     if (!admin(req))
@@ -173,6 +175,88 @@ export function buildServer(region: Region): FastifyInstance {
         .send({ code: "unauthenticated", message: "admin routes need loopback or a signed request" });
     region.undrain();
     return region.status();
+  });
+
+  // Peer routes of the divergence detector, reconcile and rebuild: signed like /v1/replicate.
+  // Their JSON bodies are kept raw so the Content-Digest is checked on the bytes that arrived.
+  void app.register(async (peer) => {
+    peer.addContentTypeParser(
+      "application/json",
+      { parseAs: "buffer", bodyLimit: c.reader.bodyBytesMax },
+      (_req, body, done) => done(null, body),
+    );
+    peer.addHook("preHandler", async (req, reply) => {
+      const auth = region.verifier.verify(req.method, req.url, req.headers);
+      if (!auth.ok) return reply.status(401).send({ code: "unauthenticated", message: auth.reason });
+      const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+      const digest = verifyContentDigest(req.headers["content-digest"] as string | undefined, raw);
+      if (digest !== "ok")
+        return reply.status(400).send({ code: "bad_digest", message: `Content-Digest ${digest}` });
+      try {
+        req.body = raw.length > 0 ? (JSON.parse(raw.toString("utf8")) as unknown) : {};
+      } catch {
+        return reply.status(400).send({ code: "malformed", message: "expected a JSON body" });
+      }
+    });
+    const list = (v: unknown, max: number, what: string): number[] => {
+      if (!Array.isArray(v) || v.length > max || !v.every((x) => Number.isInteger(x) && x >= 0)) {
+        throw Object.assign(new Error(`${what}: expected up to ${max} non-negative integers`), {
+          statusCode: 400,
+        });
+      }
+      return v as number[];
+    };
+    peer.post<{ Body: { level: number; indexes: number[] } }>("/v1/divergence/tree", async (req) => {
+      const level = req.body.level;
+      if (!Number.isInteger(level) || level < 0 || level >= treeLevels) {
+        throw Object.assign(new Error(`level: expected 0..${treeLevels - 1}`), { statusCode: 400 });
+      }
+      const tree = region.store.digestTree();
+      const indexes = list(req.body.indexes, 4096, "indexes").filter((i) => i < treeFanout ** level);
+      return {
+        region: region.name,
+        level,
+        digests: indexes.map((i) => nodeDigest(tree, level, i).toString("hex")),
+      };
+    });
+    peer.post<{ Body: { buckets: number[] } }>("/v1/divergence/buckets", async (req) => ({
+      region: region.name,
+      versions: region.store.bucketVersions(
+        list(req.body.buckets, 1024, "buckets").filter((b) => b < bucketCount),
+      ),
+    }));
+    peer.post<{ Body: { lsns: number[] } }>("/v1/divergence/wal", async (req) => ({
+      region: region.name,
+      incarnation: region.wal.incarnation,
+      records: await region.walRecords(list(req.body.lsns, 1000, "lsns")),
+    }));
+    peer.post<{ Body: { origin?: string; after?: { bucket: number; key: string }; limit?: number } }>(
+      "/v1/divergence/export",
+      async (req) =>
+        region.store.exportPage({
+          origin: req.body.origin,
+          after: req.body.after,
+          limit: Math.min(5000, Math.max(1, req.body.limit ?? 1000)),
+        }),
+    );
+    peer.post<{ Body: { versions: Array<Record<string, unknown>> } }>(
+      "/v1/divergence/repair",
+      async (req) => ({
+        region: region.name,
+        changed: await region.repair(
+          (req.body.versions ?? []).map((v) => fromWire(v as never)),
+          req.headers["x-crr-region"] as string,
+        ),
+      }),
+    );
+  });
+
+  app.post("/v1/admin/verify", async (req, reply) => {
+    if (!admin(req))
+      return reply
+        .status(401)
+        .send({ code: "unauthenticated", message: "admin routes need loopback or a signed request" });
+    return region.verify({ fullScrub: true });
   });
 
   app.get("/healthz", async () => ({ status: "ok", region: region.name }));

@@ -13,3 +13,5 @@ export type {
   StoredRecord,
   Watermark,
 } from "./types.js";
+export { buildTree, childrenOf, leafLevel, nodeDigest, treeFanout, treeLevels } from "./digest-tree.js";
+export type { DigestTree } from "./digest-tree.js";

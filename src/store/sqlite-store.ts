@@ -11,7 +11,8 @@
 import Database from "better-sqlite3";
 import { ruleName, compareVersions, sameVersion, type MergeRule } from "./merge.js";
 import { startCheckpointer, type Checkpointer } from "./checkpointer.js";
-import { BucketDigests, bucketOf, versionHash, versionHashBytes } from "./digest.js";
+import { BucketDigests, bucketCount, bucketOf, versionHash, versionHashBytes } from "./digest.js";
+import { buildTree, type DigestTree } from "./digest-tree.js";
 import type {
   ApplyBatchInput,
   ApplyResult,
@@ -161,6 +162,22 @@ export class SqliteStore implements DedupStore {
       ),
       markDirty: this.db.prepare("UPDATE digest_snapshot SET clean = 0 WHERE id = 1"),
       allVersionHashes: this.db.prepare("SELECT bucket, vh FROM records"),
+      bucketRows: this.db.prepare("SELECT * FROM records WHERE bucket = ?"),
+      sinceStreams: this.db.prepare(
+        "SELECT origin, incarnation, min(lsn) AS fromLsn, count(*) AS removed FROM records WHERE hlc_wall >= ? GROUP BY origin, incarnation",
+      ),
+      deleteSince: this.db.prepare("DELETE FROM records WHERE hlc_wall >= ?"),
+      setVersionHash: this.db.prepare("UPDATE records SET vh = ? WHERE bucket = ? AND key = ?"),
+      exportPage: this.db.prepare(
+        "SELECT * FROM records WHERE (bucket > ? OR (bucket = ? AND key > ?)) ORDER BY bucket, key LIMIT ?",
+      ),
+      exportPageOrigin: this.db.prepare(
+        "SELECT * FROM records WHERE (bucket > ? OR (bucket = ? AND key > ?)) AND origin = ? ORDER BY bucket, key LIMIT ?",
+      ),
+      resetWatermark: this.db.prepare(
+        `INSERT INTO watermarks (origin, incarnation, lsn, updated_at_ms) VALUES (?, ?, ?, ?)
+         ON CONFLICT (origin, incarnation) DO UPDATE SET lsn = excluded.lsn, updated_at_ms = excluded.updated_at_ms`,
+      ),
     };
     if (o.digests ?? true) this.digests = this.loadDigests();
     this.applyTx = this.db.transaction((b: ApplyBatchInput) => this.applyInTransaction(b));
@@ -187,16 +204,212 @@ export class SqliteStore implements DedupStore {
 
   /** The same as applyBatch, for callers on the hot path that can take a synchronous store. */
   applySync(batch: ApplyBatchInput): ApplyResult {
+    return this.withDigests(() => this.applyTx(batch));
+  }
+
+  /** Run a transaction that notes digest changes in pending buckets; they reach memory only after COMMIT. */
+  private withDigests<T>(tx: () => T): T {
     const touched = new Map<number, { digest: Buffer; keys: number }>();
     this.pendingBuckets = touched;
     try {
-      const result = this.applyTx(batch);
-      // Only after COMMIT: the in-memory digests follow the database, never run ahead of it.
-      if (this.digests) for (const [bucket, t] of touched) this.digests.set(bucket, t.digest, t.keys);
+      const result = tx();
+      if (this.digests && touched.size > 0) {
+        for (const [bucket, t] of touched) this.digests.set(bucket, t.digest, t.keys);
+        this.digestGeneration++;
+      }
       return result;
     } finally {
       this.pendingBuckets = undefined;
     }
+  }
+
+  /** Bumped whenever a bucket digest changes (the divergence tree is rebuilt only then). */
+  digestGeneration = 0;
+  private tree: { generation: number; tree: DigestTree } | undefined;
+
+  /** The digest tree over the bucket digests (cached until the next change). */
+  digestTree(): DigestTree {
+    if (!this.digests) throw new Error("this store was opened without digests");
+    if (this.tree?.generation !== this.digestGeneration)
+      this.tree = { generation: this.digestGeneration, tree: buildTree(this.digests.digests) };
+    return this.tree.tree;
+  }
+
+  /** Every winning version in the given buckets. */
+  bucketVersions(buckets: readonly number[]): StoredRecord[] {
+    const out: StoredRecord[] = [];
+    for (const b of buckets)
+      for (const row of this.stmt.bucketRows.iterate(b) as Iterable<RecordRow>) out.push(fromRow(row));
+    return out;
+  }
+
+  /**
+   * Recompute `count` buckets' digests from the records' content (from `fromBucket`, wrapping).
+   * A record changed outside the engine (a hand edit, a restored file) no longer matches its
+   * stored version hash: the hash and the bucket digest are corrected so the divergence
+   * detector sees the change. Returns the buckets whose digest was wrong.
+   */
+  scrub(fromBucket: number, count: number): number[] {
+    if (!this.digests) return [];
+    const wrong: number[] = [];
+    const tx = this.db.transaction(() => {
+      for (let i = 0; i < count; i++) {
+        const bucket = (fromBucket + i) % bucketCount;
+        const digest = Buffer.alloc(versionHashBytes);
+        let keys = 0;
+        for (const row of this.stmt.bucketRows.all(bucket) as RecordRow[]) {
+          const vh = versionHash(fromRow(row));
+          if (!vh.equals(row.vh)) this.stmt.setVersionHash.run(vh, bucket, row.key);
+          for (let k = 0; k < versionHashBytes; k++) digest[k]! ^= vh[k]!;
+          keys++;
+        }
+        if (!digest.equals(this.digests!.digestOf(bucket)) || keys !== this.digests!.counts[bucket]) {
+          this.digests!.set(bucket, digest, keys);
+          wrong.push(bucket);
+        }
+      }
+    });
+    tx();
+    if (wrong.length > 0) this.digestGeneration++;
+    return wrong;
+  }
+
+  /**
+   * Write versions that reconcile or rebuild established as true (e.g. read from the origin's
+   * WAL), outside any replication stream: watermarks are not touched. A version with the same
+   * identity as the stored one replaces it (the stored copy was damaged); otherwise the merge
+   * rule decides and the loser is kept as a conflict. Returns the keys whose winner changed.
+   */
+  repair(versions: readonly StoredRecord[]): string[] {
+    const changed: string[] = [];
+    const now = this.nowMs();
+    this.withDigests(() =>
+      this.db.transaction(() => {
+        for (const v of versions) {
+          const bucket = bucketOf(v.key);
+          const vh = versionHash(v);
+          const row = this.stmt.get.get(bucket, v.key) as RecordRow | undefined;
+          if (!row) {
+            this.stmt.insertIfAbsent.run(
+              bucket,
+              v.key,
+              v.tenant,
+              v.outcome,
+              v.bodyJson ?? null,
+              v.origin,
+              v.incarnation,
+              v.lsn,
+              v.hlc.wallMs,
+              v.hlc.logical,
+              vh,
+            );
+            this.digestXor(bucket, vh, undefined);
+            changed.push(v.key);
+            continue;
+          }
+          if (row.vh.equals(vh) && versionHash(fromRow(row)).equals(vh)) continue;
+          const existing = fromRow(row);
+          const replaces = sameVersion(existing, v) || compareVersions(this.rule, v, existing) < 0;
+          if (!replaces) {
+            this.insertLoser(v, existing, now);
+            continue;
+          }
+          if (!sameVersion(existing, v)) this.insertLoser(existing, v, now);
+          this.stmt.replace.run(
+            v.tenant,
+            v.outcome,
+            v.bodyJson ?? null,
+            v.origin,
+            v.incarnation,
+            v.lsn,
+            v.hlc.wallMs,
+            v.hlc.logical,
+            vh,
+            bucket,
+            v.key,
+          );
+          this.digestXor(bucket, vh, row.vh);
+          changed.push(v.key);
+        }
+      })(),
+    );
+    return changed;
+  }
+
+  private insertLoser(loser: StoredRecord, winner: StoredRecord, now: number): number {
+    return this.stmt.insertLoser.run(
+      loser.key,
+      loser.tenant,
+      loser.outcome,
+      loser.bodyJson ?? null,
+      loser.origin,
+      loser.incarnation,
+      loser.lsn,
+      loser.hlc.wallMs,
+      loser.hlc.logical,
+      winner.origin,
+      winner.incarnation,
+      winner.lsn,
+      winner.outcome,
+      winner.hlc.wallMs,
+      winner.hlc.logical,
+      this.ruleText,
+      now,
+    ).changes;
+  }
+
+  /** One page of winning versions in key order after `after` (bucket, key), optionally of one origin. */
+  exportPage(o: { origin?: string; after?: { bucket: number; key: string }; limit: number }): {
+    versions: StoredRecord[];
+    next: { bucket: number; key: string } | undefined;
+  } {
+    const after = o.after ?? { bucket: -1, key: "" };
+    const rows = (
+      o.origin === undefined
+        ? this.stmt.exportPage.all(after.bucket, after.bucket, after.key, o.limit)
+        : this.stmt.exportPageOrigin.all(after.bucket, after.bucket, after.key, o.origin, o.limit)
+    ) as RecordRow[];
+    const last = rows.at(-1);
+    return {
+      versions: rows.map(fromRow),
+      next: rows.length === o.limit && last ? { bucket: last.bucket, key: last.key } : undefined,
+    };
+  }
+
+  /**
+   * Remove every winning version written at or after `wallMs` (rebuild --since) and move each
+   * stream's watermark back before the first removed LSN, so origins re-ship from there. The
+   * digest snapshot is marked dirty: the next open recomputes the digests from the records.
+   */
+  deleteSince(
+    wallMs: number,
+  ): Array<{ origin: string; incarnation: string; fromLsn: number; removed: number }> {
+    const streams = this.stmt.sinceStreams.all(wallMs) as Array<{
+      origin: string;
+      incarnation: string;
+      fromLsn: number;
+      removed: number;
+    }>;
+    this.db.transaction(() => {
+      this.stmt.deleteSince.run(wallMs);
+      for (const s of streams) this.resetWatermark(s.origin, s.incarnation, s.fromLsn - 1);
+      this.stmt.markDirty.run();
+    })();
+    if (this.digests) {
+      this.digests.restore(
+        Buffer.alloc(this.digests.digests.length),
+        Buffer.alloc(this.digests.counts.byteLength),
+      );
+      for (const row of this.stmt.allVersionHashes.iterate() as Iterable<{ bucket: number; vh: Buffer }>)
+        this.digests.xor(row.bucket, row.vh, 1);
+      this.digestGeneration++;
+    }
+    return streams;
+  }
+
+  /** Set a stream's watermark, also backwards (rebuild only: the origin will re-ship from there). */
+  resetWatermark(origin: string, incarnation: string, lsn: number): void {
+    this.stmt.resetWatermark.run(origin, incarnation, lsn, this.nowMs());
   }
 
   private pendingBuckets: Map<number, { digest: Buffer; keys: number }> | undefined;
@@ -258,25 +471,7 @@ export class SqliteStore implements DedupStore {
     if (sameVersion(existing, incoming)) return "duplicate";
     const incomingWins = compareVersions(this.rule, incoming, existing) < 0;
     const [winner, loser] = incomingWins ? [incoming, existing] : [existing, incoming];
-    const kept = this.stmt.insertLoser.run(
-      loser.key,
-      loser.tenant,
-      loser.outcome,
-      loser.bodyJson ?? null,
-      loser.origin,
-      loser.incarnation,
-      loser.lsn,
-      loser.hlc.wallMs,
-      loser.hlc.logical,
-      winner.origin,
-      winner.incarnation,
-      winner.lsn,
-      winner.outcome,
-      winner.hlc.wallMs,
-      winner.hlc.logical,
-      this.ruleText,
-      now,
-    );
+    const kept = this.insertLoser(loser, winner, now);
     if (incomingWins) {
       this.stmt.replace.run(
         r.tenant,
@@ -294,7 +489,7 @@ export class SqliteStore implements DedupStore {
       this.digestXor(bucket, vh, row.vh);
     }
     // A loser seen before (same version) is a re-delivery, not a new conflict.
-    if (kept.changes === 0) return "duplicate";
+    if (kept === 0) return "duplicate";
     return { key: r.key, winner, loser, rule: this.ruleText };
   }
 

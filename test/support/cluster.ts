@@ -193,10 +193,12 @@ export function append(
 export interface StatusBody {
   region: string;
   incarnation: string;
-  wal: { durableLsn: number; segments: number; bytes: number };
+  wal: { durableLsn: number; firstLsn: number; segments: number; bytes: number };
   store: { records: number; conflicts: number; digest: string };
-  peers: Array<{ peer: string; ackedLsn: number; state: string; lagSeconds: number }>;
+  peers: Array<{ peer: string; ackedLsn: number; behindRecords: number; state: string; lagSeconds: number }>;
   watermarks: Record<string, number>;
+  divergence: { findings: number; lastScanAt: string | undefined };
+  audit: { file: string; seq: number; hash: string; conflictMark: number };
 }
 
 export async function status(node: TestNode): Promise<StatusBody> {

@@ -1,0 +1,260 @@
+/**
+ * The WORM audit log: append-only JSON lines, each carrying the SHA-256 of the previous line
+ * (`prev`) and its own (`hash`), fdatasync'ed before an append resolves. Never rewritten;
+ * rotated into new files that continue the chain. Format in docs/FORMAT.md ("Audit log").
+ *
+ * A line = JSON of the entry without `hash`, with `,"hash":"<sha256 of that JSON>"` spliced in
+ * before the closing brace, so a verifier hashes the exact bytes that were written.
+ */
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+
+export const genesisHash = "0".repeat(64);
+const hashSuffix = /,"hash":"([0-9a-f]{64})"\}$/;
+
+export interface AuditHead {
+  seq: number;
+  hash: string;
+  /** Highest conflict id (store conflicts table) written to the log so far. */
+  conflictMark: number;
+}
+
+export interface AuditAppend {
+  kind: string;
+  conflictMark?: number;
+  [field: string]: unknown;
+}
+
+export function auditFileName(n: number): string {
+  return `audit-${String(n).padStart(6, "0")}.log`;
+}
+
+/** Seal an entry: returns the line to write (without newline) and its hash. */
+export function sealEntry(entry: Record<string, unknown>): { line: string; hash: string } {
+  const body = JSON.stringify(entry);
+  const hash = createHash("sha256").update(body).digest("hex");
+  return { line: `${body.slice(0, -1)},"hash":"${hash}"}`, hash };
+}
+
+/** Parse and check one line's own hash; undefined if the line is not a sealed entry. */
+export function openEntry(line: string): { entry: Record<string, unknown>; hash: string } | undefined {
+  const m = hashSuffix.exec(line);
+  if (!m) return undefined;
+  const body = `${line.slice(0, m.index)}}`;
+  if (createHash("sha256").update(body).digest("hex") !== m[1]) return undefined;
+  try {
+    return { entry: JSON.parse(body) as Record<string, unknown>, hash: m[1]! };
+  } catch {
+    return undefined;
+  }
+}
+
+export interface AuditLogOptions {
+  dir: string;
+  region: string;
+  fileBytesMax?: number;
+  nowMs?: () => number;
+  /** Told when open cut an unfinished last line (it was never acknowledged). */
+  onTornTail?: (file: string, bytes: number) => void;
+}
+
+export class AuditLog {
+  private fd: number;
+  private file: string;
+  private fileNumber: number;
+  private fileBytes: number;
+  private head: AuditHead;
+  private queue: Array<{ line: string; resolve: () => void; reject: (e: Error) => void }> = [];
+  private writing: Promise<void> | undefined;
+  private readonly fileBytesMax: number;
+  private readonly nowMs: () => number;
+
+  private constructor(
+    private readonly o: AuditLogOptions,
+    state: { fd: number; file: string; n: number; bytes: number; head: AuditHead },
+  ) {
+    this.fd = state.fd;
+    this.file = state.file;
+    this.fileNumber = state.n;
+    this.fileBytes = state.bytes;
+    this.head = state.head;
+    this.fileBytesMax = o.fileBytesMax ?? 64 * 1024 * 1024;
+    this.nowMs = o.nowMs ?? Date.now;
+  }
+
+  static open(o: AuditLogOptions): AuditLog {
+    fs.mkdirSync(o.dir, { recursive: true });
+    const files = fs
+      .readdirSync(o.dir)
+      .filter((f) => /^audit-\d{6}\.log$/.test(f))
+      .sort();
+    let head: AuditHead = { seq: 0, hash: genesisHash, conflictMark: 0 };
+    const n = files.length === 0 ? 1 : Number(files.at(-1)!.slice(6, 12));
+    const file = path.join(o.dir, auditFileName(n));
+    if (files.length > 0) {
+      const text = fs.readFileSync(file, "utf8");
+      const lines = text.split("\n");
+      // Everything up to the last newline was fsynced whole; a tail without one is torn.
+      let keep = text.lastIndexOf("\n") + 1;
+      let last = lines.length >= 2 ? openEntry(lines[lines.length - 2]!) : undefined;
+      if (keep > 0 && !last) {
+        // The last complete line does not verify: refuse rather than chain onto damage.
+        throw new Error(
+          `audit log ${file}: the last line does not verify; run 'crr audit verify' to find the damage`,
+        );
+      }
+      if (keep < text.length) {
+        o.onTornTail?.(file, text.length - keep);
+        fs.truncateSync(file, keep);
+      }
+      if (!last && files.length > 1) {
+        // A fresh file after rotation holds nothing yet: the head is the previous file's last line.
+        const prev = fs
+          .readFileSync(path.join(o.dir, files.at(-2)!), "utf8")
+          .trimEnd()
+          .split("\n");
+        last = openEntry(prev.at(-1)!);
+        keep = fs.statSync(file).size;
+      }
+      if (last) {
+        head = {
+          seq: Number(last.entry.seq),
+          hash: last.hash,
+          conflictMark: Number(last.entry.conflictMark ?? 0),
+        };
+      }
+    }
+    const fd = fs.openSync(file, "a");
+    return new AuditLog(o, { fd, file, n, bytes: fs.fstatSync(fd).size, head });
+  }
+
+  get current(): AuditHead {
+    return { ...this.head };
+  }
+
+  get currentFile(): string {
+    return this.file;
+  }
+
+  /** Append one entry; resolves once it is fdatasync'ed. Entries appended in one turn share the fsync. */
+  append(e: AuditAppend): Promise<AuditHead> {
+    const seq = this.head.seq + 1;
+    const conflictMark = Math.max(this.head.conflictMark, e.conflictMark ?? 0);
+    const { kind, conflictMark: _ignored, ...data } = e;
+    const entry = {
+      seq,
+      at: new Date(this.nowMs()).toISOString(),
+      region: this.o.region,
+      kind,
+      conflictMark,
+      ...data,
+      prev: this.head.hash,
+    };
+    const { line, hash } = sealEntry(entry);
+    this.head = { seq, hash, conflictMark };
+    const head = { ...this.head };
+    return new Promise<AuditHead>((resolve, reject) => {
+      this.queue.push({ line, resolve: () => resolve(head), reject });
+      this.writing ??= new Promise<void>((r) => setImmediate(r)).then(() => this.flush());
+    });
+  }
+
+  private async flush(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue;
+      this.queue = [];
+      try {
+        if (this.fileBytes >= this.fileBytesMax) this.rotate();
+        const bytes = Buffer.from(batch.map((b) => `${b.line}\n`).join(""), "utf8");
+        fs.writeSync(this.fd, bytes);
+        fs.fdatasyncSync(this.fd);
+        this.fileBytes += bytes.length;
+        for (const b of batch) b.resolve();
+      } catch (err) {
+        for (const b of batch) b.reject(err as Error);
+      }
+    }
+    this.writing = undefined;
+  }
+
+  private rotate(): void {
+    fs.closeSync(this.fd);
+    this.fileNumber++;
+    this.file = path.join(this.o.dir, auditFileName(this.fileNumber));
+    this.fd = fs.openSync(this.file, "a");
+    this.fileBytes = 0;
+    const dirFd = fs.openSync(this.o.dir, "r");
+    fs.fsyncSync(dirFd);
+    fs.closeSync(dirFd);
+  }
+
+  async close(): Promise<void> {
+    while (this.writing) await this.writing;
+    fs.closeSync(this.fd);
+  }
+}
+
+export interface AuditVerifyReport {
+  files: string[];
+  entries: number;
+  head: AuditHead | undefined;
+  problem: { file: string; line: number; seq: number | undefined; reason: string } | undefined;
+}
+
+/** Check the hash chain across files given in order. The first broken link is reported with its position. */
+export function verifyAuditFiles(files: string[], expectHead?: string): AuditVerifyReport {
+  const report: AuditVerifyReport = { files, entries: 0, head: undefined, problem: undefined };
+  let prevHash: string | undefined;
+  let prevSeq: number | undefined;
+  for (const file of files) {
+    const text = fs.readFileSync(file, "utf8");
+    if (text.length > 0 && !text.endsWith("\n")) {
+      const line = text.split("\n").length;
+      report.problem = {
+        file,
+        line,
+        seq: prevSeq === undefined ? undefined : prevSeq + 1,
+        reason: "truncated: the last line is incomplete",
+      };
+      return report;
+    }
+    const lines = text.length === 0 ? [] : text.slice(0, -1).split("\n");
+    for (let i = 0; i < lines.length; i++) {
+      const opened = openEntry(lines[i]!);
+      const fail = (reason: string) => {
+        // The entry number: one past the last good one, or what the damaged line itself claims.
+        const claimed = /^\{"seq":(\d+)/.exec(lines[i]!)?.[1];
+        const seq = prevSeq !== undefined ? prevSeq + 1 : claimed !== undefined ? Number(claimed) : undefined;
+        report.problem = { file, line: i + 1, seq, reason };
+        return report;
+      };
+      if (!opened) return fail("the line does not match its own hash (changed or damaged)");
+      const seq = Number(opened.entry.seq);
+      if (prevHash === undefined) {
+        // The first file given may start mid-chain (older files archived): accept its prev.
+        if (seq === 1 && opened.entry.prev !== genesisHash)
+          return fail("the first entry does not start the chain");
+      } else {
+        if (opened.entry.prev !== prevHash)
+          return fail(
+            `prev does not match the hash of entry ${prevSeq} (an entry is missing or was changed)`,
+          );
+        if (seq !== prevSeq! + 1) return fail(`sequence ${seq} follows ${prevSeq} (an entry is missing)`);
+      }
+      prevHash = opened.hash;
+      prevSeq = seq;
+      report.entries++;
+      report.head = { seq, hash: opened.hash, conflictMark: Number(opened.entry.conflictMark ?? 0) };
+    }
+  }
+  if (expectHead && report.head?.hash !== expectHead && !report.problem) {
+    report.problem = {
+      file: files.at(-1) ?? "",
+      line: 0,
+      seq: report.head?.seq,
+      reason: `the chain ends at ${report.head?.hash ?? "nothing"}, expected head ${expectHead} (entries were removed from the end)`,
+    };
+  }
+  return report;
+}

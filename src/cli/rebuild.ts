@@ -1,0 +1,220 @@
+/**
+ * `crr rebuild` (offline: the node must be stopped, the data directory's lock says so) and
+ * `crr audit verify`.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { verifyAuditFiles } from "../audit/index.js";
+import { ConfigError, loadConfig, replicationPolicy, type NodeConfig } from "../config/index.js";
+import { PeerClient, fromWire } from "../divergence/index.js";
+import { silentLogger } from "../log.js";
+import { Region } from "../node/index.js";
+import type { StoredRecord } from "../store/index.js";
+import { CliUsageError, parseCommand } from "./args.js";
+
+const rebuildHelp = `crr rebuild --config FILE [--since TIME]
+
+Rebuilds this region's dedup store while its node is stopped. Without --since: the old store
+is moved aside (store.sqlite.before-rebuild-*), this region's records are replayed from its
+WAL, and every other origin's records are copied from that origin's node (or, if it is down,
+from a peer holding them), with watermarks set so the origins re-ship anything newer.
+With --since TIME (ISO date or ms since the epoch): only records written since TIME are
+dropped and re-shipped. Start the node again afterwards; its digest then equals its peers'.`;
+
+type Wire = Array<Omit<StoredRecord, "bodyJson"> & { bodyJson?: string | null }>;
+
+async function copyOrigin(
+  region: Region,
+  client: PeerClient,
+  config: NodeConfig,
+  origin: string,
+  filter: (v: StoredRecord) => boolean,
+  say: (s: string) => void,
+): Promise<boolean> {
+  const policy = replicationPolicy(config);
+  const sources = [
+    origin,
+    ...Object.keys(config.regions).filter((r) => r !== origin && r !== config.region),
+  ].filter((r) => r !== config.region);
+  for (const source of sources) {
+    const url = config.regions[source]!.url;
+    try {
+      // Watermarks first: what the copy lacks below them is re-shipped, never skipped.
+      const { streams } = await client.call<{
+        streams: Array<{ origin: string; incarnation: string; lsn: number }>;
+      }>(url, "GET", "/v1/watermarks");
+      let after: { bucket: number; key: string } | undefined;
+      let copied = 0;
+      do {
+        const page = await client.call<{ versions: Wire; next?: { bucket: number; key: string } }>(
+          url,
+          "POST",
+          "/v1/divergence/export",
+          { origin, after, limit: 2000 },
+        );
+        const versions = page.versions
+          .map(fromWire)
+          .filter((v) => policy.accepts(origin, v.tenant) || origin === config.region)
+          .filter(filter);
+        region.store.repair(versions);
+        copied += versions.length;
+        after = page.next;
+      } while (after);
+      if (origin !== config.region) {
+        for (const s of streams.filter((w) => w.origin === origin))
+          region.store.resetWatermark(s.origin, s.incarnation, s.lsn);
+      }
+      say(`  ${origin}: copied ${copied} records from ${source}`);
+      return true;
+    } catch (err) {
+      say(`  ${origin}: ${source} unavailable (${(err as Error).message.split("\n")[0]})`);
+    }
+  }
+  return false;
+}
+
+export async function runRebuild(argv: string[]): Promise<number> {
+  const { values } = parseCommand("rebuild", argv, {
+    config: { type: "string", short: "c" },
+    since: { type: "string" },
+  });
+  if (values.help) {
+    process.stdout.write(`${rebuildHelp}\n`);
+    return 0;
+  }
+  if (typeof values.config !== "string")
+    throw new CliUsageError(`rebuild: --config FILE is required\n\n${rebuildHelp}`);
+  let config: NodeConfig;
+  try {
+    config = loadConfig(values.config);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliUsageError(err.message);
+    throw err;
+  }
+  const say = (s: string) => process.stdout.write(`${s}\n`);
+  if (typeof values.since === "string") {
+    const sinceMs = /^\d+$/.test(values.since) ? Number(values.since) : Date.parse(values.since);
+    if (!Number.isFinite(sinceMs))
+      throw new CliUsageError(`rebuild: --since ${values.since} is not a date or ms timestamp`);
+    const region = await Region.open(config, { log: silentLogger() });
+    try {
+      const streams = region.store.deleteSince(sinceMs);
+      for (const s of streams)
+        say(`  ${s.origin}: dropped ${s.removed} records from LSN ${s.fromLsn}; it will re-ship from there`);
+      say(
+        `rebuild since ${new Date(sinceMs).toISOString()}: ${streams.reduce((n, s) => n + s.removed, 0)} records dropped; start the node to re-apply them`,
+      );
+    } finally {
+      await region.close();
+    }
+    // This region's own records come back from its WAL on the next open.
+    return 0;
+  }
+  const dir = config.dataDir;
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+  const lockFile = path.join(dir, "LOCK");
+  if (fs.existsSync(lockFile)) {
+    // Region.open below refuses if the node runs; check first so nothing is moved under it.
+    const holder = JSON.parse(fs.readFileSync(lockFile, "utf8")) as { pid: number };
+    try {
+      process.kill(holder.pid, 0);
+      throw new CliUsageError(`rebuild: the node (pid ${holder.pid}) is running on ${dir}; stop it first`);
+    } catch (err) {
+      if (err instanceof CliUsageError) throw err;
+    }
+  }
+  for (const f of fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n.startsWith("store.sqlite")) : []) {
+    fs.renameSync(
+      path.join(dir, f),
+      path.join(dir, f.replace("store.sqlite", `store.sqlite.before-rebuild-${stamp}`)),
+    );
+  }
+  say(`rebuilding ${config.region} in ${dir} (the old store was moved aside)`);
+  const region = await Region.open(config, { log: silentLogger() });
+  try {
+    say(`  ${config.region}: replayed its WAL up to LSN ${region.wal.durableLsn}`);
+    const client = new PeerClient(config.region, config.auth.peerSecret, 30_000);
+    // Own records older than the WAL's oldest segment live on in the peers' stores.
+    if (region.wal.firstLsn > 1) {
+      await copyOrigin(
+        region,
+        client,
+        config,
+        config.region,
+        (v) => v.incarnation === region.wal.incarnation && v.lsn < region.wal.firstLsn,
+        say,
+      );
+    }
+    let complete = true;
+    for (const origin of Object.keys(config.regions).filter((r) => r !== config.region)) {
+      if (!(await copyOrigin(region, client, config, origin, () => true, say))) complete = false;
+    }
+    const stats = await region.store.stats();
+    say(
+      `rebuilt: ${stats.records} records, digest ${(await region.store.rootDigest()).slice(0, 16)}…; start the node to catch up with what arrived meanwhile`,
+    );
+    if (!complete)
+      say(
+        "some origins could not be reached: their records will be re-shipped by their nodes (from their WAL) when the node runs",
+      );
+    return 0;
+  } finally {
+    await region.close();
+  }
+}
+
+const auditHelp = `crr audit verify FILE|DIR... [--expect-head HASH] [--json]
+
+Checks the audit log's hash chain across the files given (a directory means its
+audit-*.log files in order): every line's own hash, every link to the previous line, the
+sequence. Reports the first broken link with file, line and entry number; exit 1 on one.
+--expect-head HASH also detects entries removed from the end (the head is shown by
+'crr status').`;
+
+export async function runAudit(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === "--help" || sub === "-h") {
+    process.stdout.write(`${auditHelp}\n`);
+    return 0;
+  }
+  if (sub !== "verify")
+    throw new CliUsageError(
+      `unknown 'audit' subcommand ${JSON.stringify(sub ?? "")}; try 'crr audit verify FILE'`,
+    );
+  const { values, positionals } = parseCommand("audit verify", rest, {
+    "expect-head": { type: "string" },
+    json: { type: "boolean" },
+  });
+  if (values.help) {
+    process.stdout.write(`${auditHelp}\n`);
+    return 0;
+  }
+  if (positionals.length === 0)
+    throw new CliUsageError(`audit verify: expected at least one FILE or DIR\n\n${auditHelp}`);
+  const files: string[] = [];
+  for (const p of positionals) {
+    if (!fs.existsSync(p)) throw new CliUsageError(`audit verify: no such file or directory: ${p}`);
+    if (fs.statSync(p).isDirectory())
+      files.push(
+        ...fs
+          .readdirSync(p)
+          .filter((f) => /^audit-\d{6}\.log$/.test(f))
+          .sort()
+          .map((f) => path.join(p, f)),
+      );
+    else files.push(p);
+  }
+  const report = verifyAuditFiles(files, values["expect-head"] as string | undefined);
+  if (values.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+  else if (report.problem) {
+    const p = report.problem;
+    process.stdout.write(
+      `BROKEN: ${p.file} line ${p.line}${p.seq === undefined ? "" : ` (entry ${p.seq})`}: ${p.reason}\n`,
+    );
+  } else {
+    process.stdout.write(
+      `ok: ${report.entries} entries in ${files.length} files, chain intact; head seq ${report.head?.seq ?? 0} hash ${report.head?.hash ?? "-"}\n`,
+    );
+  }
+  return report.problem ? 1 : 0;
+}

@@ -1,0 +1,151 @@
+/**
+ * Compares this region's store with each peer's, cheaply: digest-tree roots first, then only
+ * the children of nodes that differ, then the records of the buckets that differ. Each
+ * differing key is classified (divergent, missing, or in flight and not reported).
+ * Reads the store; never writes it (the scrubber does, in SqliteStore.scrub).
+ */
+import type { NodeConfig } from "../config/index.js";
+import type { Logger } from "../log.js";
+import { childrenOf, leafLevel, nodeDigest, type SqliteStore, type StoredRecord } from "../store/index.js";
+import { classify, streamKey, type Finding, type StreamWatermarks } from "./classify.js";
+import type { PeerClient } from "./peer-client.js";
+
+export interface PeerScan {
+  peer: string;
+  findings: Finding[];
+  bucketsDiffering: number;
+  keysCompared: number;
+  bytes: number;
+  durationMs: number;
+}
+
+/** Index counts per request, so no single body grows past a few hundred KiB. */
+const treeIndexesPerRequest = 4096;
+const bucketsPerRequest = 256;
+
+type WireVersion = Omit<StoredRecord, "bodyJson"> & { bodyJson?: string | null };
+
+export function fromWire(v: WireVersion): StoredRecord {
+  return { ...v, bodyJson: v.bodyJson ?? undefined };
+}
+
+/** What the detector needs from the other side: a peer over HTTP, or another store in a test or benchmark. */
+export interface RemoteView {
+  watermarks(): Promise<Array<{ origin: string; incarnation: string; lsn: number }>>;
+  tree(level: number, indexes: number[]): Promise<string[]>;
+  buckets(buckets: number[]): Promise<StoredRecord[]>;
+  /** Bytes exchanged so far (for the scan's cost). */
+  bytes(): number;
+}
+
+/** A peer's divergence routes, signed. */
+export function httpRemote(client: PeerClient, url: string): RemoteView {
+  return {
+    watermarks: async () =>
+      (
+        await client.call<{ streams: Array<{ origin: string; incarnation: string; lsn: number }> }>(
+          url,
+          "GET",
+          "/v1/watermarks",
+        )
+      ).streams,
+    tree: async (level, indexes) =>
+      (await client.call<{ digests: string[] }>(url, "POST", "/v1/divergence/tree", { level, indexes }))
+        .digests,
+    buckets: async (buckets) =>
+      (
+        await client.call<{ versions: WireVersion[] }>(url, "POST", "/v1/divergence/buckets", { buckets })
+      ).versions.map(fromWire),
+    bytes: () => client.bytesSent + client.bytesReceived,
+  };
+}
+
+/** Another store in this process, answering as a peer would (JSON-sized byte count included). */
+export function storeRemote(store: SqliteStore): RemoteView {
+  let bytes = 0;
+  const sized = <T>(v: T): T => {
+    bytes += JSON.stringify(v).length;
+    return v;
+  };
+  return {
+    watermarks: async () => sized(await store.watermarks()),
+    tree: async (level, indexes) =>
+      sized(indexes.map((i) => nodeDigest(store.digestTree(), level, i).toString("hex"))),
+    buckets: async (buckets) => sized(store.bucketVersions(buckets)),
+    bytes: () => bytes,
+  };
+}
+
+export interface DetectorOptions {
+  region: string;
+  config: Pick<NodeConfig, "crr">;
+  store: SqliteStore;
+  /** How to reach a peer by name. */
+  remote: (peer: string) => RemoteView;
+  log: Logger;
+}
+
+export class DivergenceDetector {
+  constructor(private readonly o: DetectorOptions) {}
+
+  /** Whether `region` should hold `tenant`'s records written in `origin` (see README: symmetric meshes). */
+  shouldHold = (region: string, origin: string, tenant: string): boolean => {
+    const crr = this.o.config.crr;
+    if (region === origin || crr.replicationMode !== "selective") return true;
+    return crr.policies.find((p) => p.tenantID === tenant)?.targetRegions.includes(region) ?? false;
+  };
+
+  async scanPeer(peer: string): Promise<PeerScan> {
+    const started = performance.now();
+    const remote = this.o.remote(peer);
+    const bytesBefore = remote.bytes();
+    // Watermarks before records, on both sides: what a listing lacks below them is lost, not in flight.
+    const remoteStreams = await remote.watermarks();
+    const localStreams = await this.o.store.watermarks();
+    const toMap = (s: Array<{ origin: string; incarnation: string; lsn: number }>): StreamWatermarks =>
+      new Map(s.map((w) => [streamKey(w.origin, w.incarnation), w.lsn]));
+    const remoteWm = toMap(remoteStreams);
+    const localWm = toMap(localStreams);
+    const tree = this.o.store.digestTree();
+
+    let frontier = [0];
+    for (let level = 0; level <= leafLevel && frontier.length > 0; level++) {
+      const indexes = level === 0 ? [0] : frontier.flatMap(childrenOf);
+      const differing: number[] = [];
+      for (let i = 0; i < indexes.length; i += treeIndexesPerRequest) {
+        const part = indexes.slice(i, i + treeIndexesPerRequest);
+        const digests = await remote.tree(level, part);
+        part.forEach((index, k) => {
+          if (nodeDigest(tree, level, index).toString("hex") !== digests[k]) differing.push(index);
+        });
+      }
+      frontier = differing;
+    }
+    const findings: Finding[] = [];
+    let keysCompared = 0;
+    for (let i = 0; i < frontier.length; i += bucketsPerRequest) {
+      const buckets = frontier.slice(i, i + bucketsPerRequest);
+      const remoteVersions = await remote.buckets(buckets);
+      const local = new Map(this.o.store.bucketVersions(buckets).map((v) => [v.key, v]));
+      const remoteByKey = new Map(remoteVersions.map((v) => [v.key, v]));
+      for (const key of new Set([...local.keys(), ...remoteByKey.keys()])) {
+        keysCompared++;
+        const f = classify({
+          key,
+          local: { region: this.o.region, version: local.get(key), watermarks: localWm },
+          remote: { region: peer, version: remoteByKey.get(key), watermarks: remoteWm },
+          shouldHold: this.shouldHold,
+        });
+        if (f) findings.push(f);
+      }
+    }
+    return {
+      peer,
+      findings,
+      bucketsDiffering: frontier.length,
+      keysCompared,
+      bytes: remote.bytes() - bytesBefore,
+      durationMs: performance.now() - started,
+    };
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Runs the divergence detector on an interval against every peer, scrubs the store a slice
+ * at a time (so changes made outside the engine show up in the digests), keeps the current
+ * findings, and reports each new one once (log, audit log, metric).
+ */
+import type { Logger } from "../log.js";
+import type { SqliteStore } from "../store/index.js";
+import { bucketCount } from "../store/index.js";
+import type { Finding } from "./classify.js";
+import type { DivergenceDetector, PeerScan } from "./detector.js";
+
+export interface ScanReport {
+  at: string;
+  peers: PeerScan[];
+  findings: Finding[];
+  /** Peers that could not be compared this time (down, refusing). */
+  errors: Array<{ peer: string; error: string }>;
+  durationMs: number;
+}
+
+export interface MonitorOptions {
+  detector: DivergenceDetector;
+  store: SqliteStore;
+  peers: readonly string[];
+  intervalMs: number;
+  scrubIntervalMs: number;
+  scrubBucketsPerTick: number;
+  log: Logger;
+  onScan: (report: ScanReport, seconds: number) => void;
+  onNewFinding: (f: Finding) => Promise<void>;
+}
+
+export const findingId = (f: Finding) => `${f.kind}|${f.remote}|${f.key}`;
+
+export class DivergenceMonitor {
+  private scanTimer: NodeJS.Timeout | undefined;
+  private scrubTimer: NodeJS.Timeout | undefined;
+  private scrubNext = 0;
+  private current = new Map<string, Finding>();
+  private running: Promise<ScanReport> | undefined;
+  last: ScanReport | undefined;
+
+  constructor(private readonly o: MonitorOptions) {}
+
+  start(): void {
+    this.scanTimer = setInterval(() => void this.scan().catch(() => undefined), this.o.intervalMs);
+    this.scanTimer.unref();
+    this.scrubTimer = setInterval(() => this.scrubSlice(this.o.scrubBucketsPerTick), this.o.scrubIntervalMs);
+    this.scrubTimer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.scanTimer);
+    clearInterval(this.scrubTimer);
+  }
+
+  get findings(): Finding[] {
+    return [...this.current.values()];
+  }
+
+  /** Recompute `count` buckets from content; returns how many were wrong. */
+  scrubSlice(count: number): number {
+    const wrong = this.o.store.scrub(this.scrubNext, count);
+    this.scrubNext = (this.scrubNext + count) % bucketCount;
+    if (wrong.length > 0) {
+      this.o.log.error(
+        { buckets: wrong.slice(0, 20), count: wrong.length },
+        "store content changed outside the engine; digests corrected so the detector sees it",
+      );
+    }
+    return wrong.length;
+  }
+
+  /** One scan of every peer (a running scan is joined, not doubled). */
+  scan(options: { fullScrub?: boolean } = {}): Promise<ScanReport> {
+    this.running ??= this.scanOnce(options.fullScrub ?? false).finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async scanOnce(fullScrub: boolean): Promise<ScanReport> {
+    const started = performance.now();
+    if (fullScrub) this.scrubSlice(bucketCount);
+    const peers: PeerScan[] = [];
+    const errors: ScanReport["errors"] = [];
+    for (const peer of this.o.peers) {
+      try {
+        peers.push(await this.o.detector.scanPeer(peer));
+      } catch (err) {
+        errors.push({ peer, error: (err as Error).message });
+      }
+    }
+    const findings = peers.flatMap((p) => p.findings);
+    const next = new Map(findings.map((f) => [findingId(f), f]));
+    // Peers that could not be compared keep their previous findings.
+    for (const [id, f] of this.current)
+      if (errors.some((e) => e.peer === f.remote) && !next.has(id)) next.set(id, f);
+    for (const [id, f] of next) {
+      if (this.current.has(id)) continue;
+      this.o.log.error(
+        {
+          kind: f.kind,
+          key: f.key,
+          peer: f.remote,
+          missingIn: f.missingIn,
+          local: f.localVersion,
+          remote: f.remoteVersion,
+          watermarks: f.watermarks,
+        },
+        "divergence found",
+      );
+      await this.o.onNewFinding(f);
+    }
+    this.current = next;
+    const report: ScanReport = {
+      at: new Date().toISOString(),
+      peers,
+      findings: [...next.values()],
+      errors,
+      durationMs: performance.now() - started,
+    };
+    this.last = report;
+    this.o.onScan(report, report.durationMs / 1000);
+    return report;
+  }
+}
