@@ -3,6 +3,7 @@
  * behaviour. Each writes bench/results/NAME.json and NAME.md.
  */
 import { parseArgs } from "node:util";
+import { benchDivergence } from "./divergence.js";
 import { benchReplication } from "./replication.js";
 import { benchWal } from "./wal.js";
 
@@ -12,6 +13,7 @@ const { positionals, values } = parseArgs({
     rounds: { type: "string", default: "5" },
     seconds: { type: "string", default: "2" },
     "recovery-gib": { type: "string", default: "1" },
+    keys: { type: "string", default: "1000000" },
   },
 });
 
@@ -27,9 +29,12 @@ switch (name) {
   case "replication":
     await benchReplication({ seconds: Number(values.seconds), rounds: Number(values.rounds) });
     break;
+  case "divergence":
+    await benchDivergence({ keys: Number(values.keys), rounds: Number(values.rounds) });
+    break;
   default:
     process.stderr.write(
-      "usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n       npm run bench -- replication [--rounds N] [--seconds S]\n",
+      "usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n       npm run bench -- replication [--rounds N] [--seconds S]\n       npm run bench -- divergence [--keys N] [--rounds N]\n",
     );
     process.exitCode = 2;
 }
