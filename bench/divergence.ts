@@ -25,9 +25,23 @@ function build(file: string, keys: number): SqliteStore {
   for (let first = 1; first <= keys; first += batch) {
     const records: WalRecord[] = [];
     for (let lsn = first; lsn < first + batch && lsn <= keys; lsn++) {
-      records.push({ key: `pcs-${lsn.toString(36)}-${(lsn * 2654435761) % 1e9}`, tenant: "tenant-a", outcome: lsn % 7 ? "accepted" : "escalated", bodyJson: undefined, lsn, hlc: { wallMs: 1_700_000_000_000 + lsn, logical: 0 }, flags: 0 });
+      records.push({
+        key: `pcs-${lsn.toString(36)}-${(lsn * 2654435761) % 1e9}`,
+        tenant: "tenant-a",
+        outcome: lsn % 7 ? "accepted" : "escalated",
+        bodyJson: undefined,
+        lsn,
+        hlc: { wallMs: 1_700_000_000_000 + lsn, logical: 0 },
+        flags: 0,
+      });
     }
-    store.applySync({ origin: "us-east-1", incarnation: inc, firstLsn: first, lastLsn: records.at(-1)!.lsn, records });
+    store.applySync({
+      origin: "us-east-1",
+      incarnation: inc,
+      firstLsn: first,
+      lastLsn: records.at(-1)!.lsn,
+      records,
+    });
   }
   return store;
 }
@@ -39,12 +53,28 @@ function diverge(b: SqliteStore, a: SqliteStore, keys: number): string[] {
   for (let i = 0; i < 5; i++) {
     const lsn = Math.floor(((i + 1) * keys) / 6);
     const key = `pcs-${lsn.toString(36)}-${(lsn * 2654435761) % 1e9}`;
-    records.push({ key, tenant: "tenant-a", outcome: "rejected", bodyJson: undefined, lsn: i + 1, hlc: { wallMs: 1_600_000_000_000, logical: i }, flags: 0 });
+    records.push({
+      key,
+      tenant: "tenant-a",
+      outcome: "rejected",
+      bodyJson: undefined,
+      lsn: i + 1,
+      hlc: { wallMs: 1_600_000_000_000, logical: i },
+      flags: 0,
+    });
     changed.push(key);
   }
   for (let i = 0; i < 5; i++) {
     const key = `extra-${i}`;
-    records.push({ key, tenant: "tenant-a", outcome: "accepted", bodyJson: undefined, lsn: 6 + i, hlc: { wallMs: 1_600_000_000_100, logical: i }, flags: 0 });
+    records.push({
+      key,
+      tenant: "tenant-a",
+      outcome: "accepted",
+      bodyJson: undefined,
+      lsn: 6 + i,
+      hlc: { wallMs: 1_600_000_000_100, logical: i },
+      flags: 0,
+    });
     changed.push(key);
   }
   b.applySync({ origin: "eu-west-1", incarnation: inc, firstLsn: 1, lastLsn: 10, records });
@@ -57,7 +87,11 @@ function fullScan(a: SqliteStore, b: SqliteStore): { differing: number; bytes: n
   let bytes = 0;
   let differing = 0;
   const same = (x: StoredRecord | undefined, y: StoredRecord) =>
-    x !== undefined && x.origin === y.origin && x.lsn === y.lsn && x.outcome === y.outcome && x.incarnation === y.incarnation;
+    x !== undefined &&
+    x.origin === y.origin &&
+    x.lsn === y.lsn &&
+    x.outcome === y.outcome &&
+    x.incarnation === y.incarnation;
   const seen = new Set<string>();
   let after: { bucket: number; key: string } | undefined;
   do {
@@ -94,7 +128,17 @@ export async function benchDivergence(args: { keys: number; rounds: number }): P
     log(`built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const detector = new DivergenceDetector({
       region: "a",
-      config: { crr: { enabled: true, replicationMode: "multi-way", peers: ["b"], targetRegions: [], policies: [], conflictRule: "first-write-wins", regionPriority: [] } },
+      config: {
+        crr: {
+          enabled: true,
+          replicationMode: "multi-way",
+          peers: ["b"],
+          targetRegions: [],
+          policies: [],
+          conflictRule: "first-write-wins",
+          regionPriority: [],
+        },
+      },
       store: a,
       remote: () => storeRemote(b),
       log: silentLogger(),
@@ -119,7 +163,9 @@ export async function benchDivergence(args: { keys: number; rounds: number }): P
       scanMs.push(performance.now() - t);
       scanBytes.push(full.bytes);
       scanDiffering = full.differing;
-      log(`round ${r + 1}: detector ${detectMs.at(-1)!.toFixed(0)} ms ${scan.bytes} B, ${scan.findings.length} found; full scan ${scanMs.at(-1)!.toFixed(0)} ms ${full.bytes} B`);
+      log(
+        `round ${r + 1}: detector ${detectMs.at(-1)!.toFixed(0)} ms ${scan.bytes} B, ${scan.findings.length} found; full scan ${scanMs.at(-1)!.toFixed(0)} ms ${full.bytes} B`,
+      );
     }
     await a.close();
     await b.close();

@@ -3,9 +3,16 @@
  * behaviour. Each writes bench/results/NAME.json and NAME.md.
  */
 import { parseArgs } from "node:util";
+import { runBench } from "../src/cli/bench.js";
 import { benchDivergence } from "./divergence.js";
 import { benchReplication } from "./replication.js";
 import { benchWal } from "./wal.js";
+
+// `npm run bench -- slo --scenario FILE [...]` is `crr bench` with the same arguments.
+if (process.argv[2] === "slo") {
+  process.exitCode = await runBench(process.argv.slice(3));
+  process.exit();
+}
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,

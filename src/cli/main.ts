@@ -8,6 +8,7 @@ import { NodeUnreachableError } from "./http.js";
 import { runServe } from "./serve.js";
 import { runStatus } from "./status.js";
 import { runAudit, runRebuild } from "./rebuild.js";
+import { runBench } from "./bench.js";
 import { runReconcile, runVerify } from "./verify.js";
 import { runWalInspect } from "./wal-inspect.js";
 import { CliUsageError } from "./args.js";
@@ -23,11 +24,12 @@ Usage:
   crr reconcile --config FILE [--apply] repair divergent or missing keys by the merge rule
   crr rebuild --config FILE [--since T] rebuild the dedup store from the WAL and the peers
   crr audit verify FILE|DIR...         verify the audit log's hash chain
+  crr bench --scenario FILE [--check]  run a lag SLO benchmark scenario and write its report
   crr demo                 write records to a WAL, tear its tail like a crash, recover and verify
   crr wal inspect DIR      decode and verify the WAL segment files in DIR (exit 1 on a problem)
   crr COMMAND --help       help for one command
 
-'crr bench' arrives with the lag SLO harness; see README.md.`;
+See README.md for configuration and operations.`;
 
 const commands: Record<string, (argv: string[]) => Promise<number>> = {
   demo: runDemo,
@@ -39,6 +41,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   reconcile: runReconcile,
   rebuild: runRebuild,
   audit: runAudit,
+  bench: runBench,
   wal: async (argv) => {
     const [sub, ...rest] = argv;
     if (sub === "inspect") return runWalInspect(rest);

@@ -28,7 +28,10 @@ export async function runServe(argv: string[]): Promise<number> {
     throw err;
   }
   const log = createLogger({ level: config.log.level, name: config.region });
-  const node = await runNode(config, log);
+  // Drill hook for the benchmark harness: run this node with its wall clock shifted.
+  const offsetMs = Number(process.env.CRR_CLOCK_OFFSET_MS ?? 0);
+  if (offsetMs) log.warn({ offsetMs }, "wall clock shifted for a clock-skew drill (CRR_CLOCK_OFFSET_MS)");
+  const node = await runNode(config, log, offsetMs ? () => Date.now() + offsetMs : undefined);
   return new Promise<number>((resolve) => {
     let signals = 0;
     const onSignal = (signal: NodeJS.Signals) => {

@@ -1,2 +1,2 @@
-export { startTcpProxy } from "./tcp-proxy.js";
-export type { ProxyMode, TcpProxy, TcpProxyOptions } from "./tcp-proxy.js";
+export { seededRandom, startTcpProxy } from "./tcp-proxy.js";
+export type { LinkFaults, ProxyMode, ProxyStats, TcpProxy, TcpProxyOptions } from "./tcp-proxy.js";

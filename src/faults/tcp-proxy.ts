@@ -1,11 +1,36 @@
 /**
- * A TCP proxy on loopback that the tests and the benchmark harness own, to put faults between
- * regions: a black hole (stop forwarding without closing anything, as a real partition does),
- * added latency, and a tap of every byte that crossed. Only ever listens on 127.0.0.1.
+ * A TCP proxy on loopback that the tests, the demo and the benchmark harness own, to put WAN
+ * faults between regions: a black hole (stop forwarding without closing anything, as a real
+ * partition does), latency with jitter, a bandwidth limit, loss (a dropped connection: the
+ * request is lost and must be retried), connection resets, bit flips in forwarded bytes,
+ * and a tap of every byte that crossed. Only ever listens on 127.0.0.1. Random choices come
+ * from a seeded generator, so a run can be replayed.
  */
 import net from "node:net";
 
 export type ProxyMode = "forward" | "blackhole";
+
+export interface LinkFaults {
+  /** Added one-way delay per chunk. */
+  latencyMs?: number;
+  /** Uniform ± jitter around the latency (order is kept: a chunk never overtakes the one before). */
+  jitterMs?: number;
+  /** Forwarding rate limit, both directions each. */
+  bandwidthBytesPerSecond?: number;
+  /** Probability per chunk that the connection is dropped (the request in it is lost). */
+  lossRate?: number;
+  /** Probability per client-to-server chunk that one random bit is flipped. */
+  bitFlipRate?: number;
+}
+
+export interface ProxyStats {
+  connections: number;
+  chunks: number;
+  bytes: number;
+  bitsFlipped: number;
+  dropped: number;
+  resets: number;
+}
 
 export interface TcpProxy {
   port: number;
@@ -13,8 +38,12 @@ export interface TcpProxy {
   mode: ProxyMode;
   /** Stop forwarding (connections stay open, bytes wait) or resume. */
   setMode(mode: ProxyMode): void;
+  setFaults(faults: LinkFaults): void;
   /** Hold every forwarded chunk this long, both ways (0: none). Order is kept. */
   setDelayMs(ms: number): void;
+  /** Reset every open connection now (RST), as a middlebox or a restart would. */
+  resetConnections(): void;
+  stats(): ProxyStats;
   /** Every byte sent client -> server while `tap` was on. */
   tapped(): Buffer;
   close(): Promise<void>;
@@ -25,6 +54,20 @@ export interface TcpProxyOptions {
   targetPort: number;
   /** Record client -> server bytes (for "what crossed the wire" checks). */
   tap?: boolean;
+  faults?: LinkFaults;
+  seed?: number;
+}
+
+/** mulberry32: small, seeded, good enough for fault injection. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }
 
 export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
@@ -32,20 +75,49 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
   const sockets = new Set<net.Socket>();
   const tapped: Buffer[] = [];
   const waiting: Array<() => void> = [];
+  const random = seededRandom(o.seed ?? 1);
+  const stats: ProxyStats = { connections: 0, chunks: 0, bytes: 0, bitsFlipped: 0, dropped: 0, resets: 0 };
   let mode: ProxyMode = "forward";
-  let delayMs = 0;
+  let faults: LinkFaults = { ...o.faults };
 
-  const pipe = (from: net.Socket, to: net.Socket, tap: boolean) => {
-    // With a delay, chunks wait in order; each is written when its time comes.
-    let last = Promise.resolve();
-    from.on("data", (chunk: Buffer) => {
-      if (tap) tapped.push(Buffer.from(chunk));
-      if (delayMs === 0) {
+  const pipe = (from: net.Socket, to: net.Socket, upstream: boolean) => {
+    // Chunks wait in order; each is written when its time comes.
+    let lastDueMs = 0;
+    let bandwidthFreeAtMs = 0;
+    let queue = Promise.resolve();
+    from.on("data", (input: Buffer) => {
+      stats.chunks++;
+      stats.bytes += input.length;
+      if (upstream && o.tap) tapped.push(Buffer.from(input));
+      if (faults.lossRate && random() < faults.lossRate) {
+        stats.dropped++;
+        from.destroy();
+        to.destroy();
+        return;
+      }
+      let chunk = input;
+      if (upstream && faults.bitFlipRate && random() < faults.bitFlipRate) {
+        chunk = Buffer.from(input);
+        const bit = Math.floor(random() * chunk.length * 8);
+        chunk[bit >> 3]! ^= 1 << (bit & 7);
+        stats.bitsFlipped++;
+      }
+      const now = Date.now();
+      const latency = faults.latencyMs ?? 0;
+      const jitter = faults.jitterMs ?? 0;
+      let due = now + Math.max(0, latency + (jitter ? (random() * 2 - 1) * jitter : 0));
+      if (faults.bandwidthBytesPerSecond) {
+        bandwidthFreeAtMs =
+          Math.max(bandwidthFreeAtMs, now) + (chunk.length / faults.bandwidthBytesPerSecond) * 1000;
+        due = Math.max(due, bandwidthFreeAtMs);
+      }
+      due = Math.max(due, lastDueMs);
+      lastDueMs = due;
+      if (due <= now) {
         if (!to.write(chunk)) from.pause();
         return;
       }
-      const due = Date.now() + delayMs;
-      last = last.then(
+      queue = queue.then(
         () =>
           new Promise<void>((resolve) =>
             setTimeout(
@@ -61,13 +133,15 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
     to.on("drain", () => {
       if (mode === "forward") from.resume();
     });
-    from.on("end", () => to.end());
+    from.on("end", () => void queue.then(() => to.end()));
     from.on("error", () => to.destroy());
   };
 
   const server = net.createServer((client) => {
+    stats.connections++;
     sockets.add(client);
     client.on("close", () => sockets.delete(client));
+    client.on("error", () => undefined);
     client.pause();
     const connect = () => {
       const upstream = net.connect({ host, port: o.targetPort });
@@ -78,7 +152,7 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
       });
       upstream.on("error", () => client.destroy());
       client.on("close", () => upstream.destroy());
-      pipe(client, upstream, o.tap ?? false);
+      pipe(client, upstream, true);
       pipe(upstream, client, false);
       if (mode === "forward") client.resume();
       else upstream.pause();
@@ -90,7 +164,7 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as net.AddressInfo).port;
 
-  const proxy: TcpProxy = {
+  return {
     port,
     url: `http://127.0.0.1:${port}`,
     get mode() {
@@ -104,9 +178,17 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
       }
       if (next === "forward") for (const connect of waiting.splice(0)) connect();
     },
-    setDelayMs(ms) {
-      delayMs = ms;
+    setFaults(next) {
+      faults = { ...next };
     },
+    setDelayMs(ms) {
+      faults = { ...faults, latencyMs: ms, jitterMs: 0 };
+    },
+    resetConnections() {
+      stats.resets++;
+      for (const s of sockets) s.resetAndDestroy();
+    },
+    stats: () => ({ ...stats }),
     tapped: () => Buffer.concat(tapped),
     close: () =>
       new Promise<void>((resolve) => {
@@ -114,5 +196,4 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
         server.close(() => resolve());
       }),
   };
-  return proxy;
 }

@@ -65,8 +65,8 @@ export async function openRegion(
   return runNode(c, options.log ?? silentLogger());
 }
 
-export async function runNode(config: NodeConfig, log: Logger): Promise<RunningNode> {
-  const region = await Region.open(config, { log });
+export async function runNode(config: NodeConfig, log: Logger, nowMs?: () => number): Promise<RunningNode> {
+  const region = await Region.open(config, { log, nowMs });
   let server: RunningServer;
   try {
     server = await startServer(region, { host: config.listen.host, port: config.listen.port });

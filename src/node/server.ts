@@ -251,6 +251,39 @@ export function buildServer(region: Region): FastifyInstance {
     );
   });
 
+  // Event streams never end by themselves: end them before the server waits for open requests.
+  const streams = new Set<import("node:http").ServerResponse>();
+  app.addHook("preClose", async () => {
+    for (const r of streams) r.end();
+  });
+
+  // A stream of peer acknowledgements (server-sent events), for the benchmark harness to
+  // time each record's replication on one clock: {"peer","lsn","atMs"} per acknowledged batch.
+  app.get("/v1/admin/events", (req, reply) => {
+    if (!admin(req)) {
+      void reply
+        .status(401)
+        .send({ code: "unauthenticated", message: "admin routes need loopback or a signed request" });
+      return;
+    }
+    void reply.hijack();
+    streams.add(reply.raw);
+    reply.raw.on("close", () => streams.delete(reply.raw));
+    reply.raw.writeHead(200, {
+      "content-type": "text/event-stream",
+      "cache-control": "no-store",
+      connection: "keep-alive",
+    });
+    reply.raw.write(`: ${region.name}\n\n`);
+    const listeners = [...region.shippers.values()].map((s) => {
+      const onAck = (lsn: number) =>
+        reply.raw.write(`data: {"peer":"${s.peer}","lsn":${lsn},"atMs":${Date.now()}}\n\n`);
+      s.on("ack", onAck);
+      return () => s.off("ack", onAck);
+    });
+    req.raw.on("close", () => listeners.forEach((off) => off()));
+  });
+
   app.post("/v1/admin/verify", async (req, reply) => {
     if (!admin(req))
       return reply

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test suite uses two system programs: nats-server (the benchmark baseline) and chromium
+# (the benchmark report renders in it), both from Debian's packages. Run before `npm test`
+# (pretest): installs them when missing and this user can (root with apt-get).
+set -u
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+missing=()
+have nats-server || missing+=(nats-server)
+have chromium || missing+=(chromium)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing ${missing[*]} (Debian packages, for the benchmark harness tests)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null && exit 0
+  echo "apt-get could not install ${missing[*]}" >&2
+  exit 1
+fi
+echo "the tests need ${missing[*]} (Debian: apt-get install ${missing[*]}); run as root to let npm test install them" >&2
+exit 1

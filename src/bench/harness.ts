@@ -1,0 +1,614 @@
+/**
+ * Runs one lag SLO scenario against real crr nodes: one `crr serve` process per region on
+ * loopback, every directed link through a fault proxy this process owns, open-loop load in
+ * every region, drills on schedule, and at the end an integrity check (every acknowledged
+ * record in every region its policy targets, all digests equal).
+ *
+ * Lag of a record on a link = from the origin acknowledging the append (the harness gets the
+ * response with its LSN) to the origin's shipper receiving the peer's acknowledgement of the
+ * batch that holds it (the peer applies before it answers), both on this machine's clock.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import * as hdr from "hdr-histogram-js";
+import { Pool } from "undici";
+import YAML from "yaml";
+import { startTcpProxy, type TcpProxy } from "../faults/index.js";
+import type { RegionStatus } from "../node/index.js";
+import { faultsFor, type Scenario } from "./scenario.js";
+
+export interface LatencySummary {
+  count: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+}
+
+export interface LinkResult {
+  from: string;
+  to: string;
+  lagMs: LatencySummary;
+  /** Per second since the start: the largest lag of a record acknowledged in that second (ms). */
+  lagMsMaxPerSecond: number[];
+}
+
+export interface DrillResult {
+  kind: string;
+  region?: string;
+  atSeconds: number;
+  /** sigkill / disk-loss: from the restart to ready, and to caught up (the RTO). */
+  readyMs?: number;
+  caughtUpMs?: number;
+  /** disk-loss: acknowledged records no other region had at the moment of loss. */
+  lostRecords?: number;
+  lostSeconds?: number;
+  /** partition: from the heal to all regions converged. */
+  convergedMs?: number;
+  note?: string;
+}
+
+export interface RunResult {
+  system: "crr" | "nats";
+  scenario: string;
+  durationSeconds: number;
+  appendedPerS: number;
+  acknowledged: number;
+  failedAppends: number;
+  links: LinkResult[];
+  lagMs: LatencySummary;
+  drills: DrillResult[];
+  integrity: { ok: boolean; detail: string };
+  resources: Array<{ region: string; cpuSeconds: number; rssMiB: number; fsyncs: number }>;
+  notes: string[];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function histogram() {
+  return hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 3_600_000_000,
+    numberOfSignificantValueDigits: 3,
+    useWebAssembly: false,
+  });
+}
+
+export function summarize(h: ReturnType<typeof histogram>): LatencySummary {
+  const ms = (us: number) => Math.round(us) / 1000;
+  return {
+    count: h.totalCount,
+    p50: ms(h.getValueAtPercentile(50)),
+    p90: ms(h.getValueAtPercentile(90)),
+    p99: ms(h.getValueAtPercentile(99)),
+    p999: ms(h.getValueAtPercentile(99.9)),
+    max: ms(h.maxValue),
+  };
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** One origin stream as the harness sees it: when each LSN was acknowledged, and reached each peer. */
+class Stream {
+  readonly ackedAt: number[] = [];
+  readonly keys: string[] = [];
+  readonly tenants: string[] = [];
+  readonly appliedAt = new Map<string, number[]>();
+  maxAcked = 0;
+  constructor(
+    readonly origin: string,
+    readonly epoch: number,
+  ) {}
+}
+
+interface Node {
+  name: string;
+  port: number;
+  url: string;
+  dir: string;
+  configFile: string;
+  proc: ChildProcess | undefined;
+  pool: Pool;
+  epoch: number;
+  events: AbortController | undefined;
+}
+
+export interface HarnessOptions {
+  progress: (line: string) => void;
+  crrMain?: string;
+}
+
+export class CrrHarness {
+  private readonly nodes = new Map<string, Node>();
+  private readonly proxies = new Map<string, TcpProxy>();
+  private readonly streams = new Map<string, Stream>();
+  private readonly secret = randomBytes(24).toString("hex");
+  private readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), "crr-bench-slo-"));
+  private readonly crrMain: string;
+  private startedAt = 0;
+  private failed = 0;
+  private readonly drills: DrillResult[] = [];
+  private readonly notes: string[] = [];
+  private stopLoad = false;
+
+  constructor(
+    private readonly s: Scenario,
+    private readonly o: HarnessOptions,
+  ) {
+    this.crrMain = o.crrMain ?? fileURLToPath(new URL("../cli/main.js", import.meta.url));
+  }
+
+  private stream(origin: string): Stream {
+    const node = this.nodes.get(origin)!;
+    const id = `${origin}#${node.epoch}`;
+    let st = this.streams.get(id);
+    if (!st) this.streams.set(id, (st = new Stream(origin, node.epoch)));
+    return st;
+  }
+
+  private targets(origin: string, tenant: string): string[] {
+    const others = this.s.regions.filter((r) => r !== origin);
+    if (this.s.replication.mode !== "selective") return others;
+    return (
+      (this.s.replication.policies ?? [])
+        .find((p) => p.tenantID === tenant)
+        ?.targetRegions.filter((r) => r !== origin) ?? []
+    );
+  }
+
+  async setUp(): Promise<void> {
+    const ports = new Map<string, number>();
+    for (const r of this.s.regions) ports.set(r, await freePort());
+    let seed = this.s.seed;
+    for (const from of this.s.regions) {
+      for (const to of this.s.regions) {
+        if (from === to) continue;
+        const f = faultsFor(this.s, from, to);
+        const proxy = await startTcpProxy({ targetPort: ports.get(to)!, faults: f, seed: seed++ });
+        this.proxies.set(`${from}->${to}`, proxy);
+      }
+    }
+    for (const name of this.s.regions) {
+      const port = ports.get(name)!;
+      const crr =
+        this.s.replication.mode === "selective"
+          ? { enabled: true, replicationMode: "selective", policies: this.s.replication.policies }
+          : { enabled: true, replicationMode: "multi-way", peers: this.s.regions.filter((r) => r !== name) };
+      const config = {
+        region: name,
+        dataDir: path.join(this.dir, name),
+        listen: { host: "127.0.0.1", port },
+        regions: Object.fromEntries(
+          this.s.regions.map((r) => [
+            r,
+            { url: r === name ? `http://127.0.0.1:${port}` : this.proxies.get(`${name}->${r}`)!.url },
+          ]),
+        ),
+        crr,
+        auth: { peerSecret: "${CRR_PEER_SECRET}" },
+        shipper: { requestTimeoutMs: 3000, retryDelayMsMax: 500 },
+        health: { probeIntervalMs: 1000 },
+        log: { level: "warn" },
+      };
+      const configFile = path.join(this.dir, `${name}.yaml`);
+      fs.writeFileSync(configFile, YAML.stringify(config));
+      const url = `http://127.0.0.1:${port}`;
+      this.nodes.set(name, {
+        name,
+        port,
+        url,
+        dir: config.dataDir,
+        configFile,
+        proc: undefined,
+        pool: new Pool(url, { connections: 16 }),
+        epoch: 0,
+        events: undefined,
+      });
+    }
+    await Promise.all(this.s.regions.map((r) => this.startNode(r)));
+  }
+
+  private async startNode(name: string): Promise<number> {
+    const node = this.nodes.get(name)!;
+    const t0 = Date.now();
+    const skew = this.s.drills.find((d) => d.kind === "clock-skew" && d.region === name) as
+      { offsetMs: number } | undefined;
+    const log = fs.openSync(path.join(this.dir, `${name}.log`), "a");
+    node.proc = spawn(process.execPath, [this.crrMain, "serve", "--config", node.configFile], {
+      env: {
+        ...process.env,
+        CRR_PEER_SECRET: this.secret,
+        ...(skew ? { CRR_CLOCK_OFFSET_MS: String(skew.offsetMs) } : {}),
+      },
+      stdio: ["ignore", log, log],
+    });
+    fs.closeSync(log);
+    for (;;) {
+      if (node.proc.exitCode !== null)
+        throw new Error(`${name} exited while starting; see ${path.join(this.dir, `${name}.log`)}`);
+      if (
+        await this.get(node, "/readyz")
+          .then((r) => r.status === 200)
+          .catch(() => false)
+      )
+        break;
+      if (Date.now() - t0 > 60_000) throw new Error(`${name} not ready in 60 s`);
+      await sleep(20);
+    }
+    this.subscribe(node);
+    return Date.now() - t0;
+  }
+
+  private async get(node: Node, p: string): Promise<{ status: number; body: unknown }> {
+    const res = await node.pool.request({ path: p, method: "GET", headersTimeout: 5000, bodyTimeout: 5000 });
+    const text = await res.body.text();
+    return {
+      status: res.statusCode,
+      body: text.startsWith("{") || text.startsWith("[") ? JSON.parse(text) : text,
+    };
+  }
+
+  /** Follow the node's stream of peer acknowledgements. */
+  private subscribe(node: Node): void {
+    node.events?.abort();
+    const ac = new AbortController();
+    node.events = ac;
+    const st = this.stream(node.name);
+    void (async () => {
+      try {
+        const res = await node.pool.request({
+          path: "/v1/admin/events",
+          method: "GET",
+          signal: ac.signal,
+          bodyTimeout: 0,
+        });
+        let buf = "";
+        for await (const chunk of res.body) {
+          buf += chunk.toString();
+          let i: number;
+          while ((i = buf.indexOf("\n\n")) >= 0) {
+            const line = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            if (!line.startsWith("data: ")) continue;
+            const e = JSON.parse(line.slice(6)) as { peer: string; lsn: number; atMs: number };
+            let applied = st.appliedAt.get(e.peer);
+            if (!applied) st.appliedAt.set(e.peer, (applied = []));
+            for (let l = e.lsn; l >= 1 && applied[l] === undefined; l--) applied[l] = e.atMs;
+          }
+        }
+      } catch {
+        // The node was killed or the run is over.
+      }
+    })();
+  }
+
+  private async append(node: Node, seq: number): Promise<void> {
+    const tenant = this.s.load.tenants[seq % this.s.load.tenants.length]!;
+    const key = `${this.s.name}-${node.name}-${node.epoch}-${seq}`;
+    const fill = Math.max(0, this.s.load.recordBytes - 60 - key.length - tenant.length);
+    try {
+      const res = await node.pool.request({
+        path: "/v1/records",
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ key, tenant, outcome: "accepted", body: "x".repeat(fill) }),
+        headersTimeout: 10_000,
+        bodyTimeout: 10_000,
+      });
+      const body = (await res.body.json()) as { lsn?: number };
+      if (res.statusCode !== 200 || body.lsn === undefined) {
+        this.failed++;
+        return;
+      }
+      const st = this.stream(node.name);
+      st.ackedAt[body.lsn] = Date.now();
+      st.keys[body.lsn] = key;
+      st.tenants[body.lsn] = tenant;
+      st.maxAcked = Math.max(st.maxAcked, body.lsn);
+    } catch {
+      this.failed++; // the region is down (a drill): a client would retry elsewhere
+    }
+  }
+
+  /** Open loop: every 5 ms, append what the schedule says is due in every region, whatever is pending. */
+  private async load(seconds: number): Promise<void> {
+    const start = Date.now();
+    const sent = new Map(this.s.regions.map((r) => [r, 0]));
+    const pending = new Set<Promise<void>>();
+    let lastProgress = start;
+    while (!this.stopLoad && Date.now() - start < seconds * 1000) {
+      const due = Math.floor(((Date.now() - start) / 1000) * this.s.load.ratePerRegion);
+      for (const node of this.nodes.values()) {
+        if (!node.proc || node.proc.exitCode !== null || node.proc.signalCode !== null) {
+          sent.set(node.name, due);
+          continue;
+        }
+        for (let n = sent.get(node.name)!; n < due; n++) {
+          const p = this.append(node, n).finally(() => pending.delete(p));
+          pending.add(p);
+        }
+        sent.set(node.name, due);
+      }
+      if (Date.now() - lastProgress >= 1000) {
+        lastProgress = Date.now();
+        await this.progress();
+      }
+      await sleep(5);
+    }
+    await Promise.all(pending);
+  }
+
+  private async progress(): Promise<void> {
+    const parts: string[] = [];
+    for (const node of this.nodes.values()) {
+      const s = await this.get(node, "/v1/status")
+        .then((r) => r.body as RegionStatus)
+        .catch(() => undefined);
+      if (!s) parts.push(`${node.name} down`);
+      else
+        for (const p of s.peers) parts.push(`${node.name}→${p.peer} ${(p.lagSeconds * 1000).toFixed(0)}ms`);
+    }
+    const acked = [...this.streams.values()].reduce(
+      (n, st) => n + st.ackedAt.filter((t) => t !== undefined).length,
+      0,
+    );
+    const elapsed = (Date.now() - this.startedAt) / 1000;
+    this.o.progress(
+      `  [${elapsed.toFixed(0)}s] acked ${acked} (${Math.round(acked / elapsed)}/s)  lag: ${parts.join("  ")}`,
+    );
+  }
+
+  private async status(name: string): Promise<RegionStatus | undefined> {
+    return this.get(this.nodes.get(name)!, "/v1/status")
+      .then((r) => r.body as RegionStatus)
+      .catch(() => undefined);
+  }
+
+  /** Wait until every region applied every other's durable records and digests agree. */
+  private async converged(timeoutMs: number): Promise<RegionStatus[] | undefined> {
+    const until = Date.now() + timeoutMs;
+    while (Date.now() < until) {
+      const all = (await Promise.all(this.s.regions.map((r) => this.status(r)))).filter(
+        (s): s is RegionStatus => s !== undefined,
+      );
+      const caught =
+        all.length === this.s.regions.length &&
+        all.every((s) => s.peers.every((p) => p.behindRecords === 0)) &&
+        (this.s.replication.mode === "selective" || new Set(all.map((s) => s.store.digest)).size === 1);
+      if (caught) return all;
+      await sleep(100);
+    }
+    return undefined;
+  }
+
+  private async runDrill(d: Scenario["drills"][number]): Promise<void> {
+    if (d.kind === "clock-skew") {
+      this.drills.push({
+        kind: d.kind,
+        region: d.region,
+        atSeconds: 0,
+        note: `${d.region} runs with its clock ${d.offsetMs} ms off`,
+      });
+      return;
+    }
+    await sleep(Math.max(0, this.startedAt + d.atSeconds * 1000 - Date.now()));
+    if (d.kind === "partition") {
+      const [a, b] = d.regions;
+      const links = [this.proxies.get(`${a}->${b}`)!, this.proxies.get(`${b}->${a}`)!];
+      this.o.progress(`  drill: partition ${a} <-> ${b} for ${d.forSeconds} s`);
+      links.forEach((l) => l.setMode("blackhole"));
+      await sleep(d.forSeconds * 1000);
+      links.forEach((l) => l.setMode("forward"));
+      const healed = Date.now();
+      // Converged = both sides applied everything the other had durable at the heal.
+      const [sa, sb] = await Promise.all([this.status(a), this.status(b)]);
+      const until = healed + 120_000;
+      let convergedMs: number | undefined;
+      while (Date.now() < until && sa && sb) {
+        const [na, nb] = await Promise.all([this.status(a), this.status(b)]);
+        if (
+          na &&
+          nb &&
+          (na.watermarks[b] ?? 0) >= sb.wal.durableLsn &&
+          (nb.watermarks[a] ?? 0) >= sa.wal.durableLsn
+        ) {
+          convergedMs = Date.now() - healed;
+          break;
+        }
+        await sleep(20);
+      }
+      this.drills.push({ kind: d.kind, region: `${a}<->${b}`, atSeconds: d.atSeconds, convergedMs });
+      return;
+    }
+    const node = this.nodes.get(d.region)!;
+    this.o.progress(`  drill: ${d.kind} of ${d.region}`);
+    const killedAt = Date.now();
+    node.events?.abort();
+    node.proc?.kill("SIGKILL");
+    await new Promise((r) =>
+      node.proc && node.proc.exitCode === null && node.proc.signalCode === null
+        ? node.proc.once("exit", r)
+        : r(undefined),
+    );
+    let lostRecords: number | undefined;
+    let lostSeconds: number | undefined;
+    if (d.kind === "disk-loss") {
+      // RPO: what this region acknowledged that no other region had applied when the disk was lost.
+      const st = this.stream(d.region);
+      const others = await Promise.all(
+        this.s.regions.filter((r) => r !== d.region).map((r) => this.status(r)),
+      );
+      const replicated = Math.max(0, ...others.map((s) => s?.watermarks[d.region] ?? 0));
+      const lost = st.ackedAt
+        .map((t, lsn) => ({ t, lsn }))
+        .filter((x) => x.t !== undefined && x.lsn > replicated);
+      lostRecords = lost.length;
+      lostSeconds = lost.length ? (killedAt - Math.min(...lost.map((x) => x.t))) / 1000 : 0;
+      fs.rmSync(node.dir, { recursive: true, force: true });
+      node.epoch++;
+    }
+    await sleep((d.downSeconds ?? 2) * 1000);
+    // RTO is measured from the restart (a supervisor's delay before it is not the engine's).
+    const restartAt = Date.now();
+    await this.startNode(d.region);
+    const readyAt = Date.now();
+    // Caught up: it applied what the others had durable when it came back.
+    const others = await Promise.all(
+      this.s.regions
+        .filter((r) => r !== d.region)
+        .map(async (r) => [r, (await this.status(r))?.wal.durableLsn ?? 0] as const),
+    );
+    let caughtUpMs: number | undefined;
+    while (Date.now() - readyAt < 120_000) {
+      const s = await this.status(d.region);
+      if (s && others.every(([r, lsn]) => (s.watermarks[r] ?? 0) >= lsn)) {
+        caughtUpMs = Date.now() - restartAt;
+        break;
+      }
+      await sleep(20);
+    }
+    this.drills.push({
+      kind: d.kind,
+      region: d.region,
+      atSeconds: d.atSeconds,
+      readyMs: readyAt - restartAt,
+      caughtUpMs,
+      lostRecords,
+      lostSeconds,
+    });
+  }
+
+  private async metric(node: Node, name: string): Promise<number> {
+    const text = (await this.get(node, "/metrics").catch(() => ({ body: "" }))).body as string;
+    const line = text.split("\n").find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+    return line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : NaN;
+  }
+
+  private resetTimers: NodeJS.Timeout[] = [];
+
+  async run(): Promise<RunResult> {
+    const total = this.s.load.warmupSeconds + this.s.load.durationSeconds;
+    this.o.progress(
+      `crr: ${this.s.regions.length} regions, ${this.s.load.ratePerRegion}/s each, ${total} s (data in ${this.dir})`,
+    );
+    this.startedAt = Date.now();
+    for (const [id, proxy] of this.proxies) {
+      const [from, to] = id.split("->") as [string, string];
+      const every = faultsFor(this.s, from, to)?.resetEverySeconds;
+      if (every) this.resetTimers.push(setInterval(() => proxy.resetConnections(), every * 1000));
+    }
+    const drills = Promise.all(this.s.drills.map((d) => this.runDrill(d)));
+    await this.load(total);
+    await drills;
+    this.resetTimers.forEach(clearInterval);
+    for (const p of this.proxies.values()) p.setFaults({});
+    this.o.progress("  load done; waiting for every region to converge");
+    const final = await this.converged(120_000);
+    await sleep(300); // let the last acknowledgement events arrive
+    return this.collect(final);
+  }
+
+  private async collect(final: RegionStatus[] | undefined): Promise<RunResult> {
+    const links = new Map<string, { h: ReturnType<typeof histogram>; perSecond: number[] }>();
+    const all = histogram();
+    const warm = this.startedAt + this.s.load.warmupSeconds * 1000;
+    let acknowledged = 0;
+    let missing = 0;
+    const lost = new Set(this.drills.filter((d) => d.kind === "disk-loss").map((d) => d.region));
+    for (const st of this.streams.values()) {
+      for (let lsn = 1; lsn <= st.maxAcked; lsn++) {
+        const t = st.ackedAt[lsn];
+        if (t === undefined) continue;
+        acknowledged++;
+        for (const peer of this.targets(st.origin, st.tenants[lsn]!)) {
+          const id = `${st.origin}->${peer}`;
+          let link = links.get(id);
+          if (!link) links.set(id, (link = { h: histogram(), perSecond: [] }));
+          const applied = st.appliedAt.get(peer)?.[lsn];
+          if (applied === undefined) {
+            // A stream of a region whose disk was lost may have records no peer got (that is the RPO).
+            const superseded = lost.has(st.origin) && this.nodes.get(st.origin)!.epoch !== st.epoch;
+            if (!superseded) missing++;
+            continue;
+          }
+          if (t < warm) continue;
+          const lagUs = Math.max(1, (applied - t) * 1000);
+          link.h.recordValue(lagUs);
+          all.recordValue(lagUs);
+          const sec = Math.floor((t - this.startedAt) / 1000);
+          link.perSecond[sec] = Math.max(link.perSecond[sec] ?? 0, applied - t);
+        }
+      }
+    }
+    const digests = final ? new Set(final.map((s) => s.store.digest)) : new Set<string>();
+    const integrityOk =
+      final !== undefined && missing === 0 && (this.s.replication.mode === "selective" || digests.size === 1);
+    const detail = !final
+      ? "regions did not converge within 120 s after the load"
+      : missing > 0
+        ? `${missing} acknowledged record copies never reached a region their policy targets`
+        : `every acknowledged record reached every targeted region${this.s.replication.mode === "selective" ? "" : "; all digests equal"}`;
+    const resources = await Promise.all(
+      [...this.nodes.values()].map(async (n) => ({
+        region: n.name,
+        cpuSeconds: await this.metric(n, "crr_process_cpu_seconds_total"),
+        rssMiB: (await this.metric(n, "crr_process_resident_memory_bytes")) / 1024 / 1024,
+        fsyncs: await this.metric(n, "crr_wal_fsync_seconds_count"),
+      })),
+    );
+    const seconds = this.s.load.warmupSeconds + this.s.load.durationSeconds;
+    return {
+      system: "crr",
+      scenario: this.s.name,
+      durationSeconds: seconds,
+      appendedPerS: acknowledged / seconds,
+      acknowledged,
+      failedAppends: this.failed,
+      links: [...links].map(([id, l]) => {
+        const [from, to] = id.split("->") as [string, string];
+        return {
+          from,
+          to,
+          lagMs: summarize(l.h),
+          lagMsMaxPerSecond: Array.from({ length: Math.ceil(seconds) }, (_, i) => l.perSecond[i] ?? 0),
+        };
+      }),
+      lagMs: summarize(all),
+      drills: this.drills,
+      integrity: { ok: integrityOk, detail },
+      resources,
+      notes: this.notes,
+    };
+  }
+
+  async tearDown(keep = false): Promise<void> {
+    this.stopLoad = true;
+    this.resetTimers.forEach(clearInterval);
+    await Promise.all(
+      [...this.nodes.values()].map(async (n) => {
+        n.events?.abort();
+        if (n.proc && n.proc.exitCode === null && n.proc.signalCode === null) {
+          const gone = new Promise((r) => n.proc!.once("exit", r));
+          n.proc.kill("SIGTERM");
+          await Promise.race([gone, sleep(10_000)]);
+          if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill("SIGKILL");
+        }
+        await n.pool.close().catch(() => undefined);
+      }),
+    );
+    await Promise.all([...this.proxies.values()].map((p) => p.close()));
+    if (!keep) fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}

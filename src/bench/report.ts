@@ -1,0 +1,280 @@
+/**
+ * The benchmark report: JSON for machines, a self-contained HTML page for people (inline
+ * SVG, opens without a server), and a PNG of the main chart rendered by headless Chromium.
+ */
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import type { RunResult } from "./harness.js";
+import type { Scenario } from "./scenario.js";
+
+export interface SloCheck {
+  name: string;
+  target: string;
+  measured: string;
+  ok: boolean;
+}
+
+export interface BenchReport {
+  at: string;
+  scenario: Scenario;
+  crr: RunResult;
+  baseline: RunResult | { skipped: string };
+  ratios: Record<string, number> | undefined;
+  slo: SloCheck[];
+}
+
+export function checkSlos(s: Scenario, r: RunResult): SloCheck[] {
+  const maxLagMs = Math.max(0, ...r.links.map((l) => l.lagMs.max));
+  const checks: SloCheck[] = [
+    {
+      name: "integrity",
+      target: "every acknowledged record everywhere its policy targets",
+      measured: r.integrity.detail,
+      ok: r.integrity.ok,
+    },
+    {
+      name: "lag",
+      target: `≤ ${s.slo.lagSecondsMax} s`,
+      measured: `max ${(maxLagMs / 1000).toFixed(3)} s`,
+      ok: maxLagMs <= s.slo.lagSecondsMax * 1000,
+    },
+  ];
+  if (s.slo.lagP99MsMax !== undefined) {
+    checks.push({
+      name: "lag p99",
+      target: `< ${s.slo.lagP99MsMax} ms`,
+      measured: `${r.lagMs.p99} ms`,
+      ok: r.lagMs.p99 < s.slo.lagP99MsMax,
+    });
+  }
+  for (const d of r.drills) {
+    if (d.caughtUpMs !== undefined || d.kind === "sigkill" || d.kind === "disk-loss") {
+      const ok = d.caughtUpMs !== undefined && d.caughtUpMs <= s.slo.rtoSecondsMax * 1000;
+      checks.push({
+        name: `RTO (${d.kind} ${d.region})`,
+        target: `≤ ${s.slo.rtoSecondsMax} s`,
+        measured:
+          d.caughtUpMs === undefined
+            ? "did not catch up"
+            : `${(d.caughtUpMs / 1000).toFixed(2)} s to caught up (${((d.readyMs ?? 0) / 1000).toFixed(2)} s to ready)`,
+        ok,
+      });
+    }
+    if (d.kind === "disk-loss") {
+      checks.push({
+        name: `RPO (disk loss ${d.region})`,
+        target: `≤ ${s.slo.rpoSecondsMax} s`,
+        measured: `${d.lostRecords} records, ${(d.lostSeconds ?? 0).toFixed(2)} s of writes`,
+        ok: (d.lostSeconds ?? 0) <= s.slo.rpoSecondsMax,
+      });
+    }
+    if (d.kind === "partition") {
+      checks.push({
+        name: `converge after partition ${d.region}`,
+        target: `≤ ${s.slo.rtoSecondsMax} s`,
+        measured: d.convergedMs === undefined ? "did not converge" : `${(d.convergedMs / 1000).toFixed(2)} s`,
+        ok: d.convergedMs !== undefined && d.convergedMs <= s.slo.rtoSecondsMax * 1000,
+      });
+    }
+  }
+  return checks;
+}
+
+const esc = (s: string) =>
+  s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!);
+const colors = [
+  "#1f77b4",
+  "#ff7f0e",
+  "#2ca02c",
+  "#d62728",
+  "#9467bd",
+  "#8c564b",
+  "#e377c2",
+  "#7f7f7f",
+  "#bcbd22",
+  "#17becf",
+];
+
+/** Lag over time per link (max per second, log scale) with the SLO line. */
+export function lagChartSvg(report: BenchReport): string {
+  const series = [
+    ...report.crr.links.map((l) => ({ name: `crr ${l.from}→${l.to}`, values: l.lagMsMaxPerSecond })),
+    ...("skipped" in report.baseline
+      ? []
+      : report.baseline.links.map((l) => ({ name: `NATS ${l.from}→${l.to}`, values: l.lagMsMaxPerSecond }))),
+  ];
+  const w = 1000;
+  const h = 380;
+  const left = 70;
+  const bottom = 40;
+  const seconds = Math.max(1, ...series.map((s) => s.values.length));
+  const sloMs = report.scenario.slo.lagSecondsMax * 1000;
+  const maxMs = Math.max(sloMs, ...series.flatMap((s) => s.values), 1);
+  const minMs = 0.1;
+  const y = (ms: number) =>
+    h -
+    bottom -
+    ((Math.log10(Math.max(ms, minMs)) - Math.log10(minMs)) / (Math.log10(maxMs * 1.5) - Math.log10(minMs))) *
+      (h - bottom - 20);
+  const x = (sec: number) => left + (sec / seconds) * (w - left - 20);
+  const ticks = [0.1, 1, 10, 100, 1000, 10000, 60000].filter((t) => t <= maxMs * 1.5);
+  const lines = series.map((s, i) => {
+    // Seconds without measured records (the warm-up, a region down) are left out, not drawn as 0.
+    const pts = s.values
+      .map((v, sec) => (v > 0 ? `${x(sec + 0.5).toFixed(1)},${y(v).toFixed(1)}` : ""))
+      .filter(Boolean)
+      .join(" ");
+    return `<polyline fill="none" stroke="${colors[i % colors.length]}" stroke-width="1.8" points="${pts}"/>`;
+  });
+  const legend = series.map(
+    (s, i) =>
+      `<text x="${left + 10 + (i % 3) * 300}" y="${16 + Math.floor(i / 3) * 16}" font-size="12" fill="${colors[i % colors.length]}">${esc(s.name)}</text>`,
+  );
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h + 20 + Math.ceil(series.length / 3) * 16}" viewBox="0 -${20 + Math.ceil(series.length / 3) * 16} ${w} ${h + 40 + Math.ceil(series.length / 3) * 16}" font-family="sans-serif">
+<g transform="translate(0,${Math.ceil(series.length / 3) * 16})">
+${ticks.map((t) => `<line x1="${left}" x2="${w - 20}" y1="${y(t)}" y2="${y(t)}" stroke="#eee"/><text x="${left - 6}" y="${y(t) + 4}" font-size="11" text-anchor="end">${t >= 1000 ? `${t / 1000} s` : `${t} ms`}</text>`).join("\n")}
+<line x1="${left}" x2="${w - 20}" y1="${y(sloMs)}" y2="${y(sloMs)}" stroke="#c00" stroke-dasharray="6 4"/><text x="${w - 24}" y="${y(sloMs) - 4}" font-size="11" text-anchor="end" fill="#c00">SLO ${report.scenario.slo.lagSecondsMax} s</text>
+${lines.join("\n")}
+<line x1="${left}" x2="${w - 20}" y1="${h - bottom}" y2="${h - bottom}" stroke="#333"/>
+${Array.from({ length: seconds + 1 }, (_, sec) => sec)
+  .filter((sec) => sec % Math.max(1, Math.ceil(seconds / 10)) === 0)
+  .map(
+    (sec) => `<text x="${x(sec)}" y="${h - bottom + 14}" font-size="11" text-anchor="middle">${sec}</text>`,
+  )
+  .join("")}
+<text x="${(left + w) / 2}" y="${h - 8}" font-size="12" text-anchor="middle">seconds since start (max lag of records acknowledged in each second, log scale)</text>
+${legend.join("\n")}
+</g></svg>`;
+}
+
+export function reportHtml(report: BenchReport): string {
+  const runs = [report.crr, ...("skipped" in report.baseline ? [] : [report.baseline])];
+  const row = (cells: Array<string | number>) =>
+    `<tr>${cells.map((c) => `<td>${esc(String(c))}</td>`).join("")}</tr>`;
+  const pct = runs.map((r) =>
+    row([
+      r.system === "crr" ? "crr" : "NATS JetStream mirror",
+      r.acknowledged,
+      Math.round(r.appendedPerS),
+      r.lagMs.p50,
+      r.lagMs.p90,
+      r.lagMs.p99,
+      r.lagMs.p999,
+      r.lagMs.max,
+      r.integrity.ok ? "ok" : "FAILED",
+    ]),
+  );
+  const links = report.crr.links.map((l) =>
+    row([`${l.from} → ${l.to}`, l.lagMs.count, l.lagMs.p50, l.lagMs.p99, l.lagMs.max]),
+  );
+  const drills = runs.flatMap((r) =>
+    r.drills.map((d) =>
+      row([
+        r.system,
+        d.kind,
+        d.region ?? "",
+        d.atSeconds,
+        d.readyMs ?? "",
+        d.caughtUpMs ?? d.convergedMs ?? "",
+        d.lostRecords ?? "",
+        d.note ?? "",
+      ]),
+    ),
+  );
+  const slo = report.slo.map(
+    (c) =>
+      `<tr class="${c.ok ? "ok" : "bad"}"><td>${esc(c.name)}</td><td>${esc(c.target)}</td><td>${esc(c.measured)}</td><td>${c.ok ? "met" : "MISSED"}</td></tr>`,
+  );
+  const ratios = report.ratios
+    ? Object.entries(report.ratios)
+        .map(([k, v]) => row([k, v.toFixed(2)]))
+        .join("")
+    : row(["baseline", "skipped" in report.baseline ? report.baseline.skipped : ""]);
+  const res = report.crr.resources.map((r) =>
+    row([r.region, r.cpuSeconds.toFixed(1), r.rssMiB.toFixed(0), r.fsyncs]),
+  );
+  const notes = runs.flatMap((r) => r.notes).map((n) => `<li>${esc(n)}</li>`);
+  return `<!doctype html><html><head><meta charset="utf-8"><title>crr lag SLO report: ${esc(report.scenario.name)}</title>
+<style>body{font-family:sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}td:first-child,th:first-child{text-align:left}tr.bad td{background:#fdd}tr.ok td:last-child{color:#070}h2{margin-top:28px}</style></head><body>
+<h1>crr lag SLO report: ${esc(report.scenario.name)}</h1>
+<p>${esc(report.at)} · ${report.scenario.regions.length} regions (${esc(report.scenario.regions.join(", "))}) · ${report.scenario.load.ratePerRegion}/s per region open loop · ${report.scenario.load.recordBytes}-byte records · ${report.scenario.load.warmupSeconds + report.scenario.load.durationSeconds} s (first ${report.scenario.load.warmupSeconds} s warm-up, not measured)</p>
+<div id="chart">${lagChartSvg(report)}</div>
+<h2>SLOs</h2><table><tr><th>check</th><th>target</th><th>measured</th><th></th></tr>${slo.join("")}</table>
+<h2>Lag percentiles (ms), crr beside the baseline</h2><table><tr><th>system</th><th>acknowledged</th><th>per s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>integrity</th></tr>${pct.join("")}</table>
+<h2>crr / baseline</h2><table><tr><th>ratio</th><th>value (crr ÷ NATS)</th></tr>${ratios}</table>
+<h2>crr per link (ms)</h2><table><tr><th>link</th><th>records</th><th>p50</th><th>p99</th><th>max</th></tr>${links.join("")}</table>
+<h2>Drills</h2><table><tr><th>system</th><th>drill</th><th>region</th><th>at s</th><th>ready ms</th><th>caught up / converged ms</th><th>lost records</th><th>note</th></tr>${drills.join("")}</table>
+<h2>crr nodes</h2><table><tr><th>region</th><th>CPU s</th><th>RSS MiB</th><th>fsyncs</th></tr>${res.join("")}</table>
+<h2>Notes</h2><ul>${notes.join("")}</ul>
+</body></html>`;
+}
+
+/** Find a headless Chromium (Debian package chromium). */
+export function findChromium(): string | undefined {
+  for (const c of [process.env.CHROMIUM, "/usr/bin/chromium", "/usr/bin/chromium-browser"])
+    if (c && fs.existsSync(c)) return c;
+  return undefined;
+}
+
+export const chromiumFlags = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--hide-scrollbars",
+];
+
+/** Screenshot an HTML file; returns the PNG path or why not. */
+export function screenshot(
+  htmlFile: string,
+  pngFile: string,
+  width = 1040,
+  height = 520,
+): string | { failed: string } {
+  const chromium = findChromium();
+  if (!chromium) return { failed: "chromium not found (Debian package chromium)" };
+  const profile = fs.mkdtempSync(path.join(path.dirname(pngFile), ".chromium-"));
+  try {
+    const r = spawnSync(
+      chromium,
+      [
+        ...chromiumFlags,
+        `--user-data-dir=${profile}`,
+        `--screenshot=${pngFile}`,
+        `--window-size=${width},${height}`,
+        `file://${path.resolve(htmlFile)}`,
+      ],
+      { encoding: "utf8", timeout: 60_000 },
+    );
+    if (!fs.existsSync(pngFile))
+      return { failed: `chromium exited ${r.status}: ${(r.stderr ?? "").slice(-300)}` };
+    return pngFile;
+  } finally {
+    fs.rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+export function writeReport(
+  report: BenchReport,
+  outDir: string,
+  baseName: string,
+): { json: string; html: string; png: string | undefined; chartHtml: string } {
+  fs.mkdirSync(outDir, { recursive: true });
+  const json = path.join(outDir, `${baseName}.json`);
+  const html = path.join(outDir, `${baseName}.html`);
+  fs.writeFileSync(json, `${JSON.stringify(report, null, 2)}\n`);
+  fs.writeFileSync(html, reportHtml(report));
+  const chartHtml = path.join(outDir, `.${baseName}-chart.html`);
+  fs.writeFileSync(
+    chartHtml,
+    `<!doctype html><html><body style="margin:0;background:#fff">${lagChartSvg(report)}</body></html>`,
+  );
+  const shot = screenshot(chartHtml, path.join(outDir, `${baseName}.png`));
+  fs.rmSync(chartHtml, { force: true });
+  return { json, html, png: typeof shot === "string" ? shot : undefined, chartHtml };
+}
