@@ -8,7 +8,7 @@
  * response with its LSN) to the origin's shipper receiving the peer's acknowledgement of the
  * batch that holds it (the peer applies before it answers), both on this machine's clock.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
@@ -107,6 +107,7 @@ class Stream {
   readonly tenants: string[] = [];
   readonly appliedAt = new Map<string, number[]>();
   maxAcked = 0;
+  incarnation: string | undefined;
   constructor(
     readonly origin: string,
     readonly epoch: number,
@@ -247,6 +248,8 @@ export class CrrHarness {
       if (Date.now() - t0 > 60_000) throw new Error(`${name} not ready in 60 s`);
       await sleep(20);
     }
+    const status = (await this.get(node, "/v1/status")).body as RegionStatus;
+    this.stream(name).incarnation = status.incarnation;
     this.subscribe(node);
     return Date.now() - t0;
   }
@@ -260,12 +263,11 @@ export class CrrHarness {
     };
   }
 
-  /** Follow the node's stream of peer acknowledgements. */
+  /** Follow the node's event stream: what it applied from each origin, timed on arrival there. */
   private subscribe(node: Node): void {
     node.events?.abort();
     const ac = new AbortController();
     node.events = ac;
-    const st = this.stream(node.name);
     void (async () => {
       try {
         const res = await node.pool.request({
@@ -282,9 +284,19 @@ export class CrrHarness {
             const line = buf.slice(0, i);
             buf = buf.slice(i + 2);
             if (!line.startsWith("data: ")) continue;
-            const e = JSON.parse(line.slice(6)) as { peer: string; lsn: number; atMs: number };
-            let applied = st.appliedAt.get(e.peer);
-            if (!applied) st.appliedAt.set(e.peer, (applied = []));
+            const e = JSON.parse(line.slice(6)) as {
+              applied?: string;
+              incarnation?: string;
+              lsn: number;
+              atMs: number;
+            };
+            if (e.applied === undefined) continue;
+            const st = [...this.streams.values()].find(
+              (x) => x.origin === e.applied && x.incarnation === e.incarnation,
+            );
+            if (!st) continue;
+            let applied = st.appliedAt.get(node.name);
+            if (!applied) st.appliedAt.set(node.name, (applied = []));
             for (let l = e.lsn; l >= 1 && applied[l] === undefined; l--) applied[l] = e.atMs;
           }
         }
@@ -460,6 +472,16 @@ export class CrrHarness {
       node.epoch++;
     }
     await sleep((d.downSeconds ?? 2) * 1000);
+    if (d.kind === "disk-loss") {
+      // The operator's move on a new disk: rebuild the store from the peers, then start.
+      const rebuild = spawnSync(process.execPath, [this.crrMain, "rebuild", "--config", node.configFile], {
+        env: { ...process.env, CRR_PEER_SECRET: this.secret },
+        encoding: "utf8",
+        timeout: 120_000,
+      });
+      if (rebuild.status !== 0)
+        this.notes.push(`rebuild of ${d.region} after its disk loss failed: ${rebuild.stderr.slice(-300)}`);
+    }
     // RTO is measured from the restart (a supervisor's delay before it is not the engine's).
     const restartAt = Date.now();
     await this.startNode(d.region);

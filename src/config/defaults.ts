@@ -29,6 +29,8 @@ export const defaults = {
   shipper: {
     batchBytesMax: 1024 * 1024,
     batchRecordsMax: 5000,
+    /** Batches sent ahead of the first acknowledgement, pipelined on one connection (hides the round trip). */
+    inflightBatchesMax: 8,
     /** Wait this long for more records before sending a small batch (0: send at once). */
     lingerMs: 0,
     connectTimeoutMs: 2000,

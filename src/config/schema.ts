@@ -67,6 +67,7 @@ export const configSchema = {
       batchBytesMax: { type: "integer", minimum: 1024 },
       batchRecordsMax: positiveInt,
       lingerMs: nonNegativeInt,
+      inflightBatchesMax: { type: "integer", minimum: 1, maximum: 64 },
       connectTimeoutMs: positiveInt,
       requestTimeoutMs: positiveInt,
       retryDelayMsMin: positiveInt,

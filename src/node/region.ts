@@ -7,6 +7,7 @@
  * watermark) -> answer. A crash between the WAL and the store is repaired on open by
  * replaying the WAL past the store's watermark for this region.
  */
+import { EventEmitter } from "node:events";
 import fs from "node:fs";
 import path from "node:path";
 import { HybridClock, formatHlc } from "../clock/index.js";
@@ -135,6 +136,8 @@ export class Region {
   readonly verifier: RequestVerifier;
   readonly peerClient: PeerClient;
   private draining = false;
+  /** "applied" (origin, incarnation, lsn): a peer batch was applied here (the benchmark harness listens). */
+  readonly events = new EventEmitter<{ applied: [origin: string, incarnation: string, lsn: number] }>();
   private readonly applier: LocalApplier;
   private readonly health: HealthProber;
   private readonly lock: DataDirLock;
@@ -188,7 +191,10 @@ export class Region {
         nowMs,
       }),
       log,
-      onApplied: (batch, result) => this.countApplied(batch.origin, result),
+      onApplied: (batch, result) => {
+        this.countApplied(batch.origin, result);
+        this.events.emit("applied", batch.origin, batch.incarnation, result.watermark);
+      },
       onRefused: (reason) => this.metrics.refusals.inc({ reason }),
     });
     const shippers = new Map<string, PeerShipper>();

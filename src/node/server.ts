@@ -275,12 +275,19 @@ export function buildServer(region: Region): FastifyInstance {
       connection: "keep-alive",
     });
     reply.raw.write(`: ${region.name}\n\n`);
-    const listeners = [...region.shippers.values()].map((s) => {
+    const listeners: Array<() => void> = [...region.shippers.values()].map((s) => {
       const onAck = (lsn: number) =>
         reply.raw.write(`data: {"peer":"${s.peer}","lsn":${lsn},"atMs":${Date.now()}}\n\n`);
       s.on("ack", onAck);
-      return () => s.off("ack", onAck);
+      return () => void s.off("ack", onAck);
     });
+    // And what this region applied from each origin, timed here (the peer side of the lag).
+    const onApplied = (origin: string, incarnation: string, lsn: number) =>
+      reply.raw.write(
+        `data: {"applied":"${origin}","incarnation":"${incarnation}","lsn":${lsn},"atMs":${Date.now()}}\n\n`,
+      );
+    region.events.on("applied", onApplied);
+    listeners.push(() => void region.events.off("applied", onApplied));
     req.raw.on("close", () => listeners.forEach((off) => off()));
   });
 

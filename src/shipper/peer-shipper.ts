@@ -34,6 +34,8 @@ export interface PeerShipperOptions {
   requestTimeoutMs: number;
   retryDelayMsMin: number;
   retryDelayMsMax: number;
+  /** Batches sent before the first is acknowledged (one pipelined connection keeps their order). */
+  inflightBatchesMax: number;
   /** Where the acknowledged LSN is kept across restarts. */
   stateFile: string;
   ackPersistIntervalMs: number;
@@ -48,6 +50,17 @@ export interface ShipperEvents {
   ack: [lsn: number, records: number];
   /** A send failed; `reason` is a short stable label (metrics), `err` the detail. */
   failure: [reason: string, err: Error];
+}
+
+type SendOutcome =
+  | { kind: "ok"; watermark: number; chunk: WalChunk }
+  | { kind: "gap"; watermark: number; chunk: WalChunk }
+  | { kind: "error"; error: Error; chunk: WalChunk };
+
+/** Exponential backoff with jitter: the capped step times 1..2 (p-retry's randomize policy). */
+export function backoffMs(failures: number, minMs: number, maxMs: number): number {
+  const step = Math.min(maxMs, minMs * 2 ** Math.max(0, failures - 1));
+  return Math.min(maxMs, step * (1 + Math.random()));
 }
 
 interface AckState {
@@ -78,8 +91,8 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     this.peer = o.peer;
     this.nowMs = o.nowMs ?? Date.now;
     this.pool = new Pool(new URL(o.url).origin, {
-      connections: 2,
-      pipelining: 1,
+      connections: 1,
+      pipelining: Math.max(1, o.inflightBatchesMax),
       connectTimeout: o.connectTimeoutMs,
       headersTimeout: o.requestTimeoutMs,
       bodyTimeout: o.requestTimeoutMs,
@@ -117,53 +130,79 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   private async run(): Promise<void> {
     const signal = this.abort.signal;
     let next = (await this.askPeerWatermark()) + 1;
+    let skipGap = false;
+    let failures = 0;
+    // Batches in flight, in LSN order, on one pipelined connection: the peer applies them in
+    // the order sent, so the window hides the round trip on a long link.
+    let inflight: Array<Promise<SendOutcome>> = [];
     while (!signal.aborted) {
-      let chunk: WalChunk | undefined;
-      let skipGap = false;
-      try {
-        chunk = await this.o.wal.read(next, {
-          bytesMax: this.o.batchBytesMax,
-          recordsMax: this.o.batchRecordsMax,
-        });
-      } catch (err) {
-        if (!(err instanceof WalLsnUnavailableError)) throw err;
-        // Only reachable when the peer lost data it had acknowledged (restored from an old
-        // backup) after we dropped those segments: say so loudly, then resend what we have.
-        this.o.log.error(
-          { peer: this.peer, from: next, to: err.firstAvailableLsn - 1 },
-          "peer needs LSNs the WAL no longer holds; they cannot be re-shipped",
-        );
-        this.emit("failure", "retention_gap", err);
-        next = err.firstAvailableLsn;
-        skipGap = true;
-        continue;
-      }
-      if (!chunk) {
-        this.state = "caught-up";
+      if (inflight.length < this.o.inflightBatchesMax) {
+        let chunk: WalChunk | undefined;
         try {
-          await this.o.wal.waitForDurable(next - 1, signal);
-        } catch {
-          return;
+          chunk = await this.o.wal.read(next, {
+            bytesMax: this.o.batchBytesMax,
+            recordsMax: this.o.batchRecordsMax,
+          });
+        } catch (err) {
+          if (!(err instanceof WalLsnUnavailableError)) throw err;
+          // Only reachable when the peer lost data it had acknowledged (restored from an old
+          // backup) after we dropped those segments: say so loudly, then resend what we have.
+          this.o.log.error(
+            { peer: this.peer, from: next, to: err.firstAvailableLsn - 1 },
+            "peer needs LSNs the WAL no longer holds; they cannot be re-shipped",
+          );
+          this.emit("failure", "retention_gap", err);
+          next = err.firstAvailableLsn;
+          skipGap = true;
+          continue;
         }
-        if (this.o.lingerMs > 0) await sleep(this.o.lingerMs, signal);
+        if (chunk) {
+          this.state = "shipping";
+          inflight.push(this.send(chunk, skipGap));
+          skipGap = false;
+          next = chunk.lastLsn + 1;
+          continue;
+        }
+        if (inflight.length === 0) {
+          this.state = "caught-up";
+          try {
+            await this.o.wal.waitForDurable(next - 1, signal);
+          } catch {
+            return;
+          }
+          if (this.o.lingerMs > 0) await sleep(this.o.lingerMs, signal);
+          continue;
+        }
+      }
+      // The window is full, or nothing new is durable: settle the oldest batch.
+      const outcome = await inflight.shift()!;
+      if (outcome.kind === "ok") {
+        failures = 0;
+        this.noteRecovered();
+        this.advance(outcome.watermark, outcome.chunk);
         continue;
       }
-      this.state = "shipping";
-      const result = await this.sendWithRetry(chunk, skipGap);
-      if (result === undefined) return;
-      if (result.kind === "ok") {
-        this.noteRecovered();
-        this.advance(result.watermark, chunk);
-        next = this.acked + 1;
-      } else {
+      // A refusal, a gap or a lost connection: what was sent after it is settled too (some
+      // may have landed), then shipping resumes right after what the peer has.
+      for (const later of await Promise.all(inflight)) {
+        if (later.kind === "ok") this.advance(later.watermark, later.chunk);
+      }
+      inflight = [];
+      if (signal.aborted) return;
+      if (outcome.kind === "gap") {
         this.o.log.warn(
-          { peer: this.peer, sent: chunk.firstLsn, peerWatermark: result.watermark },
+          { peer: this.peer, sent: outcome.chunk.firstLsn, peerWatermark: outcome.watermark },
           "peer asked to rewind",
         );
-        this.acked = Math.min(this.acked, result.watermark);
-        next = result.watermark + 1;
+        this.acked = outcome.watermark;
+      } else {
+        this.noteFailure(outcome.error);
+        failures++;
+        await sleep(backoffMs(failures, this.o.retryDelayMsMin, this.o.retryDelayMsMax), signal);
       }
+      next = this.acked + 1;
     }
+    await Promise.all(inflight);
   }
 
   private advance(watermark: number, chunk: WalChunk): void {
@@ -190,10 +229,8 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     return { frames, count: frames.length };
   }
 
-  private sendWithRetry(
-    chunk: WalChunk,
-    skipGap: boolean,
-  ): Promise<{ kind: "ok"; watermark: number } | { kind: "gap"; watermark: number } | undefined> {
+  /** Send one batch once; the outcome never rejects (retries are the run loop's). */
+  private send(chunk: WalChunk, skipGap: boolean): Promise<SendOutcome> {
     const { frames, count } = this.select(chunk);
     const header = {
       origin: this.o.region,
@@ -203,19 +240,14 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
       recordCount: count,
       flags: skipGap ? BATCH_FLAG_SKIP_GAP : 0,
     };
-    const body = encodeBatch(header, frames);
-    return pRetry(() => this.post(body), {
-      retries: Infinity,
-      factor: 2,
-      minTimeout: this.o.retryDelayMsMin,
-      maxTimeout: this.o.retryDelayMsMax,
-      randomize: true,
-      signal: this.abort.signal,
-      onFailedAttempt: ({ error }) => this.noteFailure(error),
-    }).catch((err: unknown) => {
-      if (this.abort.signal.aborted) return undefined;
-      throw err;
-    });
+    return this.post(encodeBatch(header, frames)).then(
+      (r) => ({ ...r, chunk }),
+      (error: unknown) => ({
+        kind: "error" as const,
+        error: error instanceof Error ? error : new Error(String(error)),
+        chunk,
+      }),
+    );
   }
 
   private async post(

@@ -107,7 +107,12 @@ export class Cluster {
       if (s.config) config = deepMerge(config, s.config);
       fs.writeFileSync(node.configFile, YAML.stringify(config));
     }
-    await Promise.all(names.map((n) => c.startNode(n)));
+    try {
+      await Promise.all(names.map((n) => c.startNode(n)));
+    } catch (err) {
+      await c.stop(); // never leave the nodes that did start running
+      throw err;
+    }
     return c;
   }
 
