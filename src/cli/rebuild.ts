@@ -134,17 +134,16 @@ export async function runRebuild(argv: string[]): Promise<number> {
   try {
     say(`  ${config.region}: replayed its WAL up to LSN ${region.wal.durableLsn}`);
     const client = new PeerClient(config.region, config.auth.peerSecret, 30_000);
-    // Own records older than the WAL's oldest segment live on in the peers' stores.
-    if (region.wal.firstLsn > 1) {
-      await copyOrigin(
-        region,
-        client,
-        config,
-        config.region,
-        (v) => v.incarnation === region.wal.incarnation && v.lsn < region.wal.firstLsn,
-        say,
-      );
-    }
+    // Own records the WAL no longer holds live on in the peers' stores: older than its oldest
+    // segment, or written by an earlier incarnation (a lost disk).
+    await copyOrigin(
+      region,
+      client,
+      config,
+      config.region,
+      (v) => v.incarnation !== region.wal.incarnation || v.lsn < region.wal.firstLsn,
+      say,
+    );
     let complete = true;
     for (const origin of Object.keys(config.regions).filter((r) => r !== config.region)) {
       if (!(await copyOrigin(region, client, config, origin, () => true, say))) complete = false;

@@ -3,12 +3,13 @@
  * and records), signs and POSTs them, retries forever with exponential backoff and jitter
  * (at-least-once), and tracks the peer's acknowledged LSN.
  *
- * One request in flight per peer keeps batches in LSN order; while it is in flight the WAL
- * keeps growing, so the next batch is bigger (natural batching, like group commit).
+ * Up to `inflightBatchesMax` batches are in flight per peer, pipelined on one connection so
+ * the peer applies them in LSN order; a long link's round trip is hidden, and while the
+ * window is full the WAL keeps growing, so the next batch is bigger (natural batching).
  * On start, and whenever the peer answers 409, it asks the peer for its watermark and
  * resumes at watermark + 1: a peer restored from an old backup is refilled from the WAL.
  */
-import { EventEmitter } from "node:events";
+import { EventEmitter, setMaxListeners } from "node:events";
 import fs from "node:fs";
 import pRetry from "p-retry";
 import { Pool } from "undici";
@@ -78,7 +79,12 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   lastError: string | undefined;
   private readonly o: PeerShipperOptions;
   private readonly pool: Pool;
-  private readonly abort = new AbortController();
+  private readonly abort = (() => {
+    const ac = new AbortController();
+    // Every in-flight request listens on it: a window of them is expected, not a leak.
+    setMaxListeners(0, ac.signal);
+    return ac;
+  })();
   private loop: Promise<void> | undefined;
   private persistTimer: NodeJS.Timeout | undefined;
   private persisted = -1;
@@ -173,6 +179,17 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
           if (this.o.lingerMs > 0) await sleep(this.o.lingerMs, signal);
           continue;
         }
+        // Room in the window but nothing new yet: send new records as soon as they are durable,
+        // without waiting for the oldest answer first (that would add a round trip of lag).
+        const stopWaiting = new AbortController();
+        const more = this.o.wal.waitForDurable(next - 1, AbortSignal.any([signal, stopWaiting.signal])).then(
+          () => "more" as const,
+          () => "stopped" as const,
+        );
+        const first = await Promise.race([inflight[0]!.then(() => "answer" as const), more]);
+        stopWaiting.abort();
+        if (first === "more") continue;
+        if (signal.aborted) break;
       }
       // The window is full, or nothing new is durable: settle the oldest batch.
       const outcome = await inflight.shift()!;
@@ -267,7 +284,16 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     };
     let res;
     try {
-      res = await this.pool.request({ method: "POST", path, headers, body, signal: this.abort.signal });
+      // idempotent: replaying a batch is harmless (the peer's watermark makes it a no-op), and
+      // undici only pipelines requests marked so.
+      res = await this.pool.request({
+        method: "POST",
+        path,
+        headers,
+        body,
+        signal: this.abort.signal,
+        idempotent: true,
+      });
     } catch (err) {
       throw new ShipError(classify(err), `POST ${this.o.url}${path}: ${(err as Error).message}`, err);
     }
