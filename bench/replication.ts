@@ -25,6 +25,7 @@ import { runNode } from "../src/node/index.js";
 import { SqliteStore } from "../src/store/index.js";
 import type { WalRecord } from "../src/wal/index.js";
 import { spread, writeResults, type Spread } from "./report.js";
+import { freePort } from "../src/util/process.js";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const secret = "bench-peer-secret-0123456789";
@@ -37,15 +38,6 @@ interface Args {
 
 function percentile(sorted: number[], p: number): number {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]! : NaN;
-}
-
-async function freePort(): Promise<number> {
-  const net = await import("node:net");
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 async function twoRegions(root: string) {

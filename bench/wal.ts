@@ -45,6 +45,22 @@ interface RunResult {
   latencyMsP99: number;
 }
 
+/** Close a measured WAL run and turn its counters into rates and latency percentiles. */
+async function finishRun(wal: Wal, dir: string, started: number, latencies: number[]): Promise<RunResult> {
+  const elapsed = (performance.now() - started) / 1000;
+  const stats = wal.stats();
+  await wal.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+  latencies.sort((a, b) => a - b);
+  return {
+    recordsPerS: stats.appends / elapsed,
+    fsyncsPerS: stats.fsyncs / elapsed,
+    recordsPerFsync: stats.appends / stats.fsyncs,
+    latencyMsP50: latencies[Math.floor(latencies.length * 0.5)] ?? 0,
+    latencyMsP99: latencies[Math.floor(latencies.length * 0.99)] ?? 0,
+  };
+}
+
 async function runAppends(inFlight: number, seconds: number): Promise<RunResult> {
   const dir = scratch();
   const wal = await Wal.open({ dir, region: "bench" });
@@ -66,18 +82,7 @@ async function runAppends(inFlight: number, seconds: number): Promise<RunResult>
     }
   };
   await Promise.all(Array.from({ length: inFlight }, worker));
-  const elapsed = (performance.now() - started) / 1000;
-  const stats = wal.stats();
-  await wal.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-  latencies.sort((a, b) => a - b);
-  return {
-    recordsPerS: stats.appends / elapsed,
-    fsyncsPerS: stats.fsyncs / elapsed,
-    recordsPerFsync: stats.appends / stats.fsyncs,
-    latencyMsP50: latencies[Math.floor(latencies.length * 0.5)] ?? 0,
-    latencyMsP99: latencies[Math.floor(latencies.length * 0.99)] ?? 0,
-  };
+  return finishRun(wal, dir, started, latencies);
 }
 
 async function runBatches(batchRecords: number, callers: number, seconds: number): Promise<RunResult> {
@@ -95,18 +100,7 @@ async function runBatches(batchRecords: number, callers: number, seconds: number
     }
   };
   await Promise.all(Array.from({ length: callers }, caller));
-  const elapsed = (performance.now() - started) / 1000;
-  const stats = wal.stats();
-  await wal.close();
-  fs.rmSync(dir, { recursive: true, force: true });
-  latencies.sort((a, b) => a - b);
-  return {
-    recordsPerS: stats.appends / elapsed,
-    fsyncsPerS: stats.fsyncs / elapsed,
-    recordsPerFsync: stats.appends / stats.fsyncs,
-    latencyMsP50: latencies[Math.floor(latencies.length * 0.5)] ?? 0,
-    latencyMsP99: latencies[Math.floor(latencies.length * 0.99)] ?? 0,
-  };
+  return finishRun(wal, dir, started, latencies);
 }
 
 /** The raw ceiling: write pre-encoded 200-byte frames, fdatasync, `perFsync` records at a time. */

@@ -11,7 +11,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,6 +20,7 @@ import YAML from "yaml";
 import { startTcpProxy, type TcpProxy } from "../faults/index.js";
 import type { RegionStatus } from "../node/index.js";
 import { faultsFor, type Scenario } from "./scenario.js";
+import { freePort, stopProcess } from "../util/process.js";
 
 export interface LatencySummary {
   count: number;
@@ -90,14 +90,6 @@ export function summarize(h: ReturnType<typeof histogram>): LatencySummary {
     p999: ms(h.getValueAtPercentile(99.9)),
     max: ms(h.maxValue),
   };
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 /** One origin stream as the harness sees it: when each LSN was acknowledged, and reached each peer. */
@@ -637,12 +629,7 @@ export class CrrHarness {
     await Promise.all(
       [...this.nodes.values()].map(async (n) => {
         n.events?.abort();
-        if (n.proc && n.proc.exitCode === null && n.proc.signalCode === null) {
-          const gone = new Promise((r) => n.proc!.once("exit", r));
-          n.proc.kill("SIGTERM");
-          await Promise.race([gone, sleep(10_000)]);
-          if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill("SIGKILL");
-        }
+        await stopProcess(n.proc);
         await n.pool.close().catch(() => undefined);
       }),
     );

@@ -7,13 +7,13 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { StorageType, connect, type NatsConnection } from "nats";
 import { startTcpProxy, type TcpProxy } from "../faults/index.js";
 import { histogram, summarize, type DrillResult, type RunResult } from "./harness.js";
 import { faultsFor, type Scenario } from "./scenario.js";
+import { freePort } from "../util/process.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -30,14 +30,6 @@ export function findNatsServer(): { path: string; version: string } | { missing:
     if (r.status === 0) return { path: candidate, version: r.stdout.trim() };
   }
   return { missing: "nats-server not found (Debian package nats-server; .ci/run installs it)" };
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 interface Server {

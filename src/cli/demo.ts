@@ -8,7 +8,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -17,6 +16,7 @@ import YAML from "yaml";
 import { startTcpProxy, type TcpProxy } from "../faults/index.js";
 import type { RegionStatus } from "../node/index.js";
 import { CliUsageError, parseCommand } from "./args.js";
+import { freePort, stopProcess } from "../util/process.js";
 
 const help = `crr demo [--seconds N] [--rate N] [--keep]
 
@@ -36,14 +36,6 @@ interface DemoNode {
   logFile: string;
   proc: ChildProcess | undefined;
   pool: Pool;
-}
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -266,12 +258,7 @@ class Demo {
   async tearDown(): Promise<void> {
     await Promise.all(
       [...this.nodes.values()].map(async (n) => {
-        if (n.proc && n.proc.exitCode === null && n.proc.signalCode === null) {
-          const gone = new Promise((r) => n.proc!.once("exit", r));
-          n.proc.kill("SIGTERM");
-          await Promise.race([gone, sleep(10_000)]);
-          if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill("SIGKILL");
-        }
+        await stopProcess(n.proc);
         await n.pool.close().catch(() => undefined);
       }),
     );

@@ -290,19 +290,7 @@ export class SqliteStore implements DedupStore {
           const vh = versionHash(v);
           const row = this.stmt.get.get(bucket, v.key) as RecordRow | undefined;
           if (!row) {
-            this.stmt.insertIfAbsent.run(
-              bucket,
-              v.key,
-              v.tenant,
-              v.outcome,
-              v.bodyJson ?? null,
-              v.origin,
-              v.incarnation,
-              v.lsn,
-              v.hlc.wallMs,
-              v.hlc.logical,
-              vh,
-            );
+            this.insertVersion(bucket, v, vh);
             this.digestXor(bucket, vh, undefined);
             changed.push(v.key);
             continue;
@@ -315,25 +303,45 @@ export class SqliteStore implements DedupStore {
             continue;
           }
           if (!sameVersion(existing, v)) this.insertLoser(existing, v, now);
-          this.stmt.replace.run(
-            v.tenant,
-            v.outcome,
-            v.bodyJson ?? null,
-            v.origin,
-            v.incarnation,
-            v.lsn,
-            v.hlc.wallMs,
-            v.hlc.logical,
-            vh,
-            bucket,
-            v.key,
-          );
+          this.replaceVersion(bucket, v, vh);
           this.digestXor(bucket, vh, row.vh);
           changed.push(v.key);
         }
       })(),
     );
     return changed;
+  }
+
+  private insertVersion(bucket: number, v: StoredRecord, vh: Buffer): number {
+    return this.stmt.insertIfAbsent.run(
+      bucket,
+      v.key,
+      v.tenant,
+      v.outcome,
+      v.bodyJson ?? null,
+      v.origin,
+      v.incarnation,
+      v.lsn,
+      v.hlc.wallMs,
+      v.hlc.logical,
+      vh,
+    ).changes;
+  }
+
+  private replaceVersion(bucket: number, v: StoredRecord, vh: Buffer): void {
+    this.stmt.replace.run(
+      v.tenant,
+      v.outcome,
+      v.bodyJson ?? null,
+      v.origin,
+      v.incarnation,
+      v.lsn,
+      v.hlc.wallMs,
+      v.hlc.logical,
+      vh,
+      bucket,
+      v.key,
+    );
   }
 
   private insertLoser(loser: StoredRecord, winner: StoredRecord, now: number): number {
@@ -449,20 +457,7 @@ export class SqliteStore implements DedupStore {
     };
     const bucket = bucketOf(r.key);
     const vh = versionHash(incoming);
-    const info = this.stmt.insertIfAbsent.run(
-      bucket,
-      r.key,
-      r.tenant,
-      r.outcome,
-      r.bodyJson ?? null,
-      b.origin,
-      b.incarnation,
-      r.lsn,
-      r.hlc.wallMs,
-      r.hlc.logical,
-      vh,
-    );
-    if (info.changes === 1) {
+    if (this.insertVersion(bucket, incoming, vh) === 1) {
       this.digestXor(bucket, vh, undefined);
       return "new";
     }
@@ -473,19 +468,7 @@ export class SqliteStore implements DedupStore {
     const [winner, loser] = incomingWins ? [incoming, existing] : [existing, incoming];
     const kept = this.insertLoser(loser, winner, now);
     if (incomingWins) {
-      this.stmt.replace.run(
-        r.tenant,
-        r.outcome,
-        r.bodyJson ?? null,
-        b.origin,
-        b.incarnation,
-        r.lsn,
-        r.hlc.wallMs,
-        r.hlc.logical,
-        vh,
-        bucket,
-        r.key,
-      );
+      this.replaceVersion(bucket, incoming, vh);
       this.digestXor(bucket, vh, row.vh);
     }
     // A loser seen before (same version) is a re-delivery, not a new conflict.
