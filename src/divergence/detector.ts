@@ -2,7 +2,7 @@
  * Compares this region's store with each peer's, cheaply: digest-tree roots first, then only
  * the children of nodes that differ, then the records of the buckets that differ. Each
  * differing key is classified (divergent, missing, or in flight and not reported).
- * Reads the store; never writes it (the scrubber does, in SqliteStore.scrub).
+ * Reads the store; never writes it (the monitor asks SqliteStore.scrub to correct digests).
  */
 import type { NodeConfig } from "../config/index.js";
 import type { Logger } from "../log.js";
