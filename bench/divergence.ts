@@ -128,17 +128,6 @@ export async function benchDivergence(args: { keys: number; rounds: number }): P
     log(`built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const detector = new DivergenceDetector({
       region: "a",
-      config: {
-        crr: {
-          enabled: true,
-          replicationMode: "multi-way",
-          peers: ["b"],
-          targetRegions: [],
-          policies: [],
-          conflictRule: "first-write-wins",
-          regionPriority: [],
-        },
-      },
       store: a,
       remote: () => storeRemote(b),
       log: silentLogger(),

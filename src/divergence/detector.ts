@@ -4,7 +4,6 @@
  * differing key is classified (divergent, missing, or in flight and not reported).
  * Reads the store; never writes it (the monitor asks SqliteStore.scrub to correct digests).
  */
-import type { NodeConfig } from "../config/index.js";
 import type { Logger } from "../log.js";
 import { childrenOf, leafLevel, nodeDigest, type SqliteStore, type StoredRecord } from "../store/index.js";
 import { classify, streamKey, type Finding, type StreamWatermarks } from "./classify.js";
@@ -78,7 +77,8 @@ export function storeRemote(store: SqliteStore): RemoteView {
 
 export interface DetectorOptions {
   region: string;
-  config: Pick<NodeConfig, "crr">;
+  /** Per-tenant target regions when replication is selective; undefined: every region holds every record. */
+  selectivePolicies?: ReadonlyArray<{ tenantID: string; targetRegions: readonly string[] }>;
   store: SqliteStore;
   /** How to reach a peer by name. */
   remote: (peer: string) => RemoteView;
@@ -90,9 +90,9 @@ export class DivergenceDetector {
 
   /** Whether `region` should hold `tenant`'s records written in `origin` (see README: symmetric meshes). */
   shouldHold = (region: string, origin: string, tenant: string): boolean => {
-    const crr = this.o.config.crr;
-    if (region === origin || crr.replicationMode !== "selective") return true;
-    return crr.policies.find((p) => p.tenantID === tenant)?.targetRegions.includes(region) ?? false;
+    const policies = this.o.selectivePolicies;
+    if (region === origin || policies === undefined) return true;
+    return policies.find((p) => p.tenantID === tenant)?.targetRegions.includes(region) ?? false;
   };
 
   async scanPeer(peer: string): Promise<PeerScan> {

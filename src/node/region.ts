@@ -225,7 +225,7 @@ export class Region {
     this.divergence = new DivergenceMonitor({
       detector: new DivergenceDetector({
         region: config.region,
-        config,
+        selectivePolicies: config.crr.replicationMode === "selective" ? config.crr.policies : undefined,
         store: this.store,
         remote: (peer) => httpRemote(this.peerClient, config.regions[peer]!.url),
         log,

@@ -7,27 +7,27 @@
 import Database from "better-sqlite3";
 import fs from "node:fs";
 import path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
-import { startTcpProxy, type TcpProxy } from "../../src/faults/index.js";
+import { describe, expect, it } from "vitest";
 import { runCrr } from "../support/cli.js";
-import { Cluster, api, appendMany, freePort, status, testSecret, waitConverged } from "../support/cluster.js";
+import {
+  Cluster,
+  testProxy,
+  api,
+  appendMany,
+  freePort,
+  status,
+  testSecret,
+  waitConverged,
+} from "../support/cluster.js";
 import { tempDir, waitFor } from "../support/tmp.js";
-
-let cluster: Cluster | undefined;
-const proxies: TcpProxy[] = [];
-afterEach(async () => {
-  await cluster?.stop();
-  cluster = undefined;
-  await Promise.all(proxies.splice(0).map((p) => p.close()));
-});
 
 const env = { CRR_PEER_SECRET: testSecret };
 const fast = { divergence: { intervalMs: 300, scrubIntervalMs: 200, scrubBucketsPerTick: 65536 } };
 
 describe("divergence, reconcile, audit and rebuild", () => {
   it("finds a hand-edited and a deleted record, reconciles them from the origin's WAL, and audits every step", async () => {
-    cluster = await Cluster.start({ regions: ["us-east-1", "us-west-2", "eu-west-1"], common: fast });
-    const [a, b, c] = ["us-east-1", "us-west-2", "eu-west-1"].map((n) => cluster!.node(n)) as [
+    const cluster = await Cluster.start({ regions: ["us-east-1", "us-west-2", "eu-west-1"], common: fast });
+    const [a, b, c] = ["us-east-1", "us-west-2", "eu-west-1"].map((n) => cluster.node(n)) as [
       ReturnType<Cluster["node"]>,
       ReturnType<Cluster["node"]>,
       ReturnType<Cluster["node"]>,
@@ -122,9 +122,8 @@ describe("divergence, reconcile, audit and rebuild", () => {
 
   it("reports nothing for records merely in flight to a slowed peer", async () => {
     const port = await freePort();
-    const proxy = await startTcpProxy({ targetPort: port });
-    proxies.push(proxy);
-    cluster = await Cluster.start({
+    const proxy = await testProxy({ targetPort: port });
+    const cluster = await Cluster.start({
       regions: ["us-east-1", { name: "eu-west-1", config: { listen: { port } } }],
       route: (from, to, direct) => (from === "us-east-1" && to === "eu-west-1" ? proxy.url : direct),
       common: fast,
@@ -151,7 +150,7 @@ describe("divergence, reconcile, audit and rebuild", () => {
   });
 
   it("rebuilds a region whose store file was corrupted: same digest as its peers, no record lost", async () => {
-    cluster = await Cluster.start({
+    const cluster = await Cluster.start({
       regions: ["us-east-1", "eu-west-1"],
       common: { ...fast, wal: { segmentBytesMax: 16384, retentionIntervalMs: 200 } },
     });

@@ -6,17 +6,11 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { runCrr } from "../support/cli.js";
 import { Cluster, api, append, appendMany, status, testSecret, waitConverged } from "../support/cluster.js";
 import { tempDir, waitFor } from "../support/tmp.js";
 import { crrBin, repoRoot } from "../support/cli.js";
-
-let cluster: Cluster | undefined;
-afterEach(async () => {
-  await cluster?.stop();
-  cluster = undefined;
-});
 
 const contractMetrics = [
   "crr_lag_seconds",
@@ -49,7 +43,7 @@ function sample(text: string, name: string, labels: Record<string, string> = {})
 
 describe("the node's outside contract", () => {
   it("serves every route and metric the design names, with lag that is right when caught up, while a peer is down and after a restart", async () => {
-    cluster = await Cluster.start({
+    const cluster = await Cluster.start({
       regions: ["us-east-1", "us-west-2"],
       common: { health: { probeIntervalMs: 200 } },
     });
@@ -124,7 +118,7 @@ describe("the node's outside contract", () => {
   });
 
   it("`crr status` shows peers, watermarks, lag, WAL and health; --json for scripts", async () => {
-    cluster = await Cluster.start({ regions: ["us-east-1", "eu-west-1"] });
+    const cluster = await Cluster.start({ regions: ["us-east-1", "eu-west-1"] });
     const a = cluster.node("us-east-1");
     await appendMany(a, "s", 10);
     await waitConverged([a, cluster.node("eu-west-1")]);
@@ -150,7 +144,7 @@ describe("the node's outside contract", () => {
   });
 
   it("drain refuses appends with 503 and Retry-After, exits 0 once every peer caught up; undrain reverses it; a drain that cannot finish times out", async () => {
-    cluster = await Cluster.start({ regions: ["us-east-1", "us-west-2"] });
+    const cluster = await Cluster.start({ regions: ["us-east-1", "us-west-2"] });
     const [a, b] = [cluster.node("us-east-1"), cluster.node("us-west-2")];
     await appendMany(a, "d", 200);
     const drain = await runCrr(["drain", "--url", a.url]);
@@ -178,7 +172,7 @@ describe("the node's outside contract", () => {
   });
 
   it("SIGTERM under load: readiness goes false first, every acknowledged append is in the WAL and shipped after restart", async () => {
-    cluster = await Cluster.start({
+    const cluster = await Cluster.start({
       regions: ["us-east-1", "us-west-2"],
       common: { shutdown: { readinessGraceMs: 800 } },
     });
@@ -196,7 +190,7 @@ describe("the node's outside contract", () => {
     });
     await waitFor(() => acked.length > 300 || undefined, "load to run");
     const exited = new Promise<number | null>((resolve) =>
-      cluster!.node("us-east-1").proc!.on("exit", (code) => resolve(code)),
+      cluster.node("us-east-1").proc!.on("exit", (code) => resolve(code)),
     );
     cluster.node("us-east-1").proc!.kill("SIGTERM");
     const notReady = await waitFor(
@@ -222,7 +216,7 @@ describe("the node's outside contract", () => {
   });
 
   it("a second `crr serve` on the same data directory refuses to start and names the holder", async () => {
-    cluster = await Cluster.start({ regions: ["us-east-1"] });
+    const cluster = await Cluster.start({ regions: ["us-east-1"] });
     const a = cluster.node("us-east-1");
     const second = spawn(process.execPath, [crrBin, "serve", "--config", a.configFile], {
       cwd: repoRoot,

@@ -3,21 +3,21 @@
  * and every store ends with the same digest (invariants 2 and 4); a key appended in two
  * regions at once converges to one winner, and both regions record the conflict.
  */
-import { afterEach, describe, expect, it } from "vitest";
-import { startTcpProxy, type TcpProxy } from "../../src/faults/index.js";
-import { Cluster, api, append, appendMany, freePort, status, waitConverged } from "../support/cluster.js";
-
-let cluster: Cluster | undefined;
-const proxies: TcpProxy[] = [];
-afterEach(async () => {
-  await cluster?.stop();
-  cluster = undefined;
-  await Promise.all(proxies.splice(0).map((p) => p.close()));
-});
+import { describe, expect, it } from "vitest";
+import {
+  Cluster,
+  testProxy,
+  api,
+  append,
+  appendMany,
+  freePort,
+  status,
+  waitConverged,
+} from "../support/cluster.js";
 
 describe("replication between regions", () => {
   it("two regions: every record reaches the other and digests are equal", async () => {
-    cluster = await Cluster.start({ regions: ["us-east-1", "us-west-2"] });
+    const cluster = await Cluster.start({ regions: ["us-east-1", "us-west-2"] });
     const [a, b] = [cluster.node("us-east-1"), cluster.node("us-west-2")];
     const [ka, kb] = await Promise.all([appendMany(a, "east", 300), appendMany(b, "west", 300)]);
     const [sa, sb] = await waitConverged([a, b]);
@@ -37,10 +37,9 @@ describe("replication between regions", () => {
   it("three regions: all converge, and a split-brain key ends with one winner and a recorded conflict in both", async () => {
     // us-east-1 and us-west-2 reach each other through proxies, so the test can split them.
     const ports = { "us-east-1": await freePort(), "us-west-2": await freePort() };
-    const toWest = await startTcpProxy({ targetPort: ports["us-west-2"] });
-    const toEast = await startTcpProxy({ targetPort: ports["us-east-1"] });
-    proxies.push(toWest, toEast);
-    cluster = await Cluster.start({
+    const toWest = await testProxy({ targetPort: ports["us-west-2"] });
+    const toEast = await testProxy({ targetPort: ports["us-east-1"] });
+    const cluster = await Cluster.start({
       regions: [
         { name: "us-east-1", config: { listen: { port: ports["us-east-1"] } } },
         { name: "us-west-2", config: { listen: { port: ports["us-west-2"] } } },
@@ -53,7 +52,7 @@ describe("replication between regions", () => {
             ? toEast.url
             : direct,
     });
-    const nodes = ["us-east-1", "us-west-2", "eu-west-1"].map((n) => cluster!.node(n));
+    const nodes = ["us-east-1", "us-west-2", "eu-west-1"].map((n) => cluster.node(n));
     const [a, b, c] = nodes as [(typeof nodes)[0], (typeof nodes)[0], (typeof nodes)[0]];
     toWest.setMode("blackhole");
     toEast.setMode("blackhole");

@@ -5,22 +5,13 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
-import { startTcpProxy, type TcpProxy } from "../../src/faults/index.js";
-import { Cluster, appendMany, freePort, status, waitConverged } from "../support/cluster.js";
+import { describe, expect, it } from "vitest";
+import { Cluster, testProxy, appendMany, freePort, status, waitConverged } from "../support/cluster.js";
 import { waitFor } from "../support/tmp.js";
-
-let cluster: Cluster | undefined;
-const proxies: TcpProxy[] = [];
-afterEach(async () => {
-  await cluster?.stop();
-  cluster = undefined;
-  await Promise.all(proxies.splice(0).map((p) => p.close()));
-});
 
 describe("replication under faults", () => {
   it("a peer SIGKILLed mid-stream and restarted gets everything, nothing twice", async () => {
-    cluster = await Cluster.start({
+    const cluster = await Cluster.start({
       regions: ["us-east-1", "eu-west-1"],
       common: { shipper: { batchRecordsMax: 50 } },
     });
@@ -43,9 +34,8 @@ describe("replication under faults", () => {
 
   it("a black-holed link longer than many batches heals within seconds and delivers everything", async () => {
     const bPort = await freePort();
-    const proxy = await startTcpProxy({ targetPort: bPort });
-    proxies.push(proxy);
-    cluster = await Cluster.start({
+    const proxy = await testProxy({ targetPort: bPort });
+    const cluster = await Cluster.start({
       regions: ["us-east-1", { name: "eu-west-1", config: { listen: { port: bPort } } }],
       route: (from, to, direct) => (from === "us-east-1" && to === "eu-west-1" ? proxy.url : direct),
       common: { shipper: { batchRecordsMax: 100, requestTimeoutMs: 1000, retryDelayMsMax: 500 } },
@@ -72,7 +62,7 @@ describe("replication under faults", () => {
   });
 
   it("a peer whose store was deleted is refilled from the WAL (the shipper rewinds)", async () => {
-    cluster = await Cluster.start({ regions: ["us-east-1", "eu-west-1"] });
+    const cluster = await Cluster.start({ regions: ["us-east-1", "eu-west-1"] });
     const [a, b] = [cluster.node("us-east-1"), cluster.node("eu-west-1")];
     await Promise.all([appendMany(a, "east", 500), appendMany(b, "west", 100)]);
     await waitConverged([a, b]);

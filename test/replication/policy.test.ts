@@ -3,26 +3,25 @@
  * appends, and a region that lost its disk coming back as a new incarnation.
  */
 import fs from "node:fs";
-import { afterEach, describe, expect, it } from "vitest";
-import { startTcpProxy, type TcpProxy } from "../../src/faults/index.js";
-import { Cluster, api, append, appendMany, freePort, status, waitConverged } from "../support/cluster.js";
+import { describe, expect, it } from "vitest";
+import {
+  Cluster,
+  testProxy,
+  api,
+  append,
+  appendMany,
+  freePort,
+  status,
+  waitConverged,
+} from "../support/cluster.js";
 import { waitFor } from "../support/tmp.js";
-
-let cluster: Cluster | undefined;
-const proxies: TcpProxy[] = [];
-afterEach(async () => {
-  await cluster?.stop();
-  cluster = undefined;
-  await Promise.all(proxies.splice(0).map((p) => p.close()));
-});
 
 describe("replication policies", () => {
   it("selective: each tenant reaches only its target regions, on the wire and in the store; watermarks still advance", async () => {
     const ports = { west: await freePort(), eu: await freePort() };
-    const tapWest = await startTcpProxy({ targetPort: ports.west, tap: true });
-    const tapEu = await startTcpProxy({ targetPort: ports.eu, tap: true });
-    proxies.push(tapWest, tapEu);
-    cluster = await Cluster.start({
+    const tapWest = await testProxy({ targetPort: ports.west, tap: true });
+    const tapEu = await testProxy({ targetPort: ports.eu, tap: true });
+    const cluster = await Cluster.start({
       regions: [
         "us-east-1",
         { name: "us-west-2", config: { listen: { port: ports.west } } },
@@ -45,7 +44,7 @@ describe("replication policies", () => {
               ? tapEu.url
               : direct,
     });
-    const [east, west, eu] = ["us-east-1", "us-west-2", "eu-west-1"].map((n) => cluster!.node(n)) as [
+    const [east, west, eu] = ["us-east-1", "us-west-2", "eu-west-1"].map((n) => cluster.node(n)) as [
       ReturnType<Cluster["node"]>,
       ReturnType<Cluster["node"]>,
       ReturnType<Cluster["node"]>,
@@ -69,11 +68,11 @@ describe("replication policies", () => {
   });
 
   it("?wait=N answers once N peers applied the record, or says how many did", async () => {
-    cluster = await Cluster.start({
+    const cluster = await Cluster.start({
       regions: ["us-east-1", "us-west-2", "eu-west-1"],
       common: { append: { waitTimeoutMs: 1500 } },
     });
-    const [a, b, c] = ["us-east-1", "us-west-2", "eu-west-1"].map((n) => cluster!.node(n)) as [
+    const [a, b, c] = ["us-east-1", "us-west-2", "eu-west-1"].map((n) => cluster.node(n)) as [
       ReturnType<Cluster["node"]>,
       ReturnType<Cluster["node"]>,
       ReturnType<Cluster["node"]>,
@@ -98,7 +97,7 @@ describe("replication policies", () => {
   });
 
   it("a region that lost its disk returns as a new incarnation whose LSNs are not taken for duplicates", async () => {
-    cluster = await Cluster.start({ regions: ["us-east-1", "eu-west-1"] });
+    const cluster = await Cluster.start({ regions: ["us-east-1", "eu-west-1"] });
     const [a, b] = [cluster.node("us-east-1"), cluster.node("eu-west-1")];
     await appendMany(a, "first-life", 50);
     const [before] = await waitConverged([a, b]);

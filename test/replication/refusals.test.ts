@@ -14,6 +14,7 @@ const incarnation = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 beforeAll(async () => {
   // One real node (eu-west-1) whose peers are down: we play us-east-1 by hand.
   cluster = await Cluster.start({
+    shared: true,
     regions: ["eu-west-1"],
     common: {
       regions: { "us-east-1": { url: "http://127.0.0.1:9" }, "us-west-2": { url: "http://127.0.0.1:9" } },

@@ -55,17 +55,6 @@ const streamsArb = fc
 function detector(store: SqliteStore, other: SqliteStore): DivergenceDetector {
   return new DivergenceDetector({
     region: "a",
-    config: {
-      crr: {
-        enabled: true,
-        replicationMode: "multi-way",
-        peers: ["b"],
-        targetRegions: [],
-        policies: [],
-        conflictRule: "first-write-wins",
-        regionPriority: [],
-      },
-    },
     store,
     remote: () => storeRemote(other),
     log: silentLogger(),

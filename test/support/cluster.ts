@@ -6,9 +6,27 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
+import { afterEach } from "vitest";
 import YAML from "yaml";
+import { startTcpProxy, type TcpProxy, type TcpProxyOptions } from "../../src/faults/index.js";
 import { crrBin, repoRoot } from "./cli.js";
 import { tempDir, waitFor } from "./tmp.js";
+
+/** Clusters and proxies a test started: stopped after each test, nodes before proxies. */
+const runningClusters = new Set<Cluster>();
+const runningProxies = new Set<TcpProxy>();
+afterEach(async () => {
+  await Promise.all([...runningClusters].map((c) => c.stop()));
+  await Promise.all([...runningProxies].map((p) => p.close()));
+  runningProxies.clear();
+});
+
+/** A fault proxy closed after the test. */
+export async function testProxy(o: TcpProxyOptions): Promise<TcpProxy> {
+  const p = await startTcpProxy(o);
+  runningProxies.add(p);
+  return p;
+}
 
 export const testSecret = "test-peer-secret-0123456789";
 
@@ -33,6 +51,8 @@ export interface ClusterOptions {
   crr?: (self: string, all: string[]) => Record<string, unknown>;
   /** Extra config for every region. */
   common?: Record<string, unknown>;
+  /** Started in beforeAll for several tests: the caller stops it (no stop after each test). */
+  shared?: boolean;
   /** Where region `from` reaches region `to` (e.g. through a fault proxy); default the node's own URL. */
   route?: (from: string, to: string, directUrl: string) => string;
 }
@@ -65,6 +85,7 @@ export class Cluster {
 
   static async start(o: ClusterOptions): Promise<Cluster> {
     const c = new Cluster(o);
+    if (!o.shared) runningClusters.add(c);
     const root = tempDir("crr-cluster-");
     const specs = o.regions.map((r) => (typeof r === "string" ? { name: r } : r));
     const names = specs.map((s) => s.name);
@@ -166,6 +187,7 @@ export class Cluster {
   }
 
   async stop(): Promise<void> {
+    runningClusters.delete(this);
     await Promise.all([...this.nodes.keys()].map((n) => this.stopNode(n, "SIGKILL")));
   }
 
