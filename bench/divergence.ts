@@ -128,8 +128,11 @@ export async function benchDivergence(args: { keys: number; rounds: number }): P
     log(`built in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     const detector = new DivergenceDetector({
       region: "a",
+      incarnation: () => "a".repeat(32),
       store: a,
       remote: () => storeRemote(b),
+      inFlightMsMax: Number.MAX_SAFE_INTEGER,
+      nowMs: () => 0,
       log: silentLogger(),
     });
     const detectMs: number[] = [];

@@ -89,7 +89,61 @@ export class ClockSkewError extends CrrError {
   }
 }
 
-const retryableCodes = new Set(["wal_busy", "wal_write_failed"]);
+/** The dedup store failed; the message names the database file and what was being done. */
+export class StoreError extends CrrError {
+  constructor(
+    readonly file: string,
+    readonly op: string,
+    cause: unknown,
+    code = "store_failed",
+    hint = "",
+  ) {
+    const detail = (cause as Error | undefined)?.message ?? String(cause);
+    super(code, `store ${file}: ${op} failed: ${detail}${hint}`, { cause });
+  }
+}
+
+/** The disk under the store is full (SQLITE_FULL): appends are refused with 503 until it has room. */
+export class StoreFullError extends StoreError {
+  constructor(file: string, op: string, cause: unknown) {
+    super(file, op, cause, "store_full");
+  }
+}
+
+/** The database file is damaged or not a database (SQLITE_CORRUPT, SQLITE_NOTADB). */
+export class StoreCorruptError extends StoreError {
+  constructor(file: string, op: string, cause: unknown) {
+    super(
+      file,
+      op,
+      cause,
+      "store_corrupt",
+      "; stop the node and run 'crr rebuild --config FILE' (the WAL and the peers hold every record)",
+    );
+  }
+}
+
+/**
+ * Recovery found that records the evidence (this region's store, its peers, clients) says
+ * were acknowledged are damaged or missing in the WAL, and could not restore them. The node
+ * refuses to start rather than cut or reissue them.
+ */
+export class AcknowledgedLossError extends CrrError {
+  constructor(
+    readonly file: string,
+    readonly offset: number,
+    readonly fromLsn: number,
+    readonly toLsn: number,
+    readonly detail: string,
+  ) {
+    super(
+      "acknowledged_loss",
+      `WAL ${file} at offset ${offset}: LSNs ${fromLsn}..${toLsn} were acknowledged but ${detail}`,
+    );
+  }
+}
+
+const retryableCodes = new Set(["wal_busy", "wal_write_failed", "store_full"]);
 
 /** Whether retrying the same operation later can succeed. */
 export function isRetryable(err: unknown): boolean {

@@ -59,14 +59,23 @@ export interface AuditLogOptions {
   onTornTail?: (file: string, bytes: number) => void;
 }
 
+interface Pending {
+  entry: AuditAppend;
+  resolve: (head: AuditHead) => void;
+  reject: (e: Error) => void;
+}
+
 export class AuditLog {
   private fd: number;
   private file: string;
   private fileNumber: number;
   private fileBytes: number;
+  /** The last entry that is on disk and synced: the next one chains onto it, never onto one that failed. */
   private head: AuditHead;
-  private queue: Array<{ line: string; resolve: () => void; reject: (e: Error) => void }> = [];
+  private queue: Pending[] = [];
   private writing: Promise<void> | undefined;
+  /** A failed write could not be cut back: cut before the next write. */
+  private damaged = false;
   private readonly fileBytesMax: number;
   private readonly nowMs: () => number;
 
@@ -89,42 +98,10 @@ export class AuditLog {
       .readdirSync(o.dir)
       .filter((f) => /^audit-\d{6}\.log$/.test(f))
       .sort();
-    let head: AuditHead = { seq: 0, hash: genesisHash, conflictMark: 0 };
     const n = files.length === 0 ? 1 : Number(files.at(-1)!.slice(6, 12));
     const file = path.join(o.dir, auditFileName(n));
-    if (files.length > 0) {
-      const text = fs.readFileSync(file, "utf8");
-      const lines = text.split("\n");
-      // Everything up to the last newline was fsynced whole; a tail without one is torn.
-      let keep = text.lastIndexOf("\n") + 1;
-      let last = lines.length >= 2 ? openEntry(lines[lines.length - 2]!) : undefined;
-      if (keep > 0 && !last) {
-        // The last complete line does not verify: refuse rather than chain onto damage.
-        throw new Error(
-          `audit log ${file}: the last line does not verify; run 'crr audit verify' to find the damage`,
-        );
-      }
-      if (keep < text.length) {
-        o.onTornTail?.(file, text.length - keep);
-        fs.truncateSync(file, keep);
-      }
-      if (!last && files.length > 1) {
-        // A fresh file after rotation holds nothing yet: the head is the previous file's last line.
-        const prev = fs
-          .readFileSync(path.join(o.dir, files.at(-2)!), "utf8")
-          .trimEnd()
-          .split("\n");
-        last = openEntry(prev.at(-1)!);
-        keep = fs.statSync(file).size;
-      }
-      if (last) {
-        head = {
-          seq: Number(last.entry.seq),
-          hash: last.hash,
-          conflictMark: Number(last.entry.conflictMark ?? 0),
-        };
-      }
-    }
+    const head =
+      files.length === 0 ? { seq: 0, hash: genesisHash, conflictMark: 0 } : openHead(o, files, file);
     const fd = fs.openSync(file, "a");
     return new AuditLog(o, { fd, file, n, bytes: fs.fstatSync(fd).size, head });
   }
@@ -137,62 +114,132 @@ export class AuditLog {
     return this.file;
   }
 
-  /** Append one entry; resolves once it is fdatasync'ed. Entries appended in one turn share the fsync. */
+  /**
+   * Append one entry; resolves with the head once it is fdatasync'ed, rejects if it could not
+   * be written (the log is then exactly as before: the next entry chains onto the last one
+   * that was). Entries appended in one turn share the fsync.
+   */
   append(e: AuditAppend): Promise<AuditHead> {
-    const seq = this.head.seq + 1;
-    const conflictMark = Math.max(this.head.conflictMark, e.conflictMark ?? 0);
-    const { kind, conflictMark: _ignored, ...data } = e;
-    const entry = {
-      seq,
-      at: new Date(this.nowMs()).toISOString(),
-      region: this.o.region,
-      kind,
-      conflictMark,
-      ...data,
-      prev: this.head.hash,
-    };
-    const { line, hash } = sealEntry(entry);
-    this.head = { seq, hash, conflictMark };
-    const head = { ...this.head };
     return new Promise<AuditHead>((resolve, reject) => {
-      this.queue.push({ line, resolve: () => resolve(head), reject });
+      this.queue.push({ entry: e, resolve, reject });
       this.writing ??= new Promise<void>((r) => setImmediate(r)).then(() => this.flush());
     });
+  }
+
+  /** Seal `batch` onto `head`: the lines to write and the head after each. */
+  private seal(batch: Pending[]): { text: string; heads: AuditHead[] } {
+    let head = this.head;
+    const lines: string[] = [];
+    const heads: AuditHead[] = [];
+    for (const { entry: e } of batch) {
+      const seq = head.seq + 1;
+      const conflictMark = Math.max(head.conflictMark, e.conflictMark ?? 0);
+      const { kind, conflictMark: _ignored, ...data } = e;
+      const sealed = sealEntry({
+        seq,
+        at: new Date(this.nowMs()).toISOString(),
+        region: this.o.region,
+        kind,
+        conflictMark,
+        ...data,
+        prev: head.hash,
+      });
+      head = { seq, hash: sealed.hash, conflictMark };
+      lines.push(`${sealed.line}\n`);
+      heads.push(head);
+    }
+    return { text: lines.join(""), heads };
   }
 
   private async flush(): Promise<void> {
     while (this.queue.length > 0) {
       const batch = this.queue;
       this.queue = [];
+      const { text, heads } = this.seal(batch);
+      const bytes = Buffer.from(text, "utf8");
+      let before = this.fileBytes;
       try {
-        if (this.fileBytes >= this.fileBytesMax) this.rotate();
-        const bytes = Buffer.from(batch.map((b) => `${b.line}\n`).join(""), "utf8");
+        if (this.damaged) this.cutBack(before);
+        if (this.fileBytes >= this.fileBytesMax) {
+          this.rotate();
+          before = 0;
+        }
         fs.writeSync(this.fd, bytes);
         fs.fdatasyncSync(this.fd);
         this.fileBytes += bytes.length;
-        for (const b of batch) b.resolve();
+        this.head = heads.at(-1)!;
+        batch.forEach((b, i) => b.resolve(heads[i]!));
       } catch (err) {
+        // Nothing of the batch counts: cut what may have reached the file, so the chain stays whole.
+        try {
+          this.cutBack(before);
+        } catch {
+          this.damaged = true; // cut again before the next write
+        }
         for (const b of batch) b.reject(err as Error);
       }
     }
     this.writing = undefined;
   }
 
+  private cutBack(bytes: number): void {
+    fs.ftruncateSync(this.fd, bytes);
+    fs.fdatasyncSync(this.fd);
+    this.fileBytes = bytes;
+    this.damaged = false;
+  }
+
   private rotate(): void {
-    fs.closeSync(this.fd);
-    this.fileNumber++;
-    this.file = path.join(this.o.dir, auditFileName(this.fileNumber));
-    this.fd = fs.openSync(this.file, "a");
-    this.fileBytes = 0;
+    const next = path.join(this.o.dir, auditFileName(this.fileNumber + 1));
+    const fd = fs.openSync(next, "a");
     const dirFd = fs.openSync(this.o.dir, "r");
-    fs.fsyncSync(dirFd);
-    fs.closeSync(dirFd);
+    try {
+      fs.fsyncSync(dirFd);
+    } finally {
+      fs.closeSync(dirFd);
+    }
+    fs.closeSync(this.fd);
+    this.fd = fd;
+    this.fileNumber++;
+    this.file = next;
+    this.fileBytes = 0;
   }
 
   async close(): Promise<void> {
     while (this.writing) await this.writing;
     fs.closeSync(this.fd);
   }
+}
+
+/**
+ * The head of an existing log: its last entry, after cutting an unfinished last line (never
+ * acknowledged). The last entry must verify and link to the one before it (in this file or
+ * the previous one): otherwise the node refuses to chain onto damage.
+ */
+function openHead(o: AuditLogOptions, files: string[], file: string): AuditHead {
+  const text = fs.readFileSync(file, "utf8");
+  const keep = text.lastIndexOf("\n") + 1;
+  if (keep < text.length) {
+    o.onTornTail?.(file, text.length - keep);
+    fs.truncateSync(file, keep);
+  }
+  const lines = text.slice(0, keep).split("\n").slice(0, -1);
+  if (files.length > 1) {
+    const prevText = fs.readFileSync(path.join(o.dir, files.at(-2)!), "utf8").trimEnd();
+    lines.unshift(prevText.slice(prevText.lastIndexOf("\n") + 1));
+  }
+  const refuse = (why: string): never => {
+    throw new Error(`audit log ${file}: ${why}; run 'crr audit verify ${o.dir}' to find the damage`);
+  };
+  const last = lines.length > 0 ? openEntry(lines.at(-1)!) : undefined;
+  if (lines.length > 0 && !last) refuse("the last line does not verify");
+  if (!last) return { seq: 0, hash: genesisHash, conflictMark: 0 };
+  const before = lines.length > 1 ? openEntry(lines.at(-2)!) : undefined;
+  if (lines.length > 1 && !before) refuse("the line before the last does not verify");
+  // With no entry before it here (older files archived), the last entry's link cannot be checked.
+  if (before && (last.entry.prev !== before.hash || Number(last.entry.seq) !== Number(before.entry.seq) + 1))
+    refuse(`the last entry (seq ${String(last.entry.seq)}) does not link to the one before it`);
+  return { seq: Number(last.entry.seq), hash: last.hash, conflictMark: Number(last.entry.conflictMark ?? 0) };
 }
 
 export interface AuditVerifyReport {

@@ -5,72 +5,34 @@
 import fs from "node:fs";
 import path from "node:path";
 import { verifyAuditFiles } from "../audit/index.js";
-import { ConfigError, loadConfig, replicationPolicy, type NodeConfig } from "../config/index.js";
-import { PeerClient, fromWire } from "../divergence/index.js";
+import { ConfigError, loadConfig, type NodeConfig } from "../config/index.js";
+import type { PeerLink, WatermarksView } from "../link/index.js";
 import { silentLogger } from "../log.js";
-import { Region } from "../node/index.js";
-import type { StoredRecord } from "../store/index.js";
+import { Region, copyMesh } from "../node/index.js";
 import { CliUsageError, parseCommand } from "./args.js";
 
 const rebuildHelp = `crr rebuild --config FILE [--since TIME]
 
 Rebuilds this region's dedup store while its node is stopped. Without --since: the old store
 is moved aside (store.sqlite.before-rebuild-*), this region's records are replayed from its
-WAL, and every other origin's records are copied from that origin's node (or, if it is down,
-from a peer holding them), with watermarks set so the origins re-ship anything newer.
-With --since TIME (ISO date or ms since the epoch): only records written since TIME are
-dropped and re-shipped. Start the node again afterwards; its digest then equals its peers'.`;
+WAL (those older than its oldest segment are copied back from the peers), then each peer's
+own stream and our own older incarnations are copied whole from the peers, and every other
+winning version from one of them; origins re-ship anything newer. With --since TIME (ISO
+date or ms since the epoch): only records written since TIME are dropped and re-shipped.
+Start the node again afterwards; its digest then equals its peers'.`;
 
-type Wire = Array<Omit<StoredRecord, "bodyJson"> & { bodyJson?: string | null }>;
-
-async function copyOrigin(
-  region: Region,
-  client: PeerClient,
-  config: NodeConfig,
-  origin: string,
-  filter: (v: StoredRecord) => boolean,
-  say: (s: string) => void,
-): Promise<boolean> {
-  const policy = replicationPolicy(config);
-  const sources = [
-    origin,
-    ...Object.keys(config.regions).filter((r) => r !== origin && r !== config.region),
-  ].filter((r) => r !== config.region);
-  for (const source of sources) {
-    const url = config.regions[source]!.url;
+async function askPeers(region: Region, say: (s: string) => void): Promise<Map<string, WatermarksView>> {
+  const views = new Map<string, WatermarksView>();
+  for (const [peer, link] of region.links as ReadonlyMap<string, PeerLink>) {
     try {
-      // Watermarks first: what the copy lacks below them is re-shipped, never skipped.
-      const { streams } = await client.call<{
-        streams: Array<{ origin: string; incarnation: string; lsn: number }>;
-      }>(url, "GET", "/v1/watermarks");
-      let after: { bucket: number; key: string } | undefined;
-      let copied = 0;
-      do {
-        const page = await client.call<{ versions: Wire; next?: { bucket: number; key: string } }>(
-          url,
-          "POST",
-          "/v1/divergence/export",
-          { origin, after, limit: 2000 },
-        );
-        const versions = page.versions
-          .map(fromWire)
-          .filter((v) => policy.accepts(origin, v.tenant) || origin === config.region)
-          .filter(filter);
-        region.store.repair(versions);
-        copied += versions.length;
-        after = page.next;
-      } while (after);
-      if (origin !== config.region) {
-        for (const s of streams.filter((w) => w.origin === origin))
-          region.store.resetWatermark(s.origin, s.incarnation, s.lsn);
-      }
-      say(`  ${origin}: copied ${copied} records from ${source}`);
-      return true;
+      views.set(peer, await link.watermarks(AbortSignal.timeout(30_000)));
     } catch (err) {
-      say(`  ${origin}: ${source} unavailable (${(err as Error).message.split("\n")[0]})`);
+      say(
+        `  ${peer}: unavailable (${(err as Error).message.split("\n")[0]}); its records re-ship when its node runs`,
+      );
     }
   }
-  return false;
+  return views;
 }
 
 export async function runRebuild(argv: string[]): Promise<number> {
@@ -133,29 +95,19 @@ export async function runRebuild(argv: string[]): Promise<number> {
   const region = await Region.open(config, { log: silentLogger() });
   try {
     say(`  ${config.region}: replayed its WAL up to LSN ${region.wal.durableLsn}`);
-    const client = new PeerClient(config.region, config.auth.peerSecret, 30_000);
-    // Own records the WAL no longer holds live on in the peers' stores: older than its oldest
-    // segment, or written by an earlier incarnation (a lost disk).
-    await copyOrigin(
-      region,
-      client,
-      config,
-      config.region,
-      (v) => v.incarnation !== region.wal.incarnation || v.lsn < region.wal.firstLsn,
-      say,
-    );
-    let complete = true;
-    for (const origin of Object.keys(config.regions).filter((r) => r !== config.region)) {
-      if (!(await copyOrigin(region, client, config, origin, () => true, say))) complete = false;
-    }
+    const views = await askPeers(region, say);
+    const copied = await copyMesh({
+      region: config.region,
+      views,
+      links: region.links,
+      store: region.store,
+      accepts: (origin, tenant) => region.policy.accepts(origin, tenant),
+    });
+    say(`  copied ${copied.copied} versions from ${[...views.keys()].join(", ") || "nobody"}`);
     const stats = await region.store.stats();
     say(
       `rebuilt: ${stats.records} records, digest ${(await region.store.rootDigest()).slice(0, 16)}…; start the node to catch up with what arrived meanwhile`,
     );
-    if (!complete)
-      say(
-        "some origins could not be reached: their records will be re-shipped by their nodes (from their WAL) when the node runs",
-      );
     return 0;
   } finally {
     await region.close();

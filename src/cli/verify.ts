@@ -4,10 +4,11 @@
  * and with reconcile, repair each divergent or missing key by the merge rule.
  */
 import { ConfigError, loadConfig, type NodeConfig } from "../config/index.js";
-import { PeerClient, fromWire, type Finding, type ScanReport } from "../divergence/index.js";
+import { decide, type Established, type Finding, type ScanReport } from "../divergence/index.js";
+import { HttpPeerLink, type PeerLink } from "../link/index.js";
 import { silentLogger } from "../log.js";
 import { Region, mergeRuleOf } from "../node/index.js";
-import { compareVersions, type StoredRecord } from "../store/index.js";
+import type { StoredRecord } from "../store/index.js";
 import { CliUsageError, parseCommand } from "./args.js";
 import { callNode } from "./http.js";
 
@@ -98,10 +99,44 @@ export async function runVerify(argv: string[]): Promise<number> {
 
 const reconcileHelp = `crr reconcile --config FILE [--apply]
 
-Runs the divergence check, then for each divergent or missing key reads the versions from
-the WAL of their origin regions (the source of truth; the stored copy if the WAL no longer
-holds it), picks the winner by the merge rule, and writes it where a region differs, with an
-audit entry per repair. Dry run by default: prints the plan. --apply writes.`;
+Runs the divergence check, then decides each divergent or missing key from evidence only:
+a version is true when its origin region's WAL holds it, or when a region holds a copy still
+equal to what it applied (its content hash matches; the scrubber never flagged it). The
+winner among true versions is picked by the merge rule and written where a region differs,
+with an audit entry per repair. A key with a version nobody can vouch for is reported as
+UNDECIDED and nothing is written for it. Dry run by default: prints the plan. --apply writes.`;
+
+/** A signed link from this operator command to `region` (this region itself: its own listener). */
+export function cliLink(config: NodeConfig, region: string): PeerLink {
+  const url =
+    region === config.region
+      ? `http://${config.listen.host}:${config.listen.port}`
+      : config.regions[region]!.url;
+  return new HttpPeerLink({
+    region: config.region,
+    secret: config.auth.peerSecret,
+    peer: region,
+    url,
+    connectTimeoutMs: 5000,
+    requestTimeoutMs: 30_000,
+  });
+}
+
+/** What the evidence says `v` is: its origin's WAL first, then its holder's copy if intact. */
+async function establish(
+  v: StoredRecord & { intact?: boolean },
+  walOf: (origin: string, lsn: number) => Promise<StoredRecord[]>,
+): Promise<Established> {
+  try {
+    const fromWal = (await walOf(v.origin, v.lsn)).find(
+      (x) => x.incarnation === v.incarnation && x.lsn === v.lsn,
+    );
+    if (fromWal) return { version: fromWal, evidence: "origin-wal" };
+  } catch {
+    // The origin is unreachable or its WAL unreadable: the copy's own evidence decides.
+  }
+  return { version: v, evidence: v.intact === false ? "none" : "intact-copy" };
+}
 
 export async function runReconcile(argv: string[]): Promise<number> {
   const { values } = parseCommand("reconcile", argv, {
@@ -117,76 +152,49 @@ export async function runReconcile(argv: string[]): Promise<number> {
   const config = loadOrExit(values.config);
   const say = (s: string) => process.stdout.write(`${s}\n`);
   const { report, offline } = await scan(config);
+  const links = new Map<string, PeerLink>();
+  const link = (r: string) => links.get(r) ?? links.set(r, cliLink(config, r)).get(r)!;
   try {
     printReport(report, say);
     if (report.findings.length === 0) {
       say("nothing to reconcile");
       return report.errors.length > 0 ? 2 : 0;
     }
-    const client = new PeerClient(config.region, config.auth.peerSecret, 30_000);
-    const urlOf = (region: string) =>
-      region === config.region
-        ? `http://${config.listen.host}:${config.listen.port}`
-        : config.regions[region]!.url;
-    const rule = mergeRuleOf(config);
-    // The origin's WAL decides what each version really was.
-    const truth = async (v: StoredRecord): Promise<{ version: StoredRecord; fromWal: boolean }> => {
-      try {
-        const records =
-          offline && v.origin === config.region
-            ? await offline.walRecords([v.lsn])
-            : (
-                await client.call<{ incarnation: string; records: StoredRecord[] }>(
-                  urlOf(v.origin),
-                  "POST",
-                  "/v1/divergence/wal",
-                  { lsns: [v.lsn] },
-                )
-              ).records;
-        const r = records
-          .map((x) => fromWire(x as never))
-          .find((x) => x.incarnation === v.incarnation && x.lsn === v.lsn);
-        return r ? { version: { ...r, key: r.key }, fromWal: true } : { version: v, fromWal: false };
-      } catch {
-        return { version: v, fromWal: false };
-      }
-    };
+    const walOf = async (origin: string, lsn: number) =>
+      offline && origin === config.region
+        ? offline.walRecords([lsn])
+        : (await link(origin).walRecords([lsn])).records;
     let repaired = 0;
+    let undecided = 0;
     for (const f of report.findings) {
-      const candidates = await Promise.all(
-        [f.localVersion, f.remoteVersion].filter((v): v is StoredRecord => v !== undefined).map(truth),
-      );
-      const winner = candidates.sort((a, b) => compareVersions(rule, a.version, b.version))[0]!;
-      const w = winner.version;
-      const differs = (v: StoredRecord | undefined) =>
-        !v ||
-        v.origin !== w.origin ||
-        v.lsn !== w.lsn ||
-        v.incarnation !== w.incarnation ||
-        v.outcome !== w.outcome ||
-        v.tenant !== w.tenant ||
-        v.bodyJson !== w.bodyJson;
-      const targets = [
-        ...(differs(f.localVersion) ? [f.local] : []),
-        ...(differs(f.remoteVersion) ? [f.remote] : []),
-      ];
+      const held = [f.localVersion, f.remoteVersion].filter((v): v is StoredRecord => v !== undefined);
+      const d = decide(f, await Promise.all(held.map((v) => establish(v, walOf))), mergeRuleOf(config));
+      if (d.kind === "undecided") {
+        undecided++;
+        say(`${f.key}: UNDECIDED (${d.reason}); nothing written`);
+        continue;
+      }
+      if (d.kind === "agree") continue;
+      const w = d.winner.version;
+      const source = d.winner.evidence === "origin-wal" ? "from the origin's WAL" : "an intact stored copy";
       say(
-        `${f.key}: winner '${w.outcome}' (${w.origin} LSN ${w.lsn}, ${winner.fromWal ? "from the origin's WAL" : "stored copy; the WAL no longer holds it"}); ${values.apply ? "writing to" : "would write to"} ${targets.join(", ") || "nobody"}`,
+        `${f.key}: winner '${w.outcome}' (${w.origin} LSN ${w.lsn}, ${source}); ${values.apply ? "writing to" : "would write to"} ${d.targets.join(", ")}`,
       );
       if (!values.apply) continue;
-      for (const target of targets) {
+      for (const target of d.targets) {
         if (offline && target === config.region) await offline.repair([w], config.region);
-        else await client.call(urlOf(target), "POST", "/v1/divergence/repair", { versions: [w] });
+        else await link(target).repair([w]);
         repaired++;
       }
     }
     say(
       values.apply
-        ? `repaired ${repaired} copies; run 'crr verify' to confirm`
-        : "dry run: nothing written (--apply to write)",
+        ? `repaired ${repaired} copies${undecided ? `, ${undecided} keys undecided` : ""}; run 'crr verify' to confirm`
+        : `dry run: nothing written (--apply to write)${undecided ? `; ${undecided} keys undecided` : ""}`,
     );
-    return 0;
+    return undecided > 0 ? 1 : 0;
   } finally {
+    for (const l of links.values()) await l.close();
     await offline?.close();
   }
 }

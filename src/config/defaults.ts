@@ -59,12 +59,30 @@ export const defaults = {
     /** Semi-synchronous appends (?wait=N) give up after this and say how many peers acknowledged. */
     waitTimeoutMs: 10_000,
   },
-  health: { probeIntervalMs: 2000, probeTimeoutMs: 1000 },
+  health: {
+    probeIntervalMs: 2000,
+    probeTimeoutMs: 1000,
+    /** While the disk is full, a write probe runs this often; the region is ready again once it succeeds. */
+    diskProbeIntervalMs: 1000,
+  },
+  recovery: {
+    /** Before serving, peers are asked what they hold of this region's stream (evidence for recovery) this long at most. */
+    peerWaitMs: 3000,
+    /** A region with no state of its own waits this long for its peers before it refuses to start. */
+    bootstrapWaitMs: 30_000,
+    /** Serve a region with no state of its own without asking its peers first (an operator's decision). */
+    startAlone: false,
+  },
   divergence: {
     intervalMs: 30_000,
     /** The scrubber recomputes this many buckets from record content per tick (65,536 in all). */
     scrubBucketsPerTick: 1024,
     scrubIntervalMs: 1000,
+    /**
+     * A record one region holds and another lacks is "in flight" (not reported) only while it
+     * is younger than this and its stream is alive; older, it is missing.
+     */
+    inFlightMsMax: 300_000,
   },
   audit: { fileBytesMax: 64 * 1024 * 1024 },
   drain: { timeoutMs: 60_000 },

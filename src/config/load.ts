@@ -45,6 +45,7 @@ export interface NodeConfig {
   hlc: Widen<typeof defaults.hlc>;
   append: Widen<typeof defaults.append>;
   health: Widen<typeof defaults.health>;
+  recovery: Widen<typeof defaults.recovery>;
   divergence: Widen<typeof defaults.divergence>;
   audit: Widen<typeof defaults.audit>;
   drain: Widen<typeof defaults.drain>;
@@ -211,6 +212,7 @@ export function parseConfig(
     hlc: merged("hlc", defaults.hlc),
     append: merged("append", defaults.append),
     health: merged("health", defaults.health),
+    recovery: merged("recovery", defaults.recovery),
     divergence: merged("divergence", defaults.divergence),
     audit: merged("audit", defaults.audit),
     drain: merged("drain", defaults.drain),

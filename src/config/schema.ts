@@ -82,11 +82,21 @@ export const configSchema = {
     }),
     hlc: section({ maxSkewMs: positiveInt }),
     append: section({ waitTimeoutMs: positiveInt }),
-    health: section({ probeIntervalMs: positiveInt, probeTimeoutMs: positiveInt }),
+    health: section({
+      probeIntervalMs: positiveInt,
+      probeTimeoutMs: positiveInt,
+      diskProbeIntervalMs: positiveInt,
+    }),
+    recovery: section({
+      peerWaitMs: positiveInt,
+      bootstrapWaitMs: positiveInt,
+      startAlone: { type: "boolean" },
+    }),
     divergence: section({
       intervalMs: positiveInt,
       scrubBucketsPerTick: positiveInt,
       scrubIntervalMs: positiveInt,
+      inFlightMsMax: positiveInt,
     }),
     audit: section({ fileBytesMax: { type: "integer", minimum: 4096 } }),
     drain: section({ timeoutMs: positiveInt }),

@@ -1,16 +1,23 @@
 /**
  * What a difference between two regions' versions of one key means. Pure.
  *
- * - divergent: both regions hold the key with different winners although each has applied
- *   both versions (by its watermarks);
- * - missing: one region lacks a record that, by its watermark for that record's stream, it
- *   has already applied (lost data), and the policy says it should hold;
- * - in flight: replication has not got there yet (a watermark is below the version's LSN):
- *   not reported, so normal lag raises no alarm.
+ * - divergent: both regions hold the key with different winners although each has settled
+ *   both versions;
+ * - missing: one region lacks a record it has settled, and the policy says it should hold it;
+ * - in flight: replication has not got there yet: not reported, so normal lag raises no alarm.
+ *
+ * A version is settled in a region when the region's watermark for its stream covers it, or
+ * when it can no longer be in flight: it is older than `inFlightMsMax`, or its stream's
+ * incarnation is dead (the origin has moved to a newer one, so the old stream will never
+ * advance). Without that bound, a record an origin shipped to one peer but not another
+ * before losing its disk would stay "in flight" forever.
  */
 import type { StoredRecord } from "../store/index.js";
 
 export type FindingKind = "divergent" | "missing";
+
+/** Why a difference is not in flight: a watermark covers it, it is too old, or its stream is dead. */
+export type SettledBy = "watermark" | "age" | "dead-incarnation";
 
 export interface Finding {
   kind: FindingKind;
@@ -24,6 +31,8 @@ export interface Finding {
   remoteVersion: StoredRecord | undefined;
   /** The watermarks that made this a finding rather than in flight. */
   watermarks: { local: Record<string, number>; remote: Record<string, number> };
+  /** Why it is not in flight (the lacking side's view, for missing; the later of both, for divergent). */
+  reason: SettledBy;
 }
 
 /** Watermarks of one region, keyed by `${origin}/${incarnation}`. */
@@ -31,8 +40,12 @@ export type StreamWatermarks = ReadonlyMap<string, number>;
 
 export const streamKey = (origin: string, incarnation: string) => `${origin}/${incarnation}`;
 
-function applied(wm: StreamWatermarks, v: StoredRecord): boolean {
-  return (wm.get(streamKey(v.origin, v.incarnation)) ?? 0) >= v.lsn;
+/** How a side has settled `v`, or undefined while `v` may still be in flight to it. */
+function settledBy(wm: StreamWatermarks, v: StoredRecord, c: ClassifyInput): SettledBy | undefined {
+  if ((wm.get(streamKey(v.origin, v.incarnation)) ?? 0) >= v.lsn) return "watermark";
+  if (c.deadStreams.has(streamKey(v.origin, v.incarnation))) return "dead-incarnation";
+  if (c.nowMs - v.hlc.wallMs > c.inFlightMsMax) return "age";
+  return undefined;
 }
 
 function sameContent(a: StoredRecord, b: StoredRecord): boolean {
@@ -54,6 +67,10 @@ export interface ClassifyInput {
   remote: { region: string; version: StoredRecord | undefined; watermarks: StreamWatermarks };
   /** Whether `region` should hold records of `tenant` written in `origin` (the replication policy). */
   shouldHold: (region: string, origin: string, tenant: string) => boolean;
+  nowMs: number;
+  inFlightMsMax: number;
+  /** `${origin}/${incarnation}` of streams whose origin has moved to a newer incarnation. */
+  deadStreams: ReadonlySet<string>;
 }
 
 /** A finding, or undefined when the versions agree or the difference is still in flight. */
@@ -70,7 +87,7 @@ export function classify(c: ClassifyInput): Finding | undefined {
       ]),
     );
   };
-  const finding = (kind: FindingKind, missingIn?: string): Finding => ({
+  const finding = (kind: FindingKind, reason: SettledBy, missingIn?: string): Finding => ({
     kind,
     key: c.key,
     local: c.local.region,
@@ -79,16 +96,48 @@ export function classify(c: ClassifyInput): Finding | undefined {
     localVersion: a,
     remoteVersion: b,
     watermarks: { local: wm(c.local), remote: wm(c.remote) },
+    reason,
   });
   if (a && b) {
     // Same identity, different content: one side's store was changed outside the engine.
     if (a.origin === b.origin && a.incarnation === b.incarnation && a.lsn === b.lsn)
-      return finding("divergent");
-    const settled = applied(c.local.watermarks, b) && applied(c.remote.watermarks, a);
-    return settled ? finding("divergent") : undefined;
+      return finding("divergent", "watermark");
+    const localHasB = settledBy(c.local.watermarks, b, c);
+    const remoteHasA = settledBy(c.remote.watermarks, a, c);
+    return localHasB && remoteHasA
+      ? finding("divergent", localHasB === "watermark" ? remoteHasA : localHasB)
+      : undefined;
   }
   const [lacking, v] = a ? [c.remote, a] : [c.local, b!];
   if (!c.shouldHold(lacking.region, v.origin, v.tenant)) return undefined;
   // The origin applies its own records too (with its own watermark), so one rule covers both.
-  return applied(lacking.watermarks, v) ? finding("missing", lacking.region) : undefined;
+  const by = settledBy(lacking.watermarks, v, c);
+  return by ? finding("missing", by, lacking.region) : undefined;
+}
+
+/**
+ * Streams whose origin has moved on: a region's own stream of an incarnation other than the
+ * one it runs now, or a stream either side holds for an origin with a newer incarnation
+ * updated after it on the same side.
+ */
+export function deadStreams(
+  sides: ReadonlyArray<{
+    region: string;
+    incarnation: string;
+    streams: ReadonlyArray<{ origin: string; incarnation: string; updatedAtMs: number }>;
+  }>,
+): Set<string> {
+  const dead = new Set<string>();
+  const current = new Map(sides.map((s) => [s.region, s.incarnation]));
+  for (const side of sides) {
+    for (const s of side.streams) {
+      const live = current.get(s.origin);
+      if (live !== undefined && live !== s.incarnation) dead.add(streamKey(s.origin, s.incarnation));
+      const newer = side.streams.some(
+        (o) => o.origin === s.origin && o.incarnation !== s.incarnation && o.updatedAtMs > s.updatedAtMs,
+      );
+      if (newer && live === undefined) dead.add(streamKey(s.origin, s.incarnation));
+    }
+  }
+  return dead;
 }

@@ -4,10 +4,18 @@
  * differing key is classified (divergent, missing, or in flight and not reported).
  * Reads the store; never writes it (the monitor asks SqliteStore.scrub to correct digests).
  */
+import type { PeerLink, WatermarksView } from "../link/index.js";
 import type { Logger } from "../log.js";
-import { childrenOf, leafLevel, nodeDigest, type SqliteStore, type StoredRecord } from "../store/index.js";
-import { classify, streamKey, type Finding, type StreamWatermarks } from "./classify.js";
-import type { PeerClient } from "./peer-client.js";
+import { formatVersion } from "../protocol/index.js";
+import {
+  childrenOf,
+  leafLevel,
+  nodeDigest,
+  ruleName,
+  type CheckedRecord,
+  type SqliteStore,
+} from "../store/index.js";
+import { classify, deadStreams, streamKey, type Finding, type StreamWatermarks } from "./classify.js";
 
 export interface PeerScan {
   peer: string;
@@ -22,66 +30,47 @@ export interface PeerScan {
 const treeIndexesPerRequest = 4096;
 const bucketsPerRequest = 256;
 
-type WireVersion = Omit<StoredRecord, "bodyJson"> & { bodyJson?: string | null };
-
-export function fromWire(v: WireVersion): StoredRecord {
-  return { ...v, bodyJson: v.bodyJson ?? undefined };
-}
-
-/** What the detector needs from the other side: a peer over HTTP, or another store in a test or benchmark. */
-export interface RemoteView {
-  watermarks(): Promise<Array<{ origin: string; incarnation: string; lsn: number }>>;
-  tree(level: number, indexes: number[]): Promise<string[]>;
-  buckets(buckets: number[]): Promise<StoredRecord[]>;
-  /** Bytes exchanged so far (for the scan's cost). */
-  bytes(): number;
-}
-
-/** A peer's divergence routes, signed. */
-export function httpRemote(client: PeerClient, url: string): RemoteView {
-  return {
-    watermarks: async () =>
-      (
-        await client.call<{ streams: Array<{ origin: string; incarnation: string; lsn: number }> }>(
-          url,
-          "GET",
-          "/v1/watermarks",
-        )
-      ).streams,
-    tree: async (level, indexes) =>
-      (await client.call<{ digests: string[] }>(url, "POST", "/v1/divergence/tree", { level, indexes }))
-        .digests,
-    buckets: async (buckets) =>
-      (
-        await client.call<{ versions: WireVersion[] }>(url, "POST", "/v1/divergence/buckets", { buckets })
-      ).versions.map(fromWire),
-    bytes: () => client.bytesSent + client.bytesReceived,
-  };
-}
+/** What the detector needs from the other side: a peer's link, or another store in a test or benchmark. */
+export type RemoteView = Pick<PeerLink, "watermarks" | "tree" | "buckets" | "bytes">;
 
 /** Another store in this process, answering as a peer would (JSON-sized byte count included). */
-export function storeRemote(store: SqliteStore): RemoteView {
+export function storeRemote(store: SqliteStore, region = "remote", incarnation = "0".repeat(32)): RemoteView {
   let bytes = 0;
   const sized = <T>(v: T): T => {
     bytes += JSON.stringify(v).length;
     return v;
   };
   return {
-    watermarks: async () => sized(await store.watermarks()),
+    watermarks: async (): Promise<WatermarksView> =>
+      sized({
+        region,
+        incarnation,
+        watermarks: {},
+        streams: await store.watermarks(),
+        rule: ruleName(store.rule),
+        formatVersion,
+        clock: { wallMs: 0, logical: 0 },
+        seen: [],
+      }),
     tree: async (level, indexes) =>
       sized(indexes.map((i) => nodeDigest(store.digestTree(), level, i).toString("hex"))),
-    buckets: async (buckets) => sized(store.bucketVersions(buckets)),
+    buckets: async (buckets): Promise<CheckedRecord[]> => sized(store.bucketVersions(buckets)),
     bytes: () => bytes,
   };
 }
 
 export interface DetectorOptions {
   region: string;
+  /** This region's current incarnation (its own older streams are dead). */
+  incarnation: () => string;
   /** Per-tenant target regions when replication is selective; undefined: every region holds every record. */
   selectivePolicies?: ReadonlyArray<{ tenantID: string; targetRegions: readonly string[] }>;
   store: SqliteStore;
   /** How to reach a peer by name. */
   remote: (peer: string) => RemoteView;
+  /** A record missing or different past this age is reported even if a watermark says it may be in flight. */
+  inFlightMsMax: number;
+  nowMs: () => number;
   log: Logger;
 }
 
@@ -100,10 +89,17 @@ export class DivergenceDetector {
     const remote = this.o.remote(peer);
     const bytesBefore = remote.bytes();
     // Watermarks before records, on both sides: what a listing lacks below them is lost, not in flight.
-    const remoteStreams = await remote.watermarks();
+    const view = await remote.watermarks();
+    const remoteStreams = view.streams;
     const localStreams = await this.o.store.watermarks();
-    const toMap = (s: Array<{ origin: string; incarnation: string; lsn: number }>): StreamWatermarks =>
-      new Map(s.map((w) => [streamKey(w.origin, w.incarnation), w.lsn]));
+    const dead = deadStreams([
+      { region: this.o.region, incarnation: this.o.incarnation(), streams: localStreams },
+      { region: peer, incarnation: view.incarnation, streams: remoteStreams },
+    ]);
+    const nowMs = this.o.nowMs();
+    const toMap = (
+      s: ReadonlyArray<{ origin: string; incarnation: string; lsn: number }>,
+    ): StreamWatermarks => new Map(s.map((w) => [streamKey(w.origin, w.incarnation), w.lsn]));
     const remoteWm = toMap(remoteStreams);
     const localWm = toMap(localStreams);
     const tree = this.o.store.digestTree();
@@ -135,6 +131,9 @@ export class DivergenceDetector {
           local: { region: this.o.region, version: local.get(key), watermarks: localWm },
           remote: { region: peer, version: remoteByKey.get(key), watermarks: remoteWm },
           shouldHold: this.shouldHold,
+          nowMs,
+          inFlightMsMax: this.o.inFlightMsMax,
+          deadStreams: dead,
         });
         if (f) findings.push(f);
       }

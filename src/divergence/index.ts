@@ -1,7 +1,8 @@
-export { classify, streamKey } from "./classify.js";
-export type { Finding, FindingKind, StreamWatermarks } from "./classify.js";
-export { DivergenceDetector, fromWire, httpRemote, storeRemote } from "./detector.js";
+export { classify, deadStreams, streamKey } from "./classify.js";
+export type { Finding, FindingKind, SettledBy, StreamWatermarks } from "./classify.js";
+export { DivergenceDetector, storeRemote } from "./detector.js";
 export type { PeerScan, RemoteView } from "./detector.js";
 export { DivergenceMonitor, findingId } from "./monitor.js";
 export type { ScanReport } from "./monitor.js";
-export { PeerClient, PeerRequestError } from "./peer-client.js";
+export { decide, sameContent, sameIdentity } from "./reconcile.js";
+export type { Decision, Established, Evidence } from "./reconcile.js";

@@ -1,9 +1,11 @@
 /**
- * Probes every other region's /healthz on an interval and keeps the answer (for
- * crr_region_health_status and `crr status`). Never feeds readiness: a region serves its own
+ * Probes every other region through its PeerLink on an interval and keeps the answer (for
+ * crr_region_health_status and `crr status`). The probe is a signed request carrying this
+ * node's incarnation, so peers also learn that this incarnation is alive (two nodes with
+ * one region name are told apart that way). Never feeds readiness: a region serves its own
  * appends while every peer is down.
  */
-import { request } from "undici";
+import type { PeerLink } from "../link/index.js";
 
 export interface PeerHealth {
   region: string;
@@ -12,25 +14,33 @@ export interface PeerHealth {
   error: string | undefined;
 }
 
+export interface HealthProberOptions {
+  links: readonly PeerLink[];
+  intervalMs: number;
+  timeoutMs: number;
+  nowMs: () => number;
+  onChange: (region: string, healthy: boolean) => void;
+}
+
 export class HealthProber {
   private readonly state = new Map<string, PeerHealth>();
   private timer: NodeJS.Timeout | undefined;
   private readonly abort = new AbortController();
 
-  constructor(
-    private readonly peers: Record<string, string>,
-    private readonly intervalMs: number,
-    private readonly timeoutMs: number,
-    private readonly onChange: (region: string, healthy: boolean) => void,
-  ) {
-    for (const region of Object.keys(peers)) {
-      this.state.set(region, { region, healthy: false, checkedAtMs: undefined, error: "not checked yet" });
+  constructor(private readonly o: HealthProberOptions) {
+    for (const l of o.links) {
+      this.state.set(l.peer, {
+        region: l.peer,
+        healthy: false,
+        checkedAtMs: undefined,
+        error: "not checked yet",
+      });
     }
   }
 
   start(): void {
     void this.probeAll();
-    this.timer = setInterval(() => void this.probeAll(), this.intervalMs);
+    this.timer = setInterval(() => void this.probeAll(), this.o.intervalMs);
     this.timer.unref();
   }
 
@@ -44,27 +54,21 @@ export class HealthProber {
   }
 
   private async probeAll(): Promise<void> {
-    await Promise.all(Object.entries(this.peers).map(([region, url]) => this.probe(region, url)));
+    await Promise.all(this.o.links.map((l) => this.probe(l)));
   }
 
-  private async probe(region: string, url: string): Promise<void> {
+  private async probe(link: PeerLink): Promise<void> {
     let healthy = false;
     let error: string | undefined;
     try {
-      const res = await request(`${url}/healthz`, {
-        signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.timeoutMs)]),
-        headersTimeout: this.timeoutMs,
-        bodyTimeout: this.timeoutMs,
-      });
-      await res.body.dump();
-      healthy = res.statusCode === 200;
-      if (!healthy) error = `HTTP ${res.statusCode}`;
+      await link.health(AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.o.timeoutMs)]));
+      healthy = true;
     } catch (err) {
       if (this.abort.signal.aborted) return;
       error = (err as Error).message;
     }
-    const before = this.state.get(region);
-    this.state.set(region, { region, healthy, checkedAtMs: Date.now(), error });
-    if (before?.healthy !== healthy || before.checkedAtMs === undefined) this.onChange(region, healthy);
+    const before = this.state.get(link.peer);
+    this.state.set(link.peer, { region: link.peer, healthy, checkedAtMs: this.o.nowMs(), error });
+    if (before?.healthy !== healthy || before.checkedAtMs === undefined) this.o.onChange(link.peer, healthy);
   }
 }

@@ -1,7 +1,18 @@
-export { Region, DrainingError, WaitTimeoutError, mergeRuleOf } from "./region.js";
-export type { AppendOptions, AppendResult, PeerStatus, RegionOptions, RegionStatus } from "./region.js";
+export { Region, DrainingError, UnavailableError, WaitTimeoutError, mergeRuleOf } from "./region.js";
+export type {
+  AppendOptions,
+  AppendResult,
+  PeerStatus,
+  RegionOptions,
+  RegionStatus,
+  Readiness,
+} from "./region.js";
 export { DataDirLockedError } from "./lock.js";
-export { buildServer, startServer } from "./server.js";
-export type { RunningServer, ServerOptions } from "./server.js";
+export { buildServer, startServer } from "./http/server.js";
+export type { RunningServer, ServerOptions } from "./http/server.js";
 export { openRegion, runNode } from "./run.js";
 export type { OpenRegionOptions, RecordView, RegionHandle, RunningNode } from "./run.js";
+export { copyMesh } from "./copy.js";
+export type { LinkFactory } from "./links.js";
+export { StartupRefusedError } from "./startup.js";
+export { LsnReuseError } from "./local-applier.js";

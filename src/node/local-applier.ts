@@ -4,9 +4,88 @@
  * transaction (the store's counterpart of group commit). Records arrive in LSN order (the
  * WAL resolves appends in order); if a previous apply failed and left a hole, the hole is
  * filled from the WAL first, so the store never skips an LSN of its own region.
+ *
+ * The store's answer is checked: an "already applied" answer for a fresh LSN means the LSN
+ * was issued before (the WAL lost records the store had seen), so the append fails rather
+ * than acknowledge a record the region cannot serve, and the region stops taking appends.
  */
-import type { ApplyResult, SqliteStore } from "../store/index.js";
-import { decodeFrames, type Wal, type WalRecord } from "../wal/index.js";
+import { CrrError } from "../errors.js";
+import type { ApplyBatchInput, ApplyResult } from "../store/index.js";
+import { decodeFrames, type WalRecord } from "../wal/index.js";
+
+/** What the applier needs of the store. */
+export interface LocalStore {
+  applySync(batch: ApplyBatchInput): ApplyResult;
+  watermarkSync(origin: string, incarnation: string): number;
+}
+
+/** What the applier needs of the WAL. */
+export interface LocalWal {
+  readonly incarnation: string;
+  read(
+    fromLsn: number,
+    limits: { bytesMax: number; recordsMax: number },
+  ): Promise<{ lastLsn: number; frames: Buffer; segment: string; offset: number } | undefined>;
+}
+
+/** The store refused a fresh LSN of this region as already applied: an LSN was issued twice. */
+export class LsnReuseError extends CrrError {
+  constructor(
+    readonly lsn: number,
+    readonly storeWatermark: number,
+  ) {
+    super(
+      "lsn_reuse",
+      `the store already holds LSN ${storeWatermark} of this incarnation, so LSN ${lsn} was issued twice (the WAL lost records the store had seen); not acknowledging it`,
+    );
+  }
+}
+
+/** Apply `batch` and insist it was applied as asked (its watermark moved to its last LSN). */
+export function applyChecked(store: LocalStore, batch: ApplyBatchInput): ApplyResult {
+  const result = store.applySync(batch);
+  if (result.status !== "applied" || result.watermark !== batch.lastLsn)
+    throw new LsnReuseError(batch.firstLsn, result.watermark);
+  return result;
+}
+
+/**
+ * Apply the WAL's records of this region in [fromLsn, toLsn] to the store, a chunk per
+ * transaction: what open replays past the store's watermark, and what fills a hole.
+ */
+export async function applyWalRange(
+  wal: LocalWal,
+  store: LocalStore,
+  origin: string,
+  fromLsn: number,
+  toLsn: number,
+  onApplied: (result: ApplyResult) => void = () => undefined,
+): Promise<void> {
+  let next = fromLsn;
+  while (next <= toLsn) {
+    const chunk = await wal.read(next, {
+      bytesMax: 4 * 1024 * 1024,
+      recordsMax: Math.min(10_000, toLsn - next + 1),
+    });
+    if (!chunk) throw new Error(`WAL has no LSN ${next} to apply (wanted ${fromLsn}..${toLsn})`);
+    const records = decodeFrames(chunk.frames, {
+      source: chunk.segment,
+      baseOffset: chunk.offset,
+      firstLsn: next,
+    });
+    const last = Math.min(chunk.lastLsn, toLsn);
+    onApplied(
+      applyChecked(store, {
+        origin,
+        incarnation: wal.incarnation,
+        firstLsn: next,
+        lastLsn: last,
+        records: records.filter((r) => r.lsn <= last),
+      }),
+    );
+    next = last + 1;
+  }
+}
 
 interface Pending {
   rec: WalRecord;
@@ -19,10 +98,12 @@ export class LocalApplier {
   private running: Promise<void> | undefined;
 
   constructor(
-    private readonly store: SqliteStore,
-    private readonly wal: Wal,
+    private readonly store: LocalStore,
+    private readonly wal: LocalWal,
     private readonly region: string,
     private readonly onApplied: (result: ApplyResult) => void,
+    /** The store refused an LSN as already applied: the region must stop taking appends. */
+    private readonly onReuse: (err: LsnReuseError) => void,
   ) {}
 
   apply(rec: WalRecord): Promise<void> {
@@ -42,50 +123,36 @@ export class LocalApplier {
       const batch = this.queue;
       this.queue = [];
       try {
-        await this.fillHole(batch[0]!.rec.lsn);
+        const first = batch[0]!.rec.lsn;
+        const watermark = this.store.watermarkSync(this.region, this.wal.incarnation);
+        if (watermark + 1 < first)
+          await applyWalRange(this.wal, this.store, this.region, watermark + 1, first - 1);
         const records = batch.map((p) => p.rec);
         this.onApplied(
-          this.store.applySync({
+          applyChecked(this.store, {
             origin: this.region,
             incarnation: this.wal.incarnation,
-            firstLsn: records[0]!.lsn,
+            firstLsn: first,
             lastLsn: records[records.length - 1]!.lsn,
             records,
           }),
         );
         for (const p of batch) p.resolve();
       } catch (err) {
-        const e = new Error(
-          `record is durable in the WAL but was not applied to the store: ${(err as Error).message}`,
-          { cause: err },
-        );
+        if (err instanceof LsnReuseError) this.onReuse(err);
+        // Typed errors (a full disk, a damaged store) keep their type: the answer depends on it.
+        const e =
+          err instanceof CrrError
+            ? err
+            : new Error(
+                `record is durable in the WAL but was not applied to the store: ${(err as Error).message}`,
+                {
+                  cause: err,
+                },
+              );
         for (const p of batch) p.reject(e);
       }
     }
     this.running = undefined;
-  }
-
-  private async fillHole(beforeLsn: number): Promise<void> {
-    let next = (await this.store.watermark(this.region, this.wal.incarnation)) + 1;
-    while (next < beforeLsn) {
-      const chunk = await this.wal.read(next, {
-        bytesMax: 4 * 1024 * 1024,
-        recordsMax: Math.min(10_000, beforeLsn - next),
-      });
-      if (!chunk) throw new Error(`WAL has no LSN ${next} to fill the store's gap`);
-      const records = decodeFrames(chunk.frames, {
-        source: chunk.segment,
-        baseOffset: chunk.offset,
-        firstLsn: next,
-      });
-      this.store.applySync({
-        origin: this.region,
-        incarnation: this.wal.incarnation,
-        firstLsn: next,
-        lastLsn: chunk.lastLsn,
-        records,
-      });
-      next = chunk.lastLsn + 1;
-    }
   }
 }

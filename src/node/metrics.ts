@@ -4,6 +4,17 @@
  */
 import client from "prom-client";
 
+/** What the metrics read from the region when scraped. */
+export interface MetricsSource {
+  lagSeconds(): Promise<Array<[peer: string, seconds: number]>>;
+  watermarksView(): Promise<{ watermarks: Record<string, number> }>;
+  wal: { stats(): { bytes: number; segments: number; durableLsn: number } };
+  readonly isDraining: boolean;
+  clock: { skewRejections: number };
+  readiness(): { ready: boolean };
+  auditPump: { backlog: number };
+}
+
 export class RegionMetrics {
   readonly registry = new client.Registry();
   readonly walFsyncSeconds = new client.Histogram({
@@ -75,14 +86,49 @@ export class RegionMetrics {
     registers: [this.registry],
   });
 
-  constructor(collectors: {
-    lagSeconds: () => Promise<Array<[peer: string, seconds: number]>>;
-    watermarks: () => Promise<Record<string, number>>;
-    wal: () => { bytes: number; segments: number; durableLsn: number };
-    draining: () => boolean;
-    skewRejections: () => number;
-  }) {
+  readonly diskFull = new client.Gauge({
+    name: "crr_disk_full",
+    help: "1 while a write failed for lack of space and no probe has succeeded since (appends refused, not ready)",
+    registers: [this.registry],
+  });
+  readonly auditErrors = new client.Counter({
+    name: "crr_audit_errors_total",
+    help: "Audit log writes that failed (each is retried until it succeeds)",
+    registers: [this.registry],
+  });
+  readonly stopped = new client.Gauge({
+    name: "crr_appends_stopped",
+    help: "1 when the region stopped taking appends for its own safety (an LSN would be issued twice, or another node serves this region)",
+    registers: [this.registry],
+  });
+
+  constructor(region: () => MetricsSource | undefined) {
+    const collectors = {
+      lagSeconds: async () => (await region()?.lagSeconds()) ?? [],
+      watermarks: async () => (region() ? (await region()!.watermarksView()).watermarks : {}),
+      wal: () => region()?.wal.stats() ?? { bytes: 0, segments: 0, durableLsn: 0 },
+      draining: () => region()?.isDraining ?? false,
+      skewRejections: () => region()?.clock.skewRejections ?? 0,
+      ready: () => region()?.readiness().ready ?? false,
+      auditPending: () => region()?.auditPump.backlog ?? 0,
+    };
     client.collectDefaultMetrics({ register: this.registry, prefix: "crr_" });
+    new client.Gauge({
+      name: "crr_ready",
+      help: "1 when the region admits appends (what /readyz answers)",
+      registers: [this.registry],
+      collect() {
+        this.set(collectors.ready() ? 1 : 0);
+      },
+    });
+    new client.Gauge({
+      name: "crr_audit_pending",
+      help: "Audit entries waiting to be written (a failing audit log)",
+      registers: [this.registry],
+      collect() {
+        this.set(collectors.auditPending());
+      },
+    });
     new client.Gauge({
       name: "crr_lag_seconds",
       help: "Age of the oldest record not yet acknowledged by the peer; 0 when caught up",
@@ -145,5 +191,7 @@ export class RegionMetrics {
     });
     this.divergenceCount.set(0);
     this.walOverLimit.set(0);
+    this.diskFull.set(0);
+    this.stopped.set(0);
   }
 }

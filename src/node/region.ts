@@ -1,20 +1,25 @@
 /**
- * One region's engine: the inbox WAL, the dedup store, a shipper per peer and the reader,
- * wired together with metrics and peer health. The sidecar (`crr serve`) and the embedded
- * library (`openRegion`) both run this class.
+ * One region's engine, wired together: the inbox WAL, the dedup store, a PeerLink and a
+ * shipper per peer, the reader, the audit log, the divergence monitor, metrics and peer
+ * health. The sidecar (`crr serve`) and the embedded library (`openRegion`) both run it.
+ * Each concern lives in its own file; this one opens, starts and closes them in order:
  *
- * Local append: dedup check -> WAL (fdatasync) -> store (batched per turn, with this region's
- * watermark) -> answer. A crash between the WAL and the store is repaired on open by
- * replaying the WAL past the store's watermark for this region.
+ *   open:  lock → store → evidence (store, saved acks, peers) → WAL recovery with it →
+ *          audit log → replay the WAL past the store → pump conflicts to the audit log
+ *   start: health probes, then the startup checks (another node with this region's name,
+ *          peers' clocks, a bootstrap when the region has no state); once admitted:
+ *          appends, shippers, divergence scans, retention
  */
 import { EventEmitter } from "node:events";
 import fs from "node:fs";
 import path from "node:path";
-import { HybridClock, formatHlc } from "../clock/index.js";
+import { AuditLog, type AuditAppend } from "../audit/index.js";
+import { HybridClock } from "../clock/index.js";
 import { replicationPolicy, type NodeConfig, type ReplicationPolicy } from "../config/index.js";
-import { CrrError, RecordInvalidError } from "../errors.js";
+import { DivergenceDetector, DivergenceMonitor, type Finding, type ScanReport } from "../divergence/index.js";
+import type { PeerLink } from "../link/index.js";
 import { silentLogger, type Logger } from "../log.js";
-import { RequestVerifier } from "../protocol/index.js";
+import { RequestVerifier, formatVersion } from "../protocol/index.js";
 import { Reader } from "../reader/index.js";
 import { PeerShipper } from "../shipper/index.js";
 import {
@@ -24,99 +29,57 @@ import {
   type MergeRule,
   type StoredRecord,
 } from "../store/index.js";
+import { Wal, decodeFrames, type RecordInput } from "../wal/index.js";
 import {
-  Wal,
-  decodeFrames,
-  prepareRecord,
-  type PreparedRecord,
-  type RecordInput,
-  type WalRecord,
-} from "../wal/index.js";
-import { AuditLog } from "../audit/index.js";
-import {
-  DivergenceDetector,
-  DivergenceMonitor,
-  PeerClient,
-  httpRemote,
-  type Finding,
-  type ScanReport,
-} from "../divergence/index.js";
-import { HealthProber, type PeerHealth } from "./health.js";
-import { LocalApplier } from "./local-applier.js";
+  AppendPath,
+  DrainingError,
+  UnavailableError,
+  type AppendOptions,
+  type AppendResult,
+} from "./append-path.js";
+import { AuditPump } from "./audit-pump.js";
+import { DiskState } from "./disk.js";
+import { Evidence } from "./evidence.js";
+import { HealthProber } from "./health.js";
+import { IncarnationTracker } from "./incarnations.js";
+import { httpLinks, otherRegions, type LinkFactory } from "./links.js";
+import { LocalApplier, applyWalRange } from "./local-applier.js";
 import { lockDataDir, type DataDirLock } from "./lock.js";
 import { RegionMetrics } from "./metrics.js";
+import { retain } from "./retention.js";
+import { StartupChecks } from "./startup.js";
+import { regionStatus, readiness, lagSeconds, type Readiness, type RegionStatus } from "./status.js";
 
-export interface AppendOptions {
-  /** Resolve only once this many peers (that the record's tenant targets) applied it. */
-  waitPeers?: number;
-  waitTimeoutMs?: number;
-}
-
-export interface AppendResult {
-  key: string;
-  outcome: string;
-  /** True when the key was already decided (by this region or another): the stored outcome is answered. */
-  duplicate: boolean;
-  origin: string;
-  lsn: number;
-  hlc: string;
-}
-
-export class DrainingError extends CrrError {
-  constructor(region: string) {
-    super("draining", `region ${region} is draining and does not accept appends`);
-  }
-}
-
-export class WaitTimeoutError extends CrrError {
-  constructor(
-    readonly result: AppendResult,
-    readonly acked: number,
-    readonly wanted: number,
-    timeoutMs: number,
-  ) {
-    super(
-      "wait_timeout",
-      `record LSN ${result.lsn} is durable in ${result.origin} but only ${acked} of ${wanted} peers acknowledged it within ${timeoutMs} ms`,
-    );
-  }
-}
+export { DrainingError, UnavailableError, WaitTimeoutError } from "./append-path.js";
+export type { AppendOptions, AppendResult } from "./append-path.js";
+export type { PeerStatus, Readiness, RegionStatus } from "./status.js";
 
 export interface RegionOptions {
   log?: Logger;
   nowMs?: () => number;
-}
-
-export interface PeerStatus {
-  peer: string;
-  url: string;
-  state: string;
-  healthy: boolean;
-  ackedLsn: number;
-  behindRecords: number;
-  lagSeconds: number;
-  lastError: string | undefined;
-}
-
-export interface RegionStatus {
-  region: string;
-  incarnation: string;
-  draining: boolean;
-  ready: boolean;
-  /** Every peer acknowledged everything durable here. */
-  caughtUp: boolean;
-  wal: ReturnType<Wal["stats"]>;
-  store: { records: number; conflicts: number; digest: string };
-  peers: PeerStatus[];
-  watermarks: Record<string, number>;
-  divergence: { findings: number; lastScanAt: string | undefined };
-  /** The audit log's head: compare with `crr audit verify --expect-head` to detect removed entries. */
-  audit: { file: string; seq: number; hash: string; conflictMark: number };
+  /** How to reach each other region (default: HTTP to its configured URL). */
+  links?: LinkFactory;
+  /** Move the WAL aside and start as a new incarnation (an operator accepting the loss of what it held). */
+  acceptWalLoss?: boolean;
+  /** Serve a region without state without asking its peers (overrides recovery.startAlone). */
+  startAlone?: boolean;
 }
 
 export function mergeRuleOf(config: NodeConfig): MergeRule {
   const rule = config.crr.conflictRule;
   return rule === "primary-wins" ? { kind: rule, priority: config.crr.regionPriority } : { kind: rule };
+}
+
+interface Parts {
+  wal: Wal;
+  store: SqliteStore;
+  clock: HybridClock;
+  metrics: RegionMetrics;
+  lock: DataDirLock;
+  audit: AuditLog;
+  links: Map<string, PeerLink>;
+  evidence: Evidence;
+  incarnations: IncarnationTracker;
 }
 
 export class Region {
@@ -128,130 +91,112 @@ export class Region {
   readonly policy: ReplicationPolicy;
   readonly reader: Reader;
   readonly shippers: ReadonlyMap<string, PeerShipper>;
+  readonly links: ReadonlyMap<string, PeerLink>;
   readonly metrics: RegionMetrics;
   readonly log: Logger;
   readonly audit: AuditLog;
+  readonly auditPump: AuditPump;
   readonly divergence: DivergenceMonitor;
+  readonly disk: DiskState;
+  readonly startup: StartupChecks;
+  readonly incarnations: IncarnationTracker;
   /** Verifies every signed peer request (replication, divergence, admin): one replay window. */
   readonly verifier: RequestVerifier;
-  readonly peerClient: PeerClient;
-  private draining = false;
   /** "applied" (origin, incarnation, lsn): a peer batch was applied here (the benchmark harness listens). */
   readonly events = new EventEmitter<{ applied: [origin: string, incarnation: string, lsn: number] }>();
+  /** Resolves once appends are admitted; rejects when the startup checks refuse. */
+  admitted: Promise<void> = Promise.resolve();
+  /** Why this region stopped taking appends for its own safety (an LSN would be reused), if it did. */
+  stopped: string | undefined;
+  readonly nowMs: () => number;
+  private readonly appendPath: AppendPath;
   private readonly applier: LocalApplier;
   private readonly health: HealthProber;
   private readonly lock: DataDirLock;
-  private readonly pendingKeys = new Map<string, Promise<AppendResult>>();
+  private readonly evidence: Evidence;
+  private draining = false;
   private retentionTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  private started = false;
 
-  private constructor(
-    config: NodeConfig,
-    parts: {
-      wal: Wal;
-      store: SqliteStore;
-      clock: HybridClock;
-      metrics: RegionMetrics;
-      lock: DataDirLock;
-      audit: AuditLog;
-    },
-    log: Logger,
-    nowMs: () => number,
-  ) {
+  private constructor(config: NodeConfig, p: Parts, log: Logger, nowMs: () => number, startAlone: boolean) {
     this.name = config.region;
     this.config = config;
-    ({
-      wal: this.wal,
-      store: this.store,
-      clock: this.clock,
-      metrics: this.metrics,
-      lock: this.lock,
-      audit: this.audit,
-    } = parts);
+    this.log = log;
+    this.nowMs = nowMs;
+    ({ wal: this.wal, store: this.store, clock: this.clock, metrics: this.metrics, lock: this.lock } = p);
+    ({ audit: this.audit, links: this.links, evidence: this.evidence, incarnations: this.incarnations } = p);
+    this.policy = replicationPolicy(config);
     this.verifier = new RequestVerifier({
       secret: config.auth.peerSecret,
       windowMs: config.auth.windowMs,
       nowMs,
     });
-    this.peerClient = new PeerClient(config.region, config.auth.peerSecret, config.shipper.requestTimeoutMs);
-    this.log = log;
-    this.policy = replicationPolicy(config);
-    this.applier = new LocalApplier(this.store, this.wal, config.region, (r) =>
-      this.countApplied(config.region, r),
+    this.disk = new DiskState(config.dataDir, config.health.diskProbeIntervalMs, log, (full) =>
+      this.metrics.diskFull.set(full ? 1 : 0),
     );
-    this.reader = new Reader({
-      self: config.region,
-      regions: Object.keys(config.regions),
-      store: this.store,
-      clock: this.clock,
+    this.auditPump = new AuditPump({
+      conflicts: (o) => this.store.conflicts(o),
+      audit: this.audit,
+      log,
+      retryDelayMsMin: config.shipper.retryDelayMsMin,
+      retryDelayMsMax: config.shipper.retryDelayMsMax,
+      onFailure: (err) => {
+        this.metrics.auditErrors.inc();
+        this.disk.note(err);
+      },
+    });
+    this.applier = new LocalApplier(
+      this.store,
+      this.wal,
+      config.region,
+      (r) => this.countApplied(config.region, r),
+      (err) => this.stop(err.message),
+    );
+    this.reader = this.makeReader();
+    this.shippers = this.makeShippers();
+    this.appendPath = new AppendPath({
+      region: this.name,
+      incarnation: () => this.wal.incarnation,
       policy: this.policy,
-      verifier: new RequestVerifier({
-        secret: config.auth.peerSecret,
-        windowMs: config.auth.windowMs,
-        nowMs,
-      }),
-      log,
-      onApplied: (batch, result) => {
-        this.countApplied(batch.origin, result);
-        this.events.emit("applied", batch.origin, batch.incarnation, result.watermark);
-      },
-      onRefused: (reason) => this.metrics.refusals.inc({ reason }),
+      admit: () => this.admit(),
+      getSync: (key) => this.store.getSync(key),
+      walAppend: (rec) => this.wal.appendPrepared(rec),
+      localApply: (rec) => this.applier.apply(rec),
+      shippers: this.shippers,
+      waitTimeoutMsDefault: config.append.waitTimeoutMs,
+      onDuplicate: (origin) => this.metrics.duplicates.inc({ origin }),
+      onError: (err) => this.disk.note(err),
     });
-    const shippers = new Map<string, PeerShipper>();
-    for (const peer of this.policy.peers) {
-      const s = new PeerShipper({
-        region: config.region,
-        peer,
-        url: config.regions[peer]!.url,
-        wal: this.wal,
-        secret: config.auth.peerSecret,
-        sendsTenant: this.policy.filtersTenants ? (tenant) => this.policy.sendsTo(peer, tenant) : undefined,
-        ...config.shipper,
-        stateFile: path.join(config.dataDir, "shipper", `${peer}.json`),
-        log,
-        nowMs,
-      });
-      s.on("ack", (_lsn, records) => this.metrics.shippedRecords.inc({ peer }, records));
-      s.on("failure", (reason) => this.metrics.shipErrors.inc({ peer, reason }));
-      shippers.set(peer, s);
-    }
-    this.shippers = shippers;
-    const others = Object.fromEntries(
-      Object.entries(config.regions)
-        .filter(([r]) => r !== config.region)
-        .map(([r, v]) => [r, v.url]),
-    );
-    this.metrics.regionHealth.set({ region: config.region }, 1);
-    this.divergence = new DivergenceMonitor({
-      detector: new DivergenceDetector({
-        region: config.region,
-        selectivePolicies: config.crr.replicationMode === "selective" ? config.crr.policies : undefined,
-        store: this.store,
-        remote: (peer) => httpRemote(this.peerClient, config.regions[peer]!.url),
-        log,
-      }),
-      store: this.store,
-      peers: this.policy.peers,
-      intervalMs: config.divergence.intervalMs,
-      scrubIntervalMs: config.divergence.scrubIntervalMs,
-      scrubBucketsPerTick: config.divergence.scrubBucketsPerTick,
-      log,
-      onScan: (report, seconds) => {
-        this.metrics.divergenceScans.inc();
-        this.metrics.divergenceScanSeconds.observe(seconds);
-        this.metrics.divergenceCount.set(report.findings.length);
-      },
-      onNewFinding: (f) => this.auditFinding(f),
-    });
-    this.health = new HealthProber(
-      others,
-      config.health.probeIntervalMs,
-      config.health.probeTimeoutMs,
-      (region, healthy) => {
+    this.divergence = this.makeMonitor();
+    this.health = new HealthProber({
+      links: [...this.links.values()],
+      intervalMs: config.health.probeIntervalMs,
+      timeoutMs: config.health.probeTimeoutMs,
+      nowMs,
+      onChange: (region, healthy) => {
         this.metrics.regionHealth.set({ region }, healthy ? 1 : 0);
         this.log.info({ region, healthy }, "peer region health changed");
       },
-    );
+    });
+    this.metrics.regionHealth.set({ region: config.region }, 1);
+    this.startup = new StartupChecks({
+      region: this.name,
+      incarnation: this.wal.incarnation,
+      empty: this.wal.recovery.created && this.store.isEmpty(),
+      links: [...this.links.values()],
+      views: () => this.evidence.peerViews(),
+      store: this.store,
+      clock: this.clock,
+      accepts: (origin, tenant) => this.policy.accepts(origin, tenant),
+      aliveMs: 3 * config.health.probeIntervalMs,
+      bootstrapWaitMs: config.recovery.bootstrapWaitMs,
+      startAlone,
+      log,
+      nowMs,
+      sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+      audit: (entry) => void this.auditPump.record(entry),
+    });
   }
 
   static async open(config: NodeConfig, options: RegionOptions = {}): Promise<Region> {
@@ -261,39 +206,32 @@ export class Region {
     if (lock.tookOver)
       log.warn({ previous: lock.tookOver }, "took over the lock of a node that is no longer running");
     let region: Region | undefined;
-    const metrics = new RegionMetrics({
-      lagSeconds: () => region?.lagSeconds() ?? Promise.resolve([]),
-      watermarks: async () => (region ? (await region.watermarksView()).watermarks : {}),
-      wal: () => region?.wal.stats() ?? { bytes: 0, segments: 0, durableLsn: 0 },
-      draining: () => region?.draining ?? false,
-      skewRejections: () => region?.clock.skewRejections ?? 0,
-    });
-    let wal: Wal | undefined;
+    const opened: { store?: SqliteStore; wal?: Wal; links?: Map<string, PeerLink> } = {};
     try {
       fs.mkdirSync(path.join(config.dataDir, "shipper"), { recursive: true });
+      const abandoned = options.acceptWalLoss ? abandonWal(config.dataDir, log) : undefined;
       const clock = new HybridClock({ wallClock: nowMs, maxSkewMs: config.hlc.maxSkewMs });
-      wal = await Wal.open({
-        dir: path.join(config.dataDir, "wal"),
-        region: config.region,
-        clock,
-        nowMs,
-        segmentBytesMax: config.wal.segmentBytesMax,
-        segmentAgeMsMax: config.wal.segmentAgeMsMax,
-        queueBytesMax: config.wal.queueBytesMax,
-        onFsync: (seconds) => metrics.walFsyncSeconds.observe(seconds),
-      });
-      if (wal.recovery.truncatedBytes > 0) {
-        log.warn(
-          { bytes: wal.recovery.truncatedBytes, reason: wal.recovery.tornReason },
-          "WAL recovery cut a torn tail",
-        );
-      }
-      const store = new SqliteStore({
+      const metrics = new RegionMetrics(() => region);
+      const store = (opened.store = new SqliteStore({
         path: path.join(config.dataDir, "store.sqlite"),
         rule: mergeRuleOf(config),
         nowMs,
         onCheckpointError: (message) => log.error({ message }, "SQLite checkpoint failed"),
+      }));
+      const incarnations = new IncarnationTracker(3 * config.health.probeIntervalMs);
+      const makeLink =
+        options.links ??
+        httpLinks(config, { incarnation: () => opened.wal?.incarnation, rule: ruleName(store.rule) }, nowMs);
+      const links = (opened.links = new Map(otherRegions(config).map((r) => [r, makeLink(r)])));
+      const evidence = new Evidence({
+        region: config.region,
+        store,
+        shipperDir: path.join(config.dataDir, "shipper"),
+        links: [...links.values()],
+        peerWaitMs: config.recovery.peerWaitMs,
+        log,
       });
+      const wal = (opened.wal = await openWal(config, clock, nowMs, metrics, evidence, log));
       const audit = AuditLog.open({
         dir: path.join(config.dataDir, "audit"),
         region: config.region,
@@ -302,136 +240,238 @@ export class Region {
         onTornTail: (file, bytes) =>
           log.warn({ file, bytes }, "audit log: cut an unfinished last line (never acknowledged)"),
       });
-      region = new Region(config, { wal, store, clock, metrics, lock, audit }, log, nowMs);
+      const parts = { wal, store, clock, metrics, lock, audit, links, evidence, incarnations };
+      region = new Region(config, parts, log, nowMs, options.startAlone ?? config.recovery.startAlone);
+      if (abandoned) void region.auditPump.record({ kind: "wal-abandoned", ...abandoned });
       await region.replayLocal();
-      await region.auditConflicts();
+      await region.auditPump.pump();
       return region;
     } catch (err) {
-      await region?.close().catch(() => undefined);
-      if (!region) {
-        await wal?.close().catch(() => undefined);
+      if (region) await region.close().catch(() => undefined);
+      else {
+        await opened.wal?.close().catch(() => undefined);
+        await opened.store?.close().catch(() => undefined);
+        for (const l of opened.links?.values() ?? []) await l.close();
         lock.release();
       }
       throw err;
     }
   }
 
-  /** Start shipping, peer health probes and WAL retention (the store and WAL are ready before this). */
+  /**
+   * Probe peers, then run the startup checks; once they admit appends, start shipping,
+   * divergence scans and retention. `admitted` settles when the checks end.
+   */
   start(): void {
-    for (const s of this.shippers.values()) s.start();
+    this.started = true;
     this.health.start();
-    this.divergence.start();
-    this.retentionTimer = setInterval(() => void this.retain(), this.config.wal.retentionIntervalMs);
-    this.retentionTimer.unref();
+    this.admitted = this.startup.run().then(() => {
+      if (this.closed) return;
+      for (const s of this.shippers.values()) s.start();
+      this.divergence.start();
+      this.retentionTimer = setInterval(() => void this.retain(), this.config.wal.retentionIntervalMs);
+      this.retentionTimer.unref();
+      this.log.info({ incarnation: this.wal.incarnation }, "appends admitted");
+    });
+    this.admitted.catch((err: unknown) => this.log.error({ err: (err as Error).message }, "startup refused"));
   }
 
-  /** Apply to the store what the WAL holds beyond the store's watermark for this region. */
-  private async replayLocal(): Promise<void> {
-    const watermark = await this.store.watermark(this.name, this.wal.incarnation);
-    let next = Math.max(watermark + 1, this.wal.firstLsn);
-    if (next > watermark + 1) {
-      // Retention removed segments the store never applied (only after a rebuild or a lost store).
-      this.log.warn(
-        { from: watermark + 1, to: next - 1 },
-        "own records below the WAL's oldest segment are not replayed; `crr rebuild` pulls them from peers",
+  private makeReader(): Reader {
+    return new Reader({
+      self: this.name,
+      regions: Object.keys(this.config.regions),
+      store: this.store,
+      clock: this.clock,
+      policy: this.policy,
+      rule: `${ruleName(this.store.rule)}/${formatVersion}`,
+      incarnations: this.incarnations,
+      nowMs: this.nowMs,
+      verifier: new RequestVerifier({
+        secret: this.config.auth.peerSecret,
+        windowMs: this.config.auth.windowMs,
+        nowMs: this.nowMs,
+      }),
+      log: this.log,
+      onApplied: (batch, result) => {
+        this.countApplied(batch.origin, result);
+        this.events.emit("applied", batch.origin, batch.incarnation, result.watermark);
+      },
+      onSkipped: (origin, incarnation, skipped) =>
+        void this.auditPump.record({
+          kind: "gap-skipped",
+          origin,
+          incarnation,
+          from: skipped.from,
+          to: skipped.to,
+          by: origin,
+        }),
+      onRefused: (reason) => this.metrics.refusals.inc({ reason }),
+      onError: (err) => this.disk.note(err),
+    });
+  }
+
+  private makeShippers(): Map<string, PeerShipper> {
+    const shippers = new Map<string, PeerShipper>();
+    for (const peer of this.policy.peers) {
+      const tenants = this.policy.filtersTenants
+        ? this.config.crr.policies.filter((p) => p.targetRegions.includes(peer)).map((p) => p.tenantID)
+        : undefined;
+      const s = new PeerShipper({
+        region: this.name,
+        link: this.links.get(peer)!,
+        wal: this.wal,
+        own: {
+          range: async (incarnation, from, to, limit) =>
+            this.store
+              .streamVersions(this.name, incarnation, from, to, limit)
+              .filter((v) => v.intact)
+              .map((v) => ({ ...v, flags: 0 })),
+          streams: async () =>
+            (await this.store.watermarks())
+              .filter((w) => w.origin === this.name)
+              .map((w) => ({ incarnation: w.incarnation, lsn: w.lsn })),
+        },
+        sendsTenant: this.policy.filtersTenants ? (tenant) => this.policy.sendsTo(peer, tenant) : undefined,
+        tenants,
+        rule: ruleName(this.store.rule),
+        formatVersion,
+        ...this.config.shipper,
+        stateFile: path.join(this.config.dataDir, "shipper", `${peer}.json`),
+        log: this.log,
+        nowMs: this.nowMs,
+      });
+      s.on("ack", (_lsn, records) => this.metrics.shippedRecords.inc({ peer }, records));
+      s.on("failure", (reason) => {
+        this.metrics.shipErrors.inc({ peer, reason });
+        if (reason === "duplicate_region")
+          this.stop(`peer ${peer} refuses this node: another node serves region ${this.name}`);
+      });
+      s.on("peerAhead", (peerLsn, durable) =>
+        this.stop(
+          `peer ${peer} holds LSN ${peerLsn} of this incarnation but the WAL ends at ${durable}: an LSN would be issued twice`,
+        ),
       );
+      s.on("fallback", (err) =>
+        this.log.warn({ peer, err: err.message }, "WAL cannot serve this range; shipping it from the store"),
+      );
+      shippers.set(peer, s);
     }
-    const from = next;
-    while (next <= this.wal.durableLsn) {
-      const chunk = await this.wal.read(next, { bytesMax: 4 * 1024 * 1024, recordsMax: 10_000 });
-      if (!chunk) break;
-      const records = decodeFrames(chunk.frames, {
-        source: chunk.segment,
-        baseOffset: chunk.offset,
-        firstLsn: next,
-      });
-      this.store.applySync({
-        origin: this.name,
-        incarnation: this.wal.incarnation,
-        firstLsn: next,
-        lastLsn: chunk.lastLsn,
-        records,
-        skipGap: next === from,
-      });
-      next = chunk.lastLsn + 1;
+    return shippers;
+  }
+
+  private makeMonitor(): DivergenceMonitor {
+    const c = this.config;
+    return new DivergenceMonitor({
+      detector: new DivergenceDetector({
+        region: c.region,
+        incarnation: () => this.wal.incarnation,
+        selectivePolicies: c.crr.replicationMode === "selective" ? c.crr.policies : undefined,
+        store: this.store,
+        remote: (peer) => this.links.get(peer)!,
+        inFlightMsMax: c.divergence.inFlightMsMax,
+        nowMs: this.nowMs,
+        log: this.log,
+      }),
+      store: this.store,
+      peers: this.policy.peers,
+      intervalMs: c.divergence.intervalMs,
+      scrubIntervalMs: c.divergence.scrubIntervalMs,
+      scrubBucketsPerTick: c.divergence.scrubBucketsPerTick,
+      log: this.log,
+      onScan: (report, seconds) => {
+        this.metrics.divergenceScans.inc();
+        this.metrics.divergenceScanSeconds.observe(seconds);
+        this.metrics.divergenceCount.set(report.findings.length);
+      },
+      onNewFinding: async (f) => void this.auditPump.record(findingEntry(f)),
+    });
+  }
+
+  /** Stop taking appends for the region's own safety (never undone by itself: an operator restarts it). */
+  stop(reason: string): void {
+    if (this.stopped !== undefined) return;
+    this.stopped = reason;
+    this.metrics.stopped.set(1);
+    this.log.error({ reason }, "appends stopped: this region would acknowledge records it cannot serve");
+  }
+
+  private admit(): void {
+    if (this.draining || this.closed) throw new DrainingError(this.name);
+    if (this.stopped !== undefined)
+      throw new UnavailableError(
+        "region_stopped",
+        `region ${this.name} stopped taking appends: ${this.stopped}`,
+        30,
+      );
+    if (this.startup.state !== "admitted")
+      throw new UnavailableError(
+        "starting",
+        `region ${this.name} is not admitting appends yet: ${this.startup.detail}`,
+        1,
+      );
+    if (this.disk.full !== undefined)
+      throw new UnavailableError("disk_full", `region ${this.name}: disk full (${this.disk.full})`, 5);
+  }
+
+  /** Apply to the store what it lacks of this incarnation: from peers below the WAL, then from the WAL. */
+  private async replayLocal(): Promise<void> {
+    const incarnation = this.wal.incarnation;
+    const watermark = this.store.watermarkSync(this.name, incarnation);
+    const from = watermark + 1;
+    if (from < this.wal.firstLsn) await this.refillBelowWal(incarnation, from, this.wal.firstLsn - 1);
+    const next = Math.max(from, this.wal.firstLsn);
+    if (next > this.wal.durableLsn) return;
+    await applyWalRange(this.wal, this.store, this.name, next, this.wal.durableLsn, (r) =>
+      this.countApplied(this.name, r),
+    );
+    this.log.info({ from: next, to: this.wal.durableLsn }, "replayed local WAL records into the store");
+  }
+
+  /** Own records below the WAL's oldest segment that the store lost: from the peers; what nobody holds is audited as lost. */
+  private async refillBelowWal(incarnation: string, from: number, to: number): Promise<void> {
+    const records = await this.evidence.records(incarnation, from, to);
+    const lost = to - from + 1 - records.length;
+    this.store.applySync({ origin: this.name, incarnation, firstLsn: from, lastLsn: to, records });
+    if (lost === 0) {
+      this.log.warn({ from, to }, "own records the store lacked below the WAL were copied back from peers");
+      return;
     }
-    if (next > from) this.log.info({ from, to: next - 1 }, "replayed local WAL records into the store");
+    const held = new Set(records.map((r) => r.lsn));
+    const missing: number[] = [];
+    for (let l = from; l <= to && missing.length < 1000; l++) if (!held.has(l)) missing.push(l);
+    this.log.error(
+      { from, to, lost, missing: missing.slice(0, 20) },
+      "own records held by nobody (the store and the WAL lost them, no peer has them)",
+    );
+    void this.auditPump.record({
+      kind: "records-lost",
+      origin: this.name,
+      incarnation,
+      from,
+      to,
+      lost,
+      missing,
+    });
   }
 
   private countApplied(origin: string, result: ApplyResult): void {
     if (result.status !== "applied") return;
     this.metrics.appliedRecords.inc({ origin }, result.applied);
     if (result.duplicates > 0) this.metrics.duplicates.inc({ origin }, result.duplicates);
-    if (result.conflicts.length > 0) {
-      this.metrics.conflicts.inc(result.conflicts.length);
-      void this.auditConflicts();
-      for (const c of result.conflicts) {
-        this.log.info(
-          {
-            key: c.key,
-            rule: c.rule,
-            winner: { origin: c.winner.origin, lsn: c.winner.lsn, outcome: c.winner.outcome },
-            loser: { origin: c.loser.origin, lsn: c.loser.lsn, outcome: c.loser.outcome },
-          },
-          "conflict: two regions decided the same key",
-        );
-      }
+    if (result.conflicts.length === 0) return;
+    this.metrics.conflicts.inc(result.conflicts.length);
+    void this.auditPump.pump();
+    for (const c of result.conflicts) {
+      this.log.info(
+        {
+          key: c.key,
+          rule: c.rule,
+          winner: { origin: c.winner.origin, lsn: c.winner.lsn, outcome: c.winner.outcome },
+          loser: { origin: c.loser.origin, lsn: c.loser.lsn, outcome: c.loser.outcome },
+        },
+        "conflict: two regions decided the same key",
+      );
     }
-  }
-
-  private auditing: Promise<void> | undefined;
-  private auditAgain = false;
-
-  /**
-   * Write every conflict the store holds beyond the audit log's mark. Driven by the conflicts
-   * table (not by apply results), so a crash between the store commit and the audit append
-   * loses nothing: the next open writes what is missing.
-   */
-  auditConflicts(): Promise<void> {
-    if (this.auditing) {
-      this.auditAgain = true;
-      return this.auditing;
-    }
-    this.auditing = (async () => {
-      do {
-        this.auditAgain = false;
-        for (;;) {
-          const rows = await this.store.conflicts({ afterId: this.audit.current.conflictMark, limit: 500 });
-          if (rows.length === 0) break;
-          await Promise.all(
-            rows.map((c) =>
-              this.audit.append({
-                kind: "conflict",
-                conflictMark: c.id,
-                key: c.key,
-                rule: c.rule,
-                winner: c.winner,
-                loser: c.loser,
-                detectedAtMs: c.detectedAtMs,
-              }),
-            ),
-          );
-        }
-      } while (this.auditAgain);
-    })()
-      .catch((err: unknown) => this.log.error({ err: (err as Error).message }, "audit log write failed"))
-      .finally(() => (this.auditing = undefined));
-    return this.auditing;
-  }
-
-  private async auditFinding(f: Finding): Promise<void> {
-    await this.audit
-      .append({
-        kind: "divergence",
-        finding: f.kind,
-        key: f.key,
-        peer: f.remote,
-        missingIn: f.missingIn,
-        local: f.localVersion ?? null,
-        remote: f.remoteVersion ?? null,
-        watermarks: f.watermarks,
-      })
-      .catch((err: unknown) => this.log.error({ err: (err as Error).message }, "audit log write failed"));
   }
 
   /** Records of this region's own WAL by LSN (reconcile asks the origin: its WAL is the truth). */
@@ -439,7 +479,7 @@ export class Region {
     const out: StoredRecord[] = [];
     for (const lsn of lsns) {
       if (lsn < this.wal.firstLsn || lsn > this.wal.durableLsn) continue;
-      const chunk = await this.wal.read(lsn, { bytesMax: 1, recordsMax: 1 });
+      const chunk = await this.wal.read(lsn, { bytesMax: 1, recordsMax: 1 }).catch(() => undefined);
       if (!chunk) continue;
       const [r] = decodeFrames(chunk.frames, {
         source: chunk.segment,
@@ -456,7 +496,7 @@ export class Region {
     const changed = this.store.repair(versions);
     for (const key of changed) {
       const v = versions.find((x) => x.key === key)!;
-      await this.audit.append({
+      void this.auditPump.record({
         kind: "repair",
         key,
         requestedBy,
@@ -469,8 +509,23 @@ export class Region {
         { keys: changed.slice(0, 20), count: changed.length, requestedBy },
         "reconcile repaired keys",
       );
-    await this.auditConflicts();
+    await this.auditPump.pump();
     return changed;
+  }
+
+  /** An operator allows `peer`'s shipper to skip LSNs nobody holds, up to `throughLsn`: audited. */
+  async skipGap(peer: string, throughLsn: number, requestedBy: string): Promise<void> {
+    const s = this.shippers.get(peer);
+    if (!s) throw new UnavailableError("unknown_peer", `region ${this.name} does not ship to '${peer}'`, 0);
+    await this.auditPump.record({
+      kind: "gap-skip-allowed",
+      peer,
+      incarnation: this.wal.incarnation,
+      throughLsn,
+      requestedBy,
+    });
+    s.allowSkip(throughLsn);
+    this.log.warn({ peer, throughLsn, requestedBy }, "operator allowed skipping LSNs nobody holds (audited)");
   }
 
   /** Run the divergence check now (what `crr verify` asks for). */
@@ -478,98 +533,8 @@ export class Region {
     return this.divergence.scan(options);
   }
 
-  async append(input: RecordInput, options: AppendOptions = {}): Promise<AppendResult> {
-    if (this.draining || this.closed) throw new DrainingError(this.name);
-    const rec = prepareRecord(input);
-    const wait = options.waitPeers ?? 0;
-    if (wait > 0) {
-      const targeted = this.policy.peersFor(rec.tenant).length;
-      if (!Number.isInteger(wait) || wait > targeted) {
-        throw new RecordInvalidError(
-          "wait",
-          `cannot wait for ${wait} peers: tenant '${rec.tenant}' is replicated to ${targeted}`,
-        );
-      }
-    }
-    const existing = this.store.getSync(rec.key);
-    if (existing) {
-      this.metrics.duplicates.inc({ origin: existing.origin });
-      return this.answer(existing, true);
-    }
-    const inflight = this.pendingKeys.get(rec.key);
-    if (inflight) {
-      this.metrics.duplicates.inc({ origin: this.name });
-      return { ...(await inflight), duplicate: true };
-    }
-    const p = this.appendNew(rec);
-    this.pendingKeys.set(rec.key, p);
-    let result: AppendResult;
-    try {
-      result = await p;
-    } finally {
-      this.pendingKeys.delete(rec.key);
-    }
-    if (wait > 0 && !result.duplicate)
-      await this.waitForPeers(
-        result,
-        rec.tenant,
-        wait,
-        options.waitTimeoutMs ?? this.config.append.waitTimeoutMs,
-      );
-    return result;
-  }
-
-  private async appendNew(rec: PreparedRecord): Promise<AppendResult> {
-    const ack = await this.wal.appendPrepared(rec);
-    const walRecord: WalRecord = { ...rec, lsn: ack.lsn, hlc: ack.hlc, flags: 0 };
-    await this.applier.apply(walRecord);
-    const winner = this.store.getSync(rec.key);
-    // A remote record for the same key may have been applied meanwhile and won (a conflict).
-    if (
-      winner &&
-      !(winner.origin === this.name && winner.lsn === ack.lsn && winner.incarnation === this.wal.incarnation)
-    ) {
-      return this.answer(winner, true);
-    }
-    return {
-      key: rec.key,
-      outcome: rec.outcome,
-      duplicate: false,
-      origin: this.name,
-      lsn: ack.lsn,
-      hlc: formatHlc(ack.hlc),
-    };
-  }
-
-  private answer(r: StoredRecord, duplicate: boolean): AppendResult {
-    return { key: r.key, outcome: r.outcome, duplicate, origin: r.origin, lsn: r.lsn, hlc: formatHlc(r.hlc) };
-  }
-
-  private waitForPeers(
-    result: AppendResult,
-    tenant: string,
-    wanted: number,
-    timeoutMs: number,
-  ): Promise<void> {
-    const peers = this.policy.peersFor(tenant).map((p) => this.shippers.get(p)!);
-    const count = () => peers.filter((s) => s.acked >= result.lsn).length;
-    if (count() >= wanted) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const onAck = () => {
-        if (count() < wanted) return;
-        done();
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        done();
-        reject(new WaitTimeoutError(result, count(), wanted, timeoutMs));
-      }, timeoutMs);
-      const done = () => {
-        clearTimeout(timer);
-        for (const s of peers) s.off("ack", onAck);
-      };
-      for (const s of peers) s.on("ack", onAck);
-    });
+  append(input: RecordInput, options: AppendOptions = {}): Promise<AppendResult> {
+    return this.appendPath.append(input, options);
   }
 
   async get(key: string): Promise<StoredRecord | undefined> {
@@ -591,13 +556,8 @@ export class Region {
     return this.draining;
   }
 
-  /** GET /v1/watermarks: the applied LSN per origin (its newest incarnation), and every stream in detail. */
-  async watermarksView(): Promise<{
-    region: string;
-    incarnation: string;
-    watermarks: Record<string, number>;
-    streams: Array<{ origin: string; incarnation: string; lsn: number; updatedAtMs: number }>;
-  }> {
+  /** GET /v1/watermarks: what this region applied, its rule and format, its clock, and whom it heard from. */
+  async watermarksView(): Promise<import("../link/index.js").WatermarksView> {
     const streams = await this.store.watermarks();
     const newest = new Map<string, (typeof streams)[number]>();
     for (const w of streams) {
@@ -609,87 +569,36 @@ export class Region {
       incarnation: this.wal.incarnation,
       watermarks: Object.fromEntries([...newest].map(([o, w]) => [o, w.lsn])),
       streams,
+      rule: ruleName(this.store.rule),
+      formatVersion,
+      clock: this.clock.peek(),
+      seen: this.incarnations.recent(this.nowMs()),
     };
   }
 
-  /** Per peer: age in seconds of the oldest record it has not acknowledged (0 when caught up). */
-  async lagSeconds(): Promise<Array<[string, number]>> {
-    const now = Date.now();
-    return Promise.all(
-      [...this.shippers.values()].map(async (s): Promise<[string, number]> => {
-        const oldest = await s.oldestUnackedWallMs();
-        return [s.peer, oldest === undefined ? 0 : Math.max(0, (now - oldest) / 1000)];
-      }),
-    );
+  lagSeconds(): Promise<Array<[string, number]>> {
+    return lagSeconds(this.shippers.values(), this.nowMs());
   }
 
-  /** Everything `crr status` shows. */
-  async status(): Promise<RegionStatus> {
-    const lag = new Map(await this.lagSeconds());
-    const health = new Map(this.health.snapshot().map((h: PeerHealth) => [h.region, h]));
-    const durable = this.wal.durableLsn;
-    const peers = [...this.shippers.values()].map((s) => ({
-      peer: s.peer,
-      url: this.config.regions[s.peer]!.url,
-      state: s.state,
-      healthy: health.get(s.peer)?.healthy ?? false,
-      ackedLsn: s.acked,
-      behindRecords: Math.max(0, durable - s.acked),
-      lagSeconds: lag.get(s.peer) ?? 0,
-      lastError: s.lastError,
-    }));
-    return {
-      region: this.name,
-      incarnation: this.wal.incarnation,
-      draining: this.draining,
-      ready: this.readiness().ready,
-      caughtUp: peers.every((p) => p.behindRecords === 0),
-      wal: this.wal.stats(),
-      store: { ...(await this.store.stats()), digest: await this.store.rootDigest() },
-      peers,
-      watermarks: (await this.watermarksView()).watermarks,
-      divergence: { findings: this.divergence.findings.length, lastScanAt: this.divergence.last?.at },
-      audit: { file: this.audit.currentFile, ...this.audit.current },
-    };
+  status(): Promise<RegionStatus> {
+    return regionStatus(this);
   }
 
-  /** Readiness never depends on peers: a region serves its own appends while every peer is down. */
-  readiness(): {
-    ready: boolean;
-    region: string;
-    draining: boolean;
-    walWritable: boolean;
-    storeOpen: boolean;
-  } {
-    const walWritable = !this.closed && this.wal.writable;
-    const storeOpen = !this.closed && this.store.isOpen;
-    return {
-      ready: walWritable && storeOpen && !this.draining,
-      region: this.name,
-      draining: this.draining,
-      walWritable,
-      storeOpen,
-    };
+  readiness(): Readiness {
+    return readiness(this);
   }
 
-  /** Remove WAL segments every peer (and the local store) has applied. */
-  async retain(): Promise<number> {
-    let needed = (await this.store.watermark(this.name, this.wal.incarnation)) + 1;
-    for (const s of this.shippers.values()) needed = Math.min(needed, s.acked + 1);
-    const removed = await this.wal.removeBelow(needed).catch((err: unknown) => {
-      this.log.error({ err: (err as Error).message }, "WAL retention failed");
-      return 0;
-    });
-    const bytes = this.wal.stats().bytes;
-    const over = bytes > this.config.wal.bytesMax;
-    this.metrics.walOverLimit.set(over ? 1 : 0);
-    if (over) {
-      this.log.error(
-        { walBytes: bytes, walBytesMax: this.config.wal.bytesMax, lowestNeededLsn: needed },
-        "WAL is over its size limit because a peer has not acknowledged; nothing is deleted",
-      );
-    }
-    return removed;
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  healthSnapshot() {
+    return this.health.snapshot();
+  }
+
+  /** Remove WAL segments every peer (and the local store) has durably applied. */
+  retain(): Promise<number> {
+    return retain(this);
   }
 
   /** Refuse new appends, let in-flight ones finish, stop shipping, close WAL and store, release the lock. */
@@ -699,13 +608,78 @@ export class Region {
     clearInterval(this.retentionTimer);
     this.health.stop();
     this.divergence.stop();
-    await Promise.allSettled([...this.pendingKeys.values()]);
+    this.disk.stop();
+    if (this.started) await this.admitted.catch(() => undefined);
+    await this.appendPath.inProgress();
     await Promise.all([...this.shippers.values()].map((s) => s.stop()));
     await this.wal.close();
     await this.applier.idle();
-    await this.auditing;
+    await this.auditPump.stop();
     await this.audit.close();
     await this.store.close();
+    for (const l of this.links.values()) await l.close();
     this.lock.release();
   }
+}
+
+async function openWal(
+  config: NodeConfig,
+  clock: HybridClock,
+  nowMs: () => number,
+  metrics: RegionMetrics,
+  evidence: Evidence,
+  log: Logger,
+): Promise<Wal> {
+  const wal = await Wal.open({
+    dir: path.join(config.dataDir, "wal"),
+    region: config.region,
+    clock,
+    nowMs,
+    segmentBytesMax: config.wal.segmentBytesMax,
+    segmentAgeMsMax: config.wal.segmentAgeMsMax,
+    queueBytesMax: config.wal.queueBytesMax,
+    onFsync: (seconds) => metrics.walFsyncSeconds.observe(seconds),
+    evidence,
+  });
+  const r = wal.recovery;
+  if (r.truncatedBytes > 0)
+    log.warn(
+      {
+        bytes: r.truncatedBytes,
+        reason: r.tornReason,
+        acknowledgedLsn: r.acknowledgedLsn,
+        evidence: evidence.source,
+      },
+      "WAL recovery cut a torn tail (never acknowledged)",
+    );
+  if (r.restored)
+    log.error(
+      { lsns: r.restored.lsns, reason: r.restored.reason, evidence: evidence.source },
+      "WAL recovery restored acknowledged records it had lost or damaged",
+    );
+  return wal;
+}
+
+/** `--accept-wal-loss`: move the WAL aside (kept, never deleted) so the region starts as a new incarnation. */
+function abandonWal(dataDir: string, log: Logger): Record<string, unknown> | undefined {
+  const dir = path.join(dataDir, "wal");
+  if (!fs.existsSync(dir)) return undefined;
+  const aside = path.join(dataDir, `wal.abandoned-${new Date().toISOString().replace(/[:.]/g, "-")}`);
+  fs.renameSync(dir, aside);
+  log.error({ movedTo: aside }, "the operator accepted the loss of the WAL: starting as a new incarnation");
+  return { movedTo: aside };
+}
+
+function findingEntry(f: Finding): AuditAppend {
+  return {
+    kind: "divergence",
+    finding: f.kind,
+    key: f.key,
+    peer: f.remote,
+    missingIn: f.missingIn,
+    reason: f.reason,
+    local: f.localVersion ?? null,
+    remote: f.remoteVersion ?? null,
+    watermarks: f.watermarks,
+  };
 }

@@ -9,8 +9,14 @@ import { loadConfig, parseConfig, type NodeConfig } from "../config/index.js";
 import { silentLogger, type Logger } from "../log.js";
 import { writeFileDurable } from "../util/durable-file.js";
 import type { RecordInput } from "../wal/index.js";
-import { Region, type AppendOptions, type AppendResult, type RegionStatus } from "./region.js";
-import { startServer, type RunningServer } from "./server.js";
+import {
+  Region,
+  type AppendOptions,
+  type AppendResult,
+  type RegionOptions,
+  type RegionStatus,
+} from "./region.js";
+import { startServer, type RunningServer } from "./http/server.js";
 
 export interface RecordView {
   key: string;
@@ -46,6 +52,12 @@ export interface OpenRegionOptions {
   log?: Logger;
   /** Environment for ${VAR} substitution in the config (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /** How to reach the other regions (default HTTP to their configured URLs). */
+  links?: RegionOptions["links"];
+  /** Serve a region without state without asking its peers (an operator's decision). */
+  startAlone?: boolean;
+  /** Move the WAL aside and start as a new incarnation (an operator accepting its loss). */
+  acceptWalLoss?: boolean;
 }
 
 export type RunningNode = RegionHandle & { server: RunningServer };
@@ -62,11 +74,20 @@ export async function openRegion(
     typeof config === "string"
       ? loadConfig(config, options.env)
       : parseConfig(config, "config object", process.cwd(), options.env);
-  return runNode(c, options.log ?? silentLogger());
+  return runNode(c, options.log ?? silentLogger(), options);
 }
 
-export async function runNode(config: NodeConfig, log: Logger, nowMs?: () => number): Promise<RunningNode> {
-  const region = await Region.open(config, { log, nowMs });
+/**
+ * Open the region, serve its API (peers and status are answered while the startup checks
+ * run), start it, and resolve once it admits appends; if the startup checks refuse, close
+ * everything and reject with why.
+ */
+export async function runNode(
+  config: NodeConfig,
+  log: Logger,
+  options: Omit<RegionOptions, "log"> = {},
+): Promise<RunningNode> {
+  const region = await Region.open(config, { ...options, log });
   let server: RunningServer;
   try {
     server = await startServer(region, { host: config.listen.host, port: config.listen.port });
@@ -75,6 +96,13 @@ export async function runNode(config: NodeConfig, log: Logger, nowMs?: () => num
     throw err;
   }
   region.start();
+  try {
+    await region.admitted;
+  } catch (err) {
+    await server.close();
+    await region.close();
+    throw err;
+  }
   // Where this node listens (port 0 picks one): read by tests and tools.
   await writeFileDurable(
     path.join(config.dataDir, "node.json"),

@@ -31,6 +31,10 @@ export function verifyContentDigest(
   return given.length === expected.length && timingSafeEqual(given, expected) ? "ok" : "mismatch";
 }
 
+/** Headers a peer request may carry that are signed with it (empty when absent). */
+export const headerIncarnation = "x-crr-incarnation";
+export const headerRule = "x-crr-rule";
+
 function canonical(
   method: string,
   path: string,
@@ -38,8 +42,10 @@ function canonical(
   timestamp: string,
   nonce: string,
   region: string,
+  incarnation: string,
+  rule: string,
 ): string {
-  return `crr-hmac-v1\n${method.toUpperCase()}\n${path}\n${digest}\n${timestamp}\n${nonce}\n${region}`;
+  return `crr-hmac-v2\n${method.toUpperCase()}\n${path}\n${digest}\n${timestamp}\n${nonce}\n${region}\n${incarnation}\n${rule}`;
 }
 
 export interface SignInput {
@@ -51,6 +57,10 @@ export interface SignInput {
   region: string;
   nowMs: number;
   nonce?: string;
+  /** The sender's WAL incarnation (which of its streams is alive), signed with the request. */
+  incarnation?: string;
+  /** The sender's `conflict-rule/format-version`, signed with the request. */
+  rule?: string;
 }
 
 /** Headers to add to a peer request (a fresh nonce each call: every retry is signed anew). */
@@ -59,13 +69,17 @@ export function signRequest(s: SignInput): Record<string, string> {
   const timestamp = String(s.nowMs);
   const nonce = s.nonce ?? randomBytes(16).toString("hex");
   const signature = createHmac("sha256", s.secret)
-    .update(canonical(s.method, s.path, digest, timestamp, nonce, s.region))
+    .update(
+      canonical(s.method, s.path, digest, timestamp, nonce, s.region, s.incarnation ?? "", s.rule ?? ""),
+    )
     .digest("base64");
   return {
     [headerContentDigest]: digest,
     [headerTimestamp]: timestamp,
     [headerNonce]: nonce,
     [headerRegion]: s.region,
+    ...(s.incarnation ? { [headerIncarnation]: s.incarnation } : {}),
+    ...(s.rule ? { [headerRule]: s.rule } : {}),
     [headerSignature]: signature,
   };
 }
@@ -112,7 +126,18 @@ export class RequestVerifier {
       return { ok: false, reason: "missing authentication header" };
     if (!/^[0-9a-f]{16,64}$/.test(nonce)) return { ok: false, reason: "malformed nonce" };
     const expected = createHmac("sha256", this.secret)
-      .update(canonical(method, path, digest, timestamp, nonce, region))
+      .update(
+        canonical(
+          method,
+          path,
+          digest,
+          timestamp,
+          nonce,
+          region,
+          get(headerIncarnation) ?? "",
+          get(headerRule) ?? "",
+        ),
+      )
       .digest();
     const given = Buffer.from(signature, "base64");
     if (given.length !== expected.length || !timingSafeEqual(given, expected))

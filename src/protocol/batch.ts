@@ -13,10 +13,20 @@ import { checkFrame, decodeFrame, type WalRecord } from "../wal/index.js";
 
 export const batchMagic = "CRRB";
 export const batchFormatVersion = 1;
+/**
+ * What peers compare on first contact, with the conflict rule: the batch, frame and
+ * version-hash formats together. Peers that differ refuse to replicate (loudly).
+ */
+export const formatVersion = 1;
 export const batchHeaderBytes = 128;
 
-/** The peer may move its watermark past a gap: the origin's WAL no longer holds those LSNs (reported on both sides). */
+/** The peer may move its watermark past a gap: an operator skipped LSNs nobody holds (audited on both sides). */
 export const BATCH_FLAG_SKIP_GAP = 1;
+/**
+ * Records the peer should hold below its watermark (an older incarnation, a tenant a widened
+ * policy now sends): applied by the merge rule; the watermark does not move.
+ */
+export const BATCH_FLAG_BACKFILL = 2;
 
 const OFF_VERSION = 4;
 const OFF_HEADER_BYTES = 6;
@@ -97,6 +107,10 @@ export function decodeBatchHeader(body: Buffer): BatchHeader {
     throw new BatchInvalidError(`origin length ${originLen} out of range`);
   if (h.firstLsn < 1 || h.lastLsn < h.firstLsn)
     throw new BatchInvalidError(`LSN range ${h.firstLsn}..${h.lastLsn} is empty or invalid`);
+  if ((h.flags & ~(BATCH_FLAG_SKIP_GAP | BATCH_FLAG_BACKFILL)) !== 0)
+    throw new BatchInvalidError(`unknown batch flags 0x${h.flags.toString(16)}`);
+  if ((h.flags & BATCH_FLAG_SKIP_GAP) !== 0 && (h.flags & BATCH_FLAG_BACKFILL) !== 0)
+    throw new BatchInvalidError("a backfill batch cannot skip a gap");
   if (h.recordCount > h.lastLsn - h.firstLsn + 1) {
     throw new BatchInvalidError(`${h.recordCount} records cannot fit LSN range ${h.firstLsn}..${h.lastLsn}`);
   }

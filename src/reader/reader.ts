@@ -3,15 +3,21 @@
  * refused whole. Transport-free (the HTTP route in src/node/server.ts hands it the method,
  * path, headers and raw body), so every refusal is tested directly as well as over HTTP.
  *
- * Order of checks: signature (401), Content-Digest (400), batch and record checksums (400),
- * sender = origin, known origin (403), tenants this region may hold (403), clock skew (400),
- * then one store transaction with the watermark (200, or 409 with the watermark to rewind to).
+ * Order of checks: signature (401), Content-Digest (400), the sender's conflict rule and
+ * format (409 rule_mismatch), batch and record checksums (400), sender = origin, known
+ * origin (403), a second node with the sender's region name (409 duplicate_region), tenants
+ * this region may hold (403), clock skew (400), then one durable store transaction with the
+ * watermark (200, or 409 with the watermark to rewind to). The answer is sent only after the
+ * transaction is synced: the origin trusts it for retention, `?wait=N` and drain.
  */
 import { ClockSkewError } from "../errors.js";
 import type { HybridClock, Hlc } from "../clock/index.js";
 import type { ReplicationPolicy } from "../config/index.js";
 import type { Logger } from "../log.js";
 import {
+  headerIncarnation,
+  headerRule,
+  BATCH_FLAG_BACKFILL,
   BATCH_FLAG_SKIP_GAP,
   BatchInvalidError,
   decodeBatch,
@@ -21,6 +27,16 @@ import {
 } from "../protocol/index.js";
 import type { ApplyResult, DedupStore } from "../store/index.js";
 
+/** Who else speaks for a region (two nodes configured with one region name). */
+export interface IncarnationWatch {
+  note(region: string, incarnation: string, nowMs: number): void;
+  rival(
+    region: string,
+    incarnation: string,
+    nowMs: number,
+  ): { incarnation: string; agoMs: number } | undefined;
+}
+
 export interface ReaderOptions {
   self: string;
   /** Every region of the deployment (the config's `regions`). */
@@ -28,12 +44,20 @@ export interface ReaderOptions {
   store: DedupStore;
   clock: HybridClock;
   policy: ReplicationPolicy;
+  /** This region's `rule/formatVersion`: a sender with another is refused. */
+  rule: string;
+  incarnations: IncarnationWatch;
+  nowMs: () => number;
   verifier: RequestVerifier;
   log: Logger;
   /** After a batch is applied (metrics, audit log of conflicts). */
   onApplied?: (batch: DecodedBatch, result: Extract<ApplyResult, { status: "applied" }>) => void;
+  /** An origin skipped LSNs by operator command: audited here too. */
+  onSkipped?: (origin: string, incarnation: string, skipped: { from: number; to: number }) => void;
   /** Every refusal, with a stable reason label. */
   onRefused?: (reason: string, origin: string | undefined) => void;
+  /** The store failed (a full disk is noticed here). */
+  onError?: (err: unknown) => void;
 }
 
 export interface ReplicateRequest {
@@ -57,19 +81,26 @@ function refuse(
   return { status, body: { code, message, ...extra } };
 }
 
+function header(headers: ReplicateRequest["headers"], name: string): string | undefined {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
 export class Reader {
   constructor(private readonly o: ReaderOptions) {}
 
   async replicate(req: ReplicateRequest): Promise<ReplicateAnswer> {
     const answer = await this.check(req);
     if (answer.status >= 400 && answer.status !== 409) {
-      const origin =
-        typeof req.headers["x-crr-region"] === "string" ? req.headers["x-crr-region"] : undefined;
+      const origin = header(req.headers, "x-crr-region");
       this.o.onRefused?.(String(answer.body.code), origin);
       this.o.log.warn(
         { origin, status: answer.status, code: answer.body.code, reason: answer.body.message },
         "refused a batch",
       );
+    } else if (answer.status === 409 && answer.body.code !== "watermark_gap") {
+      this.o.onRefused?.(String(answer.body.code), header(req.headers, "x-crr-region"));
+      this.o.log.error({ code: answer.body.code, reason: answer.body.message }, "refused a batch");
     }
     return answer;
   }
@@ -80,9 +111,17 @@ export class Reader {
     const body = req.body;
     if (!Buffer.isBuffer(body) || body.length === 0)
       return refuse(400, "malformed", "expected an application/octet-stream batch body");
-    const digest = verifyContentDigest(req.headers["content-digest"] as string | undefined, body);
+    const digest = verifyContentDigest(header(req.headers, "content-digest"), body);
     if (digest !== "ok")
       return refuse(400, "bad_digest", `Content-Digest ${digest}: the body is not what was signed`);
+    const rule = header(req.headers, headerRule);
+    if (rule !== this.o.rule) {
+      return refuse(
+        409,
+        "rule_mismatch",
+        `${auth.region} merges by '${rule ?? "(unsaid)"}', ${this.o.self} by '${this.o.rule}': regions with different conflict rules or formats never converge; refused`,
+      );
+    }
     let batch: DecodedBatch;
     try {
       batch = decodeBatch(body);
@@ -90,14 +129,30 @@ export class Reader {
       if (err instanceof BatchInvalidError) return refuse(400, "bad_batch", err.message);
       throw err;
     }
-    if (batch.origin !== auth.region) {
-      return refuse(403, "origin_mismatch", `batch from '${batch.origin}' signed by '${auth.region}'`);
-    }
-    if (batch.origin === this.o.self || !this.o.regions.includes(batch.origin)) {
+    return this.checkBatch(batch, auth.region, header(req.headers, headerIncarnation));
+  }
+
+  private async checkBatch(
+    batch: DecodedBatch,
+    signer: string,
+    incarnation: string | undefined,
+  ): Promise<ReplicateAnswer> {
+    if (batch.origin !== signer)
+      return refuse(403, "origin_mismatch", `batch from '${batch.origin}' signed by '${signer}'`);
+    if (batch.origin === this.o.self || !this.o.regions.includes(batch.origin))
       return refuse(
         403,
         "unknown_origin",
         `origin '${batch.origin}' is not a peer region of '${this.o.self}'`,
+      );
+    const now = this.o.nowMs();
+    this.o.incarnations.note(batch.origin, incarnation ?? batch.incarnation, now);
+    const rival = this.o.incarnations.rival(batch.origin, incarnation ?? batch.incarnation, now);
+    if (rival) {
+      return refuse(
+        409,
+        "duplicate_region",
+        `region ${batch.origin} is already served by incarnation ${rival.incarnation} (heard ${rival.agoMs} ms ago); a second node with the same region name is refused`,
       );
     }
     for (const r of batch.records) {
@@ -109,27 +164,44 @@ export class Reader {
         );
       }
     }
+    const skew = this.observeClock(batch);
+    if (skew) return skew;
+    return this.apply(batch);
+  }
+
+  /** Merge the batch's newest timestamp into our clock, refusing one too far ahead. */
+  private observeClock(batch: DecodedBatch): ReplicateAnswer | undefined {
     const newest = batch.records.reduce<Hlc | undefined>(
       (m, r) =>
         !m || r.hlc.wallMs > m.wallMs || (r.hlc.wallMs === m.wallMs && r.hlc.logical > m.logical) ? r.hlc : m,
       undefined,
     );
-    if (newest) {
-      try {
-        this.o.clock.update(newest);
-      } catch (err) {
-        if (err instanceof ClockSkewError) return refuse(400, "clock_skew", err.message);
-        throw err;
-      }
+    if (!newest) return undefined;
+    try {
+      this.o.clock.update(newest);
+    } catch (err) {
+      if (err instanceof ClockSkewError) return refuse(400, "clock_skew", err.message);
+      throw err;
     }
-    const result = await this.o.store.applyBatch({
-      origin: batch.origin,
-      incarnation: batch.incarnation,
-      firstLsn: batch.firstLsn,
-      lastLsn: batch.lastLsn,
-      records: batch.records,
-      skipGap: (batch.flags & BATCH_FLAG_SKIP_GAP) !== 0,
-    });
+    return undefined;
+  }
+
+  private async apply(batch: DecodedBatch): Promise<ReplicateAnswer> {
+    let result: ApplyResult;
+    try {
+      result = await this.o.store.applyBatch({
+        origin: batch.origin,
+        incarnation: batch.incarnation,
+        firstLsn: batch.firstLsn,
+        lastLsn: batch.lastLsn,
+        records: batch.records,
+        skipGap: (batch.flags & BATCH_FLAG_SKIP_GAP) !== 0,
+        backfill: (batch.flags & BATCH_FLAG_BACKFILL) !== 0,
+      });
+    } catch (err) {
+      this.o.onError?.(err);
+      throw err;
+    }
     if (result.status === "gap") {
       return refuse(
         409,
@@ -145,8 +217,9 @@ export class Reader {
     if (result.skipped) {
       this.o.log.error(
         { origin: batch.origin, from: result.skipped.from, to: result.skipped.to },
-        "origin skipped LSNs it no longer holds",
+        "origin skipped LSNs nobody holds (its operator allowed it)",
       );
+      this.o.onSkipped?.(batch.origin, batch.incarnation, result.skipped);
     }
     this.o.onApplied?.(batch, result);
     return {

@@ -1,56 +1,73 @@
 /**
- * Ships this region's WAL to one peer: tails durable records, cuts batches (bounded in bytes
- * and records), signs and POSTs them, retries forever with exponential backoff and jitter
- * (at-least-once), and tracks the peer's acknowledged LSN.
+ * Ships this region's own streams to one peer through a PeerLink: tails durable records,
+ * cuts batches (bounded in bytes and records), sends them, and tracks the LSN the peer has
+ * durably applied (`acked`). The loop is supervised: any failure (a refused batch, a lost
+ * connection, an unreadable segment, a bug) ends the session, shows as `failing` with the
+ * error, and the session restarts with backoff from the peer's own watermark. Nothing is
+ * skipped unless an operator said so (`allowSkip`), which the region audits.
  *
- * Up to `inflightBatchesMax` batches are in flight per peer, pipelined on one connection so
- * the peer applies them in LSN order; a long link's round trip is hidden, and while the
- * window is full the WAL keeps growing, so the next batch is bigger (natural batching).
- * On start, and whenever the peer answers 409, it asks the peer for its watermark and
- * resumes at watermark + 1: a peer restored from an old backup is refilled from the WAL.
+ * A session: ask the peer what it holds (and refuse a peer with another conflict rule or
+ * format), backfill what it lacks below its watermark (older incarnations of ours; tenants a
+ * widened policy now sends it), then ship the current incarnation from the peer's watermark:
+ * from the WAL, or from this region's store where the WAL no longer holds the LSNs.
+ * Up to `inflightBatchesMax` batches are in flight, in LSN order on one connection.
  */
-import { EventEmitter, setMaxListeners } from "node:events";
-import fs from "node:fs";
-import pRetry from "p-retry";
-import { Pool } from "undici";
+import { EventEmitter } from "node:events";
 import type { Logger } from "../log.js";
-import { BATCH_FLAG_SKIP_GAP, encodeBatch, signRequest } from "../protocol/index.js";
-import { writeFileDurable } from "../util/durable-file.js";
-import { WalLsnUnavailableError } from "../errors.js";
-import { checkFrame, readTenant, type Wal, type WalChunk } from "../wal/index.js";
-import { ShipError, classify } from "./ship-error.js";
+import { LinkError, type PeerLink, type WatermarksView } from "../link/index.js";
+import { BATCH_FLAG_SKIP_GAP, encodeBatch } from "../protocol/index.js";
+import { checkFrame, readTenant, type WalChunk } from "../wal/index.js";
+import { readAckState, writeAckState, type AckState } from "./ack-state.js";
+import { backfillOlderStreams, backfillTenants, type BackfillContext } from "./backfill.js";
+import { StreamGapError, readOwnStream, type OwnRecords, type ShipperWal } from "./stream-reader.js";
 
 export interface PeerShipperOptions {
   region: string;
-  peer: string;
-  url: string;
-  wal: Wal;
-  secret: string;
+  link: PeerLink;
+  wal: ShipperWal;
+  own: OwnRecords;
   /** Undefined: every record goes to this peer. */
   sendsTenant?: (tenant: string) => boolean;
+  /** The tenants this peer receives under a selective policy (to notice a widened policy). */
+  tenants?: readonly string[];
+  /** This region's conflict rule and format version: a peer with others is refused. */
+  rule: string;
+  formatVersion: number;
   batchBytesMax: number;
   batchRecordsMax: number;
   lingerMs: number;
-  connectTimeoutMs: number;
-  requestTimeoutMs: number;
   retryDelayMsMin: number;
   retryDelayMsMax: number;
-  /** Batches sent before the first is acknowledged (one pipelined connection keeps their order). */
   inflightBatchesMax: number;
-  /** Where the acknowledged LSN is kept across restarts. */
   stateFile: string;
   ackPersistIntervalMs: number;
   log: Logger;
   nowMs?: () => number;
+  random?: () => number;
 }
 
 export type ShipperState = "starting" | "shipping" | "caught-up" | "failing" | "stopped";
 
 export interface ShipperEvents {
-  /** The peer acknowledged everything up to `lsn`. */
+  /** The peer durably acknowledged everything of the current incarnation up to `lsn`. */
   ack: [lsn: number, records: number];
-  /** A send failed; `reason` is a short stable label (metrics), `err` the detail. */
+  /** A send or a session failed; `reason` is a short stable label (metrics), `err` the detail. */
   failure: [reason: string, err: Error];
+  /** The peer holds more of our current incarnation than our WAL: LSNs would be reissued. */
+  peerAhead: [peerLsn: number, durableLsn: number];
+  /** The WAL could not serve a range (retention, a damaged segment): it was read from the store. */
+  fallback: [err: Error];
+}
+
+/** Exponential backoff with jitter: the capped step times 1..2. */
+export function backoffMs(failures: number, minMs: number, maxMs: number, random = Math.random): number {
+  const step = Math.min(maxMs, minMs * 2 ** Math.max(0, failures - 1));
+  return Math.min(maxMs, step * (1 + random()));
+}
+
+/** The peer's watermark for one stream of `origin` (0 when it holds none). */
+export function streamLsn(view: WatermarksView, origin: string, incarnation: string): number {
+  return view.streams.find((s) => s.origin === origin && s.incarnation === incarnation)?.lsn ?? 0;
 }
 
 type SendOutcome =
@@ -58,60 +75,39 @@ type SendOutcome =
   | { kind: "gap"; watermark: number; chunk: WalChunk }
   | { kind: "error"; error: Error; chunk: WalChunk };
 
-/** Exponential backoff with jitter: the capped step times 1..2 (p-retry's randomize policy). */
-export function backoffMs(failures: number, minMs: number, maxMs: number): number {
-  const step = Math.min(maxMs, minMs * 2 ** Math.max(0, failures - 1));
-  return Math.min(maxMs, step * (1 + Math.random()));
-}
-
-interface AckState {
-  peer: string;
-  incarnation: string;
-  acked: number;
-}
-
 export class PeerShipper extends EventEmitter<ShipperEvents> {
   readonly peer: string;
-  /** Highest LSN of ours the peer has applied (its watermark for our incarnation). */
+  /** Highest LSN of our current incarnation the peer has durably applied. */
   acked = 0;
   state: ShipperState = "starting";
   /** The last failure, while failing (shown by status). */
   lastError: string | undefined;
   private readonly o: PeerShipperOptions;
-  private readonly pool: Pool;
-  private readonly abort = (() => {
-    const ac = new AbortController();
-    // Every in-flight request listens on it: a window of them is expected, not a leak.
-    setMaxListeners(0, ac.signal);
-    return ac;
-  })();
+  private readonly abort = new AbortController();
   private loop: Promise<void> | undefined;
   private persistTimer: NodeJS.Timeout | undefined;
-  private persisted = -1;
+  private persisted: AckState | undefined;
+  private failures = 0;
   private failingReason: string | undefined;
   private readonly nowMs: () => number;
+  /** When `acked` last moved (lag's lower bound when the oldest unacknowledged record cannot be read). */
+  private progressAtMs: number;
+  /** An operator allowed skipping LSNs up to this one (audited by the region). */
+  private skipThrough = 0;
 
   constructor(o: PeerShipperOptions) {
     super();
     this.o = o;
-    this.peer = o.peer;
+    this.peer = o.link.peer;
     this.nowMs = o.nowMs ?? Date.now;
-    this.pool = new Pool(new URL(o.url).origin, {
-      connections: 1,
-      pipelining: Math.max(1, o.inflightBatchesMax),
-      connectTimeout: o.connectTimeoutMs,
-      headersTimeout: o.requestTimeoutMs,
-      bodyTimeout: o.requestTimeoutMs,
-      keepAliveTimeout: 4000,
-    });
-    this.acked = this.readAckState();
+    this.progressAtMs = this.nowMs();
+    const saved = readAckState(o.stateFile, this.peer);
+    this.persisted = saved;
+    if (saved && saved.incarnation === o.wal.incarnation) this.acked = saved.acked;
   }
 
   start(): void {
-    this.loop = this.run().catch((err: unknown) => {
-      if (!this.abort.signal.aborted)
-        this.o.log.error({ peer: this.peer, err }, "shipper stopped on an unexpected error");
-    });
+    this.loop = this.supervise();
     this.persistTimer = setInterval(() => void this.persistAck(), this.o.ackPersistIntervalMs);
     this.persistTimer.unref();
   }
@@ -122,113 +118,204 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     await this.loop;
     await this.persistAck();
     this.state = "stopped";
-    await this.pool.close().catch(() => undefined);
+    await this.o.link.close();
+  }
+
+  /** Let the next session skip LSNs of the current incarnation up to `throughLsn` that nobody holds. */
+  allowSkip(throughLsn: number): void {
+    this.skipThrough = Math.max(this.skipThrough, throughLsn);
   }
 
   /** Wall-clock ms of the oldest durable record the peer has not acknowledged; undefined when caught up. */
   async oldestUnackedWallMs(): Promise<number | undefined> {
-    if (this.acked >= this.o.wal.durableLsn) return undefined;
-    const lsn = Math.max(this.acked + 1, this.o.wal.firstLsn);
-    const chunk = await this.o.wal.read(lsn, { bytesMax: 1, recordsMax: 1 }).catch(() => undefined);
-    return chunk ? chunk.frames.readUIntLE(16, 6) : undefined;
+    const wal = this.o.wal;
+    if (this.acked >= wal.durableLsn) return undefined;
+    const lsn = this.acked + 1;
+    try {
+      // (the session reports fallbacks; a lag reading does not repeat them)
+      const limits = { bytesMax: 1, recordsMax: 1 };
+      const chunk = await readOwnStream(wal, this.o.own, this.o.region, lsn, limits, () => undefined);
+      if (chunk) return chunk.frames.readUIntLE(16, 6);
+    } catch {
+      // Neither the WAL nor the store can say how old it is: the lag is at least this long.
+    }
+    return this.progressAtMs;
   }
 
-  private async run(): Promise<void> {
+  // ---- supervision -------------------------------------------------------------------
+
+  private async supervise(): Promise<void> {
     const signal = this.abort.signal;
-    let next = (await this.askPeerWatermark()) + 1;
-    let skipGap = false;
-    let failures = 0;
-    // Batches in flight, in LSN order, on one pipelined connection: the peer applies them in
-    // the order sent, so the window hides the round trip on a long link.
-    let inflight: Array<Promise<SendOutcome>> = [];
     while (!signal.aborted) {
-      if (inflight.length < this.o.inflightBatchesMax) {
-        let chunk: WalChunk | undefined;
-        try {
-          chunk = await this.o.wal.read(next, {
-            bytesMax: this.o.batchBytesMax,
-            recordsMax: this.o.batchRecordsMax,
-          });
-        } catch (err) {
-          if (!(err instanceof WalLsnUnavailableError)) throw err;
-          // Only reachable when the peer lost data it had acknowledged (restored from an old
-          // backup) after we dropped those segments: say so loudly, then resend what we have.
-          this.o.log.error(
-            { peer: this.peer, from: next, to: err.firstAvailableLsn - 1 },
-            "peer needs LSNs the WAL no longer holds; they cannot be re-shipped",
-          );
-          this.emit("failure", "retention_gap", err);
-          next = err.firstAvailableLsn;
-          skipGap = true;
-          continue;
-        }
-        if (chunk) {
-          this.state = "shipping";
-          inflight.push(this.send(chunk, skipGap));
-          skipGap = false;
-          next = chunk.lastLsn + 1;
-          continue;
-        }
-        if (inflight.length === 0) {
-          this.state = "caught-up";
-          try {
-            await this.o.wal.waitForDurable(next - 1, signal);
-          } catch {
-            return;
-          }
-          if (this.o.lingerMs > 0) await sleep(this.o.lingerMs, signal);
-          continue;
-        }
-        // Room in the window but nothing new yet: send new records as soon as they are durable,
-        // without waiting for the oldest answer first (that would add a round trip of lag).
-        const stopWaiting = new AbortController();
-        const more = this.o.wal.waitForDurable(next - 1, AbortSignal.any([signal, stopWaiting.signal])).then(
-          () => "more" as const,
-          () => "stopped" as const,
-        );
-        const first = await Promise.race([inflight[0]!.then(() => "answer" as const), more]);
-        stopWaiting.abort();
-        if (first === "more") continue;
+      try {
+        await this.session();
+      } catch (err) {
         if (signal.aborted) break;
-      }
-      // The window is full, or nothing new is durable: settle the oldest batch.
-      const outcome = await inflight.shift()!;
-      if (outcome.kind === "ok") {
-        failures = 0;
-        this.noteRecovered();
-        this.advance(outcome.watermark, outcome.chunk);
-        continue;
-      }
-      // A refusal, a gap or a lost connection: what was sent after it is settled too (some
-      // may have landed), then shipping resumes right after what the peer has.
-      for (const later of await Promise.all(inflight)) {
-        if (later.kind === "ok") this.advance(later.watermark, later.chunk);
-      }
-      inflight = [];
-      if (signal.aborted) return;
-      if (outcome.kind === "gap") {
-        this.o.log.warn(
-          { peer: this.peer, sent: outcome.chunk.firstLsn, peerWatermark: outcome.watermark },
-          "peer asked to rewind",
+        this.failures++;
+        this.noteFailure(err instanceof Error ? err : new Error(String(err)));
+        await sleep(
+          backoffMs(this.failures, this.o.retryDelayMsMin, this.o.retryDelayMsMax, this.o.random),
+          signal,
         );
-        this.acked = outcome.watermark;
-      } else {
-        this.noteFailure(outcome.error);
-        failures++;
-        await sleep(backoffMs(failures, this.o.retryDelayMsMin, this.o.retryDelayMsMax), signal);
       }
-      next = this.acked + 1;
     }
-    await Promise.all(inflight);
+  }
+
+  private async session(): Promise<void> {
+    const view = await this.o.link.watermarks(this.abort.signal);
+    this.checkPeer(view);
+    const incarnation = this.o.wal.incarnation;
+    this.setAcked(streamLsn(view, this.o.region, incarnation));
+    const backfill: BackfillContext = {
+      ...this.o,
+      view,
+      send: (chunk, flags) => this.sendOnce(chunk, flags),
+      aborted: () => this.abort.signal.aborted,
+    };
+    const older = await backfillOlderStreams(backfill, this.persisted?.older ?? {});
+    await this.backfillWidened(backfill);
+    await this.persistAck({ older });
+    this.noteRecovered();
+    await this.shipCurrent();
+  }
+
+  /** Refuse a peer that merges by another rule or reads another format, and a peer ahead of our WAL. */
+  private checkPeer(view: WatermarksView): void {
+    if (view.rule !== this.o.rule || view.formatVersion !== this.o.formatVersion) {
+      throw new LinkError(
+        "rule_mismatch",
+        `peer ${this.peer} merges by '${view.rule}' (format ${view.formatVersion}), this region by '${this.o.rule}' (format ${this.o.formatVersion}): regions with different rules never converge; not replicating`,
+      );
+    }
+    const peerLsn = streamLsn(view, this.o.region, this.o.wal.incarnation);
+    if (peerLsn > this.o.wal.durableLsn) {
+      this.emit("peerAhead", peerLsn, this.o.wal.durableLsn);
+      throw new LinkError(
+        "peer_ahead",
+        `peer ${this.peer} has applied LSN ${peerLsn} of incarnation ${this.o.wal.incarnation}, but this WAL ends at ${this.o.wal.durableLsn}: was the data directory restored from an old copy? Appends are refused until recovery restores them`,
+      );
+    }
+  }
+
+  /** A selective policy that now sends this peer more tenants: backfill their records below its watermark. */
+  private async backfillWidened(c: BackfillContext): Promise<void> {
+    const now = this.o.tenants ? [...this.o.tenants].sort() : undefined;
+    const before = this.persisted?.tenants;
+    const added = now && before ? now.filter((t) => !before.includes(t)) : [];
+    if (added.length > 0) {
+      this.o.log.warn(
+        { peer: this.peer, tenants: added },
+        "policy now sends these tenants to the peer: backfilling",
+      );
+      await backfillTenants(c, new Set(added));
+    }
+    if (!this.abort.signal.aborted) await this.persistAck({ tenants: now });
+  }
+
+  // ---- the current incarnation ---------------------------------------------------------
+
+  private async shipCurrent(): Promise<void> {
+    const signal = this.abort.signal;
+    let next = this.acked + 1;
+    let skipGap = false;
+    // Batches in flight, in LSN order: the peer applies them in the order sent.
+    const inflight: Array<Promise<SendOutcome>> = [];
+    try {
+      while (!signal.aborted) {
+        if (inflight.length < this.o.inflightBatchesMax) {
+          const chunk = await this.nextChunk(next, skipGap);
+          if (chunk && "skipTo" in chunk) {
+            skipGap = true;
+            next = chunk.skipTo;
+            continue;
+          }
+          if (chunk) {
+            this.state = "shipping";
+            inflight.push(this.send(chunk, skipGap ? BATCH_FLAG_SKIP_GAP : 0));
+            skipGap = false;
+            next = chunk.lastLsn + 1;
+            continue;
+          }
+          if (inflight.length === 0) {
+            this.state = "caught-up";
+            await this.o.wal.waitForDurable(next - 1, signal).catch(() => undefined);
+            if (this.o.lingerMs > 0) await sleep(this.o.lingerMs, signal);
+            continue;
+          }
+          // Room in the window but nothing new yet: send new records as soon as they are
+          // durable, without waiting for the oldest answer first.
+          if ((await this.answerOrMore(inflight[0]!, next)) === "more") continue;
+          if (signal.aborted) break;
+        }
+        const outcome = await inflight.shift()!;
+        if (outcome.kind !== "ok") throw this.windowFailure(outcome);
+        this.advance(outcome.watermark, outcome.chunk);
+      }
+    } finally {
+      // Whatever was sent after a failure is settled (some may have landed) before the session ends.
+      for (const later of await Promise.all(inflight))
+        if (later.kind === "ok") this.advance(later.watermark, later.chunk);
+    }
+  }
+
+  /** The chunk from `next`; where to skip to when the operator allowed a gap; undefined when nothing is durable yet. */
+  private async nextChunk(
+    next: number,
+    skipping: boolean,
+  ): Promise<WalChunk | { skipTo: number } | undefined> {
+    const limits = { bytesMax: this.o.batchBytesMax, recordsMax: this.o.batchRecordsMax };
+    try {
+      return await readOwnStream(this.o.wal, this.o.own, this.o.region, next, limits, (err) =>
+        this.emit("fallback", err),
+      );
+    } catch (err) {
+      if (err instanceof StreamGapError && !skipping && err.toLsn <= this.skipThrough) {
+        this.o.log.error(
+          { peer: this.peer, from: err.fromLsn, to: err.toLsn },
+          "skipping LSNs nobody holds, as the operator allowed (audited)",
+        );
+        return { skipTo: err.toLsn + 1 };
+      }
+      throw err;
+    }
+  }
+
+  private async answerOrMore(oldest: Promise<SendOutcome>, next: number): Promise<"answer" | "more"> {
+    const stopWaiting = new AbortController();
+    const more = this.o.wal
+      .waitForDurable(next - 1, AbortSignal.any([this.abort.signal, stopWaiting.signal]))
+      .then(
+        () => "more" as const,
+        () => "stopped" as const,
+      );
+    const first = await Promise.race([oldest.then(() => "answer" as const), more]);
+    stopWaiting.abort();
+    return first === "more" ? "more" : "answer";
+  }
+
+  private windowFailure(outcome: Exclude<SendOutcome, { kind: "ok" }>): Error {
+    if (outcome.kind === "error") return outcome.error;
+    this.o.log.warn(
+      { peer: this.peer, sent: outcome.chunk.firstLsn, peerWatermark: outcome.watermark },
+      "peer asked to rewind",
+    );
+    return new LinkError("rewind", `peer ${this.peer} is at LSN ${outcome.watermark}; resuming from there`);
   }
 
   private advance(watermark: number, chunk: WalChunk): void {
-    if (watermark > this.acked) {
-      const records = watermark - Math.max(this.acked, chunk.firstLsn - 1);
-      this.acked = watermark;
-      this.emit("ack", watermark, records);
-    }
+    if (watermark <= this.acked) return;
+    const records = watermark - Math.max(this.acked, chunk.firstLsn - 1);
+    this.setAcked(watermark);
+    this.failures = 0;
+    this.emit("ack", watermark, records);
   }
+
+  private setAcked(lsn: number): void {
+    if (lsn !== this.acked) this.progressAtMs = this.nowMs();
+    this.acked = lsn;
+  }
+
+  // ---- sending ---------------------------------------------------------------------------
 
   /** Frames of `chunk` this peer may receive (all of them unless the policy filters tenants). */
   private select(chunk: WalChunk): { frames: Buffer[]; count: number } {
@@ -246,134 +333,71 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     return { frames, count: frames.length };
   }
 
-  /** Send one batch once; the outcome never rejects (retries are the run loop's). */
-  private send(chunk: WalChunk, skipGap: boolean): Promise<SendOutcome> {
+  private encode(chunk: WalChunk, flags: number): Buffer {
     const { frames, count } = this.select(chunk);
-    const header = {
-      origin: this.o.region,
-      incarnation: chunk.incarnation,
-      firstLsn: chunk.firstLsn,
-      lastLsn: chunk.lastLsn,
-      recordCount: count,
-      flags: skipGap ? BATCH_FLAG_SKIP_GAP : 0,
-    };
-    return this.post(encodeBatch(header, frames)).then(
-      (r) => ({ ...r, chunk }),
-      (error: unknown) => ({
-        kind: "error" as const,
-        error: error instanceof Error ? error : new Error(String(error)),
-        chunk,
-      }),
+    return encodeBatch(
+      {
+        origin: this.o.region,
+        incarnation: chunk.incarnation,
+        firstLsn: chunk.firstLsn,
+        lastLsn: chunk.lastLsn,
+        recordCount: count,
+        flags,
+      },
+      frames,
     );
   }
 
-  private async post(
-    body: Buffer,
-  ): Promise<{ kind: "ok"; watermark: number } | { kind: "gap"; watermark: number }> {
-    const path = "/v1/replicate";
-    const headers = {
-      "content-type": "application/octet-stream",
-      ...signRequest({
-        secret: this.o.secret,
-        method: "POST",
-        path,
-        body,
-        region: this.o.region,
-        nowMs: this.nowMs(),
-      }),
-    };
-    let res;
+  /** Send one batch of the window; the outcome never rejects (the session settles it). */
+  private send(chunk: WalChunk, flags: number): Promise<SendOutcome> {
+    let body: Buffer;
     try {
-      // idempotent: replaying a batch is harmless (the peer's watermark makes it a no-op), and
-      // undici only pipelines requests marked so.
-      res = await this.pool.request({
-        method: "POST",
-        path,
-        headers,
-        body,
-        signal: this.abort.signal,
-        idempotent: true,
-      });
+      body = this.encode(chunk, flags);
     } catch (err) {
-      throw new ShipError(classify(err), `POST ${this.o.url}${path}: ${(err as Error).message}`, err);
+      return Promise.resolve({ kind: "error", error: err as Error, chunk });
     }
-    const text = await res.body.text().catch((err: unknown) => {
-      throw new ShipError(
-        classify(err),
-        `reading the answer of ${this.o.url}${path}: ${(err as Error).message}`,
-        err,
-      );
-    });
-    const answer = parseJson(text);
-    if (res.statusCode === 200 && typeof answer?.watermark === "number")
-      return { kind: "ok", watermark: answer.watermark };
-    if (res.statusCode === 409 && typeof answer?.watermark === "number")
-      return { kind: "gap", watermark: answer.watermark };
-    const code = typeof answer?.code === "string" ? answer.code : `http_${res.statusCode}`;
-    throw new ShipError(
-      code,
-      `peer ${this.peer} refused a batch (${res.statusCode} ${code}): ${String(answer?.message ?? text).slice(0, 300)}`,
+    return this.o.link.replicate(body, this.abort.signal).then(
+      (answer): SendOutcome => {
+        // An acknowledgement never covers more than was sent, and a rewind never points past it.
+        const limit = answer.kind === "ok" ? chunk.lastLsn : chunk.firstLsn - 1;
+        if (answer.watermark > limit) {
+          const error = new LinkError(
+            "ack_beyond_sent",
+            `peer ${this.peer} answered watermark ${answer.watermark} for a batch ending at ${chunk.lastLsn}: protocol error, not trusted`,
+          );
+          return { kind: "error", error, chunk };
+        }
+        return { ...answer, chunk };
+      },
+      (error: unknown) => ({ kind: "error", error: error as Error, chunk }),
     );
   }
 
-  /** The peer's watermark for our stream (0 when it holds another incarnation of us, or nothing). */
-  private async askPeerWatermark(): Promise<number> {
-    const path = "/v1/watermarks";
-    const incarnation = this.o.wal.incarnation;
-    const ask = async () => {
-      let res;
-      try {
-        const headers = signRequest({
-          secret: this.o.secret,
-          method: "GET",
-          path,
-          body: "",
-          region: this.o.region,
-          nowMs: this.nowMs(),
-        });
-        res = await this.pool.request({ method: "GET", path, headers, signal: this.abort.signal });
-      } catch (err) {
-        throw new ShipError(classify(err), `GET ${this.o.url}${path}: ${(err as Error).message}`, err);
-      }
-      const answer = parseJson(await res.body.text());
-      if (res.statusCode !== 200 || !answer)
-        throw new ShipError(`http_${res.statusCode}`, `GET ${this.o.url}${path} answered ${res.statusCode}`);
-      const streams = (answer.streams ?? []) as Array<{ origin: string; incarnation: string; lsn: number }>;
-      return streams.find((s) => s.origin === this.o.region && s.incarnation === incarnation)?.lsn ?? 0;
-    };
-    const lsn = await pRetry(ask, {
-      retries: Infinity,
-      factor: 2,
-      minTimeout: this.o.retryDelayMsMin,
-      maxTimeout: this.o.retryDelayMsMax,
-      randomize: true,
-      signal: this.abort.signal,
-      onFailedAttempt: ({ error }) => this.noteFailure(error),
-    }).catch((err: unknown) => {
-      if (this.abort.signal.aborted) return this.acked;
-      throw err;
-    });
-    this.noteRecovered();
-    if (lsn > this.o.wal.durableLsn) {
-      this.o.log.error(
-        { peer: this.peer, peerWatermark: lsn, durableLsn: this.o.wal.durableLsn },
-        "peer has applied more of this incarnation than the WAL holds: was this data directory restored from an old copy?",
-      );
-    }
-    this.acked = lsn;
-    return lsn;
+  /** Send one batch and wait for it (backfill); resolves with the peer's watermark. */
+  private async sendOnce(chunk: WalChunk, flags: number): Promise<number> {
+    const outcome = await this.send(chunk, flags);
+    if (outcome.kind !== "ok") throw this.windowFailure(outcome);
+    return outcome.watermark;
   }
+
+  // ---- state -------------------------------------------------------------------------------
 
   /** Count every failure; log only when the reason changes (not once per retry). */
   private noteFailure(error: Error): void {
-    const reason = error instanceof ShipError ? error.reason : "unknown";
+    const reason =
+      error instanceof LinkError ? error.reason : error instanceof StreamGapError ? "stream_gap" : "internal";
     this.emit("failure", reason, error);
     this.state = "failing";
-    this.lastError = error.message;
+    this.lastError =
+      error instanceof StreamGapError
+        ? `${error.message}; to skip them (lost for this peer), run: crr skip-gap --url <this node> --peer ${this.peer} --through ${error.toLsn}`
+        : error.message;
     if (this.failingReason !== reason) {
       this.failingReason = reason;
-      this.o.log.warn(
-        { peer: this.peer, reason, err: error.message },
+      const level =
+        reason === "internal" || reason === "stream_gap" || reason === "rule_mismatch" ? "error" : "warn";
+      this.o.log[level](
+        { peer: this.peer, reason, err: this.lastError },
         "shipping to peer is failing; retrying with backoff",
       );
     }
@@ -387,22 +411,19 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     }
   }
 
-  private readAckState(): number {
+  private async persistAck(change: Pick<AckState, "tenants" | "older"> = {}): Promise<void> {
+    const p = this.persisted;
+    const state: AckState = {
+      peer: this.peer,
+      incarnation: this.o.wal.incarnation,
+      acked: this.acked,
+      tenants: "tenants" in change ? change.tenants : p?.tenants,
+      older: change.older ?? p?.older,
+    };
+    if (p && JSON.stringify(p) === JSON.stringify(state)) return;
     try {
-      const s = JSON.parse(fs.readFileSync(this.o.stateFile, "utf8")) as AckState;
-      return s.peer === this.peer && s.incarnation === this.o.wal.incarnation ? s.acked : 0;
-    } catch {
-      return 0;
-    }
-  }
-
-  private async persistAck(): Promise<void> {
-    if (this.acked === this.persisted) return;
-    const acked = this.acked;
-    const state: AckState = { peer: this.peer, incarnation: this.o.wal.incarnation, acked };
-    try {
-      await writeFileDurable(this.o.stateFile, `${JSON.stringify(state)}\n`);
-      this.persisted = acked;
+      await writeAckState(this.o.stateFile, state);
+      this.persisted = state;
     } catch (err) {
       this.o.log.warn(
         { peer: this.peer, err: (err as Error).message },
@@ -412,25 +433,15 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   }
 }
 
-function parseJson(text: string): Record<string, unknown> | undefined {
-  try {
-    const v = JSON.parse(text) as unknown;
-    return v && typeof v === "object" ? (v as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(t);
-        resolve();
-      },
-      { once: true },
-    );
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
   });
 }

@@ -1,5 +1,5 @@
-export { SqliteStore } from "./sqlite-store.js";
-export type { SqliteStoreOptions } from "./sqlite-store.js";
+export { SqliteStore, storeError } from "./sqlite-store.js";
+export type { CheckedRecord, SqliteStoreOptions } from "./sqlite-store.js";
 export { compareVersions, ruleName, sameVersion } from "./merge.js";
 export type { MergeRule, VersionId } from "./merge.js";
 export { BucketDigests, bucketCount, bucketOf, versionHash } from "./digest.js";

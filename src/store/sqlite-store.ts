@@ -9,6 +9,7 @@
  * apply would buy nothing the inbox WAL does not already give.
  */
 import Database from "better-sqlite3";
+import { StoreCorruptError, StoreError, StoreFullError } from "../errors.js";
 import { ruleName, compareVersions, sameVersion, type MergeRule } from "./merge.js";
 import { startCheckpointer, type Checkpointer } from "./checkpointer.js";
 import { BucketDigests, bucketCount, bucketOf, versionHash, versionHashBytes } from "./digest.js";
@@ -25,7 +26,7 @@ import type {
 } from "./types.js";
 import type { WalRecord } from "../wal/index.js";
 
-const schemaVersion = 1;
+const schemaVersion = 2;
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -53,6 +54,15 @@ CREATE TABLE IF NOT EXISTS conflicts (
 );
 -- Bucket digests live in memory and are saved here on a clean close; "clean" is cleared while
 -- the store is open, so after a crash they are rebuilt from records.vh instead of trusted.
+-- A stream's records by LSN (winners here, losers in conflicts): backfill, WAL restoration, rebuild.
+CREATE INDEX IF NOT EXISTS records_by_stream ON records (origin, incarnation, lsn);
+CREATE INDEX IF NOT EXISTS conflicts_by_stream ON conflicts (origin, incarnation, lsn);
+-- Records the scrubber found changed outside the engine: the version hash written when the
+-- record was applied, and the hash of what the row holds now. Such a copy is not evidence.
+CREATE TABLE IF NOT EXISTS tampered (
+  bucket INTEGER NOT NULL, key TEXT NOT NULL, applied_vh BLOB NOT NULL, found_vh BLOB NOT NULL,
+  found_at_ms INTEGER NOT NULL, PRIMARY KEY (bucket, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS digest_snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), clean INTEGER NOT NULL, digests BLOB NOT NULL, counts BLOB NOT NULL);
 `;
 
@@ -83,6 +93,20 @@ function fromRow(r: RecordRow): StoredRecord {
   };
 }
 
+/** An error from SQLite as an operating error that names the file: full disk and damage get their own types. */
+export function storeError(file: string, op: string, err: unknown): Error {
+  if (err instanceof StoreError) return err;
+  const code = (err as { code?: string } | undefined)?.code ?? "";
+  if (code === "SQLITE_FULL") return new StoreFullError(file, op, err);
+  if (code.startsWith("SQLITE_CORRUPT") || code === "SQLITE_NOTADB")
+    return new StoreCorruptError(file, op, err);
+  if (typeof code === "string" && code.startsWith("SQLITE_")) return new StoreError(file, op, err);
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/** A version read back with whether it is still what was applied (its hash matches and the scrubber never flagged it). */
+export type CheckedRecord = StoredRecord & { intact: boolean };
+
 export interface SqliteStoreOptions {
   /** Database file; ":memory:" for tests of pure behaviour. */
   path: string;
@@ -96,11 +120,13 @@ export interface SqliteStoreOptions {
 
 export class SqliteStore implements DedupStore {
   readonly rule: MergeRule;
+  /** The database file (named in every error). */
+  readonly file: string;
   private readonly db: Database.Database;
   private readonly nowMs: () => number;
   private readonly digests: BucketDigests | undefined;
   private readonly ruleText: string;
-  private readonly stmt;
+  private readonly stmt: ReturnType<SqliteStore["prepareAll"]>;
   private readonly applyTx: (b: ApplyBatchInput) => ApplyResult;
   private readonly checkpointer: Checkpointer | undefined;
 
@@ -108,30 +134,44 @@ export class SqliteStore implements DedupStore {
     this.rule = o.rule;
     this.ruleText = ruleName(o.rule);
     this.nowMs = o.nowMs ?? Date.now;
-    this.db = new Database(o.path);
+    this.file = o.path;
+    try {
+      this.db = new Database(o.path);
+    } catch (err) {
+      throw storeError(o.path, "open", err);
+    }
+    try {
+      ({ stmt: this.stmt, digests: this.digests, checkpointer: this.checkpointer } = this.init(o));
+    } catch (err) {
+      this.db.close();
+      throw storeError(o.path, "open", err);
+    }
+    this.applyTx = this.db.transaction((b: ApplyBatchInput) => this.applyInTransaction(b));
+  }
+
+  /** Pragmas, schema (created or migrated), statements, digests: everything open does that can fail. */
+  private init(o: SqliteStoreOptions) {
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = NORMAL");
     this.db.pragma("busy_timeout = 5000");
     this.db.pragma("journal_size_limit = 67108864");
     this.db.pragma("cache_size = -65536"); // 64 MiB of page cache: random keys touch pages all over the B-tree
-    if (o.path !== ":memory:") {
-      // Checkpoints run on a worker thread (see checkpointer.ts), never inside our COMMITs.
-      this.db.pragma("wal_autocheckpoint = 0");
-      this.checkpointer = startCheckpointer(o.path, o.checkpointIntervalMs ?? 500, (message) =>
-        (o.onCheckpointError ?? (() => undefined))(message),
-      );
-    }
-    this.db.exec(schema);
-    const version = this.db.prepare("SELECT value FROM meta WHERE name = 'schema_version'").pluck().get() as
-      string | undefined;
-    if (version === undefined) {
-      this.db
-        .prepare("INSERT INTO meta (name, value) VALUES ('schema_version', ?)")
-        .run(String(schemaVersion));
-    } else if (Number(version) !== schemaVersion) {
-      throw new Error(`store ${o.path} has schema version ${version}, this build uses ${schemaVersion}`);
-    }
-    this.stmt = {
+    if (o.path !== ":memory:") this.db.pragma("wal_autocheckpoint = 0");
+    this.migrate();
+    const stmt = this.prepareAll();
+    const digests = (o.digests ?? true) ? this.loadDigests(stmt) : undefined;
+    // Checkpoints run on a worker thread (see checkpointer.ts), never inside our COMMITs.
+    const checkpointer =
+      o.path === ":memory:"
+        ? undefined
+        : startCheckpointer(o.path, o.checkpointIntervalMs ?? 500, (message) =>
+            (o.onCheckpointError ?? (() => undefined))(message),
+          );
+    return { stmt, digests, checkpointer };
+  }
+
+  private prepareAll() {
+    return {
       insertIfAbsent: this.db.prepare(
         `INSERT INTO records (bucket, key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical, vh)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
@@ -178,33 +218,130 @@ export class SqliteStore implements DedupStore {
         `INSERT INTO watermarks (origin, incarnation, lsn, updated_at_ms) VALUES (?, ?, ?, ?)
          ON CONFLICT (origin, incarnation) DO UPDATE SET lsn = excluded.lsn, updated_at_ms = excluded.updated_at_ms`,
       ),
+      streamWinners: this.db.prepare(
+        "SELECT * FROM records WHERE origin = ? AND incarnation = ? AND lsn BETWEEN ? AND ? ORDER BY lsn LIMIT ?",
+      ),
+      streamLosers: this.db.prepare(
+        "SELECT * FROM conflicts WHERE origin = ? AND incarnation = ? AND lsn BETWEEN ? AND ? ORDER BY lsn LIMIT ?",
+      ),
+      tamperedIn: this.db.prepare("SELECT key FROM tampered WHERE bucket = ?").pluck(),
+      tamperedOne: this.db.prepare("SELECT 1 FROM tampered WHERE bucket = ? AND key = ?").pluck(),
+      noteTampered: this.db.prepare(
+        `INSERT INTO tampered (bucket, key, applied_vh, found_vh, found_at_ms) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (bucket, key) DO UPDATE SET found_vh = excluded.found_vh, found_at_ms = excluded.found_at_ms`,
+      ),
+      clearTampered: this.db.prepare("DELETE FROM tampered WHERE bucket = ? AND key = ?"),
+      syncFull: this.db.prepare("PRAGMA synchronous = FULL"),
+      syncNormal: this.db.prepare("PRAGMA synchronous = NORMAL"),
     };
-    if (o.digests ?? true) this.digests = this.loadDigests();
-    this.applyTx = this.db.transaction((b: ApplyBatchInput) => this.applyInTransaction(b));
+  }
+
+  /** Create the schema, or bring an older one up to this build's version (each step in one transaction). */
+  private migrate(): void {
+    const read = () =>
+      this.db.prepare("SELECT value FROM meta WHERE name = 'schema_version'").pluck().get() as
+        string | undefined;
+    this.db.exec(
+      "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    );
+    const version = read();
+    if (version !== undefined && Number(version) > schemaVersion)
+      throw new Error(`schema version ${version} is newer than this build's ${schemaVersion}`);
+    this.db.transaction(() => {
+      // Version 1 lacked the stream indexes and the tampered table; the schema text only adds.
+      this.db.exec(schema);
+      this.db
+        .prepare(
+          "INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .run(String(schemaVersion));
+    })();
   }
 
   /** The saved snapshot after a clean close, else a rebuild from every record's version hash. */
-  private loadDigests(): BucketDigests {
+  private loadDigests(stmt: SqliteStore["stmt"]): BucketDigests {
     const d = new BucketDigests();
-    const snap = this.stmt.snapshot.get() as { clean: number; digests: Buffer; counts: Buffer } | undefined;
+    const snap = stmt.snapshot.get() as { clean: number; digests: Buffer; counts: Buffer } | undefined;
     if (snap?.clean === 1) {
       d.restore(snap.digests, snap.counts);
     } else {
-      for (const row of this.stmt.allVersionHashes.iterate() as Iterable<{ bucket: number; vh: Buffer }>)
+      for (const row of stmt.allVersionHashes.iterate() as Iterable<{ bucket: number; vh: Buffer }>)
         d.xor(row.bucket, row.vh, 1);
     }
     // From here on the snapshot lags the records: mark it so a crash rebuilds.
-    this.stmt.saveSnapshot.run(0, d.digests, d.countsBytes());
+    stmt.saveSnapshot.run(0, d.digests, d.countsBytes());
     return d;
   }
 
+  /**
+   * Apply a peer's batch and make it durable before answering: the commit is synced
+   * (synchronous=FULL for this transaction), because the origin moves its retention, `?wait=N`
+   * and drain on our answer. A power loss after this returns cannot undo it.
+   */
   async applyBatch(batch: ApplyBatchInput): Promise<ApplyResult> {
-    return this.applySync(batch);
+    return this.guard("apply a batch", () => {
+      this.stmt.syncFull.run();
+      try {
+        return this.withDigests(() => this.applyTx(batch));
+      } finally {
+        this.stmt.syncNormal.run();
+      }
+    });
   }
 
-  /** The same as applyBatch, for callers on the hot path that can take a synchronous store. */
+  /**
+   * Apply without syncing the commit: for this region's own records, which the inbox WAL
+   * already holds durably (a power loss undoes at most the last commits, and open replays
+   * them from the WAL).
+   */
   applySync(batch: ApplyBatchInput): ApplyResult {
-    return this.withDigests(() => this.applyTx(batch));
+    return this.guard("apply", () => this.withDigests(() => this.applyTx(batch)));
+  }
+
+  /** Run a store operation, turning SQLite's errors into ones that name the file. */
+  private guard<T>(op: string, fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw storeError(this.file, op, err);
+    }
+  }
+
+  /**
+   * Versions of one origin stream with LSNs in [fromLsn, toLsn], in LSN order, at most `limit`:
+   * the winners, and the losers kept in the conflicts table, so every record the stream
+   * delivered here is found (an origin's own store holds its whole stream). One version per
+   * LSN; an intact copy is preferred.
+   */
+  streamVersions(
+    origin: string,
+    incarnation: string,
+    fromLsn: number,
+    toLsn: number,
+    limit: number,
+  ): CheckedRecord[] {
+    return this.guard("read a stream", () => {
+      const byLsn = new Map<number, CheckedRecord>();
+      const take = (rows: RecordRow[], checked: (r: RecordRow) => boolean) => {
+        for (const row of rows) {
+          const v = { ...fromRow(row), intact: checked(row) };
+          const seen = byLsn.get(v.lsn);
+          if (!seen || (!seen.intact && v.intact)) byLsn.set(v.lsn, v);
+        }
+      };
+      const args = [origin, incarnation, fromLsn, toLsn, limit] as const;
+      take(this.stmt.streamWinners.all(...args) as RecordRow[], (r) => this.isIntact(r));
+      // A loser row has no version hash of its own: it was written once, by the engine.
+      take(this.stmt.streamLosers.all(...args) as RecordRow[], () => true);
+      return [...byLsn.values()].sort((a, b) => a.lsn - b.lsn).slice(0, limit);
+    });
+  }
+
+  /** Whether a winner row still holds what was applied (not changed outside the engine). */
+  private isIntact(row: RecordRow): boolean {
+    return (
+      row.vh.equals(versionHash(fromRow(row))) && this.stmt.tamperedOne.get(row.bucket, row.key) === undefined
+    );
   }
 
   /** Run a transaction that notes digest changes in pending buckets; they reach memory only after COMMIT. */
@@ -235,12 +372,19 @@ export class SqliteStore implements DedupStore {
     return this.tree.tree;
   }
 
-  /** Every winning version in the given buckets. */
-  bucketVersions(buckets: readonly number[]): StoredRecord[] {
-    const out: StoredRecord[] = [];
-    for (const b of buckets)
-      for (const row of this.stmt.bucketRows.iterate(b) as Iterable<RecordRow>) out.push(fromRow(row));
-    return out;
+  /** Every winning version in the given buckets, each with whether it is intact (see isIntact). */
+  bucketVersions(buckets: readonly number[]): CheckedRecord[] {
+    return this.guard("read buckets", () => {
+      const out: CheckedRecord[] = [];
+      for (const b of buckets) {
+        const tampered = new Set(this.stmt.tamperedIn.all(b) as string[]);
+        for (const row of this.stmt.bucketRows.iterate(b) as Iterable<RecordRow>) {
+          const v = fromRow(row);
+          out.push({ ...v, intact: !tampered.has(v.key) && row.vh.equals(versionHash(v)) });
+        }
+      }
+      return out;
+    });
   }
 
   /**
@@ -259,7 +403,12 @@ export class SqliteStore implements DedupStore {
         let keys = 0;
         for (const row of this.stmt.bucketRows.all(bucket) as RecordRow[]) {
           const vh = versionHash(fromRow(row));
-          if (!vh.equals(row.vh)) this.stmt.setVersionHash.run(vh, bucket, row.key);
+          if (!vh.equals(row.vh)) {
+            // Keep the hash it was applied with: reconcile must not take this copy as evidence.
+            if (this.stmt.tamperedOne.get(bucket, row.key) === undefined)
+              this.stmt.noteTampered.run(bucket, row.key, row.vh, vh, this.nowMs());
+            this.stmt.setVersionHash.run(vh, bucket, row.key);
+          }
           for (let k = 0; k < versionHashBytes; k++) digest[k]! ^= vh[k]!;
           keys++;
         }
@@ -269,7 +418,7 @@ export class SqliteStore implements DedupStore {
         }
       }
     });
-    tx();
+    this.guard("scrub", tx);
     if (wrong.length > 0) this.digestGeneration++;
     return wrong;
   }
@@ -283,31 +432,34 @@ export class SqliteStore implements DedupStore {
   repair(versions: readonly StoredRecord[]): string[] {
     const changed: string[] = [];
     const now = this.nowMs();
-    this.withDigests(() =>
-      this.db.transaction(() => {
-        for (const v of versions) {
-          const bucket = bucketOf(v.key);
-          const vh = versionHash(v);
-          const row = this.stmt.get.get(bucket, v.key) as RecordRow | undefined;
-          if (!row) {
-            this.insertVersion(bucket, v, vh);
-            this.digestXor(bucket, vh, undefined);
+    this.guard("repair", () =>
+      this.withDigests(() =>
+        this.db.transaction(() => {
+          for (const v of versions) {
+            const bucket = bucketOf(v.key);
+            const vh = versionHash(v);
+            const row = this.stmt.get.get(bucket, v.key) as RecordRow | undefined;
+            if (!row) {
+              this.insertVersion(bucket, v, vh);
+              this.digestXor(bucket, vh, undefined);
+              changed.push(v.key);
+              continue;
+            }
+            if (row.vh.equals(vh) && versionHash(fromRow(row)).equals(vh)) continue;
+            const existing = fromRow(row);
+            const replaces = sameVersion(existing, v) || compareVersions(this.rule, v, existing) < 0;
+            if (!replaces) {
+              this.insertLoser(v, existing, now);
+              continue;
+            }
+            if (!sameVersion(existing, v)) this.insertLoser(existing, v, now);
+            this.replaceVersion(bucket, v, vh);
+            this.stmt.clearTampered.run(bucket, v.key);
+            this.digestXor(bucket, vh, row.vh);
             changed.push(v.key);
-            continue;
           }
-          if (row.vh.equals(vh) && versionHash(fromRow(row)).equals(vh)) continue;
-          const existing = fromRow(row);
-          const replaces = sameVersion(existing, v) || compareVersions(this.rule, v, existing) < 0;
-          if (!replaces) {
-            this.insertLoser(v, existing, now);
-            continue;
-          }
-          if (!sameVersion(existing, v)) this.insertLoser(existing, v, now);
-          this.replaceVersion(bucket, v, vh);
-          this.digestXor(bucket, vh, row.vh);
-          changed.push(v.key);
-        }
-      })(),
+        })(),
+      ),
     );
     return changed;
   }
@@ -424,14 +576,27 @@ export class SqliteStore implements DedupStore {
 
   private applyInTransaction(b: ApplyBatchInput): ApplyResult {
     const wm = (this.stmt.watermark.get(b.origin, b.incarnation) as number | undefined) ?? 0;
+    if (b.backfill) return this.applyRecords(b, wm, 0);
     if (b.lastLsn <= wm) return { status: "already", watermark: wm };
     if (b.firstLsn > wm + 1 && !b.skipGap) return { status: "gap", watermark: wm };
+    const result = this.applyRecords(b, wm, wm);
+    this.stmt.setWatermark.run(b.origin, b.incarnation, b.lastLsn, this.nowMs());
+    const skipped = b.firstLsn > wm + 1 ? { from: wm + 1, to: b.firstLsn - 1 } : undefined;
+    return { ...result, watermark: b.lastLsn, skipped };
+  }
+
+  /** Merge the batch's records above `aboveLsn` into the store (the caller moves the watermark). */
+  private applyRecords(
+    b: ApplyBatchInput,
+    watermark: number,
+    aboveLsn: number,
+  ): Extract<ApplyResult, { status: "applied" }> {
     let applied = 0;
     let duplicates = 0;
     const conflicts: Conflict[] = [];
     const now = this.nowMs();
     for (const r of b.records) {
-      if (r.lsn <= wm) continue;
+      if (r.lsn <= aboveLsn) continue;
       const outcome = this.applyOne(b, r, now);
       if (outcome === "duplicate") duplicates++;
       else {
@@ -439,9 +604,7 @@ export class SqliteStore implements DedupStore {
         if (outcome !== "new") conflicts.push(outcome);
       }
     }
-    this.stmt.setWatermark.run(b.origin, b.incarnation, b.lastLsn, now);
-    const skipped = b.firstLsn > wm + 1 ? { from: wm + 1, to: b.firstLsn - 1 } : undefined;
-    return { status: "applied", watermark: b.lastLsn, applied, duplicates, conflicts, skipped };
+    return { status: "applied", watermark, applied, duplicates, conflicts, skipped: undefined };
   }
 
   private applyOne(b: ApplyBatchInput, r: WalRecord, now: number): "new" | "duplicate" | Conflict {
@@ -494,7 +657,10 @@ export class SqliteStore implements DedupStore {
   }
 
   getSync(key: string): StoredRecord | undefined {
-    const row = this.stmt.get.get(bucketOf(key), key) as RecordRow | undefined;
+    const row = this.guard(
+      "read a key",
+      () => this.stmt.get.get(bucketOf(key), key) as RecordRow | undefined,
+    );
     return row ? fromRow(row) : undefined;
   }
 
@@ -515,7 +681,14 @@ export class SqliteStore implements DedupStore {
   }
 
   async watermark(origin: string, incarnation: string): Promise<number> {
-    return (this.stmt.watermark.get(origin, incarnation) as number | undefined) ?? 0;
+    return this.watermarkSync(origin, incarnation);
+  }
+
+  watermarkSync(origin: string, incarnation: string): number {
+    return this.guard(
+      "read a watermark",
+      () => (this.stmt.watermark.get(origin, incarnation) as number | undefined) ?? 0,
+    );
   }
 
   async conflicts(options: { afterId?: number; limit?: number } = {}): Promise<ConflictRow[]> {
@@ -564,6 +737,20 @@ export class SqliteStore implements DedupStore {
   async rootDigest(): Promise<string> {
     if (!this.digests) throw new Error("this store was opened without digests");
     return this.digests.root();
+  }
+
+  /** Whether the store holds nothing at all (no record, no conflict, no watermark): a region without state. */
+  isEmpty(): boolean {
+    return this.guard(
+      "check whether empty",
+      () =>
+        this.db
+          .prepare(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM records LIMIT 1)) + (SELECT count(*) FROM (SELECT 1 FROM watermarks LIMIT 1)) + (SELECT count(*) FROM (SELECT 1 FROM conflicts LIMIT 1))",
+          )
+          .pluck()
+          .get() === 0,
+    );
   }
 
   get isOpen(): boolean {

@@ -33,8 +33,10 @@ export interface ApplyBatchInput {
   lastLsn: number;
   /** Frames in the range, LSNs increasing (a subset under a selective policy). */
   records: readonly WalRecord[];
-  /** Accept a batch that starts past watermark + 1 (the origin reported those LSNs lost to retention). */
+  /** Accept a batch that starts past watermark + 1 (an operator skipped LSNs nobody holds). */
   skipGap?: boolean;
+  /** Records below the watermark the region should hold: merged by the rule, the watermark untouched. */
+  backfill?: boolean;
 }
 
 export interface Conflict {

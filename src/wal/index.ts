@@ -1,6 +1,6 @@
 export { Wal } from "./wal.js";
 export type { AppendAck, ReadLimits, WalChunk, WalOptions, WalStats } from "./wal.js";
-export type { RecoveryReport } from "./recovery.js";
+export type { RecoveryEvidence, RecoveryReport } from "./recovery.js";
 export {
   FLAG_BATCH_CONTINUES,
   checkFrame,

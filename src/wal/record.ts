@@ -69,10 +69,17 @@ export interface PreparedRecord {
   bodyJson: string | undefined;
 }
 
+/** In a `u` regex a surrogate pair is one code point, so this matches only a lone surrogate. */
+const loneSurrogate = /\p{Cs}/u;
+
 function checkText(field: string, value: unknown, bytesMax: number, allowEmpty: boolean): string {
   if (typeof value !== "string")
     throw new RecordInvalidError(field, `expected a string, got ${typeof value}`);
   if (!allowEmpty && value.length === 0) throw new RecordInvalidError(field, "must not be empty");
+  // A lone surrogate has no UTF-8 form: encoding would replace it, and two different keys
+  // would become one in one region and stay two in another.
+  if (loneSurrogate.test(value))
+    throw new RecordInvalidError(field, "is not well-formed Unicode (it holds a lone UTF-16 surrogate)");
   // Cheap bound first: a UTF-16 unit is at most 3 UTF-8 bytes.
   if (value.length * 3 > bytesMax) {
     const bytes = Buffer.byteLength(value, "utf8");

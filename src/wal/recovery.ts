@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import path from "node:path";
 import type { Hlc } from "../clock/index.js";
-import { SegmentCorruptError } from "../errors.js";
+import { AcknowledgedLossError, SegmentCorruptError } from "../errors.js";
 import { walUnsyncedBytesMax } from "../limits.js";
 import { fsyncDir, writeAll } from "../util/durable-file.js";
 import type { FileOps } from "../util/file-ops.js";
@@ -20,6 +20,19 @@ import {
   segmentHeaderBytes,
   type SegmentHeader,
 } from "./segment.js";
+import { encodeFrames, type WalRecord } from "./record.js";
+import { planTail, type TailPlan } from "./tail-plan.js";
+
+/**
+ * What the rest of the node knows about this WAL's records, for recovery to tell a torn tail
+ * (never acknowledged) from damage to acknowledged records, and to restore the latter.
+ */
+export interface RecoveryEvidence {
+  /** The highest LSN of `incarnation` anyone (this region's store, a peer, a client) is known to have seen. */
+  acknowledgedLsn(incarnation: string): Promise<number>;
+  /** The records of `incarnation` in [fromLsn, toLsn] exactly as appended; those nobody holds are absent. */
+  records(incarnation: string, fromLsn: number, toLsn: number): Promise<WalRecord[]>;
+}
 
 /** A segment as the WAL tracks it. `lastLsn`/`index` of a sealed segment are filled lazily on first read. */
 export interface SegmentInfo {
@@ -32,6 +45,8 @@ export interface SegmentInfo {
   lastLsn: number | undefined;
   /** [lsn, offset] pairs of every indexEvery-th record; undefined until known. */
   index: number[] | undefined;
+  /** Set once a read found this sealed segment damaged (later reads fail at once). */
+  damaged?: SegmentCorruptError;
 }
 
 export interface RecoveryReport {
@@ -43,6 +58,10 @@ export interface RecoveryReport {
   tornReason: string | undefined;
   /** Set when `repair` cut acknowledged-looking data because of corruption (logged loudly). */
   repairedCorruption: string | undefined;
+  /** LSNs rewritten from the evidence because the WAL had lost or damaged them, and why. */
+  restored: { lsns: Array<[number, number]>; reason: string } | undefined;
+  /** The highest LSN the evidence said anyone had seen (0 without evidence). */
+  acknowledgedLsn: number;
   created: boolean;
   durationMs: number;
 }
@@ -55,6 +74,7 @@ export interface RecoverOptions {
   /** Cut the newest segment at its first corrupt frame instead of refusing to start. Loses data. */
   repair: boolean;
   indexEvery: number;
+  evidence?: RecoveryEvidence;
 }
 
 export interface Recovered {
@@ -152,6 +172,8 @@ export async function recoverWal(o: RecoverOptions): Promise<Recovered> {
         truncatedBytes: 0,
         tornReason: undefined,
         repairedCorruption: undefined,
+        restored: undefined,
+        acknowledgedLsn: 0,
         created: true,
         durationMs: performance.now() - started,
       },
@@ -166,62 +188,148 @@ export async function recoverWal(o: RecoverOptions): Promise<Recovered> {
     segments.push({ file: n, path: filePath, header, bytes: size, lastLsn: undefined, index: undefined });
   }
   // Sealed segments are validated lazily, on their first read; only the last one is read here.
-  const lastName = files[files.length - 1]!;
-  const lastPath = path.join(o.dir, lastName.n);
-  const fd = await o.ops.open(lastPath, "r+");
+  const last = files[files.length - 1]!;
+  const newest = await recoverNewest(o, last.n, last.lsn, segments[0]?.header.incarnation);
+  segments.push(newest.info);
+  return {
+    segments,
+    activeFd: newest.fd,
+    report: {
+      ...newest.report,
+      segments: segments.length,
+      created: false,
+      durationMs: performance.now() - started,
+    },
+  };
+}
+
+type NewestReport = Omit<RecoveryReport, "segments" | "created" | "durationMs">;
+
+/** Scan the newest segment, weigh its problems against the evidence, and cut, restore or refuse. */
+async function recoverNewest(
+  o: RecoverOptions,
+  name: string,
+  nameLsn: number,
+  incarnation: string | undefined,
+): Promise<{ info: SegmentInfo; fd: number; report: NewestReport }> {
+  const filePath = path.join(o.dir, name);
+  let fd = await o.ops.open(filePath, "r+");
   try {
     const image = await readWhole(o.ops, fd);
-    let scan;
+    const scan = scanSegment(image, { file: name, last: true, lenient: true, indexEvery: o.indexEvery });
+    checkHeader(scan.header, name, nameLsn, o.region, incarnation);
+    const seen = o.evidence ? await o.evidence.acknowledgedLsn(scan.header.incarnation) : undefined;
+    let plan = planTail({ image, scan, seenLsn: seen, unsyncedBytesMax: walUnsyncedBytesMax });
     let repairedCorruption: string | undefined;
-    try {
-      scan = scanSegment(image, {
-        file: lastName.n,
-        last: true,
-        unsyncedBytesMax: walUnsyncedBytesMax,
-        indexEvery: o.indexEvery,
-      });
-    } catch (err) {
-      if (!(o.repair && err instanceof SegmentCorruptError && err.offset >= segmentHeaderBytes)) throw err;
-      repairedCorruption = err.message;
-      scan = scanSegment(image.subarray(0, err.offset), {
-        file: lastName.n,
-        last: true,
-        unsyncedBytesMax: 0,
-        indexEvery: o.indexEvery,
-      });
+    if (
+      plan.kind === "refuse" &&
+      o.repair &&
+      plan.offset >= segmentHeaderBytes &&
+      (seen ?? 0) < plan.fromLsn
+    ) {
+      repairedCorruption = `corrupt WAL segment ${name} at offset ${plan.offset}: ${plan.reason}`;
+      plan = { kind: "cut", offset: plan.offset, reason: repairedCorruption };
     }
-    checkHeader(scan.header, lastName.n, lastName.lsn, o.region, segments[0]?.header.incarnation);
-    const truncatedBytes = image.length - scan.validBytes;
-    if (truncatedBytes > 0) {
-      await o.ops.ftruncate(fd, scan.validBytes);
-      await o.ops.fdatasync(fd);
-    }
-    segments.push({
-      file: lastName.n,
-      path: lastPath,
-      header: scan.header,
-      bytes: scan.validBytes,
-      lastLsn: scan.lastLsn,
-      index: scan.index,
-    });
+    const outcome = await carryOut(o, name, filePath, fd, image, scan.header.incarnation, plan);
+    fd = outcome.fd;
+    const final = scanSegment(outcome.image, { file: name, last: true, indexEvery: o.indexEvery });
     return {
-      segments,
-      activeFd: fd,
+      fd,
+      info: {
+        file: name,
+        path: filePath,
+        header: final.header,
+        bytes: final.validBytes,
+        lastLsn: final.lastLsn,
+        index: final.index,
+      },
       report: {
-        segments: segments.length,
-        lastLsn: scan.lastLsn,
-        lastHlc: scan.lastHlc,
-        truncatedBytes,
-        tornReason: scan.tornReason,
+        lastLsn: final.lastLsn,
+        lastHlc: final.lastHlc,
+        truncatedBytes: plan.kind === "cut" ? image.length - plan.offset : 0,
+        tornReason: plan.kind === "cut" ? plan.reason : undefined,
         repairedCorruption,
-        created: false,
-        durationMs: performance.now() - started,
+        restored: outcome.restored,
+        acknowledgedLsn: seen ?? 0,
       },
     };
   } catch (err) {
     await o.ops.close(fd).catch(() => undefined);
     throw err;
   }
+}
+
+/** Do what the plan says; the segment is only ever replaced whole (temp file, fsync, rename). */
+async function carryOut(
+  o: RecoverOptions,
+  name: string,
+  filePath: string,
+  fd: number,
+  image: Buffer,
+  incarnation: string,
+  plan: TailPlan,
+): Promise<{ fd: number; image: Buffer; restored: RecoveryReport["restored"] }> {
+  if (plan.kind === "keep") return { fd, image, restored: undefined };
+  if (plan.kind === "refuse") {
+    const hint = o.evidence ? "" : "; nothing else holds them here";
+    throw new SegmentCorruptError(name, plan.offset, `${plan.reason}${hint}`);
+  }
+  if (plan.kind === "cut") {
+    await o.ops.ftruncate(fd, plan.offset);
+    await o.ops.fdatasync(fd);
+    return { fd, image: image.subarray(0, plan.offset), restored: undefined };
+  }
+  const parts: Buffer[] = [image.subarray(0, plan.prefixEnd)];
+  const lsns: Array<[number, number]> = [];
+  if (plan.gap) {
+    parts.push(await restoredFrames(o, name, plan.prefixEnd, incarnation, plan.gap, plan.reason));
+    lsns.push(plan.gap);
+  }
+  if (plan.later) parts.push(image.subarray(plan.later.offset, plan.later.end));
+  if (plan.tail) {
+    parts.push(await restoredFrames(o, name, plan.prefixEnd, incarnation, plan.tail, plan.reason));
+    lsns.push(plan.tail);
+  }
+  const next = Buffer.concat(parts);
+  await o.ops.close(fd);
+  const tmp = `${filePath}.tmp`;
+  const out = await o.ops.open(tmp, "w+");
+  try {
+    await writeAll(o.ops, out, next, 0);
+    await o.ops.fdatasync(out);
+  } finally {
+    await o.ops.close(out);
+  }
+  await o.ops.rename(tmp, filePath);
+  await fsyncDir(o.dir, o.ops);
+  return { fd: await o.ops.open(filePath, "r+"), image: next, restored: { lsns, reason: plan.reason } };
+}
+
+/** The frames of LSNs [from, to] rebuilt from the evidence, every one of them, or AcknowledgedLossError. */
+async function restoredFrames(
+  o: RecoverOptions,
+  name: string,
+  offset: number,
+  incarnation: string,
+  [from, to]: [number, number],
+  reason: string,
+): Promise<Buffer> {
+  const got = await o.evidence!.records(incarnation, from, to);
+  const missing: number[] = [];
+  for (let lsn = from, k = 0; lsn <= to; lsn++) {
+    if (got[k]?.lsn === lsn) k++;
+    else missing.push(lsn);
+  }
+  if (missing.length > 0 || got.length !== to - from + 1) {
+    throw new AcknowledgedLossError(
+      name,
+      offset,
+      from,
+      to,
+      `${missing.length} of them (first ${missing[0]}) are held by neither this region's store nor its peers (${reason}). Nothing was changed. To start anyway as a new incarnation, losing them: crr serve --config FILE --accept-wal-loss`,
+    );
+  }
+  return encodeFrames(got.map((r) => ({ ...r, flags: 0 })));
 }
 
 function checkHeader(

@@ -116,6 +116,8 @@ export interface SegmentScan {
   tornReason: string | undefined;
   /** Offsets of every `indexEvery`-th frame, for seeking by LSN: [lsn, offset] pairs. */
   index: number[];
+  /** Where the valid frames stopped, the LSN expected there, and why (set whenever bytes follow validBytes). */
+  problem: { offset: number; lsn: number; reason: string } | undefined;
 }
 
 export interface ScanOptions {
@@ -128,6 +130,11 @@ export interface ScanOptions {
   /** The torn-tail window (see limits.walUnsyncedBytesMax). */
   unsyncedBytesMax?: number;
   indexEvery?: number;
+  /**
+   * Report a frame problem anywhere instead of throwing (recovery weighs it against the
+   * evidence of what was acknowledged). The header must still be valid.
+   */
+  lenient?: boolean;
 }
 
 /**
@@ -148,8 +155,10 @@ export function scanSegment(buf: Buffer, options: ScanOptions): SegmentScan {
   let batchStart: { offset: number; count: number; hlc: Hlc | undefined } | undefined;
   let tornReason: string | undefined;
   const index: number[] = [];
-  const fail = (offset: number, reason: string): never => {
-    throw new SegmentCorruptError(file, offset, reason);
+  const lenient = options.lenient ?? false;
+  let problemAt: { offset: number; lsn: number; reason: string } | undefined;
+  const fail = (offset: number, reason: string): void => {
+    if (!lenient) throw new SegmentCorruptError(file, offset, reason);
   };
   while (p < buf.length) {
     const f = checkFrame(buf, p);
@@ -159,6 +168,7 @@ export function scanSegment(buf: Buffer, options: ScanOptions): SegmentScan {
     else if (f.lsn !== expected) problem = `LSN ${f.lsn} where ${expected} was expected`;
     if (problem !== undefined || f.kind !== "ok") {
       if (!last || p < buf.length - window) fail(p, problem ?? "unreadable frame");
+      problemAt = { offset: p, lsn: expected, reason: problem ?? "unreadable frame" };
       tornReason = `${problem} at offset ${p}`;
       break;
     }
@@ -178,6 +188,7 @@ export function scanSegment(buf: Buffer, options: ScanOptions): SegmentScan {
     if (!last || batchStart.offset < buf.length - window) {
       fail(batchStart.offset, "appendBatch without its final frame");
     }
+    problemAt ??= { offset: p, lsn: expected, reason: "appendBatch without its final frame" };
     tornReason ??= `incomplete appendBatch at offset ${batchStart.offset}`;
     p = batchStart.offset;
     count = batchStart.count;
@@ -192,5 +203,41 @@ export function scanSegment(buf: Buffer, options: ScanOptions): SegmentScan {
     validBytes: p,
     tornReason,
     index,
+    problem: problemAt,
   };
+}
+
+/** Valid, consecutive frames found after a damaged stretch: where they start and end. */
+export interface Resync {
+  offset: number;
+  firstLsn: number;
+  lastLsn: number;
+  /** Just past the last frame of the run. */
+  end: number;
+}
+
+/**
+ * After a problem at `from`, look for the next run of valid frames that continues the log
+ * (an LSN at or after `expectedLsn`, each next frame one LSN more). Byte by byte: a frame
+ * only counts when its length, checksum and field lengths all hold. Undefined when the rest
+ * of the segment holds no such frame (a torn tail, not damage inside written data).
+ */
+export function findResync(buf: Buffer, from: number, expectedLsn: number): Resync | undefined {
+  for (let q = from + 1; q + 36 <= buf.length; q++) {
+    const len = buf.readUInt32LE(q + 4);
+    if (len < 28 || len > buf.length - q - 8) continue; // cheap rejection before any checksum
+    const f = checkFrame(buf, q);
+    // The damaged bytes cannot have held more frames than fit in them (a frame is at least 36 bytes).
+    if (f.kind !== "ok" || f.lsn < expectedLsn || f.lsn > expectedLsn + Math.ceil((q - from) / 36)) continue;
+    let end = f.end;
+    let lastLsn = f.lsn;
+    for (;;) {
+      const g = end < buf.length ? checkFrame(buf, end) : undefined;
+      if (!g || g.kind !== "ok" || g.lsn !== lastLsn + 1) break;
+      lastLsn = g.lsn;
+      end = g.end;
+    }
+    return { offset: q, firstLsn: f.lsn, lastLsn, end };
+  }
+  return undefined;
 }

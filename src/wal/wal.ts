@@ -7,6 +7,7 @@
  * arrive while an fsync is in flight fill the next group, so N concurrent appends cost
  * about N / group size fsyncs. Readers only ever see bytes below the durable mark.
  */
+import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
 import { HybridClock, type Hlc } from "../clock/index.js";
 import {
@@ -35,9 +36,17 @@ import {
   prepareRecord,
   type PreparedRecord,
   type RecordInput,
+  type WalRecord,
   viewOf,
 } from "./record.js";
-import { createSegment, recoverWal, scanSealed, type RecoveryReport, type SegmentInfo } from "./recovery.js";
+import {
+  createSegment,
+  recoverWal,
+  scanSealed,
+  type RecoveryEvidence,
+  type RecoveryReport,
+  type SegmentInfo,
+} from "./recovery.js";
 import { segmentHeaderBytes } from "./segment.js";
 
 export interface WalOptions {
@@ -54,6 +63,11 @@ export interface WalOptions {
   repair?: boolean;
   /** Called with the duration of every fdatasync (seconds), for the fsync histogram. */
   onFsync?: (seconds: number) => void;
+  /**
+   * What the rest of the node knows was acknowledged: with it, recovery restores damaged or
+   * missing acknowledged records instead of cutting them, and refuses when it cannot.
+   */
+  evidence?: RecoveryEvidence;
 }
 
 export interface AppendAck {
@@ -197,6 +211,7 @@ export class Wal {
       nowMs: o.nowMs ?? Date.now,
       repair: o.repair ?? false,
       indexEvery,
+      evidence: o.evidence,
     });
     return new Wal(o, rec);
   }
@@ -229,6 +244,35 @@ export class Wal {
     const group = this.reserve(frameBytesUpperBound(rec));
     const ack = this.encodeInto(group, rec, 0);
     return group.done.then(() => ack);
+  }
+
+  /**
+   * Append records that already carry their LSN and HLC: acknowledged records recovery
+   * restores from the store or the peers. They must continue the log exactly (the next LSN,
+   * no gap), and nothing else may be appending (the node admits no appends while recovering).
+   */
+  appendRestored(records: readonly WalRecord[]): Promise<void> {
+    if (records.length === 0) return Promise.resolve();
+    records.forEach((r, i) =>
+      assert.equal(
+        r.lsn,
+        this.nextLsn + i,
+        `restored LSN ${r.lsn} must continue the WAL at ${this.nextLsn + i}`,
+      ),
+    );
+    let bound = 0;
+    for (const r of records) bound += frameBytesUpperBound(r);
+    const group = this.reserve(bound);
+    for (const r of records) {
+      const start = group.used;
+      group.used = encodeFrame(group.buf, start, r, r.lsn, r.hlc, 0, group.dv);
+      this.queuedBytes += group.used - start;
+      group.lastLsn = r.lsn;
+      group.lastHlc = r.hlc;
+      this.nextLsn++;
+      this.clock.observe(r.hlc);
+    }
+    return group.done;
   }
 
   /** Append records as one unit: one write, one fsync; all are acknowledged or none. */
@@ -474,8 +518,13 @@ export class Wal {
     if (hot) return hot;
     const segIdx = this.findSegment(fromLsn);
     const seg = this.segments[segIdx]!;
+    if (seg.damaged) throw seg.damaged;
     if (seg.lastLsn === undefined) {
-      await scanSealed(this.ops, seg, indexEvery);
+      await scanSealed(this.ops, seg, indexEvery).catch((err: unknown) => {
+        // Remember it: every later read of this segment fails at once, without reading it again.
+        if (err instanceof SegmentCorruptError) seg.damaged = err;
+        throw err;
+      });
       const next = this.segments[segIdx + 1];
       if (next && seg.lastLsn !== next.header.firstLsn - 1) {
         throw new SegmentCorruptError(
@@ -487,6 +536,16 @@ export class Wal {
     }
     if (fromLsn > seg.lastLsn!) return undefined;
     return this.readFromSegment(seg, fromLsn, limits);
+  }
+
+  /** The LSNs of the segment holding `lsn` (from the segment names: valid even when the segment is damaged). */
+  segmentRange(lsn: number): { firstLsn: number; lastLsn: number } {
+    const i = this.findSegment(lsn);
+    const next = this.segments[i + 1];
+    return {
+      firstLsn: this.segments[i]!.header.firstLsn,
+      lastLsn: next ? next.header.firstLsn - 1 : this.durable,
+    };
   }
 
   private findSegment(lsn: number): number {

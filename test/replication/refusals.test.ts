@@ -27,6 +27,8 @@ beforeAll(async () => {
         ],
       },
       reader: { bodyBytesMax: 65536 },
+      // Its peers are down on purpose: this region starts with no state and serves alone.
+      recovery: { startAlone: true },
     },
   });
   node = cluster.node("eu-west-1");
@@ -63,7 +65,10 @@ function post(body: Buffer, headers: Record<string, string>) {
   });
 }
 
-const signed = (body: Buffer, over: { region?: string; secret?: string; nowMs?: number } = {}) =>
+const signed = (
+  body: Buffer,
+  over: { region?: string; secret?: string; nowMs?: number; rule?: string; incarnation?: string } = {},
+) =>
   signRequest({
     secret: over.secret ?? testSecret,
     method: "POST",
@@ -71,6 +76,8 @@ const signed = (body: Buffer, over: { region?: string; secret?: string; nowMs?: 
     body,
     region: over.region ?? "us-east-1",
     nowMs: over.nowMs ?? Date.now(),
+    rule: over.rule ?? "first-write-wins/1",
+    incarnation: over.incarnation ?? incarnation,
   });
 
 async function unchanged<T>(send: () => Promise<T>): Promise<T> {
@@ -193,6 +200,55 @@ describe("the peer API refuses, and changes nothing", () => {
       "watermark_gap",
     ],
     [
+      "a peer that merges by another rule",
+      async () => {
+        const b = batch([rec(3)]);
+        return post(b, signed(b, { rule: "last-write-wins/1" }));
+      },
+      409,
+      "rule_mismatch",
+    ],
+    [
+      "a peer that does not say its rule",
+      async () => {
+        const b = batch([rec(3)]);
+        return post(b, signed(b, { rule: "" }));
+      },
+      409,
+      "rule_mismatch",
+    ],
+    [
+      "a second node with the sender's region name (another incarnation, alive)",
+      async () => {
+        const b = encodeBatch(
+          {
+            origin: "us-east-1",
+            incarnation: "b".repeat(32),
+            firstLsn: 1,
+            lastLsn: 1,
+            recordCount: 1,
+            flags: 0,
+          },
+          encodeFrames([rec(1)]),
+        );
+        return post(b, signed(b, { incarnation: "b".repeat(32) }));
+      },
+      409,
+      "duplicate_region",
+    ],
+    [
+      "unknown batch flags",
+      async () => {
+        const b = encodeBatch(
+          { origin: "us-east-1", incarnation, firstLsn: 3, lastLsn: 3, recordCount: 1, flags: 8 },
+          encodeFrames([rec(3)]),
+        );
+        return post(b, signed(b));
+      },
+      400,
+      "bad_batch",
+    ],
+    [
       "JSON instead of a batch",
       async () =>
         api(`${node.url}/v1/replicate`, {
@@ -260,6 +316,24 @@ describe("the peer API refuses, and changes nothing", () => {
       body: "{not json",
     });
     expect(broken.status).toBe(400);
+    // Malformed UTF-16 in key, tenant or outcome (a lone surrogate) is refused, naming the field:
+    // "x\ud800y" and "x\ud801y" would both encode to "x\ufffdy" and merge in one region only.
+    for (const field of ["key", "tenant", "outcome"] as const) {
+      const rec = { key: "k-utf", tenant: "tenant-a", outcome: "accepted", [field]: "x\ud800y" };
+      const r = await unchanged(() => append(node, rec));
+      expect(r, field).toMatchObject({ status: 400, body: { code: "record_invalid", field } });
+      expect(r.body.message).toMatch(/lone UTF-16 surrogate/);
+    }
+    // No type coercion: a number is not a key.
+    const coerced = await unchanged(() =>
+      api(`${node.url}/v1/records`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ key: 123, tenant: "tenant-a", outcome: "accepted" }),
+      }),
+    );
+    expect(coerced.status).toBe(400);
+    expect(coerced.body.message).toMatch(/key must be string/);
     const tooMany = await append(node, { key: "w1", tenant: "tenant-a", outcome: "accepted" }, 5);
     expect(tooMany).toMatchObject({ status: 400, body: { field: "wait" } });
     expect((await api(`${node.url}/v1/records/nope`)).status).toBe(404);

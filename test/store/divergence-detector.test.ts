@@ -55,8 +55,12 @@ const streamsArb = fc
 function detector(store: SqliteStore, other: SqliteStore): DivergenceDetector {
   return new DivergenceDetector({
     region: "a",
+    incarnation: () => "a".repeat(32),
     store,
     remote: () => storeRemote(other),
+    // Records here are timestamped near the epoch: age alone must not settle them.
+    inFlightMsMax: Number.MAX_SAFE_INTEGER,
+    nowMs: () => 0,
     log: silentLogger(),
   });
 }

@@ -1,13 +1,22 @@
-/** Why a send to a peer failed, as a short stable label for metrics (crr_ship_errors_total{reason}). */
-export class ShipError extends Error {
+/**
+ * Why a request to a peer failed, as a short stable label (`reason`) for metrics
+ * (`crr_ship_errors_total{reason}`) and status, with the detail in the message.
+ */
+export class LinkError extends Error {
   constructor(
     readonly reason: string,
     message: string,
-    cause?: unknown,
+    options: { cause?: unknown; status?: number; answer?: Record<string, unknown> } = {},
   ) {
-    super(message, { cause });
-    this.name = "ShipError";
+    super(message, { cause: options.cause });
+    this.name = "LinkError";
+    this.status = options.status;
+    this.answer = options.answer;
   }
+  /** The HTTP status of a refusal (undefined for a transport failure). */
+  readonly status: number | undefined;
+  /** The peer's JSON answer to a refusal, when it gave one. */
+  readonly answer: Record<string, unknown> | undefined;
 }
 
 const byCode: Record<string, string> = {
@@ -24,6 +33,7 @@ const byCode: Record<string, string> = {
   ETIMEDOUT: "timeout",
 };
 
+/** A stable label for a transport error (undici or node:net). */
 export function classify(err: unknown): string {
   const e = err as { code?: string; name?: string; cause?: { code?: string } } | undefined;
   const code = e?.code ?? e?.cause?.code;

@@ -1,0 +1,69 @@
+/**
+ * What reconcile does with one finding, decided from evidence only. Pure.
+ *
+ * A version counts as true when there is evidence for its content: its origin's WAL holds it
+ * (the source of truth), or a region holds a copy still equal to what it applied (its
+ * content hash matches and the scrubber never flagged it). A copy without evidence (changed
+ * outside the engine, and its origin's WAL no longer has it) is never spread: it is only
+ * replaced when another version with evidence has its identity. When some version lacks
+ * evidence and nothing else tells what it was, the key is undecided and nothing is written:
+ * reconciling a hand edit from the region that holds it must not copy it onto the healthy one.
+ */
+import { compareVersions, type MergeRule, type StoredRecord } from "../store/index.js";
+import type { Finding } from "./classify.js";
+
+export type Evidence = "origin-wal" | "intact-copy" | "none";
+
+/** A candidate version as reconcile established it: the content evidence says it has, and which evidence. */
+export interface Established {
+  version: StoredRecord;
+  evidence: Evidence;
+}
+
+export type Decision =
+  | { kind: "write"; winner: Established; targets: string[] }
+  | { kind: "agree" }
+  | { kind: "undecided"; reason: string };
+
+export const sameIdentity = (a: StoredRecord, b: StoredRecord) =>
+  a.origin === b.origin && a.incarnation === b.incarnation && a.lsn === b.lsn;
+
+export const sameContent = (a: StoredRecord, b: StoredRecord) =>
+  sameIdentity(a, b) &&
+  a.key === b.key &&
+  a.outcome === b.outcome &&
+  a.tenant === b.tenant &&
+  a.bodyJson === b.bodyJson &&
+  a.hlc.wallMs === b.hlc.wallMs &&
+  a.hlc.logical === b.hlc.logical;
+
+/**
+ * Decide one finding. `established` holds, for each version the two regions hold, what the
+ * evidence says it is (its stored content when that is the evidence).
+ */
+export function decide(f: Finding, established: readonly Established[], rule: MergeRule): Decision {
+  const proven = established.filter((e) => e.evidence !== "none");
+  for (const e of established) {
+    if (e.evidence !== "none") continue;
+    if (!proven.some((p) => sameIdentity(p.version, e.version)))
+      return {
+        kind: "undecided",
+        reason: `no evidence for ${e.version.origin} LSN ${e.version.lsn} ('${e.version.outcome}'): its origin's WAL no longer holds it and no intact copy remains`,
+      };
+  }
+  for (const a of proven)
+    for (const b of proven)
+      if (sameIdentity(a.version, b.version) && !sameContent(a.version, b.version))
+        return {
+          kind: "undecided",
+          reason: `two contents with evidence for ${a.version.origin} LSN ${a.version.lsn}`,
+        };
+  if (proven.length === 0) return { kind: "undecided", reason: "no version has evidence" };
+  const winner = [...proven].sort((a, b) => compareVersions(rule, a.version, b.version))[0]!;
+  const differs = (v: StoredRecord | undefined) => !v || !sameContent(v, winner.version);
+  const targets = [
+    ...(differs(f.localVersion) ? [f.local] : []),
+    ...(differs(f.remoteVersion) ? [f.remote] : []),
+  ];
+  return targets.length === 0 ? { kind: "agree" } : { kind: "write", winner, targets };
+}

@@ -1,0 +1,243 @@
+/**
+ * A peer reached over HTTP: the engine's only HTTP client (undici). Every request is signed
+ * (src/protocol) with this region's identity and carries its incarnation, so the peer knows
+ * which stream of ours is alive. Batches go over their own connection, pipelined up to
+ * `inflightBatchesMax`, so they arrive in the order sent; everything else shares a second
+ * small pool, so a control call never waits behind a window of batches.
+ */
+import { Pool } from "undici";
+import type { Dispatcher } from "undici";
+import { headerIncarnation, headerRule, signRequest } from "../protocol/index.js";
+import type { StoredRecord } from "../store/index.js";
+import { LinkError, classify } from "./errors.js";
+import {
+  fromWire,
+  type ExportPage,
+  type ExportQuery,
+  type PeerLink,
+  type ReplicateAnswer,
+  type StreamQuery,
+  type WatermarksView,
+  type WireVersion,
+} from "./types.js";
+
+export { headerIncarnation, headerRule };
+
+export interface HttpPeerLinkOptions {
+  /** This region (the signer). */
+  region: string;
+  /** This region's WAL incarnation, once known (undefined for operator tools). */
+  incarnation?: () => string | undefined;
+  /** This region's conflict rule, sent with every batch so a mismatch is refused. */
+  rule?: string;
+  secret: string;
+  peer: string;
+  url: string;
+  connectTimeoutMs: number;
+  requestTimeoutMs: number;
+  inflightBatchesMax?: number;
+  nowMs?: () => number;
+}
+
+function parseJson(text: string): Record<string, unknown> | undefined {
+  try {
+    const v = JSON.parse(text) as unknown;
+    return v && typeof v === "object" && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export class HttpPeerLink implements PeerLink {
+  readonly peer: string;
+  readonly url: string;
+  private readonly o: HttpPeerLinkOptions;
+  private readonly batchPool: Pool;
+  private readonly callPool: Pool;
+  private readonly nowMs: () => number;
+  private bytesSent = 0;
+  private bytesReceived = 0;
+
+  constructor(o: HttpPeerLinkOptions) {
+    this.o = o;
+    this.peer = o.peer;
+    this.url = o.url.replace(/\/$/, "");
+    this.nowMs = o.nowMs ?? Date.now;
+    const origin = new URL(this.url).origin;
+    const common = {
+      connectTimeout: o.connectTimeoutMs,
+      headersTimeout: o.requestTimeoutMs,
+      bodyTimeout: o.requestTimeoutMs,
+      keepAliveTimeout: 4000,
+    };
+    this.batchPool = new Pool(origin, {
+      ...common,
+      connections: 1,
+      pipelining: Math.max(1, o.inflightBatchesMax ?? 1),
+    });
+    this.callPool = new Pool(origin, { ...common, connections: 2 });
+  }
+
+  private headers(method: string, path: string, body: Buffer | string): Record<string, string> {
+    return signRequest({
+      secret: this.o.secret,
+      method,
+      path,
+      body,
+      region: this.o.region,
+      nowMs: this.nowMs(),
+      incarnation: this.o.incarnation?.(),
+      rule: this.o.rule,
+    });
+  }
+
+  /** One signed request; resolves with the status and parsed JSON answer, rejects with a LinkError on transport failure. */
+  private async send(
+    pool: Pool,
+    method: "GET" | "POST",
+    path: string,
+    body: Buffer | string | undefined,
+    contentType: string | undefined,
+    signal: AbortSignal | undefined,
+    idempotent = false,
+  ): Promise<{ status: number; answer: Record<string, unknown> | undefined; text: string }> {
+    const payload = body ?? "";
+    const headers = this.headers(method, path, payload);
+    if (contentType) headers["content-type"] = contentType;
+    this.bytesSent +=
+      (typeof payload === "string" ? Buffer.byteLength(payload) : payload.length) + path.length;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await pool.request({
+        method,
+        path,
+        headers,
+        body: body === undefined ? undefined : body,
+        signal,
+        // Replaying a batch is harmless (the peer's watermark makes it a no-op), and undici
+        // only pipelines requests marked so.
+        idempotent,
+      });
+    } catch (err) {
+      throw new LinkError(classify(err), `${method} ${this.url}${path}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (err) {
+      throw new LinkError(
+        classify(err),
+        `reading the answer of ${this.url}${path}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    this.bytesReceived += Buffer.byteLength(text);
+    return { status: res.statusCode, answer: parseJson(text), text };
+  }
+
+  private refused(
+    method: string,
+    path: string,
+    r: { status: number; answer: Record<string, unknown> | undefined; text: string },
+  ): LinkError {
+    const code = typeof r.answer?.code === "string" ? r.answer.code : `http_${r.status}`;
+    const detail = String(r.answer?.message ?? r.text).slice(0, 300);
+    return new LinkError(
+      code,
+      `${method} ${this.url}${path}: ${this.peer} answered ${r.status} ${code}: ${detail}`,
+      {
+        status: r.status,
+        answer: r.answer,
+      },
+    );
+  }
+
+  /** A signed JSON call that must answer 200 with a JSON object. */
+  private async call<T>(
+    method: "GET" | "POST",
+    path: string,
+    body?: unknown,
+    signal?: AbortSignal,
+  ): Promise<T> {
+    const text = body === undefined ? undefined : JSON.stringify(body);
+    const r = await this.send(
+      this.callPool,
+      method,
+      path,
+      text,
+      text === undefined ? undefined : "application/json",
+      signal,
+    );
+    if (r.status !== 200 || !r.answer) throw this.refused(method, path, r);
+    return r.answer as T;
+  }
+
+  async replicate(body: Buffer, signal?: AbortSignal): Promise<ReplicateAnswer> {
+    const path = "/v1/replicate";
+    const r = await this.send(this.batchPool, "POST", path, body, "application/octet-stream", signal, true);
+    const watermark = r.answer?.watermark;
+    if (r.status === 200 && typeof watermark === "number") return { kind: "ok", watermark };
+    if (r.status === 409 && r.answer?.code === "watermark_gap" && typeof watermark === "number")
+      return { kind: "gap", watermark };
+    throw this.refused("POST", path, r);
+  }
+
+  async watermarks(signal?: AbortSignal): Promise<WatermarksView> {
+    const v = await this.call<WatermarksView>("GET", "/v1/watermarks", undefined, signal);
+    if (!Array.isArray(v.streams) || typeof v.incarnation !== "string")
+      throw new LinkError("bad_answer", `GET ${this.url}/v1/watermarks: not a watermarks answer`);
+    return { ...v, seen: Array.isArray(v.seen) ? v.seen : [] };
+  }
+
+  async health(signal?: AbortSignal): Promise<void> {
+    const path = "/healthz";
+    const r = await this.send(this.callPool, "GET", path, undefined, undefined, signal);
+    if (r.status !== 200) throw this.refused("GET", path, r);
+  }
+
+  async tree(level: number, indexes: number[]): Promise<string[]> {
+    return (await this.call<{ digests: string[] }>("POST", "/v1/divergence/tree", { level, indexes }))
+      .digests;
+  }
+
+  async buckets(buckets: number[]): Promise<Array<StoredRecord & { intact: boolean }>> {
+    const a = await this.call<{ versions: WireVersion[] }>("POST", "/v1/divergence/buckets", { buckets });
+    return a.versions.map((v) => ({ ...fromWire(v), intact: v.intact ?? true }));
+  }
+
+  async walRecords(lsns: number[]): Promise<{ incarnation: string; records: StoredRecord[] }> {
+    const a = await this.call<{ incarnation: string; records: WireVersion[] }>("POST", "/v1/divergence/wal", {
+      lsns,
+    });
+    return { incarnation: a.incarnation, records: a.records.map(fromWire) };
+  }
+
+  async exportPage(q: ExportQuery): Promise<ExportPage> {
+    const a = await this.call<{ versions: WireVersion[]; next?: { bucket: number; key: string } }>(
+      "POST",
+      "/v1/divergence/export",
+      q,
+    );
+    return { versions: a.versions.map(fromWire), next: a.next };
+  }
+
+  async streamRecords(q: StreamQuery): Promise<StoredRecord[]> {
+    return (await this.call<{ versions: WireVersion[] }>("POST", "/v1/divergence/stream", q)).versions.map(
+      fromWire,
+    );
+  }
+
+  async repair(versions: StoredRecord[]): Promise<{ changed: string[] }> {
+    return this.call<{ changed: string[] }>("POST", "/v1/divergence/repair", { versions });
+  }
+
+  bytes(): number {
+    return this.bytesSent + this.bytesReceived;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.batchPool.close(), this.callPool.close()]).catch(() => undefined);
+  }
+}

@@ -1,0 +1,14 @@
+export { HttpPeerLink, headerIncarnation, headerRule } from "./http-link.js";
+export type { HttpPeerLinkOptions } from "./http-link.js";
+export { LinkError, classify } from "./errors.js";
+export { fromWire } from "./types.js";
+export type {
+  ExportPage,
+  ExportQuery,
+  PeerLink,
+  ReplicateAnswer,
+  StreamQuery,
+  StreamWatermark,
+  WatermarksView,
+  WireVersion,
+} from "./types.js";

@@ -1,0 +1,102 @@
+/**
+ * What one region asks of another, whatever carries it: HTTP between processes
+ * (`HttpPeerLink`), or a direct call into another region in the same process (tests, the
+ * simulator). The shipper, the divergence detector, peer health, the startup checks and the
+ * operator commands all speak to peers through this one interface. Pure types.
+ */
+import type { Hlc } from "../clock/index.js";
+import type { StoredRecord } from "../store/index.js";
+
+/** One (origin, incarnation) stream a region has applied. */
+export interface StreamWatermark {
+  origin: string;
+  incarnation: string;
+  lsn: number;
+  updatedAtMs: number;
+}
+
+/** A region's answer to "what have you applied?" (GET /v1/watermarks). */
+export interface WatermarksView {
+  region: string;
+  /** The answering region's own WAL incarnation. */
+  incarnation: string;
+  /** Applied LSN per origin (its newest incarnation). */
+  watermarks: Record<string, number>;
+  streams: StreamWatermark[];
+  /** The conflict rule and the format version: peers with different ones must not replicate. */
+  rule: string;
+  formatVersion: number;
+  /** The answering region's hybrid clock now (a floor for a region that lost its own). */
+  clock: Hlc;
+  /** Incarnations of other regions this region heard from recently, and how long ago. */
+  seen: Array<{ region: string; incarnation: string; agoMs: number }>;
+}
+
+export type ReplicateAnswer =
+  | { kind: "ok"; watermark: number }
+  /** The batch started past the peer's watermark: resume at watermark + 1. */
+  | { kind: "gap"; watermark: number };
+
+/** A version as it crosses the wire; `intact` is false when its holder found it changed outside the engine. */
+export type WireVersion = Omit<StoredRecord, "bodyJson"> & { bodyJson?: string | null; intact?: boolean };
+
+export interface ExportQuery {
+  origin?: string;
+  after?: { bucket: number; key: string };
+  limit: number;
+}
+
+export interface ExportPage {
+  versions: StoredRecord[];
+  next: { bucket: number; key: string } | undefined;
+}
+
+export interface StreamQuery {
+  origin: string;
+  incarnation: string;
+  fromLsn: number;
+  toLsn: number;
+  limit: number;
+}
+
+export interface PeerLink {
+  /** The region at the other end. */
+  readonly peer: string;
+  /** Where it is reached (shown by status). */
+  readonly url: string;
+  /**
+   * Send one replication batch. Resolves with the peer's durable acknowledgement or its
+   * request to rewind; rejects with a LinkError (a stable `reason`) on a refusal or a
+   * transport failure. Batches sent without waiting arrive in the order sent.
+   */
+  replicate(body: Buffer, signal?: AbortSignal): Promise<ReplicateAnswer>;
+  watermarks(signal?: AbortSignal): Promise<WatermarksView>;
+  /** Resolves when the peer answers its liveness probe; rejects otherwise. */
+  health(signal?: AbortSignal): Promise<void>;
+  tree(level: number, indexes: number[]): Promise<string[]>;
+  buckets(buckets: number[]): Promise<Array<StoredRecord & { intact: boolean }>>;
+  /** Records of the peer's own WAL by LSN (the source of truth for its records). */
+  walRecords(lsns: number[]): Promise<{ incarnation: string; records: StoredRecord[] }>;
+  exportPage(q: ExportQuery): Promise<ExportPage>;
+  /** Versions of one origin stream the peer holds (winners and conflict losers), by LSN. */
+  streamRecords(q: StreamQuery): Promise<StoredRecord[]>;
+  /** Write versions reconcile established (audited on the peer). */
+  repair(versions: StoredRecord[]): Promise<{ changed: string[] }>;
+  /** Bytes exchanged so far (what a divergence scan cost). */
+  bytes(): number;
+  close(): Promise<void>;
+}
+
+/** A version from the wire, exactly the StoredRecord fields (nothing else rides along into the store or the audit log). */
+export function fromWire(v: WireVersion): StoredRecord {
+  return {
+    key: v.key,
+    tenant: v.tenant,
+    outcome: v.outcome,
+    bodyJson: v.bodyJson ?? undefined,
+    origin: v.origin,
+    incarnation: v.incarnation,
+    lsn: v.lsn,
+    hlc: { wallMs: v.hlc.wallMs, logical: v.hlc.logical },
+  };
+}

@@ -1,0 +1,188 @@
+/**
+ * The append path of a region: admission (draining, starting, a full disk, a region stopped
+ * for its own safety all refuse at once with 503), the dedup check, the WAL (fdatasync),
+ * the local apply, and the semi-synchronous wait for peers.
+ */
+import { formatHlc } from "../clock/index.js";
+import type { ReplicationPolicy } from "../config/index.js";
+import { CrrError, RecordInvalidError } from "../errors.js";
+import type { PeerShipper } from "../shipper/index.js";
+import type { StoredRecord } from "../store/index.js";
+import {
+  prepareRecord,
+  type AppendAck,
+  type PreparedRecord,
+  type RecordInput,
+  type WalRecord,
+} from "../wal/index.js";
+
+export interface AppendOptions {
+  /** Resolve only once this many peers (that the record's tenant targets) durably applied it. */
+  waitPeers?: number;
+  waitTimeoutMs?: number;
+}
+
+export interface AppendResult {
+  key: string;
+  outcome: string;
+  /** True when the key was already decided (by this region or another): the stored outcome is answered. */
+  duplicate: boolean;
+  origin: string;
+  lsn: number;
+  hlc: string;
+}
+
+export class DrainingError extends CrrError {
+  constructor(region: string) {
+    super("draining", `region ${region} is draining and does not accept appends`);
+  }
+}
+
+/** The region cannot take appends now (starting, disk full, stopped for safety): 503 with Retry-After. */
+export class UnavailableError extends CrrError {
+  constructor(
+    code: string,
+    message: string,
+    readonly retryAfterS: number,
+  ) {
+    super(code, message);
+  }
+}
+
+export class WaitTimeoutError extends CrrError {
+  constructor(
+    readonly result: AppendResult,
+    readonly acked: number,
+    readonly wanted: number,
+    timeoutMs: number,
+  ) {
+    super(
+      "wait_timeout",
+      `record LSN ${result.lsn} is durable in ${result.origin} but only ${acked} of ${wanted} peers acknowledged it within ${timeoutMs} ms`,
+    );
+  }
+}
+
+export interface AppendPathDeps {
+  region: string;
+  incarnation: () => string;
+  policy: ReplicationPolicy;
+  /** Throws DrainingError or UnavailableError when appends are not admitted now. */
+  admit: () => void;
+  getSync: (key: string) => StoredRecord | undefined;
+  walAppend: (rec: PreparedRecord) => Promise<AppendAck>;
+  localApply: (rec: WalRecord) => Promise<void>;
+  shippers: ReadonlyMap<string, PeerShipper>;
+  waitTimeoutMsDefault: number;
+  onDuplicate: (origin: string) => void;
+  /** Every failed append (a full disk is noticed here). */
+  onError: (err: unknown) => void;
+}
+
+export class AppendPath {
+  private readonly pendingKeys = new Map<string, Promise<AppendResult>>();
+
+  constructor(private readonly d: AppendPathDeps) {}
+
+  async append(input: RecordInput, options: AppendOptions = {}): Promise<AppendResult> {
+    this.d.admit();
+    const rec = prepareRecord(input);
+    const wait = options.waitPeers ?? 0;
+    if (wait > 0) this.checkWait(rec.tenant, wait);
+    const existing = this.d.getSync(rec.key);
+    if (existing) {
+      this.d.onDuplicate(existing.origin);
+      return answer(existing, true);
+    }
+    const inflight = this.pendingKeys.get(rec.key);
+    if (inflight) {
+      this.d.onDuplicate(this.d.region);
+      return { ...(await inflight), duplicate: true };
+    }
+    const p = this.appendNew(rec);
+    this.pendingKeys.set(rec.key, p);
+    let result: AppendResult;
+    try {
+      result = await p;
+    } catch (err) {
+      this.d.onError(err);
+      throw err;
+    } finally {
+      this.pendingKeys.delete(rec.key);
+    }
+    if (wait > 0 && !result.duplicate)
+      await this.waitForPeers(result, rec.tenant, wait, options.waitTimeoutMs ?? this.d.waitTimeoutMsDefault);
+    return result;
+  }
+
+  /** Appends in progress (close waits for them). */
+  inProgress(): Promise<unknown> {
+    return Promise.allSettled([...this.pendingKeys.values()]);
+  }
+
+  private checkWait(tenant: string, wait: number): void {
+    const targeted = this.d.policy.peersFor(tenant).length;
+    if (!Number.isInteger(wait) || wait > targeted) {
+      throw new RecordInvalidError(
+        "wait",
+        `cannot wait for ${wait} peers: tenant '${tenant}' is replicated to ${targeted}`,
+      );
+    }
+  }
+
+  private async appendNew(rec: PreparedRecord): Promise<AppendResult> {
+    const ack = await this.d.walAppend(rec);
+    await this.d.localApply({ ...rec, lsn: ack.lsn, hlc: ack.hlc, flags: 0 });
+    const winner = this.d.getSync(rec.key);
+    // A remote record for the same key may have been applied meanwhile and won (a conflict).
+    if (
+      winner &&
+      !(
+        winner.origin === this.d.region &&
+        winner.lsn === ack.lsn &&
+        winner.incarnation === this.d.incarnation()
+      )
+    ) {
+      return answer(winner, true);
+    }
+    return {
+      key: rec.key,
+      outcome: rec.outcome,
+      duplicate: false,
+      origin: this.d.region,
+      lsn: ack.lsn,
+      hlc: formatHlc(ack.hlc),
+    };
+  }
+
+  private waitForPeers(
+    result: AppendResult,
+    tenant: string,
+    wanted: number,
+    timeoutMs: number,
+  ): Promise<void> {
+    const peers = this.d.policy.peersFor(tenant).map((p) => this.d.shippers.get(p)!);
+    const count = () => peers.filter((s) => s.acked >= result.lsn).length;
+    if (count() >= wanted) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onAck = () => {
+        if (count() < wanted) return;
+        done();
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new WaitTimeoutError(result, count(), wanted, timeoutMs));
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        for (const s of peers) s.off("ack", onAck);
+      };
+      for (const s of peers) s.on("ack", onAck);
+    });
+  }
+}
+
+function answer(r: StoredRecord, duplicate: boolean): AppendResult {
+  return { key: r.key, outcome: r.outcome, duplicate, origin: r.origin, lsn: r.lsn, hlc: formatHlc(r.hlc) };
+}

@@ -1,0 +1,125 @@
+/**
+ * Everything this region must put in its audit log, until it is there: every conflict the
+ * store holds beyond the log's conflict mark (driven by the conflicts table, so a crash
+ * between the store commit and the audit write loses nothing), and entries handed in
+ * (divergence findings, repairs, skipped gaps). A failed write is retried with backoff until
+ * it succeeds; meanwhile `failing` says why (status, metrics), never only a log line.
+ */
+import type { AuditAppend, AuditLog } from "../audit/index.js";
+import type { Logger } from "../log.js";
+import type { ConflictRow } from "../store/index.js";
+
+export interface AuditPumpOptions {
+  conflicts(o: { afterId: number; limit: number }): Promise<ConflictRow[]>;
+  audit: AuditLog;
+  log: Logger;
+  retryDelayMsMin: number;
+  retryDelayMsMax: number;
+  /** Every failed write (metrics, disk-full detection). */
+  onFailure: (err: Error) => void;
+}
+
+const conflictsPerRound = 500;
+
+export class AuditPump {
+  /** Why the last write failed, while entries wait to be written. */
+  failing: string | undefined;
+  private pending: AuditAppend[] = [];
+  private running: Promise<void> | undefined;
+  private again = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private failures = 0;
+  private stopped = false;
+
+  constructor(private readonly o: AuditPumpOptions) {}
+
+  /** Queue an entry; it is written by the next pump (and retried until it is). */
+  record(entry: AuditAppend): Promise<void> {
+    this.pending.push(entry);
+    return this.pump();
+  }
+
+  /** Write what is pending and every conflict past the log's mark. Never rejects. */
+  pump(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = this.run().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  /** Entries not yet written (status). */
+  get backlog(): number {
+    return this.pending.length;
+  }
+
+  private async run(): Promise<void> {
+    try {
+      do {
+        this.again = false;
+        await this.writePending();
+        await this.writeConflicts();
+      } while (this.again);
+      if (this.failing !== undefined) this.o.log.info({ after: this.failing }, "audit log writes recovered");
+      this.failing = undefined;
+      this.failures = 0;
+    } catch (err) {
+      this.fail(err as Error);
+    }
+  }
+
+  private async writePending(): Promise<void> {
+    while (this.pending.length > 0) {
+      const batch = this.pending.slice(0, conflictsPerRound);
+      await Promise.all(batch.map((e) => this.o.audit.append(e)));
+      this.pending.splice(0, batch.length);
+    }
+  }
+
+  private async writeConflicts(): Promise<void> {
+    for (;;) {
+      const rows = await this.o.conflicts({
+        afterId: this.o.audit.current.conflictMark,
+        limit: conflictsPerRound,
+      });
+      if (rows.length === 0) return;
+      await Promise.all(
+        rows.map((c) =>
+          this.o.audit.append({
+            kind: "conflict",
+            conflictMark: c.id,
+            key: c.key,
+            rule: c.rule,
+            winner: c.winner,
+            loser: c.loser,
+            detectedAtMs: c.detectedAtMs,
+          }),
+        ),
+      );
+    }
+  }
+
+  private fail(err: Error): void {
+    this.o.onFailure(err);
+    if (this.failing !== err.message)
+      this.o.log.error(
+        { err: err.message, backlog: this.pending.length },
+        "audit log write failed; retrying",
+      );
+    this.failing = err.message;
+    this.failures++;
+    if (this.stopped) return;
+    const delay = Math.min(this.o.retryDelayMsMax, this.o.retryDelayMsMin * 2 ** (this.failures - 1));
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => void this.pump(), delay);
+    this.retryTimer.unref();
+  }
+
+  /** Stop retrying and wait for a write in progress. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    while (this.running) await this.running;
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * Copying records from a peer into this region's store: what a region that lost its state
+ * (startup bootstrap, `crr rebuild`) does before it trusts its own answers. Two shapes:
+ * - a whole stream by LSN (winners and conflict losers), for a peer's own stream or an older
+ *   incarnation of ours: complete, so the stream's watermark may be set where it ends;
+ * - every winning version (export pages), for the rest: dedup answers are right at once,
+ *   and each origin re-ships its stream from our watermark (0) so nothing is taken on trust.
+ */
+import type { PeerLink, WatermarksView } from "../link/index.js";
+import type { StoredRecord } from "../store/index.js";
+
+type Hlc = StoredRecord["hlc"];
+
+/** What copying needs of the store. */
+export interface CopyStore {
+  repair(versions: readonly StoredRecord[]): string[];
+  resetWatermark(origin: string, incarnation: string, lsn: number): void;
+  watermarkSync(origin: string, incarnation: string): number;
+}
+
+const pageRecordsMax = 5000;
+
+/** Copy stream (origin, incarnation) LSNs [fromLsn, toLsn] from `link`; returns the versions copied. */
+export async function copyStream(
+  link: PeerLink,
+  store: CopyStore,
+  s: { origin: string; incarnation: string; fromLsn: number; toLsn: number },
+  keep: (v: StoredRecord) => boolean,
+): Promise<{ copied: number; newest: StoredRecord["hlc"] | undefined }> {
+  let copied = 0;
+  let newest: StoredRecord["hlc"] | undefined;
+  for (let from = s.fromLsn; from <= s.toLsn;) {
+    const page = await link.streamRecords({ ...s, fromLsn: from, limit: pageRecordsMax });
+    const kept = page.filter(keep);
+    store.repair(kept);
+    copied += kept.length;
+    for (const v of kept) if (!newest || compare(v.hlc, newest) > 0) newest = v.hlc;
+    if (page.length < pageRecordsMax) break;
+    from = page[page.length - 1]!.lsn + 1;
+  }
+  return { copied, newest };
+}
+
+/** Copy every winning version `link` holds that `keep` accepts. */
+export async function copyWinners(
+  link: PeerLink,
+  store: CopyStore,
+  keep: (v: StoredRecord) => boolean,
+): Promise<{ copied: number; newest: StoredRecord["hlc"] | undefined }> {
+  let copied = 0;
+  let newest: StoredRecord["hlc"] | undefined;
+  let after: { bucket: number; key: string } | undefined;
+  do {
+    const page = await link.exportPage({ after, limit: pageRecordsMax });
+    const kept = page.versions.filter(keep);
+    store.repair(kept);
+    copied += kept.length;
+    for (const v of kept) if (!newest || compare(v.hlc, newest) > 0) newest = v.hlc;
+    after = page.next;
+  } while (after);
+  return { copied, newest };
+}
+
+function compare(a: StoredRecord["hlc"], b: StoredRecord["hlc"]): number {
+  return a.wallMs - b.wallMs || a.logical - b.logical;
+}
+
+/** The stream of `origin` that `view`'s region holds furthest, per incarnation. */
+export function streamsOf(
+  views: Iterable<[string, WatermarksView]>,
+  origin: string,
+): Map<string, { peer: string; lsn: number }> {
+  const best = new Map<string, { peer: string; lsn: number }>();
+  for (const [peer, v] of views) {
+    for (const s of v.streams) {
+      if (s.origin !== origin) continue;
+      const seen = best.get(s.incarnation);
+      if (!seen || s.lsn > seen.lsn) best.set(s.incarnation, { peer, lsn: s.lsn });
+    }
+  }
+  return best;
+}
+
+export interface MeshCopy {
+  /** This region. */
+  region: string;
+  /** The peers that answered, and how to reach each. */
+  views: Map<string, WatermarksView>;
+  links: ReadonlyMap<string, PeerLink>;
+  store: CopyStore;
+  /** Whether this region may hold `tenant`'s records written in `origin`. */
+  accepts: (origin: string, tenant: string) => boolean;
+}
+
+/**
+ * Copy what the mesh decided into an empty or rebuilt store: each peer's own stream
+ * (complete: its watermark is set), our own older incarnations from every peer that holds
+ * some of them (their watermark set to the furthest), then every winning version one peer
+ * holds (the rest re-ships from watermark 0). Returns the versions copied and the newest
+ * timestamp seen (a floor for the clock).
+ */
+export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: Hlc | undefined }> {
+  let copied = 0;
+  let newest: Hlc | undefined;
+  const note = (r: { copied: number; newest: Hlc | undefined }) => {
+    copied += r.copied;
+    if (r.newest && (!newest || compare(r.newest, newest) > 0)) newest = r.newest;
+  };
+  for (const [peer, view] of m.views) {
+    const own = view.streams.find((s) => s.origin === peer && s.incarnation === view.incarnation);
+    if (!own || own.lsn === 0) continue;
+    const s = { origin: peer, incarnation: own.incarnation, fromLsn: 1, toLsn: own.lsn };
+    note(await copyStream(m.links.get(peer)!, m.store, s, (v) => m.accepts(peer, v.tenant)));
+    if (m.store.watermarkSync(peer, own.incarnation) < own.lsn)
+      m.store.resetWatermark(peer, own.incarnation, own.lsn);
+  }
+  // Our own older incarnations: each peer holds the tenants its policy sent it; take them all.
+  for (const [peer, view] of m.views) {
+    for (const own of view.streams.filter((s) => s.origin === m.region && s.lsn > 0)) {
+      const s = { origin: m.region, incarnation: own.incarnation, fromLsn: 1, toLsn: own.lsn };
+      note(await copyStream(m.links.get(peer)!, m.store, s, () => true));
+    }
+  }
+  for (const [incarnation, at] of streamsOf(m.views, m.region))
+    if (m.store.watermarkSync(m.region, incarnation) < at.lsn)
+      m.store.resetWatermark(m.region, incarnation, at.lsn);
+  const [first] = m.views.keys();
+  if (first !== undefined) {
+    const keep = (v: StoredRecord) => v.origin === m.region || m.accepts(v.origin, v.tenant);
+    note(await copyWinners(m.links.get(first)!, m.store, keep));
+  }
+  return { copied, newest };
+}

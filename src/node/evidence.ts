@@ -1,0 +1,164 @@
+/**
+ * Recovery's evidence of what this region acknowledged, from everything it can reach before
+ * it serves: its store (every own record it applied, as winner or conflict loser), its
+ * shippers' saved acknowledgements, and its peers (their watermarks for our stream and their
+ * copies of our records), asked once with a bounded wait. The WAL uses it to tell a torn
+ * tail from damaged acknowledged records, and to restore the latter; the startup checks reuse
+ * the peers' answers.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import type { PeerLink, WatermarksView } from "../link/index.js";
+import type { Logger } from "../log.js";
+import type { CheckedRecord } from "../store/index.js";
+import type { RecoveryEvidence, WalRecord } from "../wal/index.js";
+
+/** What the evidence needs of the store. */
+export interface EvidenceStore {
+  watermarkSync(origin: string, incarnation: string): number;
+  streamVersions(
+    origin: string,
+    incarnation: string,
+    fromLsn: number,
+    toLsn: number,
+    limit: number,
+  ): CheckedRecord[];
+}
+
+export interface EvidenceOptions {
+  region: string;
+  store: EvidenceStore;
+  /** `<dataDir>/shipper`: the saved acknowledgement per peer. */
+  shipperDir: string;
+  links: readonly PeerLink[];
+  peerWaitMs: number;
+  log: Logger;
+}
+
+const pageRecordsMax = 5000;
+
+function toWalRecord(v: CheckedRecord): WalRecord {
+  return {
+    key: v.key,
+    tenant: v.tenant,
+    outcome: v.outcome,
+    bodyJson: v.bodyJson,
+    lsn: v.lsn,
+    hlc: v.hlc,
+    flags: 0,
+  };
+}
+
+export class Evidence implements RecoveryEvidence {
+  private views: Promise<Map<string, WatermarksView>> | undefined;
+  /** Where the highest acknowledged LSN came from (logged when recovery acts on it). */
+  source = "nothing";
+
+  constructor(private readonly o: EvidenceOptions) {}
+
+  /** Every peer's watermarks, asked once; a peer that does not answer within peerWaitMs is left out. */
+  peerViews(): Promise<Map<string, WatermarksView>> {
+    this.views ??= (async () => {
+      const answers = await Promise.all(
+        this.o.links.map(async (link) => {
+          try {
+            return [link.peer, await link.watermarks(AbortSignal.timeout(this.o.peerWaitMs))] as const;
+          } catch (err) {
+            this.o.log.warn(
+              { peer: link.peer, err: (err as Error).message },
+              "recovery: peer did not answer",
+            );
+            return undefined;
+          }
+        }),
+      );
+      return new Map(answers.filter((a) => a !== undefined));
+    })();
+    return this.views;
+  }
+
+  async acknowledgedLsn(incarnation: string): Promise<number> {
+    const r = this.o.region;
+    const candidates: Array<[string, number]> = [
+      ["this region's store", this.o.store.watermarkSync(r, incarnation)],
+      ...this.savedAcks(incarnation),
+    ];
+    for (const [peer, view] of await this.peerViews()) {
+      const lsn = view.streams.find((s) => s.origin === r && s.incarnation === incarnation)?.lsn ?? 0;
+      candidates.push([`peer ${peer}`, lsn]);
+    }
+    let best: [string, number] = ["nothing", 0];
+    for (const c of candidates) if (c[1] > best[1]) best = c;
+    this.source = best[0];
+    return best[1];
+  }
+
+  /** The saved acknowledgements of this incarnation, per peer (durable: written before retention used them). */
+  private savedAcks(incarnation: string): Array<[string, number]> {
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.o.shipperDir).filter((n) => n.endsWith(".json"));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+    const out: Array<[string, number]> = [];
+    for (const n of names) {
+      try {
+        const s = JSON.parse(fs.readFileSync(path.join(this.o.shipperDir, n), "utf8")) as {
+          peer?: string;
+          incarnation?: string;
+          acked?: number;
+        };
+        if (s.incarnation === incarnation && typeof s.acked === "number")
+          out.push([`the saved acknowledgement of ${s.peer}`, s.acked]);
+      } catch (err) {
+        this.o.log.warn({ file: n, err: (err as Error).message }, "recovery: unreadable shipper state");
+      }
+    }
+    return out;
+  }
+
+  /** This region's records of `incarnation` in [fromLsn, toLsn]: from the store, then from peers for the rest. */
+  async records(incarnation: string, fromLsn: number, toLsn: number): Promise<WalRecord[]> {
+    const found = new Map<number, WalRecord>();
+    for (let from = fromLsn; from <= toLsn;) {
+      const page = this.o.store.streamVersions(this.o.region, incarnation, from, toLsn, pageRecordsMax);
+      for (const v of page) if (v.intact) found.set(v.lsn, toWalRecord(v));
+      if (page.length < pageRecordsMax) break;
+      from = page[page.length - 1]!.lsn + 1;
+    }
+    if (found.size < toLsn - fromLsn + 1) await this.fromPeers(incarnation, fromLsn, toLsn, found);
+    return [...found.values()].sort((a, b) => a.lsn - b.lsn);
+  }
+
+  private async fromPeers(
+    incarnation: string,
+    fromLsn: number,
+    toLsn: number,
+    found: Map<number, WalRecord>,
+  ): Promise<void> {
+    const views = await this.peerViews();
+    for (const link of this.o.links) {
+      const covered = views
+        .get(link.peer)
+        ?.streams.find((s) => s.origin === this.o.region && s.incarnation === incarnation)?.lsn;
+      if (!covered || covered < fromLsn) continue;
+      try {
+        for (let from = fromLsn; from <= Math.min(toLsn, covered);) {
+          const q = { origin: this.o.region, incarnation, fromLsn: from, toLsn, limit: pageRecordsMax };
+          const page = await link.streamRecords(q);
+          for (const v of page) if (!found.has(v.lsn)) found.set(v.lsn, toWalRecord({ ...v, intact: true }));
+          if (page.length < pageRecordsMax) break;
+          from = page[page.length - 1]!.lsn + 1;
+        }
+      } catch (err) {
+        this.o.log.warn(
+          { peer: link.peer, err: (err as Error).message },
+          "recovery: could not read records from peer",
+        );
+      }
+      if (found.size >= toLsn - fromLsn + 1) return;
+    }
+  }
+}

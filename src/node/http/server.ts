@@ -1,0 +1,108 @@
+/**
+ * The node's HTTP server (fastify): the route plugins of the outside contract (public, peer,
+ * admin), typed errors mapped to status codes in one place, request bodies validated without
+ * type coercion (`{"key":123}` is a 400, not the key "123"). Handlers are thin: they
+ * translate HTTP to Region calls. No secret ever reaches a response or a log line.
+ */
+import { Ajv } from "ajv";
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+} from "fastify";
+import { CrrError, RecordInvalidError, StoreFullError } from "../../errors.js";
+import { DrainingError, UnavailableError, WaitTimeoutError, type Region } from "../region.js";
+import { adminRoutes } from "./routes-admin.js";
+import { peerRoutes } from "./routes-peer.js";
+import { publicRoutes } from "./routes-public.js";
+
+export interface ServerOptions {
+  host: string;
+  port: number;
+}
+
+export interface RunningServer {
+  url: string;
+  app: FastifyInstance;
+  close(): Promise<void>;
+}
+
+const unavailableCodes = new Set(["wal_busy", "wal_write_failed", "wal_closed"]);
+
+function statusOf(err: unknown): number {
+  if (err instanceof RecordInvalidError) return 400;
+  if (err instanceof DrainingError || err instanceof UnavailableError || err instanceof StoreFullError)
+    return 503;
+  if (err instanceof WaitTimeoutError) return 504;
+  if (err instanceof CrrError) return unavailableCodes.has(err.code) ? 503 : 500;
+  const status = (err as FastifyError).statusCode;
+  return typeof status === "number" && status >= 400 && status < 600 ? status : 500;
+}
+
+function retryAfterS(err: unknown): number {
+  if (err instanceof UnavailableError) return err.retryAfterS;
+  if (err instanceof DrainingError || err instanceof StoreFullError) return 5;
+  return 1;
+}
+
+/** Bodies: no coercion, unknown fields are errors. Query strings and params: strings coerced to their types. */
+function validators() {
+  const common = { allErrors: false, useDefaults: true, removeAdditional: false } as const;
+  const strict = new Ajv({ ...common, coerceTypes: false });
+  const coercing = new Ajv({ ...common, coerceTypes: "array" });
+  return ({ schema, httpPart }: { schema: object; httpPart?: string }) =>
+    (httpPart === "body" ? strict : coercing).compile(schema);
+}
+
+export function buildServer(region: Region): FastifyInstance {
+  const c = region.config;
+  const app = Fastify({
+    loggerInstance: region.log as unknown as FastifyBaseLogger,
+    // Appends arrive at thousands per second: no per-request log lines; errors are logged.
+    logController: new LogController({ disableRequestLogging: true }),
+    requestIdHeader: "x-request-id",
+    bodyLimit: c.server.publicBodyBytesMax,
+    requestTimeout: c.server.requestTimeoutMs,
+    keepAliveTimeout: c.server.keepAliveTimeoutMs,
+    return503OnClosing: true,
+  });
+  app.setValidatorCompiler(validators());
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    const status = statusOf(err);
+    const code =
+      err instanceof CrrError
+        ? err.code
+        : status === 413
+          ? "body_too_large"
+          : status < 500
+            ? "bad_request"
+            : "internal";
+    if (status >= 500 && status !== 503 && status !== 504)
+      req.log.error({ err, reqId: req.id }, "request failed");
+    if (status === 500 && !(err instanceof CrrError)) {
+      return reply
+        .status(500)
+        .send({ code, message: `internal error (request id ${req.id}; see the node's log)` });
+    }
+    if (status === 503) void reply.header("retry-after", String(retryAfterS(err)));
+    const extra: Record<string, unknown> = {};
+    if (err instanceof RecordInvalidError) extra.field = err.field;
+    if (err instanceof WaitTimeoutError)
+      Object.assign(extra, { acked: err.acked, wanted: err.wanted, record: err.result });
+    return reply.status(status).send({ code, message: err.message, ...extra });
+  });
+  void app.register(publicRoutes(region));
+  void app.register(peerRoutes(region));
+  void app.register(adminRoutes(region));
+  return app;
+}
+
+export async function startServer(region: Region, o: ServerOptions): Promise<RunningServer> {
+  const app = buildServer(region);
+  await app.listen({ host: o.host, port: o.port });
+  const addr = app.server.address();
+  const port = typeof addr === "object" && addr ? addr.port : o.port;
+  const url = `http://${o.host}:${port}`;
+  return { url, app, close: () => app.close() };
+}

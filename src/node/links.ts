@@ -1,0 +1,34 @@
+/**
+ * One PeerLink per other region of the config, owned by the region (closed when it closes).
+ * HTTP between processes by default; tests and the simulator pass their own factory.
+ */
+import type { NodeConfig } from "../config/index.js";
+import { HttpPeerLink, type PeerLink } from "../link/index.js";
+import { formatVersion } from "../protocol/index.js";
+
+export type LinkFactory = (peer: string) => PeerLink;
+
+export function httpLinks(
+  config: NodeConfig,
+  identity: { incarnation: () => string | undefined; rule: string },
+  nowMs: () => number,
+): LinkFactory {
+  return (peer) =>
+    new HttpPeerLink({
+      region: config.region,
+      incarnation: identity.incarnation,
+      rule: `${identity.rule}/${formatVersion}`,
+      secret: config.auth.peerSecret,
+      peer,
+      url: config.regions[peer]!.url,
+      connectTimeoutMs: config.shipper.connectTimeoutMs,
+      requestTimeoutMs: config.shipper.requestTimeoutMs,
+      inflightBatchesMax: config.shipper.inflightBatchesMax,
+      nowMs,
+    });
+}
+
+/** Every region of the config but this one. */
+export function otherRegions(config: NodeConfig): string[] {
+  return Object.keys(config.regions).filter((r) => r !== config.region);
+}

@@ -1,0 +1,35 @@
+/**
+ * WAL retention: remove whole segments below the lowest LSN anyone still needs: the local
+ * store (its watermark for this incarnation) and every peer (its durable acknowledgement).
+ * A peer missing from the config is not waited for; if it comes back, its shipper backfills
+ * from the store. A WAL over its size limit is reported, never trimmed.
+ */
+import type { Region } from "./region.js";
+
+/** The lowest LSN some consumer still needs (everything below it may go). */
+export function lowestNeededLsn(storeWatermark: number, peerAcks: Iterable<number>): number {
+  let needed = storeWatermark + 1;
+  for (const acked of peerAcks) needed = Math.min(needed, acked + 1);
+  return needed;
+}
+
+export async function retain(r: Region): Promise<number> {
+  const needed = lowestNeededLsn(
+    r.store.watermarkSync(r.name, r.wal.incarnation),
+    [...r.shippers.values()].map((s) => s.acked),
+  );
+  const removed = await r.wal.removeBelow(needed).catch((err: unknown) => {
+    r.log.error({ err: (err as Error).message }, "WAL retention failed");
+    return 0;
+  });
+  const bytes = r.wal.stats().bytes;
+  const over = bytes > r.config.wal.bytesMax;
+  r.metrics.walOverLimit.set(over ? 1 : 0);
+  if (over) {
+    r.log.error(
+      { walBytes: bytes, walBytesMax: r.config.wal.bytesMax, lowestNeededLsn: needed },
+      "WAL is over its size limit because a peer has not acknowledged; nothing is deleted",
+    );
+  }
+  return removed;
+}

@@ -1,0 +1,141 @@
+/**
+ * What operators watch: `crr status` (and GET /v1/status), readiness (/readyz) and the lag
+ * per peer. Every failure shows here the moment it exists: a shipper failing, a startup
+ * check waiting or refusing, a full disk, an audit log that cannot write, a region stopped
+ * for its own safety.
+ */
+import type { PeerShipper } from "../shipper/index.js";
+import type { Region } from "./region.js";
+
+export interface PeerStatus {
+  peer: string;
+  url: string;
+  state: string;
+  healthy: boolean;
+  ackedLsn: number;
+  behindRecords: number;
+  lagSeconds: number;
+  lastError: string | undefined;
+}
+
+export interface Readiness {
+  ready: boolean;
+  region: string;
+  draining: boolean;
+  walWritable: boolean;
+  storeOpen: boolean;
+  /** checking | bootstrapping | admitted | refused: the startup checks. */
+  startup: string;
+  diskFull: boolean;
+  /** Why appends are refused, when they are. */
+  reason: string | undefined;
+}
+
+export interface RegionStatus {
+  region: string;
+  incarnation: string;
+  draining: boolean;
+  ready: boolean;
+  readiness: Readiness;
+  /** Every peer acknowledged everything durable here. */
+  caughtUp: boolean;
+  wal: ReturnType<Region["wal"]["stats"]>;
+  store: { records: number; conflicts: number; digest: string };
+  peers: PeerStatus[];
+  watermarks: Record<string, number>;
+  divergence: { findings: number; lastScanAt: string | undefined };
+  /** The audit log's head (compare with `crr audit verify --expect-head`), and whether writes are failing. */
+  audit: {
+    file: string;
+    seq: number;
+    hash: string;
+    conflictMark: number;
+    failing: string | undefined;
+    pending: number;
+  };
+  startup: { state: string; detail: string };
+  /** Why the region stopped taking appends for its own safety, if it did. */
+  stopped: string | undefined;
+  diskFull: string | undefined;
+}
+
+/** Per peer: age in seconds of the oldest record it has not acknowledged (0 when caught up). */
+export async function lagSeconds(
+  shippers: Iterable<PeerShipper>,
+  nowMs: number,
+): Promise<Array<[string, number]>> {
+  return Promise.all(
+    [...shippers].map(async (s): Promise<[string, number]> => {
+      const oldest = await s.oldestUnackedWallMs();
+      return [s.peer, oldest === undefined ? 0 : Math.max(0, (nowMs - oldest) / 1000)];
+    }),
+  );
+}
+
+export function readiness(r: Region): Readiness {
+  const walWritable = !r.isClosed && r.wal.writable;
+  const storeOpen = !r.isClosed && r.store.isOpen;
+  const diskFull = r.disk.full !== undefined;
+  const reason = !walWritable
+    ? "the WAL cannot write"
+    : !storeOpen
+      ? "the store is closed"
+      : r.isDraining
+        ? "draining"
+        : r.stopped !== undefined
+          ? `stopped: ${r.stopped}`
+          : r.startup.state !== "admitted"
+            ? `${r.startup.state}: ${r.startup.detail}`
+            : diskFull
+              ? `disk full: ${r.disk.full}`
+              : undefined;
+  return {
+    ready: reason === undefined,
+    region: r.name,
+    draining: r.isDraining,
+    walWritable,
+    storeOpen,
+    startup: r.startup.state,
+    diskFull,
+    reason,
+  };
+}
+
+export async function regionStatus(r: Region): Promise<RegionStatus> {
+  const lag = new Map(await r.lagSeconds());
+  const health = new Map(r.healthSnapshot().map((h) => [h.region, h]));
+  const durable = r.wal.durableLsn;
+  const peers = [...r.shippers.values()].map((s) => ({
+    peer: s.peer,
+    url: r.config.regions[s.peer]!.url,
+    state: s.state,
+    healthy: health.get(s.peer)?.healthy ?? false,
+    ackedLsn: s.acked,
+    behindRecords: Math.max(0, durable - s.acked),
+    lagSeconds: lag.get(s.peer) ?? 0,
+    lastError: s.lastError,
+  }));
+  const ready = readiness(r);
+  return {
+    region: r.name,
+    incarnation: r.wal.incarnation,
+    draining: r.isDraining,
+    ready: ready.ready,
+    readiness: ready,
+    caughtUp: peers.every((p) => p.behindRecords === 0),
+    wal: r.wal.stats(),
+    store: { ...(await r.store.stats()), digest: await r.store.rootDigest() },
+    peers,
+    watermarks: (await r.watermarksView()).watermarks,
+    divergence: { findings: r.divergence.findings.length, lastScanAt: r.divergence.last?.at },
+    audit: {
+      file: r.audit.currentFile,
+      ...r.audit.current,
+      failing: r.auditPump.failing,
+      pending: r.auditPump.backlog,
+    },
+    startup: { state: r.startup.state, detail: r.startup.detail },
+    stopped: r.stopped,
+    diskFull: r.disk.full,
+  };
+}
