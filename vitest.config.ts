@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     include: ["src/**/*.test.ts", "test/**/*.test.ts"],
     globalSetup: ["test/setup/build.ts"],
+    setupFiles: ["test/setup/http.ts"],
     // Crash and multi-process tests spawn children; generous deadlines, never sleeps.
     testTimeout: 120_000,
     hookTimeout: 60_000,

@@ -10,7 +10,7 @@ import { silentLogger } from "../log.js";
 import { Region, mergeRuleOf } from "../node/index.js";
 import type { StoredRecord } from "../store/index.js";
 import { CliUsageError, parseCommand } from "./args.js";
-import { callNode } from "./http.js";
+import { callNode, nodeUrl } from "./http.js";
 
 function describeVersion(v: StoredRecord | undefined): string {
   return v ? `'${v.outcome}' (${v.origin} LSN ${v.lsn})` : "nothing";
@@ -39,7 +39,7 @@ function loadOrExit(file: string): NodeConfig {
 
 /** Ask the running node; if nothing answers, open the region here (it takes the data directory's lock). */
 async function scan(config: NodeConfig): Promise<{ report: ScanReport; offline: Region | undefined }> {
-  const url = `http://${config.listen.host}:${config.listen.port}`;
+  const url = nodeUrl(config);
   try {
     return {
       report: await callNode<ScanReport>(url, "v1/admin/verify", "POST", 120_000),
@@ -108,10 +108,7 @@ UNDECIDED and nothing is written for it. Dry run by default: prints the plan. --
 
 /** A signed link from this operator command to `region` (this region itself: its own listener). */
 export function cliLink(config: NodeConfig, region: string): PeerLink {
-  const url =
-    region === config.region
-      ? `http://${config.listen.host}:${config.listen.port}`
-      : config.regions[region]!.url;
+  const url = region === config.region ? nodeUrl(config) : config.regions[region]!.url;
   return new HttpPeerLink({
     region: config.region,
     secret: config.auth.peerSecret,

@@ -43,6 +43,11 @@ export interface TcpProxy {
   setDelayMs(ms: number): void;
   /** Reset every open connection now (RST), as a middlebox or a restart would. */
   resetConnections(): void;
+  /**
+   * Forward new connections to this port from now on (a node restarted on another port);
+   * 0: refuse them (the node is down). Open connections are reset.
+   */
+  setTarget(port: number): void;
   stats(): ProxyStats;
   /** Every byte sent client -> server while `tap` was on. */
   tapped(): Buffer;
@@ -51,6 +56,7 @@ export interface TcpProxy {
 
 export interface TcpProxyOptions {
   targetHost?: string;
+  /** 0: no target yet; connections are refused until setTarget. */
   targetPort: number;
   /** Record client -> server bytes (for "what crossed the wire" checks). */
   tap?: boolean;
@@ -79,6 +85,7 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
   const stats: ProxyStats = { connections: 0, chunks: 0, bytes: 0, bitsFlipped: 0, dropped: 0, resets: 0 };
   let mode: ProxyMode = "forward";
   let faults: LinkFaults = { ...o.faults };
+  let targetPort = o.targetPort;
 
   const pipe = (from: net.Socket, to: net.Socket, upstream: boolean) => {
     // Chunks wait in order; each is written when its time comes.
@@ -144,7 +151,8 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
     client.on("error", () => undefined);
     client.pause();
     const connect = () => {
-      const upstream = net.connect({ host, port: o.targetPort });
+      if (targetPort === 0) return client.resetAndDestroy();
+      const upstream = net.connect({ host, port: targetPort });
       sockets.add(upstream);
       upstream.on("close", () => {
         sockets.delete(upstream);
@@ -186,6 +194,10 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
     },
     resetConnections() {
       stats.resets++;
+      for (const s of sockets) s.resetAndDestroy();
+    },
+    setTarget(port) {
+      targetPort = port;
       for (const s of sockets) s.resetAndDestroy();
     },
     stats: () => ({ ...stats }),

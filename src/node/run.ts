@@ -95,19 +95,21 @@ export async function runNode(
     await region.close();
     throw err;
   }
-  region.start();
   try {
+    // Where this node listens (port 0 picks one): written as soon as it listens, because peers
+    // may need to reach it while its startup checks run (a region bootstrapping from them).
+    await writeFileDurable(
+      path.join(config.dataDir, "node.json"),
+      `${JSON.stringify({ region: config.region, url: server.url, pid: process.pid, incarnation: region.wal.incarnation })}\n`,
+    );
+    region.start();
     await region.admitted;
   } catch (err) {
     await server.close();
     await region.close();
+    fs.rmSync(path.join(config.dataDir, "node.json"), { force: true });
     throw err;
   }
-  // Where this node listens (port 0 picks one): read by tests and tools.
-  await writeFileDurable(
-    path.join(config.dataDir, "node.json"),
-    `${JSON.stringify({ region: config.region, url: server.url, pid: process.pid, incarnation: region.wal.incarnation })}\n`,
-  );
   log.info(
     {
       region: config.region,

@@ -4,7 +4,6 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { afterEach } from "vitest";
 import YAML from "yaml";
@@ -30,15 +29,6 @@ export async function testProxy(o: TcpProxyOptions): Promise<TcpProxy> {
 
 export const testSecret = "test-peer-secret-0123456789";
 
-/** A port the kernel just handed out (bound on port 0, then released for the child to take). */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 export interface NodeSpec {
   name: string;
   /** Extra config merged into this region's file (e.g. crr policies, shipper limits). */
@@ -53,18 +43,24 @@ export interface ClusterOptions {
   common?: Record<string, unknown>;
   /** Started in beforeAll for several tests: the caller stops it (no stop after each test). */
   shared?: boolean;
-  /** Where region `from` reaches region `to` (e.g. through a fault proxy); default the node's own URL. */
-  route?: (from: string, to: string, directUrl: string) => string;
+  /**
+   * A proxy that region `from` reaches region `to` through (a fault proxy the test owns, made
+   * with `targetPort: 0`); the cluster points it at `to`'s node whenever that node starts.
+   */
+  route?: (from: string, to: string) => TcpProxy | undefined;
 }
 
 export interface TestNode {
   name: string;
+  /** Where the node is reached: a front the cluster owns, stable across restarts. */
   url: string;
   port: number;
   dataDir: string;
   configFile: string;
   proc: ChildProcess | undefined;
   output: string[];
+  /** The port the node itself bound (port 0: the kernel picked it), while it runs. */
+  listenPort: number | undefined;
 }
 
 function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
@@ -79,8 +75,16 @@ function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Reco
   return out;
 }
 
+/**
+ * Nodes bind port 0 and report where they listen (node.json); every region is reached through
+ * a front the cluster owns (bound once, never released), so no port is ever handed over
+ * between a test and a child, and a restarted node keeps its URL.
+ */
 export class Cluster {
   readonly nodes = new Map<string, TestNode>();
+  private readonly fronts = new Map<string, TcpProxy>();
+  /** Proxies the test routes through, by the region they lead to. */
+  private readonly routed: Array<{ proxy: TcpProxy; to: string }> = [];
   private constructor(private readonly o: ClusterOptions) {}
 
   static async start(o: ClusterOptions): Promise<Cluster> {
@@ -90,44 +94,20 @@ export class Cluster {
     const specs = o.regions.map((r) => (typeof r === "string" ? { name: r } : r));
     const names = specs.map((s) => s.name);
     for (const s of specs) {
-      const fixed = (s.config?.listen as { port?: number } | undefined)?.port;
-      const port = fixed ?? (await freePort());
+      const front = await startTcpProxy({ targetPort: 0 });
+      c.fronts.set(s.name, front);
       c.nodes.set(s.name, {
         name: s.name,
-        url: `http://127.0.0.1:${port}`,
-        port,
+        url: front.url,
+        port: front.port,
         dataDir: path.join(root, s.name),
         configFile: path.join(root, `${s.name}.yaml`),
         proc: undefined,
         output: [],
+        listenPort: undefined,
       });
     }
-    for (const s of specs) {
-      const node = c.nodes.get(s.name)!;
-      const regions = Object.fromEntries(
-        names.map((n) => [
-          n,
-          { url: o.route ? o.route(s.name, n, c.nodes.get(n)!.url) : c.nodes.get(n)!.url },
-        ]),
-      );
-      let config: Record<string, unknown> = {
-        region: s.name,
-        dataDir: node.dataDir,
-        listen: { host: "127.0.0.1", port: node.port },
-        regions,
-        crr: o.crr
-          ? o.crr(s.name, names)
-          : names.length > 1
-            ? { enabled: true, replicationMode: "multi-way", peers: names.filter((n) => n !== s.name) }
-            : { enabled: false },
-        auth: { peerSecret: "${CRR_PEER_SECRET}" },
-        shipper: { retryDelayMsMax: 500, requestTimeoutMs: 2000, connectTimeoutMs: 1000 },
-        log: { level: "info" },
-      };
-      if (o.common) config = deepMerge(config, o.common);
-      if (s.config) config = deepMerge(config, s.config);
-      fs.writeFileSync(node.configFile, YAML.stringify(config));
-    }
+    for (const s of specs) c.writeConfig(s, names);
     try {
       await Promise.all(names.map((n) => c.startNode(n)));
     } catch (err) {
@@ -137,16 +117,52 @@ export class Cluster {
     return c;
   }
 
+  private writeConfig(s: NodeSpec, names: string[]): void {
+    const node = this.node(s.name);
+    const regions = Object.fromEntries(
+      names.map((n) => {
+        const via = n === s.name ? undefined : this.o.route?.(s.name, n);
+        if (via) this.routed.push({ proxy: via, to: n });
+        return [n, { url: via?.url ?? this.node(n).url }];
+      }),
+    );
+    let config: Record<string, unknown> = {
+      region: s.name,
+      dataDir: node.dataDir,
+      listen: { host: "127.0.0.1", port: 0 },
+      regions,
+      crr: this.o.crr
+        ? this.o.crr(s.name, names)
+        : names.length > 1
+          ? { enabled: true, replicationMode: "multi-way", peers: names.filter((n) => n !== s.name) }
+          : { enabled: false },
+      auth: { peerSecret: "${CRR_PEER_SECRET}" },
+      shipper: { retryDelayMsMax: 500, requestTimeoutMs: 2000, connectTimeoutMs: 1000 },
+      log: { level: "info" },
+    };
+    if (this.o.common) config = deepMerge(config, this.o.common);
+    if (s.config) config = deepMerge(config, s.config);
+    fs.writeFileSync(node.configFile, YAML.stringify(config));
+  }
+
   node(name: string): TestNode {
     const n = this.nodes.get(name);
     if (!n) throw new Error(`no node ${name}`);
     return n;
   }
 
-  /** Start (or restart) a node's process and wait until it is ready. */
-  async startNode(name: string): Promise<void> {
+  /** Point the front and every routed proxy of `name` at `port` (0: nobody). */
+  private target(name: string, port: number): void {
+    this.fronts.get(name)!.setTarget(port);
+    for (const r of this.routed) if (r.to === name) r.proxy.setTarget(port);
+    this.node(name).listenPort = port || undefined;
+  }
+
+  /** Start (or restart) a node's process, wait until it listens (node.json), then until it is ready. */
+  async startNode(name: string, args: string[] = []): Promise<void> {
     const node = this.node(name);
-    const proc = spawn(process.execPath, [crrBin, "serve", "--config", node.configFile], {
+    fs.rmSync(path.join(node.dataDir, "node.json"), { force: true });
+    const proc = spawn(process.execPath, [crrBin, "serve", "--config", node.configFile, ...args], {
       cwd: repoRoot,
       env: { ...process.env, CRR_PEER_SECRET: testSecret },
       stdio: ["ignore", "pipe", "pipe"],
@@ -160,9 +176,25 @@ export class Cluster {
     proc.stderr!.on("data", keep);
     let exited: number | null | string = null;
     proc.on("exit", (code, sig) => (exited = sig ?? code));
-    await waitFor(async () => {
+    const failed = () => {
       if (exited !== null)
         throw new Error(`${name} exited (${String(exited)}) while starting:\n${node.output.join("")}`);
+    };
+    const port = await waitFor(() => {
+      failed();
+      try {
+        const info = JSON.parse(fs.readFileSync(path.join(node.dataDir, "node.json"), "utf8")) as {
+          url: string;
+          pid: number;
+        };
+        return info.pid === proc.pid ? Number(new URL(info.url).port) : undefined;
+      } catch {
+        return undefined; // not written yet
+      }
+    }, `${name} to listen`);
+    this.target(name, port);
+    await waitFor(async () => {
+      failed();
       return (
         (await fetch(`${node.url}/readyz`)
           .then((r) => r.status === 200)
@@ -175,20 +207,24 @@ export class Cluster {
   async stopNode(name: string, signal: NodeJS.Signals = "SIGTERM"): Promise<number | string | null> {
     const node = this.node(name);
     const proc = node.proc;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null)
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) {
+      this.target(name, 0);
       return proc?.signalCode ?? proc?.exitCode ?? null;
+    }
     const exited = new Promise<number | string | null>((resolve) =>
       proc.on("exit", (code, sig) => resolve(sig ?? code)),
     );
     proc.kill(signal);
     const result = await exited;
     node.proc = undefined;
+    this.target(name, 0);
     return result;
   }
 
   async stop(): Promise<void> {
     runningClusters.delete(this);
     await Promise.all([...this.nodes.keys()].map((n) => this.stopNode(n, "SIGKILL")));
+    await Promise.all([...this.fronts.values()].map((f) => f.close()));
   }
 
   logs(name: string): string {
