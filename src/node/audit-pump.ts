@@ -24,7 +24,7 @@ const conflictsPerRound = 500;
 export class AuditPump {
   /** Why the last write failed, while entries wait to be written. */
   failing: string | undefined;
-  private pending: AuditAppend[] = [];
+  private pending: Array<{ entry: AuditAppend; written: () => void }> = [];
   private running: Promise<void> | undefined;
   private again = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -33,10 +33,12 @@ export class AuditPump {
 
   constructor(private readonly o: AuditPumpOptions) {}
 
-  /** Queue an entry; it is written by the next pump (and retried until it is). */
+  /** Queue an entry; resolves once it is written (it is retried until it is; never rejects). */
   record(entry: AuditAppend): Promise<void> {
-    this.pending.push(entry);
-    return this.pump();
+    return new Promise((written) => {
+      this.pending.push({ entry, written });
+      void this.pump();
+    });
   }
 
   /** Write what is pending and every conflict past the log's mark. Never rejects. */
@@ -72,8 +74,9 @@ export class AuditPump {
   private async writePending(): Promise<void> {
     while (this.pending.length > 0) {
       const batch = this.pending.slice(0, conflictsPerRound);
-      await Promise.all(batch.map((e) => this.o.audit.append(e)));
+      await Promise.all(batch.map((p) => this.o.audit.append(p.entry)));
       this.pending.splice(0, batch.length);
+      for (const p of batch) p.written();
     }
   }
 

@@ -14,6 +14,8 @@ type Hlc = StoredRecord["hlc"];
 /** What copying needs of the store. */
 export interface CopyStore {
   repair(versions: readonly StoredRecord[]): string[];
+  getMeta(name: string): string | undefined;
+  setMeta(name: string, value: string): void;
   resetWatermark(origin: string, incarnation: string, lsn: number): void;
   watermarkSync(origin: string, incarnation: string): number;
 }

@@ -117,7 +117,6 @@ export class Region {
   private draining = false;
   private retentionTimer: NodeJS.Timeout | undefined;
   private closed = false;
-  private started = false;
 
   private constructor(config: NodeConfig, p: Parts, log: Logger, nowMs: () => number, startAlone: boolean) {
     this.name = config.region;
@@ -195,7 +194,7 @@ export class Region {
       log,
       nowMs,
       sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
-      audit: (entry) => void this.auditPump.record(entry),
+      audit: (entry) => this.auditPump.record(entry),
     });
   }
 
@@ -263,7 +262,6 @@ export class Region {
    * divergence scans and retention. `admitted` settles when the checks end.
    */
   start(): void {
-    this.started = true;
     this.health.start();
     this.admitted = this.startup.run().then(() => {
       if (this.closed) return;
@@ -609,7 +607,6 @@ export class Region {
     this.health.stop();
     this.divergence.stop();
     this.disk.stop();
-    if (this.started) await this.admitted.catch(() => undefined);
     await this.appendPath.inProgress();
     await Promise.all([...this.shippers.values()].map((s) => s.stop()));
     await this.wal.close();

@@ -17,6 +17,9 @@ import type { Logger } from "../log.js";
 import type { StoredRecord } from "../store/index.js";
 import { copyMesh, type CopyStore } from "./copy.js";
 
+/** Store meta key: "running" while a bootstrap copies, "done" once it finished. */
+const bootstrapMeta = "bootstrap";
+
 export class StartupRefusedError extends CrrError {
   constructor(message: string) {
     super("startup_refused", message);
@@ -28,7 +31,10 @@ export type StartupState = "checking" | "bootstrapping" | "admitted" | "refused"
 export interface StartupOptions {
   region: string;
   incarnation: string;
-  /** The WAL was created by this open and the store holds nothing: the region has no state. */
+  /**
+   * The WAL was created by this open and the store holds nothing: the region has no state.
+   * (A bootstrap that did not finish counts too: the store says so.)
+   */
   empty: boolean;
   links: readonly PeerLink[];
   /** The peers' answers recovery already asked for (bounded wait). */
@@ -44,8 +50,8 @@ export interface StartupOptions {
   log: Logger;
   nowMs: () => number;
   sleep: (ms: number) => Promise<void>;
-  /** Written to the audit log: what the bootstrap copied, or that the operator started alone. */
-  audit: (entry: { kind: string; [field: string]: unknown }) => void;
+  /** Written to the audit log (resolves once it is): what the bootstrap copied, or that the operator started alone. */
+  audit: (entry: { kind: string; [field: string]: unknown }) => Promise<void>;
 }
 
 export class StartupChecks {
@@ -63,7 +69,8 @@ export class StartupChecks {
       let views = await this.o.views();
       views = await this.checkNoTwin(views);
       for (const [peer, v] of views) this.observeClock(peer, v.clock);
-      if (this.o.empty && this.o.links.length > 0) await this.bootstrap(views);
+      const unfinished = this.o.store.getMeta(bootstrapMeta) === "running";
+      if ((this.o.empty || unfinished) && this.o.links.length > 0) await this.bootstrap(views);
       this.state = "admitted";
       this.detail = "admitted";
     } catch (err) {
@@ -136,9 +143,13 @@ export class StartupChecks {
 
   private async bootstrap(initial: Map<string, WatermarksView>): Promise<void> {
     this.state = "bootstrapping";
+    // Marked before anything else: a restart before the bootstrap finished (a refusal, a crash
+    // midway) bootstraps again instead of serving from a store that lacks what the mesh decided.
+    this.o.store.setMeta(bootstrapMeta, "running");
     if (this.o.startAlone) {
       this.o.log.warn("no state of its own and started alone (--start-alone): not copying from peers");
-      this.o.audit({ kind: "start-alone", reason: "operator started a region without state alone" });
+      await this.o.audit({ kind: "start-alone", reason: "operator started a region without state alone" });
+      this.o.store.setMeta(bootstrapMeta, "done");
       return;
     }
     const views = await this.waitForPeers(new Map(initial));
@@ -148,10 +159,27 @@ export class StartupChecks {
       );
     }
     this.detail = `copying what ${[...views.keys()].join(", ")} hold`;
-    const copied = await this.copyFrom(views);
+    const copied = await this.copyWithRetries(views);
+    this.o.store.setMeta(bootstrapMeta, "done");
     const missing = this.o.links.filter((l) => !views.has(l.peer)).map((l) => l.peer);
     this.o.log.info({ copied, from: [...views.keys()], unreachable: missing }, "bootstrapped from peers");
-    this.o.audit({ kind: "bootstrap", from: [...views.keys()], unreachable: missing, copied });
+    await this.o.audit({ kind: "bootstrap", from: [...views.keys()], unreachable: missing, copied });
+  }
+
+  /** Copying is idempotent: a peer that fails midway is tried again until the bootstrap bound. */
+  private async copyWithRetries(views: Map<string, WatermarksView>): Promise<number> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.copyFrom(views);
+      } catch (err) {
+        if (this.o.nowMs() > this.startedAtMs + this.o.bootstrapWaitMs) throw err;
+        this.detail = `copying from peers failed (${(err as Error).message}); retrying`;
+        this.o.log.warn({ attempt, err: (err as Error).message }, "bootstrap copy failed; retrying");
+        await this.o.sleep(Math.min(2000, 100 * 2 ** attempt));
+        views = await this.ask();
+        if (views.size === 0) throw err;
+      }
+    }
   }
 
   private async copyFrom(views: Map<string, WatermarksView>): Promise<number> {

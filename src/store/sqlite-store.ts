@@ -739,6 +739,30 @@ export class SqliteStore implements DedupStore {
     return this.digests.root();
   }
 
+  /** A value this store keeps about itself (e.g. whether a bootstrap finished); undefined when unset. */
+  getMeta(name: string): string | undefined {
+    return this.guard(
+      "read meta",
+      () => this.db.prepare("SELECT value FROM meta WHERE name = ?").pluck().get(name) as string | undefined,
+    );
+  }
+
+  /** Set a meta value, durably (a synced commit): it records a decision recovery relies on. */
+  setMeta(name: string, value: string): void {
+    this.guard("write meta", () => {
+      this.stmt.syncFull.run();
+      try {
+        this.db
+          .prepare(
+            "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+          )
+          .run(name, value);
+      } finally {
+        this.stmt.syncNormal.run();
+      }
+    });
+  }
+
   /** Whether the store holds nothing at all (no record, no conflict, no watermark): a region without state. */
   isEmpty(): boolean {
     return this.guard(

@@ -159,12 +159,12 @@ export class Cluster {
   }
 
   /** Start (or restart) a node's process, wait until it listens (node.json), then until it is ready. */
-  async startNode(name: string, args: string[] = []): Promise<void> {
+  async startNode(name: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<void> {
     const node = this.node(name);
     fs.rmSync(path.join(node.dataDir, "node.json"), { force: true });
     const proc = spawn(process.execPath, [crrBin, "serve", "--config", node.configFile, ...args], {
       cwd: repoRoot,
-      env: { ...process.env, CRR_PEER_SECRET: testSecret },
+      env: { ...process.env, CRR_PEER_SECRET: testSecret, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     node.proc = proc;
@@ -258,10 +258,22 @@ export interface StatusBody {
   incarnation: string;
   wal: { durableLsn: number; firstLsn: number; segments: number; bytes: number };
   store: { records: number; conflicts: number; digest: string };
-  peers: Array<{ peer: string; ackedLsn: number; behindRecords: number; state: string; lagSeconds: number }>;
+  peers: Array<{
+    peer: string;
+    ackedLsn: number;
+    behindRecords: number;
+    state: string;
+    lagSeconds: number;
+    lastError?: string;
+  }>;
   watermarks: Record<string, number>;
   divergence: { findings: number; lastScanAt: string | undefined };
-  audit: { file: string; seq: number; hash: string; conflictMark: number };
+  audit: { file: string; seq: number; hash: string; conflictMark: number; failing?: string; pending: number };
+  startup: { state: string; detail: string };
+  stopped: string | undefined;
+  diskFull: string | undefined;
+  ready: boolean;
+  readiness: { ready: boolean; reason: string | undefined };
 }
 
 export async function status(node: TestNode): Promise<StatusBody> {
