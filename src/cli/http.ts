@@ -37,11 +37,19 @@ export async function callNode<T>(
   path: string,
   method: "GET" | "POST" = "GET",
   timeoutMs = 5000,
+  body?: unknown,
 ): Promise<T> {
   const target = new URL(path, url.endsWith("/") ? url : `${url}/`).toString();
   let res;
   try {
-    res = await request(target, { method, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    res = await request(target, {
+      method,
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      ...(body === undefined
+        ? {}
+        : { body: JSON.stringify(body), headers: { "content-type": "application/json" } }),
+    });
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
     throw new NodeUnreachableError(`cannot reach ${target}: ${e.code ?? e.cause?.code ?? e.message}`);

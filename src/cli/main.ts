@@ -6,6 +6,7 @@ import { runDemo } from "./demo.js";
 import { runDrain, runUndrain } from "./drain.js";
 import { NodeUnreachableError } from "./http.js";
 import { runServe } from "./serve.js";
+import { runSkipGap } from "./skip-gap.js";
 import { runStatus } from "./status.js";
 import { runAudit, runRebuild } from "./rebuild.js";
 import { runBench } from "./bench.js";
@@ -20,12 +21,13 @@ Usage:
   crr status --url URL     peers, watermarks, lag, WAL size, health of a running node
   crr drain --url URL      stop accepting appends and wait until every peer caught up
   crr undrain --url URL    accept appends again
+  crr skip-gap --url URL --peer P --through LSN  let a peer skip LSNs nobody holds (audited)
   crr verify --config FILE             run the divergence check once, print findings (exit 1 if any)
   crr reconcile --config FILE [--apply] repair divergent or missing keys by the merge rule
   crr rebuild --config FILE [--since T] rebuild the dedup store from the WAL and the peers
   crr audit verify FILE|DIR...         verify the audit log's hash chain
   crr bench --scenario FILE [--check]  run a lag SLO benchmark scenario and write its report
-  crr demo                 write records to a WAL, tear its tail like a crash, recover and verify
+  crr demo                 three regions on loopback: load, a split brain, a crash, convergence
   crr wal inspect DIR      decode and verify the WAL segment files in DIR (exit 1 on a problem)
   crr COMMAND --help       help for one command
 
@@ -37,6 +39,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   status: runStatus,
   drain: runDrain,
   undrain: runUndrain,
+  "skip-gap": runSkipGap,
   verify: runVerify,
   reconcile: runReconcile,
   rebuild: runRebuild,

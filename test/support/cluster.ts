@@ -145,6 +145,13 @@ export class Cluster {
     fs.writeFileSync(node.configFile, YAML.stringify(config));
   }
 
+  /** Merge `patch` into a node's config file (takes effect when the node next starts). */
+  reconfigure(name: string, patch: Record<string, unknown>): void {
+    const node = this.node(name);
+    const current = YAML.parse(fs.readFileSync(node.configFile, "utf8")) as Record<string, unknown>;
+    fs.writeFileSync(node.configFile, YAML.stringify(deepMerge(current, patch)));
+  }
+
   node(name: string): TestNode {
     const n = this.nodes.get(name);
     if (!n) throw new Error(`no node ${name}`);
