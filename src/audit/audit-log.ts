@@ -164,7 +164,14 @@ export class AuditLog {
           this.rotate();
           before = 0;
         }
-        fs.writeSync(this.fd, bytes);
+        // A write may stop short (a disk that fills up mid-way): loop, so a short write is
+        // either completed or turned into an error that cuts it back.
+        for (let done = 0; done < bytes.length;) {
+          const n = fs.writeSync(this.fd, bytes, done, bytes.length - done);
+          if (n <= 0)
+            throw Object.assign(new Error(`audit log ${this.file}: write made no progress`), { code: "EIO" });
+          done += n;
+        }
         fs.fdatasyncSync(this.fd);
         this.fileBytes += bytes.length;
         this.head = heads.at(-1)!;

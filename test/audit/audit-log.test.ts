@@ -1,0 +1,130 @@
+/**
+ * The WORM audit log under failure: a write that fails (a real full disk, a tmpfs mounted for
+ * the test; CI runs as root) leaves the chain exactly as it was, so the next entry links to
+ * the last one written; the conflict the failed entry held is written later by the pump; and
+ * a log whose last entry does not link to the one before is refused on open.
+ */
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { AuditLog, sealEntry, verifyAuditFiles, type AuditAppend } from "../../src/audit/index.js";
+import { silentLogger } from "../../src/log.js";
+import { AuditPump } from "../../src/node/audit-pump.js";
+import type { ConflictRow } from "../../src/store/index.js";
+import { tempDir, waitFor } from "../support/tmp.js";
+
+const files = (dir: string) =>
+  fs
+    .readdirSync(dir)
+    .filter((f) => /^audit-\d{6}\.log$/.test(f))
+    .sort()
+    .map((f) => path.join(dir, f));
+
+describe("the audit log", () => {
+  it("a write that fails on a full disk leaves the chain intact; later entries link to the last one written", async () => {
+    const mnt = tempDir("crr-tmpfs-");
+    execFileSync("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mnt]);
+    try {
+      const dir = path.join(mnt, "audit");
+      const log = AuditLog.open({ dir, region: "us-east-1" });
+      const filler = path.join(mnt, "filler");
+      fs.writeFileSync(filler, Buffer.alloc(200 * 1024));
+      const written: number[] = [];
+      let failed = 0;
+      for (let i = 0; i < 400 && failed < 3; i++) {
+        try {
+          const head = await log.append({ kind: "note", i, pad: "x".repeat(400) });
+          written.push(head.seq);
+        } catch (err) {
+          expect((err as NodeJS.ErrnoException).code).toBe("ENOSPC");
+          failed++;
+        }
+      }
+      expect(failed).toBe(3);
+      const headBefore = log.current;
+      expect(headBefore.seq).toBe(written.length);
+      expect(verifyAuditFiles(files(dir)).problem).toBeUndefined();
+      fs.rmSync(filler);
+      const after = await log.append({ kind: "note", i: "after" });
+      expect(after.seq).toBe(headBefore.seq + 1);
+      await log.close();
+      const report = verifyAuditFiles(files(dir), after.hash);
+      expect(report.problem).toBeUndefined();
+      expect(report.entries).toBe(written.length + 1);
+      const reopened = AuditLog.open({ dir, region: "us-east-1" });
+      expect(reopened.current).toEqual(after);
+      await reopened.close();
+    } finally {
+      execFileSync("umount", ["-l", mnt]);
+    }
+  });
+
+  it("refuses to open a log whose last entry does not link to the one before it", async () => {
+    const dir = tempDir();
+    const log = AuditLog.open({ dir, region: "us-east-1" });
+    for (let i = 0; i < 3; i++) await log.append({ kind: "note", i });
+    await log.close();
+    const file = files(dir)[0]!;
+    const lines = fs.readFileSync(file, "utf8").trimEnd().split("\n");
+    // A last line that verifies on its own but points at a made-up predecessor.
+    const last = JSON.parse(lines[2]!) as Record<string, unknown>;
+    delete last.hash;
+    last.prev = "f".repeat(64);
+    lines[2] = sealEntry(last).line;
+    fs.writeFileSync(file, `${lines.join("\n")}\n`);
+    expect(() => AuditLog.open({ dir, region: "us-east-1" })).toThrow(
+      /the last entry \(seq 3\) does not link to the one before it/,
+    );
+  });
+
+  it("the pump retries a failed write until the conflict is in the log, and says it is failing meanwhile", async () => {
+    const dir = tempDir();
+    const log = AuditLog.open({ dir, region: "us-east-1" });
+    let failuresLeft = 3;
+    const flaky = Object.create(log) as AuditLog;
+    flaky.append = (e: AuditAppend) =>
+      failuresLeft-- > 0
+        ? Promise.reject(
+            Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" }),
+          )
+        : log.append(e);
+    const version = {
+      key: "k",
+      tenant: "t",
+      outcome: "accepted",
+      bodyJson: undefined,
+      origin: "us-east-1",
+      incarnation: "a".repeat(32),
+      lsn: 1,
+      hlc: { wallMs: 1, logical: 0 },
+    };
+    const conflict: ConflictRow = {
+      id: 7,
+      key: "k",
+      winner: version,
+      loser: { ...version, origin: "eu-west-1" },
+      rule: "first-write-wins",
+      detectedAtMs: 1,
+    };
+    const errors: string[] = [];
+    const pump = new AuditPump({
+      conflicts: async ({ afterId }) => (afterId < 7 ? [conflict] : []),
+      audit: flaky,
+      log: silentLogger(),
+      retryDelayMsMin: 5,
+      retryDelayMsMax: 20,
+      onFailure: (err) => errors.push(err.message),
+    });
+    await pump.pump();
+    expect(pump.failing).toMatch(/ENOSPC/);
+    await waitFor(() => log.current.conflictMark === 7 || undefined, "the conflict to be written");
+    expect(pump.failing).toBeUndefined();
+    expect(errors).toHaveLength(3);
+    await pump.stop();
+    await log.close();
+    const text = fs.readFileSync(files(dir)[0]!, "utf8");
+    expect(text.match(/"kind":"conflict"/g)).toHaveLength(1);
+    expect(verifyAuditFiles(files(dir)).problem).toBeUndefined();
+  });
+});
