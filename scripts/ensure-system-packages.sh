@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The test suite uses two system programs: nats-server (the benchmark baseline) and chromium
-# (the benchmark report renders in it), both from Debian's packages. Run before `npm test`
-# (pretest): installs them when missing and this user can (root with apt-get).
+# The test suite uses system programs from Debian's packages: nats-server (the benchmark
+# baseline), chromium (the benchmark report renders in it) and strace (a test watches a peer
+# sync its store before it acknowledges). Run before `npm test` (pretest): installs them when
+# missing and this user can (root with apt-get).
 set -u
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
 missing=()
 have nats-server || missing+=(nats-server)
 have chromium || missing+=(chromium)
+have strace || missing+=(strace)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${missing[*]} (Debian packages, for the benchmark harness tests)"

@@ -87,7 +87,8 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
   let faults: LinkFaults = { ...o.faults };
   let targetPort = o.targetPort;
 
-  const pipe = (from: net.Socket, to: net.Socket, upstream: boolean) => {
+  /** Forward `from` to `to` with the faults; resolves (via the returned function) once every chunk taken was written. */
+  const pipe = (from: net.Socket, to: net.Socket, upstream: boolean): (() => Promise<void>) => {
     // Chunks wait in order; each is written when its time comes.
     let lastDueMs = 0;
     let bandwidthFreeAtMs = 0;
@@ -141,7 +142,9 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
       if (mode === "forward") from.resume();
     });
     from.on("end", () => void queue.then(() => to.end()));
-    from.on("error", () => to.destroy());
+    // Client side gone: drop the upstream. Upstream gone: the client still gets what arrived.
+    from.on("error", () => (upstream ? to.destroy() : void queue.then(() => to.end())));
+    return () => queue;
   };
 
   const server = net.createServer((client) => {
@@ -154,14 +157,15 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
       if (targetPort === 0) return client.resetAndDestroy();
       const upstream = net.connect({ host, port: targetPort });
       sockets.add(upstream);
-      upstream.on("close", () => {
-        sockets.delete(upstream);
-        client.destroy();
-      });
-      upstream.on("error", () => client.destroy());
       client.on("close", () => upstream.destroy());
       pipe(client, upstream, true);
-      pipe(upstream, client, false);
+      const down = pipe(upstream, client, false);
+      // A closing server (a 413, a crash) may close right after its answer: deliver the answer
+      // first, then close the client's side, as the server's own socket would have.
+      upstream.on("close", () => {
+        sockets.delete(upstream);
+        void down().then(() => client.end());
+      });
       if (mode === "forward") client.resume();
       else upstream.pause();
     };

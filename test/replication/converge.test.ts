@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { Cluster, testProxy, api, append, appendMany, status, waitConverged } from "../support/cluster.js";
+import { waitFor } from "../support/tmp.js";
 
 describe("replication between regions", () => {
   it("two regions: every record reaches the other and digests are equal", async () => {
@@ -69,5 +70,34 @@ describe("replication between regions", () => {
       outcome: (winners[0]!.body as { outcome: string }).outcome,
     });
     expect((await status(c)).wal.durableLsn).toBe(before);
+  });
+
+  it("regions with different conflict rules refuse to replicate, and say so in status and metrics", async () => {
+    const cluster = await Cluster.start({
+      regions: ["us-east-1", "eu-west-1"],
+      crr: (self, all) => ({
+        enabled: true,
+        replicationMode: "multi-way",
+        peers: all.filter((r) => r !== self),
+        conflictRule: self === "us-east-1" ? "first-write-wins" : "last-write-wins",
+      }),
+    });
+    const [a, b] = [cluster.node("us-east-1"), cluster.node("eu-west-1")];
+    await appendMany(a, "east", 5);
+    await appendMany(b, "west", 5);
+    for (const [node, other] of [
+      [a, "last-write-wins"],
+      [b, "first-write-wins"],
+    ] as const) {
+      const peer = await waitFor(async () => {
+        const p = (await status(node)).peers[0]!;
+        return p.state === "failing" && p.lastError?.includes(`merges by '${other}'`) ? p : undefined;
+      }, `${node.name} to refuse its peer's rule`);
+      expect(peer.lastError).toMatch(/never converge; not replicating/);
+      const metrics = await (await fetch(`${node.url}/metrics`)).text();
+      expect(metrics).toMatch(/^crr_ship_errors_total\{peer="[a-z0-9-]+",reason="rule_mismatch"\} [1-9]/m);
+    }
+    expect((await status(a)).store.records).toBe(5);
+    expect((await status(b)).store.records).toBe(5);
   });
 });

@@ -59,4 +59,61 @@ describe("SqliteStore", () => {
     await x.close();
     await y.close();
   });
+
+  it("a batch that fails half way changes nothing: records, watermark and digest stay as they were", async () => {
+    const store = new SqliteStore({ path: path.join(tempDir(), "store.sqlite"), rule });
+    try {
+      store.applySync({
+        origin: "us-east-1",
+        incarnation,
+        firstLsn: 1,
+        lastLsn: 10,
+        records: records(1, 10),
+      });
+      const before = {
+        stats: await store.stats(),
+        root: await store.rootDigest(),
+        wm: store.watermarkSync("us-east-1", incarnation),
+      };
+      // The third record cannot be stored (NOT NULL timestamp): the first two must not stay either.
+      const poisoned = records(11, 5).map((r, i) =>
+        i === 2 ? { ...r, hlc: { wallMs: null as unknown as number, logical: 0 } } : r,
+      );
+      expect(() =>
+        store.applySync({ origin: "us-east-1", incarnation, firstLsn: 11, lastLsn: 15, records: poisoned }),
+      ).toThrow(/NOT NULL/);
+      await expect(
+        store.applyBatch({ origin: "us-east-1", incarnation, firstLsn: 11, lastLsn: 15, records: poisoned }),
+      ).rejects.toThrow(/store .*store\.sqlite: apply a batch failed/);
+      expect(await store.stats()).toEqual(before.stats);
+      expect(await store.rootDigest()).toBe(before.root);
+      expect(store.watermarkSync("us-east-1", incarnation)).toBe(before.wm);
+      expect(store.getSync("key-11")).toBeUndefined();
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("finds every version of a stream by LSN, winners and losers, and tells a hand-edited copy from an intact one", async () => {
+    const store = new SqliteStore({ path: ":memory:", rule });
+    try {
+      store.applySync({
+        origin: "us-east-1",
+        incarnation,
+        firstLsn: 1,
+        lastLsn: 20,
+        records: records(1, 20),
+      });
+      // eu-west-1 wrote keys 5..9 earlier: us-east-1's versions of them become conflict losers.
+      const earlier = records(5, 5).map((r, i) => ({ ...r, hlc: { wallMs: 1 + i, logical: 0 } }));
+      store.applySync({ origin: "eu-west-1", incarnation, firstLsn: 1, lastLsn: 5, records: earlier });
+      const stream = store.streamVersions("us-east-1", incarnation, 1, 20, 100);
+      expect(stream.map((v) => v.lsn)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+      expect(stream.every((v) => v.origin === "us-east-1" && v.intact)).toBe(true);
+      expect(store.streamVersions("us-east-1", incarnation, 3, 6, 2).map((v) => v.lsn)).toEqual([3, 4]);
+      expect(store.isEmpty()).toBe(false);
+    } finally {
+      await store.close();
+    }
+  });
 });

@@ -166,10 +166,17 @@ export class Cluster {
   }
 
   /** Start (or restart) a node's process, wait until it listens (node.json), then until it is ready. */
-  async startNode(name: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<void> {
+  async startNode(
+    name: string,
+    args: string[] = [],
+    env: NodeJS.ProcessEnv = {},
+    /** A command the node runs under (e.g. strace and its options), or none. */
+    wrap: string[] = [],
+  ): Promise<void> {
     const node = this.node(name);
     fs.rmSync(path.join(node.dataDir, "node.json"), { force: true });
-    const proc = spawn(process.execPath, [crrBin, "serve", "--config", node.configFile, ...args], {
+    const command = [...wrap, process.execPath, crrBin, "serve", "--config", node.configFile, ...args];
+    const proc = spawn(command[0]!, command.slice(1), {
       cwd: repoRoot,
       env: { ...process.env, CRR_PEER_SECRET: testSecret, ...env },
       stdio: ["ignore", "pipe", "pipe"],
@@ -194,7 +201,8 @@ export class Cluster {
           url: string;
           pid: number;
         };
-        return info.pid === proc.pid ? Number(new URL(info.url).port) : undefined;
+        // Under a wrapper the node is the wrapper's child: any node.json written since is its.
+        return info.pid === proc.pid || wrap.length > 0 ? Number(new URL(info.url).port) : undefined;
       } catch {
         return undefined; // not written yet
       }
@@ -221,11 +229,25 @@ export class Cluster {
     const exited = new Promise<number | string | null>((resolve) =>
       proc.on("exit", (code, sig) => resolve(sig ?? code)),
     );
-    proc.kill(signal);
+    // Under a wrapper (strace), signal the node itself; the wrapper ends with it.
+    const nodePid = this.nodePid(name);
+    if (nodePid !== undefined && nodePid !== proc.pid) process.kill(nodePid, signal);
+    else proc.kill(signal);
     const result = await exited;
     node.proc = undefined;
     this.target(name, 0);
     return result;
+  }
+
+  private nodePid(name: string): number | undefined {
+    try {
+      const info = JSON.parse(fs.readFileSync(path.join(this.node(name).dataDir, "node.json"), "utf8")) as {
+        pid: number;
+      };
+      return info.pid;
+    } catch {
+      return undefined; // not listening yet, or already gone
+    }
   }
 
   async stop(): Promise<void> {
