@@ -45,7 +45,9 @@ export class LsnReuseError extends CrrError {
 export function applyChecked(store: LocalStore, batch: ApplyBatchInput): ApplyResult {
   const result = store.applySync(batch);
   if (result.status === "gap")
-    throw new Error(`the store lacks LSNs ${result.watermark + 1}..${batch.firstLsn - 1} of its own stream (a hole not filled)`);
+    throw new Error(
+      `the store lacks LSNs ${result.watermark + 1}..${batch.firstLsn - 1} of its own stream (a hole not filled)`,
+    );
   if (result.status !== "applied" || result.watermark !== batch.lastLsn)
     throw new LsnReuseError(batch.firstLsn, result.watermark);
   return result;
