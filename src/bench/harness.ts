@@ -21,6 +21,7 @@ import { startTcpProxy, type TcpProxy } from "../faults/index.js";
 import type { RegionStatus } from "../node/index.js";
 import { faultsFor, type Scenario } from "./scenario.js";
 import { freePort, stopProcess } from "../util/process.js";
+import { checkLedger, type AckedRecord, type LedgerCheck } from "./ledger-check.js";
 
 export interface LatencySummary {
   count: number;
@@ -97,6 +98,9 @@ class Stream {
   readonly ackedAt: number[] = [];
   readonly keys: string[] = [];
   readonly tenants: string[] = [];
+  /** What each append was answered and sent with (the ledger the integrity check uses). */
+  readonly hlcs: string[] = [];
+  readonly bodies: string[] = [];
   readonly appliedAt = new Map<string, number[]>();
   maxAcked = 0;
   incarnation: string | undefined;
@@ -312,8 +316,8 @@ export class CrrHarness {
         headersTimeout: 10_000,
         bodyTimeout: 10_000,
       });
-      const body = (await res.body.json()) as { lsn?: number };
-      if (res.statusCode !== 200 || body.lsn === undefined) {
+      const body = (await res.body.json()) as { lsn?: number; hlc?: string; duplicate?: boolean };
+      if (res.statusCode !== 200 || body.lsn === undefined || body.hlc === undefined || body.duplicate) {
         this.failed++;
         return;
       }
@@ -321,6 +325,8 @@ export class CrrHarness {
       st.ackedAt[body.lsn] = Date.now();
       st.keys[body.lsn] = key;
       st.tenants[body.lsn] = tenant;
+      st.hlcs[body.lsn] = body.hlc;
+      st.bodies[body.lsn] = JSON.stringify("x".repeat(fill));
       st.maxAcked = Math.max(st.maxAcked, body.lsn);
     } catch {
       this.failed++; // the region is down (a drill): a client would retry elsewhere
@@ -579,13 +585,19 @@ export class CrrHarness {
       }
     }
     const digests = final ? new Set(final.map((s) => s.store.digest)) : new Set<string>();
+    const ledger = final ? this.checkStores(lost) : undefined;
     const integrityOk =
-      final !== undefined && missing === 0 && (this.s.replication.mode === "selective" || digests.size === 1);
+      final !== undefined &&
+      missing === 0 &&
+      ledger?.wrong === 0 &&
+      (this.s.replication.mode === "selective" || digests.size === 1);
     const detail = !final
       ? "regions did not converge within 120 s after the load"
       : missing > 0
         ? `${missing} acknowledged record copies never reached a region their policy targets`
-        : `every acknowledged record reached every targeted region${this.s.replication.mode === "selective" ? "" : "; all digests equal"}`;
+        : ledger!.wrong > 0
+          ? `${ledger!.wrong} of ${ledger!.checked} acknowledged record copies are missing or changed in the stores (${ledger!.examples.join("; ")})`
+          : `all ${ledger!.checked} acknowledged record copies are in the stores of every targeted region exactly as acknowledged${this.s.replication.mode === "selective" ? "" : "; all digests equal"}`;
     const resources = await Promise.all(
       [...this.nodes.values()].map(async (n) => ({
         region: n.name,
@@ -621,6 +633,28 @@ export class CrrHarness {
       resources,
       notes: this.notes,
     };
+  }
+
+  /** Every acknowledged answer against every targeted region's store file (a lost disk's unreplicated tail excepted: that is its RPO). */
+  private checkStores(lostRegions: ReadonlySet<string | undefined>): LedgerCheck {
+    const acked: AckedRecord[] = [];
+    for (const st of this.streams.values()) {
+      if (lostRegions.has(st.origin) && this.nodes.get(st.origin)!.epoch !== st.epoch) continue;
+      for (let lsn = 1; lsn <= st.maxAcked; lsn++) {
+        if (st.ackedAt[lsn] === undefined) continue;
+        acked.push({
+          key: st.keys[lsn]!,
+          tenant: st.tenants[lsn]!,
+          outcome: "accepted",
+          bodyJson: st.bodies[lsn]!,
+          origin: st.origin,
+          lsn,
+          hlc: st.hlcs[lsn]!,
+          targets: [st.origin, ...this.targets(st.origin, st.tenants[lsn]!)],
+        });
+      }
+    }
+    return checkLedger(new Map([...this.nodes.values()].map((n) => [n.name, n.dir])), acked);
   }
 
   async tearDown(keep = false): Promise<void> {

@@ -27,6 +27,8 @@ describe("the lag SLO harness", () => {
     expect(r.code).toBe(0);
     const report = JSON.parse(fs.readFileSync(path.join(out, "slo-smoke.json"), "utf8"));
     expect(report.crr.integrity.ok).toBe(true);
+    // Checked against what the load generator was told, in the store files themselves.
+    expect(report.crr.integrity.detail).toMatch(/all \d+ acknowledged record copies are in the stores/);
     expect(report.crr.acknowledged).toBeGreaterThan(500);
     const slow = report.crr.links.find((l: { from: string }) => l.from === "us-east-1");
     expect(slow.lagMs.p50).toBeGreaterThanOrEqual(15); // the 20 ms (±5) injected latency is seen

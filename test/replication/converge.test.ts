@@ -5,14 +5,21 @@
  */
 import { describe, expect, it } from "vitest";
 import { Cluster, testProxy, api, append, appendMany, status, waitConverged } from "../support/cluster.js";
+import { Ledger, expectMatchesLedger } from "../support/ledger.js";
 import { waitFor } from "../support/tmp.js";
 
 describe("replication between regions", () => {
   it("two regions: every record reaches the other and digests are equal", async () => {
     const cluster = await Cluster.start({ regions: ["us-east-1", "us-west-2"] });
     const [a, b] = [cluster.node("us-east-1"), cluster.node("us-west-2")];
-    const [ka, kb] = await Promise.all([appendMany(a, "east", 300), appendMany(b, "west", 300)]);
+    const ledger = new Ledger();
+    await Promise.all([ledger.appendMany(a, "east", 300), ledger.appendMany(b, "west", 300)]);
+    const [ka, kb] = [
+      ledger.acked.filter((x) => x.origin === a.name),
+      ledger.acked.filter((x) => x.origin === b.name),
+    ].map((xs) => xs.map((x) => x.key)) as [string[], string[]];
     const [sa, sb] = await waitConverged([a, b]);
+    expectMatchesLedger(ledger, [a, b]);
     expect(sa!.store.records).toBe(600);
     expect(sb!.store.digest).toBe(sa!.store.digest);
     for (const key of [...ka.slice(0, 20), ...kb.slice(0, 20)]) {
@@ -45,9 +52,10 @@ describe("replication between regions", () => {
     toEast.setMode("blackhole");
     // eu-west-1 is down too, so neither side can learn the other's version through it.
     await cluster.stopNode("eu-west-1");
+    const ledger = new Ledger();
     const [ra, rb] = await Promise.all([
-      append(a, { key: "pcs-split", tenant: "tenant-a", outcome: "accepted" }),
-      append(b, { key: "pcs-split", tenant: "tenant-a", outcome: "rejected" }),
+      ledger.append(a, { key: "pcs-split", tenant: "tenant-a", outcome: "accepted" }),
+      ledger.append(b, { key: "pcs-split", tenant: "tenant-a", outcome: "rejected" }),
     ]);
     // Each region accepted its own version: split brain.
     expect(ra.body).toMatchObject({ duplicate: false, origin: "us-east-1", outcome: "accepted" });
@@ -55,8 +63,11 @@ describe("replication between regions", () => {
     await cluster.startNode("eu-west-1");
     toWest.setMode("forward");
     toEast.setMode("forward");
-    await Promise.all(nodes.map((n) => appendMany(n, n.name, 150)));
+    await Promise.all(nodes.map((n) => ledger.appendMany(n, n.name, 150)));
     const all = await waitConverged(nodes);
+    // Every region holds both split-brain versions (winner and kept loser) and the winner the
+    // rule gives from what the clients were told.
+    expectMatchesLedger(ledger, nodes);
     expect(new Set(all.map((s) => s.store.records))).toEqual(new Set([451]));
     const winners = await Promise.all(nodes.map((n) => api(`${n.url}/v1/records/pcs-split`)));
     expect(new Set(winners.map((w) => JSON.stringify(w.body))).size).toBe(1);
