@@ -1,3 +1,4 @@
+import { createHmac } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { RequestVerifier, contentDigest, signRequest, verifyContentDigest } from "./auth.js";
 
@@ -51,5 +52,65 @@ describe("peer request signing", () => {
     expect(verifyContentDigest(contentDigest("x"), body)).toBe("mismatch");
     expect(verifyContentDigest(undefined, body)).toBe("missing");
     expect(verifyContentDigest("md5=:abc:", body)).toBe("unsupported");
+  });
+});
+
+describe("the signed string (golden)", () => {
+  it("is pinned: method, path, digest, timestamp, nonce, region, incarnation and rule, in that order", () => {
+    const headers = signRequest({
+      secret: "golden-secret-0123456789",
+      method: "post",
+      path: "/v1/replicate",
+      body: Buffer.from("golden"),
+      region: "us-east-1",
+      nowMs: 1_700_000_000_000,
+      nonce: "0123456789abcdef0123456789abcdef",
+      incarnation: "a".repeat(32),
+      rule: "first-write-wins/1",
+    });
+    expect(headers).toEqual({
+      "content-digest": "sha-256=:3VbeQTeVHZySaBsDQW7BX4hrRIKifjpRfTLwhSRMvl0=:",
+      "x-crr-timestamp": "1700000000000",
+      "x-crr-nonce": "0123456789abcdef0123456789abcdef",
+      "x-crr-region": "us-east-1",
+      "x-crr-incarnation": "a".repeat(32),
+      "x-crr-rule": "first-write-wins/1",
+      "x-crr-signature": "//WwuT53zWuIvpIhxnaBxlF8JniuR7rCUeAdX7qu9r4=",
+    });
+    // The same bytes by hand: the lines FORMAT.md lists, joined by newlines.
+    const canonical = [
+      "crr-hmac-v2",
+      "POST",
+      "/v1/replicate",
+      headers["content-digest"],
+      "1700000000000",
+      "0123456789abcdef0123456789abcdef",
+      "us-east-1",
+      "a".repeat(32),
+      "first-write-wins/1",
+    ].join("\n");
+    expect(createHmac("sha256", "golden-secret-0123456789").update(canonical).digest("base64")).toBe(
+      headers["x-crr-signature"],
+    );
+  });
+
+  it("covers the incarnation and the rule: changing either breaks the signature", () => {
+    const v = new RequestVerifier({ secret, windowMs: 30_000, nowMs: () => 1_000 });
+    const body = Buffer.from("batch bytes");
+    const h = signRequest({
+      secret,
+      method: "POST",
+      path: "/x",
+      body,
+      region: "us-east-1",
+      nowMs: 1_000,
+      incarnation: "a".repeat(32),
+      rule: "first-write-wins/1",
+    });
+    expect(v.verify("POST", "/x", { ...h, "x-crr-incarnation": "b".repeat(32) })).toMatchObject({
+      ok: false,
+    });
+    expect(v.verify("POST", "/x", { ...h, "x-crr-rule": "last-write-wins/1" })).toMatchObject({ ok: false });
+    expect(v.verify("POST", "/x", h)).toMatchObject({ ok: true });
   });
 });

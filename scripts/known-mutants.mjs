@@ -1,0 +1,244 @@
+#!/usr/bin/env node
+/**
+ * The mutations an outside review found the suite blind to, and each loss-path fix reverted,
+ * applied one at a time to src/: each must make the tests named beside it fail. Prints a
+ * table (mutation, tests, killed or SURVIVED, seconds) and exits 1 if any survived.
+ *
+ *   node scripts/known-mutants.mjs [--only NAME] [--check]
+ *
+ * --check only verifies each mutation's text is found exactly once (the suite runs it, so a
+ * refactor cannot silently turn a mutation into a no-op).
+ *
+ * Every mutation is a literal replacement that must match exactly once (so a refactor that
+ * moves the line makes this script fail loudly instead of testing nothing). The file is
+ * restored after each run, whatever happens. Tests that run `crr serve` use dist/, which the
+ * suite's global setup rebuilds from the mutated src/ before running.
+ */
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+
+const mutants = [
+  // --- the review's list: each left the whole suite green before -------------------------
+  {
+    name: "first-write-wins flipped to last-write-wins",
+    file: "src/store/merge.ts",
+    from: 'case "first-write-wins":\n      return firstWriteOrder(a, b);',
+    to: 'case "first-write-wins":\n      return -firstWriteOrder(a, b);',
+    tests: ["src/store/merge.test.ts"],
+  },
+  {
+    name: "reader's clock-skew check removed",
+    file: "src/reader/reader.ts",
+    from: "    if (skew) return skew;\n",
+    to: "",
+    tests: ["test/replication/refusals.test.ts"],
+  },
+  {
+    name: "skip-gap flag ignored (never skips)",
+    file: "src/reader/reader.ts",
+    from: "skipGap: (batch.flags & BATCH_FLAG_SKIP_GAP) !== 0,",
+    to: "skipGap: false,",
+    tests: ["test/replication/backfill.test.ts"],
+    only: "nobody holds",
+  },
+  {
+    name: "skip-gap flag ignored (always skips)",
+    file: "src/reader/reader.ts",
+    from: "skipGap: (batch.flags & BATCH_FLAG_SKIP_GAP) !== 0,",
+    to: "skipGap: true,",
+    tests: ["test/replication/refusals.test.ts"],
+  },
+  {
+    name: "retention off by one LSN (a peer's ack)",
+    file: "src/node/retention.ts",
+    from: "needed = Math.min(needed, acked + 1);",
+    to: "needed = Math.min(needed, acked + 2);",
+    tests: ["test/node/local-apply-retention.test.ts"],
+  },
+  {
+    name: "retention off by one LSN (segment boundary)",
+    file: "src/wal/wal.ts",
+    from: "if (next.header.firstLsn - 1 >= lsn) break;",
+    to: "if (next.header.firstLsn - 1 > lsn) break;",
+    tests: ["test/node/local-apply-retention.test.ts"],
+  },
+  {
+    name: "retention ignores peer acknowledgements",
+    file: "src/node/retention.ts",
+    from: "for (const acked of peerAcks) needed = Math.min(needed, acked + 1);",
+    to: "",
+    tests: ["test/node/local-apply-retention.test.ts"],
+  },
+  {
+    name: "reconcile takes the stored copy as evidence",
+    file: "src/cli/verify.ts",
+    from: 'evidence: v.intact === false ? "none" : "intact-copy"',
+    to: 'evidence: "intact-copy"',
+    tests: ["test/divergence/evidence.test.ts"],
+  },
+  {
+    name: "reconcile decides without evidence",
+    file: "src/divergence/reconcile.ts",
+    from: 'const proven = established.filter((e) => e.evidence !== "none");',
+    to: "const proven = [...established];",
+    tests: ["src/divergence/reconcile.test.ts"],
+  },
+  {
+    name: "local applier's hole filling skipped",
+    file: "src/node/local-applier.ts",
+    from: "if (watermark + 1 < first)\n          await applyWalRange(",
+    to: "if (false)\n          await applyWalRange(",
+    tests: ["test/node/local-apply-retention.test.ts"],
+  },
+  {
+    name: "&& for || in divergence classification",
+    file: "src/divergence/classify.ts",
+    from: "return localHasB && remoteHasA\n",
+    to: "return localHasB || remoteHasA\n",
+    tests: ["src/divergence/classify.test.ts"],
+  },
+  {
+    name: "a batch applied without a transaction",
+    file: "src/store/sqlite-store.ts",
+    from: "this.applyTx = this.db.transaction((b: ApplyBatchInput) => this.applyInTransaction(b));",
+    to: "this.applyTx = (b: ApplyBatchInput) => this.applyInTransaction(b);",
+    tests: ["test/store/sqlite-store.test.ts"],
+  },
+  // --- each loss-path fix, reverted --------------------------------------------------------
+  {
+    name: "recovery without evidence (torn-tail window only)",
+    file: "src/node/region.ts",
+    from: "    onFsync: (seconds) => metrics.walFsyncSeconds.observe(seconds),\n    evidence,\n",
+    to: "    onFsync: (seconds) => metrics.walFsyncSeconds.observe(seconds),\n",
+    tests: ["test/recovery/wal-evidence.test.ts"],
+  },
+  {
+    name: "local apply ignores the store's answer",
+    file: "src/node/local-applier.ts",
+    from: '  if (result.status !== "applied" || result.watermark !== batch.lastLsn)\n    throw new LsnReuseError(batch.firstLsn, result.watermark);\n',
+    to: "",
+    tests: ["test/node/local-apply-retention.test.ts"],
+  },
+  {
+    name: "shipper not supervised (one session, then gone)",
+    file: "src/shipper/peer-shipper.ts",
+    from: "        await this.session();\n      } catch (err) {\n        if (signal.aborted) break;",
+    to: "        await this.session();\n      } catch (err) {\n        if (signal.aborted || err) break;",
+    tests: ["test/replication/shipper-supervision.test.ts"],
+  },
+  {
+    name: "no store fallback when the WAL cannot serve",
+    file: "src/shipper/stream-reader.ts",
+    from: "    onFallback(err);\n    return readFromStore(",
+    to: "    throw err;\n    return readFromStore(",
+    tests: ["test/replication/backfill.test.ts"],
+    only: "damaged sealed segment",
+  },
+  {
+    name: "peer acknowledges before a synced commit",
+    file: "src/store/sqlite-store.ts",
+    from: '    return this.guard("apply a batch", () => {\n      this.stmt.syncFull.run();',
+    to: '    return this.guard("apply a batch", () => {',
+    tests: ["test/replication/durable-acks.test.ts"],
+  },
+  {
+    name: "a region without state serves at once",
+    file: "src/node/startup.ts",
+    from: "if ((this.o.empty || unfinished) && this.o.links.length > 0) await this.bootstrap(views);",
+    to: "if (false) await this.bootstrap(views);",
+    tests: ["test/recovery/startup.test.ts"],
+    only: "disk was lost",
+  },
+  {
+    name: "no check for a second node with this region's name",
+    file: "src/node/startup.ts",
+    from: "    if (rivals(views, this.o.aliveMs).length === 0) return views;",
+    to: "    return views;",
+    tests: ["test/recovery/startup.test.ts"],
+    only: "same region name",
+  },
+  {
+    name: "audit head moves before the write",
+    file: "src/audit/audit-log.ts",
+    from: "        this.head = heads.at(-1)!;\n",
+    to: "",
+    tests: ["test/audit/audit-log.test.ts"],
+  },
+  {
+    name: "appends admitted on a full disk",
+    file: "src/node/region.ts",
+    from: "    if (this.disk.full !== undefined)\n      throw new UnavailableError(",
+    to: "    if (false)\n      throw new UnavailableError(",
+    tests: ["test/node/disk-full.test.ts"],
+  },
+  {
+    name: "in flight forever (no age bound)",
+    file: "src/divergence/classify.ts",
+    from: '  if (c.nowMs - v.hlc.wallMs > c.inFlightMsMax) return "age";\n',
+    to: "",
+    tests: ["src/divergence/classify.test.ts", "test/divergence/evidence.test.ts"],
+  },
+  {
+    name: "peers with another conflict rule replicate",
+    file: "src/reader/reader.ts",
+    from: "    if (rule !== this.o.rule) {",
+    to: "    if (false) {",
+    tests: ["test/replication/refusals.test.ts"],
+  },
+  {
+    name: "lone surrogates accepted",
+    file: "src/wal/record.ts",
+    from: "  if (loneSurrogate.test(value))",
+    to: "  if (false)",
+    tests: ["test/replication/refusals.test.ts"],
+  },
+  {
+    name: "store errors without the file's name",
+    file: "src/store/sqlite-store.ts",
+    from: '      throw storeError(o.path, "open", err);\n    }\n    this.applyTx',
+    to: "      throw err;\n    }\n    this.applyTx",
+    tests: ["test/divergence/divergence.test.ts"],
+    only: "rebuilds a region",
+  },
+];
+
+const args = process.argv.slice(2);
+const only = args.includes("--only") ? args[args.indexOf("--only") + 1] : undefined;
+if (args.includes("--check")) {
+  // Only check that every mutation's text is where it should be (fast; run by the test suite).
+  const bad = mutants.filter((m) => fs.readFileSync(m.file, "utf8").split(m.from).length !== 2);
+  for (const m of bad) console.error(`mutation "${m.name}": its text is not exactly once in ${m.file}`);
+  process.exit(bad.length > 0 ? 1 : 0);
+}
+const rows = [];
+let survived = 0;
+for (const m of mutants.filter((x) => !only || x.name.includes(only))) {
+  const original = fs.readFileSync(m.file, "utf8");
+  const count = original.split(m.from).length - 1;
+  if (count !== 1) {
+    console.error(`mutation "${m.name}": expected its text exactly once in ${m.file}, found ${count}`);
+    process.exit(2);
+  }
+  const started = Date.now();
+  let killed;
+  try {
+    fs.writeFileSync(m.file, original.replace(m.from, m.to));
+    const r = spawnSync("npx", ["vitest", "run", ...m.tests, ...(m.only ? ["-t", m.only] : [])], {
+      encoding: "utf8",
+      env: { ...process.env, CI: "" },
+    });
+    killed = r.status !== 0;
+  } finally {
+    fs.writeFileSync(m.file, original);
+  }
+  if (!killed) survived++;
+  const seconds = ((Date.now() - started) / 1000).toFixed(0);
+  rows.push(
+    `| ${m.name} | ${m.tests.join(", ")}${m.only ? ` (-t "${m.only}")` : ""} | ${killed ? "killed" : "SURVIVED"} | ${seconds} |`,
+  );
+  console.log(rows.at(-1));
+}
+// Rebuild dist/ from the restored sources.
+spawnSync("npm", ["run", "build"], { stdio: "ignore" });
+console.log(["", "| mutation | tests | result | s |", "| --- | --- | --- | --- |", ...rows].join("\n"));
+process.exit(survived > 0 ? 1 : 0);
