@@ -32,6 +32,12 @@ export const frameBytesMax = frameHeaderBytes + recordPayloadBytesMax;
  * (docs/FORMAT.md): changing it changes what recovery accepts.
  */
 export const walUnsyncedBytesMax = 4 * 1024 * 1024;
+/**
+ * The most acknowledged LSNs recovery restores from the store and the peers before a node
+ * starts. A larger claim (a peer saying it holds far more of this incarnation than the WAL)
+ * is refused, naming it, rather than held in memory.
+ */
+export const recoveryRestoreLsnsMax = 1_000_000;
 /** Records in one appendBatch call. */
 export const appendBatchRecordsMax = 10_000;
 /** Bytes queued for the WAL writer before appends are refused as busy. */

@@ -28,6 +28,8 @@ export interface MonitorOptions {
   log: Logger;
   onScan: (report: ScanReport, seconds: number) => void;
   onNewFinding: (f: Finding) => Promise<void>;
+  /** A peer could not be compared (metrics); it is logged when the error changes. */
+  onScanError?: (peer: string, error: string) => void;
 }
 
 export const findingId = (f: Finding) => `${f.kind}|${f.remote}|${f.key}`;
@@ -38,6 +40,7 @@ export class DivergenceMonitor {
   private scrubNext = 0;
   private current = new Map<string, Finding>();
   private running: Promise<ScanReport> | undefined;
+  private readonly lastErrors = new Map<string, string>();
   last: ScanReport | undefined;
 
   constructor(private readonly o: MonitorOptions) {}
@@ -71,10 +74,22 @@ export class DivergenceMonitor {
     return wrong.length;
   }
 
-  /** One scan of every peer (a running scan is joined, not doubled). */
+  /**
+   * One scan of every peer (a running scan is joined, not doubled). A scan asked to scrub
+   * everything first waits for a running one and then runs its own, so the scrub happens.
+   */
   scan(options: { fullScrub?: boolean } = {}): Promise<ScanReport> {
+    if (options.fullScrub && this.running) {
+      const after = this.running.catch(() => undefined).then(() => this.scan(options));
+      return after;
+    }
     this.running ??= this.scanOnce(options.fullScrub ?? false).finally(() => (this.running = undefined));
     return this.running;
+  }
+
+  /** Peers that could not be compared by the last scan, and why (status). */
+  get errors(): ScanReport["errors"] {
+    return this.last?.errors ?? [];
   }
 
   private async scanOnce(fullScrub: boolean): Promise<ScanReport> {
@@ -86,8 +101,16 @@ export class DivergenceMonitor {
       try {
         peers.push(await this.o.detector.scanPeer(peer));
       } catch (err) {
-        errors.push({ peer, error: (err as Error).message });
+        const error = (err as Error).message;
+        errors.push({ peer, error });
+        this.o.onScanError?.(peer, error);
+        if (this.lastErrors.get(peer) !== error)
+          this.o.log.error({ peer, err: error }, "divergence scan could not compare with a peer");
+        this.lastErrors.set(peer, error);
+        continue;
       }
+      if (this.lastErrors.delete(peer))
+        this.o.log.info({ peer }, "divergence scan compares with the peer again");
     }
     const findings = peers.flatMap((p) => p.findings);
     const next = new Map(findings.map((f) => [findingId(f), f]));

@@ -16,6 +16,7 @@ import {
   type ExportQuery,
   type PeerLink,
   type ReplicateAnswer,
+  type StreamPage,
   type StreamQuery,
   type WatermarksView,
   type WireVersion,
@@ -28,6 +29,8 @@ export interface HttpPeerLinkOptions {
   region: string;
   /** This region's WAL incarnation, once known (undefined for operator tools). */
   incarnation?: () => string | undefined;
+  /** This process's boot id (undefined for operator tools). */
+  boot?: string;
   /** This region's conflict rule, sent with every batch so a mismatch is refused. */
   rule?: string;
   secret: string;
@@ -87,6 +90,7 @@ export class HttpPeerLink implements PeerLink {
       region: this.o.region,
       nowMs: this.nowMs(),
       incarnation: this.o.incarnation?.(),
+      boot: this.o.boot,
       rule: this.o.rule,
     });
   }
@@ -223,10 +227,9 @@ export class HttpPeerLink implements PeerLink {
     return { versions: a.versions.map(fromWire), next: a.next };
   }
 
-  async streamRecords(q: StreamQuery): Promise<StoredRecord[]> {
-    return (await this.call<{ versions: WireVersion[] }>("POST", "/v1/divergence/stream", q)).versions.map(
-      fromWire,
-    );
+  async streamRecords(q: StreamQuery): Promise<StreamPage> {
+    const a = await this.call<{ versions: WireVersion[]; next?: number }>("POST", "/v1/divergence/stream", q);
+    return { versions: a.versions.map((v) => ({ ...fromWire(v), intact: v.intact ?? true })), next: a.next };
   }
 
   async repair(versions: StoredRecord[]): Promise<{ changed: string[] }> {

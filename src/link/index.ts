@@ -7,6 +7,7 @@ export type {
   ExportQuery,
   PeerLink,
   ReplicateAnswer,
+  StreamPage,
   StreamQuery,
   StreamWatermark,
   WatermarksView,

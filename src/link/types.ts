@@ -28,8 +28,8 @@ export interface WatermarksView {
   formatVersion: number;
   /** The answering region's hybrid clock now (a floor for a region that lost its own). */
   clock: Hlc;
-  /** Incarnations of other regions this region heard from recently, and how long ago. */
-  seen: Array<{ region: string; incarnation: string; agoMs: number }>;
+  /** Instances (incarnation and boot) of other regions this region heard from recently: since when and how long ago. */
+  seen: Array<{ region: string; incarnation: string; boot: string; agoMs: number; firstAgoMs: number }>;
 }
 
 export type ReplicateAnswer =
@@ -49,6 +49,11 @@ export interface ExportQuery {
 export interface ExportPage {
   versions: StoredRecord[];
   next: { bucket: number; key: string } | undefined;
+}
+
+export interface StreamPage {
+  versions: Array<StoredRecord & { intact: boolean }>;
+  next: number | undefined;
 }
 
 export interface StreamQuery {
@@ -78,8 +83,12 @@ export interface PeerLink {
   /** Records of the peer's own WAL by LSN (the source of truth for its records). */
   walRecords(lsns: number[]): Promise<{ incarnation: string; records: StoredRecord[] }>;
   exportPage(q: ExportQuery): Promise<ExportPage>;
-  /** Versions of one origin stream the peer holds (winners and conflict losers), by LSN. */
-  streamRecords(q: StreamQuery): Promise<StoredRecord[]>;
+  /**
+   * One page of the versions of one origin stream the peer holds (winners and conflict
+   * losers), by LSN, each saying whether it is intact; `next` is where the following page
+   * starts (undefined: the range is done). A page may skip LSNs the peer does not hold.
+   */
+  streamRecords(q: StreamQuery): Promise<StreamPage>;
   /** Write versions reconcile established (audited on the peer). */
   repair(versions: StoredRecord[]): Promise<{ changed: string[] }>;
   /** Bytes exchanged so far (what a divergence scan cost). */

@@ -47,7 +47,12 @@ export class AuditPump {
       this.again = true;
       return this.running;
     }
-    this.running = this.run().finally(() => (this.running = undefined));
+    this.running = this.run().finally(() => {
+      this.running = undefined;
+      // An entry handed in after the last round began (and not failing: the retry timer
+      // handles that) would otherwise wait for the next pump.
+      if (this.pending.length > 0 && this.failing === undefined && !this.stopped) void this.pump();
+    });
     return this.running;
   }
 

@@ -22,25 +22,30 @@ export interface CopyStore {
 
 const pageRecordsMax = 5000;
 
-/** Copy stream (origin, incarnation) LSNs [fromLsn, toLsn] from `link`; returns the versions copied. */
+/**
+ * Copy stream (origin, incarnation) LSNs [fromLsn, toLsn] from `link`. A copy the peer holds
+ * but no longer intact (changed outside the engine) is not copied, and the stream counts as
+ * covered only up to the LSN before it (`coveredThrough`): its origin re-ships from there.
+ */
 export async function copyStream(
   link: PeerLink,
   store: CopyStore,
   s: { origin: string; incarnation: string; fromLsn: number; toLsn: number },
   keep: (v: StoredRecord) => boolean,
-): Promise<{ copied: number; newest: StoredRecord["hlc"] | undefined }> {
+): Promise<{ copied: number; newest: StoredRecord["hlc"] | undefined; coveredThrough: number }> {
   let copied = 0;
   let newest: StoredRecord["hlc"] | undefined;
-  for (let from = s.fromLsn; from <= s.toLsn;) {
+  let coveredThrough = s.toLsn;
+  for (let from: number | undefined = s.fromLsn; from !== undefined && from <= s.toLsn;) {
     const page = await link.streamRecords({ ...s, fromLsn: from, limit: pageRecordsMax });
-    const kept = page.filter(keep);
+    for (const v of page.versions) if (!v.intact) coveredThrough = Math.min(coveredThrough, v.lsn - 1);
+    const kept = page.versions.filter((v) => v.intact && keep(v)).map(({ intact: _intact, ...v }) => v);
     store.repair(kept);
     copied += kept.length;
     for (const v of kept) if (!newest || compare(v.hlc, newest) > 0) newest = v.hlc;
-    if (page.length < pageRecordsMax) break;
-    from = page[page.length - 1]!.lsn + 1;
+    from = page.next;
   }
-  return { copied, newest };
+  return { copied, newest, coveredThrough };
 }
 
 /** Copy every winning version `link` holds that `keep` accepts. */
@@ -112,20 +117,27 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
     const own = view.streams.find((s) => s.origin === peer && s.incarnation === view.incarnation);
     if (!own || own.lsn === 0) continue;
     const s = { origin: peer, incarnation: own.incarnation, fromLsn: 1, toLsn: own.lsn };
-    note(await copyStream(m.links.get(peer)!, m.store, s, (v) => m.accepts(peer, v.tenant)));
-    if (m.store.watermarkSync(peer, own.incarnation) < own.lsn)
-      m.store.resetWatermark(peer, own.incarnation, own.lsn);
+    const r = await copyStream(m.links.get(peer)!, m.store, s, (v) => m.accepts(peer, v.tenant));
+    note(r);
+    if (m.store.watermarkSync(peer, own.incarnation) < r.coveredThrough)
+      m.store.resetWatermark(peer, own.incarnation, r.coveredThrough);
   }
   // Our own older incarnations: each peer holds the tenants its policy sent it; take them all.
+  const covered = new Map<string, number>();
   for (const [peer, view] of m.views) {
     for (const own of view.streams.filter((s) => s.origin === m.region && s.lsn > 0)) {
       const s = { origin: m.region, incarnation: own.incarnation, fromLsn: 1, toLsn: own.lsn };
-      note(await copyStream(m.links.get(peer)!, m.store, s, () => true));
+      const r = await copyStream(m.links.get(peer)!, m.store, s, () => true);
+      note(r);
+      if (r.coveredThrough < own.lsn)
+        covered.set(own.incarnation, Math.min(covered.get(own.incarnation) ?? Infinity, r.coveredThrough));
     }
   }
-  for (const [incarnation, at] of streamsOf(m.views, m.region))
-    if (m.store.watermarkSync(m.region, incarnation) < at.lsn)
-      m.store.resetWatermark(m.region, incarnation, at.lsn);
+  for (const [incarnation, at] of streamsOf(m.views, m.region)) {
+    const upTo = Math.min(at.lsn, covered.get(incarnation) ?? at.lsn);
+    if (m.store.watermarkSync(m.region, incarnation) < upTo)
+      m.store.resetWatermark(m.region, incarnation, upTo);
+  }
   const [first] = m.views.keys();
   if (first !== undefined) {
     const keep = (v: StoredRecord) => v.origin === m.region || m.accepts(v.origin, v.tenant);

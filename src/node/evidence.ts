@@ -145,12 +145,14 @@ export class Evidence implements RecoveryEvidence {
         ?.streams.find((s) => s.origin === this.o.region && s.incarnation === incarnation)?.lsn;
       if (!covered || covered < fromLsn) continue;
       try {
-        for (let from = fromLsn; from <= Math.min(toLsn, covered);) {
+        for (
+          let from: number | undefined = fromLsn;
+          from !== undefined && from <= Math.min(toLsn, covered);
+        ) {
           const q = { origin: this.o.region, incarnation, fromLsn: from, toLsn, limit: pageRecordsMax };
           const page = await link.streamRecords(q);
-          for (const v of page) if (!found.has(v.lsn)) found.set(v.lsn, toWalRecord({ ...v, intact: true }));
-          if (page.length < pageRecordsMax) break;
-          from = page[page.length - 1]!.lsn + 1;
+          for (const v of page.versions) if (v.intact && !found.has(v.lsn)) found.set(v.lsn, toWalRecord(v));
+          from = page.next;
         }
       } catch (err) {
         this.o.log.warn(

@@ -1,10 +1,12 @@
 /**
- * Which incarnation of each region this node hears from, and when. Two incarnations of one
- * region heard from within `aliveMs` of each other are two nodes configured with the same
- * region name (a misconfiguration that makes peers' watermarks switch between their streams):
- * the one first heard later is the second, and is refused. A region that lost its disk comes
- * back as a new incarnation too, but its old one has gone silent, so it passes once the
- * window has gone by. Pure bookkeeping; time is passed in.
+ * Which instances of each region this node hears from, and when. An instance is one
+ * process serving a region: its WAL incarnation and its boot id. Two instances of one region
+ * alive at once are two nodes given the same region name, or a copy of a data directory
+ * started beside the original: both would issue LSNs of one stream (or of two streams the
+ * peers cannot tell apart). The instance that appeared later is the second one while the
+ * earlier one is still heard from after it appeared; a region that restarted (a crash, a
+ * lost disk) is not, because its previous instance went silent before the new one spoke.
+ * Pure bookkeeping; time is passed in.
  */
 
 interface Heard {
@@ -12,42 +14,63 @@ interface Heard {
   lastMs: number;
 }
 
+export interface InstanceSeen {
+  region: string;
+  incarnation: string;
+  boot: string;
+  /** Since it was last heard from. */
+  agoMs: number;
+  /** Since it was first heard from. */
+  firstAgoMs: number;
+}
+
+const key = (incarnation: string, boot: string) => `${incarnation}/${boot}`;
+
 export class IncarnationTracker {
-  private readonly heard = new Map<string, Map<string, Heard>>();
+  private readonly heard = new Map<string, Map<string, Heard & { incarnation: string; boot: string }>>();
 
   constructor(private readonly aliveMs: number) {}
 
-  note(region: string, incarnation: string, nowMs: number): void {
-    let byInc = this.heard.get(region);
-    if (!byInc) this.heard.set(region, (byInc = new Map()));
-    const h = byInc.get(incarnation);
+  note(region: string, incarnation: string, boot: string, nowMs: number): void {
+    let byInstance = this.heard.get(region);
+    if (!byInstance) this.heard.set(region, (byInstance = new Map()));
+    const h = byInstance.get(key(incarnation, boot));
     if (h) h.lastMs = Math.max(h.lastMs, nowMs);
-    else byInc.set(incarnation, { firstMs: nowMs, lastMs: nowMs });
+    else byInstance.set(key(incarnation, boot), { incarnation, boot, firstMs: nowMs, lastMs: nowMs });
   }
 
-  /** The other incarnation of `region` that is alive and was heard from first, if any. */
+  /** The instance of `region` that was serving before this one appeared and is still heard from since, if any. */
   rival(
     region: string,
     incarnation: string,
+    boot: string,
     nowMs: number,
-  ): { incarnation: string; agoMs: number } | undefined {
-    const byInc = this.heard.get(region);
-    const me = byInc?.get(incarnation);
-    if (!byInc || !me) return undefined;
-    for (const [other, h] of byInc) {
-      if (other === incarnation || nowMs - h.lastMs > this.aliveMs) continue;
-      if (h.firstMs <= me.firstMs) return { incarnation: other, agoMs: nowMs - h.lastMs };
+  ): { incarnation: string; boot: string; agoMs: number } | undefined {
+    const all = this.heard.get(region);
+    const me = all?.get(key(incarnation, boot));
+    if (!all || !me) return undefined;
+    for (const [k, h] of all) {
+      if (k === key(incarnation, boot) || nowMs - h.lastMs > this.aliveMs) continue;
+      if (h.firstMs < me.firstMs && h.lastMs > me.firstMs)
+        return { incarnation: h.incarnation, boot: h.boot, agoMs: nowMs - h.lastMs };
     }
     return undefined;
   }
 
-  /** Everything heard within the last `aliveMs` (peers report it in their watermarks answer). */
-  recent(nowMs: number): Array<{ region: string; incarnation: string; agoMs: number }> {
-    const out: Array<{ region: string; incarnation: string; agoMs: number }> = [];
-    for (const [region, byInc] of this.heard) {
-      for (const [incarnation, h] of byInc) {
-        if (nowMs - h.lastMs <= this.aliveMs) out.push({ region, incarnation, agoMs: nowMs - h.lastMs });
-        else byInc.delete(incarnation);
+  /** Every instance heard within the last `aliveMs` (peers report it in their watermarks answer). */
+  recent(nowMs: number): InstanceSeen[] {
+    const out: InstanceSeen[] = [];
+    for (const [region, byInstance] of this.heard) {
+      for (const [k, h] of byInstance) {
+        if (nowMs - h.lastMs > this.aliveMs) byInstance.delete(k);
+        else
+          out.push({
+            region,
+            incarnation: h.incarnation,
+            boot: h.boot,
+            agoMs: nowMs - h.lastMs,
+            firstAgoMs: nowMs - h.firstMs,
+          });
       }
     }
     return out;

@@ -10,13 +10,14 @@ export type LinkFactory = (peer: string) => PeerLink;
 
 export function httpLinks(
   config: NodeConfig,
-  identity: { incarnation: () => string | undefined; rule: string },
+  identity: { incarnation: () => string | undefined; boot: string; rule: string },
   nowMs: () => number,
 ): LinkFactory {
   return (peer) =>
     new HttpPeerLink({
       region: config.region,
       incarnation: identity.incarnation,
+      boot: identity.boot,
       rule: `${identity.rule}/${formatVersion}`,
       secret: config.auth.peerSecret,
       peer,

@@ -129,6 +129,8 @@ export class LocalApplier {
       try {
         const first = batch[0]!.rec.lsn;
         const watermark = this.store.watermarkSync(this.region, this.wal.incarnation);
+        // A fresh LSN the store already holds was issued twice: never acknowledge it.
+        if (watermark >= first) throw new LsnReuseError(first, watermark);
         if (watermark + 1 < first)
           await applyWalRange(this.wal, this.store, this.region, watermark + 1, first - 1);
         const records = batch.map((p) => p.rec);

@@ -26,6 +26,8 @@ interface Holder {
   host: string;
   startedAt: string;
   command: string;
+  /** The holder's boot id (peers hear it): a crashed holder's one is not a rival of its successor. */
+  boot?: string;
 }
 
 function alive(pid: number): boolean {
@@ -40,10 +42,21 @@ function alive(pid: number): boolean {
 export interface DataDirLock {
   /** Set when a stale lock of a dead process was taken over. */
   tookOver: Holder | undefined;
+  /** The boot id of the last process that ran this data directory here (crashed or stopped), if known. */
+  previousBoot: string | undefined;
   release(): void;
 }
 
-export function lockDataDir(dir: string): DataDirLock {
+/** Written on a clean stop: the boot id that stopped (its successor does not take it for a twin). */
+function lastBoot(dir: string): string | undefined {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(dir, "last-boot.json"), "utf8")) as { boot?: string }).boot;
+  } catch {
+    return undefined; // never stopped cleanly here, or an unreadable marker: no exception is made
+  }
+}
+
+export function lockDataDir(dir: string, boot?: string): DataDirLock {
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, "LOCK");
   const me: Holder = {
@@ -51,17 +64,22 @@ export function lockDataDir(dir: string): DataDirLock {
     host: os.hostname(),
     startedAt: new Date().toISOString(),
     command: process.argv.slice(1).join(" "),
+    boot,
   };
   let tookOver: Holder | undefined;
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       fs.writeFileSync(file, `${JSON.stringify(me)}\n`, { flag: "wx" });
+      const previousBoot = tookOver?.boot ?? lastBoot(dir);
       return {
         tookOver,
+        previousBoot,
         release: () => {
           try {
             const h = JSON.parse(fs.readFileSync(file, "utf8")) as Holder;
-            if (h.pid === process.pid) fs.rmSync(file);
+            if (h.pid !== process.pid) return;
+            if (boot) fs.writeFileSync(path.join(dir, "last-boot.json"), `${JSON.stringify({ boot })}\n`);
+            fs.rmSync(file);
           } catch {
             // Already gone.
           }

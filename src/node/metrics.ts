@@ -86,6 +86,17 @@ export class RegionMetrics {
     registers: [this.registry],
   });
 
+  readonly divergenceScanErrors = new client.Counter({
+    name: "crr_divergence_scan_errors_total",
+    help: "Divergence scans that could not compare with a peer (its findings are unknown meanwhile)",
+    labelNames: ["peer"],
+    registers: [this.registry],
+  });
+  readonly retentionErrors = new client.Counter({
+    name: "crr_retention_errors_total",
+    help: "WAL retention runs that failed (segments stay; the WAL grows)",
+    registers: [this.registry],
+  });
   readonly diskFull = new client.Gauge({
     name: "crr_disk_full",
     help: "1 while a write failed for lack of space and no probe has succeeded since (appends refused, not ready)",

@@ -21,6 +21,7 @@ import type { PeerLink } from "../link/index.js";
 import { silentLogger, type Logger } from "../log.js";
 import { RequestVerifier, formatVersion } from "../protocol/index.js";
 import { Reader } from "../reader/index.js";
+import { realRuntime } from "../runtime/index.js";
 import { PeerShipper } from "../shipper/index.js";
 import {
   SqliteStore,
@@ -48,6 +49,7 @@ import { lockDataDir, type DataDirLock } from "./lock.js";
 import { RegionMetrics } from "./metrics.js";
 import { retain } from "./retention.js";
 import { StartupChecks } from "./startup.js";
+import { needsBootstrap, openRegionWal } from "./wal-open.js";
 import { regionStatus, readiness, lagSeconds, type Readiness, type RegionStatus } from "./status.js";
 
 export { DrainingError, UnavailableError, WaitTimeoutError } from "./append-path.js";
@@ -80,6 +82,7 @@ interface Parts {
   links: Map<string, PeerLink>;
   evidence: Evidence;
   incarnations: IncarnationTracker;
+  boot: string;
 }
 
 export class Region {
@@ -118,7 +121,14 @@ export class Region {
   private retentionTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
-  private constructor(config: NodeConfig, p: Parts, log: Logger, nowMs: () => number, startAlone: boolean) {
+  private constructor(
+    config: NodeConfig,
+    p: Parts,
+    log: Logger,
+    nowMs: () => number,
+    startAlone: boolean,
+    empty: boolean,
+  ) {
     this.name = config.region;
     this.config = config;
     this.log = log;
@@ -182,13 +192,16 @@ export class Region {
     this.startup = new StartupChecks({
       region: this.name,
       incarnation: this.wal.incarnation,
-      empty: this.wal.recovery.created && this.store.isEmpty(),
+      empty,
       links: [...this.links.values()],
       views: () => this.evidence.peerViews(),
       store: this.store,
       clock: this.clock,
       accepts: (origin, tenant) => this.policy.accepts(origin, tenant),
       aliveMs: 3 * config.health.probeIntervalMs,
+      probeIntervalMs: config.health.probeIntervalMs,
+      boot: p.boot,
+      previousBoot: p.lock.previousBoot,
       bootstrapWaitMs: config.recovery.bootstrapWaitMs,
       startAlone,
       log,
@@ -201,14 +214,15 @@ export class Region {
   static async open(config: NodeConfig, options: RegionOptions = {}): Promise<Region> {
     const log = options.log ?? silentLogger();
     const nowMs = options.nowMs ?? Date.now;
-    const lock = lockDataDir(config.dataDir);
+    // This process's boot id: peers tell two processes serving one region apart by it.
+    const boot = realRuntime.randomBytes(8).toString("hex");
+    const lock = lockDataDir(config.dataDir, boot);
     if (lock.tookOver)
       log.warn({ previous: lock.tookOver }, "took over the lock of a node that is no longer running");
     let region: Region | undefined;
     const opened: { store?: SqliteStore; wal?: Wal; links?: Map<string, PeerLink> } = {};
     try {
       fs.mkdirSync(path.join(config.dataDir, "shipper"), { recursive: true });
-      const abandoned = options.acceptWalLoss ? abandonWal(config.dataDir, log) : undefined;
       const clock = new HybridClock({ wallClock: nowMs, maxSkewMs: config.hlc.maxSkewMs });
       const metrics = new RegionMetrics(() => region);
       const store = (opened.store = new SqliteStore({
@@ -220,7 +234,11 @@ export class Region {
       const incarnations = new IncarnationTracker(3 * config.health.probeIntervalMs);
       const makeLink =
         options.links ??
-        httpLinks(config, { incarnation: () => opened.wal?.incarnation, rule: ruleName(store.rule) }, nowMs);
+        httpLinks(
+          config,
+          { incarnation: () => opened.wal?.incarnation, boot, rule: ruleName(store.rule) },
+          nowMs,
+        );
       const links = (opened.links = new Map(otherRegions(config).map((r) => [r, makeLink(r)])));
       const evidence = new Evidence({
         region: config.region,
@@ -230,7 +248,18 @@ export class Region {
         peerWaitMs: config.recovery.peerWaitMs,
         log,
       });
-      const wal = (opened.wal = await openWal(config, clock, nowMs, metrics, evidence, log));
+      const empty = needsBootstrap(store);
+      const abandoned: Array<Record<string, unknown>> = [];
+      const wal = (opened.wal = await openRegionWal({
+        region: config.region,
+        dir: path.join(config.dataDir, "wal"),
+        store,
+        clock,
+        acceptWalLoss: options.acceptWalLoss ?? false,
+        log,
+        open: () => openWal(config, clock, nowMs, metrics, evidence, log),
+        onAbandoned: (entry) => abandoned.push(entry),
+      }));
       const audit = AuditLog.open({
         dir: path.join(config.dataDir, "audit"),
         region: config.region,
@@ -239,9 +268,9 @@ export class Region {
         onTornTail: (file, bytes) =>
           log.warn({ file, bytes }, "audit log: cut an unfinished last line (never acknowledged)"),
       });
-      const parts = { wal, store, clock, metrics, lock, audit, links, evidence, incarnations };
-      region = new Region(config, parts, log, nowMs, options.startAlone ?? config.recovery.startAlone);
-      if (abandoned) void region.auditPump.record({ kind: "wal-abandoned", ...abandoned });
+      const parts = { wal, store, clock, metrics, lock, audit, links, evidence, incarnations, boot };
+      region = new Region(config, parts, log, nowMs, options.startAlone ?? config.recovery.startAlone, empty);
+      for (const entry of abandoned) await region.auditPump.record({ kind: "wal-abandoned", ...entry });
       await region.replayLocal();
       await region.auditPump.pump();
       return region;
@@ -295,7 +324,7 @@ export class Region {
         this.events.emit("applied", batch.origin, batch.incarnation, result.watermark);
       },
       onSkipped: (origin, incarnation, skipped) =>
-        void this.auditPump.record({
+        this.auditPump.record({
           kind: "gap-skipped",
           origin,
           incarnation,
@@ -336,7 +365,9 @@ export class Region {
         ...this.config.shipper,
         stateFile: path.join(this.config.dataDir, "shipper", `${peer}.json`),
         log: this.log,
-        nowMs: this.nowMs,
+        runtime: { ...realRuntime, nowMs: this.nowMs },
+        reportLost: (incarnation, ranges) =>
+          this.auditPump.record({ kind: "records-lost", origin: this.name, incarnation, peer, ranges }),
       });
       s.on("ack", (_lsn, records) => this.metrics.shippedRecords.inc({ peer }, records));
       s.on("failure", (reason) => {
@@ -382,6 +413,7 @@ export class Region {
         this.metrics.divergenceCount.set(report.findings.length);
       },
       onNewFinding: async (f) => void this.auditPump.record(findingEntry(f)),
+      onScanError: (peer) => this.metrics.divergenceScanErrors.inc({ peer }),
     });
   }
 
@@ -429,27 +461,28 @@ export class Region {
   private async refillBelowWal(incarnation: string, from: number, to: number): Promise<void> {
     const records = await this.evidence.records(incarnation, from, to);
     const lost = to - from + 1 - records.length;
-    this.store.applySync({ origin: this.name, incarnation, firstLsn: from, lastLsn: to, records });
-    if (lost === 0) {
+    if (lost > 0) {
+      const held = new Set(records.map((r) => r.lsn));
+      const missing: number[] = [];
+      for (let l = from; l <= to && missing.length < 1000; l++) if (!held.has(l)) missing.push(l);
+      this.log.error(
+        { from, to, lost, missing: missing.slice(0, 20) },
+        "own records held by nobody (the store and the WAL lost them, no peer has them)",
+      );
+      // Audited before the watermark moves past them: a crash in between cannot lose the entry.
+      await this.auditPump.record({
+        kind: "records-lost",
+        origin: this.name,
+        incarnation,
+        from,
+        to,
+        lost,
+        missing,
+      });
+    } else {
       this.log.warn({ from, to }, "own records the store lacked below the WAL were copied back from peers");
-      return;
     }
-    const held = new Set(records.map((r) => r.lsn));
-    const missing: number[] = [];
-    for (let l = from; l <= to && missing.length < 1000; l++) if (!held.has(l)) missing.push(l);
-    this.log.error(
-      { from, to, lost, missing: missing.slice(0, 20) },
-      "own records held by nobody (the store and the WAL lost them, no peer has them)",
-    );
-    void this.auditPump.record({
-      kind: "records-lost",
-      origin: this.name,
-      incarnation,
-      from,
-      to,
-      lost,
-      missing,
-    });
+    this.store.applySync({ origin: this.name, incarnation, firstLsn: from, lastLsn: to, records });
   }
 
   private countApplied(origin: string, result: ApplyResult): void {
@@ -655,16 +688,6 @@ async function openWal(
       "WAL recovery restored acknowledged records it had lost or damaged",
     );
   return wal;
-}
-
-/** `--accept-wal-loss`: move the WAL aside (kept, never deleted) so the region starts as a new incarnation. */
-function abandonWal(dataDir: string, log: Logger): Record<string, unknown> | undefined {
-  const dir = path.join(dataDir, "wal");
-  if (!fs.existsSync(dir)) return undefined;
-  const aside = path.join(dataDir, `wal.abandoned-${new Date().toISOString().replace(/[:.]/g, "-")}`);
-  fs.renameSync(dir, aside);
-  log.error({ movedTo: aside }, "the operator accepted the loss of the WAL: starting as a new incarnation");
-  return { movedTo: aside };
 }
 
 function findingEntry(f: Finding): AuditAppend {

@@ -14,14 +14,22 @@ export function lowestNeededLsn(storeWatermark: number, peerAcks: Iterable<numbe
 }
 
 export async function retain(r: Region): Promise<number> {
-  const needed = lowestNeededLsn(
-    r.store.watermarkSync(r.name, r.wal.incarnation),
-    [...r.shippers.values()].map((s) => s.acked),
-  );
-  const removed = await r.wal.removeBelow(needed).catch((err: unknown) => {
-    r.log.error({ err: (err as Error).message }, "WAL retention failed");
-    return 0;
-  });
+  let removed = 0;
+  let needed = 0;
+  try {
+    const storeWatermark = r.store.watermarkSync(r.name, r.wal.incarnation);
+    // The store commits this region's own records without a sync (the WAL holds them): make
+    // what it holds durable before the WAL lets go of it, or a power loss could lose both.
+    r.store.syncNow();
+    needed = lowestNeededLsn(
+      storeWatermark,
+      [...r.shippers.values()].map((s) => s.acked),
+    );
+    removed = await r.wal.removeBelow(needed);
+  } catch (err) {
+    r.metrics.retentionErrors.inc();
+    r.log.error({ err: (err as Error).message }, "WAL retention failed; nothing was removed");
+  }
   const bytes = r.wal.stats().bytes;
   const over = bytes > r.config.wal.bytesMax;
   r.metrics.walOverLimit.set(over ? 1 : 0);

@@ -16,9 +16,7 @@ import type { PeerLink, WatermarksView } from "../link/index.js";
 import type { Logger } from "../log.js";
 import type { StoredRecord } from "../store/index.js";
 import { copyMesh, type CopyStore } from "./copy.js";
-
-/** Store meta key: "running" while a bootstrap copies, "done" once it finished. */
-const bootstrapMeta = "bootstrap";
+import { bootstrapMeta } from "./wal-open.js";
 
 export class StartupRefusedError extends CrrError {
   constructor(message: string) {
@@ -31,10 +29,7 @@ export type StartupState = "checking" | "bootstrapping" | "admitted" | "refused"
 export interface StartupOptions {
   region: string;
   incarnation: string;
-  /**
-   * The WAL was created by this open and the store holds nothing: the region has no state.
-   * (A bootstrap that did not finish counts too: the store says so.)
-   */
+  /** The region has no state of its own (an empty store, or a bootstrap that did not finish). */
   empty: boolean;
   links: readonly PeerLink[];
   /** The peers' answers recovery already asked for (bounded wait). */
@@ -43,8 +38,13 @@ export interface StartupOptions {
   clock: HybridClock;
   /** Whether this region may hold `tenant`'s records written in `origin`. */
   accepts: (origin: string, tenant: string) => boolean;
-  /** Another incarnation of this region heard from within this long is alive. */
+  /** Another instance of this region heard from within this long may be alive. */
   aliveMs: number;
+  /** How often every node probes its peers (an alive instance is heard within it). */
+  probeIntervalMs: number;
+  /** This process's boot id, and the one that ran this data directory before it (not a rival). */
+  boot: string;
+  previousBoot: string | undefined;
   bootstrapWaitMs: number;
   startAlone: boolean;
   log: Logger;
@@ -69,8 +69,8 @@ export class StartupChecks {
       let views = await this.o.views();
       views = await this.checkNoTwin(views);
       for (const [peer, v] of views) this.observeClock(peer, v.clock);
-      const unfinished = this.o.store.getMeta(bootstrapMeta) === "running";
-      if ((this.o.empty || unfinished) && this.o.links.length > 0) await this.bootstrap(views);
+      if (this.o.empty && this.o.links.length > 0) await this.bootstrap(views);
+      else if (this.o.empty) this.o.store.setMeta(bootstrapMeta, "done"); // a region with no peers
       this.state = "admitted";
       this.detail = "admitted";
     } catch (err) {
@@ -92,27 +92,45 @@ export class StartupChecks {
     }
   }
 
-  /** Another incarnation of this region that a peer heard from after we started is a second node. */
+  /**
+   * Another process serving this region (another incarnation, or this incarnation started
+   * twice from a copied data directory) that a peer heard from after this one first spoke to
+   * it, is alive: this node is the second one and does not start. Only worth asking when a
+   * peer heard another instance recently; the one that ran this data directory before us
+   * (crashed or stopped here) is not a rival.
+   */
   private async checkNoTwin(views: Map<string, WatermarksView>): Promise<Map<string, WatermarksView>> {
-    const rivals = (vs: Map<string, WatermarksView>, withinMs: number) =>
+    const others = (vs: Map<string, WatermarksView>) =>
       [...vs].flatMap(([peer, v]) =>
         v.seen
           .filter(
-            (s) => s.region === this.o.region && s.incarnation !== this.o.incarnation && s.agoMs <= withinMs,
+            (s) =>
+              s.region === this.o.region && !(s.incarnation === this.o.incarnation && s.boot === this.o.boot),
           )
-          .map((s) => ({ peer, ...s })),
+          .filter((s) => s.boot === "" || s.boot !== this.o.previousBoot)
+          .map((s) => ({
+            peer,
+            ...s,
+            me: v.seen.find((m) => m.region === this.o.region && m.boot === this.o.boot),
+          })),
       );
-    if (rivals(views, this.o.aliveMs).length === 0) return views;
-    const first = rivals(views, this.o.aliveMs)[0]!;
-    this.detail = `peer ${first.peer} heard from incarnation ${first.incarnation} of ${this.o.region} ${first.agoMs} ms ago: waiting to see whether it is alive`;
-    this.o.log.warn({ ...first }, "another incarnation of this region was heard from recently; waiting");
-    await this.o.sleep(this.o.aliveMs);
+    const recent = others(views).filter((s) => s.agoMs <= this.o.aliveMs);
+    if (recent.length === 0) return views;
+    const first = recent[0]!;
+    this.detail = `peer ${first.peer} heard another node of ${this.o.region} (incarnation ${first.incarnation}) ${first.agoMs} ms ago: waiting to see whether it is alive`;
+    this.o.log.warn(
+      { ...first, me: undefined },
+      "another node of this region was heard from recently; waiting",
+    );
+    // Our own probes reach every peer within a probe interval; the other one, if alive, too.
+    await this.o.sleep(Math.round(1.5 * this.o.probeIntervalMs) + 100);
     const again = await this.ask();
-    const alive = rivals(again, this.o.nowMs() - this.startedAtMs);
+    const sinceStart = this.o.nowMs() - this.startedAtMs;
+    const alive = others(again).filter((s) => s.agoMs < (s.me?.firstAgoMs ?? sinceStart));
     if (alive.length > 0) {
       const a = alive[0]!;
       throw new StartupRefusedError(
-        `another node is serving region ${this.o.region} (incarnation ${a.incarnation}, heard by ${a.peer} ${a.agoMs} ms ago, after this node started): two nodes must not share a region name; not starting`,
+        `another node is serving region ${this.o.region} (incarnation ${a.incarnation}, boot ${a.boot}, heard by ${a.peer} ${a.agoMs} ms ago, after this node started): two nodes must not serve one region (a shared region name, or a copied data directory); not starting`,
       );
     }
     return again;
@@ -143,9 +161,8 @@ export class StartupChecks {
 
   private async bootstrap(initial: Map<string, WatermarksView>): Promise<void> {
     this.state = "bootstrapping";
-    // Marked before anything else: a restart before the bootstrap finished (a refusal, a crash
-    // midway) bootstraps again instead of serving from a store that lacks what the mesh decided.
-    this.o.store.setMeta(bootstrapMeta, "running");
+    // (Marked "running" when the store was found empty, before the WAL was created: a restart
+    // before the bootstrap finished bootstraps again.)
     if (this.o.startAlone) {
       this.o.log.warn("no state of its own and started alone (--start-alone): not copying from peers");
       await this.o.audit({ kind: "start-alone", reason: "operator started a region without state alone" });

@@ -43,7 +43,12 @@ export interface RegionStatus {
   store: { records: number; conflicts: number; digest: string };
   peers: PeerStatus[];
   watermarks: Record<string, number>;
-  divergence: { findings: number; lastScanAt: string | undefined };
+  /** Peers the last scan could not compare with (their findings are unknown), and why. */
+  divergence: {
+    findings: number;
+    lastScanAt: string | undefined;
+    errors: Array<{ peer: string; error: string }>;
+  };
   /** The audit log's head (compare with `crr audit verify --expect-head`), and whether writes are failing. */
   audit: {
     file: string;
@@ -127,7 +132,11 @@ export async function regionStatus(r: Region): Promise<RegionStatus> {
     store: { ...(await r.store.stats()), digest: await r.store.rootDigest() },
     peers,
     watermarks: (await r.watermarksView()).watermarks,
-    divergence: { findings: r.divergence.findings.length, lastScanAt: r.divergence.last?.at },
+    divergence: {
+      findings: r.divergence.findings.length,
+      lastScanAt: r.divergence.last?.at,
+      errors: r.divergence.errors,
+    },
     audit: {
       file: r.audit.currentFile,
       ...r.audit.current,

@@ -56,7 +56,7 @@ describe("peer request signing", () => {
 });
 
 describe("the signed string (golden)", () => {
-  it("is pinned: method, path, digest, timestamp, nonce, region, incarnation and rule, in that order", () => {
+  it("is pinned: method, path, digest, timestamp, nonce, region, incarnation, boot and rule, in that order", () => {
     const headers = signRequest({
       secret: "golden-secret-0123456789",
       method: "post",
@@ -66,6 +66,7 @@ describe("the signed string (golden)", () => {
       nowMs: 1_700_000_000_000,
       nonce: "0123456789abcdef0123456789abcdef",
       incarnation: "a".repeat(32),
+      boot: "b".repeat(32),
       rule: "first-write-wins/1",
     });
     expect(headers).toEqual({
@@ -74,8 +75,9 @@ describe("the signed string (golden)", () => {
       "x-crr-nonce": "0123456789abcdef0123456789abcdef",
       "x-crr-region": "us-east-1",
       "x-crr-incarnation": "a".repeat(32),
+      "x-crr-boot": "b".repeat(32),
       "x-crr-rule": "first-write-wins/1",
-      "x-crr-signature": "//WwuT53zWuIvpIhxnaBxlF8JniuR7rCUeAdX7qu9r4=",
+      "x-crr-signature": "HdjxbMQ5dPvOxmDyIC6StdjqqocLfFO8K2dM7pjtkKc=",
     });
     // The same bytes by hand: the lines FORMAT.md lists, joined by newlines.
     const canonical = [
@@ -87,6 +89,7 @@ describe("the signed string (golden)", () => {
       "0123456789abcdef0123456789abcdef",
       "us-east-1",
       "a".repeat(32),
+      "b".repeat(32),
       "first-write-wins/1",
     ].join("\n");
     expect(createHmac("sha256", "golden-secret-0123456789").update(canonical).digest("base64")).toBe(

@@ -33,6 +33,7 @@ export function verifyContentDigest(
 
 /** Headers a peer request may carry that are signed with it (empty when absent). */
 export const headerIncarnation = "x-crr-incarnation";
+export const headerBoot = "x-crr-boot";
 export const headerRule = "x-crr-rule";
 
 function canonical(
@@ -43,9 +44,10 @@ function canonical(
   nonce: string,
   region: string,
   incarnation: string,
+  boot: string,
   rule: string,
 ): string {
-  return `crr-hmac-v2\n${method.toUpperCase()}\n${path}\n${digest}\n${timestamp}\n${nonce}\n${region}\n${incarnation}\n${rule}`;
+  return `crr-hmac-v2\n${method.toUpperCase()}\n${path}\n${digest}\n${timestamp}\n${nonce}\n${region}\n${incarnation}\n${boot}\n${rule}`;
 }
 
 export interface SignInput {
@@ -59,6 +61,8 @@ export interface SignInput {
   nonce?: string;
   /** The sender's WAL incarnation (which of its streams is alive), signed with the request. */
   incarnation?: string;
+  /** The sending process's boot id (two processes of one incarnation are told apart), signed. */
+  boot?: string;
   /** The sender's `conflict-rule/format-version`, signed with the request. */
   rule?: string;
 }
@@ -70,7 +74,17 @@ export function signRequest(s: SignInput): Record<string, string> {
   const nonce = s.nonce ?? randomBytes(16).toString("hex");
   const signature = createHmac("sha256", s.secret)
     .update(
-      canonical(s.method, s.path, digest, timestamp, nonce, s.region, s.incarnation ?? "", s.rule ?? ""),
+      canonical(
+        s.method,
+        s.path,
+        digest,
+        timestamp,
+        nonce,
+        s.region,
+        s.incarnation ?? "",
+        s.boot ?? "",
+        s.rule ?? "",
+      ),
     )
     .digest("base64");
   return {
@@ -79,6 +93,7 @@ export function signRequest(s: SignInput): Record<string, string> {
     [headerNonce]: nonce,
     [headerRegion]: s.region,
     ...(s.incarnation ? { [headerIncarnation]: s.incarnation } : {}),
+    ...(s.boot ? { [headerBoot]: s.boot } : {}),
     ...(s.rule ? { [headerRule]: s.rule } : {}),
     [headerSignature]: signature,
   };
@@ -135,6 +150,7 @@ export class RequestVerifier {
           nonce,
           region,
           get(headerIncarnation) ?? "",
+          get(headerBoot) ?? "",
           get(headerRule) ?? "",
         ),
       )

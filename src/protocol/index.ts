@@ -12,6 +12,7 @@ export type { BatchHeader, DecodedBatch } from "./batch.js";
 export {
   RequestVerifier,
   contentDigest,
+  headerBoot,
   headerIncarnation,
   headerRule,
   signRequest,

@@ -15,6 +15,7 @@ import type { HybridClock, Hlc } from "../clock/index.js";
 import type { ReplicationPolicy } from "../config/index.js";
 import type { Logger } from "../log.js";
 import {
+  headerBoot,
   headerIncarnation,
   headerRule,
   BATCH_FLAG_BACKFILL,
@@ -29,12 +30,13 @@ import type { ApplyResult, DedupStore } from "../store/index.js";
 
 /** Who else speaks for a region (two nodes configured with one region name). */
 export interface IncarnationWatch {
-  note(region: string, incarnation: string, nowMs: number): void;
+  note(region: string, incarnation: string, boot: string, nowMs: number): void;
   rival(
     region: string,
     incarnation: string,
+    boot: string,
     nowMs: number,
-  ): { incarnation: string; agoMs: number } | undefined;
+  ): { incarnation: string; boot: string; agoMs: number } | undefined;
 }
 
 export interface ReaderOptions {
@@ -52,8 +54,11 @@ export interface ReaderOptions {
   log: Logger;
   /** After a batch is applied (metrics, audit log of conflicts). */
   onApplied?: (batch: DecodedBatch, result: Extract<ApplyResult, { status: "applied" }>) => void;
-  /** An origin skipped LSNs by operator command: audited here too. */
-  onSkipped?: (origin: string, incarnation: string, skipped: { from: number; to: number }) => void;
+  /**
+   * A batch skips LSNs nobody holds (an operator's `crr skip-gap`, or records lost with an
+   * older incarnation's disk): audited here, durably, before the watermark moves past them.
+   */
+  onSkipped?: (origin: string, incarnation: string, skipped: { from: number; to: number }) => Promise<void>;
   /** Every refusal, with a stable reason label. */
   onRefused?: (reason: string, origin: string | undefined) => void;
   /** The store failed (a full disk is noticed here). */
@@ -129,13 +134,17 @@ export class Reader {
       if (err instanceof BatchInvalidError) return refuse(400, "bad_batch", err.message);
       throw err;
     }
-    return this.checkBatch(batch, auth.region, header(req.headers, headerIncarnation));
+    const sender = {
+      incarnation: header(req.headers, headerIncarnation) ?? batch.incarnation,
+      boot: header(req.headers, headerBoot) ?? "",
+    };
+    return this.checkBatch(batch, auth.region, sender);
   }
 
   private async checkBatch(
     batch: DecodedBatch,
     signer: string,
-    incarnation: string | undefined,
+    sender: { incarnation: string; boot: string },
   ): Promise<ReplicateAnswer> {
     if (batch.origin !== signer)
       return refuse(403, "origin_mismatch", `batch from '${batch.origin}' signed by '${signer}'`);
@@ -146,13 +155,13 @@ export class Reader {
         `origin '${batch.origin}' is not a peer region of '${this.o.self}'`,
       );
     const now = this.o.nowMs();
-    this.o.incarnations.note(batch.origin, incarnation ?? batch.incarnation, now);
-    const rival = this.o.incarnations.rival(batch.origin, incarnation ?? batch.incarnation, now);
+    this.o.incarnations.note(batch.origin, sender.incarnation, sender.boot, now);
+    const rival = this.o.incarnations.rival(batch.origin, sender.incarnation, sender.boot, now);
     if (rival) {
       return refuse(
         409,
         "duplicate_region",
-        `region ${batch.origin} is already served by incarnation ${rival.incarnation} (heard ${rival.agoMs} ms ago); a second node with the same region name is refused`,
+        `region ${batch.origin} is already served by another node (incarnation ${rival.incarnation}, boot ${rival.boot}, heard ${rival.agoMs} ms ago); a second node serving one region is refused`,
       );
     }
     for (const r of batch.records) {
@@ -186,16 +195,32 @@ export class Reader {
     return undefined;
   }
 
+  /**
+   * A skip batch covers the skipped LSNs itself: its range starts at the first LSN skipped
+   * and its frames start after the last. So it is applied like any batch (it must start at
+   * the watermark + 1, or the sender rewinds), and what it skips is exactly the part of its
+   * range before its first frame that is past the watermark.
+   */
+  private async auditSkip(batch: DecodedBatch): Promise<void> {
+    if ((batch.flags & BATCH_FLAG_SKIP_GAP) === 0) return;
+    const wm = await this.o.store.watermark(batch.origin, batch.incarnation);
+    const from = Math.max(batch.firstLsn, wm + 1);
+    const to = (batch.records[0]?.lsn ?? batch.lastLsn + 1) - 1;
+    if (from > to || batch.firstLsn > wm + 1) return;
+    this.o.log.error({ origin: batch.origin, from, to }, "origin skips LSNs nobody holds (audited)");
+    await this.o.onSkipped?.(batch.origin, batch.incarnation, { from, to });
+  }
+
   private async apply(batch: DecodedBatch): Promise<ReplicateAnswer> {
     let result: ApplyResult;
     try {
+      await this.auditSkip(batch);
       result = await this.o.store.applyBatch({
         origin: batch.origin,
         incarnation: batch.incarnation,
         firstLsn: batch.firstLsn,
         lastLsn: batch.lastLsn,
         records: batch.records,
-        skipGap: (batch.flags & BATCH_FLAG_SKIP_GAP) !== 0,
         backfill: (batch.flags & BATCH_FLAG_BACKFILL) !== 0,
       });
     } catch (err) {
@@ -214,13 +239,6 @@ export class Reader {
     }
     if (result.status === "already")
       return { status: 200, body: { watermark: result.watermark, applied: 0, duplicates: 0, conflicts: 0 } };
-    if (result.skipped) {
-      this.o.log.error(
-        { origin: batch.origin, from: result.skipped.from, to: result.skipped.to },
-        "origin skipped LSNs nobody holds (its operator allowed it)",
-      );
-      this.o.onSkipped?.(batch.origin, batch.incarnation, result.skipped);
-    }
     this.o.onApplied?.(batch, result);
     return {
       status: 200,

@@ -2,7 +2,7 @@
  * What a shipper keeps on disk per peer (`<dataDir>/shipper/<peer>.json`): the LSN the peer
  * last acknowledged durably for our incarnation (a floor for retention and recovery evidence
  * before the peer answers again), and the tenants this peer was being sent (a widened
- * selective policy means records below the watermark that the peer never got).
+ * policy means records below the watermark that the peer never got).
  */
 import fs from "node:fs";
 import { writeFileDurable } from "../util/durable-file.js";
@@ -11,10 +11,12 @@ export interface AckState {
   peer: string;
   incarnation: string;
   acked: number;
-  /** Tenants shipped to this peer (selective policies only; undefined: every tenant). */
-  tenants?: string[];
-  /** Older incarnations of ours backfilled to this peer from the store, and up to which LSN. */
-  older?: Record<string, number>;
+  /**
+   * The tenants this peer was being sent: a list under a selective policy, "*" for every
+   * tenant. Undefined: not known (an older state file), which a widened policy treats as
+   * "backfill everything below the watermark".
+   */
+  tenants?: string[] | "*";
 }
 
 /** The saved state, or undefined when there is none (or it is unreadable: the peer is asked anyway). */

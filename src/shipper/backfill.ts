@@ -1,107 +1,135 @@
 /**
- * Backfill: records a peer should hold below its watermark, sent from this region's store
- * as backfill batches (applied by the merge rule; the peer's watermark does not move):
- * - older incarnations of ours (the WAL is gone, a disk was lost): a new or re-added peer
- *   never got them;
- * - tenants a widened selective policy now sends to the peer: records below its watermark
- *   were filtered out when they were shipped.
- * LSNs the store does not hold are reported (they were lost with the disk that held them).
+ * What a peer should hold of our streams that plain shipping of the current incarnation does
+ * not bring it:
+ * - older incarnations of ours (a disk was lost; the WAL holding them is gone): shipped from
+ *   this region's store as ordinary batches over [the peer's watermark + 1, our watermark],
+ *   so the peer's watermark records the progress. LSNs the store lacks were lost with that
+ *   disk: the batch marks them skipped (the peer audits it) and this region audits them as lost.
+ * - tenants a widened policy now sends the peer: records below its watermark were filtered
+ *   out when they were shipped. Sent as backfill batches (merged, the watermark unmoved),
+ *   from the WAL where it holds them, else the store; a record neither holds stops the
+ *   backfill (StreamGapError) unless an operator allowed skipping it.
  */
 import type { Logger } from "../log.js";
 import type { WatermarksView } from "../link/index.js";
-import { BATCH_FLAG_BACKFILL } from "../protocol/index.js";
+import { BATCH_FLAG_BACKFILL, BATCH_FLAG_SKIP_GAP } from "../protocol/index.js";
 import type { WalChunk, WalRecord } from "../wal/index.js";
-import { chunkOf, type OwnRecords, type ReadLimits, type ShipperWal } from "./stream-reader.js";
+import {
+  StreamGapError,
+  chunkOf,
+  filterChunk,
+  readOwnStream,
+  within,
+  type OwnRecords,
+  type ShipperWal,
+} from "./stream-reader.js";
 
 export interface BackfillContext {
   region: string;
   wal: ShipperWal;
   own: OwnRecords;
+  /** What the peer held when this session started. */
   view: WatermarksView;
   batchBytesMax: number;
   batchRecordsMax: number;
   log: Logger;
   /** Send one batch and wait for the peer's answer. */
-  send(chunk: WalChunk, flags: number): Promise<number>;
+  send(chunk: WalChunk, flags: number): Promise<void>;
   aborted(): boolean;
+  /** The operator allowed skipping LSNs of the current incarnation up to this one (0: none). */
+  skipThrough: number;
+  /** Audit, durably, that own records of an older incarnation are held by nobody here. */
+  reportLost(incarnation: string, ranges: Array<[number, number]>): Promise<void>;
 }
 
-/** The longest prefix of `records` within the limits (at least one record). */
-export function within(records: readonly WalRecord[], limits: ReadLimits): WalRecord[] {
-  const out: WalRecord[] = [];
-  let bytes = 0;
+/** The peer's watermark for one of our streams when the session started. */
+export function peerLsn(c: Pick<BackfillContext, "view" | "region">, incarnation: string): number {
+  return c.view.streams.find((w) => w.origin === c.region && w.incarnation === incarnation)?.lsn ?? 0;
+}
+
+/** LSNs in [from, to] that `records` (sorted) lacks, as ranges. */
+function holes(records: readonly WalRecord[], from: number, to: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  let next = from;
   for (const r of records) {
-    bytes += 64 + r.key.length + r.tenant.length + r.outcome.length + (r.bodyJson?.length ?? 0);
-    if (out.length >= limits.recordsMax || (out.length > 0 && bytes > limits.bytesMax)) break;
-    out.push(r);
+    if (r.lsn > next) out.push([next, r.lsn - 1]);
+    next = r.lsn + 1;
   }
+  if (next <= to) out.push([next, to]);
   return out;
 }
 
+/** Ship each older incarnation of ours past the peer's watermark for it. */
+export async function shipOlderStreams(c: BackfillContext): Promise<void> {
+  const limits = { bytesMax: c.batchBytesMax, recordsMax: c.batchRecordsMax };
+  for (const s of await c.own.streams()) {
+    if (s.incarnation === c.wal.incarnation) continue;
+    for (let next = peerLsn(c, s.incarnation) + 1; next <= s.lsn && !c.aborted();) {
+      const page = await c.own.range(s.incarnation, next, s.lsn, limits.recordsMax);
+      const sent = within(page, limits);
+      // The batch ends with its last record, or (nothing more held) at the stream's end.
+      const last = sent.length < page.length || page.length === limits.recordsMax ? sent.at(-1)!.lsn : s.lsn;
+      const lost = holes(sent, next, last);
+      if (lost.length > 0) await c.reportLost(s.incarnation, lost);
+      const chunk = chunkOf(c.region, s.incarnation, sent, next, last);
+      await c.send(chunk, lost.length > 0 ? BATCH_FLAG_SKIP_GAP : 0);
+      next = last + 1;
+    }
+  }
+}
+
 /**
- * Send the store's versions of `incarnation` in [fromLsn, toLsn] that `keep` accepts, as
- * backfill batches. Returns the LSN ranges the store lacks.
+ * Backfill the records of every stream of ours that `keep` accepts, below what the peer held
+ * when the session started: the current incarnation from the WAL (else the store), older ones
+ * from the store.
  */
-export async function backfillRange(
+export async function backfillTenants(c: BackfillContext, keep: (tenant: string) => boolean): Promise<void> {
+  for (const s of await c.own.streams()) {
+    const covered = Math.min(peerLsn(c, s.incarnation), s.lsn);
+    if (covered === 0) continue;
+    if (s.incarnation === c.wal.incarnation) await backfillCurrent(c, covered, keep);
+    else await backfillOlder(c, s.incarnation, covered, keep);
+  }
+}
+
+async function backfillCurrent(
+  c: BackfillContext,
+  toLsn: number,
+  keep: (tenant: string) => boolean,
+): Promise<void> {
+  for (let next = 1; next <= toLsn && !c.aborted();) {
+    const limits = { bytesMax: c.batchBytesMax, recordsMax: Math.min(c.batchRecordsMax, toLsn - next + 1) };
+    let chunk: WalChunk | undefined;
+    try {
+      chunk = await readOwnStream(c.wal, c.own, c.region, next, limits, () => undefined);
+    } catch (err) {
+      if (!(err instanceof StreamGapError) || err.toLsn > c.skipThrough) throw err;
+      c.log.error(
+        { from: err.fromLsn, to: err.toLsn },
+        "backfill skips LSNs nobody holds, as the operator allowed",
+      );
+      next = err.toLsn + 1;
+      continue;
+    }
+    if (!chunk) return;
+    const kept = filterChunk(chunk, keep);
+    if (kept.count! > 0) await c.send(kept, BATCH_FLAG_BACKFILL);
+    next = chunk.lastLsn + 1;
+  }
+}
+
+async function backfillOlder(
   c: BackfillContext,
   incarnation: string,
-  fromLsn: number,
   toLsn: number,
-  keep: (r: WalRecord) => boolean = () => true,
-): Promise<Array<[number, number]>> {
+  keep: (tenant: string) => boolean,
+): Promise<void> {
   const limits = { bytesMax: c.batchBytesMax, recordsMax: c.batchRecordsMax };
-  const missing: Array<[number, number]> = [];
-  let next = fromLsn;
-  while (next <= toLsn && !c.aborted()) {
-    const found = within(await c.own.range(incarnation, next, toLsn, limits.recordsMax), limits);
-    if (found.length === 0) {
-      missing.push([next, toLsn]);
-      break;
-    }
-    for (const r of found) {
-      if (r.lsn > next) missing.push([next, r.lsn - 1]);
-      next = r.lsn + 1;
-    }
-    const kept = found.filter(keep);
+  for (let next = 1; next <= toLsn && !c.aborted();) {
+    const page = within(await c.own.range(incarnation, next, toLsn, limits.recordsMax), limits);
+    if (page.length === 0) return; // what remains was lost with that disk (reported when shipped)
+    const kept = page.filter((r) => keep(r.tenant));
     if (kept.length > 0) await c.send(chunkOf(c.region, incarnation, kept), BATCH_FLAG_BACKFILL);
-  }
-  return missing;
-}
-
-function reportMissing(c: BackfillContext, incarnation: string, missing: Array<[number, number]>): void {
-  if (missing.length === 0) return;
-  c.log.error(
-    { incarnation, missing: missing.slice(0, 20), ranges: missing.length },
-    "own records of an older incarnation are held by nobody here (lost with its disk); the peer cannot get them",
-  );
-}
-
-/** Backfill older incarnations of ours past what was sent before (`older`); returns the new marks. */
-export async function backfillOlderStreams(
-  c: BackfillContext,
-  older: Readonly<Record<string, number>>,
-): Promise<Record<string, number>> {
-  const marks = { ...older };
-  for (const s of await c.own.streams()) {
-    if (s.incarnation === c.wal.incarnation || c.aborted()) continue;
-    const peerLsn =
-      c.view.streams.find((w) => w.origin === c.region && w.incarnation === s.incarnation)?.lsn ?? 0;
-    const from = Math.max(peerLsn, marks[s.incarnation] ?? 0) + 1;
-    if (from > s.lsn) continue;
-    reportMissing(c, s.incarnation, await backfillRange(c, s.incarnation, from, s.lsn));
-    if (!c.aborted()) marks[s.incarnation] = s.lsn;
-  }
-  return marks;
-}
-
-/** Backfill records of `tenants` (every own stream, below what the peer already covers). */
-export async function backfillTenants(c: BackfillContext, tenants: ReadonlySet<string>): Promise<void> {
-  const keep = (r: WalRecord) => tenants.has(r.tenant);
-  for (const s of await c.own.streams()) {
-    const covered =
-      s.incarnation === c.wal.incarnation
-        ? (c.view.streams.find((w) => w.origin === c.region && w.incarnation === s.incarnation)?.lsn ?? 0)
-        : s.lsn;
-    if (covered > 0) await backfillRange(c, s.incarnation, 1, Math.min(covered, s.lsn), keep);
+    next = page.at(-1)!.lsn + 1;
   }
 }

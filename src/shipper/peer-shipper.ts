@@ -7,19 +7,26 @@
  * skipped unless an operator said so (`allowSkip`), which the region audits.
  *
  * A session: ask the peer what it holds (and refuse a peer with another conflict rule or
- * format), backfill what it lacks below its watermark (older incarnations of ours; tenants a
- * widened policy now sends it), then ship the current incarnation from the peer's watermark:
- * from the WAL, or from this region's store where the WAL no longer holds the LSNs.
- * Up to `inflightBatchesMax` batches are in flight, in LSN order on one connection.
+ * format), ship older incarnations of ours it lacks, backfill tenants a widened policy now
+ * sends it, then ship the current incarnation from its watermark: from the WAL, or from this
+ * region's store where the WAL no longer holds the LSNs. Up to `inflightBatchesMax` batches
+ * are in flight, in LSN order on one connection.
  */
 import { EventEmitter } from "node:events";
 import type { Logger } from "../log.js";
 import { LinkError, type PeerLink, type WatermarksView } from "../link/index.js";
-import { BATCH_FLAG_SKIP_GAP, encodeBatch } from "../protocol/index.js";
-import { checkFrame, readTenant, type WalChunk } from "../wal/index.js";
+import { BATCH_FLAG_BACKFILL, BATCH_FLAG_SKIP_GAP, encodeBatch } from "../protocol/index.js";
+import { realRuntime, sleep, type Runtime, type Timer } from "../runtime/index.js";
+import type { WalChunk } from "../wal/index.js";
 import { readAckState, writeAckState, type AckState } from "./ack-state.js";
-import { backfillOlderStreams, backfillTenants, type BackfillContext } from "./backfill.js";
-import { StreamGapError, readOwnStream, type OwnRecords, type ShipperWal } from "./stream-reader.js";
+import { backfillTenants, shipOlderStreams, type BackfillContext } from "./backfill.js";
+import {
+  StreamGapError,
+  filterChunk,
+  readOwnStream,
+  type OwnRecords,
+  type ShipperWal,
+} from "./stream-reader.js";
 
 export interface PeerShipperOptions {
   region: string;
@@ -28,7 +35,7 @@ export interface PeerShipperOptions {
   own: OwnRecords;
   /** Undefined: every record goes to this peer. */
   sendsTenant?: (tenant: string) => boolean;
-  /** The tenants this peer receives under a selective policy (to notice a widened policy). */
+  /** The tenants this peer receives under a selective policy; undefined: every tenant. */
   tenants?: readonly string[];
   /** This region's conflict rule and format version: a peer with others is refused. */
   rule: string;
@@ -42,14 +49,15 @@ export interface PeerShipperOptions {
   stateFile: string;
   ackPersistIntervalMs: number;
   log: Logger;
-  nowMs?: () => number;
-  random?: () => number;
+  runtime?: Runtime;
+  /** Audit, durably, own records of an older incarnation nobody here holds. */
+  reportLost?: (incarnation: string, ranges: Array<[number, number]>) => Promise<void>;
 }
 
 export type ShipperState = "starting" | "shipping" | "caught-up" | "failing" | "stopped";
 
 export interface ShipperEvents {
-  /** The peer durably acknowledged everything of the current incarnation up to `lsn`. */
+  /** The peer durably acknowledged everything of the current incarnation up to `lsn`; `records` were sent for it. */
   ack: [lsn: number, records: number];
   /** A send or a session failed; `reason` is a short stable label (metrics), `err` the detail. */
   failure: [reason: string, err: Error];
@@ -71,7 +79,7 @@ export function streamLsn(view: WatermarksView, origin: string, incarnation: str
 }
 
 type SendOutcome =
-  | { kind: "ok"; watermark: number; chunk: WalChunk }
+  | { kind: "ok"; watermark: number; chunk: WalChunk; sent: number }
   | { kind: "gap"; watermark: number; chunk: WalChunk }
   | { kind: "error"; error: Error; chunk: WalChunk };
 
@@ -83,24 +91,25 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   /** The last failure, while failing (shown by status). */
   lastError: string | undefined;
   private readonly o: PeerShipperOptions;
+  private readonly rt: Runtime;
   private readonly abort = new AbortController();
   private loop: Promise<void> | undefined;
-  private persistTimer: NodeJS.Timeout | undefined;
+  private persistTimer: Timer | undefined;
   private persisted: AckState | undefined;
+  private persisting: Promise<void> = Promise.resolve();
   private failures = 0;
   private failingReason: string | undefined;
-  private readonly nowMs: () => number;
   /** When `acked` last moved (lag's lower bound when the oldest unacknowledged record cannot be read). */
   private progressAtMs: number;
-  /** An operator allowed skipping LSNs up to this one (audited by the region). */
+  /** An operator allowed skipping LSNs of the current incarnation up to this one (audited by the region); 0: none. */
   private skipThrough = 0;
 
   constructor(o: PeerShipperOptions) {
     super();
     this.o = o;
+    this.rt = o.runtime ?? realRuntime;
     this.peer = o.link.peer;
-    this.nowMs = o.nowMs ?? Date.now;
-    this.progressAtMs = this.nowMs();
+    this.progressAtMs = this.rt.nowMs();
     const saved = readAckState(o.stateFile, this.peer);
     this.persisted = saved;
     if (saved && saved.incarnation === o.wal.incarnation) this.acked = saved.acked;
@@ -108,20 +117,18 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
 
   start(): void {
     this.loop = this.supervise();
-    this.persistTimer = setInterval(() => void this.persistAck(), this.o.ackPersistIntervalMs);
-    this.persistTimer.unref();
+    this.persistTimer = this.rt.every(this.o.ackPersistIntervalMs, () => void this.persistAck());
   }
 
   async stop(): Promise<void> {
     this.abort.abort(new Error("shipper stopped"));
-    clearInterval(this.persistTimer);
+    this.persistTimer?.cancel();
     await this.loop;
     await this.persistAck();
     this.state = "stopped";
-    await this.o.link.close();
   }
 
-  /** Let the next session skip LSNs of the current incarnation up to `throughLsn` that nobody holds. */
+  /** Let sessions skip LSNs of the current incarnation up to `throughLsn` that nobody holds. */
   allowSkip(throughLsn: number): void {
     this.skipThrough = Math.max(this.skipThrough, throughLsn);
   }
@@ -130,11 +137,17 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   async oldestUnackedWallMs(): Promise<number | undefined> {
     const wal = this.o.wal;
     if (this.acked >= wal.durableLsn) return undefined;
-    const lsn = this.acked + 1;
     try {
       // (the session reports fallbacks; a lag reading does not repeat them)
       const limits = { bytesMax: 1, recordsMax: 1 };
-      const chunk = await readOwnStream(wal, this.o.own, this.o.region, lsn, limits, () => undefined);
+      const chunk = await readOwnStream(
+        wal,
+        this.o.own,
+        this.o.region,
+        this.acked + 1,
+        limits,
+        () => undefined,
+      );
       if (chunk) return chunk.frames.readUIntLE(16, 6);
     } catch {
       // Neither the WAL nor the store can say how old it is: the lag is at least this long.
@@ -153,10 +166,10 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
         if (signal.aborted) break;
         this.failures++;
         this.noteFailure(err instanceof Error ? err : new Error(String(err)));
-        await sleep(
-          backoffMs(this.failures, this.o.retryDelayMsMin, this.o.retryDelayMsMax, this.o.random),
-          signal,
+        const delay = backoffMs(this.failures, this.o.retryDelayMsMin, this.o.retryDelayMsMax, () =>
+          this.rt.random(),
         );
+        await sleep(this.rt, delay, signal);
       }
     }
   }
@@ -164,17 +177,27 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   private async session(): Promise<void> {
     const view = await this.o.link.watermarks(this.abort.signal);
     this.checkPeer(view);
-    const incarnation = this.o.wal.incarnation;
-    this.setAcked(streamLsn(view, this.o.region, incarnation));
-    const backfill: BackfillContext = {
+    const peerCurrent = streamLsn(view, this.o.region, this.o.wal.incarnation);
+    // A peer holding less of us than it acknowledged (restored from a backup) lost what
+    // backfills sent it too: redo them as if nothing were known.
+    const wentBack =
+      this.persisted?.incarnation === this.o.wal.incarnation && peerCurrent < this.persisted.acked;
+    if (wentBack)
+      this.o.log.warn(
+        { peer: this.peer, was: this.persisted!.acked, now: peerCurrent },
+        "peer went back; redoing backfills",
+      );
+    this.setAcked(peerCurrent);
+    const c: BackfillContext = {
       ...this.o,
       view,
       send: (chunk, flags) => this.sendOnce(chunk, flags),
       aborted: () => this.abort.signal.aborted,
+      skipThrough: this.skipThrough,
+      reportLost: this.o.reportLost ?? (async () => undefined),
     };
-    const older = await backfillOlderStreams(backfill, this.persisted?.older ?? {});
-    await this.backfillWidened(backfill);
-    await this.persistAck({ older });
+    await shipOlderStreams(c);
+    await this.backfillWidened(c, wentBack);
     this.noteRecovered();
     await this.shipCurrent();
   }
@@ -187,27 +210,37 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
         `peer ${this.peer} merges by '${view.rule}' (format ${view.formatVersion}), this region by '${this.o.rule}' (format ${this.o.formatVersion}): regions with different rules never converge; not replicating`,
       );
     }
-    const peerLsn = streamLsn(view, this.o.region, this.o.wal.incarnation);
-    if (peerLsn > this.o.wal.durableLsn) {
-      this.emit("peerAhead", peerLsn, this.o.wal.durableLsn);
+    const lsn = streamLsn(view, this.o.region, this.o.wal.incarnation);
+    if (lsn > this.o.wal.durableLsn) {
+      this.emit("peerAhead", lsn, this.o.wal.durableLsn);
       throw new LinkError(
         "peer_ahead",
-        `peer ${this.peer} has applied LSN ${peerLsn} of incarnation ${this.o.wal.incarnation}, but this WAL ends at ${this.o.wal.durableLsn}: was the data directory restored from an old copy? Appends are refused until recovery restores them`,
+        `peer ${this.peer} has applied LSN ${lsn} of incarnation ${this.o.wal.incarnation}, but this WAL ends at ${this.o.wal.durableLsn}: was the data directory restored from an old copy? Appends are refused until recovery restores them`,
       );
     }
   }
 
-  /** A selective policy that now sends this peer more tenants: backfill their records below its watermark. */
-  private async backfillWidened(c: BackfillContext): Promise<void> {
-    const now = this.o.tenants ? [...this.o.tenants].sort() : undefined;
-    const before = this.persisted?.tenants;
-    const added = now && before ? now.filter((t) => !before.includes(t)) : [];
-    if (added.length > 0) {
+  /**
+   * Tenants the peer receives now but did not before: their records below its watermark were
+   * filtered out when shipped. Unknown before (no state, or the peer went back): all of them.
+   */
+  private async backfillWidened(c: BackfillContext, forget: boolean): Promise<void> {
+    const now: string[] | "*" = this.o.tenants ? [...this.o.tenants].sort() : "*";
+    const before = forget ? undefined : this.persisted?.tenants;
+    const sends = this.o.sendsTenant ?? (() => true);
+    const keep =
+      before === "*"
+        ? undefined
+        : before === undefined
+          ? sends
+          : (t: string) => sends(t) && !before.includes(t);
+    const anything = c.view.streams.some((s) => s.origin === this.o.region && s.lsn > 0);
+    if (keep && anything && (before === undefined || now === "*" || now.some((t) => !before.includes(t)))) {
       this.o.log.warn(
-        { peer: this.peer, tenants: added },
-        "policy now sends these tenants to the peer: backfilling",
+        { peer: this.peer, before: before ?? "unknown", now },
+        "the peer receives tenants it did not before: backfilling",
       );
-      await backfillTenants(c, new Set(added));
+      await backfillTenants(c, keep);
     }
     if (!this.abort.signal.aborted) await this.persistAck({ tenants: now });
   }
@@ -217,29 +250,24 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   private async shipCurrent(): Promise<void> {
     const signal = this.abort.signal;
     let next = this.acked + 1;
-    let skipGap = false;
     // Batches in flight, in LSN order: the peer applies them in the order sent.
     const inflight: Array<Promise<SendOutcome>> = [];
     try {
       while (!signal.aborted) {
+        // With nothing in flight the peer is exactly at `acked` (a skip may have moved it).
+        if (inflight.length === 0) next = this.acked + 1;
         if (inflight.length < this.o.inflightBatchesMax) {
-          const chunk = await this.nextChunk(next, skipGap);
-          if (chunk && "skipTo" in chunk) {
-            skipGap = true;
-            next = chunk.skipTo;
-            continue;
-          }
+          const chunk = await this.nextChunk(next, inflight);
           if (chunk) {
             this.state = "shipping";
-            inflight.push(this.send(chunk, skipGap ? BATCH_FLAG_SKIP_GAP : 0));
-            skipGap = false;
+            inflight.push(this.send(chunk, 0));
             next = chunk.lastLsn + 1;
             continue;
           }
           if (inflight.length === 0) {
             this.state = "caught-up";
             await this.o.wal.waitForDurable(next - 1, signal).catch(() => undefined);
-            if (this.o.lingerMs > 0) await sleep(this.o.lingerMs, signal);
+            if (this.o.lingerMs > 0) await sleep(this.rt, this.o.lingerMs, signal);
             continue;
           }
           // Room in the window but nothing new yet: send new records as soon as they are
@@ -249,34 +277,62 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
         }
         const outcome = await inflight.shift()!;
         if (outcome.kind !== "ok") throw this.windowFailure(outcome);
-        this.advance(outcome.watermark, outcome.chunk);
+        this.advance(outcome.watermark, outcome.sent);
       }
     } finally {
       // Whatever was sent after a failure is settled (some may have landed) before the session ends.
       for (const later of await Promise.all(inflight))
-        if (later.kind === "ok") this.advance(later.watermark, later.chunk);
+        if (later.kind === "ok") this.advance(later.watermark, later.sent);
     }
   }
 
-  /** The chunk from `next`; where to skip to when the operator allowed a gap; undefined when nothing is durable yet. */
+  /**
+   * The next chunk from `next`, or undefined when nothing is durable yet. Where nobody holds
+   * LSNs and the operator allowed skipping them, the window is settled first, then one batch
+   * covering the skipped range is sent and waited for: it starts exactly where the peer is,
+   * so it can never skip past a batch that did not land.
+   */
   private async nextChunk(
     next: number,
-    skipping: boolean,
-  ): Promise<WalChunk | { skipTo: number } | undefined> {
+    inflight: Array<Promise<SendOutcome>>,
+  ): Promise<WalChunk | undefined> {
     const limits = { bytesMax: this.o.batchBytesMax, recordsMax: this.o.batchRecordsMax };
     try {
       return await readOwnStream(this.o.wal, this.o.own, this.o.region, next, limits, (err) =>
         this.emit("fallback", err),
       );
     } catch (err) {
-      if (err instanceof StreamGapError && !skipping && err.toLsn <= this.skipThrough) {
-        this.o.log.error(
-          { peer: this.peer, from: err.fromLsn, to: err.toLsn },
-          "skipping LSNs nobody holds, as the operator allowed (audited)",
-        );
-        return { skipTo: err.toLsn + 1 };
+      if (!(err instanceof StreamGapError) || err.toLsn > this.skipThrough) throw err;
+      for (const o of await Promise.all(inflight.splice(0))) {
+        if (o.kind !== "ok") throw this.windowFailure(o);
+        this.advance(o.watermark, o.sent);
       }
-      throw err;
+      this.o.log.error(
+        { peer: this.peer, from: err.fromLsn, to: err.toLsn },
+        "skipping LSNs nobody holds, as the operator allowed (audited)",
+      );
+      const after = await readOwnStream(
+        this.o.wal,
+        this.o.own,
+        this.o.region,
+        err.toLsn + 1,
+        limits,
+        () => undefined,
+      );
+      const skip: WalChunk = after
+        ? { ...after, firstLsn: err.fromLsn, count: after.count ?? after.lastLsn - after.firstLsn + 1 }
+        : {
+            origin: this.o.region,
+            incarnation: this.o.wal.incarnation,
+            firstLsn: err.fromLsn,
+            lastLsn: err.toLsn,
+            frames: Buffer.alloc(0),
+            segment: "skip",
+            offset: 0,
+            count: 0,
+          };
+      await this.sendOnce(skip, BATCH_FLAG_SKIP_GAP);
+      return this.nextChunk(this.acked + 1, inflight);
     }
   }
 
@@ -302,62 +358,49 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     return new LinkError("rewind", `peer ${this.peer} is at LSN ${outcome.watermark}; resuming from there`);
   }
 
-  private advance(watermark: number, chunk: WalChunk): void {
+  private advance(watermark: number, sent: number): void {
     if (watermark <= this.acked) return;
-    const records = watermark - Math.max(this.acked, chunk.firstLsn - 1);
     this.setAcked(watermark);
     this.failures = 0;
-    this.emit("ack", watermark, records);
+    if (this.skipThrough > 0 && watermark >= this.skipThrough) this.skipThrough = 0; // the allowance is used up
+    this.emit("ack", watermark, sent);
   }
 
   private setAcked(lsn: number): void {
-    if (lsn !== this.acked) this.progressAtMs = this.nowMs();
+    if (lsn !== this.acked) this.progressAtMs = this.rt.nowMs();
     this.acked = lsn;
   }
 
   // ---- sending ---------------------------------------------------------------------------
 
-  /** Frames of `chunk` this peer may receive (all of them unless the policy filters tenants). */
-  private select(chunk: WalChunk): { frames: Buffer[]; count: number } {
-    const total = chunk.lastLsn - chunk.firstLsn + 1;
-    if (!this.o.sendsTenant) return { frames: [chunk.frames], count: total };
-    const frames: Buffer[] = [];
-    let p = 0;
-    while (p < chunk.frames.length) {
-      const f = checkFrame(chunk.frames, p);
-      if (f.kind !== "ok")
-        throw new Error(`WAL chunk from ${chunk.segment} failed its own check at ${chunk.offset + p}`);
-      if (this.o.sendsTenant(readTenant(chunk.frames, p))) frames.push(chunk.frames.subarray(p, f.end));
-      p = f.end;
-    }
-    return { frames, count: frames.length };
+  /** The batch body: the frames this peer may receive, and how many. */
+  private encode(chunk: WalChunk, flags: number): { body: Buffer; sent: number } {
+    const mine = this.o.sendsTenant ? filterChunk(chunk, this.o.sendsTenant) : chunk;
+    const sent = mine.count ?? mine.lastLsn - mine.firstLsn + 1;
+    const header = {
+      origin: this.o.region,
+      incarnation: chunk.incarnation,
+      firstLsn: chunk.firstLsn,
+      lastLsn: chunk.lastLsn,
+      recordCount: sent,
+      flags,
+    };
+    return { body: encodeBatch(header, mine.frames), sent };
   }
 
-  private encode(chunk: WalChunk, flags: number): Buffer {
-    const { frames, count } = this.select(chunk);
-    return encodeBatch(
-      {
-        origin: this.o.region,
-        incarnation: chunk.incarnation,
-        firstLsn: chunk.firstLsn,
-        lastLsn: chunk.lastLsn,
-        recordCount: count,
-        flags,
-      },
-      frames,
-    );
-  }
-
-  /** Send one batch of the window; the outcome never rejects (the session settles it). */
+  /** Send one batch; the outcome never rejects (the session settles it). */
   private send(chunk: WalChunk, flags: number): Promise<SendOutcome> {
-    let body: Buffer;
+    let encoded: { body: Buffer; sent: number };
     try {
-      body = this.encode(chunk, flags);
+      encoded = this.encode(chunk, flags);
     } catch (err) {
       return Promise.resolve({ kind: "error", error: err as Error, chunk });
     }
-    return this.o.link.replicate(body, this.abort.signal).then(
+    return this.o.link.replicate(encoded.body, this.abort.signal).then(
       (answer): SendOutcome => {
+        // A backfill answer carries the stream's watermark, unrelated to the batch.
+        if (answer.kind === "ok" && (flags & BATCH_FLAG_BACKFILL) !== 0)
+          return { ...answer, chunk, sent: encoded.sent };
         // An acknowledgement never covers more than was sent, and a rewind never points past it.
         const limit = answer.kind === "ok" ? chunk.lastLsn : chunk.firstLsn - 1;
         if (answer.watermark > limit) {
@@ -367,17 +410,18 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
           );
           return { kind: "error", error, chunk };
         }
-        return { ...answer, chunk };
+        return answer.kind === "ok" ? { ...answer, chunk, sent: encoded.sent } : { ...answer, chunk };
       },
       (error: unknown) => ({ kind: "error", error: error as Error, chunk }),
     );
   }
 
-  /** Send one batch and wait for it (backfill); resolves with the peer's watermark. */
-  private async sendOnce(chunk: WalChunk, flags: number): Promise<number> {
+  /** Send one batch and wait for it (backfill, skips); an ack of the current incarnation advances. */
+  private async sendOnce(chunk: WalChunk, flags: number): Promise<void> {
     const outcome = await this.send(chunk, flags);
     if (outcome.kind !== "ok") throw this.windowFailure(outcome);
-    return outcome.watermark;
+    if (chunk.incarnation === this.o.wal.incarnation && (flags & BATCH_FLAG_BACKFILL) === 0)
+      this.advance(outcome.watermark, outcome.sent);
   }
 
   // ---- state -------------------------------------------------------------------------------
@@ -411,37 +455,28 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     }
   }
 
-  private async persistAck(change: Pick<AckState, "tenants" | "older"> = {}): Promise<void> {
-    const p = this.persisted;
-    const state: AckState = {
-      peer: this.peer,
-      incarnation: this.o.wal.incarnation,
-      acked: this.acked,
-      tenants: "tenants" in change ? change.tenants : p?.tenants,
-      older: change.older ?? p?.older,
-    };
-    if (p && JSON.stringify(p) === JSON.stringify(state)) return;
-    try {
-      await writeAckState(this.o.stateFile, state);
-      this.persisted = state;
-    } catch (err) {
-      this.o.log.warn(
-        { peer: this.peer, err: (err as Error).message },
-        "could not persist the acknowledged LSN",
-      );
-    }
+  /** Write the state file (one write at a time); a failure is counted, not fatal (the peer is asked on start). */
+  private persistAck(change: Pick<AckState, "tenants"> = {}): Promise<void> {
+    this.persisting = this.persisting.then(async () => {
+      const p = this.persisted;
+      const state: AckState = {
+        peer: this.peer,
+        incarnation: this.o.wal.incarnation,
+        acked: this.acked,
+        tenants: "tenants" in change ? change.tenants : p?.tenants,
+      };
+      if (p && JSON.stringify(p) === JSON.stringify(state)) return;
+      try {
+        await writeAckState(this.o.stateFile, state);
+        this.persisted = state;
+      } catch (err) {
+        this.emit("failure", "ack_persist", err as Error);
+        this.o.log.warn(
+          { peer: this.peer, err: (err as Error).message },
+          "could not persist the acknowledged LSN",
+        );
+      }
+    });
+    return this.persisting;
   }
-}
-
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener("abort", done);
-      resolve();
-    }
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

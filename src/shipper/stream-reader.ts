@@ -7,7 +7,7 @@
  * silent skip.
  */
 import { SegmentCorruptError, WalLsnUnavailableError } from "../errors.js";
-import { encodeFrames, type WalChunk, type WalRecord } from "../wal/index.js";
+import { checkFrame, encodeFrames, readTenant, type WalChunk, type WalRecord } from "../wal/index.js";
 
 /** The WAL as a shipper sees it. */
 export interface ShipperWal {
@@ -47,17 +47,53 @@ export interface ReadLimits {
   recordsMax: number;
 }
 
-/** A chunk built from the store: frames re-encoded from the stored versions (same bytes a WAL frame would have, flags 0). */
-export function chunkOf(origin: string, incarnation: string, records: readonly WalRecord[]): WalChunk {
+/** The longest prefix of `records` within the limits (at least one record). */
+export function within(records: readonly WalRecord[], limits: ReadLimits): WalRecord[] {
+  const out: WalRecord[] = [];
+  let bytes = 0;
+  for (const r of records) {
+    bytes += 64 + r.key.length + r.tenant.length + r.outcome.length + (r.bodyJson?.length ?? 0);
+    if (out.length >= limits.recordsMax || (out.length > 0 && bytes > limits.bytesMax)) break;
+    out.push(r);
+  }
+  return out;
+}
+
+/**
+ * A chunk built from the store: frames re-encoded from the stored versions (the bytes a WAL
+ * frame had, flags 0) covering [firstLsn, lastLsn]; the records may skip LSNs.
+ */
+export function chunkOf(
+  origin: string,
+  incarnation: string,
+  records: readonly WalRecord[],
+  firstLsn = records[0]!.lsn,
+  lastLsn = records[records.length - 1]!.lsn,
+): WalChunk {
   return {
     origin,
     incarnation,
-    firstLsn: records[0]!.lsn,
-    lastLsn: records[records.length - 1]!.lsn,
+    firstLsn,
+    lastLsn,
     frames: encodeFrames(records.map((r) => ({ ...r, flags: 0 }))),
     segment: "store",
     offset: 0,
+    count: records.length,
   };
+}
+
+/** The frames of `chunk` whose tenant `keep` accepts, as a chunk over the same range. */
+export function filterChunk(chunk: WalChunk, keep: (tenant: string) => boolean): WalChunk {
+  const parts: Buffer[] = [];
+  let p = 0;
+  while (p < chunk.frames.length) {
+    const f = checkFrame(chunk.frames, p);
+    if (f.kind !== "ok")
+      throw new Error(`chunk from ${chunk.segment} failed its own check at ${chunk.offset + p}`);
+    if (keep(readTenant(chunk.frames, p))) parts.push(chunk.frames.subarray(p, f.end));
+    p = f.end;
+  }
+  return { ...chunk, frames: Buffer.concat(parts), count: parts.length };
 }
 
 /**
@@ -75,11 +111,8 @@ export async function readFromStore(
 ): Promise<WalChunk> {
   const found = await own.range(incarnation, fromLsn, toLsn, limits.recordsMax);
   const run: WalRecord[] = [];
-  let bytes = 0;
-  for (const r of found) {
+  for (const r of within(found, limits)) {
     if (r.lsn !== fromLsn + run.length) break;
-    bytes += 64 + r.key.length + r.tenant.length + r.outcome.length + (r.bodyJson?.length ?? 0);
-    if (run.length > 0 && bytes > limits.bytesMax) break;
     run.push(r);
   }
   if (run.length === 0) {

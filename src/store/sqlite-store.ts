@@ -578,11 +578,10 @@ export class SqliteStore implements DedupStore {
     const wm = (this.stmt.watermark.get(b.origin, b.incarnation) as number | undefined) ?? 0;
     if (b.backfill) return this.applyRecords(b, wm, 0);
     if (b.lastLsn <= wm) return { status: "already", watermark: wm };
-    if (b.firstLsn > wm + 1 && !b.skipGap) return { status: "gap", watermark: wm };
+    if (b.firstLsn > wm + 1) return { status: "gap", watermark: wm };
     const result = this.applyRecords(b, wm, wm);
     this.stmt.setWatermark.run(b.origin, b.incarnation, b.lastLsn, this.nowMs());
-    const skipped = b.firstLsn > wm + 1 ? { from: wm + 1, to: b.firstLsn - 1 } : undefined;
-    return { ...result, watermark: b.lastLsn, skipped };
+    return { ...result, watermark: b.lastLsn };
   }
 
   /** Merge the batch's records above `aboveLsn` into the store (the caller moves the watermark). */
@@ -604,7 +603,7 @@ export class SqliteStore implements DedupStore {
         if (outcome !== "new") conflicts.push(outcome);
       }
     }
-    return { status: "applied", watermark, applied, duplicates, conflicts, skipped: undefined };
+    return { status: "applied", watermark, applied, duplicates, conflicts };
   }
 
   private applyOne(b: ApplyBatchInput, r: WalRecord, now: number): "new" | "duplicate" | Conflict {
@@ -665,6 +664,10 @@ export class SqliteStore implements DedupStore {
   }
 
   async watermarks(): Promise<Watermark[]> {
+    return this.watermarksSync();
+  }
+
+  watermarksSync(): Watermark[] {
     return (
       this.stmt.watermarks.all() as Array<{
         origin: string;
@@ -737,6 +740,11 @@ export class SqliteStore implements DedupStore {
   async rootDigest(): Promise<string> {
     if (!this.digests) throw new Error("this store was opened without digests");
     return this.digests.root();
+  }
+
+  /** Make every commit so far durable (a synced commit of nothing: SQLite syncs its write-ahead log). */
+  syncNow(): void {
+    this.setMeta("synced_at", String(this.nowMs()));
   }
 
   /** A value this store keeps about itself (e.g. whether a bootstrap finished); undefined when unset. */

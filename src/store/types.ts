@@ -33,8 +33,6 @@ export interface ApplyBatchInput {
   lastLsn: number;
   /** Frames in the range, LSNs increasing (a subset under a selective policy). */
   records: readonly WalRecord[];
-  /** Accept a batch that starts past watermark + 1 (an operator skipped LSNs nobody holds). */
-  skipGap?: boolean;
   /** Records below the watermark the region should hold: merged by the rule, the watermark untouched. */
   backfill?: boolean;
 }
@@ -56,8 +54,6 @@ export type ApplyResult =
       duplicates: number;
       /** New conflicts found by this batch (already stored). */
       conflicts: Conflict[];
-      /** LSNs between the old watermark and firstLsn that were skipped (skipGap), if any. */
-      skipped: { from: number; to: number } | undefined;
     }
   /** Nothing new: lastLsn <= watermark. */
   | { status: "already"; watermark: number }

@@ -12,4 +12,6 @@ export {
 } from "./record.js";
 export type { RecordInput, WalRecord, PreparedRecord } from "./record.js";
 export { inspectWal } from "./inspect.js";
+export { decodeSegmentHeader as scanSegmentHeader, parseSegmentFileName } from "./segment.js";
+export { runsOf } from "./tail-plan.js";
 export type { InspectReport, SegmentSummary } from "./inspect.js";

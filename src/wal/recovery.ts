@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import path from "node:path";
 import type { Hlc } from "../clock/index.js";
 import { AcknowledgedLossError, SegmentCorruptError } from "../errors.js";
-import { walUnsyncedBytesMax } from "../limits.js";
+import { recoveryRestoreLsnsMax, walUnsyncedBytesMax } from "../limits.js";
 import { fsyncDir, writeAll } from "../util/durable-file.js";
 import type { FileOps } from "../util/file-ops.js";
 import {
@@ -219,7 +219,13 @@ async function recoverNewest(
     const scan = scanSegment(image, { file: name, last: true, lenient: true, indexEvery: o.indexEvery });
     checkHeader(scan.header, name, nameLsn, o.region, incarnation);
     const seen = o.evidence ? await o.evidence.acknowledgedLsn(scan.header.incarnation) : undefined;
-    let plan = planTail({ image, scan, seenLsn: seen, unsyncedBytesMax: walUnsyncedBytesMax });
+    let plan = planTail({
+      image,
+      scan,
+      seenLsn: seen,
+      unsyncedBytesMax: walUnsyncedBytesMax,
+      restoreLsnsMax: recoveryRestoreLsnsMax,
+    });
     let repairedCorruption: string | undefined;
     if (
       plan.kind === "refuse" &&
@@ -271,27 +277,36 @@ async function carryOut(
 ): Promise<{ fd: number; image: Buffer; restored: RecoveryReport["restored"] }> {
   if (plan.kind === "keep") return { fd, image, restored: undefined };
   if (plan.kind === "refuse") {
-    const hint = o.evidence ? "" : "; nothing else holds them here";
-    throw new SegmentCorruptError(name, plan.offset, `${plan.reason}${hint}`);
+    if (o.evidence)
+      throw new AcknowledgedLossError(
+        name,
+        plan.offset,
+        plan.fromLsn,
+        plan.toLsn,
+        `cannot be recovered: ${plan.reason}. Nothing was changed. To start anyway as a new incarnation (the intact records are kept in the store): crr serve --config FILE --accept-wal-loss`,
+      );
+    throw new SegmentCorruptError(name, plan.offset, `${plan.reason}; nothing else holds them here`);
   }
   if (plan.kind === "cut") {
     await o.ops.ftruncate(fd, plan.offset);
     await o.ops.fdatasync(fd);
     return { fd, image: image.subarray(0, plan.offset), restored: undefined };
   }
-  const parts: Buffer[] = [image.subarray(0, plan.prefixEnd)];
+  const parts: Buffer[] = [];
   const lsns: Array<[number, number]> = [];
-  if (plan.gap) {
-    parts.push(await restoredFrames(o, name, plan.prefixEnd, incarnation, plan.gap, plan.reason));
-    lsns.push(plan.gap);
+  let offset = segmentHeaderBytes;
+  for (const piece of plan.pieces) {
+    if (piece.kind === "bytes") {
+      parts.push(image.subarray(piece.start, piece.end));
+      offset = piece.end;
+      continue;
+    }
+    parts.push(await restoredFrames(o, name, offset, incarnation, [piece.fromLsn, piece.toLsn], plan.reason));
+    lsns.push([piece.fromLsn, piece.toLsn]);
   }
-  if (plan.later) parts.push(image.subarray(plan.later.offset, plan.later.end));
-  if (plan.tail) {
-    parts.push(await restoredFrames(o, name, plan.prefixEnd, incarnation, plan.tail, plan.reason));
-    lsns.push(plan.tail);
-  }
-  const next = Buffer.concat(parts);
-  await o.ops.close(fd);
+  const next = Buffer.concat([image.subarray(0, segmentHeaderBytes), ...parts]);
+  // Both sides of the disk: what is about to replace the segment must read back whole.
+  scanSegment(next, { file: name, last: false, indexEvery: o.indexEvery });
   const tmp = `${filePath}.tmp`;
   const out = await o.ops.open(tmp, "w+");
   try {
@@ -302,7 +317,10 @@ async function carryOut(
   }
   await o.ops.rename(tmp, filePath);
   await fsyncDir(o.dir, o.ops);
-  return { fd: await o.ops.open(filePath, "r+"), image: next, restored: { lsns, reason: plan.reason } };
+  // Only now let go of the old file: a failure above leaves `fd` open for the caller to close.
+  const reopened = await o.ops.open(filePath, "r+");
+  await o.ops.close(fd).catch(() => undefined);
+  return { fd: reopened, image: next, restored: { lsns, reason: plan.reason } };
 }
 
 /** The frames of LSNs [from, to] rebuilt from the evidence, every one of them, or AcknowledgedLossError. */
@@ -315,18 +333,22 @@ async function restoredFrames(
   reason: string,
 ): Promise<Buffer> {
   const got = await o.evidence!.records(incarnation, from, to);
-  const missing: number[] = [];
+  let missing = 0;
+  let firstMissing: number | undefined;
   for (let lsn = from, k = 0; lsn <= to; lsn++) {
     if (got[k]?.lsn === lsn) k++;
-    else missing.push(lsn);
+    else {
+      missing++;
+      firstMissing ??= lsn;
+    }
   }
-  if (missing.length > 0 || got.length !== to - from + 1) {
+  if (missing > 0 || got.length !== to - from + 1) {
     throw new AcknowledgedLossError(
       name,
       offset,
       from,
       to,
-      `${missing.length} of them (first ${missing[0]}) are held by neither this region's store nor its peers (${reason}). Nothing was changed. To start anyway as a new incarnation, losing them: crr serve --config FILE --accept-wal-loss`,
+      `${missing} of them (first ${firstMissing}) are held by neither this region's store nor its peers (${reason}). Nothing was changed. To start anyway as a new incarnation (the intact records are kept in the store): crr serve --config FILE --accept-wal-loss`,
     );
   }
   return encodeFrames(got.map((r) => ({ ...r, flags: 0 })));

@@ -2,37 +2,42 @@
  * What recovery does with the newest segment, decided from its bytes and from the evidence
  * of what was acknowledged. Pure: bytes and numbers in, a plan out; recovery.ts does the I/O.
  *
- * A torn tail is bytes written after the last fdatasync, so nobody saw them. The evidence
- * (the highest LSN this region's store, its peers' watermarks or its shipper state say was
- * seen) separates a torn tail from damage to acknowledged records:
- * - nothing wrong and nothing missing: keep the segment;
- * - a problem with no intact frames after it, past everything seen: a torn tail, cut it;
- * - a problem inside what was seen, or followed by intact frames (damage inside written
- *   data): restore the damaged LSNs from the evidence (the store and the peers hold every
- *   record), keep the intact frames after them; if the evidence lacks any, refuse;
- * - the segment ends before what was seen (restored from an old copy, a lost tail): restore
- *   the missing LSNs, or refuse.
- * Without evidence (the WAL used on its own), the torn-tail window decides as before.
+ * The segment is read as runs of intact, consecutive frames separated by damaged stretches
+ * (found byte by byte: the next frame that checks and continues the LSNs). Then:
+ * - a damaged stretch between two runs is damage inside written data, never a tear: its
+ *   LSNs must be restored from the evidence (the store and the peers hold every
+ *   acknowledged record), and every intact frame around it is kept;
+ * - bytes after the last run are a torn tail when they lie inside the torn-tail window (a
+ *   writer never has more unsynced) and nobody saw past the last run: cut. Inside what was
+ *   seen: restore. Outside the window: synced records of unknown extent were destroyed:
+ *   refuse;
+ * - a segment that ends before what was seen (restored from an old copy, a lost tail):
+ *   restore the missing LSNs;
+ * - anything that cannot be restored: refuse, changing nothing.
+ * Without evidence (the WAL on its own) nothing can be restored: damage between runs or
+ * outside the window refuses, a tail inside the window is cut.
  */
-import { findResync, type Resync, type SegmentScan } from "./segment.js";
+import { FLAG_BATCH_CONTINUES, checkFrame, readFlags } from "./record.js";
+import { findResync, segmentHeaderBytes, type SegmentScan } from "./segment.js";
+
+/** A stretch of intact, consecutive frames. */
+export interface Run {
+  offset: number;
+  end: number;
+  firstLsn: number;
+  lastLsn: number;
+}
+
+/** The new segment, piece by piece: bytes kept as they are, or LSNs restored from the evidence. */
+export type Piece =
+  { kind: "bytes"; start: number; end: number } | { kind: "restore"; fromLsn: number; toLsn: number };
 
 export type TailPlan =
   | { kind: "keep" }
   /** Cut at `offset`: never acknowledged. */
   | { kind: "cut"; offset: number; reason: string }
-  /**
-   * Rewrite the segment as: bytes [0, prefixEnd), then the restored records `gap`, then the
-   * intact run `later` (bytes copied), then the restored records `tail`.
-   */
-  | {
-      kind: "restore";
-      prefixEnd: number;
-      gap: [number, number] | undefined;
-      later: Resync | undefined;
-      tail: [number, number] | undefined;
-      reason: string;
-    }
-  /** Damage the evidence cannot resolve and no evidence to tell: refuse to open. */
+  | { kind: "rewrite"; pieces: Piece[]; reason: string }
+  /** Damage nothing may resolve: refuse to open. */
   | { kind: "refuse"; offset: number; fromLsn: number; toLsn: number; reason: string };
 
 export interface TailPlanInput {
@@ -40,80 +45,121 @@ export interface TailPlanInput {
   scan: SegmentScan;
   /** Highest LSN anyone is known to have seen; undefined when there is no evidence at all. */
   seenLsn: number | undefined;
-  /** The torn-tail window, used only without evidence. */
+  /** The torn-tail window: a writer never has more than this written and not synced. */
   unsyncedBytesMax: number;
+  /** The most LSNs a start may restore (more is refused, naming the claim). */
+  restoreLsnsMax: number;
+}
+
+/** Every run of intact frames, in order, starting with the first after the header. */
+export function runsOf(image: Buffer, firstLsn: number): Run[] {
+  const runs: Run[] = [];
+  let p = segmentHeaderBytes;
+  let expected = firstLsn;
+  for (;;) {
+    const start = p;
+    const runFirst = expected;
+    while (p < image.length) {
+      const f = checkFrame(image, p);
+      if (f.kind !== "ok" || f.lsn !== expected) break;
+      expected++;
+      p = f.end;
+    }
+    if (p > start) runs.push({ offset: start, end: p, firstLsn: runFirst, lastLsn: expected - 1 });
+    if (p >= image.length) return runs;
+    const next = findResync(image, p, expected);
+    if (!next) return runs;
+    p = next.offset;
+    expected = next.firstLsn;
+  }
+}
+
+/** Where an unfinished appendBatch at the end of `run` starts (its frames were never acknowledged), if any. */
+function unfinishedBatchStart(image: Buffer, run: Run): { offset: number; lsn: number } | undefined {
+  let start: { offset: number; lsn: number } | undefined;
+  let lsn = run.firstLsn;
+  for (let p = run.offset; p < run.end; lsn++) {
+    const f = checkFrame(image, p) as { end: number };
+    if (readFlags(image, p) & FLAG_BATCH_CONTINUES) start ??= { offset: p, lsn };
+    else start = undefined;
+    p = f.end;
+  }
+  return start;
 }
 
 export function planTail(i: TailPlanInput): TailPlan {
-  const { scan, seenLsn } = i;
-  const problem = scan.problem;
+  const { image, scan, seenLsn } = i;
   const seen = seenLsn ?? 0;
-  if (!problem) {
-    if (seen <= scan.lastLsn) return { kind: "keep" };
-    return restore(
-      scan.validBytes,
-      undefined,
-      undefined,
-      scan.lastLsn,
-      seen,
-      "the WAL ends before LSNs others have seen",
-    );
-  }
-  const later = findResync(i.image, problem.offset, problem.lsn);
-  if (!later) {
-    // Nothing intact follows: a tail. Torn if nobody saw past what is kept.
-    if (seenLsn === undefined) {
-      if (problem.offset < i.image.length - i.unsyncedBytesMax)
+  const runs = runsOf(image, scan.header.firstLsn);
+  const pieces: Piece[] = [];
+  const damage: string[] = [];
+  let last = scan.header.firstLsn - 1; // the last LSN kept so far
+  let end = segmentHeaderBytes; // where the kept bytes end
+  for (const run of runs) {
+    if (run.firstLsn > last + 1 || run.offset > end) {
+      // A damaged stretch inside written data: restore its LSNs (or refuse).
+      if (seenLsn === undefined) {
+        const why = damage.length === 0 && scan.problem ? scan.problem.reason : "damaged frames";
         return {
           kind: "refuse",
-          offset: problem.offset,
-          fromLsn: problem.lsn,
-          toLsn: problem.lsn,
-          reason: problem.reason,
+          offset: end,
+          fromLsn: last + 1,
+          toLsn: run.firstLsn - 1,
+          reason: `${why}, with intact frames after them`,
         };
-      return {
-        kind: "cut",
-        offset: scan.validBytes,
-        reason: `${problem.reason} at offset ${problem.offset}`,
-      };
+      }
+      if (run.firstLsn > last + 1)
+        pieces.push({ kind: "restore", fromLsn: last + 1, toLsn: run.firstLsn - 1 });
+      damage.push(`offset ${end} (LSNs ${last + 1}..${run.firstLsn - 1})`);
     }
-    if (seen <= scan.lastLsn)
-      return {
-        kind: "cut",
-        offset: scan.validBytes,
-        reason: `${problem.reason} at offset ${problem.offset}`,
-      };
-    return restore(
-      scan.validBytes,
-      undefined,
-      undefined,
-      scan.lastLsn,
-      seen,
-      `${problem.reason} at offset ${problem.offset}, inside acknowledged records`,
-    );
+    pieces.push({ kind: "bytes", start: run.offset, end: run.end });
+    last = run.lastLsn;
+    end = run.end;
   }
-  // Intact frames after damaged ones: damage inside written data, never a tear to cut.
-  const gap: [number, number] = [problem.lsn, later.firstLsn - 1];
-  if (seenLsn === undefined)
-    return { kind: "refuse", offset: problem.offset, fromLsn: gap[0], toLsn: gap[1], reason: problem.reason };
-  return restore(
-    problem.offset,
-    gap,
-    later,
-    later.lastLsn,
-    seen,
-    `${problem.reason} at offset ${problem.offset}, followed by intact LSNs ${later.firstLsn}..${later.lastLsn}`,
-  );
-}
-
-function restore(
-  prefixEnd: number,
-  gap: [number, number] | undefined,
-  later: Resync | undefined,
-  keptLsn: number,
-  seen: number,
-  reason: string,
-): TailPlan {
-  const tail: [number, number] | undefined = seen > keptLsn ? [keptLsn + 1, seen] : undefined;
-  return { kind: "restore", prefixEnd, gap: gap && gap[0] <= gap[1] ? gap : undefined, later, tail, reason };
+  // An appendBatch whose last frame never made it: its frames were never acknowledged.
+  const lastRun = runs.at(-1);
+  const batch = lastRun && end === lastRun.end ? unfinishedBatchStart(image, lastRun) : undefined;
+  if (batch) {
+    const kept = pieces.at(-1) as { kind: "bytes"; start: number; end: number };
+    kept.end = batch.offset;
+    if (kept.end === kept.start) pieces.pop();
+    last = batch.lsn - 1;
+    end = batch.offset;
+  }
+  const tailBytes = image.length - end;
+  const tailReason =
+    tailBytes > 0
+      ? scan.problem
+        ? `${scan.problem.reason} at offset ${end}`
+        : `unfinished appendBatch at offset ${end}`
+      : undefined;
+  if (tailBytes > 0 && end < image.length - i.unsyncedBytesMax && !batch) {
+    // Bytes past the last intact frame, further from the end than any unsynced write: synced
+    // records were destroyed and nothing says how many.
+    return {
+      kind: "refuse",
+      offset: end,
+      fromLsn: last + 1,
+      toLsn: Math.max(last + 1, seen),
+      reason: `damaged beyond the torn-tail window (${tailReason})`,
+    };
+  }
+  if (seen > last) pieces.push({ kind: "restore", fromLsn: last + 1, toLsn: seen });
+  const restoring = pieces.reduce((n, p) => n + (p.kind === "restore" ? p.toLsn - p.fromLsn + 1 : 0), 0);
+  if (restoring > i.restoreLsnsMax)
+    return {
+      kind: "refuse",
+      offset: end,
+      fromLsn: last + 1,
+      toLsn: seen,
+      reason: `${restoring} LSNs to restore, more than the ${i.restoreLsnsMax} recovery restores at start`,
+    };
+  if (restoring === 0 && damage.length === 0)
+    return tailBytes > 0 ? { kind: "cut", offset: end, reason: tailReason! } : { kind: "keep" };
+  const why = [
+    ...damage.map((d) => `damaged frames at ${d}`),
+    ...(seen > last ? [`the WAL ends at LSN ${last} before LSN ${seen} others have seen`] : []),
+    ...(tailBytes > 0 ? [`a torn tail cut (${tailReason})`] : []),
+  ].join("; ");
+  return { kind: "rewrite", pieces, reason: why };
 }

@@ -84,6 +84,11 @@ export interface WalChunk {
   frames: Buffer;
   segment: string;
   offset: number;
+  /**
+   * Records in `frames` when they are not exactly firstLsn..lastLsn (a chunk built from the
+   * store with LSNs nobody holds, or filtered by tenant). Undefined for a chunk of the WAL.
+   */
+  count?: number;
 }
 
 export interface ReadLimits {
@@ -518,6 +523,8 @@ export class Wal {
     if (hot) return hot;
     const segIdx = this.findSegment(fromLsn);
     const seg = this.segments[segIdx]!;
+    // Taken before awaiting: retention may remove segments meanwhile and shift the list.
+    const next = this.segments[segIdx + 1];
     if (seg.damaged) throw seg.damaged;
     if (seg.lastLsn === undefined) {
       await scanSealed(this.ops, seg, indexEvery).catch((err: unknown) => {
@@ -525,7 +532,6 @@ export class Wal {
         if (err instanceof SegmentCorruptError) seg.damaged = err;
         throw err;
       });
-      const next = this.segments[segIdx + 1];
       if (next && seg.lastLsn !== next.header.firstLsn - 1) {
         throw new SegmentCorruptError(
           seg.file,

@@ -7,7 +7,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { Cluster, testProxy, appendMany, status, waitConverged } from "../support/cluster.js";
-import { waitFor } from "../support/tmp.js";
+import { Ledger, expectMatchesLedger } from "../support/ledger.js";
+import { tempDir, waitFor } from "../support/tmp.js";
 
 describe("replication under faults", () => {
   it("a peer SIGKILLed mid-stream and restarted gets everything, nothing twice", async () => {
@@ -60,20 +61,47 @@ describe("replication under faults", () => {
     expect(healMs).toBeLessThan(20_000);
   });
 
-  it("a peer whose store was deleted is refilled from the WAL (the shipper rewinds)", async () => {
+  it("a peer whose store was deleted copies what the mesh holds before it serves, and its own records come back from its WAL", async () => {
     const cluster = await Cluster.start({ regions: ["us-east-1", "eu-west-1"] });
     const [a, b] = [cluster.node("us-east-1"), cluster.node("eu-west-1")];
-    await Promise.all([appendMany(a, "east", 500), appendMany(b, "west", 100)]);
+    const ledger = new Ledger();
+    await Promise.all([ledger.appendMany(a, "east", 500), ledger.appendMany(b, "west", 100)]);
     await waitConverged([a, b]);
     await cluster.stopNode("eu-west-1");
     for (const f of fs.readdirSync(b.dataDir).filter((n) => n.startsWith("store.sqlite")))
       fs.rmSync(path.join(b.dataDir, f));
     await cluster.startNode("eu-west-1");
-    // Its own records come back from its WAL; us-east-1's are re-shipped after a rewind.
-    await appendMany(a, "after", 10);
+    expect(cluster.logs("eu-west-1")).toMatch(/bootstrapped from peers/);
+    await ledger.appendMany(a, "after", 10);
     const [sa, sb] = await waitConverged([a, b]);
     expect(sb!.store.records).toBe(610);
     expect(sb!.store.digest).toBe(sa!.store.digest);
-    expect(cluster.logs("us-east-1")).toMatch(/peer asked to rewind/);
+    expectMatchesLedger(ledger, [a, b]);
+  });
+
+  it("a peer whose store was restored from an old backup asks the origin to rewind, and is refilled", async () => {
+    const cluster = await Cluster.start({ regions: ["us-east-1", "eu-west-1"] });
+    const [a, b] = [cluster.node("us-east-1"), cluster.node("eu-west-1")];
+    const ledger = new Ledger();
+    await ledger.appendMany(a, "early", 100);
+    await waitConverged([a, b]);
+    await cluster.stopNode("eu-west-1");
+    const backup = tempDir("crr-backup-");
+    for (const f of fs.readdirSync(b.dataDir).filter((n) => n.startsWith("store.sqlite")))
+      fs.copyFileSync(path.join(b.dataDir, f), path.join(backup, f));
+    await cluster.startNode("eu-west-1");
+    await ledger.appendMany(a, "late", 200);
+    await waitConverged([a, b]);
+    await cluster.stopNode("eu-west-1");
+    for (const f of fs.readdirSync(b.dataDir).filter((n) => n.startsWith("store.sqlite")))
+      fs.rmSync(path.join(b.dataDir, f));
+    for (const f of fs.readdirSync(backup)) fs.copyFileSync(path.join(backup, f), path.join(b.dataDir, f));
+    await cluster.startNode("eu-west-1");
+    await ledger.appendMany(a, "after", 10);
+    const [sa, sb] = await waitConverged([a, b]);
+    expect(sb!.store.records).toBe(310);
+    expect(sb!.store.digest).toBe(sa!.store.digest);
+    expect(cluster.logs("us-east-1")).toMatch(/peer went back|peer asked to rewind/);
+    expectMatchesLedger(ledger, [a, b]);
   });
 });

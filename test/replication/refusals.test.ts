@@ -73,7 +73,14 @@ function post(body: Buffer, headers: Record<string, string>, direct = false) {
 
 const signed = (
   body: Buffer,
-  over: { region?: string; secret?: string; nowMs?: number; rule?: string; incarnation?: string } = {},
+  over: {
+    region?: string;
+    secret?: string;
+    nowMs?: number;
+    rule?: string;
+    incarnation?: string;
+    boot?: string;
+  } = {},
 ) =>
   signRequest({
     secret: over.secret ?? testSecret,
@@ -84,6 +91,7 @@ const signed = (
     nowMs: over.nowMs ?? Date.now(),
     rule: over.rule ?? "first-write-wins/1",
     incarnation: over.incarnation ?? incarnation,
+    boot: over.boot ?? "first",
   });
 
 async function unchanged<T>(send: () => Promise<T>): Promise<T> {
@@ -233,8 +241,23 @@ describe("the peer API refuses, and changes nothing", () => {
       "rule_mismatch",
     ],
     [
-      "a second node with the sender's region name (another incarnation, alive)",
+      "a second node serving the sender's region while the first one is still heard from",
       async () => {
+        // The second node speaks first (its health probe), then the first one speaks again
+        // (an already-applied batch): the second one appeared while the first is alive.
+        const probe = signRequest({
+          secret: testSecret,
+          method: "GET",
+          path: "/v1/watermarks",
+          body: "",
+          region: "us-east-1",
+          nowMs: Date.now(),
+          incarnation: "b".repeat(32),
+          boot: "second",
+        });
+        expect((await api(`${node.url}/v1/watermarks`, { headers: probe })).status).toBe(200);
+        const again = batch([rec(1), rec(2)]);
+        expect((await post(again, signed(again))).status).toBe(200);
         const b = encodeBatch(
           {
             origin: "us-east-1",
@@ -246,7 +269,7 @@ describe("the peer API refuses, and changes nothing", () => {
           },
           encodeFrames([rec(1)]),
         );
-        return post(b, signed(b, { incarnation: "b".repeat(32) }));
+        return post(b, signed(b, { incarnation: "b".repeat(32), boot: "second" }));
       },
       409,
       "duplicate_region",

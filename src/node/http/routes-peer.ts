@@ -113,17 +113,20 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
           limit: Math.min(5000, Math.max(1, req.body.limit ?? 1000)),
         }),
     );
-    // One origin stream by LSN, winners and conflict losers, intact copies only: what recovery,
-    // bootstrap and rebuild copy back.
+    // One origin stream by LSN, winners and conflict losers, each with whether it is intact
+    // (a copy changed outside the engine is not evidence): what recovery, bootstrap and
+    // rebuild copy back. `next` continues a full page.
     peer.post<{ Body: Record<string, unknown> }>("/v1/divergence/stream", async (req) => {
       const q = streamQuery(req.body);
+      const versions = region.store.streamVersions(q.origin, q.incarnation, q.fromLsn, q.toLsn, q.limit);
+      const last = versions.at(-1)?.lsn;
       return {
         region: region.name,
-        versions: region.store
-          .streamVersions(q.origin, q.incarnation, q.fromLsn, q.toLsn, q.limit)
-          .filter((v) => v.intact),
+        versions,
+        next: versions.length === q.limit && last !== undefined && last < q.toLsn ? last + 1 : undefined,
       };
     });
+
     peer.post<{ Body: { versions: WireVersion[] } }>("/v1/divergence/repair", async (req) => ({
       region: region.name,
       changed: await region.repair(

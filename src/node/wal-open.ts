@@ -1,0 +1,171 @@
+/**
+ * Opening a region's WAL against its store, before anything is served:
+ * - whether the region has state of its own: decided from the store alone (whatever the WAL
+ *   holds), and marked durably (`bootstrap: running`) before the WAL is created, so a start
+ *   that fails or crashes before its bootstrap finished bootstraps again;
+ * - a WAL directory without segments while the store holds this incarnation's stream (an
+ *   unmounted volume, a deleted directory) is refused, not silently replaced;
+ * - `--accept-wal-loss` takes effect only when recovery refuses: every intact frame of the
+ *   old WAL is first salvaged into the store (its stream becomes an older incarnation that
+ *   the shippers backfill), then the WAL is moved aside and a new incarnation starts;
+ * - the clock never runs behind this region's own newest record in the store.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import type { HybridClock } from "../clock/index.js";
+import { AcknowledgedLossError, CrrError, SegmentCorruptError } from "../errors.js";
+import type { Logger } from "../log.js";
+import type { SqliteStore } from "../store/index.js";
+import {
+  decodeFrame,
+  parseSegmentFileName,
+  runsOf,
+  scanSegmentHeader,
+  type Wal,
+  type WalRecord,
+} from "../wal/index.js";
+
+const bootstrapMeta = "bootstrap";
+const retiredMeta = "retired_incarnations";
+
+export class WalMissingError extends CrrError {
+  constructor(dir: string, streams: Array<{ incarnation: string; lsn: number }>) {
+    const what = streams.map((s) => `incarnation ${s.incarnation} up to LSN ${s.lsn}`).join(", ");
+    super(
+      "wal_missing",
+      `the WAL directory ${dir} holds no segment, but the store holds this region's stream (${what}): is the WAL's volume mounted? Nothing was changed. To start anyway as a new incarnation: crr serve --config FILE --accept-wal-loss`,
+    );
+  }
+}
+
+/** Whether the region has no state of its own, marked durably before anything else is written. */
+export function needsBootstrap(store: SqliteStore): boolean {
+  const mark = store.getMeta(bootstrapMeta);
+  if (mark === "running") return true;
+  if (mark === "done" || !store.isEmpty()) return false;
+  store.setMeta(bootstrapMeta, "running");
+  return true;
+}
+
+function retired(store: SqliteStore): string[] {
+  return JSON.parse(store.getMeta(retiredMeta) ?? "[]") as string[];
+}
+
+function retire(store: SqliteStore, incarnations: string[]): void {
+  store.setMeta(retiredMeta, JSON.stringify([...new Set([...retired(store), ...incarnations])]));
+}
+
+/** This region's streams in the store whose WAL should still exist. */
+async function liveStreams(
+  store: SqliteStore,
+  region: string,
+): Promise<Array<{ incarnation: string; lsn: number }>> {
+  const gone = new Set(retired(store));
+  return (await store.watermarks()).filter(
+    (w) => w.origin === region && w.lsn > 0 && !gone.has(w.incarnation),
+  );
+}
+
+function hasSegments(dir: string): boolean {
+  return fs.existsSync(dir) && fs.readdirSync(dir).some((n) => parseSegmentFileName(n) !== undefined);
+}
+
+export interface OpenRegionWal {
+  region: string;
+  dir: string;
+  store: SqliteStore;
+  clock: HybridClock;
+  acceptWalLoss: boolean;
+  log: Logger;
+  /** Open (recover) the WAL in `dir`. */
+  open: () => Promise<Wal>;
+  /** Audit what the operator's --accept-wal-loss did (awaited once the audit log is open). */
+  onAbandoned: (entry: Record<string, unknown>) => void;
+}
+
+export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
+  if (!hasSegments(o.dir)) {
+    const live = await liveStreams(o.store, o.region);
+    if (live.length > 0 && !o.acceptWalLoss) throw new WalMissingError(o.dir, live);
+    if (live.length > 0) o.onAbandoned({ reason: "the WAL directory held no segment", incarnations: live });
+  }
+  let wal: Wal;
+  try {
+    wal = await o.open();
+  } catch (err) {
+    if (!o.acceptWalLoss || !(err instanceof AcknowledgedLossError || err instanceof SegmentCorruptError))
+      throw err;
+    const salvaged = await salvage(o);
+    const aside = `${o.dir}.abandoned-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    fs.renameSync(o.dir, aside);
+    o.log.error(
+      { movedTo: aside, salvaged, refusal: (err as Error).message },
+      "the operator accepted the loss of the WAL: starting as a new incarnation",
+    );
+    o.onAbandoned({ reason: (err as Error).message, movedTo: aside, ...salvaged });
+    wal = await o.open();
+  }
+  if (o.acceptWalLoss && !wal.recovery.created)
+    o.log.warn("--accept-wal-loss was given but the WAL recovered: nothing was abandoned");
+  if (wal.recovery.created)
+    retire(
+      o.store,
+      (await o.store.watermarks())
+        .filter((w) => w.origin === o.region)
+        .map((w) => w.incarnation)
+        .filter((i) => i !== wal.incarnation),
+    );
+  observeOwnFloor(o.store, o.region, o.clock);
+  return wal;
+}
+
+/** Every intact frame of every segment above the store's watermark, into the store (then it ships as an older incarnation). */
+async function salvage(
+  o: OpenRegionWal,
+): Promise<{ incarnation?: string; salvaged: number; lastLsn?: number }> {
+  let incarnation: string | undefined;
+  let salvaged = 0;
+  let lastLsn = 0;
+  const names = fs
+    .readdirSync(o.dir)
+    .filter((n) => parseSegmentFileName(n) !== undefined)
+    .sort();
+  for (const name of names) {
+    const image = fs.readFileSync(path.join(o.dir, name));
+    const header = scanSegmentHeader(image, name);
+    incarnation ??= header.incarnation;
+    const above = o.store.watermarkSync(o.region, header.incarnation);
+    const records: WalRecord[] = [];
+    for (const run of runsOf(image, header.firstLsn)) {
+      for (let p = run.offset; p < run.end;) {
+        const r = decodeFrame(image, p);
+        if (r.lsn > above) records.push({ ...r, flags: 0 });
+        p += 8 + image.readUInt32LE(p + 4);
+      }
+    }
+    if (records.length === 0) continue;
+    await o.store.applyBatch({
+      origin: o.region,
+      incarnation: header.incarnation,
+      firstLsn: records[0]!.lsn,
+      lastLsn: records.at(-1)!.lsn,
+      records,
+      backfill: true,
+    });
+    salvaged += records.length;
+    lastLsn = Math.max(lastLsn, records.at(-1)!.lsn);
+    if (o.store.watermarkSync(o.region, header.incarnation) < lastLsn)
+      o.store.resetWatermark(o.region, header.incarnation, lastLsn);
+  }
+  return { incarnation, salvaged, lastLsn: lastLsn || undefined };
+}
+
+/** Never issue a timestamp at or below one this region already gave a record it holds. */
+function observeOwnFloor(store: SqliteStore, region: string, clock: HybridClock): void {
+  for (const w of store.watermarksSync().filter((x) => x.origin === region && x.lsn > 0)) {
+    const [newest] = store.streamVersions(region, w.incarnation, w.lsn, w.lsn, 1);
+    if (newest) clock.observe(newest.hlc);
+  }
+}
+
+export { bootstrapMeta };

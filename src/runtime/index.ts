@@ -1,0 +1,2 @@
+export { nextTurn, realRuntime, shiftedRuntime, sleep, timeoutSignal } from "./runtime.js";
+export type { Runtime, Timer } from "./runtime.js";
