@@ -70,6 +70,19 @@ describe("replication batch", () => {
     ).toThrow(/announces/);
     expect(() => decodeBatch(encodeBatch({ ...ok, lastLsn: 0 }, encodeFrames(records)))).toThrow(/LSN range/);
     expect(() => decodeBatch(Buffer.alloc(10))).toThrow(/shorter than its header/);
+    // A skip batch is only its range: records in it would make what is skipped ambiguous.
+    expect(() => decodeBatch(encodeBatch({ ...ok, flags: 1 }, encodeFrames(records)))).toThrow(
+      /a skip batch holds no records \(it announces \d+\)/,
+    );
+    expect(decodeBatch(encodeBatch({ ...ok, flags: 1, recordCount: 0 }, Buffer.alloc(0))).records).toEqual(
+      [],
+    );
+    expect(() => decodeBatch(encodeBatch({ ...ok, flags: 3, recordCount: 0 }, Buffer.alloc(0)))).toThrow(
+      /backfill batch cannot skip/,
+    );
+    expect(() => decodeBatch(encodeBatch({ ...ok, flags: 4 }, encodeFrames(records)))).toThrow(
+      /unknown batch flags 0x4/,
+    );
     expect(batchHeaderBytes).toBe(128);
   });
 

@@ -20,7 +20,11 @@ export const batchFormatVersion = 1;
 export const formatVersion = 1;
 export const batchHeaderBytes = 128;
 
-/** The peer may move its watermark past a gap: an operator skipped LSNs nobody holds (audited on both sides). */
+/**
+ * The batch holds no records: its range is LSNs nobody holds, which the peer's watermark
+ * moves past (an operator's `crr skip-gap`, or records lost with an older incarnation's
+ * disk); audited on both sides.
+ */
 export const BATCH_FLAG_SKIP_GAP = 1;
 /**
  * Records the peer should hold below its watermark (an older incarnation, a tenant a widened
@@ -111,6 +115,8 @@ export function decodeBatchHeader(body: Buffer): BatchHeader {
     throw new BatchInvalidError(`unknown batch flags 0x${h.flags.toString(16)}`);
   if ((h.flags & BATCH_FLAG_SKIP_GAP) !== 0 && (h.flags & BATCH_FLAG_BACKFILL) !== 0)
     throw new BatchInvalidError("a backfill batch cannot skip a gap");
+  if ((h.flags & BATCH_FLAG_SKIP_GAP) !== 0 && h.recordCount !== 0)
+    throw new BatchInvalidError(`a skip batch holds no records (it announces ${h.recordCount})`);
   if (h.recordCount > h.lastLsn - h.firstLsn + 1) {
     throw new BatchInvalidError(`${h.recordCount} records cannot fit LSN range ${h.firstLsn}..${h.lastLsn}`);
   }

@@ -196,19 +196,20 @@ export class Reader {
   }
 
   /**
-   * A skip batch covers the skipped LSNs itself: its range starts at the first LSN skipped
-   * and its frames start after the last. So it is applied like any batch (it must start at
-   * the watermark + 1, or the sender rewinds), and what it skips is exactly the part of its
-   * range before its first frame that is past the watermark.
+   * A skip batch holds no records: its range is exactly the LSNs skipped. It is applied like
+   * any batch (it must start at the watermark + 1, or the sender rewinds); what it moves the
+   * watermark over is audited first, durably.
    */
   private async auditSkip(batch: DecodedBatch): Promise<void> {
     if ((batch.flags & BATCH_FLAG_SKIP_GAP) === 0) return;
     const wm = await this.o.store.watermark(batch.origin, batch.incarnation);
     const from = Math.max(batch.firstLsn, wm + 1);
-    const to = (batch.records[0]?.lsn ?? batch.lastLsn + 1) - 1;
-    if (from > to || batch.firstLsn > wm + 1) return;
-    this.o.log.error({ origin: batch.origin, from, to }, "origin skips LSNs nobody holds (audited)");
-    await this.o.onSkipped?.(batch.origin, batch.incarnation, { from, to });
+    if (from > batch.lastLsn || batch.firstLsn > wm + 1) return;
+    this.o.log.error(
+      { origin: batch.origin, incarnation: batch.incarnation, from, to: batch.lastLsn },
+      "origin skips LSNs nobody holds (audited)",
+    );
+    await this.o.onSkipped?.(batch.origin, batch.incarnation, { from, to: batch.lastLsn });
   }
 
   private async apply(batch: DecodedBatch): Promise<ReplicateAnswer> {

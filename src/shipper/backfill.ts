@@ -19,6 +19,7 @@ import {
   chunkOf,
   filterChunk,
   readOwnStream,
+  skipChunk,
   within,
   type OwnRecords,
   type ShipperWal,
@@ -67,14 +68,34 @@ export async function shipOlderStreams(c: BackfillContext): Promise<void> {
     for (let next = peerLsn(c, s.incarnation) + 1; next <= s.lsn && !c.aborted();) {
       const page = await c.own.range(s.incarnation, next, s.lsn, limits.recordsMax);
       const sent = within(page, limits);
-      // The batch ends with its last record, or (nothing more held) at the stream's end.
+      // The piece ends with its last record, or (nothing more held) at the stream's end.
       const last = sent.length < page.length || page.length === limits.recordsMax ? sent.at(-1)!.lsn : s.lsn;
-      const lost = holes(sent, next, last);
-      if (lost.length > 0) await c.reportLost(s.incarnation, lost);
-      const chunk = chunkOf(c.region, s.incarnation, sent, next, last);
-      await c.send(chunk, lost.length > 0 ? BATCH_FLAG_SKIP_GAP : 0);
+      await shipPiece(c, s.incarnation, sent, next, last);
       next = last + 1;
     }
+  }
+}
+
+/**
+ * Records of an older incarnation covering [from, to] as the peer applies them: runs of
+ * held records as ordinary batches, each hole as a skip batch, audited here as lost first.
+ */
+async function shipPiece(
+  c: BackfillContext,
+  incarnation: string,
+  records: readonly WalRecord[],
+  from: number,
+  to: number,
+): Promise<void> {
+  const lost = holes(records, from, to);
+  if (lost.length > 0) await c.reportLost(incarnation, lost);
+  let at = from;
+  for (const [holeFrom, holeTo] of [...lost, [to + 1, to] as [number, number]]) {
+    const run = records.filter((r) => r.lsn >= at && r.lsn < holeFrom);
+    if (run.length > 0) await c.send(chunkOf(c.region, incarnation, run, at, holeFrom - 1), 0);
+    if (holeFrom <= holeTo)
+      await c.send(skipChunk(c.region, incarnation, holeFrom, holeTo), BATCH_FLAG_SKIP_GAP);
+    at = holeTo + 1;
   }
 }
 

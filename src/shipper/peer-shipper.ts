@@ -24,6 +24,7 @@ import {
   StreamGapError,
   filterChunk,
   readOwnStream,
+  skipChunk,
   type OwnRecords,
   type ShipperWal,
 } from "./stream-reader.js";
@@ -288,9 +289,9 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
 
   /**
    * The next chunk from `next`, or undefined when nothing is durable yet. Where nobody holds
-   * LSNs and the operator allowed skipping them, the window is settled first, then one batch
-   * covering the skipped range is sent and waited for: it starts exactly where the peer is,
-   * so it can never skip past a batch that did not land.
+   * LSNs and the operator allowed skipping them, the window is settled first, then a skip
+   * batch (no records, exactly the skipped range) is sent and waited for: it starts exactly
+   * where the peer is, so it can never skip past a batch that did not land.
    */
   private async nextChunk(
     next: number,
@@ -311,27 +312,10 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
         { peer: this.peer, from: err.fromLsn, to: err.toLsn },
         "skipping LSNs nobody holds, as the operator allowed (audited)",
       );
-      const after = await readOwnStream(
-        this.o.wal,
-        this.o.own,
-        this.o.region,
-        err.toLsn + 1,
-        limits,
-        () => undefined,
+      await this.sendOnce(
+        skipChunk(this.o.region, this.o.wal.incarnation, err.fromLsn, err.toLsn),
+        BATCH_FLAG_SKIP_GAP,
       );
-      const skip: WalChunk = after
-        ? { ...after, firstLsn: err.fromLsn, count: after.count ?? after.lastLsn - after.firstLsn + 1 }
-        : {
-            origin: this.o.region,
-            incarnation: this.o.wal.incarnation,
-            firstLsn: err.fromLsn,
-            lastLsn: err.toLsn,
-            frames: Buffer.alloc(0),
-            segment: "skip",
-            offset: 0,
-            count: 0,
-          };
-      await this.sendOnce(skip, BATCH_FLAG_SKIP_GAP);
       return this.nextChunk(this.acked + 1, inflight);
     }
   }

@@ -82,6 +82,11 @@ export function chunkOf(
   };
 }
 
+/** A skip batch's chunk: no records, exactly the LSNs nobody holds. */
+export function skipChunk(origin: string, incarnation: string, fromLsn: number, toLsn: number): WalChunk {
+  return { ...chunkOf(origin, incarnation, [], fromLsn, toLsn), segment: "skip" };
+}
+
 /** The frames of `chunk` whose tenant `keep` accepts, as a chunk over the same range. */
 export function filterChunk(chunk: WalChunk, keep: (tenant: string) => boolean): WalChunk {
   const parts: Buffer[] = [];

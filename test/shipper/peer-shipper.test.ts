@@ -1,0 +1,206 @@
+/**
+ * The shipper against the real reader and store of a peer, in one process (the transport is
+ * the only fake): skips that must never cover records the origin holds, widened policies,
+ * older incarnations with holes, and a peer restored from a backup. Each case is one an
+ * outside review showed losing records or stopping replication for good; the records the
+ * origin holds are the ledger every assertion is checked against.
+ */
+import Database from "better-sqlite3";
+import fs from "node:fs";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import type { PeerShipper } from "../../src/shipper/index.js";
+import { SqliteStore } from "../../src/store/index.js";
+import type { WalRecord } from "../../src/wal/index.js";
+import {
+  ReaderPeer,
+  TestWal,
+  current,
+  origin,
+  ownRecords,
+  record,
+  rule,
+  testShipper,
+} from "../support/shipper-peer.js";
+import { tempDir, waitFor } from "../support/tmp.js";
+
+const running: PeerShipper[] = [];
+afterEach(async () => {
+  for (const s of running.splice(0)) await s.stop();
+});
+
+function start(o: Parameters<typeof testShipper>[0]) {
+  const made = testShipper(o);
+  running.push(made.shipper);
+  made.shipper.start();
+  return made;
+}
+
+async function stop(s: PeerShipper): Promise<void> {
+  running.splice(running.indexOf(s), 1);
+  await s.stop();
+}
+
+/** The origin: a store holding `records` of stream `incarnation` (through `lastLsn`), and a WAL of the current one. */
+function originWith(dir: string) {
+  const file = path.join(dir, "origin.sqlite");
+  const store = new SqliteStore({ path: file, rule });
+  const hold = (incarnation: string, lastLsn: number, records: WalRecord[]) =>
+    store.applySync({ origin, incarnation, firstLsn: 1, lastLsn, records });
+  return { file, store, hold, wal: new TestWal(), own: ownRecords(store) };
+}
+
+const caughtUp = (s: PeerShipper, lsn: number) => () =>
+  (s.state === "caught-up" && s.acked === lsn) || undefined;
+
+describe("an operator's skip", () => {
+  it("never covers records the origin holds, even behind a pipelined batch that failed", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const all = Array.from({ length: 30 }, (_, i) => record(i + 1));
+    o.hold(
+      current,
+      30,
+      all.filter((r) => r.lsn <= 10 || r.lsn > 20),
+    ); // 11..20: held by nobody
+    o.wal.add(all);
+    o.wal.firstLsn = 21; // retention removed 1..20 from the WAL
+    const peer = new ReaderPeer();
+    // The first batch (1..10, from the store) is lost after the next one could have been sent behind it.
+    peer.before = async (n) => {
+      if (n === 1) {
+        await new Promise((r) => setTimeout(r, 100));
+        throw new Error("connection reset before the peer read the batch");
+      }
+    };
+    const { shipper } = start({ ...o, peer, stateFile: path.join(dir, "eu.json"), inflight: 2 });
+    shipper.allowSkip(20); // crr skip-gap --through 20
+    await waitFor(caughtUp(shipper, 30), "caught up past the skip");
+    const held = all.filter((r) => r.lsn <= 10 || r.lsn > 20);
+    expect(peer.holds(all)).toEqual(held.map((r) => r.key));
+    expect(peer.skipped).toEqual([{ incarnation: current, from: 11, to: 20 }]);
+  });
+
+  it("is not taken without the operator: the shipper fails with the command to run and the peer stays put", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const all = Array.from({ length: 20 }, (_, i) => record(i + 1));
+    o.hold(
+      current,
+      20,
+      all.filter((r) => r.lsn !== 5),
+    );
+    o.wal.add(all);
+    o.wal.firstLsn = 11;
+    const peer = new ReaderPeer();
+    const { shipper, failures } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
+    await waitFor(() => failures.includes("stream_gap") || undefined, "the gap reported");
+    expect(shipper.state).toBe("failing");
+    expect(shipper.lastError).toMatch(/LSNs 5\.\.5 .* crr skip-gap --url .* --peer eu-west-1 --through 5/);
+    expect(shipper.acked).toBe(4);
+    expect(peer.skipped).toEqual([]);
+  });
+});
+
+describe("a widened policy", () => {
+  const mixed = () => Array.from({ length: 20 }, (_, i) => record(i + 1, i % 2 === 0 ? "A" : "B"));
+
+  async function shippedSelectively(dir: string) {
+    const o = originWith(dir);
+    const recs = mixed();
+    o.hold(current, 20, recs);
+    o.wal.add(recs);
+    const peer = new ReaderPeer();
+    const stateFile = path.join(dir, "eu.json");
+    const first = start({ ...o, peer, stateFile, tenants: ["A"] });
+    await waitFor(caughtUp(first.shipper, 20), "selective shipping caught up");
+    await stop(first.shipper);
+    expect(peer.holds(recs)).toEqual(recs.filter((r) => r.tenant === "A").map((r) => r.key));
+    return { o, recs, peer, stateFile };
+  }
+
+  it("to every tenant (multi-way) backfills what the selective policy kept from the peer", async () => {
+    const { o, recs, peer, stateFile } = await shippedSelectively(tempDir());
+    const { shipper } = start({ ...o, peer, stateFile }); // tenants undefined: every record
+    await waitFor(() => peer.holds(recs).length === 20 || undefined, "every record at the peer");
+    expect(shipper.acked).toBe(20);
+  });
+
+  it("keeps shipping new records after the backfill (its answer is not taken for an ack)", async () => {
+    const { o, recs, peer, stateFile } = await shippedSelectively(tempDir());
+    const { shipper, failures } = start({ ...o, peer, stateFile, tenants: ["A", "B"] });
+    const later = [record(21, "A"), record(22, "B")];
+    o.wal.add(later);
+    await waitFor(caughtUp(shipper, 22), "the new records acknowledged");
+    expect(peer.holds([...recs, ...later])).toHaveLength(22);
+    expect(failures).not.toContain("ack_beyond_sent");
+  });
+
+  it("reads a record from the WAL when the store's copy was changed outside the engine", async () => {
+    const { o, recs, peer, stateFile } = await shippedSelectively(tempDir());
+    const raw = new Database(o.file);
+    raw.prepare("UPDATE records SET outcome = 'tampered' WHERE key = 'k4'").run(); // LSN 4, tenant B
+    raw.close();
+    start({ ...o, peer, stateFile, tenants: ["A", "B"] });
+    await waitFor(() => peer.holds(recs).length === 20 || undefined, "every record at the peer");
+    expect(peer.store.getSync("k4")?.outcome).toBe("accepted");
+  });
+});
+
+describe("older incarnations", () => {
+  const older = "0".repeat(32);
+  const olderRecords = (lsns: number[]) => lsns.map((l) => record(l, "t", `old${l}`));
+
+  it("with a hole nobody holds: the current incarnation still ships, the hole is audited on both sides", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const old = olderRecords([1, 2, 4, 5]); // LSN 3 was lost with that disk
+    o.hold(older, 5, old);
+    const cur = Array.from({ length: 10 }, (_, i) => record(i + 1));
+    o.hold(current, 10, cur);
+    o.wal.add(cur);
+    const peer = new ReaderPeer();
+    const lost: Array<[string, Array<[number, number]>]> = [];
+    const { shipper } = start({
+      ...o,
+      peer,
+      stateFile: path.join(dir, "eu.json"),
+      reportLost: async (inc, ranges) => void lost.push([inc, ranges]),
+    });
+    await waitFor(caughtUp(shipper, 10), "the current incarnation caught up");
+    expect(peer.holds([...old, ...cur])).toHaveLength(14);
+    expect(lost).toEqual([[older, [[3, 3]]]]);
+    expect(peer.skipped).toEqual([{ incarnation: older, from: 3, to: 3 }]);
+    expect(await peer.watermarks()).toMatchObject({
+      streams: expect.arrayContaining([expect.objectContaining({ incarnation: older, lsn: 5 })]),
+    });
+  });
+
+  it("are shipped again to a peer restored from a backup taken before they reached it", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const old = olderRecords([1, 2, 3, 4, 5]);
+    o.hold(older, 5, old);
+    const cur = Array.from({ length: 10 }, (_, i) => record(i + 1));
+    o.hold(current, 10, cur);
+    o.wal.add(cur);
+    const peer = new ReaderPeer();
+    const backup = path.join(dir, "peer-backup.sqlite");
+    await peer.store.close();
+    fs.copyFileSync(peer.file, backup); // the peer's backup, before anything of ours reached it
+    peer.reopen();
+    const stateFile = path.join(dir, "eu.json");
+    const first = start({ ...o, peer, stateFile });
+    await waitFor(() => peer.holds([...old, ...cur]).length === 15 || undefined, "everything shipped");
+    await stop(first.shipper);
+
+    await peer.store.close();
+    for (const suffix of ["", "-wal", "-shm"]) fs.rmSync(peer.file + suffix, { force: true });
+    fs.copyFileSync(backup, peer.file);
+    peer.reopen();
+    expect(peer.holds([...old, ...cur])).toEqual([]);
+
+    start({ ...o, peer, stateFile });
+    await waitFor(() => peer.holds([...old, ...cur]).length === 15 || undefined, "everything shipped again");
+  });
+});
