@@ -309,7 +309,10 @@ export async function status(node: TestNode): Promise<StatusBody> {
   return (await api<StatusBody>(`${node.url}/v1/status`)).body;
 }
 
-/** Wait until every node has applied every other node's durable records and all digests agree. */
+/**
+ * Wait until every node has applied every other node's durable records, every origin has
+ * taken the acknowledgements of it, and all digests agree.
+ */
 export async function waitConverged(nodes: TestNode[], deadlineMs = 60_000): Promise<StatusBody[]> {
   return waitFor(
     async () => {
@@ -318,6 +321,8 @@ export async function waitConverged(nodes: TestNode[], deadlineMs = 60_000): Pro
         for (const other of all) {
           if (other === s) continue;
           if ((s.watermarks[other.region] ?? 0) < other.wal.durableLsn) return undefined;
+          const shipper = other.peers.find((p) => p.peer === s.region);
+          if (shipper && shipper.ackedLsn < other.wal.durableLsn) return undefined;
         }
       }
       return new Set(all.map((s) => s.store.digest)).size === 1 ? all : undefined;

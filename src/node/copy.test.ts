@@ -1,0 +1,81 @@
+import { describe, expect, it } from "vitest";
+import type { PeerLink, StreamQuery } from "../link/index.js";
+import type { StoredRecord } from "../store/index.js";
+import { copyStream, type CopyStore } from "./copy.js";
+
+const incarnation = "e".repeat(32);
+
+function version(lsn: number, intact = true): StoredRecord & { intact: boolean } {
+  return {
+    key: `k${lsn}`,
+    tenant: lsn % 3 === 0 ? "other" : "t",
+    outcome: "accepted",
+    bodyJson: undefined,
+    origin: "eu-west-1",
+    incarnation,
+    lsn,
+    hlc: { wallMs: 1_000 + lsn, logical: 0 },
+    intact,
+  };
+}
+
+/** A peer holding `versions`, answering pages of at most `pageMax` whatever the caller's limit. */
+function peerHolding(versions: Array<StoredRecord & { intact: boolean }>, pageMax: number) {
+  const asked: StreamQuery[] = [];
+  const link = {
+    streamRecords: async (q: StreamQuery) => {
+      asked.push(q);
+      const inRange = versions.filter((v) => v.lsn >= q.fromLsn && v.lsn <= q.toLsn);
+      const page = inRange.slice(0, Math.min(q.limit, pageMax));
+      const more = inRange.length > page.length;
+      return { versions: page, next: more ? page.at(-1)!.lsn + 1 : undefined };
+    },
+  } as unknown as PeerLink;
+  return { link, asked };
+}
+
+function memoryStore(): CopyStore & { held: Map<string, StoredRecord> } {
+  const held = new Map<string, StoredRecord>();
+  return {
+    held,
+    repair: (vs) => vs.map((v) => (held.set(v.key, v), v.key)),
+    getMeta: () => undefined,
+    setMeta: () => undefined,
+    resetWatermark: () => undefined,
+    watermarkSync: () => 0,
+  };
+}
+
+describe("copyStream", () => {
+  it("follows the peer's cursor through every page, even pages shorter than asked", async () => {
+    const versions = Array.from({ length: 25 }, (_, i) => version(i + 1));
+    const { link, asked } = peerHolding(versions, 7);
+    const store = memoryStore();
+    const s = { origin: "eu-west-1", incarnation, fromLsn: 1, toLsn: 25 };
+    const r = await copyStream(link, store, s, () => true);
+    expect(r).toMatchObject({ copied: 25, coveredThrough: 25, newest: { wallMs: 1_025, logical: 0 } });
+    expect(asked.map((q) => q.fromLsn)).toEqual([1, 8, 15, 22]);
+  });
+
+  it("a copy that is not intact is not copied, the stream counts as covered only below it, and the rest is still copied", async () => {
+    const versions = Array.from({ length: 25 }, (_, i) => version(i + 1, i + 1 !== 10));
+    const { link } = peerHolding(versions, 7);
+    const store = memoryStore();
+    const s = { origin: "eu-west-1", incarnation, fromLsn: 1, toLsn: 25 };
+    const r = await copyStream(link, store, s, () => true);
+    expect(r.coveredThrough).toBe(9);
+    expect(store.held.has("k10")).toBe(false);
+    expect([...store.held.keys()]).toHaveLength(24);
+  });
+
+  it("copies only what `keep` accepts, and counts a stream without records as covered", async () => {
+    const versions = Array.from({ length: 9 }, (_, i) => version(i + 1));
+    const store = memoryStore();
+    const s = { origin: "eu-west-1", incarnation, fromLsn: 1, toLsn: 9 };
+    const r = await copyStream(peerHolding(versions, 100).link, store, s, (v) => v.tenant === "t");
+    expect([...store.held.keys()]).toEqual(["k1", "k2", "k4", "k5", "k7", "k8"]);
+    expect(r.coveredThrough).toBe(9);
+    const empty = await copyStream(peerHolding([], 100).link, memoryStore(), s, () => true);
+    expect(empty).toMatchObject({ copied: 0, coveredThrough: 9, newest: undefined });
+  });
+});
