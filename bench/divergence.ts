@@ -12,6 +12,7 @@ import os from "node:os";
 import path from "node:path";
 import { DivergenceDetector, storeRemote } from "../src/divergence/index.js";
 import { silentLogger } from "../src/log.js";
+import { realRuntime } from "../src/runtime/index.js";
 import { SqliteStore, type StoredRecord } from "../src/store/index.js";
 import type { WalRecord } from "../src/wal/index.js";
 import { spread, writeResults, type Spread } from "./report.js";
@@ -132,7 +133,7 @@ export async function benchDivergence(args: { keys: number; rounds: number }): P
       store: a,
       remote: () => storeRemote(b),
       inFlightMsMax: Number.MAX_SAFE_INTEGER,
-      nowMs: () => 0,
+      runtime: { ...realRuntime, nowMs: () => 0 },
       log: silentLogger(),
     });
     const detectMs: number[] = [];

@@ -9,6 +9,7 @@
 import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { nextTurn, realRuntime, type Runtime } from "../runtime/index.js";
 
 export const genesisHash = "0".repeat(64);
 const hashSuffix = /,"hash":"([0-9a-f]{64})"\}$/;
@@ -54,7 +55,8 @@ export interface AuditLogOptions {
   dir: string;
   region: string;
   fileBytesMax?: number;
-  nowMs?: () => number;
+  /** Time and turns (default: the real runtime). */
+  runtime?: Runtime;
   /** Told when open cut an unfinished last line (it was never acknowledged). */
   onTornTail?: (file: string, bytes: number) => void;
 }
@@ -77,7 +79,7 @@ export class AuditLog {
   /** A failed write could not be cut back: cut before the next write. */
   private damaged = false;
   private readonly fileBytesMax: number;
-  private readonly nowMs: () => number;
+  private readonly rt: Runtime;
 
   private constructor(
     private readonly o: AuditLogOptions,
@@ -89,7 +91,7 @@ export class AuditLog {
     this.fileBytes = state.bytes;
     this.head = state.head;
     this.fileBytesMax = o.fileBytesMax ?? 64 * 1024 * 1024;
-    this.nowMs = o.nowMs ?? Date.now;
+    this.rt = o.runtime ?? realRuntime;
   }
 
   static open(o: AuditLogOptions): AuditLog {
@@ -122,7 +124,7 @@ export class AuditLog {
   append(e: AuditAppend): Promise<AuditHead> {
     return new Promise<AuditHead>((resolve, reject) => {
       this.queue.push({ entry: e, resolve, reject });
-      this.writing ??= new Promise<void>((r) => setImmediate(r)).then(() => this.flush());
+      this.writing ??= nextTurn(this.rt).then(() => this.flush());
     });
   }
 
@@ -137,7 +139,7 @@ export class AuditLog {
       const { kind, conflictMark: _ignored, ...data } = e;
       const sealed = sealEntry({
         seq,
-        at: new Date(this.nowMs()).toISOString(),
+        at: new Date(this.rt.nowMs()).toISOString(),
         region: this.o.region,
         kind,
         conflictMark,

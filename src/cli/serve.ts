@@ -1,6 +1,7 @@
 import { ConfigError, loadConfig } from "../config/index.js";
 import { createLogger } from "../log.js";
 import { runNode } from "../node/index.js";
+import { realRuntime, shiftedRuntime } from "../runtime/index.js";
 import { CliUsageError, parseCommand } from "./args.js";
 
 const help = `crr serve --config FILE [--start-alone] [--accept-wal-loss]
@@ -45,7 +46,7 @@ export async function runServe(argv: string[]): Promise<number> {
   let node;
   try {
     node = await runNode(config, log, {
-      nowMs: offsetMs ? () => Date.now() + offsetMs : undefined,
+      runtime: offsetMs ? shiftedRuntime(realRuntime, offsetMs) : undefined,
       startAlone: values["start-alone"] === true ? true : undefined,
       acceptWalLoss: values["accept-wal-loss"] === true,
     });

@@ -10,6 +10,7 @@
  */
 import { ClockSkewError } from "../errors.js";
 import { hlcLogicalMax, hlcMaxSkewMsDefault, hlcWallMsMax } from "../limits.js";
+import { realRuntime } from "../runtime/index.js";
 
 export interface Hlc {
   readonly wallMs: number;
@@ -53,7 +54,7 @@ export class HybridClock {
   skewRejections = 0;
 
   constructor(options: HybridClockOptions = {}) {
-    this.wallClock = options.wallClock ?? Date.now;
+    this.wallClock = options.wallClock ?? realRuntime.nowMs;
     this.maxSkewMs = options.maxSkewMs ?? hlcMaxSkewMsDefault;
     if (options.floor) this.observe(options.floor);
   }

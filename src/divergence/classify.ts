@@ -12,7 +12,7 @@
  * advance). Without that bound, a record an origin shipped to one peer but not another
  * before losing its disk would stay "in flight" forever.
  */
-import type { StoredRecord } from "../store/index.js";
+import type { StoredRecord } from "../store/pure.js";
 
 export type FindingKind = "divergent" | "missing";
 

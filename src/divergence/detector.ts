@@ -6,6 +6,7 @@
  */
 import type { PeerLink, WatermarksView } from "../link/index.js";
 import type { Logger } from "../log.js";
+import type { Runtime } from "../runtime/index.js";
 import { formatVersion } from "../protocol/index.js";
 import {
   childrenOf,
@@ -70,7 +71,7 @@ export interface DetectorOptions {
   remote: (peer: string) => RemoteView;
   /** A record missing or different past this age is reported even if a watermark says it may be in flight. */
   inFlightMsMax: number;
-  nowMs: () => number;
+  runtime: Runtime;
   log: Logger;
 }
 
@@ -85,7 +86,7 @@ export class DivergenceDetector {
   };
 
   async scanPeer(peer: string): Promise<PeerScan> {
-    const started = performance.now();
+    const started = this.o.runtime.monoMs();
     const remote = this.o.remote(peer);
     const bytesBefore = remote.bytes();
     // Watermarks before records, on both sides: what a listing lacks below them is lost, not in flight.
@@ -96,7 +97,7 @@ export class DivergenceDetector {
       { region: this.o.region, incarnation: this.o.incarnation(), streams: localStreams },
       { region: peer, incarnation: view.incarnation, streams: remoteStreams },
     ]);
-    const nowMs = this.o.nowMs();
+    const nowMs = this.o.runtime.nowMs();
     const toMap = (
       s: ReadonlyArray<{ origin: string; incarnation: string; lsn: number }>,
     ): StreamWatermarks => new Map(s.map((w) => [streamKey(w.origin, w.incarnation), w.lsn]));
@@ -144,7 +145,7 @@ export class DivergenceDetector {
       bucketsDiffering: frontier.length,
       keysCompared,
       bytes: remote.bytes() - bytesBefore,
-      durationMs: performance.now() - started,
+      durationMs: this.o.runtime.monoMs() - started,
     };
   }
 }

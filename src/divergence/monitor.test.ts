@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from "vitest";
 import type { Logger } from "../log.js";
+import { realRuntime } from "../runtime/index.js";
 import { SqliteStore } from "../store/index.js";
 import type { Finding } from "./classify.js";
 import type { DivergenceDetector, PeerScan } from "./detector.js";
@@ -55,6 +56,7 @@ function monitor(scanPeer: (peer: string) => Promise<PeerScan>, o: Partial<Monit
     scrubIntervalMs: 60_000,
     scrubBucketsPerTick: 1,
     log,
+    runtime: realRuntime,
     onScan: () => undefined,
     onNewFinding: async () => undefined,
     onScanError: (peer, error) => void errors.push([peer, error]),

@@ -4,6 +4,7 @@
  * findings, and reports each new one once (log, audit log, metric).
  */
 import type { Logger } from "../log.js";
+import type { Runtime, Timer } from "../runtime/index.js";
 import type { SqliteStore } from "../store/index.js";
 import { bucketCount } from "../store/index.js";
 import type { Finding } from "./classify.js";
@@ -26,6 +27,7 @@ export interface MonitorOptions {
   scrubIntervalMs: number;
   scrubBucketsPerTick: number;
   log: Logger;
+  runtime: Runtime;
   onScan: (report: ScanReport, seconds: number) => void;
   onNewFinding: (f: Finding) => Promise<void>;
   /** A peer could not be compared (metrics); it is logged when the error changes. */
@@ -35,8 +37,8 @@ export interface MonitorOptions {
 export const findingId = (f: Finding) => `${f.kind}|${f.remote}|${f.key}`;
 
 export class DivergenceMonitor {
-  private scanTimer: NodeJS.Timeout | undefined;
-  private scrubTimer: NodeJS.Timeout | undefined;
+  private scanTimer: Timer | undefined;
+  private scrubTimer: Timer | undefined;
   private scrubNext = 0;
   private current = new Map<string, Finding>();
   private running: Promise<ScanReport> | undefined;
@@ -46,15 +48,14 @@ export class DivergenceMonitor {
   constructor(private readonly o: MonitorOptions) {}
 
   start(): void {
-    this.scanTimer = setInterval(() => void this.scan().catch(() => undefined), this.o.intervalMs);
-    this.scanTimer.unref();
-    this.scrubTimer = setInterval(() => this.scrubSlice(this.o.scrubBucketsPerTick), this.o.scrubIntervalMs);
-    this.scrubTimer.unref();
+    const rt = this.o.runtime;
+    this.scanTimer = rt.every(this.o.intervalMs, () => void this.scan().catch(() => undefined));
+    this.scrubTimer = rt.every(this.o.scrubIntervalMs, () => this.scrubSlice(this.o.scrubBucketsPerTick));
   }
 
   stop(): void {
-    clearInterval(this.scanTimer);
-    clearInterval(this.scrubTimer);
+    this.scanTimer?.cancel();
+    this.scrubTimer?.cancel();
   }
 
   get findings(): Finding[] {
@@ -93,7 +94,7 @@ export class DivergenceMonitor {
   }
 
   private async scanOnce(fullScrub: boolean): Promise<ScanReport> {
-    const started = performance.now();
+    const started = this.o.runtime.monoMs();
     if (fullScrub) this.scrubSlice(bucketCount);
     const peers: PeerScan[] = [];
     const errors: ScanReport["errors"] = [];
@@ -139,7 +140,7 @@ export class DivergenceMonitor {
       peers,
       findings: [...next.values()],
       errors,
-      durationMs: performance.now() - started,
+      durationMs: this.o.runtime.monoMs() - started,
     };
     this.last = report;
     this.o.onScan(report, report.durationMs / 1000);

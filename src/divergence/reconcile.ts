@@ -9,7 +9,7 @@
  * evidence and nothing else tells what it was, the key is undecided and nothing is written:
  * reconciling a hand edit from the region that holds it must not copy it onto the healthy one.
  */
-import { compareVersions, type MergeRule, type StoredRecord } from "../store/index.js";
+import { compareVersions, type MergeRule, type StoredRecord } from "../store/pure.js";
 import type { Finding } from "./classify.js";
 
 export type Evidence = "origin-wal" | "intact-copy" | "none";

@@ -8,6 +8,7 @@
 import { Pool } from "undici";
 import type { Dispatcher } from "undici";
 import { headerIncarnation, headerRule, signRequest } from "../protocol/index.js";
+import { realRuntime, type Runtime } from "../runtime/index.js";
 import type { StoredRecord } from "../store/index.js";
 import { LinkError, classify } from "./errors.js";
 import {
@@ -39,7 +40,8 @@ export interface HttpPeerLinkOptions {
   connectTimeoutMs: number;
   requestTimeoutMs: number;
   inflightBatchesMax?: number;
-  nowMs?: () => number;
+  /** Clock and nonces (default: the real runtime). */
+  runtime?: Runtime;
 }
 
 function parseJson(text: string): Record<string, unknown> | undefined {
@@ -57,7 +59,7 @@ export class HttpPeerLink implements PeerLink {
   private readonly o: HttpPeerLinkOptions;
   private readonly batchPool: Pool;
   private readonly callPool: Pool;
-  private readonly nowMs: () => number;
+  private readonly rt: Runtime;
   private bytesSent = 0;
   private bytesReceived = 0;
 
@@ -65,7 +67,7 @@ export class HttpPeerLink implements PeerLink {
     this.o = o;
     this.peer = o.peer;
     this.url = o.url.replace(/\/$/, "");
-    this.nowMs = o.nowMs ?? Date.now;
+    this.rt = o.runtime ?? realRuntime;
     const origin = new URL(this.url).origin;
     const common = {
       connectTimeout: o.connectTimeoutMs,
@@ -88,7 +90,8 @@ export class HttpPeerLink implements PeerLink {
       path,
       body,
       region: this.o.region,
-      nowMs: this.nowMs(),
+      nowMs: this.rt.nowMs(),
+      nonce: this.rt.randomBytes(16).toString("hex"),
       incarnation: this.o.incarnation?.(),
       boot: this.o.boot,
       rule: this.o.rule,

@@ -5,7 +5,7 @@
  * operator commands all speak to peers through this one interface. Pure types.
  */
 import type { Hlc } from "../clock/index.js";
-import type { StoredRecord } from "../store/index.js";
+import type { StoredRecord } from "../store/pure.js";
 
 /** One (origin, incarnation) stream a region has applied. */
 export interface StreamWatermark {

@@ -6,6 +6,7 @@
 import { formatHlc } from "../clock/index.js";
 import type { ReplicationPolicy } from "../config/index.js";
 import { CrrError, RecordInvalidError } from "../errors.js";
+import type { Runtime } from "../runtime/index.js";
 import type { PeerShipper } from "../shipper/index.js";
 import type { StoredRecord } from "../store/index.js";
 import {
@@ -74,6 +75,7 @@ export interface AppendPathDeps {
   localApply: (rec: WalRecord) => Promise<void>;
   shippers: ReadonlyMap<string, PeerShipper>;
   waitTimeoutMsDefault: number;
+  runtime: Runtime;
   onDuplicate: (origin: string) => void;
   /** Every failed append (a full disk is noticed here). */
   onError: (err: unknown) => void;
@@ -170,12 +172,12 @@ export class AppendPath {
         done();
         resolve();
       };
-      const timer = setTimeout(() => {
+      const timer = this.d.runtime.after(timeoutMs, () => {
         done();
         reject(new WaitTimeoutError(result, count(), wanted, timeoutMs));
-      }, timeoutMs);
+      });
       const done = () => {
-        clearTimeout(timer);
+        timer.cancel();
         for (const s of peers) s.off("ack", onAck);
       };
       for (const s of peers) s.on("ack", onAck);

@@ -7,12 +7,14 @@
  */
 import type { AuditAppend, AuditLog } from "../audit/index.js";
 import type { Logger } from "../log.js";
+import type { Runtime, Timer } from "../runtime/index.js";
 import type { ConflictRow } from "../store/index.js";
 
 export interface AuditPumpOptions {
   conflicts(o: { afterId: number; limit: number }): Promise<ConflictRow[]>;
   audit: AuditLog;
   log: Logger;
+  runtime: Runtime;
   retryDelayMsMin: number;
   retryDelayMsMax: number;
   /** Every failed write (metrics, disk-full detection). */
@@ -27,7 +29,7 @@ export class AuditPump {
   private pending: Array<{ entry: AuditAppend; written: () => void }> = [];
   private running: Promise<void> | undefined;
   private again = false;
-  private retryTimer: NodeJS.Timeout | undefined;
+  private retryTimer: Timer | undefined;
   private failures = 0;
   private stopped = false;
 
@@ -119,15 +121,14 @@ export class AuditPump {
     this.failures++;
     if (this.stopped) return;
     const delay = Math.min(this.o.retryDelayMsMax, this.o.retryDelayMsMin * 2 ** (this.failures - 1));
-    clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => void this.pump(), delay);
-    this.retryTimer.unref();
+    this.retryTimer?.cancel();
+    this.retryTimer = this.o.runtime.after(delay, () => void this.pump());
   }
 
   /** Stop retrying and wait for a write in progress. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.retryTimer);
+    this.retryTimer?.cancel();
     while (this.running) await this.running;
   }
 }

@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { StoreFullError, WalWriteError } from "../errors.js";
 import type { Logger } from "../log.js";
+import type { Runtime, Timer } from "../runtime/index.js";
 
 const probeBytes = 1024 * 1024;
 
@@ -21,13 +22,14 @@ export function isNoSpace(err: unknown): boolean {
 export class DiskState {
   /** Why the disk is considered full, while it is. */
   full: string | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
 
   constructor(
     private readonly dir: string,
     private readonly probeIntervalMs: number,
     private readonly log: Logger,
     private readonly onChange: (full: boolean) => void,
+    private readonly runtime: Runtime,
   ) {}
 
   /** Look at a failed write: a lack of space marks the disk full. Returns whether it did. */
@@ -40,8 +42,7 @@ export class DiskState {
         "disk full: appends refused (503) and readiness false until a write succeeds",
       );
       this.onChange(true);
-      this.timer = setInterval(() => this.probe(), this.probeIntervalMs);
-      this.timer.unref();
+      this.timer = this.runtime.every(this.probeIntervalMs, () => this.probe());
     }
     return true;
   }
@@ -66,13 +67,13 @@ export class DiskState {
     if (this.full !== undefined) {
       this.log.info({ after: this.full }, "disk has room again: accepting appends");
       this.full = undefined;
-      clearInterval(this.timer);
+      this.timer?.cancel();
       this.onChange(false);
     }
     return true;
   }
 
   stop(): void {
-    clearInterval(this.timer);
+    this.timer?.cancel();
   }
 }

@@ -10,6 +10,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { PeerLink, WatermarksView } from "../link/index.js";
 import type { Logger } from "../log.js";
+import { timeoutSignal, type Runtime } from "../runtime/index.js";
 import type { CheckedRecord } from "../store/index.js";
 import type { RecoveryEvidence, WalRecord } from "../wal/index.js";
 
@@ -32,6 +33,7 @@ export interface EvidenceOptions {
   shipperDir: string;
   links: readonly PeerLink[];
   peerWaitMs: number;
+  runtime: Runtime;
   log: Logger;
 }
 
@@ -62,7 +64,10 @@ export class Evidence implements RecoveryEvidence {
       const answers = await Promise.all(
         this.o.links.map(async (link) => {
           try {
-            return [link.peer, await link.watermarks(AbortSignal.timeout(this.o.peerWaitMs))] as const;
+            return [
+              link.peer,
+              await link.watermarks(timeoutSignal(this.o.runtime, this.o.peerWaitMs)),
+            ] as const;
           } catch (err) {
             this.o.log.warn(
               { peer: link.peer, err: (err as Error).message },

@@ -6,6 +6,7 @@
  * appends while every peer is down.
  */
 import type { PeerLink } from "../link/index.js";
+import { timeoutSignal, type Runtime, type Timer } from "../runtime/index.js";
 
 export interface PeerHealth {
   region: string;
@@ -18,13 +19,13 @@ export interface HealthProberOptions {
   links: readonly PeerLink[];
   intervalMs: number;
   timeoutMs: number;
-  nowMs: () => number;
+  runtime: Runtime;
   onChange: (region: string, healthy: boolean) => void;
 }
 
 export class HealthProber {
   private readonly state = new Map<string, PeerHealth>();
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
   private readonly abort = new AbortController();
 
   constructor(private readonly o: HealthProberOptions) {
@@ -40,12 +41,11 @@ export class HealthProber {
 
   start(): void {
     void this.probeAll();
-    this.timer = setInterval(() => void this.probeAll(), this.o.intervalMs);
-    this.timer.unref();
+    this.timer = this.o.runtime.every(this.o.intervalMs, () => void this.probeAll());
   }
 
   stop(): void {
-    clearInterval(this.timer);
+    this.timer?.cancel();
     this.abort.abort();
   }
 
@@ -61,14 +61,16 @@ export class HealthProber {
     let healthy = false;
     let error: string | undefined;
     try {
-      await link.health(AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.o.timeoutMs)]));
+      await link.health(
+        AbortSignal.any([this.abort.signal, timeoutSignal(this.o.runtime, this.o.timeoutMs)]),
+      );
       healthy = true;
     } catch (err) {
       if (this.abort.signal.aborted) return;
       error = (err as Error).message;
     }
     const before = this.state.get(link.peer);
-    this.state.set(link.peer, { region: link.peer, healthy, checkedAtMs: this.o.nowMs(), error });
+    this.state.set(link.peer, { region: link.peer, healthy, checkedAtMs: this.o.runtime.nowMs(), error });
     if (before?.healthy !== healthy || before.checkedAtMs === undefined) this.o.onChange(link.peer, healthy);
   }
 }

@@ -5,15 +5,19 @@
 import type { NodeConfig } from "../config/index.js";
 import { HttpPeerLink, type PeerLink } from "../link/index.js";
 import { formatVersion } from "../protocol/index.js";
+import type { Runtime } from "../runtime/index.js";
 
-export type LinkFactory = (peer: string) => PeerLink;
+/** Who this region is on the wire: every request it sends is signed with these. */
+export interface LinkIdentity {
+  incarnation: () => string | undefined;
+  boot: string;
+  rule: string;
+}
 
-export function httpLinks(
-  config: NodeConfig,
-  identity: { incarnation: () => string | undefined; boot: string; rule: string },
-  nowMs: () => number,
-): LinkFactory {
-  return (peer) =>
+export type LinkFactory = (peer: string, identity: LinkIdentity) => PeerLink;
+
+export function httpLinks(config: NodeConfig, runtime: Runtime): LinkFactory {
+  return (peer, identity) =>
     new HttpPeerLink({
       region: config.region,
       incarnation: identity.incarnation,
@@ -25,7 +29,7 @@ export function httpLinks(
       connectTimeoutMs: config.shipper.connectTimeoutMs,
       requestTimeoutMs: config.shipper.requestTimeoutMs,
       inflightBatchesMax: config.shipper.inflightBatchesMax,
-      nowMs,
+      runtime,
     });
 }
 

@@ -10,6 +10,7 @@
  * than acknowledge a record the region cannot serve, and the region stops taking appends.
  */
 import { CrrError } from "../errors.js";
+import { nextTurn, realRuntime, type Runtime } from "../runtime/index.js";
 import type { ApplyBatchInput, ApplyResult } from "../store/index.js";
 import { decodeFrames, type WalRecord } from "../wal/index.js";
 
@@ -108,12 +109,13 @@ export class LocalApplier {
     private readonly onApplied: (result: ApplyResult) => void,
     /** The store refused an LSN as already applied: the region must stop taking appends. */
     private readonly onReuse: (err: LsnReuseError) => void,
+    private readonly runtime: Runtime = realRuntime,
   ) {}
 
   apply(rec: WalRecord): Promise<void> {
     return new Promise((resolve, reject) => {
       this.queue.push({ rec, resolve, reject });
-      this.running ??= new Promise<void>((r) => setImmediate(r)).then(() => this.drain());
+      this.running ??= nextTurn(this.runtime).then(() => this.drain());
     });
   }
 

@@ -21,7 +21,8 @@ import type { PeerLink } from "../link/index.js";
 import { silentLogger, type Logger } from "../log.js";
 import { RequestVerifier, formatVersion } from "../protocol/index.js";
 import { Reader } from "../reader/index.js";
-import { realRuntime } from "../runtime/index.js";
+import { realRuntime, type Runtime, type Timer } from "../runtime/index.js";
+import type { FileOps } from "../util/file-ops.js";
 import { PeerShipper } from "../shipper/index.js";
 import {
   SqliteStore,
@@ -58,7 +59,12 @@ export type { PeerStatus, Readiness, RegionStatus } from "./status.js";
 
 export interface RegionOptions {
   log?: Logger;
-  nowMs?: () => number;
+  /** Time, timers and randomness (default: the real ones; the simulator passes its own). */
+  runtime?: Runtime;
+  /** The WAL's file operations (default: node:fs; the simulator passes a disk that can lose unsynced writes). */
+  fileOps?: FileOps;
+  /** Store hooks for the simulator: no checkpoint thread, a callback after each synced commit. */
+  store?: { checkpointer?: boolean; onSyncedCommit?: (store: SqliteStore) => void };
   /** How to reach each other region (default: HTTP to its configured URL). */
   links?: LinkFactory;
   /** Move the WAL aside and start as a new incarnation (an operator accepting the loss of what it held). */
@@ -112,27 +118,29 @@ export class Region {
   /** Why this region stopped taking appends for its own safety (an LSN would be reused), if it did. */
   stopped: string | undefined;
   readonly nowMs: () => number;
+  readonly runtime: Runtime;
   private readonly appendPath: AppendPath;
   private readonly applier: LocalApplier;
   private readonly health: HealthProber;
   private readonly lock: DataDirLock;
   private readonly evidence: Evidence;
   private draining = false;
-  private retentionTimer: NodeJS.Timeout | undefined;
+  private retentionTimer: Timer | undefined;
   private closed = false;
 
   private constructor(
     config: NodeConfig,
     p: Parts,
     log: Logger,
-    nowMs: () => number,
+    runtime: Runtime,
     startAlone: boolean,
     empty: boolean,
   ) {
     this.name = config.region;
     this.config = config;
     this.log = log;
-    this.nowMs = nowMs;
+    this.runtime = runtime;
+    const nowMs = (this.nowMs = () => runtime.nowMs());
     ({ wal: this.wal, store: this.store, clock: this.clock, metrics: this.metrics, lock: this.lock } = p);
     ({ audit: this.audit, links: this.links, evidence: this.evidence, incarnations: this.incarnations } = p);
     this.policy = replicationPolicy(config);
@@ -141,13 +149,18 @@ export class Region {
       windowMs: config.auth.windowMs,
       nowMs,
     });
-    this.disk = new DiskState(config.dataDir, config.health.diskProbeIntervalMs, log, (full) =>
-      this.metrics.diskFull.set(full ? 1 : 0),
+    this.disk = new DiskState(
+      config.dataDir,
+      config.health.diskProbeIntervalMs,
+      log,
+      (full) => this.metrics.diskFull.set(full ? 1 : 0),
+      runtime,
     );
     this.auditPump = new AuditPump({
       conflicts: (o) => this.store.conflicts(o),
       audit: this.audit,
       log,
+      runtime,
       retryDelayMsMin: config.shipper.retryDelayMsMin,
       retryDelayMsMax: config.shipper.retryDelayMsMax,
       onFailure: (err) => {
@@ -161,6 +174,7 @@ export class Region {
       config.region,
       (r) => this.countApplied(config.region, r),
       (err) => this.stop(err.message),
+      runtime,
     );
     this.reader = this.makeReader();
     this.shippers = this.makeShippers();
@@ -174,6 +188,7 @@ export class Region {
       localApply: (rec) => this.applier.apply(rec),
       shippers: this.shippers,
       waitTimeoutMsDefault: config.append.waitTimeoutMs,
+      runtime,
       onDuplicate: (origin) => this.metrics.duplicates.inc({ origin }),
       onError: (err) => this.disk.note(err),
     });
@@ -182,7 +197,7 @@ export class Region {
       links: [...this.links.values()],
       intervalMs: config.health.probeIntervalMs,
       timeoutMs: config.health.probeTimeoutMs,
-      nowMs,
+      runtime,
       onChange: (region, healthy) => {
         this.metrics.regionHealth.set({ region }, healthy ? 1 : 0);
         this.log.info({ region, healthy }, "peer region health changed");
@@ -205,17 +220,17 @@ export class Region {
       bootstrapWaitMs: config.recovery.bootstrapWaitMs,
       startAlone,
       log,
-      nowMs,
-      sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+      runtime,
       audit: (entry) => this.auditPump.record(entry),
     });
   }
 
   static async open(config: NodeConfig, options: RegionOptions = {}): Promise<Region> {
     const log = options.log ?? silentLogger();
-    const nowMs = options.nowMs ?? Date.now;
+    const runtime = options.runtime ?? realRuntime;
+    const nowMs = () => runtime.nowMs();
     // This process's boot id: peers tell two processes serving one region apart by it.
-    const boot = realRuntime.randomBytes(8).toString("hex");
+    const boot = runtime.randomBytes(8).toString("hex");
     const lock = lockDataDir(config.dataDir, boot);
     if (lock.tookOver)
       log.warn({ previous: lock.tookOver }, "took over the lock of a node that is no longer running");
@@ -229,23 +244,21 @@ export class Region {
         path: path.join(config.dataDir, "store.sqlite"),
         rule: mergeRuleOf(config),
         nowMs,
+        checkpointer: options.store?.checkpointer,
+        onSyncedCommit: options.store?.onSyncedCommit && (() => options.store!.onSyncedCommit!(store)),
         onCheckpointError: (message) => log.error({ message }, "SQLite checkpoint failed"),
       }));
       const incarnations = new IncarnationTracker(3 * config.health.probeIntervalMs);
-      const makeLink =
-        options.links ??
-        httpLinks(
-          config,
-          { incarnation: () => opened.wal?.incarnation, boot, rule: ruleName(store.rule) },
-          nowMs,
-        );
-      const links = (opened.links = new Map(otherRegions(config).map((r) => [r, makeLink(r)])));
+      const makeLink = options.links ?? httpLinks(config, runtime);
+      const identity = { incarnation: () => opened.wal?.incarnation, boot, rule: ruleName(store.rule) };
+      const links = (opened.links = new Map(otherRegions(config).map((r) => [r, makeLink(r, identity)])));
       const evidence = new Evidence({
         region: config.region,
         store,
         shipperDir: path.join(config.dataDir, "shipper"),
         links: [...links.values()],
         peerWaitMs: config.recovery.peerWaitMs,
+        runtime,
         log,
       });
       const empty = needsBootstrap(store);
@@ -257,19 +270,26 @@ export class Region {
         clock,
         acceptWalLoss: options.acceptWalLoss ?? false,
         log,
-        open: () => openWal(config, clock, nowMs, metrics, evidence, log),
+        open: () => openWal(config, clock, { runtime, fileOps: options.fileOps }, metrics, evidence, log),
         onAbandoned: (entry) => abandoned.push(entry),
       }));
       const audit = AuditLog.open({
         dir: path.join(config.dataDir, "audit"),
         region: config.region,
         fileBytesMax: config.audit.fileBytesMax,
-        nowMs,
+        runtime,
         onTornTail: (file, bytes) =>
           log.warn({ file, bytes }, "audit log: cut an unfinished last line (never acknowledged)"),
       });
       const parts = { wal, store, clock, metrics, lock, audit, links, evidence, incarnations, boot };
-      region = new Region(config, parts, log, nowMs, options.startAlone ?? config.recovery.startAlone, empty);
+      region = new Region(
+        config,
+        parts,
+        log,
+        runtime,
+        options.startAlone ?? config.recovery.startAlone,
+        empty,
+      );
       for (const entry of abandoned) await region.auditPump.record({ kind: "wal-abandoned", ...entry });
       await region.replayLocal();
       await region.auditPump.pump();
@@ -296,8 +316,7 @@ export class Region {
       if (this.closed) return;
       for (const s of this.shippers.values()) s.start();
       this.divergence.start();
-      this.retentionTimer = setInterval(() => void this.retain(), this.config.wal.retentionIntervalMs);
-      this.retentionTimer.unref();
+      this.retentionTimer = this.runtime.every(this.config.wal.retentionIntervalMs, () => void this.retain());
       this.log.info({ incarnation: this.wal.incarnation }, "appends admitted");
     });
     this.admitted.catch((err: unknown) => this.log.error({ err: (err as Error).message }, "startup refused"));
@@ -365,7 +384,7 @@ export class Region {
         ...this.config.shipper,
         stateFile: path.join(this.config.dataDir, "shipper", `${peer}.json`),
         log: this.log,
-        runtime: { ...realRuntime, nowMs: this.nowMs },
+        runtime: this.runtime,
         reportLost: (incarnation, ranges) =>
           this.auditPump.record({ kind: "records-lost", origin: this.name, incarnation, peer, ranges }),
       });
@@ -398,7 +417,7 @@ export class Region {
         store: this.store,
         remote: (peer) => this.links.get(peer)!,
         inFlightMsMax: c.divergence.inFlightMsMax,
-        nowMs: this.nowMs,
+        runtime: this.runtime,
         log: this.log,
       }),
       store: this.store,
@@ -407,6 +426,7 @@ export class Region {
       scrubIntervalMs: c.divergence.scrubIntervalMs,
       scrubBucketsPerTick: c.divergence.scrubBucketsPerTick,
       log: this.log,
+      runtime: this.runtime,
       onScan: (report, seconds) => {
         this.metrics.divergenceScans.inc();
         this.metrics.divergenceScanSeconds.observe(seconds);
@@ -636,7 +656,7 @@ export class Region {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.retentionTimer);
+    this.retentionTimer?.cancel();
     this.health.stop();
     this.divergence.stop();
     this.disk.stop();
@@ -655,7 +675,7 @@ export class Region {
 async function openWal(
   config: NodeConfig,
   clock: HybridClock,
-  nowMs: () => number,
+  io: { runtime: Runtime; fileOps: FileOps | undefined },
   metrics: RegionMetrics,
   evidence: Evidence,
   log: Logger,
@@ -664,7 +684,8 @@ async function openWal(
     dir: path.join(config.dataDir, "wal"),
     region: config.region,
     clock,
-    nowMs,
+    runtime: io.runtime,
+    fileOps: io.fileOps,
     segmentBytesMax: config.wal.segmentBytesMax,
     segmentAgeMsMax: config.wal.segmentAgeMsMax,
     queueBytesMax: config.wal.queueBytesMax,

@@ -7,6 +7,7 @@ import path from "node:path";
 import { formatHlc } from "../clock/index.js";
 import { loadConfig, parseConfig, type NodeConfig } from "../config/index.js";
 import { silentLogger, type Logger } from "../log.js";
+import { sleep } from "../runtime/index.js";
 import { writeFileDurable } from "../util/durable-file.js";
 import type { RecordInput } from "../wal/index.js";
 import {
@@ -144,10 +145,11 @@ export async function runNode(
     status: () => region.status(),
     drain: async ({ timeoutMs = config.drain.timeoutMs } = {}) => {
       region.drain();
-      const until = Date.now() + timeoutMs;
+      const rt = region.runtime;
+      const until = rt.nowMs() + timeoutMs;
       let status = await region.status();
-      while (!status.caughtUp && Date.now() < until) {
-        await new Promise((r) => setTimeout(r, 100));
+      while (!status.caughtUp && rt.nowMs() < until) {
+        await sleep(rt, 100);
         status = await region.status();
       }
       return { drained: status.caughtUp, status };
@@ -156,7 +158,7 @@ export async function runNode(
     close: ({ readinessGraceMs = 0 } = {}) =>
       (closing ??= (async () => {
         region.drain();
-        if (readinessGraceMs > 0) await new Promise((r) => setTimeout(r, readinessGraceMs));
+        if (readinessGraceMs > 0) await sleep(region.runtime, readinessGraceMs);
         await server.close();
         await region.close();
         fs.rmSync(path.join(config.dataDir, "node.json"), { force: true });

@@ -14,6 +14,7 @@ import type { HybridClock } from "../clock/index.js";
 import { CrrError } from "../errors.js";
 import type { PeerLink, WatermarksView } from "../link/index.js";
 import type { Logger } from "../log.js";
+import { sleep, timeoutSignal, type Runtime } from "../runtime/index.js";
 import type { StoredRecord } from "../store/index.js";
 import { copyMesh, type CopyStore } from "./copy.js";
 import { bootstrapMeta } from "./wal-open.js";
@@ -48,8 +49,7 @@ export interface StartupOptions {
   bootstrapWaitMs: number;
   startAlone: boolean;
   log: Logger;
-  nowMs: () => number;
-  sleep: (ms: number) => Promise<void>;
+  runtime: Runtime;
   /** Written to the audit log (resolves once it is): what the bootstrap copied, or that the operator started alone. */
   audit: (entry: { kind: string; [field: string]: unknown }) => Promise<void>;
 }
@@ -61,7 +61,7 @@ export class StartupChecks {
   private readonly startedAtMs: number;
 
   constructor(private readonly o: StartupOptions) {
-    this.startedAtMs = o.nowMs();
+    this.startedAtMs = o.runtime.nowMs();
   }
 
   async run(): Promise<void> {
@@ -123,9 +123,9 @@ export class StartupChecks {
       "another node of this region was heard from recently; waiting",
     );
     // Our own probes reach every peer within a probe interval; the other one, if alive, too.
-    await this.o.sleep(Math.round(1.5 * this.o.probeIntervalMs) + 100);
+    await sleep(this.o.runtime, Math.round(1.5 * this.o.probeIntervalMs) + 100);
     const again = await this.ask();
-    const sinceStart = this.o.nowMs() - this.startedAtMs;
+    const sinceStart = this.o.runtime.nowMs() - this.startedAtMs;
     const alive = others(again).filter((s) => s.agoMs < (s.me?.firstAgoMs ?? sinceStart));
     if (alive.length > 0) {
       const a = alive[0]!;
@@ -139,7 +139,7 @@ export class StartupChecks {
   private async ask(): Promise<Map<string, WatermarksView>> {
     const answers = await Promise.all(
       this.o.links.map((l) =>
-        l.watermarks(AbortSignal.timeout(this.o.aliveMs)).then(
+        l.watermarks(timeoutSignal(this.o.runtime, this.o.aliveMs)).then(
           (v) => [l.peer, v] as const,
           () => undefined,
         ),
@@ -150,10 +150,10 @@ export class StartupChecks {
 
   private async waitForPeers(views: Map<string, WatermarksView>): Promise<Map<string, WatermarksView>> {
     const until = this.startedAtMs + this.o.bootstrapWaitMs;
-    while (views.size < this.o.links.length && this.o.nowMs() < until) {
+    while (views.size < this.o.links.length && this.o.runtime.nowMs() < until) {
       const missing = this.o.links.filter((l) => !views.has(l.peer)).map((l) => l.peer);
-      this.detail = `no state of its own: waiting for ${missing.join(", ")} to learn what the mesh decided (${Math.ceil((until - this.o.nowMs()) / 1000)} s left)`;
-      await this.o.sleep(Math.min(1000, Math.max(1, until - this.o.nowMs())));
+      this.detail = `no state of its own: waiting for ${missing.join(", ")} to learn what the mesh decided (${Math.ceil((until - this.o.runtime.nowMs()) / 1000)} s left)`;
+      await sleep(this.o.runtime, Math.min(1000, Math.max(1, until - this.o.runtime.nowMs())));
       for (const [p, v] of await this.ask()) views.set(p, v);
     }
     return views;
@@ -189,10 +189,10 @@ export class StartupChecks {
       try {
         return await this.copyFrom(views);
       } catch (err) {
-        if (this.o.nowMs() > this.startedAtMs + this.o.bootstrapWaitMs) throw err;
+        if (this.o.runtime.nowMs() > this.startedAtMs + this.o.bootstrapWaitMs) throw err;
         this.detail = `copying from peers failed (${(err as Error).message}); retrying`;
         this.o.log.warn({ attempt, err: (err as Error).message }, "bootstrap copy failed; retrying");
-        await this.o.sleep(Math.min(2000, 100 * 2 ** attempt));
+        await sleep(this.o.runtime, Math.min(2000, 100 * 2 ** attempt));
         views = await this.ask();
         if (views.size === 0) throw err;
       }

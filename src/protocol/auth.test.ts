@@ -1,13 +1,24 @@
-import { createHmac } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { RequestVerifier, contentDigest, signRequest, verifyContentDigest } from "./auth.js";
+
+const nonce = () => randomBytes(16).toString("hex");
 
 const secret = "s3cret-s3cret-s3cret";
 
 describe("peer request signing", () => {
   const body = Buffer.from("batch bytes");
   const signed = (nowMs: number, over: Partial<Parameters<typeof signRequest>[0]> = {}) =>
-    signRequest({ secret, method: "POST", path: "/v1/replicate", body, region: "us-east-1", nowMs, ...over });
+    signRequest({
+      secret,
+      method: "POST",
+      path: "/v1/replicate",
+      body,
+      region: "us-east-1",
+      nowMs,
+      nonce: nonce(),
+      ...over,
+    });
 
   it("accepts a fresh signed request once, and refuses its replay", () => {
     let now = 1_000_000;
@@ -107,6 +118,7 @@ describe("the signed string (golden)", () => {
       body,
       region: "us-east-1",
       nowMs: 1_000,
+      nonce: nonce(),
       incarnation: "a".repeat(32),
       rule: "first-write-wins/1",
     });

@@ -5,7 +5,8 @@
  * window, and a nonce it has already seen inside the window (replay).
  * No I/O; time is injected.
  */
-import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { realRuntime } from "../runtime/index.js";
 
 export const headerRegion = "x-crr-region";
 export const headerTimestamp = "x-crr-timestamp";
@@ -58,7 +59,8 @@ export interface SignInput {
   body: Buffer | string;
   region: string;
   nowMs: number;
-  nonce?: string;
+  /** Fresh for every request (the caller draws it from its runtime). */
+  nonce: string;
   /** The sender's WAL incarnation (which of its streams is alive), signed with the request. */
   incarnation?: string;
   /** The sending process's boot id (two processes of one incarnation are told apart), signed. */
@@ -71,7 +73,7 @@ export interface SignInput {
 export function signRequest(s: SignInput): Record<string, string> {
   const digest = contentDigest(s.body);
   const timestamp = String(s.nowMs);
-  const nonce = s.nonce ?? randomBytes(16).toString("hex");
+  const nonce = s.nonce;
   const signature = createHmac("sha256", s.secret)
     .update(
       canonical(
@@ -121,7 +123,7 @@ export class RequestVerifier {
   constructor(o: VerifierOptions) {
     this.secret = o.secret;
     this.windowMs = o.windowMs;
-    this.nowMs = o.nowMs ?? Date.now;
+    this.nowMs = o.nowMs ?? realRuntime.nowMs;
     this.noncesMax = o.noncesMax ?? 200_000;
   }
 

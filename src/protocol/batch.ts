@@ -9,7 +9,7 @@
  */
 import { crc32 } from "node:zlib";
 import { regionBytesMax } from "../limits.js";
-import { checkFrame, decodeFrame, type WalRecord } from "../wal/index.js";
+import { checkFrame, decodeFrame, type WalRecord } from "../wal/pure.js";
 
 export const batchMagic = "CRRB";
 export const batchFormatVersion = 1;

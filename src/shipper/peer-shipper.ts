@@ -69,7 +69,7 @@ export interface ShipperEvents {
 }
 
 /** Exponential backoff with jitter: the capped step times 1..2. */
-export function backoffMs(failures: number, minMs: number, maxMs: number, random = Math.random): number {
+export function backoffMs(failures: number, minMs: number, maxMs: number, random: () => number): number {
   const step = Math.min(maxMs, minMs * 2 ** Math.max(0, failures - 1));
   return Math.min(maxMs, step * (1 + random()));
 }

@@ -10,6 +10,7 @@
  */
 import Database from "better-sqlite3";
 import { StoreCorruptError, StoreError, StoreFullError } from "../errors.js";
+import { realRuntime } from "../runtime/index.js";
 import { ruleName, compareVersions, sameVersion, type MergeRule } from "./merge.js";
 import { startCheckpointer, type Checkpointer } from "./checkpointer.js";
 import { BucketDigests, bucketCount, bucketOf, versionHash, versionHashBytes } from "./digest.js";
@@ -115,6 +116,10 @@ export interface SqliteStoreOptions {
   /** Keep incremental bucket digests (the divergence detector needs them). Default true. */
   digests?: boolean;
   checkpointIntervalMs?: number;
+  /** Checkpoint on a worker thread (default true; the simulator runs without threads). */
+  checkpointer?: boolean;
+  /** Called after every synced commit (the simulator snapshots what a power loss cannot undo). */
+  onSyncedCommit?: () => void;
   onCheckpointError?: (message: string) => void;
 }
 
@@ -129,12 +134,14 @@ export class SqliteStore implements DedupStore {
   private readonly stmt: ReturnType<SqliteStore["prepareAll"]>;
   private readonly applyTx: (b: ApplyBatchInput) => ApplyResult;
   private readonly checkpointer: Checkpointer | undefined;
+  private readonly onSyncedCommit: (() => void) | undefined;
 
   constructor(o: SqliteStoreOptions) {
     this.rule = o.rule;
     this.ruleText = ruleName(o.rule);
-    this.nowMs = o.nowMs ?? Date.now;
+    this.nowMs = o.nowMs ?? realRuntime.nowMs;
     this.file = o.path;
+    this.onSyncedCommit = o.onSyncedCommit;
     try {
       this.db = new Database(o.path);
     } catch (err) {
@@ -162,7 +169,7 @@ export class SqliteStore implements DedupStore {
     const digests = (o.digests ?? true) ? this.loadDigests(stmt) : undefined;
     // Checkpoints run on a worker thread (see checkpointer.ts), never inside our COMMITs.
     const checkpointer =
-      o.path === ":memory:"
+      o.path === ":memory:" || o.checkpointer === false
         ? undefined
         : startCheckpointer(o.path, o.checkpointIntervalMs ?? 500, (message) =>
             (o.onCheckpointError ?? (() => undefined))(message),
@@ -282,7 +289,9 @@ export class SqliteStore implements DedupStore {
     return this.guard("apply a batch", () => {
       this.stmt.syncFull.run();
       try {
-        return this.withDigests(() => this.applyTx(batch));
+        const result = this.withDigests(() => this.applyTx(batch));
+        this.onSyncedCommit?.();
+        return result;
       } finally {
         this.stmt.syncNormal.run();
       }
@@ -765,6 +774,7 @@ export class SqliteStore implements DedupStore {
             "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
           )
           .run(name, value);
+        this.onSyncedCommit?.();
       } finally {
         this.stmt.syncNormal.run();
       }
@@ -783,6 +793,11 @@ export class SqliteStore implements DedupStore {
           .pluck()
           .get() === 0,
     );
+  }
+
+  /** The whole database as one image (what the simulator keeps of a synced state). */
+  serialize(): Buffer {
+    return this.db.serialize();
   }
 
   get isOpen(): boolean {

@@ -1,16 +1,7 @@
 export { Wal } from "./wal.js";
 export type { AppendAck, ReadLimits, WalChunk, WalOptions, WalStats } from "./wal.js";
 export type { RecoveryEvidence, RecoveryReport } from "./recovery.js";
-export {
-  FLAG_BATCH_CONTINUES,
-  checkFrame,
-  decodeFrame,
-  decodeFrames,
-  encodeFrames,
-  prepareRecord,
-  readTenant,
-} from "./record.js";
-export type { RecordInput, WalRecord, PreparedRecord } from "./record.js";
+export * from "./pure.js";
 export { inspectWal } from "./inspect.js";
 export { decodeSegmentHeader as scanSegmentHeader, parseSegmentFileName } from "./segment.js";
 export { runsOf } from "./tail-plan.js";

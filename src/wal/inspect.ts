@@ -5,6 +5,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import { SegmentCorruptError } from "../errors.js";
+import { realRuntime } from "../runtime/index.js";
 import { parseSegmentFileName, scanSegment } from "./segment.js";
 
 export interface SegmentSummary {
@@ -37,7 +38,7 @@ export interface InspectReport {
 }
 
 export async function inspectWal(dir: string): Promise<InspectReport> {
-  const started = performance.now();
+  const started = realRuntime.monoMs();
   const names = (await fs.readdir(dir))
     .map((n) => ({ n, lsn: parseSegmentFileName(n) }))
     .filter((x): x is { n: string; lsn: number } => x.lsn !== undefined)
@@ -98,6 +99,6 @@ export async function inspectWal(dir: string): Promise<InspectReport> {
       report.problem = { kind: "corrupt", file: err.file, offset: err.offset, reason: err.reason };
     }
   }
-  report.durationMs = performance.now() - started;
+  report.durationMs = realRuntime.monoMs() - started;
   return report;
 }

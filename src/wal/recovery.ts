@@ -4,11 +4,11 @@
  * Sealed segments are not read here (their headers are), so recovery time does not grow
  * with the size of the WAL.
  */
-import { randomBytes } from "node:crypto";
 import path from "node:path";
 import type { Hlc } from "../clock/index.js";
 import { AcknowledgedLossError, SegmentCorruptError } from "../errors.js";
 import { recoveryRestoreLsnsMax, walUnsyncedBytesMax } from "../limits.js";
+import type { Runtime } from "../runtime/index.js";
 import { fsyncDir, writeAll } from "../util/durable-file.js";
 import type { FileOps } from "../util/file-ops.js";
 import {
@@ -70,7 +70,7 @@ export interface RecoverOptions {
   dir: string;
   region: string;
   ops: FileOps;
-  nowMs: () => number;
+  runtime: Runtime;
   /** Cut the newest segment at its first corrupt frame instead of refusing to start. Loses data. */
   repair: boolean;
   indexEvery: number;
@@ -144,7 +144,7 @@ async function readHeader(
 }
 
 export async function recoverWal(o: RecoverOptions): Promise<Recovered> {
-  const started = performance.now();
+  const started = o.runtime.monoMs();
   await o.ops.mkdir(o.dir);
   const names = await o.ops.readdir(o.dir);
   // A temp file is a segment whose creation did not finish: it never held a record.
@@ -158,8 +158,8 @@ export async function recoverWal(o: RecoverOptions): Promise<Recovered> {
     const header = {
       region: o.region,
       firstLsn: 1,
-      createdAtMs: o.nowMs(),
-      incarnation: randomBytes(16).toString("hex"),
+      createdAtMs: o.runtime.nowMs(),
+      incarnation: o.runtime.randomBytes(16).toString("hex"),
     };
     const { info, fd } = await createSegment(o.ops, o.dir, header);
     return {
@@ -175,7 +175,7 @@ export async function recoverWal(o: RecoverOptions): Promise<Recovered> {
         restored: undefined,
         acknowledgedLsn: 0,
         created: true,
-        durationMs: performance.now() - started,
+        durationMs: o.runtime.monoMs() - started,
       },
     };
   }
@@ -198,7 +198,7 @@ export async function recoverWal(o: RecoverOptions): Promise<Recovered> {
       ...newest.report,
       segments: segments.length,
       created: false,
-      durationMs: performance.now() - started,
+      durationMs: o.runtime.monoMs() - started,
     },
   };
 }

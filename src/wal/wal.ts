@@ -27,6 +27,7 @@ import {
   walUnsyncedBytesMax,
 } from "../limits.js";
 import { fsyncDir, writeAll } from "../util/durable-file.js";
+import { realRuntime, type Runtime } from "../runtime/index.js";
 import { type FileOps, nodeFileOps } from "../util/file-ops.js";
 import {
   FLAG_BATCH_CONTINUES,
@@ -58,7 +59,8 @@ export interface WalOptions {
   /** Shared with the rest of the node so local and remote events order on one clock. */
   clock?: HybridClock;
   fileOps?: FileOps;
-  nowMs?: () => number;
+  /** Time, timers and randomness (the simulator passes its own). */
+  runtime?: Runtime;
   /** Cut the newest segment at its first corrupt frame instead of refusing to open. Loses data. */
   repair?: boolean;
   /** Called with the duration of every fdatasync (seconds), for the fsync histogram. */
@@ -157,7 +159,7 @@ export class Wal {
   readonly clock: HybridClock;
   readonly recovery: RecoveryReport;
   private readonly ops: FileOps;
-  private readonly nowMs: () => number;
+  private readonly rt: Runtime;
   private readonly segmentBytesMax: number;
   private readonly segmentAgeMsMax: number;
   private readonly queueBytesMax: number;
@@ -185,7 +187,7 @@ export class Wal {
     this.dir = o.dir;
     this.region = o.region;
     this.ops = o.fileOps ?? nodeFileOps;
-    this.nowMs = o.nowMs ?? Date.now;
+    this.rt = o.runtime ?? realRuntime;
     this.segmentBytesMax = o.segmentBytesMax ?? segmentBytesMaxDefault;
     this.segmentAgeMsMax = o.segmentAgeMsMax ?? segmentAgeMsMaxDefault;
     this.queueBytesMax = o.queueBytesMax ?? walQueueBytesMaxDefault;
@@ -194,7 +196,7 @@ export class Wal {
       Math.max(64 * 1024, Math.floor(this.segmentBytesMax / 4)),
     );
     this.onFsync = o.onFsync;
-    this.clock = o.clock ?? new HybridClock({ wallClock: this.nowMs });
+    this.clock = o.clock ?? new HybridClock({ wallClock: () => this.rt.nowMs() });
     if (rec.report.lastHlc) this.clock.observe(rec.report.lastHlc);
     this.segments = rec.segments;
     this.activeFd = rec.activeFd;
@@ -213,7 +215,7 @@ export class Wal {
       dir: o.dir,
       region: o.region,
       ops: o.fileOps ?? nodeFileOps,
-      nowMs: o.nowMs ?? Date.now,
+      runtime: o.runtime ?? realRuntime,
       repair: o.repair ?? false,
       indexEvery,
       evidence: o.evidence,
@@ -350,8 +352,8 @@ export class Wal {
   private scheduleFlush(): void {
     if (this.writing) return;
     this.writing = true;
-    // setImmediate, not a microtask: lets every append of this turn join the group.
-    setImmediate(() => void this.flushLoop());
+    // The next turn, not a microtask: lets every append of this turn join the group.
+    this.rt.soon(() => void this.flushLoop());
   }
 
   private async flushLoop(): Promise<void> {
@@ -385,14 +387,14 @@ export class Wal {
     } catch (err) {
       throw new WalWriteError(seg.file, "write", err);
     }
-    const t0 = performance.now();
+    const t0 = this.rt.monoMs();
     try {
       await this.ops.fdatasync(this.activeFd);
     } catch (err) {
       throw new WalWriteError(seg.file, "fdatasync", err);
     }
     this.fsyncCount++;
-    this.onFsync?.((performance.now() - t0) / 1000);
+    this.onFsync?.((this.rt.monoMs() - t0) / 1000);
     this.indexGroup(seg, g);
     seg.bytes += g.used;
     seg.lastLsn = g.lastLsn;
@@ -456,9 +458,9 @@ export class Wal {
     const seg = this.active;
     if (seg.bytes === segmentHeaderBytes) return;
     const full = seg.bytes + g.used > this.segmentBytesMax;
-    const old = this.nowMs() - seg.header.createdAtMs >= this.segmentAgeMsMax;
+    const old = this.rt.nowMs() - seg.header.createdAtMs >= this.segmentAgeMsMax;
     if (!full && !old) return;
-    const header = { ...seg.header, firstLsn: g.firstLsn, createdAtMs: this.nowMs() };
+    const header = { ...seg.header, firstLsn: g.firstLsn, createdAtMs: this.rt.nowMs() };
     let created;
     try {
       created = await createSegment(this.ops, this.dir, header);

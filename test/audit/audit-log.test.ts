@@ -10,6 +10,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { AuditLog, sealEntry, verifyAuditFiles, type AuditAppend } from "../../src/audit/index.js";
 import { silentLogger } from "../../src/log.js";
+import { realRuntime } from "../../src/runtime/index.js";
 import { AuditPump } from "../../src/node/audit-pump.js";
 import type { ConflictRow } from "../../src/store/index.js";
 import { tempDir, waitFor } from "../support/tmp.js";
@@ -112,6 +113,7 @@ describe("the audit log", () => {
       conflicts: async ({ afterId }) => (afterId < 7 ? [conflict] : []),
       audit: flaky,
       log: silentLogger(),
+      runtime: realRuntime,
       retryDelayMsMin: 5,
       retryDelayMsMax: 20,
       onFailure: (err) => errors.push(err.message),

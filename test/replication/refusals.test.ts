@@ -2,6 +2,7 @@
  * Invariants 5 and 9 against a real `crr serve`: every request the peer API must refuse is
  * refused with a 4xx and a reason, and changes nothing (digest, watermarks, record count).
  */
+import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { encodeBatch, signRequest } from "../../src/protocol/index.js";
 import { encodeFrames, type WalRecord } from "../../src/wal/index.js";
@@ -89,6 +90,7 @@ const signed = (
     body,
     region: over.region ?? "us-east-1",
     nowMs: over.nowMs ?? Date.now(),
+    nonce: randomBytes(16).toString("hex"),
     rule: over.rule ?? "first-write-wins/1",
     incarnation: over.incarnation ?? incarnation,
     boot: over.boot ?? "first",
@@ -252,6 +254,7 @@ describe("the peer API refuses, and changes nothing", () => {
           body: "",
           region: "us-east-1",
           nowMs: Date.now(),
+          nonce: randomBytes(16).toString("hex"),
           incarnation: "b".repeat(32),
           boot: "second",
         });

@@ -9,6 +9,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { DivergenceDetector, storeRemote } from "../../src/divergence/index.js";
 import { silentLogger } from "../../src/log.js";
+import { realRuntime } from "../../src/runtime/index.js";
 import { SqliteStore, bucketCount, type ApplyBatchInput } from "../../src/store/index.js";
 import { tempDir } from "../support/tmp.js";
 
@@ -60,7 +61,7 @@ function detector(store: SqliteStore, other: SqliteStore): DivergenceDetector {
     remote: () => storeRemote(other),
     // Records here are timestamped near the epoch: age alone must not settle them.
     inFlightMsMax: Number.MAX_SAFE_INTEGER,
-    nowMs: () => 0,
+    runtime: { ...realRuntime, nowMs: () => 0 },
     log: silentLogger(),
   });
 }

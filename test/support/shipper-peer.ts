@@ -4,6 +4,7 @@
  * reached through a signed request exactly as the HTTP route hands it over. What is faked is
  * only the transport (and the test may make it fail before the peer reads a batch).
  */
+import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import path from "node:path";
 import { HybridClock } from "../../src/clock/index.js";
@@ -159,6 +160,7 @@ export class ReaderPeer implements PeerLink {
       body,
       region: origin,
       nowMs: Date.now(),
+      nonce: randomBytes(16).toString("hex"),
       incarnation: current,
       boot: "boot-1",
       rule: "first-write-wins/1",

@@ -3,6 +3,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { HybridClock } from "../../src/clock/index.js";
 import { SegmentCorruptError, WalLsnUnavailableError, WalWriteError } from "../../src/errors.js";
+import { realRuntime } from "../../src/runtime/index.js";
 import { Wal, decodeFrames, type WalChunk, type WalRecord } from "../../src/wal/index.js";
 import { faultyFs } from "../support/faulty-fs.js";
 import { tempDir } from "../support/tmp.js";
@@ -57,12 +58,22 @@ describe("Wal", () => {
   it("recovers every record after a clean reopen and keeps its HLC ahead even if the wall clock stepped back", async () => {
     const dir = tempDir();
     let now = 2_000_000_000_000;
-    const wal = await Wal.open({ dir, region, nowMs: () => now, segmentBytesMax: 16 * 1024 });
+    const wal = await Wal.open({
+      dir,
+      region,
+      runtime: { ...realRuntime, nowMs: () => now },
+      segmentBytesMax: 16 * 1024,
+    });
     await Promise.all(Array.from({ length: 500 }, (_, i) => wal.append(rec(i))));
     const last = (await readAll(wal)).at(-1)!;
     await wal.close();
     now -= 3_600_000;
-    const again = await Wal.open({ dir, region, nowMs: () => now, segmentBytesMax: 16 * 1024 });
+    const again = await Wal.open({
+      dir,
+      region,
+      runtime: { ...realRuntime, nowMs: () => now },
+      segmentBytesMax: 16 * 1024,
+    });
     expect(again.recovery).toMatchObject({ lastLsn: 500, truncatedBytes: 0, created: false });
     expect(again.incarnation).toBe(wal.incarnation);
     const ack = await again.append(rec(500));
@@ -79,7 +90,7 @@ describe("Wal", () => {
     const wal = await Wal.open({
       dir,
       region,
-      nowMs: () => now,
+      runtime: { ...realRuntime, nowMs: () => now },
       segmentBytesMax: 8192,
       segmentAgeMsMax: 60_000,
     });

@@ -86,13 +86,13 @@ function eventStream(
   raw.write(`: ${region.name}\n\n`);
   const listeners: Array<() => void> = [...region.shippers.values()].map((s) => {
     const onAck = (lsn: number) =>
-      raw.write(`data: {"peer":"${s.peer}","lsn":${lsn},"atMs":${Date.now()}}\n\n`);
+      raw.write(`data: {"peer":"${s.peer}","lsn":${lsn},"atMs":${region.nowMs()}}\n\n`);
     s.on("ack", onAck);
     return () => void s.off("ack", onAck);
   });
   const onApplied = (origin: string, incarnation: string, lsn: number) =>
     raw.write(
-      `data: {"applied":"${origin}","incarnation":"${incarnation}","lsn":${lsn},"atMs":${Date.now()}}\n\n`,
+      `data: {"applied":"${origin}","incarnation":"${incarnation}","lsn":${lsn},"atMs":${region.nowMs()}}\n\n`,
     );
   region.events.on("applied", onApplied);
   listeners.push(() => void region.events.off("applied", onApplied));
