@@ -140,8 +140,15 @@ const mutants = [
   {
     name: "local apply ignores the store's answer",
     file: "src/node/local-applier.ts",
-    from: '  if (result.status !== "applied" || result.watermark !== batch.lastLsn)\n    throw new LsnReuseError(batch.firstLsn, result.watermark);\n',
+    // Both guards: the check before applying and the check of the store's answer.
+    from: "        if (watermark >= first) throw new LsnReuseError(first, watermark);\n",
     to: "",
+    and: [
+      {
+        from: '  if (result.status !== "applied" || result.watermark !== batch.lastLsn)\n    throw new LsnReuseError(batch.firstLsn, result.watermark);\n',
+        to: "",
+      },
+    ],
     tests: ["test/node/local-apply-retention.test.ts"],
   },
   {
@@ -227,11 +234,16 @@ const mutants = [
   },
 ];
 
+/** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */
+const editsOf = (m) => [{ from: m.from, to: m.to }, ...(m.and ?? [])];
+
 const args = process.argv.slice(2);
 const only = args.includes("--only") ? args[args.indexOf("--only") + 1] : undefined;
 if (args.includes("--check")) {
   // Only check that every mutation's text is where it should be (fast; run by the test suite).
-  const bad = mutants.filter((m) => fs.readFileSync(m.file, "utf8").split(m.from).length !== 2);
+  const bad = mutants.filter((m) =>
+    editsOf(m).some((e) => fs.readFileSync(m.file, "utf8").split(e.from).length !== 2),
+  );
   for (const m of bad) console.error(`mutation "${m.name}": its text is not exactly once in ${m.file}`);
   process.exit(bad.length > 0 ? 1 : 0);
 }
@@ -239,15 +251,20 @@ const rows = [];
 let survived = 0;
 for (const m of mutants.filter((x) => !only || x.name.includes(only))) {
   const original = fs.readFileSync(m.file, "utf8");
-  const count = original.split(m.from).length - 1;
-  if (count !== 1) {
-    console.error(`mutation "${m.name}": expected its text exactly once in ${m.file}, found ${count}`);
-    process.exit(2);
+  for (const e of editsOf(m)) {
+    const count = original.split(e.from).length - 1;
+    if (count !== 1) {
+      console.error(`mutation "${m.name}": expected its text exactly once in ${m.file}, found ${count}`);
+      process.exit(2);
+    }
   }
   const started = Date.now();
   let killed;
   try {
-    fs.writeFileSync(m.file, original.replace(m.from, m.to));
+    fs.writeFileSync(
+      m.file,
+      editsOf(m).reduce((text, e) => text.replace(e.from, e.to), original),
+    );
     const r = spawnSync("npx", ["vitest", "run", ...m.tests, ...(m.only ? ["-t", m.only] : [])], {
       encoding: "utf8",
       env: { ...process.env, CI: "" },
