@@ -65,7 +65,7 @@ export class HybridClock {
   }
 
   now(): Hlc {
-    const wall = this.wallClock();
+    const wall = Math.floor(this.wallClock()); // whole ms: a clock with fractions would answer an HLC the WAL cannot store
     if (wall > this.wallMs) {
       this.wallMs = wall;
       this.logical = 0;
@@ -77,7 +77,7 @@ export class HybridClock {
 
   /** Merge a timestamp received from another region; returns the new local time. */
   update(remote: Hlc): Hlc {
-    const wall = this.wallClock();
+    const wall = Math.floor(this.wallClock()); // whole ms: a clock with fractions would answer an HLC the WAL cannot store
     if (remote.wallMs > wall + this.maxSkewMs) {
       this.skewRejections++;
       throw new ClockSkewError(remote.wallMs, wall, this.maxSkewMs);

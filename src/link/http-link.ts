@@ -42,6 +42,77 @@ export interface HttpPeerLinkOptions {
   inflightBatchesMax?: number;
   /** Clock and nonces (default: the real runtime). */
   runtime?: Runtime;
+  /** What carries the requests (default: undici pools to `url`; the simulator passes its own). */
+  transport?: PeerTransport;
+}
+
+/** One signed request as it leaves: batches on their own ordered lane, everything else on `call`. */
+export interface PeerRequest {
+  lane: "batch" | "call";
+  method: "GET" | "POST";
+  path: string;
+  headers: Record<string, string>;
+  body: Buffer | string | undefined;
+  signal: AbortSignal | undefined;
+}
+
+/**
+ * What carries requests to a peer and brings back its answer: undici over HTTP, or the
+ * simulator's in-process delivery through a fault schedule. Rejects with a LinkError (a
+ * stable transport `reason`) when no answer came; batches on the `batch` lane arrive in the
+ * order sent.
+ */
+export interface PeerTransport {
+  request(r: PeerRequest): Promise<{ status: number; text: string }>;
+  close(): Promise<void>;
+}
+
+/** The HTTP transport: one pipelined connection for batches, a small pool for the rest. */
+export function undiciTransport(o: HttpPeerLinkOptions): PeerTransport {
+  const url = o.url.replace(/\/$/, "");
+  const origin = new URL(url).origin;
+  const common = {
+    connectTimeout: o.connectTimeoutMs,
+    headersTimeout: o.requestTimeoutMs,
+    bodyTimeout: o.requestTimeoutMs,
+    keepAliveTimeout: 4000,
+  };
+  const batchPool = new Pool(origin, {
+    ...common,
+    connections: 1,
+    pipelining: Math.max(1, o.inflightBatchesMax ?? 1),
+  });
+  const callPool = new Pool(origin, { ...common, connections: 2 });
+  return {
+    async request(r) {
+      let res: Dispatcher.ResponseData;
+      const where = `${r.method} ${url}${r.path}`;
+      try {
+        res = await (r.lane === "batch" ? batchPool : callPool).request({
+          method: r.method,
+          path: r.path,
+          headers: r.headers,
+          body: r.body,
+          signal: r.signal,
+          // Replaying a batch is harmless (the peer's watermark makes it a no-op), and undici
+          // only pipelines requests marked so.
+          idempotent: r.lane === "batch",
+        });
+      } catch (err) {
+        throw new LinkError(classify(err), `${where}: ${(err as Error).message}`, { cause: err });
+      }
+      try {
+        return { status: res.statusCode, text: await res.body.text() };
+      } catch (err) {
+        throw new LinkError(classify(err), `reading the answer of ${where}: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+    },
+    async close() {
+      await Promise.all([batchPool.close(), callPool.close()]).catch(() => undefined);
+    },
+  };
 }
 
 function parseJson(text: string): Record<string, unknown> | undefined {
@@ -57,8 +128,7 @@ export class HttpPeerLink implements PeerLink {
   readonly peer: string;
   readonly url: string;
   private readonly o: HttpPeerLinkOptions;
-  private readonly batchPool: Pool;
-  private readonly callPool: Pool;
+  private readonly transport: PeerTransport;
   private readonly rt: Runtime;
   private bytesSent = 0;
   private bytesReceived = 0;
@@ -68,19 +138,7 @@ export class HttpPeerLink implements PeerLink {
     this.peer = o.peer;
     this.url = o.url.replace(/\/$/, "");
     this.rt = o.runtime ?? realRuntime;
-    const origin = new URL(this.url).origin;
-    const common = {
-      connectTimeout: o.connectTimeoutMs,
-      headersTimeout: o.requestTimeoutMs,
-      bodyTimeout: o.requestTimeoutMs,
-      keepAliveTimeout: 4000,
-    };
-    this.batchPool = new Pool(origin, {
-      ...common,
-      connections: 1,
-      pipelining: Math.max(1, o.inflightBatchesMax ?? 1),
-    });
-    this.callPool = new Pool(origin, { ...common, connections: 2 });
+    this.transport = o.transport ?? undiciTransport(o);
   }
 
   private headers(method: string, path: string, body: Buffer | string): Record<string, string> {
@@ -100,48 +158,21 @@ export class HttpPeerLink implements PeerLink {
 
   /** One signed request; resolves with the status and parsed JSON answer, rejects with a LinkError on transport failure. */
   private async send(
-    pool: Pool,
+    lane: PeerRequest["lane"],
     method: "GET" | "POST",
     path: string,
     body: Buffer | string | undefined,
     contentType: string | undefined,
     signal: AbortSignal | undefined,
-    idempotent = false,
   ): Promise<{ status: number; answer: Record<string, unknown> | undefined; text: string }> {
     const payload = body ?? "";
     const headers = this.headers(method, path, payload);
     if (contentType) headers["content-type"] = contentType;
     this.bytesSent +=
       (typeof payload === "string" ? Buffer.byteLength(payload) : payload.length) + path.length;
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await pool.request({
-        method,
-        path,
-        headers,
-        body: body === undefined ? undefined : body,
-        signal,
-        // Replaying a batch is harmless (the peer's watermark makes it a no-op), and undici
-        // only pipelines requests marked so.
-        idempotent,
-      });
-    } catch (err) {
-      throw new LinkError(classify(err), `${method} ${this.url}${path}: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
-    let text: string;
-    try {
-      text = await res.body.text();
-    } catch (err) {
-      throw new LinkError(
-        classify(err),
-        `reading the answer of ${this.url}${path}: ${(err as Error).message}`,
-        { cause: err },
-      );
-    }
+    const { status, text } = await this.transport.request({ lane, method, path, headers, body, signal });
     this.bytesReceived += Buffer.byteLength(text);
-    return { status: res.statusCode, answer: parseJson(text), text };
+    return { status, answer: parseJson(text), text };
   }
 
   private refused(
@@ -170,7 +201,7 @@ export class HttpPeerLink implements PeerLink {
   ): Promise<T> {
     const text = body === undefined ? undefined : JSON.stringify(body);
     const r = await this.send(
-      this.callPool,
+      "call",
       method,
       path,
       text,
@@ -183,7 +214,7 @@ export class HttpPeerLink implements PeerLink {
 
   async replicate(body: Buffer, signal?: AbortSignal): Promise<ReplicateAnswer> {
     const path = "/v1/replicate";
-    const r = await this.send(this.batchPool, "POST", path, body, "application/octet-stream", signal, true);
+    const r = await this.send("batch", "POST", path, body, "application/octet-stream", signal);
     const watermark = r.answer?.watermark;
     if (r.status === 200 && typeof watermark === "number") return { kind: "ok", watermark };
     if (r.status === 409 && r.answer?.code === "watermark_gap" && typeof watermark === "number")
@@ -200,7 +231,7 @@ export class HttpPeerLink implements PeerLink {
 
   async health(signal?: AbortSignal): Promise<void> {
     const path = "/healthz";
-    const r = await this.send(this.callPool, "GET", path, undefined, undefined, signal);
+    const r = await this.send("call", "GET", path, undefined, undefined, signal);
     if (r.status !== 200) throw this.refused("GET", path, r);
   }
 
@@ -244,6 +275,6 @@ export class HttpPeerLink implements PeerLink {
   }
 
   async close(): Promise<void> {
-    await Promise.all([this.batchPool.close(), this.callPool.close()]).catch(() => undefined);
+    await this.transport.close();
   }
 }

@@ -1,5 +1,5 @@
-export { HttpPeerLink, headerIncarnation, headerRule } from "./http-link.js";
-export type { HttpPeerLinkOptions } from "./http-link.js";
+export { HttpPeerLink, headerIncarnation, headerRule, undiciTransport } from "./http-link.js";
+export type { HttpPeerLinkOptions, PeerRequest, PeerTransport } from "./http-link.js";
 export { LinkError, classify } from "./errors.js";
 export { fromWire } from "./types.js";
 export type {

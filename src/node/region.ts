@@ -119,6 +119,7 @@ export class Region {
   stopped: string | undefined;
   readonly nowMs: () => number;
   readonly runtime: Runtime;
+  private readonly fileOps: FileOps | undefined;
   private readonly appendPath: AppendPath;
   private readonly applier: LocalApplier;
   private readonly health: HealthProber;
@@ -135,11 +136,13 @@ export class Region {
     runtime: Runtime,
     startAlone: boolean,
     empty: boolean,
+    fileOps: FileOps | undefined,
   ) {
     this.name = config.region;
     this.config = config;
     this.log = log;
     this.runtime = runtime;
+    this.fileOps = fileOps;
     const nowMs = (this.nowMs = () => runtime.nowMs());
     ({ wal: this.wal, store: this.store, clock: this.clock, metrics: this.metrics, lock: this.lock } = p);
     ({ audit: this.audit, links: this.links, evidence: this.evidence, incarnations: this.incarnations } = p);
@@ -289,6 +292,7 @@ export class Region {
         runtime,
         options.startAlone ?? config.recovery.startAlone,
         empty,
+        options.fileOps,
       );
       for (const entry of abandoned) await region.auditPump.record({ kind: "wal-abandoned", ...entry });
       await region.replayLocal();
@@ -383,6 +387,7 @@ export class Region {
         formatVersion,
         ...this.config.shipper,
         stateFile: path.join(this.config.dataDir, "shipper", `${peer}.json`),
+        fileOps: this.fileOps,
         log: this.log,
         runtime: this.runtime,
         reportLost: (incarnation, ranges) =>

@@ -6,6 +6,7 @@
  */
 import fs from "node:fs";
 import { writeFileDurable } from "../util/durable-file.js";
+import type { FileOps } from "../util/file-ops.js";
 
 export interface AckState {
   peer: string;
@@ -37,6 +38,6 @@ export function readAckState(file: string, peer: string): AckState | undefined {
   }
 }
 
-export async function writeAckState(file: string, s: AckState): Promise<void> {
-  await writeFileDurable(file, `${JSON.stringify(s)}\n`);
+export async function writeAckState(file: string, s: AckState, ops?: FileOps): Promise<void> {
+  await writeFileDurable(file, `${JSON.stringify(s)}\n`, ops);
 }

@@ -18,6 +18,7 @@ import { LinkError, type PeerLink, type WatermarksView } from "../link/index.js"
 import { BATCH_FLAG_BACKFILL, BATCH_FLAG_SKIP_GAP, encodeBatch } from "../protocol/index.js";
 import { realRuntime, sleep, type Runtime, type Timer } from "../runtime/index.js";
 import type { WalChunk } from "../wal/index.js";
+import type { FileOps } from "../util/file-ops.js";
 import { readAckState, writeAckState, type AckState } from "./ack-state.js";
 import { backfillTenants, shipOlderStreams, type BackfillContext } from "./backfill.js";
 import {
@@ -48,6 +49,8 @@ export interface PeerShipperOptions {
   retryDelayMsMax: number;
   inflightBatchesMax: number;
   stateFile: string;
+  /** How the state file is written (default node:fs; the simulator passes its disk). */
+  fileOps?: FileOps;
   ackPersistIntervalMs: number;
   log: Logger;
   runtime?: Runtime;
@@ -451,7 +454,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
       };
       if (p && JSON.stringify(p) === JSON.stringify(state)) return;
       try {
-        await writeAckState(this.o.stateFile, state);
+        await writeAckState(this.o.stateFile, state, this.o.fileOps);
         this.persisted = state;
       } catch (err) {
         this.emit("failure", "ack_persist", err as Error);

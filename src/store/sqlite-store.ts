@@ -800,6 +800,11 @@ export class SqliteStore implements DedupStore {
     return this.db.serialize();
   }
 
+  /** Drop the handle without writing anything (what a killed process leaves: the simulator's crash). */
+  abandon(): void {
+    if (this.db.open) this.db.close();
+  }
+
   get isOpen(): boolean {
     return this.db.open;
   }

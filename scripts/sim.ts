@@ -1,0 +1,39 @@
+/**
+ * npm run sim -- --seed S        one run, its problems and the command that replays it
+ * npm run sim -- --seeds N [--from F]   N runs from seed F (default 1); exits 1 on the first failure
+ */
+import { parseArgs } from "node:util";
+import { runSeed } from "../src/sim/index.js";
+
+const { values } = parseArgs({
+  options: {
+    seed: { type: "string" },
+    seeds: { type: "string" },
+    from: { type: "string" },
+    "active-ms": { type: "string" },
+    keep: { type: "boolean" },
+  },
+});
+const activeMs = values["active-ms"] ? Number(values["active-ms"]) : undefined;
+const seeds =
+  values.seed !== undefined
+    ? [Number(values.seed)]
+    : Array.from({ length: Number(values.seeds ?? 10) }, (_, i) => Number(values.from ?? 1) + i);
+let simMs = 0;
+let wallMs = 0;
+for (const seed of seeds) {
+  const r = await runSeed({ seed, activeMs, keep: values.keep });
+  simMs += r.simMs;
+  wallMs += r.wallMs;
+  console.log(
+    `seed ${seed}: ${r.ok ? "ok" : "FAILED"} regions=${r.regions} acked=${r.acknowledged} crashes=${r.crashes} sim=${(r.simMs / 1000).toFixed(0)}s wall=${(r.wallMs / 1000).toFixed(1)}s trace=${r.traceHash.slice(0, 12)}`,
+  );
+  if (!r.ok) {
+    for (const p of r.problems.slice(0, 30)) console.log(`  ${p}`);
+    console.log(
+      `replay: npm run sim -- --seed ${seed}${activeMs ? ` --active-ms ${activeMs}` : ""} --keep   (data: ${r.dir})`,
+    );
+    process.exit(1);
+  }
+}
+console.log(`${seeds.length} seeds ok; ${(simMs / wallMs).toFixed(0)} simulated seconds per wall second`);

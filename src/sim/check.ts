@@ -1,0 +1,117 @@
+/**
+ * What a simulated run must end with, checked against the ledger of what clients were told
+ * and an independent first-write-wins (written here apart from src/store/merge.ts), never
+ * only region against region.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { verifyAuditFiles } from "../audit/index.js";
+import { formatHlc, type Hlc } from "../clock/index.js";
+import type { StoredRecord } from "../store/index.js";
+import type { LedgerEntry, SimCluster, SimNode } from "./cluster.js";
+
+/** Whether `node` should hold records of `tenant` written in `origin`. */
+export function targets(c: SimCluster, node: string, tenant: string, origin: string): boolean {
+  if (node === origin) return true;
+  const t = c.o.tenants;
+  if (!t) return true;
+  const p = t.find((x) => x.tenantID === tenant);
+  return p !== undefined && p.targetRegions.includes(node);
+}
+
+/** The obvious rule: the smallest (wall ms, logical, origin) wins. */
+function earlier(a: { hlc: Hlc; origin: string }, b: { hlc: Hlc; origin: string }): boolean {
+  if (a.hlc.wallMs !== b.hlc.wallMs) return a.hlc.wallMs < b.hlc.wallMs;
+  if (a.hlc.logical !== b.hlc.logical) return a.hlc.logical < b.hlc.logical;
+  return a.origin < b.origin;
+}
+
+const id = (v: { origin: string; incarnation: string; lsn: number }) =>
+  `${v.origin}/${v.incarnation.slice(0, 8)}/${v.lsn}`;
+
+function sameContent(v: StoredRecord, e: LedgerEntry): string | undefined {
+  if (v.key !== e.key) return `key ${v.key} != ${e.key}`;
+  if (v.tenant !== e.tenant) return `tenant ${v.tenant} != ${e.tenant}`;
+  if (v.outcome !== e.outcome) return `outcome ${v.outcome} != ${e.outcome}`;
+  if ((v.bodyJson ?? "") !== e.bodyJson) return `body ${v.bodyJson} != ${e.bodyJson}`;
+  if (formatHlc(v.hlc) !== e.hlc) return `hlc ${formatHlc(v.hlc)} != ${e.hlc}`;
+  return undefined;
+}
+
+function auditedLosers(n: SimNode): Set<string> {
+  const dir = path.join(n.config.dataDir, "audit");
+  const out = new Set<string>();
+  if (!fs.existsSync(dir)) return out;
+  for (const f of fs.readdirSync(dir).sort()) {
+    for (const line of fs.readFileSync(path.join(dir, f), "utf8").split("\n")) {
+      if (!line.includes('"kind":"conflict"')) continue;
+      const e = JSON.parse(line) as {
+        key: string;
+        loser: { origin: string; incarnation: string; lsn: number };
+      };
+      out.add(`${e.key}|${id(e.loser)}`);
+    }
+  }
+  return out;
+}
+
+/** Every problem found in the cluster's final state (empty: the run passed). */
+export async function checkCluster(c: SimCluster): Promise<string[]> {
+  const problems: string[] = [];
+  const decided = c.ledger.filter((e) => !e.duplicate);
+  for (const n of c.up()) {
+    const store = n.region!.store;
+    const byKey = new Map<string, Array<{ e: LedgerEntry; v: StoredRecord }>>();
+    for (const e of decided) {
+      if (!targets(c, n.name, e.tenant, e.origin)) continue;
+      const v = store.streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 10).find((x) => x.lsn === e.lsn);
+      if (!v) {
+        problems.push(`${n.name} lacks acknowledged ${id(e)} (${e.key}, answered by ${e.region})`);
+        continue;
+      }
+      const diff = sameContent(v, e);
+      if (diff) problems.push(`${n.name} holds ${id(e)} changed: ${diff}`);
+      const list = byKey.get(e.key) ?? [];
+      list.push({ e, v });
+      byKey.set(e.key, list);
+    }
+    const audited = auditedLosers(n);
+    for (const [key, list] of byKey) {
+      let first = list[0]!;
+      for (const x of list) if (earlier(x.v, first.v)) first = x;
+      const winner = await store.get(key);
+      if (!winner || id(winner) !== id(first.v))
+        problems.push(
+          `${n.name}: ${key} won by ${winner ? id(winner) : "nothing"}, the ledger says ${id(first.v)}`,
+        );
+      for (const x of list)
+        if (x !== first && !audited.has(`${key}|${id(x.v)}`))
+          problems.push(`${n.name}: conflict loser ${id(x.v)} of ${key} not in the audit log`);
+    }
+    const files = fs.existsSync(path.join(n.config.dataDir, "audit"))
+      ? fs
+          .readdirSync(path.join(n.config.dataDir, "audit"))
+          .sort()
+          .map((f) => path.join(n.config.dataDir, "audit", f))
+      : [];
+    const audit = verifyAuditFiles(files);
+    if (audit.problem) problems.push(`${n.name}: audit chain: ${audit.problem}`);
+    problems.push(...policyLeaks(c, n));
+  }
+  for (const n of c.nodes.values())
+    if (n.state !== "up") problems.push(`${n.name} is ${n.state}${n.refusal ? `: ${n.refusal}` : ""}`);
+  return problems;
+}
+
+function policyLeaks(c: SimCluster, n: SimNode): string[] {
+  const out: string[] = [];
+  let after: { bucket: number; key: string } | undefined;
+  for (;;) {
+    const page = n.region!.store.exportPage({ after, limit: 1000 });
+    for (const v of page.versions)
+      if (!targets(c, n.name, v.tenant, v.origin))
+        out.push(`${n.name} holds ${id(v)} of tenant ${v.tenant}: its policy excludes it`);
+    if (!page.next) return out;
+    after = page.next;
+  }
+}

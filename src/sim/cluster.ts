@@ -1,0 +1,213 @@
+/**
+ * A mesh of real `Region`s in one process: each on its own data directory, the WAL and the
+ * shippers' state on the simulated disk, the store on SQLite with its synced image kept,
+ * peers reached through the simulated network, every clock and timer on the scheduler. The
+ * cluster boots, crashes (power loss: unsynced bytes dropped, torn tails) and restarts
+ * regions, and keeps the ledger of what clients were told.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import type { FastifyInstance } from "fastify";
+import { parseConfig, type NodeConfig } from "../config/index.js";
+import { HttpPeerLink } from "../link/index.js";
+import { silentLogger } from "../log.js";
+import { Region, buildServer } from "../node/index.js";
+import { formatVersion } from "../protocol/index.js";
+import { SimDisk } from "./disk.js";
+import { Network } from "./network.js";
+import type { Scheduler, SimProcess } from "./scheduler.js";
+
+export const simSecret = "sim-peer-secret-0123456789abcdef";
+
+/** One acknowledged answer a client received. */
+export interface LedgerEntry {
+  region: string;
+  key: string;
+  tenant: string;
+  outcome: string;
+  bodyJson: string;
+  duplicate: boolean;
+  origin: string;
+  incarnation: string;
+  lsn: number;
+  hlc: string;
+  atMs: number;
+}
+
+export interface SimNode {
+  name: string;
+  config: NodeConfig;
+  proc: SimProcess;
+  region: Region | undefined;
+  app: FastifyInstance | undefined;
+  /** The store as of its last synced commit (what a power loss leaves). */
+  image: Buffer | undefined;
+  state: "down" | "booting" | "up" | "refused";
+  refusal?: string;
+  crashes: number;
+}
+
+export interface ClusterOptions {
+  regions: string[];
+  tenants: Array<{ tenantID: string; targetRegions: string[] }> | undefined;
+  baseDir: string;
+}
+
+export class SimCluster {
+  readonly disk: SimDisk;
+  readonly net: Network;
+  readonly nodes = new Map<string, SimNode>();
+  readonly ledger: LedgerEntry[] = [];
+  readonly problems: string[] = [];
+
+  constructor(
+    readonly sched: Scheduler,
+    readonly o: ClusterOptions,
+  ) {
+    this.disk = new SimDisk(sched);
+    this.net = new Network(sched, 2000);
+    for (const name of o.regions) {
+      const config = this.configOf(name);
+      this.nodes.set(name, {
+        name,
+        config,
+        proc: { alive: false, skewMs: 0 },
+        region: undefined,
+        app: undefined,
+        image: undefined,
+        state: "down",
+        crashes: 0,
+      });
+    }
+  }
+
+  private configOf(name: string): NodeConfig {
+    const all = this.o.regions;
+    const crr = this.o.tenants
+      ? { enabled: true, replicationMode: "selective", policies: this.o.tenants }
+      : { enabled: true, replicationMode: "multi-way", peers: all.filter((r) => r !== name) };
+    const raw = {
+      region: name,
+      dataDir: path.join(this.o.baseDir, name),
+      regions: Object.fromEntries(all.map((r) => [r, { url: `http://${r}.sim` }])),
+      crr,
+      auth: { peerSecret: simSecret },
+      wal: { segmentBytesMax: 16 * 1024, retentionIntervalMs: 2000 },
+      shipper: { retryDelayMsMin: 20, retryDelayMsMax: 1000, requestTimeoutMs: 2000, connectTimeoutMs: 500 },
+      health: { probeIntervalMs: 1000, probeTimeoutMs: 500 },
+      recovery: { peerWaitMs: 1500, bootstrapWaitMs: 20_000 },
+      divergence: { intervalMs: 5000, inFlightMsMax: 60_000 },
+    };
+    return parseConfig(raw, `sim:${name}`, this.o.baseDir, {});
+  }
+
+  /** Start a region (recovery, startup checks); resolves once it admits appends or refused. */
+  async boot(name: string, o: { startAlone?: boolean } = {}): Promise<void> {
+    const n = this.nodes.get(name)!;
+    if (n.state !== "down") return;
+    n.state = "booting";
+    const proc: SimProcess = { alive: true, skewMs: n.proc.skewMs };
+    n.proc = proc;
+    this.sched.note(`boot ${name}`);
+    const runtime = this.sched.runtimeOf(proc);
+    try {
+      const region = await Region.open(n.config, {
+        log: silentLogger(),
+        runtime,
+        fileOps: this.disk,
+        startAlone: o.startAlone,
+        store: { checkpointer: false, onSyncedCommit: (s) => void (n.image = s.serialize()) },
+        links: (peer, id) =>
+          new HttpPeerLink({
+            region: name,
+            incarnation: id.incarnation,
+            boot: id.boot,
+            rule: `${id.rule}/${formatVersion}`,
+            secret: simSecret,
+            peer,
+            url: `http://${peer}.sim`,
+            connectTimeoutMs: 500,
+            requestTimeoutMs: 2000,
+            runtime,
+            transport: this.net.transport(name, proc, peer),
+          }),
+      });
+      if (!proc.alive) return;
+      n.region = region;
+      n.app = buildServer(region);
+      this.net.endpoints.set(name, { proc, app: n.app });
+      region.start();
+      await region.admitted;
+      if (!proc.alive) return;
+      n.state = "up";
+      this.sched.note(`up ${name} ${region.wal.incarnation}`);
+    } catch (err) {
+      if (!proc.alive) return;
+      n.state = "refused";
+      n.refusal = (err as Error).message;
+      this.sched.note(`refused ${name}: ${n.refusal}`);
+    }
+  }
+
+  /** A power loss: the process and its timers die, unsynced bytes are dropped (maybe torn), the store goes back to its last synced image. */
+  crash(name: string, o: { torn: boolean }): void {
+    const n = this.nodes.get(name)!;
+    if (n.state === "down") return;
+    n.crashes++;
+    n.proc.alive = false;
+    this.net.endpoints.delete(name);
+    n.region?.store.abandon();
+    n.region = undefined;
+    n.app = undefined;
+    n.state = "down";
+    const dir = n.config.dataDir;
+    const lost = this.disk.crash(dir, o);
+    for (const f of ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"])
+      fs.rmSync(path.join(dir, f), { force: true });
+    if (n.image) fs.writeFileSync(path.join(dir, "store.sqlite"), n.image);
+    // The process is gone: its lock names a pid nobody has.
+    const lock = path.join(dir, "LOCK");
+    if (fs.existsSync(lock)) {
+      const h = JSON.parse(fs.readFileSync(lock, "utf8")) as Record<string, unknown>;
+      fs.writeFileSync(lock, `${JSON.stringify({ ...h, pid: 4_194_399 })}\n`);
+    }
+    this.sched.note(`crash ${name} torn=${o.torn} lost=${lost.length}`);
+  }
+
+  /** A client appends to `name`; the answer, if it is an acknowledgement, goes to the ledger. */
+  async append(
+    name: string,
+    rec: { key: string; tenant: string; outcome: string; body: unknown },
+  ): Promise<void> {
+    const n = this.nodes.get(name)!;
+    const region = n.region;
+    if (n.state !== "up" || !region) return;
+    const proc = n.proc;
+    try {
+      const a = await region.append(rec);
+      if (!proc.alive) return; // the client never heard the answer
+      const incarnation = region.wal.incarnation;
+      this.ledger.push({
+        region: name,
+        key: rec.key,
+        tenant: rec.tenant,
+        outcome: a.outcome,
+        bodyJson: JSON.stringify(rec.body),
+        duplicate: a.duplicate,
+        origin: a.origin,
+        incarnation,
+        lsn: a.lsn,
+        hlc: a.hlc,
+        atMs: this.sched.nowMs,
+      });
+      this.sched.note(`ack ${name} ${rec.key} ${a.origin}:${a.lsn} dup=${a.duplicate}`);
+    } catch (err) {
+      this.sched.note(`refused-append ${name} ${rec.key} ${(err as { code?: string }).code ?? "error"}`);
+    }
+  }
+
+  /** Regions up now. */
+  up(): SimNode[] {
+    return [...this.nodes.values()].filter((n) => n.state === "up" && n.region);
+  }
+}

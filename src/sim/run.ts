@@ -1,0 +1,189 @@
+/**
+ * One simulated run from its seed: a mesh of 3–5 regions, clients appending (shared keys
+ * for conflicts, several tenants, sometimes selective policies), faults at random
+ * (partitions, lost/duplicated/corrupted messages, crashes that drop unsynced writes and
+ * tear the last one, clock skew), then heal, settle and check. Same seed, same run.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { checkCluster } from "./check.js";
+import { SimCluster } from "./cluster.js";
+import { Scheduler } from "./scheduler.js";
+
+export interface SimOptions {
+  seed: number;
+  /** Virtual milliseconds of traffic and faults before the heal (default 30 s). */
+  activeMs?: number;
+  /** Inject faults (default true). */
+  faults?: boolean;
+  /** Keep the data directories (default: removed when the run passes). */
+  keep?: boolean;
+}
+
+export interface SimResult {
+  seed: number;
+  ok: boolean;
+  problems: string[];
+  regions: number;
+  acknowledged: number;
+  crashes: number;
+  simMs: number;
+  wallMs: number;
+  events: number;
+  traceHash: string;
+  dir: string;
+}
+
+const tenantIds = ["t0", "t1", "t2"];
+
+function policies(s: Scheduler, regions: string[]) {
+  if (!s.chance(0.3)) return undefined;
+  return tenantIds.map((tenantID) => {
+    const targets = regions.filter(() => s.chance(0.7));
+    while (targets.length < 2) {
+      const r = s.pick(regions);
+      if (!targets.includes(r)) targets.push(r);
+    }
+    return { tenantID, targetRegions: regions.filter((r) => targets.includes(r)) };
+  });
+}
+
+function workload(c: SimCluster, untilMs: number): void {
+  const s = c.sched;
+  const tick = () => {
+    if (s.nowMs >= untilMs) return;
+    const tenant = s.pick(tenantIds);
+    // A tenant is written where its policy keeps it (README: selective meshes are symmetric).
+    const policy = c.o.tenants?.find((p) => p.tenantID === tenant);
+    const up = c.up().filter((n) => !policy || policy.targetRegions.includes(n.name));
+    if (up.length > 0) {
+      const n = s.pick(up);
+      const key = `${tenant}/k${s.int(0, 40)}`;
+      void c.append(n.name, {
+        key,
+        tenant,
+        outcome: s.pick(["approve", "deny"]),
+        body: { n: s.int(0, 1e6) },
+      });
+    }
+    s.after(s.int(5, 60), tick);
+  };
+  s.after(0, tick);
+}
+
+function faults(c: SimCluster, untilMs: number): void {
+  const s = c.sched;
+  const names = [...c.nodes.keys()];
+  const tick = () => {
+    if (s.nowMs >= untilMs) return;
+    const kind = s.int(0, 5);
+    const a = s.pick(names);
+    const b = s.pick(names.filter((x) => x !== a));
+    if (kind === 0) {
+      c.net.partition(a, b, true);
+      s.note(`partition ${a} ${b}`);
+      s.after(s.int(500, 8000), () => c.net.partition(a, b, false));
+    } else if (kind === 1) {
+      const torn = s.chance(0.5);
+      c.crash(a, { torn });
+      s.after(s.int(200, 5000), () => void c.boot(a));
+    } else if (kind === 2) {
+      c.net.faults = { ...c.net.faults, loss: 0.2, duplicate: 0.2, corrupt: 0.1 };
+      s.note("lossy network");
+      s.after(
+        s.int(500, 4000),
+        () => (c.net.faults = { ...c.net.faults, loss: 0, duplicate: 0, corrupt: 0 }),
+      );
+    } else if (kind === 3) {
+      c.nodes.get(a)!.proc.skewMs = s.int(-1500, 1500);
+      s.note(`skew ${a} ${c.nodes.get(a)!.proc.skewMs}`);
+    } else if (kind === 4) {
+      c.net.faults = { ...c.net.faults, delayMsMin: 50, delayMsMax: 400 };
+      s.after(s.int(1000, 5000), () => (c.net.faults = { ...c.net.faults, delayMsMin: 5, delayMsMax: 60 }));
+    }
+    s.after(s.int(300, 3000), tick);
+  };
+  s.after(s.int(500, 2000), tick);
+}
+
+/** Whether every region is up and every shipper has its peer's acknowledgement of everything durable. */
+function settled(c: SimCluster): boolean {
+  const up = c.up();
+  if (up.length !== c.nodes.size) return false;
+  return up.every((n) =>
+    [...n.region!.shippers.values()].every((sh) => sh.acked >= n.region!.wal.durableLsn),
+  );
+}
+
+/** Wait for `p` while the scheduler runs (what it waits for happens in simulated time). */
+async function drive<T>(s: Scheduler, p: Promise<T>): Promise<T> {
+  let done = false;
+  const settledP = p.finally(() => void (done = true));
+  const deadline = s.nowMs + 600_000;
+  while (!done) {
+    if (s.nowMs > deadline) throw new Error("simulation: a call did not end within 600 simulated seconds");
+    await s.runUntil(s.nowMs + 100);
+  }
+  return settledP;
+}
+
+export async function runSeed(o: SimOptions): Promise<SimResult> {
+  const started = performance.now();
+  const s = new Scheduler(o.seed);
+  const count = s.int(3, 5);
+  const regions = Array.from({ length: count }, (_, i) => `r${i}`);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `crr-sim-${o.seed}-`));
+  const c = new SimCluster(s, { regions, tenants: policies(s, regions), baseDir: dir });
+  const t0 = s.nowMs;
+  const activeMs = o.activeMs ?? 30_000;
+  for (const r of regions) s.after(0, () => void c.boot(r, { startAlone: true }));
+  workload(c, t0 + activeMs);
+  if (o.faults ?? true) faults(c, t0 + activeMs);
+  await s.runUntil(t0 + activeMs);
+  // Heal: the network is whole again and every region that is down starts.
+  c.net.cut.clear();
+  c.net.faults = { loss: 0, duplicate: 0, corrupt: 0, delayMsMin: 5, delayMsMax: 60 };
+  for (const n of c.nodes.values()) n.proc.skewMs = 0;
+  const problems: string[] = [];
+  const deadline = s.nowMs + 120_000;
+  while (!settled(c) && s.nowMs < deadline) {
+    for (const n of c.nodes.values()) if (n.state === "down") void c.boot(n.name);
+    await s.runUntil(s.nowMs + 1000);
+  }
+  if (!settled(c)) {
+    problems.push("the mesh did not settle within 120 simulated seconds after the heal");
+    for (const n of c.nodes.values()) {
+      if (!n.region) {
+        problems.push(`  ${n.name}: ${n.state} ${n.refusal ?? ""}`);
+        continue;
+      }
+      const st = await n.region.status();
+      problems.push(
+        `  ${n.name}: ${n.state} durable=${n.region.wal.durableLsn} stopped=${n.region.stopped ?? "-"} ${JSON.stringify(st.peers)}`,
+      );
+    }
+  }
+  for (const n of c.up()) {
+    const report = await drive(s, n.region!.verify());
+    for (const f of report.findings)
+      problems.push(`${n.name}: divergence after settling: ${f.kind} ${f.key} with ${f.remote}`);
+  }
+  problems.push(...(await checkCluster(c)));
+  const result: SimResult = {
+    seed: o.seed,
+    ok: problems.length === 0,
+    problems,
+    regions: count,
+    acknowledged: c.ledger.length,
+    crashes: [...c.nodes.values()].reduce((n, x) => n + x.crashes, 0),
+    simMs: s.nowMs - t0,
+    wallMs: performance.now() - started,
+    events: s.events,
+    traceHash: s.traceHash(),
+    dir,
+  };
+  for (const n of c.nodes.values()) n.proc.alive = false;
+  if (result.ok && !o.keep) fs.rmSync(dir, { recursive: true, force: true });
+  return result;
+}

@@ -1,0 +1,174 @@
+/**
+ * The simulator's world clock: one seeded random stream, virtual time, and a queue of
+ * events ordered by (time, sequence). Every region gets a Runtime view of it (its own clock
+ * skew; its timers die with it when it crashes). Between events the scheduler lets the
+ * microtasks and in-process requests the last event started run to completion, so a run
+ * depends only on its seed.
+ */
+import { createHash } from "node:crypto";
+import { uniformInt } from "pure-rand/distribution/uniformInt";
+import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
+import type { Runtime, Timer } from "../runtime/index.js";
+
+/** A simulated process: its timers run while it is alive; its wall clock is off by skewMs. */
+export interface SimProcess {
+  alive: boolean;
+  skewMs: number;
+}
+
+interface Event {
+  atMs: number;
+  seq: number;
+  fn: () => void;
+  owner: SimProcess | undefined;
+  cancelled: boolean;
+}
+
+export class Scheduler {
+  nowMs = 1_750_000_000_000;
+  /** Work started outside the event queue that must finish before the next event (in-process requests). */
+  busy = 0;
+  events = 0;
+  private readonly queue: Event[] = [];
+  private seq = 0;
+  private readonly rng: ReturnType<typeof xoroshiro128plus>;
+  private readonly trace = createHash("sha256");
+
+  constructor(readonly seed: number) {
+    this.rng = xoroshiro128plus(seed);
+  }
+
+  /** An integer in [min, max]. */
+  int(min: number, max: number): number {
+    return uniformInt(this.rng, min, max);
+  }
+
+  /** True with probability p. */
+  chance(p: number): boolean {
+    return this.int(0, 999_999) < p * 1_000_000;
+  }
+
+  pick<T>(items: readonly T[]): T {
+    return items[this.int(0, items.length - 1)]!;
+  }
+
+  bytes(n: number): Buffer {
+    const b = Buffer.alloc(n);
+    for (let i = 0; i < n; i++) b[i] = this.int(0, 255);
+    return b;
+  }
+
+  /** Add a line to the run's trace (its hash shows two runs of one seed are the same run). */
+  note(line: string): void {
+    this.trace.update(`${this.nowMs} ${line}\n`);
+  }
+
+  traceHash(): string {
+    return this.trace.copy().digest("hex");
+  }
+
+  after(ms: number, fn: () => void, owner?: SimProcess): Timer {
+    const e: Event = {
+      atMs: this.nowMs + Math.ceil(Math.max(0, ms)),
+      seq: this.seq++,
+      fn,
+      owner,
+      cancelled: false,
+    };
+    this.push(e);
+    return { cancel: () => void (e.cancelled = true) };
+  }
+
+  /** A Runtime for one simulated process. */
+  runtimeOf(p: SimProcess): Runtime {
+    const every = (ms: number, fn: () => void): Timer => {
+      let current: Timer;
+      let cancelled = false;
+      const arm = () => {
+        current = this.after(
+          ms,
+          () => {
+            if (cancelled) return;
+            arm();
+            fn();
+          },
+          p,
+        );
+      };
+      arm();
+      return {
+        cancel: () => {
+          cancelled = true;
+          current.cancel();
+        },
+      };
+    };
+    return {
+      nowMs: () => this.nowMs + p.skewMs,
+      monoMs: () => this.nowMs,
+      after: (ms, fn) => this.after(ms, fn, p),
+      every,
+      soon: (fn) => void this.after(0, fn, p),
+      random: () => this.int(0, 2 ** 30 - 1) / 2 ** 30,
+      randomBytes: (n) => this.bytes(n),
+    };
+  }
+
+  /** Run events until virtual time reaches `untilMs` (or nothing is left to run). */
+  async runUntil(untilMs: number): Promise<void> {
+    for (;;) {
+      const e = this.queue[0];
+      if (!e || e.atMs > untilMs) break;
+      this.pop();
+      if (e.cancelled || (e.owner && !e.owner.alive)) continue;
+      this.nowMs = e.atMs;
+      this.events++;
+      e.fn();
+      await this.settle();
+    }
+    this.nowMs = Math.max(this.nowMs, untilMs);
+  }
+
+  /** Let the microtasks and in-process requests the last event started finish. */
+  async settle(): Promise<void> {
+    for (let turns = 0; ; turns++) {
+      await new Promise<void>((r) => setImmediate(r));
+      if (this.busy === 0) return;
+      if (turns > 100_000) throw new Error("simulation: in-process work never finished");
+    }
+  }
+
+  private push(e: Event): void {
+    const q = this.queue;
+    q.push(e);
+    let i = q.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!before(q[i]!, q[parent]!)) break;
+      [q[i], q[parent]] = [q[parent]!, q[i]!];
+      i = parent;
+    }
+  }
+
+  private pop(): void {
+    const q = this.queue;
+    const last = q.pop()!;
+    if (q.length === 0) return;
+    q[0] = last;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < q.length && before(q[l]!, q[m]!)) m = l;
+      if (r < q.length && before(q[r]!, q[m]!)) m = r;
+      if (m === i) return;
+      [q[i], q[m]] = [q[m]!, q[i]!];
+      i = m;
+    }
+  }
+}
+
+function before(a: Event, b: Event): boolean {
+  return a.atMs < b.atMs || (a.atMs === b.atMs && a.seq < b.seq);
+}
