@@ -85,4 +85,15 @@ describe("HybridClock", () => {
     );
     expect(() => parseHlc("12.x")).toThrow(/not an HLC/);
   });
+
+  it("keeps whole milliseconds when the wall clock has fractions (the WAL stores integers; the answer must match)", () => {
+    let wall = 1_750_000_009_199.542;
+    const clock = new HybridClock({ wallClock: () => wall });
+    const a = clock.now();
+    expect(a.wallMs).toBe(1_750_000_009_199);
+    expect(formatHlc(a)).toBe("001750000009199.00000");
+    wall += 0.3;
+    expect(clock.now()).toEqual({ wallMs: 1_750_000_009_199, logical: 1 });
+    expect(clock.update({ wallMs: 1_750_000_009_100, logical: 7 }).wallMs).toBe(1_750_000_009_199);
+  });
 });
