@@ -4,7 +4,10 @@
  * applied one at a time to src/: each must make the tests named beside it fail. Prints a
  * table (mutation, tests, killed or SURVIVED, seconds) and exits 1 if any survived.
  *
- *   node scripts/known-mutants.mjs [--only NAME] [--check]
+ *   node scripts/known-mutants.mjs [--only NAME] [--check] [--sim N]
+ *
+ * --sim N runs the deterministic simulator (seeds 1..N) instead of the named tests: which
+ * mutations it finds, and at which seed (the bug-finding table of the simulator).
  *
  * --check only verifies each mutation's text is found exactly once (the suite runs it, so a
  * refactor cannot silently turn a mutation into a no-op).
@@ -247,6 +250,17 @@ if (args.includes("--check")) {
   for (const m of bad) console.error(`mutation "${m.name}": its text is not exactly once in ${m.file}`);
   process.exit(bad.length > 0 ? 1 : 0);
 }
+const simSeeds = args.includes("--sim") ? Number(args[args.indexOf("--sim") + 1]) : undefined;
+
+/** With --sim N: run the simulator on seeds 1..N against the mutated source; the first failing seed. */
+function simulate() {
+  const r = spawnSync("node", ["--import", "tsx", "scripts/sim.ts", "--seeds", String(simSeeds)], {
+    encoding: "utf8",
+  });
+  const failed = /seed (\d+): FAILED/.exec(r.stdout);
+  return failed ? Number(failed[1]) : r.status === 0 ? undefined : -1;
+}
+
 const rows = [];
 let survived = 0;
 for (const m of mutants.filter((x) => !only || x.name.includes(only))) {
@@ -265,19 +279,27 @@ for (const m of mutants.filter((x) => !only || x.name.includes(only))) {
       m.file,
       editsOf(m).reduce((text, e) => text.replace(e.from, e.to), original),
     );
-    const r = spawnSync("npx", ["vitest", "run", ...m.tests, ...(m.only ? ["-t", m.only] : [])], {
-      encoding: "utf8",
-      env: { ...process.env, CI: "" },
-    });
-    killed = r.status !== 0;
+    if (simSeeds !== undefined) {
+      const seed = simulate();
+      killed = seed !== undefined;
+      m.found = seed === -1 ? "crashed" : seed === undefined ? `none of ${simSeeds}` : `seed ${seed}`;
+    } else {
+      const r = spawnSync("npx", ["vitest", "run", ...m.tests, ...(m.only ? ["-t", m.only] : [])], {
+        encoding: "utf8",
+        env: { ...process.env, CI: "" },
+      });
+      killed = r.status !== 0;
+    }
   } finally {
     fs.writeFileSync(m.file, original);
   }
   if (!killed) survived++;
   const seconds = ((Date.now() - started) / 1000).toFixed(0);
-  rows.push(
-    `| ${m.name} | ${m.tests.join(", ")}${m.only ? ` (-t "${m.only}")` : ""} | ${killed ? "killed" : "SURVIVED"} | ${seconds} |`,
-  );
+  const by =
+    simSeeds !== undefined
+      ? `simulator: ${m.found}`
+      : `${m.tests.join(", ")}${m.only ? ` (-t "${m.only}")` : ""}`;
+  rows.push(`| ${m.name} | ${by} | ${killed ? "killed" : "SURVIVED"} | ${seconds} |`);
   console.log(rows.at(-1));
 }
 // Rebuild dist/ from the restored sources.
