@@ -5,6 +5,7 @@
  * a log whose last entry does not link to the one before is refused on open.
  */
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
@@ -128,5 +129,27 @@ describe("the audit log", () => {
     const text = fs.readFileSync(files(dir)[0]!, "utf8");
     expect(text.match(/"kind":"conflict"/g)).toHaveLength(1);
     expect(verifyAuditFiles(files(dir)).problem).toBeUndefined();
+  });
+});
+
+describe("the audit line (golden)", () => {
+  it("is pinned: fields in order, prev of the first entry 64 zeros, hash = SHA-256 of the line without its hash", async () => {
+    const dir = tempDir();
+    const log = AuditLog.open({
+      dir,
+      region: "us-east-1",
+      runtime: { ...realRuntime, nowMs: () => 1_700_000_000_000 },
+    });
+    await log.append({ kind: "repair", conflictMark: 3, key: "pcs-7f3a", requestedBy: "eu-west-1" });
+    await log.close();
+    const [file] = fs.readdirSync(dir);
+    const line = fs.readFileSync(path.join(dir, file!), "utf8").trimEnd();
+    const withoutHash =
+      '{"seq":1,"at":"2023-11-14T22:13:20.000Z","region":"us-east-1","kind":"repair","conflictMark":3,"key":"pcs-7f3a","requestedBy":"eu-west-1","prev":"' +
+      "0".repeat(64) +
+      '"}';
+    const hash = createHash("sha256").update(withoutHash).digest("hex");
+    expect(line).toBe(`${withoutHash.slice(0, -1)},"hash":"${hash}"}`);
+    expect(hash).toBe("2b571f2e70294d81a4e5e9ee642ed4adf8a65cad0493dfbef419c5f9b33b6f5a");
   });
 });
