@@ -3,6 +3,10 @@ export type { AppendAck, ReadLimits, WalChunk, WalOptions, WalStats } from "./wa
 export type { RecoveryEvidence, RecoveryReport } from "./recovery.js";
 export * from "./pure.js";
 export { inspectWal } from "./inspect.js";
-export { decodeSegmentHeader as scanSegmentHeader, parseSegmentFileName } from "./segment.js";
+export {
+  decodeSegmentHeader as scanSegmentHeader,
+  parseSegmentFileName,
+  segmentHeaderBytes,
+} from "./segment.js";
 export { runsOf } from "./tail-plan.js";
 export type { InspectReport, SegmentSummary } from "./inspect.js";

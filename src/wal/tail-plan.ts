@@ -74,6 +74,46 @@ export function runsOf(image: Buffer, firstLsn: number): Run[] {
   }
 }
 
+/** A disk writes a sector whole or not at all. */
+const sectorBytes = 512;
+/** Zeros in a row that no frame holds (its fixed fields have at most 8). */
+const zeroRunBytesMin = 64;
+
+function zeros(image: Buffer, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (image[i] !== 0) return false;
+  return true;
+}
+
+/** Whether one flipped bit of the length of the frame at `at` makes it fit the file and check. */
+function lengthFlipFits(image: Buffer, at: number): boolean {
+  const length = image.readUInt32LE(at + 4);
+  for (let bit = 0; bit < 32; bit++) {
+    const copy = Buffer.from(image.subarray(at));
+    copy.writeUInt32LE((length ^ (1 << bit)) >>> 0, 4);
+    const f = checkFrame(copy, 0);
+    if (f.kind === "ok") return true;
+  }
+  return false;
+}
+
+/**
+ * Whether the bytes from `at` to the end look like a write that stopped (a tear) rather than
+ * written bytes that changed afterwards (a bit flip in synced data). A segment is only ever
+ * appended to, so a tear leaves a frame the file ends inside, or sectors never written
+ * (zeros). A frame the file ends inside only because one bit of its length flipped is no
+ * tear; neither is a complete frame with a bad checksum and no unwritten sector.
+ */
+export function looksTorn(image: Buffer, at: number): boolean {
+  const f = checkFrame(image, at);
+  if (f.kind === "short") return image.length - at < 8 || !lengthFlipFits(image, at);
+  for (let s = at; s < image.length;) {
+    const next = Math.min(image.length, (Math.floor(s / sectorBytes) + 1) * sectorBytes);
+    if ((next - s >= zeroRunBytesMin || next === image.length) && zeros(image, s, next)) return true;
+    s = next;
+  }
+  return false;
+}
+
 /** Where an unfinished appendBatch at the end of `run` starts (its frames were never acknowledged), if any. */
 function unfinishedBatchStart(image: Buffer, run: Run): { offset: number; lsn: number } | undefined {
   let start: { offset: number; lsn: number } | undefined;
@@ -116,8 +156,23 @@ export function planTail(i: TailPlanInput): TailPlan {
     last = run.lastLsn;
     end = run.end;
   }
-  // An appendBatch whose last frame never made it: its frames were never acknowledged.
   const lastRun = runs.at(-1);
+  // Bytes after the last intact frame that nobody saw, and that are no tear: synced bytes
+  // changed (a bit flip). The client may have been answered: never cut, never reissue.
+  if (
+    end < image.length &&
+    seen <= last &&
+    end >= image.length - i.unsyncedBytesMax &&
+    !looksTorn(image, end)
+  )
+    return {
+      kind: "refuse",
+      offset: end,
+      fromLsn: last + 1,
+      toLsn: last + 1,
+      reason: `${scan.problem?.reason ?? "damaged frame"} at offset ${end} in bytes that were written whole (not a torn write): LSN ${last + 1} may have been acknowledged and no store or peer holds it`,
+    };
+  // An appendBatch whose last frame never made it: its frames were never acknowledged.
   const batch = lastRun && end === lastRun.end ? unfinishedBatchStart(image, lastRun) : undefined;
   if (batch) {
     const kept = pieces.at(-1) as { kind: "bytes"; start: number; end: number };
