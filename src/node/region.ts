@@ -284,6 +284,8 @@ export class Region {
         onTornTail: (file, bytes) =>
           log.warn({ file, bytes }, "audit log: cut an unfinished last line (never acknowledged)"),
       });
+      // A store lost or rolled back numbers its conflicts from where it restarted: above what the log holds.
+      store.reserveConflictIds(audit.current.conflictMark);
       const parts = { wal, store, clock, metrics, lock, audit, links, evidence, incarnations, boot };
       region = new Region(
         config,

@@ -800,6 +800,25 @@ export class SqliteStore implements DedupStore {
     return this.db.serialize();
   }
 
+  /**
+   * Make every conflict recorded from now on take an id above `mark` (the audit log's
+   * conflictMark): a store that was lost or rolled back by a power loss would otherwise
+   * number new conflicts at or below what the log already holds, and the pump would never
+   * write them. A conflict the log already holds may be written again (at least once).
+   */
+  reserveConflictIds(mark: number): void {
+    this.guard("reserve conflict ids", () => {
+      const seq = this.db
+        .prepare("SELECT seq FROM sqlite_sequence WHERE name = 'conflicts'")
+        .pluck()
+        .get() as number | undefined;
+      if (seq === undefined)
+        this.db.prepare("INSERT INTO sqlite_sequence (name, seq) VALUES ('conflicts', ?)").run(mark);
+      else if (seq < mark)
+        this.db.prepare("UPDATE sqlite_sequence SET seq = ? WHERE name = 'conflicts'").run(mark);
+    });
+  }
+
   /** Drop the handle without writing anything (what a killed process leaves: the simulator's crash). */
   abandon(): void {
     if (this.db.open) this.db.close();

@@ -116,4 +116,22 @@ describe("SqliteStore", () => {
       await store.close();
     }
   });
+
+  it("numbers new conflicts above the audit log's mark, so a lost or rolled-back store's conflicts are pumped", async () => {
+    // Found by the simulator (seed 4): a region whose store was lost rebuilt it and numbered
+    // its conflicts from 1 again; the audit log's mark was 3, so the pump skipped them.
+    const store = new SqliteStore({ path: ":memory:", rule });
+    store.reserveConflictIds(3);
+    store.reserveConflictIds(2); // never lowers it
+    const mine = records(1, 1, () => "shared");
+    store.applySync({ origin: "a", incarnation, firstLsn: 1, lastLsn: 1, records: mine });
+    const theirs = records(1, 1, () => "shared").map((r) => ({
+      ...r,
+      hlc: { wallMs: r.hlc.wallMs + 1, logical: 0 },
+    }));
+    store.applySync({ origin: "b", incarnation, firstLsn: 1, lastLsn: 1, records: theirs });
+    const rows = await store.conflicts({ afterId: 3, limit: 10 });
+    expect(rows.map((c) => c.id)).toEqual([4]);
+    await store.close();
+  });
 });
