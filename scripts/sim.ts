@@ -12,6 +12,7 @@ const { values } = parseArgs({
     from: { type: "string" },
     "active-ms": { type: "string" },
     keep: { type: "boolean" },
+    trace: { type: "boolean" },
   },
 });
 const activeMs = values["active-ms"] ? Number(values["active-ms"]) : undefined;
@@ -22,14 +23,15 @@ const seeds =
 let simMs = 0;
 let wallMs = 0;
 for (const seed of seeds) {
-  const r = await runSeed({ seed, activeMs, keep: values.keep });
+  const r = await runSeed({ seed, activeMs, keep: values.keep, trace: values.trace });
   simMs += r.simMs;
   wallMs += r.wallMs;
   console.log(
-    `seed ${seed}: ${r.ok ? "ok" : "FAILED"} regions=${r.regions} acked=${r.acknowledged} crashes=${r.crashes} sim=${(r.simMs / 1000).toFixed(0)}s wall=${(r.wallMs / 1000).toFixed(1)}s trace=${r.traceHash.slice(0, 12)}`,
+    `seed ${seed}: ${r.ok ? "ok" : "FAILED"} regions=${r.regions} acked=${r.acknowledged} given-up=${r.givenUp} crashes=${r.crashes} sim=${(r.simMs / 1000).toFixed(0)}s wall=${(r.wallMs / 1000).toFixed(1)}s trace=${r.traceHash.slice(0, 12)}`,
   );
   if (!r.ok) {
     for (const p of r.problems.slice(0, 30)) console.log(`  ${p}`);
+    if (values.trace) for (const l of r.lines.filter((x) => !x.includes(" ack "))) console.log(`  | ${l}`);
     console.log(
       `replay: npm run sim -- --seed ${seed}${activeMs ? ` --active-ms ${activeMs}` : ""} --keep   (data: ${r.dir})`,
     );

@@ -38,19 +38,37 @@ function sameContent(v: StoredRecord, e: LedgerEntry): string | undefined {
   return undefined;
 }
 
-function auditedLosers(n: SimNode): Set<string> {
+function auditLines(n: SimNode): Array<Record<string, unknown>> {
   const dir = path.join(n.config.dataDir, "audit");
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .sort()
+    .flatMap((f) => fs.readFileSync(path.join(dir, f), "utf8").split("\n"))
+    .filter((l) => l.length > 0)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+function auditedLosers(n: SimNode): Set<string> {
   const out = new Set<string>();
-  if (!fs.existsSync(dir)) return out;
-  for (const f of fs.readdirSync(dir).sort()) {
-    for (const line of fs.readFileSync(path.join(dir, f), "utf8").split("\n")) {
-      if (!line.includes('"kind":"conflict"')) continue;
-      const e = JSON.parse(line) as {
-        key: string;
-        loser: { origin: string; incarnation: string; lsn: number };
-      };
-      out.add(`${e.key}|${id(e.loser)}`);
-    }
+  for (const e of auditLines(n)) {
+    if (e.kind !== "conflict") continue;
+    const loser = e.loser as { origin: string; incarnation: string; lsn: number };
+    out.add(`${String(e.key)}|${id(loser)}`);
+  }
+  return out;
+}
+
+/** Acknowledged records given up with a damaged WAL must be named by the region's audit log. */
+function unauditedLosses(c: SimCluster): string[] {
+  const out: string[] = [];
+  for (const e of c.ledger) {
+    if (!e.lost?.startsWith("the WAL of")) continue;
+    const abandoned = auditLines(c.nodes.get(e.origin)!).some(
+      (a) => a.kind === "wal-abandoned" && a.incarnation === e.incarnation,
+    );
+    if (!abandoned)
+      out.push(`${e.origin}: lost ${id(e)} without a wal-abandoned audit entry for its incarnation`);
   }
   return out;
 }
@@ -58,7 +76,7 @@ function auditedLosers(n: SimNode): Set<string> {
 /** Every problem found in the cluster's final state (empty: the run passed). */
 export async function checkCluster(c: SimCluster): Promise<string[]> {
   const problems: string[] = [];
-  const decided = c.ledger.filter((e) => !e.duplicate);
+  const decided = c.ledger.filter((e) => !e.duplicate && !e.lost);
   for (const n of c.up()) {
     const store = n.region!.store;
     const byKey = new Map<string, Array<{ e: LedgerEntry; v: StoredRecord }>>();
@@ -98,6 +116,7 @@ export async function checkCluster(c: SimCluster): Promise<string[]> {
     if (audit.problem) problems.push(`${n.name}: audit chain: ${audit.problem}`);
     problems.push(...policyLeaks(c, n));
   }
+  problems.push(...unauditedLosses(c));
   for (const n of c.nodes.values())
     if (n.state !== "up") problems.push(`${n.name} is ${n.state}${n.refusal ? `: ${n.refusal}` : ""}`);
   return problems;

@@ -13,6 +13,7 @@ import { HttpPeerLink } from "../link/index.js";
 import { silentLogger } from "../log.js";
 import { Region, buildServer } from "../node/index.js";
 import { formatVersion } from "../protocol/index.js";
+import { segmentHeaderBytes } from "../wal/index.js";
 import { SimDisk } from "./disk.js";
 import { Network } from "./network.js";
 import type { Scheduler, SimProcess } from "./scheduler.js";
@@ -32,6 +33,8 @@ export interface LedgerEntry {
   lsn: number;
   hlc: string;
   atMs: number;
+  /** Why this acknowledgement can no longer be expected (its only holder's disk was lost). */
+  lost?: string;
 }
 
 export interface SimNode {
@@ -102,9 +105,9 @@ export class SimCluster {
   }
 
   /** Start a region (recovery, startup checks); resolves once it admits appends or refused. */
-  async boot(name: string, o: { startAlone?: boolean } = {}): Promise<void> {
+  async boot(name: string, o: { startAlone?: boolean; acceptWalLoss?: boolean } = {}): Promise<void> {
     const n = this.nodes.get(name)!;
-    if (n.state !== "down") return;
+    if (n.state !== "down" && !(n.state === "refused" && o.acceptWalLoss)) return;
     n.state = "booting";
     const proc: SimProcess = { alive: true, skewMs: n.proc.skewMs };
     n.proc = proc;
@@ -116,6 +119,7 @@ export class SimCluster {
         runtime,
         fileOps: this.disk,
         startAlone: o.startAlone,
+        acceptWalLoss: o.acceptWalLoss,
         store: { checkpointer: false, onSyncedCommit: (s) => void (n.image = s.serialize()) },
         links: (peer, id) =>
           new HttpPeerLink({
@@ -172,6 +176,68 @@ export class SimCluster {
       fs.writeFileSync(lock, `${JSON.stringify({ ...h, pid: 4_194_399 })}\n`);
     }
     this.sched.note(`crash ${name} torn=${o.torn} lost=${lost.length}`);
+  }
+
+  /**
+   * The region's disk is lost while it is down: its data directory is gone. What it
+   * acknowledged that no other region holds is lost with it (nothing can bring it back);
+   * those ledger entries are set aside, counted, and no longer expected anywhere.
+   */
+  wipe(name: string): void {
+    const n = this.nodes.get(name)!;
+    this.setAsideUnheld(name, `only ${name} held it when its disk was lost`);
+    fs.rmSync(n.config.dataDir, { recursive: true, force: true });
+    this.disk.forget(n.config.dataDir);
+    n.image = undefined;
+    this.sched.note(`wipe ${name}`);
+  }
+
+  /**
+   * The operator's answer to a refusal over a damaged WAL: start again with
+   * --accept-wal-loss. What the region acknowledged that nobody else holds is set aside as
+   * lost (and must be audited there as such).
+   */
+  async acceptWalLoss(name: string): Promise<void> {
+    const n = this.nodes.get(name)!;
+    if (n.state !== "refused" || !n.refusal?.includes("--accept-wal-loss")) return;
+    this.setAsideUnheld(name, `the WAL of ${name} was damaged and its loss accepted`);
+    n.proc.alive = false;
+    this.sched.note(`accept-wal-loss ${name}`);
+    await this.boot(name, { acceptWalLoss: true });
+  }
+
+  /** Ledger entries of `name` no other up region holds: no longer expected anywhere. */
+  private setAsideUnheld(name: string, why: string): void {
+    const others = this.up().filter((x) => x.name !== name);
+    for (const e of this.ledger) {
+      if (e.lost || e.duplicate || e.origin !== name) continue;
+      const held = others.some(
+        (o) => o.region!.store.streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 1).length > 0,
+      );
+      if (!held) e.lost = why;
+    }
+  }
+
+  /** The store alone is lost while the region is down (the WAL is kept). */
+  loseStore(name: string): void {
+    const n = this.nodes.get(name)!;
+    for (const f of ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"])
+      fs.rmSync(path.join(n.config.dataDir, f), { force: true });
+    n.image = undefined;
+    this.sched.note(`lose-store ${name}`);
+  }
+
+  /** A bit flips in the last `windowBytes` of the region's newest WAL segment while it is down. */
+  flipWalBit(name: string, windowBytes: number): void {
+    const n = this.nodes.get(name)!;
+    const segments = this.disk
+      .syncedFiles(path.join(n.config.dataDir, "wal"))
+      .filter((f) => f.endsWith(".wal"));
+    const newest = segments.at(-1);
+    if (!newest) return;
+    // Frames only: a damaged segment header is refused by design (FORMAT.md, recovery rules).
+    const offset = this.disk.flipBit(newest, windowBytes, segmentHeaderBytes);
+    this.sched.note(`flip ${name} ${path.basename(newest)}@${offset}`);
   }
 
   /** A client appends to `name`; the answer, if it is an acknowledgement, goes to the ledger. */

@@ -23,8 +23,8 @@ export class SimDisk implements FileOps {
   private readonly durable = new Map<string, Buffer>();
   private readonly touched = new Set<string>();
   private readonly fds = new Map<number, { path: string }>();
-  /** Writes fail with ENOSPC while set (a full disk). */
-  full = false;
+  /** Directories whose writes fail with ENOSPC (a full disk). */
+  readonly full = new Set<string>();
 
   constructor(private readonly sched: Scheduler) {}
 
@@ -48,7 +48,7 @@ export class SimDisk implements FileOps {
 
   async write(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
     const p = this.fd(fd);
-    if (this.full) throw errno("ENOSPC", `write ${p}`);
+    for (const d of this.full) if (p.startsWith(d)) throw errno("ENOSPC", `write ${p}`);
     return fs.writeSync(fd, buf, offset, length, position);
   }
 
@@ -133,16 +133,23 @@ export class SimDisk implements FileOps {
     return lost;
   }
 
-  /** Flip one bit of a synced byte of `file` within its last `windowBytes` (a sector gone bad). */
-  flipBit(file: string, windowBytes: number): number | undefined {
+  /** Flip one bit of a synced byte of `file` within its last `windowBytes`, past `fromOffset` (a sector gone bad). */
+  flipBit(file: string, windowBytes: number, fromOffset = 0): number | undefined {
     const synced = this.durable.get(file);
-    if (!synced || synced.length === 0) return undefined;
-    const offset = synced.length - 1 - this.sched.int(0, Math.min(windowBytes, synced.length) - 1);
+    if (!synced || synced.length <= fromOffset) return undefined;
+    const span = Math.min(windowBytes, synced.length - fromOffset);
+    const offset = synced.length - 1 - this.sched.int(0, span - 1);
     const flipped = Buffer.from(synced);
     flipped[offset] = flipped[offset]! ^ (1 << this.sched.int(0, 7));
     this.durable.set(file, flipped);
     fs.writeFileSync(file, flipped);
     return offset;
+  }
+
+  /** The disk under `dir` is gone (a lost volume): nothing of it is remembered. */
+  forget(dir: string): void {
+    for (const p of [...this.durable.keys()]) if (p.startsWith(dir)) this.durable.delete(p);
+    for (const p of [...this.touched]) if (p.startsWith(dir)) this.touched.delete(p);
   }
 
   /** Files under `dir` that have synced content (for picking a victim). */

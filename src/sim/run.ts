@@ -19,6 +19,8 @@ export interface SimOptions {
   faults?: boolean;
   /** Keep the data directories (default: removed when the run passes). */
   keep?: boolean;
+  /** Keep the trace's lines in the result (default: only its hash). */
+  trace?: boolean;
 }
 
 export interface SimResult {
@@ -27,11 +29,15 @@ export interface SimResult {
   problems: string[];
   regions: number;
   acknowledged: number;
+  /** Acknowledgements given up: their only copy was on a lost disk or in a WAL whose loss the operator accepted. */
+  givenUp: number;
   crashes: number;
   simMs: number;
   wallMs: number;
   events: number;
   traceHash: string;
+  /** Faults, boots, crashes and acknowledgements in order (with `trace`). */
+  lines: string[];
   dir: string;
 }
 
@@ -77,7 +83,7 @@ function faults(c: SimCluster, untilMs: number): void {
   const names = [...c.nodes.keys()];
   const tick = () => {
     if (s.nowMs >= untilMs) return;
-    const kind = s.int(0, 5);
+    const kind = s.int(0, 9);
     const a = s.pick(names);
     const b = s.pick(names.filter((x) => x !== a));
     if (kind === 0) {
@@ -98,6 +104,20 @@ function faults(c: SimCluster, untilMs: number): void {
     } else if (kind === 3) {
       c.nodes.get(a)!.proc.skewMs = s.int(-1500, 1500);
       s.note(`skew ${a} ${c.nodes.get(a)!.proc.skewMs}`);
+    } else if (kind === 6 || kind === 7 || kind === 8) {
+      // Damage while down: a lost disk (only when every other region is up to hold its
+      // records), a lost store, or a bit flipped in the WAL's tail; then it starts again.
+      if (kind === 6 && c.up().length < c.nodes.size) return void s.after(s.int(300, 3000), tick);
+      c.crash(a, { torn: s.chance(0.5) });
+      if (kind === 6) c.wipe(a);
+      else if (kind === 7) c.loseStore(a);
+      else c.flipWalBit(a, 2048);
+      s.after(s.int(200, 3000), () => void c.boot(a));
+    } else if (kind === 9) {
+      const dir = c.nodes.get(a)!.config.dataDir;
+      c.disk.full.add(dir);
+      s.note(`disk full ${a}`);
+      s.after(s.int(500, 4000), () => c.disk.full.delete(dir));
     } else if (kind === 4) {
       c.net.faults = { ...c.net.faults, delayMsMin: 50, delayMsMax: 400 };
       s.after(s.int(1000, 5000), () => (c.net.faults = { ...c.net.faults, delayMsMin: 5, delayMsMax: 60 }));
@@ -131,6 +151,7 @@ async function drive<T>(s: Scheduler, p: Promise<T>): Promise<T> {
 export async function runSeed(o: SimOptions): Promise<SimResult> {
   const started = performance.now();
   const s = new Scheduler(o.seed);
+  s.keepLines = o.trace ?? false;
   const count = s.int(3, 5);
   const regions = Array.from({ length: count }, (_, i) => `r${i}`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `crr-sim-${o.seed}-`));
@@ -143,12 +164,15 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   await s.runUntil(t0 + activeMs);
   // Heal: the network is whole again and every region that is down starts.
   c.net.cut.clear();
+  c.disk.full.clear();
   c.net.faults = { loss: 0, duplicate: 0, corrupt: 0, delayMsMin: 5, delayMsMax: 60 };
   for (const n of c.nodes.values()) n.proc.skewMs = 0;
   const problems: string[] = [];
   const deadline = s.nowMs + 120_000;
   while (!settled(c) && s.nowMs < deadline) {
     for (const n of c.nodes.values()) if (n.state === "down") void c.boot(n.name);
+    // The operator reads a refusal over a damaged WAL and accepts the loss (audited).
+    for (const n of c.nodes.values()) if (n.state === "refused") void c.acceptWalLoss(n.name);
     await s.runUntil(s.nowMs + 1000);
   }
   if (!settled(c)) {
@@ -176,11 +200,13 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     problems,
     regions: count,
     acknowledged: c.ledger.length,
+    givenUp: c.ledger.filter((e) => e.lost).length,
     crashes: [...c.nodes.values()].reduce((n, x) => n + x.crashes, 0),
     simMs: s.nowMs - t0,
     wallMs: performance.now() - started,
     events: s.events,
     traceHash: s.traceHash(),
+    lines: s.lines,
     dir,
   };
   for (const n of c.nodes.values()) n.proc.alive = false;

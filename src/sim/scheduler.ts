@@ -60,8 +60,14 @@ export class Scheduler {
 
   /** Add a line to the run's trace (its hash shows two runs of one seed are the same run). */
   note(line: string): void {
-    this.trace.update(`${this.nowMs} ${line}\n`);
+    const text = `${this.nowMs} ${line}`;
+    this.trace.update(`${text}\n`);
+    if (this.keepLines) this.lines.push(text);
   }
+
+  /** The trace's lines, when kept (`--trace`). */
+  readonly lines: string[] = [];
+  keepLines = false;
 
   traceHash(): string {
     return this.trace.copy().digest("hex");
