@@ -1,8 +1,9 @@
 /**
  * Copying records from a peer into this region's store: what a region that lost its state
  * (startup bootstrap, `crr rebuild`) does before it trusts its own answers. Two shapes:
- * - a whole stream by LSN (winners and conflict losers), for a peer's own stream or an older
- *   incarnation of ours: complete, so the stream's watermark may be set where it ends;
+ * - a whole stream by LSN (winners and conflict losers), for a peer's own streams (every
+ *   incarnation it holds) or an older incarnation of ours: complete, so the stream's
+ *   watermark may be set where it ends;
  * - every winning version (export pages), for the rest: dedup answers are right at once,
  *   and each origin re-ships its stream from our watermark (0) so nothing is taken on trust.
  */
@@ -113,14 +114,17 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
     copied += r.copied;
     if (r.newest && (!newest || compare(r.newest, newest) > 0)) newest = r.newest;
   };
+  // Each peer's own streams, its older incarnations too, from the peer itself: it ships an
+  // older incarnation only when a session starts, so a stream left at 0 here could wait
+  // for a session that never restarts (found by the simulator, seed 17).
   for (const [peer, view] of m.views) {
-    const own = view.streams.find((s) => s.origin === peer && s.incarnation === view.incarnation);
-    if (!own || own.lsn === 0) continue;
-    const s = { origin: peer, incarnation: own.incarnation, fromLsn: 1, toLsn: own.lsn };
-    const r = await copyStream(m.links.get(peer)!, m.store, s, (v) => m.accepts(peer, v.tenant));
-    note(r);
-    if (m.store.watermarkSync(peer, own.incarnation) < r.coveredThrough)
-      m.store.resetWatermark(peer, own.incarnation, r.coveredThrough);
+    for (const own of view.streams.filter((x) => x.origin === peer && x.lsn > 0)) {
+      const s = { origin: peer, incarnation: own.incarnation, fromLsn: 1, toLsn: own.lsn };
+      const r = await copyStream(m.links.get(peer)!, m.store, s, (v) => m.accepts(peer, v.tenant));
+      note(r);
+      if (m.store.watermarkSync(peer, own.incarnation) < r.coveredThrough)
+        m.store.resetWatermark(peer, own.incarnation, r.coveredThrough);
+    }
   }
   // Our own older incarnations: each peer holds the tenants its policy sent it; take them all.
   const covered = new Map<string, number>();
