@@ -7,6 +7,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import Database from "better-sqlite3";
 import type { FastifyInstance } from "fastify";
 import { parseConfig, type NodeConfig } from "../config/index.js";
 import { HttpPeerLink } from "../link/index.js";
@@ -62,6 +63,8 @@ export class SimCluster {
   readonly nodes = new Map<string, SimNode>();
   readonly ledger: LedgerEntry[] = [];
   readonly problems: string[] = [];
+  /** Each region's WAL incarnation, as of its last start (its WAL holds that stream while it lasts). */
+  readonly walIncarnation = new Map<string, string>();
 
   constructor(
     readonly sched: Scheduler,
@@ -138,6 +141,7 @@ export class SimCluster {
       });
       if (!proc.alive) return;
       n.region = region;
+      this.walIncarnation.set(name, region.wal.incarnation);
       n.app = buildServer(region);
       this.net.endpoints.set(name, { proc, app: n.app });
       region.start();
@@ -147,9 +151,20 @@ export class SimCluster {
       this.sched.note(`up ${name} ${region.wal.incarnation}`);
     } catch (err) {
       if (!proc.alive) return;
+      proc.alive = false;
       n.state = "refused";
       n.refusal = (err as Error).message;
-      this.sched.note(`refused ${name}: ${n.refusal}`);
+      // Paths name the run's temporary directory: kept out of the trace, which must not
+      // depend on anything but the seed.
+      this.sched.note(`refused ${name}: ${n.refusal.replaceAll(this.o.baseDir, "<data>")}`);
+      // A supervisor restarts a node refused for any other reason than a damaged WAL
+      // (that one waits for the operator's --accept-wal-loss).
+      if (!n.refusal.includes("--accept-wal-loss"))
+        this.sched.after(2000, () => {
+          if (n.state !== "refused" || n.proc !== proc) return;
+          n.state = "down";
+          void this.boot(name);
+        });
     }
   }
 
@@ -185,7 +200,8 @@ export class SimCluster {
    */
   wipe(name: string): void {
     const n = this.nodes.get(name)!;
-    this.setAsideUnheld(name, `only ${name} held it when its disk was lost`);
+    this.setAsideUnheld({ store: name, wal: name }, `every copy was lost (last: the disk of ${name})`);
+    this.walIncarnation.delete(name);
     fs.rmSync(n.config.dataDir, { recursive: true, force: true });
     this.disk.forget(n.config.dataDir);
     n.image = undefined;
@@ -200,27 +216,55 @@ export class SimCluster {
   async acceptWalLoss(name: string): Promise<void> {
     const n = this.nodes.get(name)!;
     if (n.state !== "refused" || !n.refusal?.includes("--accept-wal-loss")) return;
-    this.setAsideUnheld(name, `the WAL of ${name} was damaged and its loss accepted`);
+    this.setAsideUnheld({ wal: name }, `the WAL of ${name} was damaged and its loss accepted`);
+    this.walIncarnation.delete(name);
     n.proc.alive = false;
     this.sched.note(`accept-wal-loss ${name}`);
     await this.boot(name, { acceptWalLoss: true });
   }
 
-  /** Ledger entries of `name` no other up region holds: no longer expected anywhere. */
-  private setAsideUnheld(name: string, why: string): void {
-    const others = this.up().filter((x) => x.name !== name);
+  /**
+   * Ledger entries no copy is left of once `lost` is gone (a store, a WAL, or both): a
+   * region's store (running, or its last synced image while it is down), or the origin's
+   * WAL for its current incarnation. They are no longer expected anywhere.
+   */
+  private setAsideUnheld(lost: { store?: string; wal?: string }, why: string): void {
+    const images = new Map<string, Database.Database>();
+    const inStore = (n: SimNode, e: LedgerEntry): boolean => {
+      if (n.region?.store.isOpen)
+        return n.region.store.streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 1).length > 0;
+      if (!n.image) return false;
+      let db = images.get(n.name);
+      if (!db) {
+        // The image of a WAL-mode database: read it as a rollback-journal one (header bytes 18, 19).
+        const copy = Buffer.from(n.image);
+        copy[18] = 1;
+        copy[19] = 1;
+        images.set(n.name, (db = new Database(copy, { readonly: true })));
+      }
+      const q = (t: string) => `SELECT 1 FROM ${t} WHERE origin = ? AND incarnation = ? AND lsn = ?`;
+      return (
+        db
+          .prepare(`${q("records")} UNION ALL ${q("conflicts")}`)
+          .get(e.origin, e.incarnation, e.lsn, e.origin, e.incarnation, e.lsn) !== undefined
+      );
+    };
     for (const e of this.ledger) {
-      if (e.lost || e.duplicate || e.origin !== name) continue;
-      const held = others.some(
-        (o) => o.region!.store.streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 1).length > 0,
+      if (e.lost || e.duplicate) continue;
+      const held = [...this.nodes.values()].some(
+        (n) =>
+          (n.name !== lost.store && inStore(n, e)) ||
+          (n.name === e.origin && n.name !== lost.wal && this.walIncarnation.get(n.name) === e.incarnation),
       );
       if (!held) e.lost = why;
     }
+    for (const db of images.values()) db.close();
   }
 
   /** The store alone is lost while the region is down (the WAL is kept). */
   loseStore(name: string): void {
     const n = this.nodes.get(name)!;
+    this.setAsideUnheld({ store: name }, `every copy was lost (last: the store of ${name})`);
     for (const f of ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"])
       fs.rmSync(path.join(n.config.dataDir, f), { force: true });
     n.image = undefined;
