@@ -175,6 +175,11 @@ export class StartupChecks {
         `region ${this.o.region} has no state of its own and none of its peers (${this.o.links.map((l) => l.peer).join(", ")}) answered within ${this.o.bootstrapWaitMs} ms: it cannot know what the mesh decided. Start it when a peer is reachable, or alone with: crr serve --config FILE --start-alone`,
       );
     }
+    // Ask again right before copying: the answers gathered at open may be old by now (a peer
+    // that was still receiving our older incarnation holds more), and a stream copied only to
+    // an old watermark leaves keys this region would decide again (found by the simulator,
+    // seed 60).
+    for (const [p, v] of await this.ask()) views.set(p, v);
     this.detail = `copying what ${[...views.keys()].join(", ")} hold`;
     const copied = await this.copyWithRetries(views);
     this.o.store.setMeta(bootstrapMeta, "done");

@@ -11,8 +11,14 @@ import { runSeed, type SimResult } from "../../src/sim/index.js";
 // Fewer and shorter runs under mutation testing (vitest.stryker.config.ts sets these).
 // Seeds 1..N, then the seeds that found bugs: 4 (a rebuilt store's conflicts never audited),
 // 14 (an LSN reissued after a bit flip in the last synced frame), 17 (a peer's older
-// incarnation never copied by a bootstrap).
-const seeds = [...Array.from({ length: Number(process.env.CRR_SIM_SEEDS ?? 10) }, (_, i) => i + 1), 14, 17];
+// incarnation never copied by a bootstrap), 60 (a wiped region bootstrapped from old
+// watermarks and decided a key again).
+const seeds = [
+  ...Array.from({ length: Number(process.env.CRR_SIM_SEEDS ?? 10) }, (_, i) => i + 1),
+  14,
+  17,
+  60,
+];
 const activeMs = Number(process.env.CRR_SIM_ACTIVE_MS ?? 30_000);
 
 function explain(r: SimResult): string {
