@@ -5,83 +5,34 @@
  * ships everything once the error stops. The peer is a fake that applies batches like the
  * reader (watermark, rewind on a gap) so the test checks what it received, record by record.
  */
-import { EventEmitter } from "node:events";
 import { describe, expect, it } from "vitest";
 import { LinkError, type PeerLink, type WatermarksView } from "../../src/link/index.js";
 import { silentLogger } from "../../src/log.js";
 import { decodeBatch } from "../../src/protocol/index.js";
-import { PeerShipper, type OwnRecords, type ShipperWal } from "../../src/shipper/index.js";
-import { encodeFrames, type WalChunk, type WalRecord } from "../../src/wal/index.js";
+import { PeerShipper, type OwnRecords } from "../../src/shipper/index.js";
+import type { WalChunk, WalRecord } from "../../src/wal/index.js";
+import { TestWal, current, record } from "../support/shipper-peer.js";
 import { tempDir, waitFor } from "../support/tmp.js";
 import path from "node:path";
 
-const incarnation = "a".repeat(32);
-
-class FakeWal implements ShipperWal {
-  readonly incarnation = incarnation;
-  firstLsn = 1;
-  durableLsn = 0;
-  records: WalRecord[] = [];
-  /** The next reads fail with this, as often as `failReads` says. */
+/** The test WAL, whose next reads fail with `failWith` as often as `failReads` says. */
+class FlakyWal extends TestWal {
   failReads = 0;
   failWith: Error = Object.assign(new Error("EMFILE: too many open files, open '00000000000000000001.wal'"), {
     code: "EMFILE",
   });
-  private readonly events = new EventEmitter();
 
-  add(n: number): void {
-    for (let i = 0; i < n; i++) {
-      const lsn = this.records.length + 1;
-      this.records.push({
-        key: `k${lsn}`,
-        tenant: "t",
-        outcome: "accepted",
-        bodyJson: `{"n":${lsn}}`,
-        lsn,
-        hlc: { wallMs: 1_000 + lsn, logical: 0 },
-        flags: 0,
-      });
-    }
-    this.durableLsn = this.records.length;
-    this.events.emit("durable");
+  /** Append `n` records of the current incarnation. */
+  addRecords(n: number): void {
+    this.add(Array.from({ length: n }, (_, i) => record(this.records.length + i + 1)));
   }
 
-  async read(fromLsn: number, limits: { recordsMax: number }): Promise<WalChunk | undefined> {
+  override async read(fromLsn: number, limits: { recordsMax: number }): Promise<WalChunk | undefined> {
     if (this.failReads > 0) {
       this.failReads--;
       throw this.failWith;
     }
-    if (fromLsn > this.durableLsn) return undefined;
-    const recs = this.records.slice(fromLsn - 1, fromLsn - 1 + limits.recordsMax);
-    return {
-      origin: "us-east-1",
-      incarnation,
-      firstLsn: fromLsn,
-      lastLsn: recs.at(-1)!.lsn,
-      frames: encodeFrames(recs),
-      segment: "fake",
-      offset: 0,
-    };
-  }
-
-  waitForDurable(afterLsn: number, signal?: AbortSignal): Promise<number> {
-    if (this.durableLsn > afterLsn) return Promise.resolve(this.durableLsn);
-    return new Promise((resolve, reject) => {
-      const on = () => {
-        if (this.durableLsn <= afterLsn) return;
-        this.events.off("durable", on);
-        resolve(this.durableLsn);
-      };
-      this.events.on("durable", on);
-      signal?.addEventListener("abort", () => {
-        this.events.off("durable", on);
-        reject(new Error("aborted"));
-      });
-    });
-  }
-
-  segmentRange(): { firstLsn: number; lastLsn: number } {
-    return { firstLsn: 1, lastLsn: this.durableLsn };
+    return super.read(fromLsn, limits);
   }
 }
 
@@ -111,7 +62,7 @@ class FakePeer implements PeerLink {
       region: this.peer,
       incarnation: "b".repeat(32),
       watermarks: { "us-east-1": this.watermark },
-      streams: [{ origin: "us-east-1", incarnation, lsn: this.watermark, updatedAtMs: 0 }],
+      streams: [{ origin: "us-east-1", incarnation: current, lsn: this.watermark, updatedAtMs: 0 }],
       rule: "first-write-wins",
       formatVersion: 1,
       clock: { wallMs: 0, logical: 0 },
@@ -132,7 +83,7 @@ class FakePeer implements PeerLink {
 
 const noOwnRecords: OwnRecords = { range: async () => [], streams: async () => [] };
 
-function shipper(wal: FakeWal, peer: FakePeer, failures: string[]): PeerShipper {
+function shipper(wal: FlakyWal, peer: FakePeer, failures: string[]): PeerShipper {
   const s = new PeerShipper({
     region: "us-east-1",
     link: peer,
@@ -156,10 +107,10 @@ function shipper(wal: FakeWal, peer: FakePeer, failures: string[]): PeerShipper 
 
 describe("a supervised shipper", () => {
   it("an unexpected WAL error shows as failing with the error and a growing lag, then every record arrives", async () => {
-    const wal = new FakeWal();
+    const wal = new FlakyWal();
     const peer = new FakePeer();
     const failures: string[] = [];
-    wal.add(50);
+    wal.addRecords(50);
     wal.failReads = 1_000_000;
     const s = shipper(wal, peer, failures);
     s.start();
@@ -175,7 +126,7 @@ describe("a supervised shipper", () => {
       await waitFor(() => peer.watermark === 50 || undefined, "every record at the peer");
       await waitFor(() => s.state === "caught-up" || undefined, "caught up");
       expect(s.lastError).toBeUndefined();
-      wal.add(10);
+      wal.addRecords(10);
       await waitFor(() => peer.watermark === 60 || undefined, "new records too");
       expect([...peer.got.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
       for (const [lsn, r] of peer.got) expect(r.bodyJson).toBe(`{"n":${lsn}}`);
@@ -185,10 +136,10 @@ describe("a supervised shipper", () => {
   });
 
   it("a refused batch and an acknowledgement beyond what was sent are failures, never progress", async () => {
-    const wal = new FakeWal();
+    const wal = new FlakyWal();
     const peer = new FakePeer();
     const failures: string[] = [];
-    wal.add(20);
+    wal.addRecords(20);
     peer.refuseNext = 3;
     const realReplicate = peer.replicate.bind(peer);
     let lie = 2;
