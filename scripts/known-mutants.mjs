@@ -135,7 +135,7 @@ const mutants = [
   // --- each loss-path fix, reverted --------------------------------------------------------
   {
     name: "recovery without evidence (torn-tail window only)",
-    file: "src/node/region.ts",
+    file: "src/node/parts.ts",
     from: "    onFsync: (seconds) => metrics.walFsyncSeconds.observe(seconds),\n    evidence,\n",
     to: "    onFsync: (seconds) => metrics.walFsyncSeconds.observe(seconds),\n",
     tests: ["test/recovery/wal-evidence.test.ts"],

@@ -4,7 +4,10 @@
  * check waiting or refusing, a full disk, an audit log that cannot write, a region stopped
  * for its own safety.
  */
+import type { WatermarksView } from "../link/index.js";
+import { formatVersion } from "../protocol/index.js";
 import type { PeerShipper } from "../shipper/index.js";
+import { ruleName } from "../store/index.js";
 import type { Region } from "./region.js";
 
 export interface PeerStatus {
@@ -146,5 +149,25 @@ export async function regionStatus(r: Region): Promise<RegionStatus> {
     startup: { state: r.startup.state, detail: r.startup.detail },
     stopped: r.stopped,
     diskFull: r.disk.full,
+  };
+}
+
+/** GET /v1/watermarks: what this region applied, its rule and format, its clock, and whom it heard from. */
+export async function watermarksView(r: Region): Promise<WatermarksView> {
+  const streams = await r.store.watermarks();
+  const newest = new Map<string, (typeof streams)[number]>();
+  for (const w of streams) {
+    const seen = newest.get(w.origin);
+    if (!seen || w.updatedAtMs >= seen.updatedAtMs) newest.set(w.origin, w);
+  }
+  return {
+    region: r.name,
+    incarnation: r.wal.incarnation,
+    watermarks: Object.fromEntries([...newest].map(([o, w]) => [o, w.lsn])),
+    streams,
+    rule: ruleName(r.store.rule),
+    formatVersion,
+    clock: r.clock.peek(),
+    seen: r.incarnations.recent(r.nowMs()),
   };
 }

@@ -1,0 +1,173 @@
+/**
+ * Opening a region's parts in order, before anything runs: the data directory's lock, the
+ * store, a PeerLink per other region, the evidence recovery uses (store, saved acks,
+ * peers), the WAL recovered with it, and the audit log. What was opened is closed again
+ * when a later step fails.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { AuditLog } from "../audit/index.js";
+import { HybridClock } from "../clock/index.js";
+import type { NodeConfig } from "../config/index.js";
+import type { PeerLink } from "../link/index.js";
+import type { Logger } from "../log.js";
+import type { Runtime } from "../runtime/index.js";
+import { SqliteStore, ruleName, type MergeRule } from "../store/index.js";
+import type { FileOps } from "../util/file-ops.js";
+import { Wal } from "../wal/index.js";
+import { Evidence } from "./evidence.js";
+import { IncarnationTracker } from "./incarnations.js";
+import { httpLinks, otherRegions, type LinkFactory } from "./links.js";
+import { lockDataDir, type DataDirLock } from "./lock.js";
+import { RegionMetrics } from "./metrics.js";
+import type { Region } from "./region.js";
+import { needsBootstrap, openRegionWal } from "./wal-open.js";
+
+export interface PartsOptions {
+  log: Logger;
+  runtime: Runtime;
+  fileOps: FileOps | undefined;
+  store: { checkpointer?: boolean; onSyncedCommit?: (store: SqliteStore) => void } | undefined;
+  links: LinkFactory | undefined;
+  acceptWalLoss: boolean;
+  /** The region once built (metrics read it lazily). */
+  region: () => Region | undefined;
+}
+
+export interface Parts {
+  wal: Wal;
+  store: SqliteStore;
+  clock: HybridClock;
+  metrics: RegionMetrics;
+  lock: DataDirLock;
+  audit: AuditLog;
+  links: Map<string, PeerLink>;
+  evidence: Evidence;
+  incarnations: IncarnationTracker;
+  /** This process's boot id: peers tell two processes serving one region apart by it. */
+  boot: string;
+  /** The store held nothing at open: the region must bootstrap from its peers. */
+  empty: boolean;
+  /** WAL streams given up with --accept-wal-loss, to audit once the audit pump runs. */
+  abandoned: Array<Record<string, unknown>>;
+}
+
+export function mergeRuleOf(config: NodeConfig): MergeRule {
+  const rule = config.crr.conflictRule;
+  return rule === "primary-wins" ? { kind: rule, priority: config.crr.regionPriority } : { kind: rule };
+}
+
+/** Open every part; on failure close what was opened (and release the lock) and throw. */
+export async function openParts(config: NodeConfig, o: PartsOptions): Promise<Parts> {
+  const boot = o.runtime.randomBytes(8).toString("hex");
+  const lock = lockDataDir(config.dataDir, boot);
+  if (lock.tookOver)
+    o.log.warn({ previous: lock.tookOver }, "took over the lock of a node that is no longer running");
+  const opened: { store?: SqliteStore; wal?: Wal; links?: Map<string, PeerLink> } = {};
+  try {
+    return await openInOrder(config, o, boot, lock, opened);
+  } catch (err) {
+    await opened.wal?.close().catch(() => undefined);
+    await opened.store?.close().catch(() => undefined);
+    for (const l of opened.links?.values() ?? []) await l.close();
+    lock.release();
+    throw err;
+  }
+}
+
+async function openInOrder(
+  config: NodeConfig,
+  o: PartsOptions,
+  boot: string,
+  lock: DataDirLock,
+  opened: { store?: SqliteStore; wal?: Wal; links?: Map<string, PeerLink> },
+): Promise<Parts> {
+  const { log, runtime } = o;
+  const nowMs = () => runtime.nowMs();
+  fs.mkdirSync(path.join(config.dataDir, "shipper"), { recursive: true });
+  const clock = new HybridClock({ wallClock: nowMs, maxSkewMs: config.hlc.maxSkewMs });
+  const metrics = new RegionMetrics(o.region);
+  const store = (opened.store = new SqliteStore({
+    path: path.join(config.dataDir, "store.sqlite"),
+    rule: mergeRuleOf(config),
+    nowMs,
+    checkpointer: o.store?.checkpointer,
+    onSyncedCommit: o.store?.onSyncedCommit && (() => o.store!.onSyncedCommit!(store)),
+    onCheckpointError: (message) => log.error({ message }, "SQLite checkpoint failed"),
+  }));
+  const incarnations = new IncarnationTracker(3 * config.health.probeIntervalMs);
+  const makeLink = o.links ?? httpLinks(config, runtime);
+  const identity = { incarnation: () => opened.wal?.incarnation, boot, rule: ruleName(store.rule) };
+  const links = (opened.links = new Map(otherRegions(config).map((r) => [r, makeLink(r, identity)])));
+  const evidence = new Evidence({
+    region: config.region,
+    store,
+    shipperDir: path.join(config.dataDir, "shipper"),
+    links: [...links.values()],
+    peerWaitMs: config.recovery.peerWaitMs,
+    runtime,
+    log,
+  });
+  const empty = needsBootstrap(store);
+  const abandoned: Array<Record<string, unknown>> = [];
+  const wal = (opened.wal = await openRegionWal({
+    region: config.region,
+    dir: path.join(config.dataDir, "wal"),
+    store,
+    clock,
+    acceptWalLoss: o.acceptWalLoss,
+    log,
+    open: () => openWal(config, clock, { runtime, fileOps: o.fileOps }, metrics, evidence, log),
+    onAbandoned: (entry) => abandoned.push(entry),
+  }));
+  const audit = AuditLog.open({
+    dir: path.join(config.dataDir, "audit"),
+    region: config.region,
+    fileBytesMax: config.audit.fileBytesMax,
+    runtime,
+    onTornTail: (file, bytes) =>
+      log.warn({ file, bytes }, "audit log: cut an unfinished last line (never acknowledged)"),
+  });
+  // A store lost or rolled back numbers its conflicts from where it restarted: above what the log holds.
+  store.reserveConflictIds(audit.current.conflictMark);
+  return { wal, store, clock, metrics, lock, audit, links, evidence, incarnations, boot, empty, abandoned };
+}
+
+async function openWal(
+  config: NodeConfig,
+  clock: HybridClock,
+  io: { runtime: Runtime; fileOps: FileOps | undefined },
+  metrics: RegionMetrics,
+  evidence: Evidence,
+  log: Logger,
+): Promise<Wal> {
+  const wal = await Wal.open({
+    dir: path.join(config.dataDir, "wal"),
+    region: config.region,
+    clock,
+    runtime: io.runtime,
+    fileOps: io.fileOps,
+    segmentBytesMax: config.wal.segmentBytesMax,
+    segmentAgeMsMax: config.wal.segmentAgeMsMax,
+    queueBytesMax: config.wal.queueBytesMax,
+    onFsync: (seconds) => metrics.walFsyncSeconds.observe(seconds),
+    evidence,
+  });
+  const r = wal.recovery;
+  if (r.truncatedBytes > 0)
+    log.warn(
+      {
+        bytes: r.truncatedBytes,
+        reason: r.tornReason,
+        acknowledgedLsn: r.acknowledgedLsn,
+        evidence: evidence.source,
+      },
+      "WAL recovery cut a torn tail (never acknowledged)",
+    );
+  if (r.restored)
+    log.error(
+      { lsns: r.restored.lsns, reason: r.restored.reason, evidence: evidence.source },
+      "WAL recovery restored acknowledged records it had lost or damaged",
+    );
+  return wal;
+}

@@ -1,0 +1,47 @@
+/**
+ * At open, the store catches up with this region's own stream: what it lacks below the
+ * WAL's oldest segment comes from the peers (what nobody holds is audited as lost, before
+ * the watermark moves past it), the rest from the WAL.
+ */
+import type { Wal } from "../wal/index.js";
+import type { Evidence } from "./evidence.js";
+import { applyWalRange } from "./local-applier.js";
+import type { Region } from "./region.js";
+
+/** Apply to the store what it lacks of this incarnation: from peers below the WAL, then from the WAL. */
+export async function replayLocal(r: Region, evidence: Evidence): Promise<void> {
+  const wal: Wal = r.wal;
+  const incarnation = wal.incarnation;
+  const from = r.store.watermarkSync(r.name, incarnation) + 1;
+  if (from < wal.firstLsn) await refillBelowWal(r, evidence, incarnation, from, wal.firstLsn - 1);
+  const next = Math.max(from, wal.firstLsn);
+  if (next > wal.durableLsn) return;
+  await applyWalRange(wal, r.store, r.name, next, wal.durableLsn, (result) => r.countApplied(r.name, result));
+  r.log.info({ from: next, to: wal.durableLsn }, "replayed local WAL records into the store");
+}
+
+/** Own records below the WAL's oldest segment that the store lost: from the peers; what nobody holds is audited as lost. */
+async function refillBelowWal(
+  r: Region,
+  evidence: Evidence,
+  incarnation: string,
+  from: number,
+  to: number,
+): Promise<void> {
+  const records = await evidence.records(incarnation, from, to);
+  const lost = to - from + 1 - records.length;
+  if (lost > 0) {
+    const held = new Set(records.map((x) => x.lsn));
+    const missing: number[] = [];
+    for (let l = from; l <= to && missing.length < 1000; l++) if (!held.has(l)) missing.push(l);
+    r.log.error(
+      { from, to, lost, missing: missing.slice(0, 20) },
+      "own records held by nobody (the store and the WAL lost them, no peer has them)",
+    );
+    // Audited before the watermark moves past them: a crash in between cannot lose the entry.
+    await r.auditPump.record({ kind: "records-lost", origin: r.name, incarnation, from, to, lost, missing });
+  } else {
+    r.log.warn({ from, to }, "own records the store lacked below the WAL were copied back from peers");
+  }
+  r.store.applySync({ origin: r.name, incarnation, firstLsn: from, lastLsn: to, records });
+}

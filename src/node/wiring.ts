@@ -1,0 +1,147 @@
+/**
+ * The parts a region builds from its configuration once its store, WAL and links are
+ * open: the reader that applies peers' batches, a supervised shipper per peer, and the
+ * divergence monitor. Each reports through the region's metrics, log and audit pump.
+ */
+import path from "node:path";
+import type { AuditAppend } from "../audit/index.js";
+import { DivergenceDetector, DivergenceMonitor, type Finding } from "../divergence/index.js";
+import { RequestVerifier, formatVersion } from "../protocol/index.js";
+import { Reader } from "../reader/index.js";
+import { PeerShipper } from "../shipper/index.js";
+import { ruleName } from "../store/index.js";
+import type { FileOps } from "../util/file-ops.js";
+import type { Region } from "./region.js";
+
+export function readerOf(r: Region): Reader {
+  const c = r.config;
+  return new Reader({
+    self: r.name,
+    regions: Object.keys(c.regions),
+    store: r.store,
+    clock: r.clock,
+    policy: r.policy,
+    rule: `${ruleName(r.store.rule)}/${formatVersion}`,
+    incarnations: r.incarnations,
+    nowMs: r.nowMs,
+    verifier: new RequestVerifier({ secret: c.auth.peerSecret, windowMs: c.auth.windowMs, nowMs: r.nowMs }),
+    log: r.log,
+    onApplied: (batch, result) => {
+      r.countApplied(batch.origin, result);
+      r.events.emit("applied", batch.origin, batch.incarnation, result.watermark);
+    },
+    onSkipped: (origin, incarnation, skipped) =>
+      r.auditPump.record({
+        kind: "gap-skipped",
+        origin,
+        incarnation,
+        from: skipped.from,
+        to: skipped.to,
+        by: origin,
+      }),
+    onRefused: (reason) => r.metrics.refusals.inc({ reason }),
+    onError: (err) => r.disk.note(err),
+  });
+}
+
+export function shippersOf(r: Region, fileOps: FileOps | undefined): Map<string, PeerShipper> {
+  return new Map(r.policy.peers.map((peer) => [peer, shipperTo(r, peer, fileOps)]));
+}
+
+/** This region's own records of `incarnation` from the store (when the WAL no longer holds them). */
+function ownFromStore(r: Region) {
+  return {
+    range: async (incarnation: string, from: number, to: number, limit: number) =>
+      r.store
+        .streamVersions(r.name, incarnation, from, to, limit)
+        .filter((v) => v.intact)
+        .map((v) => ({ ...v, flags: 0 })),
+    streams: async () =>
+      (await r.store.watermarks())
+        .filter((w) => w.origin === r.name)
+        .map((w) => ({ incarnation: w.incarnation, lsn: w.lsn })),
+  };
+}
+
+function shipperTo(r: Region, peer: string, fileOps: FileOps | undefined): PeerShipper {
+  const c = r.config;
+  const tenants = r.policy.filtersTenants
+    ? c.crr.policies.filter((p) => p.targetRegions.includes(peer)).map((p) => p.tenantID)
+    : undefined;
+  const s = new PeerShipper({
+    region: r.name,
+    link: r.links.get(peer)!,
+    wal: r.wal,
+    own: ownFromStore(r),
+    sendsTenant: r.policy.filtersTenants ? (tenant) => r.policy.sendsTo(peer, tenant) : undefined,
+    tenants,
+    rule: ruleName(r.store.rule),
+    formatVersion,
+    ...c.shipper,
+    stateFile: path.join(c.dataDir, "shipper", `${peer}.json`),
+    fileOps,
+    log: r.log,
+    runtime: r.runtime,
+    reportLost: (incarnation, ranges) =>
+      r.auditPump.record({ kind: "records-lost", origin: r.name, incarnation, peer, ranges }),
+  });
+  s.on("ack", (_lsn, records) => r.metrics.shippedRecords.inc({ peer }, records));
+  s.on("failure", (reason) => {
+    r.metrics.shipErrors.inc({ peer, reason });
+    if (reason === "duplicate_region")
+      r.stop(`peer ${peer} refuses this node: another node serves region ${r.name}`);
+  });
+  s.on("peerAhead", (peerLsn, durable) =>
+    r.stop(
+      `peer ${peer} holds LSN ${peerLsn} of this incarnation but the WAL ends at ${durable}: an LSN would be issued twice`,
+    ),
+  );
+  s.on("fallback", (err) =>
+    r.log.warn({ peer, err: err.message }, "WAL cannot serve this range; shipping it from the store"),
+  );
+  return s;
+}
+
+export function monitorOf(r: Region): DivergenceMonitor {
+  const c = r.config;
+  return new DivergenceMonitor({
+    detector: new DivergenceDetector({
+      region: c.region,
+      incarnation: () => r.wal.incarnation,
+      selectivePolicies: c.crr.replicationMode === "selective" ? c.crr.policies : undefined,
+      store: r.store,
+      remote: (peer) => r.links.get(peer)!,
+      inFlightMsMax: c.divergence.inFlightMsMax,
+      runtime: r.runtime,
+      log: r.log,
+    }),
+    store: r.store,
+    peers: r.policy.peers,
+    intervalMs: c.divergence.intervalMs,
+    scrubIntervalMs: c.divergence.scrubIntervalMs,
+    scrubBucketsPerTick: c.divergence.scrubBucketsPerTick,
+    log: r.log,
+    runtime: r.runtime,
+    onScan: (report, seconds) => {
+      r.metrics.divergenceScans.inc();
+      r.metrics.divergenceScanSeconds.observe(seconds);
+      r.metrics.divergenceCount.set(report.findings.length);
+    },
+    onNewFinding: async (f) => void r.auditPump.record(findingEntry(f)),
+    onScanError: (peer) => r.metrics.divergenceScanErrors.inc({ peer }),
+  });
+}
+
+function findingEntry(f: Finding): AuditAppend {
+  return {
+    kind: "divergence",
+    finding: f.kind,
+    key: f.key,
+    peer: f.remote,
+    missingIn: f.missingIn,
+    reason: f.reason,
+    local: f.localVersion ?? null,
+    remote: f.remoteVersion ?? null,
+    watermarks: f.watermarks,
+  };
+}
