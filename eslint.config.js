@@ -132,6 +132,7 @@ export default tseslint.config(
       "src/runtime/**",
       "src/cli/**",
       "src/bench/**",
+      "src/launch/**",
       "src/faults/**",
       "src/util/process.ts",
       "src/store/checkpointer.ts",

@@ -8,7 +8,6 @@
  * response with its LSN) to the origin's shipper receiving the peer's acknowledgement of the
  * batch that holds it (the peer applies before it answers), both on this machine's clock.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
@@ -16,11 +15,11 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as hdr from "hdr-histogram-js";
 import { Pool } from "undici";
-import YAML from "yaml";
 import { startTcpProxy, type TcpProxy } from "../faults/index.js";
 import type { RegionStatus } from "../node/index.js";
 import { faultsFor, type Scenario } from "./scenario.js";
-import { freePort, stopProcess } from "../util/process.js";
+import { LocalMesh, type MeshNode } from "../launch/index.js";
+import { stopProcess } from "../util/process.js";
 import { checkLedger, type AckedRecord, type LedgerCheck } from "./ledger-check.js";
 
 export interface LatencySummary {
@@ -112,11 +111,8 @@ class Stream {
 
 interface Node {
   name: string;
-  port: number;
-  url: string;
-  dir: string;
-  configFile: string;
-  proc: ChildProcess | undefined;
+  /** The node as the launcher runs it (its URL changes at each start: no fronts in the way). */
+  mesh: MeshNode;
   pool: Pool;
   epoch: number;
   events: AbortController | undefined;
@@ -129,6 +125,7 @@ export interface HarnessOptions {
 
 export class CrrHarness {
   private readonly nodes = new Map<string, Node>();
+  private mesh: LocalMesh | undefined;
   private readonly proxies = new Map<string, TcpProxy>();
   private readonly streams = new Map<string, Stream>();
   private readonly secret = randomBytes(24).toString("hex");
@@ -167,88 +164,65 @@ export class CrrHarness {
   }
 
   async setUp(): Promise<void> {
-    const ports = new Map<string, number>();
-    for (const r of this.s.regions) ports.set(r, await freePort());
     let seed = this.s.seed;
-    for (const from of this.s.regions) {
+    for (const from of this.s.regions)
       for (const to of this.s.regions) {
         if (from === to) continue;
-        const f = faultsFor(this.s, from, to);
-        const proxy = await startTcpProxy({ targetPort: ports.get(to)!, faults: f, seed: seed++ });
-        this.proxies.set(`${from}->${to}`, proxy);
+        const faults = faultsFor(this.s, from, to);
+        this.proxies.set(`${from}->${to}`, await startTcpProxy({ targetPort: 0, faults, seed: seed++ }));
       }
-    }
-    for (const name of this.s.regions) {
-      const port = ports.get(name)!;
-      const crr =
-        this.s.replication.mode === "selective"
-          ? { enabled: true, replicationMode: "selective", policies: this.s.replication.policies }
-          : { enabled: true, replicationMode: "multi-way", peers: this.s.regions.filter((r) => r !== name) };
-      const config = {
-        region: name,
-        dataDir: path.join(this.dir, name),
-        listen: { host: "127.0.0.1", port },
-        regions: Object.fromEntries(
-          this.s.regions.map((r) => [
-            r,
-            { url: r === name ? `http://127.0.0.1:${port}` : this.proxies.get(`${name}->${r}`)!.url },
-          ]),
-        ),
-        crr,
-        auth: { peerSecret: "${CRR_PEER_SECRET}" },
+    const selective = this.s.replication.mode === "selective";
+    this.mesh = await LocalMesh.start({
+      root: this.dir,
+      regions: this.s.regions,
+      secret: this.secret,
+      crr: selective
+        ? () => ({ enabled: true, replicationMode: "selective", policies: this.s.replication.policies })
+        : undefined,
+      common: {
         shipper: { requestTimeoutMs: 3000, retryDelayMsMax: 500 },
         health: { probeIntervalMs: 1000 },
         log: { level: "warn" },
-      };
-      const configFile = path.join(this.dir, `${name}.yaml`);
-      fs.writeFileSync(configFile, YAML.stringify(config));
-      const url = `http://127.0.0.1:${port}`;
+      },
+      route: (from, to) => this.proxies.get(`${from}->${to}`),
+      fronts: false,
+      env: (name) => {
+        const skew = this.s.drills.find((d) => d.kind === "clock-skew" && d.region === name) as
+          { offsetMs: number } | undefined;
+        return skew ? { CRR_CLOCK_OFFSET_MS: String(skew.offsetMs) } : {};
+      },
+      output: "file",
+      crrMain: this.crrMain,
+    });
+    for (const name of this.s.regions) {
+      const mesh = this.mesh.node(name);
       this.nodes.set(name, {
         name,
-        port,
-        url,
-        dir: config.dataDir,
-        configFile,
-        proc: undefined,
-        pool: new Pool(url, { connections: 16 }),
+        mesh,
+        pool: new Pool(mesh.url, { connections: 16 }),
         epoch: 0,
         events: undefined,
       });
+      await this.started(name);
     }
-    await Promise.all(this.s.regions.map((r) => this.startNode(r)));
   }
 
   private async startNode(name: string): Promise<number> {
-    const node = this.nodes.get(name)!;
     const t0 = Date.now();
-    const skew = this.s.drills.find((d) => d.kind === "clock-skew" && d.region === name) as
-      { offsetMs: number } | undefined;
-    const log = fs.openSync(path.join(this.dir, `${name}.log`), "a");
-    node.proc = spawn(process.execPath, [this.crrMain, "serve", "--config", node.configFile], {
-      env: {
-        ...process.env,
-        CRR_PEER_SECRET: this.secret,
-        ...(skew ? { CRR_CLOCK_OFFSET_MS: String(skew.offsetMs) } : {}),
-      },
-      stdio: ["ignore", log, log],
-    });
-    fs.closeSync(log);
-    for (;;) {
-      if (node.proc.exitCode !== null)
-        throw new Error(`${name} exited while starting; see ${path.join(this.dir, `${name}.log`)}`);
-      if (
-        await this.get(node, "/readyz")
-          .then((r) => r.status === 200)
-          .catch(() => false)
-      )
-        break;
-      if (Date.now() - t0 > 60_000) throw new Error(`${name} not ready in 60 s`);
-      await sleep(20);
-    }
+    await this.mesh!.startNode(name);
+    const node = this.nodes.get(name)!;
+    await node.pool.close().catch(() => undefined);
+    node.pool = new Pool(node.mesh.url, { connections: 16 });
+    await this.started(name);
+    return Date.now() - t0;
+  }
+
+  /** A node just became ready: its stream's incarnation, and its event stream followed. */
+  private async started(name: string): Promise<void> {
+    const node = this.nodes.get(name)!;
     const status = (await this.get(node, "/v1/status")).body as RegionStatus;
     this.stream(name).incarnation = status.incarnation;
     this.subscribe(node);
-    return Date.now() - t0;
   }
 
   private async get(node: Node, p: string): Promise<{ status: number; body: unknown }> {
@@ -343,7 +317,8 @@ export class CrrHarness {
     while (!this.stopLoad && Date.now() - start < seconds * 1000) {
       const due = Math.floor(((Date.now() - start) / 1000) * this.s.load.ratePerRegion);
       for (const node of this.nodes.values()) {
-        if (!node.proc || node.proc.exitCode !== null || node.proc.signalCode !== null) {
+        const proc = node.mesh.proc;
+        if (!proc || proc.exitCode !== null || proc.signalCode !== null) {
           sent.set(node.name, due);
           continue;
         }
@@ -453,12 +428,7 @@ export class CrrHarness {
     this.o.progress(`  drill: ${d.kind} of ${d.region}`);
     const killedAt = Date.now();
     node.events?.abort();
-    node.proc?.kill("SIGKILL");
-    await new Promise((r) =>
-      node.proc && node.proc.exitCode === null && node.proc.signalCode === null
-        ? node.proc.once("exit", r)
-        : r(undefined),
-    );
+    await this.mesh!.stopNode(d.region, "SIGKILL");
     let lostRecords: number | undefined;
     let lostSeconds: number | undefined;
     if (d.kind === "disk-loss") {
@@ -473,22 +443,14 @@ export class CrrHarness {
         .filter((x) => x.t !== undefined && x.lsn > replicated);
       lostRecords = lost.length;
       lostSeconds = lost.length ? (killedAt - Math.min(...lost.map((x) => x.t))) / 1000 : 0;
-      fs.rmSync(node.dir, { recursive: true, force: true });
+      fs.rmSync(node.mesh.dataDir, { recursive: true, force: true });
       node.epoch++;
     }
     await sleep((d.downSeconds ?? 2) * 1000);
     if (d.kind === "disk-loss") {
       // The operator's move on a new disk: rebuild the store from the peers, then start.
       // Asynchronously: the fault proxies live in this process and must keep forwarding.
-      const rebuild = await new Promise<{ status: number | null; stderr: string }>((resolve) => {
-        const p = spawn(process.execPath, [this.crrMain, "rebuild", "--config", node.configFile], {
-          env: { ...process.env, CRR_PEER_SECRET: this.secret },
-          stdio: ["ignore", "ignore", "pipe"],
-        });
-        let stderr = "";
-        p.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
-        p.on("exit", (status) => resolve({ status, stderr }));
-      });
+      const rebuild = await this.mesh!.runCommand(d.region, ["rebuild"]);
       if (rebuild.status !== 0)
         this.notes.push(`rebuild of ${d.region} after its disk loss failed: ${rebuild.stderr.slice(-300)}`);
     }
@@ -654,7 +616,7 @@ export class CrrHarness {
         });
       }
     }
-    return checkLedger(new Map([...this.nodes.values()].map((n) => [n.name, n.dir])), acked);
+    return checkLedger(new Map([...this.nodes.values()].map((n) => [n.name, n.mesh.dataDir])), acked);
   }
 
   async tearDown(keep = false): Promise<void> {
@@ -663,10 +625,11 @@ export class CrrHarness {
     await Promise.all(
       [...this.nodes.values()].map(async (n) => {
         n.events?.abort();
-        await stopProcess(n.proc);
+        await stopProcess(n.mesh.proc);
         await n.pool.close().catch(() => undefined);
       }),
     );
+    await this.mesh?.stop();
     await Promise.all([...this.proxies.values()].map((p) => p.close()));
     if (!keep) fs.rmSync(this.dir, { recursive: true, force: true });
   }

@@ -5,18 +5,17 @@
  * process owns), SIGKILLs a region and restarts it, then checks that everything converged.
  * Exit 0 only if every region holds every acknowledged record and all digests are equal.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Pool } from "undici";
-import YAML from "yaml";
 import { startTcpProxy, type TcpProxy } from "../faults/index.js";
 import type { RegionStatus } from "../node/index.js";
 import { CliUsageError, parseCommand } from "./args.js";
-import { freePort, stopProcess } from "../util/process.js";
+import { LocalMesh, type MeshNode } from "../launch/index.js";
+import { stopProcess } from "../util/process.js";
 
 const help = `crr demo [--seconds N] [--rate N] [--keep]
 
@@ -30,11 +29,9 @@ type Name = (typeof names)[number];
 
 interface DemoNode {
   name: Name;
-  port: number;
+  /** Its front's URL (stable across the restart). */
   url: string;
-  configFile: string;
-  logFile: string;
-  proc: ChildProcess | undefined;
+  mesh: MeshNode;
   pool: Pool;
 }
 
@@ -51,7 +48,7 @@ class Demo {
   readonly lagSamples: number[] = [];
   private readonly proxies: TcpProxy[] = [];
   private readonly secret = randomBytes(24).toString("hex");
-  private readonly crrMain = fileURLToPath(new URL("./main.js", import.meta.url));
+  private mesh: LocalMesh | undefined;
 
   constructor(readonly dir: string) {}
 
@@ -60,79 +57,41 @@ class Demo {
   }
 
   async setUp(): Promise<void> {
-    const ports = Object.fromEntries(
-      await Promise.all(names.map(async (n) => [n, await freePort()] as const)),
-    ) as Record<Name, number>;
     // us-east-1 and us-west-2 reach each other through proxies, so the demo can split them.
-    const eastToWest = await startTcpProxy({ targetPort: ports["us-west-2"] });
-    const westToEast = await startTcpProxy({ targetPort: ports["us-east-1"] });
+    const eastToWest = await startTcpProxy({ targetPort: 0 });
+    const westToEast = await startTcpProxy({ targetPort: 0 });
     this.proxies.push(eastToWest, westToEast);
-    for (const name of names) {
-      const url = (to: Name) =>
-        name === "us-east-1" && to === "us-west-2"
-          ? eastToWest.url
-          : name === "us-west-2" && to === "us-east-1"
-            ? westToEast.url
-            : `http://127.0.0.1:${ports[to]}`;
-      const config = {
-        region: name,
-        dataDir: path.join(this.dir, name),
-        listen: { host: "127.0.0.1", port: ports[name] },
-        regions: Object.fromEntries(names.map((n) => [n, { url: url(n) }])),
-        crr: { enabled: true, replicationMode: "multi-way", peers: names.filter((n) => n !== name) },
-        auth: { peerSecret: "${CRR_PEER_SECRET}" },
+    this.mesh = await LocalMesh.start({
+      root: this.dir,
+      regions: [...names],
+      secret: this.secret,
+      common: {
         shipper: { requestTimeoutMs: 1500, retryDelayMsMax: 500 },
         health: { probeIntervalMs: 500 },
-      };
-      const configFile = path.join(this.dir, `${name}.yaml`);
-      fs.writeFileSync(configFile, YAML.stringify(config));
-      const base = `http://127.0.0.1:${ports[name]}`;
-      this.nodes.set(name, {
-        name,
-        port: ports[name],
-        url: base,
-        configFile,
-        logFile: path.join(this.dir, `${name}.log`),
-        proc: undefined,
-        pool: new Pool(base, { connections: 8 }),
-      });
+      },
+      route: (from, to) =>
+        from === "us-east-1" && to === "us-west-2"
+          ? eastToWest
+          : from === "us-west-2" && to === "us-east-1"
+            ? westToEast
+            : undefined,
+      output: "file",
+      crrMain: fileURLToPath(new URL("./main.js", import.meta.url)),
+      readyTimeoutMs: 30_000,
+    });
+    for (const name of names) {
+      const mesh = this.mesh.node(name);
+      this.nodes.set(name, { name, url: mesh.url, mesh, pool: new Pool(mesh.url, { connections: 8 }) });
       this.acked.set(name, 0);
     }
-    await Promise.all(names.map((n) => this.start(n)));
   }
 
-  async start(name: Name): Promise<void> {
-    const node = this.nodes.get(name)!;
-    const log = fs.openSync(node.logFile, "a");
-    node.proc = spawn(process.execPath, [this.crrMain, "serve", "--config", node.configFile], {
-      env: { ...process.env, CRR_PEER_SECRET: this.secret },
-      stdio: ["ignore", log, log],
-    });
-    fs.closeSync(log);
-    const until = Date.now() + 30_000;
-    while (!(await this.ready(node))) {
-      if (node.proc.exitCode !== null) throw new Error(`${name} exited while starting; see ${node.logFile}`);
-      if (Date.now() > until) throw new Error(`${name} did not become ready in 30 s; see ${node.logFile}`);
-      await sleep(50);
-    }
-  }
-
-  private async ready(node: DemoNode): Promise<boolean> {
-    try {
-      const res = await node.pool.request({ path: "/readyz", method: "GET" });
-      await res.body.dump();
-      return res.statusCode === 200;
-    } catch {
-      return false;
-    }
+  start(name: Name): Promise<void> {
+    return this.mesh!.startNode(name);
   }
 
   async kill(name: Name): Promise<void> {
-    const proc = this.nodes.get(name)!.proc;
-    if (!proc || proc.exitCode !== null) return;
-    const gone = new Promise((r) => proc.once("exit", r));
-    proc.kill("SIGKILL");
-    await gone;
+    await this.mesh!.stopNode(name, "SIGKILL");
   }
 
   async append(name: Name, key: string, outcome = "accepted"): Promise<Record<string, unknown> | undefined> {
@@ -258,10 +217,11 @@ class Demo {
   async tearDown(): Promise<void> {
     await Promise.all(
       [...this.nodes.values()].map(async (n) => {
-        await stopProcess(n.proc);
+        await stopProcess(n.mesh.proc);
         await n.pool.close().catch(() => undefined);
       }),
     );
+    await this.mesh?.stop();
     await Promise.all(this.proxies.map((p) => p.close()));
   }
 }
@@ -286,7 +246,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   try {
     demo.say(`crr demo: three regions on loopback, data and logs in ${dir}`);
     await demo.setUp();
-    for (const n of demo.nodes.values()) demo.say(`  ${n.name} ready at ${n.url} (pid ${n.proc?.pid})`);
+    for (const n of demo.nodes.values()) demo.say(`  ${n.name} ready at ${n.url} (pid ${n.mesh.proc?.pid})`);
 
     const phase = Math.max(1, Math.round(seconds / 3));
     demo.say(`\n1. load: ${rate} appends/s in each region for ${phase} s`);
