@@ -188,18 +188,26 @@ export class StartupChecks {
     await this.o.audit({ kind: "bootstrap", from: [...views.keys()], unreachable: missing, copied });
   }
 
-  /** Copying is idempotent: a peer that fails midway is tried again until the bootstrap bound. */
+  /**
+   * Copying is idempotent: a peer that fails midway is tried again until the bootstrap
+   * bound, then the start is refused (a supervisor's restart asks again). A retry refreshes
+   * the answers but never drops a peer that answered: it may be the only one holding a
+   * record of ours (found by the simulator, seed 33: a retry copied from the one peer that
+   * answered again, and the region came up without an acknowledged record another peer held).
+   */
   private async copyWithRetries(views: Map<string, WatermarksView>): Promise<number> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.copyFrom(views);
       } catch (err) {
-        if (this.o.runtime.nowMs() > this.startedAtMs + this.o.bootstrapWaitMs) throw err;
+        if (this.o.runtime.nowMs() > this.startedAtMs + this.o.bootstrapWaitMs)
+          throw new StartupRefusedError(
+            `region ${this.o.region} has no state of its own and could not copy what its peers hold within ${this.o.bootstrapWaitMs} ms: ${(err as Error).message}`,
+          );
         this.detail = `copying from peers failed (${(err as Error).message}); retrying`;
         this.o.log.warn({ attempt, err: (err as Error).message }, "bootstrap copy failed; retrying");
         await sleep(this.o.runtime, Math.min(2000, 100 * 2 ** attempt));
-        views = await this.ask();
-        if (views.size === 0) throw err;
+        for (const [p, v] of await this.ask()) views.set(p, v);
       }
     }
   }

@@ -1,0 +1,109 @@
+import { describe, expect, it } from "vitest";
+import { HybridClock } from "../clock/index.js";
+import type { PeerLink, StreamQuery, WatermarksView } from "../link/index.js";
+import { silentLogger } from "../log.js";
+import { realRuntime } from "../runtime/index.js";
+import type { StoredRecord } from "../store/index.js";
+import type { CopyStore } from "./copy.js";
+import { StartupChecks } from "./startup.js";
+
+const older = "a".repeat(32);
+
+function version(lsn: number): StoredRecord & { intact: boolean } {
+  return {
+    key: `t/k${lsn}`,
+    tenant: "t",
+    outcome: "approve",
+    bodyJson: undefined,
+    origin: "r0",
+    incarnation: older,
+    lsn,
+    hlc: { wallMs: 1_000 + lsn, logical: 0 },
+    intact: true,
+  };
+}
+
+function view(peer: string, olderLsn: number): WatermarksView {
+  return {
+    region: peer,
+    incarnation: `${peer}`.padEnd(32, "0"),
+    watermarks: {},
+    streams: [{ origin: "r0", incarnation: older, lsn: olderLsn, updatedAtMs: 1 }],
+    rule: "first-write-wins",
+    formatVersion: 1,
+    clock: { wallMs: 1_000, logical: 0 },
+    seen: [],
+  };
+}
+
+/**
+ * A peer holding r0's older incarnation through `held`. `flaky`: its first copy fails and
+ * it does not answer the ask that follows (a lossy moment), then it is fine again.
+ */
+function peer(name: string, held: number, flaky: boolean): PeerLink {
+  let copies = 0;
+  let asks = 0;
+  return {
+    peer: name,
+    watermarks: async () => {
+      asks++;
+      if (flaky && asks === 2) throw new Error(`${name}: timeout`);
+      return view(name, held);
+    },
+    streamRecords: async (q: StreamQuery) => {
+      if (flaky && copies++ === 0) throw new Error(`${name}: connection reset`);
+      const versions = Array.from({ length: held }, (_, i) => version(i + 1)).filter(
+        (v) => v.lsn >= q.fromLsn && v.lsn <= q.toLsn,
+      );
+      return { versions, next: undefined };
+    },
+    exportPage: async () => ({ versions: [], next: undefined }),
+  } as unknown as PeerLink;
+}
+
+function memoryStore() {
+  const held = new Map<string, StoredRecord>();
+  const marks = new Map<string, number>();
+  const store: CopyStore = {
+    repair: (vs) => vs.map((v) => (held.set(v.key, v), v.key)),
+    getMeta: () => undefined,
+    setMeta: () => undefined,
+    resetWatermark: (o, i, lsn) => void marks.set(`${o}/${i}`, lsn),
+    watermarkSync: (o, i) => marks.get(`${o}/${i}`) ?? 0,
+  };
+  return { store, held, marks };
+}
+
+describe("StartupChecks bootstrap", () => {
+  it("a copy retried after a failure still copies from every peer that answered, not only those answering again", async () => {
+    const links = [peer("r1", 3, true), peer("r2", 2, false)];
+    const { store, held, marks } = memoryStore();
+    const audits: Array<Record<string, unknown>> = [];
+    const checks = new StartupChecks({
+      region: "r0",
+      incarnation: "b".repeat(32),
+      empty: true,
+      links,
+      views: async () => new Map([...links].map((l) => [l.peer, view(l.peer, l.peer === "r1" ? 3 : 2)])),
+      store,
+      clock: new HybridClock({ wallClock: () => realRuntime.nowMs() }),
+      accepts: () => true,
+      aliveMs: 1000,
+      probeIntervalMs: 1000,
+      boot: "boot",
+      previousBoot: undefined,
+      bootstrapWaitMs: 20_000,
+      startAlone: false,
+      log: silentLogger(),
+      runtime: realRuntime,
+      audit: async (e) => void audits.push(e),
+    });
+    await checks.run();
+    // r1 alone held LSN 3 of our older incarnation (acknowledged before the disk was lost).
+    expect(held.has("t/k3")).toBe(true);
+    expect(marks.get(`r0/${older}`)).toBe(3);
+    expect(audits).toEqual([
+      expect.objectContaining({ kind: "bootstrap", from: ["r1", "r2"], unreachable: [] }),
+    ]);
+  });
+});
