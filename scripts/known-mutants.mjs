@@ -235,6 +235,42 @@ const mutants = [
     tests: ["test/divergence/divergence.test.ts"],
     only: "rebuilds a region",
   },
+  // --- what the simulator found (issue 10), each fix reverted ------------------------------
+  {
+    name: "a bit flip in the last synced frame cut as a torn tail",
+    file: "src/wal/tail-plan.ts",
+    from: "    end >= image.length - i.unsyncedBytesMax &&\n    !looksTorn(image, end)\n",
+    to: "    end >= image.length - i.unsyncedBytesMax &&\n    false\n",
+    tests: ["test/recovery/wal-damage.test.ts"],
+  },
+  {
+    name: "conflict ids not reserved above the audit log's mark",
+    file: "src/node/parts.ts",
+    from: "  store.reserveConflictIds(audit.current.conflictMark);\n",
+    to: "",
+    tests: ["test/sim/sim.test.ts"],
+  },
+  {
+    name: "bootstrap copies only a peer's current incarnation",
+    file: "src/node/copy.ts",
+    from: "view.streams.filter((x) => x.origin === peer && x.lsn > 0)",
+    to: "view.streams.filter((x) => x.origin === peer && x.incarnation === view.incarnation && x.lsn > 0)",
+    tests: ["test/sim/sim.test.ts"],
+  },
+  {
+    name: "bootstrap copies to the watermarks seen at open",
+    file: "src/node/startup.ts",
+    from: "    for (const [p, v] of await this.ask()) views.set(p, v);\n    this.detail",
+    to: "    this.detail",
+    tests: ["test/sim/sim.test.ts"],
+  },
+  {
+    name: "a bootstrap retry drops peers that do not answer again",
+    file: "src/node/startup.ts",
+    from: "        for (const [p, v] of await this.ask()) views.set(p, v);\n",
+    to: "        views = new Map(await this.ask());\n",
+    tests: ["src/node/startup.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */

@@ -76,15 +76,18 @@ function unauditedLosses(c: SimCluster): string[] {
 /** Every problem found in the cluster's final state (empty: the run passed). */
 export async function checkCluster(c: SimCluster): Promise<string[]> {
   const problems: string[] = [];
-  const decided = c.ledger.filter((e) => !e.duplicate && !e.lost);
+  // Entries given up (no copy was left) are no longer expected, but one may still turn up
+  // (an operator's salvage): then it is a decision like any other.
+  const decided = c.ledger.filter((e) => !e.duplicate);
   for (const n of c.up()) {
     const store = n.region!.store;
-    const byKey = new Map<string, Array<{ e: LedgerEntry; v: StoredRecord }>>();
+    const byKey = new Map<string, Array<{ e: LedgerEntry | undefined; v: StoredRecord }>>();
     for (const e of decided) {
       if (!targets(c, n.name, e.tenant, e.origin)) continue;
       const v = store.streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 10).find((x) => x.lsn === e.lsn);
       if (!v) {
-        problems.push(`${n.name} lacks acknowledged ${id(e)} (${e.key}, answered by ${e.region})`);
+        if (!e.lost)
+          problems.push(`${n.name} lacks acknowledged ${id(e)} (${e.key}, answered by ${e.region})`);
         continue;
       }
       const diff = sameContent(v, e);
@@ -95,15 +98,18 @@ export async function checkCluster(c: SimCluster): Promise<string[]> {
     }
     const audited = auditedLosers(n);
     for (const [key, list] of byKey) {
+      const winner = await store.get(key);
+      // A write made durable whose answer no client heard (a crash in between) is a decision
+      // too: the stored winner competes when the ledger does not know it.
+      if (winner && !list.some((x) => id(x.v) === id(winner))) list.push({ e: undefined, v: winner });
       let first = list[0]!;
       for (const x of list) if (earlier(x.v, first.v)) first = x;
-      const winner = await store.get(key);
       if (!winner || id(winner) !== id(first.v))
         problems.push(
           `${n.name}: ${key} won by ${winner ? id(winner) : "nothing"}, the ledger says ${id(first.v)}`,
         );
       for (const x of list)
-        if (x !== first && !audited.has(`${key}|${id(x.v)}`))
+        if (x !== first && x.e && !audited.has(`${key}|${id(x.v)}`))
           problems.push(`${n.name}: conflict loser ${id(x.v)} of ${key} not in the audit log`);
     }
     const files = fs.existsSync(path.join(n.config.dataDir, "audit"))

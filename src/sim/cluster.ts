@@ -18,6 +18,7 @@ import { segmentHeaderBytes } from "../wal/index.js";
 import { SimDisk } from "./disk.js";
 import { Network } from "./network.js";
 import type { Scheduler, SimProcess } from "./scheduler.js";
+import { WatermarkWatch } from "./watermarks.js";
 
 export const simSecret = "sim-peer-secret-0123456789abcdef";
 
@@ -46,7 +47,9 @@ export interface SimNode {
   app: FastifyInstance | undefined;
   /** The store as of its last synced commit (what a power loss leaves). */
   image: Buffer | undefined;
-  state: "down" | "booting" | "up" | "refused";
+  state: "down" | "booting" | "up" | "stopping" | "refused";
+  /** Peers the operator removed from this region's configuration (multi-way meshes). */
+  removed: Set<string>;
   refusal?: string;
   crashes: number;
 }
@@ -65,6 +68,8 @@ export class SimCluster {
   readonly problems: string[] = [];
   /** Each region's WAL incarnation, as of its last start (its WAL holds that stream while it lasts). */
   readonly walIncarnation = new Map<string, string>();
+  /** Watermarks and acknowledgements sampled during the run (never backward, acks durable). */
+  readonly watch: WatermarkWatch;
 
   constructor(
     readonly sched: Scheduler,
@@ -72,11 +77,13 @@ export class SimCluster {
   ) {
     this.disk = new SimDisk(sched);
     this.net = new Network(sched, 2000);
+    this.watch = new WatermarkWatch(this, 5000);
     for (const name of o.regions) {
-      const config = this.configOf(name);
+      const config = this.configOf(name, new Set());
       this.nodes.set(name, {
         name,
         config,
+        removed: new Set(),
         proc: { alive: false, skewMs: 0 },
         region: undefined,
         app: undefined,
@@ -87,11 +94,15 @@ export class SimCluster {
     }
   }
 
-  private configOf(name: string): NodeConfig {
+  private configOf(name: string, removed: ReadonlySet<string>): NodeConfig {
     const all = this.o.regions;
     const crr = this.o.tenants
       ? { enabled: true, replicationMode: "selective", policies: this.o.tenants }
-      : { enabled: true, replicationMode: "multi-way", peers: all.filter((r) => r !== name) };
+      : {
+          enabled: true,
+          replicationMode: "multi-way",
+          peers: all.filter((r) => r !== name && !removed.has(r)),
+        };
     const raw = {
       region: name,
       dataDir: path.join(this.o.baseDir, name),
@@ -116,8 +127,10 @@ export class SimCluster {
     n.proc = proc;
     this.sched.note(`boot ${name}`);
     const runtime = this.sched.runtimeOf(proc);
+    const config = n.config;
+    let opened: Region | undefined;
     try {
-      const region = await Region.open(n.config, {
+      const region = (opened = await Region.open(config, {
         log: silentLogger(),
         runtime,
         fileOps: this.disk,
@@ -138,7 +151,7 @@ export class SimCluster {
             runtime,
             transport: this.net.transport(name, proc, peer),
           }),
-      });
+      }));
       if (!proc.alive) return;
       n.region = region;
       this.walIncarnation.set(name, region.wal.incarnation);
@@ -149,9 +162,17 @@ export class SimCluster {
       if (!proc.alive) return;
       n.state = "up";
       this.sched.note(`up ${name} ${region.wal.incarnation}`);
+      // The operator changed its configuration while it was starting: apply it now.
+      if (n.config !== config) void this.restart(name);
     } catch (err) {
       if (!proc.alive) return;
+      // `crr serve` exits when its startup checks refuse: what it opened is closed.
+      if (opened) await opened.close().catch(() => undefined);
+      if (!proc.alive) return;
       proc.alive = false;
+      this.net.endpoints.delete(name);
+      n.region = undefined;
+      n.app = undefined;
       n.state = "refused";
       n.refusal = (err as Error).message;
       // Paths name the run's temporary directory: kept out of the trace, which must not
@@ -173,6 +194,7 @@ export class SimCluster {
     const n = this.nodes.get(name)!;
     if (n.state === "down") return;
     n.crashes++;
+    this.watch.crashed(name);
     n.proc.alive = false;
     this.net.endpoints.delete(name);
     n.region?.store.abandon();
@@ -202,6 +224,7 @@ export class SimCluster {
     const n = this.nodes.get(name)!;
     this.setAsideUnheld({ store: name, wal: name }, `every copy was lost (last: the disk of ${name})`);
     this.walIncarnation.delete(name);
+    this.watch.storeLost(name);
     fs.rmSync(n.config.dataDir, { recursive: true, force: true });
     this.disk.forget(n.config.dataDir);
     n.image = undefined;
@@ -265,10 +288,49 @@ export class SimCluster {
   loseStore(name: string): void {
     const n = this.nodes.get(name)!;
     this.setAsideUnheld({ store: name }, `every copy was lost (last: the store of ${name})`);
+    this.watch.storeLost(name);
     for (const f of ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"])
       fs.rmSync(path.join(n.config.dataDir, f), { force: true });
     n.image = undefined;
     this.sched.note(`lose-store ${name}`);
+  }
+
+  /**
+   * The operator removes `peer` from the region's peers, or adds it back (multi-way meshes):
+   * the new configuration takes effect with a graceful restart (at once if the region is
+   * running, else at its next start).
+   */
+  async setPeer(name: string, peer: string, present: boolean): Promise<void> {
+    const n = this.nodes.get(name)!;
+    if (this.o.tenants || n.removed.has(peer) !== present) return;
+    // A multi-way region keeps at least one peer (the configuration requires one).
+    if (!present && this.o.regions.length - 2 - n.removed.size < 1) return;
+    if (present) n.removed.delete(peer);
+    else n.removed.add(peer);
+    n.config = this.configOf(name, n.removed);
+    this.sched.note(`${present ? "add" : "remove"} peer ${name} ${peer}`);
+    await this.restart(name);
+  }
+
+  /** Stop a running region gracefully (Region.close) and start it again. */
+  async restart(name: string): Promise<void> {
+    const n = this.nodes.get(name)!;
+    const { region, proc } = n;
+    if (n.state !== "up" || !region) return;
+    n.state = "stopping";
+    try {
+      await region.close();
+    } catch (err) {
+      this.sched.note(`stop ${name} failed: ${(err as Error).message}`);
+    }
+    if (n.proc !== proc || !proc.alive) return; // it crashed while stopping
+    proc.alive = false;
+    this.net.endpoints.delete(name);
+    n.region = undefined;
+    n.app = undefined;
+    n.state = "down";
+    this.sched.note(`stopped ${name}`);
+    await this.boot(name);
   }
 
   /** A bit flips in the last `windowBytes` of the region's newest WAL segment while it is down. */

@@ -131,7 +131,8 @@ export class Network {
     answered: (a: { status: number; text: string }) => void,
   ): void {
     this.delivered++;
-    this.sched.busy++;
+    const pending = { what: `${r.method} ${r.path.split("?")[0]}`, proc: target.proc };
+    this.sched.pending.add(pending);
     const app = target.app!;
     void app
       .inject({ method: r.method, url: r.path, headers: r.headers, payload: body })
@@ -141,6 +142,8 @@ export class Network {
         },
         () => undefined,
       )
-      .finally(() => this.sched.busy--);
+      .finally(() => {
+        this.sched.pending.delete(pending);
+      });
   }
 }

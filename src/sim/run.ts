@@ -102,7 +102,10 @@ function faults(c: SimCluster, untilMs: number): void {
         () => (c.net.faults = { ...c.net.faults, loss: 0, duplicate: 0, corrupt: 0 }),
       );
     } else if (kind === 3) {
-      c.nodes.get(a)!.proc.skewMs = s.int(-1500, 1500);
+      // Skew within what peers accept, or now and then a jump far beyond it.
+      c.nodes.get(a)!.proc.skewMs = s.chance(0.8)
+        ? s.int(-1500, 1500)
+        : s.pick([-1, 1]) * s.int(10_000, 120_000);
       s.note(`skew ${a} ${c.nodes.get(a)!.proc.skewMs}`);
     } else if (kind === 6 || kind === 7 || kind === 8) {
       // Damage while down: a lost disk (only when every other region is up to hold its
@@ -118,6 +121,11 @@ function faults(c: SimCluster, untilMs: number): void {
       c.disk.full.add(dir);
       s.note(`disk full ${a}`);
       s.after(s.int(500, 4000), () => c.disk.full.delete(dir));
+    } else if (kind === 5) {
+      // The operator takes a peer out of a region's configuration and later puts it back
+      // (long enough for retention to drop segments the peer never received).
+      void c.setPeer(a, b, false);
+      s.after(s.int(2000, 15_000), () => void c.setPeer(a, b, true));
     } else if (kind === 4) {
       c.net.faults = { ...c.net.faults, delayMsMin: 50, delayMsMax: 400 };
       s.after(s.int(1000, 5000), () => (c.net.faults = { ...c.net.faults, delayMsMin: 5, delayMsMax: 60 }));
@@ -161,14 +169,22 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   for (const r of regions) s.after(0, () => void c.boot(r, { startAlone: true }));
   workload(c, t0 + activeMs);
   if (o.faults ?? true) faults(c, t0 + activeMs);
+  const sample = () => {
+    c.watch.sample();
+    s.after(250, sample);
+  };
+  s.after(0, sample);
   await s.runUntil(t0 + activeMs);
   // Heal: the network is whole again and every region that is down starts.
   c.net.cut.clear();
   c.disk.full.clear();
   c.net.faults = { loss: 0, duplicate: 0, corrupt: 0, delayMsMin: 5, delayMsMax: 60 };
   for (const n of c.nodes.values()) n.proc.skewMs = 0;
+  for (const n of c.nodes.values()) for (const p of [...n.removed]) void c.setPeer(n.name, p, true);
   const problems: string[] = [];
-  const deadline = s.nowMs + 120_000;
+  // A clock that jumped far ahead keeps its HLC there: peers refuse its records until their
+  // own clocks are within the allowed skew of it (at most a minute after the heal here).
+  const deadline = s.nowMs + 180_000;
   while (!settled(c) && s.nowMs < deadline) {
     for (const n of c.nodes.values()) if (n.state === "down") void c.boot(n.name);
     // The operator reads a refusal over a damaged WAL and accepts the loss (audited).
@@ -176,7 +192,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     await s.runUntil(s.nowMs + 1000);
   }
   if (!settled(c)) {
-    problems.push("the mesh did not settle within 120 simulated seconds after the heal");
+    problems.push("the mesh did not settle within 180 simulated seconds after the heal");
     for (const n of c.nodes.values()) {
       if (!n.region) {
         problems.push(`  ${n.name}: ${n.state} ${n.refusal ?? ""}`);
@@ -193,7 +209,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     for (const f of report.findings)
       problems.push(`${n.name}: divergence after settling: ${f.kind} ${f.key} with ${f.remote}`);
   }
-  problems.push(...(await checkCluster(c)));
+  problems.push(...c.watch.problems, ...(await checkCluster(c)));
   const result: SimResult = {
     seed: o.seed,
     ok: problems.length === 0,

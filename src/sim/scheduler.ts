@@ -24,10 +24,13 @@ interface Event {
   cancelled: boolean;
 }
 
+/** Turns an in-process request may take before it counts as waiting for simulated time. */
+const parkTurns = 1000;
+
 export class Scheduler {
   nowMs = 1_750_000_000_000;
   /** Work started outside the event queue that must finish before the next event (in-process requests). */
-  busy = 0;
+  readonly pending = new Set<{ what: string; proc: SimProcess }>();
   events = 0;
   private readonly queue: Event[] = [];
   private seq = 0;
@@ -135,12 +138,18 @@ export class Scheduler {
     this.nowMs = Math.max(this.nowMs, untilMs);
   }
 
-  /** Let the microtasks and in-process requests the last event started finish. */
+  /**
+   * Let the microtasks and in-process requests the last event started finish. A request
+   * still running after `parkTurns` turns waits for simulated time (a retry's backoff, a
+   * timeout): the next event runs. The count of turns is part of the run, not of the
+   * machine (everything in-process is synchronous I/O and promise turns), so it stays
+   * deterministic.
+   */
   async settle(): Promise<void> {
     for (let turns = 0; ; turns++) {
       await new Promise<void>((r) => setImmediate(r));
-      if (this.busy === 0) return;
-      if (turns > 100_000) throw new Error("simulation: in-process work never finished");
+      if (![...this.pending].some((p) => p.proc.alive)) return;
+      if (turns >= parkTurns) return;
     }
   }
 

@@ -1,0 +1,91 @@
+/**
+ * Watermarks sampled while a run goes on, checked against two rules:
+ * - a region's watermark of a stream never moves backward while its process lives (nor
+ *   across a graceful restart): only a lost store (or disk) may take it back;
+ * - what a peer acknowledged is durable: once a shipper has seen its peer acknowledge LSN n
+ *   of a stream, the peer's store holds the stream through n from then on, whatever crashes
+ *   it goes through, until its store is lost.
+ */
+import type { SimCluster } from "./cluster.js";
+
+const streamKey = (origin: string, incarnation: string) => `${origin}/${incarnation}`;
+
+export class WatermarkWatch {
+  readonly problems: string[] = [];
+  private readonly said = new Set<string>();
+  /** region -> stream -> highest watermark seen since its store was last lost or its process crashed. */
+  private readonly seen = new Map<string, Map<string, number>>();
+  /** peer -> stream -> highest LSN a shipper saw that peer acknowledge since its store was last lost. */
+  private readonly owed = new Map<string, Map<string, number>>();
+  /** "region>peer/incarnation" -> the shipper's `acked` at its last sample, and when (only a move is a new acknowledgement). */
+  private readonly lastAcked = new Map<string, { acked: number; atMs: number }>();
+  /** peer -> when its store was last lost (an answer it sent before may still be on its way). */
+  private readonly lostAtMs = new Map<string, number>();
+
+  constructor(
+    private readonly c: SimCluster,
+    private readonly inFlightMs: number,
+  ) {}
+
+  /** The region's store is gone: nothing it held or acknowledged is expected of it any more. */
+  storeLost(region: string): void {
+    this.seen.delete(region);
+    this.owed.delete(region);
+    this.lostAtMs.set(region, this.c.sched.nowMs);
+  }
+
+  /** A power loss: unsynced commits may be undone, so only acknowledged LSNs stay binding. */
+  crashed(region: string): void {
+    this.seen.delete(region);
+  }
+
+  /** Take one sample of every running region (called on the scheduler's clock). */
+  sample(): void {
+    for (const n of this.c.up()) {
+      if (!n.region!.store.isOpen) continue;
+      const marks = new Map(
+        n.region!.store.watermarksSync().map((w) => [streamKey(w.origin, w.incarnation), w.lsn]),
+      );
+      this.checkForward(n.name, marks);
+      for (const [k, lsn] of this.owed.get(n.name) ?? [])
+        if ((marks.get(k) ?? 0) < lsn)
+          this.problem(`${n.name}: holds ${k} through ${marks.get(k) ?? 0}, but acknowledged ${lsn}`);
+    }
+    for (const n of this.c.up()) this.noteAcks(n.name);
+  }
+
+  private checkForward(region: string, marks: Map<string, number>): void {
+    const seen = this.seen.get(region) ?? new Map<string, number>();
+    this.seen.set(region, seen);
+    for (const [k, lsn] of marks) {
+      const before = seen.get(k) ?? 0;
+      if (lsn < before) this.problem(`${region}: watermark of ${k} moved back from ${before} to ${lsn}`);
+      seen.set(k, Math.max(before, lsn));
+    }
+  }
+
+  private noteAcks(region: string): void {
+    const r = this.c.nodes.get(region)!.region!;
+    const k = streamKey(region, r.wal.incarnation);
+    for (const [peer, sh] of r.shippers) {
+      const link = `${region}>${peer}/${r.wal.incarnation}`;
+      const before = this.lastAcked.get(link);
+      const nowMs = this.c.sched.nowMs;
+      this.lastAcked.set(link, { acked: sh.acked, atMs: nowMs });
+      if (before !== undefined && sh.acked <= before.acked) continue;
+      // An acknowledgement learnt around a loss of the peer's store may predate it.
+      const lostAtMs = this.lostAtMs.get(peer) ?? -Infinity;
+      if (nowMs - lostAtMs < this.inFlightMs || (before && lostAtMs >= before.atMs)) continue;
+      const m = this.owed.get(peer) ?? new Map<string, number>();
+      this.owed.set(peer, m);
+      m.set(k, Math.max(m.get(k) ?? 0, sh.acked));
+    }
+  }
+
+  private problem(p: string): void {
+    // One line per broken rule and stream is enough evidence; the rest would repeat it.
+    if (this.said.has(p)) return;
+    this.said.add(p);
+    this.problems.push(`at ${this.c.sched.nowMs}: ${p}`);
+  }
+}
