@@ -13,7 +13,8 @@ export default defineConfig({
       "test/recovery/wal-damage.test.ts",
       "test/replication/shipper-supervision.test.ts",
       "test/shipper/*.test.ts",
-      "test/sim/*.test.ts",
+      // The simulator kills what unit tests miss but costs ~10 s a mutant: CRR_MUTATE_SIM=0 leaves it out.
+      ...(process.env.CRR_MUTATE_SIM === "0" ? [] : ["test/sim/*.test.ts"]),
       "test/store/*.test.ts",
       "test/wal/fixtures.test.ts",
       "test/wal/wal.test.ts",

@@ -4,9 +4,12 @@
  * every region, drills on schedule, and at the end an integrity check (every acknowledged
  * record in every region its policy targets, all digests equal).
  *
- * Lag of a record on a link = from the origin acknowledging the append (the harness gets the
- * response with its LSN) to the origin's shipper receiving the peer's acknowledgement of the
- * batch that holds it (the peer applies before it answers), both on this machine's clock.
+ * Lag of a record on a link = from the origin acknowledging the append (the moment the
+ * harness gets the response with its LSN) to the peer applying the batch that holds it (the
+ * `atMs` of the peer's `applied` event on GET /v1/admin/events, a durable commit there).
+ * Every process runs on this machine, so both instants are on one clock, except in a
+ * clock-skew drill: the skewed node's `atMs` is shifted by its offset, and so is the lag of
+ * the links into it (the drill's note in the report names the offset).
  */
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";

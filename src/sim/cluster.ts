@@ -65,6 +65,8 @@ export class SimCluster {
   readonly net: Network;
   readonly nodes = new Map<string, SimNode>();
   readonly ledger: LedgerEntry[] = [];
+  /** Ledger entries by "origin/incarnation/lsn". */
+  private readonly acked = new Map<string, LedgerEntry>();
   readonly problems: string[] = [];
   /** Each region's WAL incarnation, as of its last start (its WAL holds that stream while it lasts). */
   readonly walIncarnation = new Map<string, string>();
@@ -154,6 +156,9 @@ export class SimCluster {
       }));
       if (!proc.alive) return;
       n.region = region;
+      region.events.on("applied", (origin, incarnation, lsn) =>
+        this.checkAccepted(name, runtime.nowMs(), config.hlc.maxSkewMs, `${origin}/${incarnation}/${lsn}`),
+      );
       this.walIncarnation.set(name, region.wal.incarnation);
       n.app = buildServer(region);
       this.net.endpoints.set(name, { proc, app: n.app });
@@ -359,7 +364,7 @@ export class SimCluster {
       const a = await region.append(rec);
       if (!proc.alive) return; // the client never heard the answer
       const incarnation = region.wal.incarnation;
-      this.ledger.push({
+      const entry: LedgerEntry = {
         region: name,
         key: rec.key,
         tenant: rec.tenant,
@@ -371,11 +376,29 @@ export class SimCluster {
         lsn: a.lsn,
         hlc: a.hlc,
         atMs: this.sched.nowMs,
-      });
+      };
+      this.ledger.push(entry);
+      this.acked.set(`${entry.origin}/${entry.incarnation}/${entry.lsn}`, entry);
       this.sched.note(`ack ${name} ${rec.key} ${a.origin}:${a.lsn} dup=${a.duplicate}`);
     } catch (err) {
       this.sched.note(`refused-append ${name} ${rec.key} ${(err as { code?: string }).code ?? "error"}`);
     }
+  }
+
+  /**
+   * A region applied a peer's batch through `id` (its newest record: timestamps grow along a
+   * stream): its timestamp must be within the allowed skew of the region's clock, or a
+   * region with a clock far ahead would have its records taken (and their timestamps decide
+   * every conflict they take part in).
+   */
+  private checkAccepted(region: string, wallMs: number, maxSkewMs: number, id: string): void {
+    const e = this.acked.get(id);
+    if (!e) return; // a record no client was told about
+    const hlcWallMs = Number(e.hlc.split(".")[0]);
+    if (hlcWallMs > wallMs + maxSkewMs)
+      this.problems.push(
+        `${region} accepted ${id} stamped ${hlcWallMs - wallMs} ms ahead of its clock (allowed: ${maxSkewMs})`,
+      );
   }
 
   /** Regions up now. */

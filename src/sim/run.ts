@@ -209,7 +209,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     for (const f of report.findings)
       problems.push(`${n.name}: divergence after settling: ${f.kind} ${f.key} with ${f.remote}`);
   }
-  problems.push(...c.watch.problems, ...(await checkCluster(c)));
+  problems.push(...c.problems.slice(0, 20), ...c.watch.problems, ...(await checkCluster(c)));
   const result: SimResult = {
     seed: o.seed,
     ok: problems.length === 0,
