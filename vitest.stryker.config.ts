@@ -2,23 +2,27 @@
  * The in-process tests Stryker runs against each mutant (`npm run mutate`): the ones that
  * spawn `crr serve` run dist/, built from the unmutated source, so they cannot kill a
  * mutant; the simulator and the unit tests run the source itself.
+ *
+ * CRR_MUTATE_TESTS (comma-separated globs) narrows the set to one folder's tests
+ * (scripts/mutate.mjs does, folder by folder); CRR_MUTATE_SIM=0 leaves the simulator out
+ * (it kills what unit tests miss but costs ~10 s a mutant).
  */
 import { defineConfig } from "vitest/config";
 
+const all = [
+  "src/**/*.test.ts",
+  "test/node/local-apply-retention.test.ts",
+  "test/recovery/wal-damage.test.ts",
+  "test/replication/shipper-supervision.test.ts",
+  "test/shipper/*.test.ts",
+  "test/store/*.test.ts",
+  "test/wal/wal.test.ts",
+  ...(process.env.CRR_MUTATE_SIM === "0" ? [] : ["test/sim/*.test.ts"]),
+];
+
 export default defineConfig({
   test: {
-    include: [
-      "src/**/*.test.ts",
-      "test/node/local-apply-retention.test.ts",
-      "test/recovery/wal-damage.test.ts",
-      "test/replication/shipper-supervision.test.ts",
-      "test/shipper/*.test.ts",
-      // The simulator kills what unit tests miss but costs ~10 s a mutant: CRR_MUTATE_SIM=0 leaves it out.
-      ...(process.env.CRR_MUTATE_SIM === "0" ? [] : ["test/sim/*.test.ts"]),
-      "test/store/*.test.ts",
-      "test/wal/fixtures.test.ts",
-      "test/wal/wal.test.ts",
-    ],
+    include: process.env.CRR_MUTATE_TESTS ? process.env.CRR_MUTATE_TESTS.split(",") : all,
     testTimeout: 120_000,
     hookTimeout: 60_000,
     pool: "forks",

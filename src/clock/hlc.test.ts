@@ -66,6 +66,48 @@ describe("HybridClock", () => {
     expect(h).toEqual({ wallMs: 6, logical: 0 });
   });
 
+  it("merges a remote timestamp by the HLC rules (each case, exact values)", () => {
+    let wall = 90;
+    const at = (wallMs: number, logical: number) => {
+      const c = new HybridClock({ wallClock: () => wall, floor: { wallMs, logical } });
+      return c;
+    };
+    // Same wall ms here and there, ahead of the wall clock: the larger logical, plus one.
+    expect(at(100, 3).update({ wallMs: 100, logical: 7 })).toEqual({ wallMs: 100, logical: 8 });
+    expect(at(100, 9).update({ wallMs: 100, logical: 7 })).toEqual({ wallMs: 100, logical: 10 });
+    // Ours ahead: our logical plus one.
+    wall = 95;
+    expect(at(100, 3).update({ wallMs: 90, logical: 9 })).toEqual({ wallMs: 100, logical: 4 });
+    // The remote ahead: its time, its logical plus one.
+    wall = 110;
+    expect(at(100, 3).update({ wallMs: 120, logical: 5 })).toEqual({ wallMs: 120, logical: 6 });
+    // The wall clock ahead of both: the wall clock, logical 0.
+    wall = 130;
+    expect(at(100, 3).update({ wallMs: 105, logical: 9 })).toEqual({ wallMs: 130, logical: 0 });
+    // A floor below what the clock already holds changes nothing.
+    const c = at(100, 3);
+    c.observe({ wallMs: 100, logical: 3 });
+    c.observe({ wallMs: 99, logical: 50 });
+    expect(c.peek()).toEqual({ wallMs: 100, logical: 3 });
+  });
+
+  it("orders by wall ms, then logical", () => {
+    expect(compareHlc({ wallMs: 1, logical: 2 }, { wallMs: 1, logical: 5 })).toBeLessThan(0);
+    expect(compareHlc({ wallMs: 1, logical: 5 }, { wallMs: 1, logical: 2 })).toBeGreaterThan(0);
+    expect(compareHlc({ wallMs: 2, logical: 0 }, { wallMs: 1, logical: 9 })).toBeGreaterThan(0);
+    expect(compareHlc({ wallMs: 1, logical: 2 }, { wallMs: 1, logical: 2 })).toBe(0);
+  });
+
+  it("parses only the whole fixed form, within range", () => {
+    expect(parseHlc("000000000000001.00002")).toEqual({ wallMs: 1, logical: 2 });
+    for (const bad of ["x000000000000001.00002", "000000000000001.00002x", "1.2.3", ""])
+      expect(() => parseHlc(bad), bad).toThrow(/not an HLC timestamp/);
+    expect(() => parseHlc("000000000000001.65536")).toThrow("HLC out of range: 000000000000001.65536");
+    expect(parseHlc("000000000000001.65535")).toEqual({ wallMs: 1, logical: 65535 });
+    expect(() => parseHlc(`${2 ** 48}.00000`)).toThrow(/HLC out of range/);
+    expect(parseHlc(`${2 ** 48 - 1}.00000`)).toEqual({ wallMs: 2 ** 48 - 1, logical: 0 });
+  });
+
   it("never issues below a floor given at start (the WAL's last HLC after a restart)", () => {
     const clock = new HybridClock({ wallClock: () => 100, floor: { wallMs: 500, logical: 3 } });
     expect(clock.now()).toEqual({ wallMs: 500, logical: 4 });

@@ -56,6 +56,61 @@ describe("peer request signing", () => {
     expect(v.verify("POST", "/v1/replicate", signed(now + 31_000))).toMatchObject({ ok: false });
   });
 
+  it("refuses each missing header and a malformed nonce before computing anything", () => {
+    const now = 5_000_000;
+    const v = new RequestVerifier({ secret, windowMs: 30_000, nowMs: () => now });
+    for (const h of ["content-digest", "x-crr-timestamp", "x-crr-nonce", "x-crr-region"]) {
+      const { [h]: _, ...rest } = signed(now) as Record<string, string>;
+      expect(v.verify("POST", "/v1/replicate", rest), h).toEqual({
+        ok: false,
+        reason: "missing authentication header",
+      });
+    }
+    for (const bad of ["abc", "g".repeat(32), `${"a".repeat(32)}\n`, "a".repeat(65), `x${"a".repeat(32)}`])
+      expect(v.verify("POST", "/v1/replicate", signed(now, { nonce: bad })), bad).toEqual({
+        ok: false,
+        reason: "malformed nonce",
+      });
+    expect(v.verify("POST", "/v1/replicate", signed(now, { nonce: "a".repeat(16) }))).toMatchObject({
+      ok: true,
+    });
+    // A signature of another length is refused, not thrown on.
+    expect(v.verify("POST", "/v1/replicate", { ...signed(now), "x-crr-signature": "AAAA" })).toEqual({
+      ok: false,
+      reason: "bad signature",
+    });
+    expect(verifyContentDigest("sha-256=:AAAA:", body)).toBe("mismatch");
+  });
+
+  it("accepts a timestamp exactly at the window's edge, either way", () => {
+    const now = 5_000_000;
+    const v = new RequestVerifier({ secret, windowMs: 30_000, nowMs: () => now });
+    expect(v.verify("POST", "/v1/replicate", signed(now - 30_000))).toMatchObject({ ok: true });
+    expect(v.verify("POST", "/v1/replicate", signed(now + 30_000))).toMatchObject({ ok: true });
+    expect(v.verify("POST", "/v1/replicate", signed(now - 30_001))).toMatchObject({ ok: false });
+  });
+
+  it("forgets nonces once they expire, and the oldest beyond its bound (a replay inside the window is still refused)", () => {
+    let now = 1_000_000;
+    const v = new RequestVerifier({ secret, windowMs: 1000, nowMs: () => now, noncesMax: 3 });
+    const first = signed(now);
+    expect(v.verify("POST", "/v1/replicate", first)).toMatchObject({ ok: true });
+    expect(v.verify("POST", "/v1/replicate", first)).toMatchObject({
+      reason: "replayed request (nonce already used)",
+    });
+    // Two windows later the nonce is forgotten (its timestamp is then refused as stale anyway).
+    now += 2000;
+    const seen = (v as unknown as { seen: Map<string, number> }).seen;
+    expect(v.verify("POST", "/v1/replicate", signed(now))).toMatchObject({ ok: true });
+    expect(seen.size).toBe(1);
+    // At the bound, the oldest goes first.
+    const hs = [signed(now), signed(now), signed(now)];
+    for (const h of hs) expect(v.verify("POST", "/v1/replicate", h)).toMatchObject({ ok: true });
+    expect(seen.size).toBe(3);
+    expect(seen.has(hs[2]!["x-crr-nonce"]!)).toBe(true);
+    expect(v.verify("POST", "/v1/replicate", hs[2]!)).toMatchObject({ ok: false });
+  });
+
   it("checks Content-Digest (RFC 9530) against the body", () => {
     expect(contentDigest(body)).toMatch(/^sha-256=:[A-Za-z0-9+/]+=*:$/);
     expect(verifyContentDigest(contentDigest(body), body)).toBe("ok");
