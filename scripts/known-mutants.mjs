@@ -271,6 +271,14 @@ const mutants = [
     to: "        views = new Map(await this.ask());\n",
     tests: ["src/node/startup.test.ts"],
   },
+  {
+    // No SIGKILL test can see this one (the page cache keeps the entry): only a power loss.
+    name: "a new WAL segment's directory entry never synced",
+    file: "src/wal/recovery.ts",
+    from: "    await ops.rename(tmpPath, finalPath);\n    await fsyncDir(dir, ops);\n",
+    to: "    await ops.rename(tmpPath, finalPath);\n",
+    tests: ["test/sim/sim.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */

@@ -151,7 +151,7 @@ describe("batch header checks (each refusal names its reason)", () => {
   it("refuses a bad magic, a changed header, another version", () => {
     expect(refusal(encodeBatch(header, []).fill(0x41, 0, 4))).toBe("not a crr batch (bad magic)");
     const changed = encodeBatch(header, []);
-    changed[30] ^= 1;
+    changed[30] = changed[30]! ^ 1;
     expect(refusal(changed)).toBe("batch header checksum mismatch");
     expect(refusal(forged((b) => b.writeUInt16LE(2, 4)))).toBe("batch format version 2, expected 1");
   });
@@ -187,6 +187,7 @@ describe("batch header checks (each refusal names its reason)", () => {
         tenant: "t",
         outcome: "ok",
         bodyJson: undefined,
+        flags: 0,
         hlc: { wallMs: 1000 + lsn, logical: 0 },
       }));
     const batch = (lsns: number[]) =>

@@ -3,13 +3,15 @@
  * a run stays deterministic), remembering each file's content at its last fsync/fdatasync:
  * a simulated power loss puts every file back to that content (a file never synced goes
  * away), may keep a torn prefix of the lost tail, and may flip a bit in a synced byte.
- * Directory entries (create, rename, unlink) count as durable at once: a simplification the
- * real-process crash tests do not make.
+ * Directory entries (a file created, renamed or removed) are durable only once their
+ * directory is fsynced: a power loss undoes, newest first, every entry change since.
  *
  * Only what goes through FileOps is modelled (the WAL, the shippers' state files); the audit
- * log keeps every write, like a SIGKILL; the store is put back to its last synced commit by
- * the cluster (SQLite images).
+ * log writes and syncs in one synchronous call, so a power loss between events finds nothing
+ * of it unsynced; the store is put back to its last synced commit by the cluster (SQLite
+ * images).
  */
+import path from "node:path";
 import fs from "node:fs";
 import type { FileOps } from "../util/file-ops.js";
 import type { Scheduler } from "./scheduler.js";
@@ -18,7 +20,15 @@ function errno(code: string, what: string): NodeJS.ErrnoException {
   return Object.assign(new Error(`${code}: ${what} (simulated)`), { code });
 }
 
+/** A directory entry change not yet made durable by an fsync of its directory. */
+type EntryChange =
+  | { op: "create"; path: string }
+  | { op: "rename"; from: string; to: string; fromDurable: Buffer | undefined; toDurable: Buffer | undefined }
+  | { op: "unlink"; path: string; durable: Buffer | undefined };
+
 export class SimDisk implements FileOps {
+  /** Per directory, its entry changes since its last fsync (oldest first). */
+  private readonly entries = new Map<string, EntryChange[]>();
   /** Content at the last sync, by path (absent: never synced, lost by a crash). */
   private readonly durable = new Map<string, Buffer>();
   private readonly touched = new Set<string>();
@@ -34,10 +44,19 @@ export class SimDisk implements FileOps {
     return f.path;
   }
 
-  async open(path: string, flags: string | number, mode?: number): Promise<number> {
-    const fd = fs.openSync(path, flags, mode ?? 0o644);
-    this.fds.set(fd, { path });
-    if (!fs.fstatSync(fd).isDirectory()) this.touched.add(path);
+  private change(dir: string, c: EntryChange): void {
+    const list = this.entries.get(dir) ?? [];
+    list.push(c);
+    this.entries.set(dir, list);
+  }
+
+  async open(file: string, flags: string | number, mode?: number): Promise<number> {
+    const existed = fs.existsSync(file);
+    const fd = fs.openSync(file, flags, mode ?? 0o644);
+    this.fds.set(fd, { path: file });
+    if (fs.fstatSync(fd).isDirectory()) return fd;
+    this.touched.add(file);
+    if (!existed) this.change(path.dirname(file), { op: "create", path: file });
     return fd;
   }
 
@@ -59,7 +78,7 @@ export class SimDisk implements FileOps {
 
   async fdatasync(fd: number): Promise<void> {
     const p = this.fd(fd);
-    if (fs.fstatSync(fd).isDirectory()) return;
+    if (fs.fstatSync(fd).isDirectory()) return void this.entries.delete(p);
     this.durable.set(p, fs.readFileSync(p));
   }
 
@@ -82,6 +101,13 @@ export class SimDisk implements FileOps {
   }
 
   async rename(from: string, to: string): Promise<void> {
+    this.change(path.dirname(to), {
+      op: "rename",
+      from,
+      to,
+      fromDurable: this.durable.get(from),
+      toDurable: this.durable.get(to),
+    });
     fs.renameSync(from, to);
     for (const f of this.fds.values()) if (f.path === from) f.path = to;
     const d = this.durable.get(from);
@@ -92,10 +118,11 @@ export class SimDisk implements FileOps {
     else this.durable.delete(to);
   }
 
-  async unlink(path: string): Promise<void> {
-    fs.unlinkSync(path);
-    this.durable.delete(path);
-    this.touched.delete(path);
+  async unlink(file: string): Promise<void> {
+    this.change(path.dirname(file), { op: "unlink", path: file, durable: this.durable.get(file) });
+    fs.unlinkSync(file);
+    this.durable.delete(file);
+    this.touched.delete(file);
   }
 
   async mkdir(path: string): Promise<void> {
@@ -113,6 +140,7 @@ export class SimDisk implements FileOps {
       fs.closeSync(fd);
     }
     const lost: string[] = [];
+    this.undoEntries(dir, lost);
     for (const p of [...this.touched].filter((x) => x.startsWith(dir)).sort()) {
       const now = fs.existsSync(p) ? fs.readFileSync(p) : undefined;
       const synced = this.durable.get(p);
@@ -131,6 +159,41 @@ export class SimDisk implements FileOps {
       lost.push(`${p}: ${(now?.length ?? 0) - keep.length} bytes`);
     }
     return lost;
+  }
+
+  /** Undo, newest first, the entry changes under `dir` no directory fsync made durable. */
+  private undoEntries(dir: string, lost: string[]): void {
+    for (const [d, changes] of this.entries) {
+      if (!d.startsWith(dir)) continue;
+      this.entries.delete(d);
+      for (const c of changes.reverse()) {
+        if (c.op === "create") {
+          fs.rmSync(c.path, { force: true });
+          this.durable.delete(c.path);
+          this.touched.delete(c.path);
+          lost.push(`${c.path}: its directory entry was never synced`);
+        } else if (c.op === "rename") {
+          this.restore(c.to, c.toDurable);
+          this.restore(c.from, c.fromDurable);
+          lost.push(`${c.to}: its rename from ${path.basename(c.from)} was never synced`);
+        } else {
+          this.restore(c.path, c.durable);
+        }
+      }
+    }
+  }
+
+  /** The entry `file` as its last durable content, or absent. */
+  private restore(file: string, content: Buffer | undefined): void {
+    if (content === undefined) {
+      fs.rmSync(file, { force: true });
+      this.durable.delete(file);
+      this.touched.delete(file);
+      return;
+    }
+    fs.writeFileSync(file, content);
+    this.durable.set(file, content);
+    this.touched.add(file);
   }
 
   /** Flip one bit of a synced byte of `file` within its last `windowBytes`, past `fromOffset` (a sector gone bad). */
