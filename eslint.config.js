@@ -85,6 +85,11 @@ const runtimeOnly = {
       property: "timeout",
       message: "Use timeoutSignal(runtime, ms) from src/runtime.",
     },
+    {
+      object: "AbortSignal",
+      property: "any",
+      message: "Use anySignal() from src/runtime (AbortSignal.any leaks from long-lived signals in Node 20).",
+    },
   ],
   "no-restricted-globals": [
     "error",

@@ -6,7 +6,7 @@
  * appends while every peer is down.
  */
 import type { PeerLink } from "../link/index.js";
-import { timeoutSignal, type Runtime, type Timer } from "../runtime/index.js";
+import { anySignal, timeoutSignal, type Runtime, type Timer } from "../runtime/index.js";
 
 export interface PeerHealth {
   region: string;
@@ -60,14 +60,15 @@ export class HealthProber {
   private async probe(link: PeerLink): Promise<void> {
     let healthy = false;
     let error: string | undefined;
+    const bounded = anySignal([this.abort.signal, timeoutSignal(this.o.runtime, this.o.timeoutMs)]);
     try {
-      await link.health(
-        AbortSignal.any([this.abort.signal, timeoutSignal(this.o.runtime, this.o.timeoutMs)]),
-      );
+      await link.health(bounded.signal);
       healthy = true;
     } catch (err) {
       if (this.abort.signal.aborted) return;
       error = (err as Error).message;
+    } finally {
+      bounded.release();
     }
     const before = this.state.get(link.peer);
     this.state.set(link.peer, { region: link.peer, healthy, checkedAtMs: this.o.runtime.nowMs(), error });

@@ -16,7 +16,7 @@ import { EventEmitter } from "node:events";
 import type { Logger } from "../log.js";
 import { LinkError, type PeerLink, type WatermarksView } from "../link/index.js";
 import { BATCH_FLAG_BACKFILL, BATCH_FLAG_SKIP_GAP, encodeBatch } from "../protocol/index.js";
-import { realRuntime, sleep, type Runtime, type Timer } from "../runtime/index.js";
+import { anySignal, realRuntime, sleep, type Runtime, type Timer } from "../runtime/index.js";
 import type { WalChunk } from "../wal/index.js";
 import type { FileOps } from "../util/file-ops.js";
 import { readAckState, writeAckState, type AckState } from "./ack-state.js";
@@ -325,15 +325,18 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
 
   private async answerOrMore(oldest: Promise<SendOutcome>, next: number): Promise<"answer" | "more"> {
     const stopWaiting = new AbortController();
-    const more = this.o.wal
-      .waitForDurable(next - 1, AbortSignal.any([this.abort.signal, stopWaiting.signal]))
-      .then(
-        () => "more" as const,
-        () => "stopped" as const,
-      );
-    const first = await Promise.race([oldest.then(() => "answer" as const), more]);
-    stopWaiting.abort();
-    return first === "more" ? "more" : "answer";
+    const waiting = anySignal([this.abort.signal, stopWaiting.signal]);
+    const more = this.o.wal.waitForDurable(next - 1, waiting.signal).then(
+      () => "more" as const,
+      () => "stopped" as const,
+    );
+    try {
+      const first = await Promise.race([oldest.then(() => "answer" as const), more]);
+      return first === "more" ? "more" : "answer";
+    } finally {
+      stopWaiting.abort();
+      waiting.release();
+    }
   }
 
   private windowFailure(outcome: Exclude<SendOutcome, { kind: "ok" }>): Error {
