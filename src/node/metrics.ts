@@ -15,8 +15,29 @@ export interface MetricsSource {
   auditPump: { backlog: number };
 }
 
+/**
+ * The process's own metrics (CPU, memory, event loop, GC), collected once per process:
+ * prom-client's collectors observe the process for good (a PerformanceObserver never
+ * disconnected), so collecting them per region kept every closed region reachable (an
+ * embedded service opening regions again and again grew without bound; found by the
+ * simulator's memory). Every region's /metrics shows them with its own.
+ */
+let processRegistry: client.Registry | undefined;
+function processMetrics(): client.Registry {
+  if (!processRegistry) {
+    processRegistry = new client.Registry();
+    client.collectDefaultMetrics({ register: processRegistry, prefix: "crr_" });
+  }
+  return processRegistry;
+}
+
 export class RegionMetrics {
   readonly registry = new client.Registry();
+
+  /** The exposition text for /metrics: this region's metrics, then the process's. */
+  async text(): Promise<string> {
+    return `${await this.registry.metrics()}${await processMetrics().metrics()}`;
+  }
   readonly walFsyncSeconds = new client.Histogram({
     name: "crr_wal_fsync_seconds",
     help: "Duration of each WAL fdatasync",
@@ -114,6 +135,7 @@ export class RegionMetrics {
   });
 
   constructor(region: () => MetricsSource | undefined) {
+    processMetrics();
     const collectors = {
       lagSeconds: async () => (await region()?.lagSeconds()) ?? [],
       watermarks: async () => (region() ? (await region()!.watermarksView()).watermarks : {}),
@@ -123,7 +145,6 @@ export class RegionMetrics {
       ready: () => region()?.readiness().ready ?? false,
       auditPending: () => region()?.auditPump.backlog ?? 0,
     };
-    client.collectDefaultMetrics({ register: this.registry, prefix: "crr_" });
     new client.Gauge({
       name: "crr_ready",
       help: "1 when the region admits appends (what /readyz answers)",

@@ -225,7 +225,15 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     lines: s.lines,
     dir,
   };
-  for (const n of c.nodes.values()) n.proc.alive = false;
+  // The run is over: every process dies (timers with it) and what it held is let go, so a
+  // long search keeps its memory flat.
+  for (const n of c.nodes.values()) {
+    n.proc.alive = false;
+    n.region?.store.abandon();
+    void n.app?.close().catch(() => undefined);
+    n.region = undefined;
+    n.app = undefined;
+  }
   if (result.ok && !o.keep) fs.rmSync(dir, { recursive: true, force: true });
   return result;
 }

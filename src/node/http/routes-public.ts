@@ -64,7 +64,7 @@ export function publicRoutes(region: Region): FastifyPluginAsync {
     app.get("/v1/status", async () => region.status());
 
     app.get("/metrics", async (_req, reply) => {
-      const body = await region.metrics.registry.metrics();
+      const body = await region.metrics.text();
       return reply.header("content-type", region.metrics.registry.contentType).send(body);
     });
 
