@@ -312,6 +312,7 @@ export class SimCluster {
     if (!present && this.o.regions.length - 2 - n.removed.size < 1) return;
     if (present) n.removed.delete(peer);
     else n.removed.add(peer);
+    if (!present) this.watch.peerRemoved(name, peer);
     n.config = this.configOf(name, n.removed);
     this.sched.note(`${present ? "add" : "remove"} peer ${name} ${peer}`);
     await this.restart(name);

@@ -4,7 +4,11 @@
  *   across a graceful restart): only a lost store (or disk) may take it back;
  * - what a peer acknowledged is durable: once a shipper has seen its peer acknowledge LSN n
  *   of a stream, the peer's store holds the stream through n from then on, whatever crashes
- *   it goes through, until its store is lost.
+ *   it goes through, until its store is lost;
+ * - retention keeps what someone still needs: a region's WAL holds every LSN of its stream
+ *   that a peer it ships to has not acknowledged, and that its own store has not applied
+ *   (a peer once removed from its configuration, or one that lost its store, is excused:
+ *   the shipper backfills those from the store, by design).
  */
 import type { SimCluster } from "./cluster.js";
 
@@ -27,8 +31,18 @@ export class WatermarkWatch {
     private readonly inFlightMs: number,
   ) {}
 
+  /** "region>peer" pairs retention may leave behind (backfilled from the store instead). */
+  private readonly excused = new Set<string>();
+
+  /** `region` stopped shipping to `peer` for a while (removed from its configuration). */
+  peerRemoved(region: string, peer: string): void {
+    this.excused.add(`${region}>${peer}`);
+  }
+
   /** The region's store is gone: nothing it held or acknowledged is expected of it any more. */
   storeLost(region: string): void {
+    for (const n of this.c.nodes.keys()) this.excused.add(`${n}>${region}`);
+    this.excused.add(`${region}>${region}`);
     this.seen.delete(region);
     this.owed.delete(region);
     this.lostAtMs.set(region, this.c.sched.nowMs);
@@ -52,6 +66,20 @@ export class WatermarkWatch {
           this.problem(`${n.name}: holds ${k} through ${marks.get(k) ?? 0}, but acknowledged ${lsn}`);
     }
     for (const n of this.c.up()) this.noteAcks(n.name);
+    for (const n of this.c.up()) this.checkRetention(n.name);
+  }
+
+  private checkRetention(region: string): void {
+    const r = this.c.nodes.get(region)!.region!;
+    const first = r.wal.firstLsn;
+    if (first <= 1) return;
+    const needs: Array<[string, number]> = [...r.shippers].map(([peer, sh]) => [peer, sh.acked]);
+    needs.push([region, r.store.watermarkSync(region, r.wal.incarnation)]);
+    for (const [who, applied] of needs)
+      if (!this.excused.has(`${region}>${who}`) && applied + 1 < first)
+        this.problem(
+          `${region}: its WAL starts at LSN ${first}, but ${who === region ? "its store" : who} has applied only ${applied} of ${r.wal.incarnation.slice(0, 8)}`,
+        );
   }
 
   private checkForward(region: string, marks: Map<string, number>): void {
