@@ -111,7 +111,9 @@ export class SimCluster {
       regions: Object.fromEntries(all.map((r) => [r, { url: `http://${r}.sim` }])),
       crr,
       auth: { peerSecret: simSecret },
-      wal: { segmentBytesMax: 16 * 1024, retentionIntervalMs: 2000 },
+      // Small segments, sealed every few seconds: retention, sealed-segment reads and the store
+      // fallback run in every run (with 16 KiB segments no run ever sealed one).
+      wal: { segmentBytesMax: 4096, segmentAgeMsMax: 3000, retentionIntervalMs: 2000 },
       shipper: { retryDelayMsMin: 20, retryDelayMsMax: 1000, requestTimeoutMs: 2000, connectTimeoutMs: 500 },
       health: { probeIntervalMs: 1000, probeTimeoutMs: 500 },
       recovery: { peerWaitMs: 1500, bootstrapWaitMs: 20_000 },
