@@ -125,7 +125,11 @@ export class Evidence implements RecoveryEvidence {
   }
 
   /** This region's records of `incarnation` in [fromLsn, toLsn]: from the store, then from peers for the rest. */
+  /** Peers that could not be asked by the last `records` call (no answer, or a failed read): they may hold what was not found. */
+  unanswered: string[] = [];
+
   async records(incarnation: string, fromLsn: number, toLsn: number): Promise<WalRecord[]> {
+    this.unanswered = [];
     const found = new Map<number, WalRecord>();
     for (let from = fromLsn; from <= toLsn;) {
       const page = this.o.store.streamVersions(this.o.region, incarnation, from, toLsn, pageRecordsMax);
@@ -144,6 +148,7 @@ export class Evidence implements RecoveryEvidence {
     found: Map<number, WalRecord>,
   ): Promise<void> {
     const views = await this.peerViews();
+    this.unanswered = this.o.links.filter((l) => !views.has(l.peer)).map((l) => l.peer);
     for (const link of this.o.links) {
       const covered = views
         .get(link.peer)
@@ -160,6 +165,7 @@ export class Evidence implements RecoveryEvidence {
           from = page.next;
         }
       } catch (err) {
+        this.unanswered.push(link.peer);
         this.o.log.warn(
           { peer: link.peer, err: (err as Error).message },
           "recovery: could not read records from peer",

@@ -6,6 +6,7 @@
 import type { Wal } from "../wal/index.js";
 import type { Evidence } from "./evidence.js";
 import { applyWalRange } from "./local-applier.js";
+import { StartupRefusedError } from "./startup.js";
 import type { Region } from "./region.js";
 
 /** Apply to the store what it lacks of this incarnation: from peers below the WAL, then from the WAL. */
@@ -30,6 +31,13 @@ async function refillBelowWal(
 ): Promise<void> {
   const records = await evidence.records(incarnation, from, to);
   const lost = to - from + 1 - records.length;
+  // Lost means nobody holds them: a peer that did not answer may (found by the simulator,
+  // seed 62: a region whose clock had jumped was refused by every peer, declared all its
+  // own acknowledged records lost, and a peer that needed them never got them).
+  if (lost > 0 && evidence.unanswered.length > 0)
+    throw new StartupRefusedError(
+      `region ${r.name}: its store lacks ${lost} of its own records ${from}..${to} (below the WAL's first LSN) and ${evidence.unanswered.join(", ")} did not answer, which may hold them; nothing was changed. Start again when they are reachable (a peer gone for good: remove it from crr.peers first).`,
+    );
   if (lost > 0) {
     const held = new Set(records.map((x) => x.lsn));
     const missing: number[] = [];
