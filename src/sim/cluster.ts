@@ -397,6 +397,9 @@ export class SimCluster {
   private checkAccepted(region: string, wallMs: number, maxSkewMs: number, id: string): void {
     const e = this.acked.get(id);
     if (!e) return; // a record no client was told about
+    // Under a selective policy a batch covers LSNs whose records it does not carry.
+    const policy = this.o.tenants?.find((p) => p.tenantID === e.tenant);
+    if (policy && !policy.targetRegions.includes(region)) return;
     const hlcWallMs = Number(e.hlc.split(".")[0]);
     if (hlcWallMs > wallMs + maxSkewMs)
       this.problems.push(

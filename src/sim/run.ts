@@ -185,7 +185,18 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   // A clock that jumped far ahead keeps its HLC there: peers refuse its records until their
   // own clocks are within the allowed skew of it (at most a minute after the heal here).
   const deadline = s.nowMs + 180_000;
-  while (!settled(c) && s.nowMs < deadline) {
+  // Settled: every region up, every shipper acknowledged, and no divergence left (older
+  // incarnations backfill after that, and records stamped ahead by a clock that jumped are
+  // taken only once the peers' clocks are within the allowed skew of them).
+  let findings = Infinity;
+  let verifiedAtMs = -Infinity;
+  while (s.nowMs < deadline) {
+    if (settled(c) && s.nowMs - verifiedAtMs >= 5000) {
+      verifiedAtMs = s.nowMs;
+      findings = 0;
+      for (const n of c.up()) findings += (await drive(s, n.region!.verify())).findings.length;
+      if (findings === 0) break;
+    }
     for (const n of c.nodes.values()) if (n.state === "down") void c.boot(n.name);
     // The operator reads a refusal over a damaged WAL and accepts the loss (audited).
     for (const n of c.nodes.values()) if (n.state === "refused") void c.acceptWalLoss(n.name);
