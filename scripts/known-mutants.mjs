@@ -279,6 +279,13 @@ const mutants = [
     to: "    await ops.rename(tmpPath, finalPath);\n",
     tests: ["test/sim/sim.test.ts"],
   },
+  {
+    name: "own records declared lost while a peer did not answer",
+    file: "src/node/replay.ts",
+    from: "  if (lost > 0 && evidence.unanswered.length > 0)\n",
+    to: "  if (false)\n",
+    tests: ["test/sim/sim.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */
