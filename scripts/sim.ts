@@ -23,7 +23,16 @@ const seeds =
 let simMs = 0;
 let wallMs = 0;
 for (const seed of seeds) {
-  const r = await runSeed({ seed, activeMs, keep: values.keep, trace: values.trace });
+  const r = await runSeed({ seed, activeMs, keep: values.keep, trace: values.trace }).catch(
+    (err: unknown) => {
+      // A run that cannot go on (a loop that never waits) is a failure of its seed too.
+      console.log(`seed ${seed}: FAILED (the run stopped: ${(err as Error).message})`);
+      console.log(
+        `replay: npm run sim -- --seed ${seed}${activeMs ? ` --active-ms ${activeMs}` : ""} --keep`,
+      );
+      process.exit(1);
+    },
+  );
   simMs += r.simMs;
   wallMs += r.wallMs;
   console.log(

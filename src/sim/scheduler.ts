@@ -26,12 +26,15 @@ interface Event {
 
 /** Turns an in-process request may take before it counts as waiting for simulated time. */
 const parkTurns = 1000;
+/** Events at one virtual millisecond beyond which a run is stuck in a loop that never waits. */
+const sameMsEventsMax = 200_000;
 
 export class Scheduler {
   nowMs = 1_750_000_000_000;
   /** Work started outside the event queue that must finish before the next event (in-process requests). */
   readonly pending = new Set<{ what: string; proc: SimProcess }>();
   events = 0;
+  private sameMsEvents = 0;
   private readonly queue: Event[] = [];
   private seq = 0;
   private readonly rng: ReturnType<typeof xoroshiro128plus>;
@@ -130,6 +133,11 @@ export class Scheduler {
       if (!e || e.atMs > untilMs) break;
       this.pop();
       if (e.cancelled || (e.owner && !e.owner.alive)) continue;
+      this.sameMsEvents = e.atMs === this.nowMs ? this.sameMsEvents + 1 : 0;
+      if (this.sameMsEvents > sameMsEventsMax)
+        throw new Error(
+          `simulation: time does not advance (${sameMsEventsMax} events at ${e.atMs}): a loop that never waits`,
+        );
       this.nowMs = e.atMs;
       this.events++;
       e.fn();
