@@ -10,12 +10,18 @@ import { runSeed, type SimResult } from "../../src/sim/index.js";
 
 // Fewer and shorter runs under mutation testing (vitest.stryker.config.ts sets these).
 // Seeds 1..N, then seeds that found a bug (checked at the commit that set them; the schedule
-// a seed draws changes with the simulator): 62 (a region that could not reach its peers
+// a seed draws changes with the simulator): 14 (a bit flip in the last synced WAL frame cut
+// as a torn tail, its LSN reissued), 62 (a region that could not reach its peers
 // declared its own acknowledged records lost), 33 (an older incarnation backfilled to a peer
 // only once its clock is near records stamped by a clock that jumped). The bug-finding
 // table (`node scripts/known-mutants.mjs --sim 20`) maps every known mutant to the first
 // seed that finds it; most are among 1..10.
-const seeds = [...Array.from({ length: Number(process.env.CRR_SIM_SEEDS ?? 10) }, (_, i) => i + 1), 33, 62];
+const seeds = [
+  ...Array.from({ length: Number(process.env.CRR_SIM_SEEDS ?? 10) }, (_, i) => i + 1),
+  14,
+  33,
+  62,
+];
 const activeMs = Number(process.env.CRR_SIM_ACTIVE_MS ?? 30_000);
 
 function explain(r: SimResult): string {
