@@ -2,6 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach } from "vitest";
+import { waitUntil } from "../../src/launch/index.js";
 
 const made: string[] = [];
 
@@ -17,16 +18,10 @@ afterEach(() => {
 });
 
 /** Poll `check` until it returns a truthy value or the deadline passes (no sleep-then-assert). */
-export async function waitFor<T>(
+export function waitFor<T>(
   check: () => T | Promise<T>,
   what: string,
   deadlineMs = 30_000,
 ): Promise<NonNullable<T>> {
-  const until = Date.now() + deadlineMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > until) throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  return waitUntil(check, what, deadlineMs);
 }
