@@ -131,7 +131,7 @@ export class Network {
     answered: (a: { status: number; text: string }) => void,
   ): void {
     this.delivered++;
-    const pending = { what: `${r.method} ${r.path.split("?")[0]}`, proc: target.proc };
+    const pending = { proc: target.proc };
     this.sched.pending.add(pending);
     const app = target.app!;
     void app

@@ -188,12 +188,11 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   // Settled: every region up, every shipper acknowledged, and no divergence left (older
   // incarnations backfill after that, and records stamped ahead by a clock that jumped are
   // taken only once the peers' clocks are within the allowed skew of them).
-  let findings = Infinity;
   let verifiedAtMs = -Infinity;
   while (s.nowMs < deadline) {
     if (settled(c) && s.nowMs - verifiedAtMs >= 5000) {
       verifiedAtMs = s.nowMs;
-      findings = 0;
+      let findings = 0;
       for (const n of c.up()) findings += (await drive(s, n.region!.verify())).findings.length;
       if (findings === 0) break;
     }

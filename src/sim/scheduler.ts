@@ -32,7 +32,7 @@ const sameMsEventsMax = 200_000;
 export class Scheduler {
   nowMs = 1_750_000_000_000;
   /** Work started outside the event queue that must finish before the next event (in-process requests). */
-  readonly pending = new Set<{ what: string; proc: SimProcess }>();
+  readonly pending = new Set<{ proc: SimProcess }>();
   events = 0;
   private sameMsEvents = 0;
   private readonly queue: Event[] = [];
