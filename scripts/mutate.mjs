@@ -33,6 +33,11 @@ const folders = {
 const skipped = ["index.ts", "pure.ts", "checkpointer.ts", "inspect.ts"];
 
 const chosen = process.argv.slice(2).length > 0 ? process.argv.slice(2) : Object.keys(folders);
+const unknown = chosen.filter((f) => !(f in folders));
+if (unknown.length > 0) {
+  console.error(`unknown part(s): ${unknown.join(", ")}; known: ${Object.keys(folders).join(", ")}`);
+  process.exit(2);
+}
 fs.mkdirSync("reports/mutation", { recursive: true });
 for (const folder of chosen) {
   const files =
@@ -88,6 +93,13 @@ for (const folder of Object.keys(folders)) {
     `| ${folders[folder].files ? folders[folder].files.join(", ") : `src/${folder}`} | ${valid} | ${count.Killed} | ${count.Timeout} | ${count.Survived} | ${count.NoCoverage} | ${((100 * detected) / valid).toFixed(1)}% | ${seconds} |`,
   );
 }
+// What follows the notes marker in the current summary (why each survivor is equivalent) is
+// written by hand and kept.
+const marker = "<!-- notes: written by hand, kept by scripts/mutate.mjs -->";
+const previous = fs.existsSync("bench/results/mutation.md")
+  ? fs.readFileSync("bench/results/mutation.md", "utf8")
+  : "";
+const notes = previous.includes(marker) ? previous.slice(previous.indexOf(marker)) : `${marker}\n`;
 const md = [
   "# Mutation testing (Stryker)",
   "",
@@ -104,6 +116,7 @@ const md = [
   "| --- | --- | --- | --- | --- |",
   ...survivors,
   "",
+  notes,
 ].join("\n");
 fs.writeFileSync("bench/results/mutation.md", md);
 console.log(rows.join("\n"));
