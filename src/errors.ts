@@ -149,3 +149,13 @@ const retryableCodes = new Set(["wal_busy", "wal_write_failed", "store_full"]);
 export function isRetryable(err: unknown): boolean {
   return err instanceof CrrError && retryableCodes.has(err.code);
 }
+
+/** A peer asked this region to write something it must not hold or that nothing shows is wrong. */
+export class RepairRefusedError extends CrrError {
+  constructor(
+    readonly key: string,
+    reason: string,
+  ) {
+    super("repair_refused", `repair of key '${key}' refused: ${reason}; nothing was written`);
+  }
+}

@@ -247,6 +247,7 @@ export class CrrHarness {
         const res = await node.pool.request({
           path: "/v1/admin/events",
           method: "GET",
+          headers: { authorization: `Bearer ${this.mesh!.adminToken}` },
           signal: ac.signal,
           bodyTimeout: 0,
         });

@@ -1,6 +1,6 @@
 import type { RegionStatus } from "../node/index.js";
 import { CliUsageError, parseCommand } from "./args.js";
-import { callNode } from "./http.js";
+import { adminCredentialFromEnv, callNode } from "./http.js";
 
 const drainHelp = `crr drain --url URL [--timeout-ms N] [--json]
 
@@ -33,7 +33,8 @@ export async function runDrain(argv: string[]): Promise<number> {
   const say = (line: string) => {
     if (!values.json) process.stdout.write(`${line}\n`);
   };
-  let s = await callNode<RegionStatus>(values.url, "v1/admin/drain", "POST");
+  const credential = await adminCredentialFromEnv(values.url);
+  let s = await callNode<RegionStatus>(values.url, "v1/admin/drain", { method: "POST", credential });
   const target = s.wal.durableLsn;
   say(
     `${s.region} is draining: appends refused; waiting for ${s.peers.length} peers to acknowledge LSN ${target}`,
@@ -69,7 +70,10 @@ export async function runUndrain(argv: string[]): Promise<number> {
   }
   if (typeof values.url !== "string")
     throw new CliUsageError(`undrain: --url URL is required\n\n${undrainHelp}`);
-  const s = await callNode<RegionStatus>(values.url, "v1/admin/undrain", "POST");
+  const s = await callNode<RegionStatus>(values.url, "v1/admin/undrain", {
+    method: "POST",
+    credential: await adminCredentialFromEnv(values.url),
+  });
   process.stdout.write(`${s.region} accepts appends again\n`);
   return 0;
 }

@@ -1,8 +1,12 @@
 /** Small HTTP helpers for the operator commands (they talk to a running node). */
 import fs from "node:fs";
 import path from "node:path";
-import { request } from "undici";
+import { randomBytes } from "node:crypto";
+import { Agent, request } from "undici";
 import type { NodeConfig } from "../config/index.js";
+import type { ClientTls } from "../link/index.js";
+import { sharedSecret, signRequest, type Signer } from "../protocol/index.js";
+import { CliUsageError } from "./args.js";
 
 /**
  * Where this config's node serves: what its running process wrote to `node.json` (it may have
@@ -18,7 +22,20 @@ export function nodeUrl(config: NodeConfig): string {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT" && !(err instanceof SyntaxError)) throw err;
   }
-  return `http://${config.listen.host}:${config.listen.port}`;
+  return `${config.listen.tls ? "https" : "http"}://${config.listen.host}:${config.listen.port}`;
+}
+
+/** The TLS material of a config, for an operator command's links (read once). */
+export function clientTlsOf(config: NodeConfig): (() => ClientTls) | undefined {
+  const t = config.listen.tls;
+  if (!t) return undefined;
+  const m: ClientTls = {
+    version: 1,
+    cert: fs.readFileSync(t.certFile),
+    key: fs.readFileSync(t.keyFile),
+    ...(t.caFile ? { ca: fs.readFileSync(t.caFile) } : {}),
+  };
+  return () => m;
 }
 
 function alive(pid: number): boolean {
@@ -32,30 +49,96 @@ function alive(pid: number): boolean {
 
 export class NodeUnreachableError extends Error {}
 
-export async function callNode<T>(
+/** Who an operator command is to a node's admin routes. */
+export type AdminCredential =
+  { kind: "token"; token: string } | { kind: "signed"; region: string; signer: Signer } | { kind: "none" };
+
+const tokenCharsMin = 16;
+
+/**
+ * The credential of a command given only a URL, from its environment: CRR_ADMIN_TOKEN (or the
+ * file CRR_ADMIN_TOKEN_FILE names), else a request signed as the node's own region with the
+ * shared secret CRR_PEER_SECRET (shared-secret mode), else none (a node with
+ * auth.loopbackAdmin accepts it from loopback).
+ */
+export async function adminCredentialFromEnv(
   url: string,
-  path: string,
-  method: "GET" | "POST" = "GET",
-  timeoutMs = 5000,
-  body?: unknown,
-): Promise<T> {
-  const target = new URL(path, url.endsWith("/") ? url : `${url}/`).toString();
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<AdminCredential> {
+  const token = env.CRR_ADMIN_TOKEN_FILE
+    ? fs.readFileSync(env.CRR_ADMIN_TOKEN_FILE, "utf8").trim()
+    : (env.CRR_ADMIN_TOKEN ?? "");
+  if (token) {
+    if (token.length < tokenCharsMin)
+      throw new CliUsageError(`CRR_ADMIN_TOKEN: must be at least ${tokenCharsMin} characters`);
+    return { kind: "token", token };
+  }
+  const secret = env.CRR_PEER_SECRET ?? "";
+  if (!secret) return { kind: "none" };
+  if (secret.length < tokenCharsMin)
+    throw new CliUsageError(`CRR_PEER_SECRET: must be at least ${tokenCharsMin} characters`);
+  const { region } = await callNode<{ region: string }>(url, "v1/watermarks");
+  return { kind: "signed", region, signer: sharedSecret(secret, [region]).signer };
+}
+
+function credentialHeaders(
+  c: AdminCredential,
+  method: string,
+  target: URL,
+  body: string,
+): Record<string, string> {
+  if (c.kind === "token") return { authorization: `Bearer ${c.token}` };
+  if (c.kind === "none") return {};
+  return signRequest({
+    signer: c.signer,
+    method,
+    path: `${target.pathname}${target.search}`,
+    body,
+    region: c.region,
+    to: c.region,
+    nowMs: Date.now(),
+    nonce: randomBytes(16).toString("hex"),
+  });
+}
+
+export interface CallOptions {
+  method?: "GET" | "POST";
+  timeoutMs?: number;
+  body?: unknown;
+  credential?: AdminCredential;
+  /** The CA (and client certificate) for an https:// node; default: the system's CAs. */
+  tls?: ClientTls;
+}
+
+export async function callNode<T>(url: string, path: string, o: CallOptions = {}): Promise<T> {
+  const { method = "GET", timeoutMs = 5000, body, credential = { kind: "none" } } = o;
+  const target = new URL(path, url.endsWith("/") ? url : `${url}/`);
+  const text = body === undefined ? "" : JSON.stringify(body);
   let res;
   try {
     res = await request(target, {
       method,
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
-      ...(body === undefined
-        ? {}
-        : { body: JSON.stringify(body), headers: { "content-type": "application/json" } }),
+      ...(o.tls
+        ? { dispatcher: new Agent({ connect: { ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key } }) }
+        : {}),
+      headers: {
+        ...credentialHeaders(credential, method, target, text),
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+      },
+      ...(body === undefined ? {} : { body: text }),
     });
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
-    throw new NodeUnreachableError(`cannot reach ${target}: ${e.code ?? e.cause?.code ?? e.message}`);
+    throw new NodeUnreachableError(
+      `cannot reach ${target.toString()}: ${e.code ?? e.cause?.code ?? e.message}`,
+    );
   }
-  const text = await res.body.text();
+  const answer = await res.body.text();
   if (res.statusCode >= 400)
-    throw new NodeUnreachableError(`${method} ${target} answered ${res.statusCode}: ${text.slice(0, 300)}`);
-  return JSON.parse(text) as T;
+    throw new NodeUnreachableError(
+      `${method} ${target.toString()} answered ${res.statusCode}: ${answer.slice(0, 300)}`,
+    );
+  return JSON.parse(answer) as T;
 }

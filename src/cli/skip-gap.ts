@@ -1,6 +1,6 @@
 import type { RegionStatus } from "../node/index.js";
 import { CliUsageError, parseCommand } from "./args.js";
-import { callNode } from "./http.js";
+import { adminCredentialFromEnv, callNode } from "./http.js";
 
 const help = `crr skip-gap --url URL --peer PEER --through LSN
 
@@ -24,9 +24,11 @@ export async function runSkipGap(argv: string[]): Promise<number> {
   const throughLsn = Number(values.through);
   if (!Number.isInteger(throughLsn) || throughLsn < 1)
     throw new CliUsageError(`skip-gap: --through must be a positive LSN, not ${values.through}`);
-  const s = await callNode<RegionStatus>(values.url, "v1/admin/skip-gap", "POST", 10_000, {
-    peer: values.peer,
-    throughLsn,
+  const s = await callNode<RegionStatus>(values.url, "v1/admin/skip-gap", {
+    method: "POST",
+    timeoutMs: 10_000,
+    body: { peer: values.peer, throughLsn },
+    credential: await adminCredentialFromEnv(values.url),
   });
   process.stdout.write(
     `${s.region}: ${values.peer} may skip LSNs it cannot get up to ${throughLsn} (audited: head seq ${s.audit.seq})\n`,

@@ -3,14 +3,14 @@
  * admin route, or, if the node is not running, by opening the region here), print findings,
  * and with reconcile, repair each divergent or missing key by the merge rule.
  */
-import { ConfigError, loadConfig, type NodeConfig } from "../config/index.js";
+import { ConfigError, credentialsOf, loadConfig, type NodeConfig } from "../config/index.js";
 import { decide, type Established, type Finding, type ScanReport } from "../divergence/index.js";
 import { HttpPeerLink, type PeerLink } from "../link/index.js";
 import { silentLogger } from "../log.js";
 import { Region, mergeRuleOf } from "../node/index.js";
 import type { StoredRecord } from "../store/index.js";
 import { CliUsageError, parseCommand } from "./args.js";
-import { callNode, nodeUrl } from "./http.js";
+import { callNode, clientTlsOf, nodeUrl } from "./http.js";
 
 function describeVersion(v: StoredRecord | undefined): string {
   return v ? `'${v.outcome}' (${v.origin} LSN ${v.lsn})` : "nothing";
@@ -42,7 +42,12 @@ async function scan(config: NodeConfig): Promise<{ report: ScanReport; offline: 
   const url = nodeUrl(config);
   try {
     return {
-      report: await callNode<ScanReport>(url, "v1/admin/verify", "POST", 120_000),
+      report: await callNode<ScanReport>(url, "v1/admin/verify", {
+        method: "POST",
+        timeoutMs: 120_000,
+        credential: { kind: "signed", region: config.region, signer: credentialsOf(config).signer },
+        tls: clientTlsOf(config)?.(),
+      }),
       offline: undefined,
     };
   } catch {
@@ -109,9 +114,12 @@ UNDECIDED and nothing is written for it. Dry run by default: prints the plan. --
 /** A signed link from this operator command to `region` (this region itself: its own listener). */
 export function cliLink(config: NodeConfig, region: string): PeerLink {
   const url = region === config.region ? nodeUrl(config) : config.regions[region]!.url;
+  const credentials = credentialsOf(config);
   return new HttpPeerLink({
     region: config.region,
-    secret: config.auth.peerSecret,
+    signer: credentials.signer,
+    keys: credentials.ring,
+    tls: clientTlsOf(config),
     peer: region,
     url,
     connectTimeoutMs: 5000,

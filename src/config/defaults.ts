@@ -17,6 +17,8 @@ export const defaults = {
   auth: {
     /** Peer requests whose timestamp is further than this from our clock are refused. */
     windowMs: 30_000,
+    /** Admin routes from loopback without a credential: off (a local TCP forwarder makes everyone loopback). */
+    loopbackAdmin: false,
   },
   wal: {
     segmentBytesMax: segmentBytesMaxDefault,
@@ -53,6 +55,16 @@ export const defaults = {
     requestTimeoutMs: 15_000,
     keepAliveTimeoutMs: 5000,
     publicBodyBytesMax: 256 * 1024,
+    /** A request body must arrive whole within this of its headers, or the connection is cut. */
+    bodyTimeoutMs: 15_000,
+    /** Headers must arrive within this of the connection's first byte. */
+    headersTimeoutMs: 10_000,
+    /** Authenticated peer requests served at once; beyond, 503 with Retry-After. */
+    peerRequestsMax: 64,
+    /** Open connections at once; beyond, new ones are closed at once. */
+    connectionsMax: 1024,
+    /** `GET /v1/admin/events` streams at once; beyond, 503. */
+    eventStreamsMax: 16,
   },
   hlc: { maxSkewMs: hlcMaxSkewMsDefault },
   append: {

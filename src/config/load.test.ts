@@ -1,3 +1,7 @@
+import { generateKeyPairSync } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseConfig } from "./load.js";
 import { replicationPolicy } from "./policy.js";
@@ -122,5 +126,102 @@ describe("config", () => {
     expect(
       replicationPolicy(parseConfig({ ...base(), crr: { enabled: false } }, "t", "/", env)).peers,
     ).toEqual([]);
+  });
+
+  it("takes the shell's ${VAR:-default}, and refuses a default that is too short as a secret", () => {
+    const withDefault = { ...base(), auth: { peerSecret: "${CRR_PEER_SECRET:-changeme}" } };
+    expect(problems(withDefault, {})).toEqual(["auth.peerSecret: must be at least 16 characters"]);
+    expect(parseConfig(withDefault, "t", "/", env).auth.peerSecret).toBe(env.CRR_PEER_SECRET);
+    // An empty variable takes the default too (the shell's ":-").
+    const long = { ...base(), auth: { peerSecret: "${CRR_PEER_SECRET:-a-default-long-enough-0123}" } };
+    expect(parseConfig(long, "t", "/", { CRR_PEER_SECRET: "" }).auth.peerSecret).toBe(
+      "a-default-long-enough-0123",
+    );
+    expect(problems({ ...base(), auth: { peerSecret: "${CRR_PEER_SECRET:?unset}" } })).toEqual([
+      "auth.peerSecret: unsupported substitution ${CRR_PEER_SECRET:?unset} (use ${NAME} or ${NAME:-default})",
+    ]);
+  });
+
+  it("reads secrets from files as Kubernetes mounts them, with the same minimum, and never both ways", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "crr-config-"));
+    fs.writeFileSync(path.join(dir, "peer-secret"), "0123456789abcdef-from-a-file\n");
+    fs.writeFileSync(path.join(dir, "short"), "short\n");
+    const fromFile = { ...base(), auth: { peerSecretFile: "peer-secret", adminTokenFile: "short" } };
+    expect(() => parseConfig(fromFile, "t", dir, {})).toThrow(
+      "auth.adminToken: must be at least 16 characters",
+    );
+    const ok = parseConfig({ ...base(), auth: { peerSecretFile: "peer-secret" } }, "t", dir, {});
+    expect(ok.auth.peerSecret).toBe("0123456789abcdef-from-a-file");
+    expect(problems({ ...base(), auth: { peerSecret: "${CRR_PEER_SECRET}", peerSecretFile: "x" } })).toEqual([
+      "auth.peerSecret: set either auth.peerSecret or auth.peerSecretFile, not both",
+    ]);
+    expect(problems({ ...base(), auth: { peerSecretFile: "/nonexistent/secret" } }, {})).toEqual([
+      "auth.peerSecretFile: cannot read /nonexistent/secret: ENOENT",
+    ]);
+  });
+
+  it("per-region keys: every region's public key, this region's private key among them, no shared secret beside", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "crr-keys-"));
+    const pub: Record<string, string> = {};
+    let east = "";
+    for (const r of ["us-east-1", "us-west-2", "eu-west-1"]) {
+      const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+      fs.writeFileSync(path.join(dir, `${r}.pub`), publicKey.export({ type: "spki", format: "pem" }));
+      pub[r] = `${r}.pub`;
+      if (r === "us-east-1") {
+        fs.writeFileSync(path.join(dir, "east.key"), privateKey.export({ type: "pkcs8", format: "pem" }));
+        east = "east.key";
+      }
+    }
+    const keyed = (over: Record<string, unknown> = {}) => ({
+      ...base(),
+      regions: Object.fromEntries(
+        Object.entries(base().regions).map(([r, v]) => [r, { ...v, publicKeyFiles: [pub[r]] }]),
+      ),
+      auth: { privateKeyFile: east },
+      ...over,
+    });
+    const c = parseConfig(keyed(), "t", dir, {});
+    expect(c.auth.privateKeyFile).toBe(path.join(dir, "east.key"));
+    expect(c.auth.peerSecret).toBe("");
+    const wrongOwn = keyed();
+    wrongOwn.regions["us-east-1"]!.publicKeyFiles = [pub["us-west-2"]];
+    expect(() => parseConfig(wrongOwn, "t", dir, {})).toThrow(
+      /auth.privateKeyFile: its public key \(id [A-Za-z0-9_-]+\) is not among regions.us-east-1.publicKeyFiles/,
+    );
+    const noKey = keyed();
+    delete (noKey.regions["eu-west-1"] as { publicKeyFiles?: string[] }).publicKeyFiles;
+    expect(() => parseConfig(noKey, "t", dir, {})).toThrow(
+      "regions.eu-west-1.publicKeyFiles: required with auth.privateKeyFile (its public key)",
+    );
+    expect(() =>
+      parseConfig(keyed({ auth: { privateKeyFile: east, peerSecret: "0123456789abcdef-x" } }), "t", dir, {}),
+    ).toThrow(/auth.peerSecret: not used with auth.privateKeyFile/);
+    fs.writeFileSync(path.join(dir, "garbage.pub"), "not a key");
+    const garbage = keyed();
+    garbage.regions["eu-west-1"]!.publicKeyFiles = ["garbage.pub"];
+    expect(() => parseConfig(garbage, "t", dir, {})).toThrow(
+      /regions.eu-west-1.publicKeyFiles\[0\] \(.*garbage.pub\): not a PEM public key/,
+    );
+  });
+
+  it("TLS: the own URL's scheme must match, client certificates need a CA, files must exist", () => {
+    const tls = {
+      ...base(),
+      listen: {
+        host: "127.0.0.1",
+        port: 7070,
+        tls: { certFile: "/nope.crt", keyFile: "/nope.key", requireClientCert: true },
+      },
+    };
+    expect(problems(tls)).toEqual([
+      "regions.us-east-1.url: listen.tls is set, so this region's URL must be https://",
+      "listen.tls.certFile: /nope.crt does not exist",
+      "listen.tls.keyFile: /nope.key does not exist",
+      "listen.tls.requireClientCert: needs listen.tls.caFile (the CA client certificates are checked against)",
+    ]);
+    const https = base();
+    https.regions["us-east-1"] = { url: "https://127.0.0.1:7070" };
+    expect(problems(https)).toEqual(["regions.us-east-1.url: https:// needs listen.tls (certFile, keyFile)"]);
   });
 });

@@ -9,6 +9,7 @@ import { Ajv, type ErrorObject } from "ajv";
 import YAML from "yaml";
 import { CrrError } from "../errors.js";
 import { defaults } from "./defaults.js";
+import { checkSecurity } from "./security.js";
 import { configSchema } from "./schema.js";
 
 export type ReplicationMode = "multi-way" | "two-region" | "selective";
@@ -22,12 +23,19 @@ type Widen<T> = T extends number
       ? boolean
       : { -readonly [K in keyof T]: Widen<T[K]> };
 
+export interface TlsConfig {
+  certFile: string;
+  keyFile: string;
+  caFile?: string;
+  requireClientCert: boolean;
+}
+
 export interface NodeConfig {
   region: string;
   /** Absolute (relative paths are resolved against the config file's directory). */
   dataDir: string;
-  listen: { host: string; port: number };
-  regions: Record<string, { url: string }>;
+  listen: { host: string; port: number; tls?: TlsConfig };
+  regions: Record<string, { url: string; publicKeyFiles?: string[] }>;
   crr: {
     enabled: boolean;
     replicationMode: ReplicationMode;
@@ -37,7 +45,16 @@ export interface NodeConfig {
     conflictRule: ConflictRuleName;
     regionPriority: string[];
   };
-  auth: { peerSecret: string; windowMs: number };
+  auth: {
+    /** The deployment's shared secret (shared-secret mode; "" in key mode). Read from peerSecretFile when given. */
+    peerSecret: string;
+    /** This region's Ed25519 private key (key mode). */
+    privateKeyFile?: string;
+    /** Bearer token for the admin routes ("" when none). Read from adminTokenFile when given. */
+    adminToken: string;
+    loopbackAdmin: boolean;
+    windowMs: number;
+  };
   wal: Widen<typeof defaults.wal>;
   shipper: Widen<typeof defaults.shipper>;
   reader: Widen<typeof defaults.reader>;
@@ -53,7 +70,7 @@ export interface NodeConfig {
   log: { level: string };
 }
 
-/** The peer secret must be at least this long: it is the only thing between the internet and /v1/replicate. */
+/** Secrets (peer secret, admin token) must be at least this long, wherever they come from. */
 export const peerSecretCharsMin = 16;
 
 export class ConfigError extends CrrError {
@@ -95,16 +112,24 @@ function describe(e: ErrorObject): string {
 const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
 const validate = ajv.compile(configSchema);
 
-/** Replace ${NAME} in every string with the environment's value; a missing variable is a problem. */
+/**
+ * Replace `${NAME}` and `${NAME:-default}` (the shell's: the default when NAME is unset or
+ * empty) in every string with the environment's value; a missing variable without a
+ * default, and any other `${...}` form, is a problem.
+ */
 function substituteEnv(value: unknown, at: string, env: NodeJS.ProcessEnv, problems: string[]): unknown {
   if (typeof value === "string") {
-    return value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_, name: string) => {
-      const v = env[name];
-      if (v === undefined || v === "") {
-        problems.push(`${at}: environment variable ${name} is not set`);
+    return value.replace(/\$\{([^}]*)\}/g, (whole, inner: string) => {
+      const m = /^([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?$/s.exec(inner);
+      if (!m) {
+        problems.push(`${at}: unsupported substitution ${whole} (use \${NAME} or \${NAME:-default})`);
         return "";
       }
-      return v;
+      const v = env[m[1]!];
+      if (v !== undefined && v !== "") return v;
+      if (m[2] !== undefined) return m[2];
+      problems.push(`${at}: environment variable ${m[1]} is not set`);
+      return "";
     });
   }
   if (Array.isArray(value)) return value.map((v, i) => substituteEnv(v, `${at}[${i}]`, env, problems));
@@ -153,16 +178,6 @@ function checkRegions(c: NodeConfig, problems: string[]): void {
       if (!known(r)) problems.push(`crr.regionPriority[${i}]: unknown region '${r}'`);
     });
   }
-  if (
-    c.auth.peerSecret.length < peerSecretCharsMin &&
-    !problems.some((p) => p.startsWith("auth.peerSecret"))
-  ) {
-    problems.push(
-      c.auth.peerSecret.length === 0
-        ? 'auth.peerSecret: required (e.g. peerSecret: "${CRR_PEER_SECRET}")'
-        : `auth.peerSecret: must be at least ${peerSecretCharsMin} characters`,
-    );
-  }
   if (c.shipper.retryDelayMsMin > c.shipper.retryDelayMsMax) {
     problems.push("shipper.retryDelayMsMin: must not exceed shipper.retryDelayMsMax");
   }
@@ -204,7 +219,12 @@ export function parseConfig(
       conflictRule: (crr.conflictRule as ConflictRuleName | undefined) ?? defaults.crr.conflictRule,
       regionPriority: (crr.regionPriority as string[] | undefined) ?? [],
     },
-    auth: { peerSecret: "", ...merged("auth", defaults.auth) } as NodeConfig["auth"],
+    auth: {
+      peerSecret: "",
+      adminToken: "",
+      windowMs: defaults.auth.windowMs,
+      loopbackAdmin: defaults.auth.loopbackAdmin,
+    },
     wal: merged("wal", defaults.wal),
     shipper: merged("shipper", defaults.shipper),
     reader: merged("reader", defaults.reader),
@@ -220,6 +240,7 @@ export function parseConfig(
     log: { level: "info", ...sectionOf("log") } as { level: string },
   };
   checkRegions(config, problems);
+  checkSecurity(config, sectionOf("auth"), baseDir, problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return config;
 }

@@ -11,6 +11,8 @@ const regionName = {
 const regionList = { type: "array", items: regionName, uniqueItems: true } as const;
 const positiveInt = { type: "integer", minimum: 1 } as const;
 const nonNegativeInt = { type: "integer", minimum: 0 } as const;
+/** A file path (relative paths are resolved against the config file's directory). */
+const file = { type: "string", minLength: 1 } as const;
 
 function section(properties: Record<string, unknown>) {
   return { type: "object", additionalProperties: false, properties } as const;
@@ -26,6 +28,17 @@ export const configSchema = {
     listen: section({
       host: { type: "string", minLength: 1 },
       port: { type: "integer", minimum: 0, maximum: 65535 },
+      tls: {
+        type: "object",
+        additionalProperties: false,
+        required: ["certFile", "keyFile"],
+        properties: {
+          certFile: file,
+          keyFile: file,
+          caFile: file,
+          requireClientCert: { type: "boolean" },
+        },
+      },
     }),
     regions: {
       type: "object",
@@ -35,7 +48,10 @@ export const configSchema = {
         type: "object",
         additionalProperties: false,
         required: ["url"],
-        properties: { url: { type: "string", pattern: "^https?://" } },
+        properties: {
+          url: { type: "string", pattern: "^https?://" },
+          publicKeyFiles: { type: "array", items: file, minItems: 1, maxItems: 4, uniqueItems: true },
+        },
       },
     },
     crr: section({
@@ -55,7 +71,15 @@ export const configSchema = {
       conflictRule: { enum: ["first-write-wins", "last-write-wins", "primary-wins"] },
       regionPriority: regionList,
     }),
-    auth: section({ peerSecret: { type: "string" }, windowMs: positiveInt }),
+    auth: section({
+      peerSecret: { type: "string" },
+      peerSecretFile: file,
+      privateKeyFile: file,
+      adminToken: { type: "string" },
+      adminTokenFile: file,
+      loopbackAdmin: { type: "boolean" },
+      windowMs: positiveInt,
+    }),
     wal: section({
       segmentBytesMax: { type: "integer", minimum: 4096 },
       segmentAgeMsMax: positiveInt,
@@ -79,6 +103,11 @@ export const configSchema = {
       requestTimeoutMs: positiveInt,
       keepAliveTimeoutMs: positiveInt,
       publicBodyBytesMax: positiveInt,
+      bodyTimeoutMs: positiveInt,
+      headersTimeoutMs: positiveInt,
+      peerRequestsMax: positiveInt,
+      connectionsMax: positiveInt,
+      eventStreamsMax: positiveInt,
     }),
     hlc: section({ maxSkewMs: positiveInt }),
     append: section({ waitTimeoutMs: positiveInt }),

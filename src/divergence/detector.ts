@@ -9,6 +9,7 @@ import type { Logger } from "../log.js";
 import type { Runtime } from "../runtime/index.js";
 import { formatVersion } from "../protocol/index.js";
 import {
+  bucketOf,
   childrenOf,
   leafLevel,
   nodeDigest,
@@ -60,6 +61,13 @@ export function storeRemote(store: SqliteStore, region = "remote", incarnation =
   };
 }
 
+interface CompareContext {
+  dead: ReturnType<typeof deadStreams>;
+  nowMs: number;
+  remoteWm: StreamWatermarks;
+  localWm: StreamWatermarks;
+}
+
 export interface DetectorOptions {
   region: string;
   /** This region's current incarnation (its own older streams are dead). */
@@ -89,20 +97,7 @@ export class DivergenceDetector {
     const started = this.o.runtime.monoMs();
     const remote = this.o.remote(peer);
     const bytesBefore = remote.bytes();
-    // Watermarks before records, on both sides: what a listing lacks below them is lost, not in flight.
-    const view = await remote.watermarks();
-    const remoteStreams = view.streams;
-    const localStreams = await this.o.store.watermarks();
-    const dead = deadStreams([
-      { region: this.o.region, incarnation: this.o.incarnation(), streams: localStreams },
-      { region: peer, incarnation: view.incarnation, streams: remoteStreams },
-    ]);
-    const nowMs = this.o.runtime.nowMs();
-    const toMap = (
-      s: ReadonlyArray<{ origin: string; incarnation: string; lsn: number }>,
-    ): StreamWatermarks => new Map(s.map((w) => [streamKey(w.origin, w.incarnation), w.lsn]));
-    const remoteWm = toMap(remoteStreams);
-    const localWm = toMap(localStreams);
+    const ctx = await this.context(peer, remote);
     const tree = this.o.store.digestTree();
 
     let frontier = [0];
@@ -118,6 +113,54 @@ export class DivergenceDetector {
       }
       frontier = differing;
     }
+    const { findings, keysCompared } = await this.compareBuckets(peer, remote, frontier, ctx);
+    return {
+      peer,
+      findings,
+      bucketsDiffering: frontier.length,
+      keysCompared,
+      bytes: remote.bytes() - bytesBefore,
+      durationMs: this.o.runtime.monoMs() - started,
+    };
+  }
+
+  /**
+   * The findings for `keys` alone against `peer`: their buckets compared now, the same
+   * classification as a scan (what a repair request is checked against).
+   */
+  async checkKeys(peer: string, keys: readonly string[]): Promise<Finding[]> {
+    const remote = this.o.remote(peer);
+    const ctx = await this.context(peer, remote);
+    const buckets = [...new Set(keys.map(bucketOf))];
+    const wanted = new Set(keys);
+    const { findings } = await this.compareBuckets(peer, remote, buckets, ctx);
+    return findings.filter((f) => wanted.has(f.key));
+  }
+
+  /** Watermarks before records, on both sides: what a listing lacks below them is lost, not in flight. */
+  private async context(peer: string, remote: RemoteView): Promise<CompareContext> {
+    const view = await remote.watermarks();
+    const localStreams = await this.o.store.watermarks();
+    const toMap = (
+      s: ReadonlyArray<{ origin: string; incarnation: string; lsn: number }>,
+    ): StreamWatermarks => new Map(s.map((w) => [streamKey(w.origin, w.incarnation), w.lsn]));
+    return {
+      dead: deadStreams([
+        { region: this.o.region, incarnation: this.o.incarnation(), streams: localStreams },
+        { region: peer, incarnation: view.incarnation, streams: view.streams },
+      ]),
+      nowMs: this.o.runtime.nowMs(),
+      remoteWm: toMap(view.streams),
+      localWm: toMap(localStreams),
+    };
+  }
+
+  private async compareBuckets(
+    peer: string,
+    remote: RemoteView,
+    frontier: readonly number[],
+    ctx: CompareContext,
+  ): Promise<{ findings: Finding[]; keysCompared: number }> {
     const findings: Finding[] = [];
     let keysCompared = 0;
     for (let i = 0; i < frontier.length; i += bucketsPerRequest) {
@@ -129,23 +172,16 @@ export class DivergenceDetector {
         keysCompared++;
         const f = classify({
           key,
-          local: { region: this.o.region, version: local.get(key), watermarks: localWm },
-          remote: { region: peer, version: remoteByKey.get(key), watermarks: remoteWm },
+          local: { region: this.o.region, version: local.get(key), watermarks: ctx.localWm },
+          remote: { region: peer, version: remoteByKey.get(key), watermarks: ctx.remoteWm },
           shouldHold: this.shouldHold,
-          nowMs,
+          nowMs: ctx.nowMs,
           inFlightMsMax: this.o.inFlightMsMax,
-          deadStreams: dead,
+          deadStreams: ctx.dead,
         });
         if (f) findings.push(f);
       }
     }
-    return {
-      peer,
-      findings,
-      bucketsDiffering: frontier.length,
-      keysCompared,
-      bytes: remote.bytes() - bytesBefore,
-      durationMs: this.o.runtime.monoMs() - started,
-    };
+    return { findings, keysCompared };
   }
 }

@@ -58,6 +58,11 @@ export class DivergenceMonitor {
     this.scrubTimer?.cancel();
   }
 
+  /** The detector's findings for `keys` alone against `peer`, now (not recorded as a scan). */
+  checkKeys(peer: string, keys: readonly string[]): Promise<Finding[]> {
+    return this.o.detector.checkKeys(peer, keys);
+  }
+
   get findings(): Finding[] {
     return [...this.current.values()];
   }

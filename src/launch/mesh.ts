@@ -11,9 +11,11 @@
  * whenever that node starts.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { Agent, request, type Dispatcher } from "undici";
 import YAML from "yaml";
 import { startTcpProxy, type TcpProxy } from "../faults/index.js";
 import { deepMerge } from "./merge.js";
@@ -47,6 +49,11 @@ export interface MeshOptions {
   crrMain?: string;
   cwd?: string;
   readyTimeoutMs?: number;
+  /**
+   * The nodes serve HTTPS (their configs set listen.tls): URLs are https://, and the mesh's
+   * own readiness checks trust `ca` and present `cert`/`key` (a node may require client certificates).
+   */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
 }
 
 export interface MeshNode {
@@ -69,6 +76,8 @@ export class LocalMesh {
   private readonly fronts = new Map<string, TcpProxy>();
   /** Proxies links are routed through, by the region they lead to. */
   private readonly routed: Array<{ proxy: TcpProxy; to: string }> = [];
+  /** The admin routes' bearer token every node of the mesh is given. */
+  readonly adminToken = randomBytes(24).toString("hex");
 
   private constructor(readonly o: MeshOptions) {}
 
@@ -96,7 +105,7 @@ export class LocalMesh {
     if (front) this.fronts.set(name, front);
     this.nodes.set(name, {
       name,
-      url: front?.url ?? "",
+      url: front ? this.scheme(front.url) : "",
       dataDir: path.join(this.o.root, name),
       configFile: path.join(this.o.root, `${name}.yaml`),
       logFile: path.join(this.o.root, `${name}.log`),
@@ -115,7 +124,10 @@ export class LocalMesh {
           throw new Error(`mesh without fronts: link ${s.name} -> ${n} needs a route`);
         // Without a front, a region's own URL is only a placeholder: it binds port 0 and
         // reports where (node.json); nothing reaches it by the configured URL.
-        return [n, { url: via?.url ?? (this.node(n).url || "http://127.0.0.1/") }];
+        return [
+          n,
+          { url: via ? this.scheme(via.url) : this.node(n).url || this.scheme("http://127.0.0.1/") },
+        ];
       }),
     );
     const all = names.length > 1;
@@ -129,7 +141,7 @@ export class LocalMesh {
         : all
           ? { enabled: true, replicationMode: "multi-way", peers: names.filter((n) => n !== s.name) }
           : { enabled: false },
-      auth: { peerSecret: "${CRR_PEER_SECRET}" },
+      auth: { peerSecret: "${CRR_PEER_SECRET}", adminToken: "${CRR_ADMIN_TOKEN}" },
       log: { level: "info" },
     };
     if (this.o.common) config = deepMerge(config, this.o.common);
@@ -156,7 +168,26 @@ export class LocalMesh {
     for (const r of this.routed) if (r.to === name) r.proxy.setTarget(port);
     const node = this.node(name);
     node.listenPort = port || undefined;
-    if (!this.fronts.has(name) && port) node.url = `http://127.0.0.1:${port}`;
+    if (!this.fronts.has(name) && port) node.url = this.scheme(`http://127.0.0.1:${port}`);
+  }
+
+  /** A proxy's or listener's http:// URL in the mesh's scheme. */
+  private scheme(url: string): string {
+    return this.o.tls ? url.replace(/^http:/, "https:") : url;
+  }
+
+  private agent: Agent | undefined;
+
+  /** What the mesh's own requests to its nodes go through (trusting the mesh's CA under TLS). */
+  dispatcher(): Dispatcher | undefined {
+    const t = this.o.tls;
+    if (!t) return undefined;
+    return (this.agent ??= new Agent({ connect: { ca: t.ca, cert: t.cert, key: t.key } }));
+  }
+
+  /** The environment that carries the mesh's secrets to its processes (never a file). */
+  secrets(): Record<string, string> {
+    return { CRR_PEER_SECRET: this.o.secret, CRR_ADMIN_TOKEN: this.adminToken };
   }
 
   private spawnNode(node: MeshNode, command: string[], env: NodeJS.ProcessEnv): ChildProcess {
@@ -164,7 +195,7 @@ export class LocalMesh {
     const log = toFile ? fs.openSync(node.logFile, "a") : undefined;
     const proc = spawn(command[0]!, command.slice(1), {
       cwd: this.o.cwd,
-      env: { ...process.env, CRR_PEER_SECRET: this.o.secret, ...this.o.env?.(node.name), ...env },
+      env: { ...process.env, ...this.secrets(), ...this.o.env?.(node.name), ...env },
       stdio: log === undefined ? ["ignore", "pipe", "pipe"] : ["ignore", log, log],
     });
     if (log !== undefined) fs.closeSync(log);
@@ -221,8 +252,8 @@ export class LocalMesh {
       async () => {
         failed();
         return (
-          (await fetch(`${node.url}/readyz`)
-            .then((r) => r.status === 200)
+          (await request(`${node.url}/readyz`, { dispatcher: this.dispatcher() })
+            .then(async (r) => (await r.body.text(), r.statusCode === 200))
             .catch(() => false)) || undefined
         );
       },
@@ -259,7 +290,7 @@ export class LocalMesh {
     return new Promise((resolve) => {
       const p = spawn(process.execPath, [main, ...args, "--config", node.configFile], {
         cwd: this.o.cwd,
-        env: { ...process.env, CRR_PEER_SECRET: this.o.secret },
+        env: { ...process.env, ...this.secrets() },
         stdio: ["ignore", "ignore", "pipe"],
       });
       let stderr = "";
@@ -283,6 +314,7 @@ export class LocalMesh {
   async stop(): Promise<void> {
     await Promise.all([...this.nodes.keys()].map((n) => this.stopNode(n, "SIGKILL")));
     await Promise.all([...this.fronts.values()].map((f) => f.close()));
+    await this.agent?.close();
   }
 
   /** What a node wrote (output "memory"), or its log file's tail (output "file"). */

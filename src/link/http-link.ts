@@ -7,7 +7,15 @@
  */
 import { Pool } from "undici";
 import type { Dispatcher } from "undici";
-import { headerIncarnation, headerRule, signRequest } from "../protocol/index.js";
+import {
+  headerIncarnation,
+  headerNonce,
+  headerRule,
+  signRequest,
+  verifyAnswer,
+  type KeyRing,
+  type Signer,
+} from "../protocol/index.js";
 import { realRuntime, type Runtime } from "../runtime/index.js";
 import type { StoredRecord } from "../store/index.js";
 import { LinkError, classify } from "./errors.js";
@@ -34,9 +42,14 @@ export interface HttpPeerLinkOptions {
   boot?: string;
   /** This region's conflict rule, sent with every batch so a mismatch is refused. */
   rule?: string;
-  secret: string;
+  /** Signs as `region`. */
+  signer: Signer;
+  /** Verifies the peer's answers (signed back by the peer, bound to each request). */
+  keys: KeyRing;
   peer: string;
   url: string;
+  /** TLS material for https:// peers (the CA to verify them, the client certificate to present); read at each new connection pool. */
+  tls?: () => ClientTls;
   connectTimeoutMs: number;
   requestTimeoutMs: number;
   inflightBatchesMax?: number;
@@ -44,6 +57,14 @@ export interface HttpPeerLinkOptions {
   runtime?: Runtime;
   /** What carries the requests (default: undici pools to `url`; the simulator passes its own). */
   transport?: PeerTransport;
+}
+
+/** What a TLS client presents and trusts; `version` changes when the files were reloaded. */
+export interface ClientTls {
+  version: number;
+  ca?: Buffer;
+  cert?: Buffer;
+  key?: Buffer;
 }
 
 /** One signed request as it leaves: batches on their own ordered lane, everything else on `call`. */
@@ -56,6 +77,12 @@ export interface PeerRequest {
   signal: AbortSignal | undefined;
 }
 
+export interface PeerResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+}
+
 /**
  * What carries requests to a peer and brings back its answer: undici over HTTP, or the
  * simulator's in-process delivery through a fault schedule. Rejects with a LinkError (a
@@ -63,7 +90,7 @@ export interface PeerRequest {
  * order sent.
  */
 export interface PeerTransport {
-  request(r: PeerRequest): Promise<{ status: number; text: string }>;
+  request(r: PeerRequest): Promise<PeerResponse>;
   close(): Promise<void>;
 }
 
@@ -71,24 +98,43 @@ export interface PeerTransport {
 export function undiciTransport(o: HttpPeerLinkOptions): PeerTransport {
   const url = o.url.replace(/\/$/, "");
   const origin = new URL(url).origin;
-  const common = {
-    connectTimeout: o.connectTimeoutMs,
-    headersTimeout: o.requestTimeoutMs,
-    bodyTimeout: o.requestTimeoutMs,
-    keepAliveTimeout: 4000,
+  const pools = (tls: ClientTls | undefined) => {
+    const common = {
+      connectTimeout: o.connectTimeoutMs,
+      headersTimeout: o.requestTimeoutMs,
+      bodyTimeout: o.requestTimeoutMs,
+      keepAliveTimeout: 4000,
+      ...(tls ? { connect: { ca: tls.ca, cert: tls.cert, key: tls.key, rejectUnauthorized: true } } : {}),
+    };
+    return {
+      version: tls?.version ?? 0,
+      batch: new Pool(origin, {
+        ...common,
+        connections: 1,
+        pipelining: Math.max(1, o.inflightBatchesMax ?? 1),
+      }),
+      call: new Pool(origin, { ...common, connections: 2 }),
+    };
   };
-  const batchPool = new Pool(origin, {
-    ...common,
-    connections: 1,
-    pipelining: Math.max(1, o.inflightBatchesMax ?? 1),
-  });
-  const callPool = new Pool(origin, { ...common, connections: 2 });
+  const secure = origin.startsWith("https:");
+  let current = pools(secure ? o.tls?.() : undefined);
+  /** The pools for the current certificates: reloaded files get new connections, old ones finish what they carry. */
+  const now = () => {
+    const tls = secure ? o.tls?.() : undefined;
+    if (tls && tls.version !== current.version) {
+      const old = current;
+      current = pools(tls);
+      void Promise.all([old.batch.close(), old.call.close()]).catch(() => undefined);
+    }
+    return current;
+  };
   return {
     async request(r) {
       let res: Dispatcher.ResponseData;
       const where = `${r.method} ${url}${r.path}`;
+      const p = now();
       try {
-        res = await (r.lane === "batch" ? batchPool : callPool).request({
+        res = await (r.lane === "batch" ? p.batch : p.call).request({
           method: r.method,
           path: r.path,
           headers: r.headers,
@@ -102,7 +148,7 @@ export function undiciTransport(o: HttpPeerLinkOptions): PeerTransport {
         throw new LinkError(classify(err), `${where}: ${(err as Error).message}`, { cause: err });
       }
       try {
-        return { status: res.statusCode, text: await res.body.text() };
+        return { status: res.statusCode, headers: res.headers, text: await res.body.text() };
       } catch (err) {
         throw new LinkError(classify(err), `reading the answer of ${where}: ${(err as Error).message}`, {
           cause: err,
@@ -110,7 +156,7 @@ export function undiciTransport(o: HttpPeerLinkOptions): PeerTransport {
       }
     },
     async close() {
-      await Promise.all([batchPool.close(), callPool.close()]).catch(() => undefined);
+      await Promise.all([current.batch.close(), current.call.close()]).catch(() => undefined);
     },
   };
 }
@@ -143,11 +189,12 @@ export class HttpPeerLink implements PeerLink {
 
   private headers(method: string, path: string, body: Buffer | string): Record<string, string> {
     return signRequest({
-      secret: this.o.secret,
+      signer: this.o.signer,
       method,
       path,
       body,
       region: this.o.region,
+      to: this.peer,
       nowMs: this.rt.nowMs(),
       nonce: this.rt.randomBytes(16).toString("hex"),
       incarnation: this.o.incarnation?.(),
@@ -170,9 +217,25 @@ export class HttpPeerLink implements PeerLink {
     if (contentType) headers["content-type"] = contentType;
     this.bytesSent +=
       (typeof payload === "string" ? Buffer.byteLength(payload) : payload.length) + path.length;
-    const { status, text } = await this.transport.request({ lane, method, path, headers, body, signal });
-    this.bytesReceived += Buffer.byteLength(text);
-    return { status, answer: parseJson(text), text };
+    const res = await this.transport.request({ lane, method, path, headers, body, signal });
+    this.bytesReceived += Buffer.byteLength(res.text);
+    const signed = verifyAnswer({
+      keys: this.o.keys,
+      status: res.status,
+      headers: res.headers,
+      body: res.text,
+      from: this.peer,
+      to: this.o.region,
+      requestNonce: headers[headerNonce]!,
+    });
+    // Only a signed answer is acted upon; a refusal before authentication (401) is unsigned and
+    // is reported as what it says, never trusted for anything but the failure.
+    if (signed !== "ok" && (res.status < 400 || res.status === 409))
+      throw new LinkError(
+        "unauthenticated_answer",
+        `${method} ${this.url}${path}: ${this.peer}'s answer (${res.status}) is not authentic: ${signed}; ignored`,
+      );
+    return { status: res.status, answer: parseJson(res.text), text: res.text };
   }
 
   private refused(

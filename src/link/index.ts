@@ -1,5 +1,11 @@
 export { HttpPeerLink, headerIncarnation, headerRule, undiciTransport } from "./http-link.js";
-export type { HttpPeerLinkOptions, PeerRequest, PeerTransport } from "./http-link.js";
+export type {
+  ClientTls,
+  HttpPeerLinkOptions,
+  PeerRequest,
+  PeerResponse,
+  PeerTransport,
+} from "./http-link.js";
 export { LinkError, classify } from "./errors.js";
 export { fromWire } from "./types.js";
 export type {

@@ -2,8 +2,8 @@
  * One PeerLink per other region of the config, owned by the region (closed when it closes).
  * HTTP between processes by default; tests and the simulator pass their own factory.
  */
-import type { NodeConfig } from "../config/index.js";
-import { HttpPeerLink, type PeerLink } from "../link/index.js";
+import type { Credentials, NodeConfig } from "../config/index.js";
+import { HttpPeerLink, type ClientTls, type PeerLink } from "../link/index.js";
 import { formatVersion } from "../protocol/index.js";
 import type { Runtime } from "../runtime/index.js";
 
@@ -12,18 +12,25 @@ export interface LinkIdentity {
   incarnation: () => string | undefined;
   boot: string;
   rule: string;
+  credentials: Credentials;
 }
 
 export type LinkFactory = (peer: string, identity: LinkIdentity) => PeerLink;
 
-export function httpLinks(config: NodeConfig, runtime: Runtime): LinkFactory {
+export function httpLinks(
+  config: NodeConfig,
+  runtime: Runtime,
+  tls: (() => ClientTls) | undefined,
+): LinkFactory {
   return (peer, identity) =>
     new HttpPeerLink({
       region: config.region,
       incarnation: identity.incarnation,
       boot: identity.boot,
       rule: `${identity.rule}/${formatVersion}`,
-      secret: config.auth.peerSecret,
+      signer: identity.credentials.signer,
+      keys: identity.credentials.ring,
+      tls,
       peer,
       url: config.regions[peer]!.url,
       connectTimeoutMs: config.shipper.connectTimeoutMs,

@@ -113,6 +113,11 @@ export class RegionMetrics {
     labelNames: ["peer"],
     registers: [this.registry],
   });
+  readonly retentionRuns = new client.Counter({
+    name: "crr_retention_runs_total",
+    help: "WAL retention passes (each removes whole segments nobody needs any more)",
+    registers: [this.registry],
+  });
   readonly retentionErrors = new client.Counter({
     name: "crr_retention_errors_total",
     help: "WAL retention runs that failed (segments stay; the WAL grows)",

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { AuditLog } from "../audit/index.js";
 import { HybridClock } from "../clock/index.js";
-import type { NodeConfig } from "../config/index.js";
+import { credentialsOf, type Credentials, type NodeConfig } from "../config/index.js";
 import type { PeerLink } from "../link/index.js";
 import type { Logger } from "../log.js";
 import type { Runtime } from "../runtime/index.js";
@@ -20,6 +20,7 @@ import { IncarnationTracker } from "./incarnations.js";
 import { httpLinks, otherRegions, type LinkFactory } from "./links.js";
 import { lockDataDir, type DataDirLock } from "./lock.js";
 import { RegionMetrics } from "./metrics.js";
+import { TlsFiles } from "./tls.js";
 import type { Region } from "./region.js";
 import { needsBootstrap, openRegionWal } from "./wal-open.js";
 
@@ -50,6 +51,9 @@ export interface Parts {
   empty: boolean;
   /** WAL streams given up with --accept-wal-loss, to audit once the audit pump runs. */
   abandoned: Array<Record<string, unknown>>;
+  credentials: Credentials;
+  /** The TLS material when `listen.tls` is set. */
+  tls: TlsFiles | undefined;
 }
 
 export function mergeRuleOf(config: NodeConfig): MergeRule {
@@ -96,8 +100,15 @@ async function openInOrder(
     onCheckpointError: (message) => log.error({ message }, "SQLite checkpoint failed"),
   }));
   const incarnations = new IncarnationTracker(3 * config.health.probeIntervalMs);
-  const makeLink = o.links ?? httpLinks(config, runtime);
-  const identity = { incarnation: () => opened.wal?.incarnation, boot, rule: ruleName(store.rule) };
+  const credentials = credentialsOf(config);
+  const tls = config.listen.tls ? new TlsFiles(config.listen.tls, log) : undefined;
+  const makeLink = o.links ?? httpLinks(config, runtime, tls?.client);
+  const identity = {
+    incarnation: () => opened.wal?.incarnation,
+    boot,
+    rule: ruleName(store.rule),
+    credentials,
+  };
   const links = (opened.links = new Map(otherRegions(config).map((r) => [r, makeLink(r, identity)])));
   const evidence = new Evidence({
     region: config.region,
@@ -130,7 +141,10 @@ async function openInOrder(
   });
   // A store lost or rolled back numbers its conflicts from where it restarted: above what the log holds.
   store.reserveConflictIds(audit.current.conflictMark);
-  return { wal, store, clock, metrics, lock, audit, links, evidence, incarnations, boot, empty, abandoned };
+  return {
+    ...{ wal, store, clock, metrics, lock, audit, links, evidence, incarnations, boot, empty, abandoned },
+    ...{ credentials, tls },
+  };
 }
 
 async function openWal(

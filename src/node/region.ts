@@ -15,9 +15,15 @@
  *          appends, shippers, divergence scans, retention
  */
 import { EventEmitter } from "node:events";
+import path from "node:path";
 import type { AuditLog } from "../audit/index.js";
 import type { HybridClock } from "../clock/index.js";
-import { replicationPolicy, type NodeConfig, type ReplicationPolicy } from "../config/index.js";
+import {
+  replicationPolicy,
+  type Credentials,
+  type NodeConfig,
+  type ReplicationPolicy,
+} from "../config/index.js";
 import type { DivergenceMonitor, ScanReport } from "../divergence/index.js";
 import type { PeerLink, WatermarksView } from "../link/index.js";
 import { silentLogger, type Logger } from "../log.js";
@@ -46,7 +52,9 @@ import type { DataDirLock } from "./lock.js";
 import type { RegionMetrics } from "./metrics.js";
 import { openParts, type Parts } from "./parts.js";
 import { replayLocal } from "./replay.js";
-import { allowSkip, repairVersions, walRecords } from "./repair.js";
+import { ReplayFloorFile } from "./replay-floor.js";
+import type { TlsFiles } from "./tls.js";
+import { allowSkip, repairFromPeer, repairVersions, walRecords } from "./repair.js";
 import { retain } from "./retention.js";
 import { StartupChecks } from "./startup.js";
 import {
@@ -98,8 +106,14 @@ export class Region {
   readonly disk: DiskState;
   readonly startup: StartupChecks;
   readonly incarnations: IncarnationTracker;
-  /** Verifies every signed peer request (replication, divergence, admin): one replay window. */
+  /** Verifies every signed request (replication, divergence, admin, probes): one replay window. */
   readonly verifier: RequestVerifier;
+  /** This region's signer and every region's keys. */
+  readonly credentials: Credentials;
+  /** The TLS material (listen.tls), reloaded when its files change. */
+  readonly tls: TlsFiles | undefined;
+  /** Replay protection across restarts (auth-floor.json). */
+  readonly replayFloor: ReplayFloorFile;
   /** "applied" (origin, incarnation, lsn): a peer batch was applied here (the benchmark harness listens). */
   readonly events = new EventEmitter<{ applied: [origin: string, incarnation: string, lsn: number] }>();
   /** Resolves once appends are admitted; rejects when the startup checks refuse. */
@@ -131,10 +145,20 @@ export class Region {
     ({ wal: this.wal, store: this.store, clock: this.clock, metrics: this.metrics, lock: this.lock } = p);
     ({ audit: this.audit, links: this.links, evidence: this.evidence, incarnations: this.incarnations } = p);
     this.policy = replicationPolicy(config);
+    this.credentials = p.credentials;
+    this.tls = p.tls;
+    this.replayFloor = new ReplayFloorFile(
+      path.join(config.dataDir, "auth-floor.json"),
+      nowMs(),
+      log,
+      o.fileOps,
+    );
     this.verifier = new RequestVerifier({
-      secret: config.auth.peerSecret,
+      self: config.region,
+      keys: this.credentials.ring,
       windowMs: config.auth.windowMs,
       nowMs,
+      floor: this.replayFloor,
     });
     this.disk = new DiskState(
       config.dataDir,
@@ -314,6 +338,11 @@ export class Region {
   /** Write versions a reconcile established, with an audit entry per changed key. */
   repair(versions: readonly StoredRecord[], requestedBy: string): Promise<string[]> {
     return repairVersions(this, versions, requestedBy);
+  }
+
+  /** Write versions a peer's reconcile sent, once checked (limits, policy, this detector's own findings). */
+  repairFromPeer(versions: readonly StoredRecord[], sender: string): Promise<string[]> {
+    return repairFromPeer(this, versions, sender);
   }
 
   /** An operator allows `peer`'s shipper to skip LSNs nobody holds, up to `throughLsn`: audited. */

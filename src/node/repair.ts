@@ -3,6 +3,8 @@
  * this region's own WAL (the origin's truth), versions a reconcile established, and a
  * shipper's allowance to skip LSNs nobody holds.
  */
+import { RepairRefusedError } from "../errors.js";
+import { bodyBytesMax, keyBytesMax, outcomeBytesMax, tenantBytesMax } from "../limits.js";
 import { ruleName, type StoredRecord } from "../store/index.js";
 import { decodeFrames } from "../wal/index.js";
 import { UnavailableError } from "./append-path.js";
@@ -40,6 +42,56 @@ export async function repairVersions(
     r.log.warn({ keys: changed.slice(0, 20), count: changed.length, requestedBy }, "reconcile repaired keys");
   await r.auditPump.pump();
   return changed;
+}
+
+/**
+ * A repair a peer sends (its reconcile's decision): every version must fit the limits, come
+ * from a region of the deployment, be one this region may hold under the tenant policy, and
+ * be for a key this region's own detector reports as divergent or missing with that peer
+ * (checked now, for those keys). One version failing refuses the whole request.
+ */
+export async function repairFromPeer(
+  r: Region,
+  versions: readonly StoredRecord[],
+  sender: string,
+): Promise<string[]> {
+  for (const v of versions) {
+    const tooLong = (
+      [
+        ["key", v.key, keyBytesMax],
+        ["tenant", v.tenant, tenantBytesMax],
+        ["outcome", v.outcome, outcomeBytesMax],
+        ["bodyJson", v.bodyJson ?? "", bodyBytesMax],
+      ] as const
+    ).find(([, value, max]) => Buffer.byteLength(value) > max);
+    if (tooLong) throw new RepairRefusedError(v.key, `${tooLong[0]} longer than ${tooLong[2]} bytes`);
+    if (!(v.origin in r.config.regions))
+      throw new RepairRefusedError(v.key, `origin '${v.origin}' is not a region of this deployment`);
+    if (v.origin !== r.name && !r.policy.accepts(v.origin, v.tenant))
+      throw new RepairRefusedError(
+        v.key,
+        `tenant '${v.tenant}' from ${v.origin} is not held in ${r.name} by policy`,
+      );
+  }
+  const keys = [...new Set(versions.map((v) => v.key))];
+  let findings;
+  try {
+    findings = await r.divergence.checkKeys(sender, keys);
+  } catch (err) {
+    throw new UnavailableError(
+      "repair_unverified",
+      `cannot compare these keys with ${sender} (${(err as Error).message}); nothing was written`,
+      5,
+    );
+  }
+  const reported = new Set(findings.map((f) => f.key));
+  const unreported = keys.find((k) => !reported.has(k));
+  if (unreported !== undefined)
+    throw new RepairRefusedError(
+      unreported,
+      `this region's detector finds no difference with ${sender} for it`,
+    );
+  return repairVersions(r, versions, sender);
 }
 
 /** An operator allows `peer`'s shipper to skip LSNs nobody holds, up to `throughLsn`: audited first. */

@@ -30,6 +30,7 @@ export async function retain(r: Region): Promise<number> {
     r.metrics.retentionErrors.inc();
     r.log.error({ err: (err as Error).message }, "WAL retention failed; nothing was removed");
   }
+  r.metrics.retentionRuns.inc();
   const bytes = r.wal.stats().bytes;
   const over = bytes > r.config.wal.bytesMax;
   r.metrics.walOverLimit.set(over ? 1 : 0);

@@ -6,7 +6,7 @@
 import path from "node:path";
 import type { AuditAppend } from "../audit/index.js";
 import { DivergenceDetector, DivergenceMonitor, type Finding } from "../divergence/index.js";
-import { RequestVerifier, formatVersion } from "../protocol/index.js";
+import { formatVersion } from "../protocol/index.js";
 import { Reader } from "../reader/index.js";
 import { PeerShipper } from "../shipper/index.js";
 import { ruleName } from "../store/index.js";
@@ -24,7 +24,6 @@ export function readerOf(r: Region): Reader {
     rule: `${ruleName(r.store.rule)}/${formatVersion}`,
     incarnations: r.incarnations,
     nowMs: r.nowMs,
-    verifier: new RequestVerifier({ secret: c.auth.peerSecret, windowMs: c.auth.windowMs, nowMs: r.nowMs }),
     log: r.log,
     onApplied: (batch, result) => {
       r.countApplied(batch.origin, result);

@@ -11,11 +11,31 @@ export {
 export type { BatchHeader, DecodedBatch } from "./batch.js";
 export {
   RequestVerifier,
+  answerCanonical,
   contentDigest,
   headerBoot,
   headerIncarnation,
+  headerKey,
+  headerNonce,
+  headerRegion,
   headerRule,
+  headerSignature,
+  headerTo,
+  requestCanonical,
+  signAnswer,
   signRequest,
+  verifyAnswer,
   verifyContentDigest,
+  verifyDigestHash,
 } from "./auth.js";
-export type { VerifyResult, VerifierOptions } from "./auth.js";
+export type { ReplayFloor, VerifyResult, VerifierOptions } from "./auth.js";
+export {
+  KeyFormatError,
+  ed25519PublicKey,
+  ed25519Signer,
+  keyIdOf,
+  publicKeyRing,
+  sharedKeyId,
+  sharedSecret,
+} from "./keys.js";
+export type { KeyCheck, KeyRing, Signer } from "./keys.js";

@@ -3,7 +3,8 @@
  * refused whole. Transport-free (the HTTP route in src/node/server.ts hands it the method,
  * path, headers and raw body), so every refusal is tested directly as well as over HTTP.
  *
- * Order of checks: signature (401), Content-Digest (400), the sender's conflict rule and
+ * The transport authenticated the sender (the signature, checked before the body was read)
+ * and checked the body against its signed Content-Digest. Order of checks here: the sender's conflict rule and
  * format (409 rule_mismatch), batch and record checksums (400), sender = origin, known
  * origin (403), a second node with the sender's region name (409 duplicate_region), tenants
  * this region may hold (403), clock skew (400), then one durable store transaction with the
@@ -22,9 +23,7 @@ import {
   BATCH_FLAG_SKIP_GAP,
   BatchInvalidError,
   decodeBatch,
-  verifyContentDigest,
   type DecodedBatch,
-  type RequestVerifier,
 } from "../protocol/index.js";
 import type { ApplyResult, DedupStore } from "../store/index.js";
 
@@ -50,7 +49,6 @@ export interface ReaderOptions {
   rule: string;
   incarnations: IncarnationWatch;
   nowMs: () => number;
-  verifier: RequestVerifier;
   log: Logger;
   /** After a batch is applied (metrics, audit log of conflicts). */
   onApplied?: (batch: DecodedBatch, result: Extract<ApplyResult, { status: "applied" }>) => void;
@@ -66,8 +64,8 @@ export interface ReaderOptions {
 }
 
 export interface ReplicateRequest {
-  method: string;
-  path: string;
+  /** The region that signed the request (authenticated by the transport). */
+  sender: string;
   headers: Record<string, string | string[] | undefined>;
   body: Buffer | undefined;
 }
@@ -97,34 +95,29 @@ export class Reader {
   async replicate(req: ReplicateRequest): Promise<ReplicateAnswer> {
     const answer = await this.check(req);
     if (answer.status >= 400 && answer.status !== 409) {
-      const origin = header(req.headers, "x-crr-region");
+      const origin = req.sender;
       this.o.onRefused?.(String(answer.body.code), origin);
       this.o.log.warn(
         { origin, status: answer.status, code: answer.body.code, reason: answer.body.message },
         "refused a batch",
       );
     } else if (answer.status === 409 && answer.body.code !== "watermark_gap") {
-      this.o.onRefused?.(String(answer.body.code), header(req.headers, "x-crr-region"));
+      this.o.onRefused?.(String(answer.body.code), req.sender);
       this.o.log.error({ code: answer.body.code, reason: answer.body.message }, "refused a batch");
     }
     return answer;
   }
 
   private async check(req: ReplicateRequest): Promise<ReplicateAnswer> {
-    const auth = this.o.verifier.verify(req.method, req.path, req.headers);
-    if (!auth.ok) return refuse(401, "unauthenticated", auth.reason);
     const body = req.body;
     if (!Buffer.isBuffer(body) || body.length === 0)
       return refuse(400, "malformed", "expected an application/octet-stream batch body");
-    const digest = verifyContentDigest(header(req.headers, "content-digest"), body);
-    if (digest !== "ok")
-      return refuse(400, "bad_digest", `Content-Digest ${digest}: the body is not what was signed`);
     const rule = header(req.headers, headerRule);
     if (rule !== this.o.rule) {
       return refuse(
         409,
         "rule_mismatch",
-        `${auth.region} merges by '${rule ?? "(unsaid)"}', ${this.o.self} by '${this.o.rule}': regions with different conflict rules or formats never converge; refused`,
+        `${req.sender} merges by '${rule ?? "(unsaid)"}', ${this.o.self} by '${this.o.rule}': regions with different conflict rules or formats never converge; refused`,
       );
     }
     let batch: DecodedBatch;
@@ -138,7 +131,7 @@ export class Reader {
       incarnation: header(req.headers, headerIncarnation) ?? batch.incarnation,
       boot: header(req.headers, headerBoot) ?? "",
     };
-    return this.checkBatch(batch, auth.region, sender);
+    return this.checkBatch(batch, req.sender, sender);
   }
 
   private async checkBatch(

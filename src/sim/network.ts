@@ -5,7 +5,7 @@
  * link arrive in the order sent, like HTTP pipelining on one connection.
  */
 import type { FastifyInstance } from "fastify";
-import { LinkError, type PeerRequest, type PeerTransport } from "../link/index.js";
+import { LinkError, type PeerRequest, type PeerResponse, type PeerTransport } from "../link/index.js";
 import type { Scheduler, SimProcess } from "./scheduler.js";
 
 export interface NetFaults {
@@ -60,12 +60,7 @@ export class Network {
     return this.sched.int(this.faults.delayMsMin, this.faults.delayMsMax);
   }
 
-  private send(
-    from: string,
-    fromProc: SimProcess,
-    to: string,
-    r: PeerRequest,
-  ): Promise<{ status: number; text: string }> {
+  private send(from: string, fromProc: SimProcess, to: string, r: PeerRequest): Promise<PeerResponse> {
     return new Promise((resolve, reject) => {
       const where = `${r.method} ${to}${r.path}`;
       const fail = (reason: string) => reject(new LinkError(reason, `${where}: ${reason} (simulated)`));
@@ -128,7 +123,7 @@ export class Network {
     target: Endpoint,
     r: PeerRequest,
     body: Buffer | string | undefined,
-    answered: (a: { status: number; text: string }) => void,
+    answered: (a: PeerResponse) => void,
   ): void {
     this.delivered++;
     const pending = { proc: target.proc };
@@ -138,7 +133,12 @@ export class Network {
       .inject({ method: r.method, url: r.path, headers: r.headers, payload: body })
       .then(
         (res) => {
-          if (target.proc.alive) answered({ status: res.statusCode, text: res.body });
+          if (target.proc.alive)
+            answered({
+              status: res.statusCode,
+              headers: res.headers as PeerResponse["headers"],
+              text: res.body,
+            });
         },
         () => undefined,
       )

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { encodeBatch, signRequest } from "../../src/protocol/index.js";
+import { encodeBatch, sharedSecret, signRequest } from "../../src/protocol/index.js";
 import { encodeFrames, type WalRecord } from "../../src/wal/index.js";
 import { Cluster, api, append, status, testSecret, type TestNode } from "../support/cluster.js";
 
@@ -72,10 +72,14 @@ function post(body: Buffer, headers: Record<string, string>, direct = false) {
   });
 }
 
+const signerOf = (secret: string) =>
+  sharedSecret(secret, ["us-east-1", "us-west-2", "eu-west-1", "ap-south-1"]).signer;
+
 const signed = (
   body: Buffer,
   over: {
     region?: string;
+    to?: string;
     secret?: string;
     nowMs?: number;
     rule?: string;
@@ -84,11 +88,12 @@ const signed = (
   } = {},
 ) =>
   signRequest({
-    secret: over.secret ?? testSecret,
+    signer: signerOf(over.secret ?? testSecret),
     method: "POST",
     path: "/v1/replicate",
     body,
     region: over.region ?? "us-east-1",
+    to: over.to ?? "eu-west-1",
     nowMs: over.nowMs ?? Date.now(),
     nonce: randomBytes(16).toString("hex"),
     rule: over.rule ?? "first-write-wins/1",
@@ -180,13 +185,22 @@ describe("the peer API refuses, and changes nothing", () => {
       "body_too_large",
     ],
     [
-      "an unknown origin",
+      "an unknown origin (no region of the deployment: no key speaks for it)",
       async () => {
         const b = batch([rec(1)], "ap-south-1");
         return post(b, signed(b, { region: "ap-south-1" }));
       },
+      401,
+      "unauthenticated",
+    ],
+    [
+      "a request signed for another region",
+      async () => {
+        const b = batch([rec(3)]);
+        return post(b, signed(b, { to: "us-west-2" }));
+      },
       403,
-      "unknown_origin",
+      "unauthenticated",
     ],
     [
       "an origin other than the signer",
@@ -248,11 +262,12 @@ describe("the peer API refuses, and changes nothing", () => {
         // The second node speaks first (its health probe), then the first one speaks again
         // (an already-applied batch): the second one appeared while the first is alive.
         const probe = signRequest({
-          secret: testSecret,
+          signer: signerOf(testSecret),
           method: "GET",
           path: "/v1/watermarks",
           body: "",
           region: "us-east-1",
+          to: "eu-west-1",
           nowMs: Date.now(),
           nonce: randomBytes(16).toString("hex"),
           incarnation: "b".repeat(32),
@@ -294,7 +309,7 @@ describe("the peer API refuses, and changes nothing", () => {
       async () =>
         api(`${node.url}/v1/replicate`, {
           method: "POST",
-          headers: { "content-type": "application/json" },
+          headers: { "content-type": "application/json", ...signed(Buffer.from("{}")) },
           body: "{}",
         }),
       415,

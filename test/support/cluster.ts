@@ -45,12 +45,14 @@ export interface ClusterOptions {
    * with `targetPort: 0`); the cluster points it at `to`'s node whenever that node starts.
    */
   route?: (from: string, to: string) => TcpProxy | undefined;
+  /** The nodes serve HTTPS: the CA (and client certificate) the cluster's own checks use. */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
 }
 
 export const Cluster = {
   async start(o: ClusterOptions): Promise<Cluster> {
     const c = await LocalMesh.start({
-      root: tempDir("crr-cluster-"),
+      root: tempDir("crr-cluster-", o.shared),
       regions: o.regions,
       secret: testSecret,
       crr: o.crr,
@@ -59,6 +61,7 @@ export const Cluster = {
         o.common ?? {},
       ),
       route: o.route,
+      tls: o.tls,
       crrMain: crrBin,
       cwd: repoRoot,
     });

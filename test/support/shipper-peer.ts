@@ -4,7 +4,6 @@
  * reached through a signed request exactly as the HTTP route hands it over. What is faked is
  * only the transport (and the test may make it fail before the peer reads a batch).
  */
-import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import path from "node:path";
 import { HybridClock } from "../../src/clock/index.js";
@@ -12,7 +11,7 @@ import { WalLsnUnavailableError } from "../../src/errors.js";
 import { LinkError, type PeerLink, type ReplicateAnswer, type WatermarksView } from "../../src/link/index.js";
 import { silentLogger } from "../../src/log.js";
 import { IncarnationTracker } from "../../src/node/incarnations.js";
-import { RequestVerifier, decodeBatch, signRequest } from "../../src/protocol/index.js";
+import { decodeBatch } from "../../src/protocol/index.js";
 import { Reader } from "../../src/reader/index.js";
 import { PeerShipper, type OwnRecords, type ShipperWal } from "../../src/shipper/index.js";
 import { SqliteStore } from "../../src/store/index.js";
@@ -23,7 +22,6 @@ export const origin = "us-east-1";
 export const peerName = "eu-west-1";
 export const current = "c".repeat(32);
 export const rule = { kind: "first-write-wins" } as const;
-const secret = "shipper-peer-test-secret-0123456789";
 
 export function record(lsn: number, tenant = "t", key = `k${lsn}`): WalRecord {
   return {
@@ -142,7 +140,6 @@ export class ReaderPeer implements PeerLink {
       rule: "first-write-wins/1",
       incarnations: new IncarnationTracker(10_000),
       nowMs: Date.now,
-      verifier: new RequestVerifier({ secret, windowMs: 30_000, nowMs: Date.now }),
       log: silentLogger(),
       onSkipped: async (_o, incarnation, s) => {
         this.skipped.push({ incarnation, ...s });
@@ -152,20 +149,12 @@ export class ReaderPeer implements PeerLink {
 
   async replicate(body: Buffer): Promise<ReplicateAnswer> {
     await this.before?.(++this.batches);
-    const batchPath = "/v1/replicate";
-    const headers = signRequest({
-      secret,
-      method: "POST",
-      path: batchPath,
-      body,
-      region: origin,
-      nowMs: Date.now(),
-      nonce: randomBytes(16).toString("hex"),
-      incarnation: current,
-      boot: "boot-1",
-      rule: "first-write-wins/1",
-    });
-    const a = await this.reader.replicate({ method: "POST", path: batchPath, headers, body });
+    const headers = {
+      "x-crr-incarnation": current,
+      "x-crr-boot": "boot-1",
+      "x-crr-rule": "first-write-wins/1",
+    };
+    const a = await this.reader.replicate({ sender: origin, headers, body });
     const watermark = a.body.watermark;
     if (a.status === 200 && typeof watermark === "number") return { kind: "ok", watermark };
     if (a.status === 409 && a.body.code === "watermark_gap" && typeof watermark === "number")

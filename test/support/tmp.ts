@@ -6,10 +6,18 @@ import { waitUntil } from "../../src/launch/index.js";
 
 const made: string[] = [];
 
-/** A fresh temp directory, removed after the test. */
-export function tempDir(prefix = "crr-"): string {
+const madeForFile: string[] = [];
+process.on("exit", () => {
+  for (const dir of madeForFile) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/**
+ * A fresh temp directory, removed after the test, or (`forFile`: a cluster shared by the tests
+ * of a file, which writes there after the first test ended) when the test file's process exits.
+ */
+export function tempDir(prefix = "crr-", forFile = false): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  made.push(dir);
+  (forFile ? madeForFile : made).push(dir);
   return dir;
 }
 

@@ -1,14 +1,58 @@
 /**
  * The peer API: replication batches, and the divergence, reconcile, recovery and rebuild
- * routes. Every request is signed; JSON bodies are kept raw so the Content-Digest is checked
- * on the bytes that arrived.
+ * routes. Every request was authenticated by the gate (gate.ts) before its body was read,
+ * and its body checked against the signed Content-Digest.
  */
 import type { FastifyPluginAsync } from "fastify";
 import { fromWire, type WireVersion } from "../../link/index.js";
-import { verifyContentDigest } from "../../protocol/index.js";
+import { bodyBytesMax, keyBytesMax, outcomeBytesMax, regionBytesMax, tenantBytesMax } from "../../limits.js";
 import { bucketCount, nodeDigest, treeFanout, treeLevels } from "../../store/index.js";
 import type { Region } from "../region.js";
-import { verifySigned } from "./signed.js";
+
+const regionNameSchema = {
+  type: "string",
+  minLength: 1,
+  maxLength: regionBytesMax,
+  pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+};
+
+/** A repair: versions exactly as the store holds them (checked again, by bytes and policy, in repair.ts). */
+const repairBodySchema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["versions"],
+  properties: {
+    versions: {
+      type: "array",
+      minItems: 1,
+      maxItems: 1000,
+      items: {
+        type: "object",
+        additionalProperties: false,
+        required: ["key", "tenant", "outcome", "origin", "incarnation", "lsn", "hlc"],
+        properties: {
+          key: { type: "string", minLength: 1, maxLength: keyBytesMax },
+          tenant: { type: "string", minLength: 1, maxLength: tenantBytesMax },
+          outcome: { type: "string", minLength: 1, maxLength: outcomeBytesMax },
+          bodyJson: { type: ["string", "null"], maxLength: bodyBytesMax },
+          origin: regionNameSchema,
+          incarnation: { type: "string", pattern: "^[0-9a-f]{32}$" },
+          lsn: { type: "integer", minimum: 1 },
+          hlc: {
+            type: "object",
+            additionalProperties: false,
+            required: ["wallMs", "logical"],
+            properties: {
+              wallMs: { type: "integer", minimum: 0 },
+              logical: { type: "integer", minimum: 0 },
+            },
+          },
+          intact: { type: "boolean" },
+        },
+      },
+    },
+  },
+} as const;
 
 function badRequest(message: string): Error {
   return Object.assign(new Error(message), { statusCode: 400 });
@@ -49,8 +93,7 @@ export function peerRoutes(region: Region): FastifyPluginAsync {
           .status(415)
           .send({ code: "unsupported_media_type", message: "expected an application/octet-stream batch" });
       const answer = await region.reader.replicate({
-        method: req.method,
-        path: req.url,
+        sender: req.crrPeer!.region,
         headers: req.headers,
         body: req.body,
       });
@@ -63,24 +106,19 @@ export function peerRoutes(region: Region): FastifyPluginAsync {
 function divergenceRoutes(region: Region): FastifyPluginAsync {
   const c = region.config;
   return async (peer) => {
+    // The gate checked the bytes against the signed digest as they arrived; bodies are
+    // parsed here, then validated by each route's schema.
     peer.addContentTypeParser(
       "application/json",
-      { parseAs: "buffer", bodyLimit: c.reader.bodyBytesMax },
-      (_req, body, done) => done(null, body),
+      { parseAs: "string", bodyLimit: c.reader.bodyBytesMax },
+      (_req, body, done) => {
+        try {
+          done(null, body.length > 0 ? (JSON.parse(body as string) as unknown) : {});
+        } catch {
+          done(Object.assign(new Error("expected a JSON body"), { statusCode: 400 }), undefined);
+        }
+      },
     );
-    peer.addHook("preHandler", async (req, reply) => {
-      const auth = verifySigned(region, req);
-      if (!auth.ok) return reply.status(401).send({ code: "unauthenticated", message: auth.reason });
-      const raw = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-      const digest = verifyContentDigest(req.headers["content-digest"] as string | undefined, raw);
-      if (digest !== "ok")
-        return reply.status(400).send({ code: "bad_digest", message: `Content-Digest ${digest}` });
-      try {
-        req.body = raw.length > 0 ? (JSON.parse(raw.toString("utf8")) as unknown) : {};
-      } catch {
-        return reply.status(400).send({ code: "malformed", message: "expected a JSON body" });
-      }
-    });
     peer.post<{ Body: { level: number; indexes: number[] } }>("/v1/divergence/tree", async (req) => {
       const level = req.body.level;
       if (!Number.isInteger(level) || level < 0 || level >= treeLevels)
@@ -127,12 +165,13 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
       };
     });
 
-    peer.post<{ Body: { versions: WireVersion[] } }>("/v1/divergence/repair", async (req) => ({
-      region: region.name,
-      changed: await region.repair(
-        (req.body.versions ?? []).map(fromWire),
-        req.headers["x-crr-region"] as string,
-      ),
-    }));
+    peer.post<{ Body: { versions: WireVersion[] } }>(
+      "/v1/divergence/repair",
+      { schema: { body: repairBodySchema } },
+      async (req) => ({
+        region: region.name,
+        changed: await region.repairFromPeer(req.body.versions.map(fromWire), req.crrPeer!.region),
+      }),
+    );
   };
 }

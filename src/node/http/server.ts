@@ -4,6 +4,8 @@
  * type coercion (`{"key":123}` is a 400, not the key "123"). Handlers are thin: they
  * translate HTTP to Region calls. No secret ever reaches a response or a log line.
  */
+import http from "node:http";
+import https from "node:https";
 import { Ajv } from "ajv";
 import Fastify, {
   LogController,
@@ -11,8 +13,9 @@ import Fastify, {
   type FastifyError,
   type FastifyInstance,
 } from "fastify";
-import { CrrError, RecordInvalidError, StoreFullError } from "../../errors.js";
+import { CrrError, RecordInvalidError, RepairRefusedError, StoreFullError } from "../../errors.js";
 import { DrainingError, UnavailableError, WaitTimeoutError, type Region } from "../region.js";
+import { installGate } from "./gate.js";
 import { adminRoutes } from "./routes-admin.js";
 import { peerRoutes } from "./routes-peer.js";
 import { publicRoutes } from "./routes-public.js";
@@ -32,6 +35,7 @@ const unavailableCodes = new Set(["wal_busy", "wal_write_failed", "wal_closed"])
 
 function statusOf(err: unknown): number {
   if (err instanceof RecordInvalidError) return 400;
+  if (err instanceof RepairRefusedError) return 403;
   if (err instanceof DrainingError || err instanceof UnavailableError || err instanceof StoreFullError)
     return 503;
   if (err instanceof WaitTimeoutError) return 504;
@@ -53,7 +57,12 @@ function retryAfterS(err: unknown): number {
  * again for each server took a fifth of a simulated run (a server per region boot).
  */
 const validators = (() => {
-  const common = { allErrors: false, useDefaults: true, removeAdditional: false } as const;
+  const common = {
+    allErrors: false,
+    useDefaults: true,
+    removeAdditional: false,
+    allowUnionTypes: true,
+  } as const;
   const modes = {
     strict: {
       ajv: undefined as Ajv | undefined,
@@ -79,6 +88,28 @@ const validators = (() => {
   };
 })();
 
+/**
+ * The listener: HTTPS when `listen.tls` is set (client certificates required when
+ * `requireClientCert`), with every timeout checked each second (Node checks them only every
+ * 30 s by default, so a slow body outlived its timeout) and a bound on open connections.
+ */
+function serverFactory(region: Region) {
+  const c = region.config.server;
+  return (handler: http.RequestListener): http.Server => {
+    const options = {
+      requestTimeout: c.requestTimeoutMs,
+      headersTimeout: c.headersTimeoutMs,
+      keepAliveTimeout: c.keepAliveTimeoutMs,
+      connectionsCheckingInterval: 1000,
+    };
+    const server = region.tls
+      ? https.createServer({ ...options, ...region.tls.serverOptions() }, handler)
+      : http.createServer(options, handler);
+    server.maxConnections = c.connectionsMax;
+    return server;
+  };
+}
+
 export function buildServer(region: Region): FastifyInstance {
   const c = region.config;
   const app = Fastify({
@@ -87,10 +118,10 @@ export function buildServer(region: Region): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: "x-request-id",
     bodyLimit: c.server.publicBodyBytesMax,
-    requestTimeout: c.server.requestTimeoutMs,
-    keepAliveTimeout: c.server.keepAliveTimeoutMs,
+    serverFactory: serverFactory(region),
     return503OnClosing: true,
   });
+  installGate(app, region);
   app.setValidatorCompiler(validators);
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const status = statusOf(err);
@@ -112,6 +143,7 @@ export function buildServer(region: Region): FastifyInstance {
     if (status === 503) void reply.header("retry-after", String(retryAfterS(err)));
     const extra: Record<string, unknown> = {};
     if (err instanceof RecordInvalidError) extra.field = err.field;
+    if (err instanceof RepairRefusedError) extra.key = err.key;
     if (err instanceof WaitTimeoutError)
       Object.assign(extra, { acked: err.acked, wanted: err.wanted, record: err.result });
     return reply.status(status).send({ code, message: err.message, ...extra });
@@ -122,11 +154,26 @@ export function buildServer(region: Region): FastifyInstance {
   return app;
 }
 
+/** How often the TLS files are checked for a rotation. */
+export const tlsCheckIntervalMs = 2000;
+
 export async function startServer(region: Region, o: ServerOptions): Promise<RunningServer> {
   const app = buildServer(region);
   await app.listen({ host: o.host, port: o.port });
   const addr = app.server.address();
   const port = typeof addr === "object" && addr ? addr.port : o.port;
-  const url = `http://${o.host}:${port}`;
-  return { url, app, close: () => app.close() };
+  const tls = region.tls;
+  if (tls) {
+    tls.onReload((ctx) => (app.server as https.Server).setSecureContext(ctx));
+    tls.watch(region.runtime, tlsCheckIntervalMs);
+  }
+  const url = `${tls ? "https" : "http"}://${o.host}:${port}`;
+  return {
+    url,
+    app,
+    close: async () => {
+      tls?.stop();
+      await app.close();
+    },
+  };
 }

@@ -1,0 +1,161 @@
+/**
+ * What every request passes before a handler, in order:
+ *
+ * 1. A body deadline (`server.bodyTimeoutMs`): a body still arriving after it cuts the
+ *    connection (a client trickling bytes holds nothing for long).
+ * 2. A signed request is verified from its headers, before its body is read (sender key,
+ *    destination, window, replay floor, nonce); a bad one is refused (401/403) at once. The
+ *    peer routes (`/v1/replicate`, `/v1/divergence/*`) refuse unsigned requests the same way,
+ *    so an unauthenticated client never gets the peer body limit.
+ * 3. Authenticated peer requests served at once are bounded (`server.peerRequestsMax`; 503
+ *    with Retry-After beyond).
+ * 4. The body of a signed request is hashed as it arrives and must match the signed
+ *    Content-Digest (400 bad_digest).
+ * 5. The answer to a signed request is signed back, bound to the request's nonce: an
+ *    acknowledgement (or any answer) nobody else can forge or replay.
+ */
+import { createHash } from "node:crypto";
+import { Transform } from "node:stream";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
+import {
+  headerBoot,
+  headerIncarnation,
+  headerSignature,
+  signAnswer,
+  verifyContentDigest,
+  verifyDigestHash,
+} from "../../protocol/index.js";
+import type { Timer } from "../../runtime/index.js";
+import type { Region } from "../region.js";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** The authenticated sender of a signed request. */
+    crrPeer?: { region: string; nonce: string };
+    /** sha-256 of the body as it arrived (signed requests only). */
+    crrBodyHash?: () => Buffer;
+  }
+}
+
+const peerRoute = /^\/v1\/(replicate|divergence\/)/;
+
+/**
+ * Refuse before the body was read: the connection is closed after the answer (kept open,
+ * Node would read and discard whatever body the client still trickles in).
+ */
+function refuse(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+  reply.raw.once("finish", () => {
+    const socket = reply.request.raw.socket as { destroy?: () => void } | undefined;
+    if (typeof socket?.destroy === "function") socket.destroy();
+  });
+  return reply.status(status).header("connection", "close").send({ code, message });
+}
+
+/** Install the gate on the root instance (before any route plugin). */
+export function installGate(app: FastifyInstance, region: Region): void {
+  const c = region.config.server;
+  let peerActive = 0;
+  /** What a request holds until it ends: its body deadline, its peer slot. */
+  const held = new WeakMap<FastifyRequest, { deadline: Timer; slot: boolean }>();
+  const release = (req: FastifyRequest) => {
+    const h = held.get(req);
+    if (!h) return;
+    held.delete(req);
+    h.deadline.cancel();
+    if (h.slot) peerActive--;
+  };
+  app.addHook("onResponse", async (req) => release(req));
+  app.addHook("onRequestAbort", async (req) => release(req));
+  app.addHook("onRequest", async (req, reply) => {
+    const h = {
+      deadline: region.runtime.after(c.bodyTimeoutMs, () => {
+        region.metrics.refusals.inc({ reason: "body_timeout" });
+        region.log.warn(
+          { url: req.url, from: req.crrPeer?.region ?? req.ip, bodyTimeoutMs: c.bodyTimeoutMs },
+          "cut a request whose body did not arrive in time",
+        );
+        req.raw.destroy();
+        release(req);
+      }),
+      slot: false,
+    };
+    held.set(req, h);
+    if (req.headers[headerSignature] !== undefined) {
+      const auth = region.verifier.verify(req.method, req.url, req.headers);
+      if (!auth.ok) {
+        region.metrics.refusals.inc({ reason: "unauthenticated" });
+        return refuse(reply, auth.status, "unauthenticated", auth.reason);
+      }
+      try {
+        await region.replayFloor.cover(auth.region, auth.timestampMs);
+      } catch {
+        return refuse(reply.header("retry-after", "1"), 503, "unavailable", "cannot record the replay floor");
+      }
+      req.crrPeer = { region: auth.region, nonce: auth.nonce };
+      noteInstance(region, req);
+    } else if (peerRoute.test(req.url)) {
+      region.metrics.refusals.inc({ reason: "unauthenticated" });
+      return refuse(reply, 401, "unauthenticated", "missing signature");
+    }
+    if (req.crrPeer && peerRoute.test(req.url)) {
+      if (peerActive >= c.peerRequestsMax)
+        return refuse(reply.header("retry-after", "1"), 503, "busy", "too many peer requests at once");
+      peerActive++;
+      h.slot = true;
+    }
+  });
+  app.addHook("preParsing", async (req, _reply, payload) => {
+    if (!req.crrPeer) return payload;
+    const hash = createHash("sha256");
+    let bytes = 0;
+    const counted = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        hash.update(chunk);
+        bytes += chunk.length;
+        (counted as unknown as { receivedEncodedLength: number }).receivedEncodedLength = bytes;
+        done(null, chunk);
+      },
+    });
+    let digest: Buffer | undefined;
+    req.crrBodyHash = () => (digest ??= hash.digest());
+    return payload.pipe(counted);
+  });
+  app.addHook("preValidation", async (req, reply) => {
+    held.get(req)?.deadline.cancel(); // the body is in
+    if (!req.crrPeer) return;
+    const given = req.headers["content-digest"] as string | undefined;
+    const check = req.crrBodyHash
+      ? verifyDigestHash(given, req.crrBodyHash())
+      : verifyContentDigest(given, Buffer.alloc(0));
+    if (check !== "ok")
+      return refuse(reply, 400, "bad_digest", `Content-Digest ${check}: the body is not what was signed`);
+  });
+  app.addHook("onSend", async (req, reply, payload) => {
+    if (!req.crrPeer || (payload !== null && typeof payload !== "string" && !Buffer.isBuffer(payload)))
+      return payload;
+    const body = payload ?? "";
+    const headers = signAnswer({
+      signer: region.credentials.signer,
+      status: reply.statusCode,
+      body,
+      region: region.name,
+      to: req.crrPeer.region,
+      requestNonce: req.crrPeer.nonce,
+    });
+    for (const [k, v] of Object.entries(headers)) void reply.header(k, v);
+    return payload;
+  });
+}
+
+/** Note which instance of the sender is alive (its incarnation and boot, signed with the request). */
+function noteInstance(region: Region, req: FastifyRequest): void {
+  const incarnation = req.headers[headerIncarnation];
+  const boot = req.headers[headerBoot];
+  if (typeof incarnation === "string")
+    region.incarnations.note(
+      req.crrPeer!.region,
+      incarnation,
+      typeof boot === "string" ? boot : "",
+      region.nowMs(),
+    );
+}
