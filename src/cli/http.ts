@@ -110,8 +110,20 @@ export interface CallOptions {
   tls?: ClientTls;
 }
 
+/**
+ * TLS material for a command given only a URL, from its environment: CRR_CA_FILE (the CA the
+ * node's certificate is checked against), CRR_CLIENT_CERT_FILE and CRR_CLIENT_KEY_FILE (for a
+ * node that requires client certificates). Undefined when none is set.
+ */
+export function clientTlsFromEnv(env: NodeJS.ProcessEnv = process.env): ClientTls | undefined {
+  const read = (name: string) => (env[name] ? fs.readFileSync(env[name]) : undefined);
+  const m = { ca: read("CRR_CA_FILE"), cert: read("CRR_CLIENT_CERT_FILE"), key: read("CRR_CLIENT_KEY_FILE") };
+  return m.ca || m.cert ? { version: 1, ...m } : undefined;
+}
+
 export async function callNode<T>(url: string, path: string, o: CallOptions = {}): Promise<T> {
   const { method = "GET", timeoutMs = 5000, body, credential = { kind: "none" } } = o;
+  const tls = o.tls ?? clientTlsFromEnv();
   const target = new URL(path, url.endsWith("/") ? url : `${url}/`);
   const text = body === undefined ? "" : JSON.stringify(body);
   let res;
@@ -120,9 +132,7 @@ export async function callNode<T>(url: string, path: string, o: CallOptions = {}
       method,
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
-      ...(o.tls
-        ? { dispatcher: new Agent({ connect: { ca: o.tls.ca, cert: o.tls.cert, key: o.tls.key } }) }
-        : {}),
+      ...(tls ? { dispatcher: new Agent({ connect: { ca: tls.ca, cert: tls.cert, key: tls.key } }) } : {}),
       headers: {
         ...credentialHeaders(credential, method, target, text),
         ...(body === undefined ? {} : { "content-type": "application/json" }),

@@ -31,9 +31,21 @@ function read(file: string, at: string): Buffer {
   }
 }
 
+/** A region without replication and without a secret: it signs nothing and accepts no signature. */
+const alone: Credentials = {
+  signer: {
+    keyId: "none",
+    sign: () => {
+      throw new Error("this region has no peer credentials (auth.peerSecret or auth.privateKeyFile)");
+    },
+  },
+  ring: { mode: "shared", check: () => "unknown key" },
+};
+
 /** Load the key files (a KeyFormatError names the setting and the file) or take the shared secret. */
 export function credentialsOf(c: NodeConfig): Credentials {
   const keyFile = c.auth.privateKeyFile;
+  if (!keyFile && !c.auth.peerSecret) return alone;
   if (!keyFile) {
     const shared = sharedSecret(c.auth.peerSecret, Object.keys(c.regions));
     return { signer: shared.signer, ring: shared.ring };

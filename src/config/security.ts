@@ -78,7 +78,7 @@ function checkMode(c: NodeConfig, problems: string[]): void {
   }
   if (Object.values(c.regions).some((r) => r.publicKeyFiles))
     problems.push("auth.privateKeyFile: required when regions list publicKeyFiles (this region's own key)");
-  else if (!c.auth.peerSecret && !problems.some((p) => p.startsWith("auth.peerSecret")))
+  else if (c.crr.enabled && !c.auth.peerSecret && !problems.some((p) => p.startsWith("auth.peerSecret")))
     problems.push(
       'auth.peerSecret: required (e.g. peerSecret: "${CRR_PEER_SECRET}"), or per-region keys: auth.privateKeyFile and regions.*.publicKeyFiles',
     );

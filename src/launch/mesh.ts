@@ -141,7 +141,8 @@ export class LocalMesh {
         : all
           ? { enabled: true, replicationMode: "multi-way", peers: names.filter((n) => n !== s.name) }
           : { enabled: false },
-      auth: { peerSecret: "${CRR_PEER_SECRET}", adminToken: "${CRR_ADMIN_TOKEN}" },
+      // The admin token is optional for the one-shot commands run with only the peer secret.
+      auth: { peerSecret: "${CRR_PEER_SECRET}", adminToken: "${CRR_ADMIN_TOKEN:-}" },
       log: { level: "info" },
     };
     if (this.o.common) config = deepMerge(config, this.o.common);

@@ -48,7 +48,9 @@ export async function repairVersions(
  * A repair a peer sends (its reconcile's decision): every version must fit the limits, come
  * from a region of the deployment, be one this region may hold under the tenant policy, and
  * be for a key this region's own detector reports as divergent or missing with that peer
- * (checked now, for those keys). One version failing refuses the whole request.
+ * (checked now, for those keys). Signed as this region itself, it is the operator's own
+ * reconcile (an admin): the detector check is skipped. One version failing refuses the
+ * whole request.
  */
 export async function repairFromPeer(
   r: Region,
@@ -73,6 +75,7 @@ export async function repairFromPeer(
         `tenant '${v.tenant}' from ${v.origin} is not held in ${r.name} by policy`,
       );
   }
+  if (sender === r.name) return repairVersions(r, versions, sender);
   const keys = [...new Set(versions.map((v) => v.key))];
   let findings;
   try {

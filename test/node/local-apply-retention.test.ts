@@ -118,7 +118,7 @@ describe("WAL retention", () => {
       store,
       shippers: new Map([["eu-west-1", peer]]),
       config: { wal: { bytesMax: 1 << 30 } },
-      metrics: { walOverLimit: { set: () => undefined } },
+      metrics: { walOverLimit: { set: () => undefined }, retentionRuns: { inc: () => undefined } },
       log: silentLogger(),
     } as unknown as Region;
     // The peer still needs the last LSN of the second segment: the first goes, the second stays.

@@ -146,7 +146,8 @@ describe("the node's outside contract", () => {
     const cluster = await Cluster.start({ regions: ["us-east-1", "us-west-2"] });
     const [a, b] = [cluster.node("us-east-1"), cluster.node("us-west-2")];
     await appendMany(a, "d", 200);
-    const drain = await runCrr(["drain", "--url", a.url]);
+    // The contract's way: only the URL, and the deployment's secret in the environment.
+    const drain = await runCrr(["drain", "--url", a.url], { env: { CRR_PEER_SECRET: testSecret } });
     expect(drain.code).toBe(0);
     expect(drain.stdout).toMatch(/us-east-1 is draining/);
     expect(drain.stdout).toMatch(/drained in [\d.]+ s: every peer has acknowledged LSN 200/);
@@ -160,12 +161,15 @@ describe("the node's outside contract", () => {
     expect(refused.headers.get("retry-after")).toBe("5");
     expect(await refused.json()).toMatchObject({ code: "draining" });
     expect((await api(`${a.url}/readyz`)).status).toBe(503);
-    expect((await runCrr(["undrain", "--url", a.url])).stdout).toMatch(/us-east-1 accepts appends again/);
+    expect((await runCrr(["undrain", "--url", a.url])).stderr).toMatch(/401.*admin routes need/);
+    expect(
+      (await runCrr(["undrain", "--url", a.url], { env: { CRR_ADMIN_TOKEN: cluster.adminToken } })).stdout,
+    ).toMatch(/us-east-1 accepts appends again/);
     expect((await append(a, { key: "x", tenant: "t", outcome: "a" })).status).toBe(200);
 
     await cluster.stopNode("us-west-2", "SIGKILL");
     await appendMany(a, "stuck", 5);
-    const stuck = await runCrr(["drain", "--url", a.url, "--timeout-ms", "1500"]);
+    const stuck = await runCrr(["drain", "--url", a.url, "--timeout-ms", "1500"], { env: cluster.secrets() });
     expect(stuck.code).toBe(1);
     expect(stuck.stdout).toMatch(/timed out after 1500 ms: us-west-2 \d+ behind/);
   });

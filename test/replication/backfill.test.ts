@@ -87,7 +87,12 @@ describe("records the WAL no longer holds are backfilled from the store", () => 
     const lag1 = (await status(a)).peers[0]!.lagSeconds;
     await waitFor(async () => (await status(a)).peers[0]!.lagSeconds > lag1 || undefined, "the lag to grow");
 
-    const skip = await runCrr(["skip-gap", "--url", a.url, "--peer", "eu-west-1", "--through", String(from)]);
+    const skip = await runCrr(
+      ["skip-gap", "--url", a.url, "--peer", "eu-west-1", "--through", String(from)],
+      {
+        env: cluster.secrets(),
+      },
+    );
     expect(skip.code, skip.stderr).toBe(0);
     // Not digest-equal: us-east-1 still holds its hand-changed copy that eu-west-1 never got.
     await waitFor(

@@ -41,19 +41,31 @@ export function adminRoutes(region: Region): FastifyPluginAsync {
       if (!isAdmin(region, req))
         return reply.status(401).send({ code: "unauthenticated", message: adminRefusal });
     });
-    app.post("/v1/admin/drain", async () => {
-      region.drain();
-      return region.status();
-    });
-    app.post("/v1/admin/undrain", async () => {
+    const security: Array<Record<string, string[]>> = [{ admin: [] }, { signed: [] }];
+    const adminTag = { tags: ["admin"], security };
+    app.post(
+      "/v1/admin/drain",
+      { schema: { ...adminTag, summary: "refuse appends until undrained" } },
+      async () => {
+        region.drain();
+        return region.status();
+      },
+    );
+    app.post("/v1/admin/undrain", { schema: { ...adminTag, summary: "accept appends again" } }, async () => {
       region.undrain();
       return region.status();
     });
-    app.post("/v1/admin/verify", async () => region.verify({ fullScrub: true }));
+    app.post(
+      "/v1/admin/verify",
+      { schema: { ...adminTag, summary: "run the divergence check now" } },
+      async () => region.verify({ fullScrub: true }),
+    );
     app.post<{ Body: { peer: string; throughLsn: number } }>(
       "/v1/admin/skip-gap",
       {
         schema: {
+          ...adminTag,
+          summary: "let a peer skip LSNs of this region nobody holds (audited)",
           body: {
             type: "object",
             additionalProperties: false,
@@ -76,7 +88,11 @@ export function adminRoutes(region: Region): FastifyPluginAsync {
     );
     const streams = eventStreams(region);
     app.addHook("preClose", async () => streams.close());
-    app.get("/v1/admin/events", (req, reply) => streams.open(req, reply));
+    app.get(
+      "/v1/admin/events",
+      { schema: { ...adminTag, summary: "server-sent events: acknowledgements and applied batches" } },
+      (req, reply) => streams.open(req, reply),
+    );
   };
 }
 

@@ -54,30 +54,38 @@ const repairBodySchema = {
   },
 } as const;
 
-function badRequest(message: string): Error {
-  return Object.assign(new Error(message), { statusCode: 400 });
-}
+const ints = (minimum: number, maxItems: number) =>
+  ({ type: "array", maxItems, items: { type: "integer", minimum } }) as const;
+const hex32 = { type: "string", pattern: "^[0-9a-f]{32}$" } as const;
+const object = (required: string[], properties: Record<string, unknown>) =>
+  ({ type: "object", additionalProperties: false, required, properties }) as const;
 
-function integers(v: unknown, max: number, what: string): number[] {
-  if (!Array.isArray(v) || v.length > max || !v.every((x) => Number.isInteger(x) && x >= 0))
-    throw badRequest(`${what}: expected up to ${max} non-negative integers`);
-  return v as number[];
-}
+/** The divergence routes' bodies (what is not a shape, e.g. an index beyond its level, is filtered by the handler). */
+const schemas = {
+  tree: object(["level", "indexes"], {
+    level: { type: "integer", minimum: 0, maximum: treeLevels - 1 },
+    indexes: ints(0, 4096),
+  }),
+  buckets: object(["buckets"], { buckets: ints(0, 1024) }),
+  wal: object(["lsns"], { lsns: ints(1, 1000) }),
+  export: object([], {
+    origin: regionNameSchema,
+    after: object(["bucket", "key"], {
+      bucket: { type: "integer", minimum: 0 },
+      key: { type: "string", maxLength: keyBytesMax },
+    }),
+    limit: { type: "integer", minimum: 1 },
+  }),
+  stream: object(["origin", "incarnation", "fromLsn", "toLsn", "limit"], {
+    origin: regionNameSchema,
+    incarnation: hex32,
+    fromLsn: { type: "integer", minimum: 1 },
+    toLsn: { type: "integer", minimum: 1 },
+    limit: { type: "integer", minimum: 1 },
+  }),
+};
 
-function streamQuery(b: Record<string, unknown>) {
-  const { origin, incarnation, fromLsn, toLsn, limit } = b;
-  if (typeof origin !== "string" || typeof incarnation !== "string")
-    throw badRequest("origin, incarnation: expected strings");
-  if (![fromLsn, toLsn, limit].every((x) => Number.isInteger(x) && (x as number) >= 1))
-    throw badRequest("fromLsn, toLsn, limit: expected positive integers");
-  return {
-    origin,
-    incarnation,
-    fromLsn: fromLsn as number,
-    toLsn: toLsn as number,
-    limit: Math.min(5000, limit as number),
-  };
-}
+const peerTag = { tags: ["peer"], security: [{ signed: [] as string[] }] };
 
 export function peerRoutes(region: Region): FastifyPluginAsync {
   const c = region.config;
@@ -87,18 +95,28 @@ export function peerRoutes(region: Region): FastifyPluginAsync {
       { parseAs: "buffer", bodyLimit: c.reader.bodyBytesMax },
       (_req, body, done) => done(null, body),
     );
-    app.post("/v1/replicate", async (req, reply) => {
-      if (!Buffer.isBuffer(req.body))
-        return reply
-          .status(415)
-          .send({ code: "unsupported_media_type", message: "expected an application/octet-stream batch" });
-      const answer = await region.reader.replicate({
-        sender: req.crrPeer!.region,
-        headers: req.headers,
-        body: req.body,
-      });
-      return reply.status(answer.status).send(answer.body);
-    });
+    app.post(
+      "/v1/replicate",
+      {
+        schema: {
+          ...peerTag,
+          summary: "one replication batch (binary, docs/FORMAT.md); answered after a synced commit",
+          consumes: ["application/octet-stream"],
+        },
+      },
+      async (req, reply) => {
+        if (!Buffer.isBuffer(req.body))
+          return reply
+            .status(415)
+            .send({ code: "unsupported_media_type", message: "expected an application/octet-stream batch" });
+        const answer = await region.reader.replicate({
+          sender: req.crrPeer!.region,
+          headers: req.headers,
+          body: req.body,
+        });
+        return reply.status(answer.status).send(answer.body);
+      },
+    );
     void app.register(divergenceRoutes(region));
   };
 }
@@ -113,49 +131,60 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
       { parseAs: "string", bodyLimit: c.reader.bodyBytesMax },
       (_req, body, done) => {
         try {
-          done(null, body.length > 0 ? (JSON.parse(body as string) as unknown) : {});
+          done(null, JSON.parse(body as string) as unknown);
         } catch {
           done(Object.assign(new Error("expected a JSON body"), { statusCode: 400 }), undefined);
         }
       },
     );
-    peer.post<{ Body: { level: number; indexes: number[] } }>("/v1/divergence/tree", async (req) => {
-      const level = req.body.level;
-      if (!Number.isInteger(level) || level < 0 || level >= treeLevels)
-        throw badRequest(`level: expected 0..${treeLevels - 1}`);
-      const tree = region.store.digestTree();
-      const indexes = integers(req.body.indexes, 4096, "indexes").filter((i) => i < treeFanout ** level);
-      return {
+    peer.post<{ Body: { level: number; indexes: number[] } }>(
+      "/v1/divergence/tree",
+      { schema: { ...peerTag, body: schemas.tree } },
+      async (req) => {
+        const { level } = req.body;
+        const tree = region.store.digestTree();
+        const indexes = req.body.indexes.filter((i) => i < treeFanout ** level);
+        return {
+          region: region.name,
+          level,
+          digests: indexes.map((i) => nodeDigest(tree, level, i).toString("hex")),
+        };
+      },
+    );
+    peer.post<{ Body: { buckets: number[] } }>(
+      "/v1/divergence/buckets",
+      { schema: { ...peerTag, body: schemas.buckets } },
+      async (req) => ({
         region: region.name,
-        level,
-        digests: indexes.map((i) => nodeDigest(tree, level, i).toString("hex")),
-      };
-    });
-    peer.post<{ Body: { buckets: number[] } }>("/v1/divergence/buckets", async (req) => ({
-      region: region.name,
-      versions: region.store.bucketVersions(
-        integers(req.body.buckets, 1024, "buckets").filter((b) => b < bucketCount),
-      ),
-    }));
-    peer.post<{ Body: { lsns: number[] } }>("/v1/divergence/wal", async (req) => ({
-      region: region.name,
-      incarnation: region.wal.incarnation,
-      records: await region.walRecords(integers(req.body.lsns, 1000, "lsns")),
-    }));
+        versions: region.store.bucketVersions(req.body.buckets.filter((b) => b < bucketCount)),
+      }),
+    );
+    peer.post<{ Body: { lsns: number[] } }>(
+      "/v1/divergence/wal",
+      { schema: { ...peerTag, body: schemas.wal } },
+      async (req) => ({
+        region: region.name,
+        incarnation: region.wal.incarnation,
+        records: await region.walRecords(req.body.lsns),
+      }),
+    );
     peer.post<{ Body: { origin?: string; after?: { bucket: number; key: string }; limit?: number } }>(
       "/v1/divergence/export",
+      { schema: { ...peerTag, body: schemas.export } },
       async (req) =>
         region.store.exportPage({
           origin: req.body.origin,
           after: req.body.after,
-          limit: Math.min(5000, Math.max(1, req.body.limit ?? 1000)),
+          limit: Math.min(5000, req.body.limit ?? 1000),
         }),
     );
     // One origin stream by LSN, winners and conflict losers, each with whether it is intact
     // (a copy changed outside the engine is not evidence): what recovery, bootstrap and
     // rebuild copy back. `next` continues a full page.
-    peer.post<{ Body: Record<string, unknown> }>("/v1/divergence/stream", async (req) => {
-      const q = streamQuery(req.body);
+    peer.post<{
+      Body: { origin: string; incarnation: string; fromLsn: number; toLsn: number; limit: number };
+    }>("/v1/divergence/stream", { schema: { ...peerTag, body: schemas.stream } }, async (req) => {
+      const q = { ...req.body, limit: Math.min(5000, req.body.limit) };
       const versions = region.store.streamVersions(q.origin, q.incarnation, q.fromLsn, q.toLsn, q.limit);
       const last = versions.at(-1)?.lsn;
       return {
@@ -167,7 +196,7 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
 
     peer.post<{ Body: { versions: WireVersion[] } }>(
       "/v1/divergence/repair",
-      { schema: { body: repairBodySchema } },
+      { schema: { ...peerTag, body: repairBodySchema } },
       async (req) => ({
         region: region.name,
         changed: await region.repairFromPeer(req.body.versions.map(fromWire), req.crrPeer!.region),

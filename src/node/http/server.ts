@@ -6,6 +6,7 @@
  */
 import http from "node:http";
 import https from "node:https";
+import swagger from "@fastify/swagger";
 import { Ajv } from "ajv";
 import Fastify, {
   LogController,
@@ -148,6 +149,31 @@ export function buildServer(region: Region): FastifyInstance {
       Object.assign(extra, { acked: err.acked, wanted: err.wanted, record: err.result });
     return reply.status(status).send({ code, message: err.message, ...extra });
   });
+  // The OpenAPI document of the routes' schemas (GET /openapi.json; docs/openapi.json is the
+  // checked-in copy, compared with it by a test).
+  void app.register(swagger, {
+    openapi: {
+      openapi: "3.0.3",
+      info: {
+        title: "crr node",
+        version: "1",
+        description:
+          "One region's node. Public routes are unauthenticated; peer routes need a signed request (docs/FORMAT.md); admin routes need Authorization: Bearer <auth.adminToken> or this region's own signature.",
+      },
+      components: {
+        securitySchemes: {
+          signed: {
+            type: "apiKey",
+            in: "header",
+            name: "x-crr-signature",
+            description: "a peer request signed by its region (headers and signed string: docs/FORMAT.md)",
+          },
+          admin: { type: "http", scheme: "bearer", description: "auth.adminToken" },
+        },
+      },
+    },
+  });
+  app.get("/openapi.json", { schema: { hide: true } }, async () => app.swagger());
   void app.register(publicRoutes(region));
   void app.register(peerRoutes(region));
   void app.register(adminRoutes(region));
