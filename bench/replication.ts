@@ -12,12 +12,14 @@
  *
  *   npm run bench -- replication [--seconds 5] [--rounds 5]
  */
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import Database from "better-sqlite3";
+import { Agent, request } from "undici";
 import YAML from "yaml";
 import { parseConfig } from "../src/config/index.js";
 import { silentLogger } from "../src/log.js";
@@ -40,21 +42,95 @@ function percentile(sorted: number[], p: number): number {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]! : NaN;
 }
 
-async function twoRegions(root: string) {
-  const [pa, pb] = [await freePort(), await freePort()];
-  const regions = {
-    "us-east-1": { url: `http://127.0.0.1:${pa}` },
-    "us-west-2": { url: `http://127.0.0.1:${pb}` },
+/**
+ * How the two regions trust each other: the shared secret over HTTP (the baseline), a key
+ * per region (Ed25519 signatures on requests and answers), or keys and mutual TLS.
+ */
+export type TrustMode = "shared-secret" | "keys" | "keys+mtls";
+
+/** Key files and certificates for `mode` under `root` (openssl makes the certificates). */
+function trustSetup(root: string, mode: TrustMode) {
+  const names = ["us-east-1", "us-west-2"];
+  if (mode === "shared-secret")
+    return { scheme: "http", config: (_r: string) => ({ auth: { peerSecret: secret } }), ca: undefined };
+  const dir = path.join(root, "pki");
+  fs.mkdirSync(dir, { recursive: true });
+  const keys = Object.fromEntries(
+    names.map((n) => {
+      const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+      fs.writeFileSync(path.join(dir, `${n}.key`), privateKey.export({ type: "pkcs8", format: "pem" }));
+      fs.writeFileSync(path.join(dir, `${n}.pub`), publicKey.export({ type: "spki", format: "pem" }));
+      return [n, { privateKeyFile: path.join(dir, `${n}.key`), publicKeyFile: path.join(dir, `${n}.pub`) }];
+    }),
+  );
+  const tls = mode === "keys+mtls" ? certificates(dir, names) : undefined;
+  return {
+    scheme: tls ? "https" : "http",
+    ca: tls ? fs.readFileSync(path.join(dir, "ca.crt")) : undefined,
+    config: (r: string) => ({
+      auth: { privateKeyFile: keys[r]!.privateKeyFile },
+      publicKeyFiles: (n: string) => [keys[n]!.publicKeyFile],
+      ...(tls ? { tls: { ...tls[r]!, caFile: path.join(dir, "ca.crt"), requireClientCert: true } } : {}),
+    }),
   };
-  const cfg = (region: string, port: number, target: string) => ({
-    region,
-    dataDir: path.join(root, region),
-    listen: { host: "127.0.0.1", port },
-    regions,
-    crr: { enabled: true, replicationMode: "two-region", targetRegions: [target] },
-    auth: { peerSecret: secret },
-    log: { level: "warn" },
-  });
+}
+
+function certificates(dir: string, names: string[]): Record<string, { certFile: string; keyFile: string }> {
+  const ossl = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "ignore" });
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+  ossl(["req", "-x509", ...ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=bench-ca"]);
+  fs.writeFileSync(
+    path.join(dir, "ext"),
+    "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+  );
+  return Object.fromEntries(
+    names.map((n) => {
+      ossl(["req", ...ec, "-keyout", `${n}.tls.key`, "-out", `${n}.csr`, "-subj", `/CN=${n}`]);
+      ossl(
+        ["x509", "-req", "-in", `${n}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial"].concat([
+          "-out",
+          `${n}.crt`,
+          "-days",
+          "1",
+          "-extfile",
+          "ext",
+        ]),
+      );
+      return [n, { certFile: path.join(dir, `${n}.crt`), keyFile: path.join(dir, `${n}.tls.key`) }];
+    }),
+  );
+}
+
+async function twoRegions(root: string, mode: TrustMode) {
+  const [pa, pb] = [await freePort(), await freePort()];
+  const trust = trustSetup(root, mode);
+  const names = ["us-east-1", "us-west-2"];
+  const ports: Record<string, number> = { "us-east-1": pa, "us-west-2": pb };
+  const cfg = (region: string, port: number, target: string) => {
+    const t = trust.config(region) as {
+      auth: Record<string, unknown>;
+      publicKeyFiles?: (n: string) => string[];
+      tls?: Record<string, unknown>;
+    };
+    return {
+      region,
+      dataDir: path.join(root, region),
+      listen: { host: "127.0.0.1", port, ...(t.tls ? { tls: t.tls } : {}) },
+      regions: Object.fromEntries(
+        names.map((n) => [
+          n,
+          {
+            url: `${trust.scheme}://127.0.0.1:${ports[n]}`,
+            ...(t.publicKeyFiles ? { publicKeyFiles: t.publicKeyFiles(n) } : {}),
+          },
+        ]),
+      ),
+      crr: { enabled: true, replicationMode: "two-region", targetRegions: [target] },
+      auth: t.auth,
+      log: { level: "warn" },
+    };
+  };
+  const regions = cfg("us-east-1", pa, "us-west-2").regions;
   const peerFile = path.join(root, "us-west-2.yaml");
   fs.writeFileSync(peerFile, YAML.stringify(cfg("us-west-2", pb, "us-east-1")));
   const peer = spawn(
@@ -64,9 +140,20 @@ async function twoRegions(root: string) {
   );
   const origin = await runNode(parseConfig(cfg("us-east-1", pa, "us-west-2"), "bench", root), silentLogger());
   const deadline = Date.now() + 30_000;
+  const peerCfg = cfg("us-west-2", pb, "us-east-1");
+  const agent =
+    peerCfg.listen.tls && trust.ca
+      ? new Agent({
+          connect: {
+            ca: trust.ca,
+            cert: fs.readFileSync(String(peerCfg.listen.tls.certFile)),
+            key: fs.readFileSync(String(peerCfg.listen.tls.keyFile)),
+          },
+        })
+      : undefined;
   while (
-    !(await fetch(`${regions["us-west-2"].url}/readyz`)
-      .then((r) => r.ok)
+    !(await request(`${regions["us-west-2"]!.url}/readyz`, { dispatcher: agent })
+      .then(async (r) => (await r.body.text(), r.statusCode === 200))
       .catch(() => false))
   ) {
     if (Date.now() > deadline) throw new Error("peer did not start");
@@ -78,22 +165,27 @@ async function twoRegions(root: string) {
     shipper,
     stop: async () => {
       await origin.close();
+      await agent?.close();
       peer.kill("SIGTERM");
       await new Promise((r) => peer.on("exit", r));
     },
   };
 }
 
-interface LagRun {
+export interface LagRun {
   targetPerS: number | "max";
   appendedPerS: number;
   replicatedPerS: number;
   lagMs: { p50: number; p90: number; p99: number; p999: number; max: number };
 }
 
-async function lagRun(targetPerS: number | "max", seconds: number): Promise<LagRun> {
+export async function lagRun(
+  targetPerS: number | "max",
+  seconds: number,
+  mode: TrustMode = "shared-secret",
+): Promise<LagRun> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "crr-bench-repl-"));
-  const { origin, shipper, stop } = await twoRegions(root);
+  const { origin, shipper, stop } = await twoRegions(root, mode);
   const region = origin.region;
   try {
     // ackedAt[lsn - base] = when the origin acknowledged that append.

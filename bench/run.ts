@@ -6,6 +6,7 @@ import { parseArgs } from "node:util";
 import { runBench } from "../src/cli/bench.js";
 import { benchDivergence } from "./divergence.js";
 import { benchReplication } from "./replication.js";
+import { benchSecurity } from "./security.js";
 import { benchWal } from "./wal.js";
 
 // `npm run bench -- slo --scenario FILE [...]` is `crr bench` with the same arguments.
@@ -36,12 +37,15 @@ switch (name) {
   case "replication":
     await benchReplication({ seconds: Number(values.seconds), rounds: Number(values.rounds) });
     break;
+  case "security":
+    await benchSecurity({ rounds: Number(values.rounds), seconds: Number(values.seconds) });
+    break;
   case "divergence":
     await benchDivergence({ keys: Number(values.keys), rounds: Number(values.rounds) });
     break;
   default:
     process.stderr.write(
-      "usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n       npm run bench -- replication [--rounds N] [--seconds S]\n       npm run bench -- divergence [--keys N] [--rounds N]\n",
+      "usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n       npm run bench -- replication [--rounds N] [--seconds S]\n       npm run bench -- divergence [--keys N] [--rounds N]\n       npm run bench -- security [--rounds N] [--seconds S]\n",
     );
     process.exitCode = 2;
 }
