@@ -78,4 +78,25 @@ describe("copyStream", () => {
     const empty = await copyStream(peerHolding([], 100).link, memoryStore(), s, () => true);
     expect(empty).toMatchObject({ copied: 0, coveredThrough: 9, newest: undefined });
   });
+
+  it("from the stream's origin (complete), an LSN it lacks is a lost record: covered only below the first hole", async () => {
+    const versions = Array.from({ length: 20 }, (_, i) => version(i + 1)).filter(
+      (v) => v.lsn !== 8 && v.lsn !== 15,
+    );
+    const s = { origin: "eu-west-1", incarnation, fromLsn: 1, toLsn: 20 };
+    const complete = await copyStream(peerHolding(versions, 6).link, memoryStore(), s, () => true, true);
+    expect(complete).toMatchObject({ copied: 18, coveredThrough: 7 });
+    // A hole at the end counts too; without `complete`, holes are tenants the peer was never sent.
+    const tail = versions.filter((v) => v.lsn <= 12);
+    expect(
+      (await copyStream(peerHolding(tail, 6).link, memoryStore(), s, () => true, true)).coveredThrough,
+    ).toBe(7);
+    const endHole = Array.from({ length: 5 }, (_, i) => version(i + 1));
+    expect(
+      (await copyStream(peerHolding(endHole, 6).link, memoryStore(), s, () => true, true)).coveredThrough,
+    ).toBe(5);
+    expect(
+      (await copyStream(peerHolding(versions, 6).link, memoryStore(), s, () => true)).coveredThrough,
+    ).toBe(20);
+  });
 });

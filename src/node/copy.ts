@@ -27,25 +27,37 @@ const pageRecordsMax = 5000;
  * Copy stream (origin, incarnation) LSNs [fromLsn, toLsn] from `link`. A copy the peer holds
  * but no longer intact (changed outside the engine) is not copied, and the stream counts as
  * covered only up to the LSN before it (`coveredThrough`): its origin re-ships from there.
+ * `complete`: the peer is the stream's origin, which holds every record of its own stream
+ * (winner or conflict loser) whatever the tenant: an LSN it lacks is a record it lost, so
+ * the stream counts as covered only below the first one (its shipper later sends what it
+ * has regained there, or skips the hole, audited). Without `complete`, LSNs a peer lacks
+ * are tenants its policy never sent it.
  */
 export async function copyStream(
   link: PeerLink,
   store: CopyStore,
   s: { origin: string; incarnation: string; fromLsn: number; toLsn: number },
   keep: (v: StoredRecord) => boolean,
+  complete = false,
 ): Promise<{ copied: number; newest: StoredRecord["hlc"] | undefined; coveredThrough: number }> {
   let copied = 0;
   let newest: StoredRecord["hlc"] | undefined;
   let coveredThrough = s.toLsn;
+  let expected = s.fromLsn;
   for (let from: number | undefined = s.fromLsn; from !== undefined && from <= s.toLsn;) {
     const page = await link.streamRecords({ ...s, fromLsn: from, limit: pageRecordsMax });
-    for (const v of page.versions) if (!v.intact) coveredThrough = Math.min(coveredThrough, v.lsn - 1);
+    for (const v of page.versions) {
+      if (!v.intact) coveredThrough = Math.min(coveredThrough, v.lsn - 1);
+      if (complete && v.lsn > expected) coveredThrough = Math.min(coveredThrough, expected - 1);
+      expected = Math.max(expected, v.lsn + 1);
+    }
     const kept = page.versions.filter((v) => v.intact && keep(v)).map(({ intact: _intact, ...v }) => v);
     store.repair(kept);
     copied += kept.length;
     for (const v of kept) if (!newest || compare(v.hlc, newest) > 0) newest = v.hlc;
     from = page.next;
   }
+  if (complete && expected <= s.toLsn) coveredThrough = Math.min(coveredThrough, expected - 1);
   return { copied, newest, coveredThrough };
 }
 
@@ -120,7 +132,7 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
   for (const [peer, view] of m.views) {
     for (const own of view.streams.filter((x) => x.origin === peer && x.lsn > 0)) {
       const s = { origin: peer, incarnation: own.incarnation, fromLsn: 1, toLsn: own.lsn };
-      const r = await copyStream(m.links.get(peer)!, m.store, s, (v) => m.accepts(peer, v.tenant));
+      const r = await copyStream(m.links.get(peer)!, m.store, s, (v) => m.accepts(peer, v.tenant), true);
       note(r);
       if (m.store.watermarkSync(peer, own.incarnation) < r.coveredThrough)
         m.store.resetWatermark(peer, own.incarnation, r.coveredThrough);

@@ -285,11 +285,38 @@ export class SimCluster {
       const held = [...this.nodes.values()].some(
         (n) =>
           (n.name !== lost.store && inStore(n, e)) ||
-          (n.name === e.origin && n.name !== lost.wal && this.walIncarnation.get(n.name) === e.incarnation),
+          (n.name === e.origin &&
+            n.name !== lost.wal &&
+            this.walIncarnation.get(n.name) === e.incarnation &&
+            e.lsn >= this.walFirstLsn(n)),
       );
       if (!held) e.lost = why;
     }
     for (const db of images.values()) db.close();
+  }
+
+  /** The first LSN the region's WAL still holds (retention removes whole segments, named by their first LSN). */
+  private walFirstLsn(n: SimNode): number {
+    let names: string[];
+    try {
+      names = fs.readdirSync(path.join(n.config.dataDir, "wal")).filter((f) => /^\d{20}\.wal$/.test(f));
+    } catch {
+      return Infinity;
+    }
+    return names.length === 0 ? Infinity : Math.min(...names.map((f) => Number(f.slice(0, 20))));
+  }
+
+  /**
+   * The operator's answer to a shipper stuck on LSNs nobody holds (its error names the
+   * command): `crr skip-gap`, audited. What is skipped is lost for that peer: ledger entries
+   * nobody holds any more are set aside first.
+   */
+  async skipGap(name: string, peer: string, throughLsn: number): Promise<void> {
+    const region = this.nodes.get(name)?.region;
+    if (!region) return;
+    this.setAsideUnheld({}, `nobody held it; skipped by the operator for ${peer}`);
+    this.sched.note(`skip-gap ${name} ${peer} ${throughLsn}`);
+    await region.skipGap(peer, throughLsn, "simulated operator");
   }
 
   /** The store alone is lost while the region is down (the WAL is kept). */

@@ -199,6 +199,12 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     for (const n of c.nodes.values()) if (n.state === "down") void c.boot(n.name);
     // The operator reads a refusal over a damaged WAL and accepts the loss (audited).
     for (const n of c.nodes.values()) if (n.state === "refused") void c.acceptWalLoss(n.name);
+    // And to a shipper stuck on LSNs nobody holds: the skip its error names (audited).
+    for (const n of c.up())
+      for (const [peer, sh] of n.region!.shippers) {
+        const m = /crr skip-gap .* --through (\d+)/.exec(sh.lastError ?? "");
+        if (m && sh.state === "failing") void c.skipGap(n.name, peer, Number(m[1]));
+      }
     await s.runUntil(s.nowMs + 1000);
   }
   if (!settled(c)) {
