@@ -10,16 +10,15 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { PeerShipper } from "../../src/shipper/index.js";
-import { SqliteStore } from "../../src/store/index.js";
 import type { WalRecord } from "../../src/wal/index.js";
 import {
   ReaderPeer,
   TestWal,
   current,
+  openStore,
   origin,
   ownRecords,
   record,
-  rule,
   testShipper,
 } from "../support/shipper-peer.js";
 import { tempDir, waitFor } from "../support/tmp.js";
@@ -44,7 +43,7 @@ async function stop(s: PeerShipper): Promise<void> {
 /** The origin: a store holding `records` of stream `incarnation` (through `lastLsn`), and a WAL of the current one. */
 function originWith(dir: string) {
   const file = path.join(dir, "origin.sqlite");
-  const store = new SqliteStore({ path: file, rule });
+  const store = openStore(file);
   const hold = (incarnation: string, lastLsn: number, records: WalRecord[]) =>
     store.applySync({ origin, incarnation, firstLsn: 1, lastLsn, records });
   return { file, store, hold, wal: new TestWal(), own: ownRecords(store) };

@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from "node:events";
 import path from "node:path";
+import { afterEach } from "vitest";
 import { HybridClock } from "../../src/clock/index.js";
 import { WalLsnUnavailableError } from "../../src/errors.js";
 import { LinkError, type PeerLink, type ReplicateAnswer, type WatermarksView } from "../../src/link/index.js";
@@ -17,6 +18,22 @@ import { PeerShipper, type OwnRecords, type ShipperWal } from "../../src/shipper
 import { SqliteStore } from "../../src/store/index.js";
 import { encodeFrames, type WalChunk, type WalRecord } from "../../src/wal/index.js";
 import { tempDir } from "./tmp.js";
+
+const opened: SqliteStore[] = [];
+/**
+ * A store on `file`, closed after the test: an open store's checkpointer thread opens the
+ * database's -wal and -shm files on its own schedule, so a test that leaves it open races
+ * the removal of its temp directory (ENOTEMPTY).
+ */
+export function openStore(file: string): SqliteStore {
+  const store = new SqliteStore({ path: file, rule });
+  opened.push(store);
+  return store;
+}
+// Registered after tmp.ts's cleanup, so it runs before it (vitest runs "after" hooks as a stack).
+afterEach(async () => {
+  for (const store of opened.splice(0)) await store.close();
+});
 
 export const origin = "us-east-1";
 export const peerName = "eu-west-1";
@@ -114,13 +131,13 @@ export class ReaderPeer implements PeerLink {
 
   constructor(file = path.join(tempDir(), "peer.sqlite")) {
     this.file = file;
-    this.store = new SqliteStore({ path: file, rule });
+    this.store = openStore(file);
     this.reader = this.makeReader();
   }
 
   /** Reopen the store (after the test replaced its file). */
   reopen(): void {
-    this.store = new SqliteStore({ path: this.file, rule });
+    this.store = openStore(this.file);
     this.reader = this.makeReader();
   }
 
