@@ -28,10 +28,10 @@ const pageRecordsMax = 5000;
  * but no longer intact (changed outside the engine) is not copied, and the stream counts as
  * covered only up to the LSN before it (`coveredThrough`): its origin re-ships from there.
  * `complete`: the peer is the stream's origin, which holds every record of its own stream
- * (winner or conflict loser) whatever the tenant: an LSN it lacks is a record it lost, so
- * the stream counts as covered only below the first one (its shipper later sends what it
- * has regained there, or skips the hole, audited). Without `complete`, LSNs a peer lacks
- * are tenants its policy never sent it.
+ * (winner or conflict loser) whatever the tenant: an LSN it lacks is one it has not got back
+ * (yet), so the stream counts as covered only below the first one (its shipper later sends
+ * what it has regained there, or skips the hole, audited). Without `complete`, LSNs a peer
+ * lacks are tenants its policy never sent it.
  */
 export async function copyStream(
   link: PeerLink,
@@ -132,7 +132,11 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
   for (const [peer, view] of m.views) {
     for (const own of view.streams.filter((x) => x.origin === peer && x.lsn > 0)) {
       const s = { origin: peer, incarnation: own.incarnation, fromLsn: 1, toLsn: own.lsn };
-      const r = await copyStream(m.links.get(peer)!, m.store, s, (v) => m.accepts(peer, v.tenant), true);
+      // An older incarnation of the peer may be held with holes while the peer's own bootstrap
+      // still refills them (a WAL salvaged into a lost store): covered only below the first
+      // hole. The current one is complete but for records nobody holds (audited as lost there).
+      const older = own.incarnation !== view.incarnation;
+      const r = await copyStream(m.links.get(peer)!, m.store, s, (v) => m.accepts(peer, v.tenant), older);
       note(r);
       if (m.store.watermarkSync(peer, own.incarnation) < r.coveredThrough)
         m.store.resetWatermark(peer, own.incarnation, r.coveredThrough);

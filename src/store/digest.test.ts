@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { crc32 } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { bucketCount, bucketOf, versionHash } from "./digest.js";
+import { BucketDigests, bucketCount, bucketOf, versionHash } from "./digest.js";
 
 const version = {
   key: "pcs-7f3a",
@@ -44,5 +44,50 @@ describe("digests (golden)", () => {
       `${version.hlc.wallMs}.${version.hlc.logical}`,
     ].join("\0");
     expect(versionHash(version)).toEqual(createHash("sha256").update(documented).digest().subarray(0, 16));
+  });
+});
+
+describe("bucket digests", () => {
+  const h = (n: number) => Buffer.alloc(16, n);
+
+  it("XOR a version in and out of its bucket only, counting keys", () => {
+    const d = new BucketDigests();
+    expect(d.digests.length).toBe(65_536 * 16);
+    d.xor(7, Buffer.from("00112233445566778899aabbccddeeff", "hex"), 1);
+    d.xor(7, h(0x0f), 1);
+    expect(d.digestOf(7).toString("hex")).toBe("0f1e2d3c4b5a69788796a5b4c3d2e1f0");
+    expect([d.counts[6], d.counts[7], d.counts[8]]).toEqual([0, 2, 0]);
+    expect(d.digestOf(6).equals(h(0)) && d.digestOf(8).equals(h(0))).toBe(true);
+    d.xor(7, h(0x0f), -1);
+    expect(d.digestOf(7).toString("hex")).toBe("00112233445566778899aabbccddeeff");
+    expect(d.counts[7]).toBe(1);
+    d.xor(65_535, h(1), 1);
+    expect(d.digests.subarray(-16)).toEqual(h(1));
+  });
+
+  it("set a bucket, save and restore the whole image, refuse an image of the wrong size", () => {
+    const d = new BucketDigests();
+    d.set(3, h(9), 5);
+    expect([d.digestOf(3), d.counts[3]]).toEqual([h(9), 5]);
+    const copy = new BucketDigests();
+    copy.restore(Buffer.from(d.digests), Buffer.from(d.countsBytes()));
+    expect(copy.root()).toBe(d.root());
+    expect(copy.counts[3]).toBe(5);
+    expect(d.countsBytes().readUInt32LE(3 * 4)).toBe(5);
+    const before = copy.root();
+    expect(() => copy.restore(Buffer.alloc(16), d.countsBytes())).toThrow(/wrong size \(16\/262144 bytes\)/);
+    expect(() => copy.restore(d.digests, Buffer.alloc(4))).toThrow(/wrong size/);
+    expect(copy.root()).toBe(before);
+  });
+
+  it("root = SHA-256 of every bucket digest, in order", () => {
+    const d = new BucketDigests();
+    d.set(1, h(2), 1);
+    expect(d.root()).toBe(createHash("sha256").update(d.digests).digest("hex"));
+    expect(new BucketDigests().root()).toBe(
+      createHash("sha256")
+        .update(Buffer.alloc(65_536 * 16))
+        .digest("hex"),
+    );
   });
 });
