@@ -15,7 +15,7 @@ export type {
   RegionHandle,
   RegionStatus,
 } from "./node/index.js";
-export { DataDirLockedError, DrainingError, WaitTimeoutError } from "./node/index.js";
+export { DataDirLockedError, DrainingError, OverloadedError, WaitTimeoutError } from "./node/index.js";
 export { ConfigError, loadConfig, parseConfig } from "./config/index.js";
 export type { NodeConfig } from "./config/index.js";
 export {

@@ -70,6 +70,15 @@ export const defaults = {
   append: {
     /** Semi-synchronous appends (?wait=N) give up after this and say how many peers acknowledged. */
     waitTimeoutMs: 10_000,
+    /**
+     * Records admitted and not yet answered (single and batch appends together); beyond it an
+     * append is refused at once with 429 and Retry-After, so accepted ones keep a bounded latency.
+     */
+    pendingMax: 4096,
+    /** Records in one POST /v1/records/batch (or appendMany). */
+    batchRecordsMax: 1000,
+    /** Largest POST /v1/records/batch body. */
+    batchBodyBytesMax: 4 * 1024 * 1024,
   },
   health: {
     probeIntervalMs: 2000,

@@ -110,7 +110,12 @@ export const configSchema = {
       eventStreamsMax: positiveInt,
     }),
     hlc: section({ maxSkewMs: positiveInt }),
-    append: section({ waitTimeoutMs: positiveInt }),
+    append: section({
+      waitTimeoutMs: positiveInt,
+      pendingMax: positiveInt,
+      batchRecordsMax: positiveInt,
+      batchBodyBytesMax: positiveInt,
+    }),
     health: section({
       probeIntervalMs: positiveInt,
       probeTimeoutMs: positiveInt,

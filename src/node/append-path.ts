@@ -1,7 +1,10 @@
 /**
  * The append path of a region: admission (draining, starting, a full disk, a region stopped
- * for its own safety all refuse at once with 503), the dedup check, the WAL (fdatasync),
- * the local apply, and the semi-synchronous wait for peers.
+ * for its own safety all refuse at once with 503; more records pending than
+ * `append.pendingMax` with 429), the dedup check, the WAL (fdatasync), the local apply, and
+ * the semi-synchronous wait for peers. A batch is its records appended side by side: they
+ * share the WAL's group commit, and each gets its own answer (one refused record refuses
+ * nothing else).
  */
 import { formatHlc } from "../clock/index.js";
 import type { ReplicationPolicy } from "../config/index.js";
@@ -50,6 +53,17 @@ export class UnavailableError extends CrrError {
   }
 }
 
+/** More records pending than the node admits: refused at once (429 with Retry-After), nothing written. */
+export class OverloadedError extends CrrError {
+  readonly retryAfterS = 1;
+  constructor(pending: number, asked: number, max: number) {
+    super(
+      "overloaded",
+      `${pending} records are pending and ${asked} more would exceed append.pendingMax (${max}): retry later`,
+    );
+  }
+}
+
 export class WaitTimeoutError extends CrrError {
   constructor(
     readonly result: AppendResult,
@@ -75,6 +89,12 @@ export interface AppendPathDeps {
   localApply: (rec: WalRecord) => Promise<void>;
   shippers: ReadonlyMap<string, PeerShipper>;
   waitTimeoutMsDefault: number;
+  /** Records admitted and not yet answered, at most (append.pendingMax). */
+  pendingMax: number;
+  /** Records in one appendMany (append.batchRecordsMax). */
+  batchRecordsMax: number;
+  /** An append refused for load (counted). */
+  onShed: (records: number) => void;
   runtime: Runtime;
   onDuplicate: (origin: string) => void;
   /** Every failed append (a full disk is noticed here). */
@@ -83,11 +103,57 @@ export interface AppendPathDeps {
 
 export class AppendPath {
   private readonly pendingKeys = new Map<string, Promise<AppendResult>>();
+  /** Records admitted and not yet answered. */
+  private pendingRecords = 0;
 
   constructor(private readonly d: AppendPathDeps) {}
 
+  get pending(): number {
+    return this.pendingRecords;
+  }
+
   async append(input: RecordInput, options: AppendOptions = {}): Promise<AppendResult> {
+    this.admit(1);
+    try {
+      return await this.appendAdmitted(input, options);
+    } finally {
+      this.pendingRecords -= 1;
+    }
+  }
+
+  /**
+   * Append `inputs` side by side (one group commit when the WAL is idle), each answered on
+   * its own, in order: a record refused (invalid, a wait that timed out) refuses nothing else.
+   * Admission (draining, overload, too many records) is for the whole batch and throws.
+   */
+  async appendMany(
+    inputs: readonly RecordInput[],
+    options: AppendOptions = {},
+  ): Promise<Array<PromiseSettledResult<AppendResult>>> {
+    if (inputs.length > this.d.batchRecordsMax)
+      throw new RecordInvalidError(
+        "records",
+        `${inputs.length} records exceed append.batchRecordsMax (${this.d.batchRecordsMax})`,
+      );
+    this.admit(inputs.length);
+    try {
+      return await Promise.allSettled(inputs.map((input) => this.appendAdmitted(input, options)));
+    } finally {
+      this.pendingRecords -= inputs.length;
+    }
+  }
+
+  /** Refuse at once when not admitting, or when `n` more records would exceed the bound (a lone batch always fits). */
+  private admit(n: number): void {
     this.d.admit();
+    if (this.pendingRecords > 0 && this.pendingRecords + n > this.d.pendingMax) {
+      this.d.onShed(n);
+      throw new OverloadedError(this.pendingRecords, n, this.d.pendingMax);
+    }
+    this.pendingRecords += n;
+  }
+
+  private async appendAdmitted(input: RecordInput, options: AppendOptions): Promise<AppendResult> {
     const rec = prepareRecord(input);
     const wait = options.waitPeers ?? 0;
     if (wait > 0) this.checkWait(rec.tenant, wait);

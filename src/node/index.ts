@@ -1,4 +1,11 @@
-export { Region, DrainingError, UnavailableError, WaitTimeoutError, mergeRuleOf } from "./region.js";
+export {
+  Region,
+  DrainingError,
+  OverloadedError,
+  UnavailableError,
+  WaitTimeoutError,
+  mergeRuleOf,
+} from "./region.js";
 export type {
   AppendOptions,
   AppendResult,

@@ -15,6 +15,7 @@ function fakeRegion(name: string): MetricsSource & { name: string; payload: Buff
     clock: { skewRejections: 0 },
     readiness: () => ({ ready: true }),
     auditPump: { backlog: 0 },
+    appendsPending: 0,
   };
 }
 

@@ -13,6 +13,7 @@ export interface MetricsSource {
   clock: { skewRejections: number };
   readiness(): { ready: boolean };
   auditPump: { backlog: number };
+  readonly appendsPending: number;
 }
 
 /**
@@ -62,6 +63,12 @@ export class RegionMetrics {
     labelNames: ["origin"],
     registers: [this.registry],
   });
+  readonly appendsShed = new client.Counter({
+    name: "crr_appends_shed_total",
+    help: "Records refused at once because append.pendingMax records were pending (429)",
+    registers: [this.registry],
+  });
+
   readonly duplicates = new client.Counter({
     name: "crr_duplicates_total",
     help: "Records or appends that were already known, by origin region",
@@ -149,7 +156,16 @@ export class RegionMetrics {
       skewRejections: () => region()?.clock.skewRejections ?? 0,
       ready: () => region()?.readiness().ready ?? false,
       auditPending: () => region()?.auditPump.backlog ?? 0,
+      appendsPending: () => region()?.appendsPending ?? 0,
     };
+    new client.Gauge({
+      name: "crr_appends_pending",
+      help: "Records admitted and not yet answered (bounded by append.pendingMax)",
+      registers: [this.registry],
+      collect() {
+        this.set(collectors.appendsPending());
+      },
+    });
     new client.Gauge({
       name: "crr_ready",
       help: "1 when the region admits appends (what /readyz answers)",

@@ -68,7 +68,7 @@ import {
 import { monitorOf, readerOf, shippersOf } from "./wiring.js";
 
 export { mergeRuleOf } from "./parts.js";
-export { DrainingError, UnavailableError, WaitTimeoutError } from "./append-path.js";
+export { DrainingError, OverloadedError, UnavailableError, WaitTimeoutError } from "./append-path.js";
 export type { AppendOptions, AppendResult } from "./append-path.js";
 export type { PeerStatus, Readiness, RegionStatus } from "./status.js";
 
@@ -199,6 +199,9 @@ export class Region {
       localApply: (rec) => this.applier.apply(rec),
       shippers: this.shippers,
       waitTimeoutMsDefault: config.append.waitTimeoutMs,
+      pendingMax: config.append.pendingMax,
+      batchRecordsMax: config.append.batchRecordsMax,
+      onShed: (n) => this.metrics.appendsShed.inc(n),
       runtime,
       onDuplicate: (origin) => this.metrics.duplicates.inc({ origin }),
       onError: (err) => this.disk.note(err),
@@ -357,6 +360,23 @@ export class Region {
 
   append(input: RecordInput, options: AppendOptions = {}): Promise<AppendResult> {
     return this.appendPath.append(input, options);
+  }
+
+  /**
+   * Append many records at once (one group commit when the WAL is idle), each answered on its
+   * own in order: fulfilled with what append() answers, or rejected with why that record was
+   * refused. Throws (nothing written) when the region does not admit appends or is overloaded.
+   */
+  appendMany(
+    inputs: readonly RecordInput[],
+    options: AppendOptions = {},
+  ): Promise<Array<PromiseSettledResult<AppendResult>>> {
+    return this.appendPath.appendMany(inputs, options);
+  }
+
+  /** Records admitted and not yet answered. */
+  get appendsPending(): number {
+    return this.appendPath.pending;
   }
 
   async get(key: string): Promise<StoredRecord | undefined> {

@@ -36,6 +36,15 @@ export interface RegionHandle {
   /** The engine, for what the handle does not cover (tests, tools). */
   readonly region: Region;
   append(record: RecordInput, options?: AppendOptions): Promise<AppendResult>;
+  /**
+   * Many records at once (they share a group commit), each answered in order: fulfilled as
+   * append() answers, or rejected with why that record was refused. Throws when the region
+   * admits no appends now (draining, overloaded: `OverloadedError`), writing nothing.
+   */
+  appendMany(
+    records: readonly RecordInput[],
+    options?: AppendOptions,
+  ): Promise<Array<PromiseSettledResult<AppendResult>>>;
   get(key: string): Promise<RecordView | undefined>;
   watermarks(): Promise<Record<string, number>>;
   status(): Promise<RegionStatus>;
@@ -127,6 +136,7 @@ export async function runNode(
     region,
     server,
     append: (record, opts) => region.append(record, opts),
+    appendMany: (records, opts) => region.appendMany(records, opts),
     get: async (key) => {
       const r = await region.get(key);
       if (!r) return undefined;

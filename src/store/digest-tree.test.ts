@@ -52,7 +52,7 @@ describe("the digest tree", () => {
 
   it("changes the root and exactly one node per level when one bucket changes", () => {
     const changed = Buffer.from(buckets);
-    changed[40_000 * 16 + 3] ^= 1;
+    changed.writeUInt8(changed.readUInt8(40_000 * 16 + 3) ^ 1, 40_000 * 16 + 3);
     const other = buildTree(changed);
     for (let level = 0; level < treeLevels; level++) {
       const differ: number[] = [];

@@ -1,7 +1,8 @@
 /**
  * Generated bad input at every POST route of a real node (the routes come from its own
  * OpenAPI document, so a new route is fuzzed without editing this test), unsigned and
- * signed as a peer: every answer is a 4xx JSON error `{code, message}`, never a 5xx, and
+ * signed as a peer: every answer is a 4xx JSON error `{code, message}` (the batch route:
+ * or one such refusal per record, with its `status`), never a 5xx, and
  * nothing was applied (digest, watermarks, audit head, readiness unchanged). Also checks
  * that the document served at GET /openapi.json is the checked-in docs/openapi.json
  * (`npm run openapi` rewrites it). fast-check, seeded; the seed is printed.
@@ -85,11 +86,20 @@ describe(`every route, generated bad input (seed ${seed}; CRR_FUZZ_SEED=${seed} 
         const res = await fetch(`${node.url}${route}`, { method: "POST", headers, body: b.bytes });
         const text = await res.text();
         const what = `${route} signed=${sign} ${b.type} ${b.bytes.toString("hex").slice(0, 80)} -> ${res.status} ${text.slice(0, 200)}`;
-        expect(res.status, what).toBeGreaterThanOrEqual(400);
-        expect(res.status, what).toBeLessThan(500);
-        const answer = JSON.parse(text) as { code?: unknown; message?: unknown };
-        expect(typeof answer.code, what).toBe("string");
-        expect(typeof answer.message, what).toBe("string");
+        // The batch route answers an array of bad records with one refusal per record.
+        const refusals: unknown[] =
+          route === "/v1/records/batch" && res.status === 200 ? (JSON.parse(text) as unknown[]) : [text];
+        for (const refusal of refusals) {
+          const answer = (typeof refusal === "string" ? JSON.parse(refusal) : refusal) as Record<
+            string,
+            unknown
+          >;
+          const status = typeof refusal === "string" ? res.status : answer.status;
+          expect(status, what).toBeGreaterThanOrEqual(400);
+          expect(status, what).toBeLessThan(500);
+          expect(typeof answer.code, what).toBe("string");
+          expect(typeof answer.message, what).toBe("string");
+        }
       }),
       { seed, numRuns: 600 },
     );

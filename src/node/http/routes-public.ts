@@ -2,9 +2,12 @@
  * The public API and the operational routes: appends and reads, watermarks, status,
  * liveness, readiness, metrics.
  */
-import type { FastifyPluginAsync } from "fastify";
+import type { FastifyPluginAsync, FastifyRequest } from "fastify";
 import { formatHlc } from "../../clock/index.js";
+import { RecordInvalidError } from "../../errors.js";
+import type { RecordInput } from "../../wal/index.js";
 import type { Region } from "../region.js";
+import { errorAnswer } from "./errors.js";
 
 const recordBodySchema = {
   type: "object",
@@ -18,8 +21,88 @@ const recordBodySchema = {
   },
 } as const;
 
+const waitQuery = {
+  type: "object",
+  additionalProperties: false,
+  properties: { wait: { type: "integer", minimum: 0, maximum: 64 } },
+} as const;
+
+/**
+ * NDJSON: one record per line (blank lines ignored). A line that is not JSON is a 400 naming
+ * the line; nothing is appended.
+ */
+function parseNdjson(text: string): unknown[] {
+  const records: unknown[] = [];
+  text.split("\n").forEach((line, i) => {
+    if (line.trim() === "") return;
+    try {
+      records.push(JSON.parse(line));
+    } catch (err) {
+      throw new RecordInvalidError("body", `line ${i + 1} is not JSON: ${(err as Error).message}`);
+    }
+  });
+  return records;
+}
+
+const recordFields = new Set(Object.keys(recordBodySchema.properties));
+
+/** Why a batch item is not a record the single route would take (its types are checked when appended). */
+function shapeError(item: unknown): RecordInvalidError | undefined {
+  if (item === null || typeof item !== "object" || Array.isArray(item))
+    return new RecordInvalidError("record", "expected an object {key, tenant, outcome, body?}");
+  const unknown = Object.keys(item).find((k) => !recordFields.has(k));
+  return unknown === undefined ? undefined : new RecordInvalidError(unknown, `unknown field '${unknown}'`);
+}
+
+/** Each record's answer in order: what POST /v1/records answers, or its error body with `status`. */
+async function appendBatch(region: Region, req: FastifyRequest<{ Querystring: { wait?: number } }>) {
+  const items = req.body;
+  if (!Array.isArray(items))
+    throw new RecordInvalidError("body", "expected a JSON array of records (or NDJSON, one per line)");
+  const refusals = items.map(shapeError);
+  const valid = items.filter((_, i) => refusals[i] === undefined) as RecordInput[];
+  const settled = await region.appendMany(valid, { waitPeers: req.query.wait ?? 0 });
+  let next = 0;
+  return refusals.map((refusal) => {
+    const s: PromiseSettledResult<unknown> = refusal
+      ? { status: "rejected", reason: refusal }
+      : settled[next++]!;
+    if (s.status === "fulfilled") return s.value;
+    const a = errorAnswer(s.reason, req.id);
+    if (a.unexpected) req.log.error({ err: s.reason, reqId: req.id }, "a record of a batch failed");
+    return { status: a.status, ...a.body };
+  });
+}
+
 export function publicRoutes(region: Region): FastifyPluginAsync {
   return async (app) => {
+    const batchBytesMax = region.config.append.batchBodyBytesMax;
+    app.addContentTypeParser(
+      "application/x-ndjson",
+      { parseAs: "string", bodyLimit: batchBytesMax },
+      (_req, text, done) => {
+        try {
+          done(null, parseNdjson(text as string));
+        } catch (err) {
+          done(err as Error, undefined);
+        }
+      },
+    );
+    app.post<{ Querystring: { wait?: number } }>(
+      "/v1/records/batch",
+      {
+        bodyLimit: batchBytesMax,
+        schema: {
+          tags: ["public"],
+          summary:
+            "append many records (a JSON array, or NDJSON); one answer per record in order, after fdatasync",
+          querystring: waitQuery,
+          body: { type: "array", maxItems: region.config.append.batchRecordsMax },
+        },
+      },
+      (req) => appendBatch(region, req),
+    );
+
     app.post<{
       Body: { key: string; tenant: string; outcome: string; body?: unknown };
       Querystring: { wait?: number };
@@ -30,11 +113,7 @@ export function publicRoutes(region: Region): FastifyPluginAsync {
           tags: ["public"],
           summary: "append a record; answered after fdatasync (?wait=N: after N peers applied it)",
           body: recordBodySchema,
-          querystring: {
-            type: "object",
-            additionalProperties: false,
-            properties: { wait: { type: "integer", minimum: 0, maximum: 64 } },
-          },
+          querystring: waitQuery,
         },
       },
       async (req) => region.append(req.body, { waitPeers: req.query.wait ?? 0 }),

@@ -14,8 +14,8 @@ import Fastify, {
   type FastifyError,
   type FastifyInstance,
 } from "fastify";
-import { CrrError, RecordInvalidError, RepairRefusedError, StoreFullError } from "../../errors.js";
-import { DrainingError, UnavailableError, WaitTimeoutError, type Region } from "../region.js";
+import type { Region } from "../region.js";
+import { errorAnswer } from "./errors.js";
 import { installGate } from "./gate.js";
 import { adminRoutes } from "./routes-admin.js";
 import { peerRoutes } from "./routes-peer.js";
@@ -30,25 +30,6 @@ export interface RunningServer {
   url: string;
   app: FastifyInstance;
   close(): Promise<void>;
-}
-
-const unavailableCodes = new Set(["wal_busy", "wal_write_failed", "wal_closed"]);
-
-function statusOf(err: unknown): number {
-  if (err instanceof RecordInvalidError) return 400;
-  if (err instanceof RepairRefusedError) return 403;
-  if (err instanceof DrainingError || err instanceof UnavailableError || err instanceof StoreFullError)
-    return 503;
-  if (err instanceof WaitTimeoutError) return 504;
-  if (err instanceof CrrError) return unavailableCodes.has(err.code) ? 503 : 500;
-  const status = (err as FastifyError).statusCode;
-  return typeof status === "number" && status >= 400 && status < 600 ? status : 500;
-}
-
-function retryAfterS(err: unknown): number {
-  if (err instanceof UnavailableError) return err.retryAfterS;
-  if (err instanceof DrainingError || err instanceof StoreFullError) return 5;
-  return 1;
 }
 
 /**
@@ -125,29 +106,10 @@ export function buildServer(region: Region): FastifyInstance {
   installGate(app, region);
   app.setValidatorCompiler(validators);
   app.setErrorHandler((err: FastifyError, req, reply) => {
-    const status = statusOf(err);
-    const code =
-      err instanceof CrrError
-        ? err.code
-        : status === 413
-          ? "body_too_large"
-          : status < 500
-            ? "bad_request"
-            : "internal";
-    if (status >= 500 && status !== 503 && status !== 504)
-      req.log.error({ err, reqId: req.id }, "request failed");
-    if (status === 500 && !(err instanceof CrrError)) {
-      return reply
-        .status(500)
-        .send({ code, message: `internal error (request id ${req.id}; see the node's log)` });
-    }
-    if (status === 503) void reply.header("retry-after", String(retryAfterS(err)));
-    const extra: Record<string, unknown> = {};
-    if (err instanceof RecordInvalidError) extra.field = err.field;
-    if (err instanceof RepairRefusedError) extra.key = err.key;
-    if (err instanceof WaitTimeoutError)
-      Object.assign(extra, { acked: err.acked, wanted: err.wanted, record: err.result });
-    return reply.status(status).send({ code, message: err.message, ...extra });
+    const a = errorAnswer(err, req.id);
+    if (a.unexpected) req.log.error({ err, reqId: req.id }, "request failed");
+    if (a.retryAfterS !== undefined) void reply.header("retry-after", String(a.retryAfterS));
+    return reply.status(a.status).send(a.body);
   });
   // The OpenAPI document of the routes' schemas (GET /openapi.json; docs/openapi.json is the
   // checked-in copy, compared with it by a test).
