@@ -57,9 +57,25 @@ export interface DrillResult {
   note?: string;
 }
 
+/** What one region's client offered and what came of it. */
+export interface RegionLoad {
+  region: string;
+  offered: number;
+  acknowledged: number;
+  /** Answered 429 or 503 (load shed, draining). */
+  refused: number;
+  /** Errors and unreachable nodes (a drill). */
+  failed: number;
+  /** Due but not offered: this region's client had inflightPerRegion records unanswered. */
+  notOffered: number;
+}
+
 export interface RunResult {
   system: "crr" | "nats";
   scenario: string;
+  /** How the load generator appended: "per-record" or "batches of N". */
+  mode?: string;
+  perRegion?: RegionLoad[];
   durationSeconds: number;
   appendedPerS: number;
   acknowledged: number;
@@ -139,7 +155,7 @@ export class CrrHarness {
   private readonly drills: DrillResult[] = [];
   private readonly notes: string[] = [];
   private stopLoad = false;
-  private notOffered = 0;
+  private readonly loads = new Map<string, RegionLoad>();
 
   constructor(
     private readonly s: Scenario,
@@ -253,11 +269,12 @@ export class CrrHarness {
         });
         let buf = "";
         for await (const chunk of res.body) {
-          buf += chunk.toString();
-          let i: number;
-          while ((i = buf.indexOf("\n\n")) >= 0) {
-            const line = buf.slice(0, i);
-            buf = buf.slice(i + 2);
+          // Split once per chunk (slicing the buffer once per event was quadratic: at tens of
+          // thousands of events per second it took this process's CPU, and with it the fault
+          // proxies the regions' traffic passes through).
+          const events = (buf + chunk.toString()).split("\n\n");
+          buf = events.pop()!;
+          for (const line of events) {
             if (!line.startsWith("data: ")) continue;
             const e = JSON.parse(line.slice(6)) as {
               applied?: string;
@@ -281,58 +298,110 @@ export class CrrHarness {
     })();
   }
 
-  private async append(node: Node, seq: number): Promise<void> {
+  private loadOf(region: string): RegionLoad {
+    let l = this.loads.get(region);
+    if (!l)
+      this.loads.set(
+        region,
+        (l = { region, offered: 0, acknowledged: 0, refused: 0, failed: 0, notOffered: 0 }),
+      );
+    return l;
+  }
+
+  private record(node: Node, seq: number) {
     const tenant = this.s.load.tenants[seq % this.s.load.tenants.length]!;
     const key = `${this.s.name}-${node.name}-${node.epoch}-${seq}`;
     const fill = Math.max(0, this.s.load.recordBytes - 60 - key.length - tenant.length);
+    return { key, tenant, outcome: "accepted", body: "x".repeat(fill) };
+  }
+
+  /** Note one answer: an acknowledgement goes to the ledger, anything else is counted. */
+  private noteAnswer(
+    node: Node,
+    rec: ReturnType<CrrHarness["record"]>,
+    status: number,
+    body: { lsn?: number; hlc?: string; duplicate?: boolean },
+  ): void {
+    const load = this.loadOf(node.name);
+    if (status === 429 || status === 503) {
+      load.refused++;
+      return;
+    }
+    if (status !== 200 || body.lsn === undefined || body.hlc === undefined || body.duplicate) {
+      load.failed++;
+      this.failed++;
+      return;
+    }
+    load.acknowledged++;
+    const st = this.stream(node.name);
+    st.ackedAt[body.lsn] = Date.now();
+    st.keys[body.lsn] = rec.key;
+    st.tenants[body.lsn] = rec.tenant;
+    st.hlcs[body.lsn] = body.hlc;
+    st.bodies[body.lsn] = JSON.stringify(rec.body);
+    st.maxAcked = Math.max(st.maxAcked, body.lsn);
+  }
+
+  /** Append records `seqs` of `node`: one request per record, or one batch request. */
+  private async append(node: Node, seqs: number[]): Promise<void> {
+    const recs = seqs.map((seq) => this.record(node, seq));
+    const batch = this.s.load.batchRecords > 1;
     try {
       const res = await node.pool.request({
-        path: "/v1/records",
+        path: batch ? "/v1/records/batch" : "/v1/records",
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ key, tenant, outcome: "accepted", body: "x".repeat(fill) }),
+        body: JSON.stringify(batch ? recs : recs[0]),
         headersTimeout: 10_000,
         bodyTimeout: 10_000,
       });
-      const body = (await res.body.json()) as { lsn?: number; hlc?: string; duplicate?: boolean };
-      if (res.statusCode !== 200 || body.lsn === undefined || body.hlc === undefined || body.duplicate) {
-        this.failed++;
-        return;
-      }
-      const st = this.stream(node.name);
-      st.ackedAt[body.lsn] = Date.now();
-      st.keys[body.lsn] = key;
-      st.tenants[body.lsn] = tenant;
-      st.hlcs[body.lsn] = body.hlc;
-      st.bodies[body.lsn] = JSON.stringify("x".repeat(fill));
-      st.maxAcked = Math.max(st.maxAcked, body.lsn);
+      const body = (await res.body.json()) as Record<string, unknown> | Array<Record<string, unknown>>;
+      recs.forEach((rec, i) => {
+        const answer = Array.isArray(body) ? body[i]! : body;
+        const status = Array.isArray(body) ? ((answer.status as number | undefined) ?? 200) : res.statusCode;
+        this.noteAnswer(node, rec, status, answer);
+      });
     } catch {
-      this.failed++; // the region is down (a drill): a client would retry elsewhere
+      // The region is down (a drill): a client would retry elsewhere.
+      this.loadOf(node.name).failed += recs.length;
+      this.failed += recs.length;
     }
   }
 
-  /** Open loop: every 5 ms, append what the schedule says is due in every region, whatever is pending. */
+  /**
+   * Open loop: every 5 ms, append what the schedule says is due in every region, whatever is
+   * pending, in requests of load.batchRecords records. Each region's client has its own bound
+   * on unanswered records, so a region that answers slowly cannot take the others' share.
+   */
   private async load(seconds: number): Promise<void> {
     const start = Date.now();
     const sent = new Map(this.s.regions.map((r) => [r, 0]));
+    const unanswered = new Map(this.s.regions.map((r) => [r, 0]));
     const pending = new Set<Promise<void>>();
-    const maxInFlight = 20_000;
+    const { batchRecords, inflightPerRegion } = this.s.load;
     let lastProgress = start;
     while (!this.stopLoad && Date.now() - start < seconds * 1000) {
       const due = Math.floor(((Date.now() - start) / 1000) * this.s.load.ratePerRegion);
       for (const node of this.nodes.values()) {
         const proc = node.mesh.proc;
+        const load = this.loadOf(node.name);
         if (!proc || proc.exitCode !== null || proc.signalCode !== null) {
           sent.set(node.name, due);
           continue;
         }
-        for (let n = sent.get(node.name)!; n < due; n++) {
+        for (let n = sent.get(node.name)!; n < due; n += batchRecords) {
+          const seqs = Array.from({ length: Math.min(batchRecords, due - n) }, (_, i) => n + i);
           // Open loop, but bounded: past this the client is the bottleneck; count what it could not offer.
-          if (pending.size >= maxInFlight) {
-            this.notOffered++;
+          if (unanswered.get(node.name)! + seqs.length > inflightPerRegion) {
+            load.notOffered += seqs.length;
             continue;
           }
-          const p = this.append(node, n).finally(() => pending.delete(p));
+          load.offered += seqs.length;
+          unanswered.set(node.name, unanswered.get(node.name)! + seqs.length);
+          const p = this.append(node, seqs).finally(() => {
+            pending.delete(p);
+            unanswered.set(node.name, unanswered.get(node.name)! - seqs.length);
+          });
           pending.add(p);
         }
         sent.set(node.name, due);
@@ -573,13 +642,16 @@ export class CrrHarness {
       })),
     );
     const seconds = this.s.load.warmupSeconds + this.s.load.durationSeconds;
-    if (this.notOffered > 0)
-      this.notes.push(
-        `the load generator could not offer ${this.notOffered} appends (20,000 already in flight): the offered rate exceeded what the regions acknowledged`,
-      );
+    for (const l of this.loads.values())
+      if (l.notOffered > 0)
+        this.notes.push(
+          `${l.region}'s client could not offer ${l.notOffered} appends (${this.s.load.inflightPerRegion} already unanswered): the offered rate exceeded what the region acknowledged`,
+        );
     return {
       system: "crr",
       scenario: this.s.name,
+      mode: this.s.load.batchRecords > 1 ? `batches of ${this.s.load.batchRecords}` : "per-record",
+      perRegion: this.s.regions.map((r) => this.loadOf(r)),
       durationSeconds: seconds,
       appendedPerS: acknowledged / seconds,
       acknowledged,

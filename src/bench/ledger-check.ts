@@ -6,6 +6,7 @@
  */
 import path from "node:path";
 import Database from "better-sqlite3";
+import { bucketOf } from "../store/index.js";
 
 export interface AckedRecord {
   key: string;
@@ -48,12 +49,16 @@ export function checkLedger(
   for (const [region, dir] of regionDirs) {
     const db = new Database(path.join(dir, "store.sqlite"), { readonly: true, fileMustExist: true });
     try {
-      const winner = db.prepare("SELECT * FROM records WHERE key = ?");
+      // By (bucket, key), the table's key: by key alone each lookup scanned the table (a check
+      // of 100,000 records took minutes).
+      const winner = db.prepare("SELECT * FROM records WHERE bucket = ? AND key = ?");
       const loser = db.prepare("SELECT * FROM conflicts WHERE key = ? AND origin = ? AND lsn = ?");
       for (const a of acked) {
         if (!a.targets.includes(region)) continue;
         out.checked++;
-        const rows = [winner.get(a.key), loser.get(a.key, a.origin, a.lsn)] as Array<Row | undefined>;
+        const rows = [winner.get(bucketOf(a.key), a.key), loser.get(a.key, a.origin, a.lsn)] as Array<
+          Row | undefined
+        >;
         const exact = rows.some(
           (r) =>
             r !== undefined &&

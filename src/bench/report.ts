@@ -194,15 +194,19 @@ export function reportHtml(report: BenchReport): string {
   const res = report.crr.resources.map((r) =>
     row([r.region, r.cpuSeconds.toFixed(1), r.rssMiB.toFixed(0), r.fsyncs]),
   );
+  const perRegion = (report.crr.perRegion ?? []).map((l) =>
+    row([l.region, l.offered, l.acknowledged, l.refused, l.failed, l.notOffered]),
+  );
   const notes = runs.flatMap((r) => r.notes).map((n) => `<li>${esc(n)}</li>`);
   return `<!doctype html><html><head><meta charset="utf-8"><title>crr lag SLO report: ${esc(report.scenario.name)}</title>
 <style>body{font-family:sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}td:first-child,th:first-child{text-align:left}tr.bad td{background:#fdd}tr.ok td:last-child{color:#070}h2{margin-top:28px}</style></head><body>
 <h1>crr lag SLO report: ${esc(report.scenario.name)}</h1>
-<p>${esc(report.at)} · ${report.scenario.regions.length} regions (${esc(report.scenario.regions.join(", "))}) · ${report.scenario.load.ratePerRegion}/s per region open loop · ${report.scenario.load.recordBytes}-byte records · ${report.scenario.load.warmupSeconds + report.scenario.load.durationSeconds} s (first ${report.scenario.load.warmupSeconds} s warm-up, not measured)</p>
+<p>${esc(report.at)} · ${report.scenario.regions.length} regions (${esc(report.scenario.regions.join(", "))}) · ${report.scenario.load.ratePerRegion}/s per region open loop · appends ${esc(report.crr.mode ?? "per-record")} · ${report.scenario.load.recordBytes}-byte records · ${report.scenario.load.warmupSeconds + report.scenario.load.durationSeconds} s (first ${report.scenario.load.warmupSeconds} s warm-up, not measured)</p>
 <div id="chart">${lagChartSvg(report)}</div>
 <h2>SLOs</h2><table><tr><th>check</th><th>target</th><th>measured</th><th></th></tr>${slo.join("")}</table>
 <h2>Lag percentiles (ms), crr beside the baseline</h2><table><tr><th>system</th><th>acknowledged</th><th>per s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>integrity</th></tr>${pct.join("")}</table>
 <h2>crr / baseline</h2><table><tr><th>ratio</th><th>value (crr ÷ NATS)</th></tr>${ratios}</table>
+<h2>crr load per region (records)</h2><table><tr><th>region</th><th>offered</th><th>acknowledged</th><th>refused (429/503)</th><th>failed</th><th>not offered</th></tr>${perRegion.join("")}</table>
 <h2>crr per link (ms)</h2><table><tr><th>link</th><th>records</th><th>p50</th><th>p99</th><th>max</th></tr>${links.join("")}</table>
 <h2>Drills</h2><table><tr><th>system</th><th>drill</th><th>region</th><th>at s</th><th>ready ms</th><th>caught up / converged ms</th><th>lost records</th><th>note</th></tr>${drills.join("")}</table>
 <h2>crr nodes</h2><table><tr><th>region</th><th>CPU s</th><th>RSS MiB</th><th>fsyncs</th></tr>${res.join("")}</table>

@@ -37,6 +37,10 @@ export interface Scenario {
     durationSeconds: number;
     warmupSeconds: number;
     tenants: string[];
+    /** Records per request: 1 is POST /v1/records, above 1 POST /v1/records/batch. */
+    batchRecords: number;
+    /** Records each region's client may have unanswered (each region its own bound, so one slow region does not starve the others). */
+    inflightPerRegion: number;
   };
   links: LinkSpec[];
   drills: DrillSpec[];
@@ -88,6 +92,8 @@ const schema = {
         durationSeconds: { type: "number", exclusiveMinimum: 0 },
         warmupSeconds: num,
         tenants: { type: "array", minItems: 1, items: { type: "string" } },
+        batchRecords: { type: "integer", minimum: 1, maximum: 1000 },
+        inflightPerRegion: { type: "integer", minimum: 1 },
       },
     },
     links: {
@@ -155,6 +161,8 @@ export function parseScenario(raw: unknown, source: string): Scenario {
       recordBytes: 200,
       warmupSeconds: 1,
       tenants: ["tenant-a"],
+      batchRecords: 1,
+      inflightPerRegion: 5000,
       ...(r.load as Partial<Scenario["load"]>),
     } as Scenario["load"],
     links: r.links ?? [],

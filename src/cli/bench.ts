@@ -94,6 +94,11 @@ export async function runBench(argv: string[]): Promise<number> {
       `${r.system.padEnd(4)}  ${Math.round(r.appendedPerS)}/s acknowledged  lag p50 ${r.lagMs.p50} ms  p99 ${r.lagMs.p99} ms  p99.9 ${r.lagMs.p999} ms  max ${r.lagMs.max} ms  integrity ${r.integrity.ok ? "ok" : "FAILED"}`,
     );
   }
+  say(`crr appends: ${crr.mode ?? "per-record"}`);
+  for (const l of crr.perRegion ?? [])
+    say(
+      `  ${l.region.padEnd(12)} offered ${l.offered}  acknowledged ${l.acknowledged}  refused ${l.refused}  failed ${l.failed}  not offered ${l.notOffered}`,
+    );
   if ("skipped" in baseline) say(`baseline skipped: ${baseline.skipped}`);
   else if (ratios)
     say(
