@@ -11,10 +11,12 @@
 import Database from "better-sqlite3";
 import { StoreCorruptError, StoreError, StoreFullError } from "../errors.js";
 import { realRuntime } from "../runtime/index.js";
+import { nodeFileOps, type FileOps } from "../util/file-ops.js";
 import { ruleName, compareVersions, sameVersion, type MergeRule } from "./merge.js";
 import { startCheckpointer, type Checkpointer } from "./checkpointer.js";
 import { BucketDigests, bucketCount, bucketOf, versionHash, versionHashBytes } from "./digest.js";
 import { buildTree, type DigestTree } from "./digest-tree.js";
+import { WalSync } from "./wal-sync.js";
 import type {
   ApplyBatchInput,
   ApplyResult,
@@ -118,8 +120,14 @@ export interface SqliteStoreOptions {
   checkpointIntervalMs?: number;
   /** Checkpoint on a worker thread (default true; the simulator runs without threads). */
   checkpointer?: boolean;
-  /** Called after every synced commit (the simulator snapshots what a power loss cannot undo). */
+  /**
+   * Called after every synced commit (the simulator snapshots what a power loss cannot undo).
+   * Given, a peer's batch is committed with a synced COMMIT on the calling thread, as the
+   * simulator's crash model expects; otherwise by group commit (wal-sync.ts).
+   */
   onSyncedCommit?: () => void;
+  /** How the -wal file is synced (group commit); default node:fs. */
+  fileOps?: FileOps;
   onCheckpointError?: (message: string) => void;
 }
 
@@ -135,6 +143,8 @@ export class SqliteStore implements DedupStore {
   private readonly applyTx: (b: ApplyBatchInput) => ApplyResult;
   private readonly checkpointer: Checkpointer | undefined;
   private readonly onSyncedCommit: (() => void) | undefined;
+  /** Group commit of peer batches; undefined: synced COMMITs (in memory, or the simulator). */
+  private readonly walSync: WalSync | undefined;
 
   constructor(o: SqliteStoreOptions) {
     this.rule = o.rule;
@@ -142,6 +152,10 @@ export class SqliteStore implements DedupStore {
     this.nowMs = o.nowMs ?? realRuntime.nowMs;
     this.file = o.path;
     this.onSyncedCommit = o.onSyncedCommit;
+    this.walSync =
+      o.path === ":memory:" || o.onSyncedCommit
+        ? undefined
+        : new WalSync(`${o.path}-wal`, o.path, o.fileOps ?? nodeFileOps);
     try {
       this.db = new Database(o.path);
     } catch (err) {
@@ -281,11 +295,21 @@ export class SqliteStore implements DedupStore {
   }
 
   /**
-   * Apply a peer's batch and make it durable before answering: the commit is synced
-   * (synchronous=FULL for this transaction), because the origin moves its retention, `?wait=N`
-   * and drain on our answer. A power loss after this returns cannot undo it.
+   * Apply a peer's batch and make it durable before answering: the origin moves its
+   * retention, `?wait=N` and drain on our answer, so a power loss after this returns must not
+   * undo it. The commit is synced by group commit (one fdatasync of the -wal on the thread
+   * pool for every batch committed meanwhile), or as a synced COMMIT in memory and in the
+   * simulator. A batch already applied is answered only after a sync too: its first answer
+   * may have been lost to a sync that failed.
    */
   async applyBatch(batch: ApplyBatchInput): Promise<ApplyResult> {
+    if (!this.walSync) return this.applySynced(batch);
+    const result = this.guard("apply a batch", () => this.withDigests(() => this.applyTx(batch)));
+    await this.walSync.sync();
+    return result;
+  }
+
+  private applySynced(batch: ApplyBatchInput): ApplyResult {
     return this.guard("apply a batch", () => {
       this.stmt.syncFull.run();
       try {
@@ -830,6 +854,7 @@ export class SqliteStore implements DedupStore {
 
   async close(): Promise<void> {
     if (!this.db.open) return;
+    await this.walSync?.settled();
     await this.checkpointer?.stop();
     if (this.digests) this.stmt.saveSnapshot.run(1, this.digests.digests, this.digests.countsBytes());
     this.db.close();

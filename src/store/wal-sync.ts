@@ -1,0 +1,76 @@
+/**
+ * Group commit for the store's acknowledgements. A peer's batch is committed with
+ * synchronous=NORMAL (SQLite writes the WAL frames, no sync) and made durable by one
+ * fdatasync of the database's -wal file, run on the thread pool: the event loop no longer
+ * stalls in a synced COMMIT, and every batch committed while one sync runs shares the next.
+ * (In WAL mode SQLite syncs the -wal before each checkpoint and the database file after it,
+ * so what a checkpoint moved out of the -wal is durable too.)
+ *
+ * A failed sync is final: after an fsync error the kernel may have dropped the dirty pages,
+ * and a later sync that succeeds proves nothing about them. Every later call fails with the
+ * first error, so nothing is acknowledged again until the node restarts and recovers.
+ */
+import { StoreError } from "../errors.js";
+import type { FileOps } from "../util/file-ops.js";
+
+export class WalSync {
+  private running: Promise<void> | undefined;
+  private queued: Promise<void> | undefined;
+  private failed: StoreError | undefined;
+
+  /** `file`: the database's -wal file; `store`: the database file, named in errors. */
+  constructor(
+    private readonly file: string,
+    private readonly store: string,
+    private readonly ops: FileOps,
+  ) {}
+
+  /** Resolves once every commit made before this call is on disk. */
+  sync(): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
+    if (this.queued) return this.queued;
+    if (!this.running) return this.start();
+    // The running sync may have started before our commit: wait for the one after it.
+    this.queued = this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.queued = undefined;
+        return this.start();
+      });
+    return this.queued;
+  }
+
+  /** Resolves once no sync is running or waiting (close waits for it; a failure is not rethrown). */
+  async settled(): Promise<void> {
+    while (this.running || this.queued) await (this.queued ?? this.running)!.catch(() => undefined);
+  }
+
+  private start(): Promise<void> {
+    if (this.failed) return Promise.reject(this.failed);
+    const p = this.run().finally(() => {
+      if (this.running === p) this.running = undefined;
+    });
+    this.running = p;
+    return p;
+  }
+
+  private async run(): Promise<void> {
+    try {
+      const fd = await this.ops.open(this.file, "r");
+      try {
+        await this.ops.fdatasync(fd);
+      } finally {
+        await this.ops.close(fd);
+      }
+    } catch (err) {
+      this.failed ??= new StoreError(
+        this.store,
+        "sync the write-ahead log",
+        err,
+        "store_sync_failed",
+        "; nothing more is acknowledged until the node restarts and recovers",
+      );
+      throw this.failed;
+    }
+  }
+}
