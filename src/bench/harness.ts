@@ -21,7 +21,7 @@ import { Pool } from "undici";
 import { startTcpProxy, type TcpProxy } from "../faults/index.js";
 import type { RegionStatus } from "../node/index.js";
 import { faultsFor, type Scenario } from "./scenario.js";
-import { LocalMesh, type MeshNode } from "../launch/index.js";
+import { LocalMesh, deepMerge, type MeshNode } from "../launch/index.js";
 import { stopProcess } from "../util/process.js";
 import { checkLedger, type AckedRecord, type LedgerCheck } from "./ledger-check.js";
 
@@ -198,11 +198,14 @@ export class CrrHarness {
       crr: selective
         ? () => ({ enabled: true, replicationMode: "selective", policies: this.s.replication.policies })
         : undefined,
-      common: {
-        shipper: { requestTimeoutMs: 3000, retryDelayMsMax: 500 },
-        health: { probeIntervalMs: 1000 },
-        log: { level: "warn" },
-      },
+      common: deepMerge(
+        {
+          shipper: { requestTimeoutMs: 3000, retryDelayMsMax: 500 },
+          health: { probeIntervalMs: 1000 },
+          log: { level: "warn" },
+        },
+        this.s.node,
+      ),
       route: (from, to) => this.proxies.get(`${from}->${to}`),
       fronts: false,
       env: (name) => {

@@ -47,6 +47,8 @@ export interface Scenario {
   slo: { lagSecondsMax: number; rpoSecondsMax: number; rtoSecondsMax: number; lagP99MsMax?: number };
   baseline: { nats: boolean };
   seed: number;
+  /** Extra node config for every region (e.g. `shipper: { inflightBatchesMax: 4 }`), validated by the nodes. */
+  node: Record<string, unknown>;
 }
 
 const num = { type: "number", minimum: 0 } as const;
@@ -137,6 +139,7 @@ const schema = {
     },
     baseline: { type: "object", additionalProperties: false, properties: { nats: { type: "boolean" } } },
     seed: { type: "integer" },
+    node: { type: "object" },
   },
 } as const;
 
@@ -170,6 +173,7 @@ export function parseScenario(raw: unknown, source: string): Scenario {
     slo: { lagSecondsMax: 60, rpoSecondsMax: 120, rtoSecondsMax: 300, ...r.slo },
     baseline: { nats: r.baseline?.nats ?? true },
     seed: r.seed ?? 1,
+    node: r.node ?? {},
   };
   const known = new Set(s.regions);
   const problems: string[] = [];

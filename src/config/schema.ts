@@ -92,6 +92,7 @@ export const configSchema = {
       batchRecordsMax: positiveInt,
       lingerMs: nonNegativeInt,
       inflightBatchesMax: { type: "integer", minimum: 1, maximum: 64 },
+      inflightBytesMax: positiveInt,
       connectTimeoutMs: positiveInt,
       requestTimeoutMs: positiveInt,
       retryDelayMsMin: positiveInt,

@@ -141,8 +141,11 @@ export function undiciTransport(o: HttpPeerLinkOptions): PeerTransport {
           body: r.body,
           signal: r.signal,
           // Replaying a batch is harmless (the peer's watermark makes it a no-op), and undici
-          // only pipelines requests marked so.
+          // only pipelines requests marked so. It also waits for each answer's headers before
+          // sending the next request unless told the answer comes quickly (`blocking`, true by
+          // default): that made a window of several batches cost a round trip each.
           idempotent: r.lane === "batch",
+          blocking: r.lane !== "batch",
         });
       } catch (err) {
         throw new LinkError(classify(err), `${where}: ${(err as Error).message}`, { cause: err });

@@ -73,7 +73,14 @@ export class WatermarkWatch {
     const r = this.c.nodes.get(region)!.region!;
     const first = r.wal.firstLsn;
     if (first <= 1) return;
-    const needs: Array<[string, number]> = [...r.shippers].map(([peer, sh]) => [peer, sh.acked]);
+    // What a peer acknowledged: the highest acknowledgement ever seen from it (a shipper that
+    // just restarted starts from its state file, written every ackPersistIntervalMs, so its
+    // `acked` may lag what the peer acknowledged before; found with a window of 16, seed 26).
+    const k = streamKey(region, r.wal.incarnation);
+    const needs: Array<[string, number]> = [...r.shippers].map(([peer, sh]) => [
+      peer,
+      Math.max(sh.acked, this.owed.get(peer)?.get(k) ?? 0),
+    ]);
     needs.push([region, r.store.watermarkSync(region, r.wal.incarnation)]);
     for (const [who, applied] of needs)
       if (!this.excused.has(`${region}>${who}`) && applied + 1 < first)

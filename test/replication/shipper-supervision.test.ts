@@ -97,6 +97,7 @@ function shipper(wal: FlakyWal, peer: FakePeer, failures: string[]): PeerShipper
     retryDelayMsMin: 5,
     retryDelayMsMax: 20,
     inflightBatchesMax: 2,
+    inflightBytesMax: 16 * 1024 * 1024,
     stateFile: path.join(tempDir(), "eu-west-1.json"),
     ackPersistIntervalMs: 50,
     log: silentLogger(),

@@ -243,6 +243,7 @@ export function testShipper(o: TestShipperOptions): { shipper: PeerShipper; fail
     retryDelayMsMin: 5,
     retryDelayMsMax: 20,
     inflightBatchesMax: o.inflight ?? 1,
+    inflightBytesMax: 16 * 1024 * 1024,
     stateFile: o.stateFile,
     ackPersistIntervalMs: 20,
     log: silentLogger(),
