@@ -147,7 +147,9 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
     return () => queue;
   };
 
-  const server = net.createServer((client) => {
+  // No Nagle on either side: the latency is the one configured, not the kernel's coalescing
+  // of small writes behind an unacknowledged one (up to a delayed ACK, ~40 ms, per exchange).
+  const server = net.createServer({ noDelay: true }, (client) => {
     stats.connections++;
     sockets.add(client);
     client.on("close", () => sockets.delete(client));
@@ -155,7 +157,7 @@ export async function startTcpProxy(o: TcpProxyOptions): Promise<TcpProxy> {
     client.pause();
     const connect = () => {
       if (targetPort === 0) return client.resetAndDestroy();
-      const upstream = net.connect({ host, port: targetPort });
+      const upstream = net.connect({ host, port: targetPort, noDelay: true });
       sockets.add(upstream);
       client.on("close", () => upstream.destroy());
       pipe(client, upstream, true);
