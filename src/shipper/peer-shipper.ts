@@ -258,24 +258,23 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     let next = this.acked + 1;
     // Batches in flight, in LSN order: the peer applies them in the order sent.
     const inflight: Array<Promise<SendOutcome>> = [];
-    // Bytes of each batch in `inflight`, in the same order: the window is bounded in batches
+    // The size of each batch in `inflight`: the window is bounded in batches
     // and in bytes (the bandwidth-delay product a link is allowed to hold).
     const sizes = new WeakMap<Promise<SendOutcome>, number>();
-    let bytes = 0;
+    const bytes = () => inflight.reduce((n, p) => n + (sizes.get(p) ?? 0), 0);
     const roomFor = () =>
       inflight.length === 0 ||
-      (inflight.length < this.o.inflightBatchesMax && bytes < this.o.inflightBytesMax);
+      (inflight.length < this.o.inflightBatchesMax && bytes() < this.o.inflightBytesMax);
     try {
       while (!signal.aborted) {
         // With nothing in flight the peer is exactly at `acked` (a skip may have moved it).
-        if (inflight.length === 0) [next, bytes] = [this.acked + 1, 0];
+        if (inflight.length === 0) next = this.acked + 1;
         if (roomFor()) {
           const chunk = await this.nextChunk(next, inflight);
           if (chunk) {
             this.state = "shipping";
             const sent = this.send(chunk, 0);
             sizes.set(sent, chunk.frames.length);
-            bytes += chunk.frames.length;
             inflight.push(sent);
             next = chunk.lastLsn + 1;
             continue;
@@ -291,9 +290,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
           if ((await this.answerOrMore(inflight[0]!, next)) === "more") continue;
           if (signal.aborted) break;
         }
-        const oldest = inflight.shift()!;
-        bytes -= sizes.get(oldest) ?? 0;
-        const outcome = await oldest;
+        const outcome = await inflight.shift()!;
         if (outcome.kind !== "ok") throw this.windowFailure(outcome);
         this.advance(outcome.watermark, outcome.sent);
       }

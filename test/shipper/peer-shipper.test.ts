@@ -203,3 +203,37 @@ describe("older incarnations", () => {
     await waitFor(() => peer.holds([...old, ...cur]).length === 15 || undefined, "everything shipped again");
   });
 });
+
+describe("the window", () => {
+  /** The most batches the peer had received and not yet answered at once, shipping 60 records. */
+  async function mostInFlight(inflightBytes?: number): Promise<number> {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const all = Array.from({ length: 60 }, (_, i) => record(i + 1));
+    o.hold(current, 60, all);
+    o.wal.add(all);
+    const peer = new ReaderPeer();
+    let active = 0;
+    let most = 0;
+    peer.before = async () => {
+      most = Math.max(most, ++active);
+      await new Promise((r) => setTimeout(r, 20)); // a round trip
+      active--;
+    };
+    const { shipper } = start({
+      ...o,
+      peer,
+      stateFile: path.join(dir, "eu.json"),
+      inflight: 8,
+      inflightBytes,
+    });
+    await waitFor(caughtUp(shipper, 60), "caught up");
+    expect(peer.holds(all)).toHaveLength(60);
+    return most;
+  }
+
+  it("keeps several batches in flight, and no more bytes than shipper.inflightBytesMax (one batch always goes)", async () => {
+    expect(await mostInFlight()).toBeGreaterThan(1);
+    expect(await mostInFlight(1)).toBe(1);
+  });
+});

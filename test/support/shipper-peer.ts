@@ -220,6 +220,8 @@ export interface TestShipperOptions {
   own: OwnRecords;
   stateFile: string;
   inflight?: number;
+  /** Bytes in flight at most (default 16 MiB). */
+  inflightBytes?: number;
   /** Undefined: every tenant (a multi-way policy). */
   tenants?: string[];
   reportLost?: (incarnation: string, ranges: Array<[number, number]>) => Promise<void>;
@@ -243,7 +245,7 @@ export function testShipper(o: TestShipperOptions): { shipper: PeerShipper; fail
     retryDelayMsMin: 5,
     retryDelayMsMax: 20,
     inflightBatchesMax: o.inflight ?? 1,
-    inflightBytesMax: 16 * 1024 * 1024,
+    inflightBytesMax: o.inflightBytes ?? 16 * 1024 * 1024,
     stateFile: o.stateFile,
     ackPersistIntervalMs: 20,
     log: silentLogger(),
