@@ -88,6 +88,16 @@ export interface RunResult {
   notes: string[];
 }
 
+/**
+ * A counter of a process that may restart, summed over its processes: a count below the last
+ * one seen is a new process (its counter started again at 0). Updates `seen`; returns the sum.
+ */
+export function countAcrossRestarts(seen: { earlier: number; last: number }, count: number): number {
+  if (count < seen.last) seen.earlier += seen.last;
+  seen.last = count;
+  return seen.earlier + count;
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function histogram() {
@@ -156,6 +166,8 @@ export class CrrHarness {
   private readonly notes: string[] = [];
   private stopLoad = false;
   private readonly loads = new Map<string, RegionLoad>();
+  /** Per region: fsyncs of its earlier processes (a restart resets the counter) and the last count seen. */
+  private readonly fsyncs = new Map<string, { earlier: number; last: number }>();
 
   constructor(
     private readonly s: Scenario,
@@ -424,6 +436,7 @@ export class CrrHarness {
       const s = await this.get(node, "/v1/status")
         .then((r) => r.body as RegionStatus)
         .catch(() => undefined);
+      if (s) this.noteFsyncs(node.name, s.wal.fsyncs);
       if (!s) parts.push(`${node.name} down`);
       else
         for (const p of s.peers) parts.push(`${node.name}→${p.peer} ${(p.lagSeconds * 1000).toFixed(0)}ms`);
@@ -560,6 +573,12 @@ export class CrrHarness {
     });
   }
 
+  private noteFsyncs(region: string, count: number): number {
+    const f = this.fsyncs.get(region) ?? { earlier: 0, last: 0 };
+    this.fsyncs.set(region, f);
+    return countAcrossRestarts(f, count);
+  }
+
   private async metric(node: Node, name: string): Promise<number> {
     const text = (await this.get(node, "/metrics").catch(() => ({ body: "" }))).body as string;
     const line = text.split("\n").find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
@@ -641,7 +660,7 @@ export class CrrHarness {
         region: n.name,
         cpuSeconds: await this.metric(n, "crr_process_cpu_seconds_total"),
         rssMiB: (await this.metric(n, "crr_process_resident_memory_bytes")) / 1024 / 1024,
-        fsyncs: await this.metric(n, "crr_wal_fsync_seconds_count"),
+        fsyncs: this.noteFsyncs(n.name, (await this.status(n.name))?.wal.fsyncs ?? 0),
       })),
     );
     const seconds = this.s.load.warmupSeconds + this.s.load.durationSeconds;

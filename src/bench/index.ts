@@ -1,4 +1,4 @@
-export { CrrHarness, histogram, summarize } from "./harness.js";
+export { CrrHarness, countAcrossRestarts, histogram, summarize } from "./harness.js";
 export type { DrillResult, LatencySummary, LinkResult, RunResult } from "./harness.js";
 export { findNatsServer, runNatsBaseline } from "./nats-baseline.js";
 export {

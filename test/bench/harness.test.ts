@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { chromiumFlags, findChromium, parseScenario } from "../../src/bench/index.js";
+import { chromiumFlags, countAcrossRestarts, findChromium, parseScenario } from "../../src/bench/index.js";
 import { repoRoot, runCrr } from "../support/cli.js";
 import { tempDir } from "../support/tmp.js";
 
@@ -33,6 +33,11 @@ describe("the lag SLO harness", () => {
     const slow = report.crr.links.find((l: { from: string }) => l.from === "us-east-1");
     expect(slow.lagMs.p50).toBeGreaterThanOrEqual(15); // the 20 ms (±5) injected latency is seen
     expect(report.crr.drills[0]).toMatchObject({ kind: "sigkill", region: "eu-west-1" });
+    // Each region's client is accounted for on its own, and the ledger holds what they were told.
+    expect(report.crr.mode).toBe("per-record");
+    const loads = report.crr.perRegion as Array<{ offered: number; acknowledged: number }>;
+    expect(loads.map((l) => l.acknowledged).reduce((a, b) => a + b, 0)).toBe(report.crr.acknowledged);
+    for (const l of loads) expect(l.offered).toBeGreaterThanOrEqual(l.acknowledged);
     expect(report.crr.drills[0].caughtUpMs).toBeGreaterThan(0);
     expect(report.slo.every((c: { ok: boolean }) => c.ok)).toBe(true);
 
@@ -55,6 +60,11 @@ describe("the lag SLO harness", () => {
     const png = fs.readFileSync(path.join(out, "slo-smoke.png"));
     expect(png.subarray(1, 4).toString()).toBe("PNG");
     expect(png.length).toBeGreaterThan(5000);
+  });
+
+  it("counts a node's fsyncs across a restart (its counter starts again at 0)", () => {
+    const seen = { earlier: 0, last: 0 };
+    expect([40, 90, 3, 10].map((n) => countAcrossRestarts(seen, n))).toEqual([40, 90, 93, 100]);
   });
 
   it("refuses a scenario with a clear message per problem", async () => {
