@@ -80,13 +80,13 @@ export class WaitTimeoutError extends CrrError {
 
 export interface AppendPathDeps {
   region: string;
-  incarnation: () => string;
   policy: ReplicationPolicy;
   /** Throws DrainingError or UnavailableError when appends are not admitted now. */
   admit: () => void;
   getSync: (key: string) => StoredRecord | undefined;
   walAppend: (rec: PreparedRecord) => Promise<AppendAck>;
-  localApply: (rec: WalRecord) => Promise<void>;
+  /** Resolves with the version that beat `rec` when it was applied, undefined when `rec` won. */
+  localApply: (rec: WalRecord) => Promise<StoredRecord | undefined>;
   shippers: ReadonlyMap<string, PeerShipper>;
   waitTimeoutMsDefault: number;
   /** Records admitted and not yet answered, at most (append.pendingMax). */
@@ -200,19 +200,10 @@ export class AppendPath {
 
   private async appendNew(rec: PreparedRecord): Promise<AppendResult> {
     const ack = await this.d.walAppend(rec);
-    await this.d.localApply({ ...rec, lsn: ack.lsn, hlc: ack.hlc, flags: 0 });
-    const winner = this.d.getSync(rec.key);
-    // A remote record for the same key may have been applied meanwhile and won (a conflict).
-    if (
-      winner &&
-      !(
-        winner.origin === this.d.region &&
-        winner.lsn === ack.lsn &&
-        winner.incarnation === this.d.incarnation()
-      )
-    ) {
-      return answer(winner, true);
-    }
+    // A remote record for the same key may have been applied since the dedup check and won
+    // (a conflict): the answer is what the store decided in the record's own transaction.
+    const beatenBy = await this.d.localApply({ ...rec, lsn: ack.lsn, hlc: ack.hlc, flags: 0 });
+    if (beatenBy) return answer(beatenBy, true);
     return {
       key: rec.key,
       outcome: rec.outcome,

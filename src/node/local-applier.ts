@@ -11,7 +11,7 @@
  */
 import { CrrError } from "../errors.js";
 import { nextTurn, realRuntime, type Runtime } from "../runtime/index.js";
-import type { ApplyBatchInput, ApplyResult } from "../store/index.js";
+import type { ApplyBatchInput, ApplyResult, StoredRecord } from "../store/index.js";
 import { decodeFrames, type WalRecord } from "../wal/index.js";
 
 /** What the applier needs of the store. */
@@ -92,9 +92,19 @@ export async function applyWalRange(
   }
 }
 
+/** The winners that beat this region's own records in `result`, by the beaten record's LSN. */
+function beatenOwn(result: ApplyResult, region: string, incarnation: string): Map<number, StoredRecord> {
+  const beaten = new Map<number, StoredRecord>();
+  if (result.status !== "applied") return beaten;
+  for (const c of result.conflicts)
+    if (c.loser.origin === region && c.loser.incarnation === incarnation) beaten.set(c.loser.lsn, c.winner);
+  return beaten;
+}
+
 interface Pending {
   rec: WalRecord;
-  resolve: () => void;
+  /** With the version that beat the record when it was applied (undefined: it is the stored winner). */
+  resolve: (beatenBy: StoredRecord | undefined) => void;
   reject: (err: Error) => void;
 }
 
@@ -112,7 +122,13 @@ export class LocalApplier {
     private readonly runtime: Runtime = realRuntime,
   ) {}
 
-  apply(rec: WalRecord): Promise<void> {
+  /**
+   * Apply `rec` (with the records queued beside it, in one transaction). Resolves with the
+   * version that beat it under the merge rule if the key was decided meanwhile (a peer's
+   * record applied since the dedup check), undefined when `rec` is now the stored winner:
+   * the append is answered from this, as of its own transaction, without reading it back.
+   */
+  apply(rec: WalRecord): Promise<StoredRecord | undefined> {
     return new Promise((resolve, reject) => {
       this.queue.push({ rec, resolve, reject });
       this.running ??= nextTurn(this.runtime).then(() => this.drain());
@@ -136,16 +152,16 @@ export class LocalApplier {
         if (watermark + 1 < first)
           await applyWalRange(this.wal, this.store, this.region, watermark + 1, first - 1);
         const records = batch.map((p) => p.rec);
-        this.onApplied(
-          applyChecked(this.store, {
-            origin: this.region,
-            incarnation: this.wal.incarnation,
-            firstLsn: first,
-            lastLsn: records[records.length - 1]!.lsn,
-            records,
-          }),
-        );
-        for (const p of batch) p.resolve();
+        const result = applyChecked(this.store, {
+          origin: this.region,
+          incarnation: this.wal.incarnation,
+          firstLsn: first,
+          lastLsn: records[records.length - 1]!.lsn,
+          records,
+        });
+        this.onApplied(result);
+        const beaten = beatenOwn(result, this.region, this.wal.incarnation);
+        for (const p of batch) p.resolve(beaten.get(p.rec.lsn));
       } catch (err) {
         if (err instanceof LsnReuseError) this.onReuse(err);
         // Typed errors (a full disk, a damaged store) keep their type: the answer depends on it.

@@ -191,7 +191,6 @@ export class Region {
     this.shippers = shippersOf(this, o.fileOps);
     this.appendPath = new AppendPath({
       region: this.name,
-      incarnation: () => this.wal.incarnation,
       policy: this.policy,
       admit: () => this.admit(),
       getSync: (key) => this.store.getSync(key),

@@ -82,6 +82,46 @@ describe("the local apply", () => {
     await store.close();
     await wal.close();
   });
+  it("answers each own record with what its own transaction decided: the peer's version that beat it, or none", async () => {
+    const wal = await walOf(0);
+    const store = new SqliteStore({ path: ":memory:", rule });
+    const applier = new LocalApplier(
+      store,
+      wal,
+      region,
+      () => undefined,
+      () => undefined,
+    );
+    // Decided by a peer after this region's dedup check: k1 earlier than ours (first write
+    // wins: the peer's), k2 later than ours (ours wins and replaces it).
+    const a1 = await wal.append(rec(1));
+    const a2 = await wal.append(rec(2));
+    const peerVersion = (key: string, lsn: number, wallMs: number) => ({
+      ...rec(0),
+      key,
+      bodyJson: undefined,
+      lsn,
+      hlc: { wallMs, logical: 0 },
+      flags: 0,
+    });
+    store.applySync({
+      origin: "eu-west-1",
+      incarnation: "i-peer",
+      firstLsn: 1,
+      lastLsn: 2,
+      records: [peerVersion("k1", 1, a1.hlc.wallMs - 1000), peerVersion("k2", 2, a2.hlc.wallMs + 1000)],
+    });
+    const [beaten1, beaten2] = await Promise.all([
+      applier.apply(await recordOf(wal, a1.lsn)),
+      applier.apply(await recordOf(wal, a2.lsn)),
+    ]);
+    expect(beaten1).toMatchObject({ key: "k1", origin: "eu-west-1", lsn: 1 });
+    expect(beaten2).toBeUndefined();
+    expect(store.getSync("k1")).toMatchObject({ origin: "eu-west-1" });
+    expect(store.getSync("k2")).toMatchObject({ origin: region, lsn: a2.lsn });
+    await store.close();
+    await wal.close();
+  });
 });
 
 describe("WAL retention", () => {
