@@ -5,6 +5,7 @@
 import { parseArgs } from "node:util";
 import { runBench } from "../src/cli/bench.js";
 import { benchDivergence } from "./divergence.js";
+import { benchHttp } from "./http.js";
 import { benchReplication } from "./replication.js";
 import { benchSecurity } from "./security.js";
 import { benchWal } from "./wal.js";
@@ -22,6 +23,7 @@ const { positionals, values } = parseArgs({
     seconds: { type: "string", default: "2" },
     "recovery-gib": { type: "string", default: "1" },
     keys: { type: "string", default: "1000000" },
+    connections: { type: "string", default: "64" },
   },
 });
 
@@ -40,12 +42,19 @@ switch (name) {
   case "security":
     await benchSecurity({ rounds: Number(values.rounds), seconds: Number(values.seconds) });
     break;
+  case "http":
+    await benchHttp({
+      rounds: Number(values.rounds),
+      seconds: Number(values.seconds),
+      connections: Number(values.connections),
+    });
+    break;
   case "divergence":
     await benchDivergence({ keys: Number(values.keys), rounds: Number(values.rounds) });
     break;
   default:
     process.stderr.write(
-      "usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n       npm run bench -- replication [--rounds N] [--seconds S]\n       npm run bench -- divergence [--keys N] [--rounds N]\n       npm run bench -- security [--rounds N] [--seconds S]\n",
+      "usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n       npm run bench -- replication [--rounds N] [--seconds S]\n       npm run bench -- divergence [--keys N] [--rounds N]\n       npm run bench -- security [--rounds N] [--seconds S]\n       npm run bench -- http [--rounds N] [--seconds S] [--connections C]\n",
     );
     process.exitCode = 2;
 }

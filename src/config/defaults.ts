@@ -76,6 +76,14 @@ export const defaults = {
      * append is refused at once with 429 and Retry-After, so accepted ones keep a bounded latency.
      */
     pendingMax: 4096,
+    /**
+     * New appends are refused at once (429) while the oldest append waiting for the WAL and the
+     * local apply has waited longer than this (0: no bound): a stalled disk refuses new appends
+     * after this long instead of piling up pendingMax of them. Measured (bench/results/http.md):
+     * it does not shorten a CPU-bound overload, whose queue is the event loop, and a tight
+     * value there only turns clients' retries into more load.
+     */
+    queueDelayMaxMs: 500,
     /** Records in one POST /v1/records/batch (or appendMany). */
     batchRecordsMax: 1000,
     /** Largest POST /v1/records/batch body. */

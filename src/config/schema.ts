@@ -114,6 +114,7 @@ export const configSchema = {
     append: section({
       waitTimeoutMs: positiveInt,
       pendingMax: positiveInt,
+      queueDelayMaxMs: nonNegativeInt,
       batchRecordsMax: positiveInt,
       batchBodyBytesMax: positiveInt,
     }),

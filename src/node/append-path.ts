@@ -53,14 +53,17 @@ export class UnavailableError extends CrrError {
   }
 }
 
-/** More records pending than the node admits: refused at once (429 with Retry-After), nothing written. */
+/** Why an append was shed: too many records pending, or the oldest waited too long for the WAL. */
+export type ShedReason = "pending" | "queue_delay";
+
+/** More load than the node admits: refused at once (429 with Retry-After), nothing written. */
 export class OverloadedError extends CrrError {
   readonly retryAfterS = 1;
-  constructor(pending: number, asked: number, max: number) {
-    super(
-      "overloaded",
-      `${pending} records are pending and ${asked} more would exceed append.pendingMax (${max}): retry later`,
-    );
+  constructor(
+    readonly reason: ShedReason,
+    message: string,
+  ) {
+    super("overloaded", `${message}: retry later`);
   }
 }
 
@@ -91,10 +94,16 @@ export interface AppendPathDeps {
   waitTimeoutMsDefault: number;
   /** Records admitted and not yet answered, at most (append.pendingMax). */
   pendingMax: number;
+  /**
+   * New appends are refused while the oldest one waiting for the WAL and the local apply has
+   * waited longer than this (append.queueDelayMaxMs; 0: no bound): accepted appends keep a
+   * bounded latency whatever the disk and CPU can do, without a count tuned to the machine.
+   */
+  queueDelayMaxMs: number;
   /** Records in one appendMany (append.batchRecordsMax). */
   batchRecordsMax: number;
   /** An append refused for load (counted). */
-  onShed: (records: number) => void;
+  onShed: (records: number, reason: ShedReason) => void;
   runtime: Runtime;
   onDuplicate: (origin: string) => void;
   /** Every failed append (a full disk is noticed here). */
@@ -105,6 +114,9 @@ export class AppendPath {
   private readonly pendingKeys = new Map<string, Promise<AppendResult>>();
   /** Records admitted and not yet answered. */
   private pendingRecords = 0;
+  /** Appends waiting for the WAL and the local apply, oldest first; answered ones leave from the head lazily. */
+  private readonly durableQueue: Array<{ sinceMs: number; done: boolean }> = [];
+  private durableHead = 0;
 
   constructor(private readonly d: AppendPathDeps) {}
 
@@ -143,14 +155,47 @@ export class AppendPath {
     }
   }
 
-  /** Refuse at once when not admitting, or when `n` more records would exceed the bound (a lone batch always fits). */
+  /**
+   * Refuse at once when not admitting, when `n` more records would exceed the bound (a lone
+   * batch always fits), or when the oldest append waiting for the WAL waited too long.
+   */
   private admit(n: number): void {
     this.d.admit();
-    if (this.pendingRecords > 0 && this.pendingRecords + n > this.d.pendingMax) {
-      this.d.onShed(n);
-      throw new OverloadedError(this.pendingRecords, n, this.d.pendingMax);
-    }
+    if (this.pendingRecords > 0 && this.pendingRecords + n > this.d.pendingMax)
+      this.shed(
+        n,
+        "pending",
+        `${this.pendingRecords} records are pending and ${n} more would exceed append.pendingMax (${this.d.pendingMax})`,
+      );
+    const waitedMs = this.oldestDurableWaitMs();
+    if (this.d.queueDelayMaxMs > 0 && waitedMs > this.d.queueDelayMaxMs)
+      this.shed(
+        n,
+        "queue_delay",
+        `the oldest pending append has waited ${Math.round(waitedMs)} ms for the WAL, beyond append.queueDelayMaxMs (${this.d.queueDelayMaxMs})`,
+      );
     this.pendingRecords += n;
+  }
+
+  private shed(n: number, reason: ShedReason, message: string): never {
+    this.d.onShed(n, reason);
+    throw new OverloadedError(reason, message);
+  }
+
+  /** How long the oldest append still waiting for the WAL and the local apply has waited (0: none). */
+  private oldestDurableWaitMs(): number {
+    const q = this.durableQueue;
+    while (this.durableHead < q.length && q[this.durableHead]!.done) this.durableHead++;
+    if (this.durableHead === q.length) {
+      q.length = 0;
+      this.durableHead = 0;
+      return 0;
+    }
+    if (this.durableHead >= 1024) {
+      q.splice(0, this.durableHead);
+      this.durableHead = 0;
+    }
+    return this.d.runtime.monoMs() - q[this.durableHead]!.sinceMs;
   }
 
   private async appendAdmitted(input: RecordInput, options: AppendOptions): Promise<AppendResult> {
@@ -199,10 +244,18 @@ export class AppendPath {
   }
 
   private async appendNew(rec: PreparedRecord): Promise<AppendResult> {
-    const ack = await this.d.walAppend(rec);
-    // A remote record for the same key may have been applied since the dedup check and won
-    // (a conflict): the answer is what the store decided in the record's own transaction.
-    const beatenBy = await this.d.localApply({ ...rec, lsn: ack.lsn, hlc: ack.hlc, flags: 0 });
+    const waiting = { sinceMs: this.d.runtime.monoMs(), done: false };
+    this.durableQueue.push(waiting);
+    let ack: AppendAck;
+    let beatenBy: StoredRecord | undefined;
+    try {
+      ack = await this.d.walAppend(rec);
+      // A remote record for the same key may have been applied since the dedup check and won
+      // (a conflict): the answer is what the store decided in the record's own transaction.
+      beatenBy = await this.d.localApply({ ...rec, lsn: ack.lsn, hlc: ack.hlc, flags: 0 });
+    } finally {
+      waiting.done = true;
+    }
     if (beatenBy) return answer(beatenBy, true);
     return {
       key: rec.key,

@@ -65,7 +65,8 @@ export class RegionMetrics {
   });
   readonly appendsShed = new client.Counter({
     name: "crr_appends_shed_total",
-    help: "Records refused at once because append.pendingMax records were pending (429)",
+    help: "Records refused at once (429): reason pending (append.pendingMax records were pending) or queue_delay (the oldest pending append waited beyond append.queueDelayMaxMs)",
+    labelNames: ["reason"],
     registers: [this.registry],
   });
 

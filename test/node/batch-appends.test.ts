@@ -131,7 +131,7 @@ describe("admission control", () => {
     expect(await res.json()).toMatchObject({ code: "overloaded" });
     const many = await batch(node, JSON.stringify([{ key: "late-2", tenant: "t1", outcome: "accepted" }]));
     expect(many.status).toBe(429);
-    expect(await metric(node, "crr_appends_shed_total")).toBe(2);
+    expect(await metric(node, `crr_appends_shed_total{reason="pending"}`)).toBe(2);
     expect((await status(node)).wal.durableLsn).toBe(8);
     expect((await api(`${node.url}/v1/records/late`)).status).toBe(404);
     await cluster.stop();

@@ -1,0 +1,184 @@
+/**
+ * Per-record HTTP appends against what HTTP itself costs here: `autocannon` (a real HTTP load
+ * generator, in its own process) with the same connections and body against
+ *   - a trivial fastify JSON route (bench/trivial-server.mjs: the same body schema, no WAL);
+ *   - POST /v1/records of a `crr serve` node that replicates to a second `crr serve` node
+ *     (every answer after fdatasync; the peer must hold every acknowledged record at the end);
+ *   - the same node overloaded: many more connections than its pending bound, to see goodput
+ *     and the latency of what it accepts while it refuses the rest (429).
+ * Each round runs every mode in a rotated order; ratios against the trivial route of the same
+ * round (the machine is shared and noisy), summarised as median (min–max).
+ *
+ *   npm run build && npm run bench -- http [--rounds 5] [--seconds 5] [--connections 64]
+ */
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { request } from "undici";
+import { LocalMesh, waitUntil } from "../src/launch/index.js";
+import { spread, writeResults, type Spread } from "./report.js";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const secret = "bench-http-peer-secret-0123456789";
+
+interface StatusLatency {
+  count: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+interface CannonRun {
+  requestsPerS: number;
+  ok: number;
+  refused: number;
+  errors: number;
+  /** Of every request (autocannon's own figures). */
+  latencyMs: { p50: number; p99: number; max: number };
+  /** Of accepted (200) and refused (429) requests apart. */
+  accepted: StatusLatency | undefined;
+  refusedLatency: StatusLatency | undefined;
+}
+
+type Mode = "trivial" | "crr" | "overload";
+const modes: Mode[] = ["trivial", "crr", "overload"];
+
+/** One autocannon run in its own process (its CPU is not this process's). */
+async function cannon(url: string, connections: number, seconds: number, prefix: string): Promise<CannonRun> {
+  const args = [path.join(here, "cannon.mjs"), url, String(connections), String(seconds), prefix];
+  const child = spawn(process.execPath, args, { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on("exit", resolve));
+  if (code !== 0) throw new Error(`autocannon exited with ${code}`);
+  const r = JSON.parse(out) as {
+    requests: { average: number };
+    latency: { p50: number; p99: number; max: number };
+    "2xx": number;
+    "4xx": number;
+    errors: number;
+    timeouts: number;
+    non2xx: number;
+    byStatus: Record<string, StatusLatency>;
+  };
+  return {
+    requestsPerS: r["2xx"] / seconds,
+    ok: r["2xx"],
+    refused: r["4xx"],
+    errors: r.errors + r.timeouts + (r.non2xx - r["4xx"]),
+    latencyMs: { p50: r.latency.p50, p99: r.latency.p99, max: r.latency.max },
+    accepted: r.byStatus["200"],
+    refusedLatency: r.byStatus["429"],
+  };
+}
+
+async function startTrivial(): Promise<{ url: string; stop: () => void }> {
+  const child = spawn(process.execPath, [path.join(here, "trivial-server.mjs")], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const line = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout }).once("line", resolve);
+    child.once("exit", (c) => reject(new Error(`trivial server exited with ${c}`)));
+  });
+  const { port } = JSON.parse(line) as { port: number };
+  return { url: `http://127.0.0.1:${port}/v1/records`, stop: () => child.kill("SIGTERM") };
+}
+
+/** Wait until the peer acknowledged everything the origin holds (the replication half of the run). */
+async function caughtUp(mesh: LocalMesh, origin: string): Promise<void> {
+  const url = `http://127.0.0.1:${mesh.node(origin).listenPort}/v1/status`;
+  await waitUntil(
+    async () => {
+      const r = await request(url);
+      const s = (await r.body.json()) as { caughtUp: boolean };
+      return s.caughtUp || undefined;
+    },
+    "the peer to catch up",
+    120_000,
+  );
+}
+
+export async function benchHttp(args: { rounds: number; seconds: number; connections: number }) {
+  const log = (s: string) => process.stderr.write(`${s}\n`);
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "crr-bench-http-"));
+  const overloadConnections = args.connections * 8;
+  const mesh = await LocalMesh.start({
+    root,
+    regions: ["us-east-1", "us-west-2"],
+    secret,
+    output: "file",
+    // CRR_BENCH_MAIN: another entry point for the nodes (e.g. one that starts a CPU profile)
+    crrMain: process.env.CRR_BENCH_MAIN ?? path.join(here, "..", "dist", "cli", "main.js"),
+    common: { log: { level: "warn" } },
+  });
+  const trivial = await startTrivial();
+  const runs: Record<Mode, CannonRun[]> = { trivial: [], crr: [], overload: [] };
+  try {
+    const crrUrl = `http://127.0.0.1:${mesh.node("us-east-1").listenPort}/v1/records`;
+    await cannon(crrUrl, args.connections, 1, "warmup");
+    await cannon(trivial.url, args.connections, 1, "warmup");
+    for (let round = 0; round < args.rounds; round++) {
+      for (let k = 0; k < modes.length; k++) {
+        const mode = modes[(round + k) % modes.length]!;
+        const url = mode === "trivial" ? trivial.url : crrUrl;
+        const c = mode === "overload" ? overloadConnections : args.connections;
+        const r = await cannon(url, c, args.seconds, `r${round}-${mode}`);
+        if (mode !== "trivial") await caughtUp(mesh, "us-east-1");
+        runs[mode].push(r);
+        log(`round ${round + 1} ${mode} (${c} connections): ${describe(r)}`);
+      }
+    }
+  } finally {
+    trivial.stop();
+    // Graceful first, so an entry point that profiles the nodes writes its profile.
+    for (const n of mesh.nodes.keys()) await mesh.stopNode(n, "SIGTERM");
+    await mesh.stop();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+  const ratio = (m: Mode) => spread(runs[m].map((r, i) => r.requestsPerS / runs.trivial[i]!.requestsPerS));
+  const overloadToPeak = spread(runs.overload.map((r, i) => r.requestsPerS / runs.crr[i]!.requestsPerS));
+  const of = (m: Mode, f: (r: CannonRun) => number) => spread(runs[m].map(f));
+  const summary = Object.fromEntries(
+    modes.map((m) => [
+      m,
+      {
+        okPerS: of(m, (r) => r.requestsPerS),
+        ratioToTrivial: ratio(m),
+        acceptedP50Ms: of(m, (r) => r.accepted?.p50Ms ?? NaN),
+        acceptedP99Ms: of(m, (r) => r.accepted?.p99Ms ?? NaN),
+        refused: of(m, (r) => r.refused),
+        refusedP99Ms: of(m, (r) => r.refusedLatency?.p99Ms ?? 0),
+        errors: of(m, (r) => r.errors),
+      },
+    ]),
+  ) as unknown as Record<Mode, Record<string, Spread>>;
+  const n = (v: number) => Math.round(v).toLocaleString("en-US");
+  const f = (s: Spread, d = 0) =>
+    d
+      ? `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})`
+      : `${n(s.median)} (${n(s.min)}–${n(s.max)})`;
+  const md = [
+    `autocannon (in its own process, one request in flight per connection) POSTs a JSON record with a new key each time; ${args.rounds} rounds of ${args.seconds} s, the modes rotated in each round; median (min–max); ratios against the trivial route of the same round. crr: one \`crr serve\` node replicating to a second one (the peer caught up after every run); overload: ${overloadConnections} connections against the default admission bounds (\`append.queueDelayMaxMs\` 500, \`append.pendingMax\` 4096).`,
+    "",
+    "| target | connections | answered 200/s | / trivial route | accepted p50 ms | accepted p99 ms | refused 429 | refused p99 ms | errors |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ...modes.map((m) => {
+      const s = summary[m];
+      const c = m === "overload" ? overloadConnections : args.connections;
+      return `| ${m} | ${c} | ${f(s.okPerS!)} | ${f(s.ratioToTrivial!, 2)} | ${f(s.acceptedP50Ms!, 1)} | ${f(s.acceptedP99Ms!, 1)} | ${f(s.refused!)} | ${f(s.refusedP99Ms!, 1)} | ${f(s.errors!)} |`;
+    }),
+    "",
+    `Overload goodput / crr at ${args.connections} connections, same round: ${f(overloadToPeak, 2)}.`,
+  ].join("\n");
+  writeResults("http", { ...args, overloadConnections, summary, overloadToPeak, runs }, md);
+  log(md);
+}
+
+function describe(r: CannonRun): string {
+  const ms = (l: StatusLatency | undefined) =>
+    l ? `p50 ${l.p50Ms.toFixed(1)} ms, p99 ${l.p99Ms.toFixed(1)} ms` : "none";
+  return `${Math.round(r.requestsPerS)}/s accepted (${ms(r.accepted)}), ${r.refused} refused (${ms(r.refusedLatency)}), ${r.errors} errors`;
+}

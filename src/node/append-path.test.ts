@@ -1,0 +1,113 @@
+/**
+ * Admission control of the append path, on its own: appends whose WAL write is held open
+ * stand for a stalled disk; the clock is the test's. Beyond append.pendingMax, or while the
+ * oldest append has waited beyond append.queueDelayMaxMs, new appends are refused at once
+ * (OverloadedError, counted by reason) and write nothing; the bound lifts as soon as the
+ * queue drains.
+ */
+import { describe, expect, it } from "vitest";
+import { realRuntime, type Runtime } from "../runtime/index.js";
+import type { AppendAck, PreparedRecord } from "../wal/index.js";
+import { AppendPath, OverloadedError, type ShedReason } from "./append-path.js";
+
+function pathWithHeldWal(o: { pendingMax: number; queueDelayMaxMs: number }) {
+  let nowMs = 1_000;
+  const runtime: Runtime = { ...realRuntime, monoMs: () => nowMs };
+  const held: Array<() => void> = [];
+  const written: string[] = [];
+  const shed: Array<[number, ShedReason]> = [];
+  let lsn = 0;
+  const path = new AppendPath({
+    region: "us-east-1",
+    policy: { peersFor: () => [] } as never,
+    admit: () => undefined,
+    getSync: () => undefined,
+    walAppend: (rec: PreparedRecord) =>
+      new Promise<AppendAck>((resolve) => {
+        written.push(rec.key);
+        const ack = { lsn: ++lsn, hlc: { wallMs: nowMs, logical: 0 } } as AppendAck;
+        held.push(() => resolve(ack));
+      }),
+    localApply: async () => undefined,
+    shippers: new Map(),
+    waitTimeoutMsDefault: 1_000,
+    pendingMax: o.pendingMax,
+    queueDelayMaxMs: o.queueDelayMaxMs,
+    batchRecordsMax: 100,
+    onShed: (n, reason) => shed.push([n, reason]),
+    runtime,
+    onDuplicate: () => undefined,
+    onError: () => undefined,
+  });
+  const append = (key: string) => path.append({ key, tenant: "t", outcome: "ok" });
+  const release = async () => {
+    for (const r of held.splice(0)) r();
+    await new Promise((r) => setImmediate(r));
+  };
+  return { path, append, release, written, shed, advance: (ms: number) => (nowMs += ms) };
+}
+
+describe("admission", () => {
+  it("refuses new appends while the oldest has waited beyond queueDelayMaxMs, and admits again once it is answered", async () => {
+    const t = pathWithHeldWal({ pendingMax: 1000, queueDelayMaxMs: 50 });
+    const first = t.append("a");
+    t.advance(50);
+    const second = t.append("b"); // the oldest waited 50 ms: not beyond the bound
+    t.advance(1);
+    const refused = t.append("c");
+    await expect(refused).rejects.toBeInstanceOf(OverloadedError);
+    await expect(refused).rejects.toMatchObject({
+      code: "overloaded",
+      reason: "queue_delay",
+      message: expect.stringContaining("waited 51 ms"),
+    });
+    await expect(t.append("c")).rejects.toMatchObject({ reason: "queue_delay" });
+    expect(t.written).toEqual(["a", "b"]);
+    expect(t.shed).toEqual([
+      [1, "queue_delay"],
+      [1, "queue_delay"],
+    ]);
+    expect(t.path.pending).toBe(2);
+    await t.release();
+    await expect(first).resolves.toMatchObject({ key: "a", lsn: 1 });
+    await expect(second).resolves.toMatchObject({ key: "b", lsn: 2 });
+    t.advance(1_000); // nothing waits now: however long ago the last append, the queue is empty
+    const after = t.append("c");
+    await t.release();
+    await expect(after).resolves.toMatchObject({ key: "c", lsn: 3 });
+  });
+
+  it("measures the oldest append still waiting, not one already answered", async () => {
+    const t = pathWithHeldWal({ pendingMax: 1000, queueDelayMaxMs: 50 });
+    const old = t.append("a");
+    await t.release();
+    await old;
+    t.advance(40);
+    const young = t.append("b");
+    t.advance(40); // "a" would be 80 ms old; "b", the oldest waiting, is 40
+    const next = t.append("c");
+    await t.release();
+    await expect(Promise.all([young, next])).resolves.toHaveLength(2);
+    expect(t.shed).toEqual([]);
+  });
+
+  it("with queueDelayMaxMs 0, refuses only beyond pendingMax (a lone batch always fits)", async () => {
+    const t = pathWithHeldWal({ pendingMax: 2, queueDelayMaxMs: 0 });
+    const held = [t.append("a"), t.append("b")];
+    t.advance(60_000);
+    await expect(t.append("c")).rejects.toMatchObject({
+      reason: "pending",
+      message: expect.stringContaining("exceed append.pendingMax (2)"),
+    });
+    expect(t.shed).toEqual([[1, "pending"]]);
+    await t.release();
+    await Promise.all(held);
+    const lone = t.path.appendMany([
+      { key: "x", tenant: "t", outcome: "ok" },
+      { key: "y", tenant: "t", outcome: "ok" },
+      { key: "z", tenant: "t", outcome: "ok" },
+    ]);
+    await t.release();
+    expect((await lone).map((s) => s.status)).toEqual(["fulfilled", "fulfilled", "fulfilled"]);
+  });
+});
