@@ -36,7 +36,7 @@ export const defaults = {
      * round trip is not paid per batch (80 ms one way, 1k/s: lag p50 178 -> 92 ms with 16; the
      * closing note of the speed issue has the figures), bounded also in bytes.
      */
-    inflightBatchesMax: 16,
+    inflightBatchesMax: 64,
     inflightBytesMax: 16 * 1024 * 1024,
     /** Wait this long for more records before sending a small batch (0: send at once). */
     lingerMs: 0,
