@@ -286,6 +286,13 @@ const mutants = [
     to: "  if (false)\n",
     tests: ["test/sim/sim.test.ts"],
   },
+  {
+    name: "a region whose own lost records a silent peer may hold refuses at once instead of serving and asking again",
+    file: "src/node/region.ts",
+    from: "        if (!(err instanceof OwnRecordsUndecidedError)) throw err;\n",
+    to: "        throw err;\n",
+    tests: ["test/recovery/lost-state.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */

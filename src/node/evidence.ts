@@ -58,6 +58,11 @@ export class Evidence implements RecoveryEvidence {
 
   constructor(private readonly o: EvidenceOptions) {}
 
+  /** Forget the peers' answers: the next question asks them again. */
+  refresh(): void {
+    this.views = undefined;
+  }
+
   /** Every peer's watermarks, asked once; a peer that does not answer within peerWaitMs is left out. */
   peerViews(): Promise<Map<string, WatermarksView>> {
     this.views ??= (async () => {

@@ -51,7 +51,7 @@ import { LocalApplier } from "./local-applier.js";
 import type { DataDirLock } from "./lock.js";
 import type { RegionMetrics } from "./metrics.js";
 import { openParts, type Parts } from "./parts.js";
-import { replayLocal } from "./replay.js";
+import { OwnRecordsUndecidedError, replayLocal, replayLocalWhenAnswered } from "./replay.js";
 import { ReplayFloorFile } from "./replay-floor.js";
 import type { TlsFiles } from "./tls.js";
 import { allowSkip, repairFromPeer, repairVersions, walRecords } from "./repair.js";
@@ -105,6 +105,8 @@ export class Region {
   readonly divergence: DivergenceMonitor;
   readonly disk: DiskState;
   readonly startup: StartupChecks;
+  /** Open could not finish the store's catch-up with the WAL (a peer that may hold lost records did not answer): the startup checks retry it. */
+  private catchUpPending = false;
   readonly incarnations: IncarnationTracker;
   /** Verifies every signed request (replication, divergence, admin, probes): one replay window. */
   readonly verifier: RequestVerifier;
@@ -134,7 +136,12 @@ export class Region {
   private constructor(
     config: NodeConfig,
     p: Parts,
-    o: { log: Logger; runtime: Runtime; startAlone: boolean; fileOps: FileOps | undefined },
+    o: {
+      log: Logger;
+      runtime: Runtime;
+      startAlone: boolean;
+      fileOps: FileOps | undefined;
+    },
   ) {
     const { log, runtime } = o;
     this.name = config.region;
@@ -224,6 +231,10 @@ export class Region {
       empty: p.empty,
       links: [...this.links.values()],
       views: () => this.evidence.peerViews(),
+      catchUp: ({ untilMs, onWait }) =>
+        this.catchUpPending
+          ? replayLocalWhenAnswered(this, this.evidence, { untilMs, retryMs: 1000, onWait })
+          : Promise.resolve(),
       store: this.store,
       clock: this.clock,
       accepts: (origin, tenant) => this.policy.accepts(origin, tenant),
@@ -261,7 +272,17 @@ export class Region {
     }));
     try {
       for (const entry of parts.abandoned) await region.auditPump.record({ kind: "wal-abandoned", ...entry });
-      await replayLocal(region, parts.evidence);
+      try {
+        await replayLocal(region, parts.evidence);
+      } catch (err) {
+        if (!(err instanceof OwnRecordsUndecidedError)) throw err;
+        // Serve the peers and ask them again from start(): they may be waiting for us too.
+        log.warn(
+          { err: err.message },
+          "recovery: waiting for peers that may hold own records the store lost",
+        );
+        region.catchUpPending = true;
+      }
       await region.auditPump.pump();
       return region;
     } catch (err) {

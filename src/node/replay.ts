@@ -1,13 +1,55 @@
 /**
  * At open, the store catches up with this region's own stream: what it lacks below the
  * WAL's oldest segment comes from the peers (what nobody holds is audited as lost, before
- * the watermark moves past it), the rest from the WAL.
+ * the watermark moves past it), the rest from the WAL. When a peer that may hold what the
+ * store lacks does not answer, the catch-up waits for it while the node serves its peers
+ * (`replayLocalWhenAnswered`), instead of refusing at once.
  */
+import { sleep } from "../runtime/index.js";
 import type { Wal } from "../wal/index.js";
 import type { Evidence } from "./evidence.js";
 import { applyWalRange } from "./local-applier.js";
 import { StartupRefusedError } from "./startup.js";
 import type { Region } from "./region.js";
+
+/** The store lacks own records below the WAL that no peer that answered holds, and some peers did not answer. */
+export class OwnRecordsUndecidedError extends StartupRefusedError {
+  constructor(
+    message: string,
+    readonly unanswered: readonly string[],
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * replayLocal, asked again every `retryMs` until `untilMs` while peers that may hold own
+ * records the store lost do not answer. The node serves its peers meanwhile: a peer in the
+ * same state needs this region's answer as much as this region needs its (found by the
+ * simulator, seed 16: two regions that had lost their stores each refused to start while the
+ * other did not answer, and neither answered while it refused, so neither ever started).
+ */
+export async function replayLocalWhenAnswered(
+  r: Region,
+  evidence: Evidence,
+  o: { untilMs: number; retryMs: number; onWait: (detail: string) => void },
+): Promise<void> {
+  for (;;) {
+    try {
+      await replayLocal(r, evidence);
+      await r.auditPump.pump();
+      return;
+    } catch (err) {
+      if (!(err instanceof OwnRecordsUndecidedError) || r.runtime.nowMs() >= o.untilMs) throw err;
+      const leftS = Math.ceil((o.untilMs - r.runtime.nowMs()) / 1000);
+      o.onWait(
+        `own records the store lost may be held by ${err.unanswered.join(", ")}: waiting for an answer (${leftS} s left)`,
+      );
+      await sleep(r.runtime, Math.min(o.retryMs, Math.max(1, o.untilMs - r.runtime.nowMs())));
+      evidence.refresh();
+    }
+  }
+}
 
 /** Apply to the store what it lacks of this incarnation: from peers below the WAL, then from the WAL. */
 export async function replayLocal(r: Region, evidence: Evidence): Promise<void> {
@@ -35,8 +77,9 @@ async function refillBelowWal(
   // seed 62: a region whose clock had jumped was refused by every peer, declared all its
   // own acknowledged records lost, and a peer that needed them never got them).
   if (lost > 0 && evidence.unanswered.length > 0)
-    throw new StartupRefusedError(
+    throw new OwnRecordsUndecidedError(
       `region ${r.name}: its store lacks ${lost} of its own records ${from}..${to} (below the WAL's first LSN) and ${evidence.unanswered.join(", ")} did not answer, which may hold them; nothing was changed. Start again when they are reachable (a peer gone for good: remove it from crr.peers first).`,
+      [...evidence.unanswered],
     );
   if (lost > 0) {
     const held = new Set(records.map((x) => x.lsn));

@@ -1,6 +1,8 @@
 /**
  * The checks between opening a region and admitting appends (the server already answers
  * peers and status meanwhile; readiness is false and status says what it waits for):
+ * - own records the store lost below the WAL, when a peer that may hold them did not answer
+ *   at open: asked again until it answers or `bootstrapWaitMs` passes (then a refusal);
  * - another node serving this region name (a second incarnation heard from by a peer after
  *   this one started): refuse to start;
  * - the peers' clocks: a floor for ours, so a region that lost its clock does not issue
@@ -50,6 +52,12 @@ export interface StartupOptions {
   startAlone: boolean;
   log: Logger;
   runtime: Runtime;
+  /**
+   * The store's catch-up with this region's own stream when open could not finish it (a peer
+   * that may hold lost records did not answer): retried until `untilMs`, saying what it waits
+   * for; undefined when open finished it.
+   */
+  catchUp?: (o: { untilMs: number; onWait: (detail: string) => void }) => Promise<void>;
   /** Written to the audit log (resolves once it is): what the bootstrap copied, or that the operator started alone. */
   audit: (entry: { kind: string; [field: string]: unknown }) => Promise<void>;
 }
@@ -66,6 +74,11 @@ export class StartupChecks {
 
   async run(): Promise<void> {
     try {
+      if (this.o.catchUp)
+        await this.o.catchUp({
+          untilMs: this.startedAtMs + this.o.bootstrapWaitMs,
+          onWait: (detail) => (this.detail = detail),
+        });
       let views = await this.o.views();
       views = await this.checkNoTwin(views);
       for (const [peer, v] of views) this.observeClock(peer, v.clock);

@@ -12,7 +12,7 @@
  * region's store where the WAL no longer holds the LSNs. Up to `inflightBatchesMax` batches
  * are in flight, in LSN order on one connection.
  */
-import { EventEmitter } from "node:events";
+import { EventEmitter, setMaxListeners } from "node:events";
 import type { Logger } from "../log.js";
 import { LinkError, type PeerLink, type WatermarksView } from "../link/index.js";
 import { BATCH_FLAG_BACKFILL, BATCH_FLAG_SKIP_GAP, encodeBatch } from "../protocol/index.js";
@@ -116,6 +116,9 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     this.rt = o.runtime ?? realRuntime;
     this.peer = o.link.peer;
     this.progressAtMs = this.rt.nowMs();
+    // Every batch in the window listens on this signal (and the waits beside them): a full
+    // window is not a leak, and must not print Node's MaxListenersExceededWarning.
+    setMaxListeners(o.inflightBatchesMax + 16, this.abort.signal);
     const saved = readAckState(o.stateFile, this.peer);
     this.persisted = saved;
     if (saved && saved.incarnation === o.wal.incarnation) this.acked = saved.acked;

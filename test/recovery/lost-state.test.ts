@@ -151,6 +151,46 @@ describe("a region that lost part of its state", () => {
     await expectDecided(ledger, a);
   });
 
+  it("two regions that lost their stores, their WALs trimmed by retention, start together: each answers the other while it waits, and what nobody holds is audited as lost", async () => {
+    const cluster = await Cluster.start({
+      regions: ["us-east-1", "eu-west-1"],
+      common: { ...fast, wal: { segmentBytesMax: 4096, retentionIntervalMs: 100 } },
+    });
+    const [a, b] = [cluster.node("us-east-1"), cluster.node("eu-west-1")];
+    const ledger = new Ledger();
+    await ledger.appendMany(a, "east", 120, "tenant-a", 1);
+    await ledger.appendMany(b, "west", 120, "tenant-a", 1);
+    await waitConverged([a, b]);
+    await waitFor(
+      async () => ((await status(a)).wal.firstLsn > 10 && (await status(b)).wal.firstLsn > 10) || undefined,
+      "retention to drop the oldest segments of both WALs",
+    );
+    await Promise.all([cluster.stopNode("us-east-1"), cluster.stopNode("eu-west-1")]);
+    const walFirst = (n: TestNode) =>
+      Math.min(
+        ...fs
+          .readdirSync(path.join(n.dataDir, "wal"))
+          .filter((f) => f.endsWith(".wal"))
+          .map((f) => Number(f.slice(0, 20))),
+      );
+    const first = { "us-east-1": walFirst(a), "eu-west-1": walFirst(b) };
+    for (const n of [a, b]) for (const f of storeFiles(n.dataDir)) fs.rmSync(path.join(n.dataDir, f));
+    // Each needs the other's answer about its own lost records: before, each refused while the
+    // other did not answer, and neither answered while it refused.
+    await Promise.all([cluster.startNode("us-east-1"), cluster.startNode("eu-west-1")]);
+    for (const n of [a, b]) {
+      const audit = fs.readFileSync(path.join(n.dataDir, "audit", "audit-000001.log"), "utf8");
+      const lastLost = first[n.name as keyof typeof first] - 1;
+      expect(audit).toMatch(
+        new RegExp(`"kind":"records-lost".*"from":1,"to":${lastLost},"lost":${lastLost}`),
+      );
+      // What its WAL still held is served again, as acknowledged.
+      const kept = ledger.acked.filter((r) => r.origin === n.name && r.lsn > lastLost);
+      expect(kept.length).toBeGreaterThan(0);
+      await expectDecided(ledger, n, kept);
+    }
+  });
+
   it("a WAL directory gone while the store holds its stream is refused; --accept-wal-loss starts a new incarnation, audited, its clock after its own records", async () => {
     const cluster = await Cluster.start({ regions: ["us-east-1", "eu-west-1"] });
     const a = cluster.node("us-east-1");

@@ -13,12 +13,15 @@ import { runSeed, type SimResult } from "../../src/sim/index.js";
 // a seed draws changes with the simulator): 14 (a bit flip in the last synced WAL frame cut
 // as a torn tail, its LSN reissued), 62 (a region that could not reach its peers
 // declared its own acknowledged records lost), 33 (an older incarnation backfilled to a peer
-// only once its clock is near records stamped by a clock that jumped). The bug-finding
+// only once its clock is near records stamped by a clock that jumped), 16 (two regions that
+// lost their stores each refused to start while the other did not answer; neither answered
+// while it refused). The bug-finding
 // table (`node scripts/known-mutants.mjs --sim 20`) maps every known mutant to the first
 // seed that finds it; most are among 1..10.
 const seeds = [
   ...Array.from({ length: Number(process.env.CRR_SIM_SEEDS ?? 10) }, (_, i) => i + 1),
   14,
+  16,
   33,
   62,
 ];
