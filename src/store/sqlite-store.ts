@@ -854,7 +854,7 @@ export class SqliteStore implements DedupStore {
 
   async close(): Promise<void> {
     if (!this.db.open) return;
-    await this.walSync?.settled();
+    await this.walSync?.close();
     await this.checkpointer?.stop();
     if (this.digests) this.stmt.saveSnapshot.run(1, this.digests.digests, this.digests.countsBytes());
     this.db.close();

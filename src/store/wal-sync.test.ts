@@ -3,6 +3,10 @@
  * for it; commits made while one sync runs share the next one; a failed sync is final.
  * FileOps is faked so the test decides when each fdatasync ends.
  */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import Database from "better-sqlite3";
 import { describe, expect, it } from "vitest";
 import { nodeFileOps, type FileOps } from "../util/file-ops.js";
 import { WalSync } from "./wal-sync.js";
@@ -10,14 +14,21 @@ import { WalSync } from "./wal-sync.js";
 /** fdatasync calls that end when the test says, and fail when told to. */
 function controlledOps() {
   const calls: Array<{ end: (err?: Error) => void }> = [];
+  const opened: string[] = [];
+  const closed: number[] = [];
   const ops: FileOps = {
     ...nodeFileOps,
-    open: async () => 7,
-    close: async () => undefined,
+    open: async (file) => {
+      opened.push(file);
+      return 7;
+    },
+    close: async (fd) => {
+      closed.push(fd);
+    },
     fdatasync: () =>
       new Promise<void>((resolve, reject) => calls.push({ end: (err) => (err ? reject(err) : resolve()) })),
   };
-  return { ops, calls };
+  return { ops, calls, opened, closed };
 }
 
 const tick = () => new Promise((r) => setImmediate(r));
@@ -59,5 +70,43 @@ describe("group commit of the store's -wal", () => {
     await expect(s.sync()).rejects.toMatchObject({ code: "store_sync_failed" });
     expect(calls).toHaveLength(1);
     await s.settled();
+  });
+
+  it("opens the -wal once for every sync, and closes it when the store closes", async () => {
+    const { ops, calls, opened, closed } = controlledOps();
+    const s = new WalSync("/x/store.sqlite-wal", "/x/store.sqlite", ops);
+    for (let i = 0; i < 3; i++) {
+      const p = s.sync();
+      await tick();
+      calls.at(-1)!.end();
+      await p;
+    }
+    expect(calls).toHaveLength(3);
+    expect(opened).toEqual(["/x/store.sqlite-wal"]);
+    expect(closed).toEqual([]);
+    await s.close();
+    expect(closed).toEqual([7]);
+  });
+
+  it("may keep the descriptor: SQLite keeps the -wal's inode through checkpoints while a connection is open", () => {
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "crr-walsync-")), "store.sqlite");
+    const db = new Database(file);
+    db.pragma("journal_mode = WAL");
+    db.pragma("journal_size_limit = 0");
+    db.exec("CREATE TABLE t (v BLOB)");
+    const insert = db.prepare("INSERT INTO t VALUES (?)");
+    const inode = () => fs.statSync(`${file}-wal`).ino;
+    const first = inode();
+    // A second connection that checkpoints and closes, as the checkpointer thread does.
+    for (const mode of ["PASSIVE", "RESTART", "TRUNCATE"]) {
+      for (let i = 0; i < 200; i++) insert.run(Buffer.alloc(1000));
+      const other = new Database(file);
+      other.pragma(`wal_checkpoint(${mode})`);
+      other.close();
+      for (let i = 0; i < 10; i++) insert.run(Buffer.alloc(1000)); // the log restarts from its beginning
+      expect(inode(), mode).toBe(first);
+    }
+    db.close();
+    expect(fs.existsSync(`${file}-wal`)).toBe(false); // the last connection closed: gone
   });
 });
