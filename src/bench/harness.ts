@@ -233,7 +233,7 @@ export class CrrHarness {
       this.nodes.set(name, {
         name,
         mesh,
-        pool: new Pool(mesh.url, { connections: 16 }),
+        pool: new Pool(mesh.url, { connections: this.s.load.connectionsPerRegion }),
         epoch: 0,
         events: undefined,
       });
@@ -246,7 +246,7 @@ export class CrrHarness {
     await this.mesh!.startNode(name);
     const node = this.nodes.get(name)!;
     await node.pool.close().catch(() => undefined);
-    node.pool = new Pool(node.mesh.url, { connections: 16 });
+    node.pool = new Pool(node.mesh.url, { connections: this.s.load.connectionsPerRegion });
     await this.started(name);
     return Date.now() - t0;
   }

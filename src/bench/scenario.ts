@@ -41,6 +41,8 @@ export interface Scenario {
     batchRecords: number;
     /** Records each region's client may have unanswered (each region its own bound, so one slow region does not starve the others). */
     inflightPerRegion: number;
+    /** HTTP connections of each region's client (per-record appends: at most this many in flight at once). */
+    connectionsPerRegion: number;
   };
   links: LinkSpec[];
   drills: DrillSpec[];
@@ -96,6 +98,7 @@ const schema = {
         tenants: { type: "array", minItems: 1, items: { type: "string" } },
         batchRecords: { type: "integer", minimum: 1, maximum: 1000 },
         inflightPerRegion: { type: "integer", minimum: 1 },
+        connectionsPerRegion: { type: "integer", minimum: 1, maximum: 1024 },
       },
     },
     links: {
@@ -166,6 +169,7 @@ export function parseScenario(raw: unknown, source: string): Scenario {
       tenants: ["tenant-a"],
       batchRecords: 1,
       inflightPerRegion: 5000,
+      connectionsPerRegion: 64,
       ...(r.load as Partial<Scenario["load"]>),
     } as Scenario["load"],
     links: r.links ?? [],
