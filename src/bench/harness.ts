@@ -80,6 +80,8 @@ export interface RunResult {
   appendedPerS: number;
   acknowledged: number;
   failedAppends: number;
+  /** Per second since the start, per region appended in: the records acknowledged in that second. */
+  acknowledgedPerSecond?: Array<{ region: string; counts: number[] }>;
   links: LinkResult[];
   lagMs: LatencySummary;
   drills: DrillResult[];
@@ -615,12 +617,17 @@ export class CrrHarness {
     const warm = this.startedAt + this.s.load.warmupSeconds * 1000;
     let acknowledged = 0;
     let missing = 0;
+    const ackedPerSecond = new Map<string, number[]>();
     const lost = new Set(this.drills.filter((d) => d.kind === "disk-loss").map((d) => d.region));
     for (const st of this.streams.values()) {
+      let counts = ackedPerSecond.get(st.origin);
+      if (!counts) ackedPerSecond.set(st.origin, (counts = []));
       for (let lsn = 1; lsn <= st.maxAcked; lsn++) {
         const t = st.ackedAt[lsn];
         if (t === undefined) continue;
         acknowledged++;
+        const ackSec = Math.floor((t - this.startedAt) / 1000);
+        counts[ackSec] = (counts[ackSec] ?? 0) + 1;
         for (const peer of this.targets(st.origin, st.tenants[lsn]!)) {
           const id = `${st.origin}->${peer}`;
           let link = links.get(id);
@@ -678,6 +685,10 @@ export class CrrHarness {
       appendedPerS: acknowledged / seconds,
       acknowledged,
       failedAppends: this.failed,
+      acknowledgedPerSecond: this.s.regions.map((region) => ({
+        region,
+        counts: Array.from({ length: Math.ceil(seconds) }, (_, i) => ackedPerSecond.get(region)?.[i] ?? 0),
+      })),
       links: [...links].map(([id, l]) => {
         const [from, to] = id.split("->") as [string, string];
         return {

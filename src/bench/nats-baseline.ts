@@ -189,6 +189,7 @@ export async function runNatsBaseline(
     await reading.catch(() => undefined);
     const h = histogram();
     const perSecond: number[] = [];
+    const ackedPerSecond: number[] = [];
     const warm = started + s.load.warmupSeconds * 1000;
     let missing = 0;
     let acknowledged = 0;
@@ -196,6 +197,8 @@ export async function runNatsBaseline(
       const t = ackedAt[seq];
       if (t === undefined) continue;
       acknowledged++;
+      const ackSec = Math.floor((t - started) / 1000);
+      ackedPerSecond[ackSec] = (ackedPerSecond[ackSec] ?? 0) + 1;
       const d = deliveredAt[seq];
       if (d === undefined) {
         missing++;
@@ -218,6 +221,12 @@ export async function runNatsBaseline(
       appendedPerS: acknowledged / total,
       acknowledged,
       failedAppends: failed,
+      acknowledgedPerSecond: [
+        {
+          region: "A (stream)",
+          counts: Array.from({ length: Math.ceil(total) }, (_, i) => ackedPerSecond[i] ?? 0),
+        },
+      ],
       links: [
         {
           from: "A (stream)",

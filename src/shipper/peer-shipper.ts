@@ -268,6 +268,13 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     const roomFor = () =>
       inflight.length === 0 ||
       (inflight.length < this.o.inflightBatchesMax && bytes() < this.o.inflightBytesMax);
+    // Ends the batches still in flight once the session fails: undici times out pipelined
+    // requests one after the other (each from when it reaches the head of the connection), so
+    // waiting for them made a black-holed link take the whole window times the request
+    // timeout to be noticed (64 s with 64 batches and 1 s).
+    const ending = new AbortController();
+    const window = anySignal([signal, ending.signal]);
+    setMaxListeners(this.o.inflightBatchesMax + 16, window.signal);
     try {
       while (!signal.aborted) {
         // With nothing in flight the peer is exactly at `acked` (a skip may have moved it).
@@ -276,7 +283,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
           const chunk = await this.nextChunk(next, inflight);
           if (chunk) {
             this.state = "shipping";
-            const sent = this.send(chunk, 0);
+            const sent = this.send(chunk, 0, window.signal);
             sizes.set(sent, chunk.frames.length);
             inflight.push(sent);
             next = chunk.lastLsn + 1;
@@ -298,9 +305,12 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
         this.advance(outcome.watermark, outcome.sent);
       }
     } finally {
-      // Whatever was sent after a failure is settled (some may have landed) before the session ends.
+      // Whatever was sent after a failure is ended, then settled (some may have landed, and
+      // their answers count; the next session asks the peer where it is anyway).
+      ending.abort(new Error("the shipping session ended"));
       for (const later of await Promise.all(inflight))
         if (later.kind === "ok") this.advance(later.watermark, later.sent);
+      window.release();
     }
   }
 
@@ -393,14 +403,14 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   }
 
   /** Send one batch; the outcome never rejects (the session settles it). */
-  private send(chunk: WalChunk, flags: number): Promise<SendOutcome> {
+  private send(chunk: WalChunk, flags: number, signal = this.abort.signal): Promise<SendOutcome> {
     let encoded: { body: Buffer; sent: number };
     try {
       encoded = this.encode(chunk, flags);
     } catch (err) {
       return Promise.resolve({ kind: "error", error: err as Error, chunk });
     }
-    return this.o.link.replicate(encoded.body, this.abort.signal).then(
+    return this.o.link.replicate(encoded.body, signal).then(
       (answer): SendOutcome => {
         // A backfill answer carries the stream's watermark, unrelated to the batch.
         if (answer.kind === "ok" && (flags & BATCH_FLAG_BACKFILL) !== 0)

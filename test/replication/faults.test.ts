@@ -33,6 +33,10 @@ describe("replication under faults", () => {
     expect(cluster.logs("eu-west-1")).not.toMatch(/"level":50/); // no error logs on the restarted peer
   });
 
+  // With the default window (64 batches pipelined) this fails two ways without the fixes: the
+  // shipper waited for every batch of its window to time out one after the other before it
+  // said "failing" (64 s), and the healed peer refused most of a window with 503 busy
+  // (server.peerRequestsMax) until the gate let requests wait for a slot instead.
   it("a black-holed link longer than many batches heals within seconds and delivers everything", async () => {
     const proxy = await testProxy({ targetPort: 0 });
     const cluster = await Cluster.start({

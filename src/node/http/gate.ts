@@ -7,8 +7,12 @@
  *    destination, window, replay floor, nonce); a bad one is refused (401/403) at once. The
  *    peer routes (`/v1/replicate`, `/v1/divergence/*`) refuse unsigned requests the same way,
  *    so an unauthenticated client never gets the peer body limit.
- * 3. Authenticated peer requests served at once are bounded (`server.peerRequestsMax`; 503
- *    with Retry-After beyond).
+ * 3. Authenticated peer requests served at once are bounded (`server.peerRequestsMax`). One
+ *    beyond it waits for a slot, its body unread (Node stops reading a connection whose
+ *    request is not consumed, so a waiting request holds little memory), within its body
+ *    deadline; only more waiting requests than `server.connectionsMax` get 503 busy. Refusing
+ *    at once broke a shipper's whole window of pipelined batches, over and over: with two
+ *    peers each sending 64 batches ahead, a node answered little but "busy".
  * 4. The body of a signed request is hashed as it arrives and must match the signed
  *    Content-Digest (400 bad_digest).
  * 5. The answer to a signed request is signed back, bound to the request's nonce: an
@@ -55,14 +59,38 @@ function refuse(reply: FastifyReply, status: number, code: string, message: stri
 export function installGate(app: FastifyInstance, region: Region): void {
   const c = region.config.server;
   let peerActive = 0;
+  /** Peer requests waiting for a slot, oldest first; each takes a slot handed over only if it is still alive. */
+  const waiting: Array<() => boolean> = [];
   /** What a request holds until it ends: its body deadline, its peer slot. */
   const held = new WeakMap<FastifyRequest, { deadline: Timer; slot: boolean }>();
+  const handOver = () => {
+    while (waiting.length > 0) if (waiting.shift()!()) return;
+    peerActive--;
+  };
   const release = (req: FastifyRequest) => {
     const h = held.get(req);
     if (!h) return;
     held.delete(req);
     h.deadline.cancel();
-    if (h.slot) peerActive--;
+    if (h.slot) handOver();
+  };
+  /** A slot for `req`: at once, or once a request ahead of it ends (false: too many wait already). */
+  const slot = async (req: FastifyRequest, h: { slot: boolean }): Promise<boolean> => {
+    if (peerActive < c.peerRequestsMax) {
+      peerActive++;
+      h.slot = true;
+      return true;
+    }
+    if (waiting.length >= c.connectionsMax) return false;
+    await new Promise<void>((resolve) =>
+      waiting.push(() => {
+        if (held.get(req) !== h || req.raw.destroyed) return false; // cut or gone while it waited
+        h.slot = true;
+        resolve();
+        return true;
+      }),
+    );
+    return true;
   };
   app.addHook("onResponse", async (req) => release(req));
   app.addHook("onRequestAbort", async (req) => release(req));
@@ -97,12 +125,8 @@ export function installGate(app: FastifyInstance, region: Region): void {
       region.metrics.refusals.inc({ reason: "unauthenticated" });
       return refuse(reply, 401, "unauthenticated", "missing signature");
     }
-    if (req.crrPeer && peerRoute.test(req.url)) {
-      if (peerActive >= c.peerRequestsMax)
-        return refuse(reply.header("retry-after", "1"), 503, "busy", "too many peer requests at once");
-      peerActive++;
-      h.slot = true;
-    }
+    if (req.crrPeer && peerRoute.test(req.url) && !(await slot(req, h)))
+      return refuse(reply.header("retry-after", "1"), 503, "busy", "too many peer requests at once");
   });
   app.addHook("preParsing", async (req, _reply, payload) => {
     if (!req.crrPeer) return payload;
