@@ -231,10 +231,11 @@ export class Region {
       empty: p.empty,
       links: [...this.links.values()],
       views: () => this.evidence.peerViews(),
-      catchUp: ({ untilMs, onWait }) =>
-        this.catchUpPending
-          ? replayLocalWhenAnswered(this, this.evidence, { untilMs, retryMs: 1000, onWait })
-          : Promise.resolve(),
+      catchUp: async ({ untilMs, onWait }) => {
+        if (!this.catchUpPending) return;
+        await replayLocalWhenAnswered(this, this.evidence, { untilMs, retryMs: 1000, onWait });
+        this.catchUpPending = false;
+      },
       store: this.store,
       clock: this.clock,
       accepts: (origin, tenant) => this.policy.accepts(origin, tenant),
@@ -401,7 +402,27 @@ export class Region {
   }
 
   async get(key: string): Promise<StoredRecord | undefined> {
+    this.refuseWhileCatchingUp();
     return this.store.get(key);
+  }
+
+  /** Open could not catch the store up with this region's own stream yet (it waits for peers). */
+  get catchingUp(): boolean {
+    return this.catchUpPending;
+  }
+
+  /**
+   * While the store lacks own records it acknowledged (the catch-up waits for peers), what it
+   * would answer about winners may be wrong: reads and the divergence routes that export
+   * winners are refused (503) instead. Evidence routes (watermarks, streams, WAL) still answer.
+   */
+  refuseWhileCatchingUp(): void {
+    if (this.catchUpPending)
+      throw new UnavailableError(
+        "catching_up",
+        `region ${this.name} is catching its store up with its own acknowledged records (${this.startup.detail}): not answering from it yet`,
+        1,
+      );
   }
 
   /** Refuse appends (503 with Retry-After over HTTP) until undrain(); replication goes on. */

@@ -35,6 +35,7 @@ export async function replayLocalWhenAnswered(
   o: { untilMs: number; retryMs: number; onWait: (detail: string) => void },
 ): Promise<void> {
   for (;;) {
+    evidence.refresh(); // open asked them already: ask again now that this node serves its peers
     try {
       await replayLocal(r, evidence);
       await r.auditPump.pump();
@@ -46,7 +47,6 @@ export async function replayLocalWhenAnswered(
         `own records the store lost may be held by ${err.unanswered.join(", ")}: waiting for an answer (${leftS} s left)`,
       );
       await sleep(r.runtime, Math.min(o.retryMs, Math.max(1, o.untilMs - r.runtime.nowMs())));
-      evidence.refresh();
     }
   }
 }

@@ -67,18 +67,23 @@ export class StartupChecks {
   /** What the checks are waiting for, or why they refused (status shows it). */
   detail = "asking peers what they hold";
   private readonly startedAtMs: number;
+  /** Where the bootstrap's wait for peers starts (after a catch-up that waited, not before it). */
+  private bootstrapFromMs: number;
 
   constructor(private readonly o: StartupOptions) {
     this.startedAtMs = o.runtime.nowMs();
+    this.bootstrapFromMs = this.startedAtMs;
   }
 
   async run(): Promise<void> {
     try {
-      if (this.o.catchUp)
+      if (this.o.catchUp) {
         await this.o.catchUp({
           untilMs: this.startedAtMs + this.o.bootstrapWaitMs,
           onWait: (detail) => (this.detail = detail),
         });
+        this.bootstrapFromMs = this.o.runtime.nowMs(); // a bootstrap after it gets a whole wait of its own
+      }
       let views = await this.o.views();
       views = await this.checkNoTwin(views);
       for (const [peer, v] of views) this.observeClock(peer, v.clock);
@@ -162,7 +167,7 @@ export class StartupChecks {
   }
 
   private async waitForPeers(views: Map<string, WatermarksView>): Promise<Map<string, WatermarksView>> {
-    const until = this.startedAtMs + this.o.bootstrapWaitMs;
+    const until = this.bootstrapFromMs + this.o.bootstrapWaitMs;
     while (views.size < this.o.links.length && this.o.runtime.nowMs() < until) {
       const missing = this.o.links.filter((l) => !views.has(l.peer)).map((l) => l.peer);
       this.detail = `no state of its own: waiting for ${missing.join(", ")} to learn what the mesh decided (${Math.ceil((until - this.o.runtime.nowMs()) / 1000)} s left)`;
@@ -213,7 +218,7 @@ export class StartupChecks {
       try {
         return await this.copyFrom(views);
       } catch (err) {
-        if (this.o.runtime.nowMs() > this.startedAtMs + this.o.bootstrapWaitMs)
+        if (this.o.runtime.nowMs() > this.bootstrapFromMs + this.o.bootstrapWaitMs)
           throw new StartupRefusedError(
             `region ${this.o.region} has no state of its own and could not copy what its peers hold within ${this.o.bootstrapWaitMs} ms: ${(err as Error).message}`,
           );

@@ -86,6 +86,13 @@ describe("group commit of the store's -wal", () => {
     expect(closed).toEqual([]);
     await s.close();
     expect(closed).toEqual([7]);
+    // A commit after close began is synced with a descriptor of its own, closed at once.
+    const late = s.sync();
+    await tick();
+    calls.at(-1)!.end();
+    await late;
+    expect(opened).toHaveLength(2);
+    expect(closed).toEqual([7, 7]);
   });
 
   it("may keep the descriptor: SQLite keeps the -wal's inode through checkpoints while a connection is open", () => {

@@ -26,6 +26,8 @@ export class WalSync {
   private failed: StoreError | undefined;
   /** The -wal file, opened at the first sync. */
   private fd: Promise<number> | undefined;
+  /** close() began: a sync after it opens and closes the file itself (nothing would close a kept one). */
+  private closing = false;
 
   /** `file`: the database's -wal file; `store`: the database file, named in errors. */
   constructor(
@@ -56,6 +58,7 @@ export class WalSync {
 
   /** Wait for the syncs, then close the -wal descriptor (before the database closes and SQLite removes the file). */
   async close(): Promise<void> {
+    this.closing = true;
     await this.settled();
     const fd = this.fd;
     this.fd = undefined;
@@ -73,8 +76,17 @@ export class WalSync {
 
   private async run(): Promise<void> {
     try {
-      this.fd ??= this.ops.open(this.file, "r");
-      await this.ops.fdatasync(await this.fd);
+      if (this.closing) {
+        const fd = await this.ops.open(this.file, "r");
+        try {
+          await this.ops.fdatasync(fd);
+        } finally {
+          await this.ops.close(fd);
+        }
+      } else {
+        this.fd ??= this.ops.open(this.file, "r");
+        await this.ops.fdatasync(await this.fd);
+      }
     } catch (err) {
       this.failed ??= new StoreError(
         this.store,

@@ -175,9 +175,22 @@ describe("a region that lost part of its state", () => {
       );
     const first = { "us-east-1": walFirst(a), "eu-west-1": walFirst(b) };
     for (const n of [a, b]) for (const f of storeFiles(n.dataDir)) fs.rmSync(path.join(n.dataDir, f));
-    // Each needs the other's answer about its own lost records: before, each refused while the
+    // us-east-1 alone first: it serves its peers and waits for eu-west-1, which may hold its
+    // lost records; meanwhile it does not answer reads from a store that lacks them.
+    const startingA = cluster.startNode("us-east-1");
+    const waiting = await waitFor(async () => {
+      const st = await api<{ startup?: { state: string; detail: string } }>(`${a.url}/v1/status`).catch(
+        () => undefined,
+      );
+      return st?.body.startup?.detail.includes("may be held by eu-west-1") ? st.body.startup : undefined;
+    }, "us-east-1 to wait for eu-west-1");
+    expect(waiting.state).toBe("checking");
+    const read = await api<{ code: string }>(`${a.url}/v1/records/${ledger.acked[0]!.key}`);
+    expect(read.status).toBe(503);
+    expect(read.body.code).toBe("catching_up");
+    // Then eu-west-1, which needs us-east-1's answer as much: before, each refused while the
     // other did not answer, and neither answered while it refused.
-    await Promise.all([cluster.startNode("us-east-1"), cluster.startNode("eu-west-1")]);
+    await Promise.all([startingA, cluster.startNode("eu-west-1")]);
     for (const n of [a, b]) {
       const audit = fs.readFileSync(path.join(n.dataDir, "audit", "audit-000001.log"), "utf8");
       const lastLost = first[n.name as keyof typeof first] - 1;

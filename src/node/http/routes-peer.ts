@@ -141,6 +141,7 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
       "/v1/divergence/tree",
       { schema: { ...peerTag, body: schemas.tree } },
       async (req) => {
+        region.refuseWhileCatchingUp();
         const { level } = req.body;
         const tree = region.store.digestTree();
         const indexes = req.body.indexes.filter((i) => i < treeFanout ** level);
@@ -154,10 +155,13 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
     peer.post<{ Body: { buckets: number[] } }>(
       "/v1/divergence/buckets",
       { schema: { ...peerTag, body: schemas.buckets } },
-      async (req) => ({
-        region: region.name,
-        versions: region.store.bucketVersions(req.body.buckets.filter((b) => b < bucketCount)),
-      }),
+      async (req) => {
+        region.refuseWhileCatchingUp();
+        return {
+          region: region.name,
+          versions: region.store.bucketVersions(req.body.buckets.filter((b) => b < bucketCount)),
+        };
+      },
     );
     peer.post<{ Body: { lsns: number[] } }>(
       "/v1/divergence/wal",
@@ -171,12 +175,14 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
     peer.post<{ Body: { origin?: string; after?: { bucket: number; key: string }; limit?: number } }>(
       "/v1/divergence/export",
       { schema: { ...peerTag, body: schemas.export } },
-      async (req) =>
-        region.store.exportPage({
+      async (req) => {
+        region.refuseWhileCatchingUp();
+        return region.store.exportPage({
           origin: req.body.origin,
           after: req.body.after,
           limit: Math.min(5000, req.body.limit ?? 1000),
-        }),
+        });
+      },
     );
     // One origin stream by LSN, winners and conflict losers, each with whether it is intact
     // (a copy changed outside the engine is not evidence): what recovery, bootstrap and
