@@ -293,6 +293,13 @@ const mutants = [
     to: "        throw err;\n",
     tests: ["test/recovery/lost-state.test.ts"],
   },
+  {
+    name: "a bootstrap copies the winners of the first peer only",
+    file: "src/node/copy.ts",
+    from: "  for (const peer of m.views.keys()) note(await copyWinners(m.links.get(peer)!, m.store, keep));\n",
+    to: "  for (const peer of [...m.views.keys()].slice(0, 1)) note(await copyWinners(m.links.get(peer)!, m.store, keep));\n",
+    tests: ["src/node/copy.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { PeerLink, StreamQuery } from "../link/index.js";
+import type { PeerLink, StreamQuery, WatermarksView } from "../link/index.js";
 import type { StoredRecord } from "../store/index.js";
 import { copyStream, type CopyStore } from "./copy.js";
 
@@ -98,5 +98,46 @@ describe("copyStream", () => {
     expect(
       (await copyStream(peerHolding(versions, 6).link, memoryStore(), s, () => true)).coveredThrough,
     ).toBe(20);
+  });
+});
+
+describe("copyMesh", () => {
+  it("copies the winners every peer holds: one held only as a winner, without a stream watermark, by the second peer asked", async () => {
+    const { copyMesh } = await import("./copy.js");
+    // A record of an incarnation whose region lost its disk: no region has a watermark for
+    // that stream; only us-east-1 holds the record (found by the simulator, seed 4).
+    const orphan: StoredRecord = {
+      ...version(4),
+      key: "orphan",
+      origin: "ap-south-1",
+      incarnation: "a".repeat(32),
+    };
+    const view = (region: string): WatermarksView => ({
+      region,
+      incarnation: region[0]!.repeat(32),
+      watermarks: {},
+      streams: [],
+      rule: "first-write-wins",
+      formatVersion: 1,
+      clock: { wallMs: 0, logical: 0 },
+      seen: [],
+    });
+    const exporting = (versions: StoredRecord[]) =>
+      ({ exportPage: async () => ({ versions, next: undefined }) }) as unknown as PeerLink;
+    const store = memoryStore();
+    await copyMesh({
+      region: "eu-west-1",
+      views: new Map([
+        ["us-west-2", view("us-west-2")],
+        ["us-east-1", view("us-east-1")],
+      ]),
+      links: new Map([
+        ["us-west-2", exporting([])],
+        ["us-east-1", exporting([orphan])],
+      ]),
+      store,
+      accepts: () => true,
+    });
+    expect(store.held.get("orphan")).toMatchObject({ origin: "ap-south-1", lsn: 4 });
   });
 });

@@ -115,8 +115,8 @@ export interface MeshCopy {
 /**
  * Copy what the mesh decided into an empty or rebuilt store: each peer's own stream
  * (complete: its watermark is set), our own older incarnations from every peer that holds
- * some of them (their watermark set to the furthest), then every winning version one peer
- * holds (the rest re-ships from watermark 0). Returns the versions copied and the newest
+ * some of them (their watermark set to the furthest), then every winning version every peer
+ * holds. Returns the versions copied and the newest
  * timestamp seen (a floor for the clock).
  */
 export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: Hlc | undefined }> {
@@ -158,10 +158,12 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
     if (m.store.watermarkSync(m.region, incarnation) < upTo)
       m.store.resetWatermark(m.region, incarnation, upTo);
   }
-  const [first] = m.views.keys();
-  if (first !== undefined) {
-    const keep = (v: StoredRecord) => v.origin === m.region || m.accepts(v.origin, v.tenant);
-    note(await copyWinners(m.links.get(first)!, m.store, keep));
-  }
+  // Every winning version every peer holds, not one peer's: a record may survive only as a
+  // winner in one region, with no stream watermark anywhere (an incarnation whose region lost
+  // its disk, copied into a region that itself bootstrapped later): no shipper re-ships it,
+  // so a bootstrap that copied from another peer never got it (found by the simulator,
+  // seed 4). Copies are merged by the rule, so taking the same version twice changes nothing.
+  const keep = (v: StoredRecord) => v.origin === m.region || m.accepts(v.origin, v.tenant);
+  for (const peer of m.views.keys()) note(await copyWinners(m.links.get(peer)!, m.store, keep));
   return { copied, newest };
 }
