@@ -1,10 +1,12 @@
 /**
- * The benchmark report: JSON for machines, a self-contained HTML page for people (inline
- * SVG, opens without a server), and a PNG of the main chart rendered by headless Chromium.
+ * The benchmark report: JSON for machines, a self-contained HTML page for people (the
+ * charts inlined as SVG drawn by Vega-Lite, charts.ts: opens without a server or network),
+ * and a PNG of the charts rendered by headless Chromium.
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
+import { chartsSvg } from "./charts.js";
 import type { RunResult } from "./harness.js";
 import type { Scenario } from "./scenario.js";
 
@@ -83,72 +85,8 @@ export function checkSlos(s: Scenario, r: RunResult): SloCheck[] {
 
 const esc = (s: string) =>
   s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!);
-const colors = [
-  "#1f77b4",
-  "#ff7f0e",
-  "#2ca02c",
-  "#d62728",
-  "#9467bd",
-  "#8c564b",
-  "#e377c2",
-  "#7f7f7f",
-  "#bcbd22",
-  "#17becf",
-];
 
-/** Lag over time per link (max per second, log scale) with the SLO line. */
-export function lagChartSvg(report: BenchReport): string {
-  const series = [
-    ...report.crr.links.map((l) => ({ name: `crr ${l.from}→${l.to}`, values: l.lagMsMaxPerSecond })),
-    ...("skipped" in report.baseline
-      ? []
-      : report.baseline.links.map((l) => ({ name: `NATS ${l.from}→${l.to}`, values: l.lagMsMaxPerSecond }))),
-  ];
-  const w = 1000;
-  const h = 380;
-  const left = 70;
-  const bottom = 40;
-  const seconds = Math.max(1, ...series.map((s) => s.values.length));
-  const sloMs = report.scenario.slo.lagSecondsMax * 1000;
-  const maxMs = Math.max(sloMs, ...series.flatMap((s) => s.values), 1);
-  const minMs = 0.1;
-  const y = (ms: number) =>
-    h -
-    bottom -
-    ((Math.log10(Math.max(ms, minMs)) - Math.log10(minMs)) / (Math.log10(maxMs * 1.5) - Math.log10(minMs))) *
-      (h - bottom - 20);
-  const x = (sec: number) => left + (sec / seconds) * (w - left - 20);
-  const ticks = [0.1, 1, 10, 100, 1000, 10000, 60000].filter((t) => t <= maxMs * 1.5);
-  const lines = series.map((s, i) => {
-    // Seconds without measured records (the warm-up, a region down) are left out, not drawn as 0.
-    const pts = s.values
-      .map((v, sec) => (v > 0 ? `${x(sec + 0.5).toFixed(1)},${y(v).toFixed(1)}` : ""))
-      .filter(Boolean)
-      .join(" ");
-    return `<polyline fill="none" stroke="${colors[i % colors.length]}" stroke-width="1.8" points="${pts}"/>`;
-  });
-  const legend = series.map(
-    (s, i) =>
-      `<text x="${left + 10 + (i % 3) * 300}" y="${16 + Math.floor(i / 3) * 16}" font-size="12" fill="${colors[i % colors.length]}">${esc(s.name)}</text>`,
-  );
-  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h + 20 + Math.ceil(series.length / 3) * 16}" viewBox="0 -${20 + Math.ceil(series.length / 3) * 16} ${w} ${h + 40 + Math.ceil(series.length / 3) * 16}" font-family="sans-serif">
-<g transform="translate(0,${Math.ceil(series.length / 3) * 16})">
-${ticks.map((t) => `<line x1="${left}" x2="${w - 20}" y1="${y(t)}" y2="${y(t)}" stroke="#eee"/><text x="${left - 6}" y="${y(t) + 4}" font-size="11" text-anchor="end">${t >= 1000 ? `${t / 1000} s` : `${t} ms`}</text>`).join("\n")}
-<line x1="${left}" x2="${w - 20}" y1="${y(sloMs)}" y2="${y(sloMs)}" stroke="#c00" stroke-dasharray="6 4"/><text x="${w - 24}" y="${y(sloMs) - 4}" font-size="11" text-anchor="end" fill="#c00">SLO ${report.scenario.slo.lagSecondsMax} s</text>
-${lines.join("\n")}
-<line x1="${left}" x2="${w - 20}" y1="${h - bottom}" y2="${h - bottom}" stroke="#333"/>
-${Array.from({ length: seconds + 1 }, (_, sec) => sec)
-  .filter((sec) => sec % Math.max(1, Math.ceil(seconds / 10)) === 0)
-  .map(
-    (sec) => `<text x="${x(sec)}" y="${h - bottom + 14}" font-size="11" text-anchor="middle">${sec}</text>`,
-  )
-  .join("")}
-<text x="${(left + w) / 2}" y="${h - 8}" font-size="12" text-anchor="middle">seconds since start (max lag of records acknowledged in each second, log scale)</text>
-${legend.join("\n")}
-</g></svg>`;
-}
-
-export function reportHtml(report: BenchReport): string {
+export function reportHtml(report: BenchReport, charts: { lag: string; throughput: string }): string {
   const runs = [report.crr, ...("skipped" in report.baseline ? [] : [report.baseline])];
   const row = (cells: Array<string | number>) =>
     `<tr>${cells.map((c) => `<td>${esc(String(c))}</td>`).join("")}</tr>`;
@@ -202,7 +140,8 @@ export function reportHtml(report: BenchReport): string {
 <style>body{font-family:sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}td:first-child,th:first-child{text-align:left}tr.bad td{background:#fdd}tr.ok td:last-child{color:#070}h2{margin-top:28px}</style></head><body>
 <h1>crr lag SLO report: ${esc(report.scenario.name)}</h1>
 <p>${esc(report.at)} · ${report.scenario.regions.length} regions (${esc(report.scenario.regions.join(", "))}) · ${report.scenario.load.ratePerRegion}/s per region open loop · appends ${esc(report.crr.mode ?? "per-record")} · ${report.scenario.load.recordBytes}-byte records · ${report.scenario.load.warmupSeconds + report.scenario.load.durationSeconds} s (first ${report.scenario.load.warmupSeconds} s warm-up, not measured)</p>
-<div id="chart">${lagChartSvg(report)}</div>
+<div id="chart">${charts.lag}</div>
+<div id="throughput">${charts.throughput}</div>
 <h2>SLOs</h2><table><tr><th>check</th><th>target</th><th>measured</th><th></th></tr>${slo.join("")}</table>
 <h2>Lag percentiles (ms), crr beside the baseline</h2><table><tr><th>system</th><th>acknowledged</th><th>per s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th><th>integrity</th></tr>${pct.join("")}</table>
 <h2>crr / baseline</h2><table><tr><th>ratio</th><th>value (crr ÷ NATS)</th></tr>${ratios}</table>
@@ -263,22 +202,30 @@ export function screenshot(
   }
 }
 
-export function writeReport(
+export async function writeReport(
   report: BenchReport,
   outDir: string,
   baseName: string,
-): { json: string; html: string; png: string | undefined; chartHtml: string } {
+): Promise<{ json: string; html: string; png: string | undefined; chartHtml: string }> {
   fs.mkdirSync(outDir, { recursive: true });
   const json = path.join(outDir, `${baseName}.json`);
   const html = path.join(outDir, `${baseName}.html`);
   fs.writeFileSync(json, `${JSON.stringify(report, null, 2)}\n`);
-  fs.writeFileSync(html, reportHtml(report));
+  const charts = await chartsSvg(report);
+  fs.writeFileSync(html, reportHtml(report, charts));
   const chartHtml = path.join(outDir, `.${baseName}-chart.html`);
   fs.writeFileSync(
     chartHtml,
-    `<!doctype html><html><body style="margin:0;background:#fff">${lagChartSvg(report)}</body></html>`,
+    `<!doctype html><html><body style="margin:0;background:#fff">${charts.lag}${charts.throughput}</body></html>`,
   );
-  const shot = screenshot(chartHtml, path.join(outDir, `${baseName}.png`));
+  // The window as large as the two charts (their SVGs say how large they are).
+  const size = (svg: string, attr: string) => Number(new RegExp(`${attr}="(\\d+)`).exec(svg)?.[1] ?? 0);
+  const shot = screenshot(
+    chartHtml,
+    path.join(outDir, `${baseName}.png`),
+    Math.max(size(charts.lag, "width"), size(charts.throughput, "width")) + 20,
+    size(charts.lag, "height") + size(charts.throughput, "height") + 20,
+  );
   fs.rmSync(chartHtml, { force: true });
   return { json, html, png: typeof shot === "string" ? shot : undefined, chartHtml };
 }

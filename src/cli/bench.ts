@@ -87,7 +87,7 @@ export async function runBench(argv: string[]): Promise<number> {
     slo: checkSlos(scenario, crr),
   };
   const outDir = typeof values.out === "string" ? values.out : path.join(process.cwd(), "bench", "results");
-  const files = writeReport(report, outDir, `slo-${scenario.name}`);
+  const files = await writeReport(report, outDir, `slo-${scenario.name}`);
   say("");
   for (const r of [crr, ...("skipped" in baseline ? [] : [baseline])]) {
     say(
