@@ -136,12 +136,7 @@ export class Region {
   private constructor(
     config: NodeConfig,
     p: Parts,
-    o: {
-      log: Logger;
-      runtime: Runtime;
-      startAlone: boolean;
-      fileOps: FileOps | undefined;
-    },
+    o: { log: Logger; runtime: Runtime; startAlone: boolean; fileOps: FileOps | undefined },
   ) {
     const { log, runtime } = o;
     this.name = config.region;
@@ -404,11 +399,6 @@ export class Region {
   async get(key: string): Promise<StoredRecord | undefined> {
     this.refuseWhileCatchingUp();
     return this.store.get(key);
-  }
-
-  /** Open could not catch the store up with this region's own stream yet (it waits for peers). */
-  get catchingUp(): boolean {
-    return this.catchUpPending;
   }
 
   /**

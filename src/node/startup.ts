@@ -53,9 +53,9 @@ export interface StartupOptions {
   log: Logger;
   runtime: Runtime;
   /**
-   * The store's catch-up with this region's own stream when open could not finish it (a peer
+   * Finishes the store's catch-up with this region's own stream if open could not (a peer
    * that may hold lost records did not answer): retried until `untilMs`, saying what it waits
-   * for; undefined when open finished it.
+   * for; resolves at once when open finished it.
    */
   catchUp?: (o: { untilMs: number; onWait: (detail: string) => void }) => Promise<void>;
   /** Written to the audit log (resolves once it is): what the bootstrap copied, or that the operator started alone. */

@@ -108,6 +108,9 @@ export function installGate(app: FastifyInstance, region: Region): void {
       slot: false,
     };
     held.set(req, h);
+    // A response whose connection closed before it finished (a shipper ended its window) may
+    // never reach onResponse: its slot and deadline are released when the response closes.
+    reply.raw.once("close", () => release(req));
     if (req.headers[headerSignature] !== undefined) {
       const auth = region.verifier.verify(req.method, req.url, req.headers);
       if (!auth.ok) {
