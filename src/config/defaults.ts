@@ -28,6 +28,13 @@ export const defaults = {
     bytesMax: 8 * 1024 * 1024 * 1024,
     retentionIntervalMs: 10_000,
   },
+  store: {
+    /**
+     * How often a worker thread checkpoints the store's -wal into the database file (and
+     * syncs both). Commits are durable without it: each is synced by the group commit.
+     */
+    checkpointIntervalMs: 500,
+  },
   shipper: {
     batchBytesMax: 1024 * 1024,
     batchRecordsMax: 5000,

@@ -56,6 +56,7 @@ export interface NodeConfig {
     windowMs: number;
   };
   wal: Widen<typeof defaults.wal>;
+  store: Widen<typeof defaults.store>;
   shipper: Widen<typeof defaults.shipper>;
   reader: Widen<typeof defaults.reader>;
   server: Widen<typeof defaults.server>;
@@ -226,6 +227,7 @@ export function parseConfig(
       loopbackAdmin: defaults.auth.loopbackAdmin,
     },
     wal: merged("wal", defaults.wal),
+    store: merged("store", defaults.store),
     shipper: merged("shipper", defaults.shipper),
     reader: merged("reader", defaults.reader),
     server: merged("server", defaults.server),

@@ -87,6 +87,7 @@ export const configSchema = {
       bytesMax: positiveInt,
       retentionIntervalMs: positiveInt,
     }),
+    store: section({ checkpointIntervalMs: positiveInt }),
     shipper: section({
       batchBytesMax: { type: "integer", minimum: 1024 },
       batchRecordsMax: positiveInt,

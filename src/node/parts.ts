@@ -96,6 +96,7 @@ async function openInOrder(
     rule: mergeRuleOf(config),
     nowMs,
     checkpointer: o.store?.checkpointer,
+    checkpointIntervalMs: config.store.checkpointIntervalMs,
     fileOps: o.fileOps,
     onSyncedCommit: o.store?.onSyncedCommit && (() => o.store!.onSyncedCommit!(store)),
     onCheckpointError: (message) => log.error({ message }, "SQLite checkpoint failed"),

@@ -4,8 +4,9 @@
  * sending its acknowledgement it must sync its store's write-ahead log. With a commit that
  * is not synced (synchronous=NORMAL alone), acknowledgements go out with no sync between
  * them, and a power loss at the peer could undo batches the origin already deleted.
- * Only the engine's fdatasync counts (SQLite's checkpoints fsync the -wal too, which made
- * the test pass with the engine's sync removed on a loaded machine). strace splits a call
+ * Only the engine's fdatasync counts, and the store's checkpointer (which syncs the -wal
+ * too, and made the test pass with the engine's sync removed on a loaded machine) is set
+ * to wait an hour. strace splits a call
  * that another thread interrupts into an "<unfinished ...>" line and a "<... resumed>" line
  * of the same thread: the sync counts when it returns (missing those failed the test under load).
  */
@@ -17,7 +18,13 @@ import { tempDir } from "../support/tmp.js";
 
 describe("acknowledgements are durable", () => {
   it("the peer syncs its store before every acknowledgement it sends", async () => {
-    const cluster = await Cluster.start({ regions: ["us-east-1", "eu-west-1"] });
+    // No checkpoint during the test: the checkpointer syncs the -wal too, and on a loaded
+    // machine its syncs fell between the slow acknowledgements often enough to hide a
+    // missing engine sync.
+    const cluster = await Cluster.start({
+      regions: ["us-east-1", "eu-west-1"],
+      common: { store: { checkpointIntervalMs: 3_600_000 } },
+    });
     const [a, b] = [cluster.node("us-east-1"), cluster.node("eu-west-1")];
     await cluster.stopNode("eu-west-1");
     const trace = path.join(tempDir("crr-strace-"), "eu-west-1.trace");
