@@ -109,6 +109,12 @@ export class RegionMetrics {
     labelNames: ["reason"],
     registers: [this.registry],
   });
+  readonly peerRequests = new client.Gauge({
+    name: "crr_peer_requests",
+    help: "Authenticated peer requests being served (state=active, at most server.peerRequestsMax) or waiting for a slot, body unread (state=waiting)",
+    labelNames: ["state"],
+    registers: [this.registry],
+  });
   readonly walOverLimit = new client.Gauge({
     name: "crr_wal_over_limit",
     help: "1 while the WAL is larger than wal.bytesMax because a peer has not acknowledged (nothing is deleted)",

@@ -59,13 +59,26 @@ function refuse(reply: FastifyReply, status: number, code: string, message: stri
 export function installGate(app: FastifyInstance, region: Region): void {
   const c = region.config.server;
   let peerActive = 0;
-  /** Peer requests waiting for a slot, oldest first; each takes a slot handed over only if it is still alive. */
-  const waiting: Array<() => boolean> = [];
-  /** What a request holds until it ends: its body deadline, its peer slot. */
-  const held = new WeakMap<FastifyRequest, { deadline: Timer; slot: boolean }>();
+  /** What a request holds until it ends: its body deadline, its peer slot, or its place in the queue. */
+  interface Held {
+    deadline: Timer;
+    slot: boolean;
+    /** Set while it waits for a slot: hands it the slot. */
+    wake?: () => void;
+  }
+  const held = new WeakMap<FastifyRequest, Held>();
+  /** Peer requests waiting for a slot, oldest first (one that ends while waiting leaves the queue). */
+  const waiting: Held[] = [];
+  const shown = () => {
+    region.metrics.peerRequests.set({ state: "active" }, peerActive);
+    region.metrics.peerRequests.set({ state: "waiting" }, waiting.length);
+  };
+  shown();
   const handOver = () => {
-    while (waiting.length > 0) if (waiting.shift()!()) return;
-    peerActive--;
+    const next = waiting.shift();
+    if (next) next.wake!();
+    else peerActive--;
+    shown();
   };
   const release = (req: FastifyRequest) => {
     const h = held.get(req);
@@ -73,29 +86,35 @@ export function installGate(app: FastifyInstance, region: Region): void {
     held.delete(req);
     h.deadline.cancel();
     if (h.slot) handOver();
+    else if (h.wake) {
+      waiting.splice(waiting.indexOf(h), 1);
+      shown();
+    }
   };
   /** A slot for `req`: at once, or once a request ahead of it ends (false: too many wait already). */
-  const slot = async (req: FastifyRequest, h: { slot: boolean }): Promise<boolean> => {
+  const slot = async (h: Held): Promise<boolean> => {
     if (peerActive < c.peerRequestsMax) {
       peerActive++;
       h.slot = true;
+      shown();
       return true;
     }
     if (waiting.length >= c.connectionsMax) return false;
-    await new Promise<void>((resolve) =>
-      waiting.push(() => {
-        if (held.get(req) !== h || req.raw.destroyed) return false; // cut or gone while it waited
+    await new Promise<void>((resolve) => {
+      h.wake = () => {
+        h.wake = undefined;
         h.slot = true;
         resolve();
-        return true;
-      }),
-    );
+      };
+      waiting.push(h);
+      shown();
+    });
     return true;
   };
   app.addHook("onResponse", async (req) => release(req));
   app.addHook("onRequestAbort", async (req) => release(req));
   app.addHook("onRequest", async (req, reply) => {
-    const h = {
+    const h: Held = {
       deadline: region.runtime.after(c.bodyTimeoutMs, () => {
         region.metrics.refusals.inc({ reason: "body_timeout" });
         region.log.warn(
@@ -128,7 +147,7 @@ export function installGate(app: FastifyInstance, region: Region): void {
       region.metrics.refusals.inc({ reason: "unauthenticated" });
       return refuse(reply, 401, "unauthenticated", "missing signature");
     }
-    if (req.crrPeer && peerRoute.test(req.url) && !(await slot(req, h)))
+    if (req.crrPeer && peerRoute.test(req.url) && !(await slot(h)))
       return refuse(reply.header("retry-after", "1"), 503, "busy", "too many peer requests at once");
   });
   app.addHook("preParsing", async (req, _reply, payload) => {

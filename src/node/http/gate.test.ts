@@ -1,0 +1,136 @@
+/**
+ * The gate's peer slots over real HTTP: a request beyond `server.peerRequestsMax` waits for a
+ * slot, body unread; one cut while it waits leaves the queue (it never takes a slot); what
+ * operators see (`crr_peer_requests{state}`) is what the gate holds at every step.
+ * The region is a stub with the few parts the gate reads; the signature check admits every
+ * signed request (signing itself is tested in src/protocol).
+ */
+import Fastify from "fastify";
+import { request } from "undici";
+import { afterEach, describe, expect, it } from "vitest";
+import { contentDigest, headerSignature } from "../../protocol/index.js";
+import { realRuntime } from "../../runtime/index.js";
+import { RegionMetrics } from "../metrics.js";
+import type { Region } from "../region.js";
+import { installGate } from "./gate.js";
+
+async function gauge(metrics: RegionMetrics, state: string): Promise<number> {
+  const m = await metrics.peerRequests.get();
+  return m.values.find((v) => v.labels.state === state)?.value ?? 0;
+}
+
+async function until(what: string, ok: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await ok())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const closing: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const c of closing.splice(0)) await c();
+});
+
+async function gated(server: { peerRequestsMax: number; connectionsMax: number; bodyTimeoutMs: number }) {
+  const metrics = new RegionMetrics("us-east-1");
+  const region = {
+    name: "us-east-1",
+    config: { server },
+    metrics,
+    runtime: realRuntime,
+    nowMs: () => Date.now(),
+    log: { warn: () => undefined },
+    verifier: { verify: () => ({ ok: true, region: "eu-west-1", nonce: "n", timestampMs: Date.now() }) },
+    replayFloor: { cover: async () => undefined },
+    incarnations: { note: () => undefined },
+    credentials: { signer: { sign: () => "sig", keyId: "k", algorithm: "hmac-sha256" } },
+  } as unknown as Region;
+  const app = Fastify();
+  installGate(app, region);
+  const served: Array<() => void> = [];
+  app.post("/v1/replicate", async () => {
+    await new Promise<void>((resolve) => served.push(resolve));
+    return { ok: true };
+  });
+  await app.listen({ host: "127.0.0.1", port: 0 });
+  closing.push(() => app.close());
+  const port = (app.server.address() as { port: number }).port;
+  return { metrics, served, port };
+}
+
+function send(port: number, body: string | AsyncIterable<string>) {
+  return request(`http://127.0.0.1:${port}/v1/replicate`, {
+    method: "POST",
+    body,
+    headers: { [headerSignature]: "x", "content-digest": contentDigest("x"), "content-type": "text/plain" },
+  });
+}
+
+describe("peer slots at the gate", () => {
+  it("a request beyond peerRequestsMax waits for a slot and is served when one frees; the gauge shows both", async () => {
+    const { metrics, served, port } = await gated({
+      peerRequestsMax: 1,
+      connectionsMax: 8,
+      bodyTimeoutMs: 10_000,
+    });
+    expect(await gauge(metrics, "active")).toBe(0);
+    const first = send(port, "x");
+    await until("the first request to be served", async () => served.length === 1);
+    const second = send(port, "x");
+    await until("the second to wait", async () => (await gauge(metrics, "waiting")) === 1);
+    expect(await gauge(metrics, "active")).toBe(1);
+    expect(served.length).toBe(1); // its handler has not run: no slot yet
+    served[0]!();
+    expect((await first).statusCode).toBe(200);
+    await until("the second to be served", async () => served.length === 2);
+    expect(await gauge(metrics, "waiting")).toBe(0);
+    expect(await gauge(metrics, "active")).toBe(1);
+    served[1]!();
+    expect((await second).statusCode).toBe(200);
+    await until("every slot to be free", async () => (await gauge(metrics, "active")) === 0);
+  });
+
+  it("a waiting request cut by its body deadline leaves the queue and never takes the slot", async () => {
+    const { metrics, served, port } = await gated({
+      peerRequestsMax: 1,
+      connectionsMax: 8,
+      bodyTimeoutMs: 300,
+    });
+    const first = send(port, "x");
+    await until("the first request to be served", async () => served.length === 1);
+    const cut = send(port, "x").catch((err: Error) => err); // waits, then its deadline cuts it
+    await until("the second to wait", async () => (await gauge(metrics, "waiting")) === 1);
+    expect(await cut).toBeInstanceOf(Error);
+    await until("the cut request to leave the queue", async () => (await gauge(metrics, "waiting")) === 0);
+    const third = send(port, "x");
+    await until("the third to wait", async () => (await gauge(metrics, "waiting")) === 1);
+    served[0]!();
+    expect((await first).statusCode).toBe(200);
+    await until("the third to be served", async () => served.length === 2);
+    served[1]!();
+    expect((await third).statusCode).toBe(200);
+    await until("every slot to be free", async () => (await gauge(metrics, "active")) === 0);
+    expect(await gauge(metrics, "waiting")).toBe(0);
+  });
+
+  it("beyond connectionsMax waiting, a peer request gets 503 busy at once", async () => {
+    const { metrics, served, port } = await gated({
+      peerRequestsMax: 1,
+      connectionsMax: 1,
+      bodyTimeoutMs: 10_000,
+    });
+    const first = send(port, "x");
+    await until("the first request to be served", async () => served.length === 1);
+    const second = send(port, "x");
+    await until("the second to wait", async () => (await gauge(metrics, "waiting")) === 1);
+    const third = await send(port, "x");
+    expect(third.statusCode).toBe(503);
+    expect(((await third.body.json()) as { code: string }).code).toBe("busy");
+    served[0]!();
+    await first;
+    await until("the second to be served", async () => served.length === 2);
+    served[1]!();
+    expect((await second).statusCode).toBe(200);
+  });
+});
