@@ -33,7 +33,7 @@ afterEach(async () => {
 });
 
 async function gated(server: { peerRequestsMax: number; connectionsMax: number; bodyTimeoutMs: number }) {
-  const metrics = new RegionMetrics("us-east-1");
+  const metrics = new RegionMetrics(() => undefined);
   const region = {
     name: "us-east-1",
     config: { server },
@@ -59,7 +59,7 @@ async function gated(server: { peerRequestsMax: number; connectionsMax: number; 
   return { metrics, served, port };
 }
 
-function send(port: number, body: string | AsyncIterable<string>) {
+function send(port: number, body: string) {
   return request(`http://127.0.0.1:${port}/v1/replicate`, {
     method: "POST",
     body,
