@@ -141,6 +141,13 @@ const mutants = [
     tests: ["test/recovery/wal-evidence.test.ts"],
   },
   {
+    name: "damaged whole frames at the tail cut beyond what the evidence saw",
+    file: "src/wal/tail-plan.ts",
+    from: "    seen < last + Math.max(1, tailFramesMax) &&\n",
+    to: "    seen <= last &&\n",
+    tests: ["src/wal/tail-plan.test.ts"],
+  },
+  {
     name: "local apply ignores the store's answer",
     file: "src/node/local-applier.ts",
     // Both guards: the check before applying and the check of the store's answer.

@@ -18,6 +18,7 @@
  * outside the window refuses, a tail inside the window is cut.
  */
 import { FLAG_BATCH_CONTINUES, checkFrame, readFlags } from "./record.js";
+import { frameHeaderBytes, recordFixedBytes } from "../limits.js";
 import { findResync, segmentHeaderBytes, type SegmentScan } from "./segment.js";
 
 /** A stretch of intact, consecutive frames. */
@@ -135,6 +136,7 @@ export function planTail(i: TailPlanInput): TailPlan {
   const damage: string[] = [];
   let last = scan.header.firstLsn - 1; // the last LSN kept so far
   let end = segmentHeaderBytes; // where the kept bytes end
+  let firstDamageAt: number | undefined; // where the first stretch to restore was
   for (const run of runs) {
     if (run.firstLsn > last + 1 || run.offset > end) {
       // A damaged stretch inside written data: restore its LSNs (or refuse).
@@ -148,8 +150,10 @@ export function planTail(i: TailPlanInput): TailPlan {
           reason: `${why}, with intact frames after them`,
         };
       }
-      if (run.firstLsn > last + 1)
+      if (run.firstLsn > last + 1) {
         pieces.push({ kind: "restore", fromLsn: last + 1, toLsn: run.firstLsn - 1 });
+        firstDamageAt ??= end;
+      }
       damage.push(`offset ${end} (LSNs ${last + 1}..${run.firstLsn - 1})`);
     }
     pieces.push({ kind: "bytes", start: run.offset, end: run.end });
@@ -157,21 +161,27 @@ export function planTail(i: TailPlanInput): TailPlan {
     end = run.end;
   }
   const lastRun = runs.at(-1);
-  // Bytes after the last intact frame that nobody saw, and that are no tear: synced bytes
-  // changed (a bit flip). The client may have been answered: never cut, never reissue.
+  // Bytes after the last intact frame that are no tear: synced bytes changed (a bit flip, a
+  // bad sector). They may hold as many frames as fit in them, each of which a client may
+  // have been answered for: unless the evidence covers every one of them, never cut, never
+  // reissue.
+  const tailFramesMax = Math.floor((image.length - end) / (frameHeaderBytes + recordFixedBytes));
   if (
     end < image.length &&
-    seen <= last &&
+    seen < last + Math.max(1, tailFramesMax) &&
     end >= image.length - i.unsyncedBytesMax &&
     !looksTorn(image, end)
-  )
+  ) {
+    const from = Math.max(last, seen) + 1;
+    const more = last + tailFramesMax - from;
     return {
       kind: "refuse",
       offset: end,
-      fromLsn: last + 1,
-      toLsn: last + 1,
-      reason: `${scan.problem?.reason ?? "damaged frame"} at offset ${end} in bytes that were written whole (not a torn write): LSN ${last + 1} may have been acknowledged and no store or peer holds it`,
+      fromLsn: from,
+      toLsn: from,
+      reason: `${scan.problem?.reason ?? "damaged frame"} at offset ${end} in bytes that were written whole (not a torn write): LSN ${from}${more > 0 ? ` (and up to ${more} after it)` : ""} may have been acknowledged and no store or peer holds it`,
     };
+  }
   // An appendBatch whose last frame never made it: its frames were never acknowledged.
   const batch = lastRun && end === lastRun.end ? unfinishedBatchStart(image, lastRun) : undefined;
   if (batch) {
@@ -201,14 +211,17 @@ export function planTail(i: TailPlanInput): TailPlan {
   }
   if (seen > last) pieces.push({ kind: "restore", fromLsn: last + 1, toLsn: seen });
   const restoring = pieces.reduce((n, p) => n + (p.kind === "restore" ? p.toLsn - p.fromLsn + 1 : 0), 0);
-  if (restoring > i.restoreLsnsMax)
+  if (restoring > i.restoreLsnsMax) {
+    // Named by what it would have restored: damaged stretches first, then a lost tail.
+    const restores = pieces.filter((p) => p.kind === "restore");
     return {
       kind: "refuse",
-      offset: end,
-      fromLsn: last + 1,
-      toLsn: seen,
+      offset: firstDamageAt ?? end,
+      fromLsn: restores[0]!.fromLsn,
+      toLsn: restores.at(-1)!.toLsn,
       reason: `${restoring} LSNs to restore, more than the ${i.restoreLsnsMax} recovery restores at start`,
     };
+  }
   if (restoring === 0 && damage.length === 0)
     return tailBytes > 0 ? { kind: "cut", offset: end, reason: tailReason! } : { kind: "keep" };
   const why = [

@@ -1,0 +1,392 @@
+/**
+ * What recovery does with the newest segment (tail-plan.ts), against what was written and
+ * what others saw. Two kinds of check:
+ * - the outcome each kind of damage must get, stated from the damage itself (a write that
+ *   stopped, a bit flipped in synced bytes, damage between intact frames, a lost tail), with
+ *   and without evidence, inside and outside the torn-tail window;
+ * - for any damage at all, the safety rule: a plan never drops an LSN someone saw, never
+ *   keeps a byte that is not an intact original frame, never cuts synced bytes (outside the
+ *   torn-tail window) unless they belong to an unfinished appendBatch, and restores only
+ *   what it was allowed to.
+ */
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { FLAG_BATCH_CONTINUES, checkFrame, encodeFrames, type WalRecord } from "./record.js";
+import { encodeSegmentHeader, scanSegment, segmentHeaderBytes } from "./segment.js";
+import { looksTorn, planTail, runsOf, type Piece, type TailPlan } from "./tail-plan.js";
+
+const firstLsn = 1;
+const header = encodeSegmentHeader({
+  region: "us-east-1",
+  firstLsn,
+  createdAtMs: 1_700_000_000_000,
+  incarnation: "00112233445566778899aabbccddeeff",
+});
+
+/** Records whose bytes are never long runs of zeros (a run of zeros is how an unwritten sector looks). */
+const recordArb = fc.record({
+  key: fc.stringMatching(/^[a-z0-9]{1,12}$/),
+  tenant: fc.constantFrom("tenant-a", "tenant-b"),
+  outcome: fc.constantFrom("accepted", "rejected"),
+  bodyJson: fc.option(
+    fc.integer({ min: 0, max: 700 }).map((n) => JSON.stringify({ note: "x".repeat(n) })),
+    { nil: undefined },
+  ),
+  hlc: fc.record({ wallMs: fc.integer({ min: 1, max: 2 ** 40 }), logical: fc.integer({ min: 1, max: 9 }) }),
+});
+
+interface Written {
+  records: WalRecord[];
+  image: Buffer;
+  /** starts[i], ends[i]: where the frame of LSN firstLsn + i starts and ends. */
+  starts: number[];
+  ends: number[];
+}
+
+function written(fields: Array<Omit<WalRecord, "lsn" | "flags">>, batchCuts: boolean[] = []): Written {
+  const records = fields.map((f, i) => ({
+    ...f,
+    lsn: firstLsn + i,
+    flags: i < fields.length - 1 && batchCuts[i] ? FLAG_BATCH_CONTINUES : 0,
+  }));
+  const image = Buffer.concat([header, encodeFrames(records)]);
+  const starts: number[] = [];
+  const ends: number[] = [];
+  for (let p = segmentHeaderBytes; p < image.length;) {
+    starts.push(p);
+    p = (checkFrame(image, p) as { end: number }).end;
+    ends.push(p);
+  }
+  return { records, image, starts, ends };
+}
+
+const writtenArb = (min: number, max: number) =>
+  fc.array(recordArb, { minLength: min, maxLength: max }).map((fs) => written(fs));
+
+function plan(
+  image: Buffer,
+  seenLsn: number | undefined,
+  o: { window?: number; restoreMax?: number } = {},
+): TailPlan {
+  return planTail({
+    image,
+    scan: scanSegment(image, {
+      file: "s.wal",
+      last: true,
+      lenient: true,
+      unsyncedBytesMax: o.window ?? 1 << 30,
+    }),
+    seenLsn,
+    unsyncedBytesMax: o.window ?? 1 << 30,
+    restoreLsnsMax: o.restoreMax ?? 1000,
+  });
+}
+
+function flipBit(image: Buffer, bit: number): Buffer {
+  const out = Buffer.from(image);
+  out[bit >> 3]! ^= 1 << (bit & 7);
+  return out;
+}
+
+/** The LSNs a plan leaves in the segment, in order (kept frames read back, restores as given). */
+function lsnsAfter(image: Buffer, p: TailPlan): number[] {
+  const fromBytes = (start: number, end: number) => {
+    const lsns: number[] = [];
+    for (let q = start; q < end;) {
+      const f = checkFrame(image, q);
+      if (f.kind !== "ok") throw new Error(`plan keeps a damaged frame at ${q}`);
+      lsns.push(f.lsn);
+      q = f.end;
+    }
+    return lsns;
+  };
+  const pieces: Piece[] =
+    p.kind === "keep"
+      ? [{ kind: "bytes", start: segmentHeaderBytes, end: image.length }]
+      : p.kind === "cut"
+        ? [{ kind: "bytes", start: segmentHeaderBytes, end: p.offset }]
+        : p.kind === "rewrite"
+          ? p.pieces
+          : [];
+  return pieces.flatMap((piece) =>
+    piece.kind === "bytes"
+      ? fromBytes(piece.start, piece.end)
+      : Array.from({ length: piece.toLsn - piece.fromLsn + 1 }, (_, i) => piece.fromLsn + i),
+  );
+}
+
+describe("a write that stopped (the only thing a crash does to the newest segment)", () => {
+  it("any truncation, nobody saw past it: cut exactly after the last whole frame, or keep when nothing is torn", () => {
+    fc.assert(
+      fc.property(writtenArb(1, 12), fc.nat(), (w, cutSeed) => {
+        const t = segmentHeaderBytes + (cutSeed % (w.image.length - segmentHeaderBytes + 1));
+        const image = w.image.subarray(0, t);
+        const k = w.ends.filter((e) => e <= t).length;
+        const end = k === 0 ? segmentHeaderBytes : w.ends[k - 1]!;
+        for (const seen of [undefined, 0, k]) {
+          const p = plan(image, seen);
+          if (end === t) expect(p).toEqual({ kind: "keep" });
+          else expect(p).toMatchObject({ kind: "cut", offset: end });
+        }
+      }),
+    );
+  });
+
+  it("a truncation before what a peer saw: the missing LSNs are restored after the kept frames, up to the limit", () => {
+    fc.assert(
+      fc.property(writtenArb(2, 12), fc.nat(), fc.integer({ min: 1, max: 5 }), (w, cutSeed, beyond) => {
+        const t = segmentHeaderBytes + (cutSeed % (w.image.length - segmentHeaderBytes));
+        const image = w.image.subarray(0, t);
+        const k = w.ends.filter((e) => e <= t).length;
+        const end = k === 0 ? segmentHeaderBytes : w.ends[k - 1]!;
+        const seen = k + beyond;
+        const pieces: Piece[] = [
+          ...(end > segmentHeaderBytes ? [{ kind: "bytes" as const, start: segmentHeaderBytes, end }] : []),
+          { kind: "restore", fromLsn: k + 1, toLsn: seen },
+        ];
+        expect(plan(image, seen)).toMatchObject({ kind: "rewrite", pieces });
+        // One LSN more than the limit allows: refused, naming both.
+        expect(plan(image, seen, { restoreMax: beyond - 1 })).toMatchObject({
+          kind: "refuse",
+          offset: end,
+          fromLsn: k + 1,
+          toLsn: seen,
+          reason: expect.stringContaining(`${beyond} LSNs to restore, more than the ${beyond - 1}`),
+        });
+        expect(plan(image, seen, { restoreMax: beyond })).toMatchObject({ kind: "rewrite" });
+      }),
+    );
+  });
+
+  it("an appendBatch whose last frame is missing is cut whole, even when its frames are intact", () => {
+    fc.assert(
+      fc.property(
+        fc.array(recordArb, { minLength: 2, maxLength: 12 }),
+        fc.array(fc.boolean(), { minLength: 12, maxLength: 12 }),
+        fc.nat(),
+        (fields, cuts, cutSeed) => {
+          const w = written(fields, cuts);
+          const t = w.ends[cutSeed % w.ends.length]!; // on a frame boundary: every kept frame intact
+          let k = w.ends.filter((e) => e <= t).length;
+          while (k > 0 && w.records[k - 1]!.flags & FLAG_BATCH_CONTINUES) k--;
+          const end = k === 0 ? segmentHeaderBytes : w.ends[k - 1]!;
+          const p = plan(w.image.subarray(0, t), k);
+          if (end === t) expect(p).toEqual({ kind: "keep" });
+          else
+            expect(p).toMatchObject({
+              kind: "cut",
+              offset: end,
+              reason: expect.stringMatching(/appendBatch/),
+            });
+        },
+      ),
+    );
+  });
+
+  it("sectors never written (zeros) after the last frame are a tear; a partial frame is one too", () => {
+    const w = written([
+      { key: "a", tenant: "t", outcome: "accepted", bodyJson: undefined, hlc: { wallMs: 5, logical: 1 } },
+    ]);
+    const zeros = Buffer.concat([w.image, Buffer.alloc(1024)]);
+    expect(looksTorn(zeros, w.image.length)).toBe(true);
+    expect(plan(zeros, undefined)).toMatchObject({ kind: "cut", offset: w.image.length });
+    // Fewer than 64 zeros before a sector boundary do not look unwritten; the last stretch to the end does.
+    const sector = (Math.floor(w.image.length / 512) + 1) * 512;
+    const few = Buffer.concat([w.image, Buffer.alloc(sector - w.image.length), Buffer.alloc(10, 0xab)]);
+    if (sector - w.image.length < 64) expect(looksTorn(few, w.image.length)).toBe(false);
+    const partial = w.image.subarray(0, w.image.length - 1);
+    expect(looksTorn(partial, segmentHeaderBytes)).toBe(true);
+    expect(looksTorn(w.image.subarray(0, segmentHeaderBytes + 5), segmentHeaderBytes)).toBe(true);
+  });
+});
+
+describe("a bit flipped in synced bytes (no crash does this)", () => {
+  it("in a frame with intact frames after it: without evidence refused naming its LSN; with evidence that LSN is restored and every other frame kept", () => {
+    fc.assert(
+      fc.property(writtenArb(2, 10), fc.nat(), fc.nat(), (w, frameSeed, bitSeed) => {
+        const i = frameSeed % (w.records.length - 1); // not the last frame
+        const bits = (w.ends[i]! - w.starts[i]!) * 8;
+        const image = flipBit(w.image, w.starts[i]! * 8 + (bitSeed % bits));
+        const lsn = firstLsn + i;
+        expect(plan(image, undefined)).toMatchObject({
+          kind: "refuse",
+          offset: w.starts[i],
+          fromLsn: lsn,
+          toLsn: lsn,
+          reason: expect.stringContaining("with intact frames after them"),
+        });
+        const last = firstLsn + w.records.length - 1;
+        for (const seen of [0, last, last + 2]) {
+          const p = plan(image, seen);
+          expect(p.kind).toBe("rewrite");
+          const expected = w.records.map((r) => r.lsn);
+          for (let l = last + 1; l <= seen; l++) expected.push(l);
+          expect(lsnsAfter(image, p)).toEqual(expected);
+          const restores = (p as { pieces: Piece[] }).pieces.filter((x) => x.kind === "restore");
+          expect(restores[0]).toEqual({ kind: "restore", fromLsn: lsn, toLsn: lsn });
+          expect((p as { reason: string }).reason).toContain(
+            `damaged frames at offset ${w.starts[i]} (LSNs ${lsn}..${lsn})`,
+          );
+        }
+      }),
+    );
+  });
+
+  it("in the last frame: never cut as a tear; refused unless someone saw every LSN it could hold, then restored", () => {
+    fc.assert(
+      fc.property(writtenArb(1, 8), fc.nat(), (w, bitSeed) => {
+        const i = w.records.length - 1;
+        const bits = (w.ends[i]! - w.starts[i]!) * 8;
+        const image = flipBit(w.image, w.starts[i]! * 8 + (bitSeed % bits));
+        const lsn = firstLsn + i;
+        for (const seen of [undefined, 0, lsn - 1]) {
+          expect(plan(image, seen)).toMatchObject({
+            kind: "refuse",
+            offset: w.starts[i],
+            fromLsn: lsn,
+            toLsn: lsn,
+            reason: expect.stringContaining("written whole (not a torn write)"),
+          });
+        }
+        // Seen up to as many frames as the damaged bytes could hold (36 bytes at least each): restored.
+        const fit = Math.floor((w.ends[i]! - w.starts[i]!) / 36);
+        expect(plan(image, lsn - 1 + fit - 1)).toMatchObject({ kind: "refuse", fromLsn: lsn - 1 + fit });
+        const p = plan(image, lsn - 1 + fit);
+        expect(p, JSON.stringify(p)).toMatchObject({ kind: "rewrite" });
+        expect(lsnsAfter(image, p)).toEqual(Array.from({ length: lsn - 1 + fit }, (_, j) => firstLsn + j));
+        expect((p as { reason: string }).reason).toContain("a torn tail cut");
+      }),
+    );
+  });
+
+  it("further from the end than the torn-tail window: refused, whatever anybody saw", () => {
+    fc.assert(
+      fc.property(writtenArb(1, 8), fc.nat(), fc.constantFrom(undefined, 0, 3, 20), (w, bitSeed, seen) => {
+        const i = w.records.length - 1;
+        const bits = (w.ends[i]! - w.starts[i]!) * 8;
+        const image = flipBit(w.image, w.starts[i]! * 8 + (bitSeed % bits));
+        const window = image.length - w.starts[i]! - 1; // the damaged frame starts just outside it
+        expect(plan(image, seen, { window })).toMatchObject({
+          kind: "refuse",
+          offset: w.starts[i],
+          fromLsn: firstLsn + i,
+          reason: expect.stringContaining("damaged beyond the torn-tail window"),
+        });
+      }),
+    );
+  });
+});
+
+describe("runs of intact frames", () => {
+  it("a damaged frame splits the frames into the runs around it", () => {
+    fc.assert(
+      fc.property(writtenArb(3, 10), fc.nat(), (w, frameSeed) => {
+        const i = 1 + (frameSeed % (w.records.length - 2)); // neither first nor last
+        const image = flipBit(w.image, (w.starts[i]! + 12) * 8); // inside the LSN: the checksum fails
+        const n = w.records.length;
+        expect(runsOf(image, firstLsn)).toEqual([
+          { offset: segmentHeaderBytes, end: w.ends[i - 1], firstLsn, lastLsn: firstLsn + i - 1 },
+          {
+            offset: w.starts[i + 1],
+            end: w.ends[n - 1],
+            firstLsn: firstLsn + i + 1,
+            lastLsn: firstLsn + n - 1,
+          },
+        ]);
+      }),
+    );
+  });
+});
+
+describe("any damage", () => {
+  const damageArb: fc.Arbitrary<Damage> = fc.oneof(
+    fc.record({
+      kind: fc.constant("flip" as const),
+      bits: fc.array(fc.nat(), { minLength: 1, maxLength: 3 }),
+    }),
+    fc.record({ kind: fc.constant("truncate" as const), at: fc.nat() }),
+    fc.record({
+      kind: fc.constant("zeros" as const),
+      at: fc.nat(),
+      bytes: fc.integer({ min: 1, max: 1500 }),
+    }),
+  );
+
+  type Damage =
+    | { kind: "flip"; bits: number[] }
+    | { kind: "truncate"; at: number }
+    | { kind: "zeros"; at: number; bytes: number };
+
+  function damaged(w: Written, d: Damage): { image: Buffer; firstDamage: number } {
+    const body = w.image.length - segmentHeaderBytes;
+    if (d.kind === "truncate") {
+      const t = segmentHeaderBytes + (d.at % (body + 1));
+      return { image: w.image.subarray(0, t), firstDamage: t };
+    }
+    const image = Buffer.from(w.image);
+    if (d.kind === "zeros") {
+      const at = segmentHeaderBytes + (d.at % body);
+      image.fill(0, at, Math.min(image.length, at + d.bytes));
+      return { image, firstDamage: at };
+    }
+    const positions = d.bits.map((b) => segmentHeaderBytes * 8 + (b % (body * 8)));
+    for (const bit of positions) image[bit >> 3]! ^= 1 << (bit & 7);
+    return { image, firstDamage: Math.min(...positions) >> 3 };
+  }
+
+  it("never drops a seen LSN, keeps only intact original frames, cuts synced bytes never, restores within the limit", () => {
+    fc.assert(
+      fc.property(
+        writtenArb(1, 10),
+        damageArb,
+        fc.option(fc.nat({ max: 14 }), { nil: undefined }),
+        fc.nat(),
+        fc.integer({ min: 0, max: 6 }),
+        (w, d, seen, windowSeed, restoreMax) => {
+          const { image, firstDamage } = damaged(w, d);
+          const window = windowSeed % (w.image.length + 1);
+          const p = plan(image, seen, { window, restoreMax });
+          if (p.kind === "refuse") {
+            expect(p.fromLsn).toBeLessThanOrEqual(p.toLsn);
+            expect(p.reason.length).toBeGreaterThan(0);
+            return;
+          }
+          const lsns = lsnsAfter(image, p);
+          // Consecutive from the segment's first LSN, through every LSN anyone saw.
+          expect(lsns).toEqual(Array.from({ length: lsns.length }, (_, i) => firstLsn + i));
+          expect(lsns.length).toBeGreaterThanOrEqual(seen ?? 0);
+          // Kept bytes are the original frames, byte for byte, where they were written.
+          const kept =
+            p.kind === "keep"
+              ? [{ start: segmentHeaderBytes, end: image.length }]
+              : p.kind === "cut"
+                ? [{ start: segmentHeaderBytes, end: p.offset }]
+                : p.pieces.flatMap((x) => (x.kind === "bytes" ? [x] : []));
+          for (const k of kept)
+            expect(image.subarray(k.start, k.end).equals(w.image.subarray(k.start, k.end))).toBe(true);
+          // Restored LSNs within the limit.
+          const restored =
+            p.kind === "rewrite"
+              ? p.pieces.reduce((n, x) => n + (x.kind === "restore" ? x.toLsn - x.fromLsn + 1 : 0), 0)
+              : 0;
+          expect(restored).toBeLessThanOrEqual(restoreMax);
+          // A cut (or a torn tail dropped by a rewrite) never reaches synced bytes, and
+          // LSNs a plan gives up were never seen.
+          const dropped = w.records.length - lsns.length;
+          if (dropped > 0 && d.kind === "flip" && d.bits.length === 1)
+            // A bit that changed after it was written is never taken for a tear (several
+            // flips in one frame can look like one: then only what nobody saw is dropped).
+            throw new Error(`a flipped bit dropped ${dropped} LSNs: ${JSON.stringify(p)}`);
+          if (p.kind === "cut") {
+            const unfinishedBatch = false; // writtenArb has no batches
+            expect(p.offset >= image.length - window || unfinishedBatch).toBe(true);
+            expect(p.offset).toBeLessThanOrEqual(
+              firstDamage === image.length ? image.length : Math.max(firstDamage, segmentHeaderBytes),
+            );
+          }
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
