@@ -28,6 +28,11 @@ const folders = {
     files: ["src/wal/record.ts", "src/wal/segment.ts", "src/wal/tail-plan.ts", "src/wal/crc32.ts"],
     tests: ["src/wal/*.test.ts", "test/wal/wal.test.ts", "test/recovery/wal-damage.test.ts"],
   },
+  // Recovery's plan for the newest segment alone, against its own and the wal tests.
+  "tail-plan": {
+    files: ["src/wal/tail-plan.ts"],
+    tests: ["src/wal/*.test.ts", "test/recovery/wal-damage.test.ts"],
+  },
   "store-pure": {
     files: ["src/store/merge.ts", "src/store/digest.ts", "src/store/digest-tree.ts"],
     tests: ["src/store/*.test.ts", "test/store/*.test.ts"],
