@@ -148,6 +148,20 @@ const mutants = [
     tests: ["src/wal/tail-plan.test.ts"],
   },
   {
+    name: "retention does not wait for the archive's verified copy",
+    file: "src/node/retention.ts",
+    from: "      ...(r.archiver ? [r.archiver.verifiedLsn] : []),\n",
+    to: "",
+    tests: ["test/archive/archive.test.ts"],
+  },
+  {
+    name: "an archived copy counted without reading it back",
+    file: "src/archive/archiver.ts",
+    from: "    verifyCopy(key, back, sha, { region: this.o.region, incarnation: this.o.wal.incarnation, ...seg });\n",
+    to: "",
+    tests: ["src/archive/archiver.test.ts"],
+  },
+  {
     name: "local apply ignores the store's answer",
     file: "src/node/local-applier.ts",
     // Both guards: the check before applying and the check of the store's answer.

@@ -35,6 +35,12 @@ export const defaults = {
      */
     checkpointIntervalMs: 500,
   },
+  archive: {
+    /** How often sealed segments and the active segment's durable prefix are archived (and verified). */
+    intervalMs: 10_000,
+    /** Tries of each S3 request within a pass (backoff between them); a failed pass is tried again next interval. */
+    requestAttempts: 3,
+  },
   shipper: {
     batchBytesMax: 1024 * 1024,
     batchRecordsMax: 5000,

@@ -30,6 +30,14 @@ export interface TlsConfig {
   requireClientCert: boolean;
 }
 
+export interface S3Config {
+  bucket: string;
+  prefix: string;
+  region: string;
+  endpoint?: string;
+  forcePathStyle: boolean;
+}
+
 export interface NodeConfig {
   region: string;
   /** Absolute (relative paths are resolved against the config file's directory). */
@@ -57,6 +65,8 @@ export interface NodeConfig {
   };
   wal: Widen<typeof defaults.wal>;
   store: Widen<typeof defaults.store>;
+  /** The S3 archive, when `archive.s3` is configured. */
+  archive: Widen<typeof defaults.archive> & { s3?: S3Config };
   shipper: Widen<typeof defaults.shipper>;
   reader: Widen<typeof defaults.reader>;
   server: Widen<typeof defaults.server>;
@@ -228,6 +238,7 @@ export function parseConfig(
     },
     wal: merged("wal", defaults.wal),
     store: merged("store", defaults.store),
+    archive: archiveOf(sectionOf("archive")),
     shipper: merged("shipper", defaults.shipper),
     reader: merged("reader", defaults.reader),
     server: merged("server", defaults.server),
@@ -264,4 +275,19 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
     throw new ConfigError(file, [`not valid YAML or JSON: ${(err as Error).message.split("\n")[0]}`]);
   }
   return parseConfig(raw, file, path.dirname(path.resolve(file)), env);
+}
+
+function archiveOf(a: Record<string, unknown>): NodeConfig["archive"] {
+  const s3 = a.s3 as Partial<S3Config> | undefined;
+  return {
+    intervalMs: (a.intervalMs as number | undefined) ?? defaults.archive.intervalMs,
+    requestAttempts: (a.requestAttempts as number | undefined) ?? defaults.archive.requestAttempts,
+    s3: s3 && {
+      bucket: s3.bucket!,
+      prefix: s3.prefix ?? "crr",
+      region: s3.region ?? "us-east-1",
+      endpoint: s3.endpoint,
+      forcePathStyle: s3.forcePathStyle ?? false,
+    },
+  };
 }

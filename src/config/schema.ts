@@ -88,6 +88,22 @@ export const configSchema = {
       retentionIntervalMs: positiveInt,
     }),
     store: section({ checkpointIntervalMs: positiveInt }),
+    archive: section({
+      s3: {
+        type: "object",
+        additionalProperties: false,
+        required: ["bucket"],
+        properties: {
+          bucket: { type: "string", minLength: 3, maxLength: 63 },
+          prefix: { type: "string" },
+          region: { type: "string", minLength: 1 },
+          endpoint: { type: "string", pattern: "^https?://" },
+          forcePathStyle: { type: "boolean" },
+        },
+      },
+      intervalMs: positiveInt,
+      requestAttempts: positiveInt,
+    }),
     shipper: section({
       batchBytesMax: { type: "integer", minimum: 1024 },
       batchRecordsMax: positiveInt,

@@ -14,6 +14,8 @@ export interface MetricsSource {
   readiness(): { ready: boolean };
   auditPump: { backlog: number };
   readonly appendsPending: number;
+  /** The S3 archive, when one is configured. */
+  readonly archiver?: { status(): { verifiedLsn: number; lagSeconds: number } };
 }
 
 /**
@@ -115,6 +117,24 @@ export class RegionMetrics {
     labelNames: ["state"],
     registers: [this.registry],
   });
+  readonly archiveRequests = new client.Counter({
+    name: "crr_archive_requests_total",
+    help: "S3 requests of the archive, by operation (put, get, list) and outcome (ok, error)",
+    labelNames: ["op", "outcome"],
+    registers: [this.registry],
+  });
+  readonly archiveBytes = new client.Counter({
+    name: "crr_archive_bytes_total",
+    help: "Bytes the archive moved, by operation (put: uploaded, get: read back to verify)",
+    labelNames: ["op"],
+    registers: [this.registry],
+  });
+  readonly archiveErrors = new client.Counter({
+    name: "crr_archive_errors_total",
+    help: "Archive passes that failed (the cursor stays; the next pass tries again), by stage",
+    labelNames: ["stage"],
+    registers: [this.registry],
+  });
   readonly walOverLimit = new client.Gauge({
     name: "crr_wal_over_limit",
     help: "1 while the WAL is larger than wal.bytesMax because a peer has not acknowledged (nothing is deleted)",
@@ -164,7 +184,26 @@ export class RegionMetrics {
       ready: () => region()?.readiness().ready ?? false,
       auditPending: () => region()?.auditPump.backlog ?? 0,
       appendsPending: () => region()?.appendsPending ?? 0,
+      archive: () => region()?.archiver?.status(),
     };
+    new client.Gauge({
+      name: "crr_archive_lag_seconds",
+      help: "Age of the oldest durable record whose archived copy is not verified yet; 0 when the archive has everything (absent without an archive)",
+      registers: [this.registry],
+      collect() {
+        const a = collectors.archive();
+        if (a) this.set(a.lagSeconds);
+      },
+    });
+    new client.Gauge({
+      name: "crr_archive_verified_lsn",
+      help: "Highest LSN of this region's stream whose archived copy was read back and verified (retention keeps everything above it)",
+      registers: [this.registry],
+      collect() {
+        const a = collectors.archive();
+        if (a) this.set(a.verifiedLsn);
+      },
+    });
     new client.Gauge({
       name: "crr_appends_pending",
       help: "Records admitted and not yet answered (bounded by append.pendingMax)",

@@ -16,6 +16,7 @@
  */
 import { EventEmitter } from "node:events";
 import path from "node:path";
+import type { Archiver } from "../archive/index.js";
 import type { AuditLog } from "../audit/index.js";
 import type { HybridClock } from "../clock/index.js";
 import {
@@ -65,7 +66,7 @@ import {
   type Readiness,
   type RegionStatus,
 } from "./status.js";
-import { monitorOf, readerOf, shippersOf } from "./wiring.js";
+import { archiverOf, monitorOf, readerOf, shippersOf } from "./wiring.js";
 
 export { mergeRuleOf } from "./parts.js";
 export { DrainingError, OverloadedError, UnavailableError, WaitTimeoutError } from "./append-path.js";
@@ -102,6 +103,8 @@ export class Region {
   readonly log: Logger;
   readonly audit: AuditLog;
   readonly auditPump: AuditPump;
+  /** The S3 archive of this region's WAL (archive.s3), if configured: retention waits for its verified copies. */
+  readonly archiver: Archiver | undefined;
   readonly divergence: DivergenceMonitor;
   readonly disk: DiskState;
   readonly startup: StartupChecks;
@@ -191,6 +194,7 @@ export class Region {
     );
     this.reader = readerOf(this);
     this.shippers = shippersOf(this, o.fileOps);
+    this.archiver = archiverOf(this);
     this.appendPath = new AppendPath({
       region: this.name,
       policy: this.policy,
@@ -297,6 +301,7 @@ export class Region {
       if (this.closed) return;
       for (const s of this.shippers.values()) s.start();
       this.divergence.start();
+      this.archiver?.start();
       this.retentionTimer = this.runtime.every(this.config.wal.retentionIntervalMs, () => void this.retain());
       this.log.info({ incarnation: this.wal.incarnation }, "appends admitted");
     });
@@ -470,6 +475,7 @@ export class Region {
     this.disk.stop();
     await this.appendPath.inProgress();
     await Promise.all([...this.shippers.values()].map((s) => s.stop()));
+    await this.archiver?.stop();
     await this.wal.close();
     await this.applier.idle();
     await this.auditPump.stop();

@@ -1,6 +1,8 @@
 /**
  * WAL retention: remove whole segments below the lowest LSN anyone still needs: the local
- * store (its watermark for this incarnation) and every peer (its durable acknowledgement).
+ * store (its watermark for this incarnation), every peer (its durable acknowledgement) and,
+ * when configured, the S3 archive (the highest LSN whose archived copy was read back and
+ * verified: a segment is never removed before it is proven restorable).
  * A peer missing from the config is not waited for; if it comes back, its shipper backfills
  * from the store. A WAL over its size limit is reported, never trimmed.
  */
@@ -21,10 +23,10 @@ export async function retain(r: Region): Promise<number> {
     // The store commits this region's own records without a sync (the WAL holds them): make
     // what it holds durable before the WAL lets go of it, or a power loss could lose both.
     r.store.syncNow();
-    needed = lowestNeededLsn(
-      storeWatermark,
-      [...r.shippers.values()].map((s) => s.acked),
-    );
+    needed = lowestNeededLsn(storeWatermark, [
+      ...[...r.shippers.values()].map((s) => s.acked),
+      ...(r.archiver ? [r.archiver.verifiedLsn] : []),
+    ]);
     removed = await r.wal.removeBelow(needed);
   } catch (err) {
     r.metrics.retentionErrors.inc();

@@ -8,6 +8,7 @@ import type { WatermarksView } from "../link/index.js";
 import { formatVersion } from "../protocol/index.js";
 import type { PeerShipper } from "../shipper/index.js";
 import { ruleName } from "../store/index.js";
+import type { ArchiveStatus } from "../archive/index.js";
 import type { Region } from "./region.js";
 
 export interface PeerStatus {
@@ -62,6 +63,8 @@ export interface RegionStatus {
     pending: number;
   };
   startup: { state: string; detail: string };
+  /** The S3 archive (when configured): verified LSN, lag, last error. */
+  archive?: ArchiveStatus;
   /** Why the region stopped taking appends for its own safety, if it did. */
   stopped: string | undefined;
   diskFull: string | undefined;
@@ -147,6 +150,7 @@ export async function regionStatus(r: Region): Promise<RegionStatus> {
       pending: r.auditPump.backlog,
     },
     startup: { state: r.startup.state, detail: r.startup.detail },
+    ...(r.archiver ? { archive: r.archiver.status() } : {}),
     stopped: r.stopped,
     diskFull: r.disk.full,
   };

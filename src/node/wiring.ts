@@ -1,9 +1,11 @@
 /**
  * The parts a region builds from its configuration once its store, WAL and links are
  * open: the reader that applies peers' batches, a supervised shipper per peer, and the
- * divergence monitor. Each reports through the region's metrics, log and audit pump.
+ * divergence monitor, the S3 archive when configured. Each reports through the region's
+ * metrics, log and audit pump.
  */
 import path from "node:path";
+import { Archiver, s3ArchiveStore } from "../archive/index.js";
 import type { AuditAppend } from "../audit/index.js";
 import { DivergenceDetector, DivergenceMonitor, type Finding } from "../divergence/index.js";
 import { formatVersion } from "../protocol/index.js";
@@ -143,4 +145,29 @@ function findingEntry(f: Finding): AuditAppend {
     remote: f.remoteVersion ?? null,
     watermarks: f.watermarks,
   };
+}
+
+/** The S3 archive of this region's WAL, when `archive.s3` is configured. */
+export function archiverOf(r: Region): Archiver | undefined {
+  const a = r.config.archive;
+  if (!a.s3) return undefined;
+  const store = s3ArchiveStore({
+    s3: a.s3,
+    attempts: a.requestAttempts,
+    onRequest: (op, outcome, bytes) => {
+      r.metrics.archiveRequests.inc({ op, outcome });
+      if (bytes > 0) r.metrics.archiveBytes.inc({ op }, bytes);
+    },
+  });
+  return new Archiver({
+    wal: r.wal,
+    region: r.name,
+    store,
+    prefix: a.s3.prefix,
+    intervalMs: a.intervalMs,
+    dataDir: r.config.dataDir,
+    runtime: r.runtime,
+    log: r.log,
+    onError: (stage) => r.metrics.archiveErrors.inc({ stage }),
+  });
 }

@@ -725,6 +725,36 @@ export class Wal {
     return removed;
   }
 
+  /**
+   * The sealed segments, oldest first: every byte of them is synced and never changes again
+   * (what an archive may copy). The active segment is not among them.
+   */
+  sealedSegments(): SealedSegment[] {
+    return this.segments.slice(0, -1).map((s, i) => ({
+      path: s.path,
+      file: s.file,
+      firstLsn: s.header.firstLsn,
+      lastLsn: this.segments[i + 1]!.header.firstLsn - 1,
+      createdAtMs: s.header.createdAtMs,
+    }));
+  }
+
+  /**
+   * The active segment's durable prefix: its first `bytes` bytes are synced and never change
+   * (the segment is only appended to), and hold LSNs firstLsn..lastLsn.
+   */
+  activeDurable(): SealedSegment & { bytes: number } {
+    const s = this.active;
+    return {
+      path: s.path,
+      file: s.file,
+      firstLsn: s.header.firstLsn,
+      lastLsn: Math.max(s.header.firstLsn - 1, this.durable),
+      createdAtMs: s.header.createdAtMs,
+      bytes: s.bytes,
+    };
+  }
+
   stats(): WalStats {
     let bytes = 0;
     for (const s of this.segments) bytes += s.bytes;
@@ -749,6 +779,16 @@ export class Wal {
     this.events.emit("close");
     await this.ops.close(this.activeFd);
   }
+}
+
+/** A sealed segment, as `sealedSegments()` lists it. */
+export interface SealedSegment {
+  path: string;
+  file: string;
+  firstLsn: number;
+  /** firstLsn - 1 when it holds no record. */
+  lastLsn: number;
+  createdAtMs: number;
 }
 
 /** Bytes of just-written groups kept in memory so a shipper tailing the WAL reads without syscalls. */

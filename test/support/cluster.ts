@@ -47,6 +47,8 @@ export interface ClusterOptions {
   route?: (from: string, to: string) => TcpProxy | undefined;
   /** The nodes serve HTTPS: the CA (and client certificate) the cluster's own checks use. */
   tls?: { ca: Buffer; cert?: Buffer; key?: Buffer };
+  /** Extra environment of every node (e.g. the S3 credentials of the archive). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export const Cluster = {
@@ -62,6 +64,7 @@ export const Cluster = {
       ),
       route: o.route,
       tls: o.tls,
+      env: o.env && (() => o.env!),
       crrMain: crrBin,
       cwd: repoRoot,
     });

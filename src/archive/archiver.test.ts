@@ -1,0 +1,133 @@
+/**
+ * The archiver against a real WAL on disk and a bucket in memory that can lie: a copy that
+ * reads back different (a corrupted object, a wrong checksum in its metadata, a short
+ * object) is never counted as verified, and the next pass puts it again; object keys name
+ * origin, incarnation and LSN range, and parse back.
+ */
+import { afterEach, describe, expect, it } from "vitest";
+import { tempDir } from "../../test/support/tmp.js";
+import { silentLogger } from "../log.js";
+import { realRuntime } from "../runtime/index.js";
+import { Wal } from "../wal/index.js";
+import { Archiver } from "./archiver.js";
+import { incarnationPrefix, parseSegmentObjectKey, segmentObjectKey } from "./keys.js";
+import type { ArchiveStore } from "./s3-store.js";
+
+const opened: Array<{ close(): Promise<unknown> }> = [];
+afterEach(async () => {
+  for (const o of opened.splice(0)) await o.close();
+});
+
+/** A bucket in memory; `spoil` changes what the next get returns. */
+function memoryBucket() {
+  const objects = new Map<string, { body: Buffer; sha: string }>();
+  const b = {
+    objects,
+    puts: 0,
+    spoil: undefined as ((o: { body: Buffer; sha256Hex: string | undefined }) => void) | undefined,
+    store: {
+      async put(key: string, body: Buffer, sha: string) {
+        b.puts++;
+        objects.set(key, { body: Buffer.from(body), sha });
+      },
+      async get(key: string) {
+        const o = objects.get(key);
+        if (!o) throw new Error(`no such key ${key}`);
+        const copy = { body: Buffer.from(o.body), sha256Hex: o.sha as string | undefined };
+        const spoil = b.spoil;
+        b.spoil = undefined;
+        spoil?.(copy);
+        return copy;
+      },
+      async list() {
+        return [...objects.keys()].sort();
+      },
+      close() {},
+    } satisfies ArchiveStore,
+  };
+  return b;
+}
+
+async function walWithSegments(): Promise<Wal> {
+  const wal = await Wal.open({ dir: tempDir(), region: "us-east-1", segmentBytesMax: 4096 });
+  opened.push(wal);
+  for (let i = 0; i < 200; i++)
+    await wal.append({ key: `k${i}`, tenant: "t", outcome: "accepted", body: { pad: "x".repeat(60) } });
+  expect(wal.sealedSegments().length).toBeGreaterThan(2);
+  return wal;
+}
+
+function archiver(wal: Wal, store: ArchiveStore, dataDir = tempDir()): Archiver {
+  return new Archiver({
+    wal,
+    region: "us-east-1",
+    store,
+    prefix: "crr",
+    intervalMs: 60_000,
+    dataDir,
+    runtime: realRuntime,
+    log: silentLogger(),
+  });
+}
+
+describe("archiver", () => {
+  it("verifies every copy it counts; a copy that reads back different is put again next pass", async () => {
+    const wal = await walWithSegments();
+    const bucket = memoryBucket();
+    const arch = archiver(wal, bucket.store);
+    const spoils: Array<[string, (o: { body: Buffer; sha256Hex: string | undefined }) => void]> = [
+      ["reads back with SHA-256", (o) => void (o.body[200]! ^= 1)],
+      ["in its metadata", (o) => void (o.sha256Hex = "0".repeat(64))],
+      ["reads back with SHA-256", (o) => void (o.body = o.body.subarray(0, o.body.length - 3))],
+    ];
+    for (const [words, spoil] of spoils) {
+      const before = arch.verifiedLsn;
+      bucket.spoil = spoil;
+      await arch.pass();
+      expect(arch.status().lastError).toContain(words);
+      expect(arch.verifiedLsn).toBe(before); // the spoilt copy's segment was not counted
+    }
+    await arch.pass();
+    expect(arch.status().lastError).toBeUndefined();
+    expect(arch.verifiedLsn).toBe(wal.durableLsn);
+    expect(arch.status().lagSeconds).toBe(0);
+    // One object per sealed segment and one for the durable prefix of the active one, named by range.
+    const keys = [...bucket.objects.keys()].sort();
+    const ranges = keys.map((k) => parseSegmentObjectKey(k)!);
+    expect(ranges.map((r) => r.firstLsn)).toEqual([
+      ...wal.sealedSegments().map((s) => s.firstLsn),
+      wal.activeDurable().firstLsn,
+    ]);
+    expect(ranges.at(-1)!.lastLsn).toBe(wal.durableLsn);
+  });
+
+  it("resumes from its cursor after a restart, and starts over for another incarnation", async () => {
+    const wal = await walWithSegments();
+    const bucket = memoryBucket();
+    const dataDir = tempDir();
+    await archiver(wal, bucket.store, dataDir).pass();
+    const puts = bucket.puts;
+    const again = archiver(wal, bucket.store, dataDir);
+    expect(again.verifiedLsn).toBe(wal.durableLsn);
+    await again.pass();
+    expect(bucket.puts).toBe(puts); // nothing to do
+    const other = await walWithSegments(); // another WAL: another incarnation
+    expect(archiver(other, bucket.store, dataDir).verifiedLsn).toBe(0);
+  });
+
+  it("names what is archived by origin, incarnation and LSN range", () => {
+    const o = {
+      origin: "eu-west-1",
+      incarnation: "00112233445566778899aabbccddeeff",
+      firstLsn: 5,
+      lastLsn: 2 ** 40,
+    };
+    const key = segmentObjectKey("/backups/crr/", o);
+    expect(key).toBe(`backups/crr/eu-west-1/${o.incarnation}/00000000000000000005-00000001099511627776.wal`);
+    expect(key.startsWith(incarnationPrefix("backups/crr", o.origin, o.incarnation))).toBe(true);
+    expect(parseSegmentObjectKey(key)).toEqual(o);
+    expect(segmentObjectKey("", o).startsWith("eu-west-1/")).toBe(true);
+    for (const bad of [key.replace(".wal", ".tmp"), key.replace(o.incarnation, "zz"), "x.wal"])
+      expect(parseSegmentObjectKey(bad)).toBeUndefined();
+  });
+});

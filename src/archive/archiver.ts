@@ -1,0 +1,213 @@
+/**
+ * The segment archive: every `archive.intervalMs`, copy to the bucket each sealed segment
+ * not yet archived, then the active segment's durable prefix, and prove each copy restorable
+ * before counting it: read it back, check its SHA-256, and replay it in scratch (scan every
+ * frame: header of this origin and incarnation, the LSN range the key names, every frame
+ * whole and consecutive). Only then does `verifiedLsn` move, and WAL retention never removes
+ * a segment above it.
+ *
+ * The cursor (`archive.json`: incarnation and verified LSN) only saves work after a restart:
+ * without it the archive starts again from the oldest local segment (a put of the same bytes
+ * under the same key is harmless). A pass that fails leaves the cursor where it was, is
+ * logged and counted, and the next pass tries again: the loop never dies.
+ */
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import type { Logger } from "../log.js";
+import type { Runtime, Timer } from "../runtime/index.js";
+import { scanSegment, type SealedSegment, type Wal } from "../wal/index.js";
+import { segmentObjectKey } from "./keys.js";
+import type { ArchiveStore } from "./s3-store.js";
+
+export interface ArchiverOptions {
+  wal: Wal;
+  region: string;
+  store: ArchiveStore;
+  prefix: string;
+  intervalMs: number;
+  /** Where the cursor file lives (the data directory). */
+  dataDir: string;
+  runtime: Runtime;
+  log: Logger;
+  onVerified?(lsn: number): void;
+  onError?(stage: string): void;
+}
+
+export interface ArchiveStatus {
+  /** Highest LSN of this incarnation whose archived copy was read back and verified. */
+  verifiedLsn: number;
+  /** Objects uploaded and verified since the start. */
+  objects: number;
+  /** Seconds since the oldest durable record not yet verified in the archive was written (0: none). */
+  lagSeconds: number;
+  lastError: string | undefined;
+  /** LSNs no longer in the WAL that were never archived (removed before the archive was configured). */
+  missingBelowLsn: number | undefined;
+}
+
+interface Cursor {
+  incarnation: string;
+  verifiedLsn: number;
+}
+
+export class Archiver {
+  private verified: number;
+  private objects = 0;
+  private lastError: string | undefined;
+  private missingBelow: number | undefined;
+  private timer: Timer | undefined;
+  private running: Promise<void> | undefined;
+  private readonly cursorPath: string;
+
+  constructor(private readonly o: ArchiverOptions) {
+    this.cursorPath = path.join(o.dataDir, "archive.json");
+    this.verified = this.readCursor();
+  }
+
+  get verifiedLsn(): number {
+    return this.verified;
+  }
+
+  start(): void {
+    this.timer = this.o.runtime.every(this.o.intervalMs, () => void this.pass());
+    void this.pass();
+  }
+
+  async stop(): Promise<void> {
+    this.timer?.cancel();
+    await this.running;
+    this.o.store.close();
+  }
+
+  status(): ArchiveStatus {
+    return {
+      verifiedLsn: this.verified,
+      objects: this.objects,
+      lagSeconds: this.lagSeconds(),
+      lastError: this.lastError,
+      missingBelowLsn: this.missingBelow,
+    };
+  }
+
+  /** One pass (passes never overlap): archive what is not yet, oldest first. */
+  pass(): Promise<void> {
+    this.running ??= this.archiveAll().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async archiveAll(): Promise<void> {
+    let stage = "list";
+    try {
+      const sealed = this.o.wal.sealedSegments();
+      const oldest = sealed[0] ?? this.o.wal.activeDurable();
+      if (oldest.firstLsn > this.verified + 1) {
+        // Removed before this archive knew of them: say so, start from what there is.
+        this.missingBelow = oldest.firstLsn;
+        this.o.log.error(
+          { verifiedLsn: this.verified, oldestLocalLsn: oldest.firstLsn },
+          "archive: LSNs below the oldest local segment were never archived",
+        );
+        this.verified = oldest.firstLsn - 1;
+      }
+      for (const seg of sealed) {
+        if (seg.lastLsn <= this.verified) continue;
+        stage = `segment ${seg.file}`;
+        await this.archiveOne(seg, await fs.promises.readFile(seg.path));
+      }
+      const active = this.o.wal.activeDurable();
+      if (active.lastLsn > this.verified) {
+        stage = `durable prefix of ${active.file}`;
+        await this.archiveOne(active, await readPrefix(active.path, active.bytes));
+      }
+      this.lastError = undefined;
+    } catch (err) {
+      this.lastError = `${stage}: ${(err as Error).message}`;
+      this.o.onError?.(stage.split(" ")[0]!);
+      this.o.log.error(
+        { err: this.lastError, verifiedLsn: this.verified },
+        "archive pass failed; retrying next pass",
+      );
+    }
+  }
+
+  private async archiveOne(seg: SealedSegment, bytes: Buffer): Promise<void> {
+    const key = segmentObjectKey(this.o.prefix, {
+      origin: this.o.region,
+      incarnation: this.o.wal.incarnation,
+      firstLsn: seg.firstLsn,
+      lastLsn: seg.lastLsn,
+    });
+    const sha = createHash("sha256").update(bytes).digest("hex");
+    await this.o.store.put(key, bytes, sha);
+    const back = await this.o.store.get(key);
+    verifyCopy(key, back, sha, { region: this.o.region, incarnation: this.o.wal.incarnation, ...seg });
+    this.verified = seg.lastLsn;
+    this.objects++;
+    await this.writeCursor();
+    this.o.onVerified?.(this.verified);
+  }
+
+  private lagSeconds(): number {
+    const pending = [...this.o.wal.sealedSegments(), this.o.wal.activeDurable()].find(
+      (s) => s.lastLsn > this.verified,
+    );
+    return pending ? Math.max(0, (this.o.runtime.nowMs() - pending.createdAtMs) / 1000) : 0;
+  }
+
+  private readCursor(): number {
+    try {
+      const c = JSON.parse(fs.readFileSync(this.cursorPath, "utf8")) as Cursor;
+      if (c.incarnation === this.o.wal.incarnation && Number.isSafeInteger(c.verifiedLsn))
+        return c.verifiedLsn;
+    } catch {
+      // No cursor (first start) or unreadable: start from the oldest local segment.
+    }
+    return 0;
+  }
+
+  private async writeCursor(): Promise<void> {
+    const tmp = `${this.cursorPath}.tmp`;
+    const c: Cursor = { incarnation: this.o.wal.incarnation, verifiedLsn: this.verified };
+    await fs.promises.writeFile(tmp, JSON.stringify(c));
+    await fs.promises.rename(tmp, this.cursorPath);
+  }
+}
+
+/** The archived copy must be the bytes sent, and replay: else it does not count. */
+export function verifyCopy(
+  key: string,
+  back: { body: Buffer; sha256Hex: string | undefined },
+  sha256Hex: string,
+  want: { region: string; incarnation: string; firstLsn: number; lastLsn: number },
+): void {
+  const got = createHash("sha256").update(back.body).digest("hex");
+  if (got !== sha256Hex)
+    throw new Error(`archived ${key} reads back with SHA-256 ${got}, ${sha256Hex} was sent`);
+  if (back.sha256Hex !== undefined && back.sha256Hex !== sha256Hex)
+    throw new Error(
+      `archived ${key} carries SHA-256 ${back.sha256Hex} in its metadata, ${sha256Hex} was sent`,
+    );
+  const scan = scanSegment(back.body, { file: key, last: false });
+  const h = scan.header;
+  if (h.region !== want.region || h.incarnation !== want.incarnation || h.firstLsn !== want.firstLsn)
+    throw new Error(`archived ${key} holds ${h.region}/${h.incarnation} from LSN ${h.firstLsn}`);
+  if (scan.lastLsn !== want.lastLsn)
+    throw new Error(`archived ${key} replays to LSN ${scan.lastLsn}, ${want.lastLsn} expected`);
+}
+
+async function readPrefix(file: string, bytes: number): Promise<Buffer> {
+  const fh = await fs.promises.open(file, "r");
+  try {
+    const buf = Buffer.alloc(bytes);
+    let off = 0;
+    while (off < bytes) {
+      const { bytesRead } = await fh.read(buf, off, bytes - off, off);
+      if (bytesRead === 0) throw new Error(`${file} ends at ${off} bytes, ${bytes} are durable`);
+      off += bytesRead;
+    }
+    return buf;
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,7 @@
+/** The segment archive (S3): uploads, verification before retention, object keys. */
+export { Archiver, verifyCopy } from "./archiver.js";
+export type { ArchiveStatus, ArchiverOptions } from "./archiver.js";
+export { incarnationPrefix, parseSegmentObjectKey, segmentObjectKey } from "./keys.js";
+export type { SegmentObject } from "./keys.js";
+export { s3ArchiveStore } from "./s3-store.js";
+export type { ArchiveOp, ArchiveStore, S3Settings } from "./s3-store.js";

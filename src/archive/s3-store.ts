@@ -1,0 +1,104 @@
+/**
+ * The archive's bucket, through @aws-sdk/client-s3: put with the SHA-256 as the S3 checksum
+ * (`x-amz-checksum-sha256`) and in metadata, get, and `start-after` listings. Each request
+ * is retried with backoff (p-retry) and counted. Credentials come from the AWS SDK's
+ * standard chain (environment, shared files), never from crr's config.
+ */
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import pRetry from "p-retry";
+
+export interface S3Settings {
+  bucket: string;
+  prefix: string;
+  region: string;
+  endpoint?: string;
+  forcePathStyle: boolean;
+}
+
+export type ArchiveOp = "put" | "get" | "list";
+
+/** What the archiver needs of a bucket (the tests and a simulator may hand in another). */
+export interface ArchiveStore {
+  put(key: string, body: Buffer, sha256Hex: string): Promise<void>;
+  /** The object's bytes and the SHA-256 it was stored with (metadata), if any. */
+  get(key: string): Promise<{ body: Buffer; sha256Hex: string | undefined }>;
+  /** Keys under `prefix` after `startAfter`, in order, at most `max`. */
+  list(prefix: string, startAfter: string | undefined, max: number): Promise<string[]>;
+  close(): void;
+}
+
+export interface S3StoreOptions {
+  s3: S3Settings;
+  /** Attempts per request before the archiver's pass fails (it tries again next pass). */
+  attempts: number;
+  onRequest(op: ArchiveOp, outcome: "ok" | "error", bytes: number): void;
+}
+
+export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
+  const client = new S3Client({
+    region: o.s3.region,
+    endpoint: o.s3.endpoint,
+    forcePathStyle: o.s3.forcePathStyle,
+    // S3-compatible servers refuse the default CRC32 trailers of SDK 3.729+.
+    requestChecksumCalculation: "WHEN_REQUIRED",
+    responseChecksumValidation: "WHEN_REQUIRED",
+  });
+  const Bucket = o.s3.bucket;
+  const counted = async <T>(op: ArchiveOp, bytes: (t: T) => number, run: () => Promise<T>): Promise<T> =>
+    pRetry(
+      async () => {
+        try {
+          const t = await run();
+          o.onRequest(op, "ok", bytes(t));
+          return t;
+        } catch (err) {
+          o.onRequest(op, "error", 0);
+          throw err;
+        }
+      },
+      { retries: Math.max(0, o.attempts - 1), minTimeout: 100, maxTimeout: 2000 },
+    );
+  return {
+    async put(Key, body, sha256Hex) {
+      await counted(
+        "put",
+        () => body.length,
+        () =>
+          client.send(
+            new PutObjectCommand({
+              Bucket,
+              Key,
+              Body: body,
+              ContentLength: body.length,
+              ChecksumSHA256: Buffer.from(sha256Hex, "hex").toString("base64"),
+              Metadata: { sha256: sha256Hex },
+            }),
+          ),
+      );
+    },
+    async get(Key) {
+      return counted(
+        "get",
+        (r) => r.body.length,
+        async () => {
+          const r = await client.send(new GetObjectCommand({ Bucket, Key }));
+          const bytes = await r.Body!.transformToByteArray();
+          return { body: Buffer.from(bytes), sha256Hex: r.Metadata?.sha256 };
+        },
+      );
+    },
+    async list(Prefix, StartAfter, max) {
+      return counted(
+        "list",
+        () => 0,
+        async () => {
+          const r = await client.send(new ListObjectsV2Command({ Bucket, Prefix, StartAfter, MaxKeys: max }));
+          return (r.Contents ?? []).map((c) => c.Key!).filter((k) => k !== undefined);
+        },
+      );
+    },
+    close() {
+      client.destroy();
+    },
+  };
+}
