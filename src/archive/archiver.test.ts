@@ -11,6 +11,7 @@ import { realRuntime } from "../runtime/index.js";
 import { Wal } from "../wal/index.js";
 import { Archiver } from "./archiver.js";
 import { incarnationPrefix, parseSegmentObjectKey, segmentObjectKey } from "./keys.js";
+import { ArchiveGapError, planRestore } from "./restore.js";
 import type { ArchiveStore } from "./s3-store.js";
 
 const opened: Array<{ close(): Promise<unknown> }> = [];
@@ -129,5 +130,64 @@ describe("archiver", () => {
     expect(segmentObjectKey("", o).startsWith("eu-west-1/")).toBe(true);
     for (const bad of [key.replace(".wal", ".tmp"), key.replace(o.incarnation, "zz"), "x.wal"])
       expect(parseSegmentObjectKey(bad)).toBeUndefined();
+  });
+
+  it("uploads a growing active segment once: each later pass sends only what was written since", async () => {
+    const wal = await Wal.open({ dir: tempDir(), region: "us-east-1" }); // one big segment
+    opened.push(wal);
+    const bucket = memoryBucket();
+    const arch = archiver(wal, bucket.store);
+    const sizes: number[] = [];
+    for (let round = 0; round < 4; round++) {
+      for (let i = 0; i < 50; i++)
+        await wal.append({
+          key: `r${round}-${i}`,
+          tenant: "t",
+          outcome: "accepted",
+          body: { pad: "x".repeat(60) },
+        });
+      await arch.pass();
+      expect(arch.status().lastError).toBeUndefined();
+      expect(arch.verifiedLsn).toBe(wal.durableLsn);
+    }
+    const keys = [...bucket.objects.keys()].sort();
+    expect(keys.map((k) => parseSegmentObjectKey(k)).map((o) => [o!.firstLsn, o!.lastLsn])).toEqual([
+      [1, 50],
+      [51, 100],
+      [101, 150],
+      [151, 200],
+    ]);
+    for (const k of keys) sizes.push(bucket.objects.get(k)!.body.length);
+    // Every byte of the WAL once, plus one 128-byte header per later object.
+    expect(sizes.reduce((a, b) => a + b, 0)).toBe(wal.activeDurable().bytes + 3 * 128);
+  });
+});
+
+describe("restore plan", () => {
+  const inc = "00112233445566778899aabbccddeeff";
+  const key = (first: number, last: number, origin = "us-east-1") =>
+    segmentObjectKey("crr", { origin, incarnation: inc, firstLsn: first, lastLsn: last });
+
+  it("takes the longest object of each first LSN, follows the chain from LSN 1, per origin", () => {
+    const plan = planRestore([
+      key(1, 10),
+      key(11, 15),
+      key(1, 20),
+      key(21, 30),
+      key(1, 4, "eu-west-1"),
+      "crr/other.txt",
+    ]);
+    expect(
+      plan.map((s) => [s.origin, s.lastLsn, s.objects.map((o) => `${o.firstLsn}-${o.lastLsn}`)]),
+    ).toEqual([
+      ["eu-west-1", 4, ["1-4"]],
+      ["us-east-1", 30, ["1-20", "21-30"]],
+    ]);
+  });
+
+  it("refuses a hole, or a stream whose archive does not start at LSN 1, naming the LSNs", () => {
+    expect(() => planRestore([key(1, 10), key(12, 20)])).toThrow(ArchiveGapError);
+    expect(() => planRestore([key(1, 10), key(12, 20)])).toThrow("LSNs 11..11 of us-east-1");
+    expect(() => planRestore([key(5, 10)])).toThrow("LSNs 1..4 of us-east-1");
   });
 });

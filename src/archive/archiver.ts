@@ -1,6 +1,7 @@
 /**
  * The segment archive: every `archive.intervalMs`, copy to the bucket each sealed segment
- * not yet archived, then the active segment's durable prefix, and prove each copy restorable
+ * not yet archived, then the active segment's durable prefix (after the first object of a
+ * file, only what was written since: an object of its own), and prove each copy restorable
  * before counting it: read it back, check its SHA-256, and replay it in scratch (scan every
  * frame: header of this origin and incarnation, the LSN range the key names, every frame
  * whole and consecutive). Only then does `verifiedLsn` move, and WAL retention never removes
@@ -16,7 +17,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Logger } from "../log.js";
 import type { Runtime, Timer } from "../runtime/index.js";
-import { scanSegment, type SealedSegment, type Wal } from "../wal/index.js";
+import { encodeSegmentHeader, scanSegment, type SealedSegment, type Wal } from "../wal/index.js";
 import { segmentObjectKey } from "./keys.js";
 import type { ArchiveStore } from "./s3-store.js";
 
@@ -59,6 +60,8 @@ export class Archiver {
   private timer: Timer | undefined;
   private running: Promise<void> | undefined;
   private readonly cursorPath: string;
+  /** Where the last archived object ended: its file, byte and LSN (in memory: a restart uploads the file whole once). */
+  private tail: { path: string; end: number; lastLsn: number } | undefined;
 
   constructor(private readonly o: ArchiverOptions) {
     this.cursorPath = path.join(o.dataDir, "archive.json");
@@ -113,12 +116,12 @@ export class Archiver {
       for (const seg of sealed) {
         if (seg.lastLsn <= this.verified) continue;
         stage = `segment ${seg.file}`;
-        await this.archiveOne(seg, await fs.promises.readFile(seg.path));
+        await this.archiveNew(seg, (await fs.promises.stat(seg.path)).size);
       }
       const active = this.o.wal.activeDurable();
       if (active.lastLsn > this.verified) {
         stage = `durable prefix of ${active.file}`;
-        await this.archiveOne(active, await readPrefix(active.path, active.bytes));
+        await this.archiveNew(active, active.bytes);
       }
       this.lastError = undefined;
     } catch (err) {
@@ -129,6 +132,31 @@ export class Archiver {
         "archive pass failed; retrying next pass",
       );
     }
+  }
+
+  /**
+   * Archive the LSNs of `seg` above the verified LSN: only the bytes written since the last
+   * object when this pass continues where it left off in the same file (an object of its
+   * own, a segment header naming its first LSN then those frames), else the file's first
+   * `end` bytes whole. A growing active segment is so never uploaded again and again.
+   */
+  private async archiveNew(seg: SealedSegment, end: number): Promise<void> {
+    const t = this.tail;
+    const continues = t !== undefined && t.path === seg.path && t.lastLsn === this.verified && t.end <= end;
+    const first = continues ? this.verified + 1 : seg.firstLsn;
+    const bytes = continues
+      ? Buffer.concat([
+          encodeSegmentHeader({
+            region: this.o.region,
+            firstLsn: first,
+            createdAtMs: seg.createdAtMs,
+            incarnation: this.o.wal.incarnation,
+          }),
+          await readRange(seg.path, t.end, end),
+        ])
+      : await readRange(seg.path, 0, end);
+    await this.archiveOne({ ...seg, firstLsn: first }, bytes);
+    this.tail = { path: seg.path, end, lastLsn: seg.lastLsn };
   }
 
   private async archiveOne(seg: SealedSegment, bytes: Buffer): Promise<void> {
@@ -196,14 +224,14 @@ export function verifyCopy(
     throw new Error(`archived ${key} replays to LSN ${scan.lastLsn}, ${want.lastLsn} expected`);
 }
 
-async function readPrefix(file: string, bytes: number): Promise<Buffer> {
+async function readRange(file: string, start: number, end: number): Promise<Buffer> {
   const fh = await fs.promises.open(file, "r");
   try {
-    const buf = Buffer.alloc(bytes);
+    const buf = Buffer.alloc(end - start);
     let off = 0;
-    while (off < bytes) {
-      const { bytesRead } = await fh.read(buf, off, bytes - off, off);
-      if (bytesRead === 0) throw new Error(`${file} ends at ${off} bytes, ${bytes} are durable`);
+    while (off < buf.length) {
+      const { bytesRead } = await fh.read(buf, off, buf.length - off, start + off);
+      if (bytesRead === 0) throw new Error(`${file} ends at ${start + off} bytes, ${end} are durable`);
       off += bytesRead;
     }
     return buf;

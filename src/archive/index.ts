@@ -5,3 +5,5 @@ export { incarnationPrefix, parseSegmentObjectKey, segmentObjectKey } from "./ke
 export type { SegmentObject } from "./keys.js";
 export { s3ArchiveStore } from "./s3-store.js";
 export type { ArchiveOp, ArchiveStore, S3Settings } from "./s3-store.js";
+export { ArchiveGapError, listAll, planRestore, restoreInto } from "./restore.js";
+export type { RestorePlanStream, RestoreReport } from "./restore.js";

@@ -9,6 +9,7 @@ import { runServe } from "./serve.js";
 import { runSkipGap } from "./skip-gap.js";
 import { runStatus } from "./status.js";
 import { runAudit, runRebuild } from "./rebuild.js";
+import { runRestore } from "./restore.js";
 import { runBench } from "./bench.js";
 import { runReconcile, runVerify } from "./verify.js";
 import { runWalInspect } from "./wal-inspect.js";
@@ -25,6 +26,7 @@ Usage:
   crr verify --config FILE             run the divergence check once, print findings (exit 1 if any)
   crr reconcile --config FILE [--apply] repair divergent or missing keys by the merge rule
   crr rebuild --config FILE [--since T] rebuild the dedup store from the WAL and the peers
+  crr restore --config FILE [--to T]   a store as of time T from the S3 archive (a new file)
   crr audit verify FILE|DIR...         verify the audit log's hash chain
   crr bench --scenario FILE [--check]  run a lag SLO benchmark scenario and write its report
   crr demo                 three regions on loopback: load, a split brain, a crash, convergence
@@ -43,6 +45,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   verify: runVerify,
   reconcile: runReconcile,
   rebuild: runRebuild,
+  restore: runRestore,
   audit: runAudit,
   bench: runBench,
   wal: async (argv) => {

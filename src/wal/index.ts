@@ -5,6 +5,7 @@ export * from "./pure.js";
 export { inspectWal } from "./inspect.js";
 export {
   decodeSegmentHeader as scanSegmentHeader,
+  encodeSegmentHeader,
   parseSegmentFileName,
   scanSegment,
   segmentHeaderBytes,

@@ -4,14 +4,22 @@
  *   acknowledged appends), LSN by LSN, with nothing missing up to the verified LSN;
  * - WAL retention removes a local segment only once its archived copy was read back and
  *   verified: with the bucket unreachable, segments every peer acknowledged stay, the
- *   failure shows in status and metrics at once, and archiving resumes when it is back.
+ *   failure shows in status and metrics at once, and archiving resumes when it is back;
+ * - `crr restore` rebuilds from the archive alone a store whose digest equals the live
+ *   regions', and as of a time exactly the records acknowledged before it; an archive with
+ *   a missing object is refused, naming the LSNs, and no file is written.
  */
+import fs from "node:fs";
+import path from "node:path";
+import { DeleteObjectCommand } from "@aws-sdk/client-s3";
+import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { decodeFrames, scanSegment, segmentHeaderBytes, type WalRecord } from "../../src/wal/index.js";
 import { formatHlc } from "../../src/clock/index.js";
 import { Cluster, append, status, testProxy, waitConverged, type TestNode } from "../support/cluster.js";
 import { s3Credentials, startS3, type TestS3 } from "../support/s3.js";
-import { waitFor } from "../support/tmp.js";
+import { runCrr } from "../support/cli.js";
+import { tempDir, waitFor } from "../support/tmp.js";
 
 const closing: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -165,6 +173,73 @@ describe("S3 archive", () => {
     const archived = await archivedRecords(s3, `crr/us-east-1/${s.incarnation}/`);
     for (const ack of acks) expect(archived.get(ack.lsn)?.key, `LSN ${ack.lsn}`).toBe(ack.key);
     await waitFor(async () => (await status(a)).wal.firstLsn > archive.verifiedLsn + 1, "retention to go on");
+    await cluster.stop();
+  });
+
+  it("crr restore: everything archived has the live digest; as of a time, exactly what was acknowledged before it; a hole is refused", async () => {
+    const s3 = await startS3();
+    closing.push(() => s3.close());
+    const cluster = await archivedCluster(s3.endpoint, s3.bucket);
+    const [a, b] = [cluster.node("us-east-1"), cluster.node("eu-west-1")];
+    const early = [...(await appendLedger(a, "early-a", 40)), ...(await appendLedger(b, "early-b", 40))];
+    await appendLedger(b, "early-a", 5); // conflicts: both regions decided these keys
+    await waitConverged([a, b]);
+    await new Promise((r) => setTimeout(r, 50)); // a millisecond boundary between the phases
+    const t = Date.now();
+    await new Promise((r) => setTimeout(r, 50));
+    const late = [...(await appendLedger(a, "late-a", 30)), ...(await appendLedger(b, "late-b", 30))];
+    const live = await waitConverged([a, b]);
+    for (const n of [a, b]) {
+      const durable = (await status(n)).wal.durableLsn;
+      await waitFor(async () => (await archiveOf(n)).verifiedLsn >= durable, `${n.name}'s archive`);
+    }
+    const out = tempDir("crr-restore-");
+    const all = await runCrr(["restore", "--config", a.configFile, "--out", path.join(out, "all.sqlite")], {
+      env: { ...s3Credentials, ...cluster.secrets() },
+    });
+    expect(all.stderr).not.toMatch(/error/i);
+    expect(all.code).toBe(0);
+    expect(all.stdout).toContain(`digest ${live[0]!.store.digest}`);
+    const asOf = await runCrr(
+      ["restore", "--config", a.configFile, "--to", String(t), "--out", path.join(out, "t.sqlite")],
+      { env: { ...s3Credentials, ...cluster.secrets() } },
+    );
+    expect(asOf.code).toBe(0);
+    const db = new Database(path.join(out, "t.sqlite"), { readonly: true });
+    const keys = new Set((db.prepare("SELECT key FROM records").pluck().all() as string[]).map(String));
+    for (const ack of early) {
+      expect(keys.has(ack.key), `${ack.key}, acknowledged before the time, is missing`).toBe(true);
+      // The winner the live regions agree on (early keys were all decided before the time).
+      const winner = (await (await fetch(`${a.url}/v1/records/${ack.key}`)).json()) as {
+        origin: string;
+        lsn: number;
+      };
+      const row = db.prepare("SELECT origin, lsn FROM records WHERE key = ?").get(ack.key) as {
+        origin: string;
+        lsn: number;
+      };
+      expect(row).toEqual({ origin: winner.origin, lsn: winner.lsn });
+    }
+    for (const ack of late) expect(keys.has(ack.key), `${ack.key} came after the time`).toBe(false);
+    db.close();
+    // An object gone from the archive: refused, named, and no file written.
+    // Delete every object that starts at one LSN in the middle (a sealed segment and the
+    // earlier copies of its durable prefix): nothing else covers those LSNs.
+    const objects = await s3.keys(`crr/us-east-1/${live[0]!.incarnation}/`);
+    const first = (k: string) => /\/(\d{20})-/.exec(k)![1];
+    const middle = first(objects[Math.floor(objects.length / 2)]!);
+    const gone = objects.filter((k) => first(k) === middle);
+    expect(gone.length).toBeLessThan(objects.length);
+    for (const Key of gone) await s3.client.send(new DeleteObjectCommand({ Bucket: s3.bucket, Key }));
+    const holed = await runCrr(
+      ["restore", "--config", a.configFile, "--out", path.join(out, "holed.sqlite")],
+      {
+        env: { ...s3Credentials, ...cluster.secrets() },
+      },
+    );
+    expect(holed.code).not.toBe(0);
+    expect(holed.stderr).toMatch(/holds no object with LSNs \d+\.\.\d+ of us-east-1/);
+    expect(fs.existsSync(path.join(out, "holed.sqlite"))).toBe(false);
     await cluster.stop();
   });
 });

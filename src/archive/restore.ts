@@ -1,0 +1,154 @@
+/**
+ * Restore from the archive: a store as of a point in time, built from every origin's
+ * archived WAL. An origin's records carry increasing hybrid timestamps, so "as of T" is a
+ * prefix of each origin's stream (every record whose HLC wall time is at most T), and the
+ * merge rule makes the order of origins irrelevant: the result is the store a region that
+ * had applied exactly those records would hold.
+ *
+ * Planned from the keys before anything is read: per origin and incarnation, the objects
+ * that cover its LSNs from 1 (of several objects with one first LSN, the longest); a
+ * stretch of LSNs no object holds is refused, naming it, before anything is written. Each object is
+ * then checked as the archiver checked it (SHA-256 against its metadata, a whole scan of
+ * the LSN range its key names).
+ */
+import { createHash } from "node:crypto";
+import type { ReplicationPolicy } from "../config/index.js";
+import type { SqliteStore } from "../store/index.js";
+import { decodeFrames, scanSegment, segmentHeaderBytes, type WalRecord } from "../wal/index.js";
+import { parseSegmentObjectKey, type SegmentObject } from "./keys.js";
+import type { ArchiveStore } from "./s3-store.js";
+
+export interface RestorePlanStream {
+  origin: string;
+  incarnation: string;
+  objects: Array<SegmentObject & { key: string }>;
+  firstLsn: number;
+  lastLsn: number;
+}
+
+export class ArchiveGapError extends Error {
+  constructor(
+    readonly origin: string,
+    readonly incarnation: string,
+    readonly fromLsn: number,
+    readonly toLsn: number,
+  ) {
+    super(
+      `the archive holds no object with LSNs ${fromLsn}..${toLsn} of ${origin} (incarnation ${incarnation}): a restore would miss them`,
+    );
+  }
+}
+
+/** Every key under `prefix`, with start-after pages (the only full listing crr makes: a restore's). */
+export async function listAll(store: ArchiveStore, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for (;;) {
+    const page = await store.list(prefix, keys.at(-1), 1000);
+    keys.push(...page);
+    if (page.length < 1000) return keys;
+  }
+}
+
+/** The objects that cover each origin's stream, per incarnation; throws ArchiveGapError on a hole. */
+export function planRestore(keys: readonly string[]): RestorePlanStream[] {
+  const streams = new Map<string, Array<SegmentObject & { key: string }>>();
+  for (const key of keys) {
+    const o = parseSegmentObjectKey(key);
+    if (!o) continue;
+    const id = `${o.origin}/${o.incarnation}`;
+    streams.set(id, [...(streams.get(id) ?? []), { ...o, key }]);
+  }
+  const plan: RestorePlanStream[] = [];
+  for (const objects of streams.values()) {
+    objects.sort((a, b) => a.firstLsn - b.firstLsn || b.lastLsn - a.lastLsn);
+    const chosen: Array<SegmentObject & { key: string }> = [];
+    let covered = 0; // every incarnation's stream starts at LSN 1
+    for (const o of objects) {
+      if (o.lastLsn <= covered) continue; // a shorter copy of what is already covered
+      if (o.firstLsn > covered + 1)
+        throw new ArchiveGapError(o.origin, o.incarnation, covered + 1, o.firstLsn - 1);
+      chosen.push(o);
+      covered = o.lastLsn;
+    }
+    const { origin, incarnation } = objects[0]!;
+    plan.push({ origin, incarnation, objects: chosen, firstLsn: 1, lastLsn: covered });
+  }
+  return plan.sort((a, b) => a.origin.localeCompare(b.origin) || a.incarnation.localeCompare(b.incarnation));
+}
+
+export interface RestoreReport {
+  streams: Array<{ origin: string; incarnation: string; fromLsn: number; toLsn: number; records: number }>;
+  records: number;
+  objects: number;
+}
+
+/** Apply every archived record with HLC wall time <= toMs (all when undefined) that `policy` lets this region hold. */
+export async function restoreInto(o: {
+  store: ArchiveStore;
+  plan: RestorePlanStream[];
+  into: SqliteStore;
+  toMs: number | undefined;
+  policy: ReplicationPolicy;
+  self: string;
+}): Promise<RestoreReport> {
+  const report: RestoreReport = { streams: [], records: 0, objects: 0 };
+  for (const s of o.plan) {
+    let applied = s.firstLsn - 1;
+    let records = 0;
+    let past = false;
+    for (const obj of s.objects) {
+      if (past) break;
+      const got = await o.store.get(obj.key);
+      const frames = checkedFrames(obj, got);
+      report.objects++;
+      const fresh = frames.filter((r) => r.lsn > applied);
+      const cut = o.toMs === undefined ? -1 : fresh.findIndex((r) => r.hlc.wallMs > o.toMs!);
+      const taken = cut === -1 ? fresh : fresh.slice(0, cut);
+      past = cut !== -1;
+      if (taken.length === 0) continue;
+      const kept = taken.filter((r) => s.origin === o.self || o.policy.accepts(s.origin, r.tenant));
+      const r = o.into.applySync({
+        origin: s.origin,
+        incarnation: s.incarnation,
+        firstLsn: taken[0]!.lsn,
+        lastLsn: taken.at(-1)!.lsn,
+        records: kept,
+      });
+      if (r.status === "gap")
+        throw new ArchiveGapError(s.origin, s.incarnation, r.watermark + 1, taken[0]!.lsn - 1);
+      applied = taken.at(-1)!.lsn;
+      records += kept.length;
+    }
+    report.streams.push({
+      origin: s.origin,
+      incarnation: s.incarnation,
+      fromLsn: s.firstLsn,
+      toLsn: applied,
+      records,
+    });
+    report.records += records;
+  }
+  o.into.syncNow();
+  return report;
+}
+
+/** An archived object's frames, checked as the archiver checked it before it counted. */
+function checkedFrames(
+  obj: SegmentObject & { key: string },
+  got: { body: Buffer; sha256Hex: string | undefined },
+): WalRecord[] {
+  const sha = createHash("sha256").update(got.body).digest("hex");
+  if (got.sha256Hex !== undefined && got.sha256Hex !== sha)
+    throw new Error(`archived ${obj.key} reads back with SHA-256 ${sha}, its metadata says ${got.sha256Hex}`);
+  const scan = scanSegment(got.body, { file: obj.key, last: false });
+  if (
+    scan.header.region !== obj.origin ||
+    scan.header.incarnation !== obj.incarnation ||
+    scan.header.firstLsn !== obj.firstLsn ||
+    scan.lastLsn !== obj.lastLsn
+  )
+    throw new Error(
+      `archived ${obj.key} holds ${scan.header.region}/${scan.header.incarnation} LSNs ${scan.header.firstLsn}..${scan.lastLsn}, not what its key names`,
+    );
+  return decodeFrames(got.body.subarray(segmentHeaderBytes), { source: obj.key, firstLsn: obj.firstLsn });
+}
