@@ -390,3 +390,105 @@ describe("any damage", () => {
     );
   });
 });
+
+describe("the exact shape of each plan", () => {
+  const fields = (n: number) =>
+    Array.from({ length: n }, (_, i) => ({
+      key: `key-${i}`,
+      tenant: "tenant-a",
+      outcome: "accepted",
+      bodyJson: JSON.stringify({ i, pad: "y".repeat(30) }),
+      hlc: { wallMs: 1000 + i, logical: 1 },
+    }));
+
+  it("tear or written bytes, by the sectors after the damage: 64 zeros to a sector boundary, or zeros to the end", () => {
+    const w = written(fields(1));
+    const at = w.image.length;
+    const image = (size: number, zerosFrom: number, zerosTo: number) => {
+      const b = Buffer.concat([w.image, Buffer.alloc(size - at, 0xab)]);
+      b.fill(0, zerosFrom, zerosTo);
+      return b;
+    };
+    // A whole sector of zeros after garbage: unwritten, a tear.
+    expect(looksTorn(image(2048, 1024, 1536), at)).toBe(true);
+    // 64 zeros up to a sector boundary are unwritten; 63 are not (a frame could hold them).
+    expect(looksTorn(image(2048, 1024 - 64, 1024), 1024 - 64)).toBe(true);
+    expect(looksTorn(image(2048, 1024 - 63, 1024), 1024 - 63)).toBe(false);
+    // Zeros to the end of the file, however few: a tear.
+    expect(looksTorn(image(2048, 2048 - 10, 2048), 2048 - 10)).toBe(true);
+    expect(looksTorn(image(2048, 0, 0), 2048 - 10)).toBe(false);
+    // Garbage everywhere: written bytes.
+    expect(looksTorn(image(2048, 0, 0), at)).toBe(false);
+    // Fewer than 8 bytes (not even a frame's length): a tear.
+    expect(looksTorn(image(at + 7, 0, 0), at)).toBe(true);
+  });
+
+  it("a last frame whose length alone flipped is never a tear, whichever bit", () => {
+    const w = written(fields(3));
+    const last = w.starts[2]!;
+    for (let bit = 0; bit < 32; bit++) {
+      const image = Buffer.from(w.image);
+      image.writeUInt32LE((image.readUInt32LE(last + 4) ^ (1 << bit)) >>> 0, last + 4);
+      expect(looksTorn(image, last), `length bit ${bit}`).toBe(false);
+      expect(plan(image, 2)).toMatchObject({ kind: "refuse", offset: last, fromLsn: 3 });
+    }
+  });
+
+  it("bytes inserted between two frames: damage, not a tear; kept around when evidence exists", () => {
+    const w = written(fields(4));
+    const image = Buffer.concat([
+      w.image.subarray(0, w.ends[1]),
+      Buffer.alloc(40, 0xcd),
+      w.image.subarray(w.ends[1]),
+    ]);
+    expect(plan(image, undefined)).toMatchObject({
+      kind: "refuse",
+      offset: w.ends[1],
+      fromLsn: 3,
+      toLsn: 2,
+      reason: expect.stringContaining("with intact frames after them"),
+    });
+    expect(plan(image, 4)).toEqual({
+      kind: "rewrite",
+      pieces: [
+        { kind: "bytes", start: segmentHeaderBytes, end: w.ends[1] },
+        { kind: "bytes", start: w.ends[1]! + 40, end: image.length },
+      ],
+      reason: `damaged frames at offset ${w.ends[1]} (LSNs 3..2)`,
+    });
+  });
+
+  it("names every reason of a rewrite, and refuses too many LSNs at the first damage", () => {
+    const w = written(fields(5));
+    const image = flipBit(w.image.subarray(0, w.ends[4]! - 3), (w.starts[1]! + 20) * 8); // LSN 2 damaged, LSN 5 torn
+    const p = plan(image, 6);
+    expect(p).toEqual({
+      kind: "rewrite",
+      pieces: [
+        { kind: "bytes", start: segmentHeaderBytes, end: w.ends[0] },
+        { kind: "restore", fromLsn: 2, toLsn: 2 },
+        { kind: "bytes", start: w.starts[2], end: w.ends[3] },
+        { kind: "restore", fromLsn: 5, toLsn: 6 },
+      ],
+      reason: `damaged frames at offset ${w.starts[1]} (LSNs 2..2); the WAL ends at LSN 4 before LSN 6 others have seen; a torn tail cut (incomplete frame (${w.ends[4]! - 3 - w.starts[4]!} of ${w.ends[4]! - w.starts[4]!} bytes) at offset ${w.starts[4]})`,
+    });
+    expect(plan(image, 6, { restoreMax: 2 })).toEqual({
+      kind: "refuse",
+      offset: w.starts[1],
+      fromLsn: 2,
+      toLsn: 6,
+      reason: "3 LSNs to restore, more than the 2 recovery restores at start",
+    });
+  });
+
+  it("an unfinished appendBatch that is the whole segment: cut to the header, or restored from what was seen", () => {
+    const w = written(fields(4), [true, true, true, true]);
+    const image = w.image.subarray(0, w.ends[2]); // the batch's last frame (LSN 4) never written
+    expect(plan(image, 0)).toMatchObject({ kind: "cut", offset: segmentHeaderBytes });
+    expect(plan(image, 2)).toEqual({
+      kind: "rewrite",
+      pieces: [{ kind: "restore", fromLsn: 1, toLsn: 2 }],
+      reason: `the WAL ends at LSN 0 before LSN 2 others have seen; a torn tail cut (appendBatch without its final frame at offset ${segmentHeaderBytes})`,
+    });
+  });
+});

@@ -128,6 +128,14 @@ function unfinishedBatchStart(image: Buffer, run: Run): { offset: number; lsn: n
   return start;
 }
 
+/** What is wrong with the frame at `at` (where LSN `lsn` was expected), in the scanner's words. */
+function problemAt(image: Buffer, at: number, lsn: number): string {
+  const f = checkFrame(image, at);
+  if (f.kind === "bad") return f.reason;
+  if (f.kind === "short") return `incomplete frame (${image.length - at} of ${f.need} bytes)`;
+  return `LSN ${f.lsn} where ${lsn} was expected`;
+}
+
 export function planTail(i: TailPlanInput): TailPlan {
   const { image, scan, seenLsn } = i;
   const seen = seenLsn ?? 0;
@@ -179,7 +187,7 @@ export function planTail(i: TailPlanInput): TailPlan {
       offset: end,
       fromLsn: from,
       toLsn: from,
-      reason: `${scan.problem?.reason ?? "damaged frame"} at offset ${end} in bytes that were written whole (not a torn write): LSN ${from}${more > 0 ? ` (and up to ${more} after it)` : ""} may have been acknowledged and no store or peer holds it`,
+      reason: `${problemAt(image, end, last + 1)} at offset ${end} in bytes that were written whole (not a torn write): LSN ${from}${more > 0 ? ` (and up to ${more} after it)` : ""} may have been acknowledged and no store or peer holds it`,
     };
   }
   // An appendBatch whose last frame never made it: its frames were never acknowledged.
@@ -194,9 +202,7 @@ export function planTail(i: TailPlanInput): TailPlan {
   const tailBytes = image.length - end;
   const tailReason =
     tailBytes > 0
-      ? scan.problem
-        ? `${scan.problem.reason} at offset ${end}`
-        : `unfinished appendBatch at offset ${end}`
+      ? `${batch ? "appendBatch without its final frame" : problemAt(image, end, last + 1)} at offset ${end}`
       : undefined;
   if (tailBytes > 0 && end < image.length - i.unsyncedBytesMax && !batch) {
     // Bytes past the last intact frame, further from the end than any unsynced write: synced
