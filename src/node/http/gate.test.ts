@@ -32,7 +32,10 @@ afterEach(async () => {
   for (const c of closing.splice(0)) await c();
 });
 
-async function gated(server: { peerRequestsMax: number; connectionsMax: number; bodyTimeoutMs: number }) {
+async function gated(
+  server: { peerRequestsMax: number; connectionsMax: number; bodyTimeoutMs: number },
+  cover: () => Promise<void> = async () => undefined,
+) {
   const metrics = new RegionMetrics(() => undefined);
   const region = {
     name: "us-east-1",
@@ -42,7 +45,7 @@ async function gated(server: { peerRequestsMax: number; connectionsMax: number; 
     nowMs: () => Date.now(),
     log: { warn: () => undefined },
     verifier: { verify: () => ({ ok: true, region: "eu-west-1", nonce: "n", timestampMs: Date.now() }) },
-    replayFloor: { cover: async () => undefined },
+    replayFloor: { cover },
     incarnations: { note: () => undefined },
     credentials: { signer: { sign: () => "sig", keyId: "k", algorithm: "hmac-sha256" } },
   } as unknown as Region;
@@ -56,7 +59,7 @@ async function gated(server: { peerRequestsMax: number; connectionsMax: number; 
   await app.listen({ host: "127.0.0.1", port: 0 });
   closing.push(() => app.close());
   const port = (app.server.address() as { port: number }).port;
-  return { metrics, served, port };
+  return { metrics, served, port, app };
 }
 
 function send(port: number, body: string) {
@@ -132,5 +135,37 @@ describe("peer slots at the gate", () => {
     await until("the second to be served", async () => served.length === 2);
     served[1]!();
     expect((await second).statusCode).toBe(200);
+  });
+
+  it("a request that ends while its replay floor is written takes no slot (found by review: the slot leaked)", async () => {
+    let floorWritten!: () => void;
+    let slow = true;
+    const cover = () =>
+      slow ? ((slow = false), new Promise<void>((r) => (floorWritten = r))) : Promise.resolve();
+    const { metrics, served, port, app } = await gated(
+      { peerRequestsMax: 1, connectionsMax: 8, bodyTimeoutMs: 10_000 },
+      cover,
+    );
+    const ac = new AbortController();
+    const first = request(`http://127.0.0.1:${port}/v1/replicate`, {
+      method: "POST",
+      body: "x",
+      signal: ac.signal,
+      headers: { [headerSignature]: "x", "content-digest": contentDigest("x"), "content-type": "text/plain" },
+    }).catch((err: Error) => err);
+    await until("the floor write to start", async () => floorWritten !== undefined);
+    ac.abort();
+    expect(await first).toBeInstanceOf(Error);
+    await until(
+      "the server to see the connection gone",
+      async () => new Promise<boolean>((r) => app.server.getConnections((_e, n) => r(n === 0))),
+    );
+    floorWritten();
+    const next = send(port, "x");
+    await until("the next request to be served", async () => served.length === 1);
+    expect(await gauge(metrics, "active")).toBe(1);
+    served[0]!();
+    expect((await next).statusCode).toBe(200);
+    await until("every slot to be free", async () => (await gauge(metrics, "active")) === 0);
   });
 });

@@ -147,6 +147,9 @@ export function installGate(app: FastifyInstance, region: Region): void {
       region.metrics.refusals.inc({ reason: "unauthenticated" });
       return refuse(reply, 401, "unauthenticated", "missing signature");
     }
+    // The request may have ended while the replay floor was written (a client that gave up,
+    // its body deadline): its release found no slot to give back, so it must take none.
+    if (held.get(req) !== h || req.raw.destroyed) return;
     if (req.crrPeer && peerRoute.test(req.url) && !(await slot(h)))
       return refuse(reply.header("retry-after", "1"), 503, "busy", "too many peer requests at once");
   });
