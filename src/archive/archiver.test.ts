@@ -43,6 +43,9 @@ function memoryBucket() {
       async list() {
         return [...objects.keys()].sort();
       },
+      async folders() {
+        return [];
+      },
       close() {},
     } satisfies ArchiveStore,
   };

@@ -24,6 +24,8 @@ export interface ArchiveStore {
   get(key: string): Promise<{ body: Buffer; sha256Hex: string | undefined }>;
   /** Keys under `prefix` after `startAfter`, in order, at most `max`. */
   list(prefix: string, startAfter: string | undefined, max: number): Promise<string[]>;
+  /** The "folders" right under `prefix` (common prefixes up to the next "/"). */
+  folders(prefix: string): Promise<string[]>;
   close(): void;
 }
 
@@ -94,6 +96,16 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
         async () => {
           const r = await client.send(new ListObjectsV2Command({ Bucket, Prefix, StartAfter, MaxKeys: max }));
           return (r.Contents ?? []).map((c) => c.Key!).filter((k) => k !== undefined);
+        },
+      );
+    },
+    async folders(Prefix) {
+      return counted(
+        "list",
+        () => 0,
+        async () => {
+          const r = await client.send(new ListObjectsV2Command({ Bucket, Prefix, Delimiter: "/" }));
+          return (r.CommonPrefixes ?? []).map((c) => c.Prefix!).filter((p) => p !== undefined);
         },
       );
     },

@@ -38,6 +38,8 @@ export const defaults = {
   archive: {
     /** How often sealed segments and the active segment's durable prefix are archived (and verified). */
     intervalMs: 10_000,
+    /** How often a region follows the archive of a peer reached `via: s3` (one LIST per incarnation). */
+    pollMs: 5_000,
     /** Tries of each S3 request within a pass (backoff between them); a failed pass is tried again next interval. */
     requestAttempts: 3,
   },

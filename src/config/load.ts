@@ -43,7 +43,8 @@ export interface NodeConfig {
   /** Absolute (relative paths are resolved against the config file's directory). */
   dataDir: string;
   listen: { host: string; port: number; tls?: TlsConfig };
-  regions: Record<string, { url: string; publicKeyFiles?: string[] }>;
+  /** `via: s3`: this region also follows that region's S3 archive (see the README, "S3 as a transport"). */
+  regions: Record<string, { url: string; publicKeyFiles?: string[]; via?: "http" | "s3" }>;
   crr: {
     enabled: boolean;
     replicationMode: ReplicationMode;
@@ -192,6 +193,9 @@ function checkRegions(c: NodeConfig, problems: string[]): void {
   if (c.shipper.retryDelayMsMin > c.shipper.retryDelayMsMax) {
     problems.push("shipper.retryDelayMsMin: must not exceed shipper.retryDelayMsMax");
   }
+  for (const [name, r] of Object.entries(c.regions))
+    if (r.via === "s3" && !c.archive.s3)
+      problems.push(`regions.${name}.via: s3 needs archive.s3 (the bucket the regions' archives are in)`);
 }
 
 type Raw = Record<string, Record<string, unknown> | unknown>;
@@ -281,6 +285,7 @@ function archiveOf(a: Record<string, unknown>): NodeConfig["archive"] {
   const s3 = a.s3 as Partial<S3Config> | undefined;
   return {
     intervalMs: (a.intervalMs as number | undefined) ?? defaults.archive.intervalMs,
+    pollMs: (a.pollMs as number | undefined) ?? defaults.archive.pollMs,
     requestAttempts: (a.requestAttempts as number | undefined) ?? defaults.archive.requestAttempts,
     s3: s3 && {
       bucket: s3.bucket!,

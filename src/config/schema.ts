@@ -51,6 +51,7 @@ export const configSchema = {
         properties: {
           url: { type: "string", pattern: "^https?://" },
           publicKeyFiles: { type: "array", items: file, minItems: 1, maxItems: 4, uniqueItems: true },
+          via: { enum: ["http", "s3"] },
         },
       },
     },
@@ -102,6 +103,7 @@ export const configSchema = {
         },
       },
       intervalMs: positiveInt,
+      pollMs: positiveInt,
       requestAttempts: positiveInt,
     }),
     shipper: section({

@@ -108,6 +108,26 @@ export class Reader {
     return answer;
   }
 
+  /**
+   * A batch read from a peer's S3 archive (`regions.X.via: s3`) rather than sent by a live
+   * node: the object was checked against its SHA-256 and scanned whole by the caller. The
+   * same checks as a sent batch but those about the sender's live node (signature, rule
+   * header, incarnation rivalry: an archive holds old incarnations too): a known peer origin,
+   * the clock bound; records of tenants the policy does not send here are left out (the
+   * range still counts, as for a selective batch); then applied idempotently from the
+   * watermark.
+   */
+  async replicateArchived(batch: DecodedBatch): Promise<ReplicateAnswer> {
+    if (batch.origin === this.o.self || !this.o.regions.includes(batch.origin))
+      return refuse(403, "unknown_origin", `origin '${batch.origin}' is not a peer region of '${this.o.self}'`);
+    // An archive holds every tenant of its origin: keep those this region's policy takes.
+    const origin = batch.origin;
+    batch = { ...batch, records: batch.records.filter((r) => this.o.policy.accepts(origin, r.tenant)) };
+    const skew = this.observeClock(batch);
+    if (skew) return skew;
+    return this.apply(batch);
+  }
+
   private async check(req: ReplicateRequest): Promise<ReplicateAnswer> {
     const body = req.body;
     if (!Buffer.isBuffer(body) || body.length === 0)

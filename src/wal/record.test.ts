@@ -135,6 +135,12 @@ describe("record frames", () => {
       "record field 'key': is not well-formed Unicode (it holds a lone UTF-16 surrogate)",
     );
     expect(prepareRecord({ ...ok, key: "a\ud83d\ude00b" }).key).toBe("a😀b"); // a pair is fine
+    // NUL runs are how recovery recognises sectors never written: no field may hold one.
+    for (const field of ["key", "tenant", "outcome"] as const)
+      expect(() => prepareRecord({ ...ok, [field]: "a\u0000" })).toThrow(
+        `record field '${field}': holds a NUL character (U+0000)`,
+      );
+    expect(prepareRecord({ ...ok, body: "a\u0000" }).bodyJson).toBe('"a\\u0000"'); // JSON escapes it
     expect(() => prepareRecord(null as unknown as RecordInput)).toThrow(
       "record field 'record': expected an object",
     );

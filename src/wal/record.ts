@@ -80,6 +80,9 @@ function checkText(field: string, value: unknown, bytesMax: number, allowEmpty: 
   // would become one in one region and stay two in another.
   if (loneSurrogate.test(value))
     throw new RecordInvalidError(field, "is not well-formed Unicode (it holds a lone UTF-16 surrogate)");
+  // A run of NULs is how recovery tells sectors never written from written ones (a tear
+  // from a bit flip in synced data): no frame may hold one.
+  if (value.includes("\u0000")) throw new RecordInvalidError(field, "holds a NUL character (U+0000)");
   // Cheap bound first: a UTF-16 unit is at most 3 UTF-8 bytes.
   if (value.length * 3 > bytesMax) {
     const bytes = Buffer.byteLength(value, "utf8");

@@ -491,4 +491,22 @@ describe("the exact shape of each plan", () => {
       reason: `the WAL ends at LSN 0 before LSN 2 others have seen; a torn tail cut (appendBatch without its final frame at offset ${segmentHeaderBytes})`,
     });
   });
+
+  it("an appendBatch's run followed by damage that is no tear, or outside the window, is never cut as unfinished (found by review)", () => {
+    const w = written(fields(6), [false, false, false, true, true, false]); // batch LSNs 4..6
+    const lost = (fill: (b: Buffer) => void) => {
+      const b = Buffer.alloc(64 * 1024);
+      fill(b);
+      return Buffer.concat([w.image.subarray(0, w.starts[5]), b]); // LSN 6 and more gone
+    };
+    for (const tail of [lost((b) => b.fill(0)), lost((b) => b.fill(0x5a))])
+      expect(plan(tail, 3, { window: 4096 })).toMatchObject({
+        kind: "refuse",
+        offset: w.starts[5],
+        reason: expect.stringContaining("damaged beyond the torn-tail window"),
+      });
+    // The batch's final frame flipped in synced bytes (inside the window): refused, not cut.
+    const flipped = flipBit(w.image, (w.starts[5]! + 20) * 8);
+    expect(plan(flipped, 3)).toMatchObject({ kind: "refuse", offset: w.starts[5], fromLsn: 6 });
+  });
 });

@@ -191,7 +191,13 @@ export function planTail(i: TailPlanInput): TailPlan {
     };
   }
   // An appendBatch whose last frame never made it: its frames were never acknowledged.
-  const batch = lastRun && end === lastRun.end ? unfinishedBatchStart(image, lastRun) : undefined;
+  // Only when what follows the run is a tear (or nothing): a batch whose final frame is
+  // damaged in synced bytes, or outside the torn-tail window, was complete and may have been
+  // acknowledged (found by review: 5 MiB of synced frames were cut behind such a batch).
+  const tornAfter =
+    end === image.length || (end >= image.length - i.unsyncedBytesMax && looksTorn(image, end));
+  const batch =
+    lastRun && end === lastRun.end && tornAfter ? unfinishedBatchStart(image, lastRun) : undefined;
   if (batch) {
     const kept = pieces.at(-1) as { kind: "bytes"; start: number; end: number };
     kept.end = batch.offset;
