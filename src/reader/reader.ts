@@ -119,7 +119,11 @@ export class Reader {
    */
   async replicateArchived(batch: DecodedBatch): Promise<ReplicateAnswer> {
     if (batch.origin === this.o.self || !this.o.regions.includes(batch.origin))
-      return refuse(403, "unknown_origin", `origin '${batch.origin}' is not a peer region of '${this.o.self}'`);
+      return refuse(
+        403,
+        "unknown_origin",
+        `origin '${batch.origin}' is not a peer region of '${this.o.self}'`,
+      );
     // An archive holds every tenant of its origin: keep those this region's policy takes.
     const origin = batch.origin;
     batch = { ...batch, records: batch.records.filter((r) => this.o.policy.accepts(origin, r.tenant)) };
