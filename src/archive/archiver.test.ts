@@ -4,15 +4,17 @@
  * object) is never counted as verified, and the next pass puts it again; object keys name
  * origin, incarnation and LSN range, and parse back.
  */
+import fs from "node:fs";
+import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/support/tmp.js";
 import { silentLogger } from "../log.js";
 import { realRuntime } from "../runtime/index.js";
-import { Wal } from "../wal/index.js";
+import { Wal, segmentHeaderBytes } from "../wal/index.js";
 import { Archiver } from "./archiver.js";
 import { incarnationPrefix, parseSegmentObjectKey, segmentObjectKey } from "./keys.js";
 import { ArchiveGapError, planRestore } from "./restore.js";
-import type { ArchiveStore } from "./s3-store.js";
+import { s3ArchiveStore, type ArchiveStore } from "./s3-store.js";
 
 const opened: Array<{ close(): Promise<unknown> }> = [];
 afterEach(async () => {
@@ -61,12 +63,13 @@ async function walWithSegments(): Promise<Wal> {
   return wal;
 }
 
-function archiver(wal: Wal, store: ArchiveStore, dataDir = tempDir()): Archiver {
+function archiver(wal: Wal, store: ArchiveStore, dataDir = tempDir(), where = "test bucket"): Archiver {
   return new Archiver({
     wal,
     region: "us-east-1",
     store,
     prefix: "crr",
+    where,
     intervalMs: 60_000,
     dataDir,
     runtime: realRuntime,
@@ -163,6 +166,165 @@ describe("archiver", () => {
     for (const k of keys) sizes.push(bucket.objects.get(k)!.body.length);
     // Every byte of the WAL once, plus one 128-byte header per later object.
     expect(sizes.reduce((a, b) => a + b, 0)).toBe(wal.activeDurable().bytes + 3 * 128);
+  });
+});
+
+describe("archiver under review's cases", () => {
+  const append = (wal: Wal, n: number, tag = "r") =>
+    (async () => {
+      for (let i = 0; i < n; i++)
+        await wal.append({
+          key: `${tag}-${i}-${wal.durableLsn}`,
+          tenant: "t",
+          outcome: "accepted",
+          body: { p: "x".repeat(60) },
+        });
+    })();
+  const covered = (bucket: ReturnType<typeof memoryBucket>) => {
+    const lsns = new Set<number>();
+    for (const k of bucket.objects.keys()) {
+      const o = parseSegmentObjectKey(k)!;
+      for (let l = o.firstLsn; l <= o.lastLsn; l++) lsns.add(l);
+    }
+    return lsns;
+  };
+
+  it("a segment sealed while an upload runs is archived, never jumped over", async () => {
+    const wal = await walWithSegments();
+    const bucket = memoryBucket();
+    let release!: () => void;
+    let entered!: () => void;
+    const inPut = new Promise<void>((r) => (entered = r));
+    const held = new Promise<void>((r) => (release = r));
+    const put = bucket.store.put;
+    let first = true;
+    bucket.store.put = async (k, b, sha) => {
+      if (first) {
+        first = false;
+        entered();
+        await held;
+      }
+      return put(k, b, sha);
+    };
+    const arch = archiver(wal, bucket.store);
+    const pass = arch.pass();
+    await inPut;
+    const active = wal.activeDurable().firstLsn;
+    while (wal.activeDurable().firstLsn === active) await append(wal, 1);
+    await append(wal, 3);
+    release();
+    await pass;
+    expect(arch.status().lastError).toBeUndefined();
+    const lsns = covered(bucket);
+    for (let l = 1; l <= arch.verifiedLsn; l++) expect(lsns.has(l), `LSN ${l} in no object`).toBe(true);
+    expect(arch.verifiedLsn).toBe(wal.durableLsn);
+  });
+
+  it("a cursor beyond the WAL is not trusted, and says so; a cursor of another bucket counts for nothing", async () => {
+    const dir = tempDir();
+    const dataDir = tempDir();
+    const bucket = memoryBucket();
+    let wal = await Wal.open({ dir, region: "us-east-1", segmentBytesMax: 1 << 20 });
+    await append(wal, 20, "old");
+    await archiver(wal, bucket.store, dataDir).pass();
+    const file = wal.activeDurable().path;
+    await wal.close();
+    // The disk loses a synced tail (LSNs 11..20).
+    const image = fs.readFileSync(file);
+    let p = segmentHeaderBytes;
+    for (let n = 0; n < 10; n++) p += 8 + image.readUInt32LE(p + 4);
+    fs.truncateSync(file, p);
+    wal = await Wal.open({ dir, region: "us-east-1", segmentBytesMax: 1 << 20 });
+    opened.push(wal);
+    await append(wal, 5, "new"); // LSNs 11..15 again
+    const again = archiver(wal, bucket.store, dataDir);
+    await again.pass();
+    expect(again.verifiedLsn).toBe(15);
+    expect(again.status().lastError).toContain("archive.json says LSNs up to 20");
+    // The new LSNs 11..15 are archived (in an object of the whole file again).
+    expect(
+      [...bucket.objects.keys()].some((k) => k.endsWith("00000000000000000001-00000000000000000015.wal")),
+    ).toBe(true);
+    // Another bucket: everything again.
+    const other = memoryBucket();
+    const moved = archiver(wal, other.store, dataDir, "another bucket");
+    expect(moved.verifiedLsn).toBe(0);
+    await moved.pass();
+    expect(covered(other).size).toBe(15);
+  });
+
+  it("an S3 endpoint that never answers fails the pass within its request timeout, counted and shown", async () => {
+    process.env.AWS_ACCESS_KEY_ID ??= "test"; // the SDK's chain: none needed by this server
+    process.env.AWS_SECRET_ACCESS_KEY ??= "test";
+    const sockets: net.Socket[] = [];
+    const server = net.createServer((sock) => void sockets.push(sock)); // accepts, never answers
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    opened.push({
+      close: async () => {
+        for (const sock of sockets) sock.destroy();
+        await new Promise((r) => server.close(r));
+      },
+    });
+    const wal = await Wal.open({ dir: tempDir(), region: "us-east-1" });
+    opened.push(wal);
+    await append(wal, 1);
+    const errors: string[] = [];
+    const arch = new Archiver({
+      wal,
+      region: "us-east-1",
+      prefix: "crr",
+      where: "hole",
+      intervalMs: 60_000,
+      dataDir: tempDir(),
+      runtime: realRuntime,
+      log: silentLogger(),
+      onError: (stage) => errors.push(stage),
+      store: s3ArchiveStore({
+        s3: {
+          bucket: "b",
+          prefix: "crr",
+          region: "us-east-1",
+          endpoint: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+          forcePathStyle: true,
+        },
+        attempts: 2,
+        requestTimeoutMs: 300,
+        runtime: realRuntime,
+        onRequest: () => undefined,
+      }),
+    });
+    await arch.pass(); // ends: the test's own timeout is the bound
+    expect(arch.status().lastError).toBeDefined();
+    expect(errors.length).toBe(1);
+  });
+
+  it("lag is at most the time since the last pass that left nothing behind", async () => {
+    let now = 1_000_000;
+    const wal = await Wal.open({
+      dir: tempDir(),
+      region: "us-east-1",
+      runtime: { ...realRuntime, nowMs: () => now },
+    });
+    opened.push(wal);
+    const bucket = memoryBucket();
+    const arch = new Archiver({
+      wal,
+      region: "us-east-1",
+      store: bucket.store,
+      prefix: "crr",
+      where: "b",
+      intervalMs: 60_000,
+      dataDir: tempDir(),
+      runtime: { ...realRuntime, nowMs: () => now },
+      log: silentLogger(),
+    });
+    await append(wal, 1);
+    now += 300_000; // the segment is 5 minutes old
+    await arch.pass();
+    expect(arch.status().lagSeconds).toBe(0);
+    await append(wal, 1);
+    now += 2_000;
+    expect(arch.status().lagSeconds).toBe(2);
   });
 });
 

@@ -26,6 +26,8 @@ export interface ArchiverOptions {
   region: string;
   store: ArchiveStore;
   prefix: string;
+  /** Names the archive (endpoint, bucket, prefix): the cursor counts only for it. */
+  where: string;
   intervalMs: number;
   /** Where the cursor file lives (the data directory). */
   dataDir: string;
@@ -48,6 +50,8 @@ export interface ArchiveStatus {
 }
 
 interface Cursor {
+  /** The archive it counts for (endpoint, bucket, prefix): another one starts from scratch. */
+  archive: string;
   incarnation: string;
   verifiedLsn: number;
 }
@@ -62,6 +66,11 @@ export class Archiver {
   private readonly cursorPath: string;
   /** Where the last archived object ended: its file, byte and LSN (in memory: a restart uploads the file whole once). */
   private tail: { path: string; end: number; lastLsn: number } | undefined;
+  private started = false;
+  /** A problem found at start that stays true (a cursor beyond the WAL, LSNs never archived). */
+  private standing: string | undefined;
+  /** When the last pass that left nothing behind started (records since are at most this old). */
+  private caughtUpMs: number | undefined;
 
   constructor(private readonly o: ArchiverOptions) {
     this.cursorPath = path.join(o.dataDir, "archive.json");
@@ -101,29 +110,18 @@ export class Archiver {
 
   private async archiveAll(): Promise<void> {
     let stage = "list";
+    const startedMs = this.o.runtime.nowMs();
     try {
-      const sealed = this.o.wal.sealedSegments();
-      const oldest = sealed[0] ?? this.o.wal.activeDurable();
-      if (oldest.firstLsn > this.verified + 1) {
-        // Removed before this archive knew of them: say so, start from what there is.
-        this.missingBelow = oldest.firstLsn;
-        this.o.log.error(
-          { verifiedLsn: this.verified, oldestLocalLsn: oldest.firstLsn },
-          "archive: LSNs below the oldest local segment were never archived",
-        );
-        this.verified = oldest.firstLsn - 1;
+      this.checkStart();
+      // Always the stretch holding the next LSN, listed afresh each time: a segment sealed
+      // while an upload ran is never jumped over (found by review: the verified LSN skipped
+      // a segment that rotated during a pass, and retention then removed it).
+      for (let next = await this.nextStretch(); next; next = await this.nextStretch()) {
+        stage = `${next.seg.path === this.o.wal.activeDurable().path ? "durable prefix of" : "segment"} ${next.seg.file}`;
+        await this.archiveNew(next.seg, next.end);
       }
-      for (const seg of sealed) {
-        if (seg.lastLsn <= this.verified) continue;
-        stage = `segment ${seg.file}`;
-        await this.archiveNew(seg, (await fs.promises.stat(seg.path)).size);
-      }
-      const active = this.o.wal.activeDurable();
-      if (active.lastLsn > this.verified) {
-        stage = `durable prefix of ${active.file}`;
-        await this.archiveNew(active, active.bytes);
-      }
-      this.lastError = undefined;
+      this.lastError = this.standing;
+      this.caughtUpMs = startedMs;
     } catch (err) {
       this.lastError = `${stage}: ${(err as Error).message}`;
       this.o.onError?.(stage.split(" ")[0]!);
@@ -132,6 +130,46 @@ export class Archiver {
         "archive pass failed; retrying next pass",
       );
     }
+  }
+
+  /**
+   * Before the first pass: a cursor beyond what the WAL holds is not trusted (the WAL lost
+   * records the archive verified: recovery may have issued their LSNs again); LSNs below the
+   * oldest local segment that were never archived are said. Both stay in `lastError`.
+   */
+  private checkStart(): void {
+    if (this.started) return;
+    this.started = true;
+    const durable = this.o.wal.durableLsn;
+    if (this.verified > durable) {
+      // Which of the WAL's LSNs are the ones the archive holds is unknown now: archive the
+      // whole WAL again (the archive then holds two versions of some LSNs; restore says so).
+      this.standing = `archive.json says LSNs up to ${this.verified} of incarnation ${this.o.wal.incarnation} were archived, but the WAL ends at ${durable}: the archive holds records this WAL lost (their LSNs may have been issued again); the WAL is archived again from its first segment`;
+      this.o.log.error({ cursor: this.verified, durableLsn: durable }, this.standing);
+      this.verified = 0;
+    }
+    const sealed = this.o.wal.sealedSegments();
+    const oldest = sealed[0] ?? this.o.wal.activeDurable();
+    if (oldest.firstLsn > this.verified + 1) {
+      // Removed before this archive knew of them: say so, start from what there is.
+      this.missingBelow = oldest.firstLsn;
+      this.standing = `LSNs ${this.verified + 1}..${oldest.firstLsn - 1} of incarnation ${this.o.wal.incarnation} left the WAL before they were archived`;
+      this.o.log.error({ verifiedLsn: this.verified, oldestLocalLsn: oldest.firstLsn }, this.standing);
+      this.verified = oldest.firstLsn - 1;
+    }
+  }
+
+  /** The local segment (and how many of its bytes) holding the LSN after the verified one, if any is durable. */
+  private async nextStretch(): Promise<{ seg: SealedSegment; end: number } | undefined> {
+    const want = this.verified + 1;
+    for (const seg of this.o.wal.sealedSegments())
+      if (seg.firstLsn <= want && seg.lastLsn >= want)
+        return { seg, end: (await fs.promises.stat(seg.path)).size };
+    const active = this.o.wal.activeDurable();
+    if (active.firstLsn <= want && active.lastLsn >= want) return { seg: active, end: active.bytes };
+    if (this.o.wal.durableLsn >= want)
+      throw new Error(`LSN ${want} is durable but in no local segment: it cannot be archived`);
+    return undefined;
   }
 
   /**
@@ -160,6 +198,10 @@ export class Archiver {
   }
 
   private async archiveOne(seg: SealedSegment, bytes: Buffer): Promise<void> {
+    if (seg.firstLsn > this.verified + 1)
+      throw new Error(
+        `an object from LSN ${seg.firstLsn} would leave LSNs ${this.verified + 1}.. unarchived`,
+      );
     const key = segmentObjectKey(this.o.prefix, {
       origin: this.o.region,
       incarnation: this.o.wal.incarnation,
@@ -176,17 +218,28 @@ export class Archiver {
     this.o.onVerified?.(this.verified);
   }
 
+  /**
+   * An upper bound of the age of the oldest durable record not verified in the archive: it
+   * was written after its segment was created and after the last pass that left nothing
+   * behind began.
+   */
   private lagSeconds(): number {
     const pending = [...this.o.wal.sealedSegments(), this.o.wal.activeDurable()].find(
       (s) => s.lastLsn > this.verified,
     );
-    return pending ? Math.max(0, (this.o.runtime.nowMs() - pending.createdAtMs) / 1000) : 0;
+    if (!pending) return 0;
+    const since = Math.max(pending.createdAtMs, this.caughtUpMs ?? 0);
+    return Math.max(0, (this.o.runtime.nowMs() - since) / 1000);
   }
 
   private readCursor(): number {
     try {
       const c = JSON.parse(fs.readFileSync(this.cursorPath, "utf8")) as Cursor;
-      if (c.incarnation === this.o.wal.incarnation && Number.isSafeInteger(c.verifiedLsn))
+      if (
+        c.archive === this.o.where &&
+        c.incarnation === this.o.wal.incarnation &&
+        Number.isSafeInteger(c.verifiedLsn)
+      )
         return c.verifiedLsn;
     } catch {
       // No cursor (first start) or unreadable: start from the oldest local segment.
@@ -196,7 +249,11 @@ export class Archiver {
 
   private async writeCursor(): Promise<void> {
     const tmp = `${this.cursorPath}.tmp`;
-    const c: Cursor = { incarnation: this.o.wal.incarnation, verifiedLsn: this.verified };
+    const c: Cursor = {
+      archive: this.o.where,
+      incarnation: this.o.wal.incarnation,
+      verifiedLsn: this.verified,
+    };
     await fs.promises.writeFile(tmp, JSON.stringify(c));
     await fs.promises.rename(tmp, this.cursorPath);
   }

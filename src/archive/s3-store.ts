@@ -6,6 +6,7 @@
  */
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
 import pRetry from "p-retry";
+import { timeoutSignal, type Runtime } from "../runtime/index.js";
 
 export interface S3Settings {
   bucket: string;
@@ -33,6 +34,9 @@ export interface S3StoreOptions {
   s3: S3Settings;
   /** Attempts per request before the archiver's pass fails (it tries again next pass). */
   attempts: number;
+  /** A request not answered within this fails (a bucket that accepts and never answers must not stall the archive). */
+  requestTimeoutMs: number;
+  runtime: Runtime;
   onRequest(op: ArchiveOp, outcome: "ok" | "error", bytes: number): void;
 }
 
@@ -44,8 +48,14 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
     // S3-compatible servers refuse the default CRC32 trailers of SDK 3.729+.
     requestChecksumCalculation: "WHEN_REQUIRED",
     responseChecksumValidation: "WHEN_REQUIRED",
+    requestHandler: {
+      requestTimeout: o.requestTimeoutMs,
+      connectionTimeout: Math.min(o.requestTimeoutMs, 5000),
+    },
   });
   const Bucket = o.s3.bucket;
+  /** Each request is aborted past requestTimeoutMs (the SDK's own request timeout only warns). */
+  const bounded = () => ({ abortSignal: timeoutSignal(o.runtime, o.requestTimeoutMs) });
   const counted = async <T>(op: ArchiveOp, bytes: (t: T) => number, run: () => Promise<T>): Promise<T> =>
     pRetry(
       async () => {
@@ -75,6 +85,7 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
               ChecksumSHA256: Buffer.from(sha256Hex, "hex").toString("base64"),
               Metadata: { sha256: sha256Hex },
             }),
+            bounded(),
           ),
       );
     },
@@ -83,7 +94,7 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
         "get",
         (r) => r.body.length,
         async () => {
-          const r = await client.send(new GetObjectCommand({ Bucket, Key }));
+          const r = await client.send(new GetObjectCommand({ Bucket, Key }), bounded());
           const bytes = await r.Body!.transformToByteArray();
           return { body: Buffer.from(bytes), sha256Hex: r.Metadata?.sha256 };
         },
@@ -94,7 +105,10 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
         "list",
         () => 0,
         async () => {
-          const r = await client.send(new ListObjectsV2Command({ Bucket, Prefix, StartAfter, MaxKeys: max }));
+          const r = await client.send(
+            new ListObjectsV2Command({ Bucket, Prefix, StartAfter, MaxKeys: max }),
+            bounded(),
+          );
           return (r.Contents ?? []).map((c) => c.Key!).filter((k) => k !== undefined);
         },
       );
@@ -104,7 +118,10 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
         "list",
         () => 0,
         async () => {
-          const r = await client.send(new ListObjectsV2Command({ Bucket, Prefix, Delimiter: "/" }));
+          const r = await client.send(
+            new ListObjectsV2Command({ Bucket, Prefix, Delimiter: "/" }),
+            bounded(),
+          );
           return (r.CommonPrefixes ?? []).map((c) => c.Prefix!).filter((p) => p !== undefined);
         },
       );

@@ -8,6 +8,7 @@ import path from "node:path";
 import { listAll, planRestore, restoreInto, s3ArchiveStore } from "../archive/index.js";
 import { ConfigError, loadConfig, replicationPolicy, type NodeConfig } from "../config/index.js";
 import { mergeRuleOf } from "../node/index.js";
+import { realRuntime } from "../runtime/index.js";
 import { SqliteStore } from "../store/index.js";
 import { CliUsageError, parseCommand } from "./args.js";
 
@@ -50,7 +51,13 @@ export async function runRestore(argv: string[]): Promise<number> {
   );
   if (fs.existsSync(out)) throw new CliUsageError(`restore: ${out} exists; choose another --out`);
   const say = (s: string) => process.stdout.write(`${s}\n`);
-  const store = s3ArchiveStore({ s3, attempts: config.archive.requestAttempts, onRequest: () => undefined });
+  const store = s3ArchiveStore({
+    s3,
+    attempts: config.archive.requestAttempts,
+    requestTimeoutMs: config.archive.requestTimeoutMs,
+    runtime: realRuntime,
+    onRequest: () => undefined,
+  });
   try {
     const plan = planRestore(
       await listAll(store, s3.prefix === "" ? "" : `${s3.prefix.replace(/^\/+|\/+$/g, "")}/`),

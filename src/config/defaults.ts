@@ -42,6 +42,8 @@ export const defaults = {
     pollMs: 5_000,
     /** Tries of each S3 request within a pass (backoff between them); a failed pass is tried again next interval. */
     requestAttempts: 3,
+    /** Each S3 request must answer within this (then it is retried, and the pass fails). */
+    requestTimeoutMs: 30_000,
   },
   shipper: {
     batchBytesMax: 1024 * 1024,

@@ -287,6 +287,7 @@ function archiveOf(a: Record<string, unknown>): NodeConfig["archive"] {
     intervalMs: (a.intervalMs as number | undefined) ?? defaults.archive.intervalMs,
     pollMs: (a.pollMs as number | undefined) ?? defaults.archive.pollMs,
     requestAttempts: (a.requestAttempts as number | undefined) ?? defaults.archive.requestAttempts,
+    requestTimeoutMs: (a.requestTimeoutMs as number | undefined) ?? defaults.archive.requestTimeoutMs,
     s3: s3 && {
       bucket: s3.bucket!,
       prefix: s3.prefix ?? "crr",

@@ -105,6 +105,7 @@ export const configSchema = {
       intervalMs: positiveInt,
       pollMs: positiveInt,
       requestAttempts: positiveInt,
+      requestTimeoutMs: positiveInt,
     }),
     shipper: section({
       batchBytesMax: { type: "integer", minimum: 1024 },

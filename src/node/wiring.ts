@@ -154,6 +154,8 @@ export function archiverOf(r: Region): Archiver | undefined {
   const store = s3ArchiveStore({
     s3: a.s3,
     attempts: a.requestAttempts,
+    requestTimeoutMs: a.requestTimeoutMs,
+    runtime: r.runtime,
     onRequest: (op, outcome, bytes) => {
       r.metrics.archiveRequests.inc({ op, outcome });
       if (bytes > 0) r.metrics.archiveBytes.inc({ op }, bytes);
@@ -164,6 +166,7 @@ export function archiverOf(r: Region): Archiver | undefined {
     region: r.name,
     store,
     prefix: a.s3.prefix,
+    where: `${a.s3.endpoint ?? `s3.${a.s3.region}`} ${a.s3.bucket} ${a.s3.prefix}`,
     intervalMs: a.intervalMs,
     dataDir: r.config.dataDir,
     runtime: r.runtime,
