@@ -110,6 +110,26 @@ const previous = fs.existsSync("bench/results/mutation.md")
   ? fs.readFileSync("bench/results/mutation.md", "utf8")
   : "";
 const notes = previous.includes(marker) ? previous.slice(previous.indexOf(marker)) : `${marker}\n`;
+// Parts with no report here (run on another machine, or not this time) keep their row and
+// their survivors from the current summary: a run of one part never drops the others.
+const reported = Object.keys(folders).filter((f) => fs.existsSync(`reports/mutation/${f}.json`));
+const reportedFiles = reported.flatMap(
+  (f) => folders[f].files ?? fs.readdirSync(`src/${f}`).map((n) => `src/${f}/${n}`),
+);
+const fileOf = (line) => line.slice(2).split(/[:|]/)[0].trim();
+const previousLines = previous.split(marker)[0].split("\n");
+const survivorsStart = previousLines.indexOf("## Surviving mutants");
+for (const line of previousLines.slice(0, survivorsStart === -1 ? undefined : survivorsStart))
+  if (
+    /^\| src\//.test(line) &&
+    !reported.some((f) =>
+      line.startsWith(`| ${folders[f].files ? folders[f].files.join(", ") : `src/${f}`} `),
+    )
+  )
+    rows.push(line);
+if (survivorsStart !== -1)
+  for (const line of previousLines.slice(survivorsStart))
+    if (/^\| src\/[^|]*:\d+ /.test(line) && !reportedFiles.includes(fileOf(line))) survivors.push(line);
 const md = [
   "# Mutation testing (Stryker)",
   "",
