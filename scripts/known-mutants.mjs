@@ -162,6 +162,13 @@ const mutants = [
     tests: ["src/archive/archiver.test.ts"],
   },
   {
+    name: "peers reached via s3 are not followed",
+    file: "src/node/region.ts",
+    from: "      for (const f of this.followers) f.start();\n",
+    to: "",
+    tests: ["test/archive/archive.test.ts"],
+  },
+  {
     name: "local apply ignores the store's answer",
     file: "src/node/local-applier.ts",
     // Both guards: the check before applying and the check of the store's answer.

@@ -7,3 +7,5 @@ export { s3ArchiveStore } from "./s3-store.js";
 export type { ArchiveOp, ArchiveStore, S3Settings } from "./s3-store.js";
 export { ArchiveGapError, listAll, planRestore, restoreInto } from "./restore.js";
 export type { RestorePlanStream, RestoreReport } from "./restore.js";
+export { ArchiveFollower } from "./follower.js";
+export type { FollowerOptions, FollowerStatus } from "./follower.js";

@@ -133,7 +133,7 @@ export async function restoreInto(o: {
 }
 
 /** An archived object's frames, checked as the archiver checked it before it counted. */
-function checkedFrames(
+export function checkedFrames(
   obj: SegmentObject & { key: string },
   got: { body: Buffer; sha256Hex: string | undefined },
 ): WalRecord[] {

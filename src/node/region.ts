@@ -16,7 +16,7 @@
  */
 import { EventEmitter } from "node:events";
 import path from "node:path";
-import type { Archiver } from "../archive/index.js";
+import type { ArchiveFollower, Archiver } from "../archive/index.js";
 import type { AuditLog } from "../audit/index.js";
 import type { HybridClock } from "../clock/index.js";
 import {
@@ -66,7 +66,7 @@ import {
   type Readiness,
   type RegionStatus,
 } from "./status.js";
-import { archiverOf, monitorOf, readerOf, shippersOf } from "./wiring.js";
+import { archiverOf, followersOf, monitorOf, readerOf, shippersOf } from "./wiring.js";
 
 export { mergeRuleOf } from "./parts.js";
 export { DrainingError, OverloadedError, UnavailableError, WaitTimeoutError } from "./append-path.js";
@@ -105,6 +105,8 @@ export class Region {
   readonly auditPump: AuditPump;
   /** The S3 archive of this region's WAL (archive.s3), if configured: retention waits for its verified copies. */
   readonly archiver: Archiver | undefined;
+  /** Followers of the archives of peers reached `via: s3` (S3 as a transport). */
+  readonly followers: ArchiveFollower[];
   readonly divergence: DivergenceMonitor;
   readonly disk: DiskState;
   readonly startup: StartupChecks;
@@ -195,6 +197,7 @@ export class Region {
     this.reader = readerOf(this);
     this.shippers = shippersOf(this, o.fileOps);
     this.archiver = archiverOf(this);
+    this.followers = followersOf(this);
     this.appendPath = new AppendPath({
       region: this.name,
       policy: this.policy,
@@ -302,6 +305,7 @@ export class Region {
       for (const s of this.shippers.values()) s.start();
       this.divergence.start();
       this.archiver?.start();
+      for (const f of this.followers) f.start();
       this.retentionTimer = this.runtime.every(this.config.wal.retentionIntervalMs, () => void this.retain());
       this.log.info({ incarnation: this.wal.incarnation }, "appends admitted");
     });
@@ -476,6 +480,7 @@ export class Region {
     await this.appendPath.inProgress();
     await Promise.all([...this.shippers.values()].map((s) => s.stop()));
     await this.archiver?.stop();
+    await Promise.all(this.followers.map((f) => f.stop()));
     await this.wal.close();
     await this.applier.idle();
     await this.auditPump.stop();

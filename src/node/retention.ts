@@ -23,9 +23,16 @@ export async function retain(r: Region): Promise<number> {
     // The store commits this region's own records without a sync (the WAL holds them): make
     // what it holds durable before the WAL lets go of it, or a power loss could lose both.
     r.store.syncNow();
+    // A peer reached `via: s3` reads what the archive holds: the archive's verified copy is
+    // enough for it (its HTTP acknowledgements may not come at all while that link is down).
+    const archived = r.archiver?.verifiedLsn;
     needed = lowestNeededLsn(storeWatermark, [
-      ...[...r.shippers.values()].map((s) => s.acked),
-      ...(r.archiver ? [r.archiver.verifiedLsn] : []),
+      ...[...r.shippers.values()].map((s) =>
+        r.config.regions[s.peer]?.via === "s3" && archived !== undefined
+          ? Math.max(s.acked, archived)
+          : s.acked,
+      ),
+      ...(archived !== undefined ? [archived] : []),
     ]);
     removed = await r.wal.removeBelow(needed);
   } catch (err) {

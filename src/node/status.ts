@@ -8,7 +8,7 @@ import type { WatermarksView } from "../link/index.js";
 import { formatVersion } from "../protocol/index.js";
 import type { PeerShipper } from "../shipper/index.js";
 import { ruleName } from "../store/index.js";
-import type { ArchiveStatus } from "../archive/index.js";
+import type { ArchiveStatus, FollowerStatus } from "../archive/index.js";
 import type { Region } from "./region.js";
 
 export interface PeerStatus {
@@ -65,6 +65,8 @@ export interface RegionStatus {
   startup: { state: string; detail: string };
   /** The S3 archive (when configured): verified LSN, lag, last error. */
   archive?: ArchiveStatus;
+  /** Peers' archives followed (`regions.X.via: s3`). */
+  following?: FollowerStatus[];
   /** Why the region stopped taking appends for its own safety, if it did. */
   stopped: string | undefined;
   diskFull: string | undefined;
@@ -151,6 +153,7 @@ export async function regionStatus(r: Region): Promise<RegionStatus> {
     },
     startup: { state: r.startup.state, detail: r.startup.detail },
     ...(r.archiver ? { archive: r.archiver.status() } : {}),
+    ...(r.followers.length > 0 ? { following: r.followers.map((f) => f.status()) } : {}),
     stopped: r.stopped,
     diskFull: r.disk.full,
   };

@@ -5,7 +5,7 @@
  * metrics, log and audit pump.
  */
 import path from "node:path";
-import { Archiver, s3ArchiveStore } from "../archive/index.js";
+import { ArchiveFollower, Archiver, s3ArchiveStore, type ArchiveStore } from "../archive/index.js";
 import type { AuditAppend } from "../audit/index.js";
 import { DivergenceDetector, DivergenceMonitor, type Finding } from "../divergence/index.js";
 import { formatVersion } from "../protocol/index.js";
@@ -148,10 +148,10 @@ function findingEntry(f: Finding): AuditAppend {
 }
 
 /** The S3 archive of this region's WAL, when `archive.s3` is configured. */
-export function archiverOf(r: Region): Archiver | undefined {
+function archiveStoreOf(r: Region): ArchiveStore | undefined {
   const a = r.config.archive;
   if (!a.s3) return undefined;
-  const store = s3ArchiveStore({
+  return s3ArchiveStore({
     s3: a.s3,
     attempts: a.requestAttempts,
     requestTimeoutMs: a.requestTimeoutMs,
@@ -161,6 +161,32 @@ export function archiverOf(r: Region): Archiver | undefined {
       if (bytes > 0) r.metrics.archiveBytes.inc({ op }, bytes);
     },
   });
+}
+
+/** A follower of each peer's archive reached `via: s3`. */
+export function followersOf(r: Region): ArchiveFollower[] {
+  const a = r.config.archive;
+  return Object.entries(r.config.regions)
+    .filter(([name, peer]) => name !== r.name && peer.via === "s3" && a.s3)
+    .map(
+      ([origin]) =>
+        new ArchiveFollower({
+          origin,
+          store: archiveStoreOf(r)!,
+          prefix: a.s3!.prefix.replace(/^\/+|\/+$/g, ""),
+          reader: r.reader,
+          pollMs: a.pollMs,
+          runtime: r.runtime,
+          log: r.log,
+          onError: () => r.metrics.archiveErrors.inc({ stage: "follow" }),
+        }),
+    );
+}
+
+export function archiverOf(r: Region): Archiver | undefined {
+  const a = r.config.archive;
+  const store = archiveStoreOf(r);
+  if (!a.s3 || !store) return undefined;
   return new Archiver({
     wal: r.wal,
     region: r.name,

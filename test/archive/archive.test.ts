@@ -5,6 +5,8 @@
  * - WAL retention removes a local segment only once its archived copy was read back and
  *   verified: with the bucket unreachable, segments every peer acknowledged stay, the
  *   failure shows in status and metrics at once, and archiving resumes when it is back;
+ * - S3 as a transport (`regions.X.via: s3`): with the HTTP link between two regions cut,
+ *   each still gets every record the other acknowledged, through the other's archive;
  * - `crr restore` rebuilds from the archive alone a store whose digest equals the live
  *   regions', and as of a time exactly the records acknowledged before it; an archive with
  *   a missing object is refused, naming the LSNs, and no file is written.
@@ -240,6 +242,64 @@ describe("S3 archive", () => {
     expect(holed.code).not.toBe(0);
     expect(holed.stderr).toMatch(/holds no object with LSNs \d+\.\.\d+ of us-east-1/);
     expect(fs.existsSync(path.join(out, "holed.sqlite"))).toBe(false);
+    await cluster.stop();
+  });
+
+  it("S3 as a transport: with the HTTP link cut both ways, each region gets every record the other acknowledged", async () => {
+    const s3 = await startS3();
+    closing.push(() => s3.close());
+    const links = new Map<string, Awaited<ReturnType<typeof testProxy>>>();
+    for (const l of ["us-east-1>eu-west-1", "eu-west-1>us-east-1"])
+      links.set(l, await testProxy({ targetPort: 0 }));
+    const cluster = await Cluster.start({
+      regions: ["us-east-1", "eu-west-1"],
+      env: s3Credentials,
+      route: (from, to) => links.get(`${from}>${to}`),
+      common: {
+        regions: { "us-east-1": { via: "s3" }, "eu-west-1": { via: "s3" } },
+        wal: { segmentBytesMax: 4096 },
+        archive: {
+          s3: {
+            bucket: s3.bucket,
+            endpoint: s3.endpoint,
+            forcePathStyle: true,
+            region: "us-east-1",
+            prefix: "crr",
+          },
+          intervalMs: 200,
+          pollMs: 200,
+        },
+      },
+    });
+    const [a, b] = [cluster.node("us-east-1"), cluster.node("eu-west-1")];
+    for (const link of links.values()) link.setTarget(0); // the HTTP link is down, both ways
+    const acks = [...(await appendLedger(a, "via-a", 60)), ...(await appendLedger(b, "via-b", 60))];
+    const [sa, sb] = [await status(a), await status(b)];
+    await waitFor(
+      async () =>
+        ((await status(b)).watermarks["us-east-1"] ?? 0) >= sa.wal.durableLsn &&
+        ((await status(a)).watermarks["eu-west-1"] ?? 0) >= sb.wal.durableLsn,
+      "each region to apply the other's records from its archive",
+      60_000,
+    );
+    for (const ack of acks) {
+      for (const n of [a, b]) {
+        const r = (await (await fetch(`${n.url}/v1/records/${ack.key}`)).json()) as {
+          origin: string;
+          lsn: number;
+        };
+        expect({ at: n.name, key: ack.key, origin: r.origin, lsn: r.lsn }).toEqual({
+          at: n.name,
+          key: ack.key,
+          origin: ack.origin,
+          lsn: ack.lsn,
+        });
+      }
+    }
+    // Nothing went over HTTP: the shippers failed all along.
+    const following = ((await status(b)) as unknown as { following: Array<{ objects: number }> }).following;
+    expect(following[0]!.objects).toBeGreaterThan(0);
+    expect((await status(a)).peers[0]!.ackedLsn).toBe(0);
     await cluster.stop();
   });
 });
