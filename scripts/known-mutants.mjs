@@ -32,8 +32,8 @@ const mutants = [
   {
     name: "reader's clock-skew check removed",
     file: "src/reader/reader.ts",
-    from: "    if (skew) return skew;\n",
-    to: "",
+    from: "    if (skew) return skew;\n    return this.apply(batch);\n  }\n\n  /** Merge the batch's newest",
+    to: "    return this.apply(batch);\n  }\n\n  /** Merge the batch's newest",
     tests: ["test/replication/refusals.test.ts"],
   },
   {
@@ -150,7 +150,7 @@ const mutants = [
   {
     name: "retention does not wait for the archive's verified copy",
     file: "src/node/retention.ts",
-    from: "      ...(r.archiver ? [r.archiver.verifiedLsn] : []),\n",
+    from: "      ...(archived !== undefined ? [archived] : []),\n",
     to: "",
     tests: ["test/archive/archive.test.ts"],
   },
