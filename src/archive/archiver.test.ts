@@ -14,7 +14,7 @@ import { Wal, segmentHeaderBytes } from "../wal/index.js";
 import { Archiver } from "./archiver.js";
 import { incarnationPrefix, parseSegmentObjectKey, segmentObjectKey } from "./keys.js";
 import { ArchiveGapError, planRestore } from "./restore.js";
-import { s3ArchiveStore, type ArchiveStore } from "./s3-store.js";
+import { RequestTally, s3ArchiveStore, type ArchiveStore } from "./s3-store.js";
 
 const opened: Array<{ close(): Promise<unknown> }> = [];
 afterEach(async () => {
@@ -354,5 +354,13 @@ describe("restore plan", () => {
     expect(() => planRestore([key(1, 10), key(12, 20)])).toThrow(ArchiveGapError);
     expect(() => planRestore([key(1, 10), key(12, 20)])).toThrow("LSNs 11..11 of us-east-1");
     expect(() => planRestore([key(5, 10)])).toThrow("LSNs 1..4 of us-east-1");
+  });
+
+  it("counts S3 requests and gives a rate per hour after a minute", () => {
+    const t = new RequestTally(0);
+    for (let i = 0; i < 6; i++) t.add("put");
+    t.add("list");
+    expect(t.snapshot(30_000)).toEqual({ requests: { put: 6, get: 0, list: 1 }, perHour: undefined });
+    expect(t.snapshot(360_000).perHour).toEqual({ put: 60, get: 0, list: 10 });
   });
 });

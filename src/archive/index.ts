@@ -3,7 +3,7 @@ export { Archiver, verifyCopy } from "./archiver.js";
 export type { ArchiveStatus, ArchiverOptions } from "./archiver.js";
 export { incarnationPrefix, parseSegmentObjectKey, segmentObjectKey } from "./keys.js";
 export type { SegmentObject } from "./keys.js";
-export { s3ArchiveStore } from "./s3-store.js";
+export { RequestTally, s3ArchiveStore } from "./s3-store.js";
 export type { ArchiveOp, ArchiveStore, S3Settings } from "./s3-store.js";
 export { ArchiveGapError, listAll, planRestore, restoreInto } from "./restore.js";
 export type { RestorePlanStream, RestoreReport } from "./restore.js";

@@ -131,3 +131,29 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
     },
   };
 }
+
+/** S3 requests counted by operation since a start: what the archive costs, per hour. */
+export class RequestTally {
+  private readonly counts: Record<ArchiveOp, number> = { put: 0, get: 0, list: 0 };
+  constructor(private readonly sinceMs: number) {}
+
+  add(op: ArchiveOp): void {
+    this.counts[op]++;
+  }
+
+  /** Requests since the start, and per hour at the rate since then (after at least a minute). */
+  snapshot(nowMs: number): {
+    requests: Record<ArchiveOp, number>;
+    perHour: Record<ArchiveOp, number> | undefined;
+  } {
+    const hours = (nowMs - this.sinceMs) / 3_600_000;
+    const rate = (n: number) => Math.round(n / hours);
+    return {
+      requests: { ...this.counts },
+      perHour:
+        hours * 60 < 1
+          ? undefined
+          : { put: rate(this.counts.put), get: rate(this.counts.get), list: rate(this.counts.list) },
+    };
+  }
+}

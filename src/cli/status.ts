@@ -43,6 +43,19 @@ export function formatStatus(s: RegionStatus): string {
       ),
     );
   }
+  if (s.archive) {
+    const a = s.archive;
+    const per = a.s3.perHour;
+    out.push(
+      "",
+      `archive  verified LSN ${a.verifiedLsn}, lag ${a.lagSeconds.toFixed(1)} s${a.lastError ? `, FAILING: ${a.lastError}` : ""}`,
+      `S3       ${a.s3.requests.put} PUT, ${a.s3.requests.get} GET, ${a.s3.requests.list} LIST since start${per ? ` (per hour: ${per.put} PUT, ${per.get} GET, ${per.list} LIST)` : ""}`,
+    );
+  }
+  for (const f of s.following ?? [])
+    out.push(
+      `following ${f.origin}'s archive: ${f.objects} objects${f.waiting ? `, waiting for ${f.waiting}` : ""}${f.lastError ? `, FAILING: ${f.lastError}` : ""}`,
+    );
   out.push(
     "",
     `applied here: ${

@@ -16,7 +16,7 @@
  */
 import { EventEmitter } from "node:events";
 import path from "node:path";
-import type { ArchiveFollower, Archiver } from "../archive/index.js";
+import { RequestTally, type ArchiveFollower, type Archiver } from "../archive/index.js";
 import type { AuditLog } from "../audit/index.js";
 import type { HybridClock } from "../clock/index.js";
 import {
@@ -107,6 +107,8 @@ export class Region {
   readonly archiver: Archiver | undefined;
   /** Followers of the archives of peers reached `via: s3` (S3 as a transport). */
   readonly followers: ArchiveFollower[];
+  /** Every S3 request of the archive and the followers, for what they cost. */
+  readonly s3Requests: RequestTally;
   readonly divergence: DivergenceMonitor;
   readonly disk: DiskState;
   readonly startup: StartupChecks;
@@ -196,6 +198,7 @@ export class Region {
     );
     this.reader = readerOf(this);
     this.shippers = shippersOf(this, o.fileOps);
+    this.s3Requests = new RequestTally(nowMs());
     this.archiver = archiverOf(this);
     this.followers = followersOf(this);
     this.appendPath = new AppendPath({

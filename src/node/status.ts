@@ -64,7 +64,10 @@ export interface RegionStatus {
   };
   startup: { state: string; detail: string };
   /** The S3 archive (when configured): verified LSN, lag, last error. */
-  archive?: ArchiveStatus;
+  archive?: ArchiveStatus & {
+    /** S3 requests of this node (archive and followers) since its start, and per hour. */
+    s3: { requests: Record<string, number>; perHour: Record<string, number> | undefined };
+  };
   /** Peers' archives followed (`regions.X.via: s3`). */
   following?: FollowerStatus[];
   /** Why the region stopped taking appends for its own safety, if it did. */
@@ -152,7 +155,7 @@ export async function regionStatus(r: Region): Promise<RegionStatus> {
       pending: r.auditPump.backlog,
     },
     startup: { state: r.startup.state, detail: r.startup.detail },
-    ...(r.archiver ? { archive: r.archiver.status() } : {}),
+    ...(r.archiver ? { archive: { ...r.archiver.status(), s3: r.s3Requests.snapshot(r.nowMs()) } } : {}),
     ...(r.followers.length > 0 ? { following: r.followers.map((f) => f.status()) } : {}),
     stopped: r.stopped,
     diskFull: r.disk.full,

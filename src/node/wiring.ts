@@ -157,6 +157,7 @@ function archiveStoreOf(r: Region): ArchiveStore | undefined {
     requestTimeoutMs: a.requestTimeoutMs,
     runtime: r.runtime,
     onRequest: (op, outcome, bytes) => {
+      r.s3Requests.add(op);
       r.metrics.archiveRequests.inc({ op, outcome });
       if (bytes > 0) r.metrics.archiveBytes.inc({ op }, bytes);
     },
