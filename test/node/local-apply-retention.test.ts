@@ -157,7 +157,7 @@ describe("WAL retention", () => {
       wal,
       store,
       shippers: new Map([["eu-west-1", peer]]),
-      config: { wal: { bytesMax: 1 << 30 } },
+      config: { wal: { bytesMax: 1 << 30 }, regions: {} },
       metrics: { walOverLimit: { set: () => undefined }, retentionRuns: { inc: () => undefined } },
       log: silentLogger(),
     } as unknown as Region;
