@@ -300,6 +300,14 @@ describe("S3 archive", () => {
     const following = ((await status(b)) as unknown as { following: Array<{ objects: number }> }).following;
     expect(following[0]!.objects).toBeGreaterThan(0);
     expect((await status(a)).peers[0]!.ackedLsn).toBe(0);
+    // What it cost: every request counted, shown by crr status.
+    const cost = ((await status(b)) as unknown as { archive: { s3: { requests: Record<string, number> } } })
+      .archive.s3;
+    expect(cost.requests.put).toBeGreaterThan(0);
+    expect(cost.requests.list).toBeGreaterThan(0);
+    const shown = await runCrr(["status", "--url", b.url]);
+    expect(shown.stdout).toMatch(/S3 +\d+ PUT, \d+ GET, \d+ LIST since start/);
+    expect(shown.stdout).toMatch(/following us-east-1's archive: \d+ objects/);
     await cluster.stop();
   });
 });
