@@ -7,6 +7,7 @@ import { runBench } from "../src/cli/bench.js";
 import { benchDivergence } from "./divergence.js";
 import { benchHttp } from "./http.js";
 import { benchReplication } from "./replication.js";
+import { benchS3Link } from "./s3-link.js";
 import { benchSecurity } from "./security.js";
 import { benchWal } from "./wal.js";
 
@@ -24,6 +25,7 @@ const { positionals, values } = parseArgs({
     "recovery-gib": { type: "string", default: "1" },
     keys: { type: "string", default: "1000000" },
     connections: { type: "string", default: "64" },
+    rate: { type: "string", default: "500" },
   },
 });
 
@@ -49,12 +51,19 @@ switch (name) {
       connections: Number(values.connections),
     });
     break;
+  case "s3-link":
+    await benchS3Link({
+      rounds: Number(values.rounds === "5" ? "3" : values.rounds),
+      seconds: Number(values.seconds === "2" ? "10" : values.seconds),
+      rate: Number(values.rate),
+    });
+    break;
   case "divergence":
     await benchDivergence({ keys: Number(values.keys), rounds: Number(values.rounds) });
     break;
   default:
     process.stderr.write(
-      "usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n       npm run bench -- replication [--rounds N] [--seconds S]\n       npm run bench -- divergence [--keys N] [--rounds N]\n       npm run bench -- security [--rounds N] [--seconds S]\n       npm run bench -- http [--rounds N] [--seconds S] [--connections C]\n",
+      "usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n       npm run bench -- replication [--rounds N] [--seconds S]\n       npm run bench -- divergence [--keys N] [--rounds N]\n       npm run bench -- security [--rounds N] [--seconds S]\n       npm run bench -- http [--rounds N] [--seconds S] [--connections C]\n       npm run bench -- s3-link [--rounds N] [--seconds S] [--rate R]\n",
     );
     process.exitCode = 2;
 }

@@ -330,18 +330,15 @@ describe("archiver under review's cases", () => {
 
 describe("restore plan", () => {
   const inc = "00112233445566778899aabbccddeeff";
+  const only = { prefix: "crr", origins: ["us-east-1", "eu-west-1"] };
   const key = (first: number, last: number, origin = "us-east-1") =>
     segmentObjectKey("crr", { origin, incarnation: inc, firstLsn: first, lastLsn: last });
 
   it("takes the longest object of each first LSN, follows the chain from LSN 1, per origin", () => {
-    const plan = planRestore([
-      key(1, 10),
-      key(11, 15),
-      key(1, 20),
-      key(21, 30),
-      key(1, 4, "eu-west-1"),
-      "crr/other.txt",
-    ]);
+    const plan = planRestore(
+      [key(1, 10), key(11, 15), key(1, 20), key(21, 30), key(1, 4, "eu-west-1"), "crr/other.txt"],
+      only,
+    );
     expect(
       plan.map((s) => [s.origin, s.lastLsn, s.objects.map((o) => `${o.firstLsn}-${o.lastLsn}`)]),
     ).toEqual([
@@ -350,10 +347,20 @@ describe("restore plan", () => {
     ]);
   });
 
+  it("takes only this deployment's keys of its regions (not another one nested under the prefix)", () => {
+    const other = (prefix: string, origin: string) =>
+      segmentObjectKey(prefix, { origin, incarnation: "d".repeat(32), firstLsn: 1, lastLsn: 9 });
+    const plan = planRestore(
+      [key(1, 10), other("crr/staging", "us-east-1"), other("crr", "not-a-region")],
+      only,
+    );
+    expect(plan.map((s) => [s.origin, s.incarnation])).toEqual([["us-east-1", inc]]);
+  });
+
   it("refuses a hole, or a stream whose archive does not start at LSN 1, naming the LSNs", () => {
-    expect(() => planRestore([key(1, 10), key(12, 20)])).toThrow(ArchiveGapError);
-    expect(() => planRestore([key(1, 10), key(12, 20)])).toThrow("LSNs 11..11 of us-east-1");
-    expect(() => planRestore([key(5, 10)])).toThrow("LSNs 1..4 of us-east-1");
+    expect(() => planRestore([key(1, 10), key(12, 20)], only)).toThrow(ArchiveGapError);
+    expect(() => planRestore([key(1, 10), key(12, 20)], only)).toThrow("LSNs 11..11 of us-east-1");
+    expect(() => planRestore([key(5, 10)], only)).toThrow("LSNs 1..4 of us-east-1");
   });
 
   it("counts S3 requests and gives a rate per hour after a minute", () => {

@@ -17,7 +17,14 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Logger } from "../log.js";
 import type { Runtime, Timer } from "../runtime/index.js";
-import { encodeSegmentHeader, scanSegment, type SealedSegment, type Wal } from "../wal/index.js";
+import {
+  checkFrame,
+  encodeSegmentHeader,
+  scanSegment,
+  segmentHeaderBytes,
+  type SealedSegment,
+  type Wal,
+} from "../wal/index.js";
 import { segmentObjectKey } from "./keys.js";
 import type { ArchiveStore } from "./s3-store.js";
 
@@ -173,27 +180,36 @@ export class Archiver {
   }
 
   /**
-   * Archive the LSNs of `seg` above the verified LSN: only the bytes written since the last
-   * object when this pass continues where it left off in the same file (an object of its
-   * own, a segment header naming its first LSN then those frames), else the file's first
-   * `end` bytes whole. A growing active segment is so never uploaded again and again.
+   * Archive the LSNs of `seg` above the verified LSN, as an object of their own: a segment
+   * header naming its first LSN, then those frames byte for byte (the file itself when it
+   * starts there). Where they start in the file is known when this pass continues where the
+   * last object ended, else found by walking the frames. Keys of one incarnation so form a
+   * chain in LSN order that a follower lists with start-after (an object from the file's
+   * start after a restart sorted before objects already taken, and stranded followers:
+   * found by review).
    */
   private async archiveNew(seg: SealedSegment, end: number): Promise<void> {
+    const want = this.verified + 1;
     const t = this.tail;
-    const continues = t !== undefined && t.path === seg.path && t.lastLsn === this.verified && t.end <= end;
-    const first = continues ? this.verified + 1 : seg.firstLsn;
-    const bytes = continues
-      ? Buffer.concat([
-          encodeSegmentHeader({
-            region: this.o.region,
-            firstLsn: first,
-            createdAtMs: seg.createdAtMs,
-            incarnation: this.o.wal.incarnation,
-          }),
-          await readRange(seg.path, t.end, end),
-        ])
-      : await readRange(seg.path, 0, end);
-    await this.archiveOne({ ...seg, firstLsn: first }, bytes);
+    const from =
+      want === seg.firstLsn
+        ? 0
+        : t !== undefined && t.path === seg.path && t.lastLsn === this.verified && t.end <= end
+          ? t.end
+          : await offsetOf(seg, want, end);
+    const bytes =
+      from === 0
+        ? await readRange(seg.path, 0, end)
+        : Buffer.concat([
+            encodeSegmentHeader({
+              region: this.o.region,
+              firstLsn: want,
+              createdAtMs: seg.createdAtMs,
+              incarnation: this.o.wal.incarnation,
+            }),
+            await readRange(seg.path, from, end),
+          ]);
+    await this.archiveOne({ ...seg, firstLsn: want }, bytes);
     this.tail = { path: seg.path, end, lastLsn: seg.lastLsn };
   }
 
@@ -279,6 +295,22 @@ export function verifyCopy(
     throw new Error(`archived ${key} holds ${h.region}/${h.incarnation} from LSN ${h.firstLsn}`);
   if (scan.lastLsn !== want.lastLsn)
     throw new Error(`archived ${key} replays to LSN ${scan.lastLsn}, ${want.lastLsn} expected`);
+}
+
+/** The byte offset of LSN `lsn`'s frame in segment `seg` (its first `end` bytes are durable). */
+async function offsetOf(seg: SealedSegment, lsn: number, end: number): Promise<number> {
+  const image = await readRange(seg.path, 0, end);
+  let expected = seg.firstLsn;
+  for (let p = segmentHeaderBytes; p < end;) {
+    const f = checkFrame(image, p);
+    if (f.kind !== "ok")
+      throw new Error(`${seg.file}: ${f.kind} frame at offset ${p} while looking for LSN ${lsn}`);
+    if (f.lsn === lsn) return p;
+    if (f.lsn !== expected) throw new Error(`${seg.file}: LSN ${f.lsn} at offset ${p}, ${expected} expected`);
+    expected++;
+    p = f.end;
+  }
+  throw new Error(`${seg.file}: LSN ${lsn} not in its first ${end} bytes`);
 }
 
 async function readRange(file: string, start: number, end: number): Promise<Buffer> {

@@ -23,6 +23,8 @@ export interface FollowerOptions {
   /** The archive's prefix (as configured: no slashes around it). */
   prefix: string;
   reader: Pick<Reader, "replicateArchived">;
+  /** This region's watermark of (origin, incarnation): objects wholly below it are not fetched. */
+  applied(origin: string, incarnation: string): number;
   pollMs: number;
   runtime: Runtime;
   log: Logger;
@@ -64,6 +66,7 @@ export class ArchiveFollower {
     this.stopped = true;
     this.timer?.cancel();
     await this.running;
+    this.o.store.close();
   }
 
   status(): FollowerStatus {
@@ -87,14 +90,30 @@ export class ArchiveFollower {
   }
 
   private async pollOnce(): Promise<void> {
+    const errors: string[] = [];
+    const every = this.o.foldersEvery ?? 12;
     try {
-      if (this.polls++ % (this.o.foldersEvery ?? 12) === 0)
+      if (this.polls % every === 0)
         this.incarnations = (await this.o.store.folders(this.originPrefix)).sort();
-      this.waiting = undefined;
-      for (const folder of this.incarnations) await this.follow(folder);
-      this.lastError = undefined;
+      this.polls++; // only once listed: a failed listing is tried again next poll
     } catch (err) {
-      this.lastError = (err as Error).message;
+      errors.push(`listing ${this.originPrefix}: ${(err as Error).message}`);
+    }
+    if (errors.length === 0 && this.incarnations.length === 0 && this.polls > every)
+      errors.push(
+        `no archive of ${this.o.origin} under ${this.originPrefix} (is its archive.s3 the same bucket and prefix?)`,
+      );
+    this.waiting = undefined;
+    // Each incarnation on its own: a bad object in one never stops the others (found by review).
+    for (const folder of this.incarnations) {
+      try {
+        await this.follow(folder);
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }
+    this.lastError = errors.length > 0 ? errors.join("; ") : undefined;
+    if (this.lastError !== undefined) {
       this.o.onError?.();
       this.o.log.error(
         { origin: this.o.origin, err: this.lastError },
@@ -110,7 +129,14 @@ export class ArchiveFollower {
       const keys = await this.o.store.list(folder, this.after.get(folder), 100);
       for (const key of keys) {
         const obj = parseSegmentObjectKey(key);
-        if (!obj || obj.origin !== this.o.origin) continue;
+        if (!obj || obj.origin !== this.o.origin) {
+          this.after.set(folder, key); // not an archive object: never listed again
+          continue;
+        }
+        if (obj.lastLsn <= this.o.applied(obj.origin, obj.incarnation)) {
+          this.after.set(folder, key); // already here (over HTTP, or before a restart): no GET
+          continue;
+        }
         const got = await this.o.store.get(key);
         const records = checkedFrames({ ...obj, key }, got);
         const answer = await this.o.reader.replicateArchived({
@@ -123,8 +149,11 @@ export class ArchiveFollower {
           records,
         });
         if (answer.status === 409 && answer.body.code === "watermark_gap") {
+          // Not archived yet, or an object that sorts before one already taken: list this
+          // incarnation from its start next poll.
           this.waiting = `${key}: ${String(answer.body.message)}`;
-          return; // listed again from the same key next poll
+          this.after.delete(folder);
+          return;
         }
         if (answer.status !== 200)
           throw new Error(`${key}: ${String(answer.body.code)}: ${String(answer.body.message)}`);

@@ -15,7 +15,7 @@ import { createHash } from "node:crypto";
 import type { ReplicationPolicy } from "../config/index.js";
 import type { SqliteStore } from "../store/index.js";
 import { decodeFrames, scanSegment, segmentHeaderBytes, type WalRecord } from "../wal/index.js";
-import { parseSegmentObjectKey, type SegmentObject } from "./keys.js";
+import { parseSegmentObjectKey, segmentObjectKey, type SegmentObject } from "./keys.js";
 import type { ArchiveStore } from "./s3-store.js";
 
 export interface RestorePlanStream {
@@ -50,11 +50,15 @@ export async function listAll(store: ArchiveStore, prefix: string): Promise<stri
 }
 
 /** The objects that cover each origin's stream, per incarnation; throws ArchiveGapError on a hole. */
-export function planRestore(keys: readonly string[]): RestorePlanStream[] {
+export function planRestore(
+  keys: readonly string[],
+  only: { prefix: string; origins: readonly string[] },
+): RestorePlanStream[] {
   const streams = new Map<string, Array<SegmentObject & { key: string }>>();
   for (const key of keys) {
     const o = parseSegmentObjectKey(key);
-    if (!o) continue;
+    // Only this deployment's keys (not another one nested under the prefix) of its regions.
+    if (!o || key !== segmentObjectKey(only.prefix, o) || !only.origins.includes(o.origin)) continue;
     const id = `${o.origin}/${o.incarnation}`;
     streams.set(id, [...(streams.get(id) ?? []), { ...o, key }]);
   }
@@ -77,7 +81,17 @@ export function planRestore(keys: readonly string[]): RestorePlanStream[] {
 }
 
 export interface RestoreReport {
-  streams: Array<{ origin: string; incarnation: string; fromLsn: number; toLsn: number; records: number }>;
+  streams: Array<{
+    origin: string;
+    incarnation: string;
+    fromLsn: number;
+    toLsn: number;
+    records: number;
+    /** The HLC wall time of the last record taken. */
+    lastMs: number | undefined;
+    /** Whether the archive holds a record after the time (else it may end before it). */
+    reachesTime: boolean;
+  }>;
   records: number;
   objects: number;
 }
@@ -96,6 +110,7 @@ export async function restoreInto(o: {
     let applied = s.firstLsn - 1;
     let records = 0;
     let past = false;
+    let lastMs: number | undefined;
     for (const obj of s.objects) {
       if (past) break;
       const got = await o.store.get(obj.key);
@@ -117,6 +132,7 @@ export async function restoreInto(o: {
       if (r.status === "gap")
         throw new ArchiveGapError(s.origin, s.incarnation, r.watermark + 1, taken[0]!.lsn - 1);
       applied = taken.at(-1)!.lsn;
+      lastMs = taken.at(-1)!.hlc.wallMs;
       records += kept.length;
     }
     report.streams.push({
@@ -125,6 +141,8 @@ export async function restoreInto(o: {
       fromLsn: s.firstLsn,
       toLsn: applied,
       records,
+      lastMs,
+      reachesTime: past,
     });
     report.records += records;
   }

@@ -49,7 +49,8 @@ export async function runRestore(argv: string[]): Promise<number> {
       ? values.out
       : path.join(config.dataDir, `restore-${toMs ?? "all"}.sqlite`),
   );
-  if (fs.existsSync(out)) throw new CliUsageError(`restore: ${out} exists; choose another --out`);
+  if (fs.existsSync(out) || fs.existsSync(`${out}.partial`))
+    throw new CliUsageError(`restore: ${out} (or ${out}.partial) exists; choose another --out`);
   const say = (s: string) => process.stdout.write(`${s}\n`);
   const store = s3ArchiveStore({
     s3,
@@ -59,12 +60,18 @@ export async function runRestore(argv: string[]): Promise<number> {
     onRequest: () => undefined,
   });
   try {
-    const plan = planRestore(
-      await listAll(store, s3.prefix === "" ? "" : `${s3.prefix.replace(/^\/+|\/+$/g, "")}/`),
-    );
+    const prefix = s3.prefix.replace(/^\/+|\/+$/g, "");
+    const plan = planRestore(await listAll(store, prefix === "" ? "" : `${prefix}/`), {
+      prefix,
+      origins: Object.keys(config.regions),
+    });
     say(`restore from s3://${s3.bucket}/${s3.prefix}: ${plan.length} streams`);
     fs.mkdirSync(path.dirname(out), { recursive: true });
-    const into = new SqliteStore({ path: out, rule: mergeRuleOf(config), checkpointer: false });
+    // Written under a temporary name, renamed once complete: a restore killed half way never
+    // leaves a file that looks finished.
+    const partial = `${out}.partial`;
+    const into = new SqliteStore({ path: partial, rule: mergeRuleOf(config), checkpointer: false });
+    let digest: string;
     try {
       const report = await restoreInto({
         store,
@@ -74,17 +81,34 @@ export async function runRestore(argv: string[]): Promise<number> {
         policy: replicationPolicy(config),
         self: config.region,
       });
+      for (const s of report.streams) {
+        const last = s.lastMs === undefined ? "" : `, last record at ${new Date(s.lastMs).toISOString()}`;
+        say(`  ${s.origin} ${s.incarnation}: LSNs ${s.fromLsn}..${s.toLsn}, ${s.records} records${last}`);
+      }
+      // A stream the archive holds nothing after the time of may end before it: its origin's
+      // records acknowledged between its last archived one and the time are not in the archive.
+      const current = new Map<string, (typeof report.streams)[number]>();
       for (const s of report.streams)
-        say(`  ${s.origin} ${s.incarnation}: LSNs ${s.fromLsn}..${s.toLsn}, ${s.records} records`);
+        if (!current.has(s.origin) || (s.lastMs ?? 0) > (current.get(s.origin)!.lastMs ?? 0))
+          current.set(s.origin, s);
+      if (toMs !== undefined)
+        for (const s of current.values())
+          if (!s.reachesTime)
+            say(
+              `  warning: the archive of ${s.origin} holds nothing after ${s.lastMs === undefined ? "its start" : new Date(s.lastMs).toISOString()}: what ${s.origin} acknowledged from then to ${new Date(toMs).toISOString()} may be missing`,
+            );
+      digest = await into.rootDigest();
       say(
-        `restored ${report.records} records from ${report.objects} objects${toMs === undefined ? "" : ` as of ${new Date(toMs).toISOString()}`} into ${out}; digest ${await into.rootDigest()}`,
+        `restored ${report.records} records from ${report.objects} objects${toMs === undefined ? "" : ` as of ${new Date(toMs).toISOString()}`} into ${out}; digest ${digest}`,
       );
     } finally {
       await into.close();
     }
+    fs.renameSync(partial, out);
     return 0;
   } catch (err) {
-    for (const f of [out, `${out}-wal`, `${out}-shm`]) fs.rmSync(f, { force: true });
+    for (const f of [out, `${out}.partial`, `${out}.partial-wal`, `${out}.partial-shm`])
+      fs.rmSync(f, { force: true });
     throw err;
   } finally {
     store.close();

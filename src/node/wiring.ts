@@ -176,6 +176,7 @@ export function followersOf(r: Region): ArchiveFollower[] {
           store: archiveStoreOf(r)!,
           prefix: a.s3!.prefix.replace(/^\/+|\/+$/g, ""),
           reader: r.reader,
+          applied: (origin, incarnation) => r.store.watermarkSync(origin, incarnation),
           pollMs: a.pollMs,
           runtime: r.runtime,
           log: r.log,

@@ -1,0 +1,209 @@
+/**
+ * The archive follower (S3 as a transport) against a real WAL, archiver, Reader and
+ * SqliteStore, with a bucket in memory that lists like S3 (prefix, start-after, max keys,
+ * common prefixes). Cases from a review: an origin restart, keys that are not the archive's,
+ * a bad object in one incarnation, a follower of the wrong prefix, a restarted follower.
+ */
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { openStore } from "../../test/support/shipper-peer.js";
+import { tempDir } from "../../test/support/tmp.js";
+import { HybridClock } from "../clock/index.js";
+import { silentLogger } from "../log.js";
+import { IncarnationTracker } from "../node/incarnations.js";
+import { Reader } from "../reader/index.js";
+import { realRuntime } from "../runtime/index.js";
+import { Wal } from "../wal/index.js";
+import { Archiver } from "./archiver.js";
+import { ArchiveFollower } from "./follower.js";
+import { segmentObjectKey } from "./keys.js";
+import type { ArchiveStore } from "./s3-store.js";
+
+const opened: Array<{ close(): Promise<unknown> }> = [];
+afterEach(async () => {
+  for (const o of opened.splice(0)) await o.close();
+});
+
+function s3LikeBucket() {
+  const objects = new Map<string, { body: Buffer; sha: string }>();
+  const b = {
+    objects,
+    lists: 0,
+    store: {
+      async put(key: string, body: Buffer, sha: string) {
+        objects.set(key, { body: Buffer.from(body), sha });
+      },
+      async get(key: string) {
+        const o = objects.get(key);
+        if (!o) throw new Error(`no such key ${key}`);
+        return { body: Buffer.from(o.body), sha256Hex: o.sha as string | undefined };
+      },
+      async list(prefix: string, startAfter: string | undefined, max: number) {
+        b.lists++;
+        if (b.lists > 10_000) throw new Error("spinning: 10000 LISTs in one test");
+        return [...objects.keys()]
+          .filter((k) => k.startsWith(prefix) && (startAfter === undefined || k > startAfter))
+          .sort()
+          .slice(0, max);
+      },
+      async folders(prefix: string) {
+        const set = new Set<string>();
+        for (const k of objects.keys())
+          if (k.startsWith(prefix)) set.add(prefix + k.slice(prefix.length).split("/")[0]! + "/");
+        return [...set].sort();
+      },
+      close() {},
+    } satisfies ArchiveStore,
+  };
+  return b;
+}
+
+const origin = "us-east-1";
+const self = "eu-west-1";
+
+function reader(accepts: (o: string, t: string) => boolean = () => true) {
+  const store = openStore(path.join(tempDir(), "peer.sqlite"));
+  const r = new Reader({
+    self,
+    regions: [origin, self],
+    store,
+    clock: new HybridClock(),
+    policy: {
+      peers: [origin],
+      filtersTenants: false,
+      sendsTo: () => true,
+      accepts,
+      peersFor: () => [origin],
+    },
+    rule: "first-write-wins/1",
+    incarnations: new IncarnationTracker(10_000),
+    nowMs: Date.now,
+    log: silentLogger(),
+  });
+  return { store, reader: r };
+}
+
+function follower(store: ArchiveStore, r: Reader, peer: ReturnType<typeof openStore>, prefix = "crr") {
+  return new ArchiveFollower({
+    origin,
+    store,
+    prefix,
+    reader: r,
+    applied: (o, inc) => peer.watermarkSync(o, inc),
+    pollMs: 60_000,
+    runtime: realRuntime,
+    log: silentLogger(),
+  });
+}
+
+function archiver(wal: Wal, store: ArchiveStore, dataDir: string) {
+  return new Archiver({
+    wal,
+    region: origin,
+    store,
+    prefix: "crr",
+    where: "test bucket",
+    intervalMs: 60_000,
+    dataDir,
+    runtime: realRuntime,
+    log: silentLogger(),
+  });
+}
+
+async function append(wal: Wal, n: number, from: number) {
+  for (let i = from; i < from + n; i++) await wal.append({ key: `k${i}`, tenant: "t", outcome: "accepted" });
+}
+
+describe("archive follower", () => {
+  it("an origin's restart keeps its keys a chain: the follower goes on from where it was", async () => {
+    const wal = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
+    opened.push(wal);
+    const bucket = s3LikeBucket();
+    const dataDir = tempDir();
+    const a1 = archiver(wal, bucket.store, dataDir);
+    await append(wal, 10, 0);
+    await a1.pass(); // 1-10
+    await append(wal, 5, 10);
+    await a1.pass(); // 11-15 (a delta object)
+    const { store, reader: rd } = reader();
+    const f = follower(bucket.store, rd, store);
+    await f.poll();
+    expect(await store.watermark(origin, wal.incarnation)).toBe(15);
+
+    await append(wal, 5, 15);
+    const a2 = archiver(wal, bucket.store, dataDir); // the origin restarted: its tail is in memory only
+    await a2.pass(); // 16-20: from the LSN after its cursor, not the file's start
+    await append(wal, 5, 20);
+    await a2.pass(); // 21-25
+    expect(a2.verifiedLsn).toBe(25); // the origin's retention now counts LSNs 1..25 as this peer's
+
+    for (let i = 0; i < 20; i++) await f.poll();
+    expect(await store.watermark(origin, wal.incarnation)).toBe(25);
+    expect(f.status().lastError).toBeUndefined();
+  });
+
+  it("keys that are not the archive's are passed over, never listed again (100 of them made one poll list forever)", async () => {
+    const bucket = s3LikeBucket();
+    const inc = "a".repeat(32);
+    for (let i = 0; i < 100; i++)
+      bucket.objects.set(`crr/${origin}/${inc}/0-junk-${String(i).padStart(3, "0")}`, {
+        body: Buffer.alloc(1),
+        sha: "",
+      });
+    const { store, reader: rd } = reader();
+    const f = follower(bucket.store, rd, store);
+    await f.poll(); // before: on S3 this poll never ended (the in-memory bucket throws after 10,000 LISTs)
+    expect(bucket.lists).toBeLessThan(10);
+    await f.poll();
+    expect(bucket.lists).toBeLessThan(10);
+  });
+
+  it("a bad object in one incarnation stops only that one, and shows", async () => {
+    const wal = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
+    opened.push(wal);
+    const bucket = s3LikeBucket();
+    await append(wal, 10, 0);
+    await archiver(wal, bucket.store, tempDir()).pass();
+    // An old incarnation's object that does not check (bit rot, a forgery, or a clock_skew refusal).
+    const old = "0".repeat(32);
+    bucket.objects.set(segmentObjectKey("crr", { origin, incarnation: old, firstLsn: 1, lastLsn: 3 }), {
+      body: Buffer.from("junk"),
+      sha: "",
+    });
+    const { store, reader: rd } = reader();
+    const f = follower(bucket.store, rd, store);
+    await f.poll();
+    expect(await store.watermark(origin, wal.incarnation)).toBe(10);
+    expect(f.status().lastError).toContain(old);
+  });
+
+  it("a follower of a prefix the origin does not archive to says so", async () => {
+    const wal = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
+    opened.push(wal);
+    const bucket = s3LikeBucket();
+    await append(wal, 10, 0);
+    await archiver(wal, bucket.store, tempDir()).pass(); // the origin archives under "crr"
+    const { store, reader: rd } = reader();
+    const f = follower(bucket.store, rd, store, "crr-eu");
+    for (let i = 0; i < 30; i++) await f.poll();
+    const st = f.status();
+    expect(st.lastError).toContain("no archive of us-east-1 under crr-eu/us-east-1/");
+  });
+
+  it("a restarted follower fetches no object it already holds", async () => {
+    const wal = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
+    opened.push(wal);
+    const bucket = s3LikeBucket();
+    const arch = archiver(wal, bucket.store, tempDir());
+    for (let i = 0; i < 50; i++) {
+      await append(wal, 2, i * 2);
+      await arch.pass();
+    }
+    const { store, reader: rd } = reader();
+    await follower(bucket.store, rd, store).poll();
+    let gets = 0;
+    const counting = { ...bucket.store, get: (k: string) => (gets++, bucket.store.get(k)) };
+    await follower(counting, rd, store).poll(); // the same region after a restart
+    expect(gets).toBe(0);
+  });
+});
