@@ -59,7 +59,13 @@ async function run(mode: Mode, seconds: number, rate: number, s3Endpoint: string
     common: {
       ...(mode === "s3" ? { regions: { origin: { via: "s3" } } } : {}),
       archive: {
-        s3: { bucket: "bench", endpoint: s3Endpoint, forcePathStyle: true, region: "us-east-1", prefix: mode },
+        s3: {
+          bucket: "bench",
+          endpoint: s3Endpoint,
+          forcePathStyle: true,
+          region: "us-east-1",
+          prefix: mode,
+        },
         intervalMs,
         pollMs,
       },
