@@ -44,7 +44,13 @@ async function json<T>(url: string): Promise<T> {
   return (await (await fetch(url)).json()) as T;
 }
 
-async function run(mode: Mode, seconds: number, rate: number, s3Endpoint: string): Promise<Run> {
+async function run(
+  mode: Mode,
+  seconds: number,
+  rate: number,
+  s3Endpoint: string,
+  round: number,
+): Promise<Run> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), `crr-bench-s3-${mode}-`));
   const links = new Map<string, TcpProxy>();
   for (const l of ["o>p", "p>o"]) links.set(l, await startTcpProxy({ targetPort: 0 }));
@@ -80,7 +86,8 @@ async function run(mode: Mode, seconds: number, rate: number, s3Endpoint: string
     let watching = true;
     let applied = 0;
     const watcher = (async () => {
-      while (watching || applied < (acks.at(-1)?.lsn ?? 0)) {
+      const until = performance.now() + (seconds + 90) * 1000;
+      while ((watching || applied < Math.max(0, ...acks.map((a) => a.lsn))) && performance.now() < until) {
         const w = await json<{ watermarks: Record<string, number> }>(`${p.url}/v1/watermarks`);
         const now = performance.now();
         const to = w.watermarks.origin ?? 0;
@@ -150,7 +157,7 @@ export async function benchS3Link(args: { rounds: number; seconds: number; rate:
   try {
     for (let round = 0; round < args.rounds; round++) {
       for (const mode of round % 2 === 0 ? (["http", "s3"] as const) : (["s3", "http"] as const)) {
-        const r = await run(mode, args.seconds, args.rate, `http://127.0.0.1:${port}`);
+        const r = await run(mode, args.seconds, args.rate, `http://127.0.0.1:${port}`, round);
         runs[mode].push(r);
         log(
           `round ${round + 1} ${mode}: ${r.records} records, lag p50 ${r.lagMs.p50.toFixed(0)} ms, p99 ${r.lagMs.p99.toFixed(0)} ms, ${r.requestsPerRecord.toFixed(3)} S3 requests per record`,
