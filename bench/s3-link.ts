@@ -70,7 +70,7 @@ async function run(
           endpoint: s3Endpoint,
           forcePathStyle: true,
           region: "us-east-1",
-          prefix: mode,
+          prefix: `${mode}-${round}`,
         },
         intervalMs,
         pollMs,
