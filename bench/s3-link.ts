@@ -123,6 +123,10 @@ async function run(
       await new Promise((r) => setTimeout(r, 20));
     await watcher;
     const lags = acks.map((a) => (seen.get(a.lsn) ?? NaN) - a.atMs).sort((x, y) => x - y);
+    if (lags.some((l) => Number.isNaN(l)))
+      process.stderr.write(
+        `${mode}: the peer applied up to ${applied} of ${acks.length}; its status: ${JSON.stringify((await json<{ following?: unknown; peers: unknown }>(`${p.url}/v1/status`)).following)}\n`,
+      );
     const requests = { put: 0, get: 0, list: 0 };
     for (const n of [o, p]) {
       const s = await json<{ archive: { s3: { requests: Record<string, number> } } }>(`${n.url}/v1/status`);

@@ -93,7 +93,8 @@ export class ArchiveFollower {
     const errors: string[] = [];
     const every = this.o.foldersEvery ?? 12;
     try {
-      if (this.polls % every === 0)
+      // Every poll until the origin's archive shows up, then every `every` polls.
+      if (this.polls % every === 0 || this.incarnations.length === 0)
         this.incarnations = (await this.o.store.folders(this.originPrefix)).sort();
       this.polls++; // only once listed: a failed listing is tried again next poll
     } catch (err) {
