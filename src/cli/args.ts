@@ -1,3 +1,4 @@
+import { ConfigError, loadConfig, type NodeConfig } from "../config/index.js";
 import { parseArgs } from "node:util";
 
 /** Wrong words on the command line: printed without a stack, exit code 2. */
@@ -21,5 +22,15 @@ export function parseCommand(command: string, argv: string[], options: OptionSpe
     });
   } catch (err) {
     throw new CliUsageError(`${command}: ${(err as Error).message}`);
+  }
+}
+
+/** The node's config from `file`; a bad one is a usage error (exit 2) naming every problem. */
+export function loadConfigOrUsage(file: string): NodeConfig {
+  try {
+    return loadConfig(file);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new CliUsageError(err.message);
+    throw err;
   }
 }

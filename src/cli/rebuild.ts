@@ -5,11 +5,10 @@
 import fs from "node:fs";
 import path from "node:path";
 import { verifyAuditFiles } from "../audit/index.js";
-import { ConfigError, loadConfig, type NodeConfig } from "../config/index.js";
 import type { PeerLink, WatermarksView } from "../link/index.js";
 import { silentLogger } from "../log.js";
 import { Region, copyMesh } from "../node/index.js";
-import { CliUsageError, parseCommand } from "./args.js";
+import { CliUsageError, loadConfigOrUsage, parseCommand } from "./args.js";
 
 const rebuildHelp = `crr rebuild --config FILE [--since TIME]
 
@@ -46,13 +45,7 @@ export async function runRebuild(argv: string[]): Promise<number> {
   }
   if (typeof values.config !== "string")
     throw new CliUsageError(`rebuild: --config FILE is required\n\n${rebuildHelp}`);
-  let config: NodeConfig;
-  try {
-    config = loadConfig(values.config);
-  } catch (err) {
-    if (err instanceof ConfigError) throw new CliUsageError(err.message);
-    throw err;
-  }
+  const config = loadConfigOrUsage(values.config);
   const say = (s: string) => process.stdout.write(`${s}\n`);
   if (typeof values.since === "string") {
     const sinceMs = /^\d+$/.test(values.since) ? Number(values.since) : Date.parse(values.since);

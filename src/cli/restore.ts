@@ -6,11 +6,11 @@
 import fs from "node:fs";
 import path from "node:path";
 import { listAll, planRestore, restoreInto, s3ArchiveStore } from "../archive/index.js";
-import { ConfigError, loadConfig, replicationPolicy, type NodeConfig } from "../config/index.js";
+import { replicationPolicy } from "../config/index.js";
 import { mergeRuleOf } from "../node/index.js";
 import { realRuntime } from "../runtime/index.js";
 import { SqliteStore } from "../store/index.js";
-import { CliUsageError, parseCommand } from "./args.js";
+import { CliUsageError, loadConfigOrUsage, parseCommand } from "./args.js";
 
 const restoreHelp = `crr restore --config FILE [--to TIME] [--out FILE]
 
@@ -34,13 +34,7 @@ export async function runRestore(argv: string[]): Promise<number> {
   }
   if (typeof values.config !== "string")
     throw new CliUsageError(`restore: --config FILE is required\n\n${restoreHelp}`);
-  let config: NodeConfig;
-  try {
-    config = loadConfig(values.config);
-  } catch (err) {
-    if (err instanceof ConfigError) throw new CliUsageError(err.message);
-    throw err;
-  }
+  const config = loadConfigOrUsage(values.config);
   const s3 = config.archive.s3;
   if (!s3) throw new CliUsageError(`restore: ${values.config} configures no archive (archive.s3)`);
   const toMs = parseTime(values.to);

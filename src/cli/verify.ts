@@ -3,13 +3,13 @@
  * admin route, or, if the node is not running, by opening the region here), print findings,
  * and with reconcile, repair each divergent or missing key by the merge rule.
  */
-import { ConfigError, credentialsOf, loadConfig, type NodeConfig } from "../config/index.js";
+import { credentialsOf, type NodeConfig } from "../config/index.js";
 import { decide, type Established, type Finding, type ScanReport } from "../divergence/index.js";
 import { HttpPeerLink, type PeerLink } from "../link/index.js";
 import { silentLogger } from "../log.js";
 import { Region, mergeRuleOf } from "../node/index.js";
 import type { StoredRecord } from "../store/index.js";
-import { CliUsageError, parseCommand } from "./args.js";
+import { CliUsageError, loadConfigOrUsage, parseCommand } from "./args.js";
 import { callNode, clientTlsOf, nodeUrl } from "./http.js";
 
 function describeVersion(v: StoredRecord | undefined): string {
@@ -26,15 +26,6 @@ export function describeFinding(f: Finding): string {
     .map(([s, l]) => `${s.split("/")[0]} ${l}`)
     .join(", ");
   return `MISSING   ${f.key}: ${f.missingIn} lacks ${describeVersion(v)} although it applied up to ${stream}`;
-}
-
-function loadOrExit(file: string): NodeConfig {
-  try {
-    return loadConfig(file);
-  } catch (err) {
-    if (err instanceof ConfigError) throw new CliUsageError(err.message);
-    throw err;
-  }
 }
 
 /** Ask the running node; if nothing answers, open the region here (it takes the data directory's lock). */
@@ -88,7 +79,7 @@ export async function runVerify(argv: string[]): Promise<number> {
   }
   if (typeof values.config !== "string")
     throw new CliUsageError(`verify: --config FILE is required\n\n${verifyHelp}`);
-  const config = loadOrExit(values.config);
+  const config = loadConfigOrUsage(values.config);
   const { report, offline } = await scan(config);
   await offline?.close();
   if (values.json) process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -154,7 +145,7 @@ export async function runReconcile(argv: string[]): Promise<number> {
   }
   if (typeof values.config !== "string")
     throw new CliUsageError(`reconcile: --config FILE is required\n\n${reconcileHelp}`);
-  const config = loadOrExit(values.config);
+  const config = loadConfigOrUsage(values.config);
   const say = (s: string) => process.stdout.write(`${s}\n`);
   const { report, offline } = await scan(config);
   const links = new Map<string, PeerLink>();
