@@ -144,7 +144,7 @@ export async function waitConverged(nodes: TestNode[], deadlineMs = 60_000): Pro
   );
 }
 
-/** Append `count` records with `concurrency` in flight; returns the acknowledged keys. */
+/** Append `count` records with `concurrency` in flight, retrying shed ones (429); returns the acknowledged keys. */
 export async function appendMany(
   node: TestNode,
   prefix: string,
@@ -158,7 +158,13 @@ export async function appendMany(
     while (next < count) {
       const i = next++;
       const key = `${prefix}-${i}`;
-      const r = await append(node, { key, tenant, outcome: i % 5 ? "accepted" : "escalated", body: { i } });
+      let r = await append(node, { key, tenant, outcome: i % 5 ? "accepted" : "escalated", body: { i } });
+      // Shed under load (429: the node refused it at once, nothing written): retry as a client
+      // is told to, a bounded number of times. A loaded test machine trips the queue-delay bound.
+      for (let tries = 0; r.status === 429 && tries < 50; tries++) {
+        await new Promise((res) => setTimeout(res, 100));
+        r = await append(node, { key, tenant, outcome: i % 5 ? "accepted" : "escalated", body: { i } });
+      }
       if (r.status !== 200)
         throw new Error(`append ${key} to ${node.name}: ${r.status} ${JSON.stringify(r.body)}`);
       keys.push(key);
