@@ -7,9 +7,10 @@
 import crypto from "node:crypto";
 import { crc32 } from "node:zlib";
 import { describe, expect, it } from "vitest";
+import { frameBounds } from "../../test/support/segments.js";
 import { SegmentCorruptError } from "../errors.js";
 import { regionBytesMax } from "../limits.js";
-import { FLAG_BATCH_CONTINUES, checkFrame, encodeFrames, type WalRecord } from "./record.js";
+import { FLAG_BATCH_CONTINUES, encodeFrames, type WalRecord } from "./record.js";
 import {
   decodeSegmentHeader,
   encodeSegmentHeader,
@@ -41,14 +42,7 @@ function records(n: number, firstLsn = 1, batch: (i: number) => boolean = () => 
 
 function segment(rs: WalRecord[], firstLsn = 1): { image: Buffer; starts: number[]; ends: number[] } {
   const image = Buffer.concat([encodeSegmentHeader({ ...h, firstLsn }), encodeFrames(rs)]);
-  const starts: number[] = [];
-  const ends: number[] = [];
-  for (let p = segmentHeaderBytes; p < image.length;) {
-    starts.push(p);
-    p = (checkFrame(image, p) as { end: number }).end;
-    ends.push(p);
-  }
-  return { image, starts, ends };
+  return { image, ...frameBounds(image) };
 }
 
 /** A header with one field changed and its checksum made right again. */

@@ -11,6 +11,7 @@
  */
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { frameBounds } from "../../test/support/segments.js";
 import { FLAG_BATCH_CONTINUES, checkFrame, encodeFrames, type WalRecord } from "./record.js";
 import { encodeSegmentHeader, scanSegment, segmentHeaderBytes } from "./segment.js";
 import { looksTorn, planTail, runsOf, type Piece, type TailPlan } from "./tail-plan.js";
@@ -50,14 +51,7 @@ function written(fields: Array<Omit<WalRecord, "lsn" | "flags">>, batchCuts: boo
     flags: i < fields.length - 1 && batchCuts[i] ? FLAG_BATCH_CONTINUES : 0,
   }));
   const image = Buffer.concat([header, encodeFrames(records)]);
-  const starts: number[] = [];
-  const ends: number[] = [];
-  for (let p = segmentHeaderBytes; p < image.length;) {
-    starts.push(p);
-    p = (checkFrame(image, p) as { end: number }).end;
-    ends.push(p);
-  }
-  return { records, image, starts, ends };
+  return { records, image, ...frameBounds(image) };
 }
 
 const writtenArb = (min: number, max: number) =>
