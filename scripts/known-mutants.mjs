@@ -157,9 +157,16 @@ const mutants = [
   {
     name: "an archived copy counted without reading it back",
     file: "src/archive/archiver.ts",
-    from: "    verifyCopy(key, back, sha, { region: this.o.region, incarnation: this.o.wal.incarnation, ...seg });\n",
+    from: "    verifyCopy(key, back, seal.sha256Hex, want, this.o.keys);\n",
     to: "",
     tests: ["src/archive/archiver.test.ts"],
+  },
+  {
+    name: "an archived object applied without its origin's seal",
+    file: "src/archive/restore.ts",
+    from: 'if (sealed !== "ok") throw new Error(`archived ${obj.key} refused: ${sealed}`);',
+    to: "void sealed;",
+    tests: ["src/archive/follower.test.ts"],
   },
   {
     name: "peers reached via s3 are not followed",

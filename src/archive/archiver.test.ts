@@ -9,12 +9,14 @@ import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/support/tmp.js";
 import { silentLogger } from "../log.js";
+import { testKeys } from "../../test/support/seal.js";
 import { realRuntime } from "../runtime/index.js";
+import type { Seal } from "../protocol/index.js";
 import { Wal, segmentHeaderBytes } from "../wal/index.js";
 import { Archiver } from "./archiver.js";
 import { incarnationPrefix, parseSegmentObjectKey, segmentObjectKey } from "./keys.js";
 import { ArchiveGapError, planRestore } from "./restore.js";
-import { RequestTally, s3ArchiveStore, type ArchiveStore } from "./s3-store.js";
+import { RequestTally, s3ArchiveStore, type ArchiveStore, type StoredObject } from "./s3-store.js";
 
 const opened: Array<{ close(): Promise<unknown> }> = [];
 afterEach(async () => {
@@ -23,20 +25,20 @@ afterEach(async () => {
 
 /** A bucket in memory; `spoil` changes what the next get returns. */
 function memoryBucket() {
-  const objects = new Map<string, { body: Buffer; sha: string }>();
+  const objects = new Map<string, StoredObject>();
   const b = {
     objects,
     puts: 0,
-    spoil: undefined as ((o: { body: Buffer; sha256Hex: string | undefined }) => void) | undefined,
+    spoil: undefined as ((o: StoredObject) => void) | undefined,
     store: {
-      async put(key: string, body: Buffer, sha: string) {
+      async put(key: string, body: Buffer, seal: Seal) {
         b.puts++;
-        objects.set(key, { body: Buffer.from(body), sha });
+        objects.set(key, { body: Buffer.from(body), seal });
       },
       async get(key: string) {
         const o = objects.get(key);
         if (!o) throw new Error(`no such key ${key}`);
-        const copy = { body: Buffer.from(o.body), sha256Hex: o.sha as string | undefined };
+        const copy: StoredObject = { body: Buffer.from(o.body), seal: { ...o.seal } };
         const spoil = b.spoil;
         b.spoil = undefined;
         spoil?.(copy);
@@ -68,6 +70,7 @@ function archiver(wal: Wal, store: ArchiveStore, dataDir = tempDir(), where = "t
     wal,
     region: "us-east-1",
     store,
+    ...testKeys("us-east-1"),
     prefix: "crr",
     where,
     intervalMs: 60_000,
@@ -82,9 +85,10 @@ describe("archiver", () => {
     const wal = await walWithSegments();
     const bucket = memoryBucket();
     const arch = archiver(wal, bucket.store);
-    const spoils: Array<[string, (o: { body: Buffer; sha256Hex: string | undefined }) => void]> = [
+    const spoils: Array<[string, (o: StoredObject) => void]> = [
       ["reads back with SHA-256", (o) => void (o.body[200]! ^= 1)],
-      ["in its metadata", (o) => void (o.sha256Hex = "0".repeat(64))],
+      ["its metadata says", (o) => void (o.seal.sha256Hex = "0".repeat(64))],
+      ["unsealed", (o) => void (o.seal = { sha256Hex: o.seal.sha256Hex })],
       ["reads back with SHA-256", (o) => void (o.body = o.body.subarray(0, o.body.length - 3))],
     ];
     for (const [words, spoil] of spoils) {
@@ -198,13 +202,13 @@ describe("archiver under review's cases", () => {
     const held = new Promise<void>((r) => (release = r));
     const put = bucket.store.put;
     let first = true;
-    bucket.store.put = async (k, b, sha) => {
+    bucket.store.put = async (k, b, seal) => {
       if (first) {
         first = false;
         entered();
         await held;
       }
-      return put(k, b, sha);
+      return put(k, b, seal);
     };
     const arch = archiver(wal, bucket.store);
     const pass = arch.pass();
@@ -272,6 +276,7 @@ describe("archiver under review's cases", () => {
     const arch = new Archiver({
       wal,
       region: "us-east-1",
+      ...testKeys("us-east-1"),
       prefix: "crr",
       where: "hole",
       intervalMs: 60_000,
@@ -311,6 +316,7 @@ describe("archiver under review's cases", () => {
       wal,
       region: "us-east-1",
       store: bucket.store,
+      ...testKeys("us-east-1"),
       prefix: "crr",
       where: "b",
       intervalMs: 60_000,

@@ -12,10 +12,10 @@
  * under the same key is harmless). A pass that fails leaves the cursor where it was, is
  * logged and counted, and the next pass tries again: the loop never dies.
  */
-import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { Logger } from "../log.js";
+import { checkSeal, sealObject, sha256Hex, type KeyRing, type Signer } from "../protocol/index.js";
 import type { Runtime, Timer } from "../runtime/index.js";
 import {
   checkFrame,
@@ -26,12 +26,18 @@ import {
   type Wal,
 } from "../wal/index.js";
 import { segmentObjectKey } from "./keys.js";
-import type { ArchiveStore } from "./s3-store.js";
+import type { ArchiveStore, StoredObject } from "./s3-store.js";
 
 export interface ArchiverOptions {
   wal: Wal;
   region: string;
   store: ArchiveStore;
+  /** This region's signer: every object is sealed by it (its origin). */
+  signer: Signer;
+  /** Checks the seal of the copy read back (as a follower or a restore will). */
+  keys: KeyRing;
+  /** The largest object read back (`archive.objectBytesMax`). */
+  objectBytesMax: number;
   prefix: string;
   /** Names the archive (endpoint, bucket, prefix): the cursor counts only for it. */
   where: string;
@@ -224,10 +230,16 @@ export class Archiver {
       firstLsn: seg.firstLsn,
       lastLsn: seg.lastLsn,
     });
-    const sha = createHash("sha256").update(bytes).digest("hex");
-    await this.o.store.put(key, bytes, sha);
-    const back = await this.o.store.get(key);
-    verifyCopy(key, back, sha, { region: this.o.region, incarnation: this.o.wal.incarnation, ...seg });
+    const want = {
+      origin: this.o.region,
+      incarnation: this.o.wal.incarnation,
+      firstLsn: seg.firstLsn,
+      lastLsn: seg.lastLsn,
+    };
+    const seal = sealObject(this.o.signer, { ...want, body: bytes });
+    await this.o.store.put(key, bytes, seal);
+    const back = await this.o.store.get(key, this.o.objectBytesMax);
+    verifyCopy(key, back, seal.sha256Hex, want, this.o.keys);
     this.verified = seg.lastLsn;
     this.objects++;
     await this.writeCursor();
@@ -275,23 +287,25 @@ export class Archiver {
   }
 }
 
-/** The archived copy must be the bytes sent, and replay: else it does not count. */
+/**
+ * The archived copy must be the bytes sent, carry a seal its readers will accept, and
+ * replay: else it does not count.
+ */
 export function verifyCopy(
   key: string,
-  back: { body: Buffer; sha256Hex: string | undefined },
-  sha256Hex: string,
-  want: { region: string; incarnation: string; firstLsn: number; lastLsn: number },
+  back: StoredObject,
+  sentSha256Hex: string,
+  want: { origin: string; incarnation: string; firstLsn: number; lastLsn: number },
+  keys: KeyRing,
 ): void {
-  const got = createHash("sha256").update(back.body).digest("hex");
-  if (got !== sha256Hex)
-    throw new Error(`archived ${key} reads back with SHA-256 ${got}, ${sha256Hex} was sent`);
-  if (back.sha256Hex !== undefined && back.sha256Hex !== sha256Hex)
-    throw new Error(
-      `archived ${key} carries SHA-256 ${back.sha256Hex} in its metadata, ${sha256Hex} was sent`,
-    );
+  const got = sha256Hex(back.body);
+  if (got !== sentSha256Hex)
+    throw new Error(`archived ${key} reads back with SHA-256 ${got}, ${sentSha256Hex} was sent`);
+  const sealed = checkSeal(keys, { ...want, body: back.body }, back.seal);
+  if (sealed !== "ok") throw new Error(`archived ${key} reads back ${sealed}`);
   const scan = scanSegment(back.body, { file: key, last: false });
   const h = scan.header;
-  if (h.region !== want.region || h.incarnation !== want.incarnation || h.firstLsn !== want.firstLsn)
+  if (h.region !== want.origin || h.incarnation !== want.incarnation || h.firstLsn !== want.firstLsn)
     throw new Error(`archived ${key} holds ${h.region}/${h.incarnation} from LSN ${h.firstLsn}`);
   if (scan.lastLsn !== want.lastLsn)
     throw new Error(`archived ${key} replays to LSN ${scan.lastLsn}, ${want.lastLsn} expected`);

@@ -4,6 +4,7 @@
  * common prefixes). Cases from a review: an origin restart, keys that are not the archive's,
  * a bad object in one incarnation, a follower of the wrong prefix, a restarted follower.
  */
+import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { openStore } from "../../test/support/shipper-peer.js";
@@ -17,7 +18,10 @@ import { Wal } from "../wal/index.js";
 import { Archiver } from "./archiver.js";
 import { ArchiveFollower } from "./follower.js";
 import { segmentObjectKey } from "./keys.js";
-import type { ArchiveStore } from "./s3-store.js";
+import { sealObject, sha256Hex, type Seal } from "../protocol/index.js";
+import { sealRing, testKeys } from "../../test/support/seal.js";
+import { checkedFrames } from "./restore.js";
+import type { ArchiveStore, StoredObject } from "./s3-store.js";
 
 const opened: Array<{ close(): Promise<unknown> }> = [];
 afterEach(async () => {
@@ -25,18 +29,18 @@ afterEach(async () => {
 });
 
 function s3LikeBucket() {
-  const objects = new Map<string, { body: Buffer; sha: string }>();
+  const objects = new Map<string, StoredObject>();
   const b = {
     objects,
     lists: 0,
     store: {
-      async put(key: string, body: Buffer, sha: string) {
-        objects.set(key, { body: Buffer.from(body), sha });
+      async put(key: string, body: Buffer, seal: Seal) {
+        objects.set(key, { body: Buffer.from(body), seal });
       },
-      async get(key: string) {
+      async get(key: string): Promise<StoredObject> {
         const o = objects.get(key);
         if (!o) throw new Error(`no such key ${key}`);
-        return { body: Buffer.from(o.body), sha256Hex: o.sha as string | undefined };
+        return { body: Buffer.from(o.body), seal: { ...o.seal } };
       },
       async list(prefix: string, startAfter: string | undefined, max: number) {
         b.lists++;
@@ -89,6 +93,8 @@ function follower(store: ArchiveStore, r: Reader, peer: ReturnType<typeof openSt
     store,
     prefix,
     reader: r,
+    keys: testKeys(self).keys,
+    objectBytesMax: 1 << 24,
     applied: (o, inc) => peer.watermarkSync(o, inc),
     pollMs: 60_000,
     runtime: realRuntime,
@@ -101,6 +107,7 @@ function archiver(wal: Wal, store: ArchiveStore, dataDir: string) {
     wal,
     region: origin,
     store,
+    ...testKeys(origin),
     prefix: "crr",
     where: "test bucket",
     intervalMs: 60_000,
@@ -148,7 +155,7 @@ describe("archive follower", () => {
     for (let i = 0; i < 100; i++)
       bucket.objects.set(`crr/${origin}/${inc}/0-junk-${String(i).padStart(3, "0")}`, {
         body: Buffer.alloc(1),
-        sha: "",
+        seal: {},
       });
     const { store, reader: rd } = reader();
     const f = follower(bucket.store, rd, store);
@@ -168,7 +175,7 @@ describe("archive follower", () => {
     const old = "0".repeat(32);
     bucket.objects.set(segmentObjectKey("crr", { origin, incarnation: old, firstLsn: 1, lastLsn: 3 }), {
       body: Buffer.from("junk"),
-      sha: "",
+      seal: {},
     });
     const { store, reader: rd } = reader();
     const f = follower(bucket.store, rd, store);
@@ -205,5 +212,40 @@ describe("archive follower", () => {
     const counting = { ...bucket.store, get: (k: string) => (gets++, bucket.store.get(k)) };
     await follower(counting, rd, store).poll(); // the same region after a restart
     expect(gets).toBe(0);
+  });
+
+  it("an object not sealed by its origin is refused: forged by another region, unsealed, or a genuine seal on other bytes", async () => {
+    // The attacker holds write access to the bucket (every archiving region does) and its own
+    // key, and writes records of us-east-1 (a WAL that says it is us-east-1) in an incarnation
+    // of its own making.
+    const forged = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
+    opened.push(forged);
+    await append(forged, 3, 100);
+    const body = fs.readFileSync(forged.activeDurable().path).subarray(0, forged.activeDurable().bytes);
+    const what = { origin, incarnation: forged.incarnation, firstLsn: 1, lastLsn: 3 };
+    const key = segmentObjectKey("crr", what);
+    const genuine = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
+    opened.push(genuine);
+    await append(genuine, 3, 0);
+    const bucket = s3LikeBucket();
+    await archiver(genuine, bucket.store, tempDir()).pass();
+    const genuineSeal = [...bucket.objects.values()][0]!.seal as Seal;
+    const own = sealObject(testKeys(self).signer, { ...what, body }); // signed with its own key
+    const attempts: Array<[string, Partial<Seal>]> = [
+      ["unknown key", own], // us-east-1 has no such key
+      ["bad signature", { ...own, keyId: genuineSeal.keyId }], // named as us-east-1's key
+      ["unsealed", { sha256Hex: sha256Hex(body) }],
+      ["bad signature", { ...genuineSeal, sha256Hex: sha256Hex(body) }], // the origin's seal of other bytes
+    ];
+    for (const [why, seal] of attempts) {
+      bucket.objects.set(key, { body, seal });
+      const { store, reader: rd } = reader();
+      const f = follower(bucket.store, rd, store);
+      await f.poll();
+      expect(await store.watermark(origin, forged.incarnation), why).toBe(0);
+      expect(f.status().lastError).toContain(why);
+      expect(await store.watermark(origin, genuine.incarnation)).toBe(3); // the genuine archive still applies
+      expect(() => checkedFrames({ ...what, key }, { body, seal }, sealRing)).toThrow(why); // restore's check
+    }
   });
 });

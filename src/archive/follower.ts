@@ -3,7 +3,7 @@
  * whatever X ships over HTTP. Every `archive.pollMs`: the incarnations of X (one listing
  * with a delimiter, every `foldersEvery` polls), then per incarnation the objects after the
  * last key taken (`start-after`: never a full listing after the first), each checked as the
- * archiver checked it (SHA-256, a whole scan of the LSN range its key names) and applied
+ * archiver checked it (X's seal over its bytes, a whole scan of the LSN range its key names) and applied
  * through the reader like a sent batch, idempotently from the watermark. An object that
  * does not continue the watermark (one the origin has not archived yet, or a hole) is
  * waited for: the next poll lists from the same key again.
@@ -12,6 +12,7 @@
  */
 import type { Reader } from "../reader/index.js";
 import type { Logger } from "../log.js";
+import type { KeyRing } from "../protocol/index.js";
 import type { Runtime, Timer } from "../runtime/index.js";
 import { parseSegmentObjectKey } from "./keys.js";
 import { checkedFrames } from "./restore.js";
@@ -23,6 +24,9 @@ export interface FollowerOptions {
   /** The archive's prefix (as configured: no slashes around it). */
   prefix: string;
   reader: Pick<Reader, "replicateArchived">;
+  /** The origin's keys: an object without its genuine seal is refused. */
+  keys: KeyRing;
+  objectBytesMax: number;
   /** This region's watermark of (origin, incarnation): objects wholly below it are not fetched. */
   applied(origin: string, incarnation: string): number;
   pollMs: number;
@@ -138,8 +142,8 @@ export class ArchiveFollower {
           this.after.set(folder, key); // already here (over HTTP, or before a restart): no GET
           continue;
         }
-        const got = await this.o.store.get(key);
-        const records = checkedFrames({ ...obj, key }, got);
+        const got = await this.o.store.get(key, this.o.objectBytesMax);
+        const records = checkedFrames({ ...obj, key }, got, this.o.keys);
         const answer = await this.o.reader.replicateArchived({
           origin: obj.origin,
           incarnation: obj.incarnation,

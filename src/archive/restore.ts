@@ -8,15 +8,15 @@
  * Planned from the keys before anything is read: per origin and incarnation, the objects
  * that cover its LSNs from 1 (of several objects with one first LSN, the longest); a
  * stretch of LSNs no object holds is refused, naming it, before anything is written. Each object is
- * then checked as the archiver checked it (SHA-256 against its metadata, a whole scan of
+ * then checked as the archiver checked it (its origin's seal over its bytes, a whole scan of
  * the LSN range its key names).
  */
-import { createHash } from "node:crypto";
 import type { ReplicationPolicy } from "../config/index.js";
+import { checkSeal, type KeyRing } from "../protocol/index.js";
 import type { SqliteStore } from "../store/index.js";
 import { decodeFrames, scanSegment, segmentHeaderBytes, type WalRecord } from "../wal/index.js";
 import { parseSegmentObjectKey, segmentObjectKey, type SegmentObject } from "./keys.js";
-import type { ArchiveStore } from "./s3-store.js";
+import type { ArchiveStore, StoredObject } from "./s3-store.js";
 
 export interface RestorePlanStream {
   origin: string;
@@ -104,6 +104,9 @@ export async function restoreInto(o: {
   toMs: number | undefined;
   policy: ReplicationPolicy;
   self: string;
+  /** Every origin's keys: each object's seal is checked before it is used. */
+  keys: KeyRing;
+  objectBytesMax: number;
 }): Promise<RestoreReport> {
   const report: RestoreReport = { streams: [], records: 0, objects: 0 };
   for (const s of o.plan) {
@@ -113,8 +116,8 @@ export async function restoreInto(o: {
     let lastMs: number | undefined;
     for (const obj of s.objects) {
       if (past) break;
-      const got = await o.store.get(obj.key);
-      const frames = checkedFrames(obj, got);
+      const got = await o.store.get(obj.key, o.objectBytesMax);
+      const frames = checkedFrames(obj, got, o.keys);
       report.objects++;
       const fresh = frames.filter((r) => r.lsn > applied);
       const cut = o.toMs === undefined ? -1 : fresh.findIndex((r) => r.hlc.wallMs > o.toMs!);
@@ -150,14 +153,18 @@ export async function restoreInto(o: {
   return report;
 }
 
-/** An archived object's frames, checked as the archiver checked it before it counted. */
+/**
+ * An archived object's frames, checked as the archiver checked it before it counted: sealed
+ * by its origin (the signature covers origin, incarnation, LSN range, SHA-256 and length),
+ * and a whole scan of the LSN range its key names.
+ */
 export function checkedFrames(
   obj: SegmentObject & { key: string },
-  got: { body: Buffer; sha256Hex: string | undefined },
+  got: StoredObject,
+  keys: KeyRing,
 ): WalRecord[] {
-  const sha = createHash("sha256").update(got.body).digest("hex");
-  if (got.sha256Hex !== undefined && got.sha256Hex !== sha)
-    throw new Error(`archived ${obj.key} reads back with SHA-256 ${sha}, its metadata says ${got.sha256Hex}`);
+  const sealed = checkSeal(keys, { ...obj, body: got.body }, got.seal);
+  if (sealed !== "ok") throw new Error(`archived ${obj.key} refused: ${sealed}`);
   const scan = scanSegment(got.body, { file: obj.key, last: false });
   if (
     scan.header.region !== obj.origin ||

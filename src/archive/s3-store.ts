@@ -5,7 +5,8 @@
  * standard chain (environment, shared files), never from crr's config.
  */
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
-import pRetry from "p-retry";
+import pRetry, { AbortError } from "p-retry";
+import type { Seal } from "../protocol/index.js";
 import { timeoutSignal, type Runtime } from "../runtime/index.js";
 
 export interface S3Settings {
@@ -20,14 +21,39 @@ export type ArchiveOp = "put" | "get" | "list";
 
 /** What the archiver needs of a bucket (the tests and a simulator may hand in another). */
 export interface ArchiveStore {
-  put(key: string, body: Buffer, sha256Hex: string): Promise<void>;
-  /** The object's bytes and the SHA-256 it was stored with (metadata), if any. */
-  get(key: string): Promise<{ body: Buffer; sha256Hex: string | undefined }>;
+  /** Store `body` under `key` with its origin's seal (SHA-256 also as the S3 checksum). */
+  put(key: string, body: Buffer, seal: Seal): Promise<void>;
+  /** The object's bytes and the seal its metadata holds (what of it there is); refused beyond `bytesMax`. */
+  get(key: string, bytesMax: number): Promise<StoredObject>;
   /** Keys under `prefix` after `startAfter`, in order, at most `max`. */
   list(prefix: string, startAfter: string | undefined, max: number): Promise<string[]>;
   /** The "folders" right under `prefix` (common prefixes up to the next "/"). */
   folders(prefix: string): Promise<string[]>;
   close(): void;
+}
+
+export interface StoredObject {
+  body: Buffer;
+  seal: Partial<Seal>;
+}
+
+/** The metadata names of a seal (S3 sends them as `x-amz-meta-<name>`). */
+const sealMeta = { sha256Hex: "sha256", keyId: "crr-key", signature: "crr-signature" } as const;
+
+export function sealMetadata(seal: Seal): Record<string, string> {
+  return {
+    [sealMeta.sha256Hex]: seal.sha256Hex,
+    [sealMeta.keyId]: seal.keyId,
+    [sealMeta.signature]: seal.signature,
+  };
+}
+
+export function sealOfMetadata(meta: Record<string, string> | undefined): Partial<Seal> {
+  return {
+    sha256Hex: meta?.[sealMeta.sha256Hex],
+    keyId: meta?.[sealMeta.keyId],
+    signature: meta?.[sealMeta.signature],
+  };
 }
 
 export interface S3StoreOptions {
@@ -71,7 +97,7 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
       { retries: Math.max(0, o.attempts - 1), minTimeout: 100, maxTimeout: 2000 },
     );
   return {
-    async put(Key, body, sha256Hex) {
+    async put(Key, body, seal) {
       await counted(
         "put",
         () => body.length,
@@ -82,21 +108,29 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
               Key,
               Body: body,
               ContentLength: body.length,
-              ChecksumSHA256: Buffer.from(sha256Hex, "hex").toString("base64"),
-              Metadata: { sha256: sha256Hex },
+              ChecksumSHA256: Buffer.from(seal.sha256Hex, "hex").toString("base64"),
+              Metadata: sealMetadata(seal),
             }),
             bounded(),
           ),
       );
     },
-    async get(Key) {
+    async get(Key, bytesMax) {
       return counted(
         "get",
         (r) => r.body.length,
         async () => {
           const r = await client.send(new GetObjectCommand({ Bucket, Key }), bounded());
+          if ((r.ContentLength ?? 0) > bytesMax) {
+            (r.Body as { destroy?: () => void } | undefined)?.destroy?.();
+            throw new AbortError(
+              `${Key} holds ${r.ContentLength} bytes, more than ${bytesMax} (reader.bodyBytesMax)`,
+            );
+          }
           const bytes = await r.Body!.transformToByteArray();
-          return { body: Buffer.from(bytes), sha256Hex: r.Metadata?.sha256 };
+          if (bytes.length > bytesMax)
+            throw new AbortError(`${Key} holds more than ${bytesMax} bytes (reader.bodyBytesMax)`);
+          return { body: Buffer.from(bytes), seal: sealOfMetadata(r.Metadata) };
         },
       );
     },

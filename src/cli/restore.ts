@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { listAll, planRestore, restoreInto, s3ArchiveStore } from "../archive/index.js";
-import { replicationPolicy } from "../config/index.js";
+import { credentialsOf, replicationPolicy } from "../config/index.js";
 import { mergeRuleOf } from "../node/index.js";
 import { realRuntime } from "../runtime/index.js";
 import { SqliteStore } from "../store/index.js";
@@ -17,8 +17,8 @@ const restoreHelp = `crr restore --config FILE [--to TIME] [--out FILE]
 Builds this region's store as of TIME (ISO date or ms since the epoch; default: everything
 archived) from the S3 archive (archive.s3): every record of every origin whose hybrid
 timestamp is at most TIME, under this region's replication policy, merged by its conflict
-rule. Every archived object is checked (SHA-256, a whole scan of its LSN range) before it
-is used; a stretch of LSNs the archive lacks is refused, naming it, before anything is
+rule. Every archived object is checked (its origin's seal: a signature over its range,
+SHA-256 and length; a whole scan of its LSN range) before it is used; a stretch of LSNs the archive lacks is refused, naming it, before anything is
 written. Writes a new SQLite file (default <dataDir>/restore-<TIME>.sqlite; never
 overwrites one) and prints what it holds and its digest.`;
 
@@ -74,6 +74,8 @@ export async function runRestore(argv: string[]): Promise<number> {
         toMs,
         policy: replicationPolicy(config),
         self: config.region,
+        keys: credentialsOf(config).ring,
+        objectBytesMax: config.archive.objectBytesMax,
       });
       for (const s of report.streams) {
         const last = s.lastMs === undefined ? "" : `, last record at ${new Date(s.lastMs).toISOString()}`;

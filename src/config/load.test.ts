@@ -83,6 +83,21 @@ describe("config", () => {
     expect(err?.message).not.toContain(env.CRR_PEER_SECRET);
   });
 
+  it("an archive needs the keys that seal its objects, and room to read a whole segment back", () => {
+    const archived = (over: Record<string, unknown>) => ({
+      ...base(),
+      archive: { s3: { bucket: "crr-archive" } },
+      ...over,
+    });
+    expect(problems(archived({}))).toEqual([]);
+    expect(problems(archived({ auth: {}, crr: { enabled: false } }))).toEqual([
+      "archive.s3: needs auth.privateKeyFile or auth.peerSecret (every archived object is sealed by its origin's key)",
+    ]);
+    expect(
+      problems(archived({ archive: { s3: { bucket: "crr-archive" }, objectBytesMax: 1 << 20 } })).join(),
+    ).toContain("archive.objectBytesMax: 1048576 must be at least wal.segmentBytesMax + 1 MiB");
+  });
+
   it("checks the shape each replication mode needs", () => {
     const two = base() as Record<string, unknown>;
     two.crr = { enabled: true, replicationMode: "two-region", targetRegions: ["us-west-2", "eu-west-1"] };

@@ -196,6 +196,10 @@ function checkRegions(c: NodeConfig, problems: string[]): void {
   for (const [name, r] of Object.entries(c.regions))
     if (r.via === "s3" && !c.archive.s3)
       problems.push(`regions.${name}.via: s3 needs archive.s3 (the bucket the regions' archives are in)`);
+  if (c.archive.s3 && c.archive.objectBytesMax < c.wal.segmentBytesMax + 1024 * 1024)
+    problems.push(
+      `archive.objectBytesMax: ${c.archive.objectBytesMax} must be at least wal.segmentBytesMax + 1 MiB (${c.wal.segmentBytesMax + 1024 * 1024}): an archived segment could not be read back`,
+    );
 }
 
 type Raw = Record<string, Record<string, unknown> | unknown>;
@@ -288,6 +292,7 @@ function archiveOf(a: Record<string, unknown>): NodeConfig["archive"] {
     pollMs: (a.pollMs as number | undefined) ?? defaults.archive.pollMs,
     requestAttempts: (a.requestAttempts as number | undefined) ?? defaults.archive.requestAttempts,
     requestTimeoutMs: (a.requestTimeoutMs as number | undefined) ?? defaults.archive.requestTimeoutMs,
+    objectBytesMax: (a.objectBytesMax as number | undefined) ?? defaults.archive.objectBytesMax,
     s3: s3 && {
       bucket: s3.bucket!,
       prefix: s3.prefix ?? "crr",

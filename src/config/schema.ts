@@ -106,6 +106,7 @@ export const configSchema = {
       pollMs: positiveInt,
       requestAttempts: positiveInt,
       requestTimeoutMs: positiveInt,
+      objectBytesMax: positiveInt,
     }),
     shipper: section({
       batchBytesMax: { type: "integer", minimum: 1024 },

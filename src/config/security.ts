@@ -82,6 +82,10 @@ function checkMode(c: NodeConfig, problems: string[]): void {
     problems.push(
       'auth.peerSecret: required (e.g. peerSecret: "${CRR_PEER_SECRET}"), or per-region keys: auth.privateKeyFile and regions.*.publicKeyFiles',
     );
+  else if (c.archive.s3 && !c.auth.peerSecret && !problems.some((p) => p.startsWith("auth.peerSecret")))
+    problems.push(
+      "archive.s3: needs auth.privateKeyFile or auth.peerSecret (every archived object is sealed by its origin's key)",
+    );
 }
 
 function checkTls(c: NodeConfig, baseDir: string, problems: string[]): void {

@@ -39,3 +39,5 @@ export {
   sharedSecret,
 } from "./keys.js";
 export type { KeyCheck, KeyRing, Signer } from "./keys.js";
+export { checkSeal, sealObject, sha256Hex } from "./seal.js";
+export type { Seal, SealedObject } from "./seal.js";

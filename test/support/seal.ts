@@ -1,0 +1,26 @@
+/**
+ * Archive seal keys for in-process tests: one Ed25519 key pair per region, made once per
+ * test file, and the ring of their public keys. `testKeys(region)` is what an Archiver (its
+ * signer and keys) or a follower (keys) of that region needs; `objectBytesMax` comes with it.
+ */
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import { ed25519Signer, publicKeyRing, type KeyRing, type Signer } from "../../src/protocol/index.js";
+
+export const sealRegions = ["us-east-1", "eu-west-1", "ap-south-1"];
+
+const pairs = new Map<string, { signer: Signer; publicKey: KeyObject }>(
+  sealRegions.map((name) => {
+    const { privateKey, publicKey } = generateKeyPairSync("ed25519");
+    return [name, { signer: ed25519Signer(privateKey.export({ type: "pkcs8", format: "pem" })), publicKey }];
+  }),
+);
+
+export const sealRing: KeyRing = publicKeyRing(
+  Object.fromEntries([...pairs].map(([name, p]) => [name, [p.publicKey]])),
+);
+
+export function testKeys(region: string): { signer: Signer; keys: KeyRing; objectBytesMax: number } {
+  const p = pairs.get(region);
+  if (!p) throw new Error(`no test key for ${region}`);
+  return { signer: p.signer, keys: sealRing, objectBytesMax: 1 << 24 };
+}
