@@ -162,6 +162,27 @@ const mutants = [
     tests: ["src/archive/archiver.test.ts"],
   },
   {
+    name: "a bootstrap copies from peers that are bootstrapping while another did not answer",
+    file: "src/node/startup.ts",
+    from: "    if (withState || views.size === this.o.links.length) return;\n",
+    to: "    return;\n",
+    tests: ["src/node/startup.test.ts"],
+  },
+  {
+    name: "a bootstrap's winners export asks again for what the archive restored",
+    file: "src/node/copy.ts",
+    from: "note(await copyWinners(m.links.get(peer)!, m.store, keep, m.covered));",
+    to: "note(await copyWinners(m.links.get(peer)!, m.store, keep));",
+    tests: ["test/archive/archive.test.ts"],
+  },
+  {
+    name: "a bootstrap's stream copy starts again from LSN 1 over what the archive restored",
+    file: "src/node/copy.ts",
+    from: "      const fromLsn = restored(m, peer, own.incarnation) + 1;\n",
+    to: "      const fromLsn = 1;\n",
+    tests: ["test/archive/archive.test.ts"],
+  },
+  {
     name: "an archived object applied without its origin's seal",
     file: "src/archive/restore.ts",
     from: 'if (sealed !== "ok") throw new Error(`archived ${obj.key} refused: ${sealed}`);',
@@ -295,15 +316,15 @@ const mutants = [
   {
     name: "bootstrap copies to the watermarks seen at open",
     file: "src/node/startup.ts",
-    from: "    for (const [p, v] of await this.ask()) views.set(p, v);\n    this.detail",
-    to: "    this.detail",
+    from: "    refresh(views, await this.ask());\n    this.refuseOnlyBootstrapping(views);\n",
+    to: "    this.refuseOnlyBootstrapping(views);\n",
     tests: ["test/sim/sim.test.ts"],
   },
   {
     name: "a bootstrap retry drops peers that do not answer again",
     file: "src/node/startup.ts",
-    from: "        for (const [p, v] of await this.ask()) views.set(p, v);\n",
-    to: "        views = new Map(await this.ask());\n",
+    from: "        refresh(views, await this.ask());\n      }",
+    to: "        views = new Map(await this.ask());\n      }",
     tests: ["src/node/startup.test.ts"],
   },
   {
@@ -331,8 +352,8 @@ const mutants = [
   {
     name: "a bootstrap copies the winners of the first peer only",
     file: "src/node/copy.ts",
-    from: "  for (const peer of m.views.keys()) note(await copyWinners(m.links.get(peer)!, m.store, keep));\n",
-    to: "  for (const peer of [...m.views.keys()].slice(0, 1)) note(await copyWinners(m.links.get(peer)!, m.store, keep));\n",
+    from: "  for (const peer of m.views.keys()) note(await copyWinners(m.links.get(peer)!, m.store, keep, m.covered));\n",
+    to: "  for (const peer of [...m.views.keys()].slice(0, 1)) note(await copyWinners(m.links.get(peer)!, m.store, keep, m.covered));\n",
     tests: ["src/node/copy.test.ts"],
   },
 ];

@@ -369,6 +369,14 @@ describe("restore plan", () => {
     expect(() => planRestore([key(5, 10)], only)).toThrow("LSNs 1..4 of us-east-1");
   });
 
+  it("for a bootstrap, takes each stream's chain up to its first hole (none without LSN 1)", () => {
+    const plan = planRestore([key(1, 10), key(11, 15), key(17, 20), key(5, 9, "eu-west-1")], {
+      ...only,
+      upToHoles: true,
+    });
+    expect(plan.map((s) => [s.origin, s.lastLsn, s.objects.length])).toEqual([["us-east-1", 15, 2]]);
+  });
+
   it("counts S3 requests and gives a rate per hour after a minute", () => {
     const t = new RequestTally(0);
     for (let i = 0; i < 6; i++) t.add("put");

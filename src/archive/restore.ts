@@ -49,10 +49,14 @@ export async function listAll(store: ArchiveStore, prefix: string): Promise<stri
   }
 }
 
-/** The objects that cover each origin's stream, per incarnation; throws ArchiveGapError on a hole. */
+/**
+ * The objects that cover each origin's stream, per incarnation; throws ArchiveGapError on a
+ * hole. With `upToHoles` (a bootstrap, which gets the rest from its peers): each stream's
+ * chain from LSN 1 up to its first hole instead (none when LSN 1 is missing).
+ */
 export function planRestore(
   keys: readonly string[],
-  only: { prefix: string; origins: readonly string[] },
+  only: { prefix: string; origins: readonly string[]; upToHoles?: boolean },
 ): RestorePlanStream[] {
   const streams = new Map<string, Array<SegmentObject & { key: string }>>();
   for (const key of keys) {
@@ -69,13 +73,14 @@ export function planRestore(
     let covered = 0; // every incarnation's stream starts at LSN 1
     for (const o of objects) {
       if (o.lastLsn <= covered) continue; // a shorter copy of what is already covered
+      if (o.firstLsn > covered + 1 && only.upToHoles) break;
       if (o.firstLsn > covered + 1)
         throw new ArchiveGapError(o.origin, o.incarnation, covered + 1, o.firstLsn - 1);
       chosen.push(o);
       covered = o.lastLsn;
     }
     const { origin, incarnation } = objects[0]!;
-    plan.push({ origin, incarnation, objects: chosen, firstLsn: 1, lastLsn: covered });
+    if (chosen.length > 0) plan.push({ origin, incarnation, objects: chosen, firstLsn: 1, lastLsn: covered });
   }
   return plan.sort((a, b) => a.origin.localeCompare(b.origin) || a.incarnation.localeCompare(b.incarnation));
 }
@@ -176,4 +181,45 @@ export function checkedFrames(
       `archived ${obj.key} holds ${scan.header.region}/${scan.header.incarnation} LSNs ${scan.header.firstLsn}..${scan.lastLsn}, not what its key names`,
     );
   return decodeFrames(got.body.subarray(segmentHeaderBytes), { source: obj.key, firstLsn: obj.firstLsn });
+}
+
+/** What a bootstrap took from the archive before asking its peers. */
+export interface ArchiveSeed {
+  records: number;
+  objects: number;
+  /** Each stream restored whole from LSN 1 through `lsn` (its watermark is set there). */
+  streams: Array<{ origin: string; incarnation: string; lsn: number }>;
+  /** The newest hybrid wall time restored (a floor for the clock). */
+  newestMs: number | undefined;
+}
+
+/**
+ * Fill an empty store from the archive before a bootstrap copies from the peers: every
+ * origin's archived chain from LSN 1 up to its first hole, checked object by object; the
+ * peers then give only what is newer (streams resume at the watermarks set here, and their
+ * winners' export leaves out what these streams cover).
+ */
+export async function seedFromArchive(o: {
+  store: ArchiveStore;
+  prefix: string;
+  origins: readonly string[];
+  into: SqliteStore;
+  policy: ReplicationPolicy;
+  self: string;
+  keys: KeyRing;
+  objectBytesMax: number;
+}): Promise<ArchiveSeed> {
+  const prefix = o.prefix.replace(/^\/+|\/+$/g, "");
+  const keys = await listAll(o.store, prefix === "" ? "" : `${prefix}/`);
+  const plan = planRestore(keys, { prefix, origins: o.origins, upToHoles: true });
+  const report = await restoreInto({ ...o, plan, toMs: undefined });
+  const times = report.streams.map((s) => s.lastMs).filter((t): t is number => t !== undefined);
+  return {
+    records: report.records,
+    objects: report.objects,
+    streams: report.streams
+      .filter((s) => s.toLsn > 0)
+      .map((s) => ({ origin: s.origin, incarnation: s.incarnation, lsn: s.toLsn })),
+    newestMs: times.length > 0 ? Math.max(...times) : undefined,
+  };
 }

@@ -11,6 +11,7 @@ import { runStatus } from "./status.js";
 import { runAudit, runRebuild } from "./rebuild.js";
 import { runRestore } from "./restore.js";
 import { runBench } from "./bench.js";
+import { runBootstrap } from "./bootstrap.js";
 import { runReconcile, runVerify } from "./verify.js";
 import { runWalInspect } from "./wal-inspect.js";
 import { CliUsageError } from "./args.js";
@@ -27,6 +28,7 @@ Usage:
   crr reconcile --config FILE [--apply] repair divergent or missing keys by the merge rule
   crr rebuild --config FILE [--since T] rebuild the dedup store from the WAL and the peers
   crr restore --config FILE [--to T]   a store as of time T from the S3 archive (a new file)
+  crr bootstrap --config FILE --from s3|PEER  seed a new or wiped region before its node starts
   crr audit verify FILE|DIR...         verify the audit log's hash chain
   crr bench --scenario FILE [--check]  run a lag SLO benchmark scenario and write its report
   crr demo                 three regions on loopback: load, a split brain, a crash, convergence
@@ -46,6 +48,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   reconcile: runReconcile,
   rebuild: runRebuild,
   restore: runRestore,
+  bootstrap: runBootstrap,
   audit: runAudit,
   bench: runBench,
   wal: async (argv) => {

@@ -44,6 +44,8 @@ export const defaults = {
     requestAttempts: 3,
     /** Each S3 request must answer within this (then it is retried, and the pass fails). */
     requestTimeoutMs: 30_000,
+    /** A region that starts empty restores what the archive holds before copying the rest from its peers. */
+    bootstrap: false,
     /** The largest archived object read (a WAL segment and its header fit: at least wal.segmentBytesMax + 1 MiB). */
     objectBytesMax: 128 * 1024 * 1024,
   },

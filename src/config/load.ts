@@ -293,6 +293,7 @@ function archiveOf(a: Record<string, unknown>): NodeConfig["archive"] {
     requestAttempts: (a.requestAttempts as number | undefined) ?? defaults.archive.requestAttempts,
     requestTimeoutMs: (a.requestTimeoutMs as number | undefined) ?? defaults.archive.requestTimeoutMs,
     objectBytesMax: (a.objectBytesMax as number | undefined) ?? defaults.archive.objectBytesMax,
+    bootstrap: (a.bootstrap as boolean | undefined) ?? defaults.archive.bootstrap,
     s3: s3 && {
       bucket: s3.bucket!,
       prefix: s3.prefix ?? "crr",

@@ -107,6 +107,7 @@ export const configSchema = {
       requestAttempts: positiveInt,
       requestTimeoutMs: positiveInt,
       objectBytesMax: positiveInt,
+      bootstrap: { type: "boolean" },
     }),
     shipper: section({
       batchBytesMax: { type: "integer", minimum: 1024 },

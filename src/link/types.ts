@@ -30,6 +30,11 @@ export interface WatermarksView {
   clock: Hlc;
   /** Instances (incarnation and boot) of other regions this region heard from recently: since when and how long ago. */
   seen: Array<{ region: string; incarnation: string; boot: string; agoMs: number; firstAgoMs: number }>;
+  /**
+   * The answering region is itself bootstrapping (it lost its store and has not finished
+   * copying what the mesh decided): what it holds is no evidence of the mesh's state.
+   */
+  bootstrapping?: boolean;
 }
 
 export type ReplicateAnswer =
@@ -44,6 +49,12 @@ export interface ExportQuery {
   origin?: string;
   after?: { bucket: number; key: string };
   limit: number;
+  /**
+   * Streams the asker holds whole up to `lsn` (restored from the archive): versions of them
+   * at or below it are left out. A page may then hold fewer than `limit` versions with
+   * `next` still set.
+   */
+  covered?: Array<{ origin: string; incarnation: string; lsn: number }>;
 }
 
 export interface ExportPage {

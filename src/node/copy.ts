@@ -7,7 +7,7 @@
  * - every winning version (export pages), for the rest: dedup answers are right at once,
  *   and each origin re-ships its stream from our watermark (0) so nothing is taken on trust.
  */
-import type { PeerLink, WatermarksView } from "../link/index.js";
+import type { ExportQuery, PeerLink, WatermarksView } from "../link/index.js";
 import type { StoredRecord } from "../store/index.js";
 
 type Hlc = StoredRecord["hlc"];
@@ -61,17 +61,22 @@ export async function copyStream(
   return { copied, newest, coveredThrough };
 }
 
-/** Copy every winning version `link` holds that `keep` accepts. */
+/** Copy every winning version `link` holds that `keep` accepts (but those of `covered` streams at or below their LSN). */
 export async function copyWinners(
   link: PeerLink,
   store: CopyStore,
   keep: (v: StoredRecord) => boolean,
+  covered?: ExportQuery["covered"],
 ): Promise<{ copied: number; newest: StoredRecord["hlc"] | undefined }> {
   let copied = 0;
   let newest: StoredRecord["hlc"] | undefined;
   let after: { bucket: number; key: string } | undefined;
   do {
-    const page = await link.exportPage({ after, limit: pageRecordsMax });
+    const page = await link.exportPage({
+      after,
+      limit: pageRecordsMax,
+      ...(covered && covered.length > 0 ? { covered } : {}),
+    });
     const kept = page.versions.filter(keep);
     store.repair(kept);
     copied += kept.length;
@@ -79,6 +84,59 @@ export async function copyWinners(
     after = page.next;
   } while (after);
   return { copied, newest };
+}
+
+/** A stream a bootstrap's store holds whole from LSN 1 through `lsn` (from the archive or `crr bootstrap`). */
+export type SeededStream = NonNullable<ExportQuery["covered"]>[number];
+
+const seededMeta = "bootstrap_seeded";
+
+/** The streams seeded into this store before its bootstrap's copy from the peers (kept across restarts). */
+export function seededStreams(store: Pick<CopyStore, "getMeta">): SeededStream[] {
+  return JSON.parse(store.getMeta(seededMeta) ?? "[]") as SeededStream[];
+}
+
+/** Note streams seeded whole (the furthest LSN of each wins); `undefined` forgets them all (the bootstrap is done). */
+export function noteSeeded(
+  store: Pick<CopyStore, "getMeta" | "setMeta">,
+  streams: SeededStream[] | undefined,
+): void {
+  if (!streams) return store.setMeta(seededMeta, "[]");
+  const all = new Map(seededStreams(store).map((s) => [`${s.origin}/${s.incarnation}`, s]));
+  for (const s of streams) {
+    const seen = all.get(`${s.origin}/${s.incarnation}`);
+    if (!seen || s.lsn > seen.lsn) all.set(`${s.origin}/${s.incarnation}`, s);
+  }
+  store.setMeta(seededMeta, JSON.stringify([...all.values()]));
+}
+
+/**
+ * Seed an empty store with `peer`'s own streams, whole from LSN 1 up to the first record it
+ * lacks (`crr bootstrap --from PEER`): returns the streams seeded.
+ */
+export async function seedFromPeer(
+  m: Omit<MeshCopy, "views" | "links"> & { link: PeerLink; view: WatermarksView },
+): Promise<{ copied: number; streams: SeededStream[] }> {
+  let copied = 0;
+  const streams: SeededStream[] = [];
+  const peer = m.link.peer;
+  for (const own of m.view.streams.filter((x) => x.origin === peer && x.lsn > 0)) {
+    const fromLsn = restored(m, peer, own.incarnation) + 1;
+    if (fromLsn > own.lsn) continue;
+    const s = { origin: peer, incarnation: own.incarnation, fromLsn, toLsn: own.lsn };
+    const r = await copyStream(m.link, m.store, s, (v) => m.accepts(peer, v.tenant), true);
+    copied += r.copied;
+    if (r.coveredThrough < 1) continue;
+    if (m.store.watermarkSync(peer, own.incarnation) < r.coveredThrough)
+      m.store.resetWatermark(peer, own.incarnation, r.coveredThrough);
+    streams.push({ origin: peer, incarnation: own.incarnation, lsn: r.coveredThrough });
+  }
+  return { copied, streams };
+}
+
+/** Through which LSN the archive restored stream (origin, incarnation) whole from LSN 1 (0: not at all). */
+function restored(m: Pick<MeshCopy, "covered">, origin: string, incarnation: string): number {
+  return m.covered?.find((c) => c.origin === origin && c.incarnation === incarnation)?.lsn ?? 0;
 }
 
 function compare(a: StoredRecord["hlc"], b: StoredRecord["hlc"]): number {
@@ -110,6 +168,8 @@ export interface MeshCopy {
   store: CopyStore;
   /** Whether this region may hold `tenant`'s records written in `origin`. */
   accepts: (origin: string, tenant: string) => boolean;
+  /** Streams this store already holds whole from LSN 1 (restored from the archive): not asked for again. */
+  covered?: ExportQuery["covered"];
 }
 
 /**
@@ -131,7 +191,11 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
   // for a session that never restarts (found by the simulator; with this reverted, seed 3 fails).
   for (const [peer, view] of m.views) {
     for (const own of view.streams.filter((x) => x.origin === peer && x.lsn > 0)) {
-      const s = { origin: peer, incarnation: own.incarnation, fromLsn: 1, toLsn: own.lsn };
+      // After what the archive restored whole (only that: a store's watermark alone may stand
+      // above holes, e.g. a salvaged WAL's; resuming from it lost a record: simulator seed 3).
+      const fromLsn = restored(m, peer, own.incarnation) + 1;
+      if (fromLsn > own.lsn) continue;
+      const s = { origin: peer, incarnation: own.incarnation, fromLsn, toLsn: own.lsn };
       // An older incarnation of the peer may be held with holes while the peer's own bootstrap
       // still refills them (a WAL salvaged into a lost store): covered only below the first
       // hole. The current one is complete but for records nobody holds (audited as lost there).
@@ -146,7 +210,9 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
   const covered = new Map<string, number>();
   for (const [peer, view] of m.views) {
     for (const own of view.streams.filter((s) => s.origin === m.region && s.lsn > 0)) {
-      const s = { origin: m.region, incarnation: own.incarnation, fromLsn: 1, toLsn: own.lsn };
+      const fromLsn = restored(m, m.region, own.incarnation) + 1;
+      if (fromLsn > own.lsn) continue;
+      const s = { origin: m.region, incarnation: own.incarnation, fromLsn, toLsn: own.lsn };
       const r = await copyStream(m.links.get(peer)!, m.store, s, () => true);
       note(r);
       if (r.coveredThrough < own.lsn)
@@ -164,6 +230,6 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
   // so a bootstrap that copied from another peer never got it (found by the simulator,
   // seed 4). Copies are merged by the rule, so taking the same version twice changes nothing.
   const keep = (v: StoredRecord) => v.origin === m.region || m.accepts(v.origin, v.tenant);
-  for (const peer of m.views.keys()) note(await copyWinners(m.links.get(peer)!, m.store, keep));
+  for (const peer of m.views.keys()) note(await copyWinners(m.links.get(peer)!, m.store, keep, m.covered));
   return { copied, newest };
 }

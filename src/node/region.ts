@@ -66,7 +66,7 @@ import {
   type Readiness,
   type RegionStatus,
 } from "./status.js";
-import { archiverOf, followersOf, monitorOf, readerOf, shippersOf } from "./wiring.js";
+import { archiveSeedOf, archiverOf, followersOf, monitorOf, readerOf, shippersOf } from "./wiring.js";
 
 export { mergeRuleOf } from "./parts.js";
 export { DrainingError, OverloadedError, UnavailableError, WaitTimeoutError } from "./append-path.js";
@@ -252,6 +252,7 @@ export class Region {
       startAlone: o.startAlone,
       log,
       runtime,
+      fromArchive: archiveSeedOf(this),
       audit: (entry) => this.auditPump.record(entry),
     });
   }

@@ -106,4 +106,59 @@ describe("StartupChecks bootstrap", () => {
       expect.objectContaining({ kind: "bootstrap", from: ["r1", "r2"], unreachable: [] }),
     ]);
   });
+
+  it("when only peers that are bootstrapping themselves answered and another did not, the start is refused (simulator seed 57)", async () => {
+    /** Answered with r0's older incarnation at open; by the copy it lost its store and is bootstrapping. */
+    const lost = (name: string): PeerLink =>
+      ({
+        ...peer(name, 3, false),
+        watermarks: async () => ({ ...view(name, 0), streams: [], bootstrapping: true }),
+        streamRecords: async () => ({ versions: [], next: undefined }),
+      }) as unknown as PeerLink;
+    const down = (name: string): PeerLink =>
+      ({
+        ...peer(name, 3, false),
+        watermarks: async () => {
+          throw new Error(`${name}: connection refused`);
+        },
+      }) as unknown as PeerLink;
+    const start = (links: PeerLink[], answered: string[]) => {
+      const { store, held } = memoryStore();
+      const audits: Array<Record<string, unknown>> = [];
+      const checks = new StartupChecks({
+        region: "r0",
+        incarnation: "b".repeat(32),
+        empty: true,
+        links,
+        views: async () => new Map(answered.map((p) => [p, view(p, 3)])),
+        store,
+        clock: new HybridClock({ wallClock: () => realRuntime.nowMs() }),
+        accepts: () => true,
+        aliveMs: 1000,
+        probeIntervalMs: 1000,
+        boot: "boot",
+        previousBoot: undefined,
+        bootstrapWaitMs: 300,
+        startAlone: false,
+        log: silentLogger(),
+        runtime: realRuntime,
+        audit: async (e) => void audits.push(e),
+      });
+      return { checks, held, audits };
+    };
+    // r1 answered with its state at open and is bootstrapping now; r3 (the one that may hold
+    // our older records) never answers.
+    const refused = start([lost("r1"), down("r3")], ["r1"]);
+    await expect(refused.checks.run()).rejects.toThrow("are bootstrapping themselves and r3 did not answer");
+    expect(refused.audits).toEqual([]);
+    // A peer with its state answered: go on, with what everyone holds.
+    const one = start([lost("r1"), peer("r2", 3, false), down("r3")], ["r1", "r2"]);
+    await one.checks.run();
+    expect(one.held.has("t/k3")).toBe(true);
+    expect(one.audits).toEqual([expect.objectContaining({ kind: "bootstrap", unreachable: ["r3"] })]);
+    // Every peer answered, all bootstrapping (every region lost its store): nothing to wait for.
+    const all = start([lost("r1"), lost("r2")], ["r1", "r2"]);
+    await all.checks.run();
+    expect(all.audits).toEqual([expect.objectContaining({ kind: "bootstrap", from: ["r1", "r2"] })]);
+  });
 });

@@ -12,13 +12,14 @@
  *   it decided before answer `duplicate: false`. It waits at most `bootstrapWaitMs` for the
  *   peers; none answering is a refusal to start unless the operator starts it alone.
  */
+import type { ArchiveSeed } from "../archive/index.js";
 import type { HybridClock } from "../clock/index.js";
 import { CrrError } from "../errors.js";
 import type { PeerLink, WatermarksView } from "../link/index.js";
 import type { Logger } from "../log.js";
 import { sleep, timeoutSignal, type Runtime } from "../runtime/index.js";
 import type { StoredRecord } from "../store/index.js";
-import { copyMesh, type CopyStore } from "./copy.js";
+import { copyMesh, noteSeeded, seededStreams, type CopyStore } from "./copy.js";
 import { bootstrapMeta } from "./wal-open.js";
 
 export class StartupRefusedError extends CrrError {
@@ -58,6 +59,11 @@ export interface StartupOptions {
    * for; resolves at once when open finished it.
    */
   catchUp?: (o: { untilMs: number; onWait: (detail: string) => void }) => Promise<void>;
+  /**
+   * Fills the empty store from the S3 archive before the peers are asked (`archive.bootstrap`):
+   * the streams it restored whole, which the copy from the peers then resumes after.
+   */
+  fromArchive?: () => Promise<ArchiveSeed>;
   /** Written to the audit log (resolves once it is): what the bootstrap copied, or that the operator started alone. */
   audit: (entry: { kind: string; [field: string]: unknown }) => Promise<void>;
 }
@@ -172,7 +178,7 @@ export class StartupChecks {
       const missing = this.o.links.filter((l) => !views.has(l.peer)).map((l) => l.peer);
       this.detail = `no state of its own: waiting for ${missing.join(", ")} to learn what the mesh decided (${Math.ceil((until - this.o.runtime.nowMs()) / 1000)} s left)`;
       await sleep(this.o.runtime, Math.min(1000, Math.max(1, until - this.o.runtime.nowMs())));
-      for (const [p, v] of await this.ask()) views.set(p, v);
+      refresh(views, await this.ask());
     }
     return views;
   }
@@ -187,6 +193,7 @@ export class StartupChecks {
       this.o.store.setMeta(bootstrapMeta, "done");
       return;
     }
+    const seed = await this.seedFromArchive();
     const views = await this.waitForPeers(new Map(initial));
     if (views.size === 0) {
       throw new StartupRefusedError(
@@ -197,13 +204,72 @@ export class StartupChecks {
     // that was still receiving our older incarnation holds more), and a stream copied only to
     // an old watermark leaves keys this region would decide again (found by the simulator,
     // seed 60).
-    for (const [p, v] of await this.ask()) views.set(p, v);
+    refresh(views, await this.ask());
+    this.refuseOnlyBootstrapping(views);
     this.detail = `copying what ${[...views.keys()].join(", ")} hold`;
-    const copied = await this.copyWithRetries(views);
+    // What this start restored from the archive, and what an earlier start or `crr bootstrap` did.
+    noteSeeded(this.o.store, seed.streams);
+    const copied = await this.copyWithRetries(views, seededStreams(this.o.store));
     this.o.store.setMeta(bootstrapMeta, "done");
+    noteSeeded(this.o.store, undefined);
     const missing = this.o.links.filter((l) => !views.has(l.peer)).map((l) => l.peer);
     this.o.log.info({ copied, from: [...views.keys()], unreachable: missing }, "bootstrapped from peers");
-    await this.o.audit({ kind: "bootstrap", from: [...views.keys()], unreachable: missing, copied });
+    await this.o.audit({
+      kind: "bootstrap",
+      from: [...views.keys()],
+      unreachable: missing,
+      copied,
+      ...(this.o.fromArchive ? { archive: seed.audit } : {}),
+    });
+  }
+
+  /**
+   * A peer that is itself bootstrapping holds its own stream (from its WAL) but only part of
+   * what the mesh decided: when only such peers answered and another did not, the one that
+   * did not may hold what no one else does (this region's own older records), so the start
+   * is refused and asked again later (found by the simulator, seed 57: a region copied from
+   * two peers that had lost their stores and came up without its own older records, which
+   * only an unreachable peer held). When every peer answered, there is nothing more to wait
+   * for (every region lost its store: seed 67).
+   */
+  private refuseOnlyBootstrapping(views: Map<string, WatermarksView>): void {
+    const withState = [...views.values()].some((v) => v.bootstrapping !== true);
+    if (withState || views.size === this.o.links.length) return;
+    const missing = this.o.links.filter((l) => !views.has(l.peer)).map((l) => l.peer);
+    throw new StartupRefusedError(
+      `region ${this.o.region} has no state of its own; the peers that answered (${[...views.keys()].join(", ")}) are bootstrapping themselves and ${missing.join(", ")} did not answer within ${this.o.bootstrapWaitMs} ms: what only ${missing.join(", ")} holds would be missed. Start it again when one of them is reachable, or alone with: crr serve --config FILE --start-alone`,
+    );
+  }
+
+  /**
+   * The archive's part of a bootstrap: what it restored, or why nothing (then the peers give
+   * everything, as without an archive: a failing bucket delays nothing and loses nothing).
+   */
+  private async seedFromArchive(): Promise<{
+    streams: ArchiveSeed["streams"];
+    audit: Record<string, unknown>;
+  }> {
+    if (!this.o.fromArchive) return { streams: [], audit: {} };
+    this.detail = "restoring what the S3 archive holds before asking the peers";
+    try {
+      const seed = await this.o.fromArchive();
+      if (seed.newestMs !== undefined) this.o.clock.observe({ wallMs: seed.newestMs, logical: 0 });
+      this.o.log.info(
+        { records: seed.records, objects: seed.objects, streams: seed.streams },
+        "bootstrap: restored from the archive",
+      );
+      return {
+        streams: seed.streams,
+        audit: { records: seed.records, objects: seed.objects, streams: seed.streams },
+      };
+    } catch (err) {
+      const error = (err as Error).message;
+      this.o.log.error(
+        { err: error },
+        "bootstrap: the archive could not be restored; copying everything from the peers",
+      );
+      return { streams: [], audit: { error } };
+    }
   }
 
   /**
@@ -213,10 +279,13 @@ export class StartupChecks {
    * record of ours (found by the simulator, seed 33: a retry copied from the one peer that
    * answered again, and the region came up without an acknowledged record another peer held).
    */
-  private async copyWithRetries(views: Map<string, WatermarksView>): Promise<number> {
+  private async copyWithRetries(
+    views: Map<string, WatermarksView>,
+    covered: ArchiveSeed["streams"],
+  ): Promise<number> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.copyFrom(views);
+        return await this.copyFrom(views, covered);
       } catch (err) {
         if (this.o.runtime.nowMs() > this.bootstrapFromMs + this.o.bootstrapWaitMs)
           throw new StartupRefusedError(
@@ -225,12 +294,15 @@ export class StartupChecks {
         this.detail = `copying from peers failed (${(err as Error).message}); retrying`;
         this.o.log.warn({ attempt, err: (err as Error).message }, "bootstrap copy failed; retrying");
         await sleep(this.o.runtime, Math.min(2000, 100 * 2 ** attempt));
-        for (const [p, v] of await this.ask()) views.set(p, v);
+        refresh(views, await this.ask());
       }
     }
   }
 
-  private async copyFrom(views: Map<string, WatermarksView>): Promise<number> {
+  private async copyFrom(
+    views: Map<string, WatermarksView>,
+    covered: ArchiveSeed["streams"],
+  ): Promise<number> {
     const links = new Map(this.o.links.map((l) => [l.peer, l]));
     const r = await copyMesh({
       region: this.o.region,
@@ -238,8 +310,17 @@ export class StartupChecks {
       links,
       store: this.o.store,
       accepts: this.o.accepts,
+      covered,
     });
     if (r.newest) this.o.clock.observe(r.newest);
     return r.copied;
   }
+}
+
+/**
+ * Newer answers replace older ones (a peer that answered with its state before may be
+ * bootstrapping now: seed 57); a peer that does not answer now keeps its answer (seed 33).
+ */
+function refresh(views: Map<string, WatermarksView>, answers: Map<string, WatermarksView>): void {
+  for (const [p, v] of answers) views.set(p, v);
 }

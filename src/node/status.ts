@@ -10,6 +10,7 @@ import type { PeerShipper } from "../shipper/index.js";
 import { ruleName } from "../store/index.js";
 import type { ArchiveStatus, FollowerStatus } from "../archive/index.js";
 import type { Region } from "./region.js";
+import { bootstrapRunning } from "./wal-open.js";
 
 export interface PeerStatus {
   peer: string;
@@ -179,5 +180,6 @@ export async function watermarksView(r: Region): Promise<WatermarksView> {
     formatVersion,
     clock: r.clock.peek(),
     seen: r.incarnations.recent(r.nowMs()),
+    ...(bootstrapRunning(r.store) ? { bootstrapping: true } : {}),
   };
 }

@@ -38,6 +38,11 @@ export class WalMissingError extends CrrError {
   }
 }
 
+/** Whether a bootstrap started and has not finished (the store holds only part of what the mesh decided). */
+export function bootstrapRunning(store: Pick<SqliteStore, "getMeta">): boolean {
+  return store.getMeta(bootstrapMeta) === "running";
+}
+
 /** Whether the region has no state of its own, marked durably before anything else is written. */
 export function needsBootstrap(store: SqliteStore): boolean {
   const mark = store.getMeta(bootstrapMeta);

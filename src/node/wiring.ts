@@ -5,7 +5,14 @@
  * metrics, log and audit pump.
  */
 import path from "node:path";
-import { ArchiveFollower, Archiver, s3ArchiveStore, type ArchiveStore } from "../archive/index.js";
+import {
+  ArchiveFollower,
+  Archiver,
+  s3ArchiveStore,
+  seedFromArchive,
+  type ArchiveSeed,
+  type ArchiveStore,
+} from "../archive/index.js";
 import type { AuditAppend } from "../audit/index.js";
 import { DivergenceDetector, DivergenceMonitor, type Finding } from "../divergence/index.js";
 import { formatVersion } from "../protocol/index.js";
@@ -206,4 +213,28 @@ export function archiverOf(r: Region): Archiver | undefined {
     log: r.log,
     onError: (stage) => r.metrics.archiveErrors.inc({ stage }),
   });
+}
+
+/** With `archive.bootstrap`: how an empty region fills its store from the archive before asking its peers. */
+export function archiveSeedOf(r: Region, always = false): (() => Promise<ArchiveSeed>) | undefined {
+  const a = r.config.archive;
+  if (!a.s3 || (!a.bootstrap && !always)) return undefined;
+  const s3 = a.s3;
+  return async () => {
+    const store = archiveStoreOf(r)!;
+    try {
+      return await seedFromArchive({
+        store,
+        prefix: s3.prefix,
+        origins: Object.keys(r.config.regions),
+        into: r.store,
+        policy: r.policy,
+        self: r.name,
+        keys: r.credentials.ring,
+        objectBytesMax: a.objectBytesMax,
+      });
+    } finally {
+      store.close();
+    }
+  };
 }

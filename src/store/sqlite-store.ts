@@ -551,8 +551,17 @@ export class SqliteStore implements DedupStore {
     ).changes;
   }
 
-  /** One page of winning versions in key order after `after` (bucket, key), optionally of one origin. */
-  exportPage(o: { origin?: string; after?: { bucket: number; key: string }; limit: number }): {
+  /**
+   * One page of winning versions in key order after `after` (bucket, key), optionally of one
+   * origin, leaving out versions of `covered` streams at or below their LSN (the page's
+   * `next` still follows every row scanned).
+   */
+  exportPage(o: {
+    origin?: string;
+    after?: { bucket: number; key: string };
+    limit: number;
+    covered?: ReadonlyArray<{ origin: string; incarnation: string; lsn: number }>;
+  }): {
     versions: StoredRecord[];
     next: { bucket: number; key: string } | undefined;
   } {
@@ -563,8 +572,10 @@ export class SqliteStore implements DedupStore {
         : this.stmt.exportPageOrigin.all(after.bucket, after.bucket, after.key, o.origin, o.limit)
     ) as RecordRow[];
     const last = rows.at(-1);
+    const held = new Map((o.covered ?? []).map((c) => [`${c.origin}/${c.incarnation}`, c.lsn]));
+    const versions = rows.map(fromRow).filter((v) => v.lsn > (held.get(`${v.origin}/${v.incarnation}`) ?? 0));
     return {
-      versions: rows.map(fromRow),
+      versions,
       next: rows.length === o.limit && last ? { bucket: last.bucket, key: last.key } : undefined,
     };
   }

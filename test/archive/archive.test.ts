@@ -310,4 +310,104 @@ describe("S3 archive", () => {
     expect(shown.stdout).toMatch(/following us-east-1's archive: \d+ objects/);
     await cluster.stop();
   });
+
+  it("a region added to a running mesh bootstraps from the archive: every acknowledged record, the peers copying only what the archive lacks", async () => {
+    await addRegion("archive.bootstrap");
+  });
+
+  it("crr bootstrap seeds a stopped new region from a peer, then from S3; its node then copies nothing again", async () => {
+    await addRegion("crr bootstrap");
+  });
 });
+
+/**
+ * Three regions archiving to one bucket; the third is stopped and wiped at once (a region
+ * added to a running two-region mesh), the other two take acknowledged appends and archive
+ * them, then the third starts empty, seeded by `archive.bootstrap` or by `crr bootstrap`.
+ * It must hold every acknowledged record, and its bootstrap copy none again.
+ */
+async function addRegion(how: "archive.bootstrap" | "crr bootstrap"): Promise<void> {
+  const s3 = await startS3();
+  closing.push(() => s3.close());
+  const archive = {
+    s3: {
+      bucket: s3.bucket,
+      endpoint: s3.endpoint,
+      forcePathStyle: true,
+      region: "us-east-1",
+      prefix: "crr",
+    },
+    intervalMs: 200,
+  };
+  const cluster = await Cluster.start({
+    regions: [
+      "us-east-1",
+      "eu-west-1",
+      { name: "ap-south-1", config: { archive: { ...archive, bootstrap: how === "archive.bootstrap" } } },
+    ],
+    env: s3Credentials,
+    common: { wal: { segmentBytesMax: 4096 }, archive },
+  });
+  const [a, b, c] = ["us-east-1", "eu-west-1", "ap-south-1"].map((n) => cluster.node(n)) as [
+    TestNode,
+    TestNode,
+    TestNode,
+  ];
+  await cluster.stopNode("ap-south-1");
+  fs.rmSync(c.dataDir, { recursive: true, force: true }); // a new region: nothing of its own
+  const acks = [...(await appendLedger(a, "from-a", 80)), ...(await appendLedger(b, "from-b", 80))];
+  for (const n of [a, b]) {
+    const durable = (await status(n)).wal.durableLsn;
+    await waitFor(
+      async () => (await archiveOf(n)).verifiedLsn >= durable,
+      `${n.name}'s archive to verify everything`,
+    );
+  }
+  const env = { ...s3Credentials, ...cluster.secrets() };
+  if (how === "crr bootstrap") {
+    const fromPeer = await runCrr(["bootstrap", "--config", c.configFile, "--from", "eu-west-1"], { env });
+    expect(fromPeer.stderr).not.toMatch(/error/i);
+    expect(fromPeer.stdout).toContain("seeded ap-south-1 from eu-west-1: 80 records in 1 streams");
+    const fromS3 = await runCrr(["bootstrap", "--config", c.configFile, "--from", "s3"], { env });
+    expect(fromS3.code).toBe(0);
+    expect(fromS3.stdout).toContain("seeded ap-south-1 from the archive");
+  }
+  await cluster.startNode("ap-south-1");
+  await waitConverged([a, b, c]);
+  for (const ack of acks) {
+    const r = (await (await fetch(`${c.url}/v1/records/${ack.key}`)).json()) as {
+      origin: string;
+      lsn: number;
+      outcome: string;
+    };
+    expect({ key: ack.key, origin: r.origin, lsn: r.lsn, outcome: r.outcome }).toEqual({
+      key: ack.key,
+      origin: ack.origin,
+      lsn: ack.lsn,
+      outcome: ack.outcome,
+    });
+  }
+  // The seed gave every record; the peers' copy (streams after the seeded LSNs, winners the
+  // seed does not cover) gave none again.
+  const entries = fs
+    .readdirSync(path.join(c.dataDir, "audit"))
+    .flatMap((f) => fs.readFileSync(path.join(c.dataDir, "audit", f), "utf8").split("\n"))
+    .filter((l) => l.trim() !== "")
+    .map(
+      (l) =>
+        JSON.parse(l) as { kind: string; copied?: number; archive?: { records: number; error?: string } },
+    );
+  const boot = entries.find((e) => e.kind === "bootstrap");
+  expect(boot?.copied).toBe(0);
+  if (how === "archive.bootstrap") {
+    expect(boot?.archive?.error).toBeUndefined();
+    expect(boot?.archive?.records).toBe(acks.length);
+  }
+  await cluster.stop();
+  if (how === "crr bootstrap") {
+    // A region with state of its own is not seeded again.
+    const again = await runCrr(["bootstrap", "--config", c.configFile, "--from", "s3"], { env });
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toContain("holds state of its own");
+  }
+}

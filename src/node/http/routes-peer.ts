@@ -4,7 +4,7 @@
  * and its body checked against the signed Content-Digest.
  */
 import type { FastifyPluginAsync } from "fastify";
-import { fromWire, type WireVersion } from "../../link/index.js";
+import { fromWire, type ExportQuery, type WireVersion } from "../../link/index.js";
 import { bodyBytesMax, keyBytesMax, outcomeBytesMax, regionBytesMax, tenantBytesMax } from "../../limits.js";
 import { bucketCount, nodeDigest, treeFanout, treeLevels } from "../../store/index.js";
 import type { Region } from "../region.js";
@@ -75,6 +75,15 @@ const schemas = {
       key: { type: "string", maxLength: keyBytesMax },
     }),
     limit: { type: "integer", minimum: 1 },
+    covered: {
+      type: "array",
+      maxItems: 4096,
+      items: object(["origin", "incarnation", "lsn"], {
+        origin: regionNameSchema,
+        incarnation: hex32,
+        lsn: { type: "integer", minimum: 0 },
+      }),
+    },
   }),
   stream: object(["origin", "incarnation", "fromLsn", "toLsn", "limit"], {
     origin: regionNameSchema,
@@ -172,7 +181,7 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
         records: await region.walRecords(req.body.lsns),
       }),
     );
-    peer.post<{ Body: { origin?: string; after?: { bucket: number; key: string }; limit?: number } }>(
+    peer.post<{ Body: Omit<ExportQuery, "limit"> & { limit?: number } }>(
       "/v1/divergence/export",
       { schema: { ...peerTag, body: schemas.export } },
       async (req) => {
@@ -181,6 +190,7 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
           origin: req.body.origin,
           after: req.body.after,
           limit: Math.min(5000, req.body.limit ?? 1000),
+          covered: req.body.covered,
         });
       },
     );

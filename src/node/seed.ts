@@ -1,0 +1,47 @@
+/**
+ * `crr bootstrap --from s3|PEER` (offline): seed a new or wiped region's store before its
+ * node first starts, from the S3 archive or from one peer's own streams. The node's startup
+ * bootstrap then asks every peer only for what the seed lacks (streams resume after the
+ * seeded LSNs, the winners' export leaves them out), and comes up from there.
+ */
+import { timeoutSignal } from "../runtime/index.js";
+import { StartupRefusedError } from "./startup.js";
+import { noteSeeded, seedFromPeer, type SeededStream } from "./copy.js";
+import type { Region } from "./region.js";
+import { bootstrapRunning } from "./wal-open.js";
+import { archiveSeedOf } from "./wiring.js";
+
+export interface SeedReport {
+  from: string;
+  records: number;
+  streams: SeededStream[];
+}
+
+export async function seedRegion(region: Region, from: string, timeoutMs: number): Promise<SeedReport> {
+  if (!bootstrapRunning(region.store))
+    throw new StartupRefusedError(
+      `region ${region.name} holds state of its own (its store is not empty and not bootstrapping): crr bootstrap only seeds a new or wiped region; see crr rebuild`,
+    );
+  const accepts = (origin: string, tenant: string) => region.policy.accepts(origin, tenant);
+  if (from === "s3") {
+    const seed = archiveSeedOf(region, true);
+    if (!seed) throw new StartupRefusedError(`the config of ${region.name} names no archive (archive.s3)`);
+    const r = await seed();
+    noteSeeded(region.store, r.streams);
+    return { from, records: r.records, streams: r.streams };
+  }
+  const link = region.links.get(from);
+  if (!link)
+    throw new StartupRefusedError(
+      `--from ${from}: not a peer of ${region.name} (peers: ${[...region.links.keys()].join(", ") || "none"}; or s3)`,
+    );
+  const view = await link.watermarks(timeoutSignal(region.runtime, timeoutMs));
+  if (view.bootstrapping === true)
+    throw new StartupRefusedError(
+      `${from} is bootstrapping itself: it holds only part of what the mesh decided`,
+    );
+  const r = await seedFromPeer({ region: region.name, link, view, store: region.store, accepts });
+  noteSeeded(region.store, r.streams);
+  region.store.syncNow();
+  return { from, records: r.copied, streams: r.streams };
+}
