@@ -183,6 +183,13 @@ const mutants = [
     tests: ["test/archive/archive.test.ts"],
   },
   {
+    name: "crr rebuild ignores the archive",
+    file: "src/cli/rebuild.ts",
+    from: "    const covered = await fromArchive(region, say);\n",
+    to: "    const covered: SeededStream[] = [];\n",
+    tests: ["test/archive/archive.test.ts"],
+  },
+  {
     name: "an archived object applied without its origin's seal",
     file: "src/archive/restore.ts",
     from: 'if (sealed !== "ok") throw new Error(`archived ${obj.key} refused: ${sealed}`);',
@@ -309,8 +316,8 @@ const mutants = [
   {
     name: "bootstrap copies only a peer's current incarnation",
     file: "src/node/copy.ts",
-    from: "view.streams.filter((x) => x.origin === peer && x.lsn > 0)",
-    to: "view.streams.filter((x) => x.origin === peer && x.incarnation === view.incarnation && x.lsn > 0)",
+    from: "    for (const own of view.streams.filter((x) => x.origin === peer && x.lsn > 0))",
+    to: "    for (const own of view.streams.filter((x) => x.origin === peer && x.incarnation === view.incarnation && x.lsn > 0))",
     tests: ["test/sim/sim.test.ts"],
   },
   {

@@ -7,7 +7,7 @@ import path from "node:path";
 import { verifyAuditFiles } from "../audit/index.js";
 import type { PeerLink, WatermarksView } from "../link/index.js";
 import { silentLogger } from "../log.js";
-import { Region, copyMesh } from "../node/index.js";
+import { Region, copyMesh, seedRegion, type SeededStream } from "../node/index.js";
 import { CliUsageError, loadConfigOrUsage, parseCommand } from "./args.js";
 
 const rebuildHelp = `crr rebuild --config FILE [--since TIME]
@@ -16,7 +16,9 @@ Rebuilds this region's dedup store while its node is stopped. Without --since: t
 is moved aside (store.sqlite.before-rebuild-*), this region's records are replayed from its
 WAL (those older than its oldest segment are copied back from the peers), then each peer's
 own stream and our own older incarnations are copied whole from the peers, and every other
-winning version from one of them; origins re-ship anything newer. With --since TIME (ISO
+winning version from one of them; origins re-ship anything newer. With an archive
+(archive.s3), every origin's archived stream is restored first and the peers give only the
+rest (a peer that is down is then not needed for what the archive holds). With --since TIME (ISO
 date or ms since the epoch): only records written since TIME are dropped and re-shipped.
 Start the node again afterwards; its digest then equals its peers'.`;
 
@@ -32,6 +34,22 @@ async function askPeers(region: Region, say: (s: string) => void): Promise<Map<s
     }
   }
   return views;
+}
+
+/**
+ * With an archive: every origin's archived stream first (a peer that is down, or whose WAL
+ * no longer holds what is needed, is then not needed for it); the peers give the rest.
+ */
+async function fromArchive(region: Region, say: (s: string) => void): Promise<SeededStream[]> {
+  if (!region.config.archive.s3) return [];
+  try {
+    const r = await seedRegion(region, "s3", 30_000, { rebuilding: true });
+    say(`  the archive: ${r.records} records in ${r.streams.length} streams`);
+    return r.streams;
+  } catch (err) {
+    say(`  the archive: unavailable (${(err as Error).message}); copying everything from the peers`);
+    return [];
+  }
 }
 
 export async function runRebuild(argv: string[]): Promise<number> {
@@ -88,6 +106,7 @@ export async function runRebuild(argv: string[]): Promise<number> {
   const region = await Region.open(config, { log: silentLogger() });
   try {
     say(`  ${config.region}: replayed its WAL up to LSN ${region.wal.durableLsn}`);
+    const covered = await fromArchive(region, say);
     const views = await askPeers(region, say);
     const copied = await copyMesh({
       region: config.region,
@@ -95,6 +114,7 @@ export async function runRebuild(argv: string[]): Promise<number> {
       links: region.links,
       store: region.store,
       accepts: (origin, tenant) => region.policy.accepts(origin, tenant),
+      covered,
     });
     say(`  copied ${copied.copied} versions from ${[...views.keys()].join(", ") || "nobody"}`);
     const stats = await region.store.stats();

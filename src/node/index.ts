@@ -20,6 +20,7 @@ export type { RunningServer, ServerOptions } from "./http/server.js";
 export { openRegion, runNode } from "./run.js";
 export type { OpenRegionOptions, RecordView, RegionHandle, RunningNode } from "./run.js";
 export { copyMesh } from "./copy.js";
+export type { SeededStream } from "./copy.js";
 export { seedRegion } from "./seed.js";
 export type { SeedReport } from "./seed.js";
 export type { LinkFactory } from "./links.js";

@@ -17,8 +17,14 @@ export interface SeedReport {
   streams: SeededStream[];
 }
 
-export async function seedRegion(region: Region, from: string, timeoutMs: number): Promise<SeedReport> {
-  if (!bootstrapRunning(region.store))
+/** `rebuilding`: `crr rebuild` seeds a store it made afresh (the region's own WAL replayed into it). */
+export async function seedRegion(
+  region: Region,
+  from: string,
+  timeoutMs: number,
+  o: { rebuilding?: boolean } = {},
+): Promise<SeedReport> {
+  if (!o.rebuilding && !bootstrapRunning(region.store))
     throw new StartupRefusedError(
       `region ${region.name} holds state of its own (its store is not empty and not bootstrapping): crr bootstrap only seeds a new or wiped region; see crr rebuild`,
     );
@@ -27,7 +33,7 @@ export async function seedRegion(region: Region, from: string, timeoutMs: number
     const seed = archiveSeedOf(region, true);
     if (!seed) throw new StartupRefusedError(`the config of ${region.name} names no archive (archive.s3)`);
     const r = await seed();
-    noteSeeded(region.store, r.streams);
+    if (!o.rebuilding) noteSeeded(region.store, r.streams);
     return { from, records: r.records, streams: r.streams };
   }
   const link = region.links.get(from);

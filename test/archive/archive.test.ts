@@ -318,6 +318,39 @@ describe("S3 archive", () => {
   it("crr bootstrap seeds a stopped new region from a peer, then from S3; its node then copies nothing again", async () => {
     await addRegion("crr bootstrap");
   });
+
+  it("crr rebuild takes a peer's records from the archive while that peer is down", async () => {
+    const s3 = await startS3();
+    closing.push(() => s3.close());
+    const cluster = await archivedCluster(s3.endpoint, s3.bucket);
+    const [a, b] = [cluster.node("us-east-1"), cluster.node("eu-west-1")];
+    await appendLedger(a, "a", 40);
+    const fromB = await appendLedger(b, "b", 60);
+    await waitConverged([a, b]);
+    for (const n of [a, b]) {
+      const durable = (await status(n)).wal.durableLsn;
+      await waitFor(async () => (await archiveOf(n)).verifiedLsn >= durable, `${n.name}'s archive`);
+    }
+    await cluster.stopNode("eu-west-1"); // the peer is down for the whole rebuild
+    await cluster.stopNode("us-east-1");
+    const r = await runCrr(["rebuild", "--config", a.configFile], {
+      env: { ...s3Credentials, ...cluster.secrets() },
+    });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/the archive: \d+ records/);
+    expect(r.stdout).toContain("eu-west-1: unavailable");
+    const db = new Database(path.join(a.dataDir, "store.sqlite"), { readonly: true });
+    try {
+      for (const ack of fromB) {
+        const row = db.prepare("SELECT origin, lsn FROM records WHERE key = ?").get(ack.key) as
+          { origin: string; lsn: number } | undefined;
+        expect({ key: ack.key, ...row }).toEqual({ key: ack.key, origin: "eu-west-1", lsn: ack.lsn });
+      }
+    } finally {
+      db.close();
+    }
+    await cluster.stop();
+  });
 });
 
 /**
