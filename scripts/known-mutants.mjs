@@ -190,6 +190,20 @@ const mutants = [
     tests: ["test/archive/archive.test.ts"],
   },
   {
+    name: "recovery does not ask the archive what the WAL held",
+    file: "src/node/evidence.ts",
+    from: '    if (this.o.archive) candidates.push(["the S3 archive", await this.archivedLsn(incarnation)]);\n',
+    to: "",
+    tests: ["test/archive/archive.test.ts"],
+  },
+  {
+    name: "the archive's objects beyond its cursor are not evidence",
+    file: "src/archive/evidence.ts",
+    from: "        best = obj.lastLsn;\n",
+    to: "        void obj;\n",
+    tests: ["src/archive/evidence.test.ts"],
+  },
+  {
     name: "an archived object applied without its origin's seal",
     file: "src/archive/restore.ts",
     from: 'if (sealed !== "ok") throw new Error(`archived ${obj.key} refused: ${sealed}`);',

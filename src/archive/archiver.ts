@@ -26,6 +26,7 @@ import {
   type Wal,
 } from "../wal/index.js";
 import { segmentObjectKey } from "./keys.js";
+import type { AuditArchiveStatus, AuditArchiver } from "./audit-archiver.js";
 import type { ArchiveStore, StoredObject } from "./s3-store.js";
 
 export interface ArchiverOptions {
@@ -46,6 +47,8 @@ export interface ArchiverOptions {
   dataDir: string;
   runtime: Runtime;
   log: Logger;
+  /** The audit log's sealed files, archived after the WAL each pass. */
+  audit?: AuditArchiver;
   onVerified?(lsn: number): void;
   onError?(stage: string): void;
 }
@@ -60,6 +63,8 @@ export interface ArchiveStatus {
   lastError: string | undefined;
   /** LSNs no longer in the WAL that were never archived (removed before the archive was configured). */
   missingBelowLsn: number | undefined;
+  /** The audit log's sealed files in the archive. */
+  audit?: AuditArchiveStatus;
 }
 
 interface Cursor {
@@ -112,6 +117,7 @@ export class Archiver {
       lagSeconds: this.lagSeconds(),
       lastError: this.lastError,
       missingBelowLsn: this.missingBelow,
+      ...(this.o.audit ? { audit: this.o.audit.status() } : {}),
     };
   }
 
@@ -133,6 +139,8 @@ export class Archiver {
         stage = `${next.seg.path === this.o.wal.activeDurable().path ? "durable prefix of" : "segment"} ${next.seg.file}`;
         await this.archiveNew(next.seg, next.end);
       }
+      stage = "audit files";
+      await this.o.audit?.pass();
       this.lastError = this.standing;
       this.caughtUpMs = startedMs;
     } catch (err) {
@@ -275,6 +283,7 @@ export class Archiver {
     return 0;
   }
 
+  /** Durably (file and directory synced): recovery takes the cursor as evidence of what the WAL held. */
   private async writeCursor(): Promise<void> {
     const tmp = `${this.cursorPath}.tmp`;
     const c: Cursor = {
@@ -282,8 +291,20 @@ export class Archiver {
       incarnation: this.o.wal.incarnation,
       verifiedLsn: this.verified,
     };
-    await fs.promises.writeFile(tmp, JSON.stringify(c));
+    const fh = await fs.promises.open(tmp, "w");
+    try {
+      await fh.writeFile(JSON.stringify(c));
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
     await fs.promises.rename(tmp, this.cursorPath);
+    const dir = await fs.promises.open(path.dirname(this.cursorPath), "r");
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
   }
 }
 

@@ -14,7 +14,7 @@ import type { Reader } from "../reader/index.js";
 import type { Logger } from "../log.js";
 import type { KeyRing } from "../protocol/index.js";
 import type { Runtime, Timer } from "../runtime/index.js";
-import { parseSegmentObjectKey } from "./keys.js";
+import { parseSegmentObjectKey, segmentObjectKey, type SegmentObject } from "./keys.js";
 import { checkedFrames } from "./restore.js";
 import type { ArchiveStore } from "./s3-store.js";
 
@@ -127,45 +127,62 @@ export class ArchiveFollower {
     }
   }
 
-  /** Apply the objects of one incarnation after the last key taken, in order. */
+  /**
+   * Apply the objects of one incarnation after the last key taken, in order. A key that is
+   * not one this archive writes is passed over within the poll but never taken as the place
+   * to list from (one that sorts after every object key stalled the follower for good: found
+   * by review), and it is reported.
+   */
   private async follow(folder: string): Promise<void> {
-    for (;;) {
+    const junk: string[] = [];
+    for (let listAfter = this.after.get(folder); ;) {
       if (this.stopped) return;
-      const keys = await this.o.store.list(folder, this.after.get(folder), 100);
+      const keys = await this.o.store.list(folder, listAfter, 100);
       for (const key of keys) {
+        listAfter = key;
         const obj = parseSegmentObjectKey(key);
-        if (!obj || obj.origin !== this.o.origin) {
-          this.after.set(folder, key); // not an archive object: never listed again
+        if (!obj || obj.origin !== this.o.origin || key !== segmentObjectKey(this.o.prefix, obj)) {
+          junk.push(key);
           continue;
         }
         if (obj.lastLsn <= this.o.applied(obj.origin, obj.incarnation)) {
           this.after.set(folder, key); // already here (over HTTP, or before a restart): no GET
           continue;
         }
-        const got = await this.o.store.get(key, this.o.objectBytesMax);
-        const records = checkedFrames({ ...obj, key }, got, this.o.keys);
-        const answer = await this.o.reader.replicateArchived({
-          origin: obj.origin,
-          incarnation: obj.incarnation,
-          firstLsn: obj.firstLsn,
-          lastLsn: obj.lastLsn,
-          recordCount: records.length,
-          flags: 0,
-          records,
-        });
-        if (answer.status === 409 && answer.body.code === "watermark_gap") {
-          // Not archived yet, or an object that sorts before one already taken: list this
-          // incarnation from its start next poll.
-          this.waiting = `${key}: ${String(answer.body.message)}`;
-          this.after.delete(folder);
-          return;
-        }
-        if (answer.status !== 200)
-          throw new Error(`${key}: ${String(answer.body.code)}: ${String(answer.body.message)}`);
-        this.after.set(folder, key);
-        this.objects++;
+        if (!(await this.apply(folder, key, obj))) return;
       }
-      if (keys.length < 100) return;
+      if (keys.length < 100) break;
     }
+    if (junk.length > 0)
+      throw new Error(
+        `${junk.length} keys under ${folder} are not objects of this archive (e.g. ${junk[0]}): passed over; remove them`,
+      );
+  }
+
+  /** Apply one object; false when it does not continue the watermark yet (listed again next poll). */
+  private async apply(folder: string, key: string, obj: SegmentObject): Promise<boolean> {
+    const got = await this.o.store.get(key, this.o.objectBytesMax);
+    const records = checkedFrames({ ...obj, key }, got, this.o.keys);
+    const answer = await this.o.reader.replicateArchived({
+      origin: obj.origin,
+      incarnation: obj.incarnation,
+      firstLsn: obj.firstLsn,
+      lastLsn: obj.lastLsn,
+      recordCount: records.length,
+      flags: 0,
+      records,
+    });
+    if (answer.status === 409 && answer.body.code === "watermark_gap") {
+      // Not archived yet, or an object that sorts before one already taken: list this
+      // incarnation from its start next poll.
+      this.waiting = `${key}: ${String(answer.body.message)}`;
+      this.after.delete(folder);
+      return false;
+    }
+    if (answer.status !== 200)
+      throw new Error(`${key}: ${String(answer.body.code)}: ${String(answer.body.message)}`);
+    this.after.set(folder, key);
+    this.objects++;
+    return true;
   }
 }

@@ -9,3 +9,6 @@ export { ArchiveGapError, listAll, planRestore, restoreInto, seedFromArchive } f
 export type { ArchiveSeed, RestorePlanStream, RestoreReport } from "./restore.js";
 export { ArchiveFollower } from "./follower.js";
 export type { FollowerOptions, FollowerStatus } from "./follower.js";
+export { AuditArchiver, auditObjectKey } from "./audit-archiver.js";
+export type { AuditArchiveStatus } from "./audit-archiver.js";
+export { ArchiveEvidence } from "./evidence.js";

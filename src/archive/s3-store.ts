@@ -5,6 +5,7 @@
  * standard chain (environment, shared files), never from crr's config.
  */
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from "@aws-sdk/client-s3";
+import { createHash } from "node:crypto";
 import pRetry, { AbortError } from "p-retry";
 import type { Seal } from "../protocol/index.js";
 import { timeoutSignal, type Runtime } from "../runtime/index.js";
@@ -21,8 +22,11 @@ export type ArchiveOp = "put" | "get" | "list";
 
 /** What the archiver needs of a bucket (the tests and a simulator may hand in another). */
 export interface ArchiveStore {
-  /** Store `body` under `key` with its origin's seal (SHA-256 also as the S3 checksum). */
-  put(key: string, body: Buffer, seal: Seal): Promise<void>;
+  /**
+   * Store `body` under `key` with its origin's seal (SHA-256 also as the S3 checksum); with
+   * `lock`, under S3 Object Lock in compliance mode until `retainUntil`.
+   */
+  put(key: string, body: Buffer, seal: Seal, lock?: { retainUntil: Date }): Promise<void>;
   /** The object's bytes and the seal its metadata holds (what of it there is); refused beyond `bytesMax`. */
   get(key: string, bytesMax: number): Promise<StoredObject>;
   /** Keys under `prefix` after `startAfter`, in order, at most `max`. */
@@ -97,7 +101,7 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
       { retries: Math.max(0, o.attempts - 1), minTimeout: 100, maxTimeout: 2000 },
     );
   return {
-    async put(Key, body, seal) {
+    async put(Key, body, seal, lock) {
       await counted(
         "put",
         () => body.length,
@@ -110,6 +114,14 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
               ContentLength: body.length,
               ChecksumSHA256: Buffer.from(seal.sha256Hex, "hex").toString("base64"),
               Metadata: sealMetadata(seal),
+              // Object Lock puts need Content-MD5 (or a checksum header, on newer S3): both.
+              ...(lock
+                ? {
+                    ObjectLockMode: "COMPLIANCE" as const,
+                    ObjectLockRetainUntilDate: lock.retainUntil,
+                    ContentMD5: createHash("md5").update(body).digest("base64"),
+                  }
+                : {}),
             }),
             bounded(),
           ),
@@ -121,16 +133,25 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
         (r) => r.body.length,
         async () => {
           const r = await client.send(new GetObjectCommand({ Bucket, Key }), bounded());
+          const body = r.Body as (AsyncIterable<Uint8Array> & { destroy?: () => void }) | undefined;
+          const tooBig = () =>
+            new AbortError(`${Key} holds more than ${bytesMax} bytes (archive.objectBytesMax): not read`);
           if ((r.ContentLength ?? 0) > bytesMax) {
-            (r.Body as { destroy?: () => void } | undefined)?.destroy?.();
-            throw new AbortError(
-              `${Key} holds ${r.ContentLength} bytes, more than ${bytesMax} (reader.bodyBytesMax)`,
-            );
+            body?.destroy?.();
+            throw tooBig();
           }
-          const bytes = await r.Body!.transformToByteArray();
-          if (bytes.length > bytesMax)
-            throw new AbortError(`${Key} holds more than ${bytesMax} bytes (reader.bodyBytesMax)`);
-          return { body: Buffer.from(bytes), seal: sealOfMetadata(r.Metadata) };
+          // Read up to the bound whatever the server said of the length.
+          const chunks: Buffer[] = [];
+          let bytes = 0;
+          for await (const chunk of body ?? []) {
+            bytes += chunk.length;
+            if (bytes > bytesMax) {
+              body?.destroy?.();
+              throw tooBig();
+            }
+            chunks.push(Buffer.from(chunk));
+          }
+          return { body: Buffer.concat(chunks), seal: sealOfMetadata(r.Metadata) };
         },
       );
     },

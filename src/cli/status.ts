@@ -49,6 +49,11 @@ export function formatStatus(s: RegionStatus): string {
     out.push(
       "",
       `archive  verified LSN ${a.verifiedLsn}, lag ${a.lagSeconds.toFixed(1)} s${a.lastError ? `, FAILING: ${a.lastError}` : ""}`,
+      ...(a.audit
+        ? [
+            `         audit files archived through ${a.audit.archivedThrough}${a.audit.lockDays > 0 ? `, Object Lock ${a.audit.lockDays} days` : ""}`,
+          ]
+        : []),
       `S3       ${a.s3.requests.put} PUT, ${a.s3.requests.get} GET, ${a.s3.requests.list} LIST since start${per ? ` (per hour: ${per.put} PUT, ${per.get} GET, ${per.list} LIST)` : ""}`,
     );
   }

@@ -44,6 +44,8 @@ export const defaults = {
     requestAttempts: 3,
     /** Each S3 request must answer within this (then it is retried, and the pass fails). */
     requestTimeoutMs: 30_000,
+    /** The audit log's sealed files are archived under S3 Object Lock (compliance mode) this many days; 0: without a lock. */
+    auditLockDays: 0,
     /** A region that starts empty restores what the archive holds before copying the rest from its peers. */
     bootstrap: false,
     /** The largest archived object read (a WAL segment and its header fit: at least wal.segmentBytesMax + 1 MiB). */

@@ -294,6 +294,7 @@ function archiveOf(a: Record<string, unknown>): NodeConfig["archive"] {
     requestTimeoutMs: (a.requestTimeoutMs as number | undefined) ?? defaults.archive.requestTimeoutMs,
     objectBytesMax: (a.objectBytesMax as number | undefined) ?? defaults.archive.objectBytesMax,
     bootstrap: (a.bootstrap as boolean | undefined) ?? defaults.archive.bootstrap,
+    auditLockDays: (a.auditLockDays as number | undefined) ?? defaults.archive.auditLockDays,
     s3: s3 && {
       bucket: s3.bucket!,
       prefix: s3.prefix ?? "crr",

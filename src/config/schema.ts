@@ -108,6 +108,7 @@ export const configSchema = {
       requestTimeoutMs: positiveInt,
       objectBytesMax: positiveInt,
       bootstrap: { type: "boolean" },
+      auditLockDays: { type: "integer", minimum: 0, maximum: 36500 },
     }),
     shipper: section({
       batchBytesMax: { type: "integer", minimum: 1024 },

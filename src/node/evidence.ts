@@ -1,13 +1,15 @@
 /**
  * Recovery's evidence of what this region acknowledged, from everything it can reach before
  * it serves: its store (every own record it applied, as winner or conflict loser), its
- * shippers' saved acknowledgements, and its peers (their watermarks for our stream and their
- * copies of our records), asked once with a bounded wait. The WAL uses it to tell a torn
+ * shippers' saved acknowledgements, its peers (their watermarks for our stream and their
+ * copies of our records), asked once with a bounded wait, and its S3 archive when it has
+ * one (what it archived, sealed by itself). The WAL uses it to tell a torn
  * tail from damaged acknowledged records, and to restore the latter; the startup checks reuse
  * the peers' answers.
  */
 import fs from "node:fs";
 import path from "node:path";
+import type { ArchiveEvidence } from "../archive/index.js";
 import type { PeerLink, WatermarksView } from "../link/index.js";
 import type { Logger } from "../log.js";
 import { timeoutSignal, type Runtime } from "../runtime/index.js";
@@ -35,6 +37,8 @@ export interface EvidenceOptions {
   peerWaitMs: number;
   runtime: Runtime;
   log: Logger;
+  /** The S3 archive, when configured: what this region archived before its WAL was damaged or lost. */
+  archive?: Pick<ArchiveEvidence, "highestLsn" | "records">;
 }
 
 const pageRecordsMax = 5000;
@@ -97,10 +101,21 @@ export class Evidence implements RecoveryEvidence {
       const lsn = view.streams.find((s) => s.origin === r && s.incarnation === incarnation)?.lsn ?? 0;
       candidates.push([`peer ${peer}`, lsn]);
     }
+    if (this.o.archive) candidates.push(["the S3 archive", await this.archivedLsn(incarnation)]);
     let best: [string, number] = ["nothing", 0];
     for (const c of candidates) if (c[1] > best[1]) best = c;
     this.source = best[0];
     return best[1];
+  }
+
+  /** The highest LSN the archive holds (0, logged, when the bucket cannot be asked). */
+  private async archivedLsn(incarnation: string): Promise<number> {
+    try {
+      return await this.o.archive!.highestLsn(incarnation);
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message }, "recovery: the S3 archive could not be asked");
+      return 0;
+    }
   }
 
   /** The saved acknowledgements of this incarnation, per peer (durable: written before retention used them). */
@@ -143,7 +158,27 @@ export class Evidence implements RecoveryEvidence {
       from = page[page.length - 1]!.lsn + 1;
     }
     if (found.size < toLsn - fromLsn + 1) await this.fromPeers(incarnation, fromLsn, toLsn, found);
+    if (found.size < toLsn - fromLsn + 1 && this.o.archive)
+      await this.fromArchive(incarnation, fromLsn, toLsn, found);
     return [...found.values()].sort((a, b) => a.lsn - b.lsn);
+  }
+
+  private async fromArchive(
+    incarnation: string,
+    fromLsn: number,
+    toLsn: number,
+    found: Map<number, WalRecord>,
+  ): Promise<void> {
+    try {
+      for (const r of await this.o.archive!.records(incarnation, fromLsn, toLsn))
+        if (!found.has(r.lsn)) found.set(r.lsn, r);
+    } catch (err) {
+      this.unanswered.push("the S3 archive");
+      this.o.log.warn(
+        { err: (err as Error).message },
+        "recovery: could not read records from the S3 archive",
+      );
+    }
   }
 
   private async fromPeers(

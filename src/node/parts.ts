@@ -6,6 +6,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
+import { ArchiveEvidence, s3ArchiveStore } from "../archive/index.js";
 import { AuditLog } from "../audit/index.js";
 import { HybridClock } from "../clock/index.js";
 import { credentialsOf, type Credentials, type NodeConfig } from "../config/index.js";
@@ -120,6 +121,7 @@ async function openInOrder(
     peerWaitMs: config.recovery.peerWaitMs,
     runtime,
     log,
+    archive: archiveEvidenceOf(config, credentials, runtime),
   });
   const empty = needsBootstrap(store);
   const abandoned: Array<Record<string, unknown>> = [];
@@ -186,4 +188,42 @@ async function openWal(
       "WAL recovery restored acknowledged records it had lost or damaged",
     );
   return wal;
+}
+
+/** With an archive: recovery also asks it (a client per question: recovery asks rarely). */
+function archiveEvidenceOf(
+  config: NodeConfig,
+  credentials: Credentials,
+  runtime: Runtime,
+): Pick<ArchiveEvidence, "highestLsn" | "records"> | undefined {
+  const a = config.archive;
+  if (!a.s3) return undefined;
+  const s3 = a.s3;
+  const ask = async <T>(question: (e: ArchiveEvidence) => Promise<T>): Promise<T> => {
+    const store = s3ArchiveStore({
+      s3,
+      attempts: a.requestAttempts,
+      requestTimeoutMs: a.requestTimeoutMs,
+      runtime,
+      onRequest: () => undefined,
+    });
+    try {
+      return await question(
+        new ArchiveEvidence({
+          store,
+          prefix: s3.prefix,
+          region: config.region,
+          keys: credentials.ring,
+          objectBytesMax: a.objectBytesMax,
+          cursorFile: path.join(config.dataDir, "archive.json"),
+        }),
+      );
+    } finally {
+      store.close();
+    }
+  };
+  return {
+    highestLsn: (incarnation) => ask((e) => e.highestLsn(incarnation)),
+    records: (incarnation, fromLsn, toLsn) => ask((e) => e.records(incarnation, fromLsn, toLsn)),
+  };
 }

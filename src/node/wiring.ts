@@ -8,6 +8,7 @@ import path from "node:path";
 import {
   ArchiveFollower,
   Archiver,
+  AuditArchiver,
   s3ArchiveStore,
   seedFromArchive,
   type ArchiveSeed,
@@ -198,15 +199,27 @@ export function archiverOf(r: Region): Archiver | undefined {
   const a = r.config.archive;
   const store = archiveStoreOf(r);
   if (!a.s3 || !store) return undefined;
+  const where = `${a.s3.endpoint ?? `s3.${a.s3.region}`} ${a.s3.bucket} ${a.s3.prefix}`;
+  const keys = { signer: r.credentials.signer, keys: r.credentials.ring, objectBytesMax: a.objectBytesMax };
   return new Archiver({
     wal: r.wal,
     region: r.name,
     store,
-    signer: r.credentials.signer,
-    keys: r.credentials.ring,
-    objectBytesMax: a.objectBytesMax,
+    audit: new AuditArchiver({
+      region: r.name,
+      store,
+      prefix: a.s3.prefix,
+      where,
+      auditDir: path.join(r.config.dataDir, "audit"),
+      currentFile: () => r.audit.currentFile,
+      lockDays: a.auditLockDays,
+      ...keys,
+      dataDir: r.config.dataDir,
+      runtime: r.runtime,
+    }),
+    ...keys,
     prefix: a.s3.prefix,
-    where: `${a.s3.endpoint ?? `s3.${a.s3.region}`} ${a.s3.bucket} ${a.s3.prefix}`,
+    where,
     intervalMs: a.intervalMs,
     dataDir: r.config.dataDir,
     runtime: r.runtime,

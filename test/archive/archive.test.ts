@@ -21,6 +21,7 @@ import { formatHlc } from "../../src/clock/index.js";
 import { Cluster, append, status, testProxy, waitConverged, type TestNode } from "../support/cluster.js";
 import { s3Credentials, startS3, type TestS3 } from "../support/s3.js";
 import { runCrr } from "../support/cli.js";
+import { frameBounds } from "../support/segments.js";
 import { tempDir, waitFor } from "../support/tmp.js";
 
 const closing: Array<() => Promise<unknown>> = [];
@@ -317,6 +318,60 @@ describe("S3 archive", () => {
 
   it("crr bootstrap seeds a stopped new region from a peer, then from S3; its node then copies nothing again", async () => {
     await addRegion("crr bootstrap");
+  });
+
+  it("recovery takes LSNs its WAL lost from the archive instead of issuing them again (no store, no cursor, no peer)", async () => {
+    const s3 = await startS3();
+    closing.push(() => s3.close());
+    const cluster = await Cluster.start({
+      regions: ["us-east-1"],
+      env: s3Credentials,
+      common: {
+        archive: {
+          s3: {
+            bucket: s3.bucket,
+            endpoint: s3.endpoint,
+            forcePathStyle: true,
+            region: "us-east-1",
+            prefix: "crr",
+          },
+          intervalMs: 200,
+        },
+      },
+    });
+    const a = cluster.node("us-east-1");
+    const acks = await appendLedger(a, "k", 30);
+    const { incarnation } = await status(a);
+    await waitFor(async () => (await archiveOf(a)).verifiedLsn >= 30, "the archive to verify every LSN");
+    await cluster.stopNode("us-east-1", "SIGKILL");
+    // The data directory as an old snapshot leaves it: the WAL's last 10 records, the store
+    // and the archiver's cursor gone; only the archive still holds LSNs 21..30.
+    const walDir = path.join(a.dataDir, "wal");
+    const segment = path.join(
+      walDir,
+      fs
+        .readdirSync(walDir)
+        .filter((f) => f.endsWith(".wal"))
+        .sort()
+        .at(-1)!,
+    );
+    fs.truncateSync(segment, frameBounds(fs.readFileSync(segment)).ends[19]!);
+    for (const f of fs
+      .readdirSync(a.dataDir)
+      .filter((f) => f.startsWith("store.sqlite") || f === "archive.json"))
+      fs.rmSync(path.join(a.dataDir, f));
+    await cluster.startNode("us-east-1", ["--start-alone"]);
+    expect((await status(a)).incarnation).toBe(incarnation);
+    for (const ack of acks) {
+      const r = (await (await fetch(`${a.url}/v1/records/${ack.key}`)).json()) as {
+        lsn: number;
+        hlc: string;
+      };
+      expect({ key: ack.key, lsn: r.lsn, hlc: r.hlc }).toEqual({ key: ack.key, lsn: ack.lsn, hlc: ack.hlc });
+    }
+    const next = await append(a, { key: "after", tenant: "tenant-a", outcome: "accepted" });
+    expect((next.body as { lsn: number }).lsn).toBe(31); // not LSN 21 again
+    await cluster.stop();
   });
 
   it("crr rebuild takes a peer's records from the archive while that peer is down", async () => {
