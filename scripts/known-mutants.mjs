@@ -204,6 +204,13 @@ const mutants = [
     tests: ["src/archive/evidence.test.ts"],
   },
   {
+    name: "an archive pass uploads as long as records keep arriving",
+    file: "src/archive/archiver.ts",
+    from: "    if (want > target) return undefined;\n",
+    to: "",
+    tests: ["src/archive/archiver.test.ts"],
+  },
+  {
     name: "an archived object applied without its origin's seal",
     file: "src/archive/restore.ts",
     from: 'if (sealed !== "ok") throw new Error(`archived ${obj.key} refused: ${sealed}`);',

@@ -219,9 +219,29 @@ describe("archiver under review's cases", () => {
     release();
     await pass;
     expect(arch.status().lastError).toBeUndefined();
+    await arch.pass(); // what was written during the first pass
     const lsns = covered(bucket);
     for (let l = 1; l <= arch.verifiedLsn; l++) expect(lsns.has(l), `LSN ${l} in no object`).toBe(true);
     expect(arch.verifiedLsn).toBe(wal.durableLsn);
+  });
+
+  it("a pass archives what was durable when it began: appends during it wait for the next pass (one object per pass)", async () => {
+    const wal = await Wal.open({ dir: tempDir(), region: "us-east-1", segmentBytesMax: 1 << 20 });
+    opened.push(wal);
+    await append(wal, 5);
+    const bucket = memoryBucket();
+    const put = bucket.store.put;
+    bucket.store.put = async (k, b, seal) => {
+      await append(wal, 5, "during"); // a busy region: more records while each upload runs
+      return put(k, b, seal);
+    };
+    const arch = archiver(wal, bucket.store);
+    await arch.pass();
+    expect(bucket.puts).toBe(1);
+    expect(arch.verifiedLsn).toBe(5);
+    await arch.pass();
+    expect(bucket.puts).toBe(2);
+    expect(arch.verifiedLsn).toBe(10);
   });
 
   it("a cursor beyond the WAL is not trusted, and says so; a cursor of another bucket counts for nothing", async () => {

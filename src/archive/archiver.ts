@@ -135,7 +135,12 @@ export class Archiver {
       // Always the stretch holding the next LSN, listed afresh each time: a segment sealed
       // while an upload ran is never jumped over (found by review: the verified LSN skipped
       // a segment that rotated during a pass, and retention then removed it).
-      for (let next = await this.nextStretch(); next; next = await this.nextStretch()) {
+      // Up to what was durable when the pass began: records written during it wait for the
+      // next pass, so a busy region makes one object per pass and per sealed segment, not
+      // one after another as fast as uploads go (found by the S3 benchmark: 20 PUTs a second
+      // per region at 500 records/s with a one-second interval).
+      const target = this.o.wal.durableLsn;
+      for (let next = await this.nextStretch(target); next; next = await this.nextStretch(target)) {
         stage = `${next.seg.path === this.o.wal.activeDurable().path ? "durable prefix of" : "segment"} ${next.seg.file}`;
         await this.archiveNew(next.seg, next.end);
       }
@@ -181,8 +186,9 @@ export class Archiver {
   }
 
   /** The local segment (and how many of its bytes) holding the LSN after the verified one, if any is durable. */
-  private async nextStretch(): Promise<{ seg: SealedSegment; end: number } | undefined> {
+  private async nextStretch(target: number): Promise<{ seg: SealedSegment; end: number } | undefined> {
     const want = this.verified + 1;
+    if (want > target) return undefined;
     for (const seg of this.o.wal.sealedSegments())
       if (seg.firstLsn <= want && seg.lastLsn >= want)
         return { seg, end: (await fs.promises.stat(seg.path)).size };

@@ -62,16 +62,8 @@ export class ArchiveEvidence {
     return [...found.values()].sort((a, b) => a.lsn - b.lsn);
   }
 
-  private cursor(incarnation: string): number {
-    try {
-      const c = JSON.parse(fs.readFileSync(this.o.cursorFile, "utf8")) as {
-        incarnation?: string;
-        verifiedLsn?: number;
-      };
-      return c.incarnation === incarnation && Number.isSafeInteger(c.verifiedLsn) ? c.verifiedLsn! : 0;
-    } catch {
-      return 0;
-    }
+  cursor(incarnation: string): number {
+    return archiveCursorLsn(this.o.cursorFile, incarnation);
   }
 
   /** This incarnation's objects (keys this archive writes, nothing else), listed after `startAfter`. */
@@ -88,5 +80,18 @@ export class ArchiveEvidence {
       if (page.length < 1000) return out;
       after = page.at(-1);
     }
+  }
+}
+
+/** The highest LSN of `incarnation` the archiver's cursor says it verified (local: readable when the bucket is not reachable). */
+export function archiveCursorLsn(cursorFile: string, incarnation: string): number {
+  try {
+    const c = JSON.parse(fs.readFileSync(cursorFile, "utf8")) as {
+      incarnation?: string;
+      verifiedLsn?: number;
+    };
+    return c.incarnation === incarnation && Number.isSafeInteger(c.verifiedLsn) ? c.verifiedLsn! : 0;
+  } catch {
+    return 0;
   }
 }

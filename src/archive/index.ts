@@ -11,4 +11,4 @@ export { ArchiveFollower } from "./follower.js";
 export type { FollowerOptions, FollowerStatus } from "./follower.js";
 export { AuditArchiver, auditObjectKey } from "./audit-archiver.js";
 export type { AuditArchiveStatus } from "./audit-archiver.js";
-export { ArchiveEvidence } from "./evidence.js";
+export { ArchiveEvidence, archiveCursorLsn } from "./evidence.js";

@@ -166,6 +166,8 @@ export class CrrHarness {
   private failed = 0;
   private readonly drills: DrillResult[] = [];
   private readonly notes: string[] = [];
+  /** The bucket of an S3-transport scenario, and the local s3rver started for it. */
+  private s3: { endpoint: string; local?: { close(): Promise<void> } } | undefined;
   private stopLoad = false;
   private readonly loads = new Map<string, RegionLoad>();
   /** Per region: fsyncs of its earlier processes (a restart resets the counter) and the last count seen. */
@@ -205,6 +207,7 @@ export class CrrHarness {
         this.proxies.set(`${from}->${to}`, await startTcpProxy({ targetPort: 0, faults, seed: seed++ }));
       }
     const selective = this.s.replication.mode === "selective";
+    if (this.s.s3) this.s3 = await bucketFor(this.s.s3, this.dir);
     this.mesh = await LocalMesh.start({
       root: this.dir,
       regions: this.s.regions,
@@ -213,11 +216,14 @@ export class CrrHarness {
         ? () => ({ enabled: true, replicationMode: "selective", policies: this.s.replication.policies })
         : undefined,
       common: deepMerge(
-        {
-          shipper: { requestTimeoutMs: 3000, retryDelayMsMax: 500 },
-          health: { probeIntervalMs: 1000 },
-          log: { level: "warn" },
-        },
+        deepMerge(
+          {
+            shipper: { requestTimeoutMs: 3000, retryDelayMsMax: 500 },
+            health: { probeIntervalMs: 1000 },
+            log: { level: "warn" },
+          },
+          this.s3 ? this.s3Config() : {},
+        ),
         this.s.node,
       ),
       route: (from, to) => this.proxies.get(`${from}->${to}`),
@@ -225,7 +231,10 @@ export class CrrHarness {
       env: (name) => {
         const skew = this.s.drills.find((d) => d.kind === "clock-skew" && d.region === name) as
           { offsetMs: number } | undefined;
-        return skew ? { CRR_CLOCK_OFFSET_MS: String(skew.offsetMs) } : {};
+        return {
+          ...(skew ? { CRR_CLOCK_OFFSET_MS: String(skew.offsetMs) } : {}),
+          ...(this.s3?.local ? { AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER" } : {}),
+        };
       },
       output: "file",
       crrMain: this.crrMain,
@@ -240,6 +249,45 @@ export class CrrHarness {
         events: undefined,
       });
       await this.started(name);
+    }
+    // S3 as the transport: the HTTP links refuse during the load.
+    if (this.s3) for (const p of this.proxies.values()) p.setTarget(0);
+  }
+
+  /** Every region archives to the bucket and follows every other region's archive. */
+  private s3Config(): Record<string, unknown> {
+    const s3 = this.s.s3!;
+    return {
+      archive: {
+        s3: {
+          bucket: s3.bucket,
+          endpoint: this.s3!.endpoint,
+          forcePathStyle: true,
+          region: "us-east-1",
+          prefix: path.basename(this.dir),
+        },
+        intervalMs: s3.intervalMs,
+        pollMs: s3.pollMs,
+      },
+      regions: Object.fromEntries(this.s.regions.map((r) => [r, { via: "s3" }])),
+    };
+  }
+
+  /** S3 as the transport: once every record went through the bucket, the HTTP links again (shippers catch up). */
+  private async throughS3ThenHttp(): Promise<void> {
+    const until = Date.now() + 120_000;
+    for (;;) {
+      const all = await Promise.all(this.s.regions.map((r) => this.status(r)));
+      if (all.every((st) => st) && new Set(all.map((st) => st!.store.digest)).size === 1) break;
+      if (Date.now() > until) {
+        this.notes.push("S3 transport: the regions did not converge through the bucket within 120 s");
+        break;
+      }
+      await sleep(100);
+    }
+    for (const [id, proxy] of this.proxies) {
+      const port = this.mesh!.node(id.split("->")[1]!).listenPort;
+      if (port) proxy.setTarget(port);
     }
   }
 
@@ -605,6 +653,7 @@ export class CrrHarness {
     await drills;
     this.resetTimers.forEach(clearInterval);
     for (const p of this.proxies.values()) p.setFaults({});
+    if (this.s3) await this.throughS3ThenHttp();
     this.o.progress("  load done; waiting for every region to converge");
     const final = await this.converged(120_000);
     await sleep(300); // let the last acknowledgement events arrive
@@ -671,6 +720,7 @@ export class CrrHarness {
       })),
     );
     const seconds = this.s.load.warmupSeconds + this.s.load.durationSeconds;
+    if (this.s3) await this.noteS3Requests(acknowledged);
     for (const l of this.loads.values())
       if (l.notOffered > 0)
         this.notes.push(
@@ -704,6 +754,20 @@ export class CrrHarness {
       resources,
       notes: this.notes,
     };
+  }
+
+  /** S3 requests of every region (archive and followers) per acknowledged record. */
+  private async noteS3Requests(acknowledged: number): Promise<void> {
+    const sum = { put: 0, get: 0, list: 0 };
+    for (const r of this.s.regions) {
+      const st = (await this.status(r)) as unknown as
+        { archive?: { s3: { requests: typeof sum } } } | undefined;
+      for (const op of ["put", "get", "list"] as const) sum[op] += st?.archive?.s3.requests[op] ?? 0;
+    }
+    const total = sum.put + sum.get + sum.list;
+    this.notes.push(
+      `S3 transport (HTTP links refused during the load): ${sum.put} PUT, ${sum.get} GET, ${sum.list} LIST in all regions, ${(total / Math.max(1, acknowledged)).toFixed(3)} requests per acknowledged record`,
+    );
   }
 
   /** Every acknowledged answer against every targeted region's store file (a lost disk's unreplicated tail excepted: that is its RPO). */
@@ -740,6 +804,37 @@ export class CrrHarness {
     );
     await this.mesh?.stop();
     await Promise.all([...this.proxies.values()].map((p) => p.close()));
+    await this.s3?.local?.close();
     if (!keep) fs.rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The bucket of an S3-transport scenario: its endpoint, or an s3rver started on loopback
+ * (a devDependency, loaded only here: a scenario can name an endpoint where it is missing).
+ */
+async function bucketFor(
+  s3: NonNullable<Scenario["s3"]>,
+  dir: string,
+): Promise<{ endpoint: string; local?: { close(): Promise<void> } }> {
+  if (s3.endpoint) return { endpoint: s3.endpoint };
+  const name = "s3rver";
+  let S3rver: new (o: Record<string, unknown>) => {
+    run(): Promise<{ port: number }>;
+    close(): Promise<void>;
+  };
+  try {
+    S3rver = ((await import(name)) as { default: typeof S3rver }).default;
+  } catch {
+    throw new Error("the scenario's s3 names no endpoint and s3rver is not installed: give s3.endpoint");
+  }
+  const server = new S3rver({
+    port: 0,
+    address: "127.0.0.1",
+    silent: true,
+    directory: path.join(dir, "s3"),
+    configureBuckets: [{ name: s3.bucket }],
+  });
+  const { port } = await server.run();
+  return { endpoint: `http://127.0.0.1:${port}`, local: server };
 }

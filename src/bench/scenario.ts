@@ -51,6 +51,13 @@ export interface Scenario {
   seed: number;
   /** Extra node config for every region (e.g. `shipper: { inflightBatchesMax: 4 }`), validated by the nodes. */
   node: Record<string, unknown>;
+  /**
+   * S3 as the transport: every region archives to one bucket and follows every other one's
+   * archive (`regions.X.via: s3`), with the HTTP links refused during the load (restored
+   * after it, so shippers catch up). Without `endpoint` the harness starts s3rver on
+   * loopback (a devDependency: give an endpoint where it is not installed).
+   */
+  s3?: { endpoint?: string; bucket: string; intervalMs: number; pollMs: number };
 }
 
 const num = { type: "number", minimum: 0 } as const;
@@ -143,6 +150,16 @@ const schema = {
     baseline: { type: "object", additionalProperties: false, properties: { nats: { type: "boolean" } } },
     seed: { type: "integer" },
     node: { type: "object" },
+    s3: {
+      type: "object",
+      additionalProperties: false,
+      properties: {
+        endpoint: { type: "string", pattern: "^https?://" },
+        bucket: { type: "string", minLength: 3 },
+        intervalMs: { type: "integer", minimum: 1 },
+        pollMs: { type: "integer", minimum: 1 },
+      },
+    },
   },
 } as const;
 
@@ -178,6 +195,14 @@ export function parseScenario(raw: unknown, source: string): Scenario {
     baseline: { nats: r.baseline?.nats ?? true },
     seed: r.seed ?? 1,
     node: r.node ?? {},
+    ...(r.s3
+      ? {
+          s3: {
+            ...{ bucket: "crr-bench", intervalMs: 1000, pollMs: 500 },
+            ...(r.s3 as Partial<Scenario["s3"]>),
+          } as Scenario["s3"],
+        }
+      : {}),
   };
   const known = new Set(s.regions);
   const problems: string[] = [];
@@ -191,6 +216,8 @@ export function parseScenario(raw: unknown, source: string): Scenario {
     if (d.kind === "partition" && d.forSeconds === undefined)
       problems.push(`drills[${i}].forSeconds: required for a partition`);
   });
+  if (s.s3 && s.drills.some((d) => d.kind !== "clock-skew"))
+    problems.push("drills: not with s3 (a restarted node would bring its HTTP links back during the load)");
   if (problems.length > 0)
     throw new ScenarioError(`invalid scenario ${source}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
   return s;

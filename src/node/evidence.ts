@@ -38,7 +38,7 @@ export interface EvidenceOptions {
   runtime: Runtime;
   log: Logger;
   /** The S3 archive, when configured: what this region archived before its WAL was damaged or lost. */
-  archive?: Pick<ArchiveEvidence, "highestLsn" | "records">;
+  archive?: Pick<ArchiveEvidence, "highestLsn" | "records" | "cursor">;
 }
 
 const pageRecordsMax = 5000;
@@ -108,13 +108,16 @@ export class Evidence implements RecoveryEvidence {
     return best[1];
   }
 
-  /** The highest LSN the archive holds (0, logged, when the bucket cannot be asked). */
+  /** The highest LSN the archive holds (its local cursor alone, logged, when the bucket cannot be asked). */
   private async archivedLsn(incarnation: string): Promise<number> {
     try {
       return await this.o.archive!.highestLsn(incarnation);
     } catch (err) {
-      this.o.log.warn({ err: (err as Error).message }, "recovery: the S3 archive could not be asked");
-      return 0;
+      this.o.log.warn(
+        { err: (err as Error).message },
+        "recovery: the S3 archive could not be asked; only its cursor counts",
+      );
+      return this.o.archive!.cursor(incarnation);
     }
   }
 

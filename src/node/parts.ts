@@ -6,7 +6,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { ArchiveEvidence, s3ArchiveStore } from "../archive/index.js";
+import { ArchiveEvidence, archiveCursorLsn, s3ArchiveStore, type ArchiveStore } from "../archive/index.js";
 import { AuditLog } from "../audit/index.js";
 import { HybridClock } from "../clock/index.js";
 import { credentialsOf, type Credentials, type NodeConfig } from "../config/index.js";
@@ -195,10 +195,19 @@ function archiveEvidenceOf(
   config: NodeConfig,
   credentials: Credentials,
   runtime: Runtime,
-): Pick<ArchiveEvidence, "highestLsn" | "records"> | undefined {
+): Pick<ArchiveEvidence, "highestLsn" | "records" | "cursor"> | undefined {
   const a = config.archive;
   if (!a.s3) return undefined;
   const s3 = a.s3;
+  const evidenceOf = (store: ArchiveStore) =>
+    new ArchiveEvidence({
+      store,
+      prefix: s3.prefix,
+      region: config.region,
+      keys: credentials.ring,
+      objectBytesMax: a.objectBytesMax,
+      cursorFile: path.join(config.dataDir, "archive.json"),
+    });
   const ask = async <T>(question: (e: ArchiveEvidence) => Promise<T>): Promise<T> => {
     const store = s3ArchiveStore({
       s3,
@@ -208,16 +217,7 @@ function archiveEvidenceOf(
       onRequest: () => undefined,
     });
     try {
-      return await question(
-        new ArchiveEvidence({
-          store,
-          prefix: s3.prefix,
-          region: config.region,
-          keys: credentials.ring,
-          objectBytesMax: a.objectBytesMax,
-          cursorFile: path.join(config.dataDir, "archive.json"),
-        }),
-      );
+      return await question(evidenceOf(store));
     } finally {
       store.close();
     }
@@ -225,5 +225,6 @@ function archiveEvidenceOf(
   return {
     highestLsn: (incarnation) => ask((e) => e.highestLsn(incarnation)),
     records: (incarnation, fromLsn, toLsn) => ask((e) => e.records(incarnation, fromLsn, toLsn)),
+    cursor: (incarnation) => archiveCursorLsn(path.join(config.dataDir, "archive.json"), incarnation),
   };
 }

@@ -11,6 +11,39 @@ import { repoRoot, runCrr } from "../support/cli.js";
 import { tempDir } from "../support/tmp.js";
 
 describe("the lag SLO harness", () => {
+  it("runs a scenario through S3 alone (HTTP links refused during the load): every acknowledged record arrives, requests are counted", async () => {
+    const out = tempDir();
+    const file = path.join(tempDir(), "s3.yaml");
+    fs.writeFileSync(
+      file,
+      [
+        "name: s3-short",
+        "regions: [us-east-1, eu-west-1]",
+        "load: { ratePerRegion: 100, durationSeconds: 3, warmupSeconds: 1 }",
+        "s3: { intervalMs: 300, pollMs: 200 }",
+        "slo: { lagSecondsMax: 10 }",
+        "baseline: { nats: false }",
+      ].join("\n"),
+    );
+    const r = await runCrr(["bench", "--scenario", file, "--out", out, "--check"]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const report = JSON.parse(fs.readFileSync(path.join(out, "slo-s3-short.json"), "utf8"));
+    expect(report.crr.integrity.ok).toBe(true);
+    expect(report.crr.notes.join()).toMatch(/S3 transport .*: [1-9]\d* PUT, [1-9]\d* GET, [1-9]\d* LIST/);
+    expect(() =>
+      parseScenario(
+        {
+          name: "x",
+          regions: ["a", "b"],
+          load: { ratePerRegion: 1, durationSeconds: 1 },
+          s3: {},
+          drills: [{ kind: "sigkill", region: "a", atSeconds: 1 }],
+        },
+        "x.yaml",
+      ),
+    ).toThrow("drills: not with s3");
+  });
+
   it("runs a short scenario with a latency fault and a SIGKILL drill; integrity and SLOs pass; the report renders", async () => {
     const out = tempDir();
     const r = await runCrr([
