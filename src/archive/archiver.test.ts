@@ -112,6 +112,38 @@ describe("archiver", () => {
     expect(ranges.at(-1)!.lastLsn).toBe(wal.durableLsn);
   });
 
+  it("archive.verify sampled reads back one object in N (the first always); complete reads back every one", async () => {
+    const wal = await Wal.open({ dir: tempDir(), region: "us-east-1", segmentBytesMax: 1 << 20 });
+    opened.push(wal);
+    const runs = async (sampleEvery: number) => {
+      const bucket = memoryBucket();
+      let gets = 0;
+      const get = bucket.store.get;
+      bucket.store.get = async (k) => (gets++, get(k));
+      const arch = new Archiver({
+        wal,
+        region: "us-east-1",
+        store: bucket.store,
+        ...testKeys("us-east-1"),
+        verify: { sampleEvery },
+        prefix: "crr",
+        where: `sampled ${sampleEvery}`,
+        intervalMs: 60_000,
+        dataDir: tempDir(),
+        runtime: realRuntime,
+        log: silentLogger(),
+      });
+      for (let i = 0; i < 6; i++) {
+        await wal.append({ key: `s${sampleEvery}-${i}`, tenant: "t", outcome: "accepted" });
+        await arch.pass();
+      }
+      expect(arch.status().objects).toBe(6);
+      return { gets, readBack: arch.status().readBack };
+    };
+    expect(await runs(3)).toEqual({ gets: 2, readBack: 2 });
+    expect(await runs(1)).toEqual({ gets: 6, readBack: 6 });
+  });
+
   it("resumes from its cursor after a restart, and starts over for another incarnation", async () => {
     const wal = await walWithSegments();
     const bucket = memoryBucket();

@@ -11,8 +11,8 @@ import { testKeys } from "../../test/support/seal.js";
 import { tempDir } from "../../test/support/tmp.js";
 import { silentLogger } from "../log.js";
 import { realRuntime } from "../runtime/index.js";
-import type { Seal } from "../protocol/index.js";
-import { Wal, decodeFrames } from "../wal/index.js";
+import { sealObject, type Seal } from "../protocol/index.js";
+import { Wal, decodeFrames, encodeSegmentHeader } from "../wal/index.js";
 import { Archiver } from "./archiver.js";
 import { ArchiveEvidence } from "./evidence.js";
 import { segmentObjectKey } from "./keys.js";
@@ -118,5 +118,70 @@ describe("the archive as recovery's evidence", () => {
       cursorFile: `${tempDir()}/archive.json`,
     });
     expect(await evidence.highestLsn(inc)).toBe(0);
+  });
+
+  it("review's cases: a junk object does not hide the genuine one; an I/O error is never 'no object'; two versions of an LSN are refused", async () => {
+    const dir = tempDir();
+    const b = bucket();
+    const wal = await Wal.open({ dir, region: "us-east-1", segmentBytesMax: 1 << 20 });
+    opened.push(wal);
+    for (let i = 0; i < 12; i++) await wal.append({ key: `k${i}`, tenant: "t", outcome: "accepted" });
+    const arch = new Archiver({
+      wal,
+      region: "us-east-1",
+      store: b.store,
+      ...testKeys("us-east-1"),
+      prefix: "crr",
+      where: "memory",
+      intervalMs: 60_000,
+      dataDir: tempDir(),
+      runtime: realRuntime,
+      log: silentLogger(),
+    });
+    await arch.pass();
+    const inc = wal.incarnation;
+    const key = (first: number, last: number) =>
+      segmentObjectKey("crr", { origin: "us-east-1", incarnation: inc, firstLsn: first, lastLsn: last });
+    // An unsealed object that sorts before the genuine one (first 1, longer range).
+    b.objects.set(key(1, 13), { body: Buffer.from("junk"), seal: {} });
+    const evidence = () =>
+      new ArchiveEvidence({
+        store: b.store,
+        prefix: "crr",
+        region: "us-east-1",
+        ...testKeys("us-east-1"),
+        cursorFile: `${tempDir()}/archive.json`,
+      });
+    const e = evidence();
+    expect(await e.highestLsn(inc)).toBe(12);
+    expect((await e.records(inc, 9, 12)).map((r) => r.lsn)).toEqual([9, 10, 11, 12]);
+    expect(e.refused.join()).toContain(key(1, 13));
+    // The bucket fails a GET: that is an error, not "the archive holds nothing".
+    const failing = { ...b.store, get: async () => Promise.reject(new Error("socket hang up")) };
+    await expect(
+      new ArchiveEvidence({
+        store: failing,
+        prefix: "crr",
+        region: "us-east-1",
+        ...testKeys("us-east-1"),
+        cursorFile: `${tempDir()}/archive.json`,
+      }).highestLsn(inc),
+    ).rejects.toThrow("socket hang up");
+    // Another object sealed with the region's key with other records under LSNs 9..12 (an
+    // LSN issued twice): refused, naming both objects.
+    b.objects.delete(key(1, 13));
+    const other = await Wal.open({ dir: tempDir(), region: "us-east-1", segmentBytesMax: 1 << 20 });
+    opened.push(other);
+    for (let i = 0; i < 12; i++) await other.append({ key: `other${i}`, tenant: "t", outcome: "accepted" });
+    const image = fs.readFileSync(other.activeDurable().path).subarray(0, other.activeDurable().bytes);
+    const body = Buffer.concat([
+      encodeSegmentHeader({ region: "us-east-1", firstLsn: 9, createdAtMs: 1, incarnation: inc }),
+      image.subarray(frameBounds(image).starts[8]!),
+    ]);
+    const what = { origin: "us-east-1", incarnation: inc, firstLsn: 9, lastLsn: 12 };
+    b.objects.set(key(9, 12), { body, seal: sealObject(testKeys("us-east-1").signer, { ...what, body }) });
+    await expect(evidence().records(inc, 9, 12)).rejects.toThrow(
+      `the archive holds two versions of LSN 9 of us-east-1/${inc} (${key(1, 12)} and ${key(9, 12)})`,
+    );
   });
 });

@@ -44,6 +44,9 @@ export const defaults = {
     requestAttempts: 3,
     /** Each S3 request must answer within this (then it is retried, and the pass fails). */
     requestTimeoutMs: 30_000,
+    /** "complete": every archived object is read back and checked before it counts; "sampled": one in verifySampleEvery (the others count on the put's checksum). */
+    verify: "complete" as "complete" | "sampled",
+    verifySampleEvery: 10,
     /** The audit log's sealed files are archived under S3 Object Lock (compliance mode) this many days; 0: without a lock. */
     auditLockDays: 0,
     /** A region that starts empty restores what the archive holds before copying the rest from its peers. */

@@ -196,6 +196,10 @@ function checkRegions(c: NodeConfig, problems: string[]): void {
   for (const [name, r] of Object.entries(c.regions))
     if (r.via === "s3" && !c.archive.s3)
       problems.push(`regions.${name}.via: s3 needs archive.s3 (the bucket the regions' archives are in)`);
+  if (c.archive.s3 && c.archive.objectBytesMax < c.audit.fileBytesMax + 1024 * 1024)
+    problems.push(
+      `archive.objectBytesMax: ${c.archive.objectBytesMax} must be at least audit.fileBytesMax + 1 MiB (${c.audit.fileBytesMax + 1024 * 1024}): an archived audit file could not be read back`,
+    );
   if (c.archive.s3 && c.archive.objectBytesMax < c.wal.segmentBytesMax + 1024 * 1024)
     problems.push(
       `archive.objectBytesMax: ${c.archive.objectBytesMax} must be at least wal.segmentBytesMax + 1 MiB (${c.wal.segmentBytesMax + 1024 * 1024}): an archived segment could not be read back`,
@@ -294,6 +298,8 @@ function archiveOf(a: Record<string, unknown>): NodeConfig["archive"] {
     requestTimeoutMs: (a.requestTimeoutMs as number | undefined) ?? defaults.archive.requestTimeoutMs,
     objectBytesMax: (a.objectBytesMax as number | undefined) ?? defaults.archive.objectBytesMax,
     bootstrap: (a.bootstrap as boolean | undefined) ?? defaults.archive.bootstrap,
+    verify: (a.verify as "complete" | "sampled" | undefined) ?? defaults.archive.verify,
+    verifySampleEvery: (a.verifySampleEvery as number | undefined) ?? defaults.archive.verifySampleEvery,
     auditLockDays: (a.auditLockDays as number | undefined) ?? defaults.archive.auditLockDays,
     s3: s3 && {
       bucket: s3.bucket!,

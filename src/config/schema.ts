@@ -108,6 +108,8 @@ export const configSchema = {
       requestTimeoutMs: positiveInt,
       objectBytesMax: positiveInt,
       bootstrap: { type: "boolean" },
+      verify: { enum: ["complete", "sampled"] },
+      verifySampleEvery: { type: "integer", minimum: 1 },
       auditLockDays: { type: "integer", minimum: 0, maximum: 36500 },
     }),
     shipper: section({

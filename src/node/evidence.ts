@@ -38,7 +38,7 @@ export interface EvidenceOptions {
   runtime: Runtime;
   log: Logger;
   /** The S3 archive, when configured: what this region archived before its WAL was damaged or lost. */
-  archive?: Pick<ArchiveEvidence, "highestLsn" | "records" | "cursor">;
+  archive?: Pick<ArchiveEvidence, "highestLsn" | "records" | "cursor" | "refused">;
 }
 
 const pageRecordsMax = 5000;
@@ -111,7 +111,9 @@ export class Evidence implements RecoveryEvidence {
   /** The highest LSN the archive holds (its local cursor alone, logged, when the bucket cannot be asked). */
   private async archivedLsn(incarnation: string): Promise<number> {
     try {
-      return await this.o.archive!.highestLsn(incarnation);
+      const lsn = await this.o.archive!.highestLsn(incarnation);
+      this.noteRefused();
+      return lsn;
     } catch (err) {
       this.o.log.warn(
         { err: (err as Error).message },
@@ -175,6 +177,7 @@ export class Evidence implements RecoveryEvidence {
     try {
       for (const r of await this.o.archive!.records(incarnation, fromLsn, toLsn))
         if (!found.has(r.lsn)) found.set(r.lsn, r);
+      this.noteRefused();
     } catch (err) {
       this.unanswered.push("the S3 archive");
       this.o.log.warn(
@@ -182,6 +185,16 @@ export class Evidence implements RecoveryEvidence {
         "recovery: could not read records from the S3 archive",
       );
     }
+  }
+
+  /** Objects under this region's prefix that are not its own: said, never taken as evidence. */
+  private noteRefused(): void {
+    const refused = this.o.archive!.refused.splice(0);
+    if (refused.length > 0)
+      this.o.log.error(
+        { refused: refused.slice(0, 10), count: refused.length },
+        "recovery: objects in the S3 archive under this region's prefix are not its own (no seal of its key); passed over",
+      );
   }
 
   private async fromPeers(

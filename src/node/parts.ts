@@ -195,7 +195,7 @@ function archiveEvidenceOf(
   config: NodeConfig,
   credentials: Credentials,
   runtime: Runtime,
-): Pick<ArchiveEvidence, "highestLsn" | "records" | "cursor"> | undefined {
+): Pick<ArchiveEvidence, "highestLsn" | "records" | "cursor" | "refused"> | undefined {
   const a = config.archive;
   if (!a.s3) return undefined;
   const s3 = a.s3;
@@ -208,6 +208,7 @@ function archiveEvidenceOf(
       objectBytesMax: a.objectBytesMax,
       cursorFile: path.join(config.dataDir, "archive.json"),
     });
+  const refused: string[] = [];
   const ask = async <T>(question: (e: ArchiveEvidence) => Promise<T>): Promise<T> => {
     const store = s3ArchiveStore({
       s3,
@@ -216,9 +217,11 @@ function archiveEvidenceOf(
       runtime,
       onRequest: () => undefined,
     });
+    const e = evidenceOf(store);
     try {
-      return await question(evidenceOf(store));
+      return await question(e);
     } finally {
+      refused.push(...e.refused);
       store.close();
     }
   };
@@ -226,5 +229,6 @@ function archiveEvidenceOf(
     highestLsn: (incarnation) => ask((e) => e.highestLsn(incarnation)),
     records: (incarnation, fromLsn, toLsn) => ask((e) => e.records(incarnation, fromLsn, toLsn)),
     cursor: (incarnation) => archiveCursorLsn(path.join(config.dataDir, "archive.json"), incarnation),
+    refused,
   };
 }

@@ -218,6 +218,7 @@ export function archiverOf(r: Region): Archiver | undefined {
       runtime: r.runtime,
     }),
     ...keys,
+    verify: { sampleEvery: a.verify === "sampled" ? a.verifySampleEvery : 1 },
     prefix: a.s3.prefix,
     where,
     intervalMs: a.intervalMs,

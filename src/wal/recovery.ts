@@ -348,7 +348,7 @@ async function restoredFrames(
       offset,
       from,
       to,
-      `${missing} of them (first ${firstMissing}) are held by neither this region's store nor its peers (${reason}). Nothing was changed. To start anyway as a new incarnation (the intact records are kept in the store): crr serve --config FILE --accept-wal-loss`,
+      `${missing} of them (first ${firstMissing}) are held by nothing recovery could ask (this region's store, its peers, its S3 archive when it has one: the log names any that did not answer) (${reason}). Nothing was changed. To start anyway as a new incarnation (the intact records are kept in the store): crr serve --config FILE --accept-wal-loss`,
     );
   }
   return encodeFrames(got.map((r) => ({ ...r, flags: 0 })));

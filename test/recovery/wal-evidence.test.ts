@@ -69,7 +69,7 @@ describe("recovery weighs the evidence of what was acknowledged", () => {
     expect(refused.stderr).toMatch(
       new RegExp(`${path.basename(segment)} at offset \\d+: LSNs 58\\.\\.58 were acknowledged`),
     );
-    expect(refused.stderr).toMatch(/held by neither this region's store nor its peers/);
+    expect(refused.stderr).toMatch(/held by nothing recovery could ask/);
     expect(refused.stderr).toMatch(/--accept-wal-loss/);
     expect(Number(/at offset (\d+)/.exec(refused.stderr)![1])).toBeLessThanOrEqual(offset);
     expect(sha256(segment)).toBe(before); // nothing was cut
