@@ -199,8 +199,8 @@ const mutants = [
   {
     name: "the archive's objects beyond its cursor are not evidence",
     file: "src/archive/evidence.ts",
-    from: "        best = obj.lastLsn;\n",
-    to: "        void obj;\n",
+    from: "      if (await this.genuine(obj)) best = obj.lastLsn;\n",
+    to: "      void obj;\n",
     tests: ["src/archive/evidence.test.ts"],
   },
   {
