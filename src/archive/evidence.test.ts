@@ -49,6 +49,33 @@ function bucket() {
   return { objects, store };
 }
 
+/** The archiver of region us-east-1 into `store` (one pass archives what the WAL holds). */
+function archiverOf(wal: Wal, store: ArchiveStore, dataDir = tempDir()): Archiver {
+  return new Archiver({
+    wal,
+    region: "us-east-1",
+    store,
+    ...testKeys("us-east-1"),
+    prefix: "crr",
+    where: "memory",
+    intervalMs: 60_000,
+    dataDir,
+    runtime: realRuntime,
+    log: silentLogger(),
+  });
+}
+
+/** Region us-east-1's archive as evidence, with the cursor at `cursorFile` (none by default). */
+function evidenceOf(store: ArchiveStore, cursorFile = `${tempDir()}/archive.json`): ArchiveEvidence {
+  return new ArchiveEvidence({
+    store,
+    prefix: "crr",
+    region: "us-east-1",
+    ...testKeys("us-east-1"),
+    cursorFile,
+  });
+}
+
 describe("the archive as recovery's evidence", () => {
   it("a WAL that lost archived LSNs gets them back from the archive, not issued again", async () => {
     const dir = tempDir();
@@ -56,18 +83,7 @@ describe("the archive as recovery's evidence", () => {
     const b = bucket();
     let wal = await Wal.open({ dir, region: "us-east-1", segmentBytesMax: 1 << 20 });
     for (let i = 0; i < 12; i++) await wal.append({ key: `k${i}`, tenant: "t", outcome: "accepted" });
-    const archiver = new Archiver({
-      wal,
-      region: "us-east-1",
-      store: b.store,
-      ...testKeys("us-east-1"),
-      prefix: "crr",
-      where: "memory",
-      intervalMs: 60_000,
-      dataDir,
-      runtime: realRuntime,
-      log: silentLogger(),
-    });
+    const archiver = archiverOf(wal, b.store, dataDir);
     await archiver.pass();
     expect(archiver.verifiedLsn).toBe(12);
     const originals = await recordsFrom(wal, 9);
@@ -76,13 +92,7 @@ describe("the archive as recovery's evidence", () => {
     await wal.close();
     fs.truncateSync(file, frameBounds(fs.readFileSync(file)).ends[7]!); // LSNs 9..12 gone, cleanly
     fs.rmSync(`${dataDir}/archive.json`); // and the cursor with them: the listing must tell
-    const evidence = new ArchiveEvidence({
-      store: b.store,
-      prefix: "crr",
-      region: "us-east-1",
-      ...testKeys("us-east-1"),
-      cursorFile: `${dataDir}/archive.json`,
-    });
+    const evidence = evidenceOf(b.store, `${dataDir}/archive.json`);
     wal = await Wal.open({
       dir,
       region: "us-east-1",
@@ -110,13 +120,7 @@ describe("the archive as recovery's evidence", () => {
         seal: {},
       },
     );
-    const evidence = new ArchiveEvidence({
-      store: b.store,
-      prefix: "crr",
-      region: "us-east-1",
-      ...testKeys("us-east-1"),
-      cursorFile: `${tempDir()}/archive.json`,
-    });
+    const evidence = evidenceOf(b.store);
     expect(await evidence.highestLsn(inc)).toBe(0);
   });
 
@@ -126,47 +130,21 @@ describe("the archive as recovery's evidence", () => {
     const wal = await Wal.open({ dir, region: "us-east-1", segmentBytesMax: 1 << 20 });
     opened.push(wal);
     for (let i = 0; i < 12; i++) await wal.append({ key: `k${i}`, tenant: "t", outcome: "accepted" });
-    const arch = new Archiver({
-      wal,
-      region: "us-east-1",
-      store: b.store,
-      ...testKeys("us-east-1"),
-      prefix: "crr",
-      where: "memory",
-      intervalMs: 60_000,
-      dataDir: tempDir(),
-      runtime: realRuntime,
-      log: silentLogger(),
-    });
+    const arch = archiverOf(wal, b.store);
     await arch.pass();
     const inc = wal.incarnation;
     const key = (first: number, last: number) =>
       segmentObjectKey("crr", { origin: "us-east-1", incarnation: inc, firstLsn: first, lastLsn: last });
     // An unsealed object that sorts before the genuine one (first 1, longer range).
     b.objects.set(key(1, 13), { body: Buffer.from("junk"), seal: {} });
-    const evidence = () =>
-      new ArchiveEvidence({
-        store: b.store,
-        prefix: "crr",
-        region: "us-east-1",
-        ...testKeys("us-east-1"),
-        cursorFile: `${tempDir()}/archive.json`,
-      });
+    const evidence = () => evidenceOf(b.store);
     const e = evidence();
     expect(await e.highestLsn(inc)).toBe(12);
     expect((await e.records(inc, 9, 12)).map((r) => r.lsn)).toEqual([9, 10, 11, 12]);
     expect(e.refused.join()).toContain(key(1, 13));
     // The bucket fails a GET: that is an error, not "the archive holds nothing".
     const failing = { ...b.store, get: async () => Promise.reject(new Error("socket hang up")) };
-    await expect(
-      new ArchiveEvidence({
-        store: failing,
-        prefix: "crr",
-        region: "us-east-1",
-        ...testKeys("us-east-1"),
-        cursorFile: `${tempDir()}/archive.json`,
-      }).highestLsn(inc),
-    ).rejects.toThrow("socket hang up");
+    await expect(evidenceOf(failing).highestLsn(inc)).rejects.toThrow("socket hang up");
     // Another object sealed with the region's key with other records under LSNs 9..12 (an
     // LSN issued twice): refused, naming both objects.
     b.objects.delete(key(1, 13));

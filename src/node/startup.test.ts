@@ -74,30 +74,46 @@ function memoryStore() {
   return { store, held, marks };
 }
 
+/** Region r0's startup checks, empty, with `links` and the answers `views` gave at open. */
+function checksOf(
+  links: PeerLink[],
+  views: () => Promise<Map<string, WatermarksView>>,
+  store: CopyStore,
+  bootstrapWaitMs: number,
+) {
+  const audits: Array<Record<string, unknown>> = [];
+  const checks = new StartupChecks({
+    region: "r0",
+    incarnation: "b".repeat(32),
+    empty: true,
+    links,
+    views,
+    store,
+    clock: new HybridClock({ wallClock: () => realRuntime.nowMs() }),
+    accepts: () => true,
+    aliveMs: 1000,
+    probeIntervalMs: 1000,
+    boot: "boot",
+    previousBoot: undefined,
+    bootstrapWaitMs,
+    startAlone: false,
+    log: silentLogger(),
+    runtime: realRuntime,
+    audit: async (e) => void audits.push(e),
+  });
+  return { checks, audits };
+}
+
 describe("StartupChecks bootstrap", () => {
   it("a copy retried after a failure still copies from every peer that answered, not only those answering again", async () => {
     const links = [peer("r1", 3, true), peer("r2", 2, false)];
     const { store, held, marks } = memoryStore();
-    const audits: Array<Record<string, unknown>> = [];
-    const checks = new StartupChecks({
-      region: "r0",
-      incarnation: "b".repeat(32),
-      empty: true,
+    const { checks, audits } = checksOf(
       links,
-      views: async () => new Map([...links].map((l) => [l.peer, view(l.peer, l.peer === "r1" ? 3 : 2)])),
+      async () => new Map([...links].map((l) => [l.peer, view(l.peer, l.peer === "r1" ? 3 : 2)])),
       store,
-      clock: new HybridClock({ wallClock: () => realRuntime.nowMs() }),
-      accepts: () => true,
-      aliveMs: 1000,
-      probeIntervalMs: 1000,
-      boot: "boot",
-      previousBoot: undefined,
-      bootstrapWaitMs: 20_000,
-      startAlone: false,
-      log: silentLogger(),
-      runtime: realRuntime,
-      audit: async (e) => void audits.push(e),
-    });
+      20_000,
+    );
     await checks.run();
     // r1 alone held LSN 3 of our older incarnation (acknowledged before the disk was lost).
     expect(held.has("t/k3")).toBe(true);
@@ -124,26 +140,12 @@ describe("StartupChecks bootstrap", () => {
       }) as unknown as PeerLink;
     const start = (links: PeerLink[], answered: string[]) => {
       const { store, held } = memoryStore();
-      const audits: Array<Record<string, unknown>> = [];
-      const checks = new StartupChecks({
-        region: "r0",
-        incarnation: "b".repeat(32),
-        empty: true,
+      const { checks, audits } = checksOf(
         links,
-        views: async () => new Map(answered.map((p) => [p, view(p, 3)])),
+        async () => new Map(answered.map((p) => [p, view(p, 3)])),
         store,
-        clock: new HybridClock({ wallClock: () => realRuntime.nowMs() }),
-        accepts: () => true,
-        aliveMs: 1000,
-        probeIntervalMs: 1000,
-        boot: "boot",
-        previousBoot: undefined,
-        bootstrapWaitMs: 300,
-        startAlone: false,
-        log: silentLogger(),
-        runtime: realRuntime,
-        audit: async (e) => void audits.push(e),
-      });
+        300,
+      );
       return { checks, held, audits };
     };
     // r1 answered with its state at open and is bootstrapping now; r3 (the one that may hold

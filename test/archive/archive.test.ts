@@ -87,6 +87,11 @@ async function archivedRecords(s3: TestS3, prefix: string): Promise<Map<number, 
   return byLsn;
 }
 
+/** The `archive.s3` block of every test: one bucket on the test's s3rver, prefix "crr". */
+function bucketAt(endpoint: string, bucket: string) {
+  return { bucket, endpoint, forcePathStyle: true, region: "us-east-1", prefix: "crr" };
+}
+
 async function archivedCluster(s3Endpoint: string, bucket: string) {
   return Cluster.start({
     regions: ["us-east-1", "eu-west-1"],
@@ -94,7 +99,7 @@ async function archivedCluster(s3Endpoint: string, bucket: string) {
     common: {
       wal: { segmentBytesMax: 4096, retentionIntervalMs: 200 },
       archive: {
-        s3: { bucket, endpoint: s3Endpoint, forcePathStyle: true, region: "us-east-1", prefix: "crr" },
+        s3: bucketAt(s3Endpoint, bucket),
         intervalMs: 200,
         requestAttempts: 2,
       },
@@ -268,13 +273,7 @@ describe("S3 archive", () => {
         regions: { "us-east-1": { via: "s3" }, "eu-west-1": { via: "s3" } },
         wal: { segmentBytesMax: 4096 },
         archive: {
-          s3: {
-            bucket: s3.bucket,
-            endpoint: s3.endpoint,
-            forcePathStyle: true,
-            region: "us-east-1",
-            prefix: "crr",
-          },
+          s3: bucketAt(s3.endpoint, s3.bucket),
           intervalMs: 200,
           pollMs: 200,
         },
@@ -336,13 +335,7 @@ describe("S3 archive", () => {
       env: s3Credentials,
       common: {
         archive: {
-          s3: {
-            bucket: s3.bucket,
-            endpoint: s3.endpoint,
-            forcePathStyle: true,
-            region: "us-east-1",
-            prefix: "crr",
-          },
+          s3: bucketAt(s3.endpoint, s3.bucket),
           intervalMs: 200,
         },
       },
@@ -426,13 +419,7 @@ async function addRegion(how: "archive.bootstrap" | "crr bootstrap"): Promise<vo
   const s3 = await startS3();
   closing.push(() => s3.close());
   const archive = {
-    s3: {
-      bucket: s3.bucket,
-      endpoint: s3.endpoint,
-      forcePathStyle: true,
-      region: "us-east-1",
-      prefix: "crr",
-    },
+    s3: bucketAt(s3.endpoint, s3.bucket),
     intervalMs: 200,
   };
   const cluster = await Cluster.start({
