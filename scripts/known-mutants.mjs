@@ -211,6 +211,13 @@ const mutants = [
     tests: ["src/archive/archiver.test.ts"],
   },
   {
+    name: "a restore takes one of two versions of an LSN silently",
+    file: "src/archive/restore.ts",
+    from: "    await checkVersions(s, framesOf);\n",
+    to: "    void framesOf;\n",
+    tests: ["src/archive/evidence.test.ts"],
+  },
+  {
     name: "an archived object applied without its origin's seal",
     file: "src/archive/restore.ts",
     from: 'if (sealed !== "ok") throw new Error(`archived ${obj.key} refused: ${sealed}`);',

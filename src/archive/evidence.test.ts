@@ -5,6 +5,9 @@
  * cursor; an object not sealed by the region is no evidence.
  */
 import fs from "node:fs";
+import path from "node:path";
+import { openStore } from "../../test/support/shipper-peer.js";
+import type { ReplicationPolicy } from "../config/index.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { frameBounds } from "../../test/support/segments.js";
 import { testKeys } from "../../test/support/seal.js";
@@ -15,6 +18,7 @@ import { sealObject, type Seal } from "../protocol/index.js";
 import { Wal, decodeFrames, encodeSegmentHeader } from "../wal/index.js";
 import { Archiver } from "./archiver.js";
 import { ArchiveEvidence } from "./evidence.js";
+import { listAll, planRestore, restoreInto } from "./restore.js";
 import { segmentObjectKey } from "./keys.js";
 import type { ArchiveStore, StoredObject } from "./s3-store.js";
 
@@ -161,5 +165,37 @@ describe("the archive as recovery's evidence", () => {
     await expect(evidence().records(inc, 9, 12)).rejects.toThrow(
       `the archive holds two versions of LSN 9 of us-east-1/${inc} (${key(1, 12)} and ${key(9, 12)})`,
     );
+    // A restore (and a bootstrap's seed) refuses the stream too, before applying any of it.
+    const restore = async () => {
+      const into = openStore(path.join(tempDir(), "restored.sqlite"));
+      const plan = planRestore(await listAll(b.store, "crr/"), { prefix: "crr", origins: ["us-east-1"] });
+      const run = restoreInto({
+        store: b.store,
+        plan,
+        into,
+        toMs: undefined,
+        policy: { accepts: () => true } as unknown as ReplicationPolicy,
+        self: "eu-west-1",
+        keys: testKeys("us-east-1").keys,
+        objectBytesMax: 1 << 24,
+      });
+      return { run, into };
+    };
+    const refused = await restore();
+    await expect(refused.run).rejects.toThrow(`two versions of LSN 9 of us-east-1/${inc}`);
+    expect(await refused.into.watermark("us-east-1", inc)).toBe(0);
+    // The same LSNs with the same records (an origin's restart re-archives what it had): fine.
+    const same = Buffer.concat([
+      encodeSegmentHeader({ region: "us-east-1", firstLsn: 9, createdAtMs: 1, incarnation: inc }),
+      fs
+        .readFileSync(wal.activeDurable().path)
+        .subarray(frameBounds(fs.readFileSync(wal.activeDurable().path)).starts[8]!),
+    ]);
+    b.objects.set(key(9, 12), {
+      body: same,
+      seal: sealObject(testKeys("us-east-1").signer, { ...what, body: same }),
+    });
+    const agreed = await restore();
+    expect((await agreed.run).records).toBe(12);
   });
 });

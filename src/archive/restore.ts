@@ -9,7 +9,7 @@
  * that cover its LSNs from 1 (of several objects with one first LSN, the longest); a
  * stretch of LSNs no object holds is refused, naming it, before anything is written. Each object is
  * then checked as the archiver checked it (its origin's seal over its bytes, a whole scan of
- * the LSN range its key names).
+ * the LSN range its key names), and objects that share LSNs must agree on them.
  */
 import type { ReplicationPolicy } from "../config/index.js";
 import { checkSeal, type KeyRing } from "../protocol/index.js";
@@ -22,6 +22,8 @@ export interface RestorePlanStream {
   origin: string;
   incarnation: string;
   objects: Array<SegmentObject & { key: string }>;
+  /** Objects not taken whose LSNs the taken ones cover too: read to check they agree. */
+  overlapping: Array<SegmentObject & { key: string }>;
   firstLsn: number;
   lastLsn: number;
 }
@@ -70,9 +72,13 @@ export function planRestore(
   for (const objects of streams.values()) {
     objects.sort((a, b) => a.firstLsn - b.firstLsn || b.lastLsn - a.lastLsn);
     const chosen: Array<SegmentObject & { key: string }> = [];
+    const overlapping: Array<SegmentObject & { key: string }> = [];
     let covered = 0; // every incarnation's stream starts at LSN 1
     for (const o of objects) {
-      if (o.lastLsn <= covered) continue; // a shorter copy of what is already covered
+      if (o.lastLsn <= covered) {
+        overlapping.push(o); // a shorter copy of what is already covered
+        continue;
+      }
       if (o.firstLsn > covered + 1 && only.upToHoles) break;
       if (o.firstLsn > covered + 1)
         throw new ArchiveGapError(o.origin, o.incarnation, covered + 1, o.firstLsn - 1);
@@ -80,7 +86,8 @@ export function planRestore(
       covered = o.lastLsn;
     }
     const { origin, incarnation } = objects[0]!;
-    if (chosen.length > 0) plan.push({ origin, incarnation, objects: chosen, firstLsn: 1, lastLsn: covered });
+    if (chosen.length > 0)
+      plan.push({ origin, incarnation, objects: chosen, overlapping, firstLsn: 1, lastLsn: covered });
   }
   return plan.sort((a, b) => a.origin.localeCompare(b.origin) || a.incarnation.localeCompare(b.incarnation));
 }
@@ -119,10 +126,12 @@ export async function restoreInto(o: {
     let records = 0;
     let past = false;
     let lastMs: number | undefined;
+    const framesOf = async (obj: SegmentObject & { key: string }) =>
+      checkedFrames(obj, await o.store.get(obj.key, o.objectBytesMax), o.keys);
+    await checkVersions(s, framesOf);
     for (const obj of s.objects) {
       if (past) break;
-      const got = await o.store.get(obj.key, o.objectBytesMax);
-      const frames = checkedFrames(obj, got, o.keys);
+      const frames = await framesOf(obj);
       report.objects++;
       const fresh = frames.filter((r) => r.lsn > applied);
       const cut = o.toMs === undefined ? -1 : fresh.findIndex((r) => r.hlc.wallMs > o.toMs!);
@@ -156,6 +165,62 @@ export async function restoreInto(o: {
   }
   o.into.syncNow();
   return report;
+}
+
+/**
+ * Objects of one stream that hold the same LSNs must hold the same records: two versions of
+ * an LSN (a WAL that issued archived LSNs again) are refused, naming both objects, before
+ * anything of the stream is applied. Only the objects that share LSNs are read for it (after
+ * an origin's restart, one object overlaps the ones before it), and only those LSNs kept.
+ */
+async function checkVersions(
+  s: RestorePlanStream,
+  framesOf: (obj: SegmentObject & { key: string }) => Promise<WalRecord[]>,
+): Promise<void> {
+  const versions = new TwoVersions(s);
+  const involved = [...s.objects.filter((x) => versions.touches(x)), ...s.overlapping].sort(
+    (a, b) => a.firstLsn - b.firstLsn,
+  );
+  for (const obj of involved) {
+    let frames: WalRecord[];
+    try {
+      frames = await framesOf(obj);
+    } catch (err) {
+      if (s.objects.includes(obj)) throw err;
+      continue; // an object not taken that is not the origin's: no version of anything
+    }
+    versions.note(obj.key, frames);
+  }
+}
+
+class TwoVersions {
+  private readonly ranges: Array<[number, number]> = [];
+  private readonly seen = new Map<number, { record: string; key: string }>();
+
+  constructor(private readonly s: RestorePlanStream) {
+    for (const x of s.overlapping) this.ranges.push([x.firstLsn, x.lastLsn]);
+    s.objects.forEach((x, i) => {
+      const before = s.objects[i - 1];
+      if (before && x.firstLsn <= before.lastLsn) this.ranges.push([x.firstLsn, before.lastLsn]);
+    });
+  }
+
+  touches(x: SegmentObject): boolean {
+    return this.ranges.some(([a, b]) => x.firstLsn <= b && x.lastLsn >= a);
+  }
+
+  note(key: string, frames: readonly WalRecord[]): void {
+    for (const r of frames) {
+      if (!this.ranges.some(([a, b]) => r.lsn >= a && r.lsn <= b)) continue;
+      const record = JSON.stringify(r);
+      const seen = this.seen.get(r.lsn);
+      if (!seen) this.seen.set(r.lsn, { record, key });
+      else if (seen.record !== record)
+        throw new Error(
+          `the archive holds two versions of LSN ${r.lsn} of ${this.s.origin}/${this.s.incarnation} (${seen.key} and ${key}): which one was acknowledged is unknown; nothing of this stream was restored`,
+        );
+    }
+  }
 }
 
 /**
