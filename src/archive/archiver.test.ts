@@ -9,7 +9,7 @@ import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/support/tmp.js";
 import { silentLogger } from "../log.js";
-import { testKeys } from "../../test/support/seal.js";
+import { testArchiver, testKeys } from "../../test/support/seal.js";
 import { realRuntime } from "../runtime/index.js";
 import type { Seal } from "../protocol/index.js";
 import { Wal, segmentHeaderBytes } from "../wal/index.js";
@@ -65,26 +65,11 @@ async function walWithSegments(): Promise<Wal> {
   return wal;
 }
 
-function archiver(wal: Wal, store: ArchiveStore, dataDir = tempDir(), where = "test bucket"): Archiver {
-  return new Archiver({
-    wal,
-    region: "us-east-1",
-    store,
-    ...testKeys("us-east-1"),
-    prefix: "crr",
-    where,
-    intervalMs: 60_000,
-    dataDir,
-    runtime: realRuntime,
-    log: silentLogger(),
-  });
-}
-
 describe("archiver", () => {
   it("verifies every copy it counts; a copy that reads back different is put again next pass", async () => {
     const wal = await walWithSegments();
     const bucket = memoryBucket();
-    const arch = archiver(wal, bucket.store);
+    const arch = testArchiver(wal, bucket.store);
     const spoils: Array<[string, (o: StoredObject) => void]> = [
       ["reads back with SHA-256", (o) => void (o.body[200]! ^= 1)],
       ["its metadata says", (o) => void (o.seal.sha256Hex = "0".repeat(64))],
@@ -148,14 +133,14 @@ describe("archiver", () => {
     const wal = await walWithSegments();
     const bucket = memoryBucket();
     const dataDir = tempDir();
-    await archiver(wal, bucket.store, dataDir).pass();
+    await testArchiver(wal, bucket.store, dataDir).pass();
     const puts = bucket.puts;
-    const again = archiver(wal, bucket.store, dataDir);
+    const again = testArchiver(wal, bucket.store, dataDir);
     expect(again.verifiedLsn).toBe(wal.durableLsn);
     await again.pass();
     expect(bucket.puts).toBe(puts); // nothing to do
     const other = await walWithSegments(); // another WAL: another incarnation
-    expect(archiver(other, bucket.store, dataDir).verifiedLsn).toBe(0);
+    expect(testArchiver(other, bucket.store, dataDir).verifiedLsn).toBe(0);
   });
 
   it("names what is archived by origin, incarnation and LSN range", () => {
@@ -178,7 +163,7 @@ describe("archiver", () => {
     const wal = await Wal.open({ dir: tempDir(), region: "us-east-1" }); // one big segment
     opened.push(wal);
     const bucket = memoryBucket();
-    const arch = archiver(wal, bucket.store);
+    const arch = testArchiver(wal, bucket.store);
     const sizes: number[] = [];
     for (let round = 0; round < 4; round++) {
       for (let i = 0; i < 50; i++)
@@ -242,7 +227,7 @@ describe("archiver under review's cases", () => {
       }
       return put(k, b, seal);
     };
-    const arch = archiver(wal, bucket.store);
+    const arch = testArchiver(wal, bucket.store);
     const pass = arch.pass();
     await inPut;
     const active = wal.activeDurable().firstLsn;
@@ -267,7 +252,7 @@ describe("archiver under review's cases", () => {
       await append(wal, 5, "during"); // a busy region: more records while each upload runs
       return put(k, b, seal);
     };
-    const arch = archiver(wal, bucket.store);
+    const arch = testArchiver(wal, bucket.store);
     await arch.pass();
     expect(bucket.puts).toBe(1);
     expect(arch.verifiedLsn).toBe(5);
@@ -282,7 +267,7 @@ describe("archiver under review's cases", () => {
     const bucket = memoryBucket();
     let wal = await Wal.open({ dir, region: "us-east-1", segmentBytesMax: 1 << 20 });
     await append(wal, 20, "old");
-    await archiver(wal, bucket.store, dataDir).pass();
+    await testArchiver(wal, bucket.store, dataDir).pass();
     const file = wal.activeDurable().path;
     await wal.close();
     // The disk loses a synced tail (LSNs 11..20).
@@ -293,7 +278,7 @@ describe("archiver under review's cases", () => {
     wal = await Wal.open({ dir, region: "us-east-1", segmentBytesMax: 1 << 20 });
     opened.push(wal);
     await append(wal, 5, "new"); // LSNs 11..15 again
-    const again = archiver(wal, bucket.store, dataDir);
+    const again = testArchiver(wal, bucket.store, dataDir);
     await again.pass();
     expect(again.verifiedLsn).toBe(15);
     expect(again.status().lastError).toContain("archive.json says LSNs up to 20");
@@ -303,7 +288,7 @@ describe("archiver under review's cases", () => {
     ).toBe(true);
     // Another bucket: everything again.
     const other = memoryBucket();
-    const moved = archiver(wal, other.store, dataDir, "another bucket");
+    const moved = testArchiver(wal, other.store, dataDir, "another bucket");
     expect(moved.verifiedLsn).toBe(0);
     await moved.pass();
     expect(covered(other).size).toBe(15);

@@ -10,13 +10,10 @@ import { openStore } from "../../test/support/shipper-peer.js";
 import type { ReplicationPolicy } from "../config/index.js";
 import { afterEach, describe, expect, it } from "vitest";
 import { frameBounds } from "../../test/support/segments.js";
-import { testKeys } from "../../test/support/seal.js";
+import { testArchiver, testKeys } from "../../test/support/seal.js";
 import { tempDir } from "../../test/support/tmp.js";
-import { silentLogger } from "../log.js";
-import { realRuntime } from "../runtime/index.js";
 import { sealObject, type Seal } from "../protocol/index.js";
 import { Wal, decodeFrames, encodeSegmentHeader } from "../wal/index.js";
-import { Archiver } from "./archiver.js";
 import { ArchiveEvidence } from "./evidence.js";
 import { listAll, planRestore, restoreInto } from "./restore.js";
 import { segmentObjectKey } from "./keys.js";
@@ -53,22 +50,6 @@ function bucket() {
   return { objects, store };
 }
 
-/** The archiver of region us-east-1 into `store` (one pass archives what the WAL holds). */
-function archiverOf(wal: Wal, store: ArchiveStore, dataDir = tempDir()): Archiver {
-  return new Archiver({
-    wal,
-    region: "us-east-1",
-    store,
-    ...testKeys("us-east-1"),
-    prefix: "crr",
-    where: "memory",
-    intervalMs: 60_000,
-    dataDir,
-    runtime: realRuntime,
-    log: silentLogger(),
-  });
-}
-
 /** Region us-east-1's archive as evidence, with the cursor at `cursorFile` (none by default). */
 function evidenceOf(store: ArchiveStore, cursorFile = `${tempDir()}/archive.json`): ArchiveEvidence {
   return new ArchiveEvidence({
@@ -87,7 +68,7 @@ describe("the archive as recovery's evidence", () => {
     const b = bucket();
     let wal = await Wal.open({ dir, region: "us-east-1", segmentBytesMax: 1 << 20 });
     for (let i = 0; i < 12; i++) await wal.append({ key: `k${i}`, tenant: "t", outcome: "accepted" });
-    const archiver = archiverOf(wal, b.store, dataDir);
+    const archiver = testArchiver(wal, b.store, dataDir);
     await archiver.pass();
     expect(archiver.verifiedLsn).toBe(12);
     const originals = await recordsFrom(wal, 9);
@@ -134,7 +115,7 @@ describe("the archive as recovery's evidence", () => {
     const wal = await Wal.open({ dir, region: "us-east-1", segmentBytesMax: 1 << 20 });
     opened.push(wal);
     for (let i = 0; i < 12; i++) await wal.append({ key: `k${i}`, tenant: "t", outcome: "accepted" });
-    const arch = archiverOf(wal, b.store);
+    const arch = testArchiver(wal, b.store);
     await arch.pass();
     const inc = wal.incarnation;
     const key = (first: number, last: number) =>

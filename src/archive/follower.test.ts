@@ -15,11 +15,10 @@ import { IncarnationTracker } from "../node/incarnations.js";
 import { Reader } from "../reader/index.js";
 import { realRuntime } from "../runtime/index.js";
 import { Wal } from "../wal/index.js";
-import { Archiver } from "./archiver.js";
 import { ArchiveFollower } from "./follower.js";
 import { segmentObjectKey } from "./keys.js";
 import { sealObject, sha256Hex, type Seal } from "../protocol/index.js";
-import { sealRing, testKeys } from "../../test/support/seal.js";
+import { sealRing, testArchiver, testKeys } from "../../test/support/seal.js";
 import { checkedFrames } from "./restore.js";
 import type { ArchiveStore, StoredObject } from "./s3-store.js";
 
@@ -102,21 +101,6 @@ function follower(store: ArchiveStore, r: Reader, peer: ReturnType<typeof openSt
   });
 }
 
-function archiver(wal: Wal, store: ArchiveStore, dataDir: string) {
-  return new Archiver({
-    wal,
-    region: origin,
-    store,
-    ...testKeys(origin),
-    prefix: "crr",
-    where: "test bucket",
-    intervalMs: 60_000,
-    dataDir,
-    runtime: realRuntime,
-    log: silentLogger(),
-  });
-}
-
 async function append(wal: Wal, n: number, from: number) {
   for (let i = from; i < from + n; i++) await wal.append({ key: `k${i}`, tenant: "t", outcome: "accepted" });
 }
@@ -127,7 +111,7 @@ describe("archive follower", () => {
     opened.push(wal);
     const bucket = s3LikeBucket();
     const dataDir = tempDir();
-    const a1 = archiver(wal, bucket.store, dataDir);
+    const a1 = testArchiver(wal, bucket.store, dataDir);
     await append(wal, 10, 0);
     await a1.pass(); // 1-10
     await append(wal, 5, 10);
@@ -138,7 +122,7 @@ describe("archive follower", () => {
     expect(await store.watermark(origin, wal.incarnation)).toBe(15);
 
     await append(wal, 5, 15);
-    const a2 = archiver(wal, bucket.store, dataDir); // the origin restarted: its tail is in memory only
+    const a2 = testArchiver(wal, bucket.store, dataDir); // the origin restarted: its tail is in memory only
     await a2.pass(); // 16-20: from the LSN after its cursor, not the file's start
     await append(wal, 5, 20);
     await a2.pass(); // 21-25
@@ -169,7 +153,7 @@ describe("archive follower", () => {
     const wal = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
     opened.push(wal);
     const bucket = s3LikeBucket();
-    const arch = archiver(wal, bucket.store, tempDir());
+    const arch = testArchiver(wal, bucket.store, tempDir());
     await append(wal, 3, 0);
     await arch.pass();
     bucket.objects.set(`crr/${origin}/${wal.incarnation}/~junk`, { body: Buffer.alloc(1), seal: {} });
@@ -189,7 +173,7 @@ describe("archive follower", () => {
     opened.push(wal);
     const bucket = s3LikeBucket();
     await append(wal, 10, 0);
-    await archiver(wal, bucket.store, tempDir()).pass();
+    await testArchiver(wal, bucket.store, tempDir()).pass();
     // An old incarnation's object that does not check (bit rot, a forgery, or a clock_skew refusal).
     const old = "0".repeat(32);
     bucket.objects.set(segmentObjectKey("crr", { origin, incarnation: old, firstLsn: 1, lastLsn: 3 }), {
@@ -208,7 +192,7 @@ describe("archive follower", () => {
     opened.push(wal);
     const bucket = s3LikeBucket();
     await append(wal, 10, 0);
-    await archiver(wal, bucket.store, tempDir()).pass(); // the origin archives under "crr"
+    await testArchiver(wal, bucket.store, tempDir()).pass(); // the origin archives under "crr"
     const { store, reader: rd } = reader();
     const f = follower(bucket.store, rd, store, "crr-eu");
     for (let i = 0; i < 30; i++) await f.poll();
@@ -220,7 +204,7 @@ describe("archive follower", () => {
     const wal = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
     opened.push(wal);
     const bucket = s3LikeBucket();
-    const arch = archiver(wal, bucket.store, tempDir());
+    const arch = testArchiver(wal, bucket.store, tempDir());
     for (let i = 0; i < 50; i++) {
       await append(wal, 2, i * 2);
       await arch.pass();
@@ -247,7 +231,7 @@ describe("archive follower", () => {
     opened.push(genuine);
     await append(genuine, 3, 0);
     const bucket = s3LikeBucket();
-    await archiver(genuine, bucket.store, tempDir()).pass();
+    await testArchiver(genuine, bucket.store, tempDir()).pass();
     const genuineSeal = [...bucket.objects.values()][0]!.seal as Seal;
     const own = sealObject(testKeys(self).signer, { ...what, body }); // signed with its own key
     const attempts: Array<[string, Partial<Seal>]> = [

@@ -2,9 +2,15 @@
  * Archive seal keys for in-process tests: one Ed25519 key pair per region, made once per
  * test file, and the ring of their public keys. `testKeys(region)` is what an Archiver (its
  * signer and keys) or a follower (keys) of that region needs; `objectBytesMax` comes with it.
+ * `testArchiver` is region us-east-1's archiver into a bucket, passes run by the test.
  */
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { ed25519Signer, publicKeyRing, type KeyRing, type Signer } from "../../src/protocol/index.js";
+import { Archiver, type ArchiveStore } from "../../src/archive/index.js";
+import { silentLogger } from "../../src/log.js";
+import { realRuntime } from "../../src/runtime/index.js";
+import type { Wal } from "../../src/wal/index.js";
+import { tempDir } from "./tmp.js";
 
 export const sealRegions = ["us-east-1", "eu-west-1", "ap-south-1"];
 
@@ -23,4 +29,24 @@ export function testKeys(region: string): { signer: Signer; keys: KeyRing; objec
   const p = pairs.get(region);
   if (!p) throw new Error(`no test key for ${region}`);
   return { signer: p.signer, keys: sealRing, objectBytesMax: 1 << 24 };
+}
+
+export function testArchiver(
+  wal: Wal,
+  store: ArchiveStore,
+  dataDir = tempDir(),
+  where = "test bucket",
+): Archiver {
+  return new Archiver({
+    wal,
+    region: "us-east-1",
+    store,
+    ...testKeys("us-east-1"),
+    prefix: "crr",
+    where,
+    intervalMs: 60_000,
+    dataDir,
+    runtime: realRuntime,
+    log: silentLogger(),
+  });
 }
