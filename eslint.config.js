@@ -133,6 +133,16 @@ export default tseslint.config(
     ignores: ["src/**/*.test.ts"],
     rules: { "no-restricted-imports": ["error", { patterns: throughIndex }] },
   },
+  // Every store call is asynchronous (a network store implements the same interfaces): a
+  // promise left unawaited would read a Promise as a value or lose an error.
+  {
+    files: ["src/**/*.ts"],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      "@typescript-eslint/no-floating-promises": "error",
+      "@typescript-eslint/no-misused-promises": ["error", { checksVoidReturn: false }],
+    },
+  },
   {
     files: ["src/**/*.ts"],
     ignores: [

@@ -80,7 +80,7 @@ function diverge(b: SqliteStore, a: SqliteStore, keys: number): string[] {
   }
   b.applySync({ origin: "eu-west-1", incarnation: inc, firstLsn: 1, lastLsn: 10, records });
   // `a` claims to have applied eu-west-1 up to LSN 10 and lost them: real findings, not in flight.
-  a.resetWatermark("eu-west-1", inc, 10);
+  a.resetWatermarkSync("eu-west-1", inc, 10);
   return changed;
 }
 
@@ -96,7 +96,7 @@ function fullScan(a: SqliteStore, b: SqliteStore): { differing: number; bytes: n
   const seen = new Set<string>();
   let after: { bucket: number; key: string } | undefined;
   do {
-    const page = b.exportPage({ after, limit: 5000 });
+    const page = b.exportPageSync({ after, limit: 5000 });
     bytes += JSON.stringify(page).length;
     for (const v of page.versions) {
       seen.add(v.key);
@@ -107,7 +107,7 @@ function fullScan(a: SqliteStore, b: SqliteStore): { differing: number; bytes: n
   // Keys only `a` has: the scan must walk `a` too (locally, no bytes).
   let afterA: { bucket: number; key: string } | undefined;
   do {
-    const page = a.exportPage({ after: afterA, limit: 5000 });
+    const page = a.exportPageSync({ after: afterA, limit: 5000 });
     for (const v of page.versions) if (!seen.has(v.key)) differing++;
     afterA = page.next;
   } while (afterA);

@@ -337,7 +337,7 @@ const mutants = [
   {
     name: "conflict ids not reserved above the audit log's mark",
     file: "src/node/parts.ts",
-    from: "  store.reserveConflictIds(audit.current.conflictMark);\n",
+    from: "  await store.reserveConflictIds(audit.current.conflictMark);\n",
     to: "",
     tests: ["test/sim/sim.test.ts"],
   },

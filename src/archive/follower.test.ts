@@ -94,7 +94,7 @@ function follower(store: ArchiveStore, r: Reader, peer: ReturnType<typeof openSt
     reader: r,
     keys: testKeys(self).keys,
     objectBytesMax: 1 << 24,
-    applied: (o, inc) => peer.watermarkSync(o, inc),
+    applied: (o, inc) => peer.watermark(o, inc),
     pollMs: 60_000,
     runtime: realRuntime,
     log: silentLogger(),

@@ -28,7 +28,7 @@ export interface FollowerOptions {
   keys: KeyRing;
   objectBytesMax: number;
   /** This region's watermark of (origin, incarnation): objects wholly below it are not fetched. */
-  applied(origin: string, incarnation: string): number;
+  applied(origin: string, incarnation: string): Promise<number>;
   pollMs: number;
   runtime: Runtime;
   log: Logger;
@@ -145,7 +145,7 @@ export class ArchiveFollower {
           junk.push(key);
           continue;
         }
-        if (obj.lastLsn <= this.o.applied(obj.origin, obj.incarnation)) {
+        if (obj.lastLsn <= (await this.o.applied(obj.origin, obj.incarnation))) {
           this.after.set(folder, key); // already here (over HTTP, or before a restart): no GET
           continue;
         }

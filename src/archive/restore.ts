@@ -13,7 +13,7 @@
  */
 import type { ReplicationPolicy } from "../config/index.js";
 import { checkSeal, type KeyRing } from "../protocol/index.js";
-import type { SqliteStore } from "../store/index.js";
+import type { ApplyStore, MetaStore } from "../store/index.js";
 import { decodeFrames, scanSegment, segmentHeaderBytes, type WalRecord } from "../wal/index.js";
 import { parseSegmentObjectKey, segmentObjectKey, type SegmentObject } from "./keys.js";
 import type { ArchiveStore, StoredObject } from "./s3-store.js";
@@ -112,7 +112,7 @@ export interface RestoreReport {
 export async function restoreInto(o: {
   store: ArchiveStore;
   plan: RestorePlanStream[];
-  into: SqliteStore;
+  into: Pick<ApplyStore, "applyLocal"> & Pick<MetaStore, "syncNow">;
   toMs: number | undefined;
   policy: ReplicationPolicy;
   self: string;
@@ -139,7 +139,7 @@ export async function restoreInto(o: {
       past = cut !== -1;
       if (taken.length === 0) continue;
       const kept = taken.filter((r) => s.origin === o.self || o.policy.accepts(s.origin, r.tenant));
-      const r = o.into.applySync({
+      const r = await o.into.applyLocal({
         origin: s.origin,
         incarnation: s.incarnation,
         firstLsn: taken[0]!.lsn,
@@ -163,7 +163,7 @@ export async function restoreInto(o: {
     });
     report.records += records;
   }
-  o.into.syncNow();
+  await o.into.syncNow();
   return report;
 }
 
@@ -268,7 +268,7 @@ export async function seedFromArchive(o: {
   store: ArchiveStore;
   prefix: string;
   origins: readonly string[];
-  into: SqliteStore;
+  into: Pick<ApplyStore, "applyLocal"> & Pick<MetaStore, "syncNow">;
   policy: ReplicationPolicy;
   self: string;
   keys: KeyRing;

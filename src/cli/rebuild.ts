@@ -71,7 +71,7 @@ export async function runRebuild(argv: string[]): Promise<number> {
       throw new CliUsageError(`rebuild: --since ${values.since} is not a date or ms timestamp`);
     const region = await Region.open(config, { log: silentLogger() });
     try {
-      const streams = region.store.deleteSince(sinceMs);
+      const streams = await region.store.deleteSince(sinceMs);
       for (const s of streams)
         say(`  ${s.origin}: dropped ${s.removed} records from LSN ${s.fromLsn}; it will re-ship from there`);
       say(

@@ -2,7 +2,7 @@
  * Compares this region's store with each peer's, cheaply: digest-tree roots first, then only
  * the children of nodes that differ, then the records of the buckets that differ. Each
  * differing key is classified (divergent, missing, or in flight and not reported).
- * Reads the store; never writes it (the monitor asks SqliteStore.scrub to correct digests).
+ * Reads the store; never writes it (the monitor asks the store's scrub to correct digests).
  */
 import type { PeerLink, WatermarksView } from "../link/index.js";
 import type { Logger } from "../log.js";
@@ -14,9 +14,13 @@ import {
   leafLevel,
   nodeDigest,
   ruleName,
+  type ApplyStore,
   type CheckedRecord,
-  type SqliteStore,
+  type DigestStore,
 } from "../store/index.js";
+
+/** What the detector reads of a store. */
+export type DetectorStore = DigestStore & Pick<ApplyStore, "rule" | "watermarks">;
 import { classify, deadStreams, streamKey, type Finding, type StreamWatermarks } from "./classify.js";
 
 export interface PeerScan {
@@ -36,7 +40,11 @@ const bucketsPerRequest = 256;
 export type RemoteView = Pick<PeerLink, "watermarks" | "tree" | "buckets" | "bytes">;
 
 /** Another store in this process, answering as a peer would (JSON-sized byte count included). */
-export function storeRemote(store: SqliteStore, region = "remote", incarnation = "0".repeat(32)): RemoteView {
+export function storeRemote(
+  store: DetectorStore,
+  region = "remote",
+  incarnation = "0".repeat(32),
+): RemoteView {
   let bytes = 0;
   const sized = <T>(v: T): T => {
     bytes += JSON.stringify(v).length;
@@ -54,9 +62,11 @@ export function storeRemote(store: SqliteStore, region = "remote", incarnation =
         clock: { wallMs: 0, logical: 0 },
         seen: [],
       }),
-    tree: async (level, indexes) =>
-      sized(indexes.map((i) => nodeDigest(store.digestTree(), level, i).toString("hex"))),
-    buckets: async (buckets): Promise<CheckedRecord[]> => sized(store.bucketVersions(buckets)),
+    tree: async (level, indexes) => {
+      const tree = await store.digestTree();
+      return sized(indexes.map((i) => nodeDigest(tree, level, i).toString("hex")));
+    },
+    buckets: async (buckets): Promise<CheckedRecord[]> => sized(await store.bucketVersions(buckets)),
     bytes: () => bytes,
   };
 }
@@ -74,7 +84,7 @@ export interface DetectorOptions {
   incarnation: () => string;
   /** Per-tenant target regions when replication is selective; undefined: every region holds every record. */
   selectivePolicies?: ReadonlyArray<{ tenantID: string; targetRegions: readonly string[] }>;
-  store: SqliteStore;
+  store: DetectorStore;
   /** How to reach a peer by name. */
   remote: (peer: string) => RemoteView;
   /** A record missing or different past this age is reported even if a watermark says it may be in flight. */
@@ -98,7 +108,7 @@ export class DivergenceDetector {
     const remote = this.o.remote(peer);
     const bytesBefore = remote.bytes();
     const ctx = await this.context(peer, remote);
-    const tree = this.o.store.digestTree();
+    const tree = await this.o.store.digestTree();
 
     let frontier = [0];
     for (let level = 0; level <= leafLevel && frontier.length > 0; level++) {
@@ -166,7 +176,7 @@ export class DivergenceDetector {
     for (let i = 0; i < frontier.length; i += bucketsPerRequest) {
       const buckets = frontier.slice(i, i + bucketsPerRequest);
       const remoteVersions = await remote.buckets(buckets);
-      const local = new Map(this.o.store.bucketVersions(buckets).map((v) => [v.key, v]));
+      const local = new Map((await this.o.store.bucketVersions(buckets)).map((v) => [v.key, v]));
       const remoteByKey = new Map(remoteVersions.map((v) => [v.key, v]));
       for (const key of new Set([...local.keys(), ...remoteByKey.keys()])) {
         keysCompared++;

@@ -5,7 +5,7 @@
  */
 import type { Logger } from "../log.js";
 import type { Runtime, Timer } from "../runtime/index.js";
-import type { SqliteStore } from "../store/index.js";
+import type { DigestStore } from "../store/index.js";
 import { bucketCount } from "../store/index.js";
 import type { Finding } from "./classify.js";
 import type { DivergenceDetector, PeerScan } from "./detector.js";
@@ -21,7 +21,7 @@ export interface ScanReport {
 
 export interface MonitorOptions {
   detector: DivergenceDetector;
-  store: SqliteStore;
+  store: Pick<DigestStore, "scrub">;
   peers: readonly string[];
   intervalMs: number;
   scrubIntervalMs: number;
@@ -50,7 +50,7 @@ export class DivergenceMonitor {
   start(): void {
     const rt = this.o.runtime;
     this.scanTimer = rt.every(this.o.intervalMs, () => void this.scan().catch(() => undefined));
-    this.scrubTimer = rt.every(this.o.scrubIntervalMs, () => this.scrubSlice(this.o.scrubBucketsPerTick));
+    this.scrubTimer = rt.every(this.o.scrubIntervalMs, () => void this.scrubTick());
   }
 
   stop(): void {
@@ -67,9 +67,24 @@ export class DivergenceMonitor {
     return [...this.current.values()];
   }
 
+  private scrubbing = false;
+
+  /** One timer's slice; a slice still running is not doubled, and a failure is logged every time. */
+  private async scrubTick(): Promise<void> {
+    if (this.scrubbing) return;
+    this.scrubbing = true;
+    try {
+      await this.scrubSlice(this.o.scrubBucketsPerTick);
+    } catch (err) {
+      this.o.log.error({ err: (err as Error).message, fromBucket: this.scrubNext }, "scrub failed");
+    } finally {
+      this.scrubbing = false;
+    }
+  }
+
   /** Recompute `count` buckets from content; returns how many were wrong. */
-  scrubSlice(count: number): number {
-    const wrong = this.o.store.scrub(this.scrubNext, count);
+  async scrubSlice(count: number): Promise<number> {
+    const wrong = await this.o.store.scrub(this.scrubNext, count);
     this.scrubNext = (this.scrubNext + count) % bucketCount;
     if (wrong.length > 0) {
       this.o.log.error(
@@ -100,7 +115,7 @@ export class DivergenceMonitor {
 
   private async scanOnce(fullScrub: boolean): Promise<ScanReport> {
     const started = this.o.runtime.monoMs();
-    if (fullScrub) this.scrubSlice(bucketCount);
+    if (fullScrub) await this.scrubSlice(bucketCount);
     const peers: PeerScan[] = [];
     const errors: ScanReport["errors"] = [];
     for (const peer of this.o.peers) {

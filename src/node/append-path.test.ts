@@ -7,10 +7,15 @@
  */
 import { describe, expect, it } from "vitest";
 import { realRuntime, type Runtime } from "../runtime/index.js";
+import type { StoredRecord } from "../store/index.js";
 import type { AppendAck, PreparedRecord } from "../wal/index.js";
 import { AppendPath, OverloadedError, type ShedReason } from "./append-path.js";
 
-function pathWithHeldWal(o: { pendingMax: number; queueDelayMaxMs: number }) {
+function pathWithHeldWal(o: {
+  pendingMax: number;
+  queueDelayMaxMs: number;
+  lookup?: (key: string) => Promise<StoredRecord | undefined>;
+}) {
   let nowMs = 1_000;
   const runtime: Runtime = { ...realRuntime, monoMs: () => nowMs };
   const held: Array<() => void> = [];
@@ -21,7 +26,7 @@ function pathWithHeldWal(o: { pendingMax: number; queueDelayMaxMs: number }) {
     region: "us-east-1",
     policy: { peersFor: () => [] } as never,
     admit: () => undefined,
-    getSync: () => undefined,
+    lookup: o.lookup ?? (async () => undefined),
     walAppend: (rec: PreparedRecord) =>
       new Promise<AppendAck>((resolve) => {
         written.push(rec.key);
@@ -41,6 +46,7 @@ function pathWithHeldWal(o: { pendingMax: number; queueDelayMaxMs: number }) {
   });
   const append = (key: string) => path.append({ key, tenant: "t", outcome: "ok" });
   const release = async () => {
+    await new Promise((r) => setImmediate(r)); // the appends' store lookups answer first
     for (const r of held.splice(0)) r();
     await new Promise((r) => setImmediate(r));
   };
@@ -109,5 +115,22 @@ describe("admission", () => {
     ]);
     await t.release();
     expect((await lone).map((s) => s.status)).toEqual(["fulfilled", "fulfilled", "fulfilled"]);
+  });
+});
+
+describe("the dedup check", () => {
+  it("two appends of one key during a slow store lookup append once: the second joins the first", async () => {
+    // A network store answers the lookup a few turns later; both appends must not see "absent".
+    let answer: () => void = () => undefined;
+    const lookup = () => new Promise<undefined>((resolve) => (answer = () => resolve(undefined)));
+    const t = pathWithHeldWal({ pendingMax: 1000, queueDelayMaxMs: 0, lookup });
+    const first = t.append("k");
+    const second = t.append("k");
+    answer();
+    await new Promise((r) => setImmediate(r));
+    await t.release();
+    expect(t.written).toEqual(["k"]);
+    await expect(first).resolves.toMatchObject({ key: "k", lsn: 1, duplicate: false });
+    await expect(second).resolves.toMatchObject({ key: "k", lsn: 1, duplicate: true });
   });
 });

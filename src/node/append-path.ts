@@ -86,7 +86,8 @@ export interface AppendPathDeps {
   policy: ReplicationPolicy;
   /** Throws DrainingError or UnavailableError when appends are not admitted now. */
   admit: () => void;
-  getSync: (key: string) => StoredRecord | undefined;
+  /** The stored winner of `key` (the dedup check). */
+  lookup: (key: string) => Promise<StoredRecord | undefined>;
   walAppend: (rec: PreparedRecord) => Promise<AppendAck>;
   /** Resolves with the version that beat `rec` when it was applied, undefined when `rec` won. */
   localApply: (rec: WalRecord) => Promise<StoredRecord | undefined>;
@@ -202,17 +203,17 @@ export class AppendPath {
     const rec = prepareRecord(input);
     const wait = options.waitPeers ?? 0;
     if (wait > 0) this.checkWait(rec.tenant, wait);
-    const existing = this.d.getSync(rec.key);
-    if (existing) {
-      this.d.onDuplicate(existing.origin);
-      return answer(existing, true);
-    }
+    // The key is registered before the store is asked: an append of the same key arriving
+    // while the lookup is under way joins this one instead of appending a second version.
     const inflight = this.pendingKeys.get(rec.key);
     if (inflight) {
       this.d.onDuplicate(this.d.region);
       return { ...(await inflight), duplicate: true };
     }
-    const p = this.appendNew(rec);
+    // Waiting from admission: the store's lookup counts toward append.queueDelayMaxMs too.
+    const waiting = { sinceMs: this.d.runtime.monoMs(), done: false };
+    this.durableQueue.push(waiting);
+    const p = this.decide(rec).finally(() => (waiting.done = true));
     this.pendingKeys.set(rec.key, p);
     let result: AppendResult;
     try {
@@ -226,6 +227,16 @@ export class AppendPath {
     if (wait > 0 && !result.duplicate)
       await this.waitForPeers(result, rec.tenant, wait, options.waitTimeoutMs ?? this.d.waitTimeoutMsDefault);
     return result;
+  }
+
+  /** The stored winner's answer when the key is decided, else the append of `rec`. */
+  private async decide(rec: PreparedRecord): Promise<AppendResult> {
+    const existing = await this.d.lookup(rec.key);
+    if (existing) {
+      this.d.onDuplicate(existing.origin);
+      return answer(existing, true);
+    }
+    return this.appendNew(rec);
   }
 
   /** Appends in progress (close waits for them). */
@@ -244,18 +255,10 @@ export class AppendPath {
   }
 
   private async appendNew(rec: PreparedRecord): Promise<AppendResult> {
-    const waiting = { sinceMs: this.d.runtime.monoMs(), done: false };
-    this.durableQueue.push(waiting);
-    let ack: AppendAck;
-    let beatenBy: StoredRecord | undefined;
-    try {
-      ack = await this.d.walAppend(rec);
-      // A remote record for the same key may have been applied since the dedup check and won
-      // (a conflict): the answer is what the store decided in the record's own transaction.
-      beatenBy = await this.d.localApply({ ...rec, lsn: ack.lsn, hlc: ack.hlc, flags: 0 });
-    } finally {
-      waiting.done = true;
-    }
+    const ack: AppendAck = await this.d.walAppend(rec);
+    // A remote record for the same key may have been applied since the dedup check and won
+    // (a conflict): the answer is what the store decided in the record's own transaction.
+    const beatenBy = await this.d.localApply({ ...rec, lsn: ack.lsn, hlc: ack.hlc, flags: 0 });
     if (beatenBy) return answer(beatenBy, true);
     return {
       key: rec.key,

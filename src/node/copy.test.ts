@@ -38,11 +38,11 @@ function memoryStore(): CopyStore & { held: Map<string, StoredRecord> } {
   const held = new Map<string, StoredRecord>();
   return {
     held,
-    repair: (vs) => vs.map((v) => (held.set(v.key, v), v.key)),
-    getMeta: () => undefined,
-    setMeta: () => undefined,
-    resetWatermark: () => undefined,
-    watermarkSync: () => 0,
+    repair: async (vs) => vs.map((v) => (held.set(v.key, v), v.key)),
+    getMeta: async () => undefined,
+    setMeta: async () => undefined,
+    resetWatermark: async () => undefined,
+    watermark: async () => 0,
   };
 }
 

@@ -8,17 +8,24 @@
  *   and each origin re-ships its stream from our watermark (0) so nothing is taken on trust.
  */
 import type { ExportQuery, PeerLink, WatermarksView } from "../link/index.js";
-import type { StoredRecord } from "../store/index.js";
+import type { ApplyStore, MetaStore, StoredRecord, StreamStore } from "../store/index.js";
 
 type Hlc = StoredRecord["hlc"];
 
 /** What copying needs of the store. */
-export interface CopyStore {
-  repair(versions: readonly StoredRecord[]): string[];
-  getMeta(name: string): string | undefined;
-  setMeta(name: string, value: string): void;
-  resetWatermark(origin: string, incarnation: string, lsn: number): void;
-  watermarkSync(origin: string, incarnation: string): number;
+export type CopyStore = Pick<StreamStore, "repair"> &
+  Pick<MetaStore, "getMeta" | "setMeta"> &
+  Pick<ApplyStore, "watermark" | "resetWatermark">;
+
+/** Move a stream's watermark up to `lsn` (never down). */
+export async function raiseWatermark(
+  store: Pick<ApplyStore, "watermark" | "resetWatermark">,
+  origin: string,
+  incarnation: string,
+  lsn: number,
+): Promise<void> {
+  if ((await store.watermark(origin, incarnation)) < lsn)
+    await store.resetWatermark(origin, incarnation, lsn);
 }
 
 const pageRecordsMax = 5000;
@@ -52,7 +59,7 @@ export async function copyStream(
       expected = Math.max(expected, v.lsn + 1);
     }
     const kept = page.versions.filter((v) => v.intact && keep(v)).map(({ intact: _intact, ...v }) => v);
-    store.repair(kept);
+    await store.repair(kept);
     copied += kept.length;
     for (const v of kept) if (!newest || compare(v.hlc, newest) > 0) newest = v.hlc;
     from = page.next;
@@ -78,7 +85,7 @@ export async function copyWinners(
       ...(covered && covered.length > 0 ? { covered } : {}),
     });
     const kept = page.versions.filter(keep);
-    store.repair(kept);
+    await store.repair(kept);
     copied += kept.length;
     for (const v of kept) if (!newest || compare(v.hlc, newest) > 0) newest = v.hlc;
     after = page.next;
@@ -92,22 +99,22 @@ export type SeededStream = NonNullable<ExportQuery["covered"]>[number];
 const seededMeta = "bootstrap_seeded";
 
 /** The streams seeded into this store before its bootstrap's copy from the peers (kept across restarts). */
-export function seededStreams(store: Pick<CopyStore, "getMeta">): SeededStream[] {
-  return JSON.parse(store.getMeta(seededMeta) ?? "[]") as SeededStream[];
+export async function seededStreams(store: Pick<CopyStore, "getMeta">): Promise<SeededStream[]> {
+  return JSON.parse((await store.getMeta(seededMeta)) ?? "[]") as SeededStream[];
 }
 
 /** Note streams seeded whole (the furthest LSN of each wins); `undefined` forgets them all (the bootstrap is done). */
-export function noteSeeded(
+export async function noteSeeded(
   store: Pick<CopyStore, "getMeta" | "setMeta">,
   streams: SeededStream[] | undefined,
-): void {
+): Promise<void> {
   if (!streams) return store.setMeta(seededMeta, "[]");
-  const all = new Map(seededStreams(store).map((s) => [`${s.origin}/${s.incarnation}`, s]));
+  const all = new Map((await seededStreams(store)).map((s) => [`${s.origin}/${s.incarnation}`, s]));
   for (const s of streams) {
     const seen = all.get(`${s.origin}/${s.incarnation}`);
     if (!seen || s.lsn > seen.lsn) all.set(`${s.origin}/${s.incarnation}`, s);
   }
-  store.setMeta(seededMeta, JSON.stringify([...all.values()]));
+  await store.setMeta(seededMeta, JSON.stringify([...all.values()]));
 }
 
 /**
@@ -127,8 +134,7 @@ export async function seedFromPeer(
     const r = await copyStream(m.link, m.store, s, (v) => m.accepts(peer, v.tenant), true);
     copied += r.copied;
     if (r.coveredThrough < 1) continue;
-    if (m.store.watermarkSync(peer, own.incarnation) < r.coveredThrough)
-      m.store.resetWatermark(peer, own.incarnation, r.coveredThrough);
+    await raiseWatermark(m.store, peer, own.incarnation, r.coveredThrough);
     streams.push({ origin: peer, incarnation: own.incarnation, lsn: r.coveredThrough });
   }
   return { copied, streams };
@@ -202,8 +208,7 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
       const older = own.incarnation !== view.incarnation;
       const r = await copyStream(m.links.get(peer)!, m.store, s, (v) => m.accepts(peer, v.tenant), older);
       note(r);
-      if (m.store.watermarkSync(peer, own.incarnation) < r.coveredThrough)
-        m.store.resetWatermark(peer, own.incarnation, r.coveredThrough);
+      await raiseWatermark(m.store, peer, own.incarnation, r.coveredThrough);
     }
   }
   // Our own older incarnations: each peer holds the tenants its policy sent it; take them all.
@@ -221,8 +226,7 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
   }
   for (const [incarnation, at] of streamsOf(m.views, m.region)) {
     const upTo = Math.min(at.lsn, covered.get(incarnation) ?? at.lsn);
-    if (m.store.watermarkSync(m.region, incarnation) < upTo)
-      m.store.resetWatermark(m.region, incarnation, upTo);
+    await raiseWatermark(m.store, m.region, incarnation, upTo);
   }
   // Every winning version every peer holds, not one peer's: a record may survive only as a
   // winner in one region, with no stream watermark anywhere (an incarnation whose region lost

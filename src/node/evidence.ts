@@ -13,20 +13,11 @@ import type { ArchiveEvidence } from "../archive/index.js";
 import type { PeerLink, WatermarksView } from "../link/index.js";
 import type { Logger } from "../log.js";
 import { timeoutSignal, type Runtime } from "../runtime/index.js";
-import type { CheckedRecord } from "../store/index.js";
+import type { ApplyStore, CheckedRecord, StreamStore } from "../store/index.js";
 import type { RecoveryEvidence, WalRecord } from "../wal/index.js";
 
 /** What the evidence needs of the store. */
-export interface EvidenceStore {
-  watermarkSync(origin: string, incarnation: string): number;
-  streamVersions(
-    origin: string,
-    incarnation: string,
-    fromLsn: number,
-    toLsn: number,
-    limit: number,
-  ): CheckedRecord[];
-}
+export type EvidenceStore = Pick<ApplyStore, "watermark"> & Pick<StreamStore, "streamVersions">;
 
 export interface EvidenceOptions {
   region: string;
@@ -94,7 +85,7 @@ export class Evidence implements RecoveryEvidence {
   async acknowledgedLsn(incarnation: string): Promise<number> {
     const r = this.o.region;
     const candidates: Array<[string, number]> = [
-      ["this region's store", this.o.store.watermarkSync(r, incarnation)],
+      ["this region's store", await this.o.store.watermark(r, incarnation)],
       ...this.savedAcks(incarnation),
     ];
     for (const [peer, view] of await this.peerViews()) {
@@ -157,7 +148,7 @@ export class Evidence implements RecoveryEvidence {
     this.unanswered = [];
     const found = new Map<number, WalRecord>();
     for (let from = fromLsn; from <= toLsn;) {
-      const page = this.o.store.streamVersions(this.o.region, incarnation, from, toLsn, pageRecordsMax);
+      const page = await this.o.store.streamVersions(this.o.region, incarnation, from, toLsn, pageRecordsMax);
       for (const v of page) if (v.intact) found.set(v.lsn, toWalRecord(v));
       if (page.length < pageRecordsMax) break;
       from = page[page.length - 1]!.lsn + 1;

@@ -11,14 +11,11 @@
  */
 import { CrrError } from "../errors.js";
 import { nextTurn, realRuntime, type Runtime } from "../runtime/index.js";
-import type { ApplyBatchInput, ApplyResult, StoredRecord } from "../store/index.js";
+import type { ApplyBatchInput, ApplyResult, ApplyStore, StoredRecord } from "../store/index.js";
 import { decodeFrames, type WalRecord } from "../wal/index.js";
 
 /** What the applier needs of the store. */
-export interface LocalStore {
-  applySync(batch: ApplyBatchInput): ApplyResult;
-  watermarkSync(origin: string, incarnation: string): number;
-}
+export type LocalStore = Pick<ApplyStore, "applyLocal" | "watermark">;
 
 /** What the applier needs of the WAL. */
 export interface LocalWal {
@@ -43,8 +40,8 @@ export class LsnReuseError extends CrrError {
 }
 
 /** Apply `batch` and insist it was applied as asked (its watermark moved to its last LSN). */
-export function applyChecked(store: LocalStore, batch: ApplyBatchInput): ApplyResult {
-  const result = store.applySync(batch);
+export async function applyChecked(store: LocalStore, batch: ApplyBatchInput): Promise<ApplyResult> {
+  const result = await store.applyLocal(batch);
   if (result.status === "gap")
     throw new Error(
       `the store lacks LSNs ${result.watermark + 1}..${batch.firstLsn - 1} of its own stream (a hole not filled)`,
@@ -80,7 +77,7 @@ export async function applyWalRange(
     });
     const last = Math.min(chunk.lastLsn, toLsn);
     onApplied(
-      applyChecked(store, {
+      await applyChecked(store, {
         origin,
         incarnation: wal.incarnation,
         firstLsn: next,
@@ -146,13 +143,13 @@ export class LocalApplier {
       this.queue = [];
       try {
         const first = batch[0]!.rec.lsn;
-        const watermark = this.store.watermarkSync(this.region, this.wal.incarnation);
+        const watermark = await this.store.watermark(this.region, this.wal.incarnation);
         // A fresh LSN the store already holds was issued twice: never acknowledge it.
         if (watermark >= first) throw new LsnReuseError(first, watermark);
         if (watermark + 1 < first)
           await applyWalRange(this.wal, this.store, this.region, watermark + 1, first - 1);
         const records = batch.map((p) => p.rec);
-        const result = applyChecked(this.store, {
+        const result = await applyChecked(this.store, {
           origin: this.region,
           incarnation: this.wal.incarnation,
           firstLsn: first,

@@ -13,7 +13,7 @@ import { credentialsOf, type Credentials, type NodeConfig } from "../config/inde
 import type { PeerLink } from "../link/index.js";
 import type { Logger } from "../log.js";
 import type { Runtime } from "../runtime/index.js";
-import { SqliteStore, ruleName, type MergeRule } from "../store/index.js";
+import { SqliteStore, ruleName, type DedupStore, type MergeRule } from "../store/index.js";
 import type { FileOps } from "../util/file-ops.js";
 import { Wal } from "../wal/index.js";
 import { Evidence } from "./evidence.js";
@@ -38,7 +38,7 @@ export interface PartsOptions {
 
 export interface Parts {
   wal: Wal;
-  store: SqliteStore;
+  store: DedupStore;
   clock: HybridClock;
   metrics: RegionMetrics;
   lock: DataDirLock;
@@ -68,7 +68,7 @@ export async function openParts(config: NodeConfig, o: PartsOptions): Promise<Pa
   const lock = lockDataDir(config.dataDir, boot);
   if (lock.tookOver)
     o.log.warn({ previous: lock.tookOver }, "took over the lock of a node that is no longer running");
-  const opened: { store?: SqliteStore; wal?: Wal; links?: Map<string, PeerLink> } = {};
+  const opened: { store?: DedupStore; wal?: Wal; links?: Map<string, PeerLink> } = {};
   try {
     return await openInOrder(config, o, boot, lock, opened);
   } catch (err) {
@@ -85,23 +85,14 @@ async function openInOrder(
   o: PartsOptions,
   boot: string,
   lock: DataDirLock,
-  opened: { store?: SqliteStore; wal?: Wal; links?: Map<string, PeerLink> },
+  opened: { store?: DedupStore; wal?: Wal; links?: Map<string, PeerLink> },
 ): Promise<Parts> {
   const { log, runtime } = o;
   const nowMs = () => runtime.nowMs();
   fs.mkdirSync(path.join(config.dataDir, "shipper"), { recursive: true });
   const clock = new HybridClock({ wallClock: nowMs, maxSkewMs: config.hlc.maxSkewMs });
   const metrics = new RegionMetrics(o.region);
-  const store = (opened.store = new SqliteStore({
-    path: path.join(config.dataDir, "store.sqlite"),
-    rule: mergeRuleOf(config),
-    nowMs,
-    checkpointer: o.store?.checkpointer,
-    checkpointIntervalMs: config.store.checkpointIntervalMs,
-    fileOps: o.fileOps,
-    onSyncedCommit: o.store?.onSyncedCommit && (() => o.store!.onSyncedCommit!(store)),
-    onCheckpointError: (message) => log.error({ message }, "SQLite checkpoint failed"),
-  }));
+  const store = (opened.store = await openStore(config, o, nowMs));
   const incarnations = new IncarnationTracker(3 * config.health.probeIntervalMs);
   const credentials = credentialsOf(config);
   const tls = config.listen.tls ? new TlsFiles(config.listen.tls, log) : undefined;
@@ -123,7 +114,7 @@ async function openInOrder(
     log,
     archive: archiveEvidenceOf(config, credentials, runtime),
   });
-  const empty = needsBootstrap(store);
+  const empty = await needsBootstrap(store);
   const abandoned: Array<Record<string, unknown>> = [];
   const wal = (opened.wal = await openRegionWal({
     region: config.region,
@@ -144,11 +135,26 @@ async function openInOrder(
       log.warn({ file, bytes }, "audit log: cut an unfinished last line (never acknowledged)"),
   });
   // A store lost or rolled back numbers its conflicts from where it restarted: above what the log holds.
-  store.reserveConflictIds(audit.current.conflictMark);
+  await store.reserveConflictIds(audit.current.conflictMark);
   return {
     ...{ wal, store, clock, metrics, lock, audit, links, evidence, incarnations, boot, empty, abandoned },
     ...{ credentials, tls },
   };
+}
+
+/** The region's dedup store as configured: SQLite in the data directory. */
+async function openStore(config: NodeConfig, o: PartsOptions, nowMs: () => number): Promise<DedupStore> {
+  const store: SqliteStore = new SqliteStore({
+    path: path.join(config.dataDir, "store.sqlite"),
+    rule: mergeRuleOf(config),
+    nowMs,
+    checkpointer: o.store?.checkpointer,
+    checkpointIntervalMs: config.store.checkpointIntervalMs,
+    fileOps: o.fileOps,
+    onSyncedCommit: o.store?.onSyncedCommit && (() => o.store!.onSyncedCommit!(store)),
+    onCheckpointError: (message) => o.log.error({ message }, "SQLite checkpoint failed"),
+  });
+  return store;
 }
 
 async function openWal(

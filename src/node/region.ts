@@ -32,7 +32,7 @@ import { RequestVerifier } from "../protocol/index.js";
 import type { Reader } from "../reader/index.js";
 import { realRuntime, type Runtime, type Timer } from "../runtime/index.js";
 import type { PeerShipper } from "../shipper/index.js";
-import type { ApplyResult, SqliteStore, StoredRecord } from "../store/index.js";
+import type { ApplyResult, DedupStore, SqliteStore, StoredRecord } from "../store/index.js";
 import type { FileOps } from "../util/file-ops.js";
 import type { RecordInput, Wal } from "../wal/index.js";
 import {
@@ -94,7 +94,7 @@ export class Region {
   readonly config: NodeConfig;
   readonly clock: HybridClock;
   readonly wal: Wal;
-  readonly store: SqliteStore;
+  readonly store: DedupStore;
   readonly policy: ReplicationPolicy;
   readonly reader: Reader;
   readonly shippers: ReadonlyMap<string, PeerShipper>;
@@ -205,7 +205,7 @@ export class Region {
       region: this.name,
       policy: this.policy,
       admit: () => this.admit(),
-      getSync: (key) => this.store.getSync(key),
+      lookup: (key) => this.store.get(key),
       walAppend: (rec) => this.wal.appendPrepared(rec),
       localApply: (rec) => this.applier.apply(rec),
       shippers: this.shippers,

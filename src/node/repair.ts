@@ -33,7 +33,7 @@ export async function repairVersions(
   versions: readonly StoredRecord[],
   requestedBy: string,
 ): Promise<string[]> {
-  const changed = r.store.repair(versions);
+  const changed = await r.store.repair(versions);
   for (const key of changed) {
     const v = versions.find((x) => x.key === key)!;
     void r.auditPump.record({ kind: "repair", key, requestedBy, written: v, rule: ruleName(r.store.rule) });

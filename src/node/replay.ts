@@ -55,7 +55,7 @@ export async function replayLocalWhenAnswered(
 export async function replayLocal(r: Region, evidence: Evidence): Promise<void> {
   const wal: Wal = r.wal;
   const incarnation = wal.incarnation;
-  const from = r.store.watermarkSync(r.name, incarnation) + 1;
+  const from = (await r.store.watermark(r.name, incarnation)) + 1;
   if (from < wal.firstLsn) await refillBelowWal(r, evidence, incarnation, from, wal.firstLsn - 1);
   const next = Math.max(from, wal.firstLsn);
   if (next > wal.durableLsn) return;
@@ -94,5 +94,5 @@ async function refillBelowWal(
   } else {
     r.log.warn({ from, to }, "own records the store lacked below the WAL were copied back from peers");
   }
-  r.store.applySync({ origin: r.name, incarnation, firstLsn: from, lastLsn: to, records });
+  await r.store.applyLocal({ origin: r.name, incarnation, firstLsn: from, lastLsn: to, records });
 }

@@ -19,10 +19,10 @@ export async function retain(r: Region): Promise<number> {
   let removed = 0;
   let needed = 0;
   try {
-    const storeWatermark = r.store.watermarkSync(r.name, r.wal.incarnation);
+    const storeWatermark = await r.store.watermark(r.name, r.wal.incarnation);
     // The store commits this region's own records without a sync (the WAL holds them): make
     // what it holds durable before the WAL lets go of it, or a power loss could lose both.
-    r.store.syncNow();
+    await r.store.syncNow();
     // A peer reached `via: s3` reads what the archive holds: the archive's verified copy is
     // enough for it (its HTTP acknowledgements may not come at all while that link is down).
     const archived = r.archiver?.verifiedLsn;

@@ -24,7 +24,7 @@ export async function seedRegion(
   timeoutMs: number,
   o: { rebuilding?: boolean } = {},
 ): Promise<SeedReport> {
-  if (!o.rebuilding && !bootstrapRunning(region.store))
+  if (!o.rebuilding && !(await bootstrapRunning(region.store)))
     throw new StartupRefusedError(
       `region ${region.name} holds state of its own (its store is not empty and not bootstrapping): crr bootstrap only seeds a new or wiped region; see crr rebuild`,
     );
@@ -33,7 +33,7 @@ export async function seedRegion(
     const seed = archiveSeedOf(region, true);
     if (!seed) throw new StartupRefusedError(`the config of ${region.name} names no archive (archive.s3)`);
     const r = await seed();
-    if (!o.rebuilding) noteSeeded(region.store, r.streams);
+    if (!o.rebuilding) await noteSeeded(region.store, r.streams);
     return { from, records: r.records, streams: r.streams };
   }
   const link = region.links.get(from);
@@ -47,7 +47,7 @@ export async function seedRegion(
       `${from} is bootstrapping itself: it holds only part of what the mesh decided`,
     );
   const r = await seedFromPeer({ region: region.name, link, view, store: region.store, accepts });
-  noteSeeded(region.store, r.streams);
-  region.store.syncNow();
+  await noteSeeded(region.store, r.streams);
+  await region.store.syncNow();
   return { from, records: r.copied, streams: r.streams };
 }

@@ -65,11 +65,11 @@ function memoryStore() {
   const held = new Map<string, StoredRecord>();
   const marks = new Map<string, number>();
   const store: CopyStore = {
-    repair: (vs) => vs.map((v) => (held.set(v.key, v), v.key)),
-    getMeta: () => undefined,
-    setMeta: () => undefined,
-    resetWatermark: (o, i, lsn) => void marks.set(`${o}/${i}`, lsn),
-    watermarkSync: (o, i) => marks.get(`${o}/${i}`) ?? 0,
+    repair: async (vs) => vs.map((v) => (held.set(v.key, v), v.key)),
+    getMeta: async () => undefined,
+    setMeta: async () => undefined,
+    resetWatermark: async (o, i, lsn) => void marks.set(`${o}/${i}`, lsn),
+    watermark: async (o, i) => marks.get(`${o}/${i}`) ?? 0,
   };
   return { store, held, marks };
 }

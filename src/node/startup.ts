@@ -94,7 +94,7 @@ export class StartupChecks {
       views = await this.checkNoTwin(views);
       for (const [peer, v] of views) this.observeClock(peer, v.clock);
       if (this.o.empty && this.o.links.length > 0) await this.bootstrap(views);
-      else if (this.o.empty) this.o.store.setMeta(bootstrapMeta, "done"); // a region with no peers
+      else if (this.o.empty) await this.o.store.setMeta(bootstrapMeta, "done"); // a region with no peers
       this.state = "admitted";
       this.detail = "admitted";
     } catch (err) {
@@ -190,7 +190,7 @@ export class StartupChecks {
     if (this.o.startAlone) {
       this.o.log.warn("no state of its own and started alone (--start-alone): not copying from peers");
       await this.o.audit({ kind: "start-alone", reason: "operator started a region without state alone" });
-      this.o.store.setMeta(bootstrapMeta, "done");
+      await this.o.store.setMeta(bootstrapMeta, "done");
       return;
     }
     const seed = await this.seedFromArchive();
@@ -208,10 +208,10 @@ export class StartupChecks {
     this.refuseOnlyBootstrapping(views);
     this.detail = `copying what ${[...views.keys()].join(", ")} hold`;
     // What this start restored from the archive, and what an earlier start or `crr bootstrap` did.
-    noteSeeded(this.o.store, seed.streams);
-    const copied = await this.copyWithRetries(views, seededStreams(this.o.store));
-    this.o.store.setMeta(bootstrapMeta, "done");
-    noteSeeded(this.o.store, undefined);
+    await noteSeeded(this.o.store, seed.streams);
+    const copied = await this.copyWithRetries(views, await seededStreams(this.o.store));
+    await this.o.store.setMeta(bootstrapMeta, "done");
+    await noteSeeded(this.o.store, undefined);
     const missing = this.o.links.filter((l) => !views.has(l.peer)).map((l) => l.peer);
     this.o.log.info({ copied, from: [...views.keys()], unreachable: missing }, "bootstrapped from peers");
     await this.o.audit({

@@ -180,6 +180,6 @@ export async function watermarksView(r: Region): Promise<WatermarksView> {
     formatVersion,
     clock: r.clock.peek(),
     seen: r.incarnations.recent(r.nowMs()),
-    ...(bootstrapRunning(r.store) ? { bootstrapping: true } : {}),
+    ...((await bootstrapRunning(r.store)) ? { bootstrapping: true } : {}),
   };
 }

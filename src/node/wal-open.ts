@@ -15,7 +15,7 @@ import path from "node:path";
 import type { HybridClock } from "../clock/index.js";
 import { AcknowledgedLossError, CrrError, SegmentCorruptError } from "../errors.js";
 import type { Logger } from "../log.js";
-import type { SqliteStore } from "../store/index.js";
+import type { ApplyStore, MetaStore, StreamStore } from "../store/index.js";
 import {
   decodeFrame,
   parseSegmentFileName,
@@ -39,33 +39,37 @@ export class WalMissingError extends CrrError {
 }
 
 /** Whether a bootstrap started and has not finished (the store holds only part of what the mesh decided). */
-export function bootstrapRunning(store: Pick<SqliteStore, "getMeta">): boolean {
-  return store.getMeta(bootstrapMeta) === "running";
+export async function bootstrapRunning(store: Pick<MetaStore, "getMeta">): Promise<boolean> {
+  return (await store.getMeta(bootstrapMeta)) === "running";
 }
 
 /** Whether the region has no state of its own, marked durably before anything else is written. */
-export function needsBootstrap(store: SqliteStore): boolean {
-  const mark = store.getMeta(bootstrapMeta);
+export async function needsBootstrap(store: MetaStore): Promise<boolean> {
+  const mark = await store.getMeta(bootstrapMeta);
   if (mark === "running") return true;
-  if (mark === "done" || !store.isEmpty()) return false;
-  store.setMeta(bootstrapMeta, "running");
+  if (mark === "done" || !(await store.isEmpty())) return false;
+  await store.setMeta(bootstrapMeta, "running");
   return true;
 }
 
-function retired(store: SqliteStore): string[] {
-  return JSON.parse(store.getMeta(retiredMeta) ?? "[]") as string[];
+async function retired(store: MetaStore): Promise<string[]> {
+  return JSON.parse((await store.getMeta(retiredMeta)) ?? "[]") as string[];
 }
 
-function retire(store: SqliteStore, incarnations: string[]): void {
-  store.setMeta(retiredMeta, JSON.stringify([...new Set([...retired(store), ...incarnations])]));
+async function retire(store: MetaStore, incarnations: string[]): Promise<void> {
+  const all = new Set([...(await retired(store)), ...incarnations]);
+  await store.setMeta(retiredMeta, JSON.stringify([...all]));
 }
+
+/** What opening the WAL needs of the store. */
+export type WalOpenStore = ApplyStore & MetaStore & Pick<StreamStore, "streamVersions">;
 
 /** This region's streams in the store whose WAL should still exist. */
 async function liveStreams(
-  store: SqliteStore,
+  store: WalOpenStore,
   region: string,
 ): Promise<Array<{ incarnation: string; lsn: number }>> {
-  const gone = new Set(retired(store));
+  const gone = new Set(await retired(store));
   return (await store.watermarks()).filter(
     (w) => w.origin === region && w.lsn > 0 && !gone.has(w.incarnation),
   );
@@ -78,7 +82,7 @@ function hasSegments(dir: string): boolean {
 export interface OpenRegionWal {
   region: string;
   dir: string;
-  store: SqliteStore;
+  store: WalOpenStore;
   clock: HybridClock;
   acceptWalLoss: boolean;
   log: Logger;
@@ -113,14 +117,14 @@ export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
   if (o.acceptWalLoss && !wal.recovery.created)
     o.log.warn("--accept-wal-loss was given but the WAL recovered: nothing was abandoned");
   if (wal.recovery.created)
-    retire(
+    await retire(
       o.store,
       (await o.store.watermarks())
         .filter((w) => w.origin === o.region)
         .map((w) => w.incarnation)
         .filter((i) => i !== wal.incarnation),
     );
-  observeOwnFloor(o.store, o.region, o.clock);
+  await observeOwnFloor(o.store, o.region, o.clock);
   return wal;
 }
 
@@ -139,7 +143,7 @@ async function salvage(
     const image = fs.readFileSync(path.join(o.dir, name));
     const header = scanSegmentHeader(image, name);
     incarnation ??= header.incarnation;
-    const above = o.store.watermarkSync(o.region, header.incarnation);
+    const above = await o.store.watermark(o.region, header.incarnation);
     const records: WalRecord[] = [];
     for (const run of runsOf(image, header.firstLsn)) {
       for (let p = run.offset; p < run.end;) {
@@ -159,16 +163,16 @@ async function salvage(
     });
     salvaged += records.length;
     lastLsn = Math.max(lastLsn, records.at(-1)!.lsn);
-    if (o.store.watermarkSync(o.region, header.incarnation) < lastLsn)
-      o.store.resetWatermark(o.region, header.incarnation, lastLsn);
+    if ((await o.store.watermark(o.region, header.incarnation)) < lastLsn)
+      await o.store.resetWatermark(o.region, header.incarnation, lastLsn);
   }
   return { incarnation, salvaged, lastLsn: lastLsn || undefined };
 }
 
 /** Never issue a timestamp at or below one this region already gave a record it holds. */
-function observeOwnFloor(store: SqliteStore, region: string, clock: HybridClock): void {
-  for (const w of store.watermarksSync().filter((x) => x.origin === region && x.lsn > 0)) {
-    const [newest] = store.streamVersions(region, w.incarnation, w.lsn, w.lsn, 1);
+async function observeOwnFloor(store: WalOpenStore, region: string, clock: HybridClock): Promise<void> {
+  for (const w of (await store.watermarks()).filter((x) => x.origin === region && x.lsn > 0)) {
+    const [newest] = await store.streamVersions(region, w.incarnation, w.lsn, w.lsn, 1);
     if (newest) clock.observe(newest.hlc);
   }
 }

@@ -61,8 +61,7 @@ export function shippersOf(r: Region, fileOps: FileOps | undefined): Map<string,
 function ownFromStore(r: Region) {
   return {
     range: async (incarnation: string, from: number, to: number, limit: number) =>
-      r.store
-        .streamVersions(r.name, incarnation, from, to, limit)
+      (await r.store.streamVersions(r.name, incarnation, from, to, limit))
         .filter((v) => v.intact)
         .map((v) => ({ ...v, flags: 0 })),
     streams: async () =>
@@ -186,7 +185,7 @@ export function followersOf(r: Region): ArchiveFollower[] {
           reader: r.reader,
           keys: r.credentials.ring,
           objectBytesMax: a.objectBytesMax,
-          applied: (origin, incarnation) => r.store.watermarkSync(origin, incarnation),
+          applied: (origin, incarnation) => r.store.watermark(origin, incarnation),
           pollMs: a.pollMs,
           runtime: r.runtime,
           log: r.log,

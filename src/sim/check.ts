@@ -9,6 +9,7 @@ import { verifyAuditFiles } from "../audit/index.js";
 import { formatHlc, type Hlc } from "../clock/index.js";
 import type { StoredRecord } from "../store/index.js";
 import type { LedgerEntry, SimCluster, SimNode } from "./cluster.js";
+import { simStore } from "./store.js";
 
 /** Whether `node` should hold records of `tenant` written in `origin`. */
 export function targets(c: SimCluster, node: string, tenant: string, origin: string): boolean {
@@ -70,7 +71,7 @@ function unauditedLosses(c: SimCluster): string[] {
     [...c.nodes.values()].some(
       (n) =>
         n.region?.store.isOpen === true &&
-        n.region.store.streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 1).length > 0,
+        simStore(n.region).streamVersionsSync(e.origin, e.incarnation, e.lsn, e.lsn, 1).length > 0,
     );
   for (const e of c.ledger) {
     if (!e.lost?.startsWith("the WAL of") || held(e)) continue;
@@ -90,11 +91,13 @@ export async function checkCluster(c: SimCluster): Promise<string[]> {
   // (an operator's salvage): then it is a decision like any other.
   const decided = c.ledger.filter((e) => !e.duplicate);
   for (const n of c.up()) {
-    const store = n.region!.store;
+    const store = simStore(n.region!);
     const byKey = new Map<string, Array<{ e: LedgerEntry | undefined; v: StoredRecord }>>();
     for (const e of decided) {
       if (!targets(c, n.name, e.tenant, e.origin)) continue;
-      const v = store.streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 10).find((x) => x.lsn === e.lsn);
+      const v = store
+        .streamVersionsSync(e.origin, e.incarnation, e.lsn, e.lsn, 10)
+        .find((x) => x.lsn === e.lsn);
       if (!v) {
         if (!e.lost)
           problems.push(`${n.name} lacks acknowledged ${id(e)} (${e.key}, answered by ${e.region})`);
@@ -142,7 +145,7 @@ function policyLeaks(c: SimCluster, n: SimNode): string[] {
   const out: string[] = [];
   let after: { bucket: number; key: string } | undefined;
   for (;;) {
-    const page = n.region!.store.exportPage({ after, limit: 1000 });
+    const page = simStore(n.region!).exportPageSync({ after, limit: 1000 });
     for (const v of page.versions)
       if (!targets(c, n.name, v.tenant, v.origin))
         out.push(`${n.name} holds ${id(v)} of tenant ${v.tenant}: its policy excludes it`);

@@ -19,6 +19,7 @@ import { SimDisk } from "./disk.js";
 import { Network } from "./network.js";
 import type { Scheduler, SimProcess } from "./scheduler.js";
 import { WatermarkWatch } from "./watermarks.js";
+import { simStore } from "./store.js";
 
 export const simSecret = "sim-peer-secret-0123456789abcdef";
 
@@ -162,7 +163,7 @@ export class SimCluster {
       region.events.on("applied", (origin, incarnation, lsn) => {
         // Only a record the batch carried: a batch that skips LSNs nobody holds (an operator
         // accepted their loss) moves the watermark past records it never applied (seed 154).
-        if (region.store.streamVersions(origin, incarnation, lsn, lsn, 1).length === 0) return;
+        if (simStore(region).streamVersionsSync(origin, incarnation, lsn, lsn, 1).length === 0) return;
         this.checkAccepted(name, runtime.nowMs(), config.hlc.maxSkewMs, `${origin}/${incarnation}/${lsn}`);
       });
       this.walIncarnation.set(name, region.wal.incarnation);
@@ -208,7 +209,7 @@ export class SimCluster {
     this.watch.crashed(name);
     n.proc.alive = false;
     this.net.endpoints.delete(name);
-    n.region?.store.abandon();
+    if (n.region) simStore(n.region).abandon();
     n.region = undefined;
     n.app = undefined;
     n.state = "down";
@@ -266,7 +267,7 @@ export class SimCluster {
     const images = new Map<string, Database.Database>();
     const inStore = (n: SimNode, e: LedgerEntry): boolean => {
       if (n.region?.store.isOpen)
-        return n.region.store.streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 1).length > 0;
+        return simStore(n.region).streamVersionsSync(e.origin, e.incarnation, e.lsn, e.lsn, 1).length > 0;
       if (!n.image) return false;
       let db = images.get(n.name);
       if (!db) {

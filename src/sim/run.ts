@@ -10,6 +10,7 @@ import path from "node:path";
 import { checkCluster } from "./check.js";
 import { SimCluster } from "./cluster.js";
 import { Scheduler } from "./scheduler.js";
+import { simStore } from "./store.js";
 
 export interface SimOptions {
   seed: number;
@@ -248,7 +249,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   // long search keeps its memory flat.
   for (const n of c.nodes.values()) {
     n.proc.alive = false;
-    n.region?.store.abandon();
+    if (n.region) simStore(n.region).abandon();
     void n.app?.close().catch(() => undefined);
     n.region = undefined;
     n.app = undefined;

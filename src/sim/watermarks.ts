@@ -11,6 +11,7 @@
  *   the shipper backfills those from the store, by design).
  */
 import type { SimCluster } from "./cluster.js";
+import { simStore } from "./store.js";
 
 const streamKey = (origin: string, incarnation: string) => `${origin}/${incarnation}`;
 
@@ -58,7 +59,9 @@ export class WatermarkWatch {
     for (const n of this.c.up()) {
       if (!n.region!.store.isOpen) continue;
       const marks = new Map(
-        n.region!.store.watermarksSync().map((w) => [streamKey(w.origin, w.incarnation), w.lsn]),
+        simStore(n.region!)
+          .watermarksSync()
+          .map((w) => [streamKey(w.origin, w.incarnation), w.lsn]),
       );
       this.checkForward(n.name, marks);
       for (const [k, lsn] of this.owed.get(n.name) ?? [])
@@ -81,7 +84,7 @@ export class WatermarkWatch {
       peer,
       Math.max(sh.acked, this.owed.get(peer)?.get(k) ?? 0),
     ]);
-    needs.push([region, r.store.watermarkSync(region, r.wal.incarnation)]);
+    needs.push([region, simStore(r).watermarkSync(region, r.wal.incarnation)]);
     for (const [who, applied] of needs)
       if (!this.excused.has(`${region}>${who}`) && applied + 1 < first)
         this.problem(

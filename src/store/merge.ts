@@ -57,3 +57,15 @@ export function compareVersions(rule: MergeRule, a: VersionId, b: VersionId): nu
 export function ruleName(rule: MergeRule): string {
   return rule.kind === "primary-wins" ? `primary-wins(${rule.priority.join(">")})` : rule.kind;
 }
+
+/** Two different versions of one key: which wins under `rule`, and whether the incoming one takes the key. */
+export function contest<T extends VersionId>(
+  rule: MergeRule,
+  existing: T,
+  incoming: T,
+): { winner: T; loser: T; incomingWins: boolean } {
+  const incomingWins = compareVersions(rule, incoming, existing) < 0;
+  return incomingWins
+    ? { winner: incoming, loser: existing, incomingWins }
+    : { winner: existing, loser: incoming, incomingWins };
+}

@@ -3,7 +3,7 @@
  * the types (no database). Pure modules elsewhere (reconcile) import this, never `index.ts`,
  * which loads SQLite; the linter enforces it.
  */
-export { compareVersions, ruleName, sameVersion } from "./merge.js";
+export { compareVersions, contest, ruleName, sameVersion } from "./merge.js";
 export type { MergeRule, VersionId } from "./merge.js";
 export { BucketDigests, bucketCount, bucketOf, versionHash } from "./digest.js";
 export { buildTree, childrenOf, leafLevel, nodeDigest, treeFanout, treeLevels } from "./digest-tree.js";
@@ -11,10 +11,19 @@ export type { DigestTree } from "./digest-tree.js";
 export type {
   ApplyBatchInput,
   ApplyResult,
+  ApplyStore,
+  CheckedRecord,
   Conflict,
   ConflictRow,
+  CoveredStream,
   DedupStore,
+  DigestStore,
+  KeyCursor,
+  MetaStore,
+  ReadStore,
+  RemovedStream,
   StoreStats,
+  StreamStore,
   StoredRecord,
   Watermark,
 } from "./types.js";

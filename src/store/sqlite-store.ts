@@ -12,17 +12,22 @@ import Database from "better-sqlite3";
 import { StoreCorruptError, StoreError, StoreFullError } from "../errors.js";
 import { realRuntime } from "../runtime/index.js";
 import { nodeFileOps, type FileOps } from "../util/file-ops.js";
-import { ruleName, compareVersions, sameVersion, type MergeRule } from "./merge.js";
+import { ruleName, compareVersions, contest, sameVersion, type MergeRule } from "./merge.js";
 import { startCheckpointer, type Checkpointer } from "./checkpointer.js";
 import { BucketDigests, bucketCount, bucketOf, versionHash, versionHashBytes } from "./digest.js";
 import { buildTree, type DigestTree } from "./digest-tree.js";
 import { WalSync } from "./wal-sync.js";
+import { fromRow, type RecordRow } from "./rows.js";
 import type {
   ApplyBatchInput,
   ApplyResult,
+  CheckedRecord,
   Conflict,
   ConflictRow,
+  CoveredStream,
   DedupStore,
+  KeyCursor,
+  RemovedStream,
   StoreStats,
   StoredRecord,
   Watermark,
@@ -69,33 +74,6 @@ CREATE TABLE IF NOT EXISTS tampered (
 CREATE TABLE IF NOT EXISTS digest_snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), clean INTEGER NOT NULL, digests BLOB NOT NULL, counts BLOB NOT NULL);
 `;
 
-interface RecordRow {
-  bucket: number;
-  vh: Buffer;
-  key: string;
-  tenant: string;
-  outcome: string;
-  body: string | null;
-  origin: string;
-  incarnation: string;
-  lsn: number;
-  hlc_wall: number;
-  hlc_logical: number;
-}
-
-function fromRow(r: RecordRow): StoredRecord {
-  return {
-    key: r.key,
-    tenant: r.tenant,
-    outcome: r.outcome,
-    bodyJson: r.body ?? undefined,
-    origin: r.origin,
-    incarnation: r.incarnation,
-    lsn: r.lsn,
-    hlc: { wallMs: r.hlc_wall, logical: r.hlc_logical },
-  };
-}
-
 /** An error from SQLite as an operating error that names the file: full disk and damage get their own types. */
 export function storeError(file: string, op: string, err: unknown): Error {
   if (err instanceof StoreError) return err;
@@ -106,9 +84,6 @@ export function storeError(file: string, op: string, err: unknown): Error {
   if (typeof code === "string" && code.startsWith("SQLITE_")) return new StoreError(file, op, err);
   return err instanceof Error ? err : new Error(String(err));
 }
-
-/** A version read back with whether it is still what was applied (its hash matches and the scrubber never flagged it). */
-export type CheckedRecord = StoredRecord & { intact: boolean };
 
 export interface SqliteStoreOptions {
   /** Database file; ":memory:" for tests of pure behaviour. */
@@ -327,6 +302,11 @@ export class SqliteStore implements DedupStore {
    * already holds durably (a power loss undoes at most the last commits, and open replays
    * them from the WAL).
    */
+  async applyLocal(batch: ApplyBatchInput): Promise<ApplyResult> {
+    return this.applySync(batch);
+  }
+
+  /** applyLocal on the calling thread (the restore CLI and the simulator). */
   applySync(batch: ApplyBatchInput): ApplyResult {
     return this.guard("apply", () => this.withDigests(() => this.applyTx(batch)));
   }
@@ -346,7 +326,17 @@ export class SqliteStore implements DedupStore {
    * delivered here is found (an origin's own store holds its whole stream). One version per
    * LSN; an intact copy is preferred.
    */
-  streamVersions(
+  async streamVersions(
+    origin: string,
+    incarnation: string,
+    fromLsn: number,
+    toLsn: number,
+    limit: number,
+  ): Promise<CheckedRecord[]> {
+    return this.streamVersionsSync(origin, incarnation, fromLsn, toLsn, limit);
+  }
+
+  streamVersionsSync(
     origin: string,
     incarnation: string,
     fromLsn: number,
@@ -398,7 +388,11 @@ export class SqliteStore implements DedupStore {
   private tree: { generation: number; tree: DigestTree } | undefined;
 
   /** The digest tree over the bucket digests (cached until the next change). */
-  digestTree(): DigestTree {
+  async digestTree(): Promise<DigestTree> {
+    return this.digestTreeSync();
+  }
+
+  digestTreeSync(): DigestTree {
     if (!this.digests) throw new Error("this store was opened without digests");
     if (this.tree?.generation !== this.digestGeneration)
       this.tree = { generation: this.digestGeneration, tree: buildTree(this.digests.digests) };
@@ -406,7 +400,11 @@ export class SqliteStore implements DedupStore {
   }
 
   /** Every winning version in the given buckets, each with whether it is intact (see isIntact). */
-  bucketVersions(buckets: readonly number[]): CheckedRecord[] {
+  async bucketVersions(buckets: readonly number[]): Promise<CheckedRecord[]> {
+    return this.bucketVersionsSync(buckets);
+  }
+
+  bucketVersionsSync(buckets: readonly number[]): CheckedRecord[] {
     return this.guard("read buckets", () => {
       const out: CheckedRecord[] = [];
       for (const b of buckets) {
@@ -426,7 +424,11 @@ export class SqliteStore implements DedupStore {
    * stored version hash: the hash and the bucket digest are corrected so the divergence
    * detector sees the change. Returns the buckets whose digest was wrong.
    */
-  scrub(fromBucket: number, count: number): number[] {
+  async scrub(fromBucket: number, count: number): Promise<number[]> {
+    return this.scrubSync(fromBucket, count);
+  }
+
+  scrubSync(fromBucket: number, count: number): number[] {
     if (!this.digests) return [];
     const wrong: number[] = [];
     const tx = this.db.transaction(() => {
@@ -462,7 +464,11 @@ export class SqliteStore implements DedupStore {
    * identity as the stored one replaces it (the stored copy was damaged); otherwise the merge
    * rule decides and the loser is kept as a conflict. Returns the keys whose winner changed.
    */
-  repair(versions: readonly StoredRecord[]): string[] {
+  async repair(versions: readonly StoredRecord[]): Promise<string[]> {
+    return this.repairSync(versions);
+  }
+
+  repairSync(versions: readonly StoredRecord[]): string[] {
     const changed: string[] = [];
     const now = this.nowMs();
     this.guard("repair", () =>
@@ -556,15 +562,21 @@ export class SqliteStore implements DedupStore {
    * origin, leaving out versions of `covered` streams at or below their LSN (the page's
    * `next` still follows every row scanned).
    */
-  exportPage(o: {
+  async exportPage(o: {
     origin?: string;
-    after?: { bucket: number; key: string };
+    after?: KeyCursor;
     limit: number;
-    covered?: ReadonlyArray<{ origin: string; incarnation: string; lsn: number }>;
-  }): {
-    versions: StoredRecord[];
-    next: { bucket: number; key: string } | undefined;
-  } {
+    covered?: readonly CoveredStream[];
+  }): Promise<{ versions: StoredRecord[]; next: KeyCursor | undefined }> {
+    return this.exportPageSync(o);
+  }
+
+  exportPageSync(o: {
+    origin?: string;
+    after?: KeyCursor;
+    limit: number;
+    covered?: readonly CoveredStream[];
+  }): { versions: StoredRecord[]; next: KeyCursor | undefined } {
     const after = o.after ?? { bucket: -1, key: "" };
     const rows = (
       o.origin === undefined
@@ -585,18 +597,11 @@ export class SqliteStore implements DedupStore {
    * stream's watermark back before the first removed LSN, so origins re-ship from there. The
    * digest snapshot is marked dirty: the next open recomputes the digests from the records.
    */
-  deleteSince(
-    wallMs: number,
-  ): Array<{ origin: string; incarnation: string; fromLsn: number; removed: number }> {
-    const streams = this.stmt.sinceStreams.all(wallMs) as Array<{
-      origin: string;
-      incarnation: string;
-      fromLsn: number;
-      removed: number;
-    }>;
+  async deleteSince(wallMs: number): Promise<RemovedStream[]> {
+    const streams = this.stmt.sinceStreams.all(wallMs) as RemovedStream[];
     this.db.transaction(() => {
       this.stmt.deleteSince.run(wallMs);
-      for (const s of streams) this.resetWatermark(s.origin, s.incarnation, s.fromLsn - 1);
+      for (const s of streams) this.resetWatermarkSync(s.origin, s.incarnation, s.fromLsn - 1);
       this.stmt.markDirty.run();
     })();
     if (this.digests) {
@@ -612,7 +617,11 @@ export class SqliteStore implements DedupStore {
   }
 
   /** Set a stream's watermark, also backwards (rebuild only: the origin will re-ship from there). */
-  resetWatermark(origin: string, incarnation: string, lsn: number): void {
+  async resetWatermark(origin: string, incarnation: string, lsn: number): Promise<void> {
+    this.resetWatermarkSync(origin, incarnation, lsn);
+  }
+
+  resetWatermarkSync(origin: string, incarnation: string, lsn: number): void {
     this.stmt.resetWatermark.run(origin, incarnation, lsn, this.nowMs());
   }
 
@@ -670,8 +679,7 @@ export class SqliteStore implements DedupStore {
     const row = this.stmt.get.get(bucket, r.key) as RecordRow;
     const existing = fromRow(row);
     if (sameVersion(existing, incoming)) return "duplicate";
-    const incomingWins = compareVersions(this.rule, incoming, existing) < 0;
-    const [winner, loser] = incomingWins ? [incoming, existing] : [existing, incoming];
+    const { winner, loser, incomingWins } = contest(this.rule, existing, incoming);
     const kept = this.insertLoser(loser, winner, now);
     if (incomingWins) {
       this.replaceVersion(bucket, incoming, vh);
@@ -787,12 +795,16 @@ export class SqliteStore implements DedupStore {
   }
 
   /** Make every commit so far durable (a synced commit of nothing: SQLite syncs its write-ahead log). */
-  syncNow(): void {
-    this.setMeta("synced_at", String(this.nowMs()));
+  async syncNow(): Promise<void> {
+    this.setMetaSync("synced_at", String(this.nowMs()));
   }
 
   /** A value this store keeps about itself (e.g. whether a bootstrap finished); undefined when unset. */
-  getMeta(name: string): string | undefined {
+  async getMeta(name: string): Promise<string | undefined> {
+    return this.getMetaSync(name);
+  }
+
+  getMetaSync(name: string): string | undefined {
     return this.guard(
       "read meta",
       () => this.db.prepare("SELECT value FROM meta WHERE name = ?").pluck().get(name) as string | undefined,
@@ -800,7 +812,11 @@ export class SqliteStore implements DedupStore {
   }
 
   /** Set a meta value, durably (a synced commit): it records a decision recovery relies on. */
-  setMeta(name: string, value: string): void {
+  async setMeta(name: string, value: string): Promise<void> {
+    this.setMetaSync(name, value);
+  }
+
+  setMetaSync(name: string, value: string): void {
     this.guard("write meta", () => {
       this.stmt.syncFull.run();
       try {
@@ -817,7 +833,7 @@ export class SqliteStore implements DedupStore {
   }
 
   /** Whether the store holds nothing at all (no record, no conflict, no watermark): a region without state. */
-  isEmpty(): boolean {
+  async isEmpty(): Promise<boolean> {
     return this.guard(
       "check whether empty",
       () =>
@@ -841,7 +857,7 @@ export class SqliteStore implements DedupStore {
    * number new conflicts at or below what the log already holds, and the pump would never
    * write them. A conflict the log already holds may be written again (at least once).
    */
-  reserveConflictIds(mark: number): void {
+  async reserveConflictIds(mark: number): Promise<void> {
     this.guard("reserve conflict ids", () => {
       const seq = this.db
         .prepare("SELECT seq FROM sqlite_sequence WHERE name = 'conflicts'")
@@ -857,6 +873,10 @@ export class SqliteStore implements DedupStore {
   /** Drop the handle without writing anything (what a killed process leaves: the simulator's crash). */
   abandon(): void {
     if (this.db.open) this.db.close();
+  }
+
+  get description(): string {
+    return `SQLite ${this.file}`;
   }
 
   get isOpen(): boolean {

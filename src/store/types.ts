@@ -1,7 +1,9 @@
 /**
  * The dedup store contract: key -> winning record, per-origin watermarks, conflicts, and
- * per-bucket digests for the divergence detector. SQLite is the embedded default; a
- * PostgreSQL store will implement the same interface (hence every method is async).
+ * per-bucket digests for the divergence detector. SQLite is the embedded default, PostgreSQL
+ * the shared one (several nodes of a region on one store); hence every method is async. One
+ * interface per consumer; `DedupStore` is all of them. test/store-contract.test.ts runs the
+ * same contract against both.
  *
  * Contract for implementations:
  * - applyBatch is one transaction: the records and the origin's watermark, all or nothing.
@@ -12,6 +14,7 @@
  */
 import type { Hlc } from "../clock/index.js";
 import type { WalRecord } from "../wal/index.js";
+import type { DigestTree } from "./digest-tree.js";
 import type { MergeRule } from "./merge.js";
 
 export interface StoredRecord {
@@ -77,17 +80,138 @@ export interface StoreStats {
   conflicts: number;
 }
 
-export interface DedupStore {
+/** A version read back with whether it is still what was applied (its hash matches and the scrubber never flagged it). */
+export type CheckedRecord = StoredRecord & { intact: boolean };
+
+/** One (bucket, key) position in key order: where an export page resumes. */
+export interface KeyCursor {
+  bucket: number;
+  key: string;
+}
+
+/** A stream whose records at or below `lsn` the caller already holds (an export leaves them out). */
+export interface CoveredStream {
+  origin: string;
+  incarnation: string;
+  lsn: number;
+}
+
+/** What `deleteSince` removed of one stream, and where its watermark went back to (fromLsn - 1). */
+export interface RemovedStream {
+  origin: string;
+  incarnation: string;
+  fromLsn: number;
+  removed: number;
+}
+
+/**
+ * Applying streams: the reader (peers' batches), the local applier (this region's own
+ * records) and recovery (watermarks).
+ *
+ * - `applyBatch` is one transaction: the records, the losers kept as conflicts, the bucket
+ *   digests and the origin's watermark, all or nothing; durable when it resolves (a peer
+ *   moves its retention on the answer).
+ * - It is idempotent: a batch applied any number of times, in any interleaving with other
+ *   batches, leaves the state it leaves applied once.
+ * - `applyLocal` is the same transaction for this region's own records, which the inbox WAL
+ *   already holds durably: it may resolve before the commit is synced (open replays the WAL
+ *   past the watermark). Calls are made one at a time, in LSN order.
+ * - Watermarks only move forward, except through `resetWatermark` (rebuild, bootstrap and
+ *   WAL recovery set one where the origin must re-ship from).
+ */
+export interface ApplyStore {
   readonly rule: MergeRule;
   applyBatch(batch: ApplyBatchInput): Promise<ApplyResult>;
-  get(key: string): Promise<StoredRecord | undefined>;
-  /** Every (origin, incarnation) watermark this store holds. */
-  watermarks(): Promise<Watermark[]>;
+  applyLocal(batch: ApplyBatchInput): Promise<ApplyResult>;
   /** Applied LSN for one origin stream; 0 when none was applied. */
   watermark(origin: string, incarnation: string): Promise<number>;
+  /** Every (origin, incarnation) watermark this store holds. */
+  watermarks(): Promise<Watermark[]>;
+  /** Set a stream's watermark, also backwards (the origin will re-ship from there). */
+  resetWatermark(origin: string, incarnation: string, lsn: number): Promise<void>;
+}
+
+/** Reads for clients, the admin API and the audit pump. */
+export interface ReadStore {
+  get(key: string): Promise<StoredRecord | undefined>;
+  /** Conflicts with an id above `afterId`, in id order; each with the key's current winner. */
   conflicts(options?: { afterId?: number; limit?: number }): Promise<ConflictRow[]>;
   stats(): Promise<StoreStats>;
+}
+
+/**
+ * The divergence detector's side: bucket digests (the XOR of the winners' version hashes,
+ * see digest.ts), the tree over them, and the scrubber that recomputes them from content.
+ * Two stores holding the same winners have equal digests, whatever the engine.
+ */
+export interface DigestStore {
+  /** The tree over every bucket digest as committed (cached until the next change). */
+  digestTree(): Promise<DigestTree>;
   /** SHA-256 over every bucket digest: equal in two stores iff (with overwhelming probability) they hold the same winners. */
   rootDigest(): Promise<string>;
+  /** Every winning version in the given buckets, each with whether it is intact. */
+  bucketVersions(buckets: readonly number[]): Promise<CheckedRecord[]>;
+  /**
+   * Recompute `count` buckets' digests from the records' content (from `fromBucket`,
+   * wrapping). A record changed outside the engine is flagged (no longer intact, so never
+   * evidence) and the digest follows what the row holds. Returns the buckets that were wrong.
+   */
+  scrub(fromBucket: number, count: number): Promise<number[]>;
+}
+
+/** Streams and repairs: serving a peer's restore, recovery's evidence, reconcile, rebuild, bootstrap. */
+export interface StreamStore {
+  /**
+   * Versions of one stream with LSNs in [fromLsn, toLsn], in LSN order, at most `limit`: the
+   * winners and the losers kept as conflicts, one per LSN, an intact copy preferred.
+   */
+  streamVersions(
+    origin: string,
+    incarnation: string,
+    fromLsn: number,
+    toLsn: number,
+    limit: number,
+  ): Promise<CheckedRecord[]>;
+  /**
+   * One page of winners in (bucket, key) order after `after`, optionally of one origin,
+   * leaving out versions of `covered` streams at or below their LSN (`next` follows every
+   * row scanned; undefined on the last page).
+   */
+  exportPage(o: {
+    origin?: string;
+    after?: KeyCursor;
+    limit: number;
+    covered?: readonly CoveredStream[];
+  }): Promise<{ versions: StoredRecord[]; next: KeyCursor | undefined }>;
+  /**
+   * Write versions established as true outside any stream (watermarks untouched): the same
+   * identity replaces a damaged copy, otherwise the rule decides and the loser is kept.
+   * Returns the keys whose winner changed.
+   */
+  repair(versions: readonly StoredRecord[]): Promise<string[]>;
+  /** Remove every winner written at or after `wallMs` and move each stream's watermark back before it. */
+  deleteSince(wallMs: number): Promise<RemovedStream[]>;
+}
+
+/** What the store keeps about itself: decisions recovery relies on. */
+export interface MetaStore {
+  /** A value set by `setMeta`; undefined when unset. */
+  getMeta(name: string): Promise<string | undefined>;
+  /** Set a value durably (synced before it resolves). */
+  setMeta(name: string, value: string): Promise<void>;
+  /** No record, no conflict, no watermark: a region without state. */
+  isEmpty(): Promise<boolean>;
+  /** Make every commit so far durable. */
+  syncNow(): Promise<void>;
+  /** Number every conflict recorded from now on above `mark` (the audit log's conflictMark). */
+  reserveConflictIds(mark: number): Promise<void>;
+}
+
+/** Every side of the dedup store: what a region opens. SQLite and PostgreSQL implement it. */
+export interface DedupStore extends ApplyStore, ReadStore, DigestStore, StreamStore, MetaStore {
+  /** What the store is (a file, a database without its credentials), for status and errors. */
+  readonly description: string;
+  /** False once closed or lost (a readiness check). */
+  readonly isOpen: boolean;
   close(): Promise<void>;
 }

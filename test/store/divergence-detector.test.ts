@@ -95,7 +95,7 @@ describe("divergence detection on stores", () => {
             expect((await detector(a, b).scanPeer("b")).findings).toEqual([]);
 
             const keys = a
-              .bucketVersions(Array.from({ length: bucketCount }, (_, i) => i))
+              .bucketVersionsSync(Array.from({ length: bucketCount }, (_, i) => i))
               .map((v) => v.key)
               .sort();
             const key = keys[pick % keys.length]!;
@@ -104,7 +104,7 @@ describe("divergence detection on stores", () => {
             if (mutation === 0) raw.prepare("UPDATE records SET outcome = 'tampered' WHERE key = ?").run(key);
             else raw.prepare("DELETE FROM records WHERE key = ?").run(key); // 1: B has one A lacks; 2: A has one B lacks
             raw.close();
-            (mutation === 1 ? a : b).scrub(0, bucketCount);
+            await (mutation === 1 ? a : b).scrub(0, bucketCount);
             const scan = await detector(a, b).scanPeer("b");
             expect(scan.findings.map((f) => f.key)).toEqual([key]);
             expect(scan.findings[0]!.kind).toBe(mutation === 0 ? "divergent" : "missing");

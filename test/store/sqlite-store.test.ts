@@ -107,11 +107,11 @@ describe("SqliteStore", () => {
       // eu-west-1 wrote keys 5..9 earlier: us-east-1's versions of them become conflict losers.
       const earlier = records(5, 5).map((r, i) => ({ ...r, hlc: { wallMs: 1 + i, logical: 0 } }));
       store.applySync({ origin: "eu-west-1", incarnation, firstLsn: 1, lastLsn: 5, records: earlier });
-      const stream = store.streamVersions("us-east-1", incarnation, 1, 20, 100);
+      const stream = store.streamVersionsSync("us-east-1", incarnation, 1, 20, 100);
       expect(stream.map((v) => v.lsn)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
       expect(stream.every((v) => v.origin === "us-east-1" && v.intact)).toBe(true);
-      expect(store.streamVersions("us-east-1", incarnation, 3, 6, 2).map((v) => v.lsn)).toEqual([3, 4]);
-      expect(store.isEmpty()).toBe(false);
+      expect(store.streamVersionsSync("us-east-1", incarnation, 3, 6, 2).map((v) => v.lsn)).toEqual([3, 4]);
+      expect(await store.isEmpty()).toBe(false);
     } finally {
       await store.close();
     }
@@ -121,8 +121,8 @@ describe("SqliteStore", () => {
     // Found by the simulator (with the call in Region.open reverted, seed 20 fails): a region whose store was lost rebuilt it and numbered
     // its conflicts from 1 again; the audit log's mark was 3, so the pump skipped them.
     const store = new SqliteStore({ path: ":memory:", rule });
-    store.reserveConflictIds(3);
-    store.reserveConflictIds(2); // never lowers it
+    await store.reserveConflictIds(3);
+    await store.reserveConflictIds(2); // never lowers it
     const mine = records(1, 1, () => "shared");
     store.applySync({ origin: "a", incarnation, firstLsn: 1, lastLsn: 1, records: mine });
     const theirs = records(1, 1, () => "shared").map((r) => ({

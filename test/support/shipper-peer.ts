@@ -107,7 +107,7 @@ export function ownRecords(store: SqliteStore): OwnRecords {
   return {
     range: async (incarnation, from, to, limit) =>
       store
-        .streamVersions(origin, incarnation, from, to, limit)
+        .streamVersionsSync(origin, incarnation, from, to, limit)
         .filter((v) => v.intact)
         .map((v) => ({ ...v, flags: 0 })),
     streams: async () =>

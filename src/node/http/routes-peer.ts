@@ -152,7 +152,7 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
       async (req) => {
         region.refuseWhileCatchingUp();
         const { level } = req.body;
-        const tree = region.store.digestTree();
+        const tree = await region.store.digestTree();
         const indexes = req.body.indexes.filter((i) => i < treeFanout ** level);
         return {
           region: region.name,
@@ -168,7 +168,7 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
         region.refuseWhileCatchingUp();
         return {
           region: region.name,
-          versions: region.store.bucketVersions(req.body.buckets.filter((b) => b < bucketCount)),
+          versions: await region.store.bucketVersions(req.body.buckets.filter((b) => b < bucketCount)),
         };
       },
     );
@@ -201,7 +201,13 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
       Body: { origin: string; incarnation: string; fromLsn: number; toLsn: number; limit: number };
     }>("/v1/divergence/stream", { schema: { ...peerTag, body: schemas.stream } }, async (req) => {
       const q = { ...req.body, limit: Math.min(5000, req.body.limit) };
-      const versions = region.store.streamVersions(q.origin, q.incarnation, q.fromLsn, q.toLsn, q.limit);
+      const versions = await region.store.streamVersions(
+        q.origin,
+        q.incarnation,
+        q.fromLsn,
+        q.toLsn,
+        q.limit,
+      );
       const last = versions.at(-1)?.lsn;
       return {
         region: region.name,
