@@ -3,7 +3,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["src/**/*.test.ts", "test/**/*.test.ts"],
-    globalSetup: ["test/setup/build.ts"],
+    globalSetup: ["test/setup/build.ts", "test/setup/postgres.ts"],
     setupFiles: ["test/setup/http.ts"],
     // Crash and multi-process tests spawn children; generous deadlines, never sleeps.
     testTimeout: 120_000,

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test suite uses system programs from Debian's packages: nats-server (the benchmark
 # baseline), chromium (the benchmark report renders in it), strace (a test watches a peer
-# sync its store before it acknowledges) and openssl (the TLS tests make their certificates). Run before `npm test` (pretest): installs them when
+# sync its store before it acknowledges), openssl (the TLS tests make their certificates) and
+# postgresql (the PostgreSQL store's tests start a temporary cluster of it, test/support/postgres.ts).
+# Run before `npm test` (pretest): installs them when
 # missing and this user can (root with apt-get).
 set -u
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
@@ -10,6 +12,7 @@ have nats-server || missing+=(nats-server)
 have chromium || missing+=(chromium)
 have strace || missing+=(strace)
 have openssl || missing+=(openssl)
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${missing[*]} (Debian packages, for the benchmark harness tests)"

@@ -27,7 +27,7 @@ const mutants = [
     file: "src/store/merge.ts",
     from: 'case "first-write-wins":\n      return firstWriteOrder(a, b);',
     to: 'case "first-write-wins":\n      return -firstWriteOrder(a, b);',
-    tests: ["src/store/merge.test.ts"],
+    tests: ["test/store/store-contract.test.ts"],
   },
   {
     name: "reader's clock-skew check removed",
@@ -130,7 +130,22 @@ const mutants = [
     file: "src/store/sqlite-store.ts",
     from: "this.applyTx = this.db.transaction((b: ApplyBatchInput) => this.applyInTransaction(b));",
     to: "this.applyTx = (b: ApplyBatchInput) => this.applyInTransaction(b);",
-    tests: ["test/store/sqlite-store.test.ts"],
+    tests: ["test/store/store-contract.test.ts"],
+  },
+  // --- PostgreSQL: what keeps several nodes of a region on one store correct ----------------
+  {
+    name: "PostgreSQL: a stream's watermark read without locking it",
+    file: "src/store/postgres-store.ts",
+    from: '`SELECT lsn FROM watermarks WHERE origin = $1 AND incarnation = $2${lock ? " FOR UPDATE" : ""}`',
+    to: "`SELECT lsn FROM watermarks WHERE origin = $1 AND incarnation = $2`",
+    tests: ["test/store/store-contract.test.ts"],
+  },
+  {
+    name: "PostgreSQL: a batch's keys read without locking them",
+    file: "src/store/postgres-store.ts",
+    from: " ORDER BY r.bucket, r.key FOR UPDATE OF r`",
+    to: " ORDER BY r.bucket, r.key`",
+    tests: ["test/store/store-contract.test.ts"],
   },
   // --- each loss-path fix, reverted --------------------------------------------------------
   {

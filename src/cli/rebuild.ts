@@ -7,7 +7,9 @@ import path from "node:path";
 import { verifyAuditFiles } from "../audit/index.js";
 import type { PeerLink, WatermarksView } from "../link/index.js";
 import { silentLogger } from "../log.js";
-import { Region, copyMesh, seedRegion, type SeededStream } from "../node/index.js";
+import type { NodeConfig } from "../config/index.js";
+import { Region, copyMesh, mergeRuleOf, seedRegion, type SeededStream } from "../node/index.js";
+import { PostgresStore } from "../store/index.js";
 import { CliUsageError, loadConfigOrUsage, parseCommand } from "./args.js";
 
 const rebuildHelp = `crr rebuild --config FILE [--since TIME]
@@ -96,13 +98,18 @@ export async function runRebuild(argv: string[]): Promise<number> {
       if (err instanceof CliUsageError) throw err;
     }
   }
+  if (config.store.kind === "postgres") await refuseUnlessEmpty(config);
   for (const f of fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n.startsWith("store.sqlite")) : []) {
     fs.renameSync(
       path.join(dir, f),
       path.join(dir, f.replace("store.sqlite", `store.sqlite.before-rebuild-${stamp}`)),
     );
   }
-  say(`rebuilding ${config.region} in ${dir} (the old store was moved aside)`);
+  say(
+    config.store.kind === "postgres"
+      ? `rebuilding ${config.region} into an empty PostgreSQL database`
+      : `rebuilding ${config.region} in ${dir} (the old store was moved aside)`,
+  );
   const region = await Region.open(config, { log: silentLogger() });
   try {
     say(`  ${config.region}: replayed its WAL up to LSN ${region.wal.durableLsn}`);
@@ -181,4 +188,20 @@ export async function runAudit(argv: string[]): Promise<number> {
     );
   }
   return report.problem ? 1 : 0;
+}
+
+/**
+ * A PostgreSQL store is not moved aside by crr (other nodes of the region may use it): the
+ * operator points store.url at an empty database, and the old one stays as it was.
+ */
+async function refuseUnlessEmpty(config: NodeConfig): Promise<void> {
+  const store = await PostgresStore.open({ url: config.store.url!, rule: mergeRuleOf(config), poolSize: 1 });
+  try {
+    if (!(await store.isEmpty()))
+      throw new CliUsageError(
+        `rebuild: ${store.description} holds data; create an empty database, point store.url at it and run crr rebuild again (the old database is kept as it is; --since works on it in place)`,
+      );
+  } finally {
+    await store.close();
+  }
 }

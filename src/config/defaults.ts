@@ -29,6 +29,10 @@ export const defaults = {
     retentionIntervalMs: 10_000,
   },
   store: {
+    /** SQLite in the data directory (embedded), or PostgreSQL at `url` (shared by the region's nodes). */
+    kind: "sqlite" as "sqlite" | "postgres",
+    /** PostgreSQL only: connections kept open. */
+    poolSize: 8,
     /**
      * How often a worker thread checkpoints the store's -wal into the database file (and
      * syncs both). Commits are durable without it: each is synced by the group commit.

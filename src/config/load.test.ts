@@ -83,6 +83,21 @@ describe("config", () => {
     expect(err?.message).not.toContain(env.CRR_PEER_SECRET);
   });
 
+  it("a PostgreSQL store needs its url, never shows it, and SQLite takes none", () => {
+    const stored = (store: Record<string, unknown>) => ({ ...base(), store });
+    expect(problems(stored({ kind: "postgres", url: "postgres://crr:pw-XYZ@db:5432/crr" }))).toEqual([]);
+    expect(problems(stored({ kind: "postgres" }))).toEqual([
+      'store.url: required for kind postgres (e.g. url: "${CRR_PG_URL}")',
+    ]);
+    expect(problems(stored({ kind: "postgres", url: "mysql://crr:pw-XYZ@db/crr" }))).toEqual([
+      "store.url: expected a postgres:// or postgresql:// URL",
+    ]);
+    expect(problems(stored({ url: "postgres://db/crr" }))).toEqual([
+      "store.url: only for kind postgres (SQLite lives in the data directory)",
+    ]);
+    expect(problems(stored({ kind: "mongo" }))).toEqual(['store.kind: expected one of "sqlite", "postgres"']);
+  });
+
   it("an archive needs the keys that seal its objects, and room to read a whole segment back", () => {
     const archived = (over: Record<string, unknown>) => ({
       ...base(),

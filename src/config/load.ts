@@ -65,7 +65,7 @@ export interface NodeConfig {
     windowMs: number;
   };
   wal: Widen<typeof defaults.wal>;
-  store: Widen<typeof defaults.store>;
+  store: Widen<typeof defaults.store> & { url?: string };
   /** The S3 archive, when `archive.s3` is configured. */
   archive: Widen<typeof defaults.archive> & { s3?: S3Config };
   shipper: Widen<typeof defaults.shipper>;
@@ -103,6 +103,12 @@ function fieldPath(instancePath: string, extra?: string): string {
   return out || "(top level)";
 }
 
+/** What a URL field expects (never its value: a database URL holds a password). */
+function patternHint(instancePath: string): string | undefined {
+  if (instancePath === "/store/url") return "expected a postgres:// or postgresql:// URL";
+  return instancePath.includes("/url") ? "expected an http:// or https:// URL" : undefined;
+}
+
 function describe(e: ErrorObject): string {
   const params = e.params as Record<string, unknown>;
   switch (e.keyword) {
@@ -115,7 +121,7 @@ function describe(e: ErrorObject): string {
     case "type":
       return `${fieldPath(e.instancePath)}: expected ${String(params.type)}`;
     case "pattern":
-      return `${fieldPath(e.instancePath)}: ${e.instancePath.includes("/url") ? "expected an http:// or https:// URL" : `does not match ${String(params.pattern)}`}`;
+      return `${fieldPath(e.instancePath)}: ${patternHint(e.instancePath) ?? `does not match ${String(params.pattern)}`}`;
     default:
       return `${fieldPath(e.instancePath)}: ${e.message ?? e.keyword}`;
   }
@@ -193,6 +199,10 @@ function checkRegions(c: NodeConfig, problems: string[]): void {
   if (c.shipper.retryDelayMsMin > c.shipper.retryDelayMsMax) {
     problems.push("shipper.retryDelayMsMin: must not exceed shipper.retryDelayMsMax");
   }
+  if (c.store.kind === "postgres" && !c.store.url)
+    problems.push('store.url: required for kind postgres (e.g. url: "${CRR_PG_URL}")');
+  if (c.store.kind === "sqlite" && c.store.url)
+    problems.push("store.url: only for kind postgres (SQLite lives in the data directory)");
   for (const [name, r] of Object.entries(c.regions))
     if (r.via === "s3" && !c.archive.s3)
       problems.push(`regions.${name}.via: s3 needs archive.s3 (the bucket the regions' archives are in)`);

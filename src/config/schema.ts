@@ -88,7 +88,13 @@ export const configSchema = {
       bytesMax: positiveInt,
       retentionIntervalMs: positiveInt,
     }),
-    store: section({ checkpointIntervalMs: positiveInt }),
+    store: section({
+      kind: { enum: ["sqlite", "postgres"] },
+      /** postgres://user:password@host:port/database; write "${CRR_PG_URL}" to keep the password out of the file. */
+      url: { type: "string", pattern: "^postgres(ql)?://" },
+      poolSize: { type: "integer", minimum: 1, maximum: 256 },
+      checkpointIntervalMs: positiveInt,
+    }),
     archive: section({
       s3: {
         type: "object",

@@ -13,7 +13,7 @@ import { credentialsOf, type Credentials, type NodeConfig } from "../config/inde
 import type { PeerLink } from "../link/index.js";
 import type { Logger } from "../log.js";
 import type { Runtime } from "../runtime/index.js";
-import { SqliteStore, ruleName, type DedupStore, type MergeRule } from "../store/index.js";
+import { PostgresStore, SqliteStore, ruleName, type DedupStore, type MergeRule } from "../store/index.js";
 import type { FileOps } from "../util/file-ops.js";
 import { Wal } from "../wal/index.js";
 import { Evidence } from "./evidence.js";
@@ -142,8 +142,20 @@ async function openInOrder(
   };
 }
 
-/** The region's dedup store as configured: SQLite in the data directory. */
+/** The region's dedup store as configured: SQLite in the data directory, or PostgreSQL at store.url. */
 async function openStore(config: NodeConfig, o: PartsOptions, nowMs: () => number): Promise<DedupStore> {
+  if (config.store.kind === "postgres") {
+    const pg = await PostgresStore.open({
+      url: config.store.url!,
+      rule: mergeRuleOf(config),
+      poolSize: config.store.poolSize,
+      nowMs,
+      onPoolError: (message) =>
+        o.log.error({ message }, "PostgreSQL: an idle connection failed (the pool replaces it)"),
+    });
+    o.log.info({ store: pg.description }, "dedup store: PostgreSQL");
+    return pg;
+  }
   const store: SqliteStore = new SqliteStore({
     path: path.join(config.dataDir, "store.sqlite"),
     rule: mergeRuleOf(config),

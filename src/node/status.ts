@@ -45,7 +45,7 @@ export interface RegionStatus {
   /** Every peer acknowledged everything durable here. */
   caughtUp: boolean;
   wal: ReturnType<Region["wal"]["stats"]>;
-  store: { records: number; conflicts: number; digest: string };
+  store: { engine: string; records: number; conflicts: number; digest: string };
   peers: PeerStatus[];
   watermarks: Record<string, number>;
   /** Peers the last scan could not compare with (their findings are unknown), and why. */
@@ -141,7 +141,7 @@ export async function regionStatus(r: Region): Promise<RegionStatus> {
     readiness: ready,
     caughtUp: peers.every((p) => p.behindRecords === 0),
     wal: r.wal.stats(),
-    store: { ...(await r.store.stats()), digest: await r.store.rootDigest() },
+    store: { engine: r.store.description, ...(await r.store.stats()), digest: await r.store.rootDigest() },
     peers,
     watermarks: (await r.watermarksView()).watermarks,
     divergence: {

@@ -98,7 +98,7 @@ export interface StatusBody {
   region: string;
   incarnation: string;
   wal: { durableLsn: number; firstLsn: number; segments: number; bytes: number };
-  store: { records: number; conflicts: number; digest: string };
+  store: { engine: string; records: number; conflicts: number; digest: string };
   peers: Array<{
     peer: string;
     ackedLsn: number;

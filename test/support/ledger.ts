@@ -7,6 +7,7 @@
  */
 import path from "node:path";
 import Database from "better-sqlite3";
+import pg from "pg";
 import { expect } from "vitest";
 import { append, type TestNode } from "./cluster.js";
 
@@ -121,23 +122,51 @@ export interface StoredVersion {
 }
 
 /** Every version a region's store file holds: winners, and losers kept in the conflicts table. */
-export function readStore(dataDir: string): { winners: Map<string, StoredVersion>; all: StoredVersion[] } {
+export interface StoreImage {
+  winners: Map<string, StoredVersion>;
+  all: StoredVersion[];
+}
+
+function imageOf(
+  winnerRows: Array<Record<string, unknown>>,
+  loserRows: Array<Record<string, unknown>>,
+): StoreImage {
+  const row = (r: Record<string, unknown>): StoredVersion => ({
+    key: r.key as string,
+    tenant: r.tenant as string,
+    outcome: r.outcome as string,
+    body: r.body as string | null,
+    origin: r.origin as string,
+    lsn: Number(r.lsn),
+    hlc: `${String(r.hlc_wall).padStart(15, "0")}.${String(r.hlc_logical).padStart(5, "0")}`,
+  });
+  const winners = winnerRows.map(row);
+  return { winners: new Map(winners.map((w) => [w.key, w])), all: [...winners, ...loserRows.map(row)] };
+}
+
+/** A region's SQLite store, read straight from its file (not through crr). */
+export function readStore(dataDir: string): StoreImage {
   const db = new Database(path.join(dataDir, "store.sqlite"), { readonly: true, fileMustExist: true });
   try {
-    const row = (r: Record<string, unknown>): StoredVersion => ({
-      key: r.key as string,
-      tenant: r.tenant as string,
-      outcome: r.outcome as string,
-      body: r.body as string | null,
-      origin: r.origin as string,
-      lsn: r.lsn as number,
-      hlc: `${String(r.hlc_wall).padStart(15, "0")}.${String(r.hlc_logical).padStart(5, "0")}`,
-    });
-    const winners = (db.prepare("SELECT * FROM records").all() as Array<Record<string, unknown>>).map(row);
-    const losers = (db.prepare("SELECT * FROM conflicts").all() as Array<Record<string, unknown>>).map(row);
-    return { winners: new Map(winners.map((w) => [w.key, w])), all: [...winners, ...losers] };
+    return imageOf(
+      db.prepare("SELECT * FROM records").all() as Array<Record<string, unknown>>,
+      db.prepare("SELECT * FROM conflicts").all() as Array<Record<string, unknown>>,
+    );
   } finally {
     db.close();
+  }
+}
+
+/** A region's PostgreSQL store, read straight from its database (not through crr). */
+export async function readPostgresStore(url: string): Promise<StoreImage> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const winners = await c.query("SELECT * FROM records");
+    const losers = await c.query("SELECT * FROM conflicts");
+    return imageOf(winners.rows, losers.rows);
+  } finally {
+    await c.end();
   }
 }
 
@@ -160,24 +189,32 @@ export function expectMatchesLedger(
   regions: ReadonlyArray<Pick<TestNode, "name" | "dataDir">>,
   shouldHold: (region: string, rec: Acked) => boolean = () => true,
 ): void {
-  for (const region of regions) {
-    const store = readStore(region.dataDir);
-    const held = ledger.acked.filter((a) => shouldHold(region.name, a));
-    for (const a of held) {
-      expect(
-        store.all.some((s) => same(a, s)),
-        `${region.name} holds ${a.key} (${a.origin} LSN ${a.lsn}) exactly as acknowledged`,
-      ).toBe(true);
-    }
-    const byKey = new Map<string, Acked[]>();
-    for (const a of held) byKey.set(a.key, [...(byKey.get(a.key) ?? []), a]);
-    for (const [key, versions] of byKey) {
-      const w = firstWriteWinner(versions);
-      const got = store.winners.get(key);
-      expect(
-        got && same(w, got),
-        `${region.name}: winner of ${key} is ${w.origin} LSN ${w.lsn} '${w.outcome}'`,
-      ).toBe(true);
-    }
+  for (const region of regions)
+    expectStoreMatchesLedger(ledger, region.name, readStore(region.dataDir), shouldHold);
+}
+
+/** One region's store (read by readStore or readPostgresStore) against the ledger, as expectMatchesLedger. */
+export function expectStoreMatchesLedger(
+  ledger: Ledger,
+  region: string,
+  store: StoreImage,
+  shouldHold: (region: string, rec: Acked) => boolean = () => true,
+): void {
+  const held = ledger.acked.filter((a) => shouldHold(region, a));
+  for (const a of held) {
+    expect(
+      store.all.some((s) => same(a, s)),
+      `${region} holds ${a.key} (${a.origin} LSN ${a.lsn}) exactly as acknowledged`,
+    ).toBe(true);
+  }
+  const byKey = new Map<string, Acked[]>();
+  for (const a of held) byKey.set(a.key, [...(byKey.get(a.key) ?? []), a]);
+  for (const [key, versions] of byKey) {
+    const w = firstWriteWinner(versions);
+    const got = store.winners.get(key);
+    expect(
+      got && same(w, got),
+      `${region}: winner of ${key} is ${w.origin} LSN ${w.lsn} '${w.outcome}'`,
+    ).toBe(true);
   }
 }

@@ -1,0 +1,80 @@
+/**
+ * The PostgreSQL store's schema and its migrations. crr creates and migrates it itself: a
+ * `crr_schema` table holds the version, and each step runs in one transaction under an
+ * advisory lock, so several nodes of a region starting at once migrate it once.
+ *
+ * Portable on purpose (it runs on PostgreSQL 12+, and its statements avoid what Citus,
+ * YugabyteDB or CockroachDB lack: no triggers, no stored procedures, no XOR on bytea):
+ * the merge rule and the digest arithmetic run in crr, on rows locked FOR UPDATE.
+ */
+import type pg from "pg";
+import { bucketCount } from "./digest.js";
+
+/** Keys compare byte by byte (COLLATE "C"), as SQLite's BINARY does: export pages resume in one order. */
+const steps: readonly string[] = [
+  `
+  CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+  CREATE TABLE records (
+    bucket INTEGER NOT NULL, key TEXT COLLATE "C" NOT NULL, tenant TEXT NOT NULL, outcome TEXT NOT NULL,
+    body TEXT, origin TEXT NOT NULL, incarnation TEXT NOT NULL, lsn BIGINT NOT NULL,
+    hlc_wall BIGINT NOT NULL, hlc_logical INTEGER NOT NULL, vh BYTEA NOT NULL,
+    PRIMARY KEY (bucket, key)
+  );
+  CREATE INDEX records_by_stream ON records (origin, incarnation, lsn);
+  CREATE TABLE watermarks (
+    origin TEXT NOT NULL, incarnation TEXT NOT NULL, lsn BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (origin, incarnation)
+  );
+  CREATE TABLE conflicts (
+    id BIGSERIAL PRIMARY KEY,
+    key TEXT COLLATE "C" NOT NULL, tenant TEXT NOT NULL, outcome TEXT NOT NULL, body TEXT,
+    origin TEXT NOT NULL, incarnation TEXT NOT NULL, lsn BIGINT NOT NULL,
+    hlc_wall BIGINT NOT NULL, hlc_logical INTEGER NOT NULL,
+    winner_origin TEXT NOT NULL, winner_incarnation TEXT NOT NULL, winner_lsn BIGINT NOT NULL,
+    winner_outcome TEXT NOT NULL, winner_hlc_wall BIGINT NOT NULL, winner_hlc_logical INTEGER NOT NULL,
+    rule TEXT NOT NULL, detected_at_ms BIGINT NOT NULL,
+    UNIQUE (key, origin, incarnation, lsn)
+  );
+  CREATE INDEX conflicts_by_stream ON conflicts (origin, incarnation, lsn);
+  CREATE TABLE tampered (
+    bucket INTEGER NOT NULL, key TEXT COLLATE "C" NOT NULL, applied_vh BYTEA NOT NULL, found_vh BYTEA NOT NULL,
+    found_at_ms BIGINT NOT NULL, PRIMARY KEY (bucket, key)
+  );
+  -- One row per bucket: the XOR of its winners' version hashes and its key count, changed in
+  -- the transaction that changes the bucket. gen orders the changes (digest_clock below).
+  CREATE TABLE bucket_digests (
+    bucket INTEGER PRIMARY KEY, digest BYTEA NOT NULL, keys INTEGER NOT NULL, gen BIGINT NOT NULL
+  );
+  CREATE INDEX bucket_digests_by_gen ON bucket_digests (gen);
+  INSERT INTO bucket_digests (bucket, digest, keys, gen)
+    SELECT b, '\\x00000000000000000000000000000000'::bytea, 0, 0 FROM generate_series(0, ${bucketCount - 1}) AS b;
+  -- Every transaction that changes digests takes the next gen here and holds the row lock to
+  -- its commit: gens commit in order, so a reader that saw gen G has every change up to G.
+  CREATE TABLE digest_clock (id INTEGER PRIMARY KEY CHECK (id = 1), gen BIGINT NOT NULL);
+  INSERT INTO digest_clock (id, gen) VALUES (1, 0);
+  `,
+];
+
+export const schemaVersion = steps.length;
+
+/** Create the schema, or bring an older one up to this build's version. */
+export async function migrate(client: pg.PoolClient): Promise<void> {
+  await client.query("BEGIN");
+  try {
+    // One migrator at a time across every node sharing the database (released at COMMIT).
+    await client.query("SELECT pg_advisory_xact_lock(7243001)");
+    await client.query("CREATE TABLE IF NOT EXISTS crr_schema (version INTEGER NOT NULL)");
+    const r = await client.query<{ version: number }>("SELECT version FROM crr_schema");
+    const version = r.rows[0]?.version ?? 0;
+    if (version > schemaVersion)
+      throw new Error(`schema version ${version} is newer than this build's ${schemaVersion}`);
+    for (let v = version; v < schemaVersion; v++) await client.query(steps[v]!);
+    if (r.rows.length === 0)
+      await client.query("INSERT INTO crr_schema (version) VALUES ($1)", [schemaVersion]);
+    else await client.query("UPDATE crr_schema SET version = $1", [schemaVersion]);
+    await client.query("COMMIT");
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  }
+}

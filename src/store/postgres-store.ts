@@ -1,0 +1,780 @@
+/**
+ * The shared dedup store: PostgreSQL through node-postgres (`pg`). Several crr nodes of one
+ * region may open the same database; every write is one transaction that PostgreSQL makes
+ * durable before it returns (synchronous_commit is forced on for crr's sessions).
+ *
+ * How a transaction stays correct when several run at once:
+ * - a stream's batches serialize on its watermark row (SELECT … FOR UPDATE), so two nodes
+ *   given overlapping batches of one stream apply them once;
+ * - the keys a batch touches are locked (FOR UPDATE) before the merge rule (merge.ts, the
+ *   same code SQLite runs) decides between the stored and the incoming version; a key
+ *   another transaction inserted meanwhile makes the insert find a conflict, and the whole
+ *   transaction is run again (it then finds and locks the row);
+ * - bucket digests change in the same transaction, last: it takes the next gen of
+ *   `digest_clock` (a row lock held to COMMIT), so digest changes commit in gen order and a
+ *   reader that saw gen G holds every change up to G (postgres-schema.ts);
+ * - serialization failures and deadlocks (SQLSTATE 40001, 40P01) run the transaction again.
+ */
+import pg from "pg";
+import { StoreCorruptError, StoreError, StoreFullError } from "../errors.js";
+import { realRuntime } from "../runtime/index.js";
+import { BucketDigests, bucketCount, bucketOf, versionHash } from "./digest.js";
+import { buildTree, type DigestTree } from "./digest-tree.js";
+import { contest, ruleName, sameVersion, type MergeRule } from "./merge.js";
+import { migrate } from "./postgres-schema.js";
+import { fromRow, versionColumns, type RecordRow } from "./rows.js";
+import type {
+  ApplyBatchInput,
+  ApplyResult,
+  CheckedRecord,
+  Conflict,
+  ConflictRow,
+  CoveredStream,
+  DedupStore,
+  KeyCursor,
+  RemovedStream,
+  StoreStats,
+  StoredRecord,
+  Watermark,
+} from "./types.js";
+
+export interface PostgresStoreOptions {
+  /** postgres://user:password@host:port/database (never logged: errors name `description`). */
+  url: string;
+  rule: MergeRule;
+  /** Connections kept (store.poolSize). */
+  poolSize?: number;
+  nowMs?: () => number;
+  /** An idle connection failed (the pool replaces it); logged by the caller. */
+  onPoolError?: (message: string) => void;
+}
+
+/** BIGINT columns as numbers: LSNs and milliseconds stay far below 2^53. */
+const types = {
+  getTypeParser: ((oid: number, format?: "text" | "binary") =>
+    oid === 20
+      ? (v: string) => Number(v)
+      : pg.types.getTypeParser(oid, format)) as typeof pg.types.getTypeParser,
+};
+
+/** The database a URL names, without its credentials. */
+export function describePostgres(url: string): string {
+  try {
+    const u = new URL(url);
+    return `PostgreSQL ${u.hostname}:${u.port || 5432}${u.pathname}`;
+  } catch {
+    return "PostgreSQL (an unparsable url)";
+  }
+}
+
+/** Ask the caller to run the whole transaction again (a key inserted by another one meanwhile). */
+class RunAgain extends Error {}
+
+const retryCodes = new Set(["40001", "40P01"]);
+const attemptsMax = 20;
+
+type Client = pg.PoolClient;
+type Mode = "apply" | "repair";
+interface Held {
+  v: StoredRecord;
+  vh: Buffer;
+  /** The row's stored hash (differs from vh when the row was changed outside the engine). */
+  storedVh: Buffer;
+  inDb: boolean;
+}
+
+/** One version against the stored one: whether it takes the key, and what it counts as. */
+interface Contested {
+  replaced: boolean;
+  duplicate?: boolean;
+  conflict?: Conflict;
+}
+
+/** What merging versions into the locked rows did. */
+interface Merged {
+  applied: number;
+  duplicates: number;
+  conflicts: Conflict[];
+  changed: string[];
+}
+
+export class PostgresStore implements DedupStore {
+  readonly rule: MergeRule;
+  readonly description: string;
+  private readonly ruleText: string;
+  private readonly nowMs: () => number;
+  private closed = false;
+  private readonly digests = new BucketDigests();
+  /** Initial rows are zeros at gen 0, as the in-memory digests start. */
+  private digestGen = 0;
+  private tree: { gen: number; tree: DigestTree } | undefined;
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    o: PostgresStoreOptions,
+  ) {
+    this.rule = o.rule;
+    this.ruleText = ruleName(o.rule);
+    this.nowMs = o.nowMs ?? realRuntime.nowMs;
+    this.description = describePostgres(o.url);
+  }
+
+  /** Connect, create or migrate the schema, and load the bucket digests. */
+  static async open(o: PostgresStoreOptions): Promise<PostgresStore> {
+    const pool = new pg.Pool({
+      connectionString: o.url,
+      max: o.poolSize ?? 8,
+      connectionTimeoutMillis: 10_000,
+      options: "-c synchronous_commit=on",
+      types,
+    });
+    pool.on("error", (err) => o.onPoolError?.(err.message));
+    const store = new PostgresStore(pool, o);
+    try {
+      const client = await pool.connect();
+      try {
+        await migrate(client);
+      } finally {
+        client.release();
+      }
+      await store.refreshDigests();
+    } catch (err) {
+      await pool.end().catch(() => undefined);
+      throw store.error("open", err);
+    }
+    return store;
+  }
+
+  get isOpen(): boolean {
+    return !this.closed;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+
+  /** A store error that names the database (never its URL), typed by SQLSTATE. */
+  private error(op: string, err: unknown): Error {
+    if (err instanceof StoreError) return err;
+    const code = (err as { code?: string } | undefined)?.code ?? "";
+    if (code === "53100") return new StoreFullError(this.description, op, err);
+    if (code === "XX001" || code === "XX002") return new StoreCorruptError(this.description, op, err);
+    return new StoreError(this.description, op, err);
+  }
+
+  private async read<T>(op: string, fn: (c: pg.Pool) => Promise<T>): Promise<T> {
+    try {
+      return await fn(this.pool);
+    } catch (err) {
+      throw this.error(op, err);
+    }
+  }
+
+  /** Run `fn` in one transaction, again from the start on a serialization failure, a deadlock or RunAgain. */
+  private async tx<T>(op: string, fn: (c: Client) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      let client: Client | undefined;
+      try {
+        client = await this.pool.connect();
+        await client.query("BEGIN");
+        const result = await fn(client);
+        await client.query("COMMIT");
+        return result;
+      } catch (err) {
+        await client?.query("ROLLBACK").catch(() => undefined);
+        const again = err instanceof RunAgain || retryCodes.has((err as { code?: string }).code ?? "");
+        if (!again || attempt >= attemptsMax) throw this.error(op, err);
+      } finally {
+        client?.release();
+      }
+    }
+  }
+
+  async applyBatch(batch: ApplyBatchInput): Promise<ApplyResult> {
+    return this.tx("apply a batch", (c) => this.applyIn(c, batch));
+  }
+
+  /** The same durable transaction as applyBatch (PostgreSQL has no cheaper unsynced commit worth its risk). */
+  async applyLocal(batch: ApplyBatchInput): Promise<ApplyResult> {
+    return this.tx("apply", (c) => this.applyIn(c, batch));
+  }
+
+  private async applyIn(c: Client, b: ApplyBatchInput): Promise<ApplyResult> {
+    if (b.backfill) {
+      const wm = await this.watermarkIn(c, b.origin, b.incarnation, false);
+      return this.applyRecords(c, b, wm ?? 0, 0);
+    }
+    let wm = await this.watermarkIn(c, b.origin, b.incarnation, true);
+    if (wm === undefined) {
+      if (b.firstLsn > 1) return { status: "gap", watermark: 0 };
+      // The stream's first batch: create its row, then lock it (a concurrent first batch waits here).
+      await c.query(
+        "INSERT INTO watermarks (origin, incarnation, lsn, updated_at_ms) VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
+        [b.origin, b.incarnation, this.nowMs()],
+      );
+      wm = (await this.watermarkIn(c, b.origin, b.incarnation, true)) ?? 0;
+    }
+    if (b.lastLsn <= wm) return { status: "already", watermark: wm };
+    if (b.firstLsn > wm + 1) return { status: "gap", watermark: wm };
+    const result = await this.applyRecords(c, b, wm, wm);
+    await c.query(
+      "UPDATE watermarks SET lsn = $3, updated_at_ms = $4 WHERE origin = $1 AND incarnation = $2 AND lsn < $3",
+      [b.origin, b.incarnation, b.lastLsn, this.nowMs()],
+    );
+    return { ...result, watermark: b.lastLsn };
+  }
+
+  private async watermarkIn(
+    c: Client,
+    origin: string,
+    incarnation: string,
+    lock: boolean,
+  ): Promise<number | undefined> {
+    const r = await c.query<{ lsn: number }>(
+      `SELECT lsn FROM watermarks WHERE origin = $1 AND incarnation = $2${lock ? " FOR UPDATE" : ""}`,
+      [origin, incarnation],
+    );
+    return r.rows[0]?.lsn;
+  }
+
+  private async applyRecords(
+    c: Client,
+    b: ApplyBatchInput,
+    watermark: number,
+    aboveLsn: number,
+  ): Promise<Extract<ApplyResult, { status: "applied" }>> {
+    const versions = b.records
+      .filter((r) => r.lsn > aboveLsn)
+      .map((r): StoredRecord => ({
+        key: r.key,
+        tenant: r.tenant,
+        outcome: r.outcome,
+        bodyJson: r.bodyJson,
+        origin: b.origin,
+        incarnation: b.incarnation,
+        lsn: r.lsn,
+        hlc: r.hlc,
+      }));
+    const m = await this.merge(c, versions, "apply");
+    return {
+      status: "applied",
+      watermark,
+      applied: m.applied,
+      duplicates: m.duplicates,
+      conflicts: m.conflicts,
+    };
+  }
+
+  /**
+   * Merge `versions` into the store, in order, on rows locked for this transaction: the
+   * same decisions SqliteStore makes (applyOne for a stream's records, repair for versions
+   * established outside any stream), then the inserts, and the digests last.
+   */
+  private async merge(c: Client, versions: readonly StoredRecord[], mode: Mode): Promise<Merged> {
+    const out: Merged = { applied: 0, duplicates: 0, conflicts: [], changed: [] };
+    if (versions.length === 0) return out;
+    const held = await this.lockKeys(c, [...new Set(versions.map((v) => v.key))]);
+    const inserts = new Map<string, Held>();
+    const updates = new Map<string, Held>();
+    const deltas = new Map<number, { xor: Buffer; keys: number }>();
+    const note = (bucket: number, vh: Buffer, keys: number) => {
+      const d = deltas.get(bucket) ?? { xor: Buffer.alloc(vh.length), keys: 0 };
+      for (let i = 0; i < vh.length; i++) d.xor[i]! ^= vh[i]!;
+      d.keys += keys;
+      deltas.set(bucket, d);
+    };
+    const now = this.nowMs();
+    for (const v of versions) {
+      const bucket = bucketOf(v.key);
+      const vh = versionHash(v);
+      const cur = held.get(v.key);
+      if (!cur) {
+        const h = { v, vh, storedVh: vh, inDb: false };
+        held.set(v.key, h);
+        inserts.set(v.key, h);
+        note(bucket, vh, 1);
+        out.applied++;
+        out.changed.push(v.key);
+        continue;
+      }
+      const r = await (mode === "apply"
+        ? this.contestApply(c, cur, v, now)
+        : this.contestRepair(c, cur, v, now));
+      if (r.duplicate) out.duplicates++;
+      else out.applied++;
+      if (r.conflict) out.conflicts.push(r.conflict);
+      if (!r.replaced) continue;
+      note(bucket, cur.storedVh, 0);
+      note(bucket, vh, 0);
+      const h = { v, vh, storedVh: vh, inDb: cur.inDb };
+      held.set(v.key, h);
+      (cur.inDb ? updates : inserts).set(v.key, h);
+      if (mode === "repair") await this.clearTampered(c, bucket, v.key);
+      out.changed.push(v.key);
+    }
+    await this.insertRows(c, [...inserts.values()]);
+    for (const h of updates.values()) await this.updateRow(c, h);
+    await this.applyDeltas(c, deltas);
+    return out;
+  }
+
+  /** A stream's version against the stored one (SqliteStore.applyOne). */
+  private async contestApply(c: Client, cur: Held, v: StoredRecord, now: number): Promise<Contested> {
+    if (sameVersion(cur.v, v)) return { duplicate: true, replaced: false };
+    const { winner, loser, incomingWins } = contest(this.rule, cur.v, v);
+    const kept = await this.insertLoser(c, loser, winner, now);
+    // A loser seen before (same version) is a re-delivery, not a new conflict.
+    if (!kept) return { duplicate: true, replaced: incomingWins };
+    return { conflict: { key: v.key, winner, loser, rule: this.ruleText }, replaced: incomingWins };
+  }
+
+  /** A version established as true against the stored one (SqliteStore.repair). */
+  private async contestRepair(c: Client, cur: Held, v: StoredRecord, now: number): Promise<Contested> {
+    const vh = versionHash(v);
+    if (cur.storedVh.equals(vh) && cur.vh.equals(vh)) return { replaced: false };
+    const same = sameVersion(cur.v, v);
+    if (!same && !contest(this.rule, cur.v, v).incomingWins) {
+      await this.insertLoser(c, v, cur.v, now);
+      return { replaced: false };
+    }
+    if (!same) await this.insertLoser(c, cur.v, v, now);
+    return { replaced: true };
+  }
+
+  /** Lock the stored rows of `keys` (in key order, so two transactions never wait on each other in a cycle). */
+  private async lockKeys(c: Client, keys: string[]): Promise<Map<string, Held>> {
+    const buckets = keys.map(bucketOf);
+    const r = await c.query<RecordRow>(
+      `SELECT r.* FROM records r JOIN unnest($1::int[], $2::text[]) AS k(bucket, key)
+         ON r.bucket = k.bucket AND r.key = k.key ORDER BY r.bucket, r.key FOR UPDATE OF r`,
+      [buckets, keys],
+    );
+    return new Map(
+      r.rows.map((row) => {
+        const v = fromRow(row);
+        return [row.key, { v, vh: versionHash(v), storedVh: row.vh, inDb: true }];
+      }),
+    );
+  }
+
+  private async insertRows(c: Client, rows: Held[]): Promise<void> {
+    if (rows.length === 0) return;
+    const cols = rows.map((h) => [bucketOf(h.v.key), ...versionColumns(h.v), h.vh] as const);
+    const pick = <T>(i: number) => cols.map((x) => x[i] as T);
+    const r = await c.query(
+      `INSERT INTO records (bucket, key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical, vh)
+       SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                            $8::bigint[], $9::bigint[], $10::int[], $11::bytea[])
+       ON CONFLICT DO NOTHING`,
+      Array.from({ length: 11 }, (_, i) => pick(i)),
+    );
+    // Another transaction inserted one of these keys after this one looked: decide again, on its row.
+    if (r.rowCount !== rows.length)
+      throw new RunAgain(`${rows.length - (r.rowCount ?? 0)} keys taken meanwhile`);
+  }
+
+  private async updateRow(c: Client, h: Held): Promise<void> {
+    await c.query(
+      `UPDATE records SET tenant = $3, outcome = $4, body = $5, origin = $6, incarnation = $7, lsn = $8,
+         hlc_wall = $9, hlc_logical = $10, vh = $11 WHERE bucket = $1 AND key = $2`,
+      [bucketOf(h.v.key), ...versionColumns(h.v), h.vh],
+    );
+  }
+
+  private async insertLoser(
+    c: Client,
+    loser: StoredRecord,
+    winner: StoredRecord,
+    now: number,
+  ): Promise<boolean> {
+    const r = await c.query(
+      `INSERT INTO conflicts (key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical,
+         winner_origin, winner_incarnation, winner_lsn, winner_outcome, winner_hlc_wall, winner_hlc_logical, rule, detected_at_ms)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT DO NOTHING`,
+      [
+        ...versionColumns(loser),
+        winner.origin,
+        winner.incarnation,
+        winner.lsn,
+        winner.outcome,
+        winner.hlc.wallMs,
+        winner.hlc.logical,
+        this.ruleText,
+        now,
+      ],
+    );
+    return r.rowCount === 1;
+  }
+
+  private async clearTampered(c: Client, bucket: number, key: string): Promise<void> {
+    await c.query("DELETE FROM tampered WHERE bucket = $1 AND key = $2", [bucket, key]);
+  }
+
+  /** XOR the changes into their buckets' digests, under the next gen (the last statement before COMMIT). */
+  private async applyDeltas(c: Client, deltas: Map<number, { xor: Buffer; keys: number }>): Promise<void> {
+    if (deltas.size === 0) return;
+    const gen = await this.nextGen(c);
+    const buckets = [...deltas.keys()].sort((a, b) => a - b);
+    const r = await c.query<{ bucket: number; digest: Buffer; keys: number }>(
+      "SELECT bucket, digest, keys FROM bucket_digests WHERE bucket = ANY($1::int[])",
+      [buckets],
+    );
+    const digests: Buffer[] = [];
+    const keys: number[] = [];
+    const rows = new Map(r.rows.map((x) => [x.bucket, x]));
+    for (const b of buckets) {
+      const row = rows.get(b)!;
+      const d = deltas.get(b)!;
+      const next = Buffer.from(row.digest);
+      for (let i = 0; i < next.length; i++) next[i]! ^= d.xor[i]!;
+      digests.push(next);
+      keys.push(row.keys + d.keys);
+    }
+    await this.writeDigests(c, gen, buckets, digests, keys);
+  }
+
+  private async nextGen(c: Client): Promise<number> {
+    const r = await c.query<{ gen: number }>(
+      "UPDATE digest_clock SET gen = gen + 1 WHERE id = 1 RETURNING gen",
+    );
+    return r.rows[0]!.gen;
+  }
+
+  private async writeDigests(c: Client, gen: number, buckets: number[], digests: Buffer[], keys: number[]) {
+    await c.query(
+      `UPDATE bucket_digests AS d SET digest = u.digest, keys = u.keys, gen = $4
+       FROM unnest($1::int[], $2::bytea[], $3::int[]) AS u(bucket, digest, keys) WHERE d.bucket = u.bucket`,
+      [buckets, digests, keys, gen],
+    );
+  }
+
+  /** Bring the in-memory digests up to what is committed: only the buckets changed since the last look. */
+  private async refreshDigests(): Promise<void> {
+    const r = await this.pool.query<{ bucket: number; digest: Buffer; keys: number; gen: number }>(
+      "SELECT bucket, digest, keys, gen FROM bucket_digests WHERE gen > $1",
+      [this.digestGen],
+    );
+    for (const row of r.rows) {
+      this.digests.set(row.bucket, row.digest, row.keys);
+      if (row.gen > this.digestGen) this.digestGen = row.gen;
+    }
+  }
+
+  async digestTree(): Promise<DigestTree> {
+    await this.read("read digests", () => this.refreshDigests());
+    if (this.tree?.gen !== this.digestGen)
+      this.tree = { gen: this.digestGen, tree: buildTree(this.digests.digests) };
+    return this.tree.tree;
+  }
+
+  async rootDigest(): Promise<string> {
+    await this.read("read digests", () => this.refreshDigests());
+    return this.digests.root();
+  }
+
+  async bucketVersions(buckets: readonly number[]): Promise<CheckedRecord[]> {
+    const r = await this.read("read buckets", (p) =>
+      p.query<RecordRow & { flagged: boolean }>(
+        `SELECT r.*, t.key IS NOT NULL AS flagged FROM records r
+           LEFT JOIN tampered t ON t.bucket = r.bucket AND t.key = r.key WHERE r.bucket = ANY($1::int[])`,
+        [[...buckets]],
+      ),
+    );
+    return r.rows.map((row) => {
+      const v = fromRow(row);
+      return { ...v, intact: !row.flagged && row.vh.equals(versionHash(v)) };
+    });
+  }
+
+  async scrub(fromBucket: number, count: number): Promise<number[]> {
+    return this.tx("scrub", async (c) => {
+      // The clock first: no digest change commits while these buckets are recomputed.
+      const gen = await this.nextGen(c);
+      const wanted = Array.from(
+        { length: Math.min(count, bucketCount) },
+        (_, i) => (fromBucket + i) % bucketCount,
+      );
+      const found = new Map(wanted.map((b) => [b, { digest: Buffer.alloc(16), keys: 0 }]));
+      const rows = await c.query<RecordRow & { flagged: boolean }>(
+        `SELECT r.*, t.key IS NOT NULL AS flagged FROM records r
+           LEFT JOIN tampered t ON t.bucket = r.bucket AND t.key = r.key WHERE r.bucket = ANY($1::int[])`,
+        [wanted],
+      );
+      for (const row of rows.rows) {
+        const vh = versionHash(fromRow(row));
+        if (!vh.equals(row.vh)) await this.flagTampered(c, row, vh);
+        const f = found.get(row.bucket)!;
+        for (let k = 0; k < vh.length; k++) f.digest[k]! ^= vh[k]!;
+        f.keys++;
+      }
+      const stored = await c.query<{ bucket: number; digest: Buffer; keys: number }>(
+        "SELECT bucket, digest, keys FROM bucket_digests WHERE bucket = ANY($1::int[])",
+        [wanted],
+      );
+      const wrong = stored.rows
+        .filter((s) => !s.digest.equals(found.get(s.bucket)!.digest) || s.keys !== found.get(s.bucket)!.keys)
+        .map((s) => s.bucket)
+        .sort((a, b) => a - b);
+      if (wrong.length > 0)
+        await this.writeDigests(
+          c,
+          gen,
+          wrong,
+          wrong.map((b) => found.get(b)!.digest),
+          wrong.map((b) => found.get(b)!.keys),
+        );
+      return wrong;
+    });
+  }
+
+  /** Keep the hash a row was applied with (reconcile must not take this copy as evidence), then follow the content. */
+  private async flagTampered(c: Client, row: RecordRow, vh: Buffer): Promise<void> {
+    await c.query(
+      `INSERT INTO tampered (bucket, key, applied_vh, found_vh, found_at_ms) VALUES ($1, $2, $3, $4, $5)
+       ON CONFLICT (bucket, key) DO NOTHING`,
+      [row.bucket, row.key, row.vh, vh, this.nowMs()],
+    );
+    await c.query("UPDATE records SET vh = $3 WHERE bucket = $1 AND key = $2", [row.bucket, row.key, vh]);
+  }
+
+  async repair(versions: readonly StoredRecord[]): Promise<string[]> {
+    return this.tx("repair", async (c) => (await this.merge(c, versions, "repair")).changed);
+  }
+
+  async get(key: string): Promise<StoredRecord | undefined> {
+    const r = await this.read("read a key", (p) =>
+      p.query<RecordRow>("SELECT * FROM records WHERE bucket = $1 AND key = $2", [bucketOf(key), key]),
+    );
+    return r.rows[0] ? fromRow(r.rows[0]) : undefined;
+  }
+
+  async watermark(origin: string, incarnation: string): Promise<number> {
+    const r = await this.read("read a watermark", (p) =>
+      p.query<{ lsn: number }>("SELECT lsn FROM watermarks WHERE origin = $1 AND incarnation = $2", [
+        origin,
+        incarnation,
+      ]),
+    );
+    return r.rows[0]?.lsn ?? 0;
+  }
+
+  async watermarks(): Promise<Watermark[]> {
+    const r = await this.read("read watermarks", (p) =>
+      p.query<{ origin: string; incarnation: string; lsn: number; updated_at_ms: number }>(
+        "SELECT * FROM watermarks ORDER BY origin, updated_at_ms",
+      ),
+    );
+    return r.rows.map((w) => ({
+      origin: w.origin,
+      incarnation: w.incarnation,
+      lsn: w.lsn,
+      updatedAtMs: w.updated_at_ms,
+    }));
+  }
+
+  async resetWatermark(origin: string, incarnation: string, lsn: number): Promise<void> {
+    await this.read("set a watermark", (p) =>
+      p.query(
+        `INSERT INTO watermarks (origin, incarnation, lsn, updated_at_ms) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (origin, incarnation) DO UPDATE SET lsn = excluded.lsn, updated_at_ms = excluded.updated_at_ms`,
+        [origin, incarnation, lsn, this.nowMs()],
+      ),
+    );
+  }
+
+  async conflicts(options: { afterId?: number; limit?: number } = {}): Promise<ConflictRow[]> {
+    type Row = RecordRow & {
+      id: number;
+      winner_origin: string;
+      winner_incarnation: string;
+      winner_lsn: number;
+      winner_outcome: string;
+      winner_hlc_wall: number;
+      winner_hlc_logical: number;
+      rule: string;
+      detected_at_ms: number;
+    };
+    const r = await this.read("read conflicts", (p) =>
+      p.query<Row>("SELECT * FROM conflicts WHERE id > $1 ORDER BY id LIMIT $2", [
+        options.afterId ?? 0,
+        options.limit ?? 1000,
+      ]),
+    );
+    const winners = await this.winnersOf([...new Set(r.rows.map((x) => x.key))]);
+    return r.rows.map((row) => {
+      const loser = fromRow(row);
+      return {
+        id: row.id,
+        key: row.key,
+        loser,
+        // The current winner (it may have changed since); the one at detection time is in the row.
+        winner: winners.get(row.key) ?? {
+          ...loser,
+          origin: row.winner_origin,
+          incarnation: row.winner_incarnation,
+          lsn: row.winner_lsn,
+          outcome: row.winner_outcome,
+          hlc: { wallMs: row.winner_hlc_wall, logical: row.winner_hlc_logical },
+        },
+        rule: row.rule,
+        detectedAtMs: row.detected_at_ms,
+      };
+    });
+  }
+
+  private async winnersOf(keys: string[]): Promise<Map<string, StoredRecord>> {
+    if (keys.length === 0) return new Map();
+    const r = await this.read("read keys", (p) =>
+      p.query<RecordRow>(
+        `SELECT r.* FROM records r JOIN unnest($1::int[], $2::text[]) AS k(bucket, key)
+           ON r.bucket = k.bucket AND r.key = k.key`,
+        [keys.map(bucketOf), keys],
+      ),
+    );
+    return new Map(r.rows.map((row) => [row.key, fromRow(row)]));
+  }
+
+  async stats(): Promise<StoreStats> {
+    const r = await this.read("count", (p) =>
+      p.query<{ records: number; conflicts: number }>(
+        "SELECT (SELECT count(*) FROM records) AS records, (SELECT count(*) FROM conflicts) AS conflicts",
+      ),
+    );
+    return r.rows[0]!;
+  }
+
+  async streamVersions(
+    origin: string,
+    incarnation: string,
+    fromLsn: number,
+    toLsn: number,
+    limit: number,
+  ): Promise<CheckedRecord[]> {
+    const args = [origin, incarnation, fromLsn, toLsn, limit];
+    const [winners, losers] = await this.read("read a stream", (p) =>
+      Promise.all([
+        p.query<RecordRow & { flagged: boolean }>(
+          `SELECT r.*, t.key IS NOT NULL AS flagged FROM records r
+             LEFT JOIN tampered t ON t.bucket = r.bucket AND t.key = r.key
+           WHERE r.origin = $1 AND r.incarnation = $2 AND r.lsn BETWEEN $3 AND $4 ORDER BY r.lsn LIMIT $5`,
+          args,
+        ),
+        p.query<RecordRow>(
+          "SELECT * FROM conflicts WHERE origin = $1 AND incarnation = $2 AND lsn BETWEEN $3 AND $4 ORDER BY lsn LIMIT $5",
+          args,
+        ),
+      ]),
+    );
+    const byLsn = new Map<number, CheckedRecord>();
+    const take = (v: CheckedRecord) => {
+      const seen = byLsn.get(v.lsn);
+      if (!seen || (!seen.intact && v.intact)) byLsn.set(v.lsn, v);
+    };
+    for (const row of winners.rows) {
+      const v = fromRow(row);
+      take({ ...v, intact: !row.flagged && row.vh.equals(versionHash(v)) });
+    }
+    // A loser row has no version hash of its own: it was written once, by the engine.
+    for (const row of losers.rows) take({ ...fromRow(row), intact: true });
+    return [...byLsn.values()].sort((a, b) => a.lsn - b.lsn).slice(0, limit);
+  }
+
+  async exportPage(o: {
+    origin?: string;
+    after?: KeyCursor;
+    limit: number;
+    covered?: readonly CoveredStream[];
+  }): Promise<{ versions: StoredRecord[]; next: KeyCursor | undefined }> {
+    const after = o.after ?? { bucket: -1, key: "" };
+    const byOrigin = o.origin === undefined ? "" : " AND origin = $4";
+    const args: unknown[] = [after.bucket, after.key, o.limit, ...(o.origin === undefined ? [] : [o.origin])];
+    const r = await this.read("export", (p) =>
+      p.query<RecordRow>(
+        `SELECT * FROM records WHERE (bucket > $1 OR (bucket = $1 AND key > $2))${byOrigin} ORDER BY bucket, key LIMIT $3`,
+        args,
+      ),
+    );
+    const last = r.rows.at(-1);
+    const held = new Map((o.covered ?? []).map((s) => [`${s.origin}/${s.incarnation}`, s.lsn]));
+    return {
+      versions: r.rows.map(fromRow).filter((v) => v.lsn > (held.get(`${v.origin}/${v.incarnation}`) ?? 0)),
+      next: r.rows.length === o.limit && last ? { bucket: last.bucket, key: last.key } : undefined,
+    };
+  }
+
+  async deleteSince(wallMs: number): Promise<RemovedStream[]> {
+    return this.tx("delete since", async (c) => {
+      const streams = await c.query<RemovedStream>(
+        `SELECT origin, incarnation, min(lsn) AS "fromLsn", count(*)::int AS removed FROM records
+         WHERE hlc_wall >= $1 GROUP BY origin, incarnation`,
+        [wallMs],
+      );
+      await c.query("DELETE FROM records WHERE hlc_wall >= $1", [wallMs]);
+      for (const s of streams.rows)
+        await c.query(
+          "UPDATE watermarks SET lsn = $3, updated_at_ms = $4 WHERE origin = $1 AND incarnation = $2",
+          [s.origin, s.incarnation, s.fromLsn - 1, this.nowMs()],
+        );
+      await this.recomputeAll(c);
+      return streams.rows;
+    });
+  }
+
+  /** Every bucket digest from the records (after a bulk delete). */
+  private async recomputeAll(c: Client): Promise<void> {
+    const gen = await this.nextGen(c);
+    const all = new BucketDigests();
+    const r = await c.query<{ bucket: number; vh: Buffer }>("SELECT bucket, vh FROM records");
+    for (const row of r.rows) all.xor(row.bucket, row.vh, 1);
+    const buckets = Array.from({ length: bucketCount }, (_, i) => i);
+    await this.writeDigests(
+      c,
+      gen,
+      buckets,
+      buckets.map((b) => Buffer.from(all.digestOf(b))),
+      buckets.map((b) => all.counts[b]!),
+    );
+  }
+
+  async getMeta(name: string): Promise<string | undefined> {
+    const r = await this.read("read meta", (p) =>
+      p.query<{ value: string }>("SELECT value FROM meta WHERE name = $1", [name]),
+    );
+    return r.rows[0]?.value;
+  }
+
+  async setMeta(name: string, value: string): Promise<void> {
+    await this.read("write meta", (p) =>
+      p.query(
+        "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [name, value],
+      ),
+    );
+  }
+
+  async isEmpty(): Promise<boolean> {
+    const r = await this.read("check whether empty", (p) =>
+      p.query<{ any: boolean }>(
+        `SELECT EXISTS (SELECT 1 FROM records) OR EXISTS (SELECT 1 FROM watermarks)
+           OR EXISTS (SELECT 1 FROM conflicts) AS any`,
+      ),
+    );
+    return !r.rows[0]!.any;
+  }
+
+  /** Every commit is already durable (synchronous_commit=on). */
+  async syncNow(): Promise<void> {}
+
+  async reserveConflictIds(mark: number): Promise<void> {
+    await this.read("reserve conflict ids", (p) =>
+      p.query(
+        // Only upwards: when the next id would be at or below the mark, the next is mark + 1.
+        `SELECT setval('conflicts_id_seq', $1::bigint)
+         WHERE $1::bigint >= (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM conflicts_id_seq)`,
+        [mark],
+      ),
+    );
+  }
+}
