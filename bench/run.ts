@@ -9,6 +9,7 @@ import { benchHttp } from "./http.js";
 import { benchReplication } from "./replication.js";
 import { benchS3Link } from "./s3-link.js";
 import { benchSecurity } from "./security.js";
+import { benchStore } from "./store.js";
 import { benchWal } from "./wal.js";
 
 // `npm run bench -- slo --scenario FILE [...]` is `crr bench` with the same arguments.
@@ -26,11 +27,15 @@ const { positionals, values } = parseArgs({
     keys: { type: "string", default: "1000000" },
     connections: { type: "string", default: "64" },
     rate: { type: "string", default: "500" },
+    records: { type: "string", default: "50000" },
   },
 });
 
 const name = positionals[0];
 switch (name) {
+  case "store":
+    await benchStore({ rounds: Number(values.rounds), records: Number(values.records) });
+    break;
   case "wal":
     await benchWal({
       rounds: Number(values.rounds),

@@ -23,7 +23,8 @@ import type { RegionStatus } from "../node/index.js";
 import { faultsFor, type Scenario } from "./scenario.js";
 import { LocalMesh, deepMerge, type MeshNode } from "../launch/index.js";
 import { stopProcess } from "../util/process.js";
-import { checkLedger, type AckedRecord, type LedgerCheck } from "./ledger-check.js";
+import { checkLedger, type AckedRecord, type LedgerCheck, type StoreSource } from "./ledger-check.js";
+import { freshDatabase, startPostgres, type PostgresServer } from "./postgres.js";
 
 export interface LatencySummary {
   count: number;
@@ -166,6 +167,8 @@ export class CrrHarness {
   private failed = 0;
   private readonly drills: DrillResult[] = [];
   private readonly notes: string[] = [];
+  /** The PostgreSQL scenario's database per region, and the temporary cluster started for it. */
+  private pg: { urls: Map<string, string>; server?: PostgresServer } | undefined;
   /** The bucket of an S3-transport scenario, and the local s3rver started for it. */
   private s3: { endpoint: string; local?: { close(): Promise<void> } } | undefined;
   private stopLoad = false;
@@ -208,6 +211,7 @@ export class CrrHarness {
       }
     const selective = this.s.replication.mode === "selective";
     if (this.s.s3) this.s3 = await bucketFor(this.s.s3, this.dir);
+    if (this.s.postgres) this.pg = await databasesFor(this.s.postgres, this.s.regions);
     this.mesh = await LocalMesh.start({
       root: this.dir,
       regions: this.s.regions,
@@ -222,7 +226,7 @@ export class CrrHarness {
             health: { probeIntervalMs: 1000 },
             log: { level: "warn" },
           },
-          this.s3 ? this.s3Config() : {},
+          deepMerge(this.s3 ? this.s3Config() : {}, this.pg ? this.pgConfig() : {}),
         ),
         this.s.node,
       ),
@@ -234,6 +238,7 @@ export class CrrHarness {
         return {
           ...(skew ? { CRR_CLOCK_OFFSET_MS: String(skew.offsetMs) } : {}),
           ...(this.s3?.local ? { AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER" } : {}),
+          ...(this.pg ? { CRR_PG_URL: this.pg.urls.get(name)! } : {}),
         };
       },
       output: "file",
@@ -252,6 +257,11 @@ export class CrrHarness {
     }
     // S3 as the transport: the HTTP links refuse during the load.
     if (this.s3) for (const p of this.proxies.values()) p.setTarget(0);
+  }
+
+  /** Every region's store in its own database (its URL, password included, only in the node's environment). */
+  private pgConfig(): Record<string, unknown> {
+    return { store: { kind: "postgres", url: "${CRR_PG_URL}", poolSize: this.s.postgres!.poolSize } };
   }
 
   /** Every region archives to the bucket and follows every other region's archive. */
@@ -698,7 +708,7 @@ export class CrrHarness {
       }
     }
     const digests = final ? new Set(final.map((s) => s.store.digest)) : new Set<string>();
-    const ledger = final ? this.checkStores(lost) : undefined;
+    const ledger = final ? await this.checkStores(lost) : undefined;
     const integrityOk =
       final !== undefined &&
       missing === 0 &&
@@ -771,7 +781,7 @@ export class CrrHarness {
   }
 
   /** Every acknowledged answer against every targeted region's store file (a lost disk's unreplicated tail excepted: that is its RPO). */
-  private checkStores(lostRegions: ReadonlySet<string | undefined>): LedgerCheck {
+  private async checkStores(lostRegions: ReadonlySet<string | undefined>): Promise<LedgerCheck> {
     const acked: AckedRecord[] = [];
     for (const st of this.streams.values()) {
       if (lostRegions.has(st.origin) && this.nodes.get(st.origin)!.epoch !== st.epoch) continue;
@@ -789,7 +799,11 @@ export class CrrHarness {
         });
       }
     }
-    return checkLedger(new Map([...this.nodes.values()].map((n) => [n.name, n.mesh.dataDir])), acked);
+    const sources = [...this.nodes.values()].map((n): [string, StoreSource] => {
+      const url = this.pg?.urls.get(n.name);
+      return [n.name, url ? { postgresUrl: url } : { dataDir: n.mesh.dataDir }];
+    });
+    return checkLedger(new Map(sources), acked);
   }
 
   async tearDown(keep = false): Promise<void> {
@@ -805,6 +819,7 @@ export class CrrHarness {
     await this.mesh?.stop();
     await Promise.all([...this.proxies.values()].map((p) => p.close()));
     await this.s3?.local?.close();
+    await this.pg?.server?.stop();
     if (!keep) fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
@@ -837,4 +852,17 @@ async function bucketFor(
   });
   const { port } = await server.run();
   return { endpoint: `http://127.0.0.1:${port}`, local: server };
+}
+
+/** One new database per region, on the scenario's server or on a temporary cluster started here. */
+async function databasesFor(
+  o: NonNullable<Scenario["postgres"]>,
+  regions: readonly string[],
+): Promise<{ urls: Map<string, string>; server?: PostgresServer }> {
+  const server = o.url ? undefined : await startPostgres();
+  const base = o.url ?? server!.url;
+  const urls = new Map<string, string>();
+  for (const r of regions)
+    urls.set(r, await freshDatabase(base, `crr_bench_${r.replace(/[^A-Za-z0-9]/g, "_")}`));
+  return { urls, server };
 }

@@ -1,11 +1,12 @@
 /**
  * The harness's integrity check against what clients were told: every acknowledged answer
  * (key, tenant, outcome, body, origin, LSN, timestamp) must be in every region its policy
- * targets, with exactly that content, read from the region's store file itself (not through
+ * targets, with exactly that content, read from the region's store file or database itself (not through
  * the engine, not compared region against region).
  */
 import path from "node:path";
 import Database from "better-sqlite3";
+import pg from "pg";
 import { bucketOf } from "../store/index.js";
 
 export interface AckedRecord {
@@ -41,24 +42,61 @@ interface Row {
 const hlcText = (r: Row) =>
   `${String(r.hlc_wall).padStart(15, "0")}.${String(r.hlc_logical).padStart(5, "0")}`;
 
-export function checkLedger(
-  regionDirs: ReadonlyMap<string, string>,
+/** Where a region's store is: its data directory (SQLite) or its PostgreSQL database. */
+export type StoreSource = { dataDir: string } | { postgresUrl: string };
+
+interface Lookup {
+  winner(key: string): Row | undefined;
+  loser(key: string, origin: string, lsn: number): Row | undefined;
+  close(): Promise<void>;
+}
+
+function sqliteLookup(dir: string): Lookup {
+  const db = new Database(path.join(dir, "store.sqlite"), { readonly: true, fileMustExist: true });
+  // By (bucket, key), the table's key: by key alone each lookup scanned the table (a check
+  // of 100,000 records took minutes).
+  const winner = db.prepare("SELECT * FROM records WHERE bucket = ? AND key = ?");
+  const loser = db.prepare("SELECT * FROM conflicts WHERE key = ? AND origin = ? AND lsn = ?");
+  return {
+    winner: (key) => winner.get(bucketOf(key), key) as Row | undefined,
+    loser: (key, origin, lsn) => loser.get(key, origin, lsn) as Row | undefined,
+    close: async () => void db.close(),
+  };
+}
+
+/** Every row of the database read once (a region's store of a benchmark fits in memory). */
+async function postgresLookup(url: string): Promise<Lookup> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const num = (r: Row & { key: string }) => ({ ...r, lsn: Number(r.lsn), hlc_wall: Number(r.hlc_wall) });
+    const winners = (await c.query<Row & { key: string }>("SELECT * FROM records")).rows.map(num);
+    const losers = (await c.query<Row & { key: string }>("SELECT * FROM conflicts")).rows.map(num);
+    const byKey = new Map(winners.map((r) => [r.key, r]));
+    const byVersion = new Map(losers.map((r) => [`${r.key}\0${r.origin}\0${r.lsn}`, r]));
+    return {
+      winner: (key) => byKey.get(key),
+      loser: (key, origin, lsn) => byVersion.get(`${key}\0${origin}\0${lsn}`),
+      close: async () => undefined,
+    };
+  } finally {
+    await c.end();
+  }
+}
+
+export async function checkLedger(
+  regions: ReadonlyMap<string, StoreSource>,
   acked: readonly AckedRecord[],
-): LedgerCheck {
+): Promise<LedgerCheck> {
   const out: LedgerCheck = { checked: 0, wrong: 0, examples: [] };
-  for (const [region, dir] of regionDirs) {
-    const db = new Database(path.join(dir, "store.sqlite"), { readonly: true, fileMustExist: true });
+  for (const [region, source] of regions) {
+    const store =
+      "dataDir" in source ? sqliteLookup(source.dataDir) : await postgresLookup(source.postgresUrl);
     try {
-      // By (bucket, key), the table's key: by key alone each lookup scanned the table (a check
-      // of 100,000 records took minutes).
-      const winner = db.prepare("SELECT * FROM records WHERE bucket = ? AND key = ?");
-      const loser = db.prepare("SELECT * FROM conflicts WHERE key = ? AND origin = ? AND lsn = ?");
       for (const a of acked) {
         if (!a.targets.includes(region)) continue;
         out.checked++;
-        const rows = [winner.get(bucketOf(a.key), a.key), loser.get(a.key, a.origin, a.lsn)] as Array<
-          Row | undefined
-        >;
+        const rows = [store.winner(a.key), store.loser(a.key, a.origin, a.lsn)];
         const exact = rows.some(
           (r) =>
             r !== undefined &&
@@ -75,7 +113,7 @@ export function checkLedger(
           out.examples.push(`${region} lacks ${a.key} (${a.origin} LSN ${a.lsn}) as acknowledged`);
       }
     } finally {
-      db.close();
+      await store.close();
     }
   }
   return out;

@@ -58,6 +58,12 @@ export interface Scenario {
    * loopback (a devDependency: give an endpoint where it is not installed).
    */
   s3?: { endpoint?: string; bucket: string; intervalMs: number; pollMs: number };
+  /**
+   * Every region's dedup store on PostgreSQL, one database per region: created on the server
+   * at `url` (a role that may CREATE DATABASE), or on a temporary cluster of the machine's
+   * PostgreSQL the harness starts and stops (Debian: apt-get install postgresql).
+   */
+  postgres?: { url?: string; poolSize: number };
 }
 
 const num = { type: "number", minimum: 0 } as const;
@@ -150,6 +156,14 @@ const schema = {
     baseline: { type: "object", additionalProperties: false, properties: { nats: { type: "boolean" } } },
     seed: { type: "integer" },
     node: { type: "object" },
+    postgres: {
+      type: "object",
+      additionalProperties: false,
+      properties: {
+        url: { type: "string", pattern: "^postgres(ql)?://" },
+        poolSize: { type: "integer", minimum: 1, maximum: 256 },
+      },
+    },
     s3: {
       type: "object",
       additionalProperties: false,
@@ -195,6 +209,7 @@ export function parseScenario(raw: unknown, source: string): Scenario {
     baseline: { nats: r.baseline?.nats ?? true },
     seed: r.seed ?? 1,
     node: r.node ?? {},
+    ...(r.postgres ? { postgres: { poolSize: 8, ...(r.postgres as Partial<Scenario["postgres"]>) } } : {}),
     ...(r.s3
       ? {
           s3: {
