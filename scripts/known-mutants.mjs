@@ -143,8 +143,8 @@ const mutants = [
   {
     name: "PostgreSQL: a batch's keys read without locking them",
     file: "src/store/postgres-store.ts",
-    from: " ORDER BY r.bucket, r.key FOR UPDATE OF r`",
-    to: " ORDER BY r.bucket, r.key`",
+    from: "         ORDER BY bucket, key FOR UPDATE`,",
+    to: "         ORDER BY bucket, key`,",
     tests: ["test/store/store-contract.test.ts"],
   },
   // --- each loss-path fix, reverted --------------------------------------------------------

@@ -25,8 +25,12 @@ const steps: readonly string[] = [
     origin TEXT NOT NULL, incarnation TEXT NOT NULL, lsn BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL,
     PRIMARY KEY (origin, incarnation)
   );
+  -- Conflict ids are given out in commit order (the audit pump pages by id): a loser is
+  -- inserted under a temporary negative id, renumbered from digest_clock.conflict_id, whose
+  -- row lock is held to COMMIT, before the transaction commits.
+  CREATE SEQUENCE conflict_tmp_ids;
   CREATE TABLE conflicts (
-    id BIGSERIAL PRIMARY KEY,
+    id BIGINT PRIMARY KEY,
     key TEXT COLLATE "C" NOT NULL, tenant TEXT NOT NULL, outcome TEXT NOT NULL, body TEXT,
     origin TEXT NOT NULL, incarnation TEXT NOT NULL, lsn BIGINT NOT NULL,
     hlc_wall BIGINT NOT NULL, hlc_logical INTEGER NOT NULL,
@@ -50,8 +54,20 @@ const steps: readonly string[] = [
     SELECT b, '\\x00000000000000000000000000000000'::bytea, 0, 0 FROM generate_series(0, ${bucketCount - 1}) AS b;
   -- Every transaction that changes digests takes the next gen here and holds the row lock to
   -- its commit: gens commit in order, so a reader that saw gen G has every change up to G.
-  CREATE TABLE digest_clock (id INTEGER PRIMARY KEY CHECK (id = 1), gen BIGINT NOT NULL);
-  INSERT INTO digest_clock (id, gen) VALUES (1, 0);
+  CREATE TABLE digest_clock (
+    id INTEGER PRIMARY KEY CHECK (id = 1), gen BIGINT NOT NULL, conflict_id BIGINT NOT NULL
+  );
+  INSERT INTO digest_clock (id, gen, conflict_id) VALUES (1, 0, 0);
+  `,
+  // Several nodes of one region (ARCHITECTURE.md, "Several nodes in one region").
+  `
+  CREATE TABLE nodes (
+    incarnation TEXT PRIMARY KEY, node_id TEXT NOT NULL, boot TEXT NOT NULL,
+    joined_at_ms BIGINT NOT NULL, seen_at_ms BIGINT NOT NULL, left_at_ms BIGINT
+  );
+  -- A key being appended by one node: only the node that inserted the row appends it.
+  CREATE TABLE claims (key TEXT COLLATE "C" PRIMARY KEY, incarnation TEXT NOT NULL, claimed_at_ms BIGINT NOT NULL);
+  CREATE INDEX claims_by_incarnation ON claims (incarnation);
   `,
 ];
 

@@ -32,7 +32,9 @@ import type {
   CoveredStream,
   DedupStore,
   KeyCursor,
+  RegionNode,
   RemovedStream,
+  SharedRegionStore,
   StoreStats,
   StoredRecord,
   Watermark,
@@ -172,22 +174,30 @@ export class PostgresStore implements DedupStore {
     }
   }
 
-  /** Run `fn` in one transaction, again from the start on a serialization failure, a deadlock or RunAgain. */
+  /**
+   * Run `fn` in one transaction, again from the start on a serialization failure, a deadlock
+   * or RunAgain. A connection lost meanwhile fails the transaction (never the process: the
+   * client's error event is listened to while it is checked out) and is thrown away.
+   */
   private async tx<T>(op: string, fn: (c: Client) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       let client: Client | undefined;
+      let broken: Error | undefined;
+      const onError = (err: Error) => (broken = err);
       try {
         client = await this.pool.connect();
+        client.on("error", onError);
         await client.query("BEGIN");
         const result = await fn(client);
         await client.query("COMMIT");
         return result;
       } catch (err) {
-        await client?.query("ROLLBACK").catch(() => undefined);
+        if (!broken) await client?.query("ROLLBACK").catch((e: Error) => (broken = e));
         const again = err instanceof RunAgain || retryCodes.has((err as { code?: string }).code ?? "");
         if (!again || attempt >= attemptsMax) throw this.error(op, err);
       } finally {
-        client?.release();
+        client?.off("error", onError);
+        client?.release(broken);
       }
     }
   }
@@ -196,10 +206,91 @@ export class PostgresStore implements DedupStore {
     return this.tx("apply a batch", (c) => this.applyIn(c, batch));
   }
 
-  /** The same durable transaction as applyBatch (PostgreSQL has no cheaper unsynced commit worth its risk). */
+  /**
+   * The same durable transaction as applyBatch (PostgreSQL has no cheaper unsynced commit
+   * worth its risk), which also ends the claims of the batch's keys: the records are decided.
+   */
   async applyLocal(batch: ApplyBatchInput): Promise<ApplyResult> {
-    return this.tx("apply", (c) => this.applyIn(c, batch));
+    return this.tx("apply", async (c) => {
+      const result = await this.applyIn(c, batch);
+      if (batch.records.length > 0)
+        await c.query("DELETE FROM claims WHERE key = ANY($1::text[]) AND incarnation = $2", [
+          batch.records.map((r) => r.key),
+          batch.incarnation,
+        ]);
+      return result;
+    });
   }
+
+  readonly shared: SharedRegionStore = {
+    joinRegion: (n) =>
+      this.read("join the region", async (p) => {
+        const now = this.nowMs();
+        await p.query(
+          `INSERT INTO nodes (incarnation, node_id, boot, joined_at_ms, seen_at_ms) VALUES ($1, $2, $3, $4, $4)
+           ON CONFLICT (incarnation) DO UPDATE SET boot = excluded.boot, seen_at_ms = excluded.seen_at_ms`,
+          [n.incarnation, n.nodeId, n.boot, now],
+        );
+      }),
+    regionNodes: async () => {
+      const r = await this.read("read the region's nodes", (p) =>
+        p.query<{
+          incarnation: string;
+          node_id: string;
+          boot: string;
+          seen_at_ms: number;
+          left_at_ms: number | null;
+        }>("SELECT * FROM nodes ORDER BY joined_at_ms"),
+      );
+      return r.rows.map((n): RegionNode => ({
+        incarnation: n.incarnation,
+        nodeId: n.node_id,
+        boot: n.boot,
+        seenAtMs: n.seen_at_ms,
+        leftAtMs: n.left_at_ms ?? undefined,
+      }));
+    },
+    claim: async (key, incarnation) => {
+      const r = await this.read("claim a key", (p) =>
+        p.query<{ incarnation: string }>(
+          // A node claiming a key it holds gets it again (DO UPDATE … WHERE returns the row).
+          `INSERT INTO claims (key, incarnation, claimed_at_ms) VALUES ($1, $2, $3)
+           ON CONFLICT (key) DO UPDATE SET claimed_at_ms = excluded.claimed_at_ms WHERE claims.incarnation = excluded.incarnation
+           RETURNING incarnation`,
+          [key, incarnation, this.nowMs()],
+        ),
+      );
+      if (r.rows.length === 1) return { taken: true };
+      const holder = await this.read("read a claim", (p) =>
+        p.query<{ incarnation: string }>("SELECT incarnation FROM claims WHERE key = $1", [key]),
+      );
+      // Released between the two statements: try again.
+      if (holder.rows.length === 0) return this.shared.claim(key, incarnation);
+      return { taken: false, holder: holder.rows[0]!.incarnation };
+    },
+    releaseClaim: async (key, incarnation) => {
+      await this.read("release a claim", (p) =>
+        p.query("DELETE FROM claims WHERE key = $1 AND incarnation = $2", [key, incarnation]),
+      );
+    },
+    releaseClaims: async (incarnations) => {
+      const r = await this.read("release claims", (p) =>
+        p.query("DELETE FROM claims WHERE incarnation = ANY($1::text[])", [[...incarnations]]),
+      );
+      return r.rowCount ?? 0;
+    },
+    leaveRegion: (nodeId) =>
+      this.tx("leave the region", async (c) => {
+        await c.query("UPDATE nodes SET left_at_ms = $2 WHERE node_id = $1 AND left_at_ms IS NULL", [
+          nodeId,
+          this.nowMs(),
+        ]);
+        await c.query(
+          "DELETE FROM claims WHERE incarnation IN (SELECT incarnation FROM nodes WHERE node_id = $1)",
+          [nodeId],
+        );
+      }),
+  };
 
   private async applyIn(c: Client, b: ApplyBatchInput): Promise<ApplyResult> {
     if (b.backfill) {
@@ -279,6 +370,7 @@ export class PostgresStore implements DedupStore {
     const inserts = new Map<string, Held>();
     const updates = new Map<string, Held>();
     const deltas = new Map<number, { xor: Buffer; keys: number }>();
+    const losers: number[] = [];
     const note = (bucket: number, vh: Buffer, keys: number) => {
       const d = deltas.get(bucket) ?? { xor: Buffer.alloc(vh.length), keys: 0 };
       for (let i = 0; i < vh.length; i++) d.xor[i]! ^= vh[i]!;
@@ -300,8 +392,8 @@ export class PostgresStore implements DedupStore {
         continue;
       }
       const r = await (mode === "apply"
-        ? this.contestApply(c, cur, v, now)
-        : this.contestRepair(c, cur, v, now));
+        ? this.contestApply(c, cur, v, now, losers)
+        : this.contestRepair(c, cur, v, now, losers));
       if (r.duplicate) out.duplicates++;
       else out.applied++;
       if (r.conflict) out.conflicts.push(r.conflict);
@@ -316,30 +408,42 @@ export class PostgresStore implements DedupStore {
     }
     await this.insertRows(c, [...inserts.values()]);
     for (const h of updates.values()) await this.updateRow(c, h);
-    await this.applyDeltas(c, deltas);
+    await this.finish(c, deltas, losers);
     return out;
   }
 
   /** A stream's version against the stored one (SqliteStore.applyOne). */
-  private async contestApply(c: Client, cur: Held, v: StoredRecord, now: number): Promise<Contested> {
+  private async contestApply(
+    c: Client,
+    cur: Held,
+    v: StoredRecord,
+    now: number,
+    losers: number[],
+  ): Promise<Contested> {
     if (sameVersion(cur.v, v)) return { duplicate: true, replaced: false };
     const { winner, loser, incomingWins } = contest(this.rule, cur.v, v);
-    const kept = await this.insertLoser(c, loser, winner, now);
+    const kept = await this.insertLoser(c, loser, winner, now, losers);
     // A loser seen before (same version) is a re-delivery, not a new conflict.
     if (!kept) return { duplicate: true, replaced: incomingWins };
     return { conflict: { key: v.key, winner, loser, rule: this.ruleText }, replaced: incomingWins };
   }
 
   /** A version established as true against the stored one (SqliteStore.repair). */
-  private async contestRepair(c: Client, cur: Held, v: StoredRecord, now: number): Promise<Contested> {
+  private async contestRepair(
+    c: Client,
+    cur: Held,
+    v: StoredRecord,
+    now: number,
+    losers: number[],
+  ): Promise<Contested> {
     const vh = versionHash(v);
     if (cur.storedVh.equals(vh) && cur.vh.equals(vh)) return { replaced: false };
     const same = sameVersion(cur.v, v);
     if (!same && !contest(this.rule, cur.v, v).incomingWins) {
-      await this.insertLoser(c, v, cur.v, now);
+      await this.insertLoser(c, v, cur.v, now, losers);
       return { replaced: false };
     }
-    if (!same) await this.insertLoser(c, cur.v, v, now);
+    if (!same) await this.insertLoser(c, cur.v, v, now, losers);
     return { replaced: true };
   }
 
@@ -347,8 +451,9 @@ export class PostgresStore implements DedupStore {
   private async lockKeys(c: Client, keys: string[]): Promise<Map<string, Held>> {
     const buckets = keys.map(bucketOf);
     const r = await c.query<RecordRow>(
-      `SELECT r.* FROM records r JOIN unnest($1::int[], $2::text[]) AS k(bucket, key)
-         ON r.bucket = k.bucket AND r.key = k.key ORDER BY r.bucket, r.key FOR UPDATE OF r`,
+      // Exact: a key's bucket is a function of the key, so no other row matches both lists.
+      `SELECT * FROM records WHERE bucket = ANY($1::int[]) AND key = ANY($2::text[])
+         ORDER BY bucket, key FOR UPDATE`,
       [buckets, keys],
     );
     return new Map(
@@ -388,11 +493,13 @@ export class PostgresStore implements DedupStore {
     loser: StoredRecord,
     winner: StoredRecord,
     now: number,
+    losers: number[],
   ): Promise<boolean> {
-    const r = await c.query(
-      `INSERT INTO conflicts (key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical,
+    const r = await c.query<{ id: number }>(
+      `INSERT INTO conflicts (id, key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical,
          winner_origin, winner_incarnation, winner_lsn, winner_outcome, winner_hlc_wall, winner_hlc_logical, rule, detected_at_ms)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT DO NOTHING`,
+       VALUES (-nextval('conflict_tmp_ids'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+       ON CONFLICT DO NOTHING RETURNING id`,
       [
         ...versionColumns(loser),
         winner.origin,
@@ -405,17 +512,33 @@ export class PostgresStore implements DedupStore {
         now,
       ],
     );
-    return r.rowCount === 1;
+    if (r.rows.length === 0) return false;
+    losers.push(r.rows[0]!.id);
+    return true;
   }
 
   private async clearTampered(c: Client, bucket: number, key: string): Promise<void> {
     await c.query("DELETE FROM tampered WHERE bucket = $1 AND key = $2", [bucket, key]);
   }
 
-  /** XOR the changes into their buckets' digests, under the next gen (the last statement before COMMIT). */
-  private async applyDeltas(c: Client, deltas: Map<number, { xor: Buffer; keys: number }>): Promise<void> {
+  /**
+   * The transaction's last statements: take the next gen (and conflict ids) of digest_clock,
+   * whose row lock is held to COMMIT, give the new losers their ids in that order, and XOR
+   * the changes into their buckets' digests under the gen.
+   */
+  private async finish(
+    c: Client,
+    deltas: Map<number, { xor: Buffer; keys: number }>,
+    losers: readonly number[],
+  ): Promise<void> {
+    if (deltas.size === 0 && losers.length === 0) return;
+    const { gen, conflictId } = await this.tick(c, losers.length);
+    if (losers.length > 0)
+      await c.query(
+        "UPDATE conflicts AS c SET id = u.id FROM unnest($1::bigint[], $2::bigint[]) AS u(tmp, id) WHERE c.id = u.tmp",
+        [losers, losers.map((_, i) => conflictId - losers.length + 1 + i)],
+      );
     if (deltas.size === 0) return;
-    const gen = await this.nextGen(c);
     const buckets = [...deltas.keys()].sort((a, b) => a - b);
     const r = await c.query<{ bucket: number; digest: Buffer; keys: number }>(
       "SELECT bucket, digest, keys FROM bucket_digests WHERE bucket = ANY($1::int[])",
@@ -435,11 +558,17 @@ export class PostgresStore implements DedupStore {
     await this.writeDigests(c, gen, buckets, digests, keys);
   }
 
-  private async nextGen(c: Client): Promise<number> {
-    const r = await c.query<{ gen: number }>(
-      "UPDATE digest_clock SET gen = gen + 1 WHERE id = 1 RETURNING gen",
+  /** The next gen, and `conflicts` more conflict ids (the last one given back); held to COMMIT. */
+  private async tick(c: Client, conflicts: number): Promise<{ gen: number; conflictId: number }> {
+    const r = await c.query<{ gen: number; conflict_id: number }>(
+      "UPDATE digest_clock SET gen = gen + 1, conflict_id = conflict_id + $1 WHERE id = 1 RETURNING gen, conflict_id",
+      [conflicts],
     );
-    return r.rows[0]!.gen;
+    return { gen: r.rows[0]!.gen, conflictId: r.rows[0]!.conflict_id };
+  }
+
+  private async nextGen(c: Client): Promise<number> {
+    return (await this.tick(c, 0)).gen;
   }
 
   private async writeDigests(c: Client, gen: number, buckets: number[], digests: Buffer[], keys: number[]) {
@@ -450,8 +579,20 @@ export class PostgresStore implements DedupStore {
     );
   }
 
-  /** Bring the in-memory digests up to what is committed: only the buckets changed since the last look. */
-  private async refreshDigests(): Promise<void> {
+  private refreshing: Promise<void> = Promise.resolve();
+
+  /**
+   * Bring the in-memory digests up to what is committed: only the buckets changed since the
+   * last look. One at a time, each after the one before: an older answer applied after a
+   * newer one would put old digests back under a newer gen.
+   */
+  private refreshDigests(): Promise<void> {
+    const next = this.refreshing.catch(() => undefined).then(() => this.refreshOnce());
+    this.refreshing = next;
+    return next;
+  }
+
+  private async refreshOnce(): Promise<void> {
     const r = await this.pool.query<{ bucket: number; digest: Buffer; keys: number; gen: number }>(
       "SELECT bucket, digest, keys, gen FROM bucket_digests WHERE gen > $1",
       [this.digestGen],
@@ -478,14 +619,20 @@ export class PostgresStore implements DedupStore {
     const r = await this.read("read buckets", (p) =>
       p.query<RecordRow & { flagged: boolean }>(
         `SELECT r.*, t.key IS NOT NULL AS flagged FROM records r
-           LEFT JOIN tampered t ON t.bucket = r.bucket AND t.key = r.key WHERE r.bucket = ANY($1::int[])`,
+           LEFT JOIN tampered t ON t.bucket = r.bucket AND t.key = r.key WHERE r.bucket = ANY($1::int[])
+         ORDER BY r.bucket, r.key`,
         [[...buckets]],
       ),
     );
-    return r.rows.map((row) => {
+    // As SQLite lists them: bucket by bucket in the order asked, each in key order.
+    const byBucket = new Map<number, CheckedRecord[]>();
+    for (const row of r.rows) {
       const v = fromRow(row);
-      return { ...v, intact: !row.flagged && row.vh.equals(versionHash(v)) };
-    });
+      const list = byBucket.get(row.bucket) ?? [];
+      list.push({ ...v, intact: !row.flagged && row.vh.equals(versionHash(v)) });
+      byBucket.set(row.bucket, list);
+    }
+    return buckets.flatMap((b) => byBucket.get(b) ?? []);
   }
 
   async scrub(fromBucket: number, count: number): Promise<number[]> {
@@ -516,7 +663,10 @@ export class PostgresStore implements DedupStore {
       const wrong = stored.rows
         .filter((s) => !s.digest.equals(found.get(s.bucket)!.digest) || s.keys !== found.get(s.bucket)!.keys)
         .map((s) => s.bucket)
-        .sort((a, b) => a - b);
+        .sort(
+          (a, b) =>
+            ((a - fromBucket + bucketCount) % bucketCount) - ((b - fromBucket + bucketCount) % bucketCount),
+        );
       if (wrong.length > 0)
         await this.writeDigests(
           c,
@@ -563,7 +713,7 @@ export class PostgresStore implements DedupStore {
   async watermarks(): Promise<Watermark[]> {
     const r = await this.read("read watermarks", (p) =>
       p.query<{ origin: string; incarnation: string; lsn: number; updated_at_ms: number }>(
-        "SELECT * FROM watermarks ORDER BY origin, updated_at_ms",
+        'SELECT * FROM watermarks ORDER BY origin COLLATE "C", updated_at_ms',
       ),
     );
     return r.rows.map((w) => ({
@@ -706,15 +856,18 @@ export class PostgresStore implements DedupStore {
 
   async deleteSince(wallMs: number): Promise<RemovedStream[]> {
     return this.tx("delete since", async (c) => {
+      // The streams from the rows deleted, in one statement: a row another node changes
+      // meanwhile is either deleted and counted, or neither.
       const streams = await c.query<RemovedStream>(
-        `SELECT origin, incarnation, min(lsn) AS "fromLsn", count(*)::int AS removed FROM records
-         WHERE hlc_wall >= $1 GROUP BY origin, incarnation`,
+        `WITH d AS (DELETE FROM records WHERE hlc_wall >= $1 RETURNING origin, incarnation, lsn)
+         SELECT origin, incarnation, min(lsn) AS "fromLsn", count(*)::int AS removed FROM d
+         GROUP BY origin, incarnation ORDER BY origin COLLATE "C", incarnation COLLATE "C"`,
         [wallMs],
       );
-      await c.query("DELETE FROM records WHERE hlc_wall >= $1", [wallMs]);
       for (const s of streams.rows)
         await c.query(
-          "UPDATE watermarks SET lsn = $3, updated_at_ms = $4 WHERE origin = $1 AND incarnation = $2",
+          `INSERT INTO watermarks (origin, incarnation, lsn, updated_at_ms) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (origin, incarnation) DO UPDATE SET lsn = excluded.lsn, updated_at_ms = excluded.updated_at_ms`,
           [s.origin, s.incarnation, s.fromLsn - 1, this.nowMs()],
         );
       await this.recomputeAll(c);
@@ -770,9 +923,8 @@ export class PostgresStore implements DedupStore {
   async reserveConflictIds(mark: number): Promise<void> {
     await this.read("reserve conflict ids", (p) =>
       p.query(
-        // Only upwards: when the next id would be at or below the mark, the next is mark + 1.
-        `SELECT setval('conflicts_id_seq', $1::bigint)
-         WHERE $1::bigint >= (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM conflicts_id_seq)`,
+        // Only upwards, in one statement (the row lock orders it with every apply).
+        "UPDATE digest_clock SET conflict_id = GREATEST(conflict_id, $1::bigint) WHERE id = 1",
         [mark],
       ),
     );

@@ -875,6 +875,9 @@ export class SqliteStore implements DedupStore {
     if (this.db.open) this.db.close();
   }
 
+  /** One node per SQLite store: its data directory's lock says so. */
+  readonly shared = undefined;
+
   get description(): string {
     return `SQLite ${this.file}`;
   }

@@ -207,8 +207,45 @@ export interface MetaStore {
   reserveConflictIds(mark: number): Promise<void>;
 }
 
+/** A node of a region that shares its store: one WAL incarnation of one data directory. */
+export interface RegionNode {
+  incarnation: string;
+  /** The data directory's id (`<dataDir>/node-id`): its incarnations over time share it. */
+  nodeId: string;
+  boot: string;
+  seenAtMs: number;
+  /** Set once the node left the region for good (its stream is then shipped from the store). */
+  leftAtMs: number | undefined;
+}
+
+/**
+ * What a store several nodes of one region share offers them (PostgreSQL): who the nodes
+ * are, and the claim that keeps two of them from deciding one key twice.
+ *
+ * - `claim` is atomic: of any number of nodes claiming one key, exactly one gets it (a node
+ *   claiming a key it holds gets it again).
+ * - A claim lasts until the claimant's record of the key is applied (`applyLocal` deletes
+ *   it in the same transaction) or `releaseClaims` runs for its incarnation: at the node's
+ *   start once its WAL is in the store, or when it leaves.
+ */
+export interface SharedRegionStore {
+  /** Register (or refresh) this node; idempotent. */
+  joinRegion(node: Omit<RegionNode, "seenAtMs" | "leftAtMs">): Promise<void>;
+  regionNodes(): Promise<RegionNode[]>;
+  /** Take `key` for `incarnation`; the holder's incarnation when another node holds it. */
+  claim(key: string, incarnation: string): Promise<{ taken: true } | { taken: false; holder: string }>;
+  /** Drop one claim of `incarnation` (it found the key decided after it claimed it). */
+  releaseClaim(key: string, incarnation: string): Promise<void>;
+  /** Drop every claim of these incarnations (nothing they claimed is left to append); how many. */
+  releaseClaims(incarnations: readonly string[]): Promise<number>;
+  /** Mark a data directory's nodes as gone for good, and drop their claims. */
+  leaveRegion(nodeId: string): Promise<void>;
+}
+
 /** Every side of the dedup store: what a region opens. SQLite and PostgreSQL implement it. */
 export interface DedupStore extends ApplyStore, ReadStore, DigestStore, StreamStore, MetaStore {
+  /** Set when several nodes of the region may share this store (PostgreSQL). */
+  readonly shared: SharedRegionStore | undefined;
   /** What the store is (a file, a database without its credentials), for status and errors. */
   readonly description: string;
   /** False once closed or lost (a readiness check). */

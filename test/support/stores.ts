@@ -68,9 +68,9 @@ async function wipe(url: string): Promise<void> {
   await run(
     url,
     `DO $$ BEGIN IF to_regclass('records') IS NOT NULL THEN
-       TRUNCATE records, watermarks, conflicts, tampered, meta RESTART IDENTITY;
+       TRUNCATE records, watermarks, conflicts, tampered, meta, claims, nodes RESTART IDENTITY;
        UPDATE bucket_digests SET digest = '\\x00000000000000000000000000000000'::bytea, keys = 0, gen = 0 WHERE gen > 0;
-       UPDATE digest_clock SET gen = 0;
+       UPDATE digest_clock SET gen = 0, conflict_id = 0;
      END IF; END $$`,
   );
 }
