@@ -160,17 +160,23 @@ describe("PostgresStore beside other transactions", () => {
     let release: () => void = () => undefined;
     const held = new Promise<void>((r) => (release = r));
     let first = true;
+    let secondAnswered: () => void = () => undefined;
+    const second = new Promise<void>((r) => (secondAnswered = r));
     // The first refresh's answer is held until the test lets it go (a slow network).
     (pool as unknown as { query: unknown }).query = async (...args: unknown[]) => {
       const hold = first;
       first = false;
       const r = await query(...args);
       if (hold) await held;
+      else secondAnswered();
       return r;
     };
     const slow = reader.rootDigest();
     await writer.applyBatch(one("a", "k", 2, 200));
     const newer = reader.rootDigest();
+    // Before the fix the newer refresh ran beside the held one and was handled first; with
+    // it, the newer one is not even asked before the held one ends (so this waits 2 s).
+    await Promise.race([second, new Promise((r) => setTimeout(r, 2000))]);
     release();
     await Promise.all([slow, newer]);
     (pool as unknown as { query: unknown }).query = query;
