@@ -114,6 +114,12 @@ export const defaults = {
      * value there only turns clients' retries into more load.
      */
     queueDelayMaxMs: 500,
+    /**
+     * Several nodes per region (a shared PostgreSQL store): how long an append waits for a key
+     * another node of the region is appending (its record, or its claim released) before
+     * answering 503 key_claimed.
+     */
+    claimWaitMs: 10_000,
     /** Records in one POST /v1/records/batch (or appendMany). */
     batchRecordsMax: 1000,
     /** Largest POST /v1/records/batch body. */

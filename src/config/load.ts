@@ -44,7 +44,11 @@ export interface NodeConfig {
   dataDir: string;
   listen: { host: string; port: number; tls?: TlsConfig };
   /** `via: s3`: this region also follows that region's S3 archive (see the README, "S3 as a transport"). */
-  regions: Record<string, { url: string; publicKeyFiles?: string[]; via?: "http" | "s3" }>;
+  /** `nodes: several`: the region is served by several nodes on one shared store (see the README). */
+  regions: Record<
+    string,
+    { url: string; publicKeyFiles?: string[]; via?: "http" | "s3"; nodes?: "one" | "several" }
+  >;
   crr: {
     enabled: boolean;
     replicationMode: ReplicationMode;
@@ -201,6 +205,10 @@ function checkRegions(c: NodeConfig, problems: string[]): void {
   }
   if (c.store.kind === "postgres" && !c.store.url)
     problems.push('store.url: required for kind postgres (e.g. url: "${CRR_PG_URL}")');
+  if (c.regions[c.region]?.nodes === "several" && c.store.kind !== "postgres")
+    problems.push(
+      `regions.${c.region}.nodes: several nodes of one region share a PostgreSQL store (store.kind: postgres)`,
+    );
   if (c.store.kind === "sqlite" && c.store.url)
     problems.push("store.url: only for kind postgres (SQLite lives in the data directory)");
   for (const [name, r] of Object.entries(c.regions))

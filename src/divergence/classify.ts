@@ -124,15 +124,17 @@ export function deadStreams(
   sides: ReadonlyArray<{
     region: string;
     incarnation: string;
+    /** Every live incarnation of the side's region (several nodes on one store); default its own. */
+    incarnations?: readonly string[];
     streams: ReadonlyArray<{ origin: string; incarnation: string; updatedAtMs: number }>;
   }>,
 ): Set<string> {
   const dead = new Set<string>();
-  const current = new Map(sides.map((s) => [s.region, s.incarnation]));
+  const current = new Map(sides.map((s) => [s.region, new Set([s.incarnation, ...(s.incarnations ?? [])])]));
   for (const side of sides) {
     for (const s of side.streams) {
       const live = current.get(s.origin);
-      if (live !== undefined && live !== s.incarnation) dead.add(streamKey(s.origin, s.incarnation));
+      if (live !== undefined && !live.has(s.incarnation)) dead.add(streamKey(s.origin, s.incarnation));
       const newer = side.streams.some(
         (o) => o.origin === s.origin && o.incarnation !== s.incarnation && o.updatedAtMs > s.updatedAtMs,
       );

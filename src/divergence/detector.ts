@@ -80,6 +80,8 @@ interface CompareContext {
 
 export interface DetectorOptions {
   region: string;
+  /** The incarnations of this region's other live nodes (a shared store): their streams are live. */
+  fellows?: () => Promise<ReadonlySet<string>>;
   /** This region's current incarnation (its own older streams are dead). */
   incarnation: () => string;
   /** Per-tenant target regions when replication is selective; undefined: every region holds every record. */
@@ -156,8 +158,18 @@ export class DivergenceDetector {
     ): StreamWatermarks => new Map(s.map((w) => [streamKey(w.origin, w.incarnation), w.lsn]));
     return {
       dead: deadStreams([
-        { region: this.o.region, incarnation: this.o.incarnation(), streams: localStreams },
-        { region: peer, incarnation: view.incarnation, streams: view.streams },
+        {
+          region: this.o.region,
+          incarnation: this.o.incarnation(),
+          incarnations: [...((await this.o.fellows?.()) ?? [])],
+          streams: localStreams,
+        },
+        {
+          region: peer,
+          incarnation: view.incarnation,
+          incarnations: view.incarnations,
+          streams: view.streams,
+        },
       ]),
       nowMs: this.o.runtime.nowMs(),
       remoteWm: toMap(view.streams),

@@ -150,6 +150,30 @@ export class LocalMesh {
     fs.writeFileSync(this.node(s.name).configFile, YAML.stringify(config));
   }
 
+  /**
+   * Another node of `region` (several nodes per region on a shared PostgreSQL store): the
+   * region's config with a data directory of its own, listening on its own port (no front:
+   * peers keep reaching the region's first node). Started like any node.
+   */
+  async addNode(region: string, name: string, env: NodeJS.ProcessEnv = {}): Promise<MeshNode> {
+    const base = this.node(region);
+    const node: MeshNode = {
+      name,
+      url: "",
+      dataDir: path.join(this.o.root, name),
+      configFile: path.join(this.o.root, `${name}.yaml`),
+      logFile: path.join(this.o.root, `${name}.log`),
+      proc: undefined,
+      output: [],
+      listenPort: undefined,
+    };
+    this.nodes.set(name, node);
+    const config = YAML.parse(fs.readFileSync(base.configFile, "utf8")) as Record<string, unknown>;
+    fs.writeFileSync(node.configFile, YAML.stringify({ ...config, dataDir: node.dataDir }));
+    await this.startNode(name, [], env);
+    return node;
+  }
+
   /** Merge `patch` into a node's config file (takes effect when the node next starts). */
   reconfigure(name: string, patch: Record<string, unknown>): void {
     const node = this.node(name);

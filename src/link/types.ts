@@ -35,6 +35,11 @@ export interface WatermarksView {
    * copying what the mesh decided): what it holds is no evidence of the mesh's state.
    */
   bootstrapping?: boolean;
+  /**
+   * Every live incarnation of the answering region when several nodes serve it on one store
+   * (its own included): a stream of one of them is live, not an older incarnation's.
+   */
+  incarnations?: string[];
 }
 
 export type ReplicateAnswer =

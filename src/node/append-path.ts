@@ -9,7 +9,7 @@
 import { formatHlc } from "../clock/index.js";
 import type { ReplicationPolicy } from "../config/index.js";
 import { CrrError, RecordInvalidError } from "../errors.js";
-import type { Runtime } from "../runtime/index.js";
+import { sleep, type Runtime } from "../runtime/index.js";
 import type { PeerShipper } from "../shipper/index.js";
 import type { StoredRecord } from "../store/index.js";
 import {
@@ -88,6 +88,16 @@ export interface AppendPathDeps {
   admit: () => void;
   /** The stored winner of `key` (the dedup check). */
   lookup: (key: string) => Promise<StoredRecord | undefined>;
+  /**
+   * With a store the region's nodes share: take `key` before appending it (only one node
+   * appends a key), give back one found decided after taking it, and how long to wait for
+   * a key another node holds (its record, or its claim released).
+   */
+  claims?: {
+    claim(key: string): Promise<{ taken: true } | { taken: false; holder: string }>;
+    release(key: string): Promise<void>;
+    waitMs: number;
+  };
   walAppend: (rec: PreparedRecord) => Promise<AppendAck>;
   /** Resolves with the version that beat `rec` when it was applied, undefined when `rec` won. */
   localApply: (rec: WalRecord) => Promise<StoredRecord | undefined>;
@@ -232,11 +242,35 @@ export class AppendPath {
   /** The stored winner's answer when the key is decided, else the append of `rec`. */
   private async decide(rec: PreparedRecord): Promise<AppendResult> {
     const existing = await this.d.lookup(rec.key);
-    if (existing) {
-      this.d.onDuplicate(existing.origin);
-      return answer(existing, true);
+    if (existing) return this.duplicateOf(existing);
+    const claims = this.d.claims;
+    if (!claims) return this.appendNew(rec);
+    const deadline = this.d.runtime.monoMs() + claims.waitMs;
+    for (;;) {
+      const c = await claims.claim(rec.key);
+      if (c.taken) {
+        // The holder's record and the end of its claim commit together: a claim taken after
+        // that finds the record now.
+        const decided = await this.d.lookup(rec.key);
+        if (!decided) return this.appendNew(rec);
+        await claims.release(rec.key);
+        return this.duplicateOf(decided);
+      }
+      if (this.d.runtime.monoMs() >= deadline)
+        throw new UnavailableError(
+          "key_claimed",
+          `key ${rec.key} is being appended by another node of region ${this.d.region} (incarnation ${c.holder}), which has not finished within ${claims.waitMs} ms; nothing was written here`,
+          1,
+        );
+      await sleep(this.d.runtime, 5);
+      const now = await this.d.lookup(rec.key);
+      if (now) return this.duplicateOf(now);
     }
-    return this.appendNew(rec);
+  }
+
+  private duplicateOf(existing: StoredRecord): AppendResult {
+    this.d.onDuplicate(existing.origin);
+    return answer(existing, true);
   }
 
   /** Appends in progress (close waits for them). */

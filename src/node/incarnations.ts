@@ -29,7 +29,15 @@ const key = (incarnation: string, boot: string) => `${incarnation}/${boot}`;
 export class IncarnationTracker {
   private readonly heard = new Map<string, Map<string, Heard & { incarnation: string; boot: string }>>();
 
-  constructor(private readonly aliveMs: number) {}
+  /**
+   * `severalNodes`: regions served by several nodes on one shared store (`regions.X.nodes:
+   * several`): their incarnations are fellows, only one incarnation heard from two boots is
+   * a rival (a copied data directory).
+   */
+  constructor(
+    private readonly aliveMs: number,
+    private readonly severalNodes: (region: string) => boolean = () => false,
+  ) {}
 
   note(region: string, incarnation: string, boot: string, nowMs: number): void {
     let byInstance = this.heard.get(region);
@@ -49,8 +57,10 @@ export class IncarnationTracker {
     const all = this.heard.get(region);
     const me = all?.get(key(incarnation, boot));
     if (!all || !me) return undefined;
+    const fellowsAllowed = this.severalNodes(region);
     for (const [k, h] of all) {
       if (k === key(incarnation, boot) || nowMs - h.lastMs > this.aliveMs) continue;
+      if (fellowsAllowed && h.incarnation !== incarnation) continue;
       if (h.firstMs < me.firstMs && h.lastMs > me.firstMs)
         return { incarnation: h.incarnation, boot: h.boot, agoMs: nowMs - h.lastMs };
     }

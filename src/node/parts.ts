@@ -23,6 +23,7 @@ import { lockDataDir, type DataDirLock } from "./lock.js";
 import { RegionMetrics } from "./metrics.js";
 import { TlsFiles } from "./tls.js";
 import type { Region } from "./region.js";
+import { nodeIdOf } from "./node-id.js";
 import { needsBootstrap, openRegionWal } from "./wal-open.js";
 
 export interface PartsOptions {
@@ -55,6 +56,20 @@ export interface Parts {
   credentials: Credentials;
   /** The TLS material when `listen.tls` is set. */
   tls: TlsFiles | undefined;
+  /** This data directory's id when the store is shared by the region's nodes (`node-id`). */
+  nodeId: string | undefined;
+}
+
+/** The incarnations of the region's other live nodes (none without a shared store). */
+export async function fellowIncarnations(
+  store: Pick<DedupStore, "shared">,
+  nodeId: string | undefined,
+): Promise<Set<string>> {
+  if (!store.shared || !nodeId) return new Set();
+  const nodes = await store.shared.regionNodes();
+  return new Set(
+    nodes.filter((n) => n.nodeId !== nodeId && n.leftAtMs === undefined).map((n) => n.incarnation),
+  );
 }
 
 export function mergeRuleOf(config: NodeConfig): MergeRule {
@@ -93,7 +108,10 @@ async function openInOrder(
   const clock = new HybridClock({ wallClock: nowMs, maxSkewMs: config.hlc.maxSkewMs });
   const metrics = new RegionMetrics(o.region);
   const store = (opened.store = await openStore(config, o, nowMs));
-  const incarnations = new IncarnationTracker(3 * config.health.probeIntervalMs);
+  const incarnations = new IncarnationTracker(
+    3 * config.health.probeIntervalMs,
+    (region) => config.regions[region]?.nodes === "several",
+  );
   const credentials = credentialsOf(config);
   const tls = config.listen.tls ? new TlsFiles(config.listen.tls, log) : undefined;
   const makeLink = o.links ?? httpLinks(config, runtime, tls?.client);
@@ -115,6 +133,10 @@ async function openInOrder(
     archive: archiveEvidenceOf(config, credentials, runtime),
   });
   const empty = await needsBootstrap(store);
+  // Several nodes of this region on one store: this data directory's id, and the fellow nodes' streams.
+  const several = store.shared !== undefined && config.regions[config.region]?.nodes === "several";
+  const nodeId = several ? await nodeIdOf(config.dataDir, runtime, o.fileOps) : undefined;
+  const fellows = await fellowIncarnations(store, nodeId);
   const abandoned: Array<Record<string, unknown>> = [];
   const wal = (opened.wal = await openRegionWal({
     region: config.region,
@@ -125,7 +147,9 @@ async function openInOrder(
     log,
     open: () => openWal(config, clock, { runtime, fileOps: o.fileOps }, metrics, evidence, log),
     onAbandoned: (entry) => abandoned.push(entry),
+    isOwn: (incarnation) => !fellows.has(incarnation),
   }));
+  if (nodeId) await store.shared!.joinRegion({ incarnation: wal.incarnation, nodeId, boot });
   const audit = AuditLog.open({
     dir: path.join(config.dataDir, "audit"),
     region: config.region,
@@ -138,7 +162,7 @@ async function openInOrder(
   await store.reserveConflictIds(audit.current.conflictMark);
   return {
     ...{ wal, store, clock, metrics, lock, audit, links, evidence, incarnations, boot, empty, abandoned },
-    ...{ credentials, tls },
+    ...{ credentials, tls, nodeId },
   };
 }
 

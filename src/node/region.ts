@@ -51,7 +51,8 @@ import type { LinkFactory } from "./links.js";
 import { LocalApplier } from "./local-applier.js";
 import type { DataDirLock } from "./lock.js";
 import type { RegionMetrics } from "./metrics.js";
-import { openParts, type Parts } from "./parts.js";
+import { claimsOf, releaseOwnClaims } from "./fellows.js";
+import { fellowIncarnations, openParts, type Parts } from "./parts.js";
 import { OwnRecordsUndecidedError, replayLocal, replayLocalWhenAnswered } from "./replay.js";
 import { ReplayFloorFile } from "./replay-floor.js";
 import type { TlsFiles } from "./tls.js";
@@ -139,6 +140,8 @@ export class Region {
   private draining = false;
   private retentionTimer: Timer | undefined;
   private closed = false;
+  /** This data directory's id when the region's nodes share the store. */
+  readonly nodeId: string | undefined;
 
   private constructor(
     config: NodeConfig,
@@ -196,6 +199,7 @@ export class Region {
       (err) => this.stop(err.message),
       runtime,
     );
+    this.nodeId = p.nodeId;
     this.reader = readerOf(this);
     this.shippers = shippersOf(this, o.fileOps);
     this.s3Requests = new RequestTally(nowMs());
@@ -206,6 +210,7 @@ export class Region {
       policy: this.policy,
       admit: () => this.admit(),
       lookup: (key) => this.store.get(key),
+      claims: claimsOf(this.store, this.wal.incarnation, p.nodeId, config.append.claimWaitMs),
       walAppend: (rec) => this.wal.appendPrepared(rec),
       localApply: (rec) => this.applier.apply(rec),
       shippers: this.shippers,
@@ -239,6 +244,7 @@ export class Region {
       catchUp: async ({ untilMs, onWait }) => {
         if (!this.catchUpPending) return;
         await replayLocalWhenAnswered(this, this.evidence, { untilMs, retryMs: 1000, onWait });
+        await releaseOwnClaims(this);
         this.catchUpPending = false;
       },
       store: this.store,
@@ -248,6 +254,7 @@ export class Region {
       probeIntervalMs: config.health.probeIntervalMs,
       boot: p.boot,
       previousBoot: p.lock.previousBoot,
+      fellows: () => fellowIncarnations(this.store, this.nodeId),
       bootstrapWaitMs: config.recovery.bootstrapWaitMs,
       startAlone: o.startAlone,
       log,
@@ -281,6 +288,7 @@ export class Region {
       for (const entry of parts.abandoned) await region.auditPump.record({ kind: "wal-abandoned", ...entry });
       try {
         await replayLocal(region, parts.evidence);
+        await releaseOwnClaims(region);
       } catch (err) {
         if (!(err instanceof OwnRecordsUndecidedError)) throw err;
         // Serve the peers and ask them again from start(): they may be waiting for us too.

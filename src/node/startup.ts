@@ -49,6 +49,8 @@ export interface StartupOptions {
   /** This process's boot id, and the one that ran this data directory before it (not a rival). */
   boot: string;
   previousBoot: string | undefined;
+  /** The incarnations of the region's other live nodes on a shared store: fellows, not rivals. */
+  fellows?: () => Promise<ReadonlySet<string>>;
   bootstrapWaitMs: number;
   startAlone: boolean;
   log: Logger;
@@ -124,6 +126,7 @@ export class StartupChecks {
    * (crashed or stopped here) is not a rival.
    */
   private async checkNoTwin(views: Map<string, WatermarksView>): Promise<Map<string, WatermarksView>> {
+    const fellows = (await this.o.fellows?.()) ?? new Set<string>();
     const others = (vs: Map<string, WatermarksView>) =>
       [...vs].flatMap(([peer, v]) =>
         v.seen
@@ -132,6 +135,7 @@ export class StartupChecks {
               s.region === this.o.region && !(s.incarnation === this.o.incarnation && s.boot === this.o.boot),
           )
           .filter((s) => s.boot === "" || s.boot !== this.o.previousBoot)
+          .filter((s) => !fellows.has(s.incarnation))
           .map((s) => ({
             peer,
             ...s,

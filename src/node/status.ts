@@ -10,6 +10,7 @@ import type { PeerShipper } from "../shipper/index.js";
 import { ruleName } from "../store/index.js";
 import type { ArchiveStatus, FollowerStatus } from "../archive/index.js";
 import type { Region } from "./region.js";
+import { fellowIncarnations } from "./parts.js";
 import { bootstrapRunning } from "./wal-open.js";
 
 export interface PeerStatus {
@@ -181,5 +182,8 @@ export async function watermarksView(r: Region): Promise<WatermarksView> {
     clock: r.clock.peek(),
     seen: r.incarnations.recent(r.nowMs()),
     ...((await bootstrapRunning(r.store)) ? { bootstrapping: true } : {}),
+    ...(r.nodeId
+      ? { incarnations: [r.wal.incarnation, ...(await fellowIncarnations(r.store, r.nodeId))] }
+      : {}),
   };
 }

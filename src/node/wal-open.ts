@@ -90,11 +90,13 @@ export interface OpenRegionWal {
   open: () => Promise<Wal>;
   /** Audit what the operator's --accept-wal-loss did (awaited once the audit log is open). */
   onAbandoned: (entry: Record<string, unknown>) => void;
+  /** Whether a stream of this region is this node's (not a fellow node's on a shared store); default all. */
+  isOwn?: (incarnation: string) => boolean;
 }
 
 export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
   if (!hasSegments(o.dir)) {
-    const live = await liveStreams(o.store, o.region);
+    const live = (await liveStreams(o.store, o.region)).filter((w) => o.isOwn?.(w.incarnation) ?? true);
     if (live.length > 0 && !o.acceptWalLoss) throw new WalMissingError(o.dir, live);
     if (live.length > 0) o.onAbandoned({ reason: "the WAL directory held no segment", incarnations: live });
   }
@@ -122,7 +124,7 @@ export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
       (await o.store.watermarks())
         .filter((w) => w.origin === o.region)
         .map((w) => w.incarnation)
-        .filter((i) => i !== wal.incarnation),
+        .filter((i) => i !== wal.incarnation && (o.isOwn?.(i) ?? true)),
     );
   await observeOwnFloor(o.store, o.region, o.clock);
   return wal;

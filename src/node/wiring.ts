@@ -22,6 +22,7 @@ import { PeerShipper } from "../shipper/index.js";
 import { ruleName } from "../store/index.js";
 import type { FileOps } from "../util/file-ops.js";
 import type { Region } from "./region.js";
+import { fellowIncarnations } from "./parts.js";
 
 export function readerOf(r: Region): Reader {
   const c = r.config;
@@ -64,10 +65,13 @@ function ownFromStore(r: Region) {
       (await r.store.streamVersions(r.name, incarnation, from, to, limit))
         .filter((v) => v.intact)
         .map((v) => ({ ...v, flags: 0 })),
-    streams: async () =>
-      (await r.store.watermarks())
-        .filter((w) => w.origin === r.name)
-        .map((w) => ({ incarnation: w.incarnation, lsn: w.lsn })),
+    // Not a fellow node's live stream on a shared store: that node ships its own.
+    streams: async () => {
+      const fellows = await fellowIncarnations(r.store, r.nodeId);
+      return (await r.store.watermarks())
+        .filter((w) => w.origin === r.name && !fellows.has(w.incarnation))
+        .map((w) => ({ incarnation: w.incarnation, lsn: w.lsn }));
+    },
   };
 }
 
@@ -116,6 +120,7 @@ export function monitorOf(r: Region): DivergenceMonitor {
     detector: new DivergenceDetector({
       region: c.region,
       incarnation: () => r.wal.incarnation,
+      fellows: () => fellowIncarnations(r.store, r.nodeId),
       selectivePolicies: c.crr.replicationMode === "selective" ? c.crr.policies : undefined,
       store: r.store,
       remote: (peer) => r.links.get(peer)!,
