@@ -12,6 +12,7 @@ import { runAudit, runRebuild } from "./rebuild.js";
 import { runRestore } from "./restore.js";
 import { runBench } from "./bench.js";
 import { runBootstrap } from "./bootstrap.js";
+import { runLeave } from "./leave.js";
 import { runReconcile, runVerify } from "./verify.js";
 import { runWalInspect } from "./wal-inspect.js";
 import { CliUsageError } from "./args.js";
@@ -29,6 +30,7 @@ Usage:
   crr rebuild --config FILE [--since T] rebuild the dedup store from the WAL and the peers
   crr restore --config FILE [--to T]   a store as of time T from the S3 archive (a new file)
   crr bootstrap --config FILE --from s3|PEER  seed a new or wiped region before its node starts
+  crr leave --config FILE              a stopped node leaves a region served by several nodes
   crr audit verify FILE|DIR...         verify the audit log's hash chain
   crr bench --scenario FILE [--check]  run a lag SLO benchmark scenario and write its report
   crr demo                 three regions on loopback: load, a split brain, a crash, convergence
@@ -49,6 +51,7 @@ const commands: Record<string, (argv: string[]) => Promise<number>> = {
   rebuild: runRebuild,
   restore: runRestore,
   bootstrap: runBootstrap,
+  leave: runLeave,
   audit: runAudit,
   bench: runBench,
   wal: async (argv) => {

@@ -87,17 +87,8 @@ export async function runRebuild(argv: string[]): Promise<number> {
   }
   const dir = config.dataDir;
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
-  const lockFile = path.join(dir, "LOCK");
-  if (fs.existsSync(lockFile)) {
-    // Region.open below refuses if the node runs; check first so nothing is moved under it.
-    const holder = JSON.parse(fs.readFileSync(lockFile, "utf8")) as { pid: number };
-    try {
-      process.kill(holder.pid, 0);
-      throw new CliUsageError(`rebuild: the node (pid ${holder.pid}) is running on ${dir}; stop it first`);
-    } catch (err) {
-      if (err instanceof CliUsageError) throw err;
-    }
-  }
+  // Region.open below refuses if the node runs; check first so nothing is moved under it.
+  refuseWhileRunning(dir, "rebuild");
   if (config.store.kind === "postgres") await refuseUnlessEmpty(config);
   for (const f of fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n.startsWith("store.sqlite")) : []) {
     fs.renameSync(
@@ -203,5 +194,18 @@ async function refuseUnlessEmpty(config: NodeConfig): Promise<void> {
       );
   } finally {
     await store.close();
+  }
+}
+
+/** Refuse when a live process holds the data directory's LOCK (the node runs). */
+export function refuseWhileRunning(dir: string, command: string): void {
+  const lockFile = path.join(dir, "LOCK");
+  if (!fs.existsSync(lockFile)) return;
+  const holder = JSON.parse(fs.readFileSync(lockFile, "utf8")) as { pid: number };
+  try {
+    process.kill(holder.pid, 0);
+    throw new CliUsageError(`${command}: the node (pid ${holder.pid}) is running on ${dir}; stop it first`);
+  } catch (err) {
+    if (err instanceof CliUsageError) throw err;
   }
 }

@@ -315,7 +315,7 @@ export class LocalMesh {
     return new Promise((resolve) => {
       const p = spawn(process.execPath, [main, ...args, "--config", node.configFile], {
         cwd: this.o.cwd,
-        env: { ...process.env, ...this.secrets() },
+        env: { ...process.env, ...this.secrets(), ...this.o.env?.(name) },
         stdio: ["ignore", "ignore", "pipe"],
       });
       let stderr = "";

@@ -9,12 +9,13 @@ import { describe, expect, it } from "vitest";
 import { realRuntime, type Runtime } from "../runtime/index.js";
 import type { StoredRecord } from "../store/index.js";
 import type { AppendAck, PreparedRecord } from "../wal/index.js";
-import { AppendPath, OverloadedError, type ShedReason } from "./append-path.js";
+import { AppendPath, OverloadedError, type AppendPathDeps, type ShedReason } from "./append-path.js";
 
 function pathWithHeldWal(o: {
   pendingMax: number;
   queueDelayMaxMs: number;
   lookup?: (key: string) => Promise<StoredRecord | undefined>;
+  claims?: AppendPathDeps["claims"];
 }) {
   let nowMs = 1_000;
   const runtime: Runtime = { ...realRuntime, monoMs: () => nowMs };
@@ -27,6 +28,7 @@ function pathWithHeldWal(o: {
     policy: { peersFor: () => [] } as never,
     admit: () => undefined,
     lookup: o.lookup ?? (async () => undefined),
+    claims: o.claims,
     walAppend: (rec: PreparedRecord) =>
       new Promise<AppendAck>((resolve) => {
         written.push(rec.key);
@@ -134,3 +136,33 @@ describe("the dedup check", () => {
     await expect(second).resolves.toMatchObject({ key: "k", lsn: 1, duplicate: true });
   });
 });
+
+describe("claims (several nodes of one region)", () => {
+  it("an append waiting for a key another node holds is not waiting for this disk: it sheds nothing", async () => {
+    // Found by review: the wait counted toward append.queueDelayMaxMs, so one key held by a
+    // crashed fellow made this node refuse every append (429 queue_delay).
+    let heldElsewhere = true;
+    const claims: AppendPathDeps["claims"] = {
+      claim: async (key) =>
+        key === "held" && heldElsewhere ? { taken: false, holder: "fellow" } : { taken: true },
+      release: async () => undefined,
+      waitMs: 60_000,
+    };
+    const t = pathWithHeldWal({ pendingMax: 1000, queueDelayMaxMs: 50, claims });
+    const held = t.append("held");
+    await new Promise((r) => setImmediate(r));
+    t.advance(1_000);
+    const other = t.append("other");
+    await t.release();
+    await expect(other).resolves.toMatchObject({ key: "other", duplicate: false });
+    expect(t.shed).toEqual([]);
+    heldElsewhere = false;
+    await waitForWrite(t, "held");
+    await t.release();
+    await expect(held).resolves.toMatchObject({ key: "held", duplicate: false });
+  });
+});
+
+async function waitForWrite(t: { written: string[] }, key: string): Promise<void> {
+  while (!t.written.includes(key)) await new Promise((r) => setTimeout(r, 1));
+}

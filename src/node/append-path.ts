@@ -221,9 +221,8 @@ export class AppendPath {
       return { ...(await inflight), duplicate: true };
     }
     // Waiting from admission: the store's lookup counts toward append.queueDelayMaxMs too.
-    const waiting = { sinceMs: this.d.runtime.monoMs(), done: false };
-    this.durableQueue.push(waiting);
-    const p = this.decide(rec).finally(() => (waiting.done = true));
+    const waiting = this.queued();
+    const p = this.decide(rec, waiting).finally(() => (waiting.entry.done = true));
     this.pendingKeys.set(rec.key, p);
     let result: AppendResult;
     try {
@@ -240,7 +239,17 @@ export class AppendPath {
   }
 
   /** The stored winner's answer when the key is decided, else the append of `rec`. */
-  private async decide(rec: PreparedRecord): Promise<AppendResult> {
+  /** An entry in the queue append.queueDelayMaxMs measures, from now; `entry` may be replaced (see decide). */
+  private queued(): { entry: { sinceMs: number; done: boolean } } {
+    const entry = { sinceMs: this.d.runtime.monoMs(), done: false };
+    this.durableQueue.push(entry);
+    return { entry };
+  }
+
+  private async decide(
+    rec: PreparedRecord,
+    waiting: { entry: { sinceMs: number; done: boolean } },
+  ): Promise<AppendResult> {
     const existing = await this.d.lookup(rec.key);
     if (existing) return this.duplicateOf(existing);
     const claims = this.d.claims;
@@ -248,6 +257,7 @@ export class AppendPath {
     const deadline = this.d.runtime.monoMs() + claims.waitMs;
     for (;;) {
       const c = await claims.claim(rec.key);
+      if (c.taken && waiting.entry.done) waiting.entry = this.queued().entry; // back in the queue, from now
       if (c.taken) {
         // The holder's record and the end of its claim commit together: a claim taken after
         // that finds the record now.
@@ -262,6 +272,9 @@ export class AppendPath {
           `key ${rec.key} is being appended by another node of region ${this.d.region} (incarnation ${c.holder}), which has not finished within ${claims.waitMs} ms; nothing was written here`,
           1,
         );
+      // Waiting for another node's key is not waiting for this node's disk: out of the queue
+      // append.queueDelayMaxMs measures, or one held key would shed every append here.
+      waiting.entry.done = true;
       await sleep(this.d.runtime, 5);
       const now = await this.d.lookup(rec.key);
       if (now) return this.duplicateOf(now);

@@ -24,6 +24,7 @@ import { RegionMetrics } from "./metrics.js";
 import { TlsFiles } from "./tls.js";
 import type { Region } from "./region.js";
 import { nodeIdOf } from "./node-id.js";
+import { StartupRefusedError } from "./startup.js";
 import { needsBootstrap, openRegionWal } from "./wal-open.js";
 
 export interface PartsOptions {
@@ -58,6 +59,21 @@ export interface Parts {
   tls: TlsFiles | undefined;
   /** This data directory's id when the store is shared by the region's nodes (`node-id`). */
   nodeId: string | undefined;
+}
+
+/** A node that left its region (crr leave) never serves it again from that data directory. */
+async function refuseIfLeft(
+  store: Pick<DedupStore, "shared">,
+  nodeId: string,
+  config: NodeConfig,
+): Promise<void> {
+  const left = (await store.shared!.regionNodes()).find(
+    (n) => n.nodeId === nodeId && n.leftAtMs !== undefined,
+  );
+  if (left)
+    throw new StartupRefusedError(
+      `this data directory's node (node-id ${nodeId}) left region ${config.region} (crr leave, ${new Date(left.leftAtMs!).toISOString()}); nothing was changed. To serve the region again, start a node with a new, empty data directory`,
+    );
 }
 
 /** The incarnations of the region's other live nodes (none without a shared store). */
@@ -136,6 +152,7 @@ async function openInOrder(
   // Several nodes of this region on one store: this data directory's id, and the fellow nodes' streams.
   const several = store.shared !== undefined && config.regions[config.region]?.nodes === "several";
   const nodeId = several ? await nodeIdOf(config.dataDir, runtime, o.fileOps) : undefined;
+  if (nodeId) await refuseIfLeft(store, nodeId, config);
   const fellows = await fellowIncarnations(store, nodeId);
   const abandoned: Array<Record<string, unknown>> = [];
   const wal = (opened.wal = await openRegionWal({

@@ -244,7 +244,6 @@ export class Region {
       catchUp: async ({ untilMs, onWait }) => {
         if (!this.catchUpPending) return;
         await replayLocalWhenAnswered(this, this.evidence, { untilMs, retryMs: 1000, onWait });
-        await releaseOwnClaims(this);
         this.catchUpPending = false;
       },
       store: this.store,
@@ -255,6 +254,9 @@ export class Region {
       boot: p.boot,
       previousBoot: p.lock.previousBoot,
       fellows: () => fellowIncarnations(this.store, this.nodeId),
+      // After the WAL is in the store and after the twin check: a copy of this data directory
+      // started beside it must be refused before it can end the running node's claims.
+      beforeAdmit: () => releaseOwnClaims(this),
       bootstrapWaitMs: config.recovery.bootstrapWaitMs,
       startAlone: o.startAlone,
       log,
@@ -288,7 +290,6 @@ export class Region {
       for (const entry of parts.abandoned) await region.auditPump.record({ kind: "wal-abandoned", ...entry });
       try {
         await replayLocal(region, parts.evidence);
-        await releaseOwnClaims(region);
       } catch (err) {
         if (!(err instanceof OwnRecordsUndecidedError)) throw err;
         // Serve the peers and ask them again from start(): they may be waiting for us too.

@@ -49,6 +49,8 @@ export interface StartupOptions {
   /** This process's boot id, and the one that ran this data directory before it (not a rival). */
   boot: string;
   previousBoot: string | undefined;
+  /** Runs once every check passed, right before appends are admitted (a node ends its claims here). */
+  beforeAdmit?: () => Promise<void>;
   /** The incarnations of the region's other live nodes on a shared store: fellows, not rivals. */
   fellows?: () => Promise<ReadonlySet<string>>;
   bootstrapWaitMs: number;
@@ -97,6 +99,7 @@ export class StartupChecks {
       for (const [peer, v] of views) this.observeClock(peer, v.clock);
       if (this.o.empty && this.o.links.length > 0) await this.bootstrap(views);
       else if (this.o.empty) await this.o.store.setMeta(bootstrapMeta, "done"); // a region with no peers
+      await this.o.beforeAdmit?.();
       this.state = "admitted";
       this.detail = "admitted";
     } catch (err) {

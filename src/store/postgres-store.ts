@@ -213,7 +213,7 @@ export class PostgresStore implements DedupStore {
   async applyLocal(batch: ApplyBatchInput): Promise<ApplyResult> {
     return this.tx("apply", async (c) => {
       const result = await this.applyIn(c, batch);
-      if (batch.records.length > 0)
+      if (result.status === "applied" && batch.records.length > 0)
         await c.query("DELETE FROM claims WHERE key = ANY($1::text[]) AND incarnation = $2", [
           batch.records.map((r) => r.key),
           batch.incarnation,

@@ -12,7 +12,7 @@ import fs from "node:fs";
 import path from "node:path";
 import pg from "pg";
 import { describe, expect, inject, it } from "vitest";
-import { Cluster, status, type TestNode } from "../support/cluster.js";
+import { Cluster, api, status, type TestNode } from "../support/cluster.js";
 import { Ledger, expectStoreMatchesLedger, readPostgresStore, readStore } from "../support/ledger.js";
 import { freshDatabase } from "../support/postgres.js";
 import { waitFor } from "../support/tmp.js";
@@ -128,5 +128,13 @@ describe("a region served by several nodes on one PostgreSQL store", () => {
     }, "the region's nodes and its peer to converge");
     expectStoreMatchesLedger(ledger, "us-east-1", await readPostgresStore(url));
     expectStoreMatchesLedger(ledger, "us-west-2", readStore(west.dataDir));
+
+    // b leaves for good: stopped, `crr leave` (its WAL into the store first), never again.
+    await cluster.stopNode("us-east-1-b");
+    const left = await cluster.runCommand("us-east-1-b", ["leave"]);
+    expect(left).toMatchObject({ status: 0 });
+    await expect(cluster.startNode("us-east-1-b", [], skew)).rejects.toThrow(/left region us-east-1/);
+    const view = (await api(`${a.url}/v1/watermarks`)).body as { incarnations?: string[] };
+    expect(view.incarnations).toHaveLength(1); // a alone is live
   });
 });
