@@ -134,6 +134,13 @@ const mutants = [
   },
   // --- PostgreSQL: what keeps several nodes of a region on one store correct ----------------
   {
+    name: "several nodes per region: appends take no claim",
+    file: "src/node/fellows.ts",
+    from: "  if (!shared || !nodeId) return undefined;\n",
+    to: "  if (!shared || !nodeId || waitMs > 0) return undefined;\n",
+    tests: ["test/store/region-nodes.test.ts"],
+  },
+  {
     name: "PostgreSQL: a stream's watermark read without locking it",
     file: "src/store/postgres-store.ts",
     from: '`SELECT lsn FROM watermarks WHERE origin = $1 AND incarnation = $2${lock ? " FOR UPDATE" : ""}`',
