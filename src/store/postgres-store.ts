@@ -22,7 +22,7 @@ import { BucketDigests, bucketCount, bucketOf, versionHash } from "./digest.js";
 import { buildTree, type DigestTree } from "./digest-tree.js";
 import { contest, ruleName, sameVersion, type MergeRule } from "./merge.js";
 import { migrate } from "./postgres-schema.js";
-import { fromRow, versionColumns, type RecordRow } from "./rows.js";
+import { conflictFromRow, fromRow, versionColumns, type ConflictDbRow, type RecordRow } from "./rows.js";
 import type {
   ApplyBatchInput,
   ApplyResult,
@@ -735,43 +735,14 @@ export class PostgresStore implements DedupStore {
   }
 
   async conflicts(options: { afterId?: number; limit?: number } = {}): Promise<ConflictRow[]> {
-    type Row = RecordRow & {
-      id: number;
-      winner_origin: string;
-      winner_incarnation: string;
-      winner_lsn: number;
-      winner_outcome: string;
-      winner_hlc_wall: number;
-      winner_hlc_logical: number;
-      rule: string;
-      detected_at_ms: number;
-    };
     const r = await this.read("read conflicts", (p) =>
-      p.query<Row>("SELECT * FROM conflicts WHERE id > $1 ORDER BY id LIMIT $2", [
+      p.query<ConflictDbRow>("SELECT * FROM conflicts WHERE id > $1 ORDER BY id LIMIT $2", [
         options.afterId ?? 0,
         options.limit ?? 1000,
       ]),
     );
     const winners = await this.winnersOf([...new Set(r.rows.map((x) => x.key))]);
-    return r.rows.map((row) => {
-      const loser = fromRow(row);
-      return {
-        id: row.id,
-        key: row.key,
-        loser,
-        // The current winner (it may have changed since); the one at detection time is in the row.
-        winner: winners.get(row.key) ?? {
-          ...loser,
-          origin: row.winner_origin,
-          incarnation: row.winner_incarnation,
-          lsn: row.winner_lsn,
-          outcome: row.winner_outcome,
-          hlc: { wallMs: row.winner_hlc_wall, logical: row.winner_hlc_logical },
-        },
-        rule: row.rule,
-        detectedAtMs: row.detected_at_ms,
-      };
-    });
+    return r.rows.map((row) => conflictFromRow(row, winners.get(row.key)));
   }
 
   private async winnersOf(keys: string[]): Promise<Map<string, StoredRecord>> {

@@ -2,7 +2,7 @@
  * A stored version as both stores keep it: one row per winner in `records` (and per loser in
  * `conflicts`), with the same column names in SQLite and PostgreSQL.
  */
-import type { StoredRecord } from "./types.js";
+import type { ConflictRow, StoredRecord } from "./types.js";
 
 export interface RecordRow {
   bucket: number;
@@ -44,4 +44,37 @@ export function versionColumns(v: StoredRecord): Array<string | number | null> {
     v.hlc.wallMs,
     v.hlc.logical,
   ];
+}
+
+/** A `conflicts` row: the loser's columns, the winner at detection time, the rule and when. */
+export type ConflictDbRow = RecordRow & {
+  id: number;
+  winner_origin: string;
+  winner_incarnation: string;
+  winner_lsn: number;
+  winner_outcome: string;
+  winner_hlc_wall: number;
+  winner_hlc_logical: number;
+  rule: string;
+  detected_at_ms: number;
+};
+
+/** A conflict as listed: with the key's current winner when there is one (it may have changed since), else the winner at detection time. */
+export function conflictFromRow(row: ConflictDbRow, current: StoredRecord | undefined): ConflictRow {
+  const loser = fromRow(row);
+  return {
+    id: row.id,
+    key: row.key,
+    loser,
+    winner: current ?? {
+      ...loser,
+      origin: row.winner_origin,
+      incarnation: row.winner_incarnation,
+      lsn: row.winner_lsn,
+      outcome: row.winner_outcome,
+      hlc: { wallMs: row.winner_hlc_wall, logical: row.winner_hlc_logical },
+    },
+    rule: row.rule,
+    detectedAtMs: row.detected_at_ms,
+  };
 }

@@ -17,7 +17,7 @@ import { startCheckpointer, type Checkpointer } from "./checkpointer.js";
 import { BucketDigests, bucketCount, bucketOf, versionHash, versionHashBytes } from "./digest.js";
 import { buildTree, type DigestTree } from "./digest-tree.js";
 import { WalSync } from "./wal-sync.js";
-import { fromRow, type RecordRow } from "./rows.js";
+import { conflictFromRow, fromRow, type ConflictDbRow, type RecordRow } from "./rows.js";
 import type {
   ApplyBatchInput,
   ApplyResult,
@@ -747,39 +747,8 @@ export class SqliteStore implements DedupStore {
   }
 
   async conflicts(options: { afterId?: number; limit?: number } = {}): Promise<ConflictRow[]> {
-    const rows = this.stmt.conflicts.all(options.afterId ?? 0, options.limit ?? 1000) as Array<
-      RecordRow & {
-        id: number;
-        winner_origin: string;
-        winner_incarnation: string;
-        winner_lsn: number;
-        winner_outcome: string;
-        winner_hlc_wall: number;
-        winner_hlc_logical: number;
-        rule: string;
-        detected_at_ms: number;
-      }
-    >;
-    return rows.map((r) => {
-      const loser = fromRow(r);
-      const winner = this.getSync(r.key);
-      return {
-        id: r.id,
-        key: r.key,
-        loser,
-        // The current winner (it may have changed since); the one at detection time is in the row.
-        winner: winner ?? {
-          ...loser,
-          origin: r.winner_origin,
-          incarnation: r.winner_incarnation,
-          lsn: r.winner_lsn,
-          outcome: r.winner_outcome,
-          hlc: { wallMs: r.winner_hlc_wall, logical: r.winner_hlc_logical },
-        },
-        rule: r.rule,
-        detectedAtMs: r.detected_at_ms,
-      };
-    });
+    const rows = this.stmt.conflicts.all(options.afterId ?? 0, options.limit ?? 1000) as ConflictDbRow[];
+    return rows.map((r) => conflictFromRow(r, this.getSync(r.key)));
   }
 
   async stats(): Promise<StoreStats> {
