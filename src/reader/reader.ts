@@ -90,7 +90,27 @@ function header(headers: ReplicateRequest["headers"], name: string): string | un
 }
 
 export class Reader {
+  /** Per stream (origin/incarnation): the last batch handed to the store, applied in arrival order. */
+  private readonly streams = new Map<string, Promise<unknown>>();
+
   constructor(private readonly o: ReaderOptions) {}
+
+  /**
+   * Run `apply` after every earlier batch of the same stream: batches pipelined on one
+   * connection arrive in LSN order, and a store that applies asynchronously (PostgreSQL, on
+   * several connections) must see them in that order too, or a later batch locks the
+   * watermark first, finds a gap and makes the sender rewind the whole window.
+   */
+  private inStreamOrder<T>(batch: DecodedBatch, apply: () => Promise<T>): Promise<T> {
+    const key = `${batch.origin}/${batch.incarnation}`;
+    const run = (this.streams.get(key) ?? Promise.resolve()).then(apply);
+    const tail = run.catch(() => undefined);
+    this.streams.set(key, tail);
+    void tail.then(() => {
+      if (this.streams.get(key) === tail) this.streams.delete(key);
+    });
+    return run;
+  }
 
   async replicate(req: ReplicateRequest): Promise<ReplicateAnswer> {
     const answer = await this.check(req);
@@ -232,14 +252,16 @@ export class Reader {
   private async apply(batch: DecodedBatch): Promise<ReplicateAnswer> {
     let result: ApplyResult;
     try {
-      await this.auditSkip(batch);
-      result = await this.o.store.applyBatch({
-        origin: batch.origin,
-        incarnation: batch.incarnation,
-        firstLsn: batch.firstLsn,
-        lastLsn: batch.lastLsn,
-        records: batch.records,
-        backfill: (batch.flags & BATCH_FLAG_BACKFILL) !== 0,
+      result = await this.inStreamOrder(batch, async () => {
+        await this.auditSkip(batch);
+        return this.o.store.applyBatch({
+          origin: batch.origin,
+          incarnation: batch.incarnation,
+          firstLsn: batch.firstLsn,
+          lastLsn: batch.lastLsn,
+          records: batch.records,
+          backfill: (batch.flags & BATCH_FLAG_BACKFILL) !== 0,
+        });
       });
     } catch (err) {
       this.o.onError?.(err);
