@@ -2,25 +2,43 @@
  * `crr leave --config FILE`: a node of a region served by several nodes (regions.X.nodes:
  * several) leaves it for good. Run with the node stopped: its WAL is replayed into the shared
  * store, then its incarnations are marked left and their claims dropped; the remaining nodes
- * ship its stream to the peers from the store (after their restart), as an older
- * incarnation's. A node that left never starts again from that data directory.
+ * notice it at their next heartbeat, audit it, and ship its stream to the peers from the
+ * store, as an older incarnation's. A node that left never starts again from that data
+ * directory.
+ *
+ * `crr leave --config FILE --node-id ID`: the same for a node whose data directory is lost,
+ * run with another node's config. Refused while that node's heartbeat is recent.
  */
 import fs from "node:fs";
 import path from "node:path";
 import { silentLogger } from "../log.js";
-import { Region } from "../node/index.js";
+import type { NodeConfig } from "../config/index.js";
+import { Region, mergeRuleOf } from "../node/index.js";
+import { PostgresStore } from "../store/index.js";
 import { CliUsageError, loadConfigOrUsage, parseCommand } from "./args.js";
 import { refuseWhileRunning } from "./rebuild.js";
 
-const leaveHelp = `crr leave --config FILE
+/** A node not seen for this many heartbeats may be declared lost. */
+const lostAfterProbes = 10;
+
+const leaveHelp = `crr leave --config FILE [--node-id ID]
 
 A node of a region served by several nodes on one PostgreSQL store leaves the region for
-good (stop it first). Its incarnations are marked left and their claims dropped; restart the
-remaining nodes: their shippers then send its stream to the peers from the store. Its data
-directory may be removed afterwards. A node that only restarts never needs this.`;
+good (stop it first). Its WAL is replayed into the store, its incarnations are marked left
+and their claims dropped; the remaining nodes notice it within health.probeIntervalMs, audit
+it (kind node-left) and send its stream to the peers from the store. Its data directory may
+be removed afterwards. A node that only restarts never needs this.
+
+--node-id ID   the node whose data directory is lost (its id is in crr status' nodes), run
+               with another node's config. Refused while that node was seen within
+               ${lostAfterProbes} heartbeats (health.probeIntervalMs): stop it first. Records its
+               WAL held that never reached the store were never acknowledged by it.`;
 
 export async function runLeave(argv: string[]): Promise<number> {
-  const { values } = parseCommand("leave", argv, { config: { type: "string", short: "c" } });
+  const { values } = parseCommand("leave", argv, {
+    config: { type: "string", short: "c" },
+    "node-id": { type: "string" },
+  });
   if (values.help) {
     process.stdout.write(`${leaveHelp}\n`);
     return 0;
@@ -32,6 +50,7 @@ export async function runLeave(argv: string[]): Promise<number> {
     throw new CliUsageError(
       `leave: ${config.region} is not served by several nodes (store.kind: postgres and regions.${config.region}.nodes: several)`,
     );
+  if (typeof values["node-id"] === "string") return leaveLost(config, values["node-id"]);
   refuseWhileRunning(config.dataDir, "leave");
   if (!fs.existsSync(path.join(config.dataDir, "node-id")))
     throw new CliUsageError(`leave: ${config.dataDir} holds no node-id: this node never joined`);
@@ -49,5 +68,38 @@ export async function runLeave(argv: string[]): Promise<number> {
     return 0;
   } finally {
     await region.close();
+  }
+}
+
+/** `--node-id`: a node whose data directory is lost leaves, declared by another node's config. */
+async function leaveLost(config: NodeConfig, nodeId: string): Promise<number> {
+  const ownFile = path.join(config.dataDir, "node-id");
+  if (fs.existsSync(ownFile) && fs.readFileSync(ownFile, "utf8").trim() === nodeId)
+    throw new CliUsageError(
+      `leave: ${nodeId} is this config's own node (${ownFile}): stop it and run crr leave --config without --node-id`,
+    );
+  const store = await PostgresStore.open({ url: config.store.url!, rule: mergeRuleOf(config), poolSize: 1 });
+  try {
+    const nodes = await store.shared.regionNodes();
+    const theirs = nodes.filter((n) => n.nodeId === nodeId);
+    if (theirs.length === 0)
+      throw new CliUsageError(
+        `leave: no node ${nodeId} in ${config.region}'s store (nodes: ${[...new Set(nodes.map((n) => n.nodeId))].join(", ") || "none"}); nothing was changed`,
+      );
+    if (theirs.every((n) => n.leftAtMs !== undefined))
+      throw new CliUsageError(`leave: node ${nodeId} already left ${config.region}; nothing was changed`);
+    const seenAgoMs = Date.now() - Math.max(...theirs.map((n) => n.seenAtMs));
+    const quietMs = lostAfterProbes * config.health.probeIntervalMs;
+    if (seenAgoMs < quietMs)
+      throw new CliUsageError(
+        `leave: node ${nodeId} was seen ${Math.round(seenAgoMs / 1000)} s ago and may be running (a node is taken for lost after ${lostAfterProbes} missed heartbeats, ${quietMs / 1000} s): stop it, or wait; nothing was changed`,
+      );
+    const dropped = await store.shared.leaveRegion(nodeId);
+    process.stdout.write(
+      `node ${nodeId} left ${config.region} (its data directory lost): incarnations ${theirs.map((n) => n.incarnation).join(", ")} are marked left and ${dropped} claims of appends it never finished dropped; the running nodes audit it and ship its stream from the store. Records its WAL held that never reached the store were never acknowledged by it; a peer it shipped them to still holds them, and divergence detection reports them\n`,
+    );
+    return 0;
+  } finally {
+    await store.close();
   }
 }

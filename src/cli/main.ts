@@ -30,7 +30,7 @@ Usage:
   crr rebuild --config FILE [--since T] rebuild the dedup store from the WAL and the peers
   crr restore --config FILE [--to T]   a store as of time T from the S3 archive (a new file)
   crr bootstrap --config FILE --from s3|PEER  seed a new or wiped region before its node starts
-  crr leave --config FILE              a stopped node leaves a region served by several nodes
+  crr leave --config FILE [--node-id ID]  a stopped (or lost) node leaves a region served by several nodes
   crr audit verify FILE|DIR...         verify the audit log's hash chain
   crr bench --scenario FILE [--check]  run a lag SLO benchmark scenario and write its report
   crr demo                 three regions on loopback: load, a split brain, a crash, convergence

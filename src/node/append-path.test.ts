@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import { realRuntime, type Runtime } from "../runtime/index.js";
 import type { StoredRecord } from "../store/index.js";
 import type { AppendAck, PreparedRecord } from "../wal/index.js";
+import { RecordInvalidError, WalBusyError, WalClosedError, WalWriteError } from "../errors.js";
 import { AppendPath, OverloadedError, type AppendPathDeps, type ShedReason } from "./append-path.js";
 
 function pathWithHeldWal(o: {
@@ -16,6 +17,7 @@ function pathWithHeldWal(o: {
   queueDelayMaxMs: number;
   lookup?: (key: string) => Promise<StoredRecord | undefined>;
   claims?: AppendPathDeps["claims"];
+  walAppend?: AppendPathDeps["walAppend"];
 }) {
   let nowMs = 1_000;
   const runtime: Runtime = { ...realRuntime, monoMs: () => nowMs };
@@ -29,12 +31,14 @@ function pathWithHeldWal(o: {
     admit: () => undefined,
     lookup: o.lookup ?? (async () => undefined),
     claims: o.claims,
-    walAppend: (rec: PreparedRecord) =>
-      new Promise<AppendAck>((resolve) => {
-        written.push(rec.key);
-        const ack = { lsn: ++lsn, hlc: { wallMs: nowMs, logical: 0 } } as AppendAck;
-        held.push(() => resolve(ack));
-      }),
+    walAppend:
+      o.walAppend ??
+      ((rec: PreparedRecord) =>
+        new Promise<AppendAck>((resolve) => {
+          written.push(rec.key);
+          const ack = { lsn: ++lsn, hlc: { wallMs: nowMs, logical: 0 } } as AppendAck;
+          held.push(() => resolve(ack));
+        })),
     localApply: async () => undefined,
     shippers: new Map(),
     waitTimeoutMsDefault: 1_000,
@@ -160,6 +164,35 @@ describe("claims (several nodes of one region)", () => {
     await waitForWrite(t, "held");
     await t.release();
     await expect(held).resolves.toMatchObject({ key: "held", duplicate: false });
+  });
+});
+
+describe("claims of appends the WAL refused", () => {
+  it("end at once when nothing was written, and stay after a failed write (the restart's replay decides)", async () => {
+    const held = new Set<string>();
+    const claims: AppendPathDeps["claims"] = {
+      claim: async (key) => (held.add(key), { taken: true }),
+      release: async (key) => void held.delete(key),
+      waitMs: 1_000,
+    };
+    const refusals: Record<string, Error> = {
+      busy: new WalBusyError(1 << 20),
+      closed: new WalClosedError("/data/wal"),
+      huge: new RecordInvalidError("record", "too large for a segment"),
+      broken: new WalWriteError(
+        "/data/wal/00001.seg",
+        "fdatasync",
+        Object.assign(new Error("io"), { code: "EIO" }),
+      ),
+    };
+    const t = pathWithHeldWal({
+      pendingMax: 1000,
+      queueDelayMaxMs: 0,
+      claims,
+      walAppend: (rec) => Promise.reject(refusals[rec.key]!),
+    });
+    for (const key of Object.keys(refusals)) await expect(t.append(key)).rejects.toBe(refusals[key]);
+    expect([...held]).toEqual(["broken"]);
   });
 });
 

@@ -8,7 +8,7 @@
  */
 import { formatHlc } from "../clock/index.js";
 import type { ReplicationPolicy } from "../config/index.js";
-import { CrrError, RecordInvalidError } from "../errors.js";
+import { CrrError, RecordInvalidError, WalBusyError, WalClosedError } from "../errors.js";
 import { sleep, type Runtime } from "../runtime/index.js";
 import type { PeerShipper } from "../shipper/index.js";
 import type { StoredRecord } from "../store/index.js";
@@ -262,7 +262,7 @@ export class AppendPath {
         // The holder's record and the end of its claim commit together: a claim taken after
         // that finds the record now.
         const decided = await this.d.lookup(rec.key);
-        if (!decided) return this.appendNew(rec);
+        if (!decided) return this.appendNew(rec, () => claims.release(rec.key));
         await claims.release(rec.key);
         return this.duplicateOf(decided);
       }
@@ -301,8 +301,18 @@ export class AppendPath {
     }
   }
 
-  private async appendNew(rec: PreparedRecord): Promise<AppendResult> {
-    const ack: AppendAck = await this.d.walAppend(rec);
+  /** Append `rec` to the WAL and apply it; `unclaim` ends its claim when the WAL refused it unwritten. */
+  private async appendNew(rec: PreparedRecord, unclaim?: () => Promise<void>): Promise<AppendResult> {
+    let ack: AppendAck;
+    try {
+      ack = await this.d.walAppend(rec);
+    } catch (err) {
+      // Refused before a byte was written (too large, the WAL closing or full): nothing of the
+      // key exists, so its claim ends now rather than at this node's restart. After a failed
+      // write the claim stays: the record may be durable, and the restart's replay decides.
+      if (unclaim && refusedUnwritten(err)) await unclaim().catch(() => undefined);
+      throw err;
+    }
     // A remote record for the same key may have been applied since the dedup check and won
     // (a conflict): the answer is what the store decided in the record's own transaction.
     const beatenBy = await this.d.localApply({ ...rec, lsn: ack.lsn, hlc: ack.hlc, flags: 0 });
@@ -347,4 +357,9 @@ export class AppendPath {
 
 function answer(r: StoredRecord, duplicate: boolean): AppendResult {
   return { key: r.key, outcome: r.outcome, duplicate, origin: r.origin, lsn: r.lsn, hlc: formatHlc(r.hlc) };
+}
+
+/** Errors of a WAL append that wrote nothing (the record was refused before its write). */
+function refusedUnwritten(err: unknown): boolean {
+  return err instanceof RecordInvalidError || err instanceof WalBusyError || err instanceof WalClosedError;
 }

@@ -3,7 +3,10 @@
  * takes before its WAL append, and the end of this node's claims once its WAL is in the store.
  * (ARCHITECTURE.md, "Several nodes in one region".)
  */
-import type { DedupStore } from "../store/index.js";
+import type { AuditAppend } from "../audit/index.js";
+import type { Logger } from "../log.js";
+import type { Runtime, Timer } from "../runtime/index.js";
+import type { DedupStore, RegionNode, SharedRegionStore } from "../store/index.js";
 import type { AppendPathDeps } from "./append-path.js";
 import type { Region } from "./region.js";
 
@@ -35,4 +38,108 @@ export async function releaseOwnClaims(r: Region): Promise<void> {
   const released = await shared.releaseClaims(mine);
   if (released > 0)
     r.log.info({ released }, "released the claims of appends that never reached this node's WAL");
+}
+
+export interface MembershipOptions {
+  shared: SharedRegionStore;
+  incarnation: string;
+  nodeId: string;
+  intervalMs: number;
+  runtime: Runtime;
+  log: Logger;
+  /** This node was marked left: stop taking appends. */
+  stop: (reason: string) => void;
+  audit: (entry: AuditAppend) => Promise<void>;
+  /** A fellow left: its stream is this node's to ship now (the shippers' next session). */
+  shipLeftStreams: () => void;
+}
+
+/**
+ * This node's heartbeat in the shared store, every `health.probeIntervalMs`: `crr leave
+ * --node-id` tells a lost node from a running one by it. Each beat also stops this node
+ * when it was marked left, and audits a fellow that left since the last beat (its stream is
+ * then shipped from the store). A failed beat is logged and counted, and the next one runs.
+ */
+export class Membership {
+  private timer: Timer | undefined;
+  private beating: Promise<void> | undefined;
+  /** The fellows' incarnations live at the last beat (undefined before the first). */
+  private live: Set<string> | undefined;
+  failures = 0;
+
+  constructor(private readonly o: MembershipOptions) {}
+
+  start(): void {
+    this.timer = this.o.runtime.every(this.o.intervalMs, () => void this.beat());
+    void this.beat();
+  }
+
+  async stop(): Promise<void> {
+    this.timer?.cancel();
+    await this.beating;
+  }
+
+  /** One heartbeat (none while another runs). */
+  beat(): Promise<void> {
+    this.beating ??= this.beatOnce().finally(() => (this.beating = undefined));
+    return this.beating;
+  }
+
+  private async beatOnce(): Promise<void> {
+    try {
+      const { left } = await this.o.shared.heartbeat(this.o.incarnation);
+      if (left) {
+        this.o.stop(
+          `this node (node-id ${this.o.nodeId}) was marked left of its region (crr leave --node-id): it takes no appends; stop it and start a node with a new, empty data directory`,
+        );
+        return;
+      }
+      await this.noteDepartures(await this.o.shared.regionNodes());
+      this.failures = 0;
+    } catch (err) {
+      this.failures++;
+      this.o.log.warn(
+        { err: (err as Error).message, failures: this.failures },
+        "could not record this node's heartbeat in the shared store",
+      );
+    }
+  }
+
+  private async noteDepartures(nodes: readonly RegionNode[]): Promise<void> {
+    const fellows = nodes.filter((n) => n.nodeId !== this.o.nodeId);
+    const before = this.live;
+    this.live = new Set(fellows.filter((n) => n.leftAtMs === undefined).map((n) => n.incarnation));
+    const gone = fellows.filter((n) => n.leftAtMs !== undefined && before?.has(n.incarnation));
+    if (gone.length === 0) return;
+    for (const nodeId of new Set(gone.map((n) => n.nodeId))) {
+      const theirs = gone.filter((n) => n.nodeId === nodeId);
+      this.o.log.warn({ nodeId }, "a node of this region left it: shipping its stream from the store");
+      await this.o.audit({
+        kind: "node-left",
+        nodeId,
+        incarnations: theirs.map((n) => n.incarnation),
+        leftAt: new Date(theirs[0]!.leftAtMs!).toISOString(),
+      });
+    }
+    this.o.shipLeftStreams();
+  }
+}
+
+/** The region's membership when its store is shared by several nodes; undefined otherwise. */
+export function membershipOf(r: Region): Membership | undefined {
+  const shared = r.store.shared;
+  if (!shared || !r.nodeId) return undefined;
+  return new Membership({
+    shared,
+    incarnation: r.wal.incarnation,
+    nodeId: r.nodeId,
+    intervalMs: r.config.health.probeIntervalMs,
+    runtime: r.runtime,
+    log: r.log,
+    stop: (reason) => r.stop(reason),
+    audit: (entry) => r.auditPump.record(entry),
+    shipLeftStreams: () => {
+      for (const s of r.shippers.values()) s.resync();
+    },
+  });
 }

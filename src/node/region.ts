@@ -51,7 +51,7 @@ import type { LinkFactory } from "./links.js";
 import { LocalApplier } from "./local-applier.js";
 import type { DataDirLock } from "./lock.js";
 import type { RegionMetrics } from "./metrics.js";
-import { claimsOf, releaseOwnClaims } from "./fellows.js";
+import { claimsOf, membershipOf, releaseOwnClaims, type Membership } from "./fellows.js";
 import { fellowIncarnations, openParts, type Parts } from "./parts.js";
 import { OwnRecordsUndecidedError, replayLocal, replayLocalWhenAnswered } from "./replay.js";
 import { ReplayFloorFile } from "./replay-floor.js";
@@ -142,6 +142,8 @@ export class Region {
   private closed = false;
   /** This data directory's id when the region's nodes share the store. */
   readonly nodeId: string | undefined;
+  /** This node's heartbeat among the region's nodes on a shared store. */
+  readonly membership: Membership | undefined;
 
   private constructor(
     config: NodeConfig,
@@ -224,6 +226,7 @@ export class Region {
       onError: (err) => this.disk.note(err),
     });
     this.divergence = monitorOf(this);
+    this.membership = membershipOf(this);
     this.health = new HealthProber({
       links: [...this.links.values()],
       intervalMs: config.health.probeIntervalMs,
@@ -313,6 +316,7 @@ export class Region {
    */
   start(): void {
     this.health.start();
+    this.membership?.start();
     this.admitted = this.startup.run().then(() => {
       if (this.closed) return;
       for (const s of this.shippers.values()) s.start();
@@ -488,6 +492,7 @@ export class Region {
     this.closed = true;
     this.retentionTimer?.cancel();
     this.health.stop();
+    await this.membership?.stop();
     this.divergence.stop();
     this.disk.stop();
     await this.appendPath.inProgress();

@@ -24,6 +24,14 @@ export interface PeerStatus {
   lastError: string | undefined;
 }
 
+export interface NodeStatus {
+  nodeId: string;
+  incarnation: string;
+  self: boolean;
+  seenAgoMs: number;
+  left: boolean;
+}
+
 export interface Readiness {
   ready: boolean;
   region: string;
@@ -47,6 +55,11 @@ export interface RegionStatus {
   caughtUp: boolean;
   wal: ReturnType<Region["wal"]["stats"]>;
   store: { engine: string; records: number; conflicts: number; digest: string };
+  /**
+   * The region's nodes on a shared store (regions.X.nodes: several): each incarnation, whether
+   * it is this one, how long ago it last beat, and whether it left; absent otherwise.
+   */
+  nodes?: NodeStatus[];
   peers: PeerStatus[];
   watermarks: Record<string, number>;
   /** Peers the last scan could not compare with (their findings are unknown), and why. */
@@ -143,6 +156,7 @@ export async function regionStatus(r: Region): Promise<RegionStatus> {
     caughtUp: peers.every((p) => p.behindRecords === 0),
     wal: r.wal.stats(),
     store: { engine: r.store.description, ...(await r.store.stats()), digest: await r.store.rootDigest() },
+    ...(r.store.shared && r.nodeId ? { nodes: await nodesStatus(r) } : {}),
     peers,
     watermarks: (await r.watermarksView()).watermarks,
     divergence: {
@@ -186,4 +200,15 @@ export async function watermarksView(r: Region): Promise<WatermarksView> {
       ? { incarnations: [r.wal.incarnation, ...(await fellowIncarnations(r.store, r.nodeId))] }
       : {}),
   };
+}
+
+async function nodesStatus(r: Region): Promise<NodeStatus[]> {
+  const now = r.nowMs();
+  return (await r.store.shared!.regionNodes()).map((n) => ({
+    nodeId: n.nodeId,
+    incarnation: n.incarnation,
+    self: n.incarnation === r.wal.incarnation,
+    seenAgoMs: Math.max(0, now - n.seenAtMs),
+    left: n.leftAtMs !== undefined,
+  }));
 }

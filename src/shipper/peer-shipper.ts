@@ -109,6 +109,10 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   private progressAtMs: number;
   /** An operator allowed skipping LSNs of the current incarnation up to this one (audited by the region); 0: none. */
   private skipThrough = 0;
+  /** Set by resync(): the current session ends at its next idle moment and a new one starts. */
+  private resyncWanted = false;
+  /** Wakes the caught-up wait for a resync. */
+  private idleWake = new AbortController();
 
   constructor(o: PeerShipperOptions) {
     super();
@@ -135,6 +139,15 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     await this.loop;
     await this.persistAck();
     this.state = "stopped";
+  }
+
+  /**
+   * Start a new session once the window is empty: it ships the region's streams that became
+   * this node's to ship since the last one (a fellow node of the region left).
+   */
+  resync(): void {
+    this.resyncWanted = true;
+    this.idleWake.abort(new Error("resync"));
   }
 
   /** Let sessions skip LSNs of the current incarnation up to `throughLsn` that nobody holds. */
@@ -279,6 +292,10 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
       while (!signal.aborted) {
         // With nothing in flight the peer is exactly at `acked` (a skip may have moved it).
         if (inflight.length === 0) next = this.acked + 1;
+        if (inflight.length === 0 && this.resyncWanted) {
+          this.resyncWanted = false;
+          return; // supervise() starts the next session
+        }
         if (roomFor()) {
           const chunk = await this.nextChunk(next, inflight);
           if (chunk) {
@@ -291,7 +308,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
           }
           if (inflight.length === 0) {
             this.state = "caught-up";
-            await this.o.wal.waitForDurable(next - 1, signal).catch(() => undefined);
+            await this.waitIdle(next - 1);
             if (this.o.lingerMs > 0) await sleep(this.rt, this.o.lingerMs, signal);
             continue;
           }
@@ -311,6 +328,18 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
       for (const later of await Promise.all(inflight))
         if (later.kind === "ok") this.advance(later.watermark, later.sent);
       window.release();
+    }
+  }
+
+  /** Wait for LSN `after` + 1 to be durable, a resync, or the end. */
+  private async waitIdle(after: number): Promise<void> {
+    if (this.resyncWanted) return;
+    if (this.idleWake.signal.aborted) this.idleWake = new AbortController();
+    const wake = anySignal([this.abort.signal, this.idleWake.signal]);
+    try {
+      await this.o.wal.waitForDurable(after, wake.signal).catch(() => undefined);
+    } finally {
+      wake.release();
     }
   }
 

@@ -285,11 +285,22 @@ export class PostgresStore implements DedupStore {
           nodeId,
           this.nowMs(),
         ]);
-        await c.query(
+        const dropped = await c.query(
           "DELETE FROM claims WHERE incarnation IN (SELECT incarnation FROM nodes WHERE node_id = $1)",
           [nodeId],
         );
+        return dropped.rowCount ?? 0;
       }),
+    heartbeat: async (incarnation) => {
+      const r = await this.read("record this node's heartbeat", (p) =>
+        p.query<{ left_at_ms: number | null }>(
+          "UPDATE nodes SET seen_at_ms = $2 WHERE incarnation = $1 RETURNING left_at_ms",
+          [incarnation, this.nowMs()],
+        ),
+      );
+      // A node whose row is gone is not in the region any more either.
+      return { left: r.rows.length === 0 || r.rows[0]!.left_at_ms !== null };
+    },
   };
 
   private async applyIn(c: Client, b: ApplyBatchInput): Promise<ApplyResult> {

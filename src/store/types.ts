@@ -238,8 +238,13 @@ export interface SharedRegionStore {
   releaseClaim(key: string, incarnation: string): Promise<void>;
   /** Drop every claim of these incarnations (nothing they claimed is left to append); how many. */
   releaseClaims(incarnations: readonly string[]): Promise<number>;
-  /** Mark a data directory's nodes as gone for good, and drop their claims. */
-  leaveRegion(nodeId: string): Promise<void>;
+  /** Mark a data directory's nodes as gone for good, and drop their claims; how many claims. */
+  leaveRegion(nodeId: string): Promise<number>;
+  /**
+   * This node is alive (its `seenAtMs` is now), every `health.probeIntervalMs`; whether it
+   * was marked left meanwhile (`crr leave --node-id` from another node), so it stops.
+   */
+  heartbeat(incarnation: string): Promise<{ left: boolean }>;
 }
 
 /** Every side of the dedup store: what a region opens. SQLite and PostgreSQL implement it. */

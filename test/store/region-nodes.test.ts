@@ -137,4 +137,66 @@ describe("a region served by several nodes on one PostgreSQL store", () => {
     const view = (await api(`${a.url}/v1/watermarks`)).body as { incarnations?: string[] };
     expect(view.incarnations).toHaveLength(1); // a alone is live
   });
+  it("a node whose data directory is lost: crr leave --node-id from a fellow, its acknowledged records then reach the peers", async () => {
+    const url = await freshDatabase(inject("pgUrl"), "lost");
+    const cluster = await Cluster.start({
+      regions: [
+        {
+          name: "us-east-1",
+          config: {
+            store: { kind: "postgres", url: "${CRR_PG_URL}", poolSize: 4 },
+            regions: several,
+            append: { queueDelayMaxMs: 0 },
+            // Heartbeats every 200 ms: a node is taken for lost after 10 missed ones (2 s).
+            health: { probeIntervalMs: 200 },
+          },
+        },
+        { name: "us-west-2", config: { regions: several } },
+      ],
+      env: { CRR_PG_URL: url },
+    });
+    try {
+      const a = cluster.node("us-east-1");
+      const b = await cluster.addNode("us-east-1", "us-east-1-b");
+      const west = cluster.node("us-west-2");
+      const bId = fs.readFileSync(path.join(b.dataDir, "node-id"), "utf8").trim();
+      const ledger = new Ledger();
+      // b's records reach the store (acknowledged) but never the peer: it is down.
+      await cluster.stopNode("us-west-2");
+      await ledger.appendMany(b, "b", 100);
+      expect(ledger.acked).toHaveLength(100);
+
+      const running = await cluster.runCommand("us-east-1", ["leave", "--node-id", bId]);
+      expect(running.status).not.toBe(0);
+      expect(running.stderr).toMatch(/may be running.*nothing was changed/);
+
+      await cluster.stopNode("us-east-1-b", "SIGKILL");
+      fs.rmSync(b.dataDir, { recursive: true, force: true });
+      await cluster.startNode("us-west-2");
+      const quiet = await waitFor(async () => {
+        const me = (await status(a)) as {
+          nodes?: Array<{ nodeId: string; seenAgoMs: number; left: boolean }>;
+        };
+        const gone = me.nodes?.find((n) => n.nodeId === bId);
+        return gone && gone.seenAgoMs > 2_500 ? gone : undefined;
+      }, "b's heartbeat to be 2.5 s old");
+      expect(quiet.left).toBe(false);
+      const left = await cluster.runCommand("us-east-1", ["leave", "--node-id", bId]);
+      expect(left).toMatchObject({ status: 0 });
+
+      // a notices at its next heartbeat, audits it, and ships b's stream from the store
+      // without a restart: the peer ends up holding every record b acknowledged.
+      await waitFor(async () => {
+        const [sa, sw] = await Promise.all([status(a), status(west)]);
+        return sa.store.digest === sw.store.digest && sw.store.records === 100 ? sw : undefined;
+      }, "the peer to hold b's records");
+      expectStoreMatchesLedger(ledger, "us-west-2", readStore(west.dataDir));
+      const audit = fs.readFileSync(path.join(a.dataDir, "audit", "audit-000001.log"), "utf8");
+      expect(audit).toMatch(new RegExp(`"kind":"node-left",.*"nodeId":"${bId}"`));
+      const me = (await status(a)) as { nodes?: Array<{ nodeId: string; left: boolean }> };
+      expect(me.nodes?.filter((n) => n.nodeId === bId).every((n) => n.left)).toBe(true);
+    } finally {
+      await cluster.stop();
+    }
+  });
 });
