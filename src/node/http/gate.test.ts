@@ -5,6 +5,7 @@
  * The region is a stub with the few parts the gate reads; the signature check admits every
  * signed request (signing itself is tested in src/protocol).
  */
+import net from "node:net";
 import Fastify from "fastify";
 import { request } from "undici";
 import { afterEach, describe, expect, it } from "vitest";
@@ -167,5 +168,25 @@ describe("peer slots at the gate", () => {
     served[0]!();
     expect((await next).statusCode).toBe(200);
     await until("every slot to be free", async () => (await gauge(metrics, "active")) === 0);
+  });
+  it("pipelined requests whose connection closes before they are answered give their slots back (found by the PostgreSQL benchmark: 64 slots leaked and the peer stalled)", async () => {
+    const { metrics, served, port, app } = await gated({
+      peerRequestsMax: 8,
+      connectionsMax: 8,
+      bodyTimeoutMs: 10_000,
+    });
+    const socket = net.connect(port, "127.0.0.1");
+    await new Promise((r) => socket.once("connect", r));
+    const one = `POST /v1/replicate HTTP/1.1\r\nhost: x\r\n${headerSignature}: x\r\ncontent-digest: ${contentDigest("x")}\r\ncontent-type: text/plain\r\ncontent-length: 1\r\n\r\nx`;
+    socket.write(one.repeat(3));
+    await until("the first pipelined request to be served", async () => served.length >= 1);
+    socket.destroy(); // the shipper gave up on its window
+    await until(
+      "the server to see the connection gone",
+      async () => new Promise<boolean>((r) => app.server.getConnections((_e, n) => r(n === 0))),
+    );
+    for (const answer of served) answer();
+    await until("every slot to be free", async () => (await gauge(metrics, "active")) === 0);
+    expect(await gauge(metrics, "waiting")).toBe(0);
   });
 });

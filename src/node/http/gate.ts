@@ -80,7 +80,28 @@ export function installGate(app: FastifyInstance, region: Region): void {
     else peerActive--;
     shown();
   };
+  /**
+   * The requests each connection holds: when it closes, all of them end. A pipelined request
+   * queued behind an unanswered one may never see onResponse nor its response's close once
+   * the client gives up on the connection (found by the PostgreSQL benchmark: every slot
+   * leaked that way and the node stopped applying peers' batches).
+   */
+  const byConnection = new WeakMap<object, Set<FastifyRequest>>();
+  const track = (req: FastifyRequest) => {
+    const socket = req.raw.socket as (object & { once?: (e: string, f: () => void) => void }) | null;
+    if (!socket || typeof socket.once !== "function") return;
+    let reqs = byConnection.get(socket);
+    if (!reqs) {
+      const mine = (reqs = new Set());
+      byConnection.set(socket, mine);
+      socket.once("close", () => {
+        for (const r of [...mine]) release(r);
+      });
+    }
+    reqs.add(req);
+  };
   const release = (req: FastifyRequest) => {
+    byConnection.get(req.raw.socket as object)?.delete(req);
     const h = held.get(req);
     if (!h) return;
     held.delete(req);
@@ -127,6 +148,7 @@ export function installGate(app: FastifyInstance, region: Region): void {
       slot: false,
     };
     held.set(req, h);
+    track(req);
     // A response whose connection closed before it finished (a shipper ended its window) may
     // never reach onResponse: its slot and deadline are released when the response closes.
     reply.raw.once("close", () => release(req));
