@@ -16,6 +16,7 @@ function fakeRegion(name: string): MetricsSource & { name: string; payload: Buff
     readiness: () => ({ ready: true }),
     auditPump: { backlog: 0 },
     appendsPending: 0,
+    peerAcks: () => [{ peer: "peer", ackedLsn: 2, lastAckMs: 1_700_000_000_000 }],
   };
 }
 

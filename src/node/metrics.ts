@@ -14,6 +14,8 @@ export interface MetricsSource {
   readiness(): { ready: boolean };
   auditPump: { backlog: number };
   readonly appendsPending: number;
+  /** Each peer's acknowledged LSN of this region's stream, and when it last acknowledged (ms; 0: never). */
+  peerAcks(): Array<{ peer: string; ackedLsn: number; lastAckMs: number }>;
   /** The S3 archive, when one is configured. */
   readonly archiver?: { status(): { verifiedLsn: number; lagSeconds: number } };
 }
@@ -30,6 +32,10 @@ function processMetrics(): client.Registry {
   if (!processRegistry) {
     processRegistry = new client.Registry();
     client.collectDefaultMetrics({ register: processRegistry, prefix: "crr_" });
+    // Gauges named like counters (promtool check metrics flags them): the same counts are
+    // crr_nodejs_active_{handles,requests,resources} by type.
+    for (const what of ["handles", "requests", "resources"])
+      processRegistry.removeSingleMetric(`crr_nodejs_active_${what}_total`);
   }
   return processRegistry;
 }
@@ -135,6 +141,11 @@ export class RegionMetrics {
     labelNames: ["stage"],
     registers: [this.registry],
   });
+  readonly walBytesMax = new client.Gauge({
+    name: "crr_wal_bytes_max",
+    help: "wal.bytesMax: the WAL size beyond which crr_wal_over_limit is 1 (a backlog alert compares crr_wal_bytes with it)",
+    registers: [this.registry],
+  });
   readonly walOverLimit = new client.Gauge({
     name: "crr_wal_over_limit",
     help: "1 while the WAL is larger than wal.bytesMax because a peer has not acknowledged (nothing is deleted)",
@@ -167,6 +178,13 @@ export class RegionMetrics {
     help: "Audit log writes that failed (each is retried until it succeeds)",
     registers: [this.registry],
   });
+  readonly commitToApplySeconds = new client.Histogram({
+    name: "crr_commit_to_apply_seconds",
+    help: "From a record's commit in its origin (its HLC wall time) to its apply here, per origin region (clock offset between regions included)",
+    labelNames: ["origin"],
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    registers: [this.registry],
+  });
   readonly stopped = new client.Gauge({
     name: "crr_appends_stopped",
     help: "1 when the region stopped taking appends for its own safety (an LSN would be issued twice, or another node serves this region)",
@@ -185,7 +203,29 @@ export class RegionMetrics {
       auditPending: () => region()?.auditPump.backlog ?? 0,
       appendsPending: () => region()?.appendsPending ?? 0,
       archive: () => region()?.archiver?.status(),
+      peerAcks: () => region()?.peerAcks() ?? [],
     };
+    new client.Gauge({
+      name: "crr_peer_acked_lsn",
+      help: "Highest LSN of this region's current stream the peer acknowledged (stalled: it stops while crr_wal_durable_lsn moves)",
+      labelNames: ["peer"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const a of collectors.peerAcks()) this.set({ peer: a.peer }, a.ackedLsn);
+      },
+    });
+    new client.Gauge({
+      name: "crr_peer_last_ack_timestamp_seconds",
+      help: "Unix time of the peer's last acknowledgment of a batch (absent before the first): a stall shows as time() minus this",
+      labelNames: ["peer"],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const a of collectors.peerAcks())
+          if (a.lastAckMs > 0) this.set({ peer: a.peer }, a.lastAckMs / 1000);
+      },
+    });
     new client.Gauge({
       name: "crr_archive_lag_seconds",
       help: "Age of the oldest durable record whose archived copy is not verified yet; 0 when the archive has everything (absent without an archive)",
@@ -280,12 +320,13 @@ export class RegionMetrics {
         this.set(collectors.draining() ? 1 : 0);
       },
     });
-    new client.Gauge({
-      name: "crr_hlc_skew_rejections",
+    new client.Counter({
+      name: "crr_hlc_skew_rejections_total",
       help: "Remote timestamps refused for being too far ahead of this region's clock",
       registers: [this.registry],
       collect() {
-        this.set(collectors.skewRejections());
+        this.reset();
+        this.inc(collectors.skewRejections());
       },
     });
     this.divergenceCount.set(0);

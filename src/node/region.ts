@@ -238,6 +238,7 @@ export class Region {
       },
     });
     this.metrics.regionHealth.set({ region: config.region }, 1);
+    this.metrics.walBytesMax.set(config.wal.bytesMax);
     this.startup = new StartupChecks({
       region: this.name,
       incarnation: this.wal.incarnation,
@@ -356,6 +357,15 @@ export class Region {
   }
 
   /** Count what an apply did; conflicts go to the log and the audit pump. */
+  /** Each peer's acknowledged LSN of this region's stream and when it last answered a batch (metrics). */
+  peerAcks(): Array<{ peer: string; ackedLsn: number; lastAckMs: number }> {
+    return [...this.shippers.values()].map((s) => ({
+      peer: s.peer,
+      ackedLsn: s.acked,
+      lastAckMs: s.lastAckAtMs,
+    }));
+  }
+
   countApplied(origin: string, result: ApplyResult): void {
     if (result.status !== "applied") return;
     this.metrics.appliedRecords.inc({ origin }, result.applied);

@@ -38,6 +38,9 @@ export function readerOf(r: Region): Reader {
     log: r.log,
     onApplied: (batch, result) => {
       r.countApplied(batch.origin, result);
+      const nowMs = r.nowMs();
+      const latency = r.metrics.commitToApplySeconds.labels({ origin: batch.origin });
+      for (const rec of batch.records) latency.observe(Math.max(0, nowMs - rec.hlc.wallMs) / 1000);
       r.events.emit("applied", batch.origin, batch.incarnation, result.watermark);
     },
     onSkipped: (origin, incarnation, skipped) =>

@@ -109,6 +109,8 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   private progressAtMs: number;
   /** An operator allowed skipping LSNs of the current incarnation up to this one (audited by the region); 0: none. */
   private skipThrough = 0;
+  /** Wall-clock ms of the peer's last answer to a batch of the current stream (0: none yet). */
+  lastAckAtMs = 0;
   /** Set by resync(): the current session ends at its next idle moment and a new one starts. */
   private resyncWanted = false;
   /** Wakes the caught-up wait for a resync. */
@@ -402,6 +404,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   }
 
   private advance(watermark: number, sent: number): void {
+    this.lastAckAtMs = this.rt.nowMs();
     if (watermark <= this.acked) return;
     this.setAcked(watermark);
     this.failures = 0;
