@@ -6,7 +6,9 @@
  * fires CRRLagExceeded and CRRStalled for that link only, both resolve after the heal, and a
  * record hand-edited in one region's store fires CRRDivergenceDetected. Also: the rules pass
  * `promtool check rules` and their unit tests, the scrape config `promtool check config`,
- * and a live node's /metrics `promtool check metrics`.
+ * and a live node's /metrics `promtool check metrics`; every query of the Grafana dashboard
+ * (deploy/grafana/crr-dashboard.json) returns data from this Prometheus (the regions archive
+ * to a real S3-protocol server, so the archive panel has data too).
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -14,6 +16,7 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { afterEach, describe, expect, it } from "vitest";
 import { startPrometheus, type PrometheusServer } from "../../src/launch/index.js";
+import { s3Credentials, startS3 } from "../support/s3.js";
 import { Cluster, append, appendMany, testProxy, waitConverged, type TestNode } from "../support/cluster.js";
 import { repoRoot } from "../support/cli.js";
 import { tempDir, waitFor } from "../support/tmp.js";
@@ -80,10 +83,23 @@ describe("the shipped Prometheus rules", () => {
 
   it("fire and resolve against a real Prometheus scraping three regions: a cut link, a hand-edited record", async () => {
     const proxy = await testProxy({ targetPort: 0 });
+    const s3 = await startS3();
+    stopping.push(() => s3.close());
     const cluster = await Cluster.start({
       regions: ["us-east-1", "us-west-2", "eu-west-1"],
       route: (from, to) => (from === "us-east-1" && to === "eu-west-1" ? proxy : undefined),
+      env: s3Credentials,
       common: {
+        archive: {
+          s3: {
+            bucket: s3.bucket,
+            endpoint: s3.endpoint,
+            forcePathStyle: true,
+            region: "us-east-1",
+            prefix: "crr",
+          },
+          intervalMs: 500,
+        },
         shipper: { requestTimeoutMs: 1000 },
         health: { probeIntervalMs: 500 },
         divergence: { intervalMs: 500, scrubIntervalMs: 200, scrubBucketsPerTick: 65536 },
@@ -155,6 +171,20 @@ describe("the shipped Prometheus rules", () => {
       "the lag alerts to resolve after the heal",
       60_000,
     );
+
+    // Every panel of the dashboard has data: each query answers at least one series.
+    const dashboard = JSON.parse(
+      fs.readFileSync(path.join(repoRoot, "deploy/grafana/crr-dashboard.json"), "utf8"),
+    ) as {
+      panels: Array<{ title: string; targets: Array<{ expr: string }> }>;
+    };
+    expect(dashboard.panels.length).toBeGreaterThanOrEqual(12);
+    for (const panel of dashboard.panels)
+      for (const t of panel.targets)
+        await waitFor(
+          async () => (await query(prom, t.expr)).length > 0 || undefined,
+          `panel '${panel.title}': ${t.expr} to return data`,
+        );
 
     // Outside the engine: one outcome changed in us-west-2's store.
     const raw = new Database(path.join(b.dataDir, "store.sqlite"));
