@@ -14,6 +14,7 @@ import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
+import YAML from "yaml";
 import { afterEach, describe, expect, it } from "vitest";
 import { startPrometheus, type PrometheusServer } from "../../src/launch/index.js";
 import { s3Credentials, startS3 } from "../support/s3.js";
@@ -199,5 +200,41 @@ describe("the shipped Prometheus rules", () => {
       60_000,
     );
     expect(divergence.labels.severity).toBe("critical");
+  });
+});
+
+describe("runbooks", () => {
+  it("every alert's runbook_url points at a section of docs/runbooks.md, and every alert has a summary and a description", () => {
+    const rules = YAML.parse(fs.readFileSync(rulesFile, "utf8")) as {
+      groups: Array<{ rules: Array<{ alert: string; annotations: Record<string, string> }> }>;
+    };
+    const headings = new Set(
+      fs
+        .readFileSync(path.join(repoRoot, "docs/runbooks.md"), "utf8")
+        .split("\n")
+        .filter((l) => l.startsWith("## "))
+        .map((l) => l.slice(3).trim().toLowerCase().replace(/ /g, "-")),
+    );
+    const all = rules.groups.flatMap((g) => g.rules);
+    expect(all.map((r) => r.alert)).toEqual(
+      expect.arrayContaining([
+        "CRRLagExceeded",
+        "CRRLagCritical",
+        "CRRStalled",
+        "CRRDivergenceDetected",
+        "RegionUnhealthy",
+        "CRRShipErrors",
+        "CRRWalBacklogHigh",
+        "CRRWalOverLimit",
+        "CRRConflictRateHigh",
+        "CRRArchiveLagging",
+      ]),
+    );
+    for (const r of all) {
+      expect(r.annotations.summary, r.alert).toBeTruthy();
+      expect(r.annotations.description, r.alert).toBeTruthy();
+      const anchor = /docs\/runbooks\.md#([a-z-]+)$/.exec(r.annotations.runbook_url ?? "")?.[1];
+      expect(anchor && headings.has(anchor), `${r.alert}: ${r.annotations.runbook_url}`).toBe(true);
+    }
   });
 });
