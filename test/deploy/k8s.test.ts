@@ -95,7 +95,9 @@ describe("deploy/k8s", () => {
       const shipped = YAML.parse(text) as {
         region: string;
         dataDir: string;
-        regions: Record<string, unknown>;
+        listen: { port: number; tls: { certFile: string; keyFile: string; caFile: string } };
+        auth: { privateKeyFile: string; adminTokenFile: string };
+        regions: Record<string, { publicKeyFiles: string[] }>;
       };
       expect(shipped.region).toBe(region);
       const config = loadShipped(text, region, Object.keys(shipped.regions));
