@@ -194,6 +194,26 @@ describe("claims of appends the WAL refused", () => {
     for (const key of Object.keys(refusals)) await expect(t.append(key)).rejects.toBe(refusals[key]);
     expect([...held]).toEqual(["broken"]);
   });
+
+  it("end when the store cannot be read after the claim (nothing was written)", async () => {
+    const held = new Set<string>();
+    const claims: AppendPathDeps["claims"] = {
+      claim: async (key) => (held.add(key), { taken: true }),
+      release: async (key) => void held.delete(key),
+      waitMs: 1_000,
+    };
+    let lookups = 0;
+    const down = new Error("store unreachable");
+    const t = pathWithHeldWal({
+      pendingMax: 1000,
+      queueDelayMaxMs: 0,
+      claims,
+      lookup: async () => (++lookups === 2 ? Promise.reject(down) : undefined),
+    });
+    await expect(t.append("k")).rejects.toBe(down);
+    expect(t.written).toEqual([]);
+    expect([...held]).toEqual([]);
+  });
 });
 
 async function waitForWrite(t: { written: string[] }, key: string): Promise<void> {

@@ -261,7 +261,10 @@ export class AppendPath {
       if (c.taken) {
         // The holder's record and the end of its claim commit together: a claim taken after
         // that finds the record now.
-        const decided = await this.d.lookup(rec.key);
+        const decided = await this.d.lookup(rec.key).catch(async (err: unknown) => {
+          await claims.release(rec.key).catch(() => undefined); // nothing written: the claim ends
+          throw err;
+        });
         if (!decided) return this.appendNew(rec, () => claims.release(rec.key));
         await claims.release(rec.key);
         return this.duplicateOf(decided);
