@@ -18,6 +18,7 @@ function pathWithHeldWal(o: {
   lookup?: (key: string) => Promise<StoredRecord | undefined>;
   claims?: AppendPathDeps["claims"];
   walAppend?: AppendPathDeps["walAppend"];
+  localApply?: AppendPathDeps["localApply"];
 }) {
   let nowMs = 1_000;
   const runtime: Runtime = { ...realRuntime, monoMs: () => nowMs };
@@ -39,7 +40,7 @@ function pathWithHeldWal(o: {
           const ack = { lsn: ++lsn, hlc: { wallMs: nowMs, logical: 0 } } as AppendAck;
           held.push(() => resolve(ack));
         })),
-    localApply: async () => undefined,
+    localApply: o.localApply ?? (async () => undefined),
     shippers: new Map(),
     waitTimeoutMsDefault: 1_000,
     pendingMax: o.pendingMax,
@@ -148,7 +149,7 @@ describe("claims (several nodes of one region)", () => {
     let heldElsewhere = true;
     const claims: AppendPathDeps["claims"] = {
       claim: async (key) =>
-        key === "held" && heldElsewhere ? { taken: false, holder: "fellow" } : { taken: true },
+        key === "held" && heldElsewhere ? { taken: false, holder: "fellow" } : { taken: true, fresh: true },
       release: async () => undefined,
       waitMs: 60_000,
     };
@@ -171,7 +172,11 @@ describe("claims of appends the WAL refused", () => {
   it("end at once when nothing was written, and stay after a failed write (the restart's replay decides)", async () => {
     const held = new Set<string>();
     const claims: AppendPathDeps["claims"] = {
-      claim: async (key) => (held.add(key), { taken: true }),
+      claim: async (key) => {
+        const fresh = !held.has(key);
+        held.add(key);
+        return { taken: true, fresh };
+      },
       release: async (key) => void held.delete(key),
       waitMs: 1_000,
     };
@@ -195,10 +200,45 @@ describe("claims of appends the WAL refused", () => {
     expect([...held]).toEqual(["broken"]);
   });
 
+  it("held from an earlier append of this node (its record in the WAL, unapplied) stay when a retry is refused (found by review: another node could decide the key)", async () => {
+    const held = new Set<string>();
+    const claims: AppendPathDeps["claims"] = {
+      claim: async (key) => {
+        const fresh = !held.has(key);
+        held.add(key);
+        return { taken: true, fresh };
+      },
+      release: async (key) => void held.delete(key),
+      waitMs: 1_000,
+    };
+    let appends = 0;
+    const t = pathWithHeldWal({
+      pendingMax: 1000,
+      queueDelayMaxMs: 0,
+      claims,
+      // The first append reaches the WAL; its apply fails (below). The retry is refused.
+      walAppend: async () => {
+        if (++appends === 2) throw new WalBusyError(1 << 20);
+        return { lsn: 1, hlc: { wallMs: 1, logical: 0 } } as AppendAck;
+      },
+      localApply: async () => {
+        throw new Error("the store failed after the WAL append");
+      },
+    });
+    await expect(t.append("k")).rejects.toThrow(/store failed/);
+    expect([...held]).toEqual(["k"]);
+    await expect(t.append("k")).rejects.toBeInstanceOf(WalBusyError);
+    expect([...held]).toEqual(["k"]);
+  });
+
   it("end when the store cannot be read after the claim (nothing was written)", async () => {
     const held = new Set<string>();
     const claims: AppendPathDeps["claims"] = {
-      claim: async (key) => (held.add(key), { taken: true }),
+      claim: async (key) => {
+        const fresh = !held.has(key);
+        held.add(key);
+        return { taken: true, fresh };
+      },
       release: async (key) => void held.delete(key),
       waitMs: 1_000,
     };

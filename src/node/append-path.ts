@@ -94,7 +94,7 @@ export interface AppendPathDeps {
    * a key another node holds (its record, or its claim released).
    */
   claims?: {
-    claim(key: string): Promise<{ taken: true } | { taken: false; holder: string }>;
+    claim(key: string): Promise<{ taken: true; fresh: boolean } | { taken: false; holder: string }>;
     release(key: string): Promise<void>;
     waitMs: number;
   };
@@ -261,11 +261,14 @@ export class AppendPath {
       if (c.taken) {
         // The holder's record and the end of its claim commit together: a claim taken after
         // that finds the record now.
+        // Only a claim this append created is given back on a failure: one this node held
+        // already belongs to an earlier append whose record may be in the WAL, unapplied.
+        const unclaim = c.fresh ? () => claims.release(rec.key) : undefined;
         const decided = await this.d.lookup(rec.key).catch(async (err: unknown) => {
-          await claims.release(rec.key).catch(() => undefined); // nothing written: the claim ends
+          await unclaim?.().catch(() => undefined); // nothing written: the claim ends
           throw err;
         });
-        if (!decided) return this.appendNew(rec, () => claims.release(rec.key));
+        if (!decided) return this.appendNew(rec, unclaim);
         await claims.release(rec.key);
         return this.duplicateOf(decided);
       }

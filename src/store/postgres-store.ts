@@ -252,15 +252,16 @@ export class PostgresStore implements DedupStore {
     },
     claim: async (key, incarnation) => {
       const r = await this.read("claim a key", (p) =>
-        p.query<{ incarnation: string }>(
-          // A node claiming a key it holds gets it again (DO UPDATE … WHERE returns the row).
+        p.query<{ incarnation: string; fresh: boolean }>(
+          // A node claiming a key it holds gets it again (DO UPDATE … WHERE returns the row;
+          // xmax is 0 only for a row this statement inserted).
           `INSERT INTO claims (key, incarnation, claimed_at_ms) VALUES ($1, $2, $3)
            ON CONFLICT (key) DO UPDATE SET claimed_at_ms = excluded.claimed_at_ms WHERE claims.incarnation = excluded.incarnation
-           RETURNING incarnation`,
+           RETURNING incarnation, (xmax = 0) AS fresh`,
           [key, incarnation, this.nowMs()],
         ),
       );
-      if (r.rows.length === 1) return { taken: true };
+      if (r.rows.length === 1) return { taken: true, fresh: r.rows[0]!.fresh };
       const holder = await this.read("read a claim", (p) =>
         p.query<{ incarnation: string }>("SELECT incarnation FROM claims WHERE key = $1", [key]),
       );

@@ -228,12 +228,19 @@ export interface RegionNode {
  *   it in the same transaction) or `releaseClaims` runs for its incarnation: at the node's
  *   start once its WAL is in the store, or when it leaves.
  */
+export type ClaimAnswer = { taken: true; fresh: boolean } | { taken: false; holder: string };
+
 export interface SharedRegionStore {
   /** Register (or refresh) this node; idempotent. */
   joinRegion(node: Omit<RegionNode, "seenAtMs" | "leftAtMs">): Promise<void>;
   regionNodes(): Promise<RegionNode[]>;
-  /** Take `key` for `incarnation`; the holder's incarnation when another node holds it. */
-  claim(key: string, incarnation: string): Promise<{ taken: true } | { taken: false; holder: string }>;
+  /**
+   * Take `key` for `incarnation`; the holder's incarnation when another node holds it.
+   * `fresh`: this call created the claim (false: the incarnation held it already, from an
+   * earlier append whose record may be in its WAL, unapplied: only a fresh claim may be
+   * given back on a failure). Throws NodeLeftError when `incarnation` was marked left.
+   */
+  claim(key: string, incarnation: string): Promise<ClaimAnswer>;
   /** Drop one claim of `incarnation` (it found the key decided after it claimed it). */
   releaseClaim(key: string, incarnation: string): Promise<void>;
   /** Drop every claim of these incarnations (nothing they claimed is left to append); how many. */
