@@ -144,8 +144,10 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   }
 
   /**
-   * Start a new session once the window is empty: it ships the region's streams that became
-   * this node's to ship since the last one (a fellow node of the region left).
+   * End the session once its window has drained (nothing new is sent meanwhile) and start a
+   * new one: it ships the region's streams that became this node's to ship since the last
+   * one (a fellow node of the region left). Under steady load the window never empties by
+   * itself (found by review).
    */
   resync(): void {
     this.resyncWanted = true;
@@ -298,7 +300,8 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
           this.resyncWanted = false;
           return; // supervise() starts the next session
         }
-        if (roomFor()) {
+        // A resync sends nothing new: the window drains, then the session ends.
+        if (roomFor() && !this.resyncWanted) {
           const chunk = await this.nextChunk(next, inflight);
           if (chunk) {
             this.state = "shipping";
