@@ -127,7 +127,12 @@ export class PostgresStore implements DedupStore {
       connectionString: o.url,
       max: o.poolSize ?? 8,
       connectionTimeoutMillis: 10_000,
-      options: "-c synchronous_commit=on",
+      // A statement that hangs (a lock never granted, a server in trouble) fails after 2 min
+      // instead of holding a peer's stream (applied in order) for ever; keepalives notice a
+      // connection that silently died.
+      options: "-c synchronous_commit=on -c statement_timeout=120000",
+      keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
       types,
     });
     pool.on("error", (err) => o.onPoolError?.(err.message));

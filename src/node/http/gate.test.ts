@@ -189,4 +189,27 @@ describe("peer slots at the gate", () => {
     await until("every slot to be free", async () => (await gauge(metrics, "active")) === 0);
     expect(await gauge(metrics, "waiting")).toBe(0);
   });
+  it("a request whose connection closes while its handler runs keeps its slot until the handler answered (found by review: 10 handlers ran with a bound of 2)", async () => {
+    const { metrics, served, port, app } = await gated({
+      peerRequestsMax: 2,
+      connectionsMax: 64,
+      bodyTimeoutMs: 10_000,
+    });
+    const one = `POST /v1/replicate HTTP/1.1\r\nhost: x\r\n${headerSignature}: x\r\ncontent-digest: ${contentDigest("x")}\r\ncontent-type: text/plain\r\ncontent-length: 1\r\n\r\nx`;
+    for (let round = 0; round < 3; round++) {
+      const socket = net.connect(port, "127.0.0.1");
+      await new Promise((r) => socket.once("connect", r));
+      socket.write(one.repeat(2));
+      if (round === 0) await until("two handlers to run", async () => served.length === 2);
+      socket.destroy(); // the shipper's window timed out; its handlers still run
+      await until(
+        "the server to see the connection gone",
+        async () => new Promise<boolean>((r) => app.server.getConnections((_e, n) => r(n === 0))),
+      );
+    }
+    expect(served.length).toBe(2); // no handler beyond the bound started
+    expect(await gauge(metrics, "active")).toBe(2);
+    for (const answer of served.splice(0)) answer();
+    await until("every slot to be free", async () => (await gauge(metrics, "active")) === 0);
+  });
 });

@@ -65,6 +65,8 @@ export function installGate(app: FastifyInstance, region: Region): void {
     slot: boolean;
     /** Set while it waits for a slot: hands it the slot. */
     wake?: () => void;
+    /** Its handler runs: the slot is given back when it has answered, not before. */
+    handling?: boolean;
   }
   const held = new WeakMap<FastifyRequest, Held>();
   /** Peer requests waiting for a slot, oldest first (one that ends while waiting leaves the queue). */
@@ -84,7 +86,9 @@ export function installGate(app: FastifyInstance, region: Region): void {
    * The requests each connection holds: when it closes, all of them end. A pipelined request
    * queued behind an unanswered one may never see onResponse nor its response's close once
    * the client gives up on the connection (found by the PostgreSQL benchmark: every slot
-   * leaked that way and the node stopped applying peers' batches).
+   * leaked that way and the node stopped applying peers' batches). A request whose handler
+   * runs keeps its slot until the handler answered (onSend): giving it back at the close let
+   * more handlers run than server.peerRequestsMax (found by review: 10 with a bound of 2).
    */
   const byConnection = new WeakMap<object, Set<FastifyRequest>>();
   const track = (req: FastifyRequest) => {
@@ -95,7 +99,7 @@ export function installGate(app: FastifyInstance, region: Region): void {
       const mine = (reqs = new Set());
       byConnection.set(socket, mine);
       socket.once("close", () => {
-        for (const r of [...mine]) release(r);
+        for (const r of [...mine]) ended(r);
       });
     }
     reqs.add(req);
@@ -111,6 +115,10 @@ export function installGate(app: FastifyInstance, region: Region): void {
       waiting.splice(waiting.indexOf(h), 1);
       shown();
     }
+  };
+  /** The request ended from outside (its connection, its body deadline): release it unless its handler runs. */
+  const ended = (req: FastifyRequest) => {
+    if (!held.get(req)?.handling) release(req);
   };
   /** A slot for `req`: at once, or once a request ahead of it ends (false: too many wait already). */
   const slot = async (h: Held): Promise<boolean> => {
@@ -133,7 +141,17 @@ export function installGate(app: FastifyInstance, region: Region): void {
     return true;
   };
   app.addHook("onResponse", async (req) => release(req));
-  app.addHook("onRequestAbort", async (req) => release(req));
+  app.addHook("onRequestAbort", async (req) => ended(req));
+  app.addHook("preHandler", async (req) => {
+    const h = held.get(req);
+    if (h) h.handling = true;
+  });
+  // The handler has answered (or failed): its slot is free, whether or not the answer can
+  // still be written.
+  app.addHook("onSend", async (req, _reply, payload) => {
+    release(req);
+    return payload;
+  });
   app.addHook("onRequest", async (req, reply) => {
     const h: Held = {
       deadline: region.runtime.after(c.bodyTimeoutMs, () => {
@@ -151,7 +169,7 @@ export function installGate(app: FastifyInstance, region: Region): void {
     track(req);
     // A response whose connection closed before it finished (a shipper ended its window) may
     // never reach onResponse: its slot and deadline are released when the response closes.
-    reply.raw.once("close", () => release(req));
+    reply.raw.once("close", () => ended(req));
     if (req.headers[headerSignature] !== undefined) {
       const auth = region.verifier.verify(req.method, req.url, req.headers);
       if (!auth.ok) {
