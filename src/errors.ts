@@ -103,6 +103,19 @@ export class StoreError extends CrrError {
   }
 }
 
+/**
+ * A node of a region served by several nodes was marked left (`crr leave`): the shared store
+ * refuses its claims and its applies, so it can decide nothing more.
+ */
+export class NodeLeftError extends CrrError {
+  constructor(incarnation: string) {
+    super(
+      "node_left",
+      `this node (incarnation ${incarnation}) was marked left of its region (crr leave): it takes no appends; stop it and start a node with a new, empty data directory`,
+    );
+  }
+}
+
 /** The disk under the store is full (SQLITE_FULL): appends are refused with 503 until it has room. */
 export class StoreFullError extends StoreError {
   constructor(file: string, op: string, cause: unknown) {

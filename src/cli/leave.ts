@@ -88,15 +88,15 @@ async function leaveLost(config: NodeConfig, nodeId: string): Promise<number> {
       );
     if (theirs.every((n) => n.leftAtMs !== undefined))
       throw new CliUsageError(`leave: node ${nodeId} already left ${config.region}; nothing was changed`);
-    const seenAgoMs = Date.now() - Math.max(...theirs.map((n) => n.seenAtMs));
+    // Checked and done in one transaction, on the database's clock (a heartbeat cannot land between).
     const quietMs = lostAfterProbes * config.health.probeIntervalMs;
-    if (seenAgoMs < quietMs)
+    const done = await store.shared.leaveLost(nodeId, quietMs);
+    if (!done.left)
       throw new CliUsageError(
-        `leave: node ${nodeId} was seen ${Math.round(seenAgoMs / 1000)} s ago and may be running (a node is taken for lost after ${lostAfterProbes} missed heartbeats, ${quietMs / 1000} s): stop it, or wait; nothing was changed`,
+        `leave: node ${nodeId} was seen ${Math.round(done.seenAgoMs / 1000)} s ago and may be running (a node is taken for lost after ${lostAfterProbes} missed heartbeats, ${quietMs / 1000} s): stop it, or wait; nothing was changed`,
       );
-    const dropped = await store.shared.leaveRegion(nodeId);
     process.stdout.write(
-      `node ${nodeId} left ${config.region} (its data directory lost): incarnations ${theirs.map((n) => n.incarnation).join(", ")} are marked left and ${dropped} claims of appends it never finished dropped; the running nodes audit it and ship its stream from the store. Records its WAL held that never reached the store were never acknowledged by it; a peer it shipped them to still holds them, and divergence detection reports them\n`,
+      `node ${nodeId} left ${config.region} (its data directory lost): incarnations ${done.incarnations.join(", ")} are marked left and ${done.dropped} claims of appends it never finished dropped; the running nodes audit it and ship its stream from the store. A node marked left can no longer claim or apply (the store refuses it). Records its WAL held that never reached the store were never acknowledged by it and are not shipped\n`,
     );
     return 0;
   } finally {

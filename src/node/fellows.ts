@@ -89,6 +89,7 @@ export class Membership {
     try {
       const { left } = await this.o.shared.heartbeat(this.o.incarnation);
       if (left) {
+        this.timer?.cancel(); // no more beats: its last one stays its last sign of life
         this.o.stop(
           `this node (node-id ${this.o.nodeId}) was marked left of its region (crr leave --node-id): it takes no appends; stop it and start a node with a new, empty data directory`,
         );

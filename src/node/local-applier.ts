@@ -108,6 +108,9 @@ interface Pending {
 export class LocalApplier {
   private queue: Pending[] = [];
   private running: Promise<void> | undefined;
+  /** Highest LSN of the current stream the store is known to hold (-1: not known yet). */
+  private appliedLsn = -1;
+  private readonly appliedWaiters = new Set<() => void>();
 
   constructor(
     private readonly store: LocalStore,
@@ -129,6 +132,33 @@ export class LocalApplier {
     return new Promise((resolve, reject) => {
       this.queue.push({ rec, resolve, reject });
       this.running ??= nextTurn(this.runtime).then(() => this.drain());
+    });
+  }
+
+  /** Highest LSN of the current stream the store is known to hold (-1: not known yet). */
+  get applied(): number {
+    return this.appliedLsn;
+  }
+
+  /** The store holds the current stream up to `lsn` (after the open's replay, or an apply). */
+  noteApplied(lsn: number): void {
+    if (lsn <= this.appliedLsn) return;
+    this.appliedLsn = lsn;
+    for (const wake of [...this.appliedWaiters]) wake();
+  }
+
+  /** Resolves once the store holds an LSN beyond `after`, or when `signal` aborts. */
+  waitApplied(after: number, signal?: AbortSignal): Promise<void> {
+    if (this.appliedLsn > after || signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        if (this.appliedLsn <= after && !signal?.aborted) return;
+        this.appliedWaiters.delete(done);
+        signal?.removeEventListener("abort", done);
+        resolve();
+      };
+      this.appliedWaiters.add(done);
+      signal?.addEventListener("abort", done);
     });
   }
 
@@ -157,6 +187,7 @@ export class LocalApplier {
           records,
         });
         this.onApplied(result);
+        if (result.status !== "gap") this.noteApplied(result.watermark);
         const beaten = beatenOwn(result, this.region, this.wal.incarnation);
         for (const p of batch) p.resolve(beaten.get(p.rec.lsn));
       } catch (err) {

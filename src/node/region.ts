@@ -51,6 +51,7 @@ import type { LinkFactory } from "./links.js";
 import { LocalApplier } from "./local-applier.js";
 import type { DataDirLock } from "./lock.js";
 import type { RegionMetrics } from "./metrics.js";
+import { NodeLeftError } from "../errors.js";
 import { claimsOf, membershipOf, releaseOwnClaims, type Membership } from "./fellows.js";
 import { fellowIncarnations, openParts, type Parts } from "./parts.js";
 import { OwnRecordsUndecidedError, replayLocal, replayLocalWhenAnswered } from "./replay.js";
@@ -133,7 +134,7 @@ export class Region {
   readonly nowMs: () => number;
   readonly runtime: Runtime;
   private readonly appendPath: AppendPath;
-  private readonly applier: LocalApplier;
+  readonly applier: LocalApplier;
   private readonly health: HealthProber;
   private readonly lock: DataDirLock;
   private readonly evidence: Evidence;
@@ -223,7 +224,11 @@ export class Region {
       onShed: (n, reason) => this.metrics.appendsShed.inc({ reason }, n),
       runtime,
       onDuplicate: (origin) => this.metrics.duplicates.inc({ origin }),
-      onError: (err) => this.disk.note(err),
+      onError: (err) => {
+        this.disk.note(err);
+        // Marked left by `crr leave --node-id`: the store refuses this node; say so everywhere.
+        if (err instanceof NodeLeftError) this.stop(err.message);
+      },
     });
     this.divergence = monitorOf(this);
     this.membership = membershipOf(this);
@@ -249,6 +254,7 @@ export class Region {
         if (!this.catchUpPending) return;
         await replayLocalWhenAnswered(this, this.evidence, { untilMs, retryMs: 1000, onWait });
         this.catchUpPending = false;
+        await this.noteStoreHolds();
       },
       store: this.store,
       clock: this.clock,
@@ -303,6 +309,7 @@ export class Region {
         );
         region.catchUpPending = true;
       }
+      await region.noteStoreHolds();
       await region.auditPump.pump();
       return region;
     } catch (err) {
@@ -357,6 +364,11 @@ export class Region {
   }
 
   /** Count what an apply did; conflicts go to the log and the audit pump. */
+  /** How far the store holds this node's current stream (what a node sharing its store may ship). */
+  private async noteStoreHolds(): Promise<void> {
+    this.applier.noteApplied(await this.store.watermark(this.name, this.wal.incarnation));
+  }
+
   /** Each peer's acknowledged LSN of this region's stream and when it last answered a batch (metrics). */
   peerAcks(): Array<{ peer: string; ackedLsn: number; lastAckMs: number }> {
     return [...this.shippers.values()].map((s) => ({

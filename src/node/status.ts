@@ -203,12 +203,11 @@ export async function watermarksView(r: Region): Promise<WatermarksView> {
 }
 
 async function nodesStatus(r: Region): Promise<NodeStatus[]> {
-  const now = r.nowMs();
   return (await r.store.shared!.regionNodes()).map((n) => ({
     nodeId: n.nodeId,
     incarnation: n.incarnation,
     self: n.incarnation === r.wal.incarnation,
-    seenAgoMs: Math.max(0, now - n.seenAtMs),
+    seenAgoMs: n.seenAgoMs,
     left: n.leftAtMs !== undefined,
   }));
 }

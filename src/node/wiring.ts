@@ -22,6 +22,7 @@ import { PeerShipper } from "../shipper/index.js";
 import { ruleName } from "../store/index.js";
 import type { FileOps } from "../util/file-ops.js";
 import type { Region } from "./region.js";
+import { appliedOnly } from "./applied-wal.js";
 import { fellowIncarnations } from "./parts.js";
 
 export function readerOf(r: Region): Reader {
@@ -86,7 +87,8 @@ function shipperTo(r: Region, peer: string, fileOps: FileOps | undefined): PeerS
   const s = new PeerShipper({
     region: r.name,
     link: r.links.get(peer)!,
-    wal: r.wal,
+    // Several nodes on one store: ship only what the store holds (appliedOnly's comment).
+    wal: r.store.shared && r.nodeId ? appliedOnly(r.wal, r.applier) : r.wal,
     own: ownFromStore(r),
     sendsTenant: r.policy.filtersTenants ? (tenant) => r.policy.sendsTo(peer, tenant) : undefined,
     tenants,

@@ -16,7 +16,7 @@
  * - serialization failures and deadlocks (SQLSTATE 40001, 40P01) run the transaction again.
  */
 import pg from "pg";
-import { StoreCorruptError, StoreError, StoreFullError } from "../errors.js";
+import { StoreCorruptError, StoreError, StoreFullError, NodeLeftError } from "../errors.js";
 import { realRuntime } from "../runtime/index.js";
 import { BucketDigests, bucketCount, bucketOf, versionHash } from "./digest.js";
 import { buildTree, type DigestTree } from "./digest-tree.js";
@@ -100,6 +100,9 @@ interface Merged {
   changed: string[];
 }
 
+/** The database's clock in ms (heartbeats and their staleness are compared on it). */
+const dbNowMs = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
 export class PostgresStore implements DedupStore {
   readonly rule: MergeRule;
   readonly description: string;
@@ -164,7 +167,7 @@ export class PostgresStore implements DedupStore {
 
   /** A store error that names the database (never its URL), typed by SQLSTATE. */
   private error(op: string, err: unknown): Error {
-    if (err instanceof StoreError) return err;
+    if (err instanceof StoreError || err instanceof NodeLeftError) return err;
     const code = (err as { code?: string } | undefined)?.code ?? "";
     if (code === "53100") return new StoreFullError(this.description, op, err);
     if (code === "XX001" || code === "XX002") return new StoreCorruptError(this.description, op, err);
@@ -217,6 +220,14 @@ export class PostgresStore implements DedupStore {
    */
   async applyLocal(batch: ApplyBatchInput): Promise<ApplyResult> {
     return this.tx("apply", async (c) => {
+      // A node of several marked left applies nothing more: its row, locked FOR SHARE until
+      // this commits, makes `leaveRegion` wait for an apply under way (then it is decided
+      // before the node's claims end) or this apply fail after it (nothing decided).
+      const node = await c.query<{ left_at_ms: number | null }>(
+        "SELECT left_at_ms FROM nodes WHERE incarnation = $1 FOR SHARE",
+        [batch.incarnation],
+      );
+      if (node.rows[0] && node.rows[0].left_at_ms !== null) throw new NodeLeftError(batch.incarnation);
       const result = await this.applyIn(c, batch);
       if (result.status === "applied" && batch.records.length > 0)
         await c.query("DELETE FROM claims WHERE key = ANY($1::text[]) AND incarnation = $2", [
@@ -227,14 +238,15 @@ export class PostgresStore implements DedupStore {
     });
   }
 
-  readonly shared: SharedRegionStore = {
+  readonly shared: SharedRegionStore & { leaveIn(c: Client, nodeId: string): Promise<number> } = {
+    // Heartbeats and the staleness `crr leave --node-id` checks use the database's clock:
+    // the nodes' and the operator's clocks may disagree.
     joinRegion: (n) =>
       this.read("join the region", async (p) => {
-        const now = this.nowMs();
         await p.query(
-          `INSERT INTO nodes (incarnation, node_id, boot, joined_at_ms, seen_at_ms) VALUES ($1, $2, $3, $4, $4)
+          `INSERT INTO nodes (incarnation, node_id, boot, joined_at_ms, seen_at_ms) VALUES ($1, $2, $3, ${dbNowMs}, ${dbNowMs})
            ON CONFLICT (incarnation) DO UPDATE SET boot = excluded.boot, seen_at_ms = excluded.seen_at_ms`,
-          [n.incarnation, n.nodeId, n.boot, now],
+          [n.incarnation, n.nodeId, n.boot],
         );
       }),
     regionNodes: async () => {
@@ -244,14 +256,16 @@ export class PostgresStore implements DedupStore {
           node_id: string;
           boot: string;
           seen_at_ms: number;
+          seen_ago_ms: number;
           left_at_ms: number | null;
-        }>("SELECT * FROM nodes ORDER BY joined_at_ms"),
+        }>(`SELECT *, ${dbNowMs} - seen_at_ms AS seen_ago_ms FROM nodes ORDER BY joined_at_ms`),
       );
       return r.rows.map((n): RegionNode => ({
         incarnation: n.incarnation,
         nodeId: n.node_id,
         boot: n.boot,
         seenAtMs: n.seen_at_ms,
+        seenAgoMs: Math.max(0, n.seen_ago_ms),
         leftAtMs: n.left_at_ms ?? undefined,
       }));
     },
@@ -260,7 +274,12 @@ export class PostgresStore implements DedupStore {
         p.query<{ incarnation: string; fresh: boolean }>(
           // A node claiming a key it holds gets it again (DO UPDATE … WHERE returns the row;
           // xmax is 0 only for a row this statement inserted).
-          `INSERT INTO claims (key, incarnation, claimed_at_ms) VALUES ($1, $2, $3)
+          // Only while the node is not marked left (its row locked FOR SHARE: a leave waits
+          // for this claim, then drops it). A single node has no row: it always may.
+          `INSERT INTO claims (key, incarnation, claimed_at_ms)
+           SELECT $1, $2, $3 WHERE EXISTS
+             (SELECT 1 FROM nodes WHERE incarnation = $2 AND left_at_ms IS NULL FOR SHARE)
+             OR NOT EXISTS (SELECT 1 FROM nodes WHERE incarnation = $2)
            ON CONFLICT (key) DO UPDATE SET claimed_at_ms = excluded.claimed_at_ms WHERE claims.incarnation = excluded.incarnation
            RETURNING incarnation, (xmax = 0) AS fresh`,
           [key, incarnation, this.nowMs()],
@@ -268,10 +287,15 @@ export class PostgresStore implements DedupStore {
       );
       if (r.rows.length === 1) return { taken: true, fresh: r.rows[0]!.fresh };
       const holder = await this.read("read a claim", (p) =>
-        p.query<{ incarnation: string }>("SELECT incarnation FROM claims WHERE key = $1", [key]),
+        p.query<{ incarnation: string; left: boolean }>(
+          `SELECT c.incarnation, EXISTS (SELECT 1 FROM nodes WHERE incarnation = $2 AND left_at_ms IS NOT NULL) AS left
+           FROM (SELECT 1) one LEFT JOIN claims c ON c.key = $1`,
+          [key, incarnation],
+        ),
       );
+      if (holder.rows[0]!.left) throw new NodeLeftError(incarnation);
       // Released between the two statements: try again.
-      if (holder.rows.length === 0) return this.shared.claim(key, incarnation);
+      if (holder.rows[0]!.incarnation === null) return this.shared.claim(key, incarnation);
       return { taken: false, holder: holder.rows[0]!.incarnation };
     },
     releaseClaim: async (key, incarnation) => {
@@ -285,23 +309,36 @@ export class PostgresStore implements DedupStore {
       );
       return r.rowCount ?? 0;
     },
-    leaveRegion: (nodeId) =>
-      this.tx("leave the region", async (c) => {
-        await c.query("UPDATE nodes SET left_at_ms = $2 WHERE node_id = $1 AND left_at_ms IS NULL", [
-          nodeId,
-          this.nowMs(),
-        ]);
-        const dropped = await c.query(
-          "DELETE FROM claims WHERE incarnation IN (SELECT incarnation FROM nodes WHERE node_id = $1)",
+    leaveRegion: (nodeId) => this.tx("leave the region", (c) => this.shared.leaveIn(c, nodeId)),
+    /** Mark `nodeId` left and drop its claims, in `c`'s transaction; how many claims. */
+    leaveIn: async (c: Client, nodeId: string) => {
+      await c.query(`UPDATE nodes SET left_at_ms = ${dbNowMs} WHERE node_id = $1 AND left_at_ms IS NULL`, [
+        nodeId,
+      ]);
+      const dropped = await c.query(
+        "DELETE FROM claims WHERE incarnation IN (SELECT incarnation FROM nodes WHERE node_id = $1)",
+        [nodeId],
+      );
+      return dropped.rowCount ?? 0;
+    },
+    leaveLost: (nodeId, quietMs) =>
+      this.tx("leave the region for a lost node", async (c) => {
+        // Its rows locked first: a heartbeat landing now waits, then finds it left.
+        const rows = await c.query<{ incarnation: string; seen_ago_ms: number }>(
+          `SELECT incarnation, ${dbNowMs} - seen_at_ms AS seen_ago_ms FROM nodes
+           WHERE node_id = $1 AND left_at_ms IS NULL FOR UPDATE`,
           [nodeId],
         );
-        return dropped.rowCount ?? 0;
+        const seenAgoMs = Math.min(...rows.rows.map((n) => n.seen_ago_ms));
+        if (seenAgoMs < quietMs) return { left: false as const, seenAgoMs };
+        const dropped = await this.shared.leaveIn(c, nodeId);
+        return { left: true as const, incarnations: rows.rows.map((n) => n.incarnation), dropped };
       }),
     heartbeat: async (incarnation) => {
       const r = await this.read("record this node's heartbeat", (p) =>
         p.query<{ left_at_ms: number | null }>(
-          "UPDATE nodes SET seen_at_ms = $2 WHERE incarnation = $1 RETURNING left_at_ms",
-          [incarnation, this.nowMs()],
+          `UPDATE nodes SET seen_at_ms = ${dbNowMs} WHERE incarnation = $1 RETURNING left_at_ms`,
+          [incarnation],
         ),
       );
       // A node whose row is gone is not in the region any more either.

@@ -214,6 +214,8 @@ export interface RegionNode {
   nodeId: string;
   boot: string;
   seenAtMs: number;
+  /** How long ago its last heartbeat was, by the store's clock. */
+  seenAgoMs: number;
   /** Set once the node left the region for good (its stream is then shipped from the store). */
   leftAtMs: number | undefined;
 }
@@ -232,7 +234,7 @@ export type ClaimAnswer = { taken: true; fresh: boolean } | { taken: false; hold
 
 export interface SharedRegionStore {
   /** Register (or refresh) this node; idempotent. */
-  joinRegion(node: Omit<RegionNode, "seenAtMs" | "leftAtMs">): Promise<void>;
+  joinRegion(node: Omit<RegionNode, "seenAtMs" | "seenAgoMs" | "leftAtMs">): Promise<void>;
   regionNodes(): Promise<RegionNode[]>;
   /**
    * Take `key` for `incarnation`; the holder's incarnation when another node holds it.
@@ -247,6 +249,14 @@ export interface SharedRegionStore {
   releaseClaims(incarnations: readonly string[]): Promise<number>;
   /** Mark a data directory's nodes as gone for good, and drop their claims; how many claims. */
   leaveRegion(nodeId: string): Promise<number>;
+  /**
+   * `leaveRegion` for a node whose data directory is lost, in one transaction and only if
+   * none of its incarnations beat within `quietMs` (by the store's clock); what it did.
+   */
+  leaveLost(
+    nodeId: string,
+    quietMs: number,
+  ): Promise<{ left: true; incarnations: string[]; dropped: number } | { left: false; seenAgoMs: number }>;
   /**
    * This node is alive (its `seenAtMs` is now), every `health.probeIntervalMs`; whether it
    * was marked left meanwhile (`crr leave --node-id` from another node), so it stops.

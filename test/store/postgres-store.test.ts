@@ -182,4 +182,62 @@ describe("PostgresStore beside other transactions", () => {
     (pool as unknown as { query: unknown }).query = query;
     expect(await reader.rootDigest()).toBe(await writer.rootDigest());
   });
+  it("a node marked left can neither claim nor apply, a leave waits for an apply under way, and a lost node's leave is refused while it beats (found by review: a live node marked left could still decide a key)", async () => {
+    const url = await freshDatabase(inject("pgUrl"));
+    const store = await storeOn(url, { kind: "first-write-wins" });
+    const admin = await client(url);
+    const [a, b] = ["a".repeat(32), "b".repeat(32)];
+    await store.shared.joinRegion({ incarnation: a, nodeId: "node-a", boot: "1" });
+    await store.shared.joinRegion({ incarnation: b, nodeId: "node-b", boot: "1" });
+    expect(await store.shared.claim("k1", a)).toEqual({ taken: true, fresh: true });
+    expect(await store.shared.claim("k1", a)).toEqual({ taken: true, fresh: false });
+    expect(await store.shared.claim("k1", b)).toEqual({ taken: false, holder: a });
+
+    // Beating now: a lost node's leave is refused, and changes nothing.
+    expect(await store.shared.leaveLost("node-a", 60_000)).toMatchObject({ left: false });
+    expect(await store.shared.claim("k1", b)).toEqual({ taken: false, holder: a });
+
+    // An apply of a under way holds its row: the leave waits for it, so what it applies is
+    // decided before a's claims end.
+    const rec = (key: string, lsn: number) => ({
+      key,
+      tenant: "t",
+      outcome: "a",
+      bodyJson: undefined,
+      lsn,
+      hlc: { wallMs: 100 + lsn, logical: 0 },
+      flags: 0,
+    });
+    await admin.query("BEGIN");
+    await admin.query("SELECT gen FROM digest_clock WHERE id = 1 FOR UPDATE");
+    const applying = store.applyLocal({
+      origin: "us-east-1",
+      incarnation: a,
+      firstLsn: 1,
+      lastLsn: 1,
+      records: [rec("k1", 1)],
+    });
+    await lockWaiters(url, "%digest_clock%"); // the apply waits for the clock
+    const leaving = store.shared.leaveLost("node-a", 0);
+    await lockWaiters(url, "%FROM nodes%FOR UPDATE%"); // the leave waits for the apply
+    await admin.query("COMMIT");
+    expect((await applying).status).toBe("applied");
+    expect(await leaving).toEqual({ left: true, incarnations: [a], dropped: 0 });
+
+    // Left: no claim, no apply; b decides what a never appended.
+    await expect(store.shared.claim("k2", a)).rejects.toMatchObject({ code: "node_left" });
+    await expect(
+      store.applyLocal({
+        origin: "us-east-1",
+        incarnation: a,
+        firstLsn: 2,
+        lastLsn: 2,
+        records: [rec("k2", 2)],
+      }),
+    ).rejects.toMatchObject({ code: "node_left" });
+    expect(await store.get("k2")).toBeUndefined();
+    expect(await store.shared.claim("k2", b)).toEqual({ taken: true, fresh: true });
+    expect(await store.shared.heartbeat(a)).toEqual({ left: true });
+    expect(await store.shared.heartbeat(b)).toEqual({ left: false });
+  });
 });

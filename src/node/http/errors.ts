@@ -8,7 +8,7 @@ import type { FastifyError } from "fastify";
 import { CrrError, RecordInvalidError, RepairRefusedError, StoreFullError } from "../../errors.js";
 import { DrainingError, OverloadedError, UnavailableError, WaitTimeoutError } from "../region.js";
 
-const unavailableCodes = new Set(["wal_busy", "wal_write_failed", "wal_closed"]);
+const unavailableCodes = new Set(["wal_busy", "wal_write_failed", "wal_closed", "node_left"]);
 
 export function statusOf(err: unknown): number {
   if (err instanceof RecordInvalidError) return 400;
