@@ -52,6 +52,8 @@ export interface MembershipOptions {
   audit: (entry: AuditAppend) => Promise<void>;
   /** A fellow left: its stream is this node's to ship now (the shippers' next session). */
   shipLeftStreams: () => void;
+  /** A heartbeat failed (counted: crr_heartbeat_errors_total). */
+  onFailure?: () => void;
 }
 
 /**
@@ -99,6 +101,7 @@ export class Membership {
       this.failures = 0;
     } catch (err) {
       this.failures++;
+      this.o.onFailure?.();
       this.o.log.warn(
         { err: (err as Error).message, failures: this.failures },
         "could not record this node's heartbeat in the shared store",
@@ -142,5 +145,6 @@ export function membershipOf(r: Region): Membership | undefined {
     shipLeftStreams: () => {
       for (const s of r.shippers.values()) s.resync();
     },
+    onFailure: () => r.metrics.heartbeatErrors.inc(),
   });
 }

@@ -178,6 +178,11 @@ export class RegionMetrics {
     help: "Audit log writes that failed (each is retried until it succeeds)",
     registers: [this.registry],
   });
+  readonly heartbeatErrors = new client.Counter({
+    name: "crr_heartbeat_errors_total",
+    help: "Heartbeats of this node in the shared store that failed (several nodes per region); a node not seen for 10 heartbeats may be declared lost",
+    registers: [this.registry],
+  });
   readonly commitToApplySeconds = new client.Histogram({
     name: "crr_commit_to_apply_seconds",
     help: "From a record's commit in its origin (its HLC wall time) to its apply here, per origin region (clock offset between regions included)",
