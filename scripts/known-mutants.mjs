@@ -132,6 +132,63 @@ const mutants = [
     to: "this.applyTx = (b: ApplyBatchInput) => this.applyInTransaction(b);",
     tests: ["test/store/store-contract.test.ts"],
   },
+  // --- found this stop: the peer's order, the gate's slots, a left node's fence ---------------
+  {
+    name: "reader: a stream's batches reach the store in any order",
+    file: "src/reader/reader.ts",
+    from: "const run = (this.streams.get(key) ?? Promise.resolve()).then(apply);",
+    to: "const run = apply();",
+    tests: ["src/reader/reader.test.ts"],
+  },
+  {
+    name: "gate: a closed connection gives back no slot",
+    file: "src/node/http/gate.ts",
+    from: "for (const r of [...mine]) ended(r);",
+    to: "void mine;",
+    tests: ["src/node/http/gate.test.ts"],
+  },
+  {
+    name: "gate: a running handler's slot given back when its connection closes",
+    file: "src/node/http/gate.ts",
+    from: "if (!held.get(req)?.handling) release(req);",
+    to: "release(req);",
+    tests: ["src/node/http/gate.test.ts"],
+  },
+  {
+    name: "claims: a re-taken claim given back on a failure",
+    file: "src/node/append-path.ts",
+    from: "const unclaim = c.fresh ? () => claims.release(rec.key) : undefined;",
+    to: "const unclaim = () => claims.release(rec.key);",
+    tests: ["src/node/append-path.test.ts"],
+  },
+  {
+    name: "PostgreSQL: a node marked left still applies",
+    file: "src/store/postgres-store.ts",
+    from: "if (node.rows[0] && node.rows[0].left_at_ms !== null) throw new NodeLeftError(batch.incarnation);",
+    to: "",
+    tests: ["test/store/postgres-store.test.ts"],
+  },
+  {
+    name: "PostgreSQL: a node marked left still claims",
+    file: "src/store/postgres-store.ts",
+    from: "SELECT $1, $2, $3 WHERE EXISTS",
+    to: "SELECT $1, $2, $3 WHERE TRUE OR EXISTS",
+    tests: ["test/store/postgres-store.test.ts"],
+  },
+  {
+    name: "shipper: a resync waits for an idle window",
+    file: "src/shipper/peer-shipper.ts",
+    from: "if (roomFor() && !this.resyncWanted) {",
+    to: "if (roomFor()) {",
+    tests: ["test/replication/resync.test.ts"],
+  },
+  {
+    name: "several nodes per region: a departed node's stream waits for a restart",
+    file: "src/node/fellows.ts",
+    from: "for (const s of r.shippers.values()) s.resync();",
+    to: "void r;",
+    tests: ["test/store/region-nodes.test.ts"],
+  },
   // --- PostgreSQL: what keeps several nodes of a region on one store correct ----------------
   {
     name: "several nodes per region: appends take no claim",

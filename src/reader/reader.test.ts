@@ -51,7 +51,9 @@ describe("a stream's batches reach the store in arrival order", () => {
     // Each batch's transaction starts after a delay that shrinks with its place: without
     // ordering, the last batch sent locks the watermark first.
     let waiting = 8;
-    const store = Object.create(sqlite) as DedupStore;
+    // A store that applies asynchronously, as PostgreSQL does on its pooled connections.
+    const store = Object.create(sqlite) as DedupStore & { appliesInCallOrder: boolean };
+    store.appliesInCallOrder = false;
     store.applyBatch = async (b) => {
       await new Promise((r) => setTimeout(r, 5 * waiting--));
       return sqlite.applyBatch(b);

@@ -102,6 +102,9 @@ export class Reader {
    * watermark first, finds a gap and makes the sender rewind the whole window.
    */
   private inStreamOrder<T>(batch: DecodedBatch, apply: () => Promise<T>): Promise<T> {
+    // SQLite applies on the calling turn: chaining would only keep pipelined batches from
+    // sharing one sync (measured: three-regions-10k lag p99 425-461 ms with it, 138-223 without).
+    if (this.o.store.appliesInCallOrder) return apply();
     const key = `${batch.origin}/${batch.incarnation}`;
     const run = (this.streams.get(key) ?? Promise.resolve()).then(apply);
     const tail = run.catch(() => undefined);

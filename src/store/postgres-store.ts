@@ -106,6 +106,7 @@ const dbNowMs = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
 export class PostgresStore implements DedupStore {
   readonly rule: MergeRule;
   readonly description: string;
+  readonly appliesInCallOrder = false;
   private readonly ruleText: string;
   private readonly nowMs: () => number;
   private closed = false;

@@ -846,6 +846,7 @@ export class SqliteStore implements DedupStore {
 
   /** One node per SQLite store: its data directory's lock says so. */
   readonly shared = undefined;
+  readonly appliesInCallOrder = true;
 
   get description(): string {
     return `SQLite ${this.file}`;

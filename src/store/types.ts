@@ -268,6 +268,12 @@ export interface SharedRegionStore {
 export interface DedupStore extends ApplyStore, ReadStore, DigestStore, StreamStore, MetaStore {
   /** Set when several nodes of the region may share this store (PostgreSQL). */
   readonly shared: SharedRegionStore | undefined;
+  /**
+   * Batches are applied in the order `applyBatch` is called, whatever their awaits (SQLite
+   * applies on the calling turn, then waits for a shared sync). False (PostgreSQL: pooled
+   * connections): a caller that needs an order must wait for each call before the next.
+   */
+  readonly appliesInCallOrder: boolean;
   /** What the store is (a file, a database without its credentials), for status and errors. */
   readonly description: string;
   /** False once closed or lost (a readiness check). */
