@@ -212,4 +212,25 @@ describe("peer slots at the gate", () => {
     for (const answer of served.splice(0)) answer();
     await until("every slot to be free", async () => (await gauge(metrics, "active")) === 0);
   });
+  it("a pipelined request cut mid-body by its connection's close gives its slot back at once, not at its body deadline", async () => {
+    const { metrics, served, port, app } = await gated({
+      peerRequestsMax: 4,
+      connectionsMax: 8,
+      bodyTimeoutMs: 60_000,
+    });
+    const head = (length: number) =>
+      `POST /v1/replicate HTTP/1.1\r\nhost: x\r\n${headerSignature}: x\r\ncontent-digest: ${contentDigest("x")}\r\ncontent-type: text/plain\r\ncontent-length: ${length}\r\n\r\n`;
+    const socket = net.connect(port, "127.0.0.1");
+    await new Promise((r) => socket.once("connect", r));
+    socket.write(`${head(1)}x${head(1000)}partial body`);
+    await until("the first to be served", async () => served.length === 1);
+    await until("the second to hold a slot", async () => (await gauge(metrics, "active")) === 2);
+    socket.destroy();
+    await until(
+      "the server to see the connection gone",
+      async () => new Promise<boolean>((r) => app.server.getConnections((_e, n) => r(n === 0))),
+    );
+    served[0]!();
+    await until("every slot to be free", async () => (await gauge(metrics, "active")) === 0);
+  });
 });

@@ -83,29 +83,14 @@ export function installGate(app: FastifyInstance, region: Region): void {
     shown();
   };
   /**
-   * The requests each connection holds: when it closes, all of them end. A pipelined request
-   * queued behind an unanswered one may never see onResponse nor its response's close once
-   * the client gives up on the connection (found by the PostgreSQL benchmark: every slot
-   * leaked that way and the node stopped applying peers' batches). A request whose handler
-   * runs keeps its slot until the handler answered (onSend): giving it back at the close let
-   * more handlers run than server.peerRequestsMax (found by review: 10 with a bound of 2).
+   * A slot is given back once its handler has answered (onSend), or once the request ended
+   * before its handler ran (its response's close, an abort, its body deadline). Given back
+   * only at onResponse, pipelined requests queued behind an unanswered one never saw it once
+   * the shipper gave up on its connection: under load all slots leaked and the node applied
+   * no batch again (found by the PostgreSQL benchmark). Given back at the close while the
+   * handler ran, more handlers ran than server.peerRequestsMax (found by review).
    */
-  const byConnection = new WeakMap<object, Set<FastifyRequest>>();
-  const track = (req: FastifyRequest) => {
-    const socket = req.raw.socket as (object & { once?: (e: string, f: () => void) => void }) | null;
-    if (!socket || typeof socket.once !== "function") return;
-    let reqs = byConnection.get(socket);
-    if (!reqs) {
-      const mine = (reqs = new Set());
-      byConnection.set(socket, mine);
-      socket.once("close", () => {
-        for (const r of [...mine]) ended(r);
-      });
-    }
-    reqs.add(req);
-  };
   const release = (req: FastifyRequest) => {
-    byConnection.get(req.raw.socket as object)?.delete(req);
     const h = held.get(req);
     if (!h) return;
     held.delete(req);
@@ -116,7 +101,7 @@ export function installGate(app: FastifyInstance, region: Region): void {
       shown();
     }
   };
-  /** The request ended from outside (its connection, its body deadline): release it unless its handler runs. */
+  /** The request ended from outside (its connection closed): release it unless its handler runs. */
   const ended = (req: FastifyRequest) => {
     if (!held.get(req)?.handling) release(req);
   };
@@ -166,7 +151,6 @@ export function installGate(app: FastifyInstance, region: Region): void {
       slot: false,
     };
     held.set(req, h);
-    track(req);
     // A response whose connection closed before it finished (a shipper ended its window) may
     // never reach onResponse: its slot and deadline are released when the response closes.
     reply.raw.once("close", () => ended(req));
