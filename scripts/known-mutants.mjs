@@ -143,8 +143,8 @@ const mutants = [
   {
     name: "gate: a slot given back only at onResponse",
     file: "src/node/http/gate.ts",
-    from: "  app.addHook(\"onSend\", async (req, _reply, payload) => {\n    release(req);",
-    to: "  app.addHook(\"onSend\", async (req, _reply, payload) => {\n    void req;",
+    from: '  app.addHook("onSend", async (req, _reply, payload) => {\n    release(req);',
+    to: '  app.addHook("onSend", async (req, _reply, payload) => {\n    void req;',
     tests: ["src/node/http/gate.test.ts"],
   },
   {
