@@ -239,7 +239,7 @@ export class PostgresStore implements DedupStore {
     });
   }
 
-  readonly shared: SharedRegionStore & { leaveIn(c: Client, nodeId: string): Promise<number> } = {
+  readonly shared: SharedRegionStore = {
     // Heartbeats and the staleness `crr leave --node-id` checks use the database's clock:
     // the nodes' and the operator's clocks may disagree.
     joinRegion: (n) =>
@@ -310,18 +310,7 @@ export class PostgresStore implements DedupStore {
       );
       return r.rowCount ?? 0;
     },
-    leaveRegion: (nodeId) => this.tx("leave the region", (c) => this.shared.leaveIn(c, nodeId)),
-    /** Mark `nodeId` left and drop its claims, in `c`'s transaction; how many claims. */
-    leaveIn: async (c: Client, nodeId: string) => {
-      await c.query(`UPDATE nodes SET left_at_ms = ${dbNowMs} WHERE node_id = $1 AND left_at_ms IS NULL`, [
-        nodeId,
-      ]);
-      const dropped = await c.query(
-        "DELETE FROM claims WHERE incarnation IN (SELECT incarnation FROM nodes WHERE node_id = $1)",
-        [nodeId],
-      );
-      return dropped.rowCount ?? 0;
-    },
+    leaveRegion: (nodeId) => this.tx("leave the region", (c) => this.leaveIn(c, nodeId)),
     leaveLost: (nodeId, quietMs) =>
       this.tx("leave the region for a lost node", async (c) => {
         // Its rows locked first: a heartbeat landing now waits, then finds it left.
@@ -332,7 +321,7 @@ export class PostgresStore implements DedupStore {
         );
         const seenAgoMs = Math.min(...rows.rows.map((n) => n.seen_ago_ms));
         if (seenAgoMs < quietMs) return { left: false as const, seenAgoMs };
-        const dropped = await this.shared.leaveIn(c, nodeId);
+        const dropped = await this.leaveIn(c, nodeId);
         return { left: true as const, incarnations: rows.rows.map((n) => n.incarnation), dropped };
       }),
     heartbeat: async (incarnation) => {
@@ -346,6 +335,18 @@ export class PostgresStore implements DedupStore {
       return { left: r.rows.length === 0 || r.rows[0]!.left_at_ms !== null };
     },
   };
+
+  /** Mark `nodeId` left and drop its claims, in `c`'s transaction; how many claims. */
+  private async leaveIn(c: Client, nodeId: string): Promise<number> {
+    await c.query(`UPDATE nodes SET left_at_ms = ${dbNowMs} WHERE node_id = $1 AND left_at_ms IS NULL`, [
+      nodeId,
+    ]);
+    const dropped = await c.query(
+      "DELETE FROM claims WHERE incarnation IN (SELECT incarnation FROM nodes WHERE node_id = $1)",
+      [nodeId],
+    );
+    return dropped.rowCount ?? 0;
+  }
 
   private async applyIn(c: Client, b: ApplyBatchInput): Promise<ApplyResult> {
     if (b.backfill) {
