@@ -60,6 +60,23 @@ function pathWithHeldWal(o: {
   return { path, append, release, written, shed, advance: (ms: number) => (nowMs += ms) };
 }
 
+/** Claims of this node alone: every key is taken (fresh unless already held); `held` is what stays claimed. */
+function claimsHeldHere(): { held: Set<string>; claims: AppendPathDeps["claims"] } {
+  const held = new Set<string>();
+  return {
+    held,
+    claims: {
+      claim: async (key) => {
+        const fresh = !held.has(key);
+        held.add(key);
+        return { taken: true, fresh };
+      },
+      release: async (key) => void held.delete(key),
+      waitMs: 1_000,
+    },
+  };
+}
+
 describe("admission", () => {
   it("refuses new appends while the oldest has waited beyond queueDelayMaxMs, and admits again once it is answered", async () => {
     const t = pathWithHeldWal({ pendingMax: 1000, queueDelayMaxMs: 50 });
@@ -170,16 +187,7 @@ describe("claims (several nodes of one region)", () => {
 
 describe("claims of appends the WAL refused", () => {
   it("end at once when nothing was written, and stay after a failed write (the restart's replay decides)", async () => {
-    const held = new Set<string>();
-    const claims: AppendPathDeps["claims"] = {
-      claim: async (key) => {
-        const fresh = !held.has(key);
-        held.add(key);
-        return { taken: true, fresh };
-      },
-      release: async (key) => void held.delete(key),
-      waitMs: 1_000,
-    };
+    const { held, claims } = claimsHeldHere();
     const refusals: Record<string, Error> = {
       busy: new WalBusyError(1 << 20),
       closed: new WalClosedError("/data/wal"),
@@ -201,16 +209,7 @@ describe("claims of appends the WAL refused", () => {
   });
 
   it("held from an earlier append of this node (its record in the WAL, unapplied) stay when a retry is refused (found by review: another node could decide the key)", async () => {
-    const held = new Set<string>();
-    const claims: AppendPathDeps["claims"] = {
-      claim: async (key) => {
-        const fresh = !held.has(key);
-        held.add(key);
-        return { taken: true, fresh };
-      },
-      release: async (key) => void held.delete(key),
-      waitMs: 1_000,
-    };
+    const { held, claims } = claimsHeldHere();
     let appends = 0;
     const t = pathWithHeldWal({
       pendingMax: 1000,
@@ -232,16 +231,7 @@ describe("claims of appends the WAL refused", () => {
   });
 
   it("end when the store cannot be read after the claim (nothing was written)", async () => {
-    const held = new Set<string>();
-    const claims: AppendPathDeps["claims"] = {
-      claim: async (key) => {
-        const fresh = !held.has(key);
-        held.add(key);
-        return { taken: true, fresh };
-      },
-      release: async (key) => void held.delete(key),
-      waitMs: 1_000,
-    };
+    const { held, claims } = claimsHeldHere();
     let lookups = 0;
     const down = new Error("store unreachable");
     const t = pathWithHeldWal({

@@ -12,6 +12,7 @@ import fs from "node:fs";
 import path from "node:path";
 import pg from "pg";
 import { describe, expect, inject, it } from "vitest";
+import { deepMerge } from "../../src/launch/index.js";
 import { Cluster, api, status, type TestNode } from "../support/cluster.js";
 import { Ledger, expectStoreMatchesLedger, readPostgresStore, readStore } from "../support/ledger.js";
 import { freshDatabase } from "../support/postgres.js";
@@ -29,24 +30,34 @@ async function sql(url: string, text: string, params: unknown[]): Promise<void> 
   }
 }
 
+/**
+ * us-east-1 on a fresh PostgreSQL database (`nodes: several`, its first node started) beside
+ * us-west-2 on SQLite; `extra` is merged into us-east-1's config. Not an overload test: a busy
+ * machine's PostgreSQL commits must not shed appends (queueDelayMaxMs 0).
+ */
+async function eastOnPostgres(prefix: string, extra: Record<string, unknown>) {
+  const url = await freshDatabase(inject("pgUrl"), prefix);
+  const east = deepMerge(
+    {
+      store: { kind: "postgres", url: "${CRR_PG_URL}", poolSize: 4 },
+      regions: several,
+      append: { queueDelayMaxMs: 0 },
+    },
+    extra,
+  );
+  const cluster = await Cluster.start({
+    regions: [
+      { name: "us-east-1", config: east },
+      { name: "us-west-2", config: { regions: several } },
+    ],
+    env: { CRR_PG_URL: url },
+  });
+  return { cluster, url };
+}
+
 describe("a region served by several nodes on one PostgreSQL store", () => {
   it("never answers two versions of one key, through concurrent appends and a SIGKILL of one node", async () => {
-    const url = await freshDatabase(inject("pgUrl"), "nodes");
-    const cluster = await Cluster.start({
-      regions: [
-        {
-          name: "us-east-1",
-          config: {
-            store: { kind: "postgres", url: "${CRR_PG_URL}", poolSize: 4 },
-            regions: several,
-            // Not an overload test: a busy machine's PostgreSQL commits must not shed appends.
-            append: { queueDelayMaxMs: 0, claimWaitMs: 3000 },
-          },
-        },
-        { name: "us-west-2", config: { regions: several } },
-      ],
-      env: { CRR_PG_URL: url },
-    });
+    const { cluster, url } = await eastOnPostgres("nodes", { append: { claimWaitMs: 3000 } });
     const a = cluster.node("us-east-1");
     // b's clock runs 300 ms behind: when b's record of a key is applied after a's, the rule
     // makes b's the winner, so without a claim a and b would both answer "first".
@@ -138,23 +149,8 @@ describe("a region served by several nodes on one PostgreSQL store", () => {
     expect(view.incarnations).toHaveLength(1); // a alone is live
   });
   it("a node whose data directory is lost: crr leave --node-id from a fellow, its acknowledged records then reach the peers", async () => {
-    const url = await freshDatabase(inject("pgUrl"), "lost");
-    const cluster = await Cluster.start({
-      regions: [
-        {
-          name: "us-east-1",
-          config: {
-            store: { kind: "postgres", url: "${CRR_PG_URL}", poolSize: 4 },
-            regions: several,
-            append: { queueDelayMaxMs: 0 },
-            // Heartbeats every 200 ms: a node is taken for lost after 10 missed ones (2 s).
-            health: { probeIntervalMs: 200 },
-          },
-        },
-        { name: "us-west-2", config: { regions: several } },
-      ],
-      env: { CRR_PG_URL: url },
-    });
+    // Heartbeats every 200 ms: a node is taken for lost after 10 missed ones (2 s).
+    const { cluster } = await eastOnPostgres("lost", { health: { probeIntervalMs: 200 } });
     try {
       const a = cluster.node("us-east-1");
       const b = await cluster.addNode("us-east-1", "us-east-1-b");
