@@ -5,9 +5,18 @@
  * so a change of shape or hash is a format change, never an accident.
  */
 import { createHash } from "node:crypto";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { bucketCount, versionHashBytes } from "./digest.js";
-import { buildTree, childrenOf, leafLevel, nodeDigest, treeFanout, treeLevels } from "./digest-tree.js";
+import { BucketDigests, bucketCount, versionHashBytes } from "./digest.js";
+import {
+  DigestTreeCache,
+  buildTree,
+  childrenOf,
+  leafLevel,
+  nodeDigest,
+  treeFanout,
+  treeLevels,
+} from "./digest-tree.js";
 
 /** Bucket digests where bucket b holds the byte (b * 7 + i) & 0xff at position i. */
 function image(): Buffer {
@@ -71,5 +80,58 @@ describe("the digest tree", () => {
     const d = nodeDigest(tree, 2, 5);
     expect(d.length).toBe(16);
     expect(d).toEqual(tree[2]!.subarray(80, 96));
+  });
+});
+
+/** Level by level, byte for byte (a deep equality of 1 MiB buffers is slow in expect). */
+function sameTree(a: Buffer[], b: Buffer[]): boolean {
+  return a.length === b.length && a.every((level, l) => level.equals(b[l]!));
+}
+
+describe("the digest tree kept up to date (DigestTreeCache)", () => {
+  const change = fc.record({
+    kind: fc.constantFrom("xor", "set", "restore"),
+    // Few distinct buckets so changes share paths; now and then a spread of many (the rebuild).
+    buckets: fc.oneof(
+      fc.array(fc.integer({ min: 0, max: 40 }), { maxLength: 20 }),
+      fc.array(fc.integer({ min: 0, max: bucketCount - 1 }), { minLength: 1, maxLength: 1500 }),
+    ),
+    byte: fc.integer({ min: 1, max: 255 }),
+  });
+
+  it("equals a tree built from scratch after any sequence of changes, read between any of them", () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(change, fc.boolean()), { maxLength: 12 }), (steps) => {
+        const digests = new BucketDigests();
+        const cache = new DigestTreeCache(digests);
+        cache.current();
+        for (const [c, read] of steps) {
+          const h = Buffer.alloc(versionHashBytes, c.byte);
+          if (c.kind === "restore") {
+            const image = Buffer.alloc(bucketCount * versionHashBytes);
+            for (const b of c.buckets) image[b * versionHashBytes] = c.byte;
+            digests.restore(image, Buffer.alloc(bucketCount * 4));
+          } else {
+            for (const b of c.buckets)
+              if (c.kind === "xor") digests.xor(b, h, 1);
+              else digests.set(b, h, 1);
+          }
+          if (read) expect(sameTree(cache.current(), buildTree(Buffer.from(digests.digests)))).toBe(true);
+        }
+        expect(sameTree(cache.current(), buildTree(Buffer.from(digests.digests)))).toBe(true);
+      }),
+      { numRuns: 60, seed: 20261204 },
+    );
+  });
+
+  it("never changes a tree it returned before (a scan compares against one tree throughout)", () => {
+    const digests = new BucketDigests();
+    const cache = new DigestTreeCache(digests);
+    const first = cache.current();
+    const inner = first.slice(0, leafLevel).map((level) => Buffer.from(level));
+    digests.xor(12_345, Buffer.alloc(versionHashBytes, 7), 1);
+    const second = cache.current();
+    expect(first.slice(0, leafLevel).every((level, l) => level.equals(inner[l]!))).toBe(true);
+    expect(second[0]!.equals(first[0]!)).toBe(false);
   });
 });

@@ -27,6 +27,8 @@ export function versionHash(r: StoredRecord): Buffer {
 export class BucketDigests {
   readonly digests: Buffer;
   readonly counts: Uint32Array;
+  /** Buckets changed since the last takeChanged() ("all": every bucket may have). */
+  private changed: Set<number> | "all" = "all";
 
   constructor() {
     this.digests = Buffer.alloc(bucketCount * versionHashBytes);
@@ -42,11 +44,27 @@ export class BucketDigests {
     const off = bucket * versionHashBytes;
     for (let i = 0; i < versionHashBytes; i++) this.digests[off + i]! ^= h[i]!;
     this.counts[bucket]! += countDelta;
+    this.noteChanged(bucket);
   }
 
   set(bucket: number, digest: Buffer, count: number): void {
     digest.copy(this.digests, bucket * versionHashBytes, 0, versionHashBytes);
     this.counts[bucket] = count;
+    this.noteChanged(bucket);
+  }
+
+  private noteChanged(bucket: number): void {
+    if (this.changed !== "all") this.changed.add(bucket);
+  }
+
+  /**
+   * The buckets changed since the previous call, and a fresh start: what the digest tree
+   * above them must rehash. One consumer per instance (the store's tree cache).
+   */
+  takeChanged(): ReadonlySet<number> | "all" {
+    const changed = this.changed;
+    this.changed = new Set();
+    return changed;
   }
 
   /** The key counts as bytes (little-endian u32 per bucket), for saving. */
@@ -60,6 +78,7 @@ export class BucketDigests {
     }
     digests.copy(this.digests);
     new Uint8Array(this.counts.buffer, this.counts.byteOffset, this.counts.byteLength).set(counts);
+    this.changed = "all";
   }
 
   root(): string {

@@ -19,7 +19,7 @@ import pg from "pg";
 import { StoreCorruptError, StoreError, StoreFullError, NodeLeftError } from "../errors.js";
 import { realRuntime } from "../runtime/index.js";
 import { BucketDigests, bucketCount, bucketOf, versionHash } from "./digest.js";
-import { buildTree, type DigestTree } from "./digest-tree.js";
+import { DigestTreeCache, type DigestTree } from "./digest-tree.js";
 import { contest, ruleName, sameVersion, type MergeRule } from "./merge.js";
 import { migrate } from "./postgres-schema.js";
 import { conflictFromRow, fromRow, versionColumns, type ConflictDbRow, type RecordRow } from "./rows.js";
@@ -113,7 +113,7 @@ export class PostgresStore implements DedupStore {
   private readonly digests = new BucketDigests();
   /** Initial rows are zeros at gen 0, as the in-memory digests start. */
   private digestGen = 0;
-  private tree: { gen: number; tree: DigestTree } | undefined;
+  private readonly treeCache = new DigestTreeCache(this.digests);
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -661,9 +661,7 @@ export class PostgresStore implements DedupStore {
 
   async digestTree(): Promise<DigestTree> {
     await this.read("read digests", () => this.refreshDigests());
-    if (this.tree?.gen !== this.digestGen)
-      this.tree = { gen: this.digestGen, tree: buildTree(this.digests.digests) };
-    return this.tree.tree;
+    return this.treeCache.current();
   }
 
   async rootDigest(): Promise<string> {

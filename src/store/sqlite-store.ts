@@ -15,7 +15,7 @@ import { nodeFileOps, type FileOps } from "../util/file-ops.js";
 import { ruleName, compareVersions, contest, sameVersion, type MergeRule } from "./merge.js";
 import { startCheckpointer, type Checkpointer } from "./checkpointer.js";
 import { BucketDigests, bucketCount, bucketOf, versionHash, versionHashBytes } from "./digest.js";
-import { buildTree, type DigestTree } from "./digest-tree.js";
+import { DigestTreeCache, type DigestTree } from "./digest-tree.js";
 import { WalSync } from "./wal-sync.js";
 import { conflictFromRow, fromRow, type ConflictDbRow, type RecordRow } from "./rows.js";
 import type {
@@ -375,7 +375,6 @@ export class SqliteStore implements DedupStore {
       const result = tx();
       if (this.digests && touched.size > 0) {
         for (const [bucket, t] of touched) this.digests.set(bucket, t.digest, t.keys);
-        this.digestGeneration++;
       }
       return result;
     } finally {
@@ -383,20 +382,21 @@ export class SqliteStore implements DedupStore {
     }
   }
 
-  /** Bumped whenever a bucket digest changes (the divergence tree is rebuilt only then). */
-  digestGeneration = 0;
-  private tree: { generation: number; tree: DigestTree } | undefined;
+  private treeCache: DigestTreeCache | undefined;
 
-  /** The digest tree over the bucket digests (cached until the next change). */
+  /**
+   * The digest tree over the bucket digests: kept between calls and rehashed only above the
+   * buckets that changed. Its leaves are the live bucket digests; the inner nodes are as of
+   * this call.
+   */
   async digestTree(): Promise<DigestTree> {
     return this.digestTreeSync();
   }
 
   digestTreeSync(): DigestTree {
     if (!this.digests) throw new Error("this store was opened without digests");
-    if (this.tree?.generation !== this.digestGeneration)
-      this.tree = { generation: this.digestGeneration, tree: buildTree(this.digests.digests) };
-    return this.tree.tree;
+    this.treeCache ??= new DigestTreeCache(this.digests);
+    return this.treeCache.current();
   }
 
   /** Every winning version in the given buckets, each with whether it is intact (see isIntact). */
@@ -454,7 +454,6 @@ export class SqliteStore implements DedupStore {
       }
     });
     this.guard("scrub", tx);
-    if (wrong.length > 0) this.digestGeneration++;
     return wrong;
   }
 
@@ -611,7 +610,6 @@ export class SqliteStore implements DedupStore {
       );
       for (const row of this.stmt.allVersionHashes.iterate() as Iterable<{ bucket: number; vh: Buffer }>)
         this.digests.xor(row.bucket, row.vh, 1);
-      this.digestGeneration++;
     }
     return streams;
   }
