@@ -7,7 +7,7 @@
 import { createHash } from "node:crypto";
 import { crc32 } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { BucketDigests, bucketCount, bucketOf, versionHash } from "./digest.js";
+import { BucketDigests, bucketCount, bucketOf, bucketRuns, versionHash } from "./digest.js";
 
 const version = {
   key: "pcs-7f3a",
@@ -89,5 +89,21 @@ describe("bucket digests", () => {
         .update(Buffer.alloc(65_536 * 16))
         .digest("hex"),
     );
+  });
+});
+
+describe("bucket runs (what one scrub slice reads)", () => {
+  it("is one run inside the range, two when the slice wraps past the last bucket, never more than every bucket", () => {
+    expect(bucketRuns(10, 5)).toEqual([[10, 15]]);
+    expect(bucketRuns(bucketCount - 2, 2)).toEqual([[bucketCount - 2, bucketCount]]);
+    expect(bucketRuns(bucketCount - 2, 5)).toEqual([
+      [bucketCount - 2, bucketCount],
+      [0, 3],
+    ]);
+    expect(bucketRuns(bucketCount + 3, 1)).toEqual([[3, 4]]);
+    expect(bucketRuns(7, bucketCount * 2)).toEqual([
+      [7, bucketCount],
+      [0, 7],
+    ]);
   });
 });

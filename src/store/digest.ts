@@ -18,6 +18,17 @@ export function bucketOf(key: string): number {
   return crc32(key) & (bucketCount - 1);
 }
 
+/** `count` buckets from `from`, wrapping past the last: as [from, to) runs (one, or two when it wraps). */
+export function bucketRuns(from: number, count: number): Array<[number, number]> {
+  const n = Math.min(count, bucketCount);
+  const start = from % bucketCount;
+  if (start + n <= bucketCount) return [[start, start + n]];
+  return [
+    [start, bucketCount],
+    [0, start + n - bucketCount],
+  ];
+}
+
 /** 128 bits of SHA-256 over every field of the winning version (what regions must agree on). */
 export function versionHash(r: StoredRecord): Buffer {
   const text = `${r.key}\0${r.tenant}\0${r.outcome}\0${r.bodyJson ?? ""}\0${r.origin}\0${r.incarnation}\0${r.lsn}\0${r.hlc.wallMs}.${r.hlc.logical}`;

@@ -14,7 +14,7 @@ import { realRuntime } from "../runtime/index.js";
 import { nodeFileOps, type FileOps } from "../util/file-ops.js";
 import { ruleName, compareVersions, contest, sameVersion, type MergeRule } from "./merge.js";
 import { startCheckpointer, type Checkpointer } from "./checkpointer.js";
-import { BucketDigests, bucketCount, bucketOf, versionHash, versionHashBytes } from "./digest.js";
+import { BucketDigests, bucketOf, bucketRuns, versionHash, versionHashBytes } from "./digest.js";
 import { DigestTreeCache, type DigestTree } from "./digest-tree.js";
 import { WalSync } from "./wal-sync.js";
 import { conflictFromRow, fromRow, type ConflictDbRow, type RecordRow } from "./rows.js";
@@ -199,6 +199,9 @@ export class SqliteStore implements DedupStore {
       markDirty: this.db.prepare("UPDATE digest_snapshot SET clean = 0 WHERE id = 1"),
       allVersionHashes: this.db.prepare("SELECT bucket, vh FROM records"),
       bucketRows: this.db.prepare("SELECT * FROM records WHERE bucket = ?"),
+      bucketRangeRows: this.db.prepare(
+        "SELECT * FROM records WHERE bucket >= ? AND bucket < ? ORDER BY bucket",
+      ),
       sinceStreams: this.db.prepare(
         "SELECT origin, incarnation, min(lsn) AS fromLsn, count(*) AS removed FROM records WHERE hlc_wall >= ? GROUP BY origin, incarnation",
       ),
@@ -432,29 +435,41 @@ export class SqliteStore implements DedupStore {
     if (!this.digests) return [];
     const wrong: number[] = [];
     const tx = this.db.transaction(() => {
-      for (let i = 0; i < count; i++) {
-        const bucket = (fromBucket + i) % bucketCount;
-        const digest = Buffer.alloc(versionHashBytes);
-        let keys = 0;
-        for (const row of this.stmt.bucketRows.all(bucket) as RecordRow[]) {
-          const vh = versionHash(fromRow(row));
-          if (!vh.equals(row.vh)) {
-            // Keep the hash it was applied with: reconcile must not take this copy as evidence.
-            if (this.stmt.tamperedOne.get(bucket, row.key) === undefined)
-              this.stmt.noteTampered.run(bucket, row.key, row.vh, vh, this.nowMs());
-            this.stmt.setVersionHash.run(vh, bucket, row.key);
+      // One range scan per contiguous run of buckets (two when the slice wraps), not a query per bucket.
+      for (const [from, to] of bucketRuns(fromBucket, count)) {
+        const rows = this.stmt.bucketRangeRows.all(from, to) as RecordRow[];
+        let r = 0;
+        for (let bucket = from; bucket < to; bucket++) {
+          const digest = Buffer.alloc(versionHashBytes);
+          let keys = 0;
+          for (; r < rows.length && rows[r]!.bucket === bucket; r++, keys++) {
+            const vh = this.checkedVersionHash(rows[r]!);
+            for (let k = 0; k < versionHashBytes; k++) digest[k]! ^= vh[k]!;
           }
-          for (let k = 0; k < versionHashBytes; k++) digest[k]! ^= vh[k]!;
-          keys++;
-        }
-        if (!digest.equals(this.digests!.digestOf(bucket)) || keys !== this.digests!.counts[bucket]) {
-          this.digests!.set(bucket, digest, keys);
-          wrong.push(bucket);
+          if (!digest.equals(this.digests!.digestOf(bucket)) || keys !== this.digests!.counts[bucket]) {
+            this.digests!.set(bucket, digest, keys);
+            wrong.push(bucket);
+          }
         }
       }
     });
     this.guard("scrub", tx);
     return wrong;
+  }
+
+  /**
+   * A record's version hash recomputed from its content. A record changed outside the engine
+   * no longer matches its stored hash: it is noted as tampered (keeping the hash it was
+   * applied with: reconcile must not take this copy as evidence) and its hash corrected.
+   */
+  private checkedVersionHash(row: RecordRow): Buffer {
+    const vh = versionHash(fromRow(row));
+    if (!vh.equals(row.vh)) {
+      if (this.stmt.tamperedOne.get(row.bucket, row.key) === undefined)
+        this.stmt.noteTampered.run(row.bucket, row.key, row.vh, vh, this.nowMs());
+      this.stmt.setVersionHash.run(vh, row.bucket, row.key);
+    }
+    return vh;
   }
 
   /**

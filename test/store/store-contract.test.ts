@@ -298,7 +298,12 @@ describe.each(storeKinds)("the $name store", (kind) => {
       expect(await store.rootDigest()).toBe(root); // nothing the engine wrote changed
       const [edited] = await store.streamVersions("us-east-1", incarnation, 15, 15, 1);
       expect(edited).toMatchObject({ outcome: "tampered", intact: false });
-      expect(await store.scrub(0, bucketCount)).toEqual([bucketOf("key-15")]);
+      // Slices as the monitor scrubs them: every other bucket (wrapping past the last) finds
+      // nothing, the edited one alone finds it.
+      const edited15 = bucketOf("key-15");
+      expect(await store.scrub(edited15 + 1, bucketCount - 1)).toEqual([]);
+      expect(await store.rootDigest()).toBe(root);
+      expect(await store.scrub(edited15, 1)).toEqual([edited15]);
       expect(await store.rootDigest()).not.toBe(root);
       const inBucket = await store.bucketVersions([bucketOf("key-15")]);
       expect(inBucket.find((v) => v.key === "key-15")).toMatchObject({ intact: false });
