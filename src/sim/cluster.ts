@@ -163,8 +163,17 @@ export class SimCluster {
       region.events.on("applied", (origin, incarnation, lsn) => {
         // Only a record the batch carried: a batch that skips LSNs nobody holds (an operator
         // accepted their loss) moves the watermark past records it never applied (seed 154).
-        if (simStore(region).streamVersionsSync(origin, incarnation, lsn, lsn, 1).length === 0) return;
-        this.checkAccepted(name, runtime.nowMs(), config.hlc.maxSkewMs, `${origin}/${incarnation}/${lsn}`);
+        // The store is asked only about a record stamped too far ahead (asking about every
+        // applied watermark took 5% of a run).
+        const carried = () =>
+          simStore(region).streamVersionsSync(origin, incarnation, lsn, lsn, 1).length > 0;
+        this.checkAccepted(
+          name,
+          runtime.nowMs(),
+          config.hlc.maxSkewMs,
+          `${origin}/${incarnation}/${lsn}`,
+          carried,
+        );
       });
       this.walIncarnation.set(name, region.wal.incarnation);
       n.app = buildServer(region);
@@ -426,14 +435,20 @@ export class SimCluster {
    * region with a clock far ahead would have its records taken (and their timestamps decide
    * every conflict they take part in).
    */
-  private checkAccepted(region: string, wallMs: number, maxSkewMs: number, id: string): void {
+  private checkAccepted(
+    region: string,
+    wallMs: number,
+    maxSkewMs: number,
+    id: string,
+    carried: () => boolean,
+  ): void {
     const e = this.acked.get(id);
     if (!e) return; // a record no client was told about
     // Under a selective policy a batch covers LSNs whose records it does not carry.
     const policy = this.o.tenants?.find((p) => p.tenantID === e.tenant);
     if (policy && !policy.targetRegions.includes(region)) return;
     const hlcWallMs = Number(e.hlc.split(".")[0]);
-    if (hlcWallMs > wallMs + maxSkewMs)
+    if (hlcWallMs > wallMs + maxSkewMs && carried())
       this.problems.push(
         `${region} accepted ${id} stamped ${hlcWallMs - wallMs} ms ahead of its clock (allowed: ${maxSkewMs})`,
       );
