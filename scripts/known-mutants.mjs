@@ -189,6 +189,13 @@ const mutants = [
     to: "void r;",
     tests: ["test/store/region-nodes.test.ts"],
   },
+  {
+    name: "several nodes per region: a node's shippers read its whole durable WAL, not what the store holds",
+    file: "src/node/applied-wal.ts",
+    from: "return node.store.shared && node.nodeId ? appliedOnly(node.wal, node.applier) : node.wal;",
+    to: "return node.wal;",
+    tests: ["src/node/applied-wal.test.ts"],
+  },
   // --- PostgreSQL: what keeps several nodes of a region on one store correct ----------------
   {
     name: "several nodes per region: appends take no claim",

@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import type { ShipperWal } from "../shipper/index.js";
 import type { WalChunk } from "../wal/index.js";
-import { appliedOnly } from "./applied-wal.js";
+import { appliedOnly, shippedWal } from "./applied-wal.js";
 import { LocalApplier } from "./local-applier.js";
 
 function fakeWal(durable: number): ShipperWal & { reads: Array<{ from: number; recordsMax: number }> } {
@@ -54,5 +54,24 @@ describe("appliedOnly", () => {
     const stopped = view.waitForDurable(10, ac.signal);
     ac.abort(new Error("shipper stopped"));
     await expect(stopped).rejects.toThrow(/shipper stopped/);
+  });
+});
+
+describe("shippedWal (what a node's shippers read)", () => {
+  it("is the applied-only view for a node sharing its store, the WAL itself otherwise", () => {
+    const wal = fakeWal(10);
+    const applier = new LocalApplier(
+      {} as never,
+      {} as never,
+      "us-east-1",
+      () => undefined,
+      () => undefined,
+    );
+    applier.noteApplied(3);
+    const shared = { shared: {} };
+    expect(shippedWal({ store: shared, nodeId: "n1", wal, applier }).durableLsn).toBe(3);
+    expect(shippedWal({ store: { shared: undefined }, nodeId: undefined, wal, applier })).toBe(wal);
+    // Without a node id the node is its region's only one, whatever the store: it ships what is durable.
+    expect(shippedWal({ store: shared, nodeId: undefined, wal, applier })).toBe(wal);
   });
 });

@@ -40,3 +40,16 @@ export function appliedOnly(
     segmentRange: (lsn) => wal.segmentRange(lsn),
   };
 }
+
+/**
+ * The WAL a node's shippers read: the applied-only view when the node shares its store with
+ * other nodes of its region (a shared store and a node id), else the WAL itself.
+ */
+export function shippedWal(node: {
+  store: { shared: unknown };
+  nodeId: string | undefined;
+  wal: ShipperWal;
+  applier: Pick<LocalApplier, "applied" | "waitApplied">;
+}): ShipperWal {
+  return node.store.shared && node.nodeId ? appliedOnly(node.wal, node.applier) : node.wal;
+}

@@ -22,7 +22,7 @@ import { PeerShipper } from "../shipper/index.js";
 import { ruleName } from "../store/index.js";
 import type { FileOps } from "../util/file-ops.js";
 import type { Region } from "./region.js";
-import { appliedOnly } from "./applied-wal.js";
+import { shippedWal } from "./applied-wal.js";
 import { fellowIncarnations } from "./parts.js";
 
 export function readerOf(r: Region): Reader {
@@ -88,7 +88,7 @@ function shipperTo(r: Region, peer: string, fileOps: FileOps | undefined): PeerS
     region: r.name,
     link: r.links.get(peer)!,
     // Several nodes on one store: ship only what the store holds (appliedOnly's comment).
-    wal: r.store.shared && r.nodeId ? appliedOnly(r.wal, r.applier) : r.wal,
+    wal: shippedWal(r),
     own: ownFromStore(r),
     sendsTenant: r.policy.filtersTenants ? (tenant) => r.policy.sendsTo(peer, tenant) : undefined,
     tenants,
