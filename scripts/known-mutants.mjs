@@ -99,7 +99,7 @@ const mutants = [
   },
   {
     name: "reconcile takes the stored copy as evidence",
-    file: "src/cli/verify.ts",
+    file: "src/divergence/reconcile.ts",
     from: 'evidence: v.intact === false ? "none" : "intact-copy"',
     to: 'evidence: "intact-copy"',
     tests: ["test/divergence/evidence.test.ts"],

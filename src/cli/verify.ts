@@ -4,7 +4,7 @@
  * and with reconcile, repair each divergent or missing key by the merge rule.
  */
 import { credentialsOf, type NodeConfig } from "../config/index.js";
-import { decide, type Established, type Finding, type ScanReport } from "../divergence/index.js";
+import { reconcileFindings, type Finding, type ReconcileIo, type ScanReport } from "../divergence/index.js";
 import { HttpPeerLink, type PeerLink } from "../link/index.js";
 import { silentLogger } from "../log.js";
 import { Region, mergeRuleOf } from "../node/index.js";
@@ -118,22 +118,6 @@ export function cliLink(config: NodeConfig, region: string): PeerLink {
   });
 }
 
-/** What the evidence says `v` is: its origin's WAL first, then its holder's copy if intact. */
-async function establish(
-  v: StoredRecord & { intact?: boolean },
-  walOf: (origin: string, lsn: number) => Promise<StoredRecord[]>,
-): Promise<Established> {
-  try {
-    const fromWal = (await walOf(v.origin, v.lsn)).find(
-      (x) => x.incarnation === v.incarnation && x.lsn === v.lsn,
-    );
-    if (fromWal) return { version: fromWal, evidence: "origin-wal" };
-  } catch {
-    // The origin is unreachable or its WAL unreadable: the copy's own evidence decides.
-  }
-  return { version: v, evidence: v.intact === false ? "none" : "intact-copy" };
-}
-
 export async function runReconcile(argv: string[]): Promise<number> {
   const { values } = parseCommand("reconcile", argv, {
     config: { type: "string", short: "c" },
@@ -156,33 +140,29 @@ export async function runReconcile(argv: string[]): Promise<number> {
       say("nothing to reconcile");
       return report.errors.length > 0 ? 2 : 0;
     }
-    const walOf = async (origin: string, lsn: number) =>
-      offline && origin === config.region
-        ? offline.walRecords([lsn])
-        : (await link(origin).walRecords([lsn])).records;
-    let repaired = 0;
-    let undecided = 0;
-    for (const f of report.findings) {
-      const held = [f.localVersion, f.remoteVersion].filter((v): v is StoredRecord => v !== undefined);
-      const d = decide(f, await Promise.all(held.map((v) => establish(v, walOf))), mergeRuleOf(config));
-      if (d.kind === "undecided") {
-        undecided++;
-        say(`${f.key}: UNDECIDED (${d.reason}); nothing written`);
-        continue;
-      }
-      if (d.kind === "agree") continue;
-      const w = d.winner.version;
-      const source = d.winner.evidence === "origin-wal" ? "from the origin's WAL" : "an intact stored copy";
-      say(
-        `${f.key}: winner '${w.outcome}' (${w.origin} LSN ${w.lsn}, ${source}); ${values.apply ? "writing to" : "would write to"} ${d.targets.join(", ")}`,
-      );
-      if (!values.apply) continue;
-      for (const target of d.targets) {
-        if (offline && target === config.region) await offline.repair([w], config.region);
-        else await link(target).repair([w]);
-        repaired++;
-      }
-    }
+    const io: ReconcileIo = {
+      walOf: async (origin, lsn) =>
+        offline && origin === config.region
+          ? offline.walRecords([lsn])
+          : (await link(origin).walRecords([lsn])).records,
+      repair: async (target, version) => {
+        if (offline && target === config.region) await offline.repair([version], config.region);
+        else await link(target).repair([version]);
+      },
+    };
+    const { repaired, undecided } = await reconcileFindings(report.findings, io, {
+      rule: mergeRuleOf(config),
+      apply: values.apply === true,
+      onDecision: (f, d) => {
+        if (d.kind === "undecided") say(`${f.key}: UNDECIDED (${d.reason}); nothing written`);
+        if (d.kind !== "write") return;
+        const w = d.winner.version;
+        const source = d.winner.evidence === "origin-wal" ? "from the origin's WAL" : "an intact stored copy";
+        say(
+          `${f.key}: winner '${w.outcome}' (${w.origin} LSN ${w.lsn}, ${source}); ${values.apply ? "writing to" : "would write to"} ${d.targets.join(", ")}`,
+        );
+      },
+    });
     say(
       values.apply
         ? `repaired ${repaired} copies${undecided ? `, ${undecided} keys undecided` : ""}; run 'crr verify' to confirm`

@@ -4,5 +4,5 @@ export { DivergenceDetector, storeRemote } from "./detector.js";
 export type { PeerScan, RemoteView } from "./detector.js";
 export { DivergenceMonitor, findingId } from "./monitor.js";
 export type { ScanReport } from "./monitor.js";
-export { decide, sameContent, sameIdentity } from "./reconcile.js";
-export type { Decision, Established, Evidence } from "./reconcile.js";
+export { decide, establish, reconcileFindings, sameContent, sameIdentity } from "./reconcile.js";
+export type { Decision, Established, Evidence, ReconcileIo } from "./reconcile.js";

@@ -67,3 +67,53 @@ export function decide(f: Finding, established: readonly Established[], rule: Me
   ];
   return targets.length === 0 ? { kind: "agree" } : { kind: "write", winner, targets };
 }
+
+/** Where a reconcile reads its evidence and writes its decisions (the CLI: signed links; the simulator: its regions). */
+export interface ReconcileIo {
+  /** The records of `origin`'s own WAL at `lsn` (the truth); throws when it cannot be asked. */
+  walOf(origin: string, lsn: number): Promise<StoredRecord[]>;
+  /** Write `version` into `target`'s store (audited there). */
+  repair(target: string, version: StoredRecord): Promise<void>;
+}
+
+/** What the evidence says `v` is: its origin's WAL first, then its holder's copy if intact. */
+export async function establish(
+  v: StoredRecord & { intact?: boolean },
+  walOf: ReconcileIo["walOf"],
+): Promise<Established> {
+  try {
+    const fromWal = (await walOf(v.origin, v.lsn)).find(
+      (x) => x.incarnation === v.incarnation && x.lsn === v.lsn,
+    );
+    if (fromWal) return { version: fromWal, evidence: "origin-wal" };
+  } catch {
+    // The origin is unreachable or its WAL unreadable: the copy's own evidence decides.
+  }
+  return { version: v, evidence: v.intact === false ? "none" : "intact-copy" };
+}
+
+/**
+ * Decide each finding from evidence, tell `onDecision` (before anything is written), and with
+ * `apply` write each winner where a region differs. Returns the copies written and the keys
+ * left undecided.
+ */
+export async function reconcileFindings(
+  findings: readonly Finding[],
+  io: ReconcileIo,
+  o: { rule: MergeRule; apply: boolean; onDecision?: (f: Finding, d: Decision) => void },
+): Promise<{ repaired: number; undecided: number }> {
+  let repaired = 0;
+  let undecided = 0;
+  for (const f of findings) {
+    const held = [f.localVersion, f.remoteVersion].filter((v): v is StoredRecord => v !== undefined);
+    const d = decide(f, await Promise.all(held.map((v) => establish(v, io.walOf))), o.rule);
+    o.onDecision?.(f, d);
+    if (d.kind === "undecided") undecided++;
+    if (d.kind !== "write" || !o.apply) continue;
+    for (const target of d.targets) {
+      await io.repair(target, d.winner.version);
+      repaired++;
+    }
+  }
+  return { repaired, undecided };
+}
