@@ -866,15 +866,23 @@ export class PostgresStore implements DedupStore {
     const byOrigin = o.origin === undefined ? "" : " AND origin = $4";
     const args: unknown[] = [after.bucket, after.key, o.limit, ...(o.origin === undefined ? [] : [o.origin])];
     const r = await this.read("export", (p) =>
-      p.query<RecordRow>(
-        `SELECT * FROM records WHERE (bucket > $1 OR (bucket = $1 AND key > $2))${byOrigin} ORDER BY bucket, key LIMIT $3`,
+      p.query<RecordRow & { flagged: boolean }>(
+        `SELECT r.*, t.key IS NOT NULL AS flagged FROM records r
+           LEFT JOIN tampered t ON t.bucket = r.bucket AND t.key = r.key
+         WHERE (r.bucket > $1 OR (r.bucket = $1 AND r.key > $2))${byOrigin.replace("origin", "r.origin")}
+         ORDER BY r.bucket, r.key LIMIT $3`,
         args,
       ),
     );
     const last = r.rows.at(-1);
     const held = new Map((o.covered ?? []).map((s) => [`${s.origin}/${s.incarnation}`, s.lsn]));
+    // A copy changed outside the engine is never exported (the interface's comment).
+    const intact = (row: RecordRow & { flagged: boolean }) =>
+      !row.flagged && row.vh.equals(versionHash(fromRow(row)));
     return {
-      versions: r.rows.map(fromRow).filter((v) => v.lsn > (held.get(`${v.origin}/${v.incarnation}`) ?? 0)),
+      versions: r.rows
+        .filter((row) => row.lsn > (held.get(`${row.origin}/${row.incarnation}`) ?? 0) && intact(row))
+        .map(fromRow),
       next: r.rows.length === o.limit && last ? { bucket: last.bucket, key: last.key } : undefined,
     };
   }

@@ -599,7 +599,9 @@ export class SqliteStore implements DedupStore {
     ) as RecordRow[];
     const last = rows.at(-1);
     const held = new Map((o.covered ?? []).map((c) => [`${c.origin}/${c.incarnation}`, c.lsn]));
-    const versions = rows.map(fromRow).filter((v) => v.lsn > (held.get(`${v.origin}/${v.incarnation}`) ?? 0));
+    const versions = rows
+      .filter((r) => r.lsn > (held.get(`${r.origin}/${r.incarnation}`) ?? 0) && this.isIntact(r))
+      .map(fromRow);
     return {
       versions,
       next: rows.length === o.limit && last ? { bucket: last.bucket, key: last.key } : undefined,

@@ -174,8 +174,10 @@ export interface StreamStore {
   ): Promise<CheckedRecord[]>;
   /**
    * One page of winners in (bucket, key) order after `after`, optionally of one origin,
-   * leaving out versions of `covered` streams at or below their LSN (`next` follows every
-   * row scanned; undefined on the last page).
+   * leaving out versions of `covered` streams at or below their LSN, and every copy that is
+   * not intact (changed outside the engine: a bootstrap or rebuild copying from this store
+   * must never take a hand edit for a decision; found by the simulator). `next` follows every
+   * row scanned; undefined on the last page.
    */
   exportPage(o: {
     origin?: string;

@@ -298,6 +298,10 @@ describe.each(storeKinds)("the $name store", (kind) => {
       expect(await store.rootDigest()).toBe(root); // nothing the engine wrote changed
       const [edited] = await store.streamVersions("us-east-1", incarnation, 15, 15, 1);
       expect(edited).toMatchObject({ outcome: "tampered", intact: false });
+      // A bootstrap or rebuild copying from this store never gets the edited copy (simulator seed 52).
+      const exported = async () => (await store.exportPage({ limit: 1000 })).versions.map((v) => v.key);
+      expect(await exported()).not.toContain("key-15");
+      expect(await exported()).toContain("key-14");
       // Slices as the monitor scrubs them: every other bucket (wrapping past the last) finds
       // nothing, the edited one alone finds it.
       const edited15 = bucketOf("key-15");
@@ -310,6 +314,7 @@ describe.each(storeKinds)("the $name store", (kind) => {
       expect(await store.scrub(0, bucketCount)).toEqual([]); // corrected once
 
       expect(await store.repair([original])).toEqual(["key-15"]);
+      expect(await exported()).toContain("key-15");
       expect(await store.rootDigest()).toBe(root);
       expect((await store.streamVersions("us-east-1", incarnation, 15, 15, 1))[0]).toMatchObject({
         outcome: original.outcome,
