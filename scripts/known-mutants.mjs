@@ -196,6 +196,27 @@ const mutants = [
     to: "return node.wal;",
     tests: ["src/node/applied-wal.test.ts"],
   },
+  {
+    name: "SQLite: a hand-edited copy exported to a bootstrap (simulator seed 52)",
+    file: "src/store/sqlite-store.ts",
+    from: "(r) => r.lsn > (held.get(`${r.origin}/${r.incarnation}`) ?? 0) && this.isIntact(r))",
+    to: "(r) => r.lsn > (held.get(`${r.origin}/${r.incarnation}`) ?? 0))",
+    tests: ["test/store/store-contract.test.ts"],
+  },
+  {
+    name: "PostgreSQL: a hand-edited copy exported to a bootstrap",
+    file: "src/store/postgres-store.ts",
+    from: "!row.flagged && row.vh.equals(versionHash(fromRow(row)));\n    return {\n      versions: r.rows",
+    to: "row.vh.length >= 0;\n    return {\n      versions: r.rows",
+    tests: ["test/store/store-contract.test.ts"],
+  },
+  {
+    name: "the detector compares with a peer that is bootstrapping (simulator seed 3)",
+    file: "src/divergence/detector.ts",
+    from: "    if (view.bootstrapping === true)\n",
+    to: "    if (false)\n",
+    tests: ["test/store/divergence-detector.test.ts"],
+  },
   // --- PostgreSQL: what keeps several nodes of a region on one store correct ----------------
   {
     name: "several nodes per region: appends take no claim",
