@@ -94,6 +94,13 @@ const runtimeOnly = {
       message: "Use anySignal() from src/runtime (AbortSignal.any leaks from long-lived signals in Node 20).",
     },
   ],
+  "no-restricted-syntax": [
+    "error",
+    {
+      selector: "NewExpression[callee.name='Date'][arguments.length=0]",
+      message: "Use the injected Runtime (src/runtime): new Date(runtime.nowMs()).",
+    },
+  ],
   "no-restricted-globals": [
     "error",
     ...["setTimeout", "setInterval", "setImmediate"].map((name) => ({

@@ -156,7 +156,7 @@ export class DivergenceMonitor {
     }
     this.current = next;
     const report: ScanReport = {
-      at: new Date().toISOString(),
+      at: new Date(this.o.runtime.nowMs()).toISOString(),
       peers,
       findings: [...next.values()],
       errors,

@@ -56,13 +56,13 @@ function lastBoot(dir: string): string | undefined {
   }
 }
 
-export function lockDataDir(dir: string, boot?: string): DataDirLock {
+export function lockDataDir(dir: string, boot: string | undefined, nowMs: number): DataDirLock {
   fs.mkdirSync(dir, { recursive: true });
   const file = path.join(dir, "LOCK");
   const me: Holder = {
     pid: process.pid,
     host: os.hostname(),
-    startedAt: new Date().toISOString(),
+    startedAt: new Date(nowMs).toISOString(),
     command: process.argv.slice(1).join(" "),
     boot,
   };

@@ -96,7 +96,7 @@ export function mergeRuleOf(config: NodeConfig): MergeRule {
 /** Open every part; on failure close what was opened (and release the lock) and throw. */
 export async function openParts(config: NodeConfig, o: PartsOptions): Promise<Parts> {
   const boot = o.runtime.randomBytes(8).toString("hex");
-  const lock = lockDataDir(config.dataDir, boot);
+  const lock = lockDataDir(config.dataDir, boot, o.runtime.nowMs());
   if (lock.tookOver)
     o.log.warn({ previous: lock.tookOver }, "took over the lock of a node that is no longer running");
   const opened: { store?: DedupStore; wal?: Wal; links?: Map<string, PeerLink> } = {};
@@ -165,6 +165,7 @@ async function openInOrder(
     open: () => openWal(config, clock, { runtime, fileOps: o.fileOps }, metrics, evidence, log),
     onAbandoned: (entry) => abandoned.push(entry),
     isOwn: (incarnation) => !fellows.has(incarnation),
+    nowMs: runtime.nowMs,
   }));
   if (nodeId) await store.shared!.joinRegion({ incarnation: wal.incarnation, nodeId, boot });
   const audit = AuditLog.open({

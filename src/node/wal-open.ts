@@ -92,6 +92,8 @@ export interface OpenRegionWal {
   onAbandoned: (entry: Record<string, unknown>) => void;
   /** Whether a stream of this region is this node's (not a fellow node's on a shared store); default all. */
   isOwn?: (incarnation: string) => boolean;
+  /** The wall clock (the name of an abandoned WAL's directory). */
+  nowMs: () => number;
 }
 
 export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
@@ -107,7 +109,7 @@ export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
     if (!o.acceptWalLoss || !(err instanceof AcknowledgedLossError || err instanceof SegmentCorruptError))
       throw err;
     const salvaged = await salvage(o);
-    const aside = `${o.dir}.abandoned-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    const aside = `${o.dir}.abandoned-${new Date(o.nowMs()).toISOString().replace(/[:.]/g, "-")}`;
     fs.renameSync(o.dir, aside);
     o.log.error(
       { movedTo: aside, salvaged, refusal: (err as Error).message },
