@@ -217,6 +217,13 @@ const mutants = [
     to: "    if (false)\n",
     tests: ["test/store/divergence-detector.test.ts"],
   },
+  {
+    name: "a bootstrap holds its older incarnation's watermark below an LSN one peer holds damaged, though another gave it intact (simulator seed 98)",
+    file: "src/node/copy.ts",
+    from: ".filter((l) => !took.get(incarnation)?.has(l));",
+    to: ";",
+    tests: ["src/node/copy.test.ts"],
+  },
   // --- PostgreSQL: what keeps several nodes of a region on one store correct ----------------
   {
     name: "several nodes per region: appends take no claim",

@@ -140,4 +140,52 @@ describe("copyMesh", () => {
     });
     expect(store.held.get("orphan")).toMatchObject({ origin: "ap-south-1", lsn: 4 });
   });
+
+  it("raises our older incarnation's watermark past an LSN one peer holds damaged when another gave it intact (simulator seed 98)", async () => {
+    const { copyMesh } = await import("./copy.js");
+    const old = "0".repeat(32);
+    const ours = (lsn: number, intact = true) => ({
+      ...version(lsn, intact),
+      origin: "eu-west-1",
+      incarnation: old,
+    });
+    const view = (region: string): WatermarksView => ({
+      region,
+      incarnation: region[0]!.repeat(32),
+      watermarks: {},
+      streams: [{ origin: "eu-west-1", incarnation: old, lsn: 5, updatedAtMs: 0 }],
+      rule: "first-write-wins",
+      formatVersion: 1,
+      clock: { wallMs: 0, logical: 0 },
+      seen: [],
+    });
+    const holding = (versions: Array<StoredRecord & { intact: boolean }>) =>
+      ({
+        ...peerHolding(versions, 100).link,
+        exportPage: async () => ({ versions: [], next: undefined }),
+      }) as unknown as PeerLink;
+    const copyWith = async (peers: Array<[string, Array<StoredRecord & { intact: boolean }>]>) => {
+      const store = memoryStore();
+      const marks = new Map<string, number>();
+      store.resetWatermark = async (origin, incarnation, lsn) =>
+        void marks.set(`${origin}/${incarnation}`, lsn);
+      await copyMesh({
+        region: "eu-west-1",
+        views: new Map(peers.map(([p]) => [p, view(p)])),
+        links: new Map(peers.map(([p, vs]) => [p, holding(vs)])),
+        store,
+        accepts: () => true,
+      });
+      return marks.get(`eu-west-1/${old}`);
+    };
+    const edited = [1, 2, 3, 4, 5].map((l) => ours(l, l !== 3)); // LSN 3 changed by hand there
+    const whole = [1, 2, 3, 4, 5].map((l) => ours(l));
+    expect(
+      await copyWith([
+        ["us-east-1", edited],
+        ["us-west-2", whole],
+      ]),
+    ).toBe(5);
+    expect(await copyWith([["us-east-1", edited]])).toBe(2); // nobody gave LSN 3 intact: below it
+  });
 });

@@ -46,14 +46,26 @@ export async function copyStream(
   s: { origin: string; incarnation: string; fromLsn: number; toLsn: number },
   keep: (v: StoredRecord) => boolean,
   complete = false,
-): Promise<{ copied: number; newest: StoredRecord["hlc"] | undefined; coveredThrough: number }> {
+): Promise<{
+  copied: number;
+  newest: StoredRecord["hlc"] | undefined;
+  coveredThrough: number;
+  /** LSNs whose copy there was not intact (left out). */
+  damaged: number[];
+  /** LSNs copied (intact). */
+  took: number[];
+}> {
   let copied = 0;
   let newest: StoredRecord["hlc"] | undefined;
   let coveredThrough = s.toLsn;
   let expected = s.fromLsn;
+  const damaged: number[] = [];
+  const took: number[] = [];
   for (let from: number | undefined = s.fromLsn; from !== undefined && from <= s.toLsn;) {
     const page = await link.streamRecords({ ...s, fromLsn: from, limit: pageRecordsMax });
     for (const v of page.versions) {
+      if (!v.intact) damaged.push(v.lsn);
+      else took.push(v.lsn);
       if (!v.intact) coveredThrough = Math.min(coveredThrough, v.lsn - 1);
       if (complete && v.lsn > expected) coveredThrough = Math.min(coveredThrough, expected - 1);
       expected = Math.max(expected, v.lsn + 1);
@@ -65,7 +77,7 @@ export async function copyStream(
     from = page.next;
   }
   if (complete && expected <= s.toLsn) coveredThrough = Math.min(coveredThrough, expected - 1);
-  return { copied, newest, coveredThrough };
+  return { copied, newest, coveredThrough, damaged, took };
 }
 
 /** Copy every winning version `link` holds that `keep` accepts (but those of `covered` streams at or below their LSN). */
@@ -212,7 +224,17 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
     }
   }
   // Our own older incarnations: each peer holds the tenants its policy sent it; take them all.
-  const covered = new Map<string, number>();
+  // The watermark stops below the first LSN some peer holds damaged (changed outside the
+  // engine) and no peer gave intact: a damaged copy at one peer must not hold back LSNs
+  // another gave whole (the watermark is what this region backfills its peers up to; found by
+  // the simulator, seed 98: a hand edit of one key left another region's hole unfilled).
+  const damaged = new Map<string, Set<number>>();
+  const took = new Map<string, Set<number>>();
+  const add = (to: Map<string, Set<number>>, incarnation: string, lsns: number[]) => {
+    const set = to.get(incarnation) ?? new Set<number>();
+    for (const l of lsns) set.add(l);
+    to.set(incarnation, set);
+  };
   for (const [peer, view] of m.views) {
     for (const own of view.streams.filter((s) => s.origin === m.region && s.lsn > 0)) {
       const fromLsn = restored(m, m.region, own.incarnation) + 1;
@@ -220,12 +242,13 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
       const s = { origin: m.region, incarnation: own.incarnation, fromLsn, toLsn: own.lsn };
       const r = await copyStream(m.links.get(peer)!, m.store, s, () => true);
       note(r);
-      if (r.coveredThrough < own.lsn)
-        covered.set(own.incarnation, Math.min(covered.get(own.incarnation) ?? Infinity, r.coveredThrough));
+      add(damaged, own.incarnation, r.damaged);
+      add(took, own.incarnation, r.took);
     }
   }
   for (const [incarnation, at] of streamsOf(m.views, m.region)) {
-    const upTo = Math.min(at.lsn, covered.get(incarnation) ?? at.lsn);
+    const unheld = [...(damaged.get(incarnation) ?? [])].filter((l) => !took.get(incarnation)?.has(l));
+    const upTo = Math.min(at.lsn, ...unheld.map((l) => l - 1));
     await raiseWatermark(m.store, m.region, incarnation, upTo);
   }
   // Every winning version every peer holds, not one peer's: a record may survive only as a
