@@ -71,6 +71,8 @@ export class SimCluster {
   readonly problems: string[] = [];
   /** Each region's WAL incarnation, as of its last start (its WAL holds that stream while it lasts). */
   readonly walIncarnation = new Map<string, string>();
+  /** Keys an operator changed or deleted by hand in some region's store (hand-edit.ts). */
+  readonly handEdited = new Set<string>();
   /** Watermarks and acknowledgements sampled during the run (never backward, acks durable). */
   readonly watch: WatermarkWatch;
 

@@ -9,6 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { checkCluster } from "./check.js";
 import { SimCluster } from "./cluster.js";
+import { handEdit, reconcileHandEdits } from "./hand-edit.js";
 import { Scheduler } from "./scheduler.js";
 import { simStore } from "./store.js";
 
@@ -198,6 +199,8 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   c.net.faults = { loss: 0, duplicate: 0, corrupt: 0, delayMsMin: 5, delayMsMax: 60 };
   for (const n of c.nodes.values()) n.proc.skewMs = 0;
   for (const n of c.nodes.values()) for (const p of [...n.removed]) void c.setPeer(n.name, p, true);
+  // Now and then an operator edits a store by hand once traffic has stopped (hand-edit.ts).
+  if (s.chance(0.3) && c.up().length > 0) handEdit(c, s.pick(c.up()).name);
   const problems: string[] = [];
   // A clock that jumped far ahead keeps its HLC there: peers refuse its records until their
   // own clocks are within the allowed skew of it (at most a minute after the heal here).
@@ -210,7 +213,12 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     if (settled(c) && s.nowMs - verifiedAtMs >= 5000) {
       verifiedAtMs = s.nowMs;
       let findings = 0;
-      for (const n of c.up()) findings += (await drive(s, n.region!.verify())).findings.length;
+      for (const n of c.up()) {
+        // The operator's `crr verify` scrubs every bucket first (what finds a hand edit).
+        const report = await drive(s, n.region!.verify({ fullScrub: c.handEdited.size > 0 }));
+        findings += report.findings.length;
+        if (n.region) await drive(s, reconcileHandEdits(c, n.name, report.findings));
+      }
       // Settled again after the verification's simulated seconds: a shipper may have learnt
       // meanwhile that a peer it counted as caught up (from its saved acknowledgement) is
       // behind, e.g. a wiped peer (seed 11 stopped waiting there, before the operator's skip).
