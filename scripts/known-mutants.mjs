@@ -224,6 +224,13 @@ const mutants = [
     to: ";",
     tests: ["src/node/copy.test.ts"],
   },
+  {
+    name: "an overloaded node reads a refused append's whole body before refusing it",
+    file: "src/node/http/routes-public.ts",
+    from: "const refuseEarly = async () => region.refuseEarly();",
+    to: "const refuseEarly = async () => undefined;",
+    tests: ["test/node/batch-appends.test.ts"],
+  },
   // --- PostgreSQL: what keeps several nodes of a region on one store correct ----------------
   {
     name: "several nodes per region: appends take no claim",

@@ -171,6 +171,20 @@ export class AppendPath {
    * batch always fits), or when the oldest append waiting for the WAL waited too long.
    */
   private admit(n: number): void {
+    this.refuseIfFull(n);
+    this.pendingRecords += n;
+  }
+
+  /**
+   * Refuse now what admission would refuse for one more record: the HTTP append routes call it
+   * before reading a request's body, so a shed request costs no parsing (a batch's size is not
+   * known yet: it counts as one record shed; once parsed, admission counts all of it).
+   */
+  refuseEarly(): void {
+    this.refuseIfFull(1);
+  }
+
+  private refuseIfFull(n: number): void {
     this.d.admit();
     if (this.pendingRecords > 0 && this.pendingRecords + n > this.d.pendingMax)
       this.shed(
@@ -185,7 +199,6 @@ export class AppendPath {
         "queue_delay",
         `the oldest pending append has waited ${Math.round(waitedMs)} ms for the WAL, beyond append.queueDelayMaxMs (${this.d.queueDelayMaxMs})`,
       );
-    this.pendingRecords += n;
   }
 
   private shed(n: number, reason: ShedReason, message: string): never {

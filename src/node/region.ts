@@ -439,6 +439,11 @@ export class Region {
     return this.appendPath.appendMany(inputs, options);
   }
 
+  /** Throw now what an append would be refused with (draining, starting, overload), before its body is read. */
+  refuseEarly(): void {
+    this.appendPath.refuseEarly();
+  }
+
   /** Records admitted and not yet answered. */
   get appendsPending(): number {
     return this.appendPath.pending;

@@ -6,8 +6,9 @@
  *   peer with the exact content the client sent (the ledger is the request and its answers);
  * - a batch that cannot be read, or is too large, changes nothing;
  * - beyond append.pendingMax pending records an append is refused at once with 429 and
- *   Retry-After, counted, and nothing of it is written.
+ *   Retry-After, counted, and nothing of it is written; before its body is read.
  */
+import http from "node:http";
 import { describe, expect, it } from "vitest";
 import { Cluster, api, append, status, waitConverged, type TestNode } from "../support/cluster.js";
 import { waitFor } from "../support/tmp.js";
@@ -26,6 +27,37 @@ async function metric(node: TestNode, name: string): Promise<number> {
   const text = await (await fetch(`${node.url}/metrics`)).text();
   const line = text.split("\n").find((l) => l.startsWith(`${name} `));
   return line === undefined ? Number.NaN : Number(line.slice(name.length + 1));
+}
+
+/**
+ * POST `path` announcing a 1 MiB JSON body and sending only its first bytes: the answer, if
+ * one comes without the rest (the connection is cut after it, or after 10 s without one).
+ */
+function headersOnly(base: string, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${base}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "content-length": String(1 << 20) },
+    });
+    const timer = setTimeout(() => {
+      req.destroy();
+      reject(new Error(`no answer to ${path} within 10 s without its body`));
+    }, 10_000);
+    req.on("response", (res) => {
+      let body = "";
+      res.on("data", (d: Buffer) => (body += d.toString()));
+      res.on("end", () => {
+        clearTimeout(timer);
+        req.destroy();
+        resolve({ status: res.statusCode ?? 0, body });
+      });
+    });
+    req.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    req.write("[");
+  });
 }
 
 describe("batch appends", () => {
@@ -131,7 +163,11 @@ describe("admission control", () => {
     expect(await res.json()).toMatchObject({ code: "overloaded" });
     const many = await batch(node, JSON.stringify([{ key: "late-2", tenant: "t1", outcome: "accepted" }]));
     expect(many.status).toBe(429);
-    expect(await metric(node, `crr_appends_shed_total{reason="pending"}`)).toBe(2);
+    // Refused before its body is read: a request whose body never finishes is answered.
+    const early = await headersOnly(node.url, "/v1/records/batch");
+    expect(early.status).toBe(429);
+    expect(JSON.parse(early.body)).toMatchObject({ code: "overloaded" });
+    expect(await metric(node, `crr_appends_shed_total{reason="pending"}`)).toBe(3);
     expect((await status(node)).wal.durableLsn).toBe(8);
     expect((await api(`${node.url}/v1/records/late`)).status).toBe(404);
     await cluster.stop();

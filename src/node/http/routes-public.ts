@@ -77,6 +77,8 @@ async function appendBatch(region: Region, req: FastifyRequest<{ Querystring: { 
 export function publicRoutes(region: Region): FastifyPluginAsync {
   return async (app) => {
     const batchBytesMax = region.config.append.batchBodyBytesMax;
+    // Before the body is read: a node that would shed the append refuses it without parsing it.
+    const refuseEarly = async () => region.refuseEarly();
     app.addContentTypeParser(
       "application/x-ndjson",
       { parseAs: "string", bodyLimit: batchBytesMax },
@@ -92,6 +94,7 @@ export function publicRoutes(region: Region): FastifyPluginAsync {
       "/v1/records/batch",
       {
         bodyLimit: batchBytesMax,
+        onRequest: refuseEarly,
         schema: {
           tags: ["public"],
           summary:
@@ -109,6 +112,7 @@ export function publicRoutes(region: Region): FastifyPluginAsync {
     }>(
       "/v1/records",
       {
+        onRequest: refuseEarly,
         schema: {
           tags: ["public"],
           summary: "append a record; answered after fdatasync (?wait=N: after N peers applied it)",
