@@ -43,6 +43,10 @@ function memoryStore(): CopyStore & { held: Map<string, StoredRecord> } {
     setMeta: async () => undefined,
     resetWatermark: async () => undefined,
     watermark: async () => 0,
+    streamVersions: async (o, i, from, to) =>
+      [...held.values()]
+        .filter((v) => v.origin === o && v.incarnation === i && v.lsn >= from && v.lsn <= to)
+        .map((v) => ({ ...v, intact: true })),
   };
 }
 

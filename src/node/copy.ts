@@ -13,7 +13,7 @@ import type { ApplyStore, MetaStore, StoredRecord, StreamStore } from "../store/
 type Hlc = StoredRecord["hlc"];
 
 /** What copying needs of the store. */
-export type CopyStore = Pick<StreamStore, "repair"> &
+export type CopyStore = Pick<StreamStore, "repair" | "streamVersions"> &
   Pick<MetaStore, "getMeta" | "setMeta"> &
   Pick<ApplyStore, "watermark" | "resetWatermark">;
 
@@ -52,20 +52,16 @@ export async function copyStream(
   coveredThrough: number;
   /** LSNs whose copy there was not intact (left out). */
   damaged: number[];
-  /** LSNs copied (intact). */
-  took: number[];
 }> {
   let copied = 0;
   let newest: StoredRecord["hlc"] | undefined;
   let coveredThrough = s.toLsn;
   let expected = s.fromLsn;
   const damaged: number[] = [];
-  const took: number[] = [];
   for (let from: number | undefined = s.fromLsn; from !== undefined && from <= s.toLsn;) {
     const page = await link.streamRecords({ ...s, fromLsn: from, limit: pageRecordsMax });
     for (const v of page.versions) {
       if (!v.intact) damaged.push(v.lsn);
-      else took.push(v.lsn);
       if (!v.intact) coveredThrough = Math.min(coveredThrough, v.lsn - 1);
       if (complete && v.lsn > expected) coveredThrough = Math.min(coveredThrough, expected - 1);
       expected = Math.max(expected, v.lsn + 1);
@@ -77,7 +73,7 @@ export async function copyStream(
     from = page.next;
   }
   if (complete && expected <= s.toLsn) coveredThrough = Math.min(coveredThrough, expected - 1);
-  return { copied, newest, coveredThrough, damaged, took };
+  return { copied, newest, coveredThrough, damaged };
 }
 
 /** Copy every winning version `link` holds that `keep` accepts (but those of `covered` streams at or below their LSN). */
@@ -225,16 +221,11 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
   }
   // Our own older incarnations: each peer holds the tenants its policy sent it; take them all.
   // The watermark stops below the first LSN some peer holds damaged (changed outside the
-  // engine) and no peer gave intact: a damaged copy at one peer must not hold back LSNs
-  // another gave whole (the watermark is what this region backfills its peers up to; found by
-  // the simulator, seed 98: a hand edit of one key left another region's hole unfilled).
+  // engine) that no peer gave intact, i.e. that this store does not hold now: a damaged copy
+  // at one peer must not hold back LSNs another gave whole (the watermark is what this region
+  // backfills its peers up to; found by the simulator, seed 98: a hand edit of one key left
+  // another region's hole unfilled). Only the damaged LSNs are kept (few), never the copied ones.
   const damaged = new Map<string, Set<number>>();
-  const took = new Map<string, Set<number>>();
-  const add = (to: Map<string, Set<number>>, incarnation: string, lsns: number[]) => {
-    const set = to.get(incarnation) ?? new Set<number>();
-    for (const l of lsns) set.add(l);
-    to.set(incarnation, set);
-  };
   for (const [peer, view] of m.views) {
     for (const own of view.streams.filter((s) => s.origin === m.region && s.lsn > 0)) {
       const fromLsn = restored(m, m.region, own.incarnation) + 1;
@@ -242,13 +233,18 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
       const s = { origin: m.region, incarnation: own.incarnation, fromLsn, toLsn: own.lsn };
       const r = await copyStream(m.links.get(peer)!, m.store, s, () => true);
       note(r);
-      add(damaged, own.incarnation, r.damaged);
-      add(took, own.incarnation, r.took);
+      const set = damaged.get(own.incarnation) ?? new Set<number>();
+      for (const l of r.damaged) set.add(l);
+      damaged.set(own.incarnation, set);
     }
   }
   for (const [incarnation, at] of streamsOf(m.views, m.region)) {
-    const unheld = [...(damaged.get(incarnation) ?? [])].filter((l) => !took.get(incarnation)?.has(l));
-    const upTo = Math.min(at.lsn, ...unheld.map((l) => l - 1));
+    let upTo = at.lsn;
+    for (const l of [...(damaged.get(incarnation) ?? [])].sort((a, b) => a - b)) {
+      if (l > upTo) break;
+      const held = await m.store.streamVersions(m.region, incarnation, l, l, 1);
+      if (held.length === 0) upTo = l - 1;
+    }
     await raiseWatermark(m.store, m.region, incarnation, upTo);
   }
   // Every winning version every peer holds, not one peer's: a record may survive only as a

@@ -70,6 +70,10 @@ function memoryStore() {
     setMeta: async () => undefined,
     resetWatermark: async (o, i, lsn) => void marks.set(`${o}/${i}`, lsn),
     watermark: async (o, i) => marks.get(`${o}/${i}`) ?? 0,
+    streamVersions: async (o, i, from, to) =>
+      [...held.values()]
+        .filter((v) => v.origin === o && v.incarnation === i && v.lsn >= from && v.lsn <= to)
+        .map((v) => ({ ...v, intact: true })),
   };
   return { store, held, marks };
 }
