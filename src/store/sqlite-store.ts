@@ -106,6 +106,9 @@ export interface SqliteStoreOptions {
   onCheckpointError?: (message: string) => void;
 }
 
+/** Buckets one scrub query reads (about 1/256 of the records at most). */
+const scrubQueryBuckets = 256;
+
 export class SqliteStore implements DedupStore {
   readonly rule: MergeRule;
   /** The database file (named in every error). */
@@ -435,26 +438,32 @@ export class SqliteStore implements DedupStore {
     if (!this.digests) return [];
     const wrong: number[] = [];
     const tx = this.db.transaction(() => {
-      // One range scan per contiguous run of buckets (two when the slice wraps), not a query per bucket.
-      for (const [from, to] of bucketRuns(fromBucket, count)) {
-        const rows = this.stmt.bucketRangeRows.all(from, to) as RecordRow[];
-        let r = 0;
-        for (let bucket = from; bucket < to; bucket++) {
-          const digest = Buffer.alloc(versionHashBytes);
-          let keys = 0;
-          for (; r < rows.length && rows[r]!.bucket === bucket; r++, keys++) {
-            const vh = this.checkedVersionHash(rows[r]!);
-            for (let k = 0; k < versionHashBytes; k++) digest[k]! ^= vh[k]!;
-          }
-          if (!digest.equals(this.digests!.digestOf(bucket)) || keys !== this.digests!.counts[bucket]) {
-            this.digests!.set(bucket, digest, keys);
-            wrong.push(bucket);
-          }
-        }
-      }
+      // Range scans of at most scrubQueryBuckets buckets (a full scrub must not hold the whole
+      // table in memory), not a query per bucket.
+      for (const [runFrom, runTo] of bucketRuns(fromBucket, count))
+        for (let from = runFrom; from < runTo; from += scrubQueryBuckets)
+          this.scrubRange(from, Math.min(runTo, from + scrubQueryBuckets), wrong);
     });
     this.guard("scrub", tx);
     return wrong;
+  }
+
+  /** Scrub buckets [from, to): recompute each digest from its rows; note the wrong ones. */
+  private scrubRange(from: number, to: number, wrong: number[]): void {
+    const rows = this.stmt.bucketRangeRows.all(from, to) as RecordRow[];
+    let r = 0;
+    for (let bucket = from; bucket < to; bucket++) {
+      const digest = Buffer.alloc(versionHashBytes);
+      let keys = 0;
+      for (; r < rows.length && rows[r]!.bucket === bucket; r++, keys++) {
+        const vh = this.checkedVersionHash(rows[r]!);
+        for (let k = 0; k < versionHashBytes; k++) digest[k]! ^= vh[k]!;
+      }
+      if (!digest.equals(this.digests!.digestOf(bucket)) || keys !== this.digests!.counts[bucket]) {
+        this.digests!.set(bucket, digest, keys);
+        wrong.push(bucket);
+      }
+    }
   }
 
   /**
