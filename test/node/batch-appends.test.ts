@@ -33,7 +33,10 @@ async function metric(node: TestNode, name: string): Promise<number> {
  * POST `path` announcing a 1 MiB JSON body and sending only its first bytes: the answer, if
  * one comes without the rest (the connection is cut after it, or after 10 s without one).
  */
-function headersOnly(base: string, path: string): Promise<{ status: number; body: string }> {
+function headersOnly(
+  base: string,
+  path: string,
+): Promise<{ status: number; body: string; connection: string | undefined }> {
   return new Promise((resolve, reject) => {
     const req = http.request(`${base}${path}`, {
       method: "POST",
@@ -49,7 +52,7 @@ function headersOnly(base: string, path: string): Promise<{ status: number; body
       res.on("end", () => {
         clearTimeout(timer);
         req.destroy();
-        resolve({ status: res.statusCode ?? 0, body });
+        resolve({ status: res.statusCode ?? 0, body, connection: res.headers.connection });
       });
     });
     req.on("error", (err) => {
@@ -166,6 +169,7 @@ describe("admission control", () => {
     // Refused before its body is read: a request whose body never finishes is answered.
     const early = await headersOnly(node.url, "/v1/records/batch");
     expect(early.status).toBe(429);
+    expect(early.connection).toBe("close");
     expect(JSON.parse(early.body)).toMatchObject({ code: "overloaded" });
     expect(await metric(node, `crr_appends_shed_total{reason="pending"}`)).toBe(3);
     expect((await status(node)).wal.durableLsn).toBe(8);

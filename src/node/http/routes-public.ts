@@ -2,7 +2,7 @@
  * The public API and the operational routes: appends and reads, watermarks, status,
  * liveness, readiness, metrics.
  */
-import type { FastifyPluginAsync, FastifyRequest } from "fastify";
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { formatHlc } from "../../clock/index.js";
 import { RecordInvalidError } from "../../errors.js";
 import type { RecordInput } from "../../wal/index.js";
@@ -77,8 +77,16 @@ async function appendBatch(region: Region, req: FastifyRequest<{ Querystring: { 
 export function publicRoutes(region: Region): FastifyPluginAsync {
   return async (app) => {
     const batchBytesMax = region.config.append.batchBodyBytesMax;
-    // Before the body is read: a node that would shed the append refuses it without parsing it.
-    const refuseEarly = async () => region.refuseEarly();
+    // Before the body is read: a node that would shed the append refuses it without parsing it,
+    // and closes the connection (its unread body would otherwise be read and dropped).
+    const refuseEarly = async (_req: FastifyRequest, reply: FastifyReply) => {
+      try {
+        region.refuseEarly();
+      } catch (err) {
+        void reply.header("connection", "close");
+        throw err;
+      }
+    };
     app.addContentTypeParser(
       "application/x-ndjson",
       { parseAs: "string", bodyLimit: batchBytesMax },
