@@ -28,16 +28,21 @@ function fakeWal(durable: number): ShipperWal & { reads: Array<{ from: number; r
   };
 }
 
+/** A local applier with nothing behind it: only its applied mark is used here. */
+function bareApplier(): LocalApplier {
+  return new LocalApplier(
+    {} as never,
+    {} as never,
+    "us-east-1",
+    () => undefined,
+    () => undefined,
+  );
+}
+
 describe("appliedOnly", () => {
   it("caps reads and the durable mark at what the store holds, and wakes on an apply", async () => {
     const wal = fakeWal(10);
-    const applier = new LocalApplier(
-      {} as never,
-      {} as never,
-      "us-east-1",
-      () => undefined,
-      () => undefined,
-    );
+    const applier = bareApplier();
     const view = appliedOnly(wal, applier);
     expect(view.durableLsn).toBe(0); // nothing known applied yet: nothing shipped
     expect(await view.read(1, { bytesMax: 1 << 20, recordsMax: 100 })).toBeUndefined();
@@ -60,13 +65,7 @@ describe("appliedOnly", () => {
 describe("shippedWal (what a node's shippers read)", () => {
   it("is the applied-only view for a node sharing its store, the WAL itself otherwise", () => {
     const wal = fakeWal(10);
-    const applier = new LocalApplier(
-      {} as never,
-      {} as never,
-      "us-east-1",
-      () => undefined,
-      () => undefined,
-    );
+    const applier = bareApplier();
     applier.noteApplied(3);
     const shared = { shared: {} };
     expect(shippedWal({ store: shared, nodeId: "n1", wal, applier }).durableLsn).toBe(3);
