@@ -16,7 +16,9 @@ import fs from "node:fs";
 const folders = {
   clock: { tests: ["src/clock/*.test.ts"] },
   protocol: { tests: ["src/protocol/*.test.ts"] },
-  divergence: { tests: ["src/divergence/*.test.ts", "test/store/divergence-detector.test.ts"] },
+  divergence: {
+    tests: ["src/divergence/*.test.ts", "test/store/divergence-detector.test.ts", "test/sim/*.test.ts"],
+  },
   // The reader's refusals are tested over HTTP by real processes, which run dist/: here the
   // simulator (in process, ~16 s a surviving mutant) is what reaches them.
   reader: {
@@ -28,7 +30,14 @@ const folders = {
       "test/sim/*.test.ts",
     ],
   },
-  shipper: { tests: ["test/shipper/*.test.ts", "test/replication/shipper-supervision.test.ts"] },
+  shipper: {
+    tests: [
+      "test/shipper/*.test.ts",
+      "test/replication/shipper-supervision.test.ts",
+      "test/replication/resync.test.ts",
+      "test/sim/*.test.ts",
+    ],
+  },
   store: { tests: ["src/store/*.test.ts", "test/store/*.test.ts"] },
   wal: { tests: ["src/wal/*.test.ts", "test/wal/wal.test.ts", "test/recovery/wal-damage.test.ts"] },
   // The pure modules of wal and store alone (minutes, where the whole folders take hours).
@@ -67,17 +76,31 @@ for (const folder of chosen) {
       .filter((f) => f.endsWith(".ts") && !f.endsWith(".test.ts") && !skipped.includes(f))
       .map((f) => `src/${folder}/${f}`);
   const started = Date.now();
+  // Stryker's output (its progress included) goes to reports/mutation/<part>.log as it runs.
+  const logFile = `reports/mutation/${folder}.log`;
+  const log = fs.openSync(logFile, "w");
   const r = spawnSync(
     "npx",
-    ["stryker", "run", "--mutate", files.join(","), "--concurrency", "1", "--reporters", "json,clear-text"],
+    [
+      "stryker",
+      "run",
+      "--mutate",
+      files.join(","),
+      "--concurrency",
+      "1",
+      "--reporters",
+      "json,clear-text,progress-append-only",
+    ],
     {
-      encoding: "utf8",
+      stdio: ["ignore", log, log],
       env: { ...process.env, CRR_MUTATE_SIM: "0", CRR_MUTATE_TESTS: folders[folder].tests.join(",") },
-      maxBuffer: 64 * 1024 * 1024,
     },
   );
+  fs.closeSync(log);
   if (r.status !== 0) {
-    console.error(`${folder}: stryker failed\n${r.stdout.slice(-3000)}\n${r.stderr.slice(-3000)}`);
+    console.error(
+      `${folder}: stryker failed (see ${logFile})\n${fs.readFileSync(logFile, "utf8").slice(-3000)}`,
+    );
     process.exit(1);
   }
   fs.renameSync("reports/mutation/mutation.json", `reports/mutation/${folder}.json`);
