@@ -26,6 +26,6 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 60_000,
     pool: "forks",
-    env: { CRR_SIM_SEEDS: "4", CRR_SIM_ACTIVE_MS: "15000" },
+    env: { CRR_SIM_SEEDS: "4", CRR_SIM_ACTIVE_MS: "15000", CRR_SIM_PG_SEEDS: "" },
   },
 });

@@ -1,8 +1,12 @@
 /**
  * npm run sim -- --seed S        one run, its problems and the command that replays it
  * npm run sim -- --seeds N [--from F]   N runs from seed F (default 1); exits 1 on the first failure
+ *   --store postgres [--pg-url URL]     the regions' stores on PostgreSQL: the server at URL, or
+ *                                       a temporary cluster started here and stopped at the end
+ *                                       (a search: a seed is not replayed byte for byte)
  */
 import { parseArgs } from "node:util";
+import { startPostgres, type PostgresServer } from "../src/bench/postgres.js";
 import { runSeed } from "../src/sim/index.js";
 
 const { values } = parseArgs({
@@ -13,8 +17,23 @@ const { values } = parseArgs({
     "active-ms": { type: "string" },
     keep: { type: "boolean" },
     trace: { type: "boolean" },
+    store: { type: "string", default: "sqlite" },
+    "pg-url": { type: "string" },
   },
 });
+if (values.store !== "sqlite" && values.store !== "postgres") {
+  console.error(`--store: expected sqlite or postgres, got ${values.store}`);
+  process.exit(2);
+}
+let server: PostgresServer | undefined;
+const postgres =
+  values.store === "postgres" ? { url: values["pg-url"] ?? (server = await startPostgres()).url } : undefined;
+const storeFlag = postgres ? ` --store postgres${values["pg-url"] ? " --pg-url URL" : ""}` : "";
+/** Stop the cluster started here (by its PID), then exit. */
+async function finish(code: number): Promise<never> {
+  await server?.stop();
+  process.exit(code);
+}
 const activeMs = values["active-ms"] ? Number(values["active-ms"]) : undefined;
 const seeds =
   values.seed !== undefined
@@ -23,28 +42,29 @@ const seeds =
 let simMs = 0;
 let wallMs = 0;
 for (const seed of seeds) {
-  const r = await runSeed({ seed, activeMs, keep: values.keep, trace: values.trace }).catch(
-    (err: unknown) => {
+  const r = await runSeed({ seed, activeMs, keep: values.keep, trace: values.trace, postgres }).catch(
+    async (err: unknown) => {
       // A run that cannot go on (a loop that never waits) is a failure of its seed too.
       console.log(`seed ${seed}: FAILED (the run stopped: ${(err as Error).message})`);
       console.log(
-        `replay: npm run sim -- --seed ${seed}${activeMs ? ` --active-ms ${activeMs}` : ""} --keep`,
+        `replay: npm run sim -- --seed ${seed}${activeMs ? ` --active-ms ${activeMs}` : ""}${storeFlag} --keep`,
       );
-      process.exit(1);
+      return finish(1);
     },
   );
   simMs += r.simMs;
   wallMs += r.wallMs;
   console.log(
-    `seed ${seed}: ${r.ok ? "ok" : "FAILED"} regions=${r.regions} acked=${r.acknowledged} given-up=${r.givenUp} crashes=${r.crashes} sim=${(r.simMs / 1000).toFixed(0)}s wall=${(r.wallMs / 1000).toFixed(1)}s trace=${r.traceHash.slice(0, 12)}`,
+    `seed ${seed}: ${r.ok ? "ok" : "FAILED"} store=${r.store} regions=${r.regions} acked=${r.acknowledged} given-up=${r.givenUp} crashes=${r.crashes} sim=${(r.simMs / 1000).toFixed(0)}s wall=${(r.wallMs / 1000).toFixed(1)}s trace=${r.traceHash.slice(0, 12)}`,
   );
   if (!r.ok) {
     for (const p of r.problems.slice(0, 30)) console.log(`  ${p}`);
     if (values.trace) for (const l of r.lines.filter((x) => !x.includes(" ack "))) console.log(`  | ${l}`);
     console.log(
-      `replay: npm run sim -- --seed ${seed}${activeMs ? ` --active-ms ${activeMs}` : ""} --keep   (data: ${r.dir})`,
+      `replay: npm run sim -- --seed ${seed}${activeMs ? ` --active-ms ${activeMs}` : ""}${storeFlag} --keep   (data: ${r.dir})`,
     );
-    process.exit(1);
+    await finish(1);
   }
 }
 console.log(`${seeds.length} seeds ok; ${(simMs / wallMs).toFixed(0)} simulated seconds per wall second`);
+await finish(0);

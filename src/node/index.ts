@@ -24,5 +24,6 @@ export type { SeededStream } from "./copy.js";
 export { seedRegion } from "./seed.js";
 export type { SeedReport } from "./seed.js";
 export type { LinkFactory } from "./links.js";
+export type { StoreHooks } from "./parts.js";
 export { StartupRefusedError } from "./startup.js";
 export { LsnReuseError } from "./local-applier.js";

@@ -27,11 +27,23 @@ import { nodeIdOf } from "./node-id.js";
 import { StartupRefusedError } from "./startup.js";
 import { needsBootstrap, openRegionWal } from "./wal-open.js";
 
+/** Store hooks for the simulator. */
+export interface StoreHooks {
+  /** SQLite: run a checkpoint thread (default true). */
+  checkpointer?: boolean;
+  /** SQLite: called after each synced commit (the simulator keeps what a power loss leaves). */
+  onSyncedCommit?: (store: SqliteStore) => void;
+  /** PostgreSQL: the open (connect, migrate) as the simulator waits for it. */
+  opening?: (open: Promise<DedupStore>) => Promise<DedupStore>;
+  /** The store the region uses, given the one opened (the simulator waits for PostgreSQL's answers). */
+  wrap?: (store: DedupStore) => DedupStore;
+}
+
 export interface PartsOptions {
   log: Logger;
   runtime: Runtime;
   fileOps: FileOps | undefined;
-  store: { checkpointer?: boolean; onSyncedCommit?: (store: SqliteStore) => void } | undefined;
+  store: StoreHooks | undefined;
   links: LinkFactory | undefined;
   acceptWalLoss: boolean;
   /** The region once built (metrics read it lazily). */
@@ -123,7 +135,8 @@ async function openInOrder(
   fs.mkdirSync(path.join(config.dataDir, "shipper"), { recursive: true });
   const clock = new HybridClock({ wallClock: nowMs, maxSkewMs: config.hlc.maxSkewMs });
   const metrics = new RegionMetrics(o.region);
-  const store = (opened.store = await openStore(config, o, nowMs));
+  const raw = (opened.store = await openStore(config, o, nowMs));
+  const store = (opened.store = o.store?.wrap ? o.store.wrap(raw) : raw);
   const incarnations = new IncarnationTracker(
     3 * config.health.probeIntervalMs,
     (region) => config.regions[region]?.nodes === "several",
@@ -187,7 +200,7 @@ async function openInOrder(
 /** The region's dedup store as configured: SQLite in the data directory, or PostgreSQL at store.url. */
 async function openStore(config: NodeConfig, o: PartsOptions, nowMs: () => number): Promise<DedupStore> {
   if (config.store.kind === "postgres") {
-    const pg = await PostgresStore.open({
+    const opening = PostgresStore.open({
       url: config.store.url!,
       rule: mergeRuleOf(config),
       poolSize: config.store.poolSize,
@@ -195,6 +208,7 @@ async function openStore(config: NodeConfig, o: PartsOptions, nowMs: () => numbe
       onPoolError: (message) =>
         o.log.error({ message }, "PostgreSQL: an idle connection failed (the pool replaces it)"),
     });
+    const pg = await (o.store?.opening ? o.store.opening(opening) : opening);
     o.log.info({ store: pg.description }, "dedup store: PostgreSQL");
     return pg;
   }

@@ -32,7 +32,7 @@ import { RequestVerifier } from "../protocol/index.js";
 import type { Reader } from "../reader/index.js";
 import { realRuntime, type Runtime, type Timer } from "../runtime/index.js";
 import type { PeerShipper } from "../shipper/index.js";
-import type { ApplyResult, DedupStore, SqliteStore, StoredRecord } from "../store/index.js";
+import type { ApplyResult, DedupStore, StoredRecord } from "../store/index.js";
 import type { FileOps } from "../util/file-ops.js";
 import type { RecordInput, Wal } from "../wal/index.js";
 import {
@@ -53,7 +53,7 @@ import type { DataDirLock } from "./lock.js";
 import type { RegionMetrics } from "./metrics.js";
 import { NodeLeftError } from "../errors.js";
 import { claimsOf, membershipOf, releaseOwnClaims, type Membership } from "./fellows.js";
-import { fellowIncarnations, openParts, type Parts } from "./parts.js";
+import { fellowIncarnations, openParts, type Parts, type StoreHooks } from "./parts.js";
 import { OwnRecordsUndecidedError, replayLocal, replayLocalWhenAnswered } from "./replay.js";
 import { ReplayFloorFile } from "./replay-floor.js";
 import type { TlsFiles } from "./tls.js";
@@ -81,8 +81,8 @@ export interface RegionOptions {
   runtime?: Runtime;
   /** The WAL's file operations (default: node:fs; the simulator passes a disk that can lose unsynced writes). */
   fileOps?: FileOps;
-  /** Store hooks for the simulator: no checkpoint thread, a callback after each synced commit. */
-  store?: { checkpointer?: boolean; onSyncedCommit?: (store: SqliteStore) => void };
+  /** Store hooks for the simulator: no checkpoint thread, a callback after each synced commit, a wrapper. */
+  store?: StoreHooks;
   /** How to reach each other region (default: HTTP to its configured URL). */
   links?: LinkFactory;
   /** Move the WAL aside and start as a new incarnation (an operator accepting the loss of what it held). */

@@ -5,12 +5,10 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import Database from "better-sqlite3";
 import { verifyAuditFiles } from "../audit/index.js";
 import { formatHlc, type Hlc } from "../clock/index.js";
 import type { StoredRecord } from "../store/index.js";
-import type { LedgerEntry, SimCluster, SimNode } from "./cluster.js";
-import { simStore } from "./store.js";
+import { siteOf, type LedgerEntry, type SimCluster, type SimNode } from "./cluster.js";
 
 /** Whether `node` should hold records of `tenant` written in `origin`. */
 export function targets(c: SimCluster, node: string, tenant: string, origin: string): boolean {
@@ -66,16 +64,19 @@ function auditedLosers(n: SimNode): Set<string> {
  * unless they were not lost after all: the start with --accept-wal-loss may find the WAL
  * recoverable (a peer answers with the damaged frames this time) and abandon nothing (seed 53).
  */
-function unauditedLosses(c: SimCluster): string[] {
+async function unauditedLosses(c: SimCluster): Promise<string[]> {
   const out: string[] = [];
-  const held = (e: LedgerEntry) =>
-    [...c.nodes.values()].some(
-      (n) =>
+  const held = async (e: LedgerEntry) => {
+    for (const n of c.nodes.values())
+      if (
         n.region?.store.isOpen === true &&
-        simStore(n.region).streamVersionsSync(e.origin, e.incarnation, e.lsn, e.lsn, 1).length > 0,
-    );
+        (await n.region.store.streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 1)).length > 0
+      )
+        return true;
+    return false;
+  };
   for (const e of c.ledger) {
-    if (!e.lost?.startsWith("the WAL of") || held(e)) continue;
+    if (!e.lost?.startsWith("the WAL of") || (await held(e))) continue;
     const abandoned = auditLines(c.nodes.get(e.origin)!).some(
       (a) => a.kind === "wal-abandoned" && a.incarnation === e.incarnation,
     );
@@ -92,13 +93,13 @@ export async function checkCluster(c: SimCluster): Promise<string[]> {
   // (an operator's salvage): then it is a decision like any other.
   const decided = c.ledger.filter((e) => !e.duplicate);
   for (const n of c.up()) {
-    const store = simStore(n.region!);
+    const store = n.region!.store;
     const byKey = new Map<string, Array<{ e: LedgerEntry | undefined; v: StoredRecord }>>();
     for (const e of decided) {
       if (!targets(c, n.name, e.tenant, e.origin)) continue;
-      const v = store
-        .streamVersionsSync(e.origin, e.incarnation, e.lsn, e.lsn, 10)
-        .find((x) => x.lsn === e.lsn);
+      const v = (await store.streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 10)).find(
+        (x) => x.lsn === e.lsn,
+      );
       if (!v) {
         if (!e.lost)
           problems.push(`${n.name} lacks acknowledged ${id(e)} (${e.key}, answered by ${e.region})`);
@@ -134,9 +135,9 @@ export async function checkCluster(c: SimCluster): Promise<string[]> {
       : [];
     const audit = verifyAuditFiles(files);
     if (audit.problem) problems.push(`${n.name}: audit chain: ${audit.problem}`);
-    problems.push(...policyLeaks(c, n));
+    problems.push(...(await policyLeaks(c, n)));
   }
-  problems.push(...unauditedLosses(c));
+  problems.push(...(await unauditedLosses(c)));
   problems.push(...falseDivergence(c));
   for (const n of c.nodes.values())
     if (n.state !== "up") problems.push(`${n.name} is ${n.state}${n.refusal ? `: ${n.refusal}` : ""}`);
@@ -167,17 +168,9 @@ function falseDivergence(c: SimCluster): string[] {
   return out.slice(0, 10);
 }
 
-function policyLeaks(c: SimCluster, n: SimNode): string[] {
+async function policyLeaks(c: SimCluster, n: SimNode): Promise<string[]> {
   // Every row, edited ones too (the store's export leaves those out): a second connection.
-  const db = new Database(path.join(n.config.dataDir, "store.sqlite"), { readonly: true });
-  try {
-    const rows = db.prepare("SELECT origin, incarnation, lsn, tenant FROM records").all() as Array<
-      Pick<StoredRecord, "origin" | "incarnation" | "lsn" | "tenant">
-    >;
-    return rows
-      .filter((v) => !targets(c, n.name, v.tenant, v.origin))
-      .map((v) => `${n.name} holds ${id(v)} of tenant ${v.tenant}: its policy excludes it`);
-  } finally {
-    db.close();
-  }
+  return (await c.o.stores.rows(siteOf(n)))
+    .filter((v) => !targets(c, n.name, v.tenant, v.origin))
+    .map((v) => `${n.name} holds ${id(v)} of tenant ${v.tenant}: its policy excludes it`);
 }

@@ -1,13 +1,12 @@
 /**
  * A mesh of real `Region`s in one process: each on its own data directory, the WAL and the
- * shippers' state on the simulated disk, the store on SQLite with its synced image kept,
- * peers reached through the simulated network, every clock and timer on the scheduler. The
+ * shippers' state on the simulated disk, the store on SQLite with its synced image kept or
+ * on PostgreSQL (store.ts), peers reached through the simulated network, every clock and timer on the scheduler. The
  * cluster boots, crashes (power loss: unsynced bytes dropped, torn tails) and restarts
  * regions, and keeps the ledger of what clients were told.
  */
 import fs from "node:fs";
 import path from "node:path";
-import Database from "better-sqlite3";
 import type { FastifyInstance } from "fastify";
 import { parseConfig, type NodeConfig } from "../config/index.js";
 import { HttpPeerLink } from "../link/index.js";
@@ -19,7 +18,7 @@ import { SimDisk } from "./disk.js";
 import { Network } from "./network.js";
 import type { Scheduler, SimProcess } from "./scheduler.js";
 import { WatermarkWatch } from "./watermarks.js";
-import { simStore } from "./store.js";
+import { versionId, type SimStores, type StoreSite } from "./store.js";
 
 export const simSecret = "sim-peer-secret-0123456789abcdef";
 
@@ -46,8 +45,6 @@ export interface SimNode {
   proc: SimProcess;
   region: Region | undefined;
   app: FastifyInstance | undefined;
-  /** The store as of its last synced commit (what a power loss leaves). */
-  image: Buffer | undefined;
   state: "down" | "booting" | "up" | "stopping" | "refused";
   /** Peers the operator removed from this region's configuration (multi-way meshes). */
   removed: Set<string>;
@@ -59,6 +56,12 @@ export interface ClusterOptions {
   regions: string[];
   tenants: Array<{ tenantID: string; targetRegions: string[] }> | undefined;
   baseDir: string;
+  stores: SimStores;
+}
+
+/** What the stores need of a node. */
+export function siteOf(n: SimNode): StoreSite {
+  return { name: n.name, dataDir: n.config.dataDir, region: n.region };
 }
 
 export class SimCluster {
@@ -92,7 +95,6 @@ export class SimCluster {
         proc: { alive: false, skewMs: 0 },
         region: undefined,
         app: undefined,
-        image: undefined,
         state: "down",
         crashes: 0,
       });
@@ -121,6 +123,7 @@ export class SimCluster {
       health: { probeIntervalMs: 1000, probeTimeoutMs: 500 },
       recovery: { peerWaitMs: 1500, bootstrapWaitMs: 20_000 },
       divergence: { intervalMs: 5000, inFlightMsMax: 60_000 },
+      ...(this.o.stores.configOf(name) ? { store: this.o.stores.configOf(name) } : {}),
     };
     return parseConfig(raw, `sim:${name}`, this.o.baseDir, {});
   }
@@ -143,7 +146,7 @@ export class SimCluster {
         fileOps: this.disk,
         startAlone: o.startAlone,
         acceptWalLoss: o.acceptWalLoss,
-        store: { checkpointer: false, onSyncedCommit: (s) => void (n.image = s.serialize()) },
+        store: this.o.stores.hooks(siteOf(n)),
         links: (peer, id) =>
           new HttpPeerLink({
             region: name,
@@ -167,8 +170,8 @@ export class SimCluster {
         // accepted their loss) moves the watermark past records it never applied (seed 154).
         // The store is asked only about a record stamped too far ahead (asking about every
         // applied watermark took 5% of a run).
-        const carried = () =>
-          simStore(region).streamVersionsSync(origin, incarnation, lsn, lsn, 1).length > 0;
+        const carried = async () =>
+          (await region.store.streamVersions(origin, incarnation, lsn, lsn, 1)).length > 0;
         this.checkAccepted(
           name,
           runtime.nowMs(),
@@ -220,15 +223,12 @@ export class SimCluster {
     this.watch.crashed(name);
     n.proc.alive = false;
     this.net.endpoints.delete(name);
-    if (n.region) simStore(n.region).abandon();
+    this.o.stores.crashed(siteOf(n));
     n.region = undefined;
     n.app = undefined;
     n.state = "down";
     const dir = n.config.dataDir;
     const lost = this.disk.crash(dir, o);
-    for (const f of ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"])
-      fs.rmSync(path.join(dir, f), { force: true });
-    if (n.image) fs.writeFileSync(path.join(dir, "store.sqlite"), n.image);
     // The process is gone: its lock names a pid nobody has.
     const lock = path.join(dir, "LOCK");
     if (fs.existsSync(lock)) {
@@ -243,14 +243,14 @@ export class SimCluster {
    * acknowledged that no other region holds is lost with it (nothing can bring it back);
    * those ledger entries are set aside, counted, and no longer expected anywhere.
    */
-  wipe(name: string): void {
+  async wipe(name: string): Promise<void> {
     const n = this.nodes.get(name)!;
-    this.setAsideUnheld({ store: name, wal: name }, `every copy was lost (last: the disk of ${name})`);
+    await this.setAsideUnheld({ store: name, wal: name }, `every copy was lost (last: the disk of ${name})`);
     this.walIncarnation.delete(name);
     this.watch.storeLost(name);
+    await this.o.stores.lose(siteOf(n));
     fs.rmSync(n.config.dataDir, { recursive: true, force: true });
     this.disk.forget(n.config.dataDir);
-    n.image = undefined;
     this.sched.note(`wipe ${name}`);
   }
 
@@ -262,7 +262,7 @@ export class SimCluster {
   async acceptWalLoss(name: string): Promise<void> {
     const n = this.nodes.get(name)!;
     if (n.state !== "refused" || !n.refusal?.includes("--accept-wal-loss")) return;
-    this.setAsideUnheld({ wal: name }, `the WAL of ${name} was damaged and its loss accepted`);
+    await this.setAsideUnheld({ wal: name }, `the WAL of ${name} was damaged and its loss accepted`);
     this.walIncarnation.delete(name);
     n.proc.alive = false;
     this.sched.note(`accept-wal-loss ${name}`);
@@ -274,40 +274,23 @@ export class SimCluster {
    * region's store (running, or its last synced image while it is down), or the origin's
    * WAL for its current incarnation. They are no longer expected anywhere.
    */
-  private setAsideUnheld(lost: { store?: string; wal?: string }, why: string): void {
-    const images = new Map<string, Database.Database>();
-    const inStore = (n: SimNode, e: LedgerEntry): boolean => {
-      if (n.region?.store.isOpen)
-        return simStore(n.region).streamVersionsSync(e.origin, e.incarnation, e.lsn, e.lsn, 1).length > 0;
-      if (!n.image) return false;
-      let db = images.get(n.name);
-      if (!db) {
-        // The image of a WAL-mode database: read it as a rollback-journal one (header bytes 18, 19).
-        const copy = Buffer.from(n.image);
-        copy[18] = 1;
-        copy[19] = 1;
-        images.set(n.name, (db = new Database(copy, { readonly: true })));
-      }
-      const q = (t: string) => `SELECT 1 FROM ${t} WHERE origin = ? AND incarnation = ? AND lsn = ?`;
-      return (
-        db
-          .prepare(`${q("records")} UNION ALL ${q("conflicts")}`)
-          .get(e.origin, e.incarnation, e.lsn, e.origin, e.incarnation, e.lsn) !== undefined
-      );
-    };
+  private async setAsideUnheld(lost: { store?: string; wal?: string }, why: string): Promise<void> {
+    const nodes = [...this.nodes.values()];
+    const held = await Promise.all(
+      nodes.map((n) => (n.name === lost.store ? new Set<string>() : this.o.stores.held(siteOf(n)))),
+    );
     for (const e of this.ledger) {
       if (e.lost || e.duplicate) continue;
-      const held = [...this.nodes.values()].some(
-        (n) =>
-          (n.name !== lost.store && inStore(n, e)) ||
+      const kept = nodes.some(
+        (n, i) =>
+          held[i]!.has(versionId(e)) ||
           (n.name === e.origin &&
             n.name !== lost.wal &&
             this.walIncarnation.get(n.name) === e.incarnation &&
             e.lsn >= this.walFirstLsn(n)),
       );
-      if (!held) e.lost = why;
+      if (!kept) e.lost = why;
     }
-    for (const db of images.values()) db.close();
   }
 
   /** The first LSN the region's WAL still holds (retention removes whole segments, named by their first LSN). */
@@ -329,19 +312,17 @@ export class SimCluster {
   async skipGap(name: string, peer: string, throughLsn: number): Promise<void> {
     const region = this.nodes.get(name)?.region;
     if (!region) return;
-    this.setAsideUnheld({}, `nobody held it; skipped by the operator for ${peer}`);
+    await this.setAsideUnheld({}, `nobody held it; skipped by the operator for ${peer}`);
     this.sched.note(`skip-gap ${name} ${peer} ${throughLsn}`);
     await region.skipGap(peer, throughLsn, "simulated operator");
   }
 
   /** The store alone is lost while the region is down (the WAL is kept). */
-  loseStore(name: string): void {
+  async loseStore(name: string): Promise<void> {
     const n = this.nodes.get(name)!;
-    this.setAsideUnheld({ store: name }, `every copy was lost (last: the store of ${name})`);
+    await this.setAsideUnheld({ store: name }, `every copy was lost (last: the store of ${name})`);
     this.watch.storeLost(name);
-    for (const f of ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"])
-      fs.rmSync(path.join(n.config.dataDir, f), { force: true });
-    n.image = undefined;
+    await this.o.stores.lose(siteOf(n));
     this.sched.note(`lose-store ${name}`);
   }
 
@@ -442,7 +423,7 @@ export class SimCluster {
     wallMs: number,
     maxSkewMs: number,
     id: string,
-    carried: () => boolean,
+    carried: () => Promise<boolean>,
   ): void {
     const e = this.acked.get(id);
     if (!e) return; // a record no client was told about
@@ -450,10 +431,15 @@ export class SimCluster {
     const policy = this.o.tenants?.find((p) => p.tenantID === e.tenant);
     if (policy && !policy.targetRegions.includes(region)) return;
     const hlcWallMs = Number(e.hlc.split(".")[0]);
-    if (hlcWallMs > wallMs + maxSkewMs && carried())
-      this.problems.push(
-        `${region} accepted ${id} stamped ${hlcWallMs - wallMs} ms ahead of its clock (allowed: ${maxSkewMs})`,
-      );
+    if (hlcWallMs <= wallMs + maxSkewMs) return;
+    void this.sched.track(
+      carried().then((yes) => {
+        if (yes)
+          this.problems.push(
+            `${region} accepted ${id} stamped ${hlcWallMs - wallMs} ms ahead of its clock (allowed: ${maxSkewMs})`,
+          );
+      }),
+    );
   }
 
   /** Regions up now. */

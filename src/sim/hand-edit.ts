@@ -5,31 +5,25 @@
  * never spread the edit. The edit comes once traffic has stopped (at the heal): with appends
  * still arriving, a deleted key would be decided again, which is the edit's doing, not a bug.
  */
-import path from "node:path";
-import Database from "better-sqlite3";
 import { reconcileFindings, type Finding, type ReconcileIo } from "../divergence/index.js";
 import { mergeRuleOf } from "../node/index.js";
-import type { SimCluster } from "./cluster.js";
+import { siteOf, type SimCluster } from "./cluster.js";
 
 /** Change (or delete) one record of `name`'s store from outside the engine; the key, if one was edited. */
-export function handEdit(c: SimCluster, name: string): string | undefined {
+export async function handEdit(c: SimCluster, name: string): Promise<string | undefined> {
   const n = c.nodes.get(name)!;
   if (n.state !== "up") return undefined;
-  // A second connection, as the sqlite3 shell would open: the engine is not told.
-  const db = new Database(path.join(n.config.dataDir, "store.sqlite"));
-  try {
-    const keys = db.prepare("SELECT key FROM records ORDER BY bucket, key").pluck().all() as string[];
-    if (keys.length === 0) return undefined;
-    const key = c.sched.pick(keys);
-    const remove = c.sched.chance(0.3);
-    if (remove) db.prepare("DELETE FROM records WHERE key = ?").run(key);
-    else db.prepare("UPDATE records SET outcome = 'edited by hand' WHERE key = ?").run(key);
-    c.handEdited.add(key);
-    c.sched.note(`hand ${remove ? "delete" : "edit"} ${name} ${key}`);
-    return key;
-  } finally {
-    db.close();
-  }
+  // A second connection, as the sqlite3 shell or psql would open: the engine is not told.
+  let remove = false;
+  const key = await c.o.stores.editByHand(siteOf(n), (keys) => {
+    const chosen = c.sched.pick(keys);
+    remove = c.sched.chance(0.3);
+    return { key: chosen, remove };
+  });
+  if (key === undefined) return undefined;
+  c.handEdited.add(key);
+  c.sched.note(`hand ${remove ? "delete" : "edit"} ${name} ${key}`);
+  return key;
 }
 
 /** `crr reconcile --apply` from `name` for the findings on hand-edited keys (others must resolve by themselves). */

@@ -8,10 +8,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { checkCluster } from "./check.js";
-import { SimCluster } from "./cluster.js";
+import { SimCluster, siteOf } from "./cluster.js";
 import { handEdit, reconcileHandEdits } from "./hand-edit.js";
 import { Scheduler } from "./scheduler.js";
-import { simStore } from "./store.js";
+import { PostgresSimStores, SqliteSimStores, type SimStores } from "./store.js";
 
 export interface SimOptions {
   seed: number;
@@ -25,6 +25,11 @@ export interface SimOptions {
   trace?: boolean;
   /** Where the run's data directories go (default: simBaseDir()). */
   baseDir?: string;
+  /**
+   * Run the regions' stores on PostgreSQL: one database per region (`crr_sim_<region>`,
+   * created if missing, emptied first) on the server `url` names. Default: SQLite.
+   */
+  postgres?: { url: string };
 }
 
 /**
@@ -43,6 +48,8 @@ export function simBaseDir(): string {
 
 export interface SimResult {
   seed: number;
+  /** The stores the regions ran on (a PostgreSQL run is not replayed byte for byte). */
+  store: SimStores["kind"];
   ok: boolean;
   problems: string[];
   regions: number;
@@ -130,8 +137,8 @@ function faults(c: SimCluster, untilMs: number): void {
       // records), a lost store, or a bit flipped in the WAL's tail; then it starts again.
       if (kind === 6 && c.up().length < c.nodes.size) return void s.after(s.int(300, 3000), tick);
       c.crash(a, { torn: s.chance(0.5) });
-      if (kind === 6) c.wipe(a);
-      else if (kind === 7) c.loseStore(a);
+      if (kind === 6) void s.track(c.wipe(a));
+      else if (kind === 7) void s.track(c.loseStore(a));
       else c.flipWalBit(a, 2048);
       s.after(s.int(200, 3000), () => void c.boot(a));
     } else if (kind === 9) {
@@ -181,14 +188,17 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   const count = s.int(3, 5);
   const regions = Array.from({ length: count }, (_, i) => `r${i}`);
   const dir = fs.mkdtempSync(path.join(o.baseDir ?? simBaseDir(), `crr-sim-${o.seed}-`));
-  const c = new SimCluster(s, { regions, tenants: policies(s, regions), baseDir: dir });
+  const stores = o.postgres
+    ? await PostgresSimStores.open(s, o.postgres.url, regions)
+    : new SqliteSimStores();
+  const c = new SimCluster(s, { regions, tenants: policies(s, regions), baseDir: dir, stores });
   const t0 = s.nowMs;
   const activeMs = o.activeMs ?? 30_000;
   for (const r of regions) s.after(0, () => void c.boot(r, { startAlone: true }));
   workload(c, t0 + activeMs);
   if (o.faults ?? true) faults(c, t0 + activeMs);
   const sample = () => {
-    c.watch.sample();
+    void s.track(c.watch.sample());
     s.after(250, sample);
   };
   s.after(0, sample);
@@ -200,7 +210,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   for (const n of c.nodes.values()) n.proc.skewMs = 0;
   for (const n of c.nodes.values()) for (const p of [...n.removed]) void c.setPeer(n.name, p, true);
   // Now and then an operator edits a store by hand once traffic has stopped (hand-edit.ts).
-  if (s.chance(0.3) && c.up().length > 0) handEdit(c, s.pick(c.up()).name);
+  if (s.chance(0.3) && c.up().length > 0) await handEdit(c, s.pick(c.up()).name);
   const problems: string[] = [];
   // A clock that jumped far ahead keeps its HLC there: peers refuse its records until their
   // own clocks are within the allowed skew of it (at most a minute after the heal here).
@@ -256,6 +266,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   problems.push(...c.problems.slice(0, 20), ...c.watch.problems, ...(await checkCluster(c)));
   const result: SimResult = {
     seed: o.seed,
+    store: stores.kind,
     ok: problems.length === 0,
     problems,
     regions: count,
@@ -273,7 +284,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   // long search keeps its memory flat.
   for (const n of c.nodes.values()) {
     n.proc.alive = false;
-    if (n.region) simStore(n.region).abandon();
+    await stores.release(siteOf(n));
     void n.app?.close().catch(() => undefined);
     n.region = undefined;
     n.app = undefined;

@@ -33,6 +33,11 @@ export class Scheduler {
   nowMs = 1_750_000_000_000;
   /** Work started outside the event queue that must finish before the next event (in-process requests). */
   readonly pending = new Set<{ proc: SimProcess }>();
+  /**
+   * Real I/O under way (a PostgreSQL server's answers): it takes no simulated time, so the
+   * next event waits for it, and the turns spent waiting do not count toward parking.
+   */
+  private readonly io = new Set<Promise<unknown>>();
   events = 0;
   private sameMsEvents = 0;
   private readonly queue: Event[] = [];
@@ -89,6 +94,16 @@ export class Scheduler {
     };
     this.push(e);
     return { cancel: () => void (e.cancelled = true) };
+  }
+
+  /** Count `p` as real I/O the next event waits for (see `io`); returns it. */
+  track<T>(p: Promise<T>): Promise<T> {
+    const done = p.then(
+      () => void this.io.delete(done),
+      () => void this.io.delete(done),
+    );
+    this.io.add(done);
+    return p;
   }
 
   /** A Runtime for one simulated process. */
@@ -151,13 +166,19 @@ export class Scheduler {
    * still running after `parkTurns` turns waits for simulated time (a retry's backoff, a
    * timeout): the next event runs. The count of turns is part of the run, not of the
    * machine (everything in-process is synchronous I/O and promise turns), so it stays
-   * deterministic.
+   * deterministic. Real I/O (`track`) is waited for whole; a run on PostgreSQL is therefore
+   * not replayed byte for byte (the server answers on its own schedule).
    */
   async settle(): Promise<void> {
-    for (let turns = 0; ; turns++) {
+    let turns = 0;
+    for (;;) {
       await new Promise<void>((r) => setImmediate(r));
+      if (this.io.size > 0) {
+        await Promise.all([...this.io]);
+        continue;
+      }
       if (![...this.pending].some((p) => p.proc.alive)) return;
-      if (turns >= parkTurns) return;
+      if (turns++ >= parkTurns) return;
     }
   }
 

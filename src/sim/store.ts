@@ -1,12 +1,270 @@
 /**
- * The simulator's view of a region's store: SQLite on the simulated disk, read on the calling
- * thread (the checkers run between scheduler steps and must see one instant).
+ * The simulator's dedup stores, and how the checker reads them (never region against region:
+ * a second connection, as an operator's shell would open).
+ *
+ * - SQLite (the default): each region's store in its data directory, run on the calling
+ *   thread. A power loss puts it back to the image of its last synced commit. Same seed,
+ *   same run, byte for byte.
+ * - PostgreSQL: one database per region on a server the caller runs. Every commit is
+ *   synced (`synchronous_commit=on`), so a crash loses nothing the store committed, only
+ *   what the dying process had not committed yet. The server answers on its own schedule:
+ *   the scheduler waits for every answer before the next event (a store call takes no
+ *   simulated time), but a run is a search, not a replay: one seed may not give one trace.
  */
-import type { Region } from "../node/index.js";
-import { SqliteStore } from "../store/index.js";
+import fs from "node:fs";
+import path from "node:path";
+import Database from "better-sqlite3";
+import pg from "pg";
+import type { Region, StoreHooks } from "../node/index.js";
+import { SqliteStore, emptyStoreSql, type DedupStore } from "../store/index.js";
+import type { Scheduler } from "./scheduler.js";
 
-export function simStore(region: Region): SqliteStore {
+/** A version's identity in a stream: "origin/incarnation/lsn". */
+export const versionId = (v: { origin: string; incarnation: string; lsn: number }): string =>
+  `${v.origin}/${v.incarnation}/${v.lsn}`;
+
+export interface RowIdentity {
+  origin: string;
+  incarnation: string;
+  lsn: number;
+  tenant: string;
+}
+
+/** The part of a simulated region the stores need. */
+export interface StoreSite {
+  name: string;
+  dataDir: string;
+  region: Region | undefined;
+}
+
+export type HandEditChoice = (keys: string[]) => { key: string; remove: boolean };
+
+export interface SimStores {
+  readonly kind: "sqlite" | "postgres";
+  /** Same seed, same trace. */
+  readonly deterministic: boolean;
+  /** The config's `store` block for `region` (undefined: SQLite in its data directory). */
+  configOf(region: string): Record<string, unknown> | undefined;
+  /** Region.open's store hooks for `site`. */
+  hooks(site: StoreSite): StoreHooks;
+  /** Every version `site`'s store holds (records and conflict losers), running or down, by versionId. */
+  held(site: StoreSite): Promise<Set<string>>;
+  /** Every record row, edited ones too. */
+  rows(site: StoreSite): Promise<RowIdentity[]>;
+  /** The process serving `site` died (its region object is dropped). */
+  crashed(site: StoreSite): void;
+  /** `site`'s store is gone (a lost disk, or the store alone). */
+  lose(site: StoreSite): Promise<void>;
+  /**
+   * Change (or delete) one record from outside the engine: `choose` picks the key among
+   * every key the store holds (ordered by bucket, then key) and whether to delete it.
+   * Undefined when the store holds no key.
+   */
+  editByHand(site: StoreSite, choose: HandEditChoice): Promise<string | undefined>;
+  /** The run is over: let go of `site`'s store without writing anything. */
+  release(site: StoreSite): Promise<void>;
+}
+
+const heldSql = (t: string) => `SELECT origin, incarnation, lsn FROM ${t}`;
+const keysSql = "SELECT key FROM records ORDER BY bucket, key";
+const rowsSql = "SELECT origin, incarnation, lsn, tenant FROM records";
+const storeFiles = ["store.sqlite", "store.sqlite-wal", "store.sqlite-shm"];
+
+/** The region's SQLite store (the simulator's default). */
+function sqliteOf(region: Region): SqliteStore {
   if (!(region.store instanceof SqliteStore))
-    throw new Error(`the simulator runs on SQLite; region ${region.name} opened ${region.store.description}`);
+    throw new Error(`expected a SQLite store; region ${region.name} opened ${region.store.description}`);
   return region.store;
+}
+
+export class SqliteSimStores implements SimStores {
+  readonly kind = "sqlite";
+  readonly deterministic = true;
+  /** Each region's store as of its last synced commit (what a power loss leaves). */
+  private readonly images = new Map<string, Buffer>();
+
+  configOf(): undefined {
+    return undefined;
+  }
+
+  hooks(site: StoreSite): StoreHooks {
+    return { checkpointer: false, onSyncedCommit: (s) => void this.images.set(site.name, s.serialize()) };
+  }
+
+  async held(site: StoreSite): Promise<Set<string>> {
+    const db = this.reader(site);
+    if (!db) return new Set();
+    try {
+      const rows = db
+        .prepare(`${heldSql("records")} UNION ALL ${heldSql("conflicts")}`)
+        .all() as RowIdentity[];
+      return new Set(rows.map(versionId));
+    } finally {
+      db.close();
+    }
+  }
+
+  async rows(site: StoreSite): Promise<RowIdentity[]> {
+    const db = this.reader(site);
+    if (!db) return [];
+    try {
+      return db.prepare(rowsSql).all() as RowIdentity[];
+    } finally {
+      db.close();
+    }
+  }
+
+  /** A second connection on the running store, or on the image a crash would leave. */
+  private reader(site: StoreSite): Database.Database | undefined {
+    if (site.region?.store.isOpen)
+      return new Database(path.join(site.dataDir, "store.sqlite"), { readonly: true });
+    const image = this.images.get(site.name);
+    if (!image) return undefined;
+    // The image of a WAL-mode database: read it as a rollback-journal one (header bytes 18, 19).
+    const copy = Buffer.from(image);
+    copy[18] = 1;
+    copy[19] = 1;
+    return new Database(copy, { readonly: true });
+  }
+
+  crashed(site: StoreSite): void {
+    if (site.region) sqliteOf(site.region).abandon();
+    for (const f of storeFiles) fs.rmSync(path.join(site.dataDir, f), { force: true });
+    const image = this.images.get(site.name);
+    if (image) fs.writeFileSync(path.join(site.dataDir, "store.sqlite"), image);
+  }
+
+  async lose(site: StoreSite): Promise<void> {
+    for (const f of storeFiles) fs.rmSync(path.join(site.dataDir, f), { force: true });
+    this.images.delete(site.name);
+  }
+
+  async editByHand(site: StoreSite, choose: HandEditChoice): Promise<string | undefined> {
+    const db = new Database(path.join(site.dataDir, "store.sqlite"));
+    try {
+      const keys = db.prepare(keysSql).pluck().all() as string[];
+      if (keys.length === 0) return undefined;
+      const { key, remove } = choose(keys);
+      if (remove) db.prepare("DELETE FROM records WHERE key = ?").run(key);
+      else db.prepare("UPDATE records SET outcome = 'edited by hand' WHERE key = ?").run(key);
+      return key;
+    } finally {
+      db.close();
+    }
+  }
+
+  async release(site: StoreSite): Promise<void> {
+    if (site.region) sqliteOf(site.region).abandon();
+  }
+}
+
+/**
+ * One database per region on a PostgreSQL server (`serverUrl` names a database the role may
+ * create others from). Databases are made once per process (`crr_sim_<region>`) and emptied
+ * for each run.
+ */
+export class PostgresSimStores implements SimStores {
+  readonly kind = "postgres";
+  readonly deterministic = false;
+  private readonly urls = new Map<string, string>();
+
+  private constructor(private readonly sched: Scheduler) {}
+
+  /** Databases for `regions`, created if missing and emptied. */
+  static async open(
+    sched: Scheduler,
+    serverUrl: string,
+    regions: readonly string[],
+  ): Promise<PostgresSimStores> {
+    const s = new PostgresSimStores(sched);
+    const admin = new pg.Client({ connectionString: serverUrl });
+    await admin.connect();
+    try {
+      for (const region of regions) {
+        const db = `crr_sim_${region}`;
+        const exists = await admin.query("SELECT 1 FROM pg_database WHERE datname = $1", [db]);
+        if (exists.rowCount === 0) await admin.query(`CREATE DATABASE ${db}`);
+        const url = new URL(serverUrl);
+        url.pathname = `/${db}`;
+        s.urls.set(region, url.toString());
+        await s.query(region, emptyStoreSql);
+      }
+    } finally {
+      await admin.end();
+    }
+    return s;
+  }
+
+  configOf(region: string): Record<string, unknown> {
+    return { kind: "postgres", url: this.urls.get(region)!, poolSize: 2 };
+  }
+
+  hooks(): StoreHooks {
+    return { opening: (open) => this.sched.track(open), wrap: (store) => this.tracked(store) };
+  }
+
+  /** The store with every call that returns a promise counted as I/O the scheduler waits for. */
+  private tracked(store: DedupStore): DedupStore {
+    const sched = this.sched;
+    return new Proxy(store, {
+      get(target, prop) {
+        const v = Reflect.get(target, prop, target) as unknown;
+        if (typeof v !== "function") return v;
+        return (...args: unknown[]) => {
+          const r = Reflect.apply(v, target, args) as unknown;
+          return r instanceof Promise ? sched.track(r) : r;
+        };
+      },
+    });
+  }
+
+  private async query<T extends pg.QueryResultRow>(region: string, sql: string): Promise<T[]> {
+    const c = new pg.Client({ connectionString: this.urls.get(region)! });
+    await c.connect();
+    try {
+      return (await c.query<T>(sql)).rows;
+    } finally {
+      await c.end();
+    }
+  }
+
+  async held(site: StoreSite): Promise<Set<string>> {
+    const rows = await this.query<RowIdentity>(
+      site.name,
+      `${heldSql("records")} UNION ALL ${heldSql("conflicts")}`,
+    );
+    return new Set(rows.map((r) => versionId({ ...r, lsn: Number(r.lsn) })));
+  }
+
+  async rows(site: StoreSite): Promise<RowIdentity[]> {
+    return (await this.query<RowIdentity>(site.name, rowsSql)).map((r) => ({ ...r, lsn: Number(r.lsn) }));
+  }
+
+  crashed(site: StoreSite): void {
+    // The process is gone: its connections close, and what it had not committed is undone.
+    if (site.region) void this.sched.track(site.region.store.close().catch(() => undefined));
+  }
+
+  async lose(site: StoreSite): Promise<void> {
+    await this.query(site.name, emptyStoreSql);
+  }
+
+  async editByHand(site: StoreSite, choose: HandEditChoice): Promise<string | undefined> {
+    const c = new pg.Client({ connectionString: this.urls.get(site.name)! });
+    await c.connect();
+    try {
+      const keys = (await c.query<{ key: string }>(keysSql)).rows.map((r) => r.key);
+      if (keys.length === 0) return undefined;
+      const { key, remove } = choose(keys);
+      if (remove) await c.query("DELETE FROM records WHERE key = $1", [key]);
+      else await c.query("UPDATE records SET outcome = 'edited by hand' WHERE key = $1", [key]);
+      return key;
+    } finally {
+      await c.end();
+    }
+  }
+
+  async release(site: StoreSite): Promise<void> {
+    await site.region?.store.close().catch(() => undefined);
+  }
 }

@@ -10,8 +10,8 @@
  *   (a peer once removed from its configuration, or one that lost its store, is excused:
  *   the shipper backfills those from the store, by design).
  */
+import type { Region } from "../node/index.js";
 import type { SimCluster } from "./cluster.js";
-import { simStore } from "./store.js";
 
 const streamKey = (origin: string, incarnation: string) => `${origin}/${incarnation}`;
 
@@ -54,25 +54,45 @@ export class WatermarkWatch {
     this.seen.delete(region);
   }
 
-  /** Take one sample of every running region (called on the scheduler's clock). */
-  sample(): void {
-    for (const n of this.c.up()) {
-      if (!n.region!.store.isOpen) continue;
-      const marks = new Map(
-        simStore(n.region!)
-          .watermarksSync()
-          .map((w) => [streamKey(w.origin, w.incarnation), w.lsn]),
-      );
-      this.checkForward(n.name, marks);
-      for (const [k, lsn] of this.owed.get(n.name) ?? [])
-        if ((marks.get(k) ?? 0) < lsn)
-          this.problem(`${n.name}: holds ${k} through ${marks.get(k) ?? 0}, but acknowledged ${lsn}`);
+  /**
+   * Take one sample of every running region (called on the scheduler's clock). The stores
+   * are read first, then every rule is checked against that one reading.
+   */
+  async sample(): Promise<void> {
+    const all = await Promise.all(this.c.up().map((n) => this.read(n.name)));
+    // Only readings of a process still running (PostgreSQL answers take real time).
+    const readings = all.filter((x) => x !== undefined && this.c.nodes.get(x.region)!.region === x.r);
+    for (const x of readings) {
+      if (!x) continue;
+      this.checkForward(x.region, x.marks);
+      for (const [k, lsn] of this.owed.get(x.region) ?? [])
+        if ((x.marks.get(k) ?? 0) < lsn)
+          this.problem(`${x.region}: holds ${k} through ${x.marks.get(k) ?? 0}, but acknowledged ${lsn}`);
     }
     for (const n of this.c.up()) this.noteAcks(n.name);
-    for (const n of this.c.up()) this.checkRetention(n.name);
+    for (const x of readings) if (x) this.checkRetention(x.region, x.own);
   }
 
-  private checkRetention(region: string): void {
+  /** A running region's watermarks, and the one of its own current stream. */
+  private async read(
+    region: string,
+  ): Promise<{ region: string; r: Region; marks: Map<string, number>; own: number } | undefined> {
+    const r = this.c.nodes.get(region)!.region!;
+    if (!r.store.isOpen) return undefined;
+    try {
+      const marks = new Map(
+        (await r.store.watermarks()).map((w) => [streamKey(w.origin, w.incarnation), w.lsn]),
+      );
+      return { region, r, marks, own: marks.get(streamKey(region, r.wal.incarnation)) ?? 0 };
+    } catch (err) {
+      // A store closed under the reading (the process stopped meanwhile) is no finding.
+      if (this.c.nodes.get(region)!.region === r && r.store.isOpen)
+        this.problem(`${region}: its store's watermarks could not be read: ${(err as Error).message}`);
+      return undefined;
+    }
+  }
+
+  private checkRetention(region: string, ownApplied: number): void {
     const r = this.c.nodes.get(region)!.region!;
     const first = r.wal.firstLsn;
     if (first <= 1) return;
@@ -84,7 +104,7 @@ export class WatermarkWatch {
       peer,
       Math.max(sh.acked, this.owed.get(peer)?.get(k) ?? 0),
     ]);
-    needs.push([region, simStore(r).watermarkSync(region, r.wal.incarnation)]);
+    needs.push([region, ownApplied]);
     for (const [who, applied] of needs)
       if (!this.excused.has(`${region}>${who}`) && applied + 1 < first)
         this.problem(

@@ -5,7 +5,7 @@
  * (ARCHITECTURE.md invariants 1, 2, 3, 4, 6, 8, 10 and 13). A failure prints the seed and the
  * command that replays it.
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, inject, it } from "vitest";
 import { runSeed, type SimResult } from "../../src/sim/index.js";
 
 // Fewer and shorter runs under mutation testing (vitest.stryker.config.ts sets these).
@@ -27,9 +27,17 @@ const seeds = [
   62,
 ];
 const activeMs = Number(process.env.CRR_SIM_ACTIVE_MS ?? 30_000);
+// The same runs with every region's store on PostgreSQL (the suite's server): seed 4 loses
+// disks and a store and has a hand edit, seed 10 a hand edit repaired by reconcile. None
+// under mutation testing (its runner starts no server).
+const postgresSeeds = (process.env.CRR_SIM_PG_SEEDS ?? "4,10")
+  .split(",")
+  .filter((x) => x !== "")
+  .map(Number);
 
 function explain(r: SimResult): string {
-  return `seed ${r.seed} failed (replay: npm run sim -- --seed ${r.seed} --keep):\n${r.problems.slice(0, 20).join("\n")}`;
+  const store = r.store === "postgres" ? " --store postgres" : "";
+  return `seed ${r.seed} failed (replay: npm run sim -- --seed ${r.seed}${store} --keep):\n${r.problems.slice(0, 20).join("\n")}`;
 }
 
 describe("the simulated mesh", () => {
@@ -42,6 +50,18 @@ describe("the simulated mesh", () => {
       expect(r.acknowledged).toBeGreaterThan(activeMs / 300);
     },
     120_000,
+  );
+
+  it.each(postgresSeeds)(
+    "seed %i on PostgreSQL: the same checks, every region's store a database of a real server",
+    async (seed) => {
+      const r = await runSeed({ seed, activeMs, postgres: { url: inject("pgUrl") } });
+      if (!r.ok) console.error(explain(r));
+      expect(r.store).toBe("postgres");
+      expect(r.problems, explain(r)).toEqual([]);
+      expect(r.acknowledged).toBeGreaterThan(activeMs / 300);
+    },
+    240_000,
   );
 
   it("is deterministic: one seed, one trace", async () => {

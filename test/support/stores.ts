@@ -8,7 +8,13 @@ import Database from "better-sqlite3";
 import path from "node:path";
 import pg from "pg";
 import { inject } from "vitest";
-import { PostgresStore, SqliteStore, type DedupStore, type MergeRule } from "../../src/store/index.js";
+import {
+  PostgresStore,
+  SqliteStore,
+  emptyStoreSql,
+  type DedupStore,
+  type MergeRule,
+} from "../../src/store/index.js";
 import { freshDatabase } from "./postgres.js";
 import { tempDir } from "./tmp.js";
 
@@ -65,14 +71,7 @@ async function run(url: string, sql: string, params: unknown[] = []): Promise<vo
 
 /** Empty every table of a database the store created (much faster than a new database). */
 async function wipe(url: string): Promise<void> {
-  await run(
-    url,
-    `DO $$ BEGIN IF to_regclass('records') IS NOT NULL THEN
-       TRUNCATE records, watermarks, conflicts, tampered, meta, claims, nodes RESTART IDENTITY;
-       UPDATE bucket_digests SET digest = '\\x00000000000000000000000000000000'::bytea, keys = 0, gen = 0 WHERE gen > 0;
-       UPDATE digest_clock SET gen = 0, conflict_id = 0;
-     END IF; END $$`,
-  );
+  await run(url, emptyStoreSql);
 }
 
 const postgres: StoreKind = {
