@@ -4,10 +4,11 @@
  * applied one at a time to src/: each must make the tests named beside it fail. Prints a
  * table (mutation, tests, killed or SURVIVED, seconds) and exits 1 if any survived.
  *
- *   node scripts/known-mutants.mjs [--only NAME] [--check] [--sim N]
+ *   node scripts/known-mutants.mjs [--only NAME] [--check] [--sim N [--from F] [--sim-store postgres]]
  *
- * --sim N runs the deterministic simulator (seeds 1..N) instead of the named tests: which
- * mutations it finds, and at which seed (the bug-finding table of the simulator).
+ * --sim N runs the deterministic simulator (seeds 1..N, or F..F+N-1) instead of the named
+ * tests: which mutations it finds, and at which seed (the bug-finding table of the
+ * simulator). --sim-store postgres runs it with every region's store on PostgreSQL.
  *
  * --check only verifies each mutation's text is found exactly once (the suite runs it, so a
  * refactor cannot silently turn a mutation into a no-op).
@@ -528,12 +529,26 @@ if (args.includes("--check")) {
   process.exit(bad.length > 0 ? 1 : 0);
 }
 const simSeeds = args.includes("--sim") ? Number(args[args.indexOf("--sim") + 1]) : undefined;
+const simFrom = args.includes("--from") ? args[args.indexOf("--from") + 1] : "1";
+const simStore = args.includes("--sim-store") ? args[args.indexOf("--sim-store") + 1] : "sqlite";
 
-/** With --sim N: run the simulator on seeds 1..N against the mutated source; the first failing seed. */
+/** With --sim N: run the simulator on N seeds against the mutated source; the first failing seed. */
 function simulate() {
-  const r = spawnSync("node", ["--import", "tsx", "scripts/sim.ts", "--seeds", String(simSeeds)], {
-    encoding: "utf8",
-  });
+  const r = spawnSync(
+    "node",
+    [
+      "--import",
+      "tsx",
+      "scripts/sim.ts",
+      "--seeds",
+      String(simSeeds),
+      "--from",
+      simFrom,
+      "--store",
+      simStore,
+    ],
+    { encoding: "utf8" },
+  );
   const failed = /seed (\d+): FAILED/.exec(r.stdout);
   return failed ? Number(failed[1]) : r.status === 0 ? undefined : -1;
 }
