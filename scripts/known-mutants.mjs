@@ -234,6 +234,14 @@ const mutants = [
   },
   // --- PostgreSQL: what keeps several nodes of a region on one store correct ----------------
   {
+    name: "several nodes per region: a third region's detector guesses its live streams from which was updated last",
+    file: "src/divergence/classify.ts",
+    from: "  for (const [region, live] of liveElsewhere) if (!current.has(region)) current.set(region, new Set(live));",
+    to: "  void liveElsewhere;",
+    tests: ["test/store/divergence-detector.test.ts"],
+  },
+
+  {
     name: "several nodes per region: appends take no claim",
     file: "src/node/fellows.ts",
     from: "  if (!shared || !nodeId) return undefined;\n",

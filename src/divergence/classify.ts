@@ -118,7 +118,9 @@ export function classify(c: ClassifyInput): Finding | undefined {
 /**
  * Streams whose origin has moved on: a region's own stream of an incarnation other than the
  * one it runs now, or a stream either side holds for an origin with a newer incarnation
- * updated after it on the same side.
+ * updated after it on the same side. A third region whose live incarnations are known
+ * (`liveElsewhere`: several nodes serve it, and one side heard them lately) is judged by
+ * them instead: each of its nodes has a stream, and the one updated last is not the only live one.
  */
 export function deadStreams(
   sides: ReadonlyArray<{
@@ -128,9 +130,11 @@ export function deadStreams(
     incarnations?: readonly string[];
     streams: ReadonlyArray<{ origin: string; incarnation: string; updatedAtMs: number }>;
   }>,
+  liveElsewhere: ReadonlyMap<string, ReadonlySet<string>> = new Map(),
 ): Set<string> {
   const dead = new Set<string>();
   const current = new Map(sides.map((s) => [s.region, new Set([s.incarnation, ...(s.incarnations ?? [])])]));
+  for (const [region, live] of liveElsewhere) if (!current.has(region)) current.set(region, new Set(live));
   for (const side of sides) {
     for (const s of side.streams) {
       const live = current.get(s.origin);

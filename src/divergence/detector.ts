@@ -86,6 +86,15 @@ export interface DetectorOptions {
   fellows?: () => Promise<ReadonlySet<string>>;
   /** This region's current incarnation (its own older streams are dead). */
   incarnation: () => string;
+  /**
+   * Regions served by several nodes (`regions.X.nodes: several`), and the instances of other
+   * regions this region heard from lately: with what the peer heard, a third region's live
+   * streams (one per node) are known instead of guessed from which was updated last.
+   */
+  severalNodes?: {
+    regions: ReadonlySet<string>;
+    heard: () => ReadonlyArray<{ region: string; incarnation: string }>;
+  };
   /** Per-tenant target regions when replication is selective; undefined: every region holds every record. */
   selectivePolicies?: ReadonlyArray<{ tenantID: string; targetRegions: readonly string[] }>;
   store: DetectorStore;
@@ -151,6 +160,23 @@ export class DivergenceDetector {
     return findings.filter((f) => wanted.has(f.key));
   }
 
+  /** The incarnations of each several-node region other than the two compared that either side heard lately. */
+  private liveElsewhere(
+    peer: string,
+    peerHeard: ReadonlyArray<{ region: string; incarnation: string }>,
+  ): Map<string, Set<string>> {
+    const live = new Map<string, Set<string>>();
+    const several = this.o.severalNodes;
+    if (!several) return live;
+    for (const h of [...several.heard(), ...peerHeard]) {
+      if (!several.regions.has(h.region) || h.region === this.o.region || h.region === peer) continue;
+      const set = live.get(h.region) ?? new Set<string>();
+      set.add(h.incarnation);
+      live.set(h.region, set);
+    }
+    return live;
+  }
+
   /** Watermarks before records, on both sides: what a listing lacks below them is lost, not in flight. */
   private async context(peer: string, remote: RemoteView): Promise<CompareContext> {
     const view = await remote.watermarks();
@@ -166,20 +192,23 @@ export class DivergenceDetector {
       s: ReadonlyArray<{ origin: string; incarnation: string; lsn: number }>,
     ): StreamWatermarks => new Map(s.map((w) => [streamKey(w.origin, w.incarnation), w.lsn]));
     return {
-      dead: deadStreams([
-        {
-          region: this.o.region,
-          incarnation: this.o.incarnation(),
-          incarnations: [...((await this.o.fellows?.()) ?? [])],
-          streams: localStreams,
-        },
-        {
-          region: peer,
-          incarnation: view.incarnation,
-          incarnations: view.incarnations,
-          streams: view.streams,
-        },
-      ]),
+      dead: deadStreams(
+        [
+          {
+            region: this.o.region,
+            incarnation: this.o.incarnation(),
+            incarnations: [...((await this.o.fellows?.()) ?? [])],
+            streams: localStreams,
+          },
+          {
+            region: peer,
+            incarnation: view.incarnation,
+            incarnations: view.incarnations,
+            streams: view.streams,
+          },
+        ],
+        this.liveElsewhere(peer, view.seen),
+      ),
       nowMs: this.o.runtime.nowMs(),
       remoteWm: toMap(view.streams),
       localWm: toMap(localStreams),

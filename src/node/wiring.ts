@@ -126,6 +126,10 @@ export function monitorOf(r: Region): DivergenceMonitor {
       region: c.region,
       incarnation: () => r.wal.incarnation,
       fellows: () => fellowIncarnations(r.store, r.nodeId),
+      severalNodes: {
+        regions: new Set(Object.keys(c.regions).filter((name) => c.regions[name]?.nodes === "several")),
+        heard: () => r.incarnations.recent(r.runtime.nowMs()),
+      },
       selectivePolicies: c.crr.replicationMode === "selective" ? c.crr.policies : undefined,
       store: r.store,
       remote: (peer) => r.links.get(peer)!,

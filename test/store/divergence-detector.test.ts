@@ -187,4 +187,79 @@ describe("divergence detection on stores", () => {
     await a.close();
     await b.close();
   });
+
+  describe("a third region served by several nodes (one stream per node)", () => {
+    const third = "ap-south-1";
+    const [inc1, inc2, gone] = ["1", "2", "9"].map((d) => d.repeat(32)) as [string, string, string];
+    /** A holds a record of node 1's stream that B has not received yet; node 2's stream was updated after it. */
+    async function scan(heardHere: string[], heardThere: string[]) {
+      let nowMs = 1_000;
+      const a = new SqliteStore({ path: ":memory:", rule, nowMs: () => nowMs });
+      const b = new SqliteStore({ path: ":memory:", rule, nowMs: () => nowMs });
+      const batch = (incarnation: string, key: string) => ({
+        origin: third,
+        incarnation,
+        firstLsn: 1,
+        lastLsn: 1,
+        records: [
+          {
+            key,
+            tenant: "t",
+            outcome: "ok",
+            bodyJson: undefined,
+            lsn: 1,
+            hlc: { wallMs: 1, logical: 0 },
+            flags: 0,
+          },
+        ],
+      });
+      a.applySync(batch(inc1, "k1"));
+      nowMs += 1_000;
+      a.applySync(batch(inc2, "k2"));
+      b.applySync(batch(inc2, "k2"));
+      const remote = storeRemote(b, "b", "0".repeat(32));
+      const d = new DivergenceDetector({
+        region: "a",
+        incarnation: () => "a".repeat(32),
+        severalNodes: {
+          regions: new Set([third]),
+          heard: () => heardHere.map((incarnation) => ({ region: third, incarnation })),
+        },
+        store: a,
+        remote: () => ({
+          ...remote,
+          watermarks: async () => ({
+            ...(await remote.watermarks()),
+            seen: heardThere.map((incarnation) => ({
+              region: third,
+              incarnation,
+              boot: "x",
+              agoMs: 0,
+              firstAgoMs: 0,
+            })),
+          }),
+        }),
+        inFlightMsMax: Number.MAX_SAFE_INTEGER,
+        runtime: { ...realRuntime, nowMs: () => 0 },
+        log: silentLogger(),
+      });
+      try {
+        return (await d.scanPeer("b")).findings;
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    }
+
+    it("a live node's stream is in flight, whichever side heard the node", async () => {
+      expect(await scan([inc1, inc2], [])).toEqual([]);
+      expect(await scan([], [inc1, inc2])).toEqual([]);
+      expect(await scan([inc1], [inc2])).toEqual([]);
+    });
+
+    it("a stream no side heard from lately is dead: what it lacks is reported", async () => {
+      const findings = await scan([inc2, gone], [inc2]);
+      expect(findings.map((f) => [f.kind, f.key, f.missingIn])).toEqual([["missing", "k1", "b"]]);
+    });
+  });
 });
