@@ -172,8 +172,8 @@ const mutants = [
   {
     name: "PostgreSQL: a node marked left still claims",
     file: "src/store/postgres-store.ts",
-    from: "SELECT $1, $2, $3 WHERE EXISTS",
-    to: "SELECT $1, $2, $3 WHERE TRUE OR EXISTS",
+    from: "SELECT $1, $2, $3, $4 WHERE EXISTS",
+    to: "SELECT $1, $2, $3, $4 WHERE TRUE OR EXISTS",
     tests: ["test/store/postgres-store.test.ts"],
   },
   {
@@ -233,6 +233,21 @@ const mutants = [
     tests: ["test/node/batch-appends.test.ts"],
   },
   // --- PostgreSQL: what keeps several nodes of a region on one store correct ----------------
+  {
+    name: "several nodes per region: a claim whose answer was lost stays until the node restarts",
+    file: "src/node/append-path.ts",
+    from: "        await claims.releaseLost(rec.key, attempt).catch((e: unknown) => this.d.onClaimStuck?.(rec.key, e));\n",
+    to: "",
+    tests: ["src/node/append-path.test.ts"],
+  },
+  {
+    name: "PostgreSQL: a lost claim's release ends a claim another attempt made",
+    file: "src/store/postgres-store.ts",
+    from: '"DELETE FROM claims WHERE key = $1 AND incarnation = $2 AND attempt = $3"',
+    to: '"DELETE FROM claims WHERE key = $1 AND incarnation = $2 AND $3::text IS NOT NULL"',
+    tests: ["test/store/postgres-store.test.ts"],
+  },
+
   {
     name: "several nodes per region: a third region's detector guesses its live streams from which was updated last",
     file: "src/divergence/classify.ts",

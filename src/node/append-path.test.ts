@@ -17,6 +17,7 @@ function pathWithHeldWal(o: {
   queueDelayMaxMs: number;
   lookup?: (key: string) => Promise<StoredRecord | undefined>;
   claims?: AppendPathDeps["claims"];
+  onClaimStuck?: AppendPathDeps["onClaimStuck"];
   walAppend?: AppendPathDeps["walAppend"];
   localApply?: AppendPathDeps["localApply"];
 }) {
@@ -32,6 +33,7 @@ function pathWithHeldWal(o: {
     admit: () => undefined,
     lookup: o.lookup ?? (async () => undefined),
     claims: o.claims,
+    onClaimStuck: o.onClaimStuck,
     walAppend:
       o.walAppend ??
       ((rec: PreparedRecord) =>
@@ -60,18 +62,31 @@ function pathWithHeldWal(o: {
   return { path, append, release, written, shed, advance: (ms: number) => (nowMs += ms) };
 }
 
-/** Claims of this node alone: every key is taken (fresh unless already held); `held` is what stays claimed. */
-function claimsHeldHere(): { held: Set<string>; claims: AppendPathDeps["claims"] } {
-  const held = new Set<string>();
+/**
+ * Claims of this node alone: every key is taken (fresh unless already held); `held` is what
+ * stays claimed. A key in `lostAnswers` has its claim committed and its answer lost (the
+ * call throws after taking it), as when the connection to the database is cut.
+ */
+function claimsHeldHere(): {
+  held: () => string[];
+  lostAnswers: Set<string>;
+  claims: NonNullable<AppendPathDeps["claims"]>;
+} {
+  /** key -> the attempt that created its claim (a re-take keeps it, as the store does). */
+  const createdBy = new Map<string, string>();
+  const lostAnswers = new Set<string>();
   return {
-    held,
+    held: () => [...createdBy.keys()],
+    lostAnswers,
     claims: {
-      claim: async (key) => {
-        const fresh = !held.has(key);
-        held.add(key);
+      claim: async (key, attempt) => {
+        const fresh = !createdBy.has(key);
+        if (fresh) createdBy.set(key, attempt);
+        if (lostAnswers.has(key)) throw new Error("Connection terminated unexpectedly");
         return { taken: true, fresh };
       },
-      release: async (key) => void held.delete(key),
+      release: async (key) => void createdBy.delete(key),
+      releaseLost: async (key, attempt) => createdBy.get(key) === attempt && createdBy.delete(key),
       waitMs: 1_000,
     },
   };
@@ -168,6 +183,7 @@ describe("claims (several nodes of one region)", () => {
       claim: async (key) =>
         key === "held" && heldElsewhere ? { taken: false, holder: "fellow" } : { taken: true, fresh: true },
       release: async () => undefined,
+      releaseLost: async () => false,
       waitMs: 60_000,
     };
     const t = pathWithHeldWal({ pendingMax: 1000, queueDelayMaxMs: 50, claims });
@@ -205,7 +221,7 @@ describe("claims of appends the WAL refused", () => {
       walAppend: (rec) => Promise.reject(refusals[rec.key]!),
     });
     for (const key of Object.keys(refusals)) await expect(t.append(key)).rejects.toBe(refusals[key]);
-    expect([...held]).toEqual(["broken"]);
+    expect(held()).toEqual(["broken"]);
   });
 
   it("held from an earlier append of this node (its record in the WAL, unapplied) stay when a retry is refused (found by review: another node could decide the key)", async () => {
@@ -225,9 +241,40 @@ describe("claims of appends the WAL refused", () => {
       },
     });
     await expect(t.append("k")).rejects.toThrow(/store failed/);
-    expect([...held]).toEqual(["k"]);
+    expect(held()).toEqual(["k"]);
     await expect(t.append("k")).rejects.toBeInstanceOf(WalBusyError);
-    expect([...held]).toEqual(["k"]);
+    expect(held()).toEqual(["k"]);
+  });
+
+  it("a claim whose answer was lost ends when this attempt created it, and stays when an earlier append of this node holds it", async () => {
+    const { held, lostAnswers, claims } = claimsHeldHere();
+    const stuck: string[] = [];
+    let appends = 0;
+    const t = pathWithHeldWal({
+      pendingMax: 1000,
+      queueDelayMaxMs: 0,
+      claims,
+      onClaimStuck: (key) => stuck.push(key),
+      walAppend: async () => ({ lsn: ++appends, hlc: { wallMs: 1, logical: 0 } }) as AppendAck,
+      // The first append of "earlier" reaches the WAL and its apply fails: its claim stays.
+      localApply: async (rec) => {
+        if (rec.key === "earlier") throw new Error("the store failed after the WAL append");
+        return undefined;
+      },
+    });
+    lostAnswers.add("k");
+    await expect(t.append("k")).rejects.toThrow(/Connection terminated/);
+    expect(appends).toBe(0);
+    expect(held()).toEqual([]);
+    await expect(t.append("earlier")).rejects.toThrow(/store failed/);
+    lostAnswers.add("earlier");
+    await expect(t.append("earlier")).rejects.toThrow(/Connection terminated/);
+    expect(held()).toEqual(["earlier"]);
+    // The database still unreachable: the claim cannot be ended, and that is said.
+    claims.releaseLost = () => Promise.reject(new Error("still down"));
+    lostAnswers.add("m");
+    await expect(t.append("m")).rejects.toThrow(/Connection terminated/);
+    expect(stuck).toEqual(["m"]);
   });
 
   it("end when the store cannot be read after the claim (nothing was written)", async () => {
@@ -242,7 +289,7 @@ describe("claims of appends the WAL refused", () => {
     });
     await expect(t.append("k")).rejects.toBe(down);
     expect(t.written).toEqual([]);
-    expect([...held]).toEqual([]);
+    expect(held()).toEqual([]);
   });
 });
 

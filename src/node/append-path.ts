@@ -94,10 +94,21 @@ export interface AppendPathDeps {
    * a key another node holds (its record, or its claim released).
    */
   claims?: {
-    claim(key: string): Promise<{ taken: true; fresh: boolean } | { taken: false; holder: string }>;
+    /** `attempt` names this append attempt (kept with a claim it creates). */
+    claim(
+      key: string,
+      attempt: string,
+    ): Promise<{ taken: true; fresh: boolean } | { taken: false; holder: string }>;
     release(key: string): Promise<void>;
+    /** End the claim `attempt` created, if it did (its claim failed without an answer); whether it did. */
+    releaseLost(key: string, attempt: string): Promise<boolean>;
     waitMs: number;
   };
+  /**
+   * A claim whose answer was lost could not be ended either: the key stays claimed by this
+   * node until it appends the key again or restarts (other nodes answer key_claimed).
+   */
+  onClaimStuck?: (key: string, err: unknown) => void;
   walAppend: (rec: PreparedRecord) => Promise<AppendAck>;
   /** Resolves with the version that beat `rec` when it was applied, undefined when `rec` won. */
   localApply: (rec: WalRecord) => Promise<StoredRecord | undefined>;
@@ -268,8 +279,15 @@ export class AppendPath {
     const claims = this.d.claims;
     if (!claims) return this.appendNew(rec);
     const deadline = this.d.runtime.monoMs() + claims.waitMs;
+    const attempt = this.d.runtime.randomBytes(8).toString("hex");
     for (;;) {
-      const c = await claims.claim(rec.key);
+      const c = await claims.claim(rec.key, attempt).catch(async (err: unknown) => {
+        // The claim may have committed and only its answer been lost (the connection cut):
+        // nothing was written, so a claim this attempt created ends now, not at this node's
+        // restart. Here, not later: a later append of the key by this node re-takes it.
+        await claims.releaseLost(rec.key, attempt).catch((e: unknown) => this.d.onClaimStuck?.(rec.key, e));
+        throw err;
+      });
       if (c.taken && waiting.entry.done) waiting.entry = this.queued().entry; // back in the queue, from now
       if (c.taken) {
         // The holder's record and the end of its claim commit together: a claim taken after

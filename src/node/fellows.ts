@@ -20,8 +20,9 @@ export function claimsOf(
   const shared = store.shared;
   if (!shared || !nodeId) return undefined;
   return {
-    claim: (key) => shared.claim(key, incarnation),
+    claim: (key, attempt) => shared.claim(key, incarnation, attempt),
     release: (key) => shared.releaseClaim(key, incarnation),
+    releaseLost: (key, attempt) => shared.releaseLostClaim(key, incarnation, attempt),
     waitMs,
   };
 }

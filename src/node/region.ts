@@ -224,6 +224,11 @@ export class Region {
       onShed: (n, reason) => this.metrics.appendsShed.inc({ reason }, n),
       runtime,
       onDuplicate: (origin) => this.metrics.duplicates.inc({ origin }),
+      onClaimStuck: (key, err) =>
+        this.log.error(
+          { key, err: (err as Error).message },
+          "a claim whose answer was lost could not be ended: the key stays claimed by this node until it appends it again or restarts",
+        ),
       onError: (err) => {
         this.disk.note(err);
         // Marked left by `crr leave --node-id`: the store refuses this node; say so everywhere.

@@ -69,6 +69,11 @@ const steps: readonly string[] = [
   CREATE TABLE claims (key TEXT COLLATE "C" PRIMARY KEY, incarnation TEXT NOT NULL, claimed_at_ms BIGINT NOT NULL);
   CREATE INDEX claims_by_incarnation ON claims (incarnation);
   `,
+  // The append attempt that inserted a claim: one whose answer was lost (the connection cut
+  // after the commit) is told apart from a claim the node held already, and ended.
+  `
+  ALTER TABLE claims ADD COLUMN attempt TEXT;
+  `,
 ];
 
 export const schemaVersion = steps.length;

@@ -270,20 +270,20 @@ export class PostgresStore implements DedupStore {
         leftAtMs: n.left_at_ms ?? undefined,
       }));
     },
-    claim: async (key, incarnation) => {
+    claim: async (key, incarnation, attempt) => {
       const r = await this.read("claim a key", (p) =>
         p.query<{ incarnation: string; fresh: boolean }>(
           // A node claiming a key it holds gets it again (DO UPDATE … WHERE returns the row;
           // xmax is 0 only for a row this statement inserted).
           // Only while the node is not marked left (its row locked FOR SHARE: a leave waits
           // for this claim, then drops it). A single node has no row: it always may.
-          `INSERT INTO claims (key, incarnation, claimed_at_ms)
-           SELECT $1, $2, $3 WHERE EXISTS
+          `INSERT INTO claims (key, incarnation, claimed_at_ms, attempt)
+           SELECT $1, $2, $3, $4 WHERE EXISTS
              (SELECT 1 FROM nodes WHERE incarnation = $2 AND left_at_ms IS NULL FOR SHARE)
              OR NOT EXISTS (SELECT 1 FROM nodes WHERE incarnation = $2)
            ON CONFLICT (key) DO UPDATE SET claimed_at_ms = excluded.claimed_at_ms WHERE claims.incarnation = excluded.incarnation
            RETURNING incarnation, (xmax = 0) AS fresh`,
-          [key, incarnation, this.nowMs()],
+          [key, incarnation, this.nowMs(), attempt ?? null],
         ),
       );
       if (r.rows.length === 1) return { taken: true, fresh: r.rows[0]!.fresh };
@@ -296,13 +296,23 @@ export class PostgresStore implements DedupStore {
       );
       if (holder.rows[0]!.left) throw new NodeLeftError(incarnation);
       // Released between the two statements: try again.
-      if (holder.rows[0]!.incarnation === null) return this.shared.claim(key, incarnation);
+      if (holder.rows[0]!.incarnation === null) return this.shared.claim(key, incarnation, attempt);
       return { taken: false, holder: holder.rows[0]!.incarnation };
     },
     releaseClaim: async (key, incarnation) => {
       await this.read("release a claim", (p) =>
         p.query("DELETE FROM claims WHERE key = $1 AND incarnation = $2", [key, incarnation]),
       );
+    },
+    releaseLostClaim: async (key, incarnation, attempt) => {
+      const r = await this.read("release a claim whose answer was lost", (p) =>
+        p.query("DELETE FROM claims WHERE key = $1 AND incarnation = $2 AND attempt = $3", [
+          key,
+          incarnation,
+          attempt,
+        ]),
+      );
+      return (r.rowCount ?? 0) > 0;
     },
     releaseClaims: async (incarnations) => {
       const r = await this.read("release claims", (p) =>

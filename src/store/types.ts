@@ -243,10 +243,19 @@ export interface SharedRegionStore {
    * `fresh`: this call created the claim (false: the incarnation held it already, from an
    * earlier append whose record may be in its WAL, unapplied: only a fresh claim may be
    * given back on a failure). Throws NodeLeftError when `incarnation` was marked left.
+   * `attempt` names this append attempt: it is kept with a claim the call creates (and only
+   * then), so `releaseLostClaim` can end it if the answer never arrives.
    */
-  claim(key: string, incarnation: string): Promise<ClaimAnswer>;
+  claim(key: string, incarnation: string, attempt?: string): Promise<ClaimAnswer>;
   /** Drop one claim of `incarnation` (it found the key decided after it claimed it). */
   releaseClaim(key: string, incarnation: string): Promise<void>;
+  /**
+   * Drop the claim of `key` that `attempt` created, if it did: its `claim` failed without an
+   * answer (the insert may have committed), and nothing was written for it. A claim the node
+   * held from an earlier attempt stays (that append's record may be in its WAL). Whether one
+   * was dropped.
+   */
+  releaseLostClaim(key: string, incarnation: string, attempt: string): Promise<boolean>;
   /** Drop every claim of these incarnations (nothing they claimed is left to append); how many. */
   releaseClaims(incarnations: readonly string[]): Promise<number>;
   /** Mark a data directory's nodes as gone for good, and drop their claims; how many claims. */

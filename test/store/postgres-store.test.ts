@@ -240,4 +240,21 @@ describe("PostgresStore beside other transactions", () => {
     expect(await store.shared.heartbeat(a)).toEqual({ left: true });
     expect(await store.shared.heartbeat(b)).toEqual({ left: false });
   });
+  it("a claim whose answer was lost is ended by the attempt that created it, and only by it", async () => {
+    const store = await storeOn(await freshDatabase(inject("pgUrl")), { kind: "first-write-wins" });
+    const [a, b] = ["a".repeat(32), "b".repeat(32)];
+    expect(await store.shared.claim("k1", a, "attempt-1")).toEqual({ taken: true, fresh: true });
+    expect(await store.shared.releaseLostClaim("k1", a, "attempt-2")).toBe(false);
+    expect(await store.shared.releaseLostClaim("k1", b, "attempt-1")).toBe(false);
+    expect(await store.shared.claim("k1", b, "attempt-9")).toEqual({ taken: false, holder: a });
+    expect(await store.shared.releaseLostClaim("k1", a, "attempt-1")).toBe(true);
+    expect(await store.shared.claim("k1", b, "attempt-9")).toEqual({ taken: true, fresh: true });
+    // Re-taken by a later attempt of the same node: the claim stays the earlier attempt's
+    // (that append's record may be in the node's WAL, unapplied).
+    expect(await store.shared.claim("k2", a, "attempt-3")).toEqual({ taken: true, fresh: true });
+    expect(await store.shared.claim("k2", a, "attempt-4")).toEqual({ taken: true, fresh: false });
+    expect(await store.shared.releaseLostClaim("k2", a, "attempt-4")).toBe(false);
+    expect(await store.shared.claim("k2", b, "attempt-9")).toEqual({ taken: false, holder: a });
+    await store.close();
+  });
 });
