@@ -5,7 +5,10 @@
  *   - POST /v1/records of a `crr serve` node that replicates to a second `crr serve` node
  *     (every answer after fdatasync; the peer must hold every acknowledged record at the end);
  *   - the same node overloaded: many more connections than its pending bound, to see goodput
- *     and the latency of what it accepts while it refuses the rest (429).
+ *     and the latency of what it accepts while it refuses the rest (429);
+ *   - shedding: the same overload against a node with tight admission bounds
+ *     (`append.pendingMax` 256, `append.queueDelayMaxMs` 20), which refuses before reading a
+ *     body: what goodput and latency the early 429 buys.
  * Each round runs every mode in a rotated order; ratios against the trivial route of the same
  * round (the machine is shared and noisy), summarised as median (min–max).
  *
@@ -43,8 +46,10 @@ interface CannonRun {
   refusedLatency: StatusLatency | undefined;
 }
 
-type Mode = "trivial" | "crr" | "overload";
-const modes: Mode[] = ["trivial", "crr", "overload"];
+type Mode = "trivial" | "crr" | "overload" | "shedding";
+const modes: Mode[] = ["trivial", "crr", "overload", "shedding"];
+/** The shedding node's admission bounds. */
+const tight = { pendingMax: 256, queueDelayMaxMs: 20 };
 
 /** One autocannon run in its own process (its CPU is not this process's). */
 async function cannon(url: string, connections: number, seconds: number, prefix: string): Promise<CannonRun> {
@@ -105,9 +110,15 @@ export async function benchHttp(args: { rounds: number; seconds: number; connect
   const log = (s: string) => process.stderr.write(`${s}\n`);
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "crr-bench-http-"));
   const overloadConnections = args.connections * 8;
+  // us-east-1 (default bounds) and eu-west-1 (tight bounds) each replicate to us-west-2 only.
   const mesh = await LocalMesh.start({
     root,
-    regions: ["us-east-1", "us-west-2"],
+    regions: ["us-east-1", "us-west-2", { name: "eu-west-1", config: { append: tight } }],
+    crr: (self) => ({
+      enabled: true,
+      replicationMode: "multi-way",
+      peers: self === "us-west-2" ? ["us-east-1", "eu-west-1"] : ["us-west-2"],
+    }),
     secret,
     output: "file",
     // CRR_BENCH_MAIN: another entry point for the nodes (e.g. one that starts a CPU profile)
@@ -115,18 +126,20 @@ export async function benchHttp(args: { rounds: number; seconds: number; connect
     common: { log: { level: "warn" } },
   });
   const trivial = await startTrivial();
-  const runs: Record<Mode, CannonRun[]> = { trivial: [], crr: [], overload: [] };
+  const runs: Record<Mode, CannonRun[]> = { trivial: [], crr: [], overload: [], shedding: [] };
   try {
     const crrUrl = `http://127.0.0.1:${mesh.node("us-east-1").listenPort}/v1/records`;
+    const sheddingUrl = `http://127.0.0.1:${mesh.node("eu-west-1").listenPort}/v1/records`;
     await cannon(crrUrl, args.connections, 1, "warmup");
+    await cannon(sheddingUrl, args.connections, 1, "warmup");
     await cannon(trivial.url, args.connections, 1, "warmup");
     for (let round = 0; round < args.rounds; round++) {
       for (let k = 0; k < modes.length; k++) {
         const mode = modes[(round + k) % modes.length]!;
-        const url = mode === "trivial" ? trivial.url : crrUrl;
-        const c = mode === "overload" ? overloadConnections : args.connections;
+        const url = mode === "trivial" ? trivial.url : mode === "shedding" ? sheddingUrl : crrUrl;
+        const c = mode === "overload" || mode === "shedding" ? overloadConnections : args.connections;
         const r = await cannon(url, c, args.seconds, `r${round}-${mode}`);
-        if (mode !== "trivial") await caughtUp(mesh, "us-east-1");
+        if (mode !== "trivial") await caughtUp(mesh, mode === "shedding" ? "eu-west-1" : "us-east-1");
         runs[mode].push(r);
         log(`round ${round + 1} ${mode} (${c} connections): ${describe(r)}`);
       }
@@ -140,6 +153,7 @@ export async function benchHttp(args: { rounds: number; seconds: number; connect
   }
   const ratio = (m: Mode) => spread(runs[m].map((r, i) => r.requestsPerS / runs.trivial[i]!.requestsPerS));
   const overloadToPeak = spread(runs.overload.map((r, i) => r.requestsPerS / runs.crr[i]!.requestsPerS));
+  const sheddingToPeak = spread(runs.shedding.map((r, i) => r.requestsPerS / runs.crr[i]!.requestsPerS));
   const of = (m: Mode, f: (r: CannonRun) => number) => spread(runs[m].map(f));
   const summary = Object.fromEntries(
     modes.map((m) => [
@@ -161,19 +175,19 @@ export async function benchHttp(args: { rounds: number; seconds: number; connect
       ? `${s.median.toFixed(d)} (${s.min.toFixed(d)}–${s.max.toFixed(d)})`
       : `${n(s.median)} (${n(s.min)}–${n(s.max)})`;
   const md = [
-    `autocannon (in its own process, one request in flight per connection) POSTs a JSON record with a new key each time; ${args.rounds} rounds of ${args.seconds} s, the modes rotated in each round; median (min–max); ratios against the trivial route of the same round. crr: one \`crr serve\` node replicating to a second one (the peer caught up after every run); overload: ${overloadConnections} connections against the default admission bounds (\`append.queueDelayMaxMs\` 500, \`append.pendingMax\` 4096).`,
+    `autocannon (in its own process, one request in flight per connection) POSTs a JSON record with a new key each time; ${args.rounds} rounds of ${args.seconds} s, the modes rotated in each round; median (min–max); ratios against the trivial route of the same round. crr: one \`crr serve\` node replicating to a second one (the peer caught up after every run); overload: ${overloadConnections} connections against the default admission bounds (\`append.queueDelayMaxMs\` 500, \`append.pendingMax\` 4096); shedding: ${overloadConnections} connections against a third node with \`append.pendingMax\` ${tight.pendingMax} and \`append.queueDelayMaxMs\` ${tight.queueDelayMaxMs}, which refuses with 429 before reading the body.`,
     "",
     "| target | connections | answered 200/s | / trivial route | accepted p50 ms | accepted p99 ms | refused 429 | refused p99 ms | errors |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ...modes.map((m) => {
       const s = summary[m];
-      const c = m === "overload" ? overloadConnections : args.connections;
+      const c = m === "overload" || m === "shedding" ? overloadConnections : args.connections;
       return `| ${m} | ${c} | ${f(s.okPerS!)} | ${f(s.ratioToTrivial!, 2)} | ${f(s.acceptedP50Ms!, 1)} | ${f(s.acceptedP99Ms!, 1)} | ${f(s.refused!)} | ${f(s.refusedP99Ms!, 1)} | ${f(s.errors!)} |`;
     }),
     "",
-    `Overload goodput / crr at ${args.connections} connections, same round: ${f(overloadToPeak, 2)}.`,
+    `Overload goodput / crr at ${args.connections} connections, same round: ${f(overloadToPeak, 2)}; shedding: ${f(sheddingToPeak, 2)}.`,
   ].join("\n");
-  writeResults("http", { ...args, overloadConnections, summary, overloadToPeak, runs }, md);
+  writeResults("http", { ...args, overloadConnections, summary, overloadToPeak, sheddingToPeak, runs }, md);
   log(md);
 }
 
