@@ -172,8 +172,8 @@ const mutants = [
   {
     name: "PostgreSQL: a node marked left still claims",
     file: "src/store/postgres-store.ts",
-    from: "SELECT $1, $2, $3, $4 WHERE EXISTS",
-    to: "SELECT $1, $2, $3, $4 WHERE TRUE OR EXISTS",
+    from: "SELECT $1, $2, $3, $4, $4 WHERE EXISTS",
+    to: "SELECT $1, $2, $3, $4, $4 WHERE TRUE OR EXISTS",
     tests: ["test/store/postgres-store.test.ts"],
   },
   {
@@ -243,8 +243,8 @@ const mutants = [
   {
     name: "PostgreSQL: a lost claim's release ends a claim another attempt made",
     file: "src/store/postgres-store.ts",
-    from: '"DELETE FROM claims WHERE key = $1 AND incarnation = $2 AND attempt = $3"',
-    to: '"DELETE FROM claims WHERE key = $1 AND incarnation = $2 AND $3::text IS NOT NULL"',
+    from: '"DELETE FROM claims WHERE key = $1 AND incarnation = $2 AND attempt = $3 AND taken_by = $3"',
+    to: '"DELETE FROM claims WHERE key = $1 AND incarnation = $2 AND attempt = $3"',
     tests: ["test/store/postgres-store.test.ts"],
   },
 

@@ -160,16 +160,18 @@ export class DivergenceDetector {
     return findings.filter((f) => wanted.has(f.key));
   }
 
-  /** The incarnations of each several-node region other than the two compared that either side heard lately. */
+  /**
+   * The incarnations of each several-node region that either side heard lately (the two
+   * regions compared are judged by what each says of itself: deadStreams keeps that first).
+   */
   private liveElsewhere(
-    peer: string,
     peerHeard: ReadonlyArray<{ region: string; incarnation: string }>,
   ): Map<string, Set<string>> {
     const live = new Map<string, Set<string>>();
     const several = this.o.severalNodes;
     if (!several) return live;
     for (const h of [...several.heard(), ...peerHeard]) {
-      if (!several.regions.has(h.region) || h.region === this.o.region || h.region === peer) continue;
+      if (!several.regions.has(h.region)) continue;
       const set = live.get(h.region) ?? new Set<string>();
       set.add(h.incarnation);
       live.set(h.region, set);
@@ -207,7 +209,7 @@ export class DivergenceDetector {
             streams: view.streams,
           },
         ],
-        this.liveElsewhere(peer, view.seen),
+        this.liveElsewhere(view.seen),
       ),
       nowMs: this.o.runtime.nowMs(),
       remoteWm: toMap(view.streams),

@@ -282,9 +282,20 @@ describe("the order of the checks", () => {
   it("the origin before the second-node check, the second node before the tenants, the tenants before the clock", async () => {
     const w = world({ refusesTenant: "secret" });
     const ahead = { wallMs: wallMs + 10 * maxSkewMs, logical: 0 };
-    const both = body({ records: [rec(1, { tenant: "secret", hlc: ahead })] });
+    // Two instances of us-east-1 heard, the later one (incB) while the first still speaks.
+    await w.send(body({ records: [rec(1)] }), { inc: incA, boot: "boot-1" });
+    w.advance(100);
+    await w.send(body({ incarnation: incB, records: [rec(1)] }), { inc: incB, boot: "boot-2" });
+    w.advance(100);
+    await w.send(body({ records: [rec(2)] }), { inc: incA, boot: "boot-1" });
+    const fromB = { inc: incB, boot: "boot-2" };
+    const bad = body({ origin: third, incarnation: incB, records: [rec(2, { tenant: "secret" })] });
+    expect((await w.send(bad, fromB)).body.code).toBe("origin_mismatch");
+    const refused = body({ incarnation: incB, records: [rec(2, { tenant: "secret", hlc: ahead })] });
+    expect((await w.send(refused, fromB)).body.code).toBe("duplicate_region");
+    const both = body({ records: [rec(3, { tenant: "secret", hlc: ahead })] });
     expect((await w.send(both)).body.code).toBe("tenant_not_allowed");
-    expect((await w.send(body({ records: [rec(1, { hlc: ahead })] }))).body.code).toBe("clock_skew");
+    expect((await w.send(body({ records: [rec(3, { hlc: ahead })] }))).body.code).toBe("clock_skew");
   });
 });
 

@@ -432,7 +432,8 @@ export class SimCluster {
     if (policy && !policy.targetRegions.includes(region)) return;
     const hlcWallMs = Number(e.hlc.split(".")[0]);
     if (hlcWallMs <= wallMs + maxSkewMs) return;
-    void this.sched.track(
+    this.sched.task(
+      `the clock-bound check of ${id} in ${region}`,
       carried().then((yes) => {
         if (yes)
           this.problems.push(

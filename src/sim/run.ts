@@ -137,8 +137,8 @@ function faults(c: SimCluster, untilMs: number): void {
       // records), a lost store, or a bit flipped in the WAL's tail; then it starts again.
       if (kind === 6 && c.up().length < c.nodes.size) return void s.after(s.int(300, 3000), tick);
       c.crash(a, { torn: s.chance(0.5) });
-      if (kind === 6) void s.track(c.wipe(a));
-      else if (kind === 7) void s.track(c.loseStore(a));
+      if (kind === 6) s.task(`wipe ${a}`, c.wipe(a));
+      else if (kind === 7) s.task(`lose-store ${a}`, c.loseStore(a));
       else c.flipWalBit(a, 2048);
       s.after(s.int(200, 3000), () => void c.boot(a));
     } else if (kind === 9) {
@@ -198,7 +198,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   workload(c, t0 + activeMs);
   if (o.faults ?? true) faults(c, t0 + activeMs);
   const sample = () => {
-    void s.track(c.watch.sample());
+    s.task("watermark sample", c.watch.sample());
     s.after(250, sample);
   };
   s.after(0, sample);
@@ -263,7 +263,12 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     for (const f of report.findings)
       problems.push(`${n.name}: divergence after settling: ${f.kind} ${f.key} with ${f.remote}`);
   }
-  problems.push(...c.problems.slice(0, 20), ...c.watch.problems, ...(await checkCluster(c)));
+  problems.push(
+    ...s.failures.map((f) => `simulator: ${f}`),
+    ...c.problems.slice(0, 20),
+    ...c.watch.problems,
+    ...(await checkCluster(c)),
+  );
   const result: SimResult = {
     seed: o.seed,
     store: stores.kind,

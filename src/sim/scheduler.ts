@@ -96,6 +96,19 @@ export class Scheduler {
     return { cancel: () => void (e.cancelled = true) };
   }
 
+  /** The simulator's own work (`task`) that failed: each fails the run. */
+  readonly failures: string[] = [];
+
+  /**
+   * The simulator's own work started by an event (a checker's reading, an operator's step):
+   * waited for like I/O, and a failure of it is a failure of the run, never swallowed.
+   */
+  task(what: string, p: Promise<unknown>): void {
+    void this.track(p).catch((err: unknown) =>
+      this.failures.push(`${what} failed at ${this.nowMs}: ${(err as Error)?.stack ?? String(err)}`),
+    );
+  }
+
   /** Count `p` as real I/O the next event waits for (see `io`); returns it. */
   track<T>(p: Promise<T>): Promise<T> {
     const done = p.then(

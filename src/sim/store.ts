@@ -6,8 +6,8 @@
  *   thread. A power loss puts it back to the image of its last synced commit. Same seed,
  *   same run, byte for byte.
  * - PostgreSQL: one database per region on a server the caller runs. Every commit is
- *   synced (`synchronous_commit=on`), so a crash loses nothing the store committed, only
- *   what the dying process had not committed yet. The server answers on its own schedule:
+ *   synced (`synchronous_commit=on`), so a crash loses nothing the store committed; and
+ *   since the scheduler waits for every store call, a crash falls between two calls. The server answers on its own schedule:
  *   the scheduler waits for every answer before the next event (a store call takes no
  *   simulated time), but a run is a search, not a replay: one seed may not give one trace.
  */

@@ -69,10 +69,12 @@ const steps: readonly string[] = [
   CREATE TABLE claims (key TEXT COLLATE "C" PRIMARY KEY, incarnation TEXT NOT NULL, claimed_at_ms BIGINT NOT NULL);
   CREATE INDEX claims_by_incarnation ON claims (incarnation);
   `,
-  // The append attempt that inserted a claim: one whose answer was lost (the connection cut
-  // after the commit) is told apart from a claim the node held already, and ended.
+  // The append attempt that inserted a claim, and the last one that took it: a claim whose
+  // answer was lost (the connection cut after the commit) is ended only if that attempt both
+  // made it and was the last to take it (a delete delayed on the network must not end a
+  // claim a later append of the node re-took).
   `
-  ALTER TABLE claims ADD COLUMN attempt TEXT;
+  ALTER TABLE claims ADD COLUMN attempt TEXT, ADD COLUMN taken_by TEXT;
   `,
 ];
 

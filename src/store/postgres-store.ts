@@ -277,11 +277,12 @@ export class PostgresStore implements DedupStore {
           // xmax is 0 only for a row this statement inserted).
           // Only while the node is not marked left (its row locked FOR SHARE: a leave waits
           // for this claim, then drops it). A single node has no row: it always may.
-          `INSERT INTO claims (key, incarnation, claimed_at_ms, attempt)
-           SELECT $1, $2, $3, $4 WHERE EXISTS
+          `INSERT INTO claims (key, incarnation, claimed_at_ms, attempt, taken_by)
+           SELECT $1, $2, $3, $4, $4 WHERE EXISTS
              (SELECT 1 FROM nodes WHERE incarnation = $2 AND left_at_ms IS NULL FOR SHARE)
              OR NOT EXISTS (SELECT 1 FROM nodes WHERE incarnation = $2)
-           ON CONFLICT (key) DO UPDATE SET claimed_at_ms = excluded.claimed_at_ms WHERE claims.incarnation = excluded.incarnation
+           ON CONFLICT (key) DO UPDATE SET claimed_at_ms = excluded.claimed_at_ms, taken_by = excluded.taken_by
+             WHERE claims.incarnation = excluded.incarnation
            RETURNING incarnation, (xmax = 0) AS fresh`,
           [key, incarnation, this.nowMs(), attempt ?? null],
         ),
@@ -306,7 +307,7 @@ export class PostgresStore implements DedupStore {
     },
     releaseLostClaim: async (key, incarnation, attempt) => {
       const r = await this.read("release a claim whose answer was lost", (p) =>
-        p.query("DELETE FROM claims WHERE key = $1 AND incarnation = $2 AND attempt = $3", [
+        p.query("DELETE FROM claims WHERE key = $1 AND incarnation = $2 AND attempt = $3 AND taken_by = $3", [
           key,
           incarnation,
           attempt,

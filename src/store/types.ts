@@ -250,10 +250,11 @@ export interface SharedRegionStore {
   /** Drop one claim of `incarnation` (it found the key decided after it claimed it). */
   releaseClaim(key: string, incarnation: string): Promise<void>;
   /**
-   * Drop the claim of `key` that `attempt` created, if it did: its `claim` failed without an
-   * answer (the insert may have committed), and nothing was written for it. A claim the node
-   * held from an earlier attempt stays (that append's record may be in its WAL). Whether one
-   * was dropped.
+   * Drop the claim of `key` that `attempt` created, if it did and no later attempt took it
+   * since: its `claim` failed without an answer (the insert may have committed), and nothing
+   * was written for it. A claim the node held from an earlier attempt stays (that append's
+   * record may be in its WAL), and so does one a later attempt re-took (this delete may come
+   * late). Whether one was dropped.
    */
   releaseLostClaim(key: string, incarnation: string, attempt: string): Promise<boolean>;
   /** Drop every claim of these incarnations (nothing they claimed is left to append); how many. */

@@ -192,7 +192,7 @@ describe("divergence detection on stores", () => {
     const third = "ap-south-1";
     const [inc1, inc2, gone] = ["1", "2", "9"].map((d) => d.repeat(32)) as [string, string, string];
     /** A holds a record of node 1's stream that B has not received yet; node 2's stream was updated after it. */
-    async function scan(heardHere: string[], heardThere: string[]) {
+    async function scan(heardHere: string[], heardThere: string[], several = new Set([third])) {
       let nowMs = 1_000;
       const a = new SqliteStore({ path: ":memory:", rule, nowMs: () => nowMs });
       const b = new SqliteStore({ path: ":memory:", rule, nowMs: () => nowMs });
@@ -222,7 +222,7 @@ describe("divergence detection on stores", () => {
         region: "a",
         incarnation: () => "a".repeat(32),
         severalNodes: {
-          regions: new Set([third]),
+          regions: several,
           heard: () => heardHere.map((incarnation) => ({ region: third, incarnation })),
         },
         store: a,
@@ -255,6 +255,11 @@ describe("divergence detection on stores", () => {
       expect(await scan([inc1, inc2], [])).toEqual([]);
       expect(await scan([], [inc1, inc2])).toEqual([]);
       expect(await scan([inc1], [inc2])).toEqual([]);
+    });
+
+    it("a region not configured with several nodes keeps the old rule: its stream updated last is its live one", async () => {
+      const findings = await scan([inc1, inc2], [inc1, inc2], new Set());
+      expect(findings.map((f) => [f.kind, f.key, f.missingIn])).toEqual([["missing", "k1", "b"]]);
     });
 
     it("a stream no side heard from lately is dead: what it lacks is reported", async () => {

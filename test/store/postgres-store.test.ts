@@ -255,6 +255,10 @@ describe("PostgresStore beside other transactions", () => {
     expect(await store.shared.claim("k2", a, "attempt-4")).toEqual({ taken: true, fresh: false });
     expect(await store.shared.releaseLostClaim("k2", a, "attempt-4")).toBe(false);
     expect(await store.shared.claim("k2", b, "attempt-9")).toEqual({ taken: false, holder: a });
+    // A lost claim's delete that arrives after a later attempt re-took the claim ends nothing
+    // (found by review: the later append's record may be in the WAL, another node would decide).
+    expect(await store.shared.releaseLostClaim("k2", a, "attempt-3")).toBe(false);
+    expect(await store.shared.claim("k2", b, "attempt-9")).toEqual({ taken: false, holder: a });
     await store.close();
   });
 });
