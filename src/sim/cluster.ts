@@ -293,6 +293,27 @@ export class SimCluster {
     }
   }
 
+  /**
+   * Whether the version `region` holds of `key` has evidence outside that store: the same
+   * version as another running region's winner, or its origin's WAL (what reconcile reads).
+   * Regions down or starting count as holding nothing.
+   */
+  async copiedElsewhere(region: string, key: string): Promise<boolean> {
+    const v = await this.nodes.get(region)!.region?.store.get(key);
+    if (!v) return true;
+    for (const n of this.nodes.values()) {
+      const inWal =
+        n.name === v.origin &&
+        this.walIncarnation.get(n.name) === v.incarnation &&
+        v.lsn >= this.walFirstLsn(n);
+      if (inWal) return true;
+      if (n.name === region || n.state !== "up" || !n.region) continue;
+      const there = await n.region.store.get(key);
+      if (there && versionId(there) === versionId(v)) return true;
+    }
+    return false;
+  }
+
   /** The first LSN the region's WAL still holds (retention removes whole segments, named by their first LSN). */
   private walFirstLsn(n: SimNode): number {
     let names: string[];

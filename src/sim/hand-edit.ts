@@ -15,9 +15,16 @@ export async function handEdit(c: SimCluster, name: string): Promise<string | un
   if (n.state !== "up") return undefined;
   // A second connection, as the sqlite3 shell or psql would open: the engine is not told.
   let remove = false;
-  const key = await c.o.stores.editByHand(siteOf(n), (keys) => {
+  const key = await c.o.stores.editByHand(siteOf(n), async (keys) => {
     const chosen = c.sched.pick(keys);
     remove = c.sched.chance(0.3);
+    // An edit of the last intact copy leaves reconcile no evidence: nothing could put back
+    // what clients were told, by design. That is not what this step tests (PostgreSQL seed
+    // 70: the other regions had lost their stores, the origin its disk).
+    if (!(await c.copiedElsewhere(name, chosen))) {
+      c.sched.note(`hand edit of ${name} ${chosen} left out: its last intact copy`);
+      return undefined;
+    }
     return { key: chosen, remove };
   });
   if (key === undefined) return undefined;

@@ -37,7 +37,8 @@ export interface StoreSite {
   region: Region | undefined;
 }
 
-export type HandEditChoice = (keys: string[]) => { key: string; remove: boolean };
+/** The key to edit among `keys`, and whether to delete it; undefined: edit nothing. */
+export type HandEditChoice = (keys: string[]) => Promise<{ key: string; remove: boolean } | undefined>;
 
 export interface SimStores {
   readonly kind: "sqlite" | "postgres";
@@ -58,7 +59,7 @@ export interface SimStores {
   /**
    * Change (or delete) one record from outside the engine: `choose` picks the key among
    * every key the store holds (ordered by bucket, then key) and whether to delete it.
-   * Undefined when the store holds no key.
+   * Undefined when the store holds no key or `choose` chose none.
    */
   editByHand(site: StoreSite, choose: HandEditChoice): Promise<string | undefined>;
   /** The run is over: let go of `site`'s store without writing anything. */
@@ -144,7 +145,9 @@ export class SqliteSimStores implements SimStores {
     try {
       const keys = db.prepare(keysSql).pluck().all() as string[];
       if (keys.length === 0) return undefined;
-      const { key, remove } = choose(keys);
+      const chosen = await choose(keys);
+      if (!chosen) return undefined;
+      const { key, remove } = chosen;
       if (remove) db.prepare("DELETE FROM records WHERE key = ?").run(key);
       else db.prepare("UPDATE records SET outcome = 'edited by hand' WHERE key = ?").run(key);
       return key;
@@ -255,7 +258,9 @@ export class PostgresSimStores implements SimStores {
     try {
       const keys = (await c.query<{ key: string }>(keysSql)).rows.map((r) => r.key);
       if (keys.length === 0) return undefined;
-      const { key, remove } = choose(keys);
+      const chosen = await choose(keys);
+      if (!chosen) return undefined;
+      const { key, remove } = chosen;
       if (remove) await c.query("DELETE FROM records WHERE key = $1", [key]);
       else await c.query("UPDATE records SET outcome = 'edited by hand' WHERE key = $1", [key]);
       return key;
