@@ -295,8 +295,8 @@ export class SimCluster {
 
   /**
    * Whether the version `region` holds of `key` has evidence outside that store: the same
-   * version as another running region's winner, or its origin's WAL (what reconcile reads).
-   * Regions down or starting count as holding nothing.
+   * version in another region's store (running, or what it left if down), or in its
+   * origin's WAL (what reconcile reads).
    */
   async copiedElsewhere(region: string, key: string): Promise<boolean> {
     const v = await this.nodes.get(region)!.region?.store.get(key);
@@ -307,9 +307,7 @@ export class SimCluster {
         this.walIncarnation.get(n.name) === v.incarnation &&
         v.lsn >= this.walFirstLsn(n);
       if (inWal) return true;
-      if (n.name === region || n.state !== "up" || !n.region) continue;
-      const there = await n.region.store.get(key);
-      if (there && versionId(there) === versionId(v)) return true;
+      if (n.name !== region && (await this.o.stores.held(siteOf(n))).has(versionId(v))) return true;
     }
     return false;
   }
