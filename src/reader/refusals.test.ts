@@ -322,6 +322,25 @@ describe("a second node with the sender's region name", () => {
     expect(w.refused).toEqual([["duplicate_region", peer]]);
   });
 
+  it("a node shipping its own older incarnation's stream (backfill) is not a second node", async () => {
+    const w = world();
+    const older = "0".repeat(32);
+    // The sender's headers name its current incarnation; the batch, the stream it carries.
+    for (let lsn = 1; lsn <= 3; lsn++) {
+      const own = await w.send(body({ records: [rec(lsn)] }), { inc: incA, boot: "boot-1" });
+      expect(own.status).toBe(200);
+      w.advance(100);
+      const old = await w.send(body({ incarnation: older, records: [rec(lsn, { key: `old-${lsn}` })] }), {
+        inc: incA,
+        boot: "boot-1",
+      });
+      expect(old.status).toBe(200);
+      w.advance(100);
+    }
+    expect(w.refused).toEqual([]);
+    expect(await w.store.watermark(peer, older)).toBe(3);
+  });
+
   it("a restarted region (its previous instance silent since) is not a second node", async () => {
     const w = world();
     expect((await w.send(body({ records: [rec(1)] }), { inc: incA, boot: "boot-1" })).status).toBe(200);
@@ -402,7 +421,14 @@ describe("a batch that skips LSNs nobody holds", () => {
     expect(answer.body).toMatchObject({ watermark: 7 });
     expect(w.skipped).toEqual([{ origin: peer, incarnation: incA, from: 3, to: 7 }]);
     expect(w.logs).toEqual([
-      expect.objectContaining({ level: 50, msg: "origin skips LSNs nobody holds (audited)" }),
+      expect.objectContaining({
+        level: 50,
+        msg: "origin skips LSNs nobody holds (audited)",
+        origin: peer,
+        incarnation: incA,
+        from: 3,
+        to: 7,
+      }),
     ]);
   });
 
@@ -428,6 +454,47 @@ describe("a batch that skips LSNs nobody holds", () => {
     const w = world();
     await w.send(body({ firstLsn: 1, lastLsn: 4, records: [rec(4)] }));
     expect(w.skipped).toEqual([]);
+  });
+});
+
+describe("a reader given only what it needs (no metrics, audit or error hooks)", () => {
+  it("refuses, skips and fails as one with them", async () => {
+    const store = new SqliteStore({
+      path: path.join(tempDir(), "store.sqlite"),
+      rule: { kind: "first-write-wins" },
+    });
+    stores.push(store);
+    const reader = new Reader({
+      self,
+      regions: [peer, self],
+      store,
+      clock: new HybridClock({ wallClock: () => wallMs, maxSkewMs }),
+      policy: {
+        peers: [peer],
+        filtersTenants: false,
+        sendsTo: () => true,
+        accepts: () => true,
+        peersFor: () => [peer],
+      },
+      rule: ruleText,
+      incarnations: new IncarnationTracker(10_000),
+      nowMs: () => wallMs,
+      log: createLogger({ level: "silent" }),
+    });
+    const send = (b: Buffer | undefined, rule = ruleText) =>
+      reader.replicate({
+        sender: peer,
+        headers: { "x-crr-incarnation": incA, "x-crr-boot": "b", "x-crr-rule": rule },
+        body: b,
+      });
+    expect((await send(undefined)).body.code).toBe("malformed");
+    expect((await send(body({ records: [rec(1)] }), "last-write-wins/1")).body.code).toBe("rule_mismatch");
+    expect(
+      (await send(body({ flags: BATCH_FLAG_SKIP_GAP, firstLsn: 1, lastLsn: 4, records: [] }))).status,
+    ).toBe(200);
+    expect(await store.watermark(peer, incA)).toBe(4);
+    await store.close();
+    await expect(send(body({ records: [rec(5)] }))).rejects.toThrow(/closed|not open/i);
   });
 });
 
@@ -461,7 +528,10 @@ describe("a batch read from a peer's archive", () => {
       flags: 0,
       records: [rec(1, { hlc })],
     });
-    expect((await w.reader.replicateArchived(of("sa-east-1"))).body.code).toBe("unknown_origin");
+    expect((await w.reader.replicateArchived(of("sa-east-1"))).body).toMatchObject({
+      code: "unknown_origin",
+      message: "origin 'sa-east-1' is not a peer region of 'eu-west-1'",
+    });
     expect((await w.reader.replicateArchived(of(self))).body.code).toBe("unknown_origin");
     const ahead = { wallMs: wallMs + maxSkewMs + 1, logical: 0 };
     expect((await w.reader.replicateArchived(of(peer, ahead))).body.code).toBe("clock_skew");
