@@ -52,6 +52,11 @@ const folders = {
     files: ["src/wal/tail-plan.ts"],
     tests: ["src/wal/*.test.ts", "test/recovery/wal-damage.test.ts"],
   },
+  // The divergence folder's pure modules (the classification, reconcile's decisions).
+  "divergence-pure": {
+    files: ["src/divergence/classify.ts", "src/divergence/reconcile.ts"],
+    tests: ["src/divergence/*.test.ts", "test/store/divergence-detector.test.ts", "test/sim/*.test.ts"],
+  },
   "store-pure": {
     files: ["src/store/merge.ts", "src/store/digest.ts", "src/store/digest-tree.ts"],
     tests: ["src/store/*.test.ts", "test/store/*.test.ts"],
