@@ -42,8 +42,6 @@ export type HandEditChoice = (keys: string[]) => Promise<{ key: string; remove: 
 
 export interface SimStores {
   readonly kind: "sqlite" | "postgres";
-  /** Same seed, same trace. */
-  readonly deterministic: boolean;
   /** The config's `store` block for `region` (undefined: SQLite in its data directory). */
   configOf(region: string): Record<string, unknown> | undefined;
   /** Region.open's store hooks for `site`. */
@@ -80,7 +78,6 @@ function sqliteOf(region: Region): SqliteStore {
 
 export class SqliteSimStores implements SimStores {
   readonly kind = "sqlite";
-  readonly deterministic = true;
   /** Each region's store as of its last synced commit (what a power loss leaves). */
   private readonly images = new Map<string, Buffer>();
 
@@ -168,7 +165,6 @@ export class SqliteSimStores implements SimStores {
  */
 export class PostgresSimStores implements SimStores {
   readonly kind = "postgres";
-  readonly deterministic = false;
   private readonly urls = new Map<string, string>();
 
   private constructor(private readonly sched: Scheduler) {}
