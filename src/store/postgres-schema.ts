@@ -80,16 +80,6 @@ const steps: readonly string[] = [
 
 export const schemaVersion = steps.length;
 
-/**
- * Empty every table of a database crr created, keeping the schema (much faster than a new
- * database): the tests' fresh stores, and the simulator's lost store.
- */
-export const emptyStoreSql = `DO $$ BEGIN IF to_regclass('records') IS NOT NULL THEN
-  TRUNCATE records, watermarks, conflicts, tampered, meta, claims, nodes RESTART IDENTITY;
-  UPDATE bucket_digests SET digest = '\\x00000000000000000000000000000000'::bytea, keys = 0, gen = 0 WHERE gen > 0;
-  UPDATE digest_clock SET gen = 0, conflict_id = 0;
-END IF; END $$`;
-
 /** Create the schema, or bring an older one up to this build's version. */
 export async function migrate(client: pg.PoolClient): Promise<void> {
   await client.query("BEGIN");
