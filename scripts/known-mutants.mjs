@@ -205,6 +205,19 @@ const mutants = [
     tests: ["test/store/store-contract.test.ts"],
   },
   {
+    name: "a WAL read of the active segment borrows the writer's fd (simulator, PostgreSQL with several nodes, seed 3)",
+    file: "src/wal/wal.ts",
+    from: 'const fd = await this.ops.open(seg.path, "r");',
+    to: 'const fd = seg === this.active ? this.activeFd : await this.ops.open(seg.path, "r");',
+    and: [
+      {
+        from: "    } finally {\n      await this.ops.close(fd);\n    }",
+        to: "    } finally {\n      if (seg !== this.active) await this.ops.close(fd);\n    }",
+      },
+    ],
+    tests: ["test/wal/wal.test.ts"],
+  },
+  {
     name: "PostgreSQL: a hand-edited copy exported to a bootstrap",
     file: "src/store/postgres-store.ts",
     from: "!row.flagged && row.vh.equals(versionHash(fromRow(row)));\n    return {\n      versions: r.rows",

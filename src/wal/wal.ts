@@ -608,7 +608,9 @@ export class Wal {
       lsn = index[k]!;
       offset = index[k + 1]!;
     }
-    const fd = seg === this.active ? this.activeFd : await this.ops.open(seg.path, "r");
+    // Its own descriptor, even of the active segment: a rotation during the read closes the
+    // writer's (a read or close of a closed fd may hit another file that reused its number).
+    const fd = await this.ops.open(seg.path, "r");
     try {
       let buf = Buffer.allocUnsafe(Math.max(limits.bytesMax, 1024 * 1024));
       let have = await this.readAt(fd, buf, offset, seg);
@@ -648,7 +650,7 @@ export class Wal {
       }
       return this.chunk(seg, offset, fromLsn, fromLsn + count - 1, Buffer.from(buf.subarray(0, q)));
     } finally {
-      if (seg !== this.active) await this.ops.close(fd);
+      await this.ops.close(fd);
     }
   }
 

@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { HybridClock } from "../../src/clock/index.js";
 import { SegmentCorruptError, WalLsnUnavailableError, WalWriteError } from "../../src/errors.js";
 import { realRuntime } from "../../src/runtime/index.js";
+import { type FileOps, nodeFileOps } from "../../src/util/file-ops.js";
 import { Wal, decodeFrames, type WalChunk, type WalRecord } from "../../src/wal/index.js";
 import { faultyFs } from "../support/faulty-fs.js";
 import { tempDir } from "../support/tmp.js";
@@ -150,6 +151,59 @@ describe("Wal", () => {
     await tailing;
     expect(seen).toEqual(Array.from({ length: 250 }, (_, i) => i + 1));
     await wal.close();
+  });
+
+  it("keeps a reader's file open through a rotation of the segment it reads (no read or close of a closed fd)", async () => {
+    // Found by the simulator (PostgreSQL, several nodes, seed 3): a read of the active segment
+    // used the writer's fd; a rotation during the read closed it, and the reader then read it
+    // and closed it again. On a real disk the number may by then name another file.
+    const dir = tempDir();
+    const first = await Wal.open({ dir, region });
+    for (let i = 0; i < 5; i++) await first.append(rec(i));
+    await first.close();
+    const open = new Set<number>();
+    const misuse: string[] = [];
+    let readGate: Promise<void> | undefined;
+    const ops: FileOps = {
+      ...nodeFileOps,
+      async open(p, flags, mode) {
+        const fd = await nodeFileOps.open(p, flags, mode);
+        open.add(fd);
+        return fd;
+      },
+      async close(fd) {
+        if (!open.delete(fd)) misuse.push(`close of fd ${fd}, not open`);
+        return nodeFileOps.close(fd);
+      },
+      async read(fd, buf, offset, length, position) {
+        if (readGate) await readGate;
+        if (!open.has(fd)) misuse.push(`read of fd ${fd}, not open`);
+        return nodeFileOps.read(fd, buf, offset, length, position);
+      },
+    };
+    let now = Date.now();
+    // Reopened: nothing is cached in memory, so a read goes to the (active) segment's file.
+    const wal = await Wal.open({
+      dir,
+      region,
+      fileOps: ops,
+      runtime: { ...realRuntime, nowMs: () => now },
+      segmentAgeMsMax: 60_000,
+    });
+    let release!: () => void;
+    readGate = new Promise((r) => (release = r));
+    const reading = wal.read(1, { bytesMax: 1 << 20, recordsMax: 100 });
+    await new Promise((r) => setImmediate(r));
+    readGate = undefined;
+    now += 60_000;
+    const segments = wal.stats().segments;
+    await wal.append(rec(5)); // sealed by age: the segment being read is no longer the active one
+    expect(wal.stats().segments).toBe(segments + 1);
+    release();
+    const chunk = await reading;
+    expect(chunk && [chunk.firstLsn, chunk.lastLsn]).toEqual([1, 5]);
+    await wal.close();
+    expect(misuse).toEqual([]);
   });
 
   it("appendBatch is one write and one fsync, and refuses a batch that breaks a limit", async () => {
