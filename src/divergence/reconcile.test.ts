@@ -2,7 +2,7 @@
 import { describe, expect, it } from "vitest";
 import type { StoredRecord } from "../store/index.js";
 import type { Finding } from "./classify.js";
-import { decide, type Established } from "./reconcile.js";
+import { decide, establish, type Established } from "./reconcile.js";
 
 const rule = { kind: "first-write-wins" } as const;
 const version = (origin: string, lsn: number, outcome: string, wallMs = 1000): StoredRecord => ({
@@ -27,6 +27,19 @@ const finding = (local: StoredRecord | undefined, remote: StoredRecord | undefin
 });
 
 describe("reconcile decides from evidence", () => {
+  it("a copy taken as evidence is a plain record: its holder's `intact` flag is not sent on", async () => {
+    // The origin's WAL cannot be asked (or does not hold it): the copy's own word decides.
+    const copy = { ...version("us-east-1", 7, "approve"), intact: true };
+    const unreachable = () => Promise.reject(new Error("unreachable"));
+    const e = await establish(copy, unreachable);
+    expect(e).toEqual({ version: version("us-east-1", 7, "approve"), evidence: "intact-copy" });
+    expect("intact" in e.version).toBe(false);
+    const damaged = await establish({ ...copy, intact: false }, () => Promise.resolve([]));
+    expect(damaged.evidence).toBe("none");
+    expect("intact" in damaged.version).toBe(false);
+  });
+
+
   it("a hand-edited copy is replaced by the intact one with its identity, wherever reconcile runs", () => {
     const tampered = version("us-east-1", 4, "tampered");
     const intact = version("us-east-1", 4, "accepted");

@@ -89,7 +89,10 @@ export async function establish(
   } catch {
     // The origin is unreachable or its WAL unreadable: the copy's own evidence decides.
   }
-  return { version: v, evidence: v.intact === false ? "none" : "intact-copy" };
+  // The copy as a record (`intact` is what its holder said of it, not part of it: a peer's
+  // repair route refuses a version carrying it; found by the simulator, several nodes).
+  const { intact, ...version } = v;
+  return { version, evidence: intact === false ? "none" : "intact-copy" };
 }
 
 /**
