@@ -8,15 +8,15 @@ import path from "node:path";
 import { verifyAuditFiles } from "../audit/index.js";
 import { formatHlc, type Hlc } from "../clock/index.js";
 import type { StoredRecord } from "../store/index.js";
-import { siteOf, type LedgerEntry, type SimCluster, type SimNode } from "./cluster.js";
+import { auditLinesOf, siteOf, type LedgerEntry, type SimCluster, type SimNode } from "./cluster.js";
 
-/** Whether `node` should hold records of `tenant` written in `origin`. */
-export function targets(c: SimCluster, node: string, tenant: string, origin: string): boolean {
-  if (node === origin) return true;
+/** Whether `region` should hold records of `tenant` written in `origin`. */
+export function targets(c: SimCluster, region: string, tenant: string, origin: string): boolean {
+  if (region === origin) return true;
   const t = c.o.tenants;
   if (!t) return true;
   const p = t.find((x) => x.tenantID === tenant);
-  return p !== undefined && p.targetRegions.includes(node);
+  return p !== undefined && p.targetRegions.includes(region);
 }
 
 /** The obvious rule: the smallest (wall ms, logical, origin) wins. */
@@ -38,20 +38,20 @@ function sameContent(v: StoredRecord, e: LedgerEntry): string | undefined {
   return undefined;
 }
 
-function auditLines(n: SimNode): Array<Record<string, unknown>> {
-  const dir = path.join(n.config.dataDir, "audit");
-  if (!fs.existsSync(dir)) return [];
-  return fs
-    .readdirSync(dir)
-    .sort()
-    .flatMap((f) => fs.readFileSync(path.join(dir, f), "utf8").split("\n"))
-    .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
+/**
+ * What the audit logs of `region`'s nodes say, those lost with a node's disk included (a
+ * region served by several nodes audits on whichever node did the work).
+ */
+function regionAudit(c: SimCluster, region: string): Array<Record<string, unknown>> {
+  return [
+    ...c.nodesOf(region).flatMap((n) => auditLinesOf(n.config.dataDir)),
+    ...c.lostAuditLines.filter((x) => x.region === region).map((x) => x.line),
+  ];
 }
 
-function auditedLosers(n: SimNode): Set<string> {
+function auditedLosers(c: SimCluster, region: string): Set<string> {
   const out = new Set<string>();
-  for (const e of auditLines(n)) {
+  for (const e of regionAudit(c, region)) {
     if (e.kind !== "conflict") continue;
     const loser = e.loser as { origin: string; incarnation: string; lsn: number };
     out.add(`${String(e.key)}|${id(loser)}`);
@@ -77,7 +77,7 @@ async function unauditedLosses(c: SimCluster): Promise<string[]> {
   };
   for (const e of c.ledger) {
     if (!e.lost?.startsWith("the WAL of") || (await held(e))) continue;
-    const abandoned = auditLines(c.nodes.get(e.origin)!).some(
+    const abandoned = regionAudit(c, e.origin).some(
       (a) => a.kind === "wal-abandoned" && a.incarnation === e.incarnation,
     );
     if (!abandoned)
@@ -92,11 +92,16 @@ export async function checkCluster(c: SimCluster): Promise<string[]> {
   // Entries given up (no copy was left) are no longer expected, but one may still turn up
   // (an operator's salvage): then it is a decision like any other.
   const decided = c.ledger.filter((e) => !e.duplicate);
+  problems.push(...decidedTwice(c, decided));
+  // A region's store is checked once, through one of its running nodes.
+  const checked = new Set<string>();
   for (const n of c.up()) {
+    if (checked.has(n.regionName)) continue;
+    checked.add(n.regionName);
     const store = n.region!.store;
     const byKey = new Map<string, Array<{ e: LedgerEntry | undefined; v: StoredRecord }>>();
     for (const e of decided) {
-      if (!targets(c, n.name, e.tenant, e.origin)) continue;
+      if (!targets(c, n.regionName, e.tenant, e.origin)) continue;
       const v = (await store.streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 10)).find(
         (x) => x.lsn === e.lsn,
       );
@@ -111,7 +116,7 @@ export async function checkCluster(c: SimCluster): Promise<string[]> {
       list.push({ e, v });
       byKey.set(e.key, list);
     }
-    const audited = auditedLosers(n);
+    const audited = auditedLosers(c, n.regionName);
     for (const [key, list] of byKey) {
       const winner = await store.get(key);
       // A write made durable whose answer no client heard (a crash in between) is a decision
@@ -127,15 +132,18 @@ export async function checkCluster(c: SimCluster): Promise<string[]> {
         if (x !== first && x.e && !audited.has(`${key}|${id(x.v)}`))
           problems.push(`${n.name}: conflict loser ${id(x.v)} of ${key} not in the audit log`);
     }
-    const files = fs.existsSync(path.join(n.config.dataDir, "audit"))
+    problems.push(...(await policyLeaks(c, n)));
+  }
+  for (const n of c.up()) {
+    const dir = path.join(n.config.dataDir, "audit");
+    const files = fs.existsSync(dir)
       ? fs
-          .readdirSync(path.join(n.config.dataDir, "audit"))
+          .readdirSync(dir)
           .sort()
-          .map((f) => path.join(n.config.dataDir, "audit", f))
+          .map((f) => path.join(dir, f))
       : [];
     const audit = verifyAuditFiles(files);
     if (audit.problem) problems.push(`${n.name}: audit chain: ${audit.problem}`);
-    problems.push(...(await policyLeaks(c, n)));
   }
   problems.push(...(await unauditedLosses(c)));
   problems.push(...falseDivergence(c));
@@ -155,7 +163,7 @@ export async function checkCluster(c: SimCluster): Promise<string[]> {
 function falseDivergence(c: SimCluster): string[] {
   const out: string[] = [];
   for (const n of c.nodes.values())
-    for (const e of auditLines(n))
+    for (const e of auditLinesOf(n.config.dataDir))
       if (
         e.kind === "divergence" &&
         e.reason !== "dead-incarnation" &&
@@ -168,9 +176,30 @@ function falseDivergence(c: SimCluster): string[] {
   return out.slice(0, 10);
 }
 
+/**
+ * A region answers "first" for a key once: two first answers of one region (from one node
+ * or two) naming different versions are a decision taken twice, a split brain. An answer
+ * given up (its every copy lost) is no longer binding: the key may be decided again.
+ */
+function decidedTwice(c: SimCluster, decided: readonly LedgerEntry[]): string[] {
+  const first = new Map<string, LedgerEntry>();
+  const out: string[] = [];
+  for (const e of decided) {
+    if (e.lost) continue;
+    const k = `${c.regionOf(e.region)}|${e.key}`;
+    const before = first.get(k);
+    if (!before) first.set(k, e);
+    else if (id(before) !== id(e))
+      out.push(
+        `${c.regionOf(e.region)} decided ${e.key} twice: ${id(before)} (answered by ${before.region}) and ${id(e)} (answered by ${e.region})`,
+      );
+  }
+  return out;
+}
+
 async function policyLeaks(c: SimCluster, n: SimNode): Promise<string[]> {
   // Every row, edited ones too (the store's export leaves those out): a second connection.
   return (await c.o.stores.rows(siteOf(n)))
-    .filter((v) => !targets(c, n.name, v.tenant, v.origin))
+    .filter((v) => !targets(c, n.regionName, v.tenant, v.origin))
     .map((v) => `${n.name} holds ${id(v)} of tenant ${v.tenant}: its policy excludes it`);
 }

@@ -18,7 +18,7 @@ import { SimDisk } from "./disk.js";
 import { Network } from "./network.js";
 import type { Scheduler, SimProcess } from "./scheduler.js";
 import { WatermarkWatch } from "./watermarks.js";
-import { versionId, type SimStores, type StoreSite } from "./store.js";
+import type { SimStores, StoreSite } from "./store.js";
 
 export const simSecret = "sim-peer-secret-0123456789abcdef";
 
@@ -40,7 +40,10 @@ export interface LedgerEntry {
 }
 
 export interface SimNode {
+  /** The node's name: its region's for a region's first node, else `<region>-<letter>`. */
   name: string;
+  /** The region it serves (several nodes of one region share its PostgreSQL store). */
+  regionName: string;
   config: NodeConfig;
   proc: SimProcess;
   region: Region | undefined;
@@ -57,11 +60,33 @@ export interface ClusterOptions {
   tenants: Array<{ tenantID: string; targetRegions: string[] }> | undefined;
   baseDir: string;
   stores: SimStores;
+  /** Regions served by several nodes (on PostgreSQL), and how many; others have one. */
+  nodeCounts?: Record<string, number>;
+}
+
+/** The audit log of a data directory, line by line (oldest file first). */
+export function auditLinesOf(dataDir: string): Array<Record<string, unknown>> {
+  const dir = path.join(dataDir, "audit");
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .sort()
+    .flatMap((f) => fs.readFileSync(path.join(dir, f), "utf8").split("\n"))
+    .filter((l) => l.length > 0)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** The process serving `dataDir` is gone: its lock names a pid nobody has. */
+function exited(dataDir: string): void {
+  const lock = path.join(dataDir, "LOCK");
+  if (!fs.existsSync(lock)) return;
+  const h = JSON.parse(fs.readFileSync(lock, "utf8")) as Record<string, unknown>;
+  fs.writeFileSync(lock, `${JSON.stringify({ ...h, pid: 4_194_399 })}\n`);
 }
 
 /** What the stores need of a node. */
 export function siteOf(n: SimNode): StoreSite {
-  return { name: n.name, dataDir: n.config.dataDir, region: n.region };
+  return { name: n.regionName, dataDir: n.config.dataDir, region: n.region };
 }
 
 export class SimCluster {
@@ -78,6 +103,10 @@ export class SimCluster {
   readonly handEdited = new Set<string>();
   /** Watermarks and acknowledgements sampled during the run (never backward, acks durable). */
   readonly watch: WatermarkWatch;
+  /** Node ids whose data directory was lost and that the operator has not yet declared gone. */
+  readonly lostNodes: Array<{ region: string; nodeId: string }> = [];
+  /** Audit lines of nodes whose disk was lost (what they had written before). */
+  readonly lostAuditLines: Array<{ region: string; line: Record<string, unknown> }> = [];
 
   constructor(
     readonly sched: Scheduler,
@@ -86,34 +115,57 @@ export class SimCluster {
     this.disk = new SimDisk(sched);
     this.net = new Network(sched, 2000);
     this.watch = new WatermarkWatch(this, 5000);
-    for (const name of o.regions) {
-      const config = this.configOf(name, new Set());
-      this.nodes.set(name, {
-        name,
-        config,
-        removed: new Set(),
-        proc: { alive: false, skewMs: 0 },
-        region: undefined,
-        app: undefined,
-        state: "down",
-        crashes: 0,
-      });
-    }
+    for (const regionName of o.regions)
+      for (let i = 0; i < (o.nodeCounts?.[regionName] ?? 1); i++) {
+        const name = i === 0 ? regionName : `${regionName}-${String.fromCharCode(97 + i)}`;
+        this.addNode(name, regionName);
+      }
   }
 
-  private configOf(name: string, removed: ReadonlySet<string>): NodeConfig {
+  private addNode(name: string, regionName: string): void {
+    const config = this.configOf(name, regionName, new Set());
+    this.nodes.set(name, {
+      name,
+      regionName,
+      config,
+      removed: new Set(),
+      proc: { alive: false, skewMs: 0 },
+      region: undefined,
+      app: undefined,
+      state: "down",
+      crashes: 0,
+    });
+  }
+
+  /** The region `node` serves. */
+  regionOf(node: string): string {
+    return this.nodes.get(node)!.regionName;
+  }
+
+  /** The nodes serving `region`. */
+  nodesOf(region: string): SimNode[] {
+    return [...this.nodes.values()].filter((n) => n.regionName === region);
+  }
+
+  /** Whether `region` is served by several nodes (one shared PostgreSQL store). */
+  several(region: string): boolean {
+    return (this.o.nodeCounts?.[region] ?? 1) > 1;
+  }
+
+  configOf(name: string, regionName: string, removed: ReadonlySet<string>): NodeConfig {
     const all = this.o.regions;
     const crr = this.o.tenants
       ? { enabled: true, replicationMode: "selective", policies: this.o.tenants }
       : {
           enabled: true,
           replicationMode: "multi-way",
-          peers: all.filter((r) => r !== name && !removed.has(r)),
+          peers: all.filter((r) => r !== regionName && !removed.has(r)),
         };
+    const several = (r: string) => (this.several(r) ? { nodes: "several" } : {});
     const raw = {
-      region: name,
+      region: regionName,
       dataDir: path.join(this.o.baseDir, name),
-      regions: Object.fromEntries(all.map((r) => [r, { url: `http://${r}.sim` }])),
+      regions: Object.fromEntries(all.map((r) => [r, { url: `http://${r}.sim`, ...several(r) }])),
       crr,
       auth: { peerSecret: simSecret },
       // Small segments, sealed every few seconds: retention, sealed-segment reads and the store
@@ -123,7 +175,7 @@ export class SimCluster {
       health: { probeIntervalMs: 1000, probeTimeoutMs: 500 },
       recovery: { peerWaitMs: 1500, bootstrapWaitMs: 20_000 },
       divergence: { intervalMs: 5000, inFlightMsMax: 60_000 },
-      ...(this.o.stores.configOf(name) ? { store: this.o.stores.configOf(name) } : {}),
+      ...(this.o.stores.configOf(regionName) ? { store: this.o.stores.configOf(regionName) } : {}),
     };
     return parseConfig(raw, `sim:${name}`, this.o.baseDir, {});
   }
@@ -143,13 +195,13 @@ export class SimCluster {
       const region = (opened = await Region.open(config, {
         log: silentLogger(),
         runtime,
-        fileOps: this.disk,
+        fileOps: this.disk.view(proc),
         startAlone: o.startAlone,
         acceptWalLoss: o.acceptWalLoss,
         store: this.o.stores.hooks(siteOf(n)),
         links: (peer, id) =>
           new HttpPeerLink({
-            region: name,
+            region: n.regionName,
             incarnation: id.incarnation,
             boot: id.boot,
             rule: `${id.rule}/${formatVersion}`,
@@ -160,7 +212,7 @@ export class SimCluster {
             connectTimeoutMs: 500,
             requestTimeoutMs: 2000,
             runtime,
-            transport: this.net.transport(name, proc, peer),
+            transport: this.net.transport(n.regionName, proc, peer),
           }),
       }));
       if (!proc.alive) return;
@@ -173,7 +225,7 @@ export class SimCluster {
         const carried = async () =>
           (await region.store.streamVersions(origin, incarnation, lsn, lsn, 1)).length > 0;
         this.checkAccepted(
-          name,
+          n.regionName,
           runtime.nowMs(),
           config.hlc.maxSkewMs,
           `${origin}/${incarnation}/${lsn}`,
@@ -182,7 +234,7 @@ export class SimCluster {
       });
       this.walIncarnation.set(name, region.wal.incarnation);
       n.app = buildServer(region);
-      this.net.endpoints.set(name, { proc, app: n.app });
+      this.net.endpoints.set(name, { region: n.regionName, proc, app: n.app });
       region.start();
       await region.admitted;
       if (!proc.alive) return;
@@ -229,120 +281,8 @@ export class SimCluster {
     n.state = "down";
     const dir = n.config.dataDir;
     const lost = this.disk.crash(dir, o);
-    // The process is gone: its lock names a pid nobody has.
-    const lock = path.join(dir, "LOCK");
-    if (fs.existsSync(lock)) {
-      const h = JSON.parse(fs.readFileSync(lock, "utf8")) as Record<string, unknown>;
-      fs.writeFileSync(lock, `${JSON.stringify({ ...h, pid: 4_194_399 })}\n`);
-    }
+    exited(dir);
     this.sched.note(`crash ${name} torn=${o.torn} lost=${lost.length}`);
-  }
-
-  /**
-   * The region's disk is lost while it is down: its data directory is gone. What it
-   * acknowledged that no other region holds is lost with it (nothing can bring it back);
-   * those ledger entries are set aside, counted, and no longer expected anywhere.
-   */
-  async wipe(name: string): Promise<void> {
-    const n = this.nodes.get(name)!;
-    await this.setAsideUnheld({ store: name, wal: name }, `every copy was lost (last: the disk of ${name})`);
-    this.walIncarnation.delete(name);
-    this.watch.storeLost(name);
-    await this.o.stores.lose(siteOf(n));
-    fs.rmSync(n.config.dataDir, { recursive: true, force: true });
-    this.disk.forget(n.config.dataDir);
-    this.sched.note(`wipe ${name}`);
-  }
-
-  /**
-   * The operator's answer to a refusal over a damaged WAL: start again with
-   * --accept-wal-loss. What the region acknowledged that nobody else holds is set aside as
-   * lost (and must be audited there as such).
-   */
-  async acceptWalLoss(name: string): Promise<void> {
-    const n = this.nodes.get(name)!;
-    if (n.state !== "refused" || !n.refusal?.includes("--accept-wal-loss")) return;
-    await this.setAsideUnheld({ wal: name }, `the WAL of ${name} was damaged and its loss accepted`);
-    this.walIncarnation.delete(name);
-    n.proc.alive = false;
-    this.sched.note(`accept-wal-loss ${name}`);
-    await this.boot(name, { acceptWalLoss: true });
-  }
-
-  /**
-   * Ledger entries no copy is left of once `lost` is gone (a store, a WAL, or both): a
-   * region's store (running, or its last synced image while it is down), or the origin's
-   * WAL for its current incarnation. They are no longer expected anywhere.
-   */
-  private async setAsideUnheld(lost: { store?: string; wal?: string }, why: string): Promise<void> {
-    const nodes = [...this.nodes.values()];
-    const held = await Promise.all(
-      nodes.map((n) => (n.name === lost.store ? new Set<string>() : this.o.stores.held(siteOf(n)))),
-    );
-    for (const e of this.ledger) {
-      if (e.lost || e.duplicate) continue;
-      const kept = nodes.some(
-        (n, i) =>
-          held[i]!.has(versionId(e)) ||
-          (n.name === e.origin &&
-            n.name !== lost.wal &&
-            this.walIncarnation.get(n.name) === e.incarnation &&
-            e.lsn >= this.walFirstLsn(n)),
-      );
-      if (!kept) e.lost = why;
-    }
-  }
-
-  /**
-   * Whether the version `region` holds of `key` has evidence outside that store: the same
-   * version in another region's store (running, or what it left if down), or in its
-   * origin's WAL (what reconcile reads).
-   */
-  async copiedElsewhere(region: string, key: string): Promise<boolean> {
-    const v = await this.nodes.get(region)!.region?.store.get(key);
-    if (!v) return true;
-    for (const n of this.nodes.values()) {
-      const inWal =
-        n.name === v.origin &&
-        this.walIncarnation.get(n.name) === v.incarnation &&
-        v.lsn >= this.walFirstLsn(n);
-      if (inWal) return true;
-      if (n.name !== region && (await this.o.stores.held(siteOf(n))).has(versionId(v))) return true;
-    }
-    return false;
-  }
-
-  /** The first LSN the region's WAL still holds (retention removes whole segments, named by their first LSN). */
-  private walFirstLsn(n: SimNode): number {
-    let names: string[];
-    try {
-      names = fs.readdirSync(path.join(n.config.dataDir, "wal")).filter((f) => /^\d{20}\.wal$/.test(f));
-    } catch {
-      return Infinity;
-    }
-    return names.length === 0 ? Infinity : Math.min(...names.map((f) => Number(f.slice(0, 20))));
-  }
-
-  /**
-   * The operator's answer to a shipper stuck on LSNs nobody holds (its error names the
-   * command): `crr skip-gap`, audited. What is skipped is lost for that peer: ledger entries
-   * nobody holds any more are set aside first.
-   */
-  async skipGap(name: string, peer: string, throughLsn: number): Promise<void> {
-    const region = this.nodes.get(name)?.region;
-    if (!region) return;
-    await this.setAsideUnheld({}, `nobody held it; skipped by the operator for ${peer}`);
-    this.sched.note(`skip-gap ${name} ${peer} ${throughLsn}`);
-    await region.skipGap(peer, throughLsn, "simulated operator");
-  }
-
-  /** The store alone is lost while the region is down (the WAL is kept). */
-  async loseStore(name: string): Promise<void> {
-    const n = this.nodes.get(name)!;
-    await this.setAsideUnheld({ store: name }, `every copy was lost (last: the store of ${name})`);
-    this.watch.storeLost(name);
-    await this.o.stores.lose(siteOf(n));
-    this.sched.note(`lose-store ${name}`);
   }
 
   /**
@@ -350,17 +290,21 @@ export class SimCluster {
    * the new configuration takes effect with a graceful restart (at once if the region is
    * running, else at its next start).
    */
-  async setPeer(name: string, peer: string, present: boolean): Promise<void> {
-    const n = this.nodes.get(name)!;
+  async setPeer(region: string, peer: string, present: boolean): Promise<void> {
+    const nodes = this.nodesOf(region);
+    const n = nodes[0]!;
     if (this.o.tenants || n.removed.has(peer) !== present) return;
     // A multi-way region keeps at least one peer (the configuration requires one).
     if (!present && this.o.regions.length - 2 - n.removed.size < 1) return;
-    if (present) n.removed.delete(peer);
-    else n.removed.add(peer);
-    if (!present) this.watch.peerRemoved(name, peer);
-    n.config = this.configOf(name, n.removed);
-    this.sched.note(`${present ? "add" : "remove"} peer ${name} ${peer}`);
-    await this.restart(name);
+    this.sched.note(`${present ? "add" : "remove"} peer ${region} ${peer}`);
+    // Every node of the region gets the same configuration, each restarted in turn.
+    for (const x of nodes) {
+      if (present) x.removed.delete(peer);
+      else x.removed.add(peer);
+      if (!present) this.watch.peerRemoved(x.name, peer);
+      x.config = this.configOf(x.name, x.regionName, x.removed);
+    }
+    for (const x of nodes) await this.restart(x.name);
   }
 
   /** Stop a running region gracefully (Region.close) and start it again. */
@@ -372,7 +316,9 @@ export class SimCluster {
     try {
       await region.close();
     } catch (err) {
+      // `crr serve` exits all the same: what it held is let go.
       this.sched.note(`stop ${name} failed: ${(err as Error).message}`);
+      exited(n.config.dataDir);
     }
     if (n.proc !== proc || !proc.alive) return; // it crashed while stopping
     proc.alive = false;

@@ -14,7 +14,7 @@
 import path from "node:path";
 import fs from "node:fs";
 import type { FileOps } from "../util/file-ops.js";
-import type { Scheduler } from "./scheduler.js";
+import type { Scheduler, SimProcess } from "./scheduler.js";
 
 function errno(code: string, what: string): NodeJS.ErrnoException {
   return Object.assign(new Error(`${code}: ${what} (simulated)`), { code });
@@ -25,6 +25,11 @@ type EntryChange =
   | { op: "create"; path: string }
   | { op: "rename"; from: string; to: string; fromDurable: Buffer | undefined; toDurable: Buffer | undefined }
   | { op: "unlink"; path: string; durable: Buffer | undefined };
+
+/** Whether `p` is `dir` or lies below it (`/d/r0-b` is not below `/d/r0`). */
+function under(p: string, dir: string): boolean {
+  return p === dir || p.startsWith(dir.endsWith(path.sep) ? dir : dir + path.sep);
+}
 
 export class SimDisk implements FileOps {
   /** Per directory, its entry changes since its last fsync (oldest first). */
@@ -38,10 +43,59 @@ export class SimDisk implements FileOps {
 
   constructor(private readonly sched: Scheduler) {}
 
+  /**
+   * The disk as one simulated process sees it: once the process is dead (a power loss), an
+   * operation it still had under way fails before it touches anything. Without this, work a
+   * dead process had in flight ran on, on descriptors the crash closed, whose numbers the
+   * restarted process may have been given again.
+   */
+  view(proc: SimProcess): FileOps {
+    const gone = () => errno("EIO", "the process is gone (simulated power loss)");
+    const live =
+      <A extends unknown[], R>(f: (...args: A) => Promise<R>) =>
+      async (...args: A): Promise<R> => {
+        if (!proc.alive) throw gone();
+        return f.apply(this, args);
+      };
+    return {
+      open: live(this.open),
+      close: live(this.close),
+      write: live(this.write),
+      read: live(this.read),
+      fdatasync: live(this.fdatasync),
+      fsync: live(this.fsync),
+      ftruncate: live(this.ftruncate),
+      fstatSize: live(this.fstatSize),
+      readdir: live(this.readdir),
+      rename: live(this.rename),
+      unlink: live(this.unlink),
+      mkdir: live(this.mkdir),
+    };
+  }
+
   private fd(fd: number): string {
     const f = this.fds.get(fd);
-    if (!f) throw errno("EBADF", `fd ${fd}`);
+    if (!f) {
+      this.misused(`use of fd ${fd}, which is not open`);
+      throw errno("EBADF", `fd ${fd}`);
+    }
     return f.path;
+  }
+
+  /**
+   * Descriptors used after their close, or closed twice: each a failure of the run. On a real
+   * disk the number may by then name another file (the WAL writing its frames into it).
+   */
+  readonly misuse: string[] = [];
+
+  private misused(what: string): void {
+    const where = (new Error().stack ?? "")
+      .split("\n")
+      .filter((l) => l.includes("/src/") && !l.includes("/src/sim/"))
+      .slice(0, 3)
+      .map((l) => l.trim().replace(/^at /, ""))
+      .join(" < ");
+    this.misuse.push(`${what} (${where || "no engine frame"})`);
   }
 
   private change(dir: string, c: EntryChange): void {
@@ -61,13 +115,14 @@ export class SimDisk implements FileOps {
   }
 
   async close(fd: number): Promise<void> {
+    if (!this.fds.has(fd)) this.misused(`close of fd ${fd}, which is not open`);
     this.fds.delete(fd);
     fs.closeSync(fd);
   }
 
   async write(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
     const p = this.fd(fd);
-    for (const d of this.full) if (p.startsWith(d)) throw errno("ENOSPC", `write ${p}`);
+    for (const d of this.full) if (under(p, d)) throw errno("ENOSPC", `write ${p}`);
     return fs.writeSync(fd, buf, offset, length, position);
   }
 
@@ -135,13 +190,13 @@ export class SimDisk implements FileOps {
    */
   crash(dir: string, o: { torn: boolean }): string[] {
     for (const [fd, f] of this.fds) {
-      if (!f.path.startsWith(dir)) continue;
+      if (!under(f.path, dir)) continue;
       this.fds.delete(fd);
       fs.closeSync(fd);
     }
     const lost: string[] = [];
     this.undoEntries(dir, lost);
-    for (const p of [...this.touched].filter((x) => x.startsWith(dir)).sort()) {
+    for (const p of [...this.touched].filter((x) => under(x, dir)).sort()) {
       const now = fs.existsSync(p) ? fs.readFileSync(p) : undefined;
       const synced = this.durable.get(p);
       if (!synced) {
@@ -164,7 +219,7 @@ export class SimDisk implements FileOps {
   /** Undo, newest first, the entry changes under `dir` no directory fsync made durable. */
   private undoEntries(dir: string, lost: string[]): void {
     for (const [d, changes] of this.entries) {
-      if (!d.startsWith(dir)) continue;
+      if (!under(d, dir)) continue;
       this.entries.delete(d);
       for (const c of changes.reverse()) {
         if (c.op === "create") {
@@ -211,12 +266,12 @@ export class SimDisk implements FileOps {
 
   /** The disk under `dir` is gone (a lost volume): nothing of it is remembered. */
   forget(dir: string): void {
-    for (const p of [...this.durable.keys()]) if (p.startsWith(dir)) this.durable.delete(p);
-    for (const p of [...this.touched]) if (p.startsWith(dir)) this.touched.delete(p);
+    for (const p of [...this.durable.keys()]) if (under(p, dir)) this.durable.delete(p);
+    for (const p of [...this.touched]) if (under(p, dir)) this.touched.delete(p);
   }
 
   /** Files under `dir` that have synced content (for picking a victim). */
   syncedFiles(dir: string): string[] {
-    return [...this.durable.keys()].filter((p) => p.startsWith(dir)).sort();
+    return [...this.durable.keys()].filter((p) => under(p, dir)).sort();
   }
 }

@@ -8,6 +8,7 @@
 import { reconcileFindings, type Finding, type ReconcileIo } from "../divergence/index.js";
 import { mergeRuleOf } from "../node/index.js";
 import { siteOf, type SimCluster } from "./cluster.js";
+import { copiedElsewhere } from "./operator.js";
 
 /** Change (or delete) one record of `name`'s store from outside the engine; the key, if one was edited. */
 export async function handEdit(c: SimCluster, name: string): Promise<string | undefined> {
@@ -21,7 +22,7 @@ export async function handEdit(c: SimCluster, name: string): Promise<string | un
     // An edit of the last intact copy leaves reconcile no evidence: nothing could put back
     // what clients were told, by design. That is not what this step tests (PostgreSQL seed
     // 70: the other regions had lost their stores, the origin its disk).
-    if (!(await c.copiedElsewhere(name, chosen))) {
+    if (!(await copiedElsewhere(c, name, chosen))) {
       c.sched.note(`hand edit of ${name} ${chosen} left out: its last intact copy`);
       return undefined;
     }
@@ -40,15 +41,14 @@ export async function reconcileHandEdits(
   findings: readonly Finding[],
 ): Promise<void> {
   const region = c.nodes.get(name)!.region;
+  const own = c.regionOf(name);
   const mine = findings.filter((f) => c.handEdited.has(f.key));
   if (!region || mine.length === 0) return;
   const io: ReconcileIo = {
     walOf: async (origin, lsn) =>
-      origin === name
-        ? region.walRecords([lsn])
-        : (await region.links.get(origin)!.walRecords([lsn])).records,
+      origin === own ? region.walRecords([lsn]) : (await region.links.get(origin)!.walRecords([lsn])).records,
     repair: async (target, version) => {
-      if (target === name) await region.repair([version], "simulated operator");
+      if (target === own) await region.repair([version], "simulated operator");
       else await region.links.get(target)!.repair([version]);
     },
   };

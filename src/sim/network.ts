@@ -2,7 +2,9 @@
  * The simulated WAN: requests between regions delivered in process (fastify's inject into
  * the target region's real routes), through a seeded schedule of delays, losses (of the
  * request or of its answer), duplicates, corrupted batches and partitions. Batches of one
- * link arrive in the order sent, like HTTP pipelining on one connection.
+ * link arrive in the order sent, like HTTP pipelining on one connection. A region served by
+ * several nodes is one address: each request goes to one of its running nodes, picked at
+ * random when it arrives (a load balancer).
  */
 import type { FastifyInstance } from "fastify";
 import { LinkError, type PeerRequest, type PeerResponse, type PeerTransport } from "../link/index.js";
@@ -19,8 +21,9 @@ export interface NetFaults {
   delayMsMax: number;
 }
 
-/** Where a region is reachable now (undefined while it is down). */
+/** A running node, reachable at its region's address (registered while it serves). */
 export interface Endpoint {
+  region: string;
   proc: SimProcess;
   app: FastifyInstance | undefined;
 }
@@ -29,6 +32,7 @@ export class Network {
   faults: NetFaults = { loss: 0, duplicate: 0, corrupt: 0, delayMsMin: 5, delayMsMax: 60 };
   /** Unordered region pairs that cannot reach each other, as "a|b" with a < b. */
   readonly cut = new Set<string>();
+  /** Running nodes by node name. */
   readonly endpoints = new Map<string, Endpoint>();
   /** When the last batch of each link is delivered (keeps a link's batches in order). */
   private readonly batchClock = new Map<string, number>();
@@ -99,7 +103,7 @@ export class Network {
       this.sched.after(
         at,
         () => {
-          const target = this.endpoints.get(to);
+          const target = this.pickNode(to);
           if (!fromProc.alive) return;
           if (this.partitioned(from, to) || !target?.app || !target.proc.alive || lostRequest) {
             // The sender learns nothing until its own timeout; a refused connection is quick.
@@ -117,6 +121,12 @@ export class Network {
         fromProc,
       );
     });
+  }
+
+  /** A running node of `region`: its only one, or one picked at random among several. */
+  private pickNode(region: string): Endpoint | undefined {
+    const live = [...this.endpoints.values()].filter((e) => e.region === region && e.app && e.proc.alive);
+    return live.length > 1 ? this.sched.pick(live) : live[0];
   }
 
   private deliver(

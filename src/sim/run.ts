@@ -10,6 +10,7 @@ import path from "node:path";
 import { checkCluster } from "./check.js";
 import { SimCluster, siteOf } from "./cluster.js";
 import { handEdit, reconcileHandEdits } from "./hand-edit.js";
+import { acceptWalLoss, leaveLostNodes, loseStore, skipGap, wipe } from "./operator.js";
 import { Scheduler } from "./scheduler.js";
 import { PostgresSimStores, SqliteSimStores, type SimStores } from "./store.js";
 
@@ -30,6 +31,11 @@ export interface SimOptions {
    * created if missing, emptied first) on the server `url` names. Default: SQLite.
    */
   postgres?: { url: string };
+  /**
+   * On PostgreSQL, serve some regions by several nodes on their one store, as many as the
+   * seed picks (default true; SQLite serves every region by one node).
+   */
+  severalNodes?: boolean;
 }
 
 /**
@@ -53,6 +59,8 @@ export interface SimResult {
   ok: boolean;
   problems: string[];
   regions: number;
+  /** Nodes serving them (more than regions when some are served by several). */
+  nodes: number;
   acknowledged: number;
   /** Acknowledgements given up: their only copy was on a lost disk or in a WAL whose loss the operator accepted. */
   givenUp: number;
@@ -80,6 +88,11 @@ function policies(s: Scheduler, regions: string[]) {
   });
 }
 
+/** How many nodes serve each region (PostgreSQL runs): one, two or three, by the seed. */
+function nodeCounts(s: Scheduler, regions: string[]): Record<string, number> {
+  return Object.fromEntries(regions.map((r) => [r, s.pick([1, 1, 2, 2, 3])]));
+}
+
 function workload(c: SimCluster, untilMs: number): void {
   const s = c.sched;
   const tick = () => {
@@ -87,7 +100,7 @@ function workload(c: SimCluster, untilMs: number): void {
     const tenant = s.pick(tenantIds);
     // A tenant is written where its policy keeps it (README: selective meshes are symmetric).
     const policy = c.o.tenants?.find((p) => p.tenantID === tenant);
-    const up = c.up().filter((n) => !policy || policy.targetRegions.includes(n.name));
+    const up = c.up().filter((n) => !policy || policy.targetRegions.includes(n.regionName));
     if (up.length > 0) {
       const n = s.pick(up);
       const key = `${tenant}/k${s.int(0, 40)}`;
@@ -109,12 +122,14 @@ function faults(c: SimCluster, untilMs: number): void {
   const tick = () => {
     if (s.nowMs >= untilMs) return;
     const kind = s.int(0, 9);
+    // A node `a`, its region `ra`, and another region `b`.
     const a = s.pick(names);
-    const b = s.pick(names.filter((x) => x !== a));
+    const ra = c.regionOf(a);
+    const b = s.pick(c.o.regions.filter((x) => x !== ra));
     if (kind === 0) {
-      c.net.partition(a, b, true);
-      s.note(`partition ${a} ${b}`);
-      s.after(s.int(500, 8000), () => c.net.partition(a, b, false));
+      c.net.partition(ra, b, true);
+      s.note(`partition ${ra} ${b}`);
+      s.after(s.int(500, 8000), () => c.net.partition(ra, b, false));
     } else if (kind === 1) {
       const torn = s.chance(0.5);
       c.crash(a, { torn });
@@ -136,11 +151,13 @@ function faults(c: SimCluster, untilMs: number): void {
       // Damage while down: a lost disk (only when every other region is up to hold its
       // records), a lost store, or a bit flipped in the WAL's tail; then it starts again.
       if (kind === 6 && c.up().length < c.nodes.size) return void s.after(s.int(300, 3000), tick);
-      c.crash(a, { torn: s.chance(0.5) });
-      if (kind === 6) s.task(`wipe ${a}`, c.wipe(a));
-      else if (kind === 7) s.task(`lose-store ${a}`, c.loseStore(a));
+      // A lost store is every node's of the region: each is down when it goes.
+      const down = kind === 7 ? c.nodesOf(ra).map((n) => n.name) : [a];
+      for (const x of down) c.crash(x, { torn: s.chance(0.5) });
+      if (kind === 6) s.task(`wipe ${a}`, wipe(c, a));
+      else if (kind === 7) s.task(`lose-store ${ra}`, loseStore(c, ra));
       else c.flipWalBit(a, 2048);
-      s.after(s.int(200, 3000), () => void c.boot(a));
+      s.after(s.int(200, 3000), () => down.forEach((x) => void c.boot(x)));
     } else if (kind === 9) {
       const dir = c.nodes.get(a)!.config.dataDir;
       c.disk.full.add(dir);
@@ -149,8 +166,8 @@ function faults(c: SimCluster, untilMs: number): void {
     } else if (kind === 5) {
       // The operator takes a peer out of a region's configuration and later puts it back
       // (long enough for retention to drop segments the peer never received).
-      void c.setPeer(a, b, false);
-      s.after(s.int(2000, 15_000), () => void c.setPeer(a, b, true));
+      void c.setPeer(ra, b, false);
+      s.after(s.int(2000, 15_000), () => void c.setPeer(ra, b, true));
     } else if (kind === 4) {
       c.net.faults = { ...c.net.faults, delayMsMin: 50, delayMsMax: 400 };
       s.after(s.int(1000, 5000), () => (c.net.faults = { ...c.net.faults, delayMsMin: 5, delayMsMax: 60 }));
@@ -171,14 +188,20 @@ function settled(c: SimCluster): boolean {
 
 /** Wait for `p` while the scheduler runs (what it waits for happens in simulated time). */
 async function drive<T>(s: Scheduler, p: Promise<T>): Promise<T> {
-  let done = false;
-  const settledP = p.finally(() => void (done = true));
+  // Its outcome is taken at once: a rejection while the scheduler runs is this call's
+  // failure, not an unhandled one that ends the process (seed 5 on PostgreSQL did).
+  const box: { end?: { value: T } | { err: unknown } } = {};
+  void p.then(
+    (value) => (box.end = { value }),
+    (err: unknown) => (box.end = { err }),
+  );
   const deadline = s.nowMs + 600_000;
-  while (!done) {
+  while (!box.end) {
     if (s.nowMs > deadline) throw new Error("simulation: a call did not end within 600 simulated seconds");
     await s.runUntil(s.nowMs + 100);
   }
-  return settledP;
+  if ("err" in box.end) throw box.end.err;
+  return box.end.value;
 }
 
 export async function runSeed(o: SimOptions): Promise<SimResult> {
@@ -191,10 +214,13 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   const stores = o.postgres
     ? await PostgresSimStores.open(s, o.postgres.url, regions)
     : new SqliteSimStores();
-  const c = new SimCluster(s, { regions, tenants: policies(s, regions), baseDir: dir, stores });
+  const tenants = policies(s, regions);
+  const counts = o.postgres && (o.severalNodes ?? true) ? nodeCounts(s, regions) : undefined;
+  const c = new SimCluster(s, { regions, tenants, baseDir: dir, stores, nodeCounts: counts });
+  if (counts) s.note(`nodes ${JSON.stringify(counts)}`);
   const t0 = s.nowMs;
   const activeMs = o.activeMs ?? 30_000;
-  for (const r of regions) s.after(0, () => void c.boot(r, { startAlone: true }));
+  for (const n of c.nodes.keys()) s.after(0, () => void c.boot(n, { startAlone: true }));
   workload(c, t0 + activeMs);
   if (o.faults ?? true) faults(c, t0 + activeMs);
   const sample = () => {
@@ -208,7 +234,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   c.disk.full.clear();
   c.net.faults = { loss: 0, duplicate: 0, corrupt: 0, delayMsMin: 5, delayMsMax: 60 };
   for (const n of c.nodes.values()) n.proc.skewMs = 0;
-  for (const n of c.nodes.values()) for (const p of [...n.removed]) void c.setPeer(n.name, p, true);
+  for (const n of c.nodes.values()) for (const p of [...n.removed]) void c.setPeer(n.regionName, p, true);
   // Now and then an operator edits a store by hand once traffic has stopped (hand-edit.ts).
   if (s.chance(0.3) && c.up().length > 0) await handEdit(c, s.pick(c.up()).name);
   const problems: string[] = [];
@@ -235,13 +261,14 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
       if (findings === 0 && settled(c)) break;
     }
     for (const n of c.nodes.values()) if (n.state === "down") void c.boot(n.name);
+    leaveLostNodes(c);
     // The operator reads a refusal over a damaged WAL and accepts the loss (audited).
-    for (const n of c.nodes.values()) if (n.state === "refused") void c.acceptWalLoss(n.name);
+    for (const n of c.nodes.values()) if (n.state === "refused") void acceptWalLoss(c, n.name);
     // And to a shipper stuck on LSNs nobody holds: the skip its error names (audited).
     for (const n of c.up())
       for (const [peer, sh] of n.region!.shippers) {
         const m = /crr skip-gap .* --through (\d+)/.exec(sh.lastError ?? "");
-        if (m && sh.state === "failing") void c.skipGap(n.name, peer, Number(m[1]));
+        if (m && sh.state === "failing") void skipGap(c, n.name, peer, Number(m[1]));
       }
     await s.runUntil(s.nowMs + 1000);
   }
@@ -265,6 +292,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   }
   problems.push(
     ...s.failures.map((f) => `simulator: ${f}`),
+    ...c.disk.misuse.slice(0, 5).map((m) => `file descriptor misused: ${m}`),
     ...c.problems.slice(0, 20),
     ...c.watch.problems,
     ...(await checkCluster(c)),
@@ -275,6 +303,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
     ok: problems.length === 0,
     problems,
     regions: count,
+    nodes: c.nodes.size,
     acknowledged: c.ledger.length,
     givenUp: c.ledger.filter((e) => e.lost).length,
     crashes: [...c.nodes.values()].reduce((n, x) => n + x.crashes, 0),

@@ -9,6 +9,8 @@
  *   that a peer it ships to has not acknowledged, and that its own store has not applied
  *   (a peer once removed from its configuration, or one that lost its store, is excused:
  *   the shipper backfills those from the store, by design).
+ * Readings and shippers are a node's (a region served by several nodes has one store and
+ * several streams); what a peer acknowledged is owed by the peer region's store.
  */
 import type { Region } from "../node/index.js";
 import type { SimCluster } from "./cluster.js";
@@ -18,11 +20,11 @@ const streamKey = (origin: string, incarnation: string) => `${origin}/${incarnat
 export class WatermarkWatch {
   readonly problems: string[] = [];
   private readonly said = new Set<string>();
-  /** region -> stream -> highest watermark seen since its store was last lost or its process crashed. */
+  /** node -> stream -> highest watermark seen since its store was last lost or its process crashed. */
   private readonly seen = new Map<string, Map<string, number>>();
   /** peer -> stream -> highest LSN a shipper saw that peer acknowledge since its store was last lost. */
   private readonly owed = new Map<string, Map<string, number>>();
-  /** "region>peer/incarnation" -> the shipper's `acked` at its last sample, and when (only a move is a new acknowledgement). */
+  /** "node>peer/incarnation" -> the shipper's `acked` at its last sample, and when (only a move is a new acknowledgement). */
   private readonly lastAcked = new Map<string, { acked: number; atMs: number }>();
   /** peer -> when its store was last lost (an answer it sent before may still be on its way). */
   private readonly lostAtMs = new Map<string, number>();
@@ -32,26 +34,28 @@ export class WatermarkWatch {
     private readonly inFlightMs: number,
   ) {}
 
-  /** "region>peer" pairs retention may leave behind (backfilled from the store instead). */
+  /** "node>peer" pairs retention may leave behind (backfilled from the store instead); "node>node": its own store. */
   private readonly excused = new Set<string>();
 
-  /** `region` stopped shipping to `peer` for a while (removed from its configuration). */
-  peerRemoved(region: string, peer: string): void {
-    this.excused.add(`${region}>${peer}`);
+  /** `node` stopped shipping to region `peer` for a while (removed from its configuration). */
+  peerRemoved(node: string, peer: string): void {
+    this.excused.add(`${node}>${peer}`);
   }
 
   /** The region's store is gone: nothing it held or acknowledged is expected of it any more. */
   storeLost(region: string): void {
     for (const n of this.c.nodes.keys()) this.excused.add(`${n}>${region}`);
-    this.excused.add(`${region}>${region}`);
-    this.seen.delete(region);
+    for (const n of this.c.nodesOf(region)) {
+      this.excused.add(`${n.name}>${n.name}`);
+      this.seen.delete(n.name);
+    }
     this.owed.delete(region);
     this.lostAtMs.set(region, this.c.sched.nowMs);
   }
 
   /** A power loss: unsynced commits may be undone, so only acknowledged LSNs stay binding. */
-  crashed(region: string): void {
-    this.seen.delete(region);
+  crashed(node: string): void {
+    this.seen.delete(node);
   }
 
   /**
@@ -61,72 +65,72 @@ export class WatermarkWatch {
   async sample(): Promise<void> {
     const all = await Promise.all(this.c.up().map((n) => this.read(n.name)));
     // Only readings of a process still running (PostgreSQL answers take real time).
-    const readings = all.filter((x) => x !== undefined && this.c.nodes.get(x.region)!.region === x.r);
+    const readings = all.filter((x) => x !== undefined && this.c.nodes.get(x.node)!.region === x.r);
     for (const x of readings) {
       if (!x) continue;
-      this.checkForward(x.region, x.marks);
-      for (const [k, lsn] of this.owed.get(x.region) ?? [])
+      this.checkForward(x.node, x.marks);
+      for (const [k, lsn] of this.owed.get(this.c.regionOf(x.node)) ?? [])
         if ((x.marks.get(k) ?? 0) < lsn)
-          this.problem(`${x.region}: holds ${k} through ${x.marks.get(k) ?? 0}, but acknowledged ${lsn}`);
+          this.problem(`${x.node}: holds ${k} through ${x.marks.get(k) ?? 0}, but acknowledged ${lsn}`);
     }
     for (const n of this.c.up()) this.noteAcks(n.name);
-    for (const x of readings) if (x) this.checkRetention(x.region, x.own);
+    for (const x of readings) if (x) this.checkRetention(x.node, x.own);
   }
 
-  /** A running region's watermarks, and the one of its own current stream. */
+  /** A running node's watermarks, and the one of its own current stream. */
   private async read(
-    region: string,
-  ): Promise<{ region: string; r: Region; marks: Map<string, number>; own: number } | undefined> {
-    const r = this.c.nodes.get(region)!.region!;
+    node: string,
+  ): Promise<{ node: string; r: Region; marks: Map<string, number>; own: number } | undefined> {
+    const r = this.c.nodes.get(node)!.region!;
     if (!r.store.isOpen) return undefined;
     try {
       const marks = new Map(
         (await r.store.watermarks()).map((w) => [streamKey(w.origin, w.incarnation), w.lsn]),
       );
-      return { region, r, marks, own: marks.get(streamKey(region, r.wal.incarnation)) ?? 0 };
+      return { node, r, marks, own: marks.get(streamKey(this.c.regionOf(node), r.wal.incarnation)) ?? 0 };
     } catch (err) {
       // A store closed under the reading (the process stopped meanwhile) is no finding.
-      if (this.c.nodes.get(region)!.region === r && r.store.isOpen)
-        this.problem(`${region}: its store's watermarks could not be read: ${(err as Error).message}`);
+      if (this.c.nodes.get(node)!.region === r && r.store.isOpen)
+        this.problem(`${node}: its store's watermarks could not be read: ${(err as Error).message}`);
       return undefined;
     }
   }
 
-  private checkRetention(region: string, ownApplied: number): void {
-    const r = this.c.nodes.get(region)!.region!;
+  private checkRetention(node: string, ownApplied: number): void {
+    const r = this.c.nodes.get(node)!.region!;
     const first = r.wal.firstLsn;
     if (first <= 1) return;
     // What a peer acknowledged: the highest acknowledgement ever seen from it (a shipper that
     // just restarted starts from its state file, written every ackPersistIntervalMs, so its
     // `acked` may lag what the peer acknowledged before; found with a window of 16, seed 26).
-    const k = streamKey(region, r.wal.incarnation);
+    const k = streamKey(this.c.regionOf(node), r.wal.incarnation);
     const needs: Array<[string, number]> = [...r.shippers].map(([peer, sh]) => [
       peer,
       Math.max(sh.acked, this.owed.get(peer)?.get(k) ?? 0),
     ]);
-    needs.push([region, ownApplied]);
+    needs.push([node, ownApplied]);
     for (const [who, applied] of needs)
-      if (!this.excused.has(`${region}>${who}`) && applied + 1 < first)
+      if (!this.excused.has(`${node}>${who}`) && applied + 1 < first)
         this.problem(
-          `${region}: its WAL starts at LSN ${first}, but ${who === region ? "its store" : who} has applied only ${applied} of ${r.wal.incarnation.slice(0, 8)}`,
+          `${node}: its WAL starts at LSN ${first}, but ${who === node ? "its store" : who} has applied only ${applied} of ${r.wal.incarnation.slice(0, 8)}`,
         );
   }
 
-  private checkForward(region: string, marks: Map<string, number>): void {
-    const seen = this.seen.get(region) ?? new Map<string, number>();
-    this.seen.set(region, seen);
+  private checkForward(node: string, marks: Map<string, number>): void {
+    const seen = this.seen.get(node) ?? new Map<string, number>();
+    this.seen.set(node, seen);
     for (const [k, lsn] of marks) {
       const before = seen.get(k) ?? 0;
-      if (lsn < before) this.problem(`${region}: watermark of ${k} moved back from ${before} to ${lsn}`);
+      if (lsn < before) this.problem(`${node}: watermark of ${k} moved back from ${before} to ${lsn}`);
       seen.set(k, Math.max(before, lsn));
     }
   }
 
-  private noteAcks(region: string): void {
-    const r = this.c.nodes.get(region)!.region!;
-    const k = streamKey(region, r.wal.incarnation);
+  private noteAcks(node: string): void {
+    const r = this.c.nodes.get(node)!.region!;
+    const k = streamKey(this.c.regionOf(node), r.wal.incarnation);
     for (const [peer, sh] of r.shippers) {
-      const link = `${region}>${peer}/${r.wal.incarnation}`;
+      const link = `${node}>${peer}/${r.wal.incarnation}`;
       const before = this.lastAcked.get(link);
       const nowMs = this.c.sched.nowMs;
       this.lastAcked.set(link, { acked: sh.acked, atMs: nowMs });
