@@ -110,6 +110,16 @@ function workload(c: SimCluster, untilMs: number): void {
         outcome: s.pick(["approve", "deny"]),
         body: { n: s.int(0, 1e6) },
       });
+      // Now and then a client retries through another node of the region at once: two nodes
+      // given one key at the same moment (what the claim in the shared store decides).
+      const fellows = up.filter((x) => x.regionName === n.regionName && x !== n);
+      if (fellows.length > 0 && s.chance(0.2))
+        void c.append(s.pick(fellows).name, {
+          key,
+          tenant,
+          outcome: s.pick(["approve", "deny"]),
+          body: { n: s.int(0, 1e6) },
+        });
     }
     s.after(s.int(5, 60), tick);
   };
