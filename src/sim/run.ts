@@ -224,6 +224,19 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   const stores = o.postgres
     ? await PostgresSimStores.open(s, o.postgres.url, regions)
     : new SqliteSimStores();
+  try {
+    return await simulate(o, { s, stores, regions, dir, started });
+  } finally {
+    await stores.close();
+  }
+}
+
+async function simulate(
+  o: SimOptions,
+  run: { s: Scheduler; stores: SimStores; regions: string[]; dir: string; started: number },
+): Promise<SimResult> {
+  const { s, stores, regions, dir, started } = run;
+  const count = regions.length;
   const tenants = policies(s, regions);
   const counts = o.postgres && (o.severalNodes ?? true) ? nodeCounts(s, regions) : undefined;
   const c = new SimCluster(s, { regions, tenants, baseDir: dir, stores, nodeCounts: counts });

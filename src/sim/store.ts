@@ -62,6 +62,8 @@ export interface SimStores {
   editByHand(site: StoreSite, choose: HandEditChoice): Promise<string | undefined>;
   /** The run is over: let go of `site`'s store without writing anything. */
   release(site: StoreSite): Promise<void>;
+  /** The run is over (passed, failed or stopped): let go of what the stores hold for it. */
+  close(): Promise<void>;
 }
 
 const heldSql = (t: string) => `SELECT origin, incarnation, lsn FROM ${t}`;
@@ -156,7 +158,12 @@ export class SqliteSimStores implements SimStores {
   async release(site: StoreSite): Promise<void> {
     if (site.region) sqliteOf(site.region).abandon();
   }
+
+  async close(): Promise<void> {}
 }
+
+/** The advisory lock a simulator run holds on its PostgreSQL server ("crrs" in ASCII). */
+const simLockKey = 0x63727273;
 
 /**
  * One database per region on a PostgreSQL server (`serverUrl` names a database the role may
@@ -167,18 +174,32 @@ export class PostgresSimStores implements SimStores {
   readonly kind = "postgres";
   private readonly urls = new Map<string, string>();
 
-  private constructor(private readonly sched: Scheduler) {}
+  private constructor(
+    private readonly sched: Scheduler,
+    /** Holds the server's simulator lock for the run (see open). */
+    private readonly admin: pg.Client,
+  ) {}
 
-  /** Databases for `regions`, created if missing and emptied. */
+  /**
+   * Databases for `regions`, created if missing and emptied. One run at a time per server:
+   * a second one would empty the databases under the first (it did, by hand: every store of
+   * a running seed read empty at once), so the run holds an advisory lock until `close`.
+   */
   static async open(
     sched: Scheduler,
     serverUrl: string,
     regions: readonly string[],
   ): Promise<PostgresSimStores> {
-    const s = new PostgresSimStores(sched);
     const admin = new pg.Client({ connectionString: serverUrl });
     await admin.connect();
+    const s = new PostgresSimStores(sched, admin);
+    let ok = false;
     try {
+      const lock = await admin.query<{ ok: boolean }>("SELECT pg_try_advisory_lock($1) AS ok", [simLockKey]);
+      if (!lock.rows[0]!.ok)
+        throw new Error(
+          `another simulator run is using this PostgreSQL server's crr_sim_* databases (advisory lock ${simLockKey}); run one at a time per server, or give each its own server`,
+        );
       for (const region of regions) {
         const db = `crr_sim_${region}`;
         const exists = await admin.query("SELECT 1 FROM pg_database WHERE datname = $1", [db]);
@@ -188,10 +209,15 @@ export class PostgresSimStores implements SimStores {
         s.urls.set(region, url.toString());
         await s.query(region, emptyStoreSql);
       }
+      ok = true;
     } finally {
-      await admin.end();
+      if (!ok) await admin.end();
     }
     return s;
+  }
+
+  async close(): Promise<void> {
+    await this.admin.end(); // and with the session, its lock
   }
 
   configOf(region: string): Record<string, unknown> {
