@@ -89,8 +89,8 @@ export async function establish(
   } catch {
     // The origin is unreachable or its WAL unreadable: the copy's own evidence decides.
   }
-  // The copy as a record (`intact` is what its holder said of it, not part of it: a peer's
-  // repair route refuses a version carrying it; found by the simulator, several nodes).
+  // The copy as a record: `intact` is what its holder said of it, not part of the version
+  // that is written (the repair route takes it, but a version is a record).
   const { intact, ...version } = v;
   return { version, evidence: intact === false ? "none" : "intact-copy" };
 }

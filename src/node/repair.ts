@@ -22,7 +22,19 @@ export async function walRecords(r: Region, lsns: readonly number[]): Promise<St
       baseOffset: chunk.offset,
       firstLsn: lsn,
     });
-    if (rec) out.push({ ...rec, origin: r.name, incarnation: r.wal.incarnation });
+    // A stored record, field by field: the frame's own fields (its batch flags) are not part
+    // of a version, and a peer's repair route refuses a version carrying them.
+    if (rec)
+      out.push({
+        key: rec.key,
+        tenant: rec.tenant,
+        outcome: rec.outcome,
+        bodyJson: rec.bodyJson,
+        origin: r.name,
+        incarnation: r.wal.incarnation,
+        lsn: rec.lsn,
+        hlc: rec.hlc,
+      });
   }
   return out;
 }

@@ -17,7 +17,7 @@ const regionNameSchema = {
 };
 
 /** A repair: versions exactly as the store holds them (checked again, by bytes and policy, in repair.ts). */
-const repairBodySchema = {
+export const repairBodySchema = {
   type: "object",
   additionalProperties: false,
   required: ["versions"],
