@@ -101,7 +101,7 @@ const mutants = [
   {
     name: "reconcile takes the stored copy as evidence",
     file: "src/divergence/reconcile.ts",
-    from: 'evidence: v.intact === false ? "none" : "intact-copy"',
+    from: 'evidence: intact === false ? "none" : "intact-copy"',
     to: 'evidence: "intact-copy"',
     tests: ["test/divergence/evidence.test.ts"],
   },
@@ -211,8 +211,8 @@ const mutants = [
     to: 'const fd = seg === this.active ? this.activeFd : await this.ops.open(seg.path, "r");',
     and: [
       {
-        from: "    } finally {\n      await this.ops.close(fd);\n    }",
-        to: "    } finally {\n      if (seg !== this.active) await this.ops.close(fd);\n    }",
+        from: "      await this.ops.close(fd).catch(() => undefined);\n    }",
+        to: "      if (seg !== this.active) await this.ops.close(fd).catch(() => undefined);\n    }",
       },
     ],
     tests: ["test/wal/wal.test.ts"],

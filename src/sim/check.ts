@@ -106,8 +106,7 @@ export async function checkCluster(c: SimCluster): Promise<string[]> {
         (x) => x.lsn === e.lsn,
       );
       if (!v) {
-        if (!e.lost)
-          problems.push(`${n.name} lacks acknowledged ${id(e)} (${e.key}, answered by ${e.region})`);
+        if (!e.lost) problems.push(`${n.name} lacks acknowledged ${id(e)} (${e.key}, answered by ${e.node})`);
         continue;
       }
       const diff = sameContent(v, e);
@@ -162,8 +161,13 @@ export async function checkCluster(c: SimCluster): Promise<string[]> {
  */
 function falseDivergence(c: SimCluster): string[] {
   const out: string[] = [];
-  for (const n of c.nodes.values())
-    for (const e of auditLinesOf(n.config.dataDir))
+  // Every node's log, and what the logs of lost disks said before they went.
+  const logs = [
+    ...[...c.nodes.values()].map((n) => ({ name: n.name, lines: auditLinesOf(n.config.dataDir) })),
+    ...c.lostAuditLines.map((x) => ({ name: `${x.region} (a lost disk)`, lines: [x.line] })),
+  ];
+  for (const n of logs)
+    for (const e of n.lines)
       if (
         e.kind === "divergence" &&
         e.reason !== "dead-incarnation" &&
@@ -178,20 +182,22 @@ function falseDivergence(c: SimCluster): string[] {
 
 /**
  * A region answers "first" for a key once: two first answers of one region (from one node
- * or two) naming different versions are a decision taken twice, a split brain. An answer
- * given up (its every copy lost) is no longer binding: the key may be decided again.
+ * or two) naming different versions are a decision taken twice, a split brain. A first
+ * answer stops binding only once it was given up (every copy lost) before the next one was
+ * given: the key may then be decided again.
  */
 function decidedTwice(c: SimCluster, decided: readonly LedgerEntry[]): string[] {
-  const first = new Map<string, LedgerEntry>();
+  const binding = new Map<string, LedgerEntry>();
   const out: string[] = [];
-  for (const e of decided) {
-    if (e.lost) continue;
-    const k = `${c.regionOf(e.region)}|${e.key}`;
-    const before = first.get(k);
-    if (!before) first.set(k, e);
+  for (const e of [...decided].sort((a, b) => a.atMs - b.atMs)) {
+    const region = c.regionOf(e.node);
+    const k = `${region}|${e.key}`;
+    const before = binding.get(k);
+    const released = before?.lostAtMs !== undefined && before.lostAtMs <= e.atMs;
+    if (!before || released) binding.set(k, e);
     else if (id(before) !== id(e))
       out.push(
-        `${c.regionOf(e.region)} decided ${e.key} twice: ${id(before)} (answered by ${before.region}) and ${id(e)} (answered by ${e.region})`,
+        `${region} decided ${e.key} twice: ${id(before)} (answered by ${before.node}) and ${id(e)} (answered by ${e.node})`,
       );
   }
   return out;

@@ -24,7 +24,8 @@ export const simSecret = "sim-peer-secret-0123456789abcdef";
 
 /** One acknowledged answer a client received. */
 export interface LedgerEntry {
-  region: string;
+  /** The node that answered (its region's name for a region's first node). */
+  node: string;
   key: string;
   tenant: string;
   outcome: string;
@@ -37,6 +38,8 @@ export interface LedgerEntry {
   atMs: number;
   /** Why this acknowledgement can no longer be expected (its only holder's disk was lost). */
   lost?: string;
+  /** When it was given up. */
+  lostAtMs?: number;
 }
 
 export interface SimNode {
@@ -99,6 +102,8 @@ export class SimCluster {
   readonly problems: string[] = [];
   /** Each region's WAL incarnation, as of its last start (its WAL holds that stream while it lasts). */
   readonly walIncarnation = new Map<string, string>();
+  /** When each region's store was last lost (with a single node's disk, or alone). */
+  readonly storeLostAtMs = new Map<string, number>();
   /** Keys an operator changed or deleted by hand in some region's store (hand-edit.ts). */
   readonly handEdited = new Set<string>();
   /** Watermarks and acknowledgements sampled during the run (never backward, acks durable). */
@@ -212,7 +217,7 @@ export class SimCluster {
             connectTimeoutMs: 500,
             requestTimeoutMs: 2000,
             runtime,
-            transport: this.net.transport(n.regionName, proc, peer),
+            transport: this.net.transport(n.regionName, proc, peer, name),
           }),
       }));
       if (!proc.alive) return;
@@ -357,7 +362,7 @@ export class SimCluster {
       if (!proc.alive) return; // the client never heard the answer
       const incarnation = region.wal.incarnation;
       const entry: LedgerEntry = {
-        region: name,
+        node: name,
         key: rec.key,
         tenant: rec.tenant,
         outcome: a.outcome,

@@ -37,7 +37,12 @@ export class SimDisk implements FileOps {
   /** Content at the last sync, by path (absent: never synced, lost by a crash). */
   private readonly durable = new Map<string, Buffer>();
   private readonly touched = new Set<string>();
-  private readonly fds = new Map<number, { path: string }>();
+  /**
+   * Open descriptors by the number handed out: never a number given before (the kernel's are
+   * reused at once, so a stale use could reach another file, and go unnoticed).
+   */
+  private readonly fds = new Map<number, { path: string; real: number }>();
+  private nextFd = 1000;
   /** Directories whose writes fail with ENOSPC (a full disk). */
   readonly full = new Set<string>();
 
@@ -73,13 +78,13 @@ export class SimDisk implements FileOps {
     };
   }
 
-  private fd(fd: number): string {
+  private fd(fd: number): { path: string; real: number } {
     const f = this.fds.get(fd);
     if (!f) {
       this.misused(`use of fd ${fd}, which is not open`);
       throw errno("EBADF", `fd ${fd}`);
     }
-    return f.path;
+    return f;
   }
 
   /**
@@ -106,35 +111,39 @@ export class SimDisk implements FileOps {
 
   async open(file: string, flags: string | number, mode?: number): Promise<number> {
     const existed = fs.existsSync(file);
-    const fd = fs.openSync(file, flags, mode ?? 0o644);
-    this.fds.set(fd, { path: file });
-    if (fs.fstatSync(fd).isDirectory()) return fd;
+    const real = fs.openSync(file, flags, mode ?? 0o644);
+    const fd = this.nextFd++;
+    this.fds.set(fd, { path: file, real });
+    if (fs.fstatSync(real).isDirectory()) return fd;
     this.touched.add(file);
     if (!existed) this.change(path.dirname(file), { op: "create", path: file });
     return fd;
   }
 
   async close(fd: number): Promise<void> {
-    if (!this.fds.has(fd)) this.misused(`close of fd ${fd}, which is not open`);
+    const f = this.fds.get(fd);
+    if (!f) {
+      this.misused(`close of fd ${fd}, which is not open`);
+      throw errno("EBADF", `close fd ${fd}`);
+    }
     this.fds.delete(fd);
-    fs.closeSync(fd);
+    fs.closeSync(f.real);
   }
 
   async write(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
-    const p = this.fd(fd);
-    for (const d of this.full) if (under(p, d)) throw errno("ENOSPC", `write ${p}`);
-    return fs.writeSync(fd, buf, offset, length, position);
+    const f = this.fd(fd);
+    for (const d of this.full) if (under(f.path, d)) throw errno("ENOSPC", `write ${f.path}`);
+    return fs.writeSync(f.real, buf, offset, length, position);
   }
 
   async read(fd: number, buf: Buffer, offset: number, length: number, position: number): Promise<number> {
-    this.fd(fd);
-    return fs.readSync(fd, buf, offset, length, position);
+    return fs.readSync(this.fd(fd).real, buf, offset, length, position);
   }
 
   async fdatasync(fd: number): Promise<void> {
-    const p = this.fd(fd);
-    if (fs.fstatSync(fd).isDirectory()) return void this.entries.delete(p);
-    this.durable.set(p, fs.readFileSync(p));
+    const f = this.fd(fd);
+    if (fs.fstatSync(f.real).isDirectory()) return void this.entries.delete(f.path);
+    this.durable.set(f.path, fs.readFileSync(f.path));
   }
 
   fsync(fd: number): Promise<void> {
@@ -142,13 +151,11 @@ export class SimDisk implements FileOps {
   }
 
   async ftruncate(fd: number, length: number): Promise<void> {
-    this.fd(fd);
-    fs.ftruncateSync(fd, length);
+    fs.ftruncateSync(this.fd(fd).real, length);
   }
 
   async fstatSize(fd: number): Promise<number> {
-    this.fd(fd);
-    return fs.fstatSync(fd).size;
+    return fs.fstatSync(this.fd(fd).real).size;
   }
 
   async readdir(dir: string): Promise<string[]> {
@@ -192,7 +199,7 @@ export class SimDisk implements FileOps {
     for (const [fd, f] of this.fds) {
       if (!under(f.path, dir)) continue;
       this.fds.delete(fd);
-      fs.closeSync(fd);
+      fs.closeSync(f.real);
     }
     const lost: string[] = [];
     this.undoEntries(dir, lost);

@@ -53,9 +53,10 @@ export class Network {
     else this.cut.delete(k);
   }
 
-  transport(from: string, fromProc: SimProcess, to: string): PeerTransport {
+  /** Requests of node `sender` (default: `from`, its region's name) of region `from` to region `to`. */
+  transport(from: string, fromProc: SimProcess, to: string, sender = from): PeerTransport {
     return {
-      request: (r) => this.send(from, fromProc, to, r),
+      request: (r) => this.send(from, fromProc, to, r, sender),
       close: async () => undefined,
     };
   }
@@ -64,7 +65,13 @@ export class Network {
     return this.sched.int(this.faults.delayMsMin, this.faults.delayMsMax);
   }
 
-  private send(from: string, fromProc: SimProcess, to: string, r: PeerRequest): Promise<PeerResponse> {
+  private send(
+    from: string,
+    fromProc: SimProcess,
+    to: string,
+    r: PeerRequest,
+    sender: string,
+  ): Promise<PeerResponse> {
     return new Promise((resolve, reject) => {
       const where = `${r.method} ${to}${r.path}`;
       const fail = (reason: string) => reject(new LinkError(reason, `${where}: ${reason} (simulated)`));
@@ -87,7 +94,8 @@ export class Network {
       const f = this.faults;
       let at = this.delay();
       if (r.lane === "batch") {
-        const key = `${from}>${to}`;
+        // One sending node's connection: two nodes of one region ship side by side.
+        const key = `${sender}>${to}`;
         at = Math.max(this.sched.nowMs + at, this.batchClock.get(key) ?? 0) - this.sched.nowMs;
         this.batchClock.set(key, this.sched.nowMs + at);
       }

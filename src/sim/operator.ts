@@ -18,6 +18,7 @@ export async function wipe(c: SimCluster, name: string): Promise<void> {
   const n = c.nodes.get(name)!;
   if (c.several(n.regionName)) return wipeNode(c, n);
   await setAsideUnheld(c, { store: name, wal: name }, `every copy was lost (last: the disk of ${name})`);
+  c.storeLostAtMs.set(name, c.sched.nowMs);
   c.walIncarnation.delete(name);
   c.watch.storeLost(name);
   await c.o.stores.lose(siteOf(n));
@@ -111,7 +112,20 @@ async function setAsideUnheld(
           c.walIncarnation.get(n.name) === e.incarnation &&
           e.lsn >= walFirstLsn(n)),
     );
-    if (!kept) e.lost = why;
+    if (kept) continue;
+    e.lost = why;
+    e.lostAtMs = c.sched.nowMs;
+    // On PostgreSQL every commit is synced and a node answers once the store holds the
+    // record: only a lost store may take an acknowledged record away, never a node's WAL.
+    const region = c.regionOf(e.node);
+    if (
+      lost.store !== region &&
+      c.o.stores.kind === "postgres" &&
+      e.atMs > (c.storeLostAtMs.get(region) ?? -1)
+    )
+      c.problems.push(
+        `${e.node} acknowledged ${versionId(e)} (${e.key}) but ${region}'s store did not hold it when ${why.replace(/^every copy was lost \(last: (.*)\)$/, "$1 was lost")}`,
+      );
   }
 }
 
@@ -161,6 +175,7 @@ export async function skipGap(c: SimCluster, name: string, peer: string, through
 export async function loseStore(c: SimCluster, region: string): Promise<void> {
   const n = c.nodesOf(region)[0]!;
   await setAsideUnheld(c, { store: region }, `every copy was lost (last: the store of ${region})`);
+  c.storeLostAtMs.set(region, c.sched.nowMs);
   c.watch.storeLost(region);
   await c.o.stores.lose(siteOf(n));
   c.sched.note(`lose-store ${region}`);

@@ -53,9 +53,12 @@ export class WatermarkWatch {
     this.lostAtMs.set(region, this.c.sched.nowMs);
   }
 
-  /** A power loss: unsynced commits may be undone, so only acknowledged LSNs stay binding. */
+  /**
+   * A power loss: on SQLite unsynced commits may be undone, so only acknowledged LSNs stay
+   * binding. On PostgreSQL every commit is synced: the store's watermarks never move back.
+   */
   crashed(node: string): void {
-    this.seen.delete(node);
+    if (this.c.o.stores.kind === "sqlite") this.seen.delete(node);
   }
 
   /**

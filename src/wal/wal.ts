@@ -650,7 +650,8 @@ export class Wal {
       }
       return this.chunk(seg, offset, fromLsn, fromLsn + count - 1, Buffer.from(buf.subarray(0, q)));
     } finally {
-      await this.ops.close(fd);
+      // A read-only descriptor: its close failing must not hide the read's own error.
+      await this.ops.close(fd).catch(() => undefined);
     }
   }
 
