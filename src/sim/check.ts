@@ -9,6 +9,7 @@ import { verifyAuditFiles } from "../audit/index.js";
 import { formatHlc, type Hlc } from "../clock/index.js";
 import type { StoredRecord } from "../store/index.js";
 import { auditLinesOf, siteOf, type LedgerEntry, type SimCluster, type SimNode } from "./cluster.js";
+import { simReadable } from "./store.js";
 
 /** Whether `region` should hold records of `tenant` written in `origin`. */
 export function targets(c: SimCluster, region: string, tenant: string, origin: string): boolean {
@@ -70,7 +71,8 @@ async function unauditedLosses(c: SimCluster): Promise<string[]> {
     for (const n of c.nodes.values())
       if (
         n.region?.store.isOpen === true &&
-        (await n.region.store.streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 1)).length > 0
+        (await simReadable(n.region.store).streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 1)).length >
+          0
       )
         return true;
     return false;
@@ -98,7 +100,7 @@ export async function checkCluster(c: SimCluster): Promise<string[]> {
   for (const n of c.up()) {
     if (checked.has(n.regionName)) continue;
     checked.add(n.regionName);
-    const store = n.region!.store;
+    const store = simReadable(n.region!.store);
     const byKey = new Map<string, Array<{ e: LedgerEntry | undefined; v: StoredRecord }>>();
     for (const e of decided) {
       if (!targets(c, n.regionName, e.tenant, e.origin)) continue;

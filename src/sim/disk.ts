@@ -59,6 +59,8 @@ export class SimDisk implements FileOps {
     const live =
       <A extends unknown[], R>(f: (...args: A) => Promise<R>) =>
       async (...args: A): Promise<R> => {
+        const thawed = this.sched.thawed(proc);
+        if (thawed) await thawed;
         if (!proc.alive) throw gone();
         return f.apply(this, args);
       };

@@ -7,7 +7,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { auditLinesOf, siteOf, type SimCluster, type SimNode } from "./cluster.js";
-import { versionId } from "./store.js";
+import { simReadable, versionId } from "./store.js";
 
 /**
  * The region's disk is lost while it is down: its data directory is gone. What it
@@ -34,22 +34,56 @@ export async function wipe(c: SimCluster, name: string): Promise<void> {
  * its audit log said is kept aside for the checker: an entry written before the loss was
  * written (and is no longer expected on a disk).
  */
-async function wipeNode(c: SimCluster, n: SimNode): Promise<void> {
+async function wipeNode(c: SimCluster, n: SimNode, o: { left?: boolean } = {}): Promise<void> {
   await setAsideUnheld(c, { wal: n.name }, `every copy was lost (last: the WAL of ${n.name})`);
   c.walIncarnation.delete(n.name);
-  const idFile = path.join(n.config.dataDir, "node-id");
-  if (fs.existsSync(idFile))
-    c.lostNodes.push({ region: n.regionName, nodeId: fs.readFileSync(idFile, "utf8").trim() });
+  const nodeId = nodeIdOf(n);
+  if (nodeId && !o.left) c.lostNodes.push({ region: n.regionName, nodeId });
   c.lostAuditLines.push(...auditLinesOf(n.config.dataDir).map((line) => ({ region: n.regionName, line })));
   fs.rmSync(n.config.dataDir, { recursive: true, force: true });
   c.disk.forget(n.config.dataDir);
   c.sched.note(`wipe ${n.name} (a node of ${n.regionName})`);
+  if (o.left) return;
   // The operator notices some time later (meanwhile the keys it claimed stay claimed).
   const tick = () => {
     leaveLostNodes(c);
     if (c.lostNodes.length > 0) c.sched.after(1000, tick);
   };
   c.sched.after(c.sched.int(1000, 20_000), tick);
+}
+
+function nodeIdOf(n: SimNode): string | undefined {
+  const idFile = path.join(n.config.dataDir, "node-id");
+  return fs.existsSync(idFile) ? fs.readFileSync(idFile, "utf8").trim() : undefined;
+}
+
+/**
+ * The operator takes a frozen node for dead and declares it gone (`crr leave --node-id`
+ * through a fellow) while it still runs: when it thaws, the store's fence must keep it from
+ * claiming or applying anything, and its next heartbeat must stop it.
+ */
+export function declareFrozenLost(c: SimCluster, name: string): void {
+  const n = c.nodes.get(name)!;
+  const nodeId = nodeIdOf(n);
+  if (n.state !== "up" || !nodeId || (n.proc.frozenUntilMs ?? 0) <= c.sched.nowMs) return;
+  c.sched.note(`${name} taken for lost while frozen`);
+  c.lostNodes.push({ region: n.regionName, nodeId });
+  leaveLostNodes(c);
+}
+
+/**
+ * What a node marked left asks for (its stop reason): "stop it and start a node with a new,
+ * empty data directory". The operator does so; its WAL goes (every record it acknowledged is
+ * in the shared store, or the run fails) and its audit log is kept aside for the checker.
+ */
+export function replaceLeftNodes(c: SimCluster): void {
+  for (const n of c.nodes.values()) {
+    if (n.state !== "up" || !n.region?.stopped?.includes("was marked left")) continue;
+    c.sched.note(`replace ${n.name}: it was marked left`);
+    c.crash(n.name, { torn: false });
+    c.sched.task(`replace ${n.name}`, wipeNode(c, n, { left: true }));
+    c.sched.after(100, () => void c.boot(n.name));
+  }
 }
 
 /**
@@ -60,7 +94,12 @@ async function wipeNode(c: SimCluster, n: SimNode): Promise<void> {
  */
 export function leaveLostNodes(c: SimCluster): void {
   for (const lost of [...c.lostNodes]) {
-    const via = c.nodesOf(lost.region).find((n) => n.state === "up" && n.region?.store.shared);
+    // Through a running node that is not stalled (never the lost one itself).
+    const via = c
+      .nodesOf(lost.region)
+      .find(
+        (n) => n.state === "up" && n.region?.store.shared && (n.proc.frozenUntilMs ?? 0) <= c.sched.nowMs,
+      );
     if (!via) continue;
     c.lostNodes.splice(c.lostNodes.indexOf(lost), 1);
     c.sched.note(`leave ${lost.region} node ${lost.nodeId.slice(0, 8)} via ${via.name}`);
@@ -136,7 +175,8 @@ async function setAsideUnheld(
  */
 export async function copiedElsewhere(c: SimCluster, node: string, key: string): Promise<boolean> {
   const region = c.regionOf(node);
-  const v = await c.nodes.get(node)!.region?.store.get(key);
+  const store = c.nodes.get(node)!.region?.store;
+  const v = store && (await simReadable(store).get(key));
   if (!v) return true;
   for (const n of c.nodes.values()) {
     const inWal =

@@ -10,7 +10,15 @@ import path from "node:path";
 import { checkCluster } from "./check.js";
 import { SimCluster, siteOf } from "./cluster.js";
 import { handEdit, reconcileHandEdits } from "./hand-edit.js";
-import { acceptWalLoss, leaveLostNodes, loseStore, skipGap, wipe } from "./operator.js";
+import {
+  acceptWalLoss,
+  declareFrozenLost,
+  leaveLostNodes,
+  loseStore,
+  replaceLeftNodes,
+  skipGap,
+  wipe,
+} from "./operator.js";
 import { Scheduler } from "./scheduler.js";
 import { PostgresSimStores, SqliteSimStores, type SimStores } from "./store.js";
 
@@ -140,6 +148,13 @@ function faults(c: SimCluster, untilMs: number): void {
       c.net.partition(ra, b, true);
       s.note(`partition ${ra} ${b}`);
       s.after(s.int(500, 8000), () => c.net.partition(ra, b, false));
+    } else if (kind === 1 && c.several(ra) && s.chance(0.6)) {
+      // A node of a region with several stalls; now and then the operator takes it for dead
+      // and declares it gone before it thaws (the fence in the shared store is what holds).
+      const ms = s.int(2000, 20_000);
+      c.freeze(a, ms);
+      if (s.chance(0.5)) s.after(s.int(500, ms - 500), () => declareFrozenLost(c, a));
+      s.after(ms + 2500, () => replaceLeftNodes(c));
     } else if (kind === 1) {
       const torn = s.chance(0.5);
       c.crash(a, { torn });
@@ -285,6 +300,7 @@ async function simulate(
     }
     for (const n of c.nodes.values()) if (n.state === "down") void c.boot(n.name);
     leaveLostNodes(c);
+    replaceLeftNodes(c);
     // The operator reads a refusal over a damaged WAL and accepts the loss (audited).
     for (const n of c.nodes.values()) if (n.state === "refused") void acceptWalLoss(c, n.name);
     // And to a shipper stuck on LSNs nobody holds: the skip its error names (audited).

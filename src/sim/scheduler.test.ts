@@ -24,3 +24,20 @@ describe("the simulator's own work", () => {
     expect(s.failures[0]).toMatch(/^a failing step failed at 1750000000010: Error: boom/);
   });
 });
+
+describe("a frozen process", () => {
+  it("runs its timers and I/O only once it thaws, in their order; others run on", async () => {
+    const s = new Scheduler(1);
+    const p = { alive: true, skewMs: 0, frozenUntilMs: s.nowMs + 1000 };
+    const other = { alive: true, skewMs: 0 };
+    const t0 = s.nowMs;
+    const ran: string[] = [];
+    s.after(10, () => ran.push(`a@${s.nowMs - t0}`), p);
+    s.after(20, () => ran.push(`b@${s.nowMs - t0}`), p);
+    s.after(30, () => ran.push(`other@${s.nowMs - t0}`), other);
+    s.after(40, () => void s.thawed(p)!.then(() => ran.push(`io@${s.nowMs - t0}`)));
+    await s.runUntil(t0 + 2000);
+    expect(ran).toEqual(["other@30", "a@1000", "b@1000", "io@1000"]);
+    expect(s.thawed(p)).toBeUndefined();
+  });
+});

@@ -14,6 +14,11 @@ import type { Runtime, Timer } from "../runtime/index.js";
 export interface SimProcess {
   alive: boolean;
   skewMs: number;
+  /**
+   * Frozen (a stalled VM, a long GC pause) until this virtual time: its timers wait, and so
+   * does its disk and store I/O (`thawed`); nothing it started is lost.
+   */
+  frozenUntilMs?: number;
 }
 
 interface Event {
@@ -119,6 +124,13 @@ export class Scheduler {
     return p;
   }
 
+  /** Resolves once `p` is not frozen (at once if it is not): a frozen process's I/O waits. */
+  thawed(p: SimProcess): Promise<void> | undefined {
+    const until = p.frozenUntilMs;
+    if (until === undefined || until <= this.nowMs) return undefined;
+    return new Promise((resolve) => void this.after(until - this.nowMs, resolve));
+  }
+
   /** A Runtime for one simulated process. */
   runtimeOf(p: SimProcess): Runtime {
     const every = (ms: number, fn: () => void): Timer => {
@@ -161,6 +173,11 @@ export class Scheduler {
       if (!e || e.atMs > untilMs) break;
       this.pop();
       if (e.cancelled || (e.owner && !e.owner.alive)) continue;
+      const frozenUntilMs = e.owner?.frozenUntilMs;
+      if (frozenUntilMs !== undefined && frozenUntilMs > e.atMs) {
+        this.push({ ...e, atMs: frozenUntilMs, seq: this.seq++ });
+        continue;
+      }
       this.sameMsEvents = e.atMs === this.nowMs ? this.sameMsEvents + 1 : 0;
       if (this.sameMsEvents > sameMsEventsMax)
         throw new Error(

@@ -16,8 +16,8 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
 import type { Region, StoreHooks } from "../node/index.js";
-import { SqliteStore, emptyStoreSql, type DedupStore } from "../store/index.js";
-import type { Scheduler } from "./scheduler.js";
+import { SqliteStore, emptyStoreSql } from "../store/index.js";
+import type { Scheduler, SimProcess } from "./scheduler.js";
 
 /** A version's identity in a stream: "origin/incarnation/lsn". */
 export const versionId = (v: { origin: string; incarnation: string; lsn: number }): string =>
@@ -35,6 +35,8 @@ export interface StoreSite {
   name: string;
   dataDir: string;
   region: Region | undefined;
+  /** The node's process (a frozen one's store calls wait for its thaw). */
+  proc?: SimProcess;
 }
 
 /** The key to edit among `keys`, and whether to delete it; undefined: edit nothing. */
@@ -162,6 +164,17 @@ export class SqliteSimStores implements SimStores {
   async close(): Promise<void> {}
 }
 
+const unfrozen = Symbol("the store, read by the simulator whether its node is frozen or not");
+
+/**
+ * A region's store as the simulator's own readers use it (the watermark sampler, the
+ * checkers): never held by its node's stall. Work the scheduler waits for must not wait for
+ * simulated time, or the run stops (it did: a sample of a frozen node's watermarks).
+ */
+export function simReadable<T extends object>(store: T): T {
+  return ((store as Record<symbol, unknown>)[unfrozen] as T | undefined) ?? store;
+}
+
 /** The advisory lock a simulator run holds on its PostgreSQL server ("crrs" in ASCII). */
 const simLockKey = 0x63727273;
 
@@ -224,18 +237,29 @@ export class PostgresSimStores implements SimStores {
     return { kind: "postgres", url: this.urls.get(region)!, poolSize: 2 };
   }
 
-  hooks(): StoreHooks {
-    return { opening: (open) => this.sched.track(open), wrap: (store) => this.tracked(store) };
+  hooks(site: StoreSite): StoreHooks {
+    return { opening: (open) => this.sched.track(open), wrap: (store) => this.tracked(store, site.proc) };
   }
 
-  /** The store with every call that returns a promise counted as I/O the scheduler waits for. */
-  private tracked(store: DedupStore): DedupStore {
+  /**
+   * The store with every call that returns a promise counted as I/O the scheduler waits for,
+   * its `shared` side (claims, membership, heartbeats) too. While the node is frozen, a call
+   * waits for its thaw first (every call of PostgresStore is asynchronous; the wait is in
+   * simulated time and not counted as I/O, which the scheduler would wait for forever).
+   */
+  private tracked<T extends object>(store: T, proc: SimProcess | undefined): T {
     const sched = this.sched;
+    const tracked = (x: object, p: SimProcess | undefined) => this.tracked(x, p);
     return new Proxy(store, {
       get(target, prop) {
+        if (prop === unfrozen) return tracked(target, undefined);
         const v = Reflect.get(target, prop, target) as unknown;
+        if (prop === "shared" && typeof v === "object" && v !== null) return tracked(v, proc);
         if (typeof v !== "function") return v;
         return (...args: unknown[]) => {
+          const thawed = proc && sched.thawed(proc);
+          if (thawed)
+            return thawed.then(() => sched.track(Reflect.apply(v, target, args) as Promise<unknown>));
           const r = Reflect.apply(v, target, args) as unknown;
           return r instanceof Promise ? sched.track(r) : r;
         };

@@ -14,6 +14,7 @@
  */
 import type { Region } from "../node/index.js";
 import type { SimCluster } from "./cluster.js";
+import { simReadable } from "./store.js";
 
 const streamKey = (origin: string, incarnation: string) => `${origin}/${incarnation}`;
 
@@ -88,7 +89,7 @@ export class WatermarkWatch {
     if (!r.store.isOpen) return undefined;
     try {
       const marks = new Map(
-        (await r.store.watermarks()).map((w) => [streamKey(w.origin, w.incarnation), w.lsn]),
+        (await simReadable(r.store).watermarks()).map((w) => [streamKey(w.origin, w.incarnation), w.lsn]),
       );
       return { node, r, marks, own: marks.get(streamKey(this.c.regionOf(node), r.wal.incarnation)) ?? 0 };
     } catch (err) {
