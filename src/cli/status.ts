@@ -6,7 +6,9 @@ const help = `crr status --url URL [--json]
 
 Shows a running node: readiness and drain state, WAL size and segments, the store
 (records, conflicts, digest), each peer (state, health, acknowledged LSN, records
-behind, lag) and the watermarks applied here. --json prints the raw status for scripts.`;
+behind, lag) and the watermarks applied here. A region served by several nodes also
+lists its nodes: each one's stream (incarnation), its last heartbeat, whether it left,
+and how far the shared store holds its stream. --json prints the raw status for scripts.`;
 
 function table(head: string[], rows: string[][]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
@@ -39,6 +41,22 @@ export function formatStatus(s: RegionStatus): string {
           String(p.behindRecords),
           `${p.lagSeconds.toFixed(3)} s`,
           p.lastError ?? "",
+        ]),
+      ),
+    );
+  }
+  if (s.nodes && s.nodes.length > 0) {
+    out.push(
+      "",
+      table(
+        ["node", "incarnation", "", "last beat", "left", "stored LSN"],
+        s.nodes.map((n) => [
+          n.nodeId.slice(0, 12),
+          `${n.incarnation.slice(0, 12)}…`,
+          n.self ? "this node" : "",
+          `${(n.seenAgoMs / 1000).toFixed(1)} s ago`,
+          n.left ? "LEFT" : "no",
+          String(n.storedLsn),
         ]),
       ),
     );

@@ -30,6 +30,8 @@ export interface NodeStatus {
   self: boolean;
   seenAgoMs: number;
   left: boolean;
+  /** The highest LSN of this node's stream the shared store holds (decided in the region). */
+  storedLsn: number;
 }
 
 export interface Readiness {
@@ -203,11 +205,15 @@ export async function watermarksView(r: Region): Promise<WatermarksView> {
 }
 
 async function nodesStatus(r: Region): Promise<NodeStatus[]> {
+  const stored = new Map(
+    (await r.store.watermarks()).filter((w) => w.origin === r.name).map((w) => [w.incarnation, w.lsn]),
+  );
   return (await r.store.shared!.regionNodes()).map((n) => ({
     nodeId: n.nodeId,
     incarnation: n.incarnation,
     self: n.incarnation === r.wal.incarnation,
     seenAgoMs: n.seenAgoMs,
     left: n.leftAtMs !== undefined,
+    storedLsn: stored.get(n.incarnation) ?? 0,
   }));
 }

@@ -189,8 +189,17 @@ describe("a region served by several nodes on one PostgreSQL store", () => {
       expectStoreMatchesLedger(ledger, "us-west-2", readStore(west.dataDir));
       const audit = fs.readFileSync(path.join(a.dataDir, "audit", "audit-000001.log"), "utf8");
       expect(audit).toMatch(new RegExp(`"kind":"node-left",.*"nodeId":"${bId}"`));
-      const me = (await status(a)) as { nodes?: Array<{ nodeId: string; left: boolean }> };
+      const me = (await status(a)) as {
+        wal: { durableLsn: number };
+        nodes?: Array<{ nodeId: string; left: boolean; self: boolean; storedLsn: number }>;
+      };
       expect(me.nodes?.filter((n) => n.nodeId === bId).every((n) => n.left)).toBe(true);
+      // How far the shared store holds each node's stream: all of this node's (it answers
+      // only once the store holds a record), and b's stream too.
+      expect(me.nodes?.find((n) => n.self)?.storedLsn).toBe(me.wal.durableLsn);
+      expect(
+        Math.max(...(me.nodes ?? []).filter((n) => n.nodeId === bId).map((n) => n.storedLsn)),
+      ).toBeGreaterThan(0);
     } finally {
       await cluster.stop();
     }
