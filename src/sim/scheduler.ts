@@ -207,7 +207,8 @@ export class Scheduler {
         await Promise.all([...this.io]);
         continue;
       }
-      if (![...this.pending].some((p) => p.proc.alive)) return;
+      // A frozen process's requests wait for its thaw (simulated time): not for more turns.
+      if (![...this.pending].some((p) => p.proc.alive && !((p.proc.frozenUntilMs ?? 0) > this.nowMs))) return;
       if (turns++ >= parkTurns) return;
     }
   }
