@@ -39,7 +39,6 @@ describe("reconcile decides from evidence", () => {
     expect("intact" in damaged.version).toBe(false);
   });
 
-
   it("a hand-edited copy is replaced by the intact one with its identity, wherever reconcile runs", () => {
     const tampered = version("us-east-1", 4, "tampered");
     const intact = version("us-east-1", 4, "accepted");
