@@ -88,6 +88,26 @@ describe("classify", () => {
     expect(classify(input({ local, remote }))).toMatchObject({ kind: "divergent" });
   });
 
+  it("a copy differing from the other in any one field is divergent; an identical one is no finding", () => {
+    // Found by Stryker (divergence-pure): only the outcome was ever changed, so each other
+    // field of the comparison could be dropped unseen (a hand edit of a body, hidden).
+    const same = v("A", 5);
+    const changes: Array<[string, Partial<StoredRecord>]> = [
+      ["tenant", { tenant: "t2" }],
+      ["body", { bodyJson: '{"n":1}' }],
+      ["wall clock", { hlc: { wallMs: 10_001, logical: 0 } }],
+      ["logical clock", { hlc: { wallMs: 10_000, logical: 1 } }],
+      ["outcome", { outcome: "tampered" }],
+    ];
+    const local = { region: "A", version: same, watermarks: wm({}) };
+    for (const [field, change] of changes) {
+      const remote = { region: "B", version: { ...same, ...change }, watermarks: wm({}) };
+      expect(classify(input({ local, remote })), field).toMatchObject({ kind: "divergent" });
+    }
+    const remote = { region: "B", version: { ...same }, watermarks: wm({}) };
+    expect(classify(input({ local, remote }))).toBeUndefined();
+  });
+
   it("a record the policy keeps out of the lacking region is no finding", () => {
     const local = { region: "A", version: v("A", 5), watermarks: wm({ A: 5 }) };
     const remote = { region: "B", version: undefined, watermarks: wm({ A: 5 }) };
