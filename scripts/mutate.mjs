@@ -172,7 +172,7 @@ const md = [
   "# Mutation testing (Stryker)",
   "",
   "`node scripts/mutate.mjs [FOLDER ...]` (Stryker 9.6, vitest runner, perTest coverage, one runner;",
-  "each folder against the in-process tests listed in the script; the simulator left out).",
+  "each folder against the in-process tests listed in the script; the reader, shipper and divergence\nparts include the simulator's fixed seeds, the others leave it out).",
   "",
   "| folder | mutants | killed | timeout | survived | no coverage | score | s |",
   "| --- | --- | --- | --- | --- | --- | --- | --- |",
