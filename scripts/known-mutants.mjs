@@ -277,6 +277,13 @@ const mutants = [
     tests: ["test/store/region-nodes.test.ts"],
   },
   {
+    name: "several nodes per region: a replacement node takes a left node's stream for its own",
+    file: "src/node/parts.ts",
+    from: "  const others = await otherNodesIncarnations(store, nodeId);\n",
+    to: "  const others = await fellowIncarnations(store, nodeId);\n",
+    tests: ["test/store/region-nodes.test.ts"],
+  },
+  {
     name: "PostgreSQL: a stream's watermark read without locking it",
     file: "src/store/postgres-store.ts",
     from: '`SELECT lsn FROM watermarks WHERE origin = $1 AND incarnation = $2${lock ? " FOR UPDATE" : ""}`',

@@ -100,6 +100,20 @@ export async function fellowIncarnations(
   );
 }
 
+/**
+ * Every incarnation another node of the region ever had, live or marked left: none of them is
+ * this node's WAL's to answer for (a node that replaces a left one starts on a new, empty
+ * data directory while the store still holds the left node's stream).
+ */
+export async function otherNodesIncarnations(
+  store: Pick<DedupStore, "shared">,
+  nodeId: string | undefined,
+): Promise<Set<string>> {
+  if (!store.shared || !nodeId) return new Set();
+  const nodes = await store.shared.regionNodes();
+  return new Set(nodes.filter((n) => n.nodeId !== nodeId).map((n) => n.incarnation));
+}
+
 export function mergeRuleOf(config: NodeConfig): MergeRule {
   const rule = config.crr.conflictRule;
   return rule === "primary-wins" ? { kind: rule, priority: config.crr.regionPriority } : { kind: rule };
@@ -166,7 +180,7 @@ async function openInOrder(
   const several = store.shared !== undefined && config.regions[config.region]?.nodes === "several";
   const nodeId = several ? await nodeIdOf(config.dataDir, runtime, o.fileOps) : undefined;
   if (nodeId) await refuseIfLeft(store, nodeId, config);
-  const fellows = await fellowIncarnations(store, nodeId);
+  const others = await otherNodesIncarnations(store, nodeId);
   const abandoned: Array<Record<string, unknown>> = [];
   const wal = (opened.wal = await openRegionWal({
     region: config.region,
@@ -177,7 +191,7 @@ async function openInOrder(
     log,
     open: () => openWal(config, clock, { runtime, fileOps: o.fileOps }, metrics, evidence, log),
     onAbandoned: (entry) => abandoned.push(entry),
-    isOwn: (incarnation) => !fellows.has(incarnation),
+    isOwn: (incarnation) => !others.has(incarnation),
     nowMs: runtime.nowMs,
   }));
   if (nodeId) await store.shared!.joinRegion({ incarnation: wal.incarnation, nodeId, boot });

@@ -148,7 +148,7 @@ describe("a region served by several nodes on one PostgreSQL store", () => {
     const view = (await api(`${a.url}/v1/watermarks`)).body as { incarnations?: string[] };
     expect(view.incarnations).toHaveLength(1); // a alone is live
   });
-  it("a node whose data directory is lost: crr leave --node-id from a fellow, its acknowledged records then reach the peers", async () => {
+  it("a node whose data directory is lost: crr leave --node-id from a fellow, its acknowledged records then reach the peers, and a new node replaces it", async () => {
     // Heartbeats every 200 ms: a node is taken for lost after 10 missed ones (2 s).
     const { cluster } = await eastOnPostgres("lost", { health: { probeIntervalMs: 200 } });
     try {
@@ -200,6 +200,17 @@ describe("a region served by several nodes on one PostgreSQL store", () => {
       expect(
         Math.max(...(me.nodes ?? []).filter((n) => n.nodeId === bId).map((n) => n.storedLsn)),
       ).toBeGreaterThan(0);
+
+      // The operator replaces b with a node on a new, empty data directory, as b's refusal
+      // asks: it starts (b's stream in the store is not its WAL's to answer for) and serves.
+      const c = await cluster.addNode("us-east-1", "us-east-1-c");
+      await ledger.appendMany(c, "c", 10);
+      expect(ledger.acked).toHaveLength(110);
+      await waitFor(async () => {
+        const sw = await status(west);
+        return sw.store.records === 110 ? sw : undefined;
+      }, "the peer to hold c's records");
+      expectStoreMatchesLedger(ledger, "us-west-2", readStore(west.dataDir));
     } finally {
       await cluster.stop();
     }
