@@ -425,6 +425,17 @@ export class SimCluster {
   }
 
   /** Regions up now. */
+  /** The run is over: every process dies (timers with it) and lets go of what it held. */
+  async end(): Promise<void> {
+    for (const n of this.nodes.values()) {
+      n.proc.alive = false;
+      await this.o.stores.release(siteOf(n));
+      void n.app?.close().catch(() => undefined);
+      n.region = undefined;
+      n.app = undefined;
+    }
+  }
+
   up(): SimNode[] {
     return [...this.nodes.values()].filter((n) => n.state === "up" && n.region);
   }

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { checkCluster } from "./check.js";
-import { SimCluster, siteOf } from "./cluster.js";
+import { SimCluster } from "./cluster.js";
 import { handEdit, reconcileHandEdits } from "./hand-edit.js";
 import {
   acceptWalLoss,
@@ -44,6 +44,12 @@ export interface SimOptions {
    * seed picks (default true; SQLite serves every region by one node).
    */
   severalNodes?: boolean;
+  /**
+   * Wall-clock milliseconds the run may take before it fails, naming where it was, and lets
+   * go of its stores (a test's timeout would leave it running, holding its server's lock).
+   * Default: none.
+   */
+  wallMsMax?: number;
 }
 
 /**
@@ -233,6 +239,7 @@ export async function runSeed(o: SimOptions): Promise<SimResult> {
   const started = performance.now();
   const s = new Scheduler(o.seed);
   s.keepLines = o.trace ?? false;
+  if (o.wallMsMax !== undefined) s.wallDeadlineMs = performance.now() + o.wallMsMax;
   const count = s.int(3, 5);
   const regions = Array.from({ length: count }, (_, i) => `r${i}`);
   const dir = fs.mkdtempSync(path.join(o.baseDir ?? simBaseDir(), `crr-sim-${o.seed}-`));
@@ -250,12 +257,28 @@ async function simulate(
   o: SimOptions,
   run: { s: Scheduler; stores: SimStores; regions: string[]; dir: string; started: number },
 ): Promise<SimResult> {
-  const { s, stores, regions, dir, started } = run;
-  const count = regions.length;
+  const { s, stores, regions, dir } = run;
   const tenants = policies(s, regions);
   const counts = o.postgres && (o.severalNodes ?? true) ? nodeCounts(s, regions) : undefined;
   const c = new SimCluster(s, { regions, tenants, baseDir: dir, stores, nodeCounts: counts });
   if (counts) s.note(`nodes ${JSON.stringify(counts)}`);
+  let result: SimResult | undefined;
+  try {
+    return (result = await play(o, { ...run, c }));
+  } finally {
+    // The run is over (or failed): every process dies (timers with it) and what it held is
+    // let go, so a long search keeps its memory flat and a failed run holds no connection.
+    await c.end();
+    if (result?.ok && !o.keep) fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function play(
+  o: SimOptions,
+  run: { s: Scheduler; stores: SimStores; regions: string[]; dir: string; started: number; c: SimCluster },
+): Promise<SimResult> {
+  const { s, stores, regions, dir, started, c } = run;
+  const count = regions.length;
   const t0 = s.nowMs;
   const activeMs = o.activeMs ?? 30_000;
   for (const n of c.nodes.keys()) s.after(0, () => void c.boot(n, { startAlone: true }));
@@ -353,15 +376,5 @@ async function simulate(
     lines: s.lines,
     dir,
   };
-  // The run is over: every process dies (timers with it) and what it held is let go, so a
-  // long search keeps its memory flat.
-  for (const n of c.nodes.values()) {
-    n.proc.alive = false;
-    await stores.release(siteOf(n));
-    void n.app?.close().catch(() => undefined);
-    n.region = undefined;
-    n.app = undefined;
-  }
-  if (result.ok && !o.keep) fs.rmSync(dir, { recursive: true, force: true });
   return result;
 }

@@ -42,7 +42,15 @@ export class Scheduler {
    * Real I/O under way (a PostgreSQL server's answers): it takes no simulated time, so the
    * next event waits for it, and the turns spent waiting do not count toward parking.
    */
-  private readonly io = new Set<Promise<unknown>>();
+  private readonly io = new Map<Promise<unknown>, string>();
+  /**
+   * Wall-clock milliseconds real I/O may take before the run fails, naming what it waits
+   * for: a wait that never ends is a simulator bug (I/O that waits for simulated time), and
+   * must fail the run with evidence, not hang it (a stalled node's close did, on a CI machine).
+   */
+  ioWallMsMax = 120_000;
+  /** `performance.now()` past which the run fails (checked every so many events). */
+  wallDeadlineMs = Infinity;
   events = 0;
   private sameMsEvents = 0;
   private readonly queue: Event[] = [];
@@ -109,19 +117,39 @@ export class Scheduler {
    * waited for like I/O, and a failure of it is a failure of the run, never swallowed.
    */
   task(what: string, p: Promise<unknown>): void {
-    void this.track(p).catch((err: unknown) =>
+    void this.track(p, what).catch((err: unknown) =>
       this.failures.push(`${what} failed at ${this.nowMs}: ${(err as Error)?.stack ?? String(err)}`),
     );
   }
 
-  /** Count `p` as real I/O the next event waits for (see `io`); returns it. */
-  track<T>(p: Promise<T>): Promise<T> {
+  /** Count `p` (`what`, for a run that stops there) as real I/O the next event waits for (see `io`); returns it. */
+  track<T>(p: Promise<T>, what = "I/O"): Promise<T> {
     const done = p.then(
       () => void this.io.delete(done),
       () => void this.io.delete(done),
     );
-    this.io.add(done);
+    this.io.set(done, what);
     return p;
+  }
+
+  /** Wait for the real I/O under way; fail if it is still under way after `ioWallMsMax`. */
+  private async ioDone(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const stuck = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const what = [...new Set(this.io.values())].slice(0, 10).join("; ");
+        reject(
+          new Error(
+            `simulation: real I/O did not end within ${this.ioWallMsMax} ms of wall time at ${this.nowMs} (${this.io.size} under way: ${what}); I/O must not wait for simulated time`,
+          ),
+        );
+      }, this.ioWallMsMax);
+    });
+    try {
+      await Promise.race([Promise.all([...this.io.keys()]), stuck]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Resolves once `p` is not frozen (at once if it is not): a frozen process's I/O waits. */
@@ -185,6 +213,10 @@ export class Scheduler {
         );
       this.nowMs = e.atMs;
       this.events++;
+      if ((this.events & 1023) === 0 && performance.now() > this.wallDeadlineMs)
+        throw new Error(
+          `simulation: over its wall-clock budget at ${this.nowMs} after ${this.events} events (a run much slower than usual: a busy machine, or work that loops)`,
+        );
       e.fn();
       await this.settle();
     }
@@ -204,7 +236,7 @@ export class Scheduler {
     for (;;) {
       await new Promise<void>((r) => setImmediate(r));
       if (this.io.size > 0) {
-        await Promise.all([...this.io]);
+        await this.ioDone();
         continue;
       }
       // A frozen process's requests wait for its thaw (simulated time): not for more turns.

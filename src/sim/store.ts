@@ -238,7 +238,10 @@ export class PostgresSimStores implements SimStores {
   }
 
   hooks(site: StoreSite): StoreHooks {
-    return { opening: (open) => this.sched.track(open), wrap: (store) => this.tracked(store, site.proc) };
+    return {
+      opening: (open) => this.sched.track(open, `open the store of ${site.name}`),
+      wrap: (store) => this.tracked(store, site.proc, `${site.name} (${path.basename(site.dataDir)})`),
+    };
   }
 
   /**
@@ -247,21 +250,22 @@ export class PostgresSimStores implements SimStores {
    * waits for its thaw first (every call of PostgresStore is asynchronous; the wait is in
    * simulated time and not counted as I/O, which the scheduler would wait for forever).
    */
-  private tracked<T extends object>(store: T, proc: SimProcess | undefined): T {
+  private tracked<T extends object>(store: T, proc: SimProcess | undefined, site: string): T {
     const sched = this.sched;
-    const tracked = (x: object, p: SimProcess | undefined) => this.tracked(x, p);
+    const tracked = (x: object, p: SimProcess | undefined) => this.tracked(x, p, site);
     return new Proxy(store, {
       get(target, prop) {
         if (prop === unfrozen) return tracked(target, undefined);
         const v = Reflect.get(target, prop, target) as unknown;
         if (prop === "shared" && typeof v === "object" && v !== null) return tracked(v, proc);
         if (typeof v !== "function") return v;
+        const what = `${String(prop)} on the store of ${site}`;
         return (...args: unknown[]) => {
           const thawed = proc && sched.thawed(proc);
           if (thawed)
-            return thawed.then(() => sched.track(Reflect.apply(v, target, args) as Promise<unknown>));
+            return thawed.then(() => sched.track(Reflect.apply(v, target, args) as Promise<unknown>, what));
           const r = Reflect.apply(v, target, args) as unknown;
-          return r instanceof Promise ? sched.track(r) : r;
+          return r instanceof Promise ? sched.track(r, what) : r;
         };
       },
     });
@@ -291,7 +295,15 @@ export class PostgresSimStores implements SimStores {
 
   crashed(site: StoreSite): void {
     // The process is gone: its connections close, and what it had not committed is undone.
-    if (site.region) void this.sched.track(site.region.store.close().catch(() => undefined));
+    // At once, also when it was frozen: its stall must not hold the close (the scheduler
+    // waits for the close, and a thaw in simulated time would never come; it did not).
+    if (site.region)
+      void this.sched.track(
+        simReadable(site.region.store)
+          .close()
+          .catch(() => undefined),
+        `close the crashed node's store (${path.basename(site.dataDir)})`,
+      );
   }
 
   async lose(site: StoreSite): Promise<void> {
@@ -316,6 +328,9 @@ export class PostgresSimStores implements SimStores {
   }
 
   async release(site: StoreSite): Promise<void> {
-    await site.region?.store.close().catch(() => undefined);
+    if (site.region)
+      await simReadable(site.region.store)
+        .close()
+        .catch(() => undefined);
   }
 }
