@@ -40,4 +40,16 @@ describe("a frozen process", () => {
     expect(ran).toEqual(["other@30", "a@1000", "b@1000", "io@1000"]);
     expect(s.thawed(p)).toBeUndefined();
   });
+
+  it("does not hold every other event for its parked requests (a run with a stall slowed to a crawl)", async () => {
+    const s = new Scheduler(1);
+    const p = { alive: true, skewMs: 0, frozenUntilMs: s.nowMs + 100_000 };
+    // A request to the frozen process, under way until it thaws.
+    s.pending.add({ proc: p });
+    for (let i = 1; i <= 100; i++) s.after(i, () => undefined);
+    await s.runUntil(s.nowMs + 1000);
+    expect(s.events).toBe(100);
+    // A running process's request would cost each event up to 1,000 turns.
+    expect(s.turns).toBe(0);
+  });
 });

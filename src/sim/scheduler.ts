@@ -52,6 +52,8 @@ export class Scheduler {
   /** `performance.now()` past which the run fails (checked every so many events). */
   wallDeadlineMs = Infinity;
   events = 0;
+  /** Turns spent waiting for in-process requests to finish or park (the cost of `settle`). */
+  turns = 0;
   private sameMsEvents = 0;
   private readonly queue: Event[] = [];
   private seq = 0;
@@ -242,6 +244,7 @@ export class Scheduler {
       // A frozen process's requests wait for its thaw (simulated time): not for more turns.
       if (![...this.pending].some((p) => p.proc.alive && !((p.proc.frozenUntilMs ?? 0) > this.nowMs))) return;
       if (turns++ >= parkTurns) return;
+      this.turns++;
     }
   }
 

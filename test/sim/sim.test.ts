@@ -91,7 +91,10 @@ describe("the simulated mesh", () => {
           .sort(),
       ).toEqual(["r0", "r0-b", "r1"]);
       c.freeze("r0-b", 60_000);
+      // The simulator's own readers (here the watermark sampler) are not held by the stall.
+      s.task("watermark sample", c.watch.sample());
       await s.runUntil(s.nowMs + 1_000);
+      expect(s.failures).toEqual([]);
       c.crash("r0-b", { torn: false });
       await s.runUntil(s.nowMs + 1_000);
       expect(c.nodes.get("r0-b")!.state).toBe("down");
@@ -107,6 +110,19 @@ describe("the simulated mesh", () => {
       fs.rmSync(baseDir, { recursive: true, force: true });
     }
   }, 120_000);
+
+  it("refuses a second run on one PostgreSQL server while the first holds it, naming why", async () => {
+    const first = await PostgresSimStores.open(new Scheduler(1), inject("pgUrl"), ["r0"]);
+    try {
+      await expect(PostgresSimStores.open(new Scheduler(2), inject("pgUrl"), ["r0"])).rejects.toThrow(
+        /another simulator run is using this PostgreSQL server's crr_sim_\* databases/,
+      );
+    } finally {
+      await first.close();
+    }
+    // Let go with the first run's close: the next run opens.
+    await (await PostgresSimStores.open(new Scheduler(3), inject("pgUrl"), ["r0"])).close();
+  });
 
   it("is deterministic: one seed, one trace", async () => {
     const a = await runSeed({ seed: 42, activeMs: 10_000 });
