@@ -284,6 +284,20 @@ const mutants = [
     tests: ["test/store/region-nodes.test.ts"],
   },
   {
+    name: "several nodes per region: readiness blind to a shared store that does not answer",
+    file: "src/node/status.ts",
+    from: "  const heartbeatsFailed = r.membership?.failures ?? 0;\n",
+    to: "  const heartbeatsFailed = 0;\n",
+    tests: ["test/store/region-nodes.test.ts"],
+  },
+  {
+    name: "PostgreSQL: a server that does not answer taken for a failed store (500, not 503)",
+    file: "src/store/postgres-store.ts",
+    from: "    if (unreachable(err)) return new StoreUnavailableError(this.description, op, err);\n",
+    to: "",
+    tests: ["test/store/region-nodes.test.ts"],
+  },
+  {
     name: "PostgreSQL: a stream's watermark read without locking it",
     file: "src/store/postgres-store.ts",
     from: '`SELECT lsn FROM watermarks WHERE origin = $1 AND incarnation = $2${lock ? " FOR UPDATE" : ""}`',

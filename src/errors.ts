@@ -123,6 +123,17 @@ export class StoreFullError extends StoreError {
   }
 }
 
+/**
+ * The store's server does not answer (a connection refused, cut or timed out): nothing is
+ * known to be wrong with the data, and the call may pass on a retry (503 with Retry-After;
+ * another node of the region may answer meanwhile).
+ */
+export class StoreUnavailableError extends StoreError {
+  constructor(file: string, op: string, cause: unknown) {
+    super(file, op, cause, "store_unavailable");
+  }
+}
+
 /** The database file is damaged or not a database (SQLITE_CORRUPT, SQLITE_NOTADB). */
 export class StoreCorruptError extends StoreError {
   constructor(file: string, op: string, cause: unknown) {

@@ -43,6 +43,12 @@ export interface Readiness {
   /** checking | bootstrapping | admitted | refused: the startup checks. */
   startup: string;
   diskFull: boolean;
+  /**
+   * Whether the store shared by the region's nodes answers: false from the first heartbeat
+   * in it that fails until one succeeds (a node cut off from it cannot append; the other
+   * nodes can take its traffic). True with a store of the node's own.
+   */
+  storeAnswering: boolean;
   /** Why appends are refused, when they are. */
   reason: string | undefined;
 }
@@ -109,6 +115,7 @@ export function readiness(r: Region): Readiness {
   const walWritable = !r.isClosed && r.wal.writable;
   const storeOpen = !r.isClosed && r.store.isOpen;
   const diskFull = r.disk.full !== undefined;
+  const heartbeatsFailed = r.membership?.failures ?? 0;
   const reason = !walWritable
     ? "the WAL cannot write"
     : !storeOpen
@@ -121,7 +128,9 @@ export function readiness(r: Region): Readiness {
             ? `${r.startup.state}: ${r.startup.detail}`
             : diskFull
               ? `disk full: ${r.disk.full}`
-              : undefined;
+              : heartbeatsFailed > 0
+                ? `the store shared by the region's nodes does not answer (${heartbeatsFailed} heartbeats in a row failed)`
+                : undefined;
   return {
     ready: reason === undefined,
     region: r.name,
@@ -130,6 +139,7 @@ export function readiness(r: Region): Readiness {
     storeOpen,
     startup: r.startup.state,
     diskFull,
+    storeAnswering: heartbeatsFailed === 0,
     reason,
   };
 }

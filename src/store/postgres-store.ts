@@ -16,7 +16,13 @@
  * - serialization failures and deadlocks (SQLSTATE 40001, 40P01) run the transaction again.
  */
 import pg from "pg";
-import { StoreCorruptError, StoreError, StoreFullError, NodeLeftError } from "../errors.js";
+import {
+  StoreCorruptError,
+  StoreError,
+  StoreFullError,
+  StoreUnavailableError,
+  NodeLeftError,
+} from "../errors.js";
 import { realRuntime } from "../runtime/index.js";
 import { BucketDigests, bucketCount, bucketOf, versionHash } from "./digest.js";
 import { DigestTreeCache, type DigestTree } from "./digest-tree.js";
@@ -73,6 +79,34 @@ export function describePostgres(url: string): string {
 class RunAgain extends Error {}
 
 const retryCodes = new Set(["40001", "40P01"]);
+
+/** Socket errors of a server that does not answer (refused, reset, unreachable, timed out). */
+const socketCodes = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+]);
+
+/**
+ * Whether `err` says the server did not answer rather than refused the work: a socket error,
+ * SQLSTATE class 08 (connection exception) or 57P01-57P03 (shut down, starting), or
+ * node-postgres's own connection messages (it names no code for those).
+ */
+export function unreachable(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (
+    typeof code === "string" &&
+    (socketCodes.has(code) || code.startsWith("08") || /^57P0[123]$/.test(code))
+  )
+    return true;
+  const message = (err as Error | undefined)?.message ?? "";
+  return /^Connection terminated|timeout exceeded when trying to connect|connection error and is not queryable/.test(
+    message,
+  );
+}
 const attemptsMax = 20;
 
 type Client = pg.PoolClient;
@@ -172,6 +206,7 @@ export class PostgresStore implements DedupStore {
     const code = (err as { code?: string } | undefined)?.code ?? "";
     if (code === "53100") return new StoreFullError(this.description, op, err);
     if (code === "XX001" || code === "XX002") return new StoreCorruptError(this.description, op, err);
+    if (unreachable(err)) return new StoreUnavailableError(this.description, op, err);
     return new StoreError(this.description, op, err);
   }
 

@@ -12,6 +12,7 @@ import fs from "node:fs";
 import path from "node:path";
 import pg from "pg";
 import { describe, expect, inject, it } from "vitest";
+import { startTcpProxy } from "../../src/faults/index.js";
 import { deepMerge } from "../../src/launch/index.js";
 import { Cluster, api, status, type TestNode } from "../support/cluster.js";
 import { Ledger, expectStoreMatchesLedger, readPostgresStore, readStore } from "../support/ledger.js";
@@ -213,6 +214,51 @@ describe("a region served by several nodes on one PostgreSQL store", () => {
       expectStoreMatchesLedger(ledger, "us-west-2", readStore(west.dataDir));
     } finally {
       await cluster.stop();
+    }
+  });
+
+  it("a node cut off from the shared store: not ready, refusing appends with 503, while its fellow serves; ready once the store answers again", async () => {
+    const { cluster, url } = await eastOnPostgres("cut", { health: { probeIntervalMs: 200 } });
+    const pgPort = Number(new URL(url).port);
+    // b reaches PostgreSQL through a proxy the test cuts; a directly.
+    const proxy = await startTcpProxy({ targetPort: pgPort });
+    try {
+      const viaProxy = new URL(url);
+      viaProxy.port = String(proxy.port);
+      const a = cluster.node("us-east-1");
+      const b = await cluster.addNode("us-east-1", "us-east-1-b", { CRR_PG_URL: viaProxy.toString() });
+      const west = cluster.node("us-west-2");
+      const ledger = new Ledger();
+      await ledger.appendMany(b, "before", 20);
+
+      proxy.setTarget(0); // open connections reset, new ones refused
+      const cut = await waitFor(async () => {
+        const r = await api(`${b.url}/readyz`);
+        return r.status === 503 ? r.body : undefined;
+      }, "b to say it is not ready");
+      expect(cut).toMatchObject({ ready: false, storeAnswering: false });
+      expect(cut.reason).toMatch(/the store shared by the region's nodes does not answer/);
+      expect((await api(`${a.url}/readyz`)).body).toMatchObject({ ready: true, storeAnswering: true });
+      const refused = await ledger.append(b, { key: "during-b", tenant: "tenant-a", outcome: "accepted" });
+      expect(refused).toMatchObject({ status: 503, body: { code: "store_unavailable" } });
+      expect(JSON.stringify(refused.body)).not.toContain(new URL(url).password);
+      await ledger.appendMany(a, "during", 20); // the fellow takes the region's traffic
+
+      proxy.setTarget(pgPort);
+      await waitFor(
+        async () => ((await api(`${b.url}/readyz`)).status === 200 ? true : undefined),
+        "b to be ready again",
+      );
+      await ledger.appendMany(b, "after", 20);
+      expect(ledger.acked).toHaveLength(60);
+      await waitFor(async () => {
+        const sw = await status(west);
+        return sw.store.records === 60 ? sw : undefined;
+      }, "the peer to hold every acknowledged record");
+      expectStoreMatchesLedger(ledger, "us-west-2", readStore(west.dataDir));
+    } finally {
+      await cluster.stop();
+      await proxy.close();
     }
   });
 });

@@ -5,7 +5,13 @@
  * refused record with it. An unexpected error never shows its message (it may hold anything).
  */
 import type { FastifyError } from "fastify";
-import { CrrError, RecordInvalidError, RepairRefusedError, StoreFullError } from "../../errors.js";
+import {
+  CrrError,
+  RecordInvalidError,
+  RepairRefusedError,
+  StoreFullError,
+  StoreUnavailableError,
+} from "../../errors.js";
 import { DrainingError, OverloadedError, UnavailableError, WaitTimeoutError } from "../region.js";
 
 const unavailableCodes = new Set(["wal_busy", "wal_write_failed", "wal_closed", "node_left"]);
@@ -14,7 +20,12 @@ export function statusOf(err: unknown): number {
   if (err instanceof RecordInvalidError) return 400;
   if (err instanceof RepairRefusedError) return 403;
   if (err instanceof OverloadedError) return 429;
-  if (err instanceof DrainingError || err instanceof UnavailableError || err instanceof StoreFullError)
+  if (
+    err instanceof DrainingError ||
+    err instanceof UnavailableError ||
+    err instanceof StoreFullError ||
+    err instanceof StoreUnavailableError
+  )
     return 503;
   if (err instanceof WaitTimeoutError) return 504;
   if (err instanceof CrrError) return unavailableCodes.has(err.code) ? 503 : 500;
