@@ -249,12 +249,16 @@ describe("claims of appends the WAL refused", () => {
   it("a claim whose answer was lost ends when this attempt created it, and stays when an earlier append of this node holds it", async () => {
     const { held, lostAnswers, claims } = claimsHeldHere();
     const stuck: string[] = [];
+    const ends: Array<() => Promise<boolean>> = [];
     let appends = 0;
     const t = pathWithHeldWal({
       pendingMax: 1000,
       queueDelayMaxMs: 0,
       claims,
-      onClaimStuck: (key) => stuck.push(key),
+      onClaimStuck: (key, _err, end) => {
+        stuck.push(key);
+        ends.push(end);
+      },
       walAppend: async () => ({ lsn: ++appends, hlc: { wallMs: 1, logical: 0 } }) as AppendAck,
       // The first append of "earlier" reaches the WAL and its apply fails: its claim stays.
       localApply: async (rec) => {
@@ -271,10 +275,16 @@ describe("claims of appends the WAL refused", () => {
     await expect(t.append("earlier")).rejects.toThrow(/Connection terminated/);
     expect(held()).toEqual(["earlier"]);
     // The database still unreachable: the claim cannot be ended, and that is said.
+    const releaseLost = claims.releaseLost;
     claims.releaseLost = () => Promise.reject(new Error("still down"));
     lostAnswers.add("m");
     await expect(t.append("m")).rejects.toThrow(/Connection terminated/);
     expect(stuck).toEqual(["m"]);
+    expect(held()).toEqual(["earlier", "m"]);
+    // Once the database answers, the end it was given (tried after each heartbeat) ends it.
+    claims.releaseLost = releaseLost;
+    await expect(ends[0]!()).resolves.toBe(true);
+    expect(held()).toEqual(["earlier"]);
   });
 
   it("end when the store cannot be read after the claim (nothing was written)", async () => {

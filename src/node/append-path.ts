@@ -106,9 +106,10 @@ export interface AppendPathDeps {
   };
   /**
    * A claim whose answer was lost could not be ended either: the key stays claimed by this
-   * node until it appends the key again or restarts (other nodes answer key_claimed).
+   * node (other nodes answer key_claimed) until `end` passes (tried again once the store
+   * answers), the node appends the key again, or it restarts.
    */
-  onClaimStuck?: (key: string, err: unknown) => void;
+  onClaimStuck?: (key: string, err: unknown, end: () => Promise<boolean>) => void;
   walAppend: (rec: PreparedRecord) => Promise<AppendAck>;
   /** Resolves with the version that beat `rec` when it was applied, undefined when `rec` won. */
   localApply: (rec: WalRecord) => Promise<StoredRecord | undefined>;
@@ -285,7 +286,8 @@ export class AppendPath {
         // The claim may have committed and only its answer been lost (the connection cut):
         // nothing was written, so a claim this attempt created ends now, not at this node's
         // restart. Here, not later: a later append of the key by this node re-takes it.
-        await claims.releaseLost(rec.key, attempt).catch((e: unknown) => this.d.onClaimStuck?.(rec.key, e));
+        const end = () => claims.releaseLost(rec.key, attempt);
+        await end().catch((e: unknown) => this.d.onClaimStuck?.(rec.key, e, end));
         throw err;
       });
       if (c.taken && waiting.entry.done) waiting.entry = this.queued().entry; // back in the queue, from now

@@ -41,6 +41,39 @@ export async function releaseOwnClaims(r: Region): Promise<void> {
     r.log.info({ released }, "released the claims of appends that never reached this node's WAL");
 }
 
+/**
+ * Claims whose answer was lost and whose end failed too (the store unreachable): each is
+ * ended again after every heartbeat that reached the store, so a cut that heals does not
+ * leave keys claimed by this node (the others answering key_claimed) until it restarts. An
+ * end is safe to repeat: it deletes the claim only if the lost attempt still holds it.
+ */
+export class StuckClaims {
+  private readonly ends = new Map<string, () => Promise<boolean>>();
+
+  constructor(private readonly log: Logger) {}
+
+  get size(): number {
+    return this.ends.size;
+  }
+
+  add(key: string, end: () => Promise<boolean>): void {
+    this.ends.set(key, end);
+  }
+
+  /** Try every end once; those that pass (or find the claim gone or re-taken) are done. */
+  async retry(): Promise<void> {
+    for (const [key, end] of [...this.ends]) {
+      try {
+        const ended = await end();
+        if (this.ends.get(key) === end) this.ends.delete(key);
+        this.log.info({ key, ended }, "a claim whose answer was lost: ended once the store answered again");
+      } catch {
+        return; // still unreachable: the next heartbeat tries again
+      }
+    }
+  }
+}
+
 export interface MembershipOptions {
   shared: SharedRegionStore;
   incarnation: string;
@@ -55,6 +88,8 @@ export interface MembershipOptions {
   shipLeftStreams: () => void;
   /** A heartbeat failed (counted: crr_heartbeat_errors_total). */
   onFailure?: () => void;
+  /** A heartbeat reached the store (the node was not marked left). */
+  onBeat?: () => Promise<void>;
 }
 
 /**
@@ -100,6 +135,7 @@ export class Membership {
       }
       await this.noteDepartures(await this.o.shared.regionNodes());
       this.failures = 0;
+      await this.o.onBeat?.();
     } catch (err) {
       this.failures++;
       this.o.onFailure?.();
@@ -147,5 +183,6 @@ export function membershipOf(r: Region): Membership | undefined {
       for (const s of r.shippers.values()) s.resync();
     },
     onFailure: () => r.metrics.heartbeatErrors.inc(),
+    onBeat: () => r.stuckClaims.retry(),
   });
 }

@@ -52,7 +52,7 @@ import { LocalApplier } from "./local-applier.js";
 import type { DataDirLock } from "./lock.js";
 import type { RegionMetrics } from "./metrics.js";
 import { NodeLeftError } from "../errors.js";
-import { claimsOf, membershipOf, releaseOwnClaims, type Membership } from "./fellows.js";
+import { StuckClaims, claimsOf, membershipOf, releaseOwnClaims, type Membership } from "./fellows.js";
 import { fellowIncarnations, openParts, type Parts, type StoreHooks } from "./parts.js";
 import { OwnRecordsUndecidedError, replayLocal, replayLocalWhenAnswered } from "./replay.js";
 import { ReplayFloorFile } from "./replay-floor.js";
@@ -145,6 +145,8 @@ export class Region {
   readonly nodeId: string | undefined;
   /** This node's heartbeat among the region's nodes on a shared store. */
   readonly membership: Membership | undefined;
+  /** Claims whose answer was lost and could not be ended yet (ended after a good heartbeat). */
+  readonly stuckClaims: StuckClaims;
 
   private constructor(
     config: NodeConfig,
@@ -224,11 +226,13 @@ export class Region {
       onShed: (n, reason) => this.metrics.appendsShed.inc({ reason }, n),
       runtime,
       onDuplicate: (origin) => this.metrics.duplicates.inc({ origin }),
-      onClaimStuck: (key, err) =>
+      onClaimStuck: (key, err, end) => {
         this.log.error(
           { key, err: (err as Error).message },
-          "a claim whose answer was lost could not be ended: the key stays claimed by this node until it appends it again or restarts",
-        ),
+          "a claim whose answer was lost could not be ended: the key stays claimed by this node until the store answers again (tried after each heartbeat), it appends the key again, or it restarts",
+        );
+        this.stuckClaims.add(key, end);
+      },
       onError: (err) => {
         this.disk.note(err);
         // Marked left by `crr leave --node-id`: the store refuses this node; say so everywhere.
@@ -236,6 +240,7 @@ export class Region {
       },
     });
     this.divergence = monitorOf(this);
+    this.stuckClaims = new StuckClaims(this.log);
     this.membership = membershipOf(this);
     this.health = new HealthProber({
       links: [...this.links.values()],
