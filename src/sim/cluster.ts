@@ -280,6 +280,14 @@ export class SimCluster {
     this.sched.note(`freeze ${name} ${ms}`);
   }
 
+  /** The node's process is cut off from its (shared) store for `ms`; it runs on and is not told. */
+  cutFromStore(name: string, ms: number): void {
+    const n = this.nodes.get(name)!;
+    if (n.state !== "up" || !this.o.stores.cut) return;
+    this.o.stores.cut(n.proc, ms);
+    this.sched.note(`cut ${name} from its store ${ms}`);
+  }
+
   /** A power loss: the process and its timers die, unsynced bytes are dropped (maybe torn), the store goes back to its last synced image. */
   crash(name: string, o: { torn: boolean }): void {
     const n = this.nodes.get(name)!;

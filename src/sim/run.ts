@@ -189,6 +189,10 @@ function faults(c: SimCluster, untilMs: number): void {
       else if (kind === 7) s.task(`lose-store ${ra}`, loseStore(c, ra));
       else c.flipWalBit(a, 2048);
       s.after(s.int(200, 3000), () => down.forEach((x) => void c.boot(x)));
+    } else if (kind === 9 && c.o.stores.kind === "postgres" && s.chance(0.5)) {
+      // A node loses its connections to the shared store (a network fault between the two)
+      // while its peers and clients still reach it.
+      c.cutFromStore(a, s.int(500, 8000));
     } else if (kind === 9) {
       const dir = c.nodes.get(a)!.config.dataDir;
       c.disk.full.add(dir);

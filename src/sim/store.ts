@@ -15,6 +15,7 @@ import fs from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
+import { StoreUnavailableError } from "../errors.js";
 import type { Region, StoreHooks } from "../node/index.js";
 import { SqliteStore, emptyStoreSql } from "../store/index.js";
 import type { Scheduler, SimProcess } from "./scheduler.js";
@@ -62,6 +63,11 @@ export interface SimStores {
    * Undefined when the store holds no key or `choose` chose none.
    */
   editByHand(site: StoreSite, choose: HandEditChoice): Promise<string | undefined>;
+  /**
+   * `proc` is cut off from its store for `ms` (a shared store only): each call fails, half
+   * of them before reaching the server and half after it did the work (the answer lost).
+   */
+  cut?(proc: SimProcess, ms: number): void;
   /** The run is over: let go of `site`'s store without writing anything. */
   release(site: StoreSite): Promise<void>;
   /** The run is over (passed, failed or stopped): let go of what the stores hold for it. */
@@ -186,6 +192,8 @@ const simLockKey = 0x63727273;
 export class PostgresSimStores implements SimStores {
   readonly kind = "postgres";
   private readonly urls = new Map<string, string>();
+  /** Processes cut off from the server, until a simulated time. */
+  private readonly cuts = new Map<SimProcess, number>();
 
   private constructor(
     private readonly sched: Scheduler,
@@ -250,8 +258,34 @@ export class PostgresSimStores implements SimStores {
    * waits for its thaw first (every call of PostgresStore is asynchronous; the wait is in
    * simulated time and not counted as I/O, which the scheduler would wait for forever).
    */
+  cut(proc: SimProcess, ms: number): void {
+    this.cuts.set(proc, this.sched.nowMs + ms);
+  }
+
+  /**
+   * `call` as a process cut off from the server sees it: a connection error, raised before
+   * the server saw it or after it did the work (an answer lost after a commit); undefined
+   * when `proc` is not cut off now (a close is never cut: the process lets go).
+   */
+  private cutCall(
+    proc: SimProcess | undefined,
+    op: string,
+    call: () => unknown,
+  ): Promise<unknown> | undefined {
+    const until = proc && this.cuts.get(proc);
+    if (until === undefined || until <= this.sched.nowMs || op === "close") return undefined;
+    const lost = new StoreUnavailableError(
+      "(simulated)",
+      op,
+      new Error("Connection terminated unexpectedly (the simulator cut this node off from its store)"),
+    );
+    if (this.sched.chance(0.5)) return Promise.reject(lost);
+    return (call() as Promise<unknown>).then(() => Promise.reject(lost));
+  }
+
   private tracked<T extends object>(store: T, proc: SimProcess | undefined, site: string): T {
     const sched = this.sched;
+    const cutCall = this.cutCall.bind(this);
     const tracked = (x: object, p: SimProcess | undefined) => this.tracked(x, p, site);
     return new Proxy(store, {
       get(target, prop) {
@@ -260,12 +294,16 @@ export class PostgresSimStores implements SimStores {
         if (prop === "shared" && typeof v === "object" && v !== null) return tracked(v, proc);
         if (typeof v !== "function") return v;
         const what = `${String(prop)} on the store of ${site}`;
+        const call = (args: unknown[]): unknown => {
+          const apply = () => Reflect.apply(v, target, args) as unknown;
+          const cut = cutCall(proc, String(prop), apply);
+          if (cut) return sched.track(cut, what);
+          const r = apply();
+          return r instanceof Promise ? sched.track(r, what) : r;
+        };
         return (...args: unknown[]) => {
           const thawed = proc && sched.thawed(proc);
-          if (thawed)
-            return thawed.then(() => sched.track(Reflect.apply(v, target, args) as Promise<unknown>, what));
-          const r = Reflect.apply(v, target, args) as unknown;
-          return r instanceof Promise ? sched.track(r, what) : r;
+          return thawed ? thawed.then(() => call(args)) : call(args);
         };
       },
     });
