@@ -130,4 +130,118 @@ describe("classify", () => {
     ]);
     expect([...dead].sort()).toEqual([streamKey("A", older), streamKey("C", older)].sort());
   });
+
+  // Found by Stryker (divergence-pure, 2026-12-04): each condition below could be made true
+  // or dropped with every test green.
+  it("copies of equal content but another identity (origin, incarnation or LSN) are two versions, not one", () => {
+    const a = v("A", 5);
+    const others: Array<[string, StoredRecord]> = [
+      ["origin", { ...a, origin: "B" }],
+      ["incarnation", { ...a, incarnation: "c".repeat(32) }],
+      ["lsn", { ...a, lsn: 6 }],
+    ];
+    const all = { A: 9, B: 9 };
+    for (const [field, b] of others) {
+      const marks = new Map([...wm(all), [streamKey(b.origin, b.incarnation), 9]]);
+      const local = { region: "A", version: a, watermarks: marks };
+      const remote = { region: "B", version: b, watermarks: marks };
+      expect(classify(input({ local, remote })), field).toMatchObject({
+        kind: "divergent",
+        reason: "watermark",
+      });
+    }
+  });
+
+  it("two identities of one origin are judged by the watermarks (in flight until settled), not as a hand edit", () => {
+    const a = v("A", 5);
+    const laterSameOrigin = v("A", 6, "rejected");
+    const otherIncarnation = { ...v("A", 5, "rejected"), incarnation: "c".repeat(32) };
+    for (const b of [laterSameOrigin, otherIncarnation]) {
+      const local = { region: "A", version: a, watermarks: wm({}) };
+      const remote = { region: "B", version: b, watermarks: wm({}) };
+      expect(classify(input({ local, remote })), `${b.incarnation}/${b.lsn}`).toBeUndefined();
+    }
+  });
+
+  it("a finding names the reason the second side settled by, and each side's watermarks of the streams involved", () => {
+    const a = v("A", 5, "accepted", 1_000);
+    const b = v("B", 3, "rejected", 1_000);
+    const old = { nowMs: 1_000 + 60_001 };
+    // The local side settled b by its watermark, the remote side a only by age: "age".
+    const byAge = classify(
+      input({
+        ...old,
+        local: { region: "A", version: a, watermarks: wm({ A: 5, B: 3 }) },
+        remote: { region: "B", version: b, watermarks: wm({ A: 2, B: 3 }) },
+      }),
+    );
+    expect(byAge).toMatchObject({ kind: "divergent", reason: "age" });
+    expect(byAge!.watermarks).toEqual({
+      local: { [streamKey("A", inc)]: 5, [streamKey("B", inc)]: 3 },
+      remote: { [streamKey("A", inc)]: 2, [streamKey("B", inc)]: 3 },
+    });
+    // The local side settled b because its stream is dead: that reason, whatever the other's.
+    const byDead = classify(
+      input({
+        deadStreams: new Set([streamKey("B", inc)]),
+        local: { region: "A", version: a, watermarks: wm({ A: 5 }) },
+        remote: { region: "B", version: b, watermarks: wm({ A: 5, B: 3 }) },
+      }),
+    );
+    expect(byDead).toMatchObject({ kind: "divergent", reason: "dead-incarnation" });
+    // A record one side lacks: only its stream, on both sides (0 where unknown).
+    const missing = classify(
+      input({
+        local: { region: "A", version: a, watermarks: wm({ A: 5, B: 7 }) },
+        remote: { region: "B", version: undefined, watermarks: wm({ A: 5 }) },
+      }),
+    );
+    expect(missing!.watermarks).toEqual({
+      local: { [streamKey("A", inc)]: 5 },
+      remote: { [streamKey("A", inc)]: 5 },
+    });
+    const unknown = classify(
+      input({
+        ...old,
+        local: { region: "A", version: a, watermarks: wm({ A: 5 }) },
+        remote: { region: "B", version: undefined, watermarks: wm({}) },
+      }),
+    );
+    expect(unknown!.watermarks.remote).toEqual({ [streamKey("A", inc)]: 0 });
+  });
+
+  it("dead streams: a side's own incarnations are live, a third region's live ones come from who heard them, equal times replace nothing", () => {
+    const older = "b".repeat(32);
+    const fellow = "d".repeat(32);
+    const dead = deadStreams(
+      [
+        {
+          region: "A",
+          incarnation: inc,
+          incarnations: [inc, fellow],
+          streams: [
+            { origin: "A", incarnation: inc, updatedAtMs: 1 },
+            { origin: "A", incarnation: fellow, updatedAtMs: 5 },
+            // Same origin, same time: neither replaced the other.
+            { origin: "D", incarnation: older, updatedAtMs: 3 },
+            { origin: "D", incarnation: inc, updatedAtMs: 3 },
+            // Another origin updated later replaces nothing.
+            { origin: "E", incarnation: inc, updatedAtMs: 1 },
+            { origin: "F", incarnation: older, updatedAtMs: 9 },
+          ],
+        },
+      ],
+      // What was heard of A elsewhere does not override A's own word; C's live set is used.
+      new Map([
+        ["A", new Set([older])],
+        ["C", new Set([inc, fellow])],
+      ]),
+    );
+    expect([...dead]).toEqual([]);
+    const withC = deadStreams(
+      [{ region: "A", incarnation: inc, streams: [{ origin: "C", incarnation: older, updatedAtMs: 1 }] }],
+      new Map([["C", new Set([inc])]]),
+    );
+    expect([...withC]).toEqual([streamKey("C", older)]);
+  });
 });
