@@ -249,9 +249,16 @@ const mutants = [
   {
     name: "several nodes per region: a claim whose answer was lost stays until the node restarts",
     file: "src/node/append-path.ts",
-    from: "        await claims.releaseLost(rec.key, attempt).catch((e: unknown) => this.d.onClaimStuck?.(rec.key, e));\n",
+    from: "        await end().catch((e: unknown) => this.d.onClaimStuck?.(rec.key, e, end));\n",
     to: "",
     tests: ["src/node/append-path.test.ts"],
+  },
+  {
+    name: "several nodes per region: a claim whose end failed stays after the store answers again",
+    file: "src/node/fellows.ts",
+    from: "      await this.o.onBeat?.();\n",
+    to: "",
+    tests: ["src/node/fellows.test.ts"],
   },
   {
     name: "PostgreSQL: a lost claim's release ends a claim another attempt made",
