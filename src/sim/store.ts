@@ -280,7 +280,7 @@ export class PostgresSimStores implements SimStores {
       new Error("Connection terminated unexpectedly (the simulator cut this node off from its store)"),
     );
     if (this.sched.chance(0.5)) return Promise.reject(lost);
-    return (call() as Promise<unknown>).then(() => Promise.reject(lost));
+    return Promise.resolve(call()).then(() => Promise.reject(lost));
   }
 
   private tracked<T extends object>(store: T, proc: SimProcess | undefined, site: string): T {
