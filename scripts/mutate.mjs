@@ -57,6 +57,12 @@ const folders = {
     files: ["src/divergence/classify.ts", "src/divergence/reconcile.ts"],
     tests: ["src/divergence/*.test.ts", "test/store/divergence-detector.test.ts", "test/sim/*.test.ts"],
   },
+  // The same two files against their unit tests alone: minutes, not the two hours the
+  // simulator's seeds take (a lower bound of the part above).
+  "divergence-units": {
+    files: ["src/divergence/classify.ts", "src/divergence/reconcile.ts"],
+    tests: ["src/divergence/*.test.ts"],
+  },
   "store-pure": {
     files: ["src/store/merge.ts", "src/store/digest.ts", "src/store/digest-tree.ts"],
     tests: ["src/store/*.test.ts", "test/store/*.test.ts"],
