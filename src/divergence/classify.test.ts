@@ -85,7 +85,7 @@ describe("classify", () => {
   it("the same version with different content is divergent at once (a store changed outside the engine)", () => {
     const local = { region: "A", version: v("A", 5, "accepted"), watermarks: wm({}) };
     const remote = { region: "B", version: v("A", 5, "tampered"), watermarks: wm({}) };
-    expect(classify(input({ local, remote }))).toMatchObject({ kind: "divergent" });
+    expect(classify(input({ local, remote }))).toMatchObject({ kind: "divergent", reason: "watermark" });
   });
 
   it("a copy differing from the other in any one field is divergent; an identical one is no finding", () => {
@@ -106,6 +106,18 @@ describe("classify", () => {
     }
     const remote = { region: "B", version: { ...same }, watermarks: wm({}) };
     expect(classify(input({ local, remote }))).toBeUndefined();
+  });
+
+  it("the local side lacking a record is judged like the remote one: missing in local once settled", () => {
+    const remote = { region: "B", version: v("B", 3), watermarks: wm({ B: 3 }) };
+    const behind = { region: "A", version: undefined, watermarks: wm({ B: 2 }) };
+    expect(classify(input({ local: behind, remote }))).toBeUndefined();
+    const settled = { region: "A", version: undefined, watermarks: wm({ B: 3 }) };
+    expect(classify(input({ local: settled, remote }))).toMatchObject({
+      kind: "missing",
+      missingIn: "A",
+      reason: "watermark",
+    });
   });
 
   it("a record the policy keeps out of the lacking region is no finding", () => {
@@ -156,7 +168,8 @@ describe("classify", () => {
     const a = v("A", 5);
     const laterSameOrigin = v("A", 6, "rejected");
     const otherIncarnation = { ...v("A", 5, "rejected"), incarnation: "c".repeat(32) };
-    for (const b of [laterSameOrigin, otherIncarnation]) {
+    const otherOrigin = v("B", 5, "rejected"); // same incarnation id and LSN, another origin
+    for (const b of [laterSameOrigin, otherIncarnation, otherOrigin]) {
       const local = { region: "A", version: a, watermarks: wm({}) };
       const remote = { region: "B", version: b, watermarks: wm({}) };
       expect(classify(input({ local, remote })), `${b.incarnation}/${b.lsn}`).toBeUndefined();
