@@ -261,9 +261,10 @@ export class SimCluster {
       // Paths name the run's temporary directory: kept out of the trace, which must not
       // depend on anything but the seed.
       this.sched.note(`refused ${name}: ${n.refusal.replaceAll(this.o.baseDir, "<data>")}`);
-      // A supervisor restarts a node refused for any other reason than a damaged WAL
-      // (that one waits for the operator's --accept-wal-loss).
-      if (!n.refusal.includes("--accept-wal-loss"))
+      // A supervisor restarts a node refused for any other reason than a damaged WAL (that
+      // one waits for the operator's --accept-wal-loss) or a node that left (the operator
+      // replaces it: replaceLeftNodes).
+      if (!n.refusal.includes("--accept-wal-loss") && !n.refusal.includes("left region"))
         this.sched.after(2000, () => {
           if (n.state !== "refused" || n.proc !== proc) return;
           n.state = "down";

@@ -78,7 +78,12 @@ export function declareFrozenLost(c: SimCluster, name: string): void {
  */
 export function replaceLeftNodes(c: SimCluster): void {
   for (const n of c.nodes.values()) {
-    if (n.state !== "up" || !n.region?.stopped?.includes("was marked left")) continue;
+    // Stopped by its heartbeat, or refused at a restart (a configuration change restarted
+    // it before the operator came: seed 13 then refused it for ever).
+    const left =
+      (n.state === "up" && n.region?.stopped?.includes("was marked left")) ||
+      (n.state === "refused" && n.refusal?.includes("left region"));
+    if (!left) continue;
     c.sched.note(`replace ${n.name}: it was marked left`);
     c.crash(n.name, { torn: false });
     c.sched.task(`replace ${n.name}`, wipeNode(c, n, { left: true }));

@@ -9,6 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, inject, it } from "vitest";
 import { Scheduler, SimCluster, runSeed, type SimResult } from "../../src/sim/index.js";
+import { replaceLeftNodes } from "../../src/sim/operator.js";
 import { simBaseDir } from "../../src/sim/run.js";
 import { PostgresSimStores } from "../../src/sim/store.js";
 
@@ -104,6 +105,39 @@ describe("the simulated mesh", () => {
           .map((n) => n.name)
           .sort(),
       ).toEqual(["r0", "r1"]);
+    } finally {
+      await c.end();
+      await stores.close();
+      fs.rmSync(baseDir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  // Found by PostgreSQL seed 13: a configuration change restarted a node declared gone before
+  // the operator replaced it; refused at start, it was never replaced and the run never settled.
+  it("a node refused at a restart because it left is replaced by the operator (PostgreSQL)", async () => {
+    const s = new Scheduler(1);
+    s.ioWallMsMax = 30_000;
+    const regions = ["r0", "r1"];
+    const stores = await PostgresSimStores.open(s, inject("pgUrl"), regions);
+    const baseDir = fs.mkdtempSync(path.join(simBaseDir(), "crr-sim-left-"));
+    const c = new SimCluster(s, { regions, tenants: undefined, baseDir, stores, nodeCounts: { r0: 2 } });
+    try {
+      for (const n of c.nodes.keys()) s.after(0, () => void c.boot(n, { startAlone: true }));
+      await s.runUntil(s.nowMs + 5_000);
+      const b = c.nodes.get("r0-b")!;
+      const goneId = b.region!.nodeId!;
+      // Declared gone through its fellow, then restarted before its heartbeat stopped it.
+      s.task("leave", c.nodes.get("r0")!.region!.store.shared!.leaveLost(goneId, 0));
+      c.crash("r0-b", { torn: false });
+      s.after(10, () => void c.boot("r0-b"));
+      await s.runUntil(s.nowMs + 3_000);
+      expect(b.state).toBe("refused");
+      expect(b.refusal).toMatch(/left region r0/);
+      replaceLeftNodes(c);
+      await s.runUntil(s.nowMs + 5_000);
+      expect(s.failures).toEqual([]);
+      expect(b.state).toBe("up");
+      expect(b.region!.nodeId).not.toBe(goneId);
     } finally {
       await c.end();
       await stores.close();
