@@ -88,16 +88,24 @@ async function refuseIfLeft(
     );
 }
 
-/** The incarnations of the region's other live nodes (none without a shared store). */
-export async function fellowIncarnations(
+/** The incarnations of the region's other nodes, live only or also those marked left (none without a shared store). */
+async function othersIncarnations(
   store: Pick<DedupStore, "shared">,
   nodeId: string | undefined,
+  withLeft: boolean,
 ): Promise<Set<string>> {
   if (!store.shared || !nodeId) return new Set();
   const nodes = await store.shared.regionNodes();
   return new Set(
-    nodes.filter((n) => n.nodeId !== nodeId && n.leftAtMs === undefined).map((n) => n.incarnation),
+    nodes
+      .filter((n) => n.nodeId !== nodeId && (withLeft || n.leftAtMs === undefined))
+      .map((n) => n.incarnation),
   );
+}
+
+/** The incarnations of the region's other live nodes: their streams are theirs to ship. */
+export function fellowIncarnations(store: Pick<DedupStore, "shared">, nodeId: string | undefined) {
+  return othersIncarnations(store, nodeId, false);
 }
 
 /**
@@ -105,13 +113,8 @@ export async function fellowIncarnations(
  * this node's WAL's to answer for (a node that replaces a left one starts on a new, empty
  * data directory while the store still holds the left node's stream).
  */
-export async function otherNodesIncarnations(
-  store: Pick<DedupStore, "shared">,
-  nodeId: string | undefined,
-): Promise<Set<string>> {
-  if (!store.shared || !nodeId) return new Set();
-  const nodes = await store.shared.regionNodes();
-  return new Set(nodes.filter((n) => n.nodeId !== nodeId).map((n) => n.incarnation));
+export function otherNodesIncarnations(store: Pick<DedupStore, "shared">, nodeId: string | undefined) {
+  return othersIncarnations(store, nodeId, true);
 }
 
 export function mergeRuleOf(config: NodeConfig): MergeRule {

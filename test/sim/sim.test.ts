@@ -46,6 +46,35 @@ function explain(r: SimResult): string {
   return `seed ${r.seed} failed (replay: npm run sim -- --seed ${r.seed}${store} --keep):\n${r.problems.slice(0, 20).join("\n")}`;
 }
 
+/**
+ * A scripted cluster on the suite's PostgreSQL server: r0 served by two nodes (r0, r0-b), r1
+ * by one, all started and up. A run that waits for simulated time inside real I/O fails in
+ * 30 s naming it, instead of hanging the suite.
+ */
+async function withStartedCluster(fn: (s: Scheduler, c: SimCluster) => Promise<void>): Promise<void> {
+  const s = new Scheduler(1);
+  s.ioWallMsMax = 30_000;
+  const regions = ["r0", "r1"];
+  const stores = await PostgresSimStores.open(s, inject("pgUrl"), regions);
+  const baseDir = fs.mkdtempSync(path.join(simBaseDir(), "crr-sim-scripted-"));
+  const c = new SimCluster(s, { regions, tenants: undefined, baseDir, stores, nodeCounts: { r0: 2 } });
+  try {
+    for (const n of c.nodes.keys()) s.after(0, () => void c.boot(n, { startAlone: true }));
+    await s.runUntil(s.nowMs + 5_000);
+    expect(
+      c
+        .up()
+        .map((n) => n.name)
+        .sort(),
+    ).toEqual(["r0", "r0-b", "r1"]);
+    await fn(s, c);
+  } finally {
+    await c.end();
+    await stores.close();
+    fs.rmSync(baseDir, { recursive: true, force: true });
+  }
+}
+
 describe("the simulated mesh", () => {
   it.each(seeds)(
     "seed %i: every acknowledged record in every targeted region, the ledger's winners, losers audited",
@@ -76,21 +105,7 @@ describe("the simulated mesh", () => {
   // Found by a CI machine's seed 4 (the suite timed out): the crash of a stalled node closed
   // its store through the stall, a wait for simulated time the scheduler waited for whole.
   it("a stalled node that crashes closes its store at once, and the run goes on (PostgreSQL)", async () => {
-    const s = new Scheduler(1);
-    s.ioWallMsMax = 30_000; // the run fails (naming the close) instead of hanging
-    const regions = ["r0", "r1"];
-    const stores = await PostgresSimStores.open(s, inject("pgUrl"), regions);
-    const baseDir = fs.mkdtempSync(path.join(simBaseDir(), "crr-sim-stalled-"));
-    const c = new SimCluster(s, { regions, tenants: undefined, baseDir, stores, nodeCounts: { r0: 2 } });
-    try {
-      for (const n of c.nodes.keys()) s.after(0, () => void c.boot(n, { startAlone: true }));
-      await s.runUntil(s.nowMs + 5_000);
-      expect(
-        c
-          .up()
-          .map((n) => n.name)
-          .sort(),
-      ).toEqual(["r0", "r0-b", "r1"]);
+    await withStartedCluster(async (s, c) => {
       c.freeze("r0-b", 60_000);
       // The simulator's own readers (here the watermark sampler) are not held by the stall.
       s.task("watermark sample", c.watch.sample());
@@ -105,25 +120,13 @@ describe("the simulated mesh", () => {
           .map((n) => n.name)
           .sort(),
       ).toEqual(["r0", "r1"]);
-    } finally {
-      await c.end();
-      await stores.close();
-      fs.rmSync(baseDir, { recursive: true, force: true });
-    }
+    });
   }, 120_000);
 
   // Found by PostgreSQL seed 13: a configuration change restarted a node declared gone before
   // the operator replaced it; refused at start, it was never replaced and the run never settled.
   it("a node refused at a restart because it left is replaced by the operator (PostgreSQL)", async () => {
-    const s = new Scheduler(1);
-    s.ioWallMsMax = 30_000;
-    const regions = ["r0", "r1"];
-    const stores = await PostgresSimStores.open(s, inject("pgUrl"), regions);
-    const baseDir = fs.mkdtempSync(path.join(simBaseDir(), "crr-sim-left-"));
-    const c = new SimCluster(s, { regions, tenants: undefined, baseDir, stores, nodeCounts: { r0: 2 } });
-    try {
-      for (const n of c.nodes.keys()) s.after(0, () => void c.boot(n, { startAlone: true }));
-      await s.runUntil(s.nowMs + 5_000);
+    await withStartedCluster(async (s, c) => {
       const b = c.nodes.get("r0-b")!;
       const goneId = b.region!.nodeId!;
       // Declared gone through its fellow, then restarted before its heartbeat stopped it.
@@ -138,11 +141,7 @@ describe("the simulated mesh", () => {
       expect(s.failures).toEqual([]);
       expect(b.state).toBe("up");
       expect(b.region!.nodeId).not.toBe(goneId);
-    } finally {
-      await c.end();
-      await stores.close();
-      fs.rmSync(baseDir, { recursive: true, force: true });
-    }
+    });
   }, 120_000);
 
   it("refuses a second run on one PostgreSQL server while the first holds it, naming why", async () => {
