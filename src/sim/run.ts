@@ -307,6 +307,7 @@ async function play(
   // Heal: the network is whole again and every region that is down starts.
   c.net.cut.clear();
   c.disk.full.clear();
+  c.o.stores.uncutAll?.();
   c.net.faults = { loss: 0, duplicate: 0, corrupt: 0, delayMsMin: 5, delayMsMax: 60 };
   for (const n of c.nodes.values()) n.proc.skewMs = 0;
   for (const n of c.nodes.values()) for (const p of [...n.removed]) void c.setPeer(n.regionName, p, true);

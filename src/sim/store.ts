@@ -68,6 +68,8 @@ export interface SimStores {
    * of them before reaching the server and half after it did the work (the answer lost).
    */
   cut?(proc: SimProcess, ms: number): void;
+  /** Every cut ends now (the heal). */
+  uncutAll?(): void;
   /** The run is over: let go of `site`'s store without writing anything. */
   release(site: StoreSite): Promise<void>;
   /** The run is over (passed, failed or stopped): let go of what the stores hold for it. */
@@ -260,6 +262,10 @@ export class PostgresSimStores implements SimStores {
    */
   cut(proc: SimProcess, ms: number): void {
     this.cuts.set(proc, this.sched.nowMs + ms);
+  }
+
+  uncutAll(): void {
+    this.cuts.clear();
   }
 
   /**
