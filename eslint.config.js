@@ -36,6 +36,7 @@ const pureFiles = [
   "src/store/digest.ts",
   "src/store/digest-tree.ts",
   "src/store/pure.ts",
+  "src/node/fellow-memory.ts",
   "src/divergence/classify.ts",
   "src/divergence/reconcile.ts",
   "src/config/policy.ts",

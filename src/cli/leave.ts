@@ -14,7 +14,7 @@ import path from "node:path";
 import { silentLogger } from "../log.js";
 import type { NodeConfig } from "../config/index.js";
 import { Region, mergeRuleOf } from "../node/index.js";
-import { PostgresStore } from "../store/index.js";
+import { PostgresStore, type RegionNode } from "../store/index.js";
 import { CliUsageError, loadConfigOrUsage, parseCommand } from "./args.js";
 import { refuseWhileRunning } from "./rebuild.js";
 
@@ -71,6 +71,28 @@ export async function runLeave(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * A node the store does not know (it was lost or restored from a backup, and the node's data
+ * directory is lost too): recorded as left, so the fellows that remember it stop waiting for
+ * its WAL. Only a well-formed node id (a typo must not block nothing real, nor change anything).
+ */
+async function leaveUnknown(
+  store: PostgresStore,
+  config: NodeConfig,
+  nodeId: string,
+  nodes: RegionNode[],
+): Promise<number> {
+  if (!/^[0-9a-f]{32}$/.test(nodeId))
+    throw new CliUsageError(
+      `leave: no node ${nodeId} in ${config.region}'s store, and it is not a node id (32 hex digits; nodes: ${[...new Set(nodes.map((n) => n.nodeId))].join(", ") || "none"}); nothing was changed`,
+    );
+  await store.shared.leaveLost(nodeId, 0);
+  process.stdout.write(
+    `node ${nodeId} is not in ${config.region}'s store (it was lost or restored from a backup): recorded as left, so the region's nodes that remember it stop waiting for its WAL, and it is refused if it comes back. What its lost WAL held that no peer holds is lost\n`,
+  );
+  return 0;
+}
+
 /** `--node-id`: a node whose data directory is lost leaves, declared by another node's config. */
 async function leaveLost(config: NodeConfig, nodeId: string): Promise<number> {
   const ownFile = path.join(config.dataDir, "node-id");
@@ -82,10 +104,7 @@ async function leaveLost(config: NodeConfig, nodeId: string): Promise<number> {
   try {
     const nodes = await store.shared.regionNodes();
     const theirs = nodes.filter((n) => n.nodeId === nodeId);
-    if (theirs.length === 0)
-      throw new CliUsageError(
-        `leave: no node ${nodeId} in ${config.region}'s store (nodes: ${[...new Set(nodes.map((n) => n.nodeId))].join(", ") || "none"}); nothing was changed`,
-      );
+    if (theirs.length === 0) return await leaveUnknown(store, config, nodeId, nodes);
     if (theirs.every((n) => n.leftAtMs !== undefined))
       throw new CliUsageError(`leave: node ${nodeId} already left ${config.region}; nothing was changed`);
     // Checked and done in one transaction, on the database's clock (a heartbeat cannot land between).

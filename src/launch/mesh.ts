@@ -308,19 +308,24 @@ export class LocalMesh {
     return result;
   }
 
-  /** Run a one-shot crr command against a node's config (e.g. ["rebuild"]); its exit code and stderr. */
-  runCommand(name: string, args: string[]): Promise<{ status: number | null; stderr: string }> {
+  /** Run a one-shot crr command against a node's config (e.g. ["rebuild"]); its exit code and output. */
+  runCommand(
+    name: string,
+    args: string[],
+  ): Promise<{ status: number | null; stdout: string; stderr: string }> {
     const node = this.node(name);
     const main = this.o.crrMain ?? crrMainDefault;
     return new Promise((resolve) => {
       const p = spawn(process.execPath, [main, ...args, "--config", node.configFile], {
         cwd: this.o.cwd,
         env: { ...process.env, ...this.secrets(), ...this.o.env?.(name) },
-        stdio: ["ignore", "ignore", "pipe"],
+        stdio: ["ignore", "pipe", "pipe"],
       });
+      let stdout = "";
       let stderr = "";
+      p.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
       p.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-      p.on("exit", (status) => resolve({ status, stderr }));
+      p.on("close", (status) => resolve({ status, stdout, stderr })); // after both pipes end
     });
   }
 

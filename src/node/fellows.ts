@@ -7,7 +7,10 @@ import type { AuditAppend } from "../audit/index.js";
 import type { Logger } from "../log.js";
 import type { Runtime, Timer } from "../runtime/index.js";
 import type { DedupStore, RegionNode, SharedRegionStore } from "../store/index.js";
+import type { FileOps } from "../util/file-ops.js";
 import type { AppendPathDeps } from "./append-path.js";
+import { FellowWatch } from "./fellow-wait.js";
+import type { Parts } from "./parts.js";
 import type { Region } from "./region.js";
 
 /** The append path's claims, when the store is shared; undefined otherwise (one node per store). */
@@ -90,6 +93,8 @@ export interface MembershipOptions {
   onFailure?: () => void;
   /** A heartbeat reached the store (the node was not marked left). */
   onBeat?: () => Promise<void>;
+  /** The region's nodes as the store lists them at each good heartbeat. */
+  onNodes?: (nodes: readonly RegionNode[]) => Promise<void>;
 }
 
 /**
@@ -125,7 +130,14 @@ export class Membership {
 
   private async beatOnce(): Promise<void> {
     try {
-      const { left } = await this.o.shared.heartbeat(this.o.incarnation);
+      const { left, forgotten } = await this.o.shared.heartbeat(this.o.incarnation);
+      if (forgotten) {
+        this.timer?.cancel();
+        this.o.stop(
+          `the shared store no longer knows this node (node-id ${this.o.nodeId}, incarnation ${this.o.incarnation}): it was lost or restored from a backup. Stop every node of the region and start them again (keep their data directories: each replays its WAL into the store)`,
+        );
+        return;
+      }
       if (left) {
         this.timer?.cancel(); // no more beats: its last one stays its last sign of life
         this.o.stop(
@@ -133,7 +145,9 @@ export class Membership {
         );
         return;
       }
-      await this.noteDepartures(await this.o.shared.regionNodes());
+      const nodes = await this.o.shared.regionNodes();
+      await this.noteDepartures(nodes);
+      await this.o.onNodes?.(nodes);
       this.failures = 0;
       await this.o.onBeat?.();
     } catch (err) {
@@ -184,5 +198,31 @@ export function membershipOf(r: Region): Membership | undefined {
     },
     onFailure: () => r.metrics.heartbeatErrors.inc(),
     onBeat: () => r.stuckClaims.retry(),
+    // Only once admitted: until then the memory is what the startup checks compare the store with.
+    onNodes: async (nodes) => {
+      if (r.startup.state === "admitted") await r.fellowWatch?.remember(nodes);
+    },
+  });
+}
+
+/** The region's memory of its nodes when its store is shared by several; undefined otherwise. */
+export function fellowWatchOf(r: Region, p: Parts, fileOps: FileOps | undefined): FellowWatch | undefined {
+  const shared = r.store.shared;
+  if (!shared || !r.nodeId) return undefined;
+  return new FellowWatch({
+    dataDir: r.config.dataDir,
+    region: r.name,
+    nodeId: r.nodeId,
+    incarnation: r.wal.incarnation,
+    boot: p.boot,
+    store: { watermarks: () => r.store.watermarks(), shared },
+    memory: p.memory,
+    forgotten: p.forgotten,
+    probeIntervalMs: r.config.health.probeIntervalMs,
+    fileOps,
+    runtime: r.runtime,
+    log: r.log,
+    audit: (entry) => r.auditPump.record(entry),
+    stop: (reason) => r.stop(reason),
   });
 }

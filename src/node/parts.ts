@@ -17,6 +17,8 @@ import { PostgresStore, SqliteStore, ruleName, type DedupStore, type MergeRule }
 import type { FileOps } from "../util/file-ops.js";
 import { Wal } from "../wal/index.js";
 import { Evidence } from "./evidence.js";
+import type { FellowMemory } from "./fellow-memory.js";
+import { forgottenAtOpen, readFellowMemory } from "./fellow-wait.js";
 import { IncarnationTracker } from "./incarnations.js";
 import { httpLinks, otherRegions, type LinkFactory } from "./links.js";
 import { lockDataDir, type DataDirLock } from "./lock.js";
@@ -71,6 +73,10 @@ export interface Parts {
   tls: TlsFiles | undefined;
   /** This data directory's id when the store is shared by the region's nodes (`node-id`). */
   nodeId: string | undefined;
+  /** What this data directory remembers of its region's nodes (`fellows.json`), if anything. */
+  memory: FellowMemory | undefined;
+  /** What the shared store had forgotten of that memory at open (lost, or restored from a backup). */
+  forgotten: string[];
 }
 
 /** A node that left its region (crr leave) never serves it again from that data directory. */
@@ -183,6 +189,9 @@ async function openInOrder(
   const several = store.shared !== undefined && config.regions[config.region]?.nodes === "several";
   const nodeId = several ? await nodeIdOf(config.dataDir, runtime, o.fileOps) : undefined;
   if (nodeId) await refuseIfLeft(store, nodeId, config);
+  // Read before this node joins or replays its WAL: what the store forgot of the region.
+  const memory = nodeId ? readFellowMemory(config.dataDir) : undefined;
+  const forgotten = await forgottenAtOpen(store, memory, config.region);
   const others = await otherNodesIncarnations(store, nodeId);
   const abandoned: Array<Record<string, unknown>> = [];
   const wal = (opened.wal = await openRegionWal({
@@ -210,7 +219,7 @@ async function openInOrder(
   await store.reserveConflictIds(audit.current.conflictMark);
   return {
     ...{ wal, store, clock, metrics, lock, audit, links, evidence, incarnations, boot, empty, abandoned },
-    ...{ credentials, tls, nodeId },
+    ...{ credentials, tls, nodeId, memory, forgotten },
   };
 }
 

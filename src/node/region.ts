@@ -52,7 +52,15 @@ import { LocalApplier } from "./local-applier.js";
 import type { DataDirLock } from "./lock.js";
 import type { RegionMetrics } from "./metrics.js";
 import { NodeLeftError } from "../errors.js";
-import { StuckClaims, claimsOf, membershipOf, releaseOwnClaims, type Membership } from "./fellows.js";
+import type { FellowWatch } from "./fellow-wait.js";
+import {
+  StuckClaims,
+  claimsOf,
+  fellowWatchOf,
+  membershipOf,
+  releaseOwnClaims,
+  type Membership,
+} from "./fellows.js";
 import { fellowIncarnations, openParts, type Parts, type StoreHooks } from "./parts.js";
 import { OwnRecordsUndecidedError, replayLocal, replayLocalWhenAnswered } from "./replay.js";
 import { ReplayFloorFile } from "./replay-floor.js";
@@ -147,6 +155,8 @@ export class Region {
   readonly membership: Membership | undefined;
   /** Claims whose answer was lost and could not be ended yet (ended after a good heartbeat). */
   readonly stuckClaims: StuckClaims;
+  /** The region's nodes as this data directory remembers them, against a store that forgets. */
+  readonly fellowWatch: FellowWatch | undefined;
 
   private constructor(
     config: NodeConfig,
@@ -241,6 +251,7 @@ export class Region {
     });
     this.divergence = monitorOf(this);
     this.stuckClaims = new StuckClaims(this.log);
+    this.fellowWatch = fellowWatchOf(this, p, o.fileOps);
     this.membership = membershipOf(this);
     this.health = new HealthProber({
       links: [...this.links.values()],
@@ -264,6 +275,7 @@ export class Region {
         if (!this.catchUpPending) return;
         await replayLocalWhenAnswered(this, this.evidence, { untilMs, retryMs: 1000, onWait });
         this.catchUpPending = false;
+        await this.fellowWatch?.replayed();
         await this.noteStoreHolds();
       },
       store: this.store,
@@ -277,6 +289,7 @@ export class Region {
       // After the WAL is in the store and after the twin check: a copy of this data directory
       // started beside it must be refused before it can end the running node's claims.
       beforeAdmit: () => releaseOwnClaims(this),
+      fellowsReplayed: this.fellowWatch && ((w) => this.fellowWatch!.waitForFellows(w)),
       bootstrapWaitMs: config.recovery.bootstrapWaitMs,
       startAlone: o.startAlone,
       log,
@@ -310,6 +323,7 @@ export class Region {
       for (const entry of parts.abandoned) await region.auditPump.record({ kind: "wal-abandoned", ...entry });
       try {
         await replayLocal(region, parts.evidence);
+        await region.fellowWatch?.replayed();
       } catch (err) {
         if (!(err instanceof OwnRecordsUndecidedError)) throw err;
         // Serve the peers and ask them again from start(): they may be waiting for us too.

@@ -49,6 +49,11 @@ export interface StartupOptions {
   /** This process's boot id, and the one that ran this data directory before it (not a rival). */
   boot: string;
   previousBoot: string | undefined;
+  /**
+   * After a shared store forgot what it held: waits until every fellow this node remembers
+   * replayed its WAL into it again, saying what it waits for; refused at `untilMs`.
+   */
+  fellowsReplayed?: (o: { untilMs: number; onWait: (detail: string) => void }) => Promise<void>;
   /** Runs once every check passed, right before appends are admitted (a node ends its claims here). */
   beforeAdmit?: () => Promise<void>;
   /** The incarnations of the region's other live nodes on a shared store: fellows, not rivals. */
@@ -99,6 +104,10 @@ export class StartupChecks {
       for (const [peer, v] of views) this.observeClock(peer, v.clock);
       if (this.o.empty && this.o.links.length > 0) await this.bootstrap(views);
       else if (this.o.empty) await this.o.store.setMeta(bootstrapMeta, "done"); // a region with no peers
+      await this.o.fellowsReplayed?.({
+        untilMs: this.o.runtime.nowMs() + this.o.bootstrapWaitMs,
+        onWait: (detail) => (this.detail = detail),
+      });
       await this.o.beforeAdmit?.();
       this.state = "admitted";
       this.detail = "admitted";

@@ -294,6 +294,7 @@ export class PostgresStore implements DedupStore {
           seen_at_ms: number;
           seen_ago_ms: number;
           left_at_ms: number | null;
+          replayed_boot: string | null;
         }>(`SELECT *, ${dbNowMs} - seen_at_ms AS seen_ago_ms FROM nodes ORDER BY joined_at_ms`),
       );
       return r.rows.map((n): RegionNode => ({
@@ -303,8 +304,16 @@ export class PostgresStore implements DedupStore {
         seenAtMs: n.seen_at_ms,
         seenAgoMs: Math.max(0, n.seen_ago_ms),
         leftAtMs: n.left_at_ms ?? undefined,
+        replayed: n.replayed_boot === n.boot,
       }));
     },
+    markReplayed: (incarnation, boot) =>
+      this.read("record that this node's WAL is in the store", async (p) => {
+        await p.query("UPDATE nodes SET replayed_boot = $2 WHERE incarnation = $1 AND boot = $2", [
+          incarnation,
+          boot,
+        ]);
+      }),
     claim: async (key, incarnation, attempt) => {
       const r = await this.read("claim a key", (p) =>
         p.query<{ incarnation: string; fresh: boolean }>(
@@ -367,6 +376,7 @@ export class PostgresStore implements DedupStore {
         );
         const seenAgoMs = Math.min(...rows.rows.map((n) => n.seen_ago_ms));
         if (seenAgoMs < quietMs) return { left: false as const, seenAgoMs };
+        if (rows.rows.length === 0) await this.recordLeftUnknown(c, nodeId);
         const dropped = await this.leaveIn(c, nodeId);
         return { left: true as const, incarnations: rows.rows.map((n) => n.incarnation), dropped };
       }),
@@ -377,10 +387,24 @@ export class PostgresStore implements DedupStore {
           [incarnation],
         ),
       );
-      // A node whose row is gone is not in the region any more either.
-      return { left: r.rows.length === 0 || r.rows[0]!.left_at_ms !== null };
+      // A node whose row is gone takes no appends either: the store forgot it.
+      const forgotten = r.rows.length === 0;
+      return { left: !forgotten && r.rows[0]!.left_at_ms !== null, forgotten };
     },
   };
+
+  /**
+   * A node with no row at all (the store lost or never had it) declared gone: a row that says
+   * so, unless it already left (then nothing: `leaveIn` finds it marked).
+   */
+  private async recordLeftUnknown(c: Client, nodeId: string): Promise<void> {
+    await c.query(
+      `INSERT INTO nodes (incarnation, node_id, boot, joined_at_ms, seen_at_ms, left_at_ms)
+       SELECT $1, $2, '', ${dbNowMs}, ${dbNowMs}, ${dbNowMs} WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE node_id = $2)
+       ON CONFLICT (incarnation) DO NOTHING`,
+      [`left-${nodeId}`, nodeId],
+    );
+  }
 
   /** Mark `nodeId` left and drop its claims, in `c`'s transaction; how many claims. */
   private async leaveIn(c: Client, nodeId: string): Promise<number> {

@@ -220,6 +220,8 @@ export interface RegionNode {
   seenAgoMs: number;
   /** Set once the node left the region for good (its stream is then shipped from the store). */
   leftAtMs: number | undefined;
+  /** Its WAL was replayed into this store at its current boot (`markReplayed`). */
+  replayed: boolean;
 }
 
 /**
@@ -236,7 +238,9 @@ export type ClaimAnswer = { taken: true; fresh: boolean } | { taken: false; hold
 
 export interface SharedRegionStore {
   /** Register (or refresh) this node; idempotent. */
-  joinRegion(node: Omit<RegionNode, "seenAtMs" | "seenAgoMs" | "leftAtMs">): Promise<void>;
+  joinRegion(node: Omit<RegionNode, "seenAtMs" | "seenAgoMs" | "leftAtMs" | "replayed">): Promise<void>;
+  /** This node's WAL is in the store (replayed at this boot): fellows that wait for it after a lost store go on. */
+  markReplayed(incarnation: string, boot: string): Promise<void>;
   regionNodes(): Promise<RegionNode[]>;
   /**
    * Take `key` for `incarnation`; the holder's incarnation when another node holds it.
@@ -263,7 +267,10 @@ export interface SharedRegionStore {
   leaveRegion(nodeId: string): Promise<number>;
   /**
    * `leaveRegion` for a node whose data directory is lost, in one transaction and only if
-   * none of its incarnations beat within `quietMs` (by the store's clock); what it did.
+   * none of its incarnations beat within `quietMs` (by the store's clock); what it did. A
+   * node the store does not know at all (it was lost or restored from a backup) is recorded
+   * as left (a row of incarnation `left-<nodeId>`): fellows that remember it stop waiting for
+   * its WAL, and it is refused if it comes back.
    */
   leaveLost(
     nodeId: string,
@@ -271,9 +278,10 @@ export interface SharedRegionStore {
   ): Promise<{ left: true; incarnations: string[]; dropped: number } | { left: false; seenAgoMs: number }>;
   /**
    * This node is alive (its `seenAtMs` is now), every `health.probeIntervalMs`; whether it
-   * was marked left meanwhile (`crr leave --node-id` from another node), so it stops.
+   * was marked left meanwhile (`crr leave --node-id` from another node), so it stops, or the
+   * store no longer knows it (`forgotten`: lost or restored from a backup under it).
    */
-  heartbeat(incarnation: string): Promise<{ left: boolean }>;
+  heartbeat(incarnation: string): Promise<{ left: boolean; forgotten: boolean }>;
 }
 
 /** Every side of the dedup store: what a region opens. SQLite and PostgreSQL implement it. */

@@ -217,6 +217,93 @@ describe("a region served by several nodes on one PostgreSQL store", () => {
     }
   });
 
+  it("a lost shared store: a node waits for its fellow's WAL before it answers, and never decides again a key the fellow decided", async () => {
+    const { cluster, url } = await eastOnPostgres("forgot", {
+      health: { probeIntervalMs: 200 },
+      recovery: { bootstrapWaitMs: 120_000 },
+    });
+    try {
+      const a = cluster.node("us-east-1");
+      const b = await cluster.addNode("us-east-1", "us-east-1-b");
+      const aId = fs.readFileSync(path.join(a.dataDir, "node-id"), "utf8").trim();
+      // b remembers its fellow outside the store (written at its heartbeats).
+      await waitFor(async () => {
+        const file = path.join(b.dataDir, "fellows.json");
+        return fs.existsSync(file) && fs.readFileSync(file, "utf8").includes(aId) ? true : undefined;
+      }, "b to remember a in fellows.json");
+      // a decides keys no peer holds (the peer is down), then the region's database is lost.
+      await cluster.stopNode("us-west-2");
+      const ledger = new Ledger();
+      await ledger.appendMany(a, "a", 20);
+      expect(ledger.acked).toHaveLength(20);
+      await cluster.stopNode("us-east-1", "SIGKILL");
+      await cluster.stopNode("us-east-1-b", "SIGKILL");
+      const db = new URL(url).pathname.slice(1);
+      await sql(inject("pgUrl"), `DROP DATABASE ${db} WITH (FORCE)`, []);
+      await sql(inject("pgUrl"), `CREATE DATABASE ${db}`, []);
+      await cluster.startNode("us-west-2");
+
+      // b comes back first: its store is empty, it copies what the peer holds, and it waits
+      // for a (which alone holds a's keys, in its WAL) instead of answering.
+      const bBack = cluster.startNode("us-east-1-b");
+      const waiting = await waitFor(async () => {
+        const st = await status(b).catch(() => undefined);
+        return st?.startup.detail.includes(aId) ? st : undefined;
+      }, "b to wait for a's WAL");
+      expect(waiting.startup.detail).toMatch(/shared store forgot what it held: waiting for node/);
+      expect(waiting.ready).toBe(false);
+      const early = await ledger.append(b, { key: "a-0", tenant: "tenant-a", outcome: "other" });
+      expect(early).toMatchObject({ status: 503, body: { code: "starting" } });
+
+      await cluster.startNode("us-east-1");
+      await bBack;
+      // Every key a decided is a's through b: the same version the clients were told.
+      const again = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          ledger.append(b, { key: `a-${i}`, tenant: "tenant-a", outcome: "other" }),
+        ),
+      );
+      expect(again.map((r) => [r.status, (r.body as { duplicate?: boolean }).duplicate])).toEqual(
+        Array.from({ length: 20 }, () => [200, true]),
+      );
+      const told = new Map(ledger.acked.map((x) => [x.key, `${x.origin}/${x.lsn}/${x.hlc}`]));
+      const other = ledger.answers.filter((x) => told.get(x.key) !== `${x.origin}/${x.lsn}/${x.hlc}`);
+      expect(other, "answers naming another version than the first").toEqual([]);
+      const audit = fs.readFileSync(path.join(b.dataDir, "audit", "audit-000001.log"), "utf8");
+      expect(audit).toMatch(new RegExp(`"kind":"store-forgot",.*"nodeId":"${aId}"`));
+
+      // A node whose data directory is lost as well is unknown to the new store: the operator
+      // declares it gone all the same (fellows that remember it stop waiting); a malformed id
+      // changes nothing.
+      const ghost = "0123456789abcdef0123456789abcdef";
+      const declared = await cluster.runCommand("us-east-1", ["leave", "--node-id", ghost]);
+      expect(declared).toMatchObject({ status: 0 });
+      expect(declared.stdout).toMatch(/not in us-east-1's store.*recorded as left/);
+      const typo = await cluster.runCommand("us-east-1", ["leave", "--node-id", "nope"]);
+      expect(typo.status).not.toBe(0);
+      expect(typo.stderr).toMatch(/not a node id.*nothing was changed/);
+      const nodes = (await status(a)) as { nodes?: Array<{ nodeId: string; left: boolean }> };
+      expect(nodes.nodes?.filter((n) => n.nodeId === ghost)).toEqual([
+        expect.objectContaining({ left: true }),
+      ]);
+      expect(nodes.nodes?.filter((n) => n.nodeId !== ghost).every((n) => !n.left)).toBe(true);
+
+      // Under running nodes, a store restored from a backup older than a's join: a no longer
+      // finds its row, b finds a forgotten; both stop taking appends, saying why.
+      await sql(url, "DELETE FROM nodes WHERE node_id = $1", [aId]);
+      for (const [n, why] of [
+        [a, /shared store no longer knows this node/],
+        [b, /shared store forgot what it held while this node ran \(node .* is not in the store\)/],
+      ] as const) {
+        const stopped = await waitFor(async () => (await status(n)).stopped, `${n.name} to stop`);
+        expect(stopped).toMatch(why);
+        expect((await api(`${n.url}/readyz`)).status).toBe(503);
+      }
+    } finally {
+      await cluster.stop();
+    }
+  });
+
   it("a node cut off from the shared store: not ready, refusing appends with 503, while its fellow serves; ready once the store answers again", async () => {
     const { cluster, url } = await eastOnPostgres("cut", { health: { probeIntervalMs: 200 } });
     const pgPort = Number(new URL(url).port);
