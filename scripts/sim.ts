@@ -6,7 +6,6 @@
  *                                       (a search: a seed is not replayed byte for byte);
  *                                       some regions served by 2 or 3 nodes, by the seed
  *   --one-node                          on PostgreSQL too, one node per region
- *   --lose-shared-stores                lose the store of a region served by several nodes too
  *                                       (reproduces the open bug of ARCHITECTURE.md)
  */
 import { parseArgs } from "node:util";
@@ -24,7 +23,6 @@ const { values } = parseArgs({
     store: { type: "string", default: "sqlite" },
     "pg-url": { type: "string" },
     "one-node": { type: "boolean" },
-    "lose-shared-stores": { type: "boolean" },
   },
 });
 if (values.store !== "sqlite" && values.store !== "postgres") {
@@ -36,7 +34,7 @@ const postgres =
   values.store === "postgres" ? { url: values["pg-url"] ?? (server = await startPostgres()).url } : undefined;
 const severalNodes = !values["one-node"];
 const storeFlag = postgres
-  ? ` --store postgres${values["pg-url"] ? " --pg-url URL" : ""}${severalNodes ? "" : " --one-node"}${values["lose-shared-stores"] ? " --lose-shared-stores" : ""}`
+  ? ` --store postgres${values["pg-url"] ? " --pg-url URL" : ""}${severalNodes ? "" : " --one-node"}`
   : "";
 /** Stop the cluster started here (by its PID), then exit. */
 async function finish(code: number): Promise<never> {
@@ -58,7 +56,6 @@ for (const seed of seeds) {
     trace: values.trace,
     postgres,
     severalNodes,
-    loseSharedStores: values["lose-shared-stores"],
   }).catch(async (err: unknown) => {
     // A run that cannot go on (a loop that never waits) is a failure of its seed too.
     console.log(`seed ${seed}: FAILED (the run stopped: ${(err as Error).message})`);

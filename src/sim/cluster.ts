@@ -110,6 +110,8 @@ export class SimCluster {
   readonly watch: WatermarkWatch;
   /** Node ids whose data directory was lost and that the operator has not yet declared gone. */
   readonly lostNodes: Array<{ region: string; nodeId: string }> = [];
+  /** Every node id whose data directory was lost or replaced: a lost store forgets they left. */
+  readonly goneNodes: Array<{ region: string; nodeId: string }> = [];
   /** Audit lines of nodes whose disk was lost (what they had written before). */
   readonly lostAuditLines: Array<{ region: string; line: Record<string, unknown> }> = [];
 

@@ -38,6 +38,7 @@ async function wipeNode(c: SimCluster, n: SimNode, o: { left?: boolean } = {}): 
   await setAsideUnheld(c, { wal: n.name }, `every copy was lost (last: the WAL of ${n.name})`);
   c.walIncarnation.delete(n.name);
   const nodeId = nodeIdOf(n);
+  if (nodeId) c.goneNodes.push({ region: n.regionName, nodeId });
   if (nodeId && !o.left) c.lostNodes.push({ region: n.regionName, nodeId });
   c.lostAuditLines.push(...auditLinesOf(n.config.dataDir).map((line) => ({ region: n.regionName, line })));
   fs.rmSync(n.config.dataDir, { recursive: true, force: true });
@@ -45,6 +46,11 @@ async function wipeNode(c: SimCluster, n: SimNode, o: { left?: boolean } = {}): 
   c.sched.note(`wipe ${n.name} (a node of ${n.regionName})`);
   if (o.left) return;
   // The operator notices some time later (meanwhile the keys it claimed stay claimed).
+  declareLaterOn(c);
+}
+
+/** The operator declares the lost nodes gone some time from now, until every one is. */
+function declareLaterOn(c: SimCluster): void {
   const tick = () => {
     leaveLostNodes(c);
     if (c.lostNodes.length > 0) c.sched.after(1000, tick);
@@ -99,24 +105,37 @@ export function replaceLeftNodes(c: SimCluster): void {
  */
 export function leaveLostNodes(c: SimCluster): void {
   for (const lost of [...c.lostNodes]) {
-    // Through a running node that is not stalled (never the lost one itself).
+    // Through a running node that is not stalled (never the lost one itself), or one that
+    // is starting (after a lost store, every node waits for the lost one's WAL).
     const via = c
       .nodesOf(lost.region)
       .find(
-        (n) => n.state === "up" && n.region?.store.shared && (n.proc.frozenUntilMs ?? 0) <= c.sched.nowMs,
+        (n) =>
+          (n.state === "up" || n.state === "booting") &&
+          n.region?.store.shared &&
+          (n.proc.frozenUntilMs ?? 0) <= c.sched.nowMs,
       );
     if (!via) continue;
     c.lostNodes.splice(c.lostNodes.indexOf(lost), 1);
     c.sched.note(`leave ${lost.region} node ${lost.nodeId.slice(0, 8)} via ${via.name}`);
+    const region = via.region!;
     c.sched.task(
       `crr leave --node-id ${lost.nodeId} in ${lost.region}`,
       // The CLI's own connection (the node's config, not its process): never held by a
       // stall or a cut of that node (seed 4 failed on a cut: the operator's call is not the node's).
-      simReadable(via.region!.store)
+      simReadable(region.store)
         .shared!.leaveLost(lost.nodeId, 0)
-        .then((done) => {
-          if (!done.left) throw new Error(`the store refused: seen ${done.seenAgoMs} ms ago`);
-        }),
+        .then(
+          (done) => {
+            if (!done.left) throw new Error(`the store refused: seen ${done.seenAgoMs} ms ago`);
+          },
+          (err: unknown) => {
+            // A starting node refused or crashed meanwhile closed the store under the call: again later.
+            if (via.region === region && region.store.isOpen) throw err;
+            c.lostNodes.push(lost);
+            declareLaterOn(c);
+          },
+        ),
     );
   }
 }
@@ -228,4 +247,9 @@ export async function loseStore(c: SimCluster, region: string): Promise<void> {
   c.watch.storeLost(region);
   await c.o.stores.lose(siteOf(n));
   c.sched.note(`lose-store ${region}`);
+  // The new store does not know that nodes whose disks were lost left; a fellow that still
+  // remembers one waits for its WAL until the operator declares it gone again.
+  const gone = c.goneNodes.filter((g) => g.region === region);
+  for (const g of gone) if (!c.lostNodes.some((l) => l.nodeId === g.nodeId)) c.lostNodes.push(g);
+  if (gone.length > 0) declareLaterOn(c);
 }

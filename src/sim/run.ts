@@ -50,11 +50,6 @@ export interface SimOptions {
    * Default: none.
    */
   wallMsMax?: number;
-  /**
-   * Lose the store of a region served by several nodes too (default false: the open bug of
-   * ARCHITECTURE.md fails such runs by chance; true reproduces it).
-   */
-  loseSharedStores?: boolean;
 }
 
 /**
@@ -145,7 +140,7 @@ function workload(c: SimCluster, untilMs: number): void {
   s.after(0, tick);
 }
 
-function faults(c: SimCluster, untilMs: number, o: { loseSharedStores: boolean }): void {
+function faults(c: SimCluster, untilMs: number): void {
   const s = c.sched;
   const names = [...c.nodes.keys()];
   const tick = () => {
@@ -187,11 +182,6 @@ function faults(c: SimCluster, untilMs: number, o: { loseSharedStores: boolean }
       // Damage while down: a lost disk (only when every other region is up to hold its
       // records), a lost store, or a bit flipped in the WAL's tail; then it starts again.
       if (kind === 6 && c.up().length < c.nodes.size) return void s.after(s.int(300, 3000), tick);
-      // Not the store of a region served by several nodes, until the open bug is fixed
-      // (ARCHITECTURE.md, "Open bug": after a lost shared store a node admitted before a
-      // fellow replayed its WAL may decide a key twice); the search found it, and left in, it
-      // would fail the suite's PostgreSQL seeds by chance.
-      if (kind === 7 && c.several(ra) && !o.loseSharedStores) return void s.after(s.int(300, 3000), tick);
       // A lost store is every node's of the region: each is down when it goes.
       const down = kind === 7 ? c.nodesOf(ra).map((n) => n.name) : [a];
       for (const x of down) c.crash(x, { torn: s.chance(0.5) });
@@ -297,7 +287,7 @@ async function play(
   const activeMs = o.activeMs ?? 30_000;
   for (const n of c.nodes.keys()) s.after(0, () => void c.boot(n, { startAlone: true }));
   workload(c, t0 + activeMs);
-  if (o.faults ?? true) faults(c, t0 + activeMs, { loseSharedStores: o.loseSharedStores ?? false });
+  if (o.faults ?? true) faults(c, t0 + activeMs);
   const sample = () => {
     s.task("watermark sample", c.watch.sample());
     s.after(250, sample);
