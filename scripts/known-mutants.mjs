@@ -337,6 +337,14 @@ const mutants = [
     only: "lost shared store",
   },
   {
+    name: "several nodes per region: after a lost store, a remembered fellow taken for a twin",
+    file: "src/node/region.ts",
+    from: "...(this.fellowWatch?.rememberedFellows() ?? []),",
+    to: "...([] as string[]),",
+    tests: ["test/sim/sim.test.ts"],
+    only: "lost its store",
+  },
+  {
     name: "PostgreSQL: a server that does not answer taken for a failed store (500, not 503)",
     file: "src/store/postgres-store.ts",
     from: "    if (unreachable(err)) return new StoreUnavailableError(this.description, op, err);\n",

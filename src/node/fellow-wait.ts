@@ -78,6 +78,15 @@ export class FellowWatch {
     this.written = o.memory && JSON.stringify(o.memory);
   }
 
+  /**
+   * The incarnations of the fellows this node remembers: not rivals at the twin check, even
+   * before they joined a store that forgot them (after a lost store, every node's check
+   * otherwise took the others for a second process serving the region and refused).
+   */
+  rememberedFellows(): string[] {
+    return (this.memory?.nodes ?? []).filter((n) => n.nodeId !== this.o.nodeId).map((n) => n.incarnation);
+  }
+
   /** This node's WAL is in the store at this boot: fellows waiting for it go on. */
   replayed(): Promise<void> {
     return this.o.store.shared.markReplayed(this.o.incarnation, this.o.boot);

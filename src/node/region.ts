@@ -285,7 +285,11 @@ export class Region {
       probeIntervalMs: config.health.probeIntervalMs,
       boot: p.boot,
       previousBoot: p.lock.previousBoot,
-      fellows: () => fellowIncarnations(this.store, this.nodeId),
+      fellows: async () =>
+        new Set([
+          ...(await fellowIncarnations(this.store, this.nodeId)),
+          ...(this.fellowWatch?.rememberedFellows() ?? []),
+        ]),
       // After the WAL is in the store and after the twin check: a copy of this data directory
       // started beside it must be refused before it can end the running node's claims.
       beforeAdmit: () => releaseOwnClaims(this),

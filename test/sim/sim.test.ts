@@ -9,7 +9,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, inject, it } from "vitest";
 import { Scheduler, SimCluster, runSeed, type SimResult } from "../../src/sim/index.js";
-import { replaceLeftNodes } from "../../src/sim/operator.js";
+import { auditLinesOf } from "../../src/sim/cluster.js";
+import { loseStore, replaceLeftNodes } from "../../src/sim/operator.js";
 import { simBaseDir } from "../../src/sim/run.js";
 import { PostgresSimStores } from "../../src/sim/store.js";
 
@@ -141,6 +142,41 @@ describe("the simulated mesh", () => {
       expect(s.failures).toEqual([]);
       expect(b.state).toBe("up");
       expect(b.region!.nodeId).not.toBe(goneId);
+    });
+  }, 120_000);
+
+  // Found by the PostgreSQL seeds once a region served by several nodes could lose its store:
+  // the new store knew neither node, so each took the other (heard by the peer) for a second
+  // process serving the region and refused; a supervisor's restart got past it, later.
+  it("a region of two nodes that lost its store starts both: each waits for the other's WAL, neither takes the other for a twin (PostgreSQL)", async () => {
+    await withStartedCluster(async (s, c) => {
+      await s.runUntil(s.nowMs + 3_000); // a heartbeat after admission: each remembers the other
+      for (const n of ["r0", "r0-b"]) c.crash(n, { torn: false });
+      s.task("lose-store r0", loseStore(c, "r0"));
+      await s.runUntil(s.nowMs + 200);
+      for (const n of ["r0", "r0-b"]) s.after(0, () => void c.boot(n));
+      const refusals: string[] = [];
+      const watch = () => {
+        for (const n of ["r0", "r0-b"]) {
+          const refusal = c.nodes.get(n)!.refusal;
+          if (refusal && !refusals.includes(refusal)) refusals.push(refusal);
+        }
+        s.after(50, watch);
+      };
+      watch();
+      await s.runUntil(s.nowMs + 8_000);
+      expect(refusals).toEqual([]);
+      expect(s.failures).toEqual([]);
+      expect(
+        c
+          .up()
+          .map((n) => n.name)
+          .sort(),
+      ).toEqual(["r0", "r0-b", "r1"]);
+      for (const n of ["r0", "r0-b"]) {
+        const forgot = auditLinesOf(c.nodes.get(n)!.config.dataDir).filter((l) => l.kind === "store-forgot");
+        expect(forgot, n).toHaveLength(1);
+      }
     });
   }, 120_000);
 
