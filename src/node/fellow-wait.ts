@@ -67,6 +67,8 @@ export interface FellowWatchOptions {
   audit: (entry: { kind: string; [field: string]: unknown }) => Promise<void>;
   /** The store forgot a node while this one ran: stop taking appends. */
   stop: (reason: string) => void;
+  /** `fellows.json` could not be written (the disk): logged, tried again at the next beat. */
+  onWriteError: (err: Error) => void;
 }
 
 export class FellowWatch {
@@ -139,7 +141,14 @@ export class FellowWatch {
     const next = memoryOf(this.o.region, rows, stored);
     const text = JSON.stringify(next);
     if (text === this.written) return;
-    await writeFileDurable(memoryFile(this.o.dataDir), `${text}\n`, this.o.fileOps);
+    try {
+      await writeFileDurable(memoryFile(this.o.dataDir), `${text}\n`, this.o.fileOps);
+    } catch (err) {
+      // Not a failed heartbeat (the store answered): the file keeps what it held, and the next
+      // beat writes again. What it misses errs towards waiting for a fellow after a loss.
+      this.o.onWriteError(err as Error);
+      return;
+    }
     this.memory = next;
     this.written = text;
   }
