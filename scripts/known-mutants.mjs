@@ -306,10 +306,10 @@ const mutants = [
     only: "lost shared store",
   },
   {
-    name: "several nodes per region: a fellow's row replayed at a boot remembered from before the loss taken for a new replay",
+    name: "several nodes per region: a fellow's row a backup brought back (replayed before the memory) taken for a new replay",
     file: "src/node/fellow-memory.ts",
-    from: "theirs.some((r) => r.replayed && !boots.has(r.boot))",
-    to: "theirs.some((r) => r.replayed)",
+    from: "r.replayedAtMs !== undefined && r.replayedAtMs > memory.atMs",
+    to: "r.replayedAtMs !== undefined",
     tests: ["src/node/fellow-memory.test.ts"],
   },
   {
@@ -343,6 +343,27 @@ const mutants = [
     to: "...([] as string[]),",
     tests: ["test/sim/sim.test.ts"],
     only: "lost its store",
+  },
+  {
+    name: "several nodes per region: a restart during the wait for fellows forgets the store forgot",
+    file: "src/node/fellow-wait.ts",
+    from: "    if (!memory.forgotten) await this.write({ ...memory, forgotten: [...this.o.forgotten] });\n",
+    to: "",
+    tests: ["src/node/fellow-wait.test.ts"],
+  },
+  {
+    name: "several nodes per region: a store holding less of the node's own stream than it applied, unnoticed while it runs",
+    file: "src/node/fellow-wait.ts",
+    from: "    if (held < applied)\n",
+    to: "    if (false)\n",
+    tests: ["src/node/fellow-wait.test.ts"],
+  },
+  {
+    name: "several nodes per region: after the wait, the memory keeps rows the store never got back",
+    file: "src/node/fellow-wait.ts",
+    from: "    if (next) await this.write(next);\n",
+    to: "",
+    tests: ["src/node/fellow-wait.test.ts"],
   },
   {
     name: "PostgreSQL: a server that does not answer taken for a failed store (500, not 503)",

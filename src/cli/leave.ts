@@ -86,7 +86,13 @@ async function leaveUnknown(
     throw new CliUsageError(
       `leave: no node ${nodeId} in ${config.region}'s store, and it is not a node id (32 hex digits; nodes: ${[...new Set(nodes.map((n) => n.nodeId))].join(", ") || "none"}); nothing was changed`,
     );
-  await store.shared.leaveLost(nodeId, 0);
+  // The same quiet time as for a known node: one that joins meanwhile is refused, not marked left.
+  const quietMs = lostAfterProbes * config.health.probeIntervalMs;
+  const done = await store.shared.leaveLost(nodeId, quietMs);
+  if (!done.left)
+    throw new CliUsageError(
+      `leave: node ${nodeId} joined ${config.region} just now (seen ${Math.round(done.seenAgoMs / 1000)} s ago) and may be running: stop it, or wait; nothing was changed`,
+    );
   process.stdout.write(
     `node ${nodeId} is not in ${config.region}'s store (it was lost or restored from a backup): recorded as left, so the region's nodes that remember it stop waiting for its WAL, and it is refused if it comes back. What its lost WAL held that no peer holds is lost\n`,
   );

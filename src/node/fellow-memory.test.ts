@@ -19,12 +19,13 @@ const row = (
   seenAtMs: 0,
   seenAgoMs: 0,
   leftAtMs: undefined,
-  replayed: false,
+  replayedAtMs: undefined,
   ...more,
 });
 
 const memory: FellowMemory = {
   region: "r1",
+  atMs: 1000,
   nodes: [
     { nodeId: "a", incarnation: "ia", boot: "a1", storedLsn: 12 },
     { nodeId: "b", incarnation: "ib", boot: "b1", storedLsn: 7 },
@@ -32,12 +33,17 @@ const memory: FellowMemory = {
 };
 
 describe("a node's memory of its region", () => {
-  it("is the store's live nodes with how far it holds each stream", () => {
-    const rows = [row("a", "ia", "a1"), row("b", "ib", "b1"), row("c", "ic", "c1", { leftAtMs: 5 })];
-    expect(memoryOf("r1", rows, new Map([["ia", 12]]))).toEqual({
+  it("is the store's live nodes with how far it holds each stream and when each replayed", () => {
+    const rows = [
+      row("a", "ia", "a1", { replayedAtMs: 900 }),
+      row("b", "ib", "b1"),
+      row("c", "ic", "c1", { leftAtMs: 5 }),
+    ];
+    expect(memoryOf("r1", rows, new Map([["ia", 12]]), 1000)).toEqual({
       region: "r1",
+      atMs: 1000,
       nodes: [
-        { nodeId: "a", incarnation: "ia", boot: "a1", storedLsn: 12 },
+        { nodeId: "a", incarnation: "ia", boot: "a1", storedLsn: 12, replayedAtMs: 900 },
         { nodeId: "b", incarnation: "ib", boot: "b1", storedLsn: 0 },
       ],
     });
@@ -80,30 +86,44 @@ describe("a node's memory of its region", () => {
     expect(forgottenBy(memory, rows, new Map([["ia", 12]]))).toEqual([]);
   });
 
-  it("waits for each fellow until a row of it shows a replay at a boot it does not remember", () => {
+  it("waits for each fellow until a row of it shows a replay later than the memory", () => {
     const b = memory.nodes[1]!;
     expect(awaitedFellows(memory, [], "a")).toEqual([b]);
-    // Joined, not replayed yet; replayed at the remembered boot (the backup's row): still waited for.
+    // Joined, not replayed yet; or a row a backup brought back, replayed before the memory was
+    // written (at a boot the memory never saw: found by review).
     expect(awaitedFellows(memory, [row("b", "ib", "b2")], "a")).toEqual([b]);
-    expect(awaitedFellows(memory, [row("b", "ib", "b1", { replayed: true })], "a")).toEqual([b]);
-    // Replayed at a new boot, or under a new incarnation, or declared gone: no longer.
-    expect(awaitedFellows(memory, [row("b", "ib", "b2", { replayed: true })], "a")).toEqual([]);
-    expect(awaitedFellows(memory, [row("b", "ib2", "b3", { replayed: true })], "a")).toEqual([]);
+    expect(awaitedFellows(memory, [row("b", "ib", "b0", { replayedAtMs: 999 })], "a")).toEqual([b]);
+    expect(awaitedFellows(memory, [row("b", "ib", "b1", { replayedAtMs: 1000 })], "a")).toEqual([b]);
+    // Replayed after it, under its incarnation or a new one, or declared gone: no longer.
+    expect(awaitedFellows(memory, [row("b", "ib", "b2", { replayedAtMs: 1001 })], "a")).toEqual([]);
+    expect(awaitedFellows(memory, [row("b", "ib2", "b3", { replayedAtMs: 5000 })], "a")).toEqual([]);
     expect(awaitedFellows(memory, [row("b", "left-b", "", { leftAtMs: 1 })], "a")).toEqual([]);
     // Never itself, and a node with two remembered incarnations once.
     const two = { ...memory, nodes: [...memory.nodes, { ...b, incarnation: "ib0", boot: "b0" }] };
-    expect(awaitedFellows(two, [row("b", "ib0", "b1", { replayed: true })], "b")).toEqual([memory.nodes[0]]);
+    expect(awaitedFellows(two, [row("b", "ib0", "b1", { replayedAtMs: 2000 })], "b")).toEqual([
+      memory.nodes[0],
+    ]);
     expect(awaitedFellows(two, [], "a")).toEqual([b]);
   });
 
   it("reads only a well-formed file, saying what is wrong", () => {
     expect(parseMemory(JSON.stringify(memory))).toEqual(memory);
     expect(parseMemory("{")).toMatch(/^not JSON/);
-    expect(parseMemory("[]")).toBe("expected {region, nodes: [...]}");
-    expect(parseMemory(JSON.stringify({ region: "r1", nodes: [{ nodeId: "a" }] }))).toBe(
+    const waiting = { ...memory, forgotten: ["node b (incarnation ib) is not in the store"] };
+    expect(parseMemory(JSON.stringify(waiting))).toEqual(waiting);
+    expect(parseMemory("[]")).toBe("expected {region, atMs, nodes: [...]}");
+    expect(parseMemory(JSON.stringify({ region: "r1", nodes: [] }))).toBe(
+      "expected {region, atMs, nodes: [...]}",
+    );
+    expect(parseMemory(JSON.stringify({ ...memory, forgotten: "x" }))).toBe(
+      "forgotten: expected an array of strings",
+    );
+    expect(parseMemory(JSON.stringify({ region: "r1", atMs: 1, nodes: [{ nodeId: "a" }] }))).toBe(
       "nodes[0]: expected {nodeId, incarnation, boot, storedLsn}",
     );
-    const bad = { region: "r1", nodes: [{ ...memory.nodes[0], storedLsn: -1 }] };
+    const bad = { ...memory, nodes: [{ ...memory.nodes[0], storedLsn: -1 }] };
     expect(parseMemory(JSON.stringify(bad))).toMatch(/^nodes\[0\]/);
+    const badTime = { ...memory, nodes: [{ ...memory.nodes[0], replayedAtMs: "soon" }] };
+    expect(parseMemory(JSON.stringify(badTime))).toMatch(/^nodes\[0\]/);
   });
 });

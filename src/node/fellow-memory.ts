@@ -15,12 +15,22 @@ export interface RememberedNode {
   boot: string;
   /** How far the store held this incarnation's stream (its watermark). */
   storedLsn: number;
+  /** When its WAL was last replayed into the store (a replay is a change worth remembering: see `awaitedFellows`). */
+  replayedAtMs?: number;
 }
 
 export interface FellowMemory {
   region: string;
+  /** When it was written, by the store's clock (this node's heartbeat then): a fellow's replay counts only after it. */
+  atMs: number;
   /** The region's live nodes (this one included) at the last heartbeat after admission. */
   nodes: RememberedNode[];
+  /**
+   * Set while this node waits for its fellows after finding the store forgot (what it forgot):
+   * a restart during the wait waits again, though the store, refilled meanwhile, may no
+   * longer look forgetful. Cleared once the wait is over.
+   */
+  forgotten?: string[];
 }
 
 /** The memory a heartbeat leaves: the live nodes the store lists now, with their stored LSNs. */
@@ -28,9 +38,11 @@ export function memoryOf(
   region: string,
   rows: readonly RegionNode[],
   stored: ReadonlyMap<string, number>,
+  atMs: number,
 ): FellowMemory {
   return {
     region,
+    atMs,
     nodes: rows
       .filter((n) => n.leftAtMs === undefined)
       .map((n) => ({
@@ -38,6 +50,7 @@ export function memoryOf(
         incarnation: n.incarnation,
         boot: n.boot,
         storedLsn: stored.get(n.incarnation) ?? 0,
+        ...(n.replayedAtMs !== undefined ? { replayedAtMs: n.replayedAtMs } : {}),
       })),
   };
 }
@@ -70,8 +83,9 @@ export function forgottenBy(
 
 /**
  * The remembered fellows (not `selfNodeId`) whose WAL the store does not hold again yet: none
- * of their rows shows a replay at a boot later than the ones remembered, and none is marked
- * left. Each once, with its remembered incarnation.
+ * of their rows shows a replay later than the memory (by the store's clock: a row a backup
+ * brought back says its node replayed before the backup, whatever its boot), and none is
+ * marked left. Each once, with its remembered incarnation.
  */
 export function awaitedFellows(
   memory: FellowMemory,
@@ -81,10 +95,9 @@ export function awaitedFellows(
   const waiting = new Map<string, RememberedNode>();
   for (const n of memory.nodes) {
     if (n.nodeId === selfNodeId || waiting.has(n.nodeId)) continue;
-    const boots = new Set(memory.nodes.filter((m) => m.nodeId === n.nodeId).map((m) => m.boot));
     const theirs = rows.filter((r) => r.nodeId === n.nodeId);
     const left = theirs.some((r) => r.leftAtMs !== undefined);
-    const replayedSince = theirs.some((r) => r.replayed && !boots.has(r.boot));
+    const replayedSince = theirs.some((r) => r.replayedAtMs !== undefined && r.replayedAtMs > memory.atMs);
     if (!left && !replayedSince) waiting.set(n.nodeId, n);
   }
   return [...waiting.values()];
@@ -99,14 +112,21 @@ export function parseMemory(text: string): FellowMemory | string {
     return `not JSON (${(err as Error).message})`;
   }
   const m = v as Partial<FellowMemory>;
-  if (typeof m?.region !== "string" || !Array.isArray(m.nodes)) return "expected {region, nodes: [...]}";
+  if (typeof m?.region !== "string" || !Number.isSafeInteger(m.atMs) || !Array.isArray(m.nodes))
+    return "expected {region, atMs, nodes: [...]}";
+  if (
+    m.forgotten !== undefined &&
+    !(Array.isArray(m.forgotten) && m.forgotten.every((f) => typeof f === "string"))
+  )
+    return "forgotten: expected an array of strings";
   for (const [i, n] of m.nodes.entries()) {
     const ok =
       typeof n?.nodeId === "string" &&
       typeof n.incarnation === "string" &&
       typeof n.boot === "string" &&
       Number.isSafeInteger(n.storedLsn) &&
-      n.storedLsn >= 0;
+      n.storedLsn >= 0 &&
+      (n.replayedAtMs === undefined || Number.isSafeInteger(n.replayedAtMs));
     if (!ok) return `nodes[${i}]: expected {nodeId, incarnation, boot, storedLsn}`;
   }
   return m as FellowMemory;

@@ -47,7 +47,9 @@ export async function forgottenAtOpen(
   region: string,
 ): Promise<string[]> {
   if (!memory || !store.shared) return [];
-  return forgottenBy(memory, await store.shared.regionNodes(), await storedLsns(store, region));
+  const now = forgottenBy(memory, await store.shared.regionNodes(), await storedLsns(store, region));
+  // A wait a restart cut short: the store, refilled by then, may look whole.
+  return [...new Set([...(memory.forgotten ?? []), ...now])];
 }
 
 export interface FellowWatchOptions {
@@ -67,17 +69,17 @@ export interface FellowWatchOptions {
   audit: (entry: { kind: string; [field: string]: unknown }) => Promise<void>;
   /** The store forgot a node while this one ran: stop taking appends. */
   stop: (reason: string) => void;
+  /** How far this node knows the store holds its own stream (read before the store is asked). */
+  ownAppliedLsn: () => number;
   /** `fellows.json` could not be written (the disk): logged, tried again at the next beat. */
   onWriteError: (err: Error) => void;
 }
 
 export class FellowWatch {
   private memory: FellowMemory | undefined;
-  private written: string | undefined;
 
   constructor(private readonly o: FellowWatchOptions) {
     this.memory = o.memory;
-    this.written = o.memory && JSON.stringify(o.memory);
   }
 
   /**
@@ -101,6 +103,8 @@ export class FellowWatch {
   async waitForFellows(w: { untilMs: number; onWait: (detail: string) => void }): Promise<void> {
     if (this.o.forgotten.length === 0 || !this.memory) return;
     const memory = this.memory;
+    // Kept across a restart until the wait is over (the next start waits again).
+    if (!memory.forgotten) await this.write({ ...memory, forgotten: [...this.o.forgotten] });
     let awaited = awaitedFellows(memory, await this.o.store.shared.regionNodes(), this.o.nodeId);
     this.o.log.error(
       { forgotten: this.o.forgotten, awaiting: awaited.map((n) => n.nodeId) },
@@ -122,6 +126,23 @@ export class FellowWatch {
       awaited = awaitedFellows(memory, await this.o.store.shared.regionNodes(), this.o.nodeId);
     }
     this.o.log.info("every fellow this node remembers has replayed its WAL into the shared store");
+    // The store is whole again: what it lists now is the memory (rows it never got back, such
+    // as a retired incarnation's, would otherwise read as forgotten at the next heartbeat).
+    const rows = await this.o.store.shared.regionNodes();
+    const next = this.next(rows, await storedLsns(this.o.store, this.o.region));
+    if (next) await this.write(next);
+  }
+
+  /** The memory a heartbeat's rows give (undefined without this node's own row). */
+  private next(rows: readonly RegionNode[], stored: ReadonlyMap<string, number>): FellowMemory | undefined {
+    const me = rows.find((n) => n.incarnation === this.o.incarnation);
+    return me && memoryOf(this.o.region, rows, stored, me.seenAtMs);
+  }
+
+  private async write(memory: FellowMemory): Promise<void> {
+    const text = JSON.stringify(memory);
+    await writeFileDurable(memoryFile(this.o.dataDir), `${text}\n`, this.o.fileOps);
+    this.memory = memory;
   }
 
   /**
@@ -130,26 +151,27 @@ export class FellowWatch {
    * otherwise the memory follows the store.
    */
   async remember(rows: readonly RegionNode[]): Promise<void> {
+    const applied = this.o.ownAppliedLsn(); // before the store is read: it holds at least this
     const stored = await storedLsns(this.o.store, this.o.region);
     const forgotten = this.memory ? forgottenBy(this.memory, rows, stored) : [];
+    const held = stored.get(this.o.incarnation) ?? 0;
+    if (held < applied)
+      forgotten.push(`the store holds this node's stream to LSN ${held}; it applied it to ${applied}`);
     if (forgotten.length > 0) {
       this.o.stop(
         `the shared store forgot what it held while this node ran (${forgotten[0]}): it was lost or restored from a backup. Stop every node of the region and start them again: each replays its WAL into the store, and waits for the others' before it admits appends`,
       );
       return;
     }
-    const next = memoryOf(this.o.region, rows, stored);
-    const text = JSON.stringify(next);
-    if (text === this.written) return;
+    const next = this.next(rows, stored);
+    // Unchanged but for the time: not rewritten (only a change is worth an fsync).
+    if (!next || JSON.stringify({ ...next, atMs: 0 }) === JSON.stringify({ ...this.memory, atMs: 0 })) return;
     try {
-      await writeFileDurable(memoryFile(this.o.dataDir), `${text}\n`, this.o.fileOps);
+      await this.write(next);
     } catch (err) {
-      // Not a failed heartbeat (the store answered): the file keeps what it held, and the next
-      // beat writes again. What it misses errs towards waiting for a fellow after a loss.
+      // Not a failed heartbeat (the store answered): the file keeps what it held (a node that
+      // joined since is missing from it until a write passes), and the next beat writes again.
       this.o.onWriteError(err as Error);
-      return;
     }
-    this.memory = next;
-    this.written = text;
   }
 }

@@ -224,6 +224,7 @@ export function fellowWatchOf(r: Region, p: Parts, fileOps: FileOps | undefined)
     log: r.log,
     audit: (entry) => r.auditPump.record(entry),
     stop: (reason) => r.stop(reason),
+    ownAppliedLsn: () => r.applier.applied,
     onWriteError: (err) => {
       r.disk.note(err);
       r.log.error({ err: err.message }, "could not write fellows.json (tried again at the next heartbeat)");

@@ -76,11 +76,12 @@ const steps: readonly string[] = [
   `
   ALTER TABLE claims ADD COLUMN attempt TEXT, ADD COLUMN taken_by TEXT;
   `,
-  // The boot at which the node's WAL was last replayed into this store: after a lost or
-  // restored store, a node waits for each fellow it remembers to have replayed its WAL again
-  // before it admits appends (ARCHITECTURE.md, "A store that forgot").
+  // The boot at which the node's WAL was last replayed into this store, and when (the
+  // database's clock): after a lost or restored store, a node waits for each fellow it
+  // remembers to have replayed its WAL again before it admits appends (ARCHITECTURE.md, "A
+  // store that forgot").
   `
-  ALTER TABLE nodes ADD COLUMN replayed_boot TEXT;
+  ALTER TABLE nodes ADD COLUMN replayed_boot TEXT, ADD COLUMN replayed_at_ms BIGINT;
   `,
 ];
 

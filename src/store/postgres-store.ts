@@ -295,6 +295,7 @@ export class PostgresStore implements DedupStore {
           seen_ago_ms: number;
           left_at_ms: number | null;
           replayed_boot: string | null;
+          replayed_at_ms: number | null;
         }>(`SELECT *, ${dbNowMs} - seen_at_ms AS seen_ago_ms FROM nodes ORDER BY joined_at_ms`),
       );
       return r.rows.map((n): RegionNode => ({
@@ -304,15 +305,15 @@ export class PostgresStore implements DedupStore {
         seenAtMs: n.seen_at_ms,
         seenAgoMs: Math.max(0, n.seen_ago_ms),
         leftAtMs: n.left_at_ms ?? undefined,
-        replayed: n.replayed_boot === n.boot,
+        replayedAtMs: n.replayed_boot === n.boot ? (n.replayed_at_ms ?? undefined) : undefined,
       }));
     },
     markReplayed: (incarnation, boot) =>
       this.read("record that this node's WAL is in the store", async (p) => {
-        await p.query("UPDATE nodes SET replayed_boot = $2 WHERE incarnation = $1 AND boot = $2", [
-          incarnation,
-          boot,
-        ]);
+        await p.query(
+          `UPDATE nodes SET replayed_boot = $2, replayed_at_ms = ${dbNowMs} WHERE incarnation = $1 AND boot = $2`,
+          [incarnation, boot],
+        );
       }),
     claim: async (key, incarnation, attempt) => {
       const r = await this.read("claim a key", (p) =>

@@ -220,8 +220,8 @@ export interface RegionNode {
   seenAgoMs: number;
   /** Set once the node left the region for good (its stream is then shipped from the store). */
   leftAtMs: number | undefined;
-  /** Its WAL was replayed into this store at its current boot (`markReplayed`). */
-  replayed: boolean;
+  /** When its WAL was replayed into this store at its current boot, by the store's clock (`markReplayed`). */
+  replayedAtMs: number | undefined;
 }
 
 /**
@@ -238,7 +238,7 @@ export type ClaimAnswer = { taken: true; fresh: boolean } | { taken: false; hold
 
 export interface SharedRegionStore {
   /** Register (or refresh) this node; idempotent. */
-  joinRegion(node: Omit<RegionNode, "seenAtMs" | "seenAgoMs" | "leftAtMs" | "replayed">): Promise<void>;
+  joinRegion(node: Omit<RegionNode, "seenAtMs" | "seenAgoMs" | "leftAtMs" | "replayedAtMs">): Promise<void>;
   /** This node's WAL is in the store (replayed at this boot): fellows that wait for it after a lost store go on. */
   markReplayed(incarnation: string, boot: string): Promise<void>;
   regionNodes(): Promise<RegionNode[]>;
