@@ -63,6 +63,11 @@ const folders = {
     files: ["src/divergence/classify.ts", "src/divergence/reconcile.ts"],
     tests: ["src/divergence/*.test.ts"],
   },
+  // What a node of a region served by several nodes remembers, against a store that forgot.
+  "fellow-memory": {
+    files: ["src/node/fellow-memory.ts"],
+    tests: ["src/node/fellow-memory.test.ts", "src/node/fellow-wait.test.ts"],
+  },
   "store-pure": {
     files: ["src/store/merge.ts", "src/store/digest.ts", "src/store/digest-tree.ts"],
     tests: ["src/store/*.test.ts", "test/store/*.test.ts"],

@@ -39,7 +39,7 @@ describe("a node's memory of its region", () => {
       row("b", "ib", "b1"),
       row("c", "ic", "c1", { leftAtMs: 5 }),
     ];
-    expect(memoryOf("r1", rows, new Map([["ia", 12]]), 1000)).toEqual({
+    expect(memoryOf("r1", rows, new Map([["ia", 12]]), 1000)).toStrictEqual({
       region: "r1",
       atMs: 1000,
       nodes: [
@@ -125,5 +125,22 @@ describe("a node's memory of its region", () => {
     expect(parseMemory(JSON.stringify(bad))).toMatch(/^nodes\[0\]/);
     const badTime = { ...memory, nodes: [{ ...memory.nodes[0], replayedAtMs: "soon" }] };
     expect(parseMemory(JSON.stringify(badTime))).toMatch(/^nodes\[0\]/);
+    // Each field on its own.
+    expect(parseMemory("null")).toBe("expected {region, atMs, nodes: [...]}");
+    expect(parseMemory(JSON.stringify({ ...memory, region: 1 }))).toBe(
+      "expected {region, atMs, nodes: [...]}",
+    );
+    expect(parseMemory(JSON.stringify({ ...memory, forgotten: ["a", 1] }))).toBe(
+      "forgotten: expected an array of strings",
+    );
+    for (const field of ["nodeId", "incarnation", "boot", "storedLsn"]) {
+      const node: Record<string, unknown> = { ...memory.nodes[1] };
+      delete node[field];
+      const one = { ...memory, nodes: [memory.nodes[0], node] };
+      expect(parseMemory(JSON.stringify(one)), field).toBe(
+        "nodes[1]: expected {nodeId, incarnation, boot, storedLsn}",
+      );
+    }
+    expect(parseMemory(JSON.stringify({ ...memory, nodes: [null] }))).toMatch(/^nodes\[0\]/);
   });
 });
