@@ -32,7 +32,9 @@ be removed afterwards. A node that only restarts never needs this.
 --node-id ID   the node whose data directory is lost (its id is in crr status' nodes), run
                with another node's config. Refused while that node was seen within
                ${lostAfterProbes} heartbeats (health.probeIntervalMs): stop it first. Records its
-               WAL held that never reached the store were never acknowledged by it.`;
+               WAL held that never reached the store were never acknowledged by it. A node
+               the store does not know (it was lost or restored from a backup) is recorded
+               as left, so the nodes that remember it stop waiting for its WAL.`;
 
 export async function runLeave(argv: string[]): Promise<number> {
   const { values } = parseCommand("leave", argv, {
