@@ -52,6 +52,14 @@ export async function reconcileHandEdits(
       else await region.links.get(target)!.repair([version]);
     },
   };
-  const done = await reconcileFindings(mine, io, { rule: mergeRuleOf(region.config), apply: true });
-  c.sched.note(`reconcile ${name} repaired=${done.repaired} undecided=${done.undecided}`);
+  // A repair a peer refuses for now (it restarted a moment ago and takes the signer's
+  // requests only once they are signed after its replay floor: seed 9 on PostgreSQL) is the
+  // operator's to run again: the findings stay, and the next verification reconciles again;
+  // findings left at the end fail the run.
+  try {
+    const done = await reconcileFindings(mine, io, { rule: mergeRuleOf(region.config), apply: true });
+    c.sched.note(`reconcile ${name} repaired=${done.repaired} undecided=${done.undecided}`);
+  } catch (err) {
+    c.sched.note(`reconcile ${name} failed, again later: ${(err as Error).message}`);
+  }
 }
