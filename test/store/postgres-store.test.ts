@@ -237,8 +237,42 @@ describe("PostgresStore beside other transactions", () => {
     ).rejects.toMatchObject({ code: "node_left" });
     expect(await store.get("k2")).toBeUndefined();
     expect(await store.shared.claim("k2", b)).toEqual({ taken: true, fresh: true });
-    expect(await store.shared.heartbeat(a)).toEqual({ left: true });
-    expect(await store.shared.heartbeat(b)).toEqual({ left: false });
+    expect(await store.shared.heartbeat(a)).toEqual({ left: true, forgotten: false });
+    expect(await store.shared.heartbeat(b)).toEqual({ left: false, forgotten: false });
+    // An incarnation the store has no row for (lost, or a backup older than its join) is forgotten, not left.
+    expect(await store.shared.heartbeat("c".repeat(32))).toEqual({ left: false, forgotten: true });
+  });
+  it("after a lost store: a node's replay is marked for its current boot only, and a node the store never knew can be declared gone", async () => {
+    const store = await storeOn(await freshDatabase(inject("pgUrl")), { kind: "first-write-wins" });
+    const a = "a".repeat(32);
+    const replayedAt = async () =>
+      (await store.shared.regionNodes()).find((n) => n.incarnation === a)!.replayedAtMs;
+    await store.shared.joinRegion({ incarnation: a, nodeId: "node-a", boot: "1" });
+    expect(await replayedAt()).toBeUndefined();
+    await store.shared.markReplayed(a, "0"); // an older boot's mark: not this one's
+    expect(await replayedAt()).toBeUndefined();
+    await store.shared.markReplayed(a, "1");
+    const first = await replayedAt();
+    expect(first).toBeGreaterThan(0);
+    // Restarted: joined again at a new boot, not replayed yet.
+    await store.shared.joinRegion({ incarnation: a, nodeId: "node-a", boot: "2" });
+    expect(await replayedAt()).toBeUndefined();
+    await store.shared.markReplayed(a, "2");
+    expect(await replayedAt()).toBeGreaterThanOrEqual(first!);
+
+    // A node no row names: recorded as left (once), so it is refused if it comes back.
+    expect(await store.shared.leaveLost("node-z", 60_000)).toEqual({
+      left: true,
+      incarnations: [],
+      dropped: 0,
+    });
+    expect(await store.shared.leaveLost("node-z", 60_000)).toMatchObject({ left: true });
+    const z = (await store.shared.regionNodes()).filter((n) => n.nodeId === "node-z");
+    expect(z).toEqual([expect.objectContaining({ incarnation: "left-node-z", boot: "" })]);
+    expect(z[0]!.leftAtMs).toBeGreaterThan(0);
+    // A known node that already left gets no extra row.
+    await store.shared.leaveLost("node-a", 0);
+    expect((await store.shared.regionNodes()).filter((n) => n.nodeId === "node-a")).toHaveLength(1);
   });
   it("a claim whose answer was lost is ended by the attempt that created it, and only by it", async () => {
     const store = await storeOn(await freshDatabase(inject("pgUrl")), { kind: "first-write-wins" });
