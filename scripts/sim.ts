@@ -6,7 +6,6 @@
  *                                       (a search: a seed is not replayed byte for byte);
  *                                       some regions served by 2 or 3 nodes, by the seed
  *   --one-node                          on PostgreSQL too, one node per region
- *                                       (reproduces the open bug of ARCHITECTURE.md)
  */
 import { parseArgs } from "node:util";
 import { startPostgres, type PostgresServer } from "../src/bench/postgres.js";
