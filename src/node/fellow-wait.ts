@@ -3,10 +3,11 @@
  * (ARCHITECTURE.md, "A store that forgot"). Each node keeps `<dataDir>/fellows.json` (what it
  * last saw of the region: `fellow-memory.ts`); at open it compares that with the store, and
  * when the store forgot something, it admits appends only once every fellow it remembers has
- * replayed its WAL into the store again (a row replayed at a later boot) or was declared gone
- * (`crr leave --node-id`). It marks its own replay before it waits, so two nodes waiting for
- * each other both go on. After admission each heartbeat refreshes the file, and a store that
- * forgets a node under running nodes stops this one.
+ * replayed its WAL into the store again (a row replayed after the memory was written, by the
+ * store's clock) or was declared gone (`crr leave --node-id`). It marks its own replay before
+ * it waits, so two nodes waiting for each other both go on. After admission each heartbeat
+ * refreshes the file (one more read of the store's watermarks per beat), and a store that
+ * forgets a node or part of a stream under running nodes stops this one.
  */
 import fs from "node:fs";
 import path from "node:path";
