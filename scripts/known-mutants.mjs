@@ -366,6 +366,13 @@ const mutants = [
     tests: ["src/node/fellow-wait.test.ts"],
   },
   {
+    name: "several nodes per region: fellows.json that cannot be written fails the heartbeat (read as a store that does not answer)",
+    file: "src/node/fellow-wait.ts",
+    from: "      this.o.onWriteError(err as Error);\n",
+    to: "      throw err;\n",
+    tests: ["src/node/fellow-wait.test.ts"],
+  },
+  {
     name: "PostgreSQL: a server that does not answer taken for a failed store (500, not 503)",
     file: "src/store/postgres-store.ts",
     from: "    if (unreachable(err)) return new StoreUnavailableError(this.description, op, err);\n",

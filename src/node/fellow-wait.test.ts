@@ -45,7 +45,7 @@ const remembered: FellowMemory = {
 function watch(
   dir: string,
   store: ReturnType<typeof fakeStore>,
-  o: Partial<{ applied: number; forgotten: string[] }>,
+  o: Partial<{ applied: number; forgotten: string[]; writeErrors: Error[] }>,
 ) {
   const stops: string[] = [];
   const audits: unknown[] = [];
@@ -66,7 +66,8 @@ function watch(
     stop: (reason) => stops.push(reason),
     ownAppliedLsn: () => o.applied ?? 0,
     onWriteError: (err) => {
-      throw err;
+      if (!o.writeErrors) throw err;
+      o.writeErrors.push(err);
     },
   });
   return { w, stops, audits };
@@ -131,5 +132,16 @@ describe("a node waiting for its fellows after the shared store forgot", () => {
     expect(readFellowMemory(dir)!.nodes).toEqual([
       { nodeId: "a", incarnation: "ia", boot: "a-boot", storedLsn: 7 },
     ]);
+  });
+
+  it("a memory that cannot be written is reported as such, not as a failed heartbeat (the store answered)", async () => {
+    const dir = dataDir(remembered);
+    const store = fakeStore([row("a", "ia"), row("b", "ib")], [wm("ia", 3), wm("ib", 5)]);
+    const writeErrors: Error[] = [];
+    const w = watch(dir, store, { writeErrors });
+    fs.rmSync(dir, { recursive: true }); // the data directory gone from under it
+    await expect(w.w.remember(await store.shared.regionNodes())).resolves.toBeUndefined();
+    expect(writeErrors).toHaveLength(1);
+    expect(w.stops).toEqual([]);
   });
 });
