@@ -73,6 +73,12 @@ export interface ShipperEvents {
   fallback: [err: Error];
 }
 
+/**
+ * Why answerOrMore stops its wait: one reason for every call. abort() without a reason builds
+ * a DOMException (a stack capture) each time, once or twice per batch on the shipping path.
+ */
+const answeredFirst = new Error("the oldest batch was answered first");
+
 /** Exponential backoff with jitter: the capped step times 1..2. */
 export function backoffMs(failures: number, minMs: number, maxMs: number, random: () => number): number {
   const step = Math.min(maxMs, minMs * 2 ** Math.max(0, failures - 1));
@@ -392,7 +398,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
       const first = await Promise.race([oldest.then(() => "answer" as const), more]);
       return first === "more" ? "more" : "answer";
     } finally {
-      stopWaiting.abort();
+      stopWaiting.abort(answeredFirst);
       waiting.release();
     }
   }
