@@ -142,6 +142,17 @@ const mutants = [
     tests: ["src/reader/reader.test.ts"],
   },
   {
+    // Found by the simulator's check that no node ends a run stopped (seed 2): a request of a
+    // restarted node's previous boot, delayed past the new boot's first one, made the new boot
+    // a second node, and it stopped taking appends for good.
+    name: "twin check: instances ordered by arrival, not by when they sent",
+    file: "src/node/incarnations.ts",
+    from: "if (h.firstSentMs < me.firstSentMs && h.lastSentMs > me.firstSentMs)",
+    to: "if (h.firstMs < me.firstMs && h.lastMs > me.firstMs)",
+    tests: ["src/reader/refusals.test.ts"],
+    only: "no rival, whenever it arrives",
+  },
+  {
     name: "gate: a slot given back only at onResponse",
     file: "src/node/http/gate.ts",
     from: '  app.addHook("onSend", async (req, _reply, payload) => {\n    release(req);',

@@ -4,14 +4,24 @@
  * alive at once are two nodes given the same region name, or a copy of a data directory
  * started beside the original: both would issue LSNs of one stream (or of two streams the
  * peers cannot tell apart). The instance that appeared later is the second one while the
- * earlier one is still heard from after it appeared; a region that restarted (a crash, a
- * lost disk) is not, because its previous instance went silent before the new one spoke.
- * Pure bookkeeping; time is passed in.
+ * earlier one still speaks after it appeared; a region that restarted (a crash, a lost disk)
+ * is not, because its previous instance went silent before the new one spoke.
+ *
+ * "Speaks after" is by when each request was sent (its signed timestamp, each instance's own
+ * clock), not by when it arrived: a request of the previous instance still on the way when
+ * it exited (delayed on the WAN, retransmitted) may arrive after the new instance's first
+ * one. Taken by arrival, that one late request made the restarted node a second one, and it
+ * stopped taking appends for good (the simulator, seed 2: a 205 ms delay across a restart of
+ * 120 ms). Pure bookkeeping; time is passed in.
  */
 
 interface Heard {
+  /** When it was first and last heard from (this node's clock): whether it is still alive. */
   firstMs: number;
   lastMs: number;
+  /** When its first and last requests heard were sent (its own clock): the rivalry. */
+  firstSentMs: number;
+  lastSentMs: number;
 }
 
 export interface InstanceSeen {
@@ -39,15 +49,28 @@ export class IncarnationTracker {
     private readonly severalNodes: (region: string) => boolean = () => false,
   ) {}
 
-  note(region: string, incarnation: string, boot: string, nowMs: number): void {
+  /** A request of this instance arrived at `nowMs`; it was sent at `sentAtMs` (its signed timestamp). */
+  note(region: string, incarnation: string, boot: string, nowMs: number, sentAtMs = nowMs): void {
     let byInstance = this.heard.get(region);
     if (!byInstance) this.heard.set(region, (byInstance = new Map()));
     const h = byInstance.get(key(incarnation, boot));
-    if (h) h.lastMs = Math.max(h.lastMs, nowMs);
-    else byInstance.set(key(incarnation, boot), { incarnation, boot, firstMs: nowMs, lastMs: nowMs });
+    if (!h) {
+      byInstance.set(key(incarnation, boot), {
+        incarnation,
+        boot,
+        firstMs: nowMs,
+        lastMs: nowMs,
+        firstSentMs: sentAtMs,
+        lastSentMs: sentAtMs,
+      });
+      return;
+    }
+    h.lastMs = Math.max(h.lastMs, nowMs);
+    h.firstSentMs = Math.min(h.firstSentMs, sentAtMs);
+    h.lastSentMs = Math.max(h.lastSentMs, sentAtMs);
   }
 
-  /** The instance of `region` that was serving before this one appeared and is still heard from since, if any. */
+  /** The instance of `region` that was serving before this one appeared and still spoke since, if any. */
   rival(
     region: string,
     incarnation: string,
@@ -61,7 +84,7 @@ export class IncarnationTracker {
     for (const [k, h] of all) {
       if (k === key(incarnation, boot) || nowMs - h.lastMs > this.aliveMs) continue;
       if (fellowsAllowed && h.incarnation !== incarnation) continue;
-      if (h.firstMs < me.firstMs && h.lastMs > me.firstMs)
+      if (h.firstSentMs < me.firstSentMs && h.lastSentMs > me.firstSentMs)
         return { incarnation: h.incarnation, boot: h.boot, agoMs: nowMs - h.lastMs };
     }
     return undefined;

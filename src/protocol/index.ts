@@ -20,6 +20,7 @@ export {
   headerRegion,
   headerRule,
   headerSignature,
+  headerTimestamp,
   headerTo,
   requestCanonical,
   signAnswer,

@@ -19,6 +19,7 @@ import {
   headerBoot,
   headerIncarnation,
   headerRule,
+  headerTimestamp,
   BATCH_FLAG_BACKFILL,
   BATCH_FLAG_SKIP_GAP,
   BatchInvalidError,
@@ -29,7 +30,8 @@ import type { ApplyResult, DedupStore } from "../store/index.js";
 
 /** Who else speaks for a region (two nodes configured with one region name). */
 export interface IncarnationWatch {
-  note(region: string, incarnation: string, boot: string, nowMs: number): void;
+  /** `sentAtMs`: the request's signed timestamp (its sender's clock); the arrival when unknown. */
+  note(region: string, incarnation: string, boot: string, nowMs: number, sentAtMs?: number): void;
   rival(
     region: string,
     incarnation: string,
@@ -174,9 +176,11 @@ export class Reader {
       if (err instanceof BatchInvalidError) return refuse(400, "bad_batch", err.message);
       throw err;
     }
+    const sentAtMs = Number(header(req.headers, headerTimestamp));
     const sender = {
       incarnation: header(req.headers, headerIncarnation) ?? batch.incarnation,
       boot: header(req.headers, headerBoot) ?? "",
+      sentAtMs: Number.isFinite(sentAtMs) ? sentAtMs : undefined,
     };
     return this.checkBatch(batch, req.sender, sender);
   }
@@ -184,7 +188,7 @@ export class Reader {
   private async checkBatch(
     batch: DecodedBatch,
     signer: string,
-    sender: { incarnation: string; boot: string },
+    sender: { incarnation: string; boot: string; sentAtMs: number | undefined },
   ): Promise<ReplicateAnswer> {
     if (batch.origin !== signer)
       return refuse(403, "origin_mismatch", `batch from '${batch.origin}' signed by '${signer}'`);
@@ -195,7 +199,7 @@ export class Reader {
         `origin '${batch.origin}' is not a peer region of '${this.o.self}'`,
       );
     const now = this.o.nowMs();
-    this.o.incarnations.note(batch.origin, sender.incarnation, sender.boot, now);
+    this.o.incarnations.note(batch.origin, sender.incarnation, sender.boot, now, sender.sentAtMs);
     const rival = this.o.incarnations.rival(batch.origin, sender.incarnation, sender.boot, now);
     if (rival) {
       return refuse(

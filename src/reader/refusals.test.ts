@@ -114,12 +114,13 @@ function world(o: { refusesTenant?: string } = {}) {
   });
   const send = (
     b: Buffer | undefined,
-    h: { sender?: string; rule?: string | null; inc?: string; boot?: string } = {},
+    h: { sender?: string; rule?: string | null; inc?: string; boot?: string; sentAtMs?: number } = {},
   ) => {
     const headers: ReplicateRequest["headers"] = {
       "x-crr-incarnation": h.inc ?? incA,
       "x-crr-boot": h.boot ?? "boot-1",
     };
+    if (h.sentAtMs !== undefined) headers["x-crr-timestamp"] = String(h.sentAtMs);
     if (h.rule !== null) headers["x-crr-rule"] = h.rule ?? ruleText;
     return reader.replicate({ sender: h.sender ?? peer, headers, body: b });
   };
@@ -320,6 +321,33 @@ describe("a second node with the sender's region name", () => {
     expect(String(refused.body.message)).toContain(`incarnation ${incA}, boot boot-1, heard 100 ms ago`);
     expect(await w.store.watermark(peer, incB)).toBe(1);
     expect(w.refused).toEqual([["duplicate_region", peer]]);
+  });
+
+  it("a request the earlier instance sent before the later one appeared is no rival, whenever it arrives", async () => {
+    // Found by the simulator (seed 2): a region restarted in 120 ms; a request of its previous
+    // boot, delayed 205 ms on the way, arrived after the new boot's first one, and the new
+    // boot was refused as a second node (it then stopped taking appends for good).
+    const w = world();
+    const at = (ms: number) => wallMs + ms;
+    const boot1 = { inc: incA, boot: "boot-1" };
+    const boot2 = { inc: incA, boot: "boot-2" };
+    expect((await w.send(body({ records: [rec(1)] }), { ...boot1, sentAtMs: at(0) })).status).toBe(200);
+    w.advance(300);
+    // The restarted node speaks first (sent at 250)...
+    expect((await w.send(body({ records: [rec(2)] }), { ...boot2, sentAtMs: at(250) })).status).toBe(200);
+    w.advance(50);
+    // ...then the previous boot's last request arrives, sent at 100, before the restart.
+    const late = await w.send(body({ records: [rec(2)] }), { ...boot1, sentAtMs: at(100) });
+    expect(late.body.code).not.toBe("duplicate_region");
+    w.advance(50);
+    expect((await w.send(body({ records: [rec(3)] }), { ...boot2, sentAtMs: at(400) })).status).toBe(200);
+    expect(w.refused).toEqual([]);
+    // The previous boot sending after the new one appeared is a second node: refused.
+    w.advance(50);
+    await w.send(body({ records: [rec(3)] }), { ...boot1, sentAtMs: at(450) });
+    w.advance(50);
+    const second = await w.send(body({ records: [rec(4)] }), { ...boot2, sentAtMs: at(500) });
+    expect(second.body.code).toBe("duplicate_region");
   });
 
   it("a node shipping its own older incarnation's stream (backfill) is not a second node", async () => {

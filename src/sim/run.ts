@@ -361,6 +361,9 @@ async function play(
       );
     }
   }
+  for (const n of c.up())
+    if (n.region!.stopped !== undefined)
+      problems.push(`${n.name}: still stopped taking appends after settling: ${n.region!.stopped}`);
   for (const n of c.up()) {
     const report = await drive(s, n.region!.verify());
     for (const f of report.findings)

@@ -21,7 +21,9 @@ import { PostgresSimStores } from "../../src/sim/store.js";
 // declared its own acknowledged records lost), 33 (an older incarnation backfilled to a peer
 // only once its clock is near records stamped by a clock that jumped), 16 (two regions that
 // lost their stores each refused to start while the other did not answer; neither answered
-// while it refused). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
+// while it refused), 2 (a late request of a restarted region's previous boot made the new
+// boot a second node, stopped for good; found by the check that no node ends a run stopped).
+// Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
 // repaired by `crr reconcile` from evidence (both reconcile mutants fail there). The bug-finding
 // table (`node scripts/known-mutants.mjs --sim 20`) maps every known mutant to the first
 // seed that finds it; most are among 1..10.

@@ -166,7 +166,7 @@ export function installGate(app: FastifyInstance, region: Region): void {
         return refuse(reply.header("retry-after", "1"), 503, "unavailable", "cannot record the replay floor");
       }
       req.crrPeer = { region: auth.region, nonce: auth.nonce };
-      noteInstance(region, req);
+      noteInstance(region, req, auth.timestampMs);
     } else if (peerRoute.test(req.url)) {
       region.metrics.refusals.inc({ reason: "unauthenticated" });
       return refuse(reply, 401, "unauthenticated", "missing signature");
@@ -220,8 +220,8 @@ export function installGate(app: FastifyInstance, region: Region): void {
   });
 }
 
-/** Note which instance of the sender is alive (its incarnation and boot, signed with the request). */
-function noteInstance(region: Region, req: FastifyRequest): void {
+/** Note which instance of the sender is alive (its incarnation and boot, signed with the request, sent at `sentAtMs`). */
+function noteInstance(region: Region, req: FastifyRequest, sentAtMs: number): void {
   const incarnation = req.headers[headerIncarnation];
   const boot = req.headers[headerBoot];
   if (typeof incarnation === "string")
@@ -230,5 +230,6 @@ function noteInstance(region: Region, req: FastifyRequest): void {
       incarnation,
       typeof boot === "string" ? boot : "",
       region.nowMs(),
+      sentAtMs,
     );
 }
