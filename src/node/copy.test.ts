@@ -192,4 +192,51 @@ describe("copyMesh", () => {
     ).toBe(5);
     expect(await copyWith([["us-east-1", edited]])).toBe(2); // nobody gave LSN 3 intact: below it
   });
+
+  it("takes the records a peer's own current stream lacks in its store from its WAL (simulator seed 106)", async () => {
+    const { copyMesh } = await import("./copy.js");
+    // us-east-1's operator deleted LSN 3 from its store by hand; its WAL still holds LSNs 2..6
+    // (retention removed 1). A copy of the store alone would lose LSN 3 everywhere.
+    const current = "u".repeat(32);
+    const theirs = (lsn: number) => ({ ...version(lsn), origin: "us-east-1", incarnation: current });
+    const view: WatermarksView = {
+      region: "us-east-1",
+      incarnation: current,
+      watermarks: {},
+      streams: [{ origin: "us-east-1", incarnation: current, lsn: 6, updatedAtMs: 0 }],
+      rule: "first-write-wins",
+      formatVersion: 1,
+      clock: { wallMs: 0, logical: 0 },
+      seen: [],
+    };
+    const asked: number[][] = [];
+    const link = (walIncarnation: string) =>
+      ({
+        ...peerHolding([1, 2, 4, 5].map(theirs), 100).link,
+        exportPage: async () => ({ versions: [], next: undefined }),
+        walRecords: async (lsns: number[]) => {
+          asked.push(lsns);
+          const held = lsns.filter((l) => l >= 2).map(theirs);
+          return { incarnation: walIncarnation, records: held.map(({ intact: _i, ...v }) => v) };
+        },
+      }) as unknown as PeerLink;
+    const copy = async (walIncarnation: string, accepts = () => true) => {
+      const store = memoryStore();
+      await copyMesh({
+        region: "eu-west-1",
+        views: new Map([["us-east-1", view]]),
+        links: new Map([["us-east-1", link(walIncarnation)]]),
+        store,
+        accepts,
+      });
+      return [...store.held.values()].map((v) => v.lsn).sort((a, b) => a - b);
+    };
+    expect(await copy(current)).toEqual([1, 2, 3, 4, 5, 6]);
+    // Only the holes are asked for (LSN 6 is past the last record the store returned).
+    expect(asked).toEqual([[3], [6]]);
+    // A WAL that now speaks for another incarnation is no evidence for this stream.
+    expect(await copy("n".repeat(32))).toEqual([1, 2, 4, 5]);
+    // The policy still decides what this region may hold.
+    expect(await copy(current, () => false)).toEqual([]);
+  });
 });

@@ -52,18 +52,22 @@ export async function copyStream(
   coveredThrough: number;
   /** LSNs whose copy there was not intact (left out). */
   damaged: number[];
+  /** LSN ranges the peer does not hold at all. */
+  holes: LsnRange[];
 }> {
   let copied = 0;
   let newest: StoredRecord["hlc"] | undefined;
   let coveredThrough = s.toLsn;
   let expected = s.fromLsn;
   const damaged: number[] = [];
+  const holes: LsnRange[] = [];
   for (let from: number | undefined = s.fromLsn; from !== undefined && from <= s.toLsn;) {
     const page = await link.streamRecords({ ...s, fromLsn: from, limit: pageRecordsMax });
     for (const v of page.versions) {
       if (!v.intact) damaged.push(v.lsn);
       if (!v.intact) coveredThrough = Math.min(coveredThrough, v.lsn - 1);
       if (complete && v.lsn > expected) coveredThrough = Math.min(coveredThrough, expected - 1);
+      if (v.lsn > expected) holes.push({ from: expected, to: v.lsn - 1 });
       expected = Math.max(expected, v.lsn + 1);
     }
     const kept = page.versions.filter((v) => v.intact && keep(v)).map(({ intact: _intact, ...v }) => v);
@@ -73,7 +77,51 @@ export async function copyStream(
     from = page.next;
   }
   if (complete && expected <= s.toLsn) coveredThrough = Math.min(coveredThrough, expected - 1);
-  return { copied, newest, coveredThrough, damaged };
+  if (expected <= s.toLsn) holes.push({ from: expected, to: s.toLsn });
+  return { copied, newest, coveredThrough, damaged, holes };
+}
+
+export interface LsnRange {
+  from: number;
+  to: number;
+}
+
+/** LSNs one walRecords call asks for (the route's bound). */
+const walLsnsMax = 1000;
+
+/**
+ * The records of `link`'s peer's own current stream (incarnation) in `holes` that its store
+ * lacks but its WAL still holds, copied from the WAL: the origin's WAL is its truth, and a
+ * record missing from its store there was removed outside the engine (a hand delete, rows
+ * lost). A copy of the store alone would spread the loss, and with no region left holding
+ * the record no divergence would show it (the simulator, seed 106: a region bootstrapped
+ * from a peer whose operator had just deleted a key by hand; the record then survived only
+ * in the origin's WAL). With the copy here the divergence shows against the origin, whose
+ * reconcile puts the record back from its WAL. LSNs its WAL no longer holds are skipped (the
+ * WAL answers only those it holds); if the peer started a new incarnation meanwhile, the
+ * rest is left (its WAL no longer speaks for this stream).
+ */
+export async function copyHolesFromWal(
+  link: PeerLink,
+  store: Pick<CopyStore, "repair">,
+  incarnation: string,
+  holes: readonly LsnRange[],
+  keep: (v: StoredRecord) => boolean,
+): Promise<{ copied: number; newest: StoredRecord["hlc"] | undefined }> {
+  let copied = 0;
+  let newest: StoredRecord["hlc"] | undefined;
+  for (const h of holes) {
+    for (let from = h.from; from <= h.to; from += walLsnsMax) {
+      const lsns = Array.from({ length: Math.min(walLsnsMax, h.to - from + 1) }, (_, i) => from + i);
+      const a = await link.walRecords(lsns);
+      if (a.incarnation !== incarnation) return { copied, newest };
+      const kept = a.records.filter((v) => v.incarnation === incarnation && keep(v));
+      await store.repair(kept);
+      copied += kept.length;
+      for (const v of kept) if (!newest || compare(v.hlc, newest) > 0) newest = v.hlc;
+    }
+  }
+  return { copied, newest };
 }
 
 /** Copy every winning version `link` holds that `keep` accepts (but those of `covered` streams at or below their LSN). */
@@ -214,8 +262,12 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
       // still refills them (a WAL salvaged into a lost store): covered only below the first
       // hole. The current one is complete but for records nobody holds (audited as lost there).
       const older = own.incarnation !== view.incarnation;
-      const r = await copyStream(m.links.get(peer)!, m.store, s, (v) => m.accepts(peer, v.tenant), older);
+      const keep = (v: StoredRecord) => m.accepts(peer, v.tenant);
+      const r = await copyStream(m.links.get(peer)!, m.store, s, keep, older);
       note(r);
+      // The current stream's holes its WAL still holds: from the WAL, not lost with the store.
+      if (!older && r.holes.length > 0)
+        note(await copyHolesFromWal(m.links.get(peer)!, m.store, own.incarnation, r.holes, keep));
       await raiseWatermark(m.store, peer, own.incarnation, r.coveredThrough);
     }
   }
