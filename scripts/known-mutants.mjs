@@ -157,10 +157,19 @@ const mutants = [
     // a second node, and it stopped taking appends for good.
     name: "twin check: instances ordered by arrival, not by when they sent",
     file: "src/node/incarnations.ts",
-    from: "if (h.firstSentMs < me.firstSentMs && h.lastSentMs > me.firstSentMs)",
+    from: "if (h.firstMs < me.firstMs && h.lastMs > me.firstMs && h.lastSentMs > me.firstSentMs)",
     to: "if (h.firstMs < me.firstMs && h.lastMs > me.firstMs)",
     tests: ["src/reader/refusals.test.ts"],
     only: "no rival, whenever it arrives",
+  },
+  {
+    // Found by the simulator (seed 206): the previous boot's clock ran 1.4 s ahead.
+    name: "twin check: instances ordered by when they sent alone, not also by arrival",
+    file: "src/node/incarnations.ts",
+    from: "if (h.firstMs < me.firstMs && h.lastMs > me.firstMs && h.lastSentMs > me.firstSentMs)",
+    to: "if (h.firstSentMs < me.firstSentMs && h.lastSentMs > me.firstSentMs)",
+    tests: ["src/reader/refusals.test.ts"],
+    only: "clock jumped ahead",
   },
   {
     name: "gate: a slot given back only at onResponse",

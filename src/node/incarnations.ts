@@ -7,12 +7,14 @@
  * earlier one still speaks after it appeared; a region that restarted (a crash, a lost disk)
  * is not, because its previous instance went silent before the new one spoke.
  *
- * "Speaks after" is by when each request was sent (its signed timestamp, each instance's own
- * clock), not by when it arrived: a request of the previous instance still on the way when
- * it exited (delayed on the WAN, retransmitted) may arrive after the new instance's first
- * one. Taken by arrival, that one late request made the restarted node a second one, and it
- * stopped taking appends for good (the simulator, seed 2: a 205 ms delay across a restart of
- * 120 ms). Pure bookkeeping; time is passed in.
+ * "Speaks after" takes two witnesses, each fooled alone: a request of the earlier instance
+ * that arrived after the later one's first, and that was also sent after it (its signed
+ * timestamp, by the earlier instance's clock, against the later one's first by its own).
+ * By arrival alone, a request of the previous instance still on the way when it exited
+ * (delayed on the WAN, retransmitted) made the restarted node a second one, and it stopped
+ * taking appends for good (the simulator, seed 2: a 205 ms delay across a restart of 120
+ * ms). By send time alone, a previous instance whose clock ran 1.4 s ahead did the same
+ * (seed 206). Pure bookkeeping; time is passed in.
  */
 
 interface Heard {
@@ -84,7 +86,9 @@ export class IncarnationTracker {
     for (const [k, h] of all) {
       if (k === key(incarnation, boot) || nowMs - h.lastMs > this.aliveMs) continue;
       if (fellowsAllowed && h.incarnation !== incarnation) continue;
-      if (h.firstSentMs < me.firstSentMs && h.lastSentMs > me.firstSentMs)
+      // Heard after this one's first request arrived, and sent after this one's first was
+      // sent: either alone is fooled, by a late request or by a clock set ahead.
+      if (h.firstMs < me.firstMs && h.lastMs > me.firstMs && h.lastSentMs > me.firstSentMs)
         return { incarnation: h.incarnation, boot: h.boot, agoMs: nowMs - h.lastMs };
     }
     return undefined;

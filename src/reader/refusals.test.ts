@@ -350,6 +350,24 @@ describe("a second node with the sender's region name", () => {
     expect(second.body.code).toBe("duplicate_region");
   });
 
+  it("a previous boot whose clock jumped ahead is no rival once it went silent", async () => {
+    // Found by the simulator (seed 206): the previous boot's clock jumped 1.4 s ahead; by its
+    // timestamps alone it still spoke after the restarted node's first request.
+    const w = world();
+    const at = (ms: number) => wallMs + ms;
+    const boot1 = { inc: incA, boot: "boot-1" };
+    const boot2 = { inc: incA, boot: "boot-2" };
+    expect((await w.send(body({ records: [rec(1)] }), { ...boot1, sentAtMs: at(0) })).status).toBe(200);
+    w.advance(100);
+    expect((await w.send(body({ records: [rec(2)] }), { ...boot1, sentAtMs: at(1_500) })).status).toBe(200);
+    w.advance(200);
+    // It crashed; the node restarts with the right time.
+    expect((await w.send(body({ records: [rec(3)] }), { ...boot2, sentAtMs: at(300) })).status).toBe(200);
+    w.advance(100);
+    expect((await w.send(body({ records: [rec(4)] }), { ...boot2, sentAtMs: at(400) })).status).toBe(200);
+    expect(w.refused).toEqual([]);
+  });
+
   it("a node shipping its own older incarnation's stream (backfill) is not a second node", async () => {
     const w = world();
     const older = "0".repeat(32);
