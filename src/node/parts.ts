@@ -27,7 +27,7 @@ import { TlsFiles } from "./tls.js";
 import type { Region } from "./region.js";
 import { nodeIdOf } from "./node-id.js";
 import { StartupRefusedError } from "./startup.js";
-import { needsBootstrap, openRegionWal } from "./wal-open.js";
+import { bootstrapMeta, needsBootstrap, openRegionWal } from "./wal-open.js";
 
 /** Store hooks for the simulator. */
 export interface StoreHooks {
@@ -184,7 +184,7 @@ async function openInOrder(
     log,
     archive: archiveEvidenceOf(config, credentials, runtime),
   });
-  const empty = await needsBootstrap(store);
+  let empty = await needsBootstrap(store);
   // Several nodes of this region on one store: this data directory's id, and the fellow nodes' streams.
   const several = store.shared !== undefined && config.regions[config.region]?.nodes === "several";
   const nodeId = several ? await nodeIdOf(config.dataDir, runtime, o.fileOps) : undefined;
@@ -206,6 +206,15 @@ async function openInOrder(
     isOwn: (incarnation) => !others.has(incarnation),
     nowMs: runtime.nowMs,
   }));
+  // An accepted WAL loss: records of the abandoned WAL that its damaged frames held and the
+  // store lacked (commits a power loss undid) may be held by peers. The region copies what
+  // the mesh decided before it answers, as a region that lost its state does; salvaging the
+  // intact frames alone lost them (the simulator, seed 306: two acknowledged records of the
+  // old incarnation that a peer held, never copied back, then skipped for the others).
+  if (!empty && abandoned.length > 0 && wal.recovery.created) {
+    await store.setMeta(bootstrapMeta, "running");
+    empty = true;
+  }
   if (nodeId) await store.shared!.joinRegion({ incarnation: wal.incarnation, nodeId, boot });
   const audit = AuditLog.open({
     dir: path.join(config.dataDir, "audit"),

@@ -7,7 +7,8 @@
  *   unmounted volume, a deleted directory) is refused, not silently replaced;
  * - `--accept-wal-loss` takes effect only when recovery refuses: every intact frame of the
  *   old WAL is first salvaged into the store (its stream becomes an older incarnation that
- *   the shippers backfill), then the WAL is moved aside and a new incarnation starts;
+ *   the shippers backfill), then the WAL is moved aside and a new incarnation starts (which
+ *   then bootstraps from its peers: parts.ts);
  * - the clock never runs behind this region's own newest record in the store.
  */
 import fs from "node:fs";

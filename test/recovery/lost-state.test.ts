@@ -220,7 +220,11 @@ describe("a region that lost part of its state", () => {
     );
     expect(fs.existsSync(path.join(a.dataDir, "wal"))).toBe(false); // nothing was changed
     // Its wall clock is also a minute behind: only its own records in the store can floor it.
-    await cluster.startNode("us-east-1", ["--accept-wal-loss"], { CRR_CLOCK_OFFSET_MS: "-60000" });
+    // Its peer is away: after an accepted loss a region copies what its peers hold before it
+    // answers (records the lost WAL held that the store lacked), so it starts alone.
+    await cluster.startNode("us-east-1", ["--accept-wal-loss", "--start-alone"], {
+      CRR_CLOCK_OFFSET_MS: "-60000",
+    });
     expect((await status(a)).incarnation).not.toBe(before);
     const audit = fs.readFileSync(path.join(a.dataDir, "audit", "audit-000001.log"), "utf8");
     expect(audit).toMatch(/"kind":"wal-abandoned".*held no segment/);
@@ -252,7 +256,7 @@ describe("a region that lost part of its state", () => {
     const refused = await runCrr(["serve", "--config", a.configFile], { env });
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/LSNs 58\.\.58/);
-    await cluster.startNode("us-east-1", ["--accept-wal-loss"]);
+    await cluster.startNode("us-east-1", ["--accept-wal-loss", "--start-alone"]); // its peer is away
     const lost = (x: { lsn: number; key: string }) => x.key.startsWith("new-") && x.lsn === 58;
     await expectDecided(
       ledger,
