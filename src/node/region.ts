@@ -65,7 +65,7 @@ import { fellowIncarnations, openParts, type Parts, type StoreHooks } from "./pa
 import { OwnRecordsUndecidedError, replayLocal, replayLocalWhenAnswered } from "./replay.js";
 import { ReplayFloorFile } from "./replay-floor.js";
 import type { TlsFiles } from "./tls.js";
-import { allowSkip, repairFromPeer, repairVersions, walRecords } from "./repair.js";
+import { allowSkip, repairFromPeer, repairVersions, restoreOwnFromWal, walRecords } from "./repair.js";
 import { retain } from "./retention.js";
 import { StartupChecks } from "./startup.js";
 import {
@@ -446,8 +446,12 @@ export class Region {
     return allowSkip(this, peer, throughLsn, requestedBy);
   }
 
-  /** Run the divergence check now (what `crr verify` asks for). */
-  verify(options: { fullScrub?: boolean } = {}): Promise<ScanReport> {
+  /**
+   * Run the divergence check now (what `crr verify` asks for). With a full scrub, this
+   * region's own records are first checked against its WAL (restoreOwnFromWal).
+   */
+  async verify(options: { fullScrub?: boolean } = {}): Promise<ScanReport> {
+    if (options.fullScrub) await restoreOwnFromWal(this);
     return this.divergence.scan(options);
   }
 

@@ -39,6 +39,40 @@ export async function walRecords(r: Region, lsns: readonly number[]): Promise<St
   return out;
 }
 
+/** LSNs of the own stream one store read covers in restoreOwnFromWal. */
+const ownCheckLsns = 5000;
+
+/**
+ * `crr verify`'s check of this region's own records against its WAL, the origin's truth:
+ * every LSN of its current stream that the WAL still holds and the store applied must be in
+ * the store, as the winner or as a loser kept in conflicts. One missing there was removed
+ * outside the engine, and the winner digests cannot show it once another version of the key
+ * won since: found by the simulator (seeds 315 and 454), an operator's hand delete of an own
+ * record, then another region's older version of the key arrived and won; every region
+ * agreed on the winner, and the deleted record, a loser now, was in no store of its origin.
+ * Each is put back from the WAL through the rule (a repair, logged; a loser it becomes is
+ * audited as a conflict). Returns the keys whose winner changed.
+ */
+export async function restoreOwnFromWal(r: Region): Promise<string[]> {
+  const incarnation = r.wal.incarnation;
+  const applied = Math.min(await r.store.watermark(r.name, incarnation), r.wal.durableLsn);
+  const found: StoredRecord[] = [];
+  for (let from = Math.max(1, r.wal.firstLsn); from <= applied; from += ownCheckLsns) {
+    const to = Math.min(applied, from + ownCheckLsns - 1);
+    const held = await r.store.streamVersions(r.name, incarnation, from, to, to - from + 1);
+    const lsns = new Set(held.map((v) => v.lsn));
+    const missing: number[] = [];
+    for (let lsn = from; lsn <= to; lsn++) if (!lsns.has(lsn)) missing.push(lsn);
+    if (missing.length > 0) found.push(...(await walRecords(r, missing)));
+  }
+  if (found.length === 0) return [];
+  r.log.error(
+    { lsns: found.slice(0, 20).map((v) => v.lsn), count: found.length },
+    "records of this region's own WAL were missing from its store (removed outside the engine): put back from the WAL",
+  );
+  return repairVersions(r, found, "crr verify: this region's own WAL");
+}
+
 /** Write versions a reconcile established, with an audit entry per changed key. */
 export async function repairVersions(
   r: Region,

@@ -25,7 +25,8 @@ import { PostgresSimStores } from "../../src/sim/store.js";
 // boot a second node, stopped for good; found by the check that no node ends a run stopped),
 // 106 (a region bootstrapped from a peer just after a hand delete there: the record survived
 // only in the peer's WAL), 306 (an accepted WAL loss kept only the intact frames; two
-// acknowledged records a peer held were never copied back). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
+// acknowledged records a peer held were never copied back), 315 (an own record deleted by
+// hand, then beaten by another region's older version: only its WAL still held it). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
 // repaired by `crr reconcile` from evidence (both reconcile mutants fail there). The bug-finding
 // table (`node scripts/known-mutants.mjs --sim 20`) maps every known mutant to the first
 // seed that finds it; most are among 1..10.
@@ -37,6 +38,7 @@ const seeds = [
   62,
   106,
   306,
+  315,
 ];
 const activeMs = Number(process.env.CRR_SIM_ACTIVE_MS ?? 30_000);
 // The same runs with every region's store on PostgreSQL (the suite's server), some regions
