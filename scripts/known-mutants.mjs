@@ -177,7 +177,7 @@ const mutants = [
     from: "      if (!older && r.holes.length > 0)\n",
     to: "      if (false && !older && r.holes.length > 0)\n",
     tests: ["src/node/copy.test.ts"],
-    only: "from its WAL (simulator seed 106)",
+    only: "lacks in its store from its WAL",
   },
   {
     // Found by the simulator's check that no node ends a run stopped (seed 2): a request of a
