@@ -10,7 +10,9 @@
  *     (`append.pendingMax` 256, `append.queueDelayMaxMs` 20), which refuses before reading a
  *     body: what goodput and latency the early 429 buys.
  * Each round runs every mode in a rotated order; ratios against the trivial route of the same
- * round (the machine is shared and noisy), summarised as median (min–max).
+ * round (the machine is shared and noisy), summarised as median (min–max). The CPU each
+ * answered request cost the trivial server, and the crr node and its peer, is read from
+ * /proc (where the time goes: per request, not per second, so less noisy than throughput).
  *
  *   npm run build && npm run bench -- http [--rounds 5] [--seconds 5] [--connections 64]
  */
@@ -44,6 +46,8 @@ interface CannonRun {
   /** Of accepted (200) and refused (429) requests apart. */
   accepted: StatusLatency | undefined;
   refusedLatency: StatusLatency | undefined;
+  /** CPU (user + system) per answered 200 of the server, and of the peer it replicates to, µs. */
+  cpuUsPerOk?: { server: number; peer?: number };
 }
 
 type Mode = "trivial" | "crr" | "overload" | "shedding";
@@ -80,7 +84,28 @@ async function cannon(url: string, connections: number, seconds: number, prefix:
   };
 }
 
-async function startTrivial(): Promise<{ url: string; stop: () => void }> {
+/**
+ * CPU time (user + system) a process used so far, ms: Linux's /proc/PID/stat in clock ticks
+ * of 10 ms (USER_HZ); undefined where there is no /proc.
+ */
+function cpuMs(pid: number): number | undefined {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The PID of a mesh node's `crr serve` process (its node.json). */
+function nodePid(mesh: LocalMesh, name: string): number {
+  const info = JSON.parse(fs.readFileSync(path.join(mesh.node(name).dataDir, "node.json"), "utf8")) as {
+    pid: number;
+  };
+  return info.pid;
+}
+
+async function startTrivial(): Promise<{ url: string; stop: () => void; pid: number }> {
   const child = spawn(process.execPath, [path.join(here, "trivial-server.mjs")], {
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -89,7 +114,7 @@ async function startTrivial(): Promise<{ url: string; stop: () => void }> {
     child.once("exit", (c) => reject(new Error(`trivial server exited with ${c}`)));
   });
   const { port } = JSON.parse(line) as { port: number };
-  return { url: `http://127.0.0.1:${port}/v1/records`, stop: () => child.kill("SIGTERM") };
+  return { url: `http://127.0.0.1:${port}/v1/records`, stop: () => child.kill("SIGTERM"), pid: child.pid! };
 }
 
 /** Wait until the peer acknowledged everything the origin holds (the replication half of the run). */
@@ -138,8 +163,19 @@ export async function benchHttp(args: { rounds: number; seconds: number; connect
         const mode = modes[(round + k) % modes.length]!;
         const url = mode === "trivial" ? trivial.url : mode === "shedding" ? sheddingUrl : crrUrl;
         const c = mode === "overload" || mode === "shedding" ? overloadConnections : args.connections;
+        // CPU of the server and (crr) its peer, through the peer's catching up.
+        const pids =
+          mode === "trivial"
+            ? [trivial.pid]
+            : mode === "crr"
+              ? [nodePid(mesh, "us-east-1"), nodePid(mesh, "us-west-2")]
+              : [];
+        const before = pids.map(cpuMs);
         const r = await cannon(url, c, args.seconds, `r${round}-${mode}`);
         if (mode !== "trivial") await caughtUp(mesh, mode === "shedding" ? "eu-west-1" : "us-east-1");
+        const used = pids.map((p, i) => (cpuMs(p) ?? NaN) - (before[i] ?? NaN));
+        if (pids.length > 0 && r.ok > 0 && used.every(Number.isFinite))
+          r.cpuUsPerOk = { server: (used[0]! * 1000) / r.ok, peer: used[1] && (used[1] * 1000) / r.ok };
         runs[mode].push(r);
         log(`round ${round + 1} ${mode} (${c} connections): ${describe(r)}`);
       }
@@ -186,6 +222,8 @@ export async function benchHttp(args: { rounds: number; seconds: number; connect
     }),
     "",
     `Overload goodput / crr at ${args.connections} connections, same round: ${f(overloadToPeak, 2)}; shedding: ${f(sheddingToPeak, 2)}.`,
+    "",
+    `CPU (user + system, /proc) per answered request, µs: the trivial route's server ${f(of("trivial", (r) => r.cpuUsPerOk?.server ?? NaN))}; crr, the node ${f(of("crr", (r) => r.cpuUsPerOk?.server ?? NaN))} and its peer ${f(of("crr", (r) => r.cpuUsPerOk?.peer ?? NaN))} (the peer's through its catching up). The two cores are shared with autocannon.`,
   ].join("\n");
   writeResults("http", { ...args, overloadConnections, summary, overloadToPeak, sheddingToPeak, runs }, md);
   log(md);
