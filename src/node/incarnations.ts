@@ -7,23 +7,28 @@
  * earlier one still speaks after it appeared; a region that restarted (a crash, a lost disk)
  * is not, because its previous instance went silent before the new one spoke.
  *
- * "Speaks after" takes two witnesses, each fooled alone: a request of the earlier instance
- * that arrived after the later one's first, and that was also sent after it (its signed
- * timestamp, by the earlier instance's clock, against the later one's first by its own).
- * By arrival alone, a request of the previous instance still on the way when it exited
- * (delayed on the WAN, retransmitted) made the restarted node a second one, and it stopped
- * taking appends for good (the simulator, seed 2: a 205 ms delay across a restart of 120
- * ms). By send time alone, a previous instance whose clock ran 1.4 s ahead did the same
- * (seed 206). Pure bookkeeping; time is passed in.
+ * "Speaks after" means requests of the earlier instance that arrived after the later one's
+ * first and were also sent after it (their signed timestamps, each instance's own clock, the
+ * later one's first by its own), heard over at least `spreadMs`; a request arriving more
+ * than `aliveMs` after the later one's first counts whatever its timestamp. Each witness
+ * alone was fooled: by arrival, a request of the previous instance still on the way when it
+ * exited (delayed on the WAN, retransmitted) made the restarted node a second one, and it
+ * stopped taking appends for good (the simulator, seed 2: a 205 ms delay across a restart
+ * of 120 ms); by send time, a previous instance whose clock ran 1.4 s ahead did the same
+ * (seed 206). A dead instance leaves only the few requests it had on the way, all at once;
+ * a live one keeps speaking, so its requests span the spread (a probe interval) and it is
+ * refused within about `aliveMs` whatever the two clocks say. Pure bookkeeping; time is
+ * passed in.
  */
 
 interface Heard {
   /** When it was first and last heard from (this node's clock): whether it is still alive. */
   firstMs: number;
   lastMs: number;
-  /** When its first and last requests heard were sent (its own clock): the rivalry. */
+  /** When its first request heard was sent (its own clock). */
   firstSentMs: number;
-  lastSentMs: number;
+  /** By instance key: when its requests that spoke after that instance's first arrived, first and last. */
+  after: Map<string, { fromMs: number; toMs: number }>;
 }
 
 export interface InstanceSeen {
@@ -49,27 +54,31 @@ export class IncarnationTracker {
   constructor(
     private readonly aliveMs: number,
     private readonly severalNodes: (region: string) => boolean = () => false,
+    /** How long the earlier instance's requests after the later one's first must span (default a third of aliveMs: a probe interval). */
+    private readonly spreadMs = aliveMs / 3,
   ) {}
 
   /** A request of this instance arrived at `nowMs`; it was sent at `sentAtMs` (its signed timestamp). */
   note(region: string, incarnation: string, boot: string, nowMs: number, sentAtMs = nowMs): void {
     let byInstance = this.heard.get(region);
     if (!byInstance) this.heard.set(region, (byInstance = new Map()));
-    const h = byInstance.get(key(incarnation, boot));
+    const k = key(incarnation, boot);
+    let h = byInstance.get(k);
     if (!h) {
-      byInstance.set(key(incarnation, boot), {
-        incarnation,
-        boot,
-        firstMs: nowMs,
-        lastMs: nowMs,
-        firstSentMs: sentAtMs,
-        lastSentMs: sentAtMs,
-      });
-      return;
+      h = { incarnation, boot, firstMs: nowMs, lastMs: nowMs, firstSentMs: sentAtMs, after: new Map() };
+      byInstance.set(k, h);
     }
     h.lastMs = Math.max(h.lastMs, nowMs);
     h.firstSentMs = Math.min(h.firstSentMs, sentAtMs);
-    h.lastSentMs = Math.max(h.lastSentMs, sentAtMs);
+    // Whom this one request spoke after: arrived after their first, and sent after it too
+    // (or arrived so late that no request on the way explains it).
+    for (const [other, o] of byInstance) {
+      if (other === k || nowMs <= o.firstMs) continue;
+      if (sentAtMs <= o.firstSentMs && nowMs - o.firstMs <= this.aliveMs) continue;
+      const e = h.after.get(other);
+      if (e) e.toMs = Math.max(e.toMs, nowMs);
+      else h.after.set(other, { fromMs: nowMs, toMs: nowMs });
+    }
   }
 
   /** The instance of `region` that was serving before this one appeared and still spoke since, if any. */
@@ -86,9 +95,9 @@ export class IncarnationTracker {
     for (const [k, h] of all) {
       if (k === key(incarnation, boot) || nowMs - h.lastMs > this.aliveMs) continue;
       if (fellowsAllowed && h.incarnation !== incarnation) continue;
-      // Heard after this one's first request arrived, and sent after this one's first was
-      // sent: either alone is fooled, by a late request or by a clock set ahead.
-      if (h.firstMs < me.firstMs && h.lastMs > me.firstMs && h.lastSentMs > me.firstSentMs)
+      // It came first and kept speaking after this one appeared (see the header).
+      const spoke = h.after.get(key(incarnation, boot));
+      if (h.firstMs < me.firstMs && spoke && spoke.toMs - spoke.fromMs >= this.spreadMs)
         return { incarnation: h.incarnation, boot: h.boot, agoMs: nowMs - h.lastMs };
     }
     return undefined;

@@ -27,7 +27,7 @@ import { TlsFiles } from "./tls.js";
 import type { Region } from "./region.js";
 import { nodeIdOf } from "./node-id.js";
 import { StartupRefusedError } from "./startup.js";
-import { bootstrapMeta, needsBootstrap, openRegionWal } from "./wal-open.js";
+import { bootstrapRunning, needsBootstrap, openRegionWal } from "./wal-open.js";
 
 /** Store hooks for the simulator. */
 export interface StoreHooks {
@@ -205,16 +205,14 @@ async function openInOrder(
     onAbandoned: (entry) => abandoned.push(entry),
     isOwn: (incarnation) => !others.has(incarnation),
     nowMs: runtime.nowMs,
+    bootstrapAfterLoss: store.shared === undefined,
   }));
-  // An accepted WAL loss: records of the abandoned WAL that its damaged frames held and the
-  // store lacked (commits a power loss undid) may be held by peers. The region copies what
-  // the mesh decided before it answers, as a region that lost its state does; salvaging the
-  // intact frames alone lost them (the simulator, seed 306: two acknowledged records of the
-  // old incarnation that a peer held, never copied back, then skipped for the others).
-  if (!empty && abandoned.length > 0 && wal.recovery.created) {
-    await store.setMeta(bootstrapMeta, "running");
-    empty = true;
-  }
+  // An accepted WAL loss marked the store bootstrapping (wal-open.ts): records the abandoned
+  // WAL's damaged frames held and the store lacked (commits a power loss undid) may be held
+  // by peers, so the region copies what the mesh decided before it answers, as a region that
+  // lost its state does (the simulator, seed 306: salvaging the intact frames alone lost two
+  // acknowledged records a peer held, then skipped them for the others).
+  empty ||= await bootstrapRunning(store);
   if (nodeId) await store.shared!.joinRegion({ incarnation: wal.incarnation, nodeId, boot });
   const audit = AuditLog.open({
     dir: path.join(config.dataDir, "audit"),

@@ -56,21 +56,24 @@ const ownCheckLsns = 5000;
 export async function restoreOwnFromWal(r: Region): Promise<string[]> {
   const incarnation = r.wal.incarnation;
   const applied = Math.min(await r.store.watermark(r.name, incarnation), r.wal.durableLsn);
-  const found: StoredRecord[] = [];
+  const changed: string[] = [];
+  // A window at a time, each put back at once: one store transaction per window, not one
+  // for all (a bulk hand delete would hold a live node's event loop).
   for (let from = Math.max(1, r.wal.firstLsn); from <= applied; from += ownCheckLsns) {
     const to = Math.min(applied, from + ownCheckLsns - 1);
     const held = await r.store.streamVersions(r.name, incarnation, from, to, to - from + 1);
     const lsns = new Set(held.map((v) => v.lsn));
     const missing: number[] = [];
     for (let lsn = from; lsn <= to; lsn++) if (!lsns.has(lsn)) missing.push(lsn);
-    if (missing.length > 0) found.push(...(await walRecords(r, missing)));
+    const found = missing.length > 0 ? await walRecords(r, missing) : [];
+    if (found.length === 0) continue;
+    r.log.error(
+      { lsns: found.slice(0, 20).map((v) => v.lsn), count: found.length },
+      "records of this region's own WAL were missing from its store (removed outside the engine): put back from the WAL",
+    );
+    changed.push(...(await repairVersions(r, found, "crr verify: this region's own WAL")));
   }
-  if (found.length === 0) return [];
-  r.log.error(
-    { lsns: found.slice(0, 20).map((v) => v.lsn), count: found.length },
-    "records of this region's own WAL were missing from its store (removed outside the engine): put back from the WAL",
-  );
-  return repairVersions(r, found, "crr verify: this region's own WAL");
+  return changed;
 }
 
 /** Write versions a reconcile established, with an audit entry per changed key. */
@@ -80,8 +83,10 @@ export async function repairVersions(
   requestedBy: string,
 ): Promise<string[]> {
   const changed = await r.store.repair(versions);
+  const byKey = new Map<string, StoredRecord>();
+  for (const v of versions) if (!byKey.has(v.key)) byKey.set(v.key, v);
   for (const key of changed) {
-    const v = versions.find((x) => x.key === key)!;
+    const v = byKey.get(key)!;
     void r.auditPump.record({ kind: "repair", key, requestedBy, written: v, rule: ruleName(r.store.rule) });
   }
   if (changed.length > 0)

@@ -7,8 +7,9 @@
  *   unmounted volume, a deleted directory) is refused, not silently replaced;
  * - `--accept-wal-loss` takes effect only when recovery refuses: every intact frame of the
  *   old WAL is first salvaged into the store (its stream becomes an older incarnation that
- *   the shippers backfill), then the WAL is moved aside and a new incarnation starts (which
- *   then bootstraps from its peers: parts.ts);
+ *   the shippers backfill), the store is marked bootstrapping, then the WAL is moved aside
+ *   and a new incarnation starts, which copies what its peers hold before it answers (the
+ *   damaged frames may have held records the store lacks and a peer holds: seed 306);
  * - the clock never runs behind this region's own newest record in the store.
  */
 import fs from "node:fs";
@@ -95,13 +96,23 @@ export interface OpenRegionWal {
   isOwn?: (incarnation: string) => boolean;
   /** The wall clock (the name of an abandoned WAL's directory). */
   nowMs: () => number;
+  /**
+   * Mark the store bootstrapping before a WAL is abandoned: the region then copies what its
+   * peers hold before it answers (records the lost WAL held that the store lacks). False on a
+   * store the region's nodes share: the mark would be every node's (not done there yet).
+   */
+  bootstrapAfterLoss: boolean;
 }
 
 export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
   if (!hasSegments(o.dir)) {
     const live = (await liveStreams(o.store, o.region)).filter((w) => o.isOwn?.(w.incarnation) ?? true);
     if (live.length > 0 && !o.acceptWalLoss) throw new WalMissingError(o.dir, live);
-    if (live.length > 0) o.onAbandoned({ reason: "the WAL directory held no segment", incarnations: live });
+    if (live.length > 0) {
+      // Before the new WAL exists: a crash after it must still bootstrap.
+      if (o.bootstrapAfterLoss) await o.store.setMeta(bootstrapMeta, "running");
+      o.onAbandoned({ reason: "the WAL directory held no segment", incarnations: live });
+    }
   }
   let wal: Wal;
   try {
@@ -110,6 +121,8 @@ export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
     if (!o.acceptWalLoss || !(err instanceof AcknowledgedLossError || err instanceof SegmentCorruptError))
       throw err;
     const salvaged = await salvage(o);
+    // Before the WAL is moved aside: a crash after it must still bootstrap (seed 306).
+    if (o.bootstrapAfterLoss) await o.store.setMeta(bootstrapMeta, "running");
     const aside = `${o.dir}.abandoned-${new Date(o.nowMs()).toISOString().replace(/[:.]/g, "-")}`;
     fs.renameSync(o.dir, aside);
     o.log.error(

@@ -23,7 +23,7 @@ import { PostgresSimStores } from "../../src/sim/store.js";
 // lost their stores each refused to start while the other did not answer; neither answered
 // while it refused), 2 (a late request of a restarted region's previous boot made the new
 // boot a second node, stopped for good; found by the check that no node ends a run stopped),
-// 106 (a region bootstrapped from a peer just after a hand delete there: the record survived
+// 206 (the same by send time alone: the previous boot's clock had jumped 1.4 s ahead), 106 (a region bootstrapped from a peer just after a hand delete there: the record survived
 // only in the peer's WAL), 306 (an accepted WAL loss kept only the intact frames; two
 // acknowledged records a peer held were never copied back), 315 (an own record deleted by
 // hand, then beaten by another region's older version: only its WAL still held it). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
@@ -37,6 +37,7 @@ const seeds = [
   33,
   62,
   106,
+  206,
   306,
   315,
 ];
