@@ -170,6 +170,16 @@ const mutants = [
     only: "seed 306:",
   },
   {
+    // Found by the simulator (seed 709): a wiped region's older stream, its watermark taken
+    // from the peers' answers at its bootstrap, held two more records copied back later.
+    name: "an older incarnation shipped only up to our own watermark, not what the store holds past it",
+    file: "src/shipper/backfill.ts",
+    from: "    await shipHeldBeyond(c, s.incarnation, next);\n",
+    to: "",
+    tests: ["src/shipper/backfill.test.ts"],
+    only: "past its own watermark, without a hole",
+  },
+  {
     // Found by the simulator (seed 106): a region bootstrapped from a peer whose operator had
     // just deleted a key by hand; the record survived only in the peer's WAL.
     name: "bootstrap: a peer's current stream copied from its store alone, not the holes from its WAL",

@@ -26,7 +26,9 @@ import { PostgresSimStores } from "../../src/sim/store.js";
 // 206 (the same by send time alone: the previous boot's clock had jumped 1.4 s ahead), 106 (a region bootstrapped from a peer just after a hand delete there: the record survived
 // only in the peer's WAL), 306 (an accepted WAL loss kept only the intact frames; two
 // acknowledged records a peer held were never copied back), 315 (an own record deleted by
-// hand, then beaten by another region's older version: only its WAL still held it). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
+// hand, then beaten by another region's older version: only its WAL still held it), 709 (a
+// wiped region's older stream shipped only up to a watermark its bootstrap took from the
+// peers, though its store held two more records). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
 // repaired by `crr reconcile` from evidence (both reconcile mutants fail there). The bug-finding
 // table (`node scripts/known-mutants.mjs --sim 20`) maps every known mutant to the first
 // seed that finds it; most are among 1..10.
@@ -40,6 +42,7 @@ const seeds = [
   206,
   306,
   315,
+  709,
 ];
 const activeMs = Number(process.env.CRR_SIM_ACTIVE_MS ?? 30_000);
 // The same runs with every region's store on PostgreSQL (the suite's server), some regions
