@@ -160,6 +160,16 @@ const mutants = [
     only: "puts back an own record deleted by hand",
   },
   {
+    // Found by the simulator (seed 631): a bootstrap kept a peer's answer from before that
+    // peer lost its store, and raised its watermark past LSNs the peer no longer held.
+    name: "bootstrap: a peer's current stream covered past a hole neither its store nor its WAL fills",
+    file: "src/node/copy.ts",
+    from: "        if (w.firstUnfilled !== undefined) coveredThrough = Math.min(coveredThrough, w.firstUnfilled - 1);\n",
+    to: "",
+    tests: ["src/node/copy.test.ts"],
+    only: "covered only below a hole neither its store nor its WAL fills",
+  },
+  {
     // Found by the simulator (seed 306): the old WAL's damaged frames held two acknowledged
     // records the store lacked (a power loss undid their commits) and a peer held.
     name: "an accepted WAL loss starts without copying what the peers hold",
@@ -184,8 +194,8 @@ const mutants = [
     // just deleted a key by hand; the record survived only in the peer's WAL.
     name: "bootstrap: a peer's current stream copied from its store alone, not the holes from its WAL",
     file: "src/node/copy.ts",
-    from: "      if (!older && r.holes.length > 0)\n",
-    to: "      if (false && !older && r.holes.length > 0)\n",
+    from: "      if (!older && r.holes.length > 0) {\n",
+    to: "      if (false) {\n",
     tests: ["src/node/copy.test.ts"],
     only: "lacks in its store from its WAL",
   },

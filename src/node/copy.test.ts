@@ -220,8 +220,10 @@ describe("copyMesh", () => {
           return { incarnation: walIncarnation, records: held.map(({ intact: _i, ...v }) => v) };
         },
       }) as unknown as PeerLink;
+    let watermark = -1;
     const copy = async (walIncarnation: string, accepts = () => true) => {
       const store = memoryStore();
+      store.resetWatermark = async (_o, _i, lsn) => void (watermark = lsn);
       await copyMesh({
         region: "eu-west-1",
         views: new Map([["us-east-1", view]]),
@@ -232,11 +234,57 @@ describe("copyMesh", () => {
       return [...store.held.values()].map((v) => v.lsn).sort((a, b) => a - b);
     };
     expect(await copy(current)).toEqual([1, 2, 3, 4, 5, 6]);
+    expect(watermark).toBe(6);
     // Only the holes are asked for (LSN 6 is past the last record the store returned).
     expect(asked).toEqual([[3], [6]]);
-    // A WAL that now speaks for another incarnation is no evidence for this stream.
+    // A WAL that now speaks for another incarnation is no evidence for this stream: the
+    // stream counts as covered only below the first hole, and its origin ships the rest.
     expect(await copy("n".repeat(32))).toEqual([1, 2, 4, 5]);
-    // The policy still decides what this region may hold.
+    expect(watermark).toBe(2);
+    // The policy still decides what this region may hold (a record not kept is no hole).
     expect(await copy(current, () => false)).toEqual([]);
+    expect(watermark).toBe(6);
+  });
+
+  it("counts a peer's current stream as covered only below a hole neither its store nor its WAL fills (simulator seed 631)", async () => {
+    const { copyMesh } = await import("./copy.js");
+    // us-east-1 answered with its watermark 6 before it lost its store; now its store holds
+    // nothing of its stream and its WAL (retention) only LSNs 4..6.
+    const current = "u".repeat(32);
+    const theirs = (lsn: number) => {
+      const { intact: _i, ...v } = version(lsn);
+      return { ...v, origin: "us-east-1", incarnation: current };
+    };
+    const view: WatermarksView = {
+      region: "us-east-1",
+      incarnation: current,
+      watermarks: {},
+      streams: [{ origin: "us-east-1", incarnation: current, lsn: 6, updatedAtMs: 0 }],
+      rule: "first-write-wins",
+      formatVersion: 1,
+      clock: { wallMs: 0, logical: 0 },
+      seen: [],
+    };
+    const link = {
+      ...peerHolding([], 100).link,
+      exportPage: async () => ({ versions: [], next: undefined }),
+      walRecords: async (lsns: number[]) => ({
+        incarnation: current,
+        records: lsns.filter((l) => l >= 4).map(theirs),
+      }),
+    } as unknown as PeerLink;
+    const store = memoryStore();
+    const marks: number[] = [];
+    store.resetWatermark = async (_o, _i, lsn) => void marks.push(lsn);
+    await copyMesh({
+      region: "eu-west-1",
+      views: new Map([["us-east-1", view]]),
+      links: new Map([["us-east-1", link]]),
+      store,
+      accepts: () => true,
+    });
+    expect([...store.held.values()].map((v) => v.lsn).sort((a, b) => a - b)).toEqual([4, 5, 6]);
+    // Nothing raised past the hole at 1: us-east-1 ships 1.. itself once it has them back.
+    expect(marks.every((m) => m < 1)).toBe(true);
   });
 });

@@ -107,21 +107,29 @@ export async function copyHolesFromWal(
   incarnation: string,
   holes: readonly LsnRange[],
   keep: (v: StoredRecord) => boolean,
-): Promise<{ copied: number; newest: StoredRecord["hlc"] | undefined }> {
+): Promise<{
+  copied: number;
+  newest: StoredRecord["hlc"] | undefined;
+  /** The first LSN of `holes` the WAL did not give (undefined: it gave them all). */
+  firstUnfilled: number | undefined;
+}> {
   let copied = 0;
   let newest: StoredRecord["hlc"] | undefined;
+  let firstUnfilled: number | undefined;
   for (const h of holes) {
     for (let from = h.from; from <= h.to; from += walLsnsMax) {
       const lsns = Array.from({ length: Math.min(walLsnsMax, h.to - from + 1) }, (_, i) => from + i);
       const a = await link.walRecords(lsns);
-      if (a.incarnation !== incarnation) return { copied, newest };
+      if (a.incarnation !== incarnation) return { copied, newest, firstUnfilled: firstUnfilled ?? from };
+      const given = new Set(a.records.filter((v) => v.incarnation === incarnation).map((v) => v.lsn));
+      firstUnfilled ??= lsns.find((l) => !given.has(l));
       const kept = a.records.filter((v) => v.incarnation === incarnation && keep(v));
       await store.repair(kept);
       copied += kept.length;
       for (const v of kept) if (!newest || compare(v.hlc, newest) > 0) newest = v.hlc;
     }
   }
-  return { copied, newest };
+  return { copied, newest, firstUnfilled };
 }
 
 /** Copy every winning version `link` holds that `keep` accepts (but those of `covered` streams at or below their LSN). */
@@ -266,9 +274,17 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
       const r = await copyStream(m.links.get(peer)!, m.store, s, keep, older);
       note(r);
       // The current stream's holes its WAL still holds: from the WAL, not lost with the store.
-      if (!older && r.holes.length > 0)
-        note(await copyHolesFromWal(m.links.get(peer)!, m.store, own.incarnation, r.holes, keep));
-      await raiseWatermark(m.store, peer, own.incarnation, r.coveredThrough);
+      // One neither holds (the peer may still be refilling it, or answered from a store lost
+      // since its earlier answer) is covered only below it: its shipper sends the rest once
+      // it has it back, or stops there until an operator skips it, audited (simulator seed
+      // 631: a watermark raised past LSNs the peer no longer held hid two acknowledged records).
+      let coveredThrough = r.coveredThrough;
+      if (!older && r.holes.length > 0) {
+        const w = await copyHolesFromWal(m.links.get(peer)!, m.store, own.incarnation, r.holes, keep);
+        note(w);
+        if (w.firstUnfilled !== undefined) coveredThrough = Math.min(coveredThrough, w.firstUnfilled - 1);
+      }
+      await raiseWatermark(m.store, peer, own.incarnation, coveredThrough);
     }
   }
   // Our own older incarnations: each peer holds the tenants its policy sent it; take them all.

@@ -28,7 +28,8 @@ import { PostgresSimStores } from "../../src/sim/store.js";
 // acknowledged records a peer held were never copied back), 315 (an own record deleted by
 // hand, then beaten by another region's older version: only its WAL still held it), 709 (a
 // wiped region's older stream shipped only up to a watermark its bootstrap took from the
-// peers, though its store held two more records). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
+// peers, though its store held two more records), 631 (a bootstrap raised a peer's stream
+// past LSNs the peer no longer held: its answer was from before it lost its store). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
 // repaired by `crr reconcile` from evidence (both reconcile mutants fail there). The bug-finding
 // table (`node scripts/known-mutants.mjs --sim 20`) maps every known mutant to the first
 // seed that finds it; most are among 1..10.
@@ -42,6 +43,7 @@ const seeds = [
   206,
   306,
   315,
+  631,
   709,
 ];
 const activeMs = Number(process.env.CRR_SIM_ACTIVE_MS ?? 30_000);
