@@ -50,6 +50,20 @@ function memoryStore(): CopyStore & { held: Map<string, StoredRecord> } {
   };
 }
 
+/** A peer's watermarks answer: its own current stream `incarnation` held through `lsn`. */
+function ownStreamView(region: string, incarnation: string, lsn: number): WatermarksView {
+  return {
+    region,
+    incarnation,
+    watermarks: {},
+    streams: [{ origin: region, incarnation, lsn, updatedAtMs: 0 }],
+    rule: "first-write-wins",
+    formatVersion: 1,
+    clock: { wallMs: 0, logical: 0 },
+    seen: [],
+  };
+}
+
 describe("copyStream", () => {
   it("follows the peer's cursor through every page, even pages shorter than asked", async () => {
     const versions = Array.from({ length: 25 }, (_, i) => version(i + 1));
@@ -199,16 +213,7 @@ describe("copyMesh", () => {
     // (retention removed 1). A copy of the store alone would lose LSN 3 everywhere.
     const current = "u".repeat(32);
     const theirs = (lsn: number) => ({ ...version(lsn), origin: "us-east-1", incarnation: current });
-    const view: WatermarksView = {
-      region: "us-east-1",
-      incarnation: current,
-      watermarks: {},
-      streams: [{ origin: "us-east-1", incarnation: current, lsn: 6, updatedAtMs: 0 }],
-      rule: "first-write-wins",
-      formatVersion: 1,
-      clock: { wallMs: 0, logical: 0 },
-      seen: [],
-    };
+    const view = ownStreamView("us-east-1", current, 6);
     const asked: number[][] = [];
     const link = (walIncarnation: string) =>
       ({
@@ -255,16 +260,7 @@ describe("copyMesh", () => {
       const { intact: _i, ...v } = version(lsn);
       return { ...v, origin: "us-east-1", incarnation: current };
     };
-    const view: WatermarksView = {
-      region: "us-east-1",
-      incarnation: current,
-      watermarks: {},
-      streams: [{ origin: "us-east-1", incarnation: current, lsn: 6, updatedAtMs: 0 }],
-      rule: "first-write-wins",
-      formatVersion: 1,
-      clock: { wallMs: 0, logical: 0 },
-      seen: [],
-    };
+    const view = ownStreamView("us-east-1", current, 6);
     const link = {
       ...peerHolding([], 100).link,
       exportPage: async () => ({ versions: [], next: undefined }),
