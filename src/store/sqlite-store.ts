@@ -839,9 +839,19 @@ export class SqliteStore implements DedupStore {
     );
   }
 
-  /** The whole database as one image (what the simulator keeps of a synced state). */
-  serialize(): Buffer {
-    return this.db.serialize();
+  /**
+   * Copy every committed page into the database file and empty the -wal (the simulator's
+   * image of a synced state: the file then holds exactly what a power loss cannot undo).
+   * Throws when a reader kept the checkpoint from finishing.
+   */
+  checkpointFully(): void {
+    const [r] = this.guard("checkpoint", () => this.db.pragma("wal_checkpoint(TRUNCATE)")) as {
+      busy: number;
+      log: number;
+      checkpointed: number;
+    }[];
+    if (!r || r.busy !== 0 || r.log !== r.checkpointed)
+      throw new Error(`${this.file}: the checkpoint did not finish (${JSON.stringify(r)})`);
   }
 
   /**
