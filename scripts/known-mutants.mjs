@@ -146,10 +146,28 @@ const mutants = [
     // by another region's older version of the key; the winner digests all agreed.
     name: "crr verify: own records not checked against the WAL",
     file: "src/node/region.ts",
-    from: "    if (options.fullScrub) await restoreOwnFromWal(this);\n",
+    from: "      await restoreOwnFromWal(this);\n",
     to: "",
     tests: ["test/sim/sim.test.ts"],
     only: "seed 315:",
+  },
+  {
+    // Found by the simulator (seeds 314 and 454): a hand-deleted copy of another region's
+    // record (or an own one past the WAL's retention), beaten since by another version.
+    name: "crr verify: streams not checked against the peers' copies",
+    file: "src/node/region.ts",
+    from: "      await restoreStreamsFromPeers(this);\n",
+    to: "",
+    tests: ["test/sim/sim.test.ts"],
+    only: "seed 314:",
+  },
+  {
+    name: "crr verify: a damaged peer copy taken as an answer",
+    file: "src/node/stream-check.ts",
+    from: "if (!intact || !missing.delete(v.lsn)) continue;",
+    to: "if (!missing.delete(v.lsn)) continue;",
+    tests: ["src/node/stream-check.test.ts"],
+    only: "asks the origin first",
   },
   {
     name: "crr verify: own records missing from the store not read back from the WAL",

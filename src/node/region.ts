@@ -65,7 +65,14 @@ import { fellowIncarnations, openParts, type Parts, type StoreHooks } from "./pa
 import { OwnRecordsUndecidedError, replayLocal, replayLocalWhenAnswered } from "./replay.js";
 import { ReplayFloorFile } from "./replay-floor.js";
 import type { TlsFiles } from "./tls.js";
-import { allowSkip, repairFromPeer, repairVersions, restoreOwnFromWal, walRecords } from "./repair.js";
+import {
+  allowSkip,
+  repairFromPeer,
+  repairVersions,
+  restoreOwnFromWal,
+  restoreStreamsFromPeers,
+  walRecords,
+} from "./repair.js";
 import { retain } from "./retention.js";
 import { StartupChecks } from "./startup.js";
 import {
@@ -448,10 +455,14 @@ export class Region {
 
   /**
    * Run the divergence check now (what `crr verify` asks for). With a full scrub, this
-   * region's own records are first checked against its WAL (restoreOwnFromWal).
+   * region's own records are first checked against its WAL (restoreOwnFromWal), and every
+   * stream below its watermark against the peers' copies (restoreStreamsFromPeers).
    */
   async verify(options: { fullScrub?: boolean } = {}): Promise<ScanReport> {
-    if (options.fullScrub) await restoreOwnFromWal(this);
+    if (options.fullScrub) {
+      await restoreOwnFromWal(this);
+      await restoreStreamsFromPeers(this);
+    }
     return this.divergence.scan(options);
   }
 

@@ -9,6 +9,7 @@ import { ruleName, type StoredRecord } from "../store/index.js";
 import { decodeFrames } from "../wal/index.js";
 import { UnavailableError } from "./append-path.js";
 import type { Region } from "./region.js";
+import { askPeers, streamCheckLsns, streamHoles } from "./stream-check.js";
 
 /** Records of this region's own WAL by LSN (reconcile asks the origin: its WAL is the truth). */
 export async function walRecords(r: Region, lsns: readonly number[]): Promise<StoredRecord[]> {
@@ -73,6 +74,47 @@ export async function restoreOwnFromWal(r: Region): Promise<string[]> {
     );
     changed.push(...(await repairVersions(r, found, "crr verify: this region's own WAL")));
   }
+  return changed;
+}
+
+/**
+ * `crr verify`'s check of every stream this store holds below its watermark against the
+ * peers' copies (stream-check.ts): what is missing here, the policy sends here and a peer
+ * holds intact is put back through the rule (logged; a loser it becomes is audited as a
+ * conflict). Returns the keys whose winner changed.
+ */
+export async function restoreStreamsFromPeers(r: Region): Promise<string[]> {
+  const c = {
+    self: r.name,
+    incarnation: r.wal.incarnation,
+    walFirstLsn: r.wal.firstLsn,
+    store: r.store,
+    links: r.links,
+    accepts: (origin: string, tenant: string) => r.policy.accepts(origin, tenant),
+  };
+  const streams = await streamHoles(c);
+  if (streams.length === 0) return [];
+  const a = await askPeers(c, streams);
+  for (const [peer, err] of a.failed)
+    r.log.warn({ peer, err }, "crr verify: could not ask this peer for the stream LSNs missing here");
+  if (a.unanswered.size > 0)
+    r.log.info(
+      { streams: Object.fromEntries(a.unanswered) },
+      "crr verify: LSNs below a stream's watermark that this store lacks and no peer gave intact (tenants the policy does not send here, or held nowhere)",
+    );
+  if (a.found.length === 0) return [];
+  r.log.error(
+    {
+      versions: a.found.slice(0, 20).map((v) => `${v.origin}/${v.incarnation}/${v.lsn}`),
+      count: a.found.length,
+    },
+    "records below their stream's watermark were missing from this store (removed outside the engine): put back from the peers' copies",
+  );
+  const changed: string[] = [];
+  for (let i = 0; i < a.found.length; i += streamCheckLsns)
+    changed.push(
+      ...(await repairVersions(r, a.found.slice(i, i + streamCheckLsns), "crr verify: the peers' copies")),
+    );
   return changed;
 }
 

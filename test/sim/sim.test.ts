@@ -29,7 +29,9 @@ import { PostgresSimStores } from "../../src/sim/store.js";
 // hand, then beaten by another region's older version: only its WAL still held it), 709 (a
 // wiped region's older stream shipped only up to a watermark its bootstrap took from the
 // peers, though its store held two more records), 631 (a bootstrap raised a peer's stream
-// past LSNs the peer no longer held: its answer was from before it lost its store). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
+// past LSNs the peer no longer held: its answer was from before it lost its store), 314 and
+// 454 (a hand-deleted copy of another region's record, and an own record past the WAL's
+// retention, each beaten since by another version: only the peers' copies held them). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
 // repaired by `crr reconcile` from evidence (both reconcile mutants fail there). The bug-finding
 // table (`node scripts/known-mutants.mjs --sim 20`) maps every known mutant to the first
 // seed that finds it; most are among 1..10.
@@ -42,7 +44,9 @@ const seeds = [
   106,
   206,
   306,
+  314,
   315,
+  454,
   631,
   709,
 ];

@@ -1,0 +1,141 @@
+/**
+ * `crr verify`'s check of the streams this store holds against its peers' copies: every LSN
+ * at or below a stream's watermark was applied here, so each one must be in the store (the
+ * winner of its key or a loser kept in conflicts), unless the tenant policy never sent it.
+ * One missing was removed outside the engine (a hand delete, rows lost). When another version
+ * of its key won since, every region agrees on the winner, the winner digests agree, and
+ * nothing else shows the loss (the simulator, seeds 314 and 454: a hand-deleted copy of
+ * another region's record, and an own record whose WAL segment retention had removed, both
+ * losers since, held nowhere in that region). Own LSNs the WAL still holds are checked
+ * against the WAL instead (restoreOwnFromWal).
+ *
+ * The missing LSNs are asked of the peers, the stream's origin first (it holds every record
+ * of its own streams), then the others by name; an LSN counts as answered by the first intact
+ * copy. Only what the policy sends here is put back. A selective deployment's excluded LSNs
+ * are holes too: they are read from the peers on each check and dropped.
+ */
+import type { PeerLink } from "../link/index.js";
+import type { StoredRecord, StreamStore, ApplyStore } from "../store/index.js";
+import type { LsnRange } from "./copy.js";
+
+/** LSNs of a stream one store read covers (the window of a check). */
+export const streamCheckLsns = 5000;
+
+/** LSNs in ascending order as ranges of consecutive ones. Pure. */
+export function toRanges(lsns: Iterable<number>): LsnRange[] {
+  const out: LsnRange[] = [];
+  for (const lsn of lsns) {
+    const last = out[out.length - 1];
+    if (last && last.to === lsn - 1) last.to = lsn;
+    else out.push({ from: lsn, to: lsn });
+  }
+  return out;
+}
+
+/** The LSNs of [from, to] that `held` lacks, as ranges in order. Pure. */
+export function missingRanges(from: number, to: number, held: ReadonlySet<number>): LsnRange[] {
+  const lacked: number[] = [];
+  for (let lsn = from; lsn <= to; lsn++) if (!held.has(lsn)) lacked.push(lsn);
+  return toRanges(lacked);
+}
+
+export interface StreamHoles {
+  origin: string;
+  incarnation: string;
+  holes: LsnRange[];
+}
+
+export interface StreamCheck {
+  /** This region, its WAL's incarnation and first LSN (below it, its own records are checked here). */
+  self: string;
+  incarnation: string;
+  walFirstLsn: number;
+  store: Pick<StreamStore, "streamVersions"> & Pick<ApplyStore, "watermarks">;
+  links: ReadonlyMap<string, PeerLink>;
+  /** Whether this region may hold `tenant`'s records written in `origin`. */
+  accepts: (origin: string, tenant: string) => boolean;
+}
+
+/** The LSN range of a stream checked here: through its watermark (own current one: below the WAL). */
+function checkedThrough(c: StreamCheck, w: { origin: string; incarnation: string; lsn: number }): number {
+  const own = w.origin === c.self && w.incarnation === c.incarnation;
+  return own ? Math.min(w.lsn, c.walFirstLsn - 1) : w.lsn;
+}
+
+/** Every stream's LSNs at or below its watermark that the store holds neither as winner nor as loser. */
+export async function streamHoles(c: StreamCheck): Promise<StreamHoles[]> {
+  const out: StreamHoles[] = [];
+  for (const w of await c.store.watermarks()) {
+    const through = checkedThrough(c, w);
+    const holes: LsnRange[] = [];
+    for (let from = 1; from <= through; from += streamCheckLsns) {
+      const to = Math.min(through, from + streamCheckLsns - 1);
+      const held = await c.store.streamVersions(w.origin, w.incarnation, from, to, to - from + 1);
+      holes.push(...missingRanges(from, to, new Set(held.map((v) => v.lsn))));
+    }
+    if (holes.length > 0) out.push({ origin: w.origin, incarnation: w.incarnation, holes });
+  }
+  return out;
+}
+
+/** The peers to ask for `origin`'s stream: the origin first, then the others by name. */
+function askOrder(links: ReadonlyMap<string, PeerLink>, origin: string): PeerLink[] {
+  const names = [...links.keys()].sort((a, b) => (a === origin ? -1 : b === origin ? 1 : a < b ? -1 : 1));
+  return names.map((n) => links.get(n)!);
+}
+
+export interface PeersAnswer {
+  /** Intact copies of missing LSNs that the policy sends here (to put back). */
+  found: StoredRecord[];
+  /** LSNs no peer gave intact, per stream ("origin/incarnation"). */
+  unanswered: Map<string, number>;
+  /** Peers that failed to answer, with why. */
+  failed: Map<string, string>;
+}
+
+/** Ask the peers for the holes of each stream (each LSN until one peer gives an intact copy). */
+export async function askPeers(c: StreamCheck, streams: readonly StreamHoles[]): Promise<PeersAnswer> {
+  const found: StoredRecord[] = [];
+  const unanswered = new Map<string, number>();
+  const failed = new Map<string, string>();
+  for (const s of streams) {
+    const missing = new Set(
+      s.holes.flatMap((h) => Array.from({ length: h.to - h.from + 1 }, (_, i) => h.from + i)),
+    );
+    for (const link of askOrder(c.links, s.origin)) {
+      if (missing.size === 0 || failed.has(link.peer)) continue;
+      try {
+        for (const h of toRanges([...missing].sort((a, b) => a - b)))
+          await askRange(c, link, s, h, missing, found);
+      } catch (err) {
+        failed.set(link.peer, (err as Error).message);
+      }
+    }
+    if (missing.size > 0) unanswered.set(`${s.origin}/${s.incarnation}`, missing.size);
+  }
+  return { found, unanswered, failed };
+}
+
+async function askRange(
+  c: StreamCheck,
+  link: PeerLink,
+  s: StreamHoles,
+  h: LsnRange,
+  missing: Set<number>,
+  found: StoredRecord[],
+): Promise<void> {
+  for (let from: number | undefined = h.from; from !== undefined && from <= h.to;) {
+    const page = await link.streamRecords({
+      origin: s.origin,
+      incarnation: s.incarnation,
+      fromLsn: from,
+      toLsn: h.to,
+      limit: streamCheckLsns,
+    });
+    for (const { intact, ...v } of page.versions) {
+      if (!intact || !missing.delete(v.lsn)) continue;
+      if (v.origin === c.self || c.accepts(v.origin, v.tenant)) found.push(v);
+    }
+    from = page.next;
+  }
+}
