@@ -146,8 +146,8 @@ const mutants = [
     // by another region's older version of the key; the winner digests all agreed.
     name: "crr verify: own records not checked against the WAL",
     file: "src/node/region.ts",
-    from: "      await restoreOwnFromWal(this);\n",
-    to: "",
+    from: "const own = await restoreOwnFromWal(this);",
+    to: "const own = { restored: 0 };",
     tests: ["test/sim/sim.test.ts"],
     only: "seed 315:",
   },
@@ -156,10 +156,18 @@ const mutants = [
     // record (or an own one past the WAL's retention), beaten since by another version.
     name: "crr verify: streams not checked against the peers' copies",
     file: "src/node/region.ts",
-    from: "      await restoreStreamsFromPeers(this);\n",
-    to: "",
+    from: "const peers = await restoreStreamsFromPeers(this);",
+    to: "const peers = { restored: 0, failed: [] };",
     tests: ["test/sim/sim.test.ts"],
     only: "seed 314:",
+  },
+  {
+    name: "crr verify: a missing version that would win put back without reconcile",
+    file: "src/node/stream-check.ts",
+    from: "if (winner && compareVersions(c.rule, winner, v) < 0) losers.push(v);",
+    to: "if (true) losers.push(v);",
+    tests: ["src/node/stream-check.test.ts"],
+    only: "leaves a missing version that would win",
   },
   {
     name: "crr verify: a damaged peer copy taken as an answer",

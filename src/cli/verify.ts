@@ -4,10 +4,10 @@
  * and with reconcile, repair each divergent or missing key by the merge rule.
  */
 import { credentialsOf, type NodeConfig } from "../config/index.js";
-import { reconcileFindings, type Finding, type ReconcileIo, type ScanReport } from "../divergence/index.js";
+import { reconcileFindings, type Finding, type ReconcileIo } from "../divergence/index.js";
 import { HttpPeerLink, type PeerLink } from "../link/index.js";
 import { silentLogger } from "../log.js";
-import { Region, mergeRuleOf } from "../node/index.js";
+import { Region, mergeRuleOf, type VerifyReport } from "../node/index.js";
 import type { StoredRecord } from "../store/index.js";
 import { CliUsageError, loadConfigOrUsage, parseCommand } from "./args.js";
 import { callNode, clientTlsOf, nodeUrl } from "./http.js";
@@ -29,11 +29,11 @@ export function describeFinding(f: Finding): string {
 }
 
 /** Ask the running node; if nothing answers, open the region here (it takes the data directory's lock). */
-async function scan(config: NodeConfig): Promise<{ report: ScanReport; offline: Region | undefined }> {
+async function scan(config: NodeConfig): Promise<{ report: VerifyReport; offline: Region | undefined }> {
   const url = nodeUrl(config);
   try {
     return {
-      report: await callNode<ScanReport>(url, "v1/admin/verify", {
+      report: await callNode<VerifyReport>(url, "v1/admin/verify", {
         method: "POST",
         timeoutMs: 120_000,
         credential: { kind: "signed", region: config.region, signer: credentialsOf(config).signer },
@@ -52,7 +52,12 @@ async function scan(config: NodeConfig): Promise<{ report: ScanReport; offline: 
   }
 }
 
-function printReport(report: ScanReport, say: (s: string) => void): void {
+function printReport(report: VerifyReport, say: (s: string) => void): void {
+  const r = report.restored;
+  if (r && r.fromWal + r.fromPeers > 0)
+    say(
+      `PUT BACK  ${r.fromWal} own records from this region's WAL and ${r.fromPeers} from the peers' copies: they were missing from the store (removed outside the engine; see the node's log and audit log)`,
+    );
   for (const p of report.peers) {
     say(
       `compared with ${p.peer}: ${p.bucketsDiffering} buckets differ, ${p.keysCompared} keys compared, ${p.findings.length} findings (${(p.bytes / 1024).toFixed(1)} KiB, ${p.durationMs.toFixed(0)} ms)`,

@@ -13,6 +13,7 @@ export type {
   RegionOptions,
   RegionStatus,
   Readiness,
+  VerifyReport,
 } from "./region.js";
 export { DataDirLockedError } from "./lock.js";
 export { buildServer, startServer } from "./http/server.js";

@@ -90,6 +90,15 @@ export { DrainingError, OverloadedError, UnavailableError, WaitTimeoutError } fr
 export type { AppendOptions, AppendResult } from "./append-path.js";
 export type { PeerStatus, Readiness, RegionStatus } from "./status.js";
 
+/**
+ * What `crr verify` reports: the divergence scan, and with a full scrub the versions put
+ * back first (missing from the store, removed outside the engine): own records from the WAL,
+ * the rest from the peers' copies.
+ */
+export interface VerifyReport extends ScanReport {
+  restored?: { fromWal: number; fromPeers: number };
+}
+
 export interface RegionOptions {
   log?: Logger;
   /** Time, timers and randomness (default: the real ones; the simulator passes its own). */
@@ -458,12 +467,17 @@ export class Region {
    * region's own records are first checked against its WAL (restoreOwnFromWal), and every
    * stream below its watermark against the peers' copies (restoreStreamsFromPeers).
    */
-  async verify(options: { fullScrub?: boolean } = {}): Promise<ScanReport> {
-    if (options.fullScrub) {
-      await restoreOwnFromWal(this);
-      await restoreStreamsFromPeers(this);
-    }
-    return this.divergence.scan(options);
+  async verify(options: { fullScrub?: boolean } = {}): Promise<VerifyReport> {
+    if (!options.fullScrub) return this.divergence.scan(options);
+    const own = await restoreOwnFromWal(this);
+    const peers = await restoreStreamsFromPeers(this);
+    const report = await this.divergence.scan(options);
+    const scanned = new Set(report.errors.map((e) => e.peer));
+    return {
+      ...report,
+      errors: [...report.errors, ...peers.failed.filter((e) => !scanned.has(e.peer))],
+      restored: { fromWal: own.restored, fromPeers: peers.restored },
+    };
   }
 
   append(input: RecordInput, options: AppendOptions = {}): Promise<AppendResult> {

@@ -9,7 +9,7 @@ import { ruleName, type StoredRecord } from "../store/index.js";
 import { decodeFrames } from "../wal/index.js";
 import { UnavailableError } from "./append-path.js";
 import type { Region } from "./region.js";
-import { askPeers, streamCheckLsns, streamHoles } from "./stream-check.js";
+import { askPeers, splitByWinner, streamCheckLsns, streamHoles } from "./stream-check.js";
 
 /** Records of this region's own WAL by LSN (reconcile asks the origin: its WAL is the truth). */
 export async function walRecords(r: Region, lsns: readonly number[]): Promise<StoredRecord[]> {
@@ -54,10 +54,11 @@ const ownCheckLsns = 5000;
  * Each is put back from the WAL through the rule (a repair, logged; a loser it becomes is
  * audited as a conflict). Returns the keys whose winner changed.
  */
-export async function restoreOwnFromWal(r: Region): Promise<string[]> {
+export async function restoreOwnFromWal(r: Region): Promise<Restored> {
   const incarnation = r.wal.incarnation;
   const applied = Math.min(await r.store.watermark(r.name, incarnation), r.wal.durableLsn);
   const changed: string[] = [];
+  let restored = 0;
   // A window at a time, each put back at once: one store transaction per window, not one
   // for all (a bulk hand delete would hold a live node's event loop).
   for (let from = Math.max(1, r.wal.firstLsn); from <= applied; from += ownCheckLsns) {
@@ -73,17 +74,27 @@ export async function restoreOwnFromWal(r: Region): Promise<string[]> {
       "records of this region's own WAL were missing from its store (removed outside the engine): put back from the WAL",
     );
     changed.push(...(await repairVersions(r, found, "crr verify: this region's own WAL")));
+    restored += found.length;
   }
-  return changed;
+  return { restored, changed };
+}
+
+/** What a check of `crr verify` put back: versions written, and the keys whose winner changed. */
+export interface Restored {
+  restored: number;
+  changed: string[];
 }
 
 /**
  * `crr verify`'s check of every stream this store holds below its watermark against the
- * peers' copies (stream-check.ts): what is missing here, the policy sends here and a peer
- * holds intact is put back through the rule (logged; a loser it becomes is audited as a
- * conflict). Returns the keys whose winner changed.
+ * peers' copies (stream-check.ts): what is missing here, the policy sends here, a peer holds
+ * intact and loses against this store's winner of its key is put back as a conflict loser
+ * (logged, audited as a conflict). One that would win is left to the divergence check, which
+ * shows it. Returns how many were put back (no winner changes).
  */
-export async function restoreStreamsFromPeers(r: Region): Promise<string[]> {
+export async function restoreStreamsFromPeers(
+  r: Region,
+): Promise<Restored & { failed: Array<{ peer: string; error: string }> }> {
   const c = {
     self: r.name,
     incarnation: r.wal.incarnation,
@@ -91,10 +102,12 @@ export async function restoreStreamsFromPeers(r: Region): Promise<string[]> {
     store: r.store,
     links: r.links,
     accepts: (origin: string, tenant: string) => r.policy.accepts(origin, tenant),
+    rule: r.store.rule,
   };
   const streams = await streamHoles(c);
-  if (streams.length === 0) return [];
+  if (streams.length === 0) return { restored: 0, changed: [], failed: [] };
   const a = await askPeers(c, streams);
+  const failed = [...a.failed].map(([peer, error]) => ({ peer, error: `stream check: ${error}` }));
   for (const [peer, err] of a.failed)
     r.log.warn({ peer, err }, "crr verify: could not ask this peer for the stream LSNs missing here");
   if (a.unanswered.size > 0)
@@ -102,20 +115,24 @@ export async function restoreStreamsFromPeers(r: Region): Promise<string[]> {
       { streams: Object.fromEntries(a.unanswered) },
       "crr verify: LSNs below a stream's watermark that this store lacks and no peer gave intact (tenants the policy does not send here, or held nowhere)",
     );
-  if (a.found.length === 0) return [];
+  const { losers, left } = await splitByWinner(c, a.found);
+  const ids = (vs: StoredRecord[]) => vs.slice(0, 20).map((v) => `${v.origin}/${v.incarnation}/${v.lsn}`);
+  if (left.length > 0)
+    r.log.warn(
+      { versions: ids(left), count: left.length },
+      "crr verify: records below their stream's watermark are missing from this store and would win their key here: left to the divergence check and crr reconcile",
+    );
+  if (losers.length === 0) return { restored: 0, changed: [], failed };
   r.log.error(
-    {
-      versions: a.found.slice(0, 20).map((v) => `${v.origin}/${v.incarnation}/${v.lsn}`),
-      count: a.found.length,
-    },
-    "records below their stream's watermark were missing from this store (removed outside the engine): put back from the peers' copies",
+    { versions: ids(losers), count: losers.length },
+    "conflict losers below their stream's watermark were missing from this store (removed outside the engine): put back from the peers' copies",
   );
   const changed: string[] = [];
-  for (let i = 0; i < a.found.length; i += streamCheckLsns)
+  for (let i = 0; i < losers.length; i += streamCheckLsns)
     changed.push(
-      ...(await repairVersions(r, a.found.slice(i, i + streamCheckLsns), "crr verify: the peers' copies")),
+      ...(await repairVersions(r, losers.slice(i, i + streamCheckLsns), "crr verify: the peers' copies")),
     );
-  return changed;
+  return { restored: losers.length, changed, failed };
 }
 
 /** Write versions a reconcile established, with an audit entry per changed key. */

@@ -132,29 +132,45 @@ describe("restoreStreamsFromPeers (crr verify)", () => {
     version(eu, euInc, 3, "c", 3000),
   ];
 
-  it("puts back a hand-deleted copy of a peer's record that another version replaced since (simulator seed 314)", async () => {
+  it("puts back a hand-deleted copy of a peer's record that another version beat since (simulator seed 314)", async () => {
     const here = openStore();
     const origin = openStore();
     await apply(here, eu, euInc, euStream);
     await apply(origin, eu, euInc, euStream);
     deleteByHand(here, "b");
-    // A later version of "b" arrives; with nothing left for "b" here, it becomes the winner.
-    await apply(here, ap, apInc, [version(ap, apInc, 1, "b", 5000)]);
-    expect((await here.get("b"))?.origin).toBe(ap);
+    // An older version of "b" arrives and wins (first write wins); eu's copy would have lost to it.
+    await apply(here, ap, apInc, [version(ap, apInc, 1, "b", 500)]);
+    await apply(origin, ap, apInc, [version(ap, apInc, 1, "b", 500)]);
     const { region, audited } = regionOf(here, [peerOf(eu, origin)]);
-    expect(await restoreStreamsFromPeers(region)).toEqual(["b"]);
-    // First write wins: eu's version is the winner again, ap's kept as its loser.
-    expect(await here.get("b")).toMatchObject({ origin: eu, lsn: 2 });
-    expect(ids((await here.conflicts()).map((c) => c.loser))).toEqual([`${ap}/1/b`]);
-    expect(audited).toHaveLength(1);
+    expect(await restoreStreamsFromPeers(region)).toEqual({ restored: 1, changed: [], failed: [] });
+    // The winner is unchanged; eu's version is kept as its loser, as in the origin's store.
+    expect(await here.get("b")).toMatchObject({ origin: ap, lsn: 1 });
+    expect(ids((await here.conflicts()).map((c) => c.loser))).toEqual([`${eu}/2/b`]);
     expect(ids(await here.streamVersions(eu, euInc, 1, 3, 10))).toEqual([
       `${eu}/1/a`,
       `${eu}/2/b`,
       `${eu}/3/c`,
     ]);
-    // Nothing missing now: nothing asked, nothing written.
-    expect(await restoreStreamsFromPeers(region)).toEqual([]);
-    expect(audited).toHaveLength(1);
+    expect(audited).toHaveLength(0); // no winner changed: the conflict is what the audit pump records
+    // Nothing missing now: nothing written again.
+    expect(await restoreStreamsFromPeers(region)).toEqual({ restored: 0, changed: [], failed: [] });
+    expect(await here.conflicts()).toHaveLength(1);
+  });
+
+  it("leaves a missing version that would win its key here to the divergence check", async () => {
+    const here = openStore();
+    const origin = openStore();
+    await apply(here, eu, euInc, euStream);
+    await apply(origin, eu, euInc, euStream);
+    deleteByHand(here, "b");
+    deleteByHand(here, "c");
+    // A later version of "b" arrives: with nothing left for "b" here, it became the winner.
+    await apply(here, ap, apInc, [version(ap, apInc, 1, "b", 5000)]);
+    const { region } = regionOf(here, [peerOf(eu, origin)]);
+    expect(await restoreStreamsFromPeers(region)).toEqual({ restored: 0, changed: [], failed: [] });
+    expect(await here.get("b")).toMatchObject({ origin: ap });
+    expect(await here.get("c")).toBeUndefined();
+    expect(await here.conflicts()).toHaveLength(0);
   });
 
   it("asks the origin first, takes only intact copies, and goes on past a peer that fails", async () => {
@@ -164,16 +180,21 @@ describe("restoreStreamsFromPeers (crr verify)", () => {
     for (const s of [here, origin, other]) await apply(s, eu, euInc, euStream);
     deleteByHand(here, "b");
     deleteByHand(here, "c");
-    const down = peerOf("zz-down-1", other, { fails: true });
+    // Older versions of both arrive and win here (eu's copies would have lost to them).
+    const older = [version(ap, apInc, 1, "b", 500), version(ap, apInc, 2, "c", 600)];
+    await apply(here, ap, apInc, older);
+    const down = peerOf("aa-down-1", other, { fails: true });
     const euLink = peerOf(eu, origin, { damaged: [2] });
     const otherLink = peerOf("ca-central-1", other);
     const { region } = regionOf(here, [down, otherLink, euLink]);
-    expect((await restoreStreamsFromPeers(region)).sort()).toEqual(["b", "c"]);
+    const r = await restoreStreamsFromPeers(region);
+    expect(r.restored).toBe(2);
+    expect(r.failed).toEqual([{ peer: "aa-down-1", error: "stream check: aa-down-1 is unreachable" }]);
     const asked = (l: PeerLink) => (l as unknown as { asked: StreamQuery[] }).asked;
     // The origin was asked for both; its copy of LSN 2 was changed by hand, so the next peer gave it.
     expect(asked(euLink).map((q) => [q.fromLsn, q.toLsn])).toEqual([[2, 3]]);
     expect(asked(otherLink).map((q) => [q.fromLsn, q.toLsn])).toEqual([[2, 2]]);
-    expect(asked(down)).toHaveLength(0);
+    expect(asked(down)).toHaveLength(1);
     expect(ids(await here.streamVersions(eu, euInc, 1, 3, 10))).toEqual([
       `${eu}/1/a`,
       `${eu}/2/b`,
@@ -204,11 +225,12 @@ describe("restoreStreamsFromPeers (crr verify)", () => {
     });
     deleteByHand(here, "own1");
     deleteByHand(here, "own3");
+    await apply(here, ap, apInc, [version(ap, apInc, 1, "own1", 50), version(ap, apInc, 2, "own3", 60)]);
     const euLink = peerOf(eu, origin);
     // The WAL starts at LSN 3: LSN 1 is only in the peers now, LSN 3 is restoreOwnFromWal's.
     const { region } = regionOf(here, [euLink], { walFirstLsn: 3, excluded: "excluded" });
-    expect(await restoreStreamsFromPeers(region)).toEqual(["own1"]);
+    expect(await restoreStreamsFromPeers(region)).toMatchObject({ restored: 1 });
     expect(await here.get("x")).toBeUndefined();
-    expect(await here.get("own3")).toBeUndefined();
+    expect(ids((await here.conflicts()).map((c) => c.loser))).toEqual([`us-east-1/1/own1`]);
   });
 });

@@ -11,11 +11,15 @@
  *
  * The missing LSNs are asked of the peers, the stream's origin first (it holds every record
  * of its own streams), then the others by name; an LSN counts as answered by the first intact
- * copy. Only what the policy sends here is put back. A selective deployment's excluded LSNs
- * are holes too: they are read from the peers on each check and dropped.
+ * copy. Only what the policy sends here, and loses against this store's winner of its key, is
+ * put back (as a conflict loser): one that would win is a key the divergence check shows
+ * (missing here, or decided otherwise), left to `crr reconcile` and its evidence. A selective
+ * deployment's excluded LSNs are holes too: they are read from the peers on each check and
+ * dropped.
  */
 import type { PeerLink } from "../link/index.js";
-import type { StoredRecord, StreamStore, ApplyStore } from "../store/index.js";
+import { compareVersions, type MergeRule } from "../store/pure.js";
+import type { ApplyStore, ReadStore, StoredRecord, StreamStore } from "../store/index.js";
 import type { LsnRange } from "./copy.js";
 
 /** LSNs of a stream one store read covers (the window of a check). */
@@ -50,7 +54,8 @@ export interface StreamCheck {
   self: string;
   incarnation: string;
   walFirstLsn: number;
-  store: Pick<StreamStore, "streamVersions"> & Pick<ApplyStore, "watermarks">;
+  store: Pick<StreamStore, "streamVersions"> & Pick<ApplyStore, "watermarks"> & Pick<ReadStore, "get">;
+  rule: MergeRule;
   links: ReadonlyMap<string, PeerLink>;
   /** Whether this region may hold `tenant`'s records written in `origin`. */
   accepts: (origin: string, tenant: string) => boolean;
@@ -138,4 +143,24 @@ async function askRange(
     }
     from = page.next;
   }
+}
+
+/**
+ * Split what the peers gave into the versions that lose against this store's winner of
+ * their key (put back as conflict losers: no answer changes, and nothing else shows them)
+ * and the rest, which the divergence check shows as a finding (a key missing here or
+ * decided otherwise) for `crr reconcile` to decide from evidence, as before.
+ */
+export async function splitByWinner(
+  c: Pick<StreamCheck, "store" | "rule">,
+  found: readonly StoredRecord[],
+): Promise<{ losers: StoredRecord[]; left: StoredRecord[] }> {
+  const losers: StoredRecord[] = [];
+  const left: StoredRecord[] = [];
+  for (const v of found) {
+    const winner = await c.store.get(v.key);
+    if (winner && compareVersions(c.rule, winner, v) < 0) losers.push(v);
+    else left.push(v);
+  }
+  return { losers, left };
 }
