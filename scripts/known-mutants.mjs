@@ -162,6 +162,16 @@ const mutants = [
     only: "seed 314:",
   },
   {
+    // Found by the simulator (seed 1084): two flipped bits in the last frame, one in its
+    // length, cut as a torn tail; the acknowledged LSN was held nowhere else and reissued.
+    name: "a last frame whose own field lengths fit the file cut as a tear",
+    file: "src/wal/tail-plan.ts",
+    from: "return end === undefined || end > image.length;",
+    to: "return true;",
+    tests: ["src/wal/tail-plan.test.ts"],
+    only: "its own field lengths fitting the file",
+  },
+  {
     name: "crr verify: a missing version that would win put back without reconcile",
     file: "src/node/stream-check.ts",
     from: "if (winner && compareVersions(c.rule, winner, v) < 0) losers.push(v);",

@@ -192,6 +192,23 @@ describe("a write that stopped (the only thing a crash does to the newest segmen
     expect(looksTorn(partial, segmentHeaderBytes)).toBe(true);
     expect(looksTorn(w.image.subarray(0, segmentHeaderBytes + 5), segmentHeaderBytes)).toBe(true);
   });
+
+  it("a last frame whose length field and another byte changed, its own field lengths fitting the file: no tear (simulator seed 1084)", () => {
+    const w = written([
+      { key: "a", tenant: "t", outcome: "accepted", bodyJson: undefined, hlc: { wallMs: 5, logical: 1 } },
+      { key: "b", tenant: "t", outcome: "accepted", bodyJson: '{"n":1}', hlc: { wallMs: 6, logical: 1 } },
+    ]);
+    const last = w.starts[1]!;
+    // A bit of the length's second byte (the frame now seems to run past the file), and one in the body.
+    const image = flipBit(flipBit(w.image, (last + 5) * 8 + 1), (w.ends[1]! - 2) * 8);
+    expect(checkFrame(image, last).kind).toBe("short");
+    expect(looksTorn(image, last)).toBe(false);
+    // Nobody saw LSN 2: refused, never cut (a cut reissued the acknowledged LSN).
+    expect(plan(image, 1).kind).toBe("refuse");
+    expect(plan(image, 2)).toMatchObject({ kind: "rewrite" });
+    // A real tear of the same frame (the file ends inside it, its fields intact) is still one.
+    expect(looksTorn(w.image.subarray(0, w.ends[1]! - 3), last)).toBe(true);
+  });
 });
 
 describe("a bit flipped in synced bytes (no crash does this)", () => {

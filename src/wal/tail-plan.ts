@@ -18,7 +18,14 @@
  * outside the window refuses, a tail inside the window is cut.
  */
 import { FLAG_BATCH_CONTINUES, checkFrame, readFlags } from "./record.js";
-import { frameHeaderBytes, recordFixedBytes } from "../limits.js";
+import {
+  bodyBytesMax,
+  frameHeaderBytes,
+  keyBytesMax,
+  outcomeBytesMax,
+  recordFixedBytes,
+  tenantBytesMax,
+} from "../limits.js";
 import { findResync, segmentHeaderBytes, type SegmentScan } from "./segment.js";
 
 /** A stretch of intact, consecutive frames. */
@@ -98,15 +105,40 @@ function lengthFlipFits(image: Buffer, at: number): boolean {
 }
 
 /**
+ * Where the frame at `at` ends by the lengths of its four fields (inside its payload), when the
+ * file holds them and each is within its bound; undefined otherwise (unwritten, or changed).
+ */
+function endByFields(image: Buffer, at: number): number | undefined {
+  const fields = at + frameHeaderBytes + 18;
+  if (image.length < fields + 10) return undefined;
+  const key = image.readUInt16LE(fields);
+  const tenant = image.readUInt16LE(fields + 2);
+  const outcome = image.readUInt16LE(fields + 4);
+  const body = image.readUInt32LE(fields + 6);
+  const within = (n: number, min: number, max: number) => n >= min && n <= max;
+  if (!within(key, 1, keyBytesMax) || !within(tenant, 1, tenantBytesMax)) return undefined;
+  if (!within(outcome, 1, outcomeBytesMax) || !within(body, 0, bodyBytesMax)) return undefined;
+  return at + frameHeaderBytes + recordFixedBytes + key + tenant + outcome + body;
+}
+
+/**
  * Whether the bytes from `at` to the end look like a write that stopped (a tear) rather than
  * written bytes that changed afterwards (a bit flip in synced data). A segment is only ever
  * appended to, so a tear leaves a frame the file ends inside, or sectors never written
  * (zeros). A frame the file ends inside only because one bit of its length flipped is no
- * tear; neither is a complete frame with a bad checksum and no unwritten sector.
+ * tear; nor is one whose own field lengths say it ends inside the file (its length field
+ * changed, with more bytes changed after it: the simulator, seed 1084, two flipped bits in
+ * the last frame cut as a tear and its acknowledged LSN reissued); neither is a complete
+ * frame with a bad checksum and no unwritten sector.
  */
 export function looksTorn(image: Buffer, at: number): boolean {
   const f = checkFrame(image, at);
-  if (f.kind === "short") return image.length - at < 8 || !lengthFlipFits(image, at);
+  if (f.kind === "short") {
+    if (image.length - at < frameHeaderBytes) return true;
+    if (lengthFlipFits(image, at)) return false;
+    const end = endByFields(image, at);
+    return end === undefined || end > image.length;
+  }
   for (let s = at; s < image.length;) {
     const next = Math.min(image.length, (Math.floor(s / sectorBytes) + 1) * sectorBytes);
     if ((next - s >= zeroRunBytesMin || next === image.length) && zeros(image, s, next)) return true;
