@@ -172,6 +172,24 @@ const mutants = [
     only: "its own field lengths fitting the file",
   },
   {
+    // Found by the simulator (seed 1151): a hand-edited winner, beaten since, was kept as
+    // a loser with the edit (the winner digests cannot show a loser).
+    name: "SQLite: a winner changed by hand kept as a loser when beaten",
+    file: "src/store/sqlite-store.ts",
+    from: "if (incomingWins && !this.isIntact(row)) {",
+    to: "if (false) {",
+    tests: ["test/store/store-contract.test.ts"],
+    only: "changed by hand that a newer decision beats",
+  },
+  {
+    name: "PostgreSQL: a winner changed by hand kept as a loser when beaten",
+    file: "src/store/postgres-store.ts",
+    from: "if (incomingWins && !cur.intact)",
+    to: "if (false)",
+    tests: ["test/store/store-contract.test.ts"],
+    only: "changed by hand that a newer decision beats",
+  },
+  {
     name: "crr verify: a missing version that would win put back without reconcile",
     file: "src/node/stream-check.ts",
     from: "if (winner && compareVersions(c.rule, winner, v) < 0) losers.push(v);",
@@ -513,8 +531,8 @@ const mutants = [
   {
     name: "PostgreSQL: a batch's keys read without locking them",
     file: "src/store/postgres-store.ts",
-    from: "         ORDER BY bucket, key FOR UPDATE`,",
-    to: "         ORDER BY bucket, key`,",
+    from: "         ORDER BY r.bucket, r.key FOR UPDATE OF r`,",
+    to: "         ORDER BY r.bucket, r.key`,",
     tests: ["test/store/store-contract.test.ts"],
   },
   // --- each loss-path fix, reverted --------------------------------------------------------

@@ -430,15 +430,25 @@ export class Region {
     this.metrics.conflicts.inc(result.conflicts.length);
     void this.auditPump.pump();
     for (const c of result.conflicts) {
-      this.log.info(
-        {
-          key: c.key,
-          rule: c.rule,
-          winner: { origin: c.winner.origin, lsn: c.winner.lsn, outcome: c.winner.outcome },
-          loser: { origin: c.loser.origin, lsn: c.loser.lsn, outcome: c.loser.outcome },
-        },
-        "conflict: two regions decided the same key",
-      );
+      if (c.loserDamaged)
+        this.log.error(
+          {
+            key: c.key,
+            winner: { origin: c.winner.origin, lsn: c.winner.lsn },
+            loser: { origin: c.loser.origin, lsn: c.loser.lsn },
+          },
+          "a winner changed outside the engine lost to a newer decision: its changed copy is not kept as the loser; crr verify puts an intact one back from its origin's WAL or a peer",
+        );
+      else
+        this.log.info(
+          {
+            key: c.key,
+            rule: c.rule,
+            winner: { origin: c.winner.origin, lsn: c.winner.lsn, outcome: c.winner.outcome },
+            loser: { origin: c.loser.origin, lsn: c.loser.lsn, outcome: c.loser.outcome },
+          },
+          "conflict: two regions decided the same key",
+        );
     }
   }
 

@@ -117,6 +117,8 @@ interface Held {
   /** The row's stored hash (differs from vh when the row was changed outside the engine). */
   storedVh: Buffer;
   inDb: boolean;
+  /** Whether the row still holds what was applied (its hash matches, no scrub noted it as tampered). */
+  intact: boolean;
 }
 
 /** One version against the stored one: whether it takes the key, and what it counts as. */
@@ -510,7 +512,7 @@ export class PostgresStore implements DedupStore {
       const vh = versionHash(v);
       const cur = held.get(v.key);
       if (!cur) {
-        const h = { v, vh, storedVh: vh, inDb: false };
+        const h = { v, vh, storedVh: vh, inDb: false, intact: true };
         held.set(v.key, h);
         inserts.set(v.key, h);
         note(bucket, vh, 1);
@@ -527,10 +529,10 @@ export class PostgresStore implements DedupStore {
       if (!r.replaced) continue;
       note(bucket, cur.storedVh, 0);
       note(bucket, vh, 0);
-      const h = { v, vh, storedVh: vh, inDb: cur.inDb };
+      const h = { v, vh, storedVh: vh, inDb: cur.inDb, intact: true };
       held.set(v.key, h);
       (cur.inDb ? updates : inserts).set(v.key, h);
-      if (mode === "repair") await this.clearTampered(c, bucket, v.key);
+      if (mode === "repair" || !cur.intact) await this.clearTampered(c, bucket, v.key);
       out.changed.push(v.key);
     }
     await this.insertRows(c, [...inserts.values()]);
@@ -549,6 +551,12 @@ export class PostgresStore implements DedupStore {
   ): Promise<Contested> {
     if (sameVersion(cur.v, v)) return { duplicate: true, replaced: false };
     const { winner, loser, incomingWins } = contest(this.rule, cur.v, v);
+    // A winner changed outside the engine is not kept as a loser (SqliteStore.applyOne).
+    if (incomingWins && !cur.intact)
+      return {
+        conflict: { key: v.key, winner, loser, rule: this.ruleText, loserDamaged: true },
+        replaced: true,
+      };
     const kept = await this.insertLoser(c, loser, winner, now, losers);
     // A loser seen before (same version) is a re-delivery, not a new conflict.
     if (!kept) return { duplicate: true, replaced: incomingWins };
@@ -570,23 +578,26 @@ export class PostgresStore implements DedupStore {
       await this.insertLoser(c, v, cur.v, now, losers);
       return { replaced: false };
     }
-    if (!same) await this.insertLoser(c, cur.v, v, now, losers);
+    if (!same && cur.intact) await this.insertLoser(c, cur.v, v, now, losers);
     return { replaced: true };
   }
 
   /** Lock the stored rows of `keys` (in key order, so two transactions never wait on each other in a cycle). */
   private async lockKeys(c: Client, keys: string[]): Promise<Map<string, Held>> {
     const buckets = keys.map(bucketOf);
-    const r = await c.query<RecordRow>(
+    const r = await c.query<RecordRow & { tampered: boolean }>(
       // Exact: a key's bucket is a function of the key, so no other row matches both lists.
-      `SELECT * FROM records WHERE bucket = ANY($1::int[]) AND key = ANY($2::text[])
-         ORDER BY bucket, key FOR UPDATE`,
+      `SELECT r.*, t.key IS NOT NULL AS tampered FROM records r
+         LEFT JOIN tampered t ON t.bucket = r.bucket AND t.key = r.key
+         WHERE r.bucket = ANY($1::int[]) AND r.key = ANY($2::text[])
+         ORDER BY r.bucket, r.key FOR UPDATE OF r`,
       [buckets, keys],
     );
     return new Map(
       r.rows.map((row) => {
         const v = fromRow(row);
-        return [row.key, { v, vh: versionHash(v), storedVh: row.vh, inDb: true }];
+        const vh = versionHash(v);
+        return [row.key, { v, vh, storedVh: row.vh, inDb: true, intact: vh.equals(row.vh) && !row.tampered }];
       }),
     );
   }

@@ -514,7 +514,8 @@ export class SqliteStore implements DedupStore {
               this.insertLoser(v, existing, now);
               continue;
             }
-            if (!sameVersion(existing, v)) this.insertLoser(existing, v, now);
+            // A winner changed outside the engine is not kept as a loser (see applyOne).
+            if (!sameVersion(existing, v) && this.isIntact(row)) this.insertLoser(existing, v, now);
             this.replaceVersion(bucket, v, vh);
             this.stmt.clearTampered.run(bucket, v.key);
             this.digestXor(bucket, vh, row.vh);
@@ -704,6 +705,13 @@ export class SqliteStore implements DedupStore {
     const existing = fromRow(row);
     if (sameVersion(existing, incoming)) return "duplicate";
     const { winner, loser, incomingWins } = contest(this.rule, existing, incoming);
+    if (incomingWins && !this.isIntact(row)) {
+      // A winner changed outside the engine is not kept as a loser (simulator seed 1151).
+      this.replaceVersion(bucket, incoming, vh);
+      this.stmt.clearTampered.run(bucket, r.key);
+      this.digestXor(bucket, vh, row.vh);
+      return { key: r.key, winner, loser, rule: this.ruleText, loserDamaged: true };
+    }
     const kept = this.insertLoser(loser, winner, now);
     if (incomingWins) {
       this.replaceVersion(bucket, incoming, vh);

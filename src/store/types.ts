@@ -45,6 +45,12 @@ export interface Conflict {
   winner: StoredRecord;
   loser: StoredRecord;
   rule: string;
+  /**
+   * The loser was the stored winner and had been changed outside the engine: its copy is not
+   * kept as a loser (it would spread a hand edit as an acknowledged decision); `crr verify`
+   * puts an intact one back from the origin's WAL or a peer.
+   */
+  loserDamaged?: true;
 }
 
 export type ApplyResult =

@@ -326,6 +326,46 @@ describe.each(storeKinds)("the $name store", (kind) => {
     }
   });
 
+  it("a winner changed by hand that a newer decision beats is not kept as a loser, before or after a scrub noted it (simulator seed 1151)", async () => {
+    for (const scrubbed of [false, true]) {
+      const opened = await kind.open(fww, scrubbed ? "b" : "a");
+      const store = opened.store;
+      try {
+        await store.applyBatch(batch("us-east-1", records("us-east-1", 1, 3)));
+        await opened.exec("UPDATE records SET outcome = 'edited by hand' WHERE key = $1", ["key-2"]);
+        if (scrubbed) await store.scrub(0, bucketCount);
+        // eu-west-1 decided key-2 earlier: it wins (first write), and the edited copy is displaced.
+        const r = await store.applyBatch(
+          batch(
+            "eu-west-1",
+            records("eu-west-1", 2, 1, undefined, 0).map((x) => ({ ...x, lsn: 1 })),
+          ),
+        );
+        expect(r).toMatchObject({ status: "applied", applied: 1 });
+        expect(r.status === "applied" && r.conflicts).toEqual([
+          expect.objectContaining({ key: "key-2", loserDamaged: true }),
+        ]);
+        expect(await store.conflicts()).toEqual([]);
+        // Its LSN is missing (crr verify puts an intact copy back); the new winner is intact.
+        expect((await store.streamVersions("us-east-1", incarnation, 1, 3, 10)).map((v) => v.lsn)).toEqual([
+          1, 3,
+        ]);
+        expect(await store.streamVersions("eu-west-1", incarnation, 1, 1, 1)).toEqual([
+          expect.objectContaining({ key: "key-2", intact: true }),
+        ]);
+        // An intact copy of the displaced version put back is kept as the loser.
+        const original = records("us-east-1", 1, 3)[1]!;
+        const { flags: _flags, ...version } = { ...original, origin: "us-east-1", incarnation };
+        expect(await store.repair([version])).toEqual([]);
+        expect((await store.conflicts()).map((c) => [c.loser.origin, c.loser.lsn, c.loser.outcome])).toEqual([
+          ["us-east-1", 2, original.outcome],
+        ]);
+      } finally {
+        await store.close();
+      }
+    }
+  });
+
   it("repair: a version the rule prefers replaces the winner and the old one is kept as a loser; one it does not is kept as a loser", async () => {
     await using(kind, fww, "a", async (store) => {
       await store.applyBatch(batch("us-east-1", records("us-east-1", 1, 2)));
