@@ -190,6 +190,16 @@ const mutants = [
     only: "changed by hand that a newer decision beats",
   },
   {
+    // Found by the simulator (seed 1302): a peer's watermarks read before it lost its disk,
+    // its bucket listing after, made missing findings.
+    name: "detector: a peer's watermarks and records from two processes compared",
+    file: "src/divergence/detector.ts",
+    from: "if (ctx.boot !== undefined && answer.boot !== undefined && answer.boot !== ctx.boot)",
+    to: "if (false)",
+    tests: ["test/store/divergence-detector.test.ts"],
+    only: "from one process with its records from another",
+  },
+  {
     name: "crr verify: a missing version that would win put back without reconcile",
     file: "src/node/stream-check.ts",
     from: "if (winner && compareVersions(c.rule, winner, v) < 0) losers.push(v);",

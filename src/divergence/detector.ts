@@ -15,7 +15,6 @@ import {
   nodeDigest,
   ruleName,
   type ApplyStore,
-  type CheckedRecord,
   type DigestStore,
 } from "../store/index.js";
 
@@ -68,7 +67,7 @@ export function storeRemote(
       const tree = await store.digestTree();
       return sized(indexes.map((i) => nodeDigest(tree, level, i).toString("hex")));
     },
-    buckets: async (buckets): Promise<CheckedRecord[]> => sized(await store.bucketVersions(buckets)),
+    buckets: async (buckets) => ({ versions: sized(await store.bucketVersions(buckets)) }),
     bytes: () => bytes,
   };
 }
@@ -76,6 +75,8 @@ export function storeRemote(
 interface CompareContext {
   dead: ReturnType<typeof deadStreams>;
   nowMs: number;
+  /** The process whose watermarks were read (WatermarksView.boot). */
+  boot: string | undefined;
   remoteWm: StreamWatermarks;
   localWm: StreamWatermarks;
 }
@@ -212,6 +213,7 @@ export class DivergenceDetector {
         this.liveElsewhere(view.seen),
       ),
       nowMs: this.o.runtime.nowMs(),
+      boot: view.boot,
       remoteWm: toMap(view.streams),
       localWm: toMap(localStreams),
     };
@@ -227,7 +229,14 @@ export class DivergenceDetector {
     let keysCompared = 0;
     for (let i = 0; i < frontier.length; i += bucketsPerRequest) {
       const buckets = frontier.slice(i, i + bucketsPerRequest);
-      const remoteVersions = await remote.buckets(buckets);
+      const answer = await remote.buckets(buckets);
+      // Watermarks from one process and records from another (the peer restarted between,
+      // maybe with less in its store): what it lacks is no finding (simulator seed 1302: a
+      // peer's watermarks read before it lost its disk, its records after, while it copied
+      // the mesh's records back, made missing findings).
+      if (ctx.boot !== undefined && answer.boot !== undefined && answer.boot !== ctx.boot)
+        throw new Error(`${peer} restarted during the comparison: compared again on the next scan`);
+      const remoteVersions = answer.versions;
       const local = new Map((await this.o.store.bucketVersions(buckets)).map((v) => [v.key, v]));
       const remoteByKey = new Map(remoteVersions.map((v) => [v.key, v]));
       for (const key of new Set([...local.keys(), ...remoteByKey.keys()])) {

@@ -21,6 +21,7 @@ import type { StoredRecord } from "../store/index.js";
 import { LinkError, classify } from "./errors.js";
 import {
   fromWire,
+  type BucketsAnswer,
   type ExportPage,
   type ExportQuery,
   type PeerLink,
@@ -306,9 +307,14 @@ export class HttpPeerLink implements PeerLink {
       .digests;
   }
 
-  async buckets(buckets: number[]): Promise<Array<StoredRecord & { intact: boolean }>> {
-    const a = await this.call<{ versions: WireVersion[] }>("POST", "/v1/divergence/buckets", { buckets });
-    return a.versions.map((v) => ({ ...fromWire(v), intact: v.intact ?? true }));
+  async buckets(buckets: number[]): Promise<BucketsAnswer> {
+    const a = await this.call<{ versions: WireVersion[]; boot?: string }>("POST", "/v1/divergence/buckets", {
+      buckets,
+    });
+    return {
+      versions: a.versions.map((v) => ({ ...fromWire(v), intact: v.intact ?? true })),
+      ...(typeof a.boot === "string" ? { boot: a.boot } : {}),
+    };
   }
 
   async walRecords(lsns: number[]): Promise<{ incarnation: string; records: StoredRecord[] }> {

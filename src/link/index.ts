@@ -9,6 +9,7 @@ export type {
 export { LinkError, classify } from "./errors.js";
 export { fromWire } from "./types.js";
 export type {
+  BucketsAnswer,
   ExportPage,
   ExportQuery,
   PeerLink,

@@ -31,6 +31,11 @@ export interface WatermarksView {
   /** Instances (incarnation and boot) of other regions this region heard from recently: since when and how long ago. */
   seen: Array<{ region: string; incarnation: string; boot: string; agoMs: number; firstAgoMs: number }>;
   /**
+   * The answering node's process (a new one at each start): a comparison that read its
+   * watermarks from one process and its records from another is not one view of one store.
+   */
+  boot?: string;
+  /**
    * The answering region is itself bootstrapping (it lost its store and has not finished
    * copying what the mesh decided): what it holds is no evidence of the mesh's state.
    */
@@ -80,6 +85,13 @@ export interface StreamQuery {
   limit: number;
 }
 
+/** The winning versions of some buckets, each with whether it is intact, and which process answered. */
+export interface BucketsAnswer {
+  versions: Array<StoredRecord & { intact: boolean }>;
+  /** The answering node's process (WatermarksView.boot); absent from an older build. */
+  boot?: string;
+}
+
 export interface PeerLink {
   /** The region at the other end. */
   readonly peer: string;
@@ -95,7 +107,7 @@ export interface PeerLink {
   /** Resolves when the peer answers its liveness probe; rejects otherwise. */
   health(signal?: AbortSignal): Promise<void>;
   tree(level: number, indexes: number[]): Promise<string[]>;
-  buckets(buckets: number[]): Promise<Array<StoredRecord & { intact: boolean }>>;
+  buckets(buckets: number[]): Promise<BucketsAnswer>;
   /** Records of the peer's own WAL by LSN (the source of truth for its records). */
   walRecords(lsns: number[]): Promise<{ incarnation: string; records: StoredRecord[] }>;
   exportPage(q: ExportQuery): Promise<ExportPage>;

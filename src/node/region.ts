@@ -141,6 +141,8 @@ export class Region {
   /** Open could not finish the store's catch-up with the WAL (a peer that may hold lost records did not answer): the startup checks retry it. */
   private catchUpPending = false;
   readonly incarnations: IncarnationTracker;
+  /** This node's process id (a new one at each start; peers tell processes apart by it). */
+  readonly boot: string;
   /** Verifies every signed request (replication, divergence, admin, probes): one replay window. */
   readonly verifier: RequestVerifier;
   /** This region's signer and every region's keys. */
@@ -187,6 +189,7 @@ export class Region {
     const nowMs = (this.nowMs = () => runtime.nowMs());
     ({ wal: this.wal, store: this.store, clock: this.clock, metrics: this.metrics, lock: this.lock } = p);
     ({ audit: this.audit, links: this.links, evidence: this.evidence, incarnations: this.incarnations } = p);
+    this.boot = p.boot;
     this.policy = replicationPolicy(config);
     this.credentials = p.credentials;
     this.tls = p.tls;

@@ -207,6 +207,7 @@ export async function watermarksView(r: Region): Promise<WatermarksView> {
     formatVersion,
     clock: r.clock.peek(),
     seen: r.incarnations.recent(r.nowMs()),
+    boot: r.boot,
     ...((await bootstrapRunning(r.store)) ? { bootstrapping: true } : {}),
     ...(r.nodeId
       ? { incarnations: [r.wal.incarnation, ...(await fellowIncarnations(r.store, r.nodeId))] }

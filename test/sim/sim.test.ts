@@ -34,7 +34,8 @@ import { PostgresSimStores } from "../../src/sim/store.js";
 // retention, each beaten since by another version: only the peers' copies held them), 1084
 // (two flipped bits in a WAL's last frame, one in its length, cut as a torn tail: the
 // acknowledged LSN, held nowhere else, was reissued), 1151 (a hand-edited winner, beaten since by
-// a version in flight, kept as a loser with the edit). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
+// a version in flight, kept as a loser with the edit), 1302 (a peer's watermarks read before
+// it lost its disk and its records after made false missing findings). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
 // repaired by `crr reconcile` from evidence (both reconcile mutants fail there). The bug-finding
 // table (`node scripts/known-mutants.mjs --sim 20`) maps every known mutant to the first
 // seed that finds it; most are among 1..10.
@@ -54,6 +55,7 @@ const seeds = [
   709,
   1084,
   1151,
+  1302,
 ];
 const activeMs = Number(process.env.CRR_SIM_ACTIVE_MS ?? 30_000);
 // The same runs with every region's store on PostgreSQL (the suite's server), some regions

@@ -188,6 +188,57 @@ describe("divergence detection on stores", () => {
     await b.close();
   });
 
+  it("does not compare a peer's watermarks from one process with its records from another (simulator seed 1302)", async () => {
+    const a = new SqliteStore({ path: ":memory:", rule });
+    const before = new SqliteStore({ path: ":memory:", rule });
+    const after = new SqliteStore({ path: ":memory:", rule });
+    const batch = {
+      origin: "us-east-1",
+      incarnation: inc,
+      firstLsn: 1,
+      lastLsn: 1,
+      records: [
+        {
+          key: "k1",
+          tenant: "t",
+          outcome: "accepted",
+          bodyJson: undefined,
+          lsn: 1,
+          hlc: { wallMs: 1, logical: 0 },
+          flags: 0,
+        },
+      ],
+    };
+    a.applySync(batch);
+    before.applySync(batch);
+    // The peer's watermarks are read from its process before it lost its disk; its records
+    // from the process after, which has not got k1 back yet: k1 would look missing.
+    const scan = (boots: [string, string]) =>
+      new DivergenceDetector({
+        region: "a",
+        incarnation: () => "a".repeat(32),
+        store: a,
+        remote: () => {
+          const old = storeRemote(before, "b");
+          const fresh = storeRemote(after, "b");
+          return {
+            ...fresh,
+            watermarks: async () => ({ ...(await old.watermarks()), boot: boots[0] }),
+            buckets: async (bs) => ({ ...(await fresh.buckets(bs)), boot: boots[1] }),
+          };
+        },
+        inFlightMsMax: Number.MAX_SAFE_INTEGER,
+        runtime: { ...realRuntime, nowMs: () => 0 },
+        log: silentLogger(),
+      }).scanPeer("b");
+    await expect(scan(["boot-1", "boot-2"])).rejects.toThrow(/b restarted during the comparison/);
+    // One process for both (a real loss there): reported.
+    expect((await scan(["boot-2", "boot-2"])).findings.map((f) => [f.kind, f.key])).toEqual([
+      ["missing", "k1"],
+    ]);
+    for (const st of [a, before, after]) await st.close();
+  });
+
   describe("a third region served by several nodes (one stream per node)", () => {
     const third = "ap-south-1";
     const [inc1, inc2, gone] = ["1", "2", "9"].map((d) => d.repeat(32)) as [string, string, string];

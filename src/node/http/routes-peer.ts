@@ -168,6 +168,7 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
         region.refuseWhileCatchingUp();
         return {
           region: region.name,
+          boot: region.boot,
           versions: await region.store.bucketVersions(req.body.buckets.filter((b) => b < bucketCount)),
         };
       },
