@@ -18,6 +18,7 @@ import type { HybridClock } from "../clock/index.js";
 import { AcknowledgedLossError, CrrError, SegmentCorruptError } from "../errors.js";
 import type { Logger } from "../log.js";
 import type { ApplyStore, MetaStore, StreamStore } from "../store/index.js";
+import { noteSeeded } from "./copy.js";
 import {
   decodeFrame,
   parseSegmentFileName,
@@ -104,13 +105,29 @@ export interface OpenRegionWal {
   bootstrapAfterLoss: boolean;
 }
 
+/**
+ * Mark the store bootstrapping after a lost WAL. The store itself is intact: the other
+ * regions' streams it holds are whole through their watermarks (applied in order, policy
+ * holes aside), so they are noted as seeded and the bootstrap does not copy them again (it
+ * copied every peer's streams, a whole store's worth, to find a few own records). What it
+ * copies is this region's own streams, which the lost WAL held, and what the rest lacks.
+ */
+async function markBootstrapAfterLoss(o: OpenRegionWal): Promise<void> {
+  const held = (await o.store.watermarks()).filter((w) => w.origin !== o.region && w.lsn > 0);
+  await noteSeeded(
+    o.store,
+    held.map((w) => ({ origin: w.origin, incarnation: w.incarnation, lsn: w.lsn })),
+  );
+  await o.store.setMeta(bootstrapMeta, "running");
+}
+
 export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
   if (!hasSegments(o.dir)) {
     const live = (await liveStreams(o.store, o.region)).filter((w) => o.isOwn?.(w.incarnation) ?? true);
     if (live.length > 0 && !o.acceptWalLoss) throw new WalMissingError(o.dir, live);
     if (live.length > 0) {
       // Before the new WAL exists: a crash after it must still bootstrap.
-      if (o.bootstrapAfterLoss) await o.store.setMeta(bootstrapMeta, "running");
+      if (o.bootstrapAfterLoss) await markBootstrapAfterLoss(o);
       o.onAbandoned({ reason: "the WAL directory held no segment", incarnations: live });
     }
   }
@@ -122,7 +139,7 @@ export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
       throw err;
     const salvaged = await salvage(o);
     // Before the WAL is moved aside: a crash after it must still bootstrap (seed 306).
-    if (o.bootstrapAfterLoss) await o.store.setMeta(bootstrapMeta, "running");
+    if (o.bootstrapAfterLoss) await markBootstrapAfterLoss(o);
     const aside = `${o.dir}.abandoned-${new Date(o.nowMs()).toISOString().replace(/[:.]/g, "-")}`;
     fs.renameSync(o.dir, aside);
     o.log.error(

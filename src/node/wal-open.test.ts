@@ -1,0 +1,94 @@
+/**
+ * A start that accepts a lost WAL bootstraps from its peers before it answers (simulator seed
+ * 306), but only for what the WAL held: the store is intact, so the other regions' streams
+ * it holds through their watermarks are noted as seeded and not copied again (the review's
+ * F5: the bootstrap copied every peer's streams, a whole store's worth).
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { HybridClock } from "../clock/index.js";
+import { silentLogger } from "../log.js";
+import { SqliteStore } from "../store/index.js";
+import { Wal } from "../wal/index.js";
+import { seededStreams } from "./copy.js";
+import { bootstrapRunning, openRegionWal } from "./wal-open.js";
+
+const region = "us-east-1";
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+const rec = (lsn: number, key: string) => ({
+  key,
+  tenant: "t",
+  outcome: "approve",
+  bodyJson: undefined,
+  lsn,
+  hlc: { wallMs: 1000 + lsn, logical: 0 },
+  flags: 0,
+});
+
+describe("openRegionWal with --accept-wal-loss", () => {
+  it("marks the store bootstrapping and the other regions' streams it holds as seeded", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "crr-wal-open-"));
+    dirs.push(dir);
+    const store = new SqliteStore({ path: ":memory:", rule: { kind: "first-write-wins" } });
+    const own = "1".repeat(32);
+    const eu = "e".repeat(32);
+    const euOld = "f".repeat(32);
+    try {
+      await store.applyLocal({
+        origin: region,
+        incarnation: own,
+        firstLsn: 1,
+        lastLsn: 2,
+        records: [rec(1, "a"), rec(2, "b")],
+      });
+      await store.applyBatch({
+        origin: "eu-west-1",
+        incarnation: eu,
+        firstLsn: 1,
+        lastLsn: 3,
+        records: [rec(1, "c"), rec(3, "d")],
+      });
+      await store.applyBatch({
+        origin: "eu-west-1",
+        incarnation: euOld,
+        firstLsn: 1,
+        lastLsn: 1,
+        records: [rec(1, "e")],
+      });
+      const abandoned: unknown[] = [];
+      // The WAL directory holds no segment although the store holds this region's stream.
+      const wal = await openRegionWal({
+        region,
+        dir: path.join(dir, "wal"),
+        store,
+        clock: new HybridClock(),
+        acceptWalLoss: true,
+        log: silentLogger(),
+        open: () => Wal.open({ dir: path.join(dir, "wal"), region }),
+        onAbandoned: (e) => abandoned.push(e),
+        nowMs: () => 1_750_000_000_000,
+        bootstrapAfterLoss: true,
+      });
+      try {
+        expect(abandoned).toHaveLength(1);
+        expect(await bootstrapRunning(store)).toBe(true);
+        expect(
+          (await seededStreams(store)).sort((x, y) => x.incarnation.localeCompare(y.incarnation)),
+        ).toEqual([
+          { origin: "eu-west-1", incarnation: eu, lsn: 3 },
+          { origin: "eu-west-1", incarnation: euOld, lsn: 1 },
+        ]);
+      } finally {
+        await wal.close();
+      }
+    } finally {
+      await store.close();
+    }
+  });
+});
