@@ -75,8 +75,9 @@ export function storeRemote(
 interface CompareContext {
   dead: ReturnType<typeof deadStreams>;
   nowMs: number;
-  /** The process whose watermarks were read (WatermarksView.boot). */
+  /** The process and the store whose watermarks were read (WatermarksView). */
   boot: string | undefined;
+  storeId: string | undefined;
   remoteWm: StreamWatermarks;
   localWm: StreamWatermarks;
 }
@@ -180,6 +181,19 @@ export class DivergenceDetector {
     return live;
   }
 
+  /**
+   * Whether the peer's watermarks and `answer` came from two stores, or from two processes
+   * of a region served by one node. The nodes of a region served by several answer by turns
+   * behind one address and share its store: only the store counts there (the review: by
+   * boot, most comparisons with such a region were dropped).
+   */
+  private acrossTwo(peer: string, ctx: CompareContext, answer: { boot?: string; storeId?: string }): boolean {
+    const differ = (a: string | undefined, b: string | undefined) =>
+      a !== undefined && b !== undefined && a !== b;
+    if (differ(ctx.storeId, answer.storeId)) return true;
+    return !this.o.severalNodes?.regions.has(peer) && differ(ctx.boot, answer.boot);
+  }
+
   /** Watermarks before records, on both sides: what a listing lacks below them is lost, not in flight. */
   private async context(peer: string, remote: RemoteView): Promise<CompareContext> {
     const view = await remote.watermarks();
@@ -214,6 +228,7 @@ export class DivergenceDetector {
       ),
       nowMs: this.o.runtime.nowMs(),
       boot: view.boot,
+      storeId: view.storeId,
       remoteWm: toMap(view.streams),
       localWm: toMap(localStreams),
     };
@@ -230,11 +245,11 @@ export class DivergenceDetector {
     for (let i = 0; i < frontier.length; i += bucketsPerRequest) {
       const buckets = frontier.slice(i, i + bucketsPerRequest);
       const answer = await remote.buckets(buckets);
-      // Watermarks from one process and records from another (the peer restarted between,
-      // maybe with less in its store): what it lacks is no finding (simulator seed 1302: a
+      // Watermarks from one store (or process) and records from another (the peer lost its
+      // store or restarted between): what it lacks is no finding (simulator seed 1302: a
       // peer's watermarks read before it lost its disk, its records after, while it copied
       // the mesh's records back, made missing findings).
-      if (ctx.boot !== undefined && answer.boot !== undefined && answer.boot !== ctx.boot)
+      if (this.acrossTwo(peer, ctx, answer))
         throw new Error(`${peer} restarted during the comparison: compared again on the next scan`);
       const remoteVersions = answer.versions;
       const local = new Map((await this.o.store.bucketVersions(buckets)).map((v) => [v.key, v]));

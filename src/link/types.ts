@@ -36,6 +36,11 @@ export interface WatermarksView {
    */
   boot?: string;
   /**
+   * The answering region's store (a random id kept in it: a lost, rebuilt or new store has a
+   * new one). The nodes of a region served by several share it, not their boots.
+   */
+  storeId?: string;
+  /**
    * The answering region is itself bootstrapping (it lost its store and has not finished
    * copying what the mesh decided): what it holds is no evidence of the mesh's state.
    */
@@ -88,8 +93,9 @@ export interface StreamQuery {
 /** The winning versions of some buckets, each with whether it is intact, and which process answered. */
 export interface BucketsAnswer {
   versions: Array<StoredRecord & { intact: boolean }>;
-  /** The answering node's process (WatermarksView.boot); absent from an older build. */
+  /** The answering node's process and store (WatermarksView); absent from an older build. */
   boot?: string;
+  storeId?: string;
 }
 
 export interface PeerLink {

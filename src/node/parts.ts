@@ -185,6 +185,7 @@ async function openInOrder(
     archive: archiveEvidenceOf(config, credentials, runtime),
   });
   let empty = await needsBootstrap(store);
+  await ensureStoreId(store, boot);
   // Several nodes of this region on one store: this data directory's id, and the fellow nodes' streams.
   const several = store.shared !== undefined && config.regions[config.region]?.nodes === "several";
   const nodeId = several ? await nodeIdOf(config.dataDir, runtime, o.fileOps) : undefined;
@@ -228,6 +229,14 @@ async function openInOrder(
     ...{ wal, store, clock, metrics, lock, audit, links, evidence, incarnations, boot, empty, abandoned },
     ...{ credentials, tls, nodeId, memory, forgotten },
   };
+}
+
+/** The meta name of the store's identity (status.ts): a lost, rebuilt or new store gets a new one. */
+export const storeIdMeta = "store_id";
+
+/** Give a store without an identity one, kept in the store itself: the boot of the process that found it without. */
+async function ensureStoreId(store: DedupStore, boot: string): Promise<void> {
+  if ((await store.getMeta(storeIdMeta)) === undefined) await store.setMeta(storeIdMeta, boot);
 }
 
 /** The region's dedup store as configured: SQLite in the data directory, or PostgreSQL at store.url. */

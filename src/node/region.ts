@@ -61,7 +61,7 @@ import {
   releaseOwnClaims,
   type Membership,
 } from "./fellows.js";
-import { fellowIncarnations, openParts, type Parts, type StoreHooks } from "./parts.js";
+import { fellowIncarnations, openParts, storeIdMeta, type Parts, type StoreHooks } from "./parts.js";
 import { OwnRecordsUndecidedError, replayLocal, replayLocalWhenAnswered } from "./replay.js";
 import { ReplayFloorFile } from "./replay-floor.js";
 import type { TlsFiles } from "./tls.js";
@@ -143,6 +143,11 @@ export class Region {
   readonly incarnations: IncarnationTracker;
   /** This node's process id (a new one at each start; peers tell processes apart by it). */
   readonly boot: string;
+
+  /** The store's identity now (parts.ts): a comparison across two stores is not one view. */
+  async storeId(): Promise<string | undefined> {
+    return this.store.getMeta(storeIdMeta);
+  }
   /** Verifies every signed request (replication, divergence, admin, probes): one replay window. */
   readonly verifier: RequestVerifier;
   /** This region's signer and every region's keys. */

@@ -208,6 +208,7 @@ export async function watermarksView(r: Region): Promise<WatermarksView> {
     clock: r.clock.peek(),
     seen: r.incarnations.recent(r.nowMs()),
     boot: r.boot,
+    storeId: await r.storeId(),
     ...((await bootstrapRunning(r.store)) ? { bootstrapping: true } : {}),
     ...(r.nodeId
       ? { incarnations: [r.wal.incarnation, ...(await fellowIncarnations(r.store, r.nodeId))] }

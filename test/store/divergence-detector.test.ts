@@ -213,18 +213,19 @@ describe("divergence detection on stores", () => {
     before.applySync(batch);
     // The peer's watermarks are read from its process before it lost its disk; its records
     // from the process after, which has not got k1 back yet: k1 would look missing.
-    const scan = (boots: [string, string]) =>
+    const scan = (boots: [string, string], stores: [string, string] = ["s", "s"], several = false) =>
       new DivergenceDetector({
         region: "a",
         incarnation: () => "a".repeat(32),
+        ...(several ? { severalNodes: { regions: new Set(["b"]), heard: () => [] } } : {}),
         store: a,
         remote: () => {
           const old = storeRemote(before, "b");
           const fresh = storeRemote(after, "b");
           return {
             ...fresh,
-            watermarks: async () => ({ ...(await old.watermarks()), boot: boots[0] }),
-            buckets: async (bs) => ({ ...(await fresh.buckets(bs)), boot: boots[1] }),
+            watermarks: async () => ({ ...(await old.watermarks()), boot: boots[0], storeId: stores[0] }),
+            buckets: async (bs) => ({ ...(await fresh.buckets(bs)), boot: boots[1], storeId: stores[1] }),
           };
         },
         inFlightMsMax: Number.MAX_SAFE_INTEGER,
@@ -232,10 +233,15 @@ describe("divergence detection on stores", () => {
         log: silentLogger(),
       }).scanPeer("b");
     await expect(scan(["boot-1", "boot-2"])).rejects.toThrow(/b restarted during the comparison/);
+    await expect(scan(["boot-1", "boot-1"], ["store-1", "store-2"])).rejects.toThrow(/b restarted/);
     // One process for both (a real loss there): reported.
-    expect((await scan(["boot-2", "boot-2"])).findings.map((f) => [f.kind, f.key])).toEqual([
-      ["missing", "k1"],
-    ]);
+    const found = [["missing", "k1"]];
+    const kinds = (r: Awaited<ReturnType<typeof scan>>) => r.findings.map((f) => [f.kind, f.key]);
+    expect(kinds(await scan(["boot-2", "boot-2"]))).toEqual(found);
+    // A region served by several nodes answers by turns from its nodes, on one store: compared
+    // (the review: by boot, most comparisons with it were dropped); two stores are not.
+    expect(kinds(await scan(["node-1", "node-2"], ["s", "s"], true))).toEqual(found);
+    await expect(scan(["node-1", "node-1"], ["store-1", "store-2"], true)).rejects.toThrow(/b restarted/);
     for (const st of [a, before, after]) await st.close();
   });
 

@@ -169,6 +169,7 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
         return {
           region: region.name,
           boot: region.boot,
+          storeId: await region.storeId(),
           versions: await region.store.bucketVersions(req.body.buckets.filter((b) => b < bucketCount)),
         };
       },
