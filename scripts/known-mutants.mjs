@@ -216,6 +216,14 @@ const mutants = [
     only: "from one process with its records from another",
   },
   {
+    name: "PostgreSQL: a row's tampered note not read after its lock",
+    file: "src/store/postgres-store.ts",
+    from: "const tampered = new Set(t.rows.map((x) => x.key));",
+    to: "const tampered = new Set<string>();",
+    tests: ["test/store/postgres-store.test.ts"],
+    only: "scrub noted while an apply waited",
+  },
+  {
     name: "crr verify: a missing version that would win put back without reconcile",
     file: "src/node/stream-check.ts",
     from: "if (winner && compareVersions(c.rule, winner, v) < 0) losers.push(v);",
@@ -557,8 +565,8 @@ const mutants = [
   {
     name: "PostgreSQL: a batch's keys read without locking them",
     file: "src/store/postgres-store.ts",
-    from: "         ORDER BY r.bucket, r.key FOR UPDATE OF r`,",
-    to: "         ORDER BY r.bucket, r.key`,",
+    from: "         ORDER BY bucket, key FOR UPDATE`,",
+    to: "         ORDER BY bucket, key`,",
     tests: ["test/store/store-contract.test.ts"],
   },
   // --- each loss-path fix, reverted --------------------------------------------------------

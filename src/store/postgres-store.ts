@@ -585,19 +585,26 @@ export class PostgresStore implements DedupStore {
   /** Lock the stored rows of `keys` (in key order, so two transactions never wait on each other in a cycle). */
   private async lockKeys(c: Client, keys: string[]): Promise<Map<string, Held>> {
     const buckets = keys.map(bucketOf);
-    const r = await c.query<RecordRow & { tampered: boolean }>(
+    const r = await c.query<RecordRow>(
       // Exact: a key's bucket is a function of the key, so no other row matches both lists.
-      `SELECT r.*, t.key IS NOT NULL AS tampered FROM records r
-         LEFT JOIN tampered t ON t.bucket = r.bucket AND t.key = r.key
-         WHERE r.bucket = ANY($1::int[]) AND r.key = ANY($2::text[])
-         ORDER BY r.bucket, r.key FOR UPDATE OF r`,
+      `SELECT * FROM records WHERE bucket = ANY($1::int[]) AND key = ANY($2::text[])
+         ORDER BY bucket, key FOR UPDATE`,
       [buckets, keys],
     );
+    // Read after the lock, in a statement of its own: a scrub that noted a row tampered (and
+    // corrected its hash) while this waited for the lock committed both, and a join in the
+    // locking statement would see the new row with the old snapshot's notes (the review).
+    const t = await c.query<{ key: string }>(
+      "SELECT key FROM tampered WHERE bucket = ANY($1::int[]) AND key = ANY($2::text[])",
+      [buckets, keys],
+    );
+    const tampered = new Set(t.rows.map((x) => x.key));
     return new Map(
       r.rows.map((row) => {
         const v = fromRow(row);
         const vh = versionHash(v);
-        return [row.key, { v, vh, storedVh: row.vh, inDb: true, intact: vh.equals(row.vh) && !row.tampered }];
+        const intact = vh.equals(row.vh) && !tampered.has(row.key);
+        return [row.key, { v, vh, storedVh: row.vh, inDb: true, intact }];
       }),
     );
   }

@@ -7,6 +7,7 @@
 import pg from "pg";
 import { afterEach, describe, expect, inject, it } from "vitest";
 import { PostgresStore, type ApplyBatchInput, type MergeRule } from "../../src/store/index.js";
+import { versionHash } from "../../src/store/pure.js";
 import { freshDatabase } from "../support/postgres.js";
 import { waitFor } from "../support/tmp.js";
 
@@ -56,6 +57,41 @@ const one = (origin: string, key: string, lsn: number, wallMs: number): ApplyBat
 });
 
 describe("PostgresStore beside other transactions", () => {
+  it("a hand-edited winner that a scrub noted while an apply waited for its row is still not kept as a loser (the review)", async () => {
+    const url = await freshDatabase(inject("pgUrl"));
+    const store = await storeOn(url, { kind: "first-write-wins" });
+    const admin = await client(url);
+    await store.applyBatch(one("a", "k", 1, 100));
+    await admin.query("UPDATE records SET outcome = 'edited by hand' WHERE key = 'k'");
+    // A scrub notes the edit and corrects the row's hash, and has not committed yet.
+    const edited = {
+      key: "k",
+      tenant: "t",
+      outcome: "edited by hand",
+      bodyJson: undefined,
+      origin: "a",
+      incarnation: "i",
+      lsn: 1,
+      hlc: { wallMs: 100, logical: 0 },
+    };
+    await admin.query("BEGIN");
+    await admin.query(
+      "INSERT INTO tampered (bucket, key, applied_vh, found_vh, found_at_ms) SELECT bucket, key, vh, $1, 0 FROM records WHERE key = 'k'",
+      [versionHash(edited)],
+    );
+    await admin.query("UPDATE records SET vh = $1 WHERE key = 'k'", [versionHash(edited)]);
+    // An earlier decision of "k" (it wins: first write) waits for the row, then the scrub commits.
+    const apply = store.applyBatch(one("b", "k", 1, 50));
+    await lockWaiters(url, "SELECT * FROM records%");
+    await admin.query("COMMIT");
+    const r = await apply;
+    expect(r.status === "applied" && r.conflicts).toEqual([
+      expect.objectContaining({ key: "k", loserDamaged: true }),
+    ]);
+    expect(await store.conflicts()).toEqual([]);
+    expect((await store.streamVersions("b", "i", 1, 1, 1))[0]).toMatchObject({ key: "k", intact: true });
+  });
+
   it("numbers conflicts in commit order: a reader paging by id (the audit pump) misses none", async () => {
     // Before: ids came from a sequence at insert time; a big batch took low ids and committed
     // after a small one's higher id was read, and the pump's mark had moved past them.
