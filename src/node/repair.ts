@@ -103,6 +103,7 @@ export async function restoreStreamsFromPeers(
     links: r.links,
     accepts: (origin: string, tenant: string) => r.policy.accepts(origin, tenant),
     rule: r.store.rule,
+    yieldTurn: () => new Promise<void>((resolve) => r.runtime.soon(resolve)),
   };
   const streams = await streamHoles(c);
   if (streams.length === 0) return { restored: 0, changed: [], failed: [] };

@@ -13,7 +13,8 @@ import { silentLogger } from "../log.js";
 import { SqliteStore, type StoredRecord } from "../store/index.js";
 import type { Region } from "./region.js";
 import { restoreStreamsFromPeers } from "./repair.js";
-import { missingRanges, toRanges } from "./stream-check.js";
+import { realRuntime } from "../runtime/index.js";
+import { missingRanges, streamCheckLsns, toRanges, windowsOf } from "./stream-check.js";
 
 const eu = "eu-west-1";
 const ap = "ap-south-1";
@@ -29,6 +30,15 @@ describe("missingRanges", () => {
     ]);
     expect(missingRanges(3, 4, new Set([3, 4]))).toEqual([]);
     expect(toRanges([8])).toEqual([{ from: 8, to: 8 }]);
+  });
+
+  it("asks for interleaved holes (a selective policy's) one window at a time, not one request per hole", () => {
+    const odd = Array.from({ length: streamCheckLsns }, (_, i) => 2 * i + 1);
+    expect(windowsOf(odd)).toEqual([
+      { from: 1, to: streamCheckLsns - 1 },
+      { from: streamCheckLsns + 1, to: 2 * streamCheckLsns - 1 },
+    ]);
+    expect(windowsOf([])).toEqual([]);
   });
 });
 
@@ -97,6 +107,7 @@ function regionOf(
     links: new Map(links.map((l) => [l.peer, l])),
     policy: { accepts: (_origin: string, tenant: string) => tenant !== o.excluded },
     log: silentLogger(),
+    runtime: realRuntime,
     auditPump: { record: async (e: unknown) => void audited.push(e), pump: async () => undefined },
   } as unknown as Region;
   return { region, audited };

@@ -36,6 +36,21 @@ export function toRanges(lsns: Iterable<number>): LsnRange[] {
   return out;
 }
 
+/**
+ * LSNs in ascending order as covering ranges of at most `streamCheckLsns` each: one request
+ * per window, whatever the holes in it (a selective policy's excluded LSNs interleave with
+ * the rest: one request per hole was thousands). Pure.
+ */
+export function windowsOf(lsns: readonly number[]): LsnRange[] {
+  const out: LsnRange[] = [];
+  for (const lsn of lsns) {
+    const last = out[out.length - 1];
+    if (last && lsn - last.from < streamCheckLsns) last.to = lsn;
+    else out.push({ from: lsn, to: lsn });
+  }
+  return out;
+}
+
 /** The LSNs of [from, to] that `held` lacks, as ranges in order. Pure. */
 export function missingRanges(from: number, to: number, held: ReadonlySet<number>): LsnRange[] {
   const lacked: number[] = [];
@@ -54,8 +69,10 @@ export interface StreamCheck {
   self: string;
   incarnation: string;
   walFirstLsn: number;
-  store: Pick<StreamStore, "streamVersions"> & Pick<ApplyStore, "watermarks"> & Pick<ReadStore, "get">;
+  store: Pick<StreamStore, "streamLsns"> & Pick<ApplyStore, "watermarks"> & Pick<ReadStore, "get">;
   rule: MergeRule;
+  /** Let the event loop run between two windows (a live node's store reads do not wait on it). */
+  yieldTurn: () => Promise<void>;
   links: ReadonlyMap<string, PeerLink>;
   /** Whether this region may hold `tenant`'s records written in `origin`. */
   accepts: (origin: string, tenant: string) => boolean;
@@ -75,8 +92,10 @@ export async function streamHoles(c: StreamCheck): Promise<StreamHoles[]> {
     const holes: LsnRange[] = [];
     for (let from = 1; from <= through; from += streamCheckLsns) {
       const to = Math.min(through, from + streamCheckLsns - 1);
-      const held = await c.store.streamVersions(w.origin, w.incarnation, from, to, to - from + 1);
-      holes.push(...missingRanges(from, to, new Set(held.map((v) => v.lsn))));
+      holes.push(
+        ...missingRanges(from, to, new Set(await c.store.streamLsns(w.origin, w.incarnation, from, to))),
+      );
+      await c.yieldTurn();
     }
     if (holes.length > 0) out.push({ origin: w.origin, incarnation: w.incarnation, holes });
   }
@@ -110,8 +129,10 @@ export async function askPeers(c: StreamCheck, streams: readonly StreamHoles[]):
     for (const link of askOrder(c.links, s.origin)) {
       if (missing.size === 0 || failed.has(link.peer)) continue;
       try {
-        for (const h of toRanges([...missing].sort((a, b) => a - b)))
+        for (const h of windowsOf([...missing].sort((a, b) => a - b))) {
           await askRange(c, link, s, h, missing, found);
+          await c.yieldTurn();
+        }
       } catch (err) {
         failed.set(link.peer, (err as Error).message);
       }
