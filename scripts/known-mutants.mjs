@@ -224,6 +224,13 @@ const mutants = [
     only: "scrub noted while an apply waited",
   },
   {
+    name: "a displaced winner changed outside the engine not audited",
+    file: "src/node/region.ts",
+    from: "if (c.loserDamaged) this.noteDamagedLoser(c);\n      else",
+    to: "if (false) this.noteDamagedLoser(c);\n      else",
+    tests: ["src/node/region-applied.test.ts"],
+  },
+  {
     name: "crr verify: a missing version that would win put back without reconcile",
     file: "src/node/stream-check.ts",
     from: "if (winner && compareVersions(c.rule, winner, v) < 0) losers.push(v);",

@@ -32,7 +32,7 @@ import { RequestVerifier } from "../protocol/index.js";
 import type { Reader } from "../reader/index.js";
 import { realRuntime, type Runtime, type Timer } from "../runtime/index.js";
 import type { PeerShipper } from "../shipper/index.js";
-import type { ApplyResult, DedupStore, StoredRecord } from "../store/index.js";
+import type { ApplyResult, Conflict, DedupStore, StoredRecord } from "../store/index.js";
 import type { FileOps } from "../util/file-ops.js";
 import type { RecordInput, Wal } from "../wal/index.js";
 import {
@@ -430,6 +430,27 @@ export class Region {
     }));
   }
 
+  /**
+   * A winner changed outside the engine lost to a newer decision: the store did not keep its
+   * changed copy as the loser; audited (with the copy as found) and logged.
+   */
+  private noteDamagedLoser(c: Conflict): void {
+    void this.auditPump.record({
+      kind: "tampered-displaced",
+      key: c.key,
+      displaced: c.loser,
+      winner: c.winner,
+    });
+    this.log.error(
+      {
+        key: c.key,
+        winner: { origin: c.winner.origin, lsn: c.winner.lsn },
+        loser: { origin: c.loser.origin, lsn: c.loser.lsn },
+      },
+      "a winner changed outside the engine lost to a newer decision: its changed copy is not kept as the loser; crr verify puts an intact one back from its origin's WAL or a peer",
+    );
+  }
+
   countApplied(origin: string, result: ApplyResult): void {
     if (result.status !== "applied") return;
     this.metrics.appliedRecords.inc({ origin }, result.applied);
@@ -438,15 +459,7 @@ export class Region {
     this.metrics.conflicts.inc(result.conflicts.length);
     void this.auditPump.pump();
     for (const c of result.conflicts) {
-      if (c.loserDamaged)
-        this.log.error(
-          {
-            key: c.key,
-            winner: { origin: c.winner.origin, lsn: c.winner.lsn },
-            loser: { origin: c.loser.origin, lsn: c.loser.lsn },
-          },
-          "a winner changed outside the engine lost to a newer decision: its changed copy is not kept as the loser; crr verify puts an intact one back from its origin's WAL or a peer",
-        );
+      if (c.loserDamaged) this.noteDamagedLoser(c);
       else
         this.log.info(
           {
