@@ -202,15 +202,15 @@ const mutants = [
   {
     name: "detector: a region served by several nodes compared by boot",
     file: "src/divergence/detector.ts",
-    from: "return !this.o.severalNodes?.regions.has(peer) && differ(ctx.boot, answer.boot);",
-    to: "return differ(ctx.boot, answer.boot);",
+    from: "return !this.o.severalNodes?.regions.has(peer) && ctx.boot !== answer.boot;",
+    to: "return ctx.boot !== answer.boot;",
     tests: ["test/store/divergence-detector.test.ts"],
     only: "from one process with its records from another",
   },
   {
     name: "detector: a peer's watermarks and records from two stores compared",
     file: "src/divergence/detector.ts",
-    from: "if (differ(ctx.storeId, answer.storeId)) return true;",
+    from: "if (ctx.storeId !== answer.storeId) return true;",
     to: "",
     tests: ["test/store/divergence-detector.test.ts"],
     only: "from one process with its records from another",
@@ -229,6 +229,14 @@ const mutants = [
     from: "if (c.loserDamaged) this.noteDamagedLoser(c);\n      else",
     to: "if (false) this.noteDamagedLoser(c);\n      else",
     tests: ["src/node/region-applied.test.ts"],
+  },
+  {
+    name: "deleteSince raises a watermark over LSNs never received",
+    file: "src/store/sqlite-store.ts",
+    from: '"UPDATE watermarks SET lsn = ?, updated_at_ms = ? WHERE origin = ? AND incarnation = ? AND lsn > ?",',
+    to: '"UPDATE watermarks SET lsn = ?, updated_at_ms = ? WHERE origin = ? AND incarnation = ? AND lsn > ? - 1000000",',
+    tests: ["test/store/store-contract.test.ts"],
+    only: "deleteSince drops what was written",
   },
   {
     name: "crr verify: a missing version that would win put back without reconcile",

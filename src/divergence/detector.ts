@@ -188,10 +188,10 @@ export class DivergenceDetector {
    * boot, most comparisons with such a region were dropped).
    */
   private acrossTwo(peer: string, ctx: CompareContext, answer: { boot?: string; storeId?: string }): boolean {
-    const differ = (a: string | undefined, b: string | undefined) =>
-      a !== undefined && b !== undefined && a !== b;
-    if (differ(ctx.storeId, answer.storeId)) return true;
-    return !this.o.severalNodes?.regions.has(peer) && differ(ctx.boot, answer.boot);
+    // One side without an id is another store too (its meta lost under a running node; or
+    // a restart into an older build); an older build on both sides sends neither.
+    if (ctx.storeId !== answer.storeId) return true;
+    return !this.o.severalNodes?.regions.has(peer) && ctx.boot !== answer.boot;
   }
 
   /** Watermarks before records, on both sides: what a listing lacks below them is lost, not in flight. */

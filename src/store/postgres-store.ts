@@ -998,10 +998,10 @@ export class PostgresStore implements DedupStore {
          GROUP BY origin, incarnation ORDER BY origin COLLATE "C", incarnation COLLATE "C"`,
         [wallMs],
       );
+      // Only ever down (SqliteStore.deleteSince).
       for (const s of streams.rows)
         await c.query(
-          `INSERT INTO watermarks (origin, incarnation, lsn, updated_at_ms) VALUES ($1, $2, $3, $4)
-           ON CONFLICT (origin, incarnation) DO UPDATE SET lsn = excluded.lsn, updated_at_ms = excluded.updated_at_ms`,
+          "UPDATE watermarks SET lsn = $3, updated_at_ms = $4 WHERE origin = $1 AND incarnation = $2 AND lsn > $3",
           [s.origin, s.incarnation, s.fromLsn - 1, this.nowMs()],
         );
       await this.recomputeAll(c);

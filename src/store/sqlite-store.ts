@@ -209,6 +209,9 @@ export class SqliteStore implements DedupStore {
         "SELECT origin, incarnation, min(lsn) AS fromLsn, count(*) AS removed FROM records WHERE hlc_wall >= ? GROUP BY origin, incarnation",
       ),
       deleteSince: this.db.prepare("DELETE FROM records WHERE hlc_wall >= ?"),
+      lowerWatermark: this.db.prepare(
+        "UPDATE watermarks SET lsn = ?, updated_at_ms = ? WHERE origin = ? AND incarnation = ? AND lsn > ?",
+      ),
       setVersionHash: this.db.prepare("UPDATE records SET vh = ? WHERE bucket = ? AND key = ?"),
       exportPage: this.db.prepare(
         "SELECT * FROM records WHERE (bucket > ? OR (bucket = ? AND key > ?)) ORDER BY bucket, key LIMIT ?",
@@ -634,14 +637,18 @@ export class SqliteStore implements DedupStore {
 
   /**
    * Remove every winning version written at or after `wallMs` (rebuild --since) and move each
-   * stream's watermark back before the first removed LSN, so origins re-ship from there. The
+   * stream's watermark back before the first removed LSN (never up), so origins re-ship from there. The
    * digest snapshot is marked dirty: the next open recomputes the digests from the records.
    */
   async deleteSince(wallMs: number): Promise<RemovedStream[]> {
     const streams = this.stmt.sinceStreams.all(wallMs) as RemovedStream[];
     this.db.transaction(() => {
       this.stmt.deleteSince.run(wallMs);
-      for (const s of streams) this.resetWatermarkSync(s.origin, s.incarnation, s.fromLsn - 1);
+      // Only ever down: records written outside a stream (a bootstrap's exported winners, a
+      // repair) may stand above its watermark, and raising it over LSNs never received made
+      // the origin skip them (the review).
+      for (const s of streams)
+        this.stmt.lowerWatermark.run(s.fromLsn - 1, this.nowMs(), s.origin, s.incarnation, s.fromLsn - 1);
       this.stmt.markDirty.run();
     })();
     if (this.digests) {

@@ -213,7 +213,11 @@ describe("divergence detection on stores", () => {
     before.applySync(batch);
     // The peer's watermarks are read from its process before it lost its disk; its records
     // from the process after, which has not got k1 back yet: k1 would look missing.
-    const scan = (boots: [string, string], stores: [string, string] = ["s", "s"], several = false) =>
+    const scan = (
+      boots: [string, string],
+      stores: [string | undefined, string | undefined] = ["s", "s"],
+      several = false,
+    ) =>
       new DivergenceDetector({
         region: "a",
         incarnation: () => "a".repeat(32),
@@ -234,6 +238,8 @@ describe("divergence detection on stores", () => {
       }).scanPeer("b");
     await expect(scan(["boot-1", "boot-2"])).rejects.toThrow(/b restarted during the comparison/);
     await expect(scan(["boot-1", "boot-1"], ["store-1", "store-2"])).rejects.toThrow(/b restarted/);
+    // A store whose id went with its meta (emptied under a running node) is another store.
+    await expect(scan(["boot-1", "boot-1"], ["store-1", undefined])).rejects.toThrow(/b restarted/);
     // One process for both (a real loss there): reported.
     const found = [["missing", "k1"]];
     const kinds = (r: Awaited<ReturnType<typeof scan>>) => r.findings.map((f) => [f.kind, f.key]);

@@ -472,6 +472,25 @@ describe.each(storeKinds)("the $name store", (kind) => {
       expect((await store.applyBatch(batch("us-east-1", records("us-east-1", 11, 10)))).status).toBe(
         "applied",
       );
+      // Versions written outside a stream (a bootstrap's exported winners, a repair) above its
+      // watermark, or of a stream without one: the watermark is never raised over LSNs the
+      // store never received (the review: the origin then skipped them).
+      const late = 9e9;
+      const outside = (origin: string, lsn: number, key: string) => ({
+        key,
+        tenant: "t",
+        outcome: "accepted",
+        bodyJson: undefined,
+        origin,
+        incarnation,
+        lsn,
+        hlc: { wallMs: late, logical: 0 },
+      });
+      await store.repair([outside("us-east-1", 50, "late-1"), outside("eu-west-1", 7, "late-2")]);
+      await store.deleteSince(late);
+      expect(await store.watermark("us-east-1", incarnation)).toBe(20);
+      expect(await store.watermark("eu-west-1", incarnation)).toBe(0);
+      expect((await store.watermarks()).map((w) => w.origin)).toEqual(["us-east-1"]);
     });
   });
 
