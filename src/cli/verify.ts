@@ -70,8 +70,11 @@ function printReport(report: VerifyReport, say: (s: string) => void): void {
 const verifyHelp = `crr verify --config FILE [--json]
 
 Runs the divergence check once: recomputes this region's bucket digests from its records,
-compares digest trees with every peer and classifies each differing key. Prints findings;
-exit 0 when there are none, 1 when there are, 2 when a peer could not be compared.`;
+compares digest trees with every peer and classifies each differing key. First it puts back
+records missing from the store (removed outside the engine) that no digest can show: this
+region's own from its WAL, and conflict losers from the peers' intact copies (PUT BACK).
+Prints findings; exit 0 when there are none, 1 when there are, 2 when a peer could not be
+compared.`;
 
 export async function runVerify(argv: string[]): Promise<number> {
   const { values } = parseCommand("verify", argv, {
