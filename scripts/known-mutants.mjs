@@ -239,6 +239,13 @@ const mutants = [
     only: "deleteSince drops what was written",
   },
   {
+    name: "an accepted WAL loss bootstraps every peer stream again (no seeded streams)",
+    file: "src/node/wal-open.ts",
+    from: "const held = (await o.store.watermarks()).filter((w) => w.origin !== o.region && w.lsn > 0);",
+    to: "const held = [] as Array<{ origin: string; incarnation: string; lsn: number }>;",
+    tests: ["src/node/wal-open.test.ts"],
+  },
+  {
     name: "crr verify: a missing version that would win put back without reconcile",
     file: "src/node/stream-check.ts",
     from: "if (winner && compareVersions(c.rule, winner, v) < 0) losers.push(v);",

@@ -40,27 +40,31 @@ describe("openRegionWal with --accept-wal-loss", () => {
     const eu = "e".repeat(32);
     const euOld = "f".repeat(32);
     try {
-      await store.applyLocal({
-        origin: region,
-        incarnation: own,
+      const batch = (
+        origin: string,
+        incarnation: string,
+        lastLsn: number,
+        keys: Array<[number, string]>,
+      ) => ({
+        origin,
+        incarnation,
         firstLsn: 1,
-        lastLsn: 2,
-        records: [rec(1, "a"), rec(2, "b")],
+        lastLsn,
+        records: keys.map(([lsn, key]) => rec(lsn, key)),
       });
-      await store.applyBatch({
-        origin: "eu-west-1",
-        incarnation: eu,
-        firstLsn: 1,
-        lastLsn: 3,
-        records: [rec(1, "c"), rec(3, "d")],
-      });
-      await store.applyBatch({
-        origin: "eu-west-1",
-        incarnation: euOld,
-        firstLsn: 1,
-        lastLsn: 1,
-        records: [rec(1, "e")],
-      });
+      await store.applyLocal(
+        batch(region, own, 2, [
+          [1, "a"],
+          [2, "b"],
+        ]),
+      );
+      await store.applyBatch(
+        batch("eu-west-1", eu, 3, [
+          [1, "c"],
+          [3, "d"],
+        ]),
+      );
+      await store.applyBatch(batch("eu-west-1", euOld, 1, [[1, "e"]]));
       const abandoned: unknown[] = [];
       // The WAL directory holds no segment although the store holds this region's stream.
       const wal = await openRegionWal({
