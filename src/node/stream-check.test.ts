@@ -14,7 +14,7 @@ import { SqliteStore, type StoredRecord } from "../store/index.js";
 import type { Region } from "./region.js";
 import { restoreStreamsFromPeers } from "./repair.js";
 import { realRuntime } from "../runtime/index.js";
-import { missingRanges, streamCheckLsns, toRanges, windowsOf } from "./stream-check.js";
+import { holeWindows, missingRanges, streamCheckLsns, toRanges } from "./stream-check.js";
 
 const eu = "eu-west-1";
 const ap = "ap-south-1";
@@ -33,12 +33,16 @@ describe("missingRanges", () => {
   });
 
   it("asks for interleaved holes (a selective policy's) one window at a time, not one request per hole", () => {
-    const odd = Array.from({ length: streamCheckLsns }, (_, i) => 2 * i + 1);
-    expect(windowsOf(odd)).toEqual([
+    // Every other LSN missing (a selective policy's), over two windows' worth of LSNs.
+    const odd = toRanges(Array.from({ length: streamCheckLsns }, (_, i) => 2 * i + 1));
+    const windows = holeWindows(odd);
+    expect(windows.map((w) => w.window)).toEqual([
       { from: 1, to: streamCheckLsns - 1 },
       { from: streamCheckLsns + 1, to: 2 * streamCheckLsns - 1 },
     ]);
-    expect(windowsOf([])).toEqual([]);
+    expect(windows.map((w) => w.lsns.length)).toEqual([streamCheckLsns / 2, streamCheckLsns / 2]);
+    expect(windows[0]!.lsns.slice(0, 3)).toEqual([1, 3, 5]);
+    expect(holeWindows([])).toEqual([]);
   });
 });
 

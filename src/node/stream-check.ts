@@ -36,21 +36,6 @@ export function toRanges(lsns: Iterable<number>): LsnRange[] {
   return out;
 }
 
-/**
- * LSNs in ascending order as covering ranges of at most `streamCheckLsns` each: one request
- * per window, whatever the holes in it (a selective policy's excluded LSNs interleave with
- * the rest: one request per hole was thousands). Pure.
- */
-export function windowsOf(lsns: readonly number[]): LsnRange[] {
-  const out: LsnRange[] = [];
-  for (const lsn of lsns) {
-    const last = out[out.length - 1];
-    if (last && lsn - last.from < streamCheckLsns) last.to = lsn;
-    else out.push({ from: lsn, to: lsn });
-  }
-  return out;
-}
-
 /** The LSNs of [from, to] that `held` lacks, as ranges in order. Pure. */
 export function missingRanges(from: number, to: number, held: ReadonlySet<number>): LsnRange[] {
   const lacked: number[] = [];
@@ -117,29 +102,58 @@ export interface PeersAnswer {
   failed: Map<string, string>;
 }
 
-/** Ask the peers for the holes of each stream (each LSN until one peer gives an intact copy). */
+/**
+ * Windows of at most `streamCheckLsns` LSNs over `holes` (ranges in order), each with the
+ * hole LSNs inside it: what one request per peer asks (memory stays one window's worth,
+ * however many LSNs a selective policy leaves out of a long stream). Pure.
+ */
+export function holeWindows(holes: readonly LsnRange[]): Array<{ window: LsnRange; lsns: number[] }> {
+  const out: Array<{ window: LsnRange; lsns: number[] }> = [];
+  for (const h of holes)
+    for (let lsn = h.from; lsn <= h.to; lsn++) {
+      const last = out[out.length - 1];
+      if (last && lsn - last.window.from < streamCheckLsns) {
+        last.window.to = lsn;
+        last.lsns.push(lsn);
+      } else out.push({ window: { from: lsn, to: lsn }, lsns: [lsn] });
+    }
+  return out;
+}
+
+/** Ask the peers for the holes of each stream, a window at a time (each LSN until one peer gives an intact copy). */
 export async function askPeers(c: StreamCheck, streams: readonly StreamHoles[]): Promise<PeersAnswer> {
   const found: StoredRecord[] = [];
   const unanswered = new Map<string, number>();
   const failed = new Map<string, string>();
   for (const s of streams) {
-    const missing = new Set(
-      s.holes.flatMap((h) => Array.from({ length: h.to - h.from + 1 }, (_, i) => h.from + i)),
-    );
-    for (const link of askOrder(c.links, s.origin)) {
-      if (missing.size === 0 || failed.has(link.peer)) continue;
-      try {
-        for (const h of windowsOf([...missing].sort((a, b) => a - b))) {
-          await askRange(c, link, s, h, missing, found);
-          await c.yieldTurn();
+    let left = 0;
+    for (const { window, lsns } of holeWindows(s.holes)) {
+      const missing = new Set(lsns);
+      for (const link of askOrder(c.links, s.origin)) {
+        if (missing.size === 0 || failed.has(link.peer)) continue;
+        try {
+          await askRange(c, link, s, spanOf(missing, window), missing, found);
+        } catch (err) {
+          failed.set(link.peer, (err as Error).message);
         }
-      } catch (err) {
-        failed.set(link.peer, (err as Error).message);
+        await c.yieldTurn();
       }
+      left += missing.size;
     }
-    if (missing.size > 0) unanswered.set(`${s.origin}/${s.incarnation}`, missing.size);
+    if (left > 0) unanswered.set(`${s.origin}/${s.incarnation}`, left);
   }
   return { found, unanswered, failed };
+}
+
+/** The smallest range within `window` that holds every LSN still `missing`. */
+function spanOf(missing: ReadonlySet<number>, window: LsnRange): LsnRange {
+  let from = window.to;
+  let to = window.from;
+  for (const lsn of missing) {
+    from = Math.min(from, lsn);
+    to = Math.max(to, lsn);
+  }
+  return { from, to };
 }
 
 async function askRange(
