@@ -243,8 +243,6 @@ export class SqliteStore implements DedupStore {
          ON CONFLICT (bucket, key) DO UPDATE SET found_vh = excluded.found_vh, found_at_ms = excluded.found_at_ms`,
       ),
       clearTampered: this.db.prepare("DELETE FROM tampered WHERE bucket = ? AND key = ?"),
-      syncFull: this.db.prepare("PRAGMA synchronous = FULL"),
-      syncNormal: this.db.prepare("PRAGMA synchronous = NORMAL"),
     };
   }
 
@@ -302,13 +300,13 @@ export class SqliteStore implements DedupStore {
 
   private applySynced(batch: ApplyBatchInput): ApplyResult {
     return this.guard("apply a batch", () => {
-      this.stmt.syncFull.run();
+      this.syncCommits(true);
       try {
         const result = this.withDigests(() => this.applyTx(batch));
         this.onSyncedCommit?.();
         return result;
       } finally {
-        this.stmt.syncNormal.run();
+        this.syncCommits(false);
       }
     });
   }
@@ -840,7 +838,7 @@ export class SqliteStore implements DedupStore {
 
   setMetaSync(name: string, value: string): void {
     this.guard("write meta", () => {
-      this.stmt.syncFull.run();
+      this.syncCommits(true);
       try {
         this.db
           .prepare(
@@ -849,7 +847,7 @@ export class SqliteStore implements DedupStore {
           .run(name, value);
         this.onSyncedCommit?.();
       } finally {
-        this.stmt.syncNormal.run();
+        this.syncCommits(false);
       }
     });
   }
@@ -873,6 +871,25 @@ export class SqliteStore implements DedupStore {
    * image of a synced state: the file then holds exactly what a power loss cannot undo).
    * Throws when a reader kept the checkpoint from finishing.
    */
+  /**
+   * Whether SQLite syncs the commits that follow. Set through `db.pragma`, which prepares the
+   * statement anew each time: SQLite runs this pragma when it compiles it, and a prepared
+   * `PRAGMA synchronous = FULL` kept and run again did nothing on its first run, so the first
+   * "synced" commit after opening the store was not synced (found by the simulator once its
+   * crash model asked SQLite rather than the caller).
+   */
+  private syncCommits(on: boolean): void {
+    this.db.pragma(on ? "synchronous = FULL" : "synchronous = NORMAL");
+  }
+
+  /**
+   * Whether SQLite itself syncs a commit made now (`synchronous` FULL or above): what the
+   * simulator's crash model asks SQLite, not the caller, before it counts a commit as durable.
+   */
+  commitsSynced(): boolean {
+    return (this.db.pragma("synchronous", { simple: true }) as number) >= 2;
+  }
+
   checkpointFully(): void {
     const [r] = this.guard("checkpoint", () => this.db.pragma("wal_checkpoint(TRUNCATE)")) as {
       busy: number;

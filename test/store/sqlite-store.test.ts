@@ -22,6 +22,25 @@ const records = (from: number, n: number, keyOf = (i: number) => `key-${i}`): Wa
   }));
 
 describe("SqliteStore", () => {
+  it("syncs every commit it makes durable, the first after opening included", async () => {
+    // SQLite runs `PRAGMA synchronous` when it compiles it: a prepared one run again did
+    // nothing the first time, so the first synced commit of a store was not synced.
+    const seen: Array<boolean | string> = [];
+    let s: SqliteStore | undefined = undefined;
+    s = new SqliteStore({
+      path: path.join(tempDir(), "store.sqlite"),
+      rule,
+      onSyncedCommit: () => seen.push(s?.commitsSynced() ?? "while opening"),
+    });
+    await s.setMeta("first", "1");
+    await s.applyBatch({ origin: "us-east-1", incarnation, firstLsn: 1, lastLsn: 3, records: records(1, 3) });
+    await s.setMeta("second", "2");
+    expect(seen.filter((x) => x !== "while opening")).toEqual([true, true, true]);
+    // And back to NORMAL for the region's own records (the inbox WAL holds them durably).
+    expect(s.commitsSynced()).toBe(false);
+    await s.close();
+  });
+
   it("keeps digests across a clean close and rebuilds them after a crash (an unclosed handle)", async () => {
     const file = path.join(tempDir(), "store.sqlite");
     const a = new SqliteStore({ path: file, rule });
