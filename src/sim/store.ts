@@ -105,6 +105,8 @@ export class SqliteSimStores implements SimStores {
     return {
       checkpointer: false,
       onSyncedCommit: (s) => {
+        // SQLite's word, not the engine's: a commit it did not sync is not durable yet.
+        if (!s.commitsSynced()) return;
         s.checkpointFully();
         this.synced.add(site.name);
       },
