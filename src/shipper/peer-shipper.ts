@@ -119,6 +119,8 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   lastAckAtMs = 0;
   /** Set by resync(): the current session ends at its next idle moment and a new one starts. */
   private resyncWanted = false;
+  /** A resync is due once a bootstrapping peer may be done (peerBootstrapping). */
+  private lookAgain = false;
   /** Wakes the caught-up wait for a resync. */
   private idleWake = new AbortController();
 
@@ -258,6 +260,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
    */
   private async backfillWidened(c: BackfillContext, forget: boolean): Promise<void> {
     const now: string[] | "*" = this.o.tenants ? [...this.o.tenants].sort() : "*";
+    if (c.view.bootstrapping === true) return this.peerBootstrapping();
     const before = forget ? undefined : this.persisted?.tenants;
     const sends = this.o.sendsTenant ?? (() => true);
     const keep =
@@ -275,6 +278,27 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
       await backfillTenants(c, keep);
     }
     if (!this.abort.signal.aborted) await this.persistAck({ tenants: now });
+  }
+
+  /**
+   * A bootstrapping peer fills its store from the other regions, by its own policy, which may
+   * be older than ours (found by the simulator, seed 5: a region bootstrapping under the old
+   * policy copied our stream without a tenant the new one sends it, and this shipper, having
+   * seen it empty, had recorded the new policy as delivered). What it will hold of ours is
+   * unknown until it is done: the delivered tenants are forgotten, and a new session looks
+   * again a moment later; the first one after the bootstrap backfills every tenant it sends.
+   */
+  private async peerBootstrapping(): Promise<void> {
+    if (!this.abort.signal.aborted) await this.persistAck({ tenants: undefined });
+    if (this.lookAgain) return;
+    this.lookAgain = true;
+    void sleep(this.rt, this.o.retryDelayMsMax, this.abort.signal).then(
+      () => {
+        this.lookAgain = false;
+        this.resync();
+      },
+      () => undefined,
+    );
   }
 
   // ---- the current incarnation ---------------------------------------------------------

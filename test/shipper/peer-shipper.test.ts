@@ -135,6 +135,33 @@ describe("a widened policy", () => {
     expect(failures).not.toContain("ack_beyond_sent");
   });
 
+  it("to a peer bootstrapping under an older policy: backfills once it is done what its copy left out (simulator seed 5)", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const recs = mixed();
+    o.hold(current, 20, recs);
+    o.wal.add(recs);
+    const peer = new ReaderPeer();
+    peer.bootstrapping = true;
+    // It takes nothing from us while it copies from the other regions.
+    peer.before = async () => {
+      if (peer.bootstrapping) throw new Error("connection refused: still bootstrapping");
+    };
+    const { shipper, failures } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
+    await waitFor(() => failures.length > 0 || undefined, "a session against the bootstrapping peer");
+    // Its bootstrap copies our stream from a region that, by the old policy, held tenant A only.
+    peer.store.applySync({
+      origin,
+      incarnation: current,
+      firstLsn: 1,
+      lastLsn: 20,
+      records: recs.filter((r) => r.tenant === "A"),
+    });
+    peer.bootstrapping = false;
+    await waitFor(() => peer.holds(recs).length === 20 || undefined, "tenant B backfilled too");
+    expect(shipper.acked).toBe(20);
+  });
+
   it("reads a record from the WAL when the store's copy was changed outside the engine", async () => {
     const { o, recs, peer, stateFile } = await shippedSelectively(tempDir());
     const raw = new Database(o.file);

@@ -126,6 +126,8 @@ export class ReaderPeer implements PeerLink {
   /** Run before each batch reaches the reader (n counts batches from 1); throwing is a transport failure. */
   before: ((n: number) => Promise<void>) | undefined;
   batches = 0;
+  /** Answer watermarks as a region still bootstrapping (its store filled by other regions). */
+  bootstrapping = false;
   readonly file: string;
   private reader: Reader;
 
@@ -189,6 +191,7 @@ export class ReaderPeer implements PeerLink {
       formatVersion: 1,
       clock: { wallMs: 0, logical: 0 },
       seen: [],
+      ...(this.bootstrapping ? { bootstrapping: true } : {}),
     };
   }
 
