@@ -207,6 +207,37 @@ describe("copyMesh", () => {
     expect(await copyWith([["us-east-1", edited]])).toBe(2); // nobody gave LSN 3 intact: below it
   });
 
+  it("asks every peer for our older incarnation up to the furthest watermark, also one whose own watermark is below what it holds (simulator seed 298)", async () => {
+    const { copyMesh } = await import("./copy.js");
+    const old = "0".repeat(32);
+    const ours = (lsn: number) => ({ ...version(lsn), origin: "eu-west-1", incarnation: old });
+    const view = (region: string, lsn: number | undefined): WatermarksView => ({
+      ...ownStreamView(region, region[0]!.repeat(32), 1),
+      streams: lsn === undefined ? [] : [{ origin: "eu-west-1", incarnation: old, lsn, updatedAtMs: 0 }],
+    });
+    const holding = (versions: Array<StoredRecord & { intact: boolean }>) =>
+      ({
+        ...peerHolding(versions, 100).link,
+        exportPage: async () => ({ versions: [], next: undefined }),
+      }) as unknown as PeerLink;
+    const store = memoryStore();
+    await copyMesh({
+      region: "eu-west-1",
+      views: new Map([
+        ["us-east-1", view("us-east-1", 5)],
+        // Holds LSN 3 (a conflict loser, say) with no watermark for the stream at all.
+        ["us-west-2", view("us-west-2", undefined)],
+      ]),
+      links: new Map([
+        ["us-east-1", holding([1, 2, 4, 5].map(ours))],
+        ["us-west-2", holding([ours(3)])],
+      ]),
+      store,
+      accepts: () => true,
+    });
+    expect([...store.held.values()].map((v) => v.lsn).sort()).toEqual([1, 2, 3, 4, 5]);
+  });
+
   it("takes the records a peer's own current stream lacks in its store from its WAL (simulator seed 106)", async () => {
     const { copyMesh } = await import("./copy.js");
     // us-east-1's operator deleted LSN 3 from its store by hand; its WAL still holds LSNs 2..6

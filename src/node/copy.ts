@@ -293,20 +293,26 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
   // at one peer must not hold back LSNs another gave whole (the watermark is what this region
   // backfills its peers up to; found by the simulator, seed 98: a hand edit of one key left
   // another region's hole unfilled). Only the damaged LSNs are kept (few), never the copied ones.
+  // Every peer is asked up to the furthest watermark any of them holds, not only up to its
+  // own: a peer may hold records of the stream above its watermark for it (its own bootstrap
+  // copied them from our store while that store had holes, and left its watermark below the
+  // first), and then no other region holds them (found by the simulator, seed 298: conflict
+  // losers held only by a peer whose watermark for the stream was 0, declared lost by us).
+  const furthest = streamsOf(m.views, m.region);
   const damaged = new Map<string, Set<number>>();
-  for (const [peer, view] of m.views) {
-    for (const own of view.streams.filter((s) => s.origin === m.region && s.lsn > 0)) {
-      const fromLsn = restored(m, m.region, own.incarnation) + 1;
-      if (fromLsn > own.lsn) continue;
-      const s = { origin: m.region, incarnation: own.incarnation, fromLsn, toLsn: own.lsn };
+  for (const peer of m.views.keys()) {
+    for (const [incarnation, at] of furthest) {
+      const fromLsn = restored(m, m.region, incarnation) + 1;
+      if (fromLsn > at.lsn) continue;
+      const s = { origin: m.region, incarnation, fromLsn, toLsn: at.lsn };
       const r = await copyStream(m.links.get(peer)!, m.store, s, () => true);
       note(r);
-      const set = damaged.get(own.incarnation) ?? new Set<number>();
+      const set = damaged.get(incarnation) ?? new Set<number>();
       for (const l of r.damaged) set.add(l);
-      damaged.set(own.incarnation, set);
+      damaged.set(incarnation, set);
     }
   }
-  for (const [incarnation, at] of streamsOf(m.views, m.region)) {
+  for (const [incarnation, at] of furthest) {
     let upTo = at.lsn;
     for (const l of [...(damaged.get(incarnation) ?? [])].sort((a, b) => a - b)) {
       if (l > upTo) break;
