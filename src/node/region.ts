@@ -156,8 +156,15 @@ export class Region {
   readonly tls: TlsFiles | undefined;
   /** Replay protection across restarts (auth-floor.json). */
   readonly replayFloor: ReplayFloorFile;
-  /** "applied" (origin, incarnation, lsn): a peer batch was applied here (the benchmark harness listens). */
-  readonly events = new EventEmitter<{ applied: [origin: string, incarnation: string, lsn: number] }>();
+  /**
+   * "applied" (origin, incarnation, lsn, carried): a peer batch was applied here, the stream's
+   * watermark is now `lsn`, and `carried` says whether the batch held the record at `lsn`
+   * (a selective or skip batch moves the watermark past records it does not carry). The
+   * benchmark harness and the simulator listen.
+   */
+  readonly events = new EventEmitter<{
+    applied: [origin: string, incarnation: string, lsn: number, carried: boolean];
+  }>();
   /** Resolves once appends are admitted; rejects when the startup checks refuse. */
   admitted: Promise<void> = Promise.resolve();
   /** Why this region stopped taking appends for its own safety (an LSN would be reused), if it did. */

@@ -42,7 +42,8 @@ export function readerOf(r: Region): Reader {
       const nowMs = r.nowMs();
       const latency = r.metrics.commitToApplySeconds.labels({ origin: batch.origin });
       for (const rec of batch.records) latency.observe(Math.max(0, nowMs - rec.hlc.wallMs) / 1000);
-      r.events.emit("applied", batch.origin, batch.incarnation, result.watermark);
+      const carried = batch.records.some((x) => x.lsn === result.watermark);
+      r.events.emit("applied", batch.origin, batch.incarnation, result.watermark, carried);
     },
     onSkipped: (origin, incarnation, skipped) =>
       r.auditPump.record({

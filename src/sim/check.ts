@@ -11,10 +11,16 @@ import type { StoredRecord } from "../store/index.js";
 import { auditLinesOf, siteOf, type LedgerEntry, type SimCluster, type SimNode } from "./cluster.js";
 import { simReadable } from "./store.js";
 
-/** Whether `region` should hold records of `tenant` written in `origin`. */
-export function targets(c: SimCluster, region: string, tenant: string, origin: string): boolean {
+/** Whether `region` should hold records of `tenant` written in `origin` (by `policy`: default, the current one). */
+export function targets(
+  c: SimCluster,
+  region: string,
+  tenant: string,
+  origin: string,
+  policy = c.o.tenants,
+): boolean {
   if (region === origin) return true;
-  const t = c.o.tenants;
+  const t = policy;
   if (!t) return true;
   const p = t.find((x) => x.tenantID === tenant);
   return p !== undefined && p.targetRegions.includes(region);
@@ -147,6 +153,8 @@ export async function checkCluster(c: SimCluster): Promise<string[]> {
     if (audit.problem) problems.push(`${n.name}: audit chain: ${audit.problem}`);
   }
   problems.push(...(await unauditedLosses(c)));
+  problems.push(...(await unauditedSkips(c)));
+  problems.push(...unallowedSkips(c));
   problems.push(...falseDivergence(c));
   for (const n of c.nodes.values())
     if (n.state !== "up") problems.push(`${n.name} is ${n.state}${n.refusal ? `: ${n.refusal}` : ""}`);
@@ -174,12 +182,29 @@ function falseDivergence(c: SimCluster): string[] {
         e.kind === "divergence" &&
         e.reason !== "dead-incarnation" &&
         e.reason !== "age" &&
-        !c.handEdited.has(String(e.key))
+        !c.handEdited.has(String(e.key)) &&
+        !widened(c, String(e.key))
       )
         out.push(
           `${n.name}: reported ${String(e.finding)} ${String(e.key)} with ${String(e.peer)} (settled by ${String(e.reason)}), though nothing but a hand edit makes one`,
         );
   return out.slice(0, 10);
+}
+
+/**
+ * Whether the operator widened the policy of `key`'s tenant in this run. Its records a region
+ * newly receives come by backfill, and meanwhile the detector reports them missing there:
+ * the region's watermark passed them while its policy left them out, and no region can yet
+ * tell a record owed by a backfill from a lost one (a known false alarm, left open: the fix is
+ * a view that says since when a region takes each tenant). Such reports are not judged here;
+ * what must arrive is (every region the new policy names holds every record, at the end).
+ */
+function widened(c: SimCluster, key: string): boolean {
+  const tenant = key.slice(0, key.indexOf("/"));
+  const before = c.firstTenants?.find((p) => p.tenantID === tenant)?.targetRegions;
+  if (!before) return false;
+  const now = c.o.tenants ? c.o.tenants.find((p) => p.tenantID === tenant)?.targetRegions : c.o.regions;
+  return now !== undefined && now.length !== before.length;
 }
 
 /**
@@ -210,4 +235,108 @@ async function policyLeaks(c: SimCluster, n: SimNode): Promise<string[]> {
   return (await c.o.stores.rows(siteOf(n)))
     .filter((v) => !targets(c, n.regionName, v.tenant, v.origin))
     .map((v) => `${n.name} holds ${id(v)} of tenant ${v.tenant}: its policy excludes it`);
+}
+
+interface LsnRange {
+  origin: string;
+  incarnation: string;
+  from: number;
+  to: number;
+}
+
+/** The LSN ranges a region's audit log says it moved a watermark over without the records. */
+function skippedBy(c: SimCluster, region: string): LsnRange[] {
+  return regionAudit(c, region)
+    .filter((e) => e.kind === "gap-skipped")
+    .map((e) => ({
+      origin: String(e.origin),
+      incarnation: String(e.incarnation),
+      from: Number(e.from),
+      to: Number(e.to),
+    }));
+}
+
+/** The own LSN ranges an origin's audit log declares held by nobody (backfill holes, replay). */
+function declaredLost(c: SimCluster, origin: string): LsnRange[] {
+  const out: LsnRange[] = [];
+  for (const e of regionAudit(c, origin)) {
+    if (e.kind !== "records-lost") continue;
+    const incarnation = String(e.incarnation);
+    if (Array.isArray(e.ranges))
+      for (const [from, to] of e.ranges as Array<[number, number]>)
+        out.push({ origin, incarnation, from, to });
+    else out.push({ origin, incarnation, from: Number(e.from), to: Number(e.to) });
+  }
+  return out;
+}
+
+const covers = (ranges: readonly LsnRange[], origin: string, incarnation: string, lsn: number) =>
+  ranges.some((r) => r.origin === origin && r.incarnation === incarnation && r.from <= lsn && lsn <= r.to);
+
+/**
+ * No record may be skipped without an audit entry: an acknowledged record given up (no copy
+ * was left) that a region's watermark has passed must be named by that region's audit log
+ * (a `gap-skipped` entry; at the origin, its `records-lost`), or, for a region that copied
+ * the watermark in a bootstrap, by the log of some region that skipped it.
+ */
+async function unauditedSkips(c: SimCluster): Promise<string[]> {
+  const out: string[] = [];
+  const everywhere = [...new Set([...c.nodes.values()].map((n) => n.regionName))].flatMap((r) =>
+    skippedBy(c, r),
+  );
+  const checked = new Set<string>();
+  for (const n of c.up()) {
+    if (checked.has(n.regionName)) continue;
+    checked.add(n.regionName);
+    const store = n.region!.store;
+    const own = skippedBy(c, n.regionName);
+    for (const e of c.ledger) {
+      // Owed by the policy the run started with: what was lost before a widening was never owed.
+      const owed = (policy: SimCluster["o"]["tenants"]) =>
+        targets(c, n.regionName, e.tenant, e.origin, policy);
+      if (!e.lost || e.duplicate || !owed(c.o.tenants) || !owed(c.firstTenants)) continue;
+      if ((await store.watermark(e.origin, e.incarnation)) < e.lsn) continue;
+      // One may turn up after all (an operator's salvage): held, it was not skipped.
+      if ((await simReadable(store).streamVersions(e.origin, e.incarnation, e.lsn, e.lsn, 1)).length > 0)
+        continue;
+      const lost = e.origin === n.regionName ? declaredLost(c, e.origin) : [];
+      if (covers(own, e.origin, e.incarnation, e.lsn) || covers(lost, e.origin, e.incarnation, e.lsn))
+        continue;
+      const elsewhere = covers(everywhere, e.origin, e.incarnation, e.lsn)
+        ? " (only another region's log does)"
+        : "";
+      out.push(
+        `${n.name}: its watermark passed given-up ${id(e)} without an audit entry naming it${elsewhere}`,
+      );
+    }
+  }
+  return out.slice(0, 10);
+}
+
+/**
+ * A skip needs the operator's command or the origin's own declaration that nobody holds the
+ * records: every `gap-skipped` entry must be covered by a `gap-skip-allowed` entry of its
+ * origin for that region, or by the origin's `records-lost`.
+ */
+function unallowedSkips(c: SimCluster): string[] {
+  const out: string[] = [];
+  const regions = [...new Set([...c.nodes.values()].map((n) => n.regionName))];
+  for (const region of regions)
+    for (const s of skippedBy(c, region)) {
+      const allowed = regionAudit(c, s.origin).some(
+        (e) =>
+          e.kind === "gap-skip-allowed" &&
+          e.peer === region &&
+          e.incarnation === s.incarnation &&
+          Number(e.throughLsn) >= s.to,
+      );
+      const lost = declaredLost(c, s.origin);
+      let declared = true;
+      for (let l = s.from; l <= s.to && declared; l++) declared = covers(lost, s.origin, s.incarnation, l);
+      if (!allowed && !declared)
+        out.push(
+          `${region} skipped ${s.origin}/${s.incarnation.slice(0, 8)} ${s.from}..${s.to} without the operator's allowance or its origin's records-lost entry`,
+        );
+    }
+  return out.slice(0, 10);
 }

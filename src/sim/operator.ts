@@ -22,6 +22,8 @@ export async function wipe(c: SimCluster, name: string): Promise<void> {
   c.walIncarnation.delete(name);
   c.watch.storeLost(name);
   await c.o.stores.lose(siteOf(n));
+  // What its audit log said is kept aside for the checker, as for a node of several.
+  c.lostAuditLines.push(...auditLinesOf(n.config.dataDir).map((line) => ({ region: n.regionName, line })));
   fs.rmSync(n.config.dataDir, { recursive: true, force: true });
   c.disk.forget(n.config.dataDir);
   c.sched.note(`wipe ${name}`);

@@ -8,7 +8,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { checkCluster } from "./check.js";
-import { SimCluster } from "./cluster.js";
+import { SimCluster, type ClusterOptions } from "./cluster.js";
 import { handEdit, reconcileHandEdits } from "./hand-edit.js";
 import {
   acceptWalLoss,
@@ -100,6 +100,26 @@ function policies(s: Scheduler, regions: string[]) {
     }
     return { tenantID, targetRegions: regions.filter((r) => targets.includes(r)) };
   });
+}
+
+type Policies = NonNullable<ClusterOptions["tenants"]>;
+
+/**
+ * A wider policy: one more region for one tenant, or now and then every tenant everywhere
+ * (undefined: a multi-way mesh, what the shipper calls "*").
+ */
+function widened(
+  policies: Policies,
+  regions: string[],
+  dice: ReturnType<Scheduler["side"]>,
+): Policies | undefined {
+  const short = policies.filter((p) => p.targetRegions.length < regions.length);
+  if (short.length === 0 || dice.chance(0.3)) return undefined;
+  const p = dice.pick(short);
+  const more = dice.pick(regions.filter((r) => !p.targetRegions.includes(r)));
+  return policies.map((x) =>
+    x === p ? { ...x, targetRegions: regions.filter((r) => r === more || x.targetRegions.includes(r)) } : x,
+  );
 }
 
 /** How many nodes serve each region (PostgreSQL runs): one, two or three, by the seed. */
@@ -310,6 +330,10 @@ async function play(
   c.net.faults = { loss: 0, duplicate: 0, corrupt: 0, delayMsMin: 5, delayMsMax: 60 };
   for (const n of c.nodes.values()) n.proc.skewMs = 0;
   for (const n of c.nodes.values()) for (const p of [...n.removed]) void c.setPeer(n.regionName, p, true);
+  // Now and then an operator widens a selective policy (its own generator: runs that do not
+  // widen keep their schedule).
+  const widen = s.side("widen a policy");
+  if (c.o.tenants && widen.chance(0.4)) void c.setPolicies(widened(c.o.tenants, c.o.regions, widen));
   // Now and then an operator edits a store by hand once traffic has stopped (hand-edit.ts).
   if (s.chance(0.3) && c.up().length > 0) await handEdit(c, s.pick(c.up()).name);
   const problems: string[] = [];
