@@ -420,6 +420,22 @@ const mutants = [
     only: "furthest watermark",
   },
   {
+    name: "detector: a record a widened policy newly takes, passed by a watermark while left out, reported missing",
+    file: "src/divergence/classify.ts",
+    from: "  if (w && v.origin !== side.region && !w.before.includes(v.tenant) && v.hlc.wallMs <= w.atMs)\n",
+    to: "  if (false)\n",
+    tests: ["src/divergence/classify.test.ts"],
+    only: "widened to take",
+  },
+  {
+    name: "the store does not remember the policy: no widening in the watermarks view (simulator seed 215)",
+    file: "src/node/parts.ts",
+    from: "  await notePolicy(store, config, runtime.nowMs());\n",
+    to: "",
+    tests: ["test/sim/sim.test.ts"],
+    only: "seed 215:",
+  },
+  {
     name: "SQLite: a hand-edited copy exported to a bootstrap (simulator seed 52)",
     file: "src/store/sqlite-store.ts",
     from: "(r) => r.lsn > (held.get(`${r.origin}/${r.incarnation}`) ?? 0) && this.isIntact(r))",

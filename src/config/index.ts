@@ -3,5 +3,5 @@ export type { ConflictRuleName, NodeConfig, ReplicationMode, TlsConfig } from ".
 export { credentialsOf } from "./credentials.js";
 export type { Credentials } from "./credentials.js";
 export { defaults } from "./defaults.js";
-export { replicationPolicy } from "./policy.js";
-export type { ReplicationPolicy } from "./policy.js";
+export { acceptedTenants, replicationPolicy, wideningOf } from "./policy.js";
+export type { PolicyWidening, ReplicationPolicy } from "./policy.js";

@@ -53,3 +53,41 @@ export function replicationPolicy(c: Pick<NodeConfig, "region" | "crr">): Replic
     peersFor: (tenant) => (targets.get(tenant) ?? []).filter((r) => r !== self),
   };
 }
+
+/** The tenants this region takes from its peers: "*" (every one) or their ids, sorted. */
+export function acceptedTenants(c: Pick<NodeConfig, "region" | "crr">): "*" | string[] {
+  if (!c.crr.enabled) return [];
+  if (c.crr.replicationMode !== "selective") return "*";
+  return c.crr.policies
+    .filter((p) => p.targetRegions.includes(c.region))
+    .map((p) => p.tenantID)
+    .sort();
+}
+
+/**
+ * Since when a region takes tenants it did not take before (its policy was widened): every
+ * tenant not in `before` is taken only since `atMs`. Its watermarks may have passed their
+ * older records while the policy left them out; the backfill brings those.
+ */
+export interface PolicyWidening {
+  atMs: number;
+  before: string[];
+}
+
+/**
+ * The widening from `before` to `now` at `atMs`, or undefined when `now` takes nothing new
+ * (or `before` is unknown: a first start, or a store from before this was kept). An earlier
+ * widening still within `keepMs` keeps its tenants new too (their backfill may still run).
+ */
+export function wideningOf(
+  before: "*" | string[] | undefined,
+  now: "*" | string[],
+  atMs: number,
+  earlier: PolicyWidening | undefined,
+  keepMs: number,
+): PolicyWidening | undefined {
+  if (before === undefined || before === "*") return undefined;
+  if (now !== "*" && now.every((t) => before.includes(t))) return undefined;
+  const recent = earlier && atMs - earlier.atMs <= keepMs ? earlier : undefined;
+  return { atMs, before: recent ? before.filter((t) => recent.before.includes(t)) : [...before] };
+}

@@ -120,6 +120,40 @@ describe("classify", () => {
     });
   });
 
+  it("a side whose policy was widened to take the record's tenant after it was written: in flight (a backfill brings it) until inFlightMsMax after the widening, then missing by age", () => {
+    // B's watermark passed A's LSN 5 while B's policy left tenant t out; since 20 s it takes t.
+    const local = { region: "A", version: v("A", 5, "accepted", 10_000), watermarks: wm({ A: 5 }) };
+    const widened = { atMs: 20_000, before: ["other"] };
+    const remote = { region: "B", version: undefined, watermarks: wm({ A: 5 }), widened };
+    expect(classify(input({ local, remote, nowMs: 20_000 + 60_000 }))).toBeUndefined();
+    expect(classify(input({ local, remote, nowMs: 20_000 + 60_001 }))).toMatchObject({
+      kind: "missing",
+      missingIn: "B",
+      reason: "age",
+    });
+    // A tenant it took before, a record written after the widening, or its own record: settled as ever.
+    const notNew = { ...remote, widened: { atMs: 20_000, before: ["t"] } };
+    expect(classify(input({ local, remote: notNew, nowMs: 21_000 }))).toMatchObject({ reason: "watermark" });
+    const later = { ...local, version: v("A", 5, "accepted", 20_001) };
+    expect(classify(input({ local: later, remote, nowMs: 21_000 }))).toMatchObject({ reason: "watermark" });
+    const own = { region: "A", version: undefined, watermarks: wm({ A: 5 }), widened };
+    const theirs = { region: "B", version: v("A", 5, "accepted", 10_000), watermarks: wm({ A: 5 }) };
+    expect(classify(input({ local: own, remote: theirs, nowMs: 21_000 }))).toMatchObject({
+      kind: "missing",
+      missingIn: "A",
+      reason: "watermark",
+    });
+    // Two winners: the widened side has not settled the other's version yet.
+    const mine = {
+      region: "B",
+      version: v("B", 3, "accepted", 9_000),
+      watermarks: wm({ A: 5, B: 3 }),
+      widened,
+    };
+    const lateLocal = { ...local, watermarks: wm({ A: 5, B: 3 }) };
+    expect(classify(input({ local: lateLocal, remote: mine, nowMs: 21_000 }))).toBeUndefined();
+  });
+
   it("a record the policy keeps out of the lacking region is no finding", () => {
     const local = { region: "A", version: v("A", 5), watermarks: wm({ A: 5 }) };
     const remote = { region: "B", version: undefined, watermarks: wm({ A: 5 }) };

@@ -40,9 +40,17 @@ export type StreamWatermarks = ReadonlyMap<string, number>;
 
 export const streamKey = (origin: string, incarnation: string) => `${origin}/${incarnation}`;
 
-/** How a side has settled `v`, or undefined while `v` may still be in flight to it. */
-function settledBy(wm: StreamWatermarks, v: StoredRecord, c: ClassifyInput): SettledBy | undefined {
-  if ((wm.get(streamKey(v.origin, v.incarnation)) ?? 0) >= v.lsn) return "watermark";
+/**
+ * How a side has settled `v`, or undefined while `v` may still be in flight to it. A side
+ * whose policy was widened since `v` was written, to take `v`'s tenant, may have passed `v`
+ * while its policy left it out: a backfill brings it, so it is in flight until
+ * `inFlightMsMax` after the widening, then settled by age.
+ */
+function settledBy(side: Side, v: StoredRecord, c: ClassifyInput): SettledBy | undefined {
+  const w = side.widened;
+  if (w && v.origin !== side.region && !w.before.includes(v.tenant) && v.hlc.wallMs <= w.atMs)
+    return c.nowMs - w.atMs > c.inFlightMsMax ? "age" : undefined;
+  if ((side.watermarks.get(streamKey(v.origin, v.incarnation)) ?? 0) >= v.lsn) return "watermark";
   if (c.deadStreams.has(streamKey(v.origin, v.incarnation))) return "dead-incarnation";
   if (c.nowMs - v.hlc.wallMs > c.inFlightMsMax) return "age";
   return undefined;
@@ -61,10 +69,18 @@ function sameContent(a: StoredRecord, b: StoredRecord): boolean {
   );
 }
 
+interface Side {
+  region: string;
+  version: StoredRecord | undefined;
+  watermarks: StreamWatermarks;
+  /** The side's policy was widened at `atMs` to take tenants not in `before` (its watermarks view says so). */
+  widened?: { atMs: number; before: readonly string[] };
+}
+
 export interface ClassifyInput {
   key: string;
-  local: { region: string; version: StoredRecord | undefined; watermarks: StreamWatermarks };
-  remote: { region: string; version: StoredRecord | undefined; watermarks: StreamWatermarks };
+  local: Side;
+  remote: Side;
   /** Whether `region` should hold records of `tenant` written in `origin` (the replication policy). */
   shouldHold: (region: string, origin: string, tenant: string) => boolean;
   nowMs: number;
@@ -102,8 +118,8 @@ export function classify(c: ClassifyInput): Finding | undefined {
     // Same identity, different content: one side's store was changed outside the engine.
     if (a.origin === b.origin && a.incarnation === b.incarnation && a.lsn === b.lsn)
       return finding("divergent", "watermark");
-    const localHasB = settledBy(c.local.watermarks, b, c);
-    const remoteHasA = settledBy(c.remote.watermarks, a, c);
+    const localHasB = settledBy(c.local, b, c);
+    const remoteHasA = settledBy(c.remote, a, c);
     return localHasB && remoteHasA
       ? finding("divergent", localHasB === "watermark" ? remoteHasA : localHasB)
       : undefined;
@@ -111,7 +127,7 @@ export function classify(c: ClassifyInput): Finding | undefined {
   const [lacking, v] = a ? [c.remote, a] : [c.local, b!];
   if (!c.shouldHold(lacking.region, v.origin, v.tenant)) return undefined;
   // The origin applies its own records too (with its own watermark), so one rule covers both.
-  const by = settledBy(lacking.watermarks, v, c);
+  const by = settledBy(lacking, v, c);
   return by ? finding("missing", by, lacking.region) : undefined;
 }
 

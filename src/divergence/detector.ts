@@ -80,6 +80,9 @@ interface CompareContext {
   storeId: string | undefined;
   remoteWm: StreamWatermarks;
   localWm: StreamWatermarks;
+  /** Each side's last policy widening (WatermarksView.policyWidened). */
+  localWidened: WatermarksView["policyWidened"];
+  remoteWidened: WatermarksView["policyWidened"];
 }
 
 export interface DetectorOptions {
@@ -97,6 +100,8 @@ export interface DetectorOptions {
     regions: ReadonlySet<string>;
     heard: () => ReadonlyArray<{ region: string; incarnation: string }>;
   };
+  /** This region's last policy widening (src/node/policy-memory.ts), as its own view says it. */
+  policyWidened?: () => Promise<WatermarksView["policyWidened"]>;
   /** Per-tenant target regions when replication is selective; undefined: every region holds every record. */
   selectivePolicies?: ReadonlyArray<{ tenantID: string; targetRegions: readonly string[] }>;
   store: DetectorStore;
@@ -231,6 +236,8 @@ export class DivergenceDetector {
       storeId: view.storeId,
       remoteWm: toMap(view.streams),
       localWm: toMap(localStreams),
+      localWidened: await this.o.policyWidened?.(),
+      remoteWidened: view.policyWidened,
     };
   }
 
@@ -258,8 +265,18 @@ export class DivergenceDetector {
         keysCompared++;
         const f = classify({
           key,
-          local: { region: this.o.region, version: local.get(key), watermarks: ctx.localWm },
-          remote: { region: peer, version: remoteByKey.get(key), watermarks: ctx.remoteWm },
+          local: {
+            region: this.o.region,
+            version: local.get(key),
+            watermarks: ctx.localWm,
+            widened: ctx.localWidened,
+          },
+          remote: {
+            region: peer,
+            version: remoteByKey.get(key),
+            watermarks: ctx.remoteWm,
+            widened: ctx.remoteWidened,
+          },
           shouldHold: this.shouldHold,
           nowMs: ctx.nowMs,
           inFlightMsMax: this.o.inFlightMsMax,

@@ -46,6 +46,12 @@ export interface WatermarksView {
    */
   bootstrapping?: boolean;
   /**
+   * The answering region's policy was widened at `atMs`: it takes tenants not in `before`
+   * only since then. Its watermarks may have passed their older records while its policy
+   * left them out (a backfill brings them): what it lacks of those is not yet missing.
+   */
+  policyWidened?: { atMs: number; before: string[] };
+  /**
    * Every live incarnation of the answering region when several nodes serve it on one store
    * (its own included): a stream of one of them is live, not an older incarnation's.
    */

@@ -26,6 +26,7 @@ import { RegionMetrics } from "./metrics.js";
 import { TlsFiles } from "./tls.js";
 import type { Region } from "./region.js";
 import { nodeIdOf } from "./node-id.js";
+import { notePolicy } from "./policy-memory.js";
 import { StartupRefusedError } from "./startup.js";
 import { bootstrapRunning, needsBootstrap, openRegionWal } from "./wal-open.js";
 
@@ -186,6 +187,7 @@ async function openInOrder(
   });
   let empty = await needsBootstrap(store);
   await ensureStoreId(store, boot);
+  await notePolicy(store, config, runtime.nowMs());
   // Several nodes of this region on one store: this data directory's id, and the fellow nodes' streams.
   const several = store.shared !== undefined && config.regions[config.region]?.nodes === "several";
   const nodeId = several ? await nodeIdOf(config.dataDir, runtime, o.fileOps) : undefined;

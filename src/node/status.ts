@@ -12,6 +12,7 @@ import type { ArchiveStatus, FollowerStatus } from "../archive/index.js";
 import type { Region } from "./region.js";
 import { fellowIncarnations } from "./parts.js";
 import { bootstrapRunning } from "./wal-open.js";
+import { readWidening } from "./policy-memory.js";
 
 export interface PeerStatus {
   peer: string;
@@ -198,6 +199,7 @@ export async function watermarksView(r: Region): Promise<WatermarksView> {
     const seen = newest.get(w.origin);
     if (!seen || w.updatedAtMs >= seen.updatedAtMs) newest.set(w.origin, w);
   }
+  const widened = await readWidening(r.store);
   return {
     region: r.name,
     incarnation: r.wal.incarnation,
@@ -210,6 +212,7 @@ export async function watermarksView(r: Region): Promise<WatermarksView> {
     boot: r.boot,
     storeId: await r.storeId(),
     ...((await bootstrapRunning(r.store)) ? { bootstrapping: true } : {}),
+    ...(widened ? { policyWidened: widened } : {}),
     ...(r.nodeId
       ? { incarnations: [r.wal.incarnation, ...(await fellowIncarnations(r.store, r.nodeId))] }
       : {}),

@@ -24,6 +24,7 @@ import type { FileOps } from "../util/file-ops.js";
 import type { Region } from "./region.js";
 import { shippedWal } from "./applied-wal.js";
 import { fellowIncarnations } from "./parts.js";
+import { readWidening } from "./policy-memory.js";
 
 export function readerOf(r: Region): Reader {
   const c = r.config;
@@ -132,6 +133,7 @@ export function monitorOf(r: Region): DivergenceMonitor {
         heard: () => r.incarnations.recent(r.runtime.nowMs()),
       },
       selectivePolicies: c.crr.replicationMode === "selective" ? c.crr.policies : undefined,
+      policyWidened: () => readWidening(r.store),
       store: r.store,
       remote: (peer) => r.links.get(peer)!,
       inFlightMsMax: c.divergence.inFlightMsMax,

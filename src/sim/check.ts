@@ -182,29 +182,12 @@ function falseDivergence(c: SimCluster): string[] {
         e.kind === "divergence" &&
         e.reason !== "dead-incarnation" &&
         e.reason !== "age" &&
-        !c.handEdited.has(String(e.key)) &&
-        !widened(c, String(e.key))
+        !c.handEdited.has(String(e.key))
       )
         out.push(
           `${n.name}: reported ${String(e.finding)} ${String(e.key)} with ${String(e.peer)} (settled by ${String(e.reason)}), though nothing but a hand edit makes one`,
         );
   return out.slice(0, 10);
-}
-
-/**
- * Whether the operator widened the policy of `key`'s tenant in this run. Its records a region
- * newly receives come by backfill, and meanwhile the detector reports them missing there:
- * the region's watermark passed them while its policy left them out, and no region can yet
- * tell a record owed by a backfill from a lost one (a known false alarm, left open: the fix is
- * a view that says since when a region takes each tenant). Such reports are not judged here;
- * what must arrive is (every region the new policy names holds every record, at the end).
- */
-function widened(c: SimCluster, key: string): boolean {
-  const tenant = key.slice(0, key.indexOf("/"));
-  const before = c.firstTenants?.find((p) => p.tenantID === tenant)?.targetRegions;
-  if (!before) return false;
-  const now = c.o.tenants ? c.o.tenants.find((p) => p.tenantID === tenant)?.targetRegions : c.o.regions;
-  return now !== undefined && now.length !== before.length;
 }
 
 /**

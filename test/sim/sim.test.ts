@@ -35,7 +35,11 @@ import { PostgresSimStores } from "../../src/sim/store.js";
 // (two flipped bits in a WAL's last frame, one in its length, cut as a torn tail: the
 // acknowledged LSN, held nowhere else, was reissued), 1151 (a hand-edited winner, beaten since by
 // a version in flight, kept as a loser with the edit), 1302 (a peer's watermarks read before
-// it lost its disk and its records after made false missing findings). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
+// it lost its disk and its records after made false missing findings), 215 (a policy widened
+// at the heal: every record the backfill brought was first reported missing, settled by
+// watermark; seed 5 widens too, and found a shipper trusting a bootstrapping peer's empty
+// view), 298 (our own older incarnation's conflict losers held only by a peer whose watermark
+// for it was 0, not asked by the bootstrap). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
 // repaired by `crr reconcile` from evidence (both reconcile mutants fail there). The bug-finding
 // table (`node scripts/known-mutants.mjs --sim 20`) maps every known mutant to the first
 // seed that finds it; most are among 1..10.
@@ -56,6 +60,8 @@ const seeds = [
   1084,
   1151,
   1302,
+  215,
+  298,
 ];
 const activeMs = Number(process.env.CRR_SIM_ACTIVE_MS ?? 30_000);
 // The same runs with every region's store on PostgreSQL (the suite's server), some regions
