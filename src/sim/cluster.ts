@@ -8,7 +8,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { FastifyInstance } from "fastify";
-import { parseConfig, type NodeConfig } from "../config/index.js";
+import { parseConfig, replicationPolicy, type NodeConfig } from "../config/index.js";
 import { HttpPeerLink } from "../link/index.js";
 import { silentLogger } from "../log.js";
 import { Region, buildServer } from "../node/index.js";
@@ -345,7 +345,14 @@ export class SimCluster {
     this.o.tenants = tenants;
     const described = tenants?.map((p) => `${p.tenantID}:${p.targetRegions.join("+")}`).join(" ");
     this.sched.note(`policy ${described ?? "every tenant everywhere"}`);
-    for (const x of this.nodes.values()) x.config = this.configOf(x.name, x.regionName, x.removed);
+    for (const x of this.nodes.values()) {
+      const before = replicationPolicy(x.config).peers;
+      x.config = this.configOf(x.name, x.regionName, x.removed);
+      // A region that was no peer until now: the WAL kept nothing for it (the shipper reads
+      // the store), as for a peer removed and added back.
+      for (const peer of replicationPolicy(x.config).peers)
+        if (!before.includes(peer)) this.watch.peerRemoved(x.name, peer);
+    }
     await Promise.all([...this.nodes.values()].map((x) => this.restart(x.name)));
   }
 

@@ -38,7 +38,7 @@ export class WatermarkWatch {
   /** "node>peer" pairs retention may leave behind (backfilled from the store instead); "node>node": its own store. */
   private readonly excused = new Set<string>();
 
-  /** `node` stopped shipping to region `peer` for a while (removed from its configuration). */
+  /** `node` did not ship to region `peer` for a while (removed from its configuration, or no peer until a policy widened). */
   peerRemoved(node: string, peer: string): void {
     this.excused.add(`${node}>${peer}`);
   }
