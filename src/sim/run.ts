@@ -245,8 +245,14 @@ function settled(c: SimCluster): boolean {
   if (up.some((n) => n.region!.stopped?.includes("was marked left"))) return false;
   // A stalled node may still learn it was marked left when it thaws.
   if (up.some((n) => (n.proc.frozenUntilMs ?? 0) > c.sched.nowMs)) return false;
+  // Caught up, not only acknowledged: a session ships older incarnations and backfills before
+  // it catches up, and a shipper failing since a restart may still owe them with nothing new to
+  // acknowledge (seed 656: a peer's replay floor, set under a clock since put back, refused a
+  // wiped region's requests for 30 s; its older stream had not reached that peer yet).
   return up.every((n) =>
-    [...n.region!.shippers.values()].every((sh) => sh.acked >= n.region!.wal.durableLsn),
+    [...n.region!.shippers.values()].every(
+      (sh) => sh.state === "caught-up" && sh.acked >= n.region!.wal.durableLsn,
+    ),
   );
 }
 
