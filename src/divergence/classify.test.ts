@@ -136,6 +136,8 @@ describe("classify", () => {
     expect(classify(input({ local, remote: notNew, nowMs: 21_000 }))).toMatchObject({ reason: "watermark" });
     const later = { ...local, version: v("A", 5, "accepted", 20_001) };
     expect(classify(input({ local: later, remote, nowMs: 21_000 }))).toMatchObject({ reason: "watermark" });
+    // Stamped after the widening by a clock up to maxSkewMs ahead: it may have been written before.
+    expect(classify(input({ local: later, remote, nowMs: 21_000, maxSkewMs: 1 }))).toBeUndefined();
     const own = { region: "A", version: undefined, watermarks: wm({ A: 5 }), widened };
     const theirs = { region: "B", version: v("A", 5, "accepted", 10_000), watermarks: wm({ A: 5 }) };
     expect(classify(input({ local: own, remote: theirs, nowMs: 21_000 }))).toMatchObject({

@@ -44,11 +44,18 @@ export const streamKey = (origin: string, incarnation: string) => `${origin}/${i
  * How a side has settled `v`, or undefined while `v` may still be in flight to it. A side
  * whose policy was widened since `v` was written, to take `v`'s tenant, may have passed `v`
  * while its policy left it out: a backfill brings it, so it is in flight until
- * `inFlightMsMax` after the widening, then settled by age.
+ * `inFlightMsMax` after the widening, then settled by age. "Since" allows for the clocks: a
+ * record stamped up to `maxSkewMs` after the widening may have been written before it by a
+ * clock ahead (simulator seed 749).
  */
 function settledBy(side: Side, v: StoredRecord, c: ClassifyInput): SettledBy | undefined {
   const w = side.widened;
-  if (w && v.origin !== side.region && !w.before.includes(v.tenant) && v.hlc.wallMs <= w.atMs)
+  if (
+    w &&
+    v.origin !== side.region &&
+    !w.before.includes(v.tenant) &&
+    v.hlc.wallMs <= w.atMs + (c.maxSkewMs ?? 0)
+  )
     return c.nowMs - w.atMs > c.inFlightMsMax ? "age" : undefined;
   if ((side.watermarks.get(streamKey(v.origin, v.incarnation)) ?? 0) >= v.lsn) return "watermark";
   if (c.deadStreams.has(streamKey(v.origin, v.incarnation))) return "dead-incarnation";
@@ -85,6 +92,8 @@ export interface ClassifyInput {
   shouldHold: (region: string, origin: string, tenant: string) => boolean;
   nowMs: number;
   inFlightMsMax: number;
+  /** How far ahead of a region's clock a record may be stamped (hlc.maxSkewMs); default 0. */
+  maxSkewMs?: number;
   /** `${origin}/${incarnation}` of streams whose origin has moved to a newer incarnation. */
   deadStreams: ReadonlySet<string>;
 }

@@ -109,6 +109,8 @@ export interface DetectorOptions {
   remote: (peer: string) => RemoteView;
   /** A record missing or different past this age is reported even if a watermark says it may be in flight. */
   inFlightMsMax: number;
+  /** How far ahead of a region's clock a record may be stamped (hlc.maxSkewMs). */
+  maxSkewMs?: number;
   runtime: Runtime;
   log: Logger;
 }
@@ -280,6 +282,7 @@ export class DivergenceDetector {
           shouldHold: this.shouldHold,
           nowMs: ctx.nowMs,
           inFlightMsMax: this.o.inFlightMsMax,
+          maxSkewMs: this.o.maxSkewMs,
           deadStreams: ctx.dead,
         });
         if (f) findings.push(f);

@@ -137,6 +137,7 @@ export function monitorOf(r: Region): DivergenceMonitor {
       store: r.store,
       remote: (peer) => r.links.get(peer)!,
       inFlightMsMax: c.divergence.inFlightMsMax,
+      maxSkewMs: c.hlc.maxSkewMs,
       runtime: r.runtime,
       log: r.log,
     }),
