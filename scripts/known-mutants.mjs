@@ -148,8 +148,10 @@ const mutants = [
     file: "src/node/region.ts",
     from: "const own = await restoreOwnFromWal(this);",
     to: "const own = { restored: 0 };",
-    tests: ["test/sim/sim.test.ts"],
-    only: "seed 315:",
+    // Seed 315 found it; since the thirteenth stop's changes moved its schedule, the test of
+    // Region.verify itself kills it.
+    tests: ["src/node/repair.test.ts"],
+    only: "the call, not only the helper",
   },
   {
     // Found by the simulator (seeds 314 and 454): a hand-deleted copy of another region's
@@ -875,6 +877,7 @@ const mutants = [
     from: "  if (lost > 0 && evidence.unanswered.length > 0)\n",
     to: "  if (false)\n",
     tests: ["test/sim/sim.test.ts"],
+    only: "seed 196:",
   },
   {
     name: "a region whose own lost records a silent peer may hold refuses at once instead of serving and asking again",

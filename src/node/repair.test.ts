@@ -13,7 +13,7 @@ import { createLogger } from "../log.js";
 import { SqliteStore } from "../store/index.js";
 import { Wal } from "../wal/index.js";
 import { repairBodySchema } from "./http/routes-peer.js";
-import type { Region } from "./region.js";
+import { Region } from "./region.js";
 import { restoreOwnFromWal, walRecords } from "./repair.js";
 
 describe("walRecords", () => {
@@ -40,46 +40,56 @@ describe("walRecords", () => {
   });
 });
 
+/**
+ * Three own records a, b, c in the WAL and the store; an operator deletes "b" by hand, then an
+ * older version of "b" from a peer arrives and wins (simulator seed 315).
+ */
+async function ownDeletedThenBeaten() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "crr-restore-own-"));
+  const wal = await Wal.open({ dir: path.join(dir, "wal"), region: "us-east-1" });
+  const file = path.join(dir, "store.sqlite");
+  const store = new SqliteStore({ path: file, rule: { kind: "first-write-wins" } });
+  const acks = await wal.appendBatch([
+    { key: "a", tenant: "t", outcome: "approve" },
+    { key: "b", tenant: "t", outcome: "approve" },
+    { key: "c", tenant: "t", outcome: "approve" },
+  ]);
+  const records = (await walRecords({ name: "us-east-1", wal } as unknown as Region, [1, 2, 3])).map((r) => ({
+    ...r,
+    flags: 0,
+  }));
+  await store.applyLocal({
+    origin: "us-east-1",
+    incarnation: wal.incarnation,
+    firstLsn: 1,
+    lastLsn: 3,
+    records,
+  });
+  // An operator deletes "b" by hand; then an older version of "b" from a peer arrives and wins.
+  const db = new Database(file);
+  db.prepare("DELETE FROM records WHERE key = 'b'").run();
+  db.close();
+  const older = {
+    ...records[1]!,
+    outcome: "deny",
+    lsn: 1,
+    hlc: { wallMs: acks[0]!.hlc.wallMs - 1_000, logical: 0 },
+  };
+  await store.applyBatch({
+    origin: "eu-west-1",
+    incarnation: "e".repeat(32),
+    firstLsn: 1,
+    lastLsn: 1,
+    records: [older],
+  });
+  expect(await store.streamVersions("us-east-1", wal.incarnation, 1, 3, 10)).toHaveLength(2);
+  return { dir, wal, store };
+}
+
 describe("restoreOwnFromWal (crr verify)", () => {
   it("puts back an own record deleted by hand, as a loser when another version won since (simulator seed 315)", async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "crr-restore-own-"));
-    const wal = await Wal.open({ dir: path.join(dir, "wal"), region: "us-east-1" });
-    const file = path.join(dir, "store.sqlite");
-    const store = new SqliteStore({ path: file, rule: { kind: "first-write-wins" } });
+    const { dir, wal, store } = await ownDeletedThenBeaten();
     try {
-      const acks = await wal.appendBatch([
-        { key: "a", tenant: "t", outcome: "approve" },
-        { key: "b", tenant: "t", outcome: "approve" },
-        { key: "c", tenant: "t", outcome: "approve" },
-      ]);
-      const records = (await walRecords({ name: "us-east-1", wal } as unknown as Region, [1, 2, 3])).map(
-        (r) => ({ ...r, flags: 0 }),
-      );
-      await store.applyLocal({
-        origin: "us-east-1",
-        incarnation: wal.incarnation,
-        firstLsn: 1,
-        lastLsn: 3,
-        records,
-      });
-      // An operator deletes "b" by hand; then an older version of "b" from a peer arrives and wins.
-      const db = new Database(file);
-      db.prepare("DELETE FROM records WHERE key = 'b'").run();
-      db.close();
-      const older = {
-        ...records[1]!,
-        outcome: "deny",
-        lsn: 1,
-        hlc: { wallMs: acks[0]!.hlc.wallMs - 1_000, logical: 0 },
-      };
-      await store.applyBatch({
-        origin: "eu-west-1",
-        incarnation: "e".repeat(32),
-        firstLsn: 1,
-        lastLsn: 1,
-        records: [older],
-      });
-      expect(await store.streamVersions("us-east-1", wal.incarnation, 1, 3, 10)).toHaveLength(2);
       const audited: unknown[] = [];
       const region = {
         name: "us-east-1",
@@ -103,6 +113,34 @@ describe("restoreOwnFromWal (crr verify)", () => {
       // Nothing missing: nothing written again.
       await restoreOwnFromWal(region);
       expect(await store.conflicts()).toHaveLength(1);
+    } finally {
+      await store.close();
+      await wal.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("Region.verify", () => {
+  it("with a full scrub puts back own records from the WAL before it compares (the call, not only the helper)", async () => {
+    const { dir, wal, store } = await ownDeletedThenBeaten();
+    try {
+      const region = Object.assign(Object.create(Region.prototype) as Region, {
+        name: "us-east-1",
+        wal,
+        store,
+        log: createLogger({ level: "silent" }),
+        auditPump: { record: async () => undefined, pump: async () => undefined },
+        links: new Map(),
+        policy: { accepts: () => true },
+        runtime: { soon: (fn: () => void) => void setImmediate(fn) },
+        divergence: { scan: async () => ({ findings: [], errors: [] }) },
+      });
+      const report = await region.verify({ fullScrub: true });
+      expect(report.restored).toEqual({ fromWal: 1, fromPeers: 0 });
+      expect((await store.conflicts()).map((c) => [c.loser.key, c.loser.origin])).toEqual([
+        ["b", "us-east-1"],
+      ]);
     } finally {
       await store.close();
       await wal.close();

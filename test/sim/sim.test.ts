@@ -39,7 +39,8 @@ import { PostgresSimStores } from "../../src/sim/store.js";
 // at the heal: every record the backfill brought was first reported missing, settled by
 // watermark; seed 5 widens too, and found a shipper trusting a bootstrapping peer's empty
 // view), 298 (our own older incarnation's conflict losers held only by a peer whose watermark
-// for it was 0, not asked by the bootstrap). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
+// for it was 0, not asked by the bootstrap), 196 (kills "own records declared lost while a
+// peer did not answer" since this stop's changes moved seed 62's schedule). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
 // repaired by `crr reconcile` from evidence (both reconcile mutants fail there). The bug-finding
 // table (`node scripts/known-mutants.mjs --sim 20`) maps every known mutant to the first
 // seed that finds it; most are among 1..10.
@@ -62,6 +63,7 @@ const seeds = [
   1302,
   215,
   298,
+  196,
 ];
 const activeMs = Number(process.env.CRR_SIM_ACTIVE_MS ?? 30_000);
 // The same runs with every region's store on PostgreSQL (the suite's server), some regions
