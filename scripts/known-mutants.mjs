@@ -854,7 +854,10 @@ const mutants = [
     file: "src/node/startup.ts",
     from: "    refresh(views, await this.ask());\n    this.refuseOnlyBootstrapping(views);\n",
     to: "    this.refuseOnlyBootstrapping(views);\n",
-    tests: ["test/sim/sim.test.ts"],
+    // The simulator found it (seed 60, then seed 1); since the thirteenth stop's changes moved
+    // those schedules, the startup test kills it.
+    tests: ["src/node/startup.test.ts"],
+    only: "asks the peers again right before copying",
   },
   {
     name: "a bootstrap retry drops peers that do not answer again",

@@ -127,6 +127,15 @@ describe("StartupChecks bootstrap", () => {
     ]);
   });
 
+  it("asks the peers again right before copying: an answer from open may be old (simulator seed 60)", async () => {
+    const link = peer("r1", 3, false); // it holds LSN 3 of our older incarnation by now
+    const { store, held, marks } = memoryStore();
+    const { checks } = checksOf([link], async () => new Map([["r1", view("r1", 2)]]), store, 20_000);
+    await checks.run();
+    expect(held.has("t/k3")).toBe(true);
+    expect(marks.get(`r0/${older}`)).toBe(3);
+  });
+
   it("when only peers that are bootstrapping themselves answered and another did not, the start is refused (simulator seed 57)", async () => {
     /** Answered with r0's older incarnation at open; by the copy it lost its store and is bootstrapping. */
     const lost = (name: string): PeerLink =>
