@@ -289,7 +289,8 @@ const mutants = [
     from: "  empty ||= await bootstrapRunning(store);\n",
     to: "",
     tests: ["test/sim/sim.test.ts"],
-    only: "seed 306:",
+    // Seed 306 found it; this stop's changes moved its schedule, seed 144 meets it now.
+    only: "seed 144:",
   },
   {
     // Found by the simulator (seed 709): a wiped region's older stream, its watermark taken

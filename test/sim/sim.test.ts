@@ -40,7 +40,8 @@ import { PostgresSimStores } from "../../src/sim/store.js";
 // watermark; seed 5 widens too, and found a shipper trusting a bootstrapping peer's empty
 // view), 298 (our own older incarnation's conflict losers held only by a peer whose watermark
 // for it was 0, not asked by the bootstrap), 196 (kills "own records declared lost while a
-// peer did not answer" since this stop's changes moved seed 62's schedule). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
+// peer did not answer" since this stop's changes moved seed 62's schedule), 144 (kills "an
+// accepted WAL loss starts without copying what the peers hold", for seed 306 likewise). Seed 10 has an operator's hand edit, found by `crr verify`'s scrub and
 // repaired by `crr reconcile` from evidence (both reconcile mutants fail there). The bug-finding
 // table (`node scripts/known-mutants.mjs --sim 20`) maps every known mutant to the first
 // seed that finds it; most are among 1..10.
@@ -64,6 +65,7 @@ const seeds = [
   215,
   298,
   196,
+  144,
 ];
 const activeMs = Number(process.env.CRR_SIM_ACTIVE_MS ?? 30_000);
 // The same runs with every region's store on PostgreSQL (the suite's server), some regions
