@@ -115,6 +115,13 @@ export const defaults = {
      */
     queueDelayMaxMs: 500,
     /**
+     * HTTP appends are refused at once (429) while the node's event loop lags more than this
+     * (its mean delay over the last append.eventLoopSampleMs, by @fastify/under-pressure; 0: no
+     * bound): a CPU-bound overload queues in the event loop and the sockets, where pendingMax
+     * and queueDelayMaxMs cannot see it.
+     */
+    eventLoopDelayMaxMs: 0,
+    /**
      * Several nodes per region (a shared PostgreSQL store): how long an append waits for a key
      * another node of the region is appending (its record, or its claim released) before
      * answering 503 key_claimed.

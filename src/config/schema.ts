@@ -147,6 +147,7 @@ export const configSchema = {
       waitTimeoutMs: positiveInt,
       pendingMax: positiveInt,
       queueDelayMaxMs: nonNegativeInt,
+      eventLoopDelayMaxMs: nonNegativeInt,
       claimWaitMs: positiveInt,
       batchRecordsMax: positiveInt,
       batchBodyBytesMax: positiveInt,

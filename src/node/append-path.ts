@@ -54,7 +54,7 @@ export class UnavailableError extends CrrError {
 }
 
 /** Why an append was shed: too many records pending, or the oldest waited too long for the WAL. */
-export type ShedReason = "pending" | "queue_delay";
+export type ShedReason = "pending" | "queue_delay" | "event_loop";
 
 /** More load than the node admits: refused at once (429 with Retry-After), nothing written. */
 export class OverloadedError extends CrrError {
@@ -194,6 +194,18 @@ export class AppendPath {
    */
   refuseEarly(): void {
     this.refuseIfFull(1);
+  }
+
+  /**
+   * Refuse one HTTP append because the event loop lags `delayMs` (append.eventLoopDelayMaxMs):
+   * counted and answered like every shed append.
+   */
+  refuseUnderPressure(delayMs: number, maxMs: number): never {
+    this.shed(
+      1,
+      "event_loop",
+      `the event loop lags ${Math.round(delayMs)} ms, beyond append.eventLoopDelayMaxMs (${maxMs})`,
+    );
   }
 
   private refuseIfFull(n: number): void {

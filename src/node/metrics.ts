@@ -73,7 +73,7 @@ export class RegionMetrics {
   });
   readonly appendsShed = new client.Counter({
     name: "crr_appends_shed_total",
-    help: "Records refused at once (429): reason pending (append.pendingMax records were pending) or queue_delay (the oldest pending append waited beyond append.queueDelayMaxMs)",
+    help: "Records refused at once (429): reason pending (append.pendingMax records were pending) queue_delay (the oldest pending append waited beyond append.queueDelayMaxMs) or event_loop (the event loop lagged beyond append.eventLoopDelayMaxMs)",
     labelNames: ["reason"],
     registers: [this.registry],
   });

@@ -539,6 +539,11 @@ export class Region {
     this.appendPath.refuseEarly();
   }
 
+  /** Throw the refusal of an HTTP append made while the event loop lags `delayMs`. */
+  refuseUnderPressure(delayMs: number): never {
+    return this.appendPath.refuseUnderPressure(delayMs, this.config.append.eventLoopDelayMaxMs);
+  }
+
   /** Records admitted and not yet answered. */
   get appendsPending(): number {
     return this.appendPath.pending;

@@ -2,6 +2,7 @@
  * The public API and the operational routes: appends and reads, watermarks, status,
  * liveness, readiness, metrics.
  */
+import underPressure from "@fastify/under-pressure";
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from "fastify";
 import { formatHlc } from "../../clock/index.js";
 import { RecordInvalidError } from "../../errors.js";
@@ -74,16 +75,34 @@ async function appendBatch(region: Region, req: FastifyRequest<{ Querystring: { 
   });
 }
 
-export function publicRoutes(region: Region): FastifyPluginAsync {
+/** How often the event loop's delay is sampled for append.eventLoopDelayMaxMs (its mean over this). */
+const eventLoopSampleMs = 100;
+
+/**
+ * The two append routes, in a context of their own: admission before the body is read (the
+ * node's bounds, and the event loop's lag through @fastify/under-pressure), and NDJSON batches.
+ */
+function appendRoutes(region: Region): FastifyPluginAsync {
   return async (app) => {
     const batchBytesMax = region.config.append.batchBodyBytesMax;
-    // Before the body is read: a node that would shed the append refuses it without parsing it,
-    // and closes the connection (its unread body would otherwise be read and dropped).
+    const delayMaxMs = region.config.append.eventLoopDelayMaxMs;
+    // A shed append's connection is closed: its unread body would otherwise be read and dropped.
+    const close = (reply: FastifyReply) => void reply.header("connection", "close");
+    if (delayMaxMs > 0)
+      await app.register(underPressure, {
+        maxEventLoopDelay: delayMaxMs,
+        sampleInterval: eventLoopSampleMs,
+        pressureHandler: async (_req, reply, _type, value) => {
+          close(reply);
+          region.refuseUnderPressure(value ?? delayMaxMs);
+        },
+      });
+    // Before the body is read: a node that would shed the append refuses it without parsing it.
     const refuseEarly = async (_req: FastifyRequest, reply: FastifyReply) => {
       try {
         region.refuseEarly();
       } catch (err) {
-        void reply.header("connection", "close");
+        close(reply);
         throw err;
       }
     };
@@ -130,6 +149,12 @@ export function publicRoutes(region: Region): FastifyPluginAsync {
       },
       async (req) => region.append(req.body, { waitPeers: req.query.wait ?? 0 }),
     );
+  };
+}
+
+export function publicRoutes(region: Region): FastifyPluginAsync {
+  return async (app) => {
+    await app.register(appendRoutes(region));
 
     const tag = (summary: string) => ({ schema: { tags: ["public"], summary } });
     app.get<{ Params: { key: string } }>(
