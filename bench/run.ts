@@ -28,6 +28,7 @@ const { positionals, values } = parseArgs({
     connections: { type: "string", default: "64" },
     rate: { type: "string", default: "500" },
     records: { type: "string", default: "50000" },
+    seed: { type: "string" },
   },
 });
 
@@ -54,6 +55,7 @@ switch (name) {
       rounds: Number(values.rounds),
       seconds: Number(values.seconds),
       connections: Number(values.connections),
+      seed: values.seed === undefined ? undefined : Number(values.seed),
     });
     break;
   case "s3-link":
@@ -68,7 +70,7 @@ switch (name) {
     break;
   default:
     process.stderr.write(
-      "usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n       npm run bench -- replication [--rounds N] [--seconds S]\n       npm run bench -- divergence [--keys N] [--rounds N]\n       npm run bench -- security [--rounds N] [--seconds S]\n       npm run bench -- http [--rounds N] [--seconds S] [--connections C]\n       npm run bench -- s3-link [--rounds N] [--seconds S] [--rate R]\n",
+      "usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n       npm run bench -- replication [--rounds N] [--seconds S]\n       npm run bench -- divergence [--keys N] [--rounds N]\n       npm run bench -- security [--rounds N] [--seconds S]\n       npm run bench -- http [--rounds N] [--seconds S] [--connections C] [--seed S]\n       npm run bench -- s3-link [--rounds N] [--seconds S] [--rate R]\n",
     );
     process.exitCode = 2;
 }
