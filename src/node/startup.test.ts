@@ -84,6 +84,7 @@ function checksOf(
   views: () => Promise<Map<string, WatermarksView>>,
   store: CopyStore,
   bootstrapWaitMs: number,
+  clock = new HybridClock({ wallClock: () => realRuntime.nowMs() }),
 ) {
   const audits: Array<Record<string, unknown>> = [];
   const checks = new StartupChecks({
@@ -93,7 +94,7 @@ function checksOf(
     links,
     views,
     store,
-    clock: new HybridClock({ wallClock: () => realRuntime.nowMs() }),
+    clock,
     accepts: () => true,
     aliveMs: 1000,
     probeIntervalMs: 1000,
@@ -175,5 +176,31 @@ describe("StartupChecks bootstrap", () => {
     const all = start([lost("r1"), lost("r2")], ["r1", "r2"]);
     await all.checks.run();
     expect(all.audits).toEqual([expect.objectContaining({ kind: "bootstrap", from: ["r1", "r2"] })]);
+  });
+
+  it("takes the newest stamp it copied as the clock's floor only within the skew allowed (simulator seed 228: a peer's clock 71 s ahead)", async () => {
+    const nowMs = 1_800_000_000_000;
+    /** r1 holds our older incarnation's LSN 1, stamped `aheadMs` ahead of our clock. */
+    const copying = (aheadMs: number) => {
+      const link = {
+        ...peer("r1", 1, false),
+        streamRecords: async () => ({
+          versions: [{ ...version(1), hlc: { wallMs: nowMs + aheadMs, logical: 3 } }],
+          next: undefined,
+        }),
+      } as unknown as PeerLink;
+      const clock = new HybridClock({ wallClock: () => nowMs, maxSkewMs: 60_000 });
+      const { store, held } = memoryStore();
+      const answered = { ...view("r1", 1), clock: { wallMs: nowMs, logical: 0 } };
+      const { checks } = checksOf([link], async () => new Map([["r1", answered]]), store, 20_000, clock);
+      return { checks, clock, held };
+    };
+    const far = copying(71_000);
+    await far.checks.run();
+    expect(far.held.has("t/k1")).toBe(true); // copied all the same: it was acknowledged
+    expect(far.clock.now().wallMs).toBe(nowMs);
+    const near = copying(5_000);
+    await near.checks.run();
+    expect(near.clock.now()).toEqual({ wallMs: nowMs + 5_000, logical: 5 });
   });
 });

@@ -5,8 +5,10 @@
  *   at open: asked again until it answers or `bootstrapWaitMs` passes (then a refusal);
  * - another node serving this region name (a second incarnation heard from by a peer after
  *   this one started): refuse to start;
- * - the peers' clocks: a floor for ours, so a region that lost its clock does not issue
- *   timestamps that beat records it acknowledged before;
+ * - the peers' clocks, and the newest stamp a bootstrap copied: a floor for ours, so a region
+ *   that lost its clock does not issue timestamps that beat records it acknowledged before;
+ *   only within `hlc.maxSkewMs` of our clock, as for a peer's batch (a clock further off, ours
+ *   or the one that stamped the record, is logged, not followed);
  * - a region that starts with a fresh WAL and an empty store while peers exist (a lost disk,
  *   a new region) copies what the mesh decided before it answers any append: otherwise keys
  *   it decided before answer `duplicate: false`. It waits at most `bootstrapWaitMs` for the
@@ -101,7 +103,7 @@ export class StartupChecks {
       }
       let views = await this.o.views();
       views = await this.checkNoTwin(views);
-      for (const [peer, v] of views) this.observeClock(peer, v.clock);
+      for (const [peer, v] of views) this.observeClock(v.clock, { peer }, "a peer's clock");
       if (this.o.empty && this.o.links.length > 0) await this.bootstrap(views);
       else if (this.o.empty) await this.o.store.setMeta(bootstrapMeta, "done"); // a region with no peers
       await this.o.fellowsReplayed?.({
@@ -118,14 +120,20 @@ export class StartupChecks {
     }
   }
 
-  /** A peer's clock is a floor for ours, unless it is further ahead than the skew allowed (then it is wrong). */
-  private observeClock(peer: string, hlc: StoredRecord["hlc"]): void {
+  /**
+   * A peer's clock, or the newest stamp a bootstrap copied, is a floor for ours, unless it is
+   * further ahead than the skew allowed (then the clock that stamped it was wrong: taking it
+   * would stamp this region's records that far ahead, and its peers would refuse them until
+   * their clocks caught up; simulator seed 228, a peer's clock 71 s ahead). The same rule as
+   * a peer's batch: a stamp within the skew moves the clock.
+   */
+  private observeClock(hlc: StoredRecord["hlc"], where: Record<string, unknown>, what: string): void {
     try {
       this.o.clock.update(hlc);
     } catch (err) {
       this.o.log.warn(
-        { peer, err: (err as Error).message },
-        "a peer's clock is too far ahead to take as a floor",
+        { ...where, err: (err as Error).message },
+        `${what} is too far ahead to take as a floor`,
       );
     }
   }
@@ -269,7 +277,12 @@ export class StartupChecks {
     this.detail = "restoring what the S3 archive holds before asking the peers";
     try {
       const seed = await this.o.fromArchive();
-      if (seed.newestMs !== undefined) this.o.clock.observe({ wallMs: seed.newestMs, logical: 0 });
+      if (seed.newestMs !== undefined)
+        this.observeClock(
+          { wallMs: seed.newestMs, logical: 0 },
+          {},
+          "the newest record the archive restored",
+        );
       this.o.log.info(
         { records: seed.records, objects: seed.objects, streams: seed.streams },
         "bootstrap: restored from the archive",
@@ -328,7 +341,8 @@ export class StartupChecks {
       accepts: this.o.accepts,
       covered,
     });
-    if (r.newest) this.o.clock.observe(r.newest);
+    if (r.newest)
+      this.observeClock(r.newest, { copied: r.copied }, "the newest record copied from the peers");
     return r.copied;
   }
 }
