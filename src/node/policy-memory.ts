@@ -21,14 +21,13 @@ function parse<T>(raw: string | undefined, valid: (v: unknown) => v is T): T | u
   }
 }
 
-const isTenants = (v: unknown): v is "*" | string[] =>
-  v === "*" || (Array.isArray(v) && v.every((t) => typeof t === "string"));
-const isWidening = (v: unknown): v is PolicyWidening =>
-  typeof v === "object" &&
-  v !== null &&
-  typeof (v as PolicyWidening).atMs === "number" &&
-  isTenants((v as PolicyWidening).before) &&
-  (v as PolicyWidening).before !== ("*" as unknown);
+const isTenantList = (v: unknown): v is string[] => Array.isArray(v) && v.every((t) => typeof t === "string");
+const isTenants = (v: unknown): v is "*" | string[] => v === "*" || isTenantList(v);
+/** A widening: when, and the tenants taken before it (a list: "*" cannot be widened). */
+const isWidening = (v: unknown): v is PolicyWidening => {
+  const w = v as Partial<PolicyWidening> | null;
+  return typeof w === "object" && w !== null && typeof w.atMs === "number" && isTenantList(w.before);
+};
 
 /** The last widening of this region's policy, if the store keeps one. */
 export async function readWidening(store: Pick<MetaStore, "getMeta">): Promise<PolicyWidening | undefined> {

@@ -42,8 +42,11 @@ export function readerOf(r: Region): Reader {
       r.countApplied(batch.origin, result);
       const nowMs = r.nowMs();
       const latency = r.metrics.commitToApplySeconds.labels({ origin: batch.origin });
-      for (const rec of batch.records) latency.observe(Math.max(0, nowMs - rec.hlc.wallMs) / 1000);
-      const carried = batch.records.some((x) => x.lsn === result.watermark);
+      let carried = false; // whether the batch held the record at its new watermark (one pass)
+      for (const rec of batch.records) {
+        latency.observe(Math.max(0, nowMs - rec.hlc.wallMs) / 1000);
+        if (rec.lsn === result.watermark) carried = true;
+      }
       r.events.emit("applied", batch.origin, batch.incarnation, result.watermark, carried);
     },
     onSkipped: (origin, incarnation, skipped) =>
