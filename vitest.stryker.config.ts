@@ -5,7 +5,8 @@
  *
  * CRR_MUTATE_TESTS (comma-separated globs) narrows the set to one folder's tests
  * (scripts/mutate.mjs does, folder by folder); CRR_MUTATE_SIM=0 leaves the simulator out
- * (it kills what unit tests miss but costs ~10 s a mutant).
+ * (it kills what unit tests miss but costs ~10 s a mutant). A temporary PostgreSQL cluster is
+ * started for the run, as for the suite.
  */
 import { defineConfig } from "vitest/config";
 
@@ -23,6 +24,8 @@ const all = [
 export default defineConfig({
   test: {
     include: process.env.CRR_MUTATE_TESTS ? process.env.CRR_MUTATE_TESTS.split(",") : all,
+    // The simulator's PostgreSQL cases need a server (a temporary cluster, stopped by PID).
+    globalSetup: ["test/setup/postgres.ts"],
     testTimeout: 120_000,
     hookTimeout: 60_000,
     pool: "forks",
