@@ -897,6 +897,21 @@ const mutants = [
     to: "  for (const peer of [...m.views.keys()].slice(0, 1)) note(await copyWinners(m.links.get(peer)!, m.store, keep, m.covered));\n",
     tests: ["src/node/copy.test.ts"],
   },
+  {
+    name: "a bootstrap takes any copied stamp as its clock floor, however far ahead",
+    file: "src/node/startup.ts",
+    from: '    if (r.newest)\n      this.observeClock(r.newest, { copied: r.copied }, "the newest record copied from the peers");',
+    to: "    if (r.newest) this.o.clock.observe(r.newest);",
+    tests: ["src/node/startup.test.ts"],
+    only: "takes the newest stamp it copied",
+  },
+  {
+    name: "append.eventLoopDelayMaxMs never registered",
+    file: "src/node/http/routes-public.ts",
+    from: "    if (delayMaxMs > 0)\n      await app.register(underPressure, {",
+    to: "    if (delayMaxMs < 0)\n      await app.register(underPressure, {",
+    tests: ["src/node/http/event-loop-admission.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */
