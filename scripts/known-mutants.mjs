@@ -912,6 +912,20 @@ const mutants = [
     to: "    if (delayMaxMs < 0)\n      await app.register(underPressure, {",
     tests: ["src/node/http/event-loop-admission.test.ts"],
   },
+  {
+    name: "a node never names the codings it reads",
+    file: "src/node/http/routes-peer.ts",
+    from: '        void reply.header("accept-encoding", codingsRead);\n',
+    to: "",
+    tests: ["test/replication/compression.test.ts"],
+  },
+  {
+    name: "a coded batch handed to the reader undecoded",
+    file: "src/node/http/routes-peer.ts",
+    from: "          body: decoded.body,",
+    to: "          body: req.body,",
+    tests: ["test/replication/compression.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */

@@ -77,6 +77,13 @@ export const defaults = {
     retryDelayMsMax: 2000,
     /** How often the acknowledged LSN per peer is written to disk (it is also asked of the peer on start). */
     ackPersistIntervalMs: 200,
+    /**
+     * "gzip": batches of at least compressionBytesMin bytes are sent gzip-coded once the peer
+     * says it reads gzip (src/link/coding.ts). Worth it on a link slower than the CPU's coding
+     * (bench/results/compression.md); "none" on a fast one.
+     */
+    compression: "none" as "none" | "gzip",
+    compressionBytesMin: 1024,
   },
   reader: {
     bodyBytesMax: 8 * 1024 * 1024,

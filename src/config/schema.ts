@@ -130,6 +130,8 @@ export const configSchema = {
       retryDelayMsMin: positiveInt,
       retryDelayMsMax: positiveInt,
       ackPersistIntervalMs: positiveInt,
+      compression: { enum: ["none", "gzip"] },
+      compressionBytesMin: nonNegativeInt,
     }),
     reader: section({ bodyBytesMax: { type: "integer", minimum: 1024 } }),
     server: section({

@@ -18,6 +18,7 @@ import {
 } from "../protocol/index.js";
 import { realRuntime, type Runtime } from "../runtime/index.js";
 import type { StoredRecord } from "../store/index.js";
+import { codeBatch, namesCoding, type BatchCoding } from "./coding.js";
 import { LinkError, classify } from "./errors.js";
 import {
   fromWire,
@@ -58,6 +59,13 @@ export interface HttpPeerLinkOptions {
   runtime?: Runtime;
   /** What carries the requests (default: undici pools to `url`; the simulator passes its own). */
   transport?: PeerTransport;
+  /**
+   * Code batches of at least `bytesMin` bytes with `coding` once the peer names it in an
+   * answer's Accept-Encoding (shipper.compression; coding.ts). Undefined: never.
+   */
+  compression?: { coding: BatchCoding; bytesMin: number };
+  /** Each batch sent: its bytes, and the bytes on the wire under the coding used. */
+  onBatchSent?: (bytes: number, wireBytes: number, coding: BatchCoding | "identity") => void;
 }
 
 /** What a TLS client presents and trusts; `version` changes when the files were reloaded. */
@@ -182,6 +190,8 @@ export class HttpPeerLink implements PeerLink {
   private readonly rt: Runtime;
   private bytesSent = 0;
   private bytesReceived = 0;
+  /** Whether the peer's last answer to a batch named the coding we would send (coding.ts). */
+  private peerReadsCoding = false;
 
   constructor(o: HttpPeerLinkOptions) {
     this.o = o;
@@ -215,10 +225,17 @@ export class HttpPeerLink implements PeerLink {
     body: Buffer | string | undefined,
     contentType: string | undefined,
     signal: AbortSignal | undefined,
-  ): Promise<{ status: number; answer: Record<string, unknown> | undefined; text: string }> {
+    contentCoding?: BatchCoding,
+  ): Promise<{
+    status: number;
+    answer: Record<string, unknown> | undefined;
+    text: string;
+    headers: PeerResponse["headers"];
+  }> {
     const payload = body ?? "";
     const headers = this.headers(method, path, payload);
     if (contentType) headers["content-type"] = contentType;
+    if (contentCoding) headers["content-encoding"] = contentCoding;
     this.bytesSent +=
       (typeof payload === "string" ? Buffer.byteLength(payload) : payload.length) + path.length;
     const res = await this.transport.request({ lane, method, path, headers, body, signal });
@@ -239,7 +256,7 @@ export class HttpPeerLink implements PeerLink {
         "unauthenticated_answer",
         `${method} ${this.url}${path}: ${this.peer}'s answer (${res.status}) is not authentic: ${signed}; ignored`,
       );
-    return { status: res.status, answer: parseJson(res.text), text: res.text };
+    return { status: res.status, answer: parseJson(res.text), text: res.text, headers: res.headers };
   }
 
   private refused(
@@ -281,7 +298,14 @@ export class HttpPeerLink implements PeerLink {
 
   async replicate(body: Buffer, signal?: AbortSignal): Promise<ReplicateAnswer> {
     const path = "/v1/replicate";
-    const r = await this.send("batch", "POST", path, body, "application/octet-stream", signal);
+    const c = this.o.compression;
+    const coding = c && this.peerReadsCoding && body.length >= c.bytesMin ? c.coding : undefined;
+    const wire = coding ? codeBatch(body) : body;
+    const r = await this.send("batch", "POST", path, wire, "application/octet-stream", signal, coding);
+    this.o.onBatchSent?.(body.length, wire.length, coding ?? "identity");
+    // Every answer says again which codings the peer reads (it may have been replaced by a
+    // node of another version); a 415 to a coded batch says it does not read it.
+    if (c) this.peerReadsCoding = r.status !== 415 && namesCoding(r.headers["accept-encoding"], c.coding);
     const watermark = r.answer?.watermark;
     if (r.status === 200 && typeof watermark === "number") return { kind: "ok", watermark };
     if (r.status === 409 && r.answer?.code === "watermark_gap" && typeof watermark === "number")

@@ -6,6 +6,7 @@ export type {
   PeerResponse,
   PeerTransport,
 } from "./http-link.js";
+export { codingsRead, decodeBody, type BatchCoding } from "./coding.js";
 export { LinkError, classify } from "./errors.js";
 export { fromWire } from "./types.js";
 export type {

@@ -21,7 +21,9 @@ export function httpLinks(
   config: NodeConfig,
   runtime: Runtime,
   tls: (() => ClientTls) | undefined,
+  onBatchSent?: (peer: string, bytes: number, wireBytes: number) => void,
 ): LinkFactory {
+  const s = config.shipper;
   return (peer, identity) =>
     new HttpPeerLink({
       region: config.region,
@@ -37,6 +39,8 @@ export function httpLinks(
       requestTimeoutMs: config.shipper.requestTimeoutMs,
       inflightBatchesMax: config.shipper.inflightBatchesMax,
       runtime,
+      compression: s.compression === "gzip" ? { coding: "gzip", bytesMin: s.compressionBytesMin } : undefined,
+      onBatchSent: onBatchSent && ((bytes, wireBytes) => onBatchSent(peer, bytes, wireBytes)),
     });
 }
 

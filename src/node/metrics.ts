@@ -59,6 +59,12 @@ export class RegionMetrics {
     labelNames: ["peer"],
     registers: [this.registry],
   });
+  readonly shippedBytes = new client.Counter({
+    name: "crr_shipped_bytes_total",
+    help: "Bytes of batches sent to each peer: as encoded (form batch), and on the wire (form wire, after shipper.compression's coding)",
+    labelNames: ["peer", "form"],
+    registers: [this.registry],
+  });
   readonly shipErrors = new client.Counter({
     name: "crr_ship_errors_total",
     help: "Failed sends to a peer, by reason",

@@ -167,7 +167,12 @@ async function openInOrder(
   );
   const credentials = credentialsOf(config);
   const tls = config.listen.tls ? new TlsFiles(config.listen.tls, log) : undefined;
-  const makeLink = o.links ?? httpLinks(config, runtime, tls?.client);
+  const makeLink =
+    o.links ??
+    httpLinks(config, runtime, tls?.client, (peer, bytes, wireBytes) => {
+      metrics.shippedBytes.inc({ peer, form: "batch" }, bytes);
+      metrics.shippedBytes.inc({ peer, form: "wire" }, wireBytes);
+    });
   const identity = {
     incarnation: () => opened.wal?.incarnation,
     boot,

@@ -4,7 +4,7 @@
  * and its body checked against the signed Content-Digest.
  */
 import type { FastifyPluginAsync } from "fastify";
-import { fromWire, type ExportQuery, type WireVersion } from "../../link/index.js";
+import { codingsRead, decodeBody, fromWire, type ExportQuery, type WireVersion } from "../../link/index.js";
 import { bodyBytesMax, keyBytesMax, outcomeBytesMax, regionBytesMax, tenantBytesMax } from "../../limits.js";
 import { bucketCount, nodeDigest, treeFanout, treeLevels } from "../../store/index.js";
 import type { Region } from "../region.js";
@@ -109,19 +109,29 @@ export function peerRoutes(region: Region): FastifyPluginAsync {
       {
         schema: {
           ...peerTag,
-          summary: "one replication batch (binary, docs/FORMAT.md); answered after a synced commit",
+          summary:
+            "one replication batch (binary, docs/FORMAT.md; Content-Encoding gzip if the answers' Accept-Encoding names it); answered after a synced commit",
           consumes: ["application/octet-stream"],
         },
       },
       async (req, reply) => {
+        // Which codings a batch may come in (RFC 7694): shippers set to compress wait for it.
+        void reply.header("accept-encoding", codingsRead);
         if (!Buffer.isBuffer(req.body))
           return reply
             .status(415)
             .send({ code: "unsupported_media_type", message: "expected an application/octet-stream batch" });
+        // The signed digest was checked on the bytes as sent (gate.ts); decoded only now.
+        const coding = req.headers["content-encoding"];
+        const decoded = decodeBody(req.body, coding, c.reader.bodyBytesMax);
+        if (!decoded.ok) {
+          region.metrics.refusals.inc({ reason: decoded.code });
+          return reply.status(decoded.status).send({ code: decoded.code, message: decoded.message });
+        }
         const answer = await region.reader.replicate({
           sender: req.crrPeer!.region,
           headers: req.headers,
-          body: req.body,
+          body: decoded.body,
         });
         return reply.status(answer.status).send(answer.body);
       },
