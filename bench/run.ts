@@ -5,6 +5,7 @@
 import { parseArgs } from "node:util";
 import { runBench } from "../src/cli/bench.js";
 import { benchDivergence } from "./divergence.js";
+import { benchCompression } from "./compression.js";
 import { benchHttp } from "./http.js";
 import { benchReplication } from "./replication.js";
 import { benchS3Link } from "./s3-link.js";
@@ -58,6 +59,9 @@ switch (name) {
       seed: values.seed === undefined ? undefined : Number(values.seed),
     });
     break;
+  case "compression":
+    await benchCompression({ rounds: Number(values.rounds === "5" ? "2" : values.rounds) });
+    break;
   case "s3-link":
     await benchS3Link({
       rounds: Number(values.rounds === "5" ? "3" : values.rounds),
@@ -70,7 +74,7 @@ switch (name) {
     break;
   default:
     process.stderr.write(
-      "usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n       npm run bench -- replication [--rounds N] [--seconds S]\n       npm run bench -- divergence [--keys N] [--rounds N]\n       npm run bench -- security [--rounds N] [--seconds S]\n       npm run bench -- http [--rounds N] [--seconds S] [--connections C] [--seed S]\n       npm run bench -- s3-link [--rounds N] [--seconds S] [--rate R]\n",
+      "usage: npm run bench -- wal [--rounds N] [--seconds S] [--recovery-gib G]\n       npm run bench -- replication [--rounds N] [--seconds S]\n       npm run bench -- divergence [--keys N] [--rounds N]\n       npm run bench -- security [--rounds N] [--seconds S]\n       npm run bench -- http [--rounds N] [--seconds S] [--connections C] [--seed S]\n       npm run bench -- compression [--rounds N]\n       npm run bench -- s3-link [--rounds N] [--seconds S] [--rate R]\n",
     );
     process.exitCode = 2;
 }

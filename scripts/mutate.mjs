@@ -6,7 +6,7 @@
  * to reports/mutation/<folder>.json and the summary, with every surviving mutant, to
  * bench/results/mutation.md.
  *
- *   node scripts/mutate.mjs [FOLDER ...]     (default: every folder below)
+ *   node scripts/mutate.mjs [--concurrency N] [FOLDER ...]   (default: every folder below, one runner)
  *   node scripts/mutate.mjs --summary        only rewrite the summary from the reports there are
  */
 import { spawnSync } from "node:child_process";
@@ -93,7 +93,11 @@ const folders = {
 const skipped = ["index.ts", "pure.ts", "checkpointer.ts", "inspect.ts"];
 
 const summaryOnly = process.argv.includes("--summary");
-const args = process.argv.slice(2).filter((a) => a !== "--summary");
+const at = process.argv.indexOf("--concurrency");
+const concurrency = at === -1 ? "1" : process.argv[at + 1];
+const args = process.argv
+  .slice(2)
+  .filter((a, i, all) => a !== "--summary" && a !== "--concurrency" && all[i - 1] !== "--concurrency");
 const chosen = summaryOnly ? [] : args.length > 0 ? args : Object.keys(folders);
 const unknown = chosen.filter((f) => !(f in folders));
 if (unknown.length > 0) {
@@ -120,7 +124,7 @@ for (const folder of chosen) {
       "--mutate",
       files.join(","),
       "--concurrency",
-      "1",
+      concurrency,
       "--reporters",
       "json,clear-text,progress-append-only",
     ],

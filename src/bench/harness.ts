@@ -41,6 +41,8 @@ export interface LinkResult {
   lagMs: LatencySummary;
   /** Per second since the start: the largest lag of a record acknowledged in that second (ms). */
   lagMsMaxPerSecond: number[];
+  /** Bytes the link's fault proxy forwarded, both ways (batches, their answers, HTTP headers). */
+  wireBytes?: number;
 }
 
 export interface DrillResult {
@@ -387,7 +389,13 @@ export class CrrHarness {
     const tenant = this.s.load.tenants[seq % this.s.load.tenants.length]!;
     const key = `${this.s.name}-${node.name}-${node.epoch}-${seq}`;
     const fill = Math.max(0, this.s.load.recordBytes - 60 - key.length - tenant.length);
-    return { key, tenant, outcome: "accepted", body: "x".repeat(fill) };
+    const body =
+      this.s.load.body === "random"
+        ? randomBytes(Math.ceil((fill * 3) / 4))
+            .toString("base64")
+            .slice(0, fill)
+        : "x".repeat(fill);
+    return { key, tenant, outcome: "accepted", body };
   }
 
   /** Note one answer: an acknowledgement goes to the ledger, anything else is counted. */
@@ -756,6 +764,7 @@ export class CrrHarness {
           to,
           lagMs: summarize(l.h),
           lagMsMaxPerSecond: Array.from({ length: Math.ceil(seconds) }, (_, i) => l.perSecond[i] ?? 0),
+          wireBytes: this.proxies.get(id)?.stats().bytes,
         };
       }),
       lagMs: summarize(all),

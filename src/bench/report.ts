@@ -139,7 +139,7 @@ export function reportHtml(report: BenchReport, charts: { lag: string; throughpu
   return `<!doctype html><html><head><meta charset="utf-8"><title>crr lag SLO report: ${esc(report.scenario.name)}</title>
 <style>body{font-family:sans-serif;margin:24px;max-width:1100px}table{border-collapse:collapse;margin:8px 0 20px}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}td:first-child,th:first-child{text-align:left}tr.bad td{background:#fdd}tr.ok td:last-child{color:#070}h2{margin-top:28px}</style></head><body>
 <h1>crr lag SLO report: ${esc(report.scenario.name)}</h1>
-<p>${esc(report.at)} · ${report.scenario.regions.length} regions (${esc(report.scenario.regions.join(", "))}) · ${report.scenario.load.ratePerRegion}/s per region open loop · appends ${esc(report.crr.mode ?? "per-record")} · ${report.scenario.load.recordBytes}-byte records · ${report.scenario.load.warmupSeconds + report.scenario.load.durationSeconds} s (first ${report.scenario.load.warmupSeconds} s warm-up, not measured)</p>
+<p>${esc(report.at)} · ${report.scenario.regions.length} regions (${esc(report.scenario.regions.join(", "))}) · ${report.scenario.load.ratePerRegion}/s per region open loop · appends ${esc(report.crr.mode ?? "per-record")} · ${report.scenario.load.recordBytes}-byte records (${esc(report.scenario.load.body ?? "filler")} body) · ${report.scenario.load.warmupSeconds + report.scenario.load.durationSeconds} s (first ${report.scenario.load.warmupSeconds} s warm-up, not measured)</p>
 <div id="chart">${charts.lag}</div>
 <div id="throughput">${charts.throughput}</div>
 <h2>SLOs</h2><table><tr><th>check</th><th>target</th><th>measured</th><th></th></tr>${slo.join("")}</table>

@@ -43,6 +43,11 @@ export interface Scenario {
     inflightPerRegion: number;
     /** HTTP connections of each region's client (per-record appends: at most this many in flight at once). */
     connectionsPerRegion: number;
+    /**
+     * What fills a record's body up to recordBytes: "filler" (one repeated character: the best
+     * case for compression) or "random" (random base64: the worst).
+     */
+    body: "filler" | "random";
   };
   links: LinkSpec[];
   drills: DrillSpec[];
@@ -112,6 +117,7 @@ const schema = {
         batchRecords: { type: "integer", minimum: 1, maximum: 1000 },
         inflightPerRegion: { type: "integer", minimum: 1 },
         connectionsPerRegion: { type: "integer", minimum: 1, maximum: 1024 },
+        body: { enum: ["filler", "random"] },
       },
     },
     links: {
@@ -201,6 +207,7 @@ export function parseScenario(raw: unknown, source: string): Scenario {
       batchRecords: 1,
       inflightPerRegion: 5000,
       connectionsPerRegion: 64,
+      body: "filler",
       ...(r.load as Partial<Scenario["load"]>),
     } as Scenario["load"],
     links: r.links ?? [],

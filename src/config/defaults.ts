@@ -83,7 +83,7 @@ export const defaults = {
      * (bench/results/compression.md); "none" on a fast one.
      */
     compression: "none" as "none" | "gzip",
-    compressionBytesMin: 1024,
+    compressionBytesMin: 256,
   },
   reader: {
     bodyBytesMax: 8 * 1024 * 1024,
