@@ -254,8 +254,11 @@ export interface ArchiveSeed {
   objects: number;
   /** Each stream restored whole from LSN 1 through `lsn` (its watermark is set there). */
   streams: Array<{ origin: string; incarnation: string; lsn: number }>;
-  /** The newest hybrid wall time restored (a floor for the clock). */
-  newestMs: number | undefined;
+  /**
+   * The newest hybrid wall time restored, of this region's own records (a floor for its
+   * clock) and of the other regions' (a floor only within the skew allowed).
+   */
+  newestMs: { own?: number; other?: number };
 }
 
 /**
@@ -278,13 +281,19 @@ export async function seedFromArchive(o: {
   const keys = await listAll(o.store, prefix === "" ? "" : `${prefix}/`);
   const plan = planRestore(keys, { prefix, origins: o.origins, upToHoles: true });
   const report = await restoreInto({ ...o, plan, toMs: undefined });
-  const times = report.streams.map((s) => s.lastMs).filter((t): t is number => t !== undefined);
+  const newest = (own: boolean) => {
+    const times = report.streams
+      .filter((s) => (s.origin === o.self) === own)
+      .map((s) => s.lastMs)
+      .filter((t): t is number => t !== undefined);
+    return times.length > 0 ? Math.max(...times) : undefined;
+  };
   return {
     records: report.records,
     objects: report.objects,
     streams: report.streams
       .filter((s) => s.toLsn > 0)
       .map((s) => ({ origin: s.origin, incarnation: s.incarnation, lsn: s.toLsn })),
-    newestMs: times.length > 0 ? Math.max(...times) : undefined,
+    newestMs: { own: newest(true), other: newest(false) },
   };
 }

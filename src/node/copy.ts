@@ -137,10 +137,11 @@ export async function copyWinners(
   link: PeerLink,
   store: CopyStore,
   keep: (v: StoredRecord) => boolean,
-  covered?: ExportQuery["covered"],
-): Promise<{ copied: number; newest: StoredRecord["hlc"] | undefined }> {
+  covered: ExportQuery["covered"] | undefined,
+  self: string,
+): Promise<{ copied: number; newest: NewestCopied }> {
   let copied = 0;
-  let newest: StoredRecord["hlc"] | undefined;
+  const newest: NewestCopied = {};
   let after: { bucket: number; key: string } | undefined;
   do {
     const page = await link.exportPage({
@@ -151,10 +152,25 @@ export async function copyWinners(
     const kept = page.versions.filter(keep);
     await store.repair(kept);
     copied += kept.length;
-    for (const v of kept) if (!newest || compare(v.hlc, newest) > 0) newest = v.hlc;
+    for (const v of kept) laterOf(newest, v.origin === self ? "own" : "other", v.hlc);
     after = page.next;
   } while (after);
   return { copied, newest };
+}
+
+/**
+ * The newest stamps a copy brought: of this region's own records (any incarnation: its own
+ * past, a floor for its clock however far ahead) and of the other regions' (a floor only
+ * within the skew allowed: startup.ts).
+ */
+export interface NewestCopied {
+  own?: Hlc;
+  other?: Hlc;
+}
+
+function laterOf(n: NewestCopied, side: keyof NewestCopied, h: Hlc | undefined): void {
+  const was = n[side];
+  if (h && (!was || compare(h, was) > 0)) n[side] = h;
 }
 
 /** A stream a bootstrap's store holds whole from LSN 1 through `lsn` (from the archive or `crr bootstrap`). */
@@ -249,12 +265,15 @@ export interface MeshCopy {
  * holds. Returns the versions copied and the newest
  * timestamp seen (a floor for the clock).
  */
-export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: Hlc | undefined }> {
+export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: NewestCopied }> {
   let copied = 0;
-  let newest: Hlc | undefined;
-  const note = (r: { copied: number; newest: Hlc | undefined }) => {
+  const newest: NewestCopied = {};
+  /** A stream's copy (every version of one origin's), or the winners' (split by origin). */
+  const note = (r: { copied: number; newest: Hlc | undefined | NewestCopied }, origin?: string) => {
     copied += r.copied;
-    if (r.newest && (!newest || compare(r.newest, newest) > 0)) newest = r.newest;
+    if (r.newest === undefined || "wallMs" in r.newest)
+      laterOf(newest, origin === m.region ? "own" : "other", r.newest);
+    else for (const side of ["own", "other"] as const) laterOf(newest, side, r.newest[side]);
   };
   // Each peer's own streams, its older incarnations too, from the peer itself: it ships an
   // older incarnation only when a session starts, so a stream left at 0 here could wait
@@ -272,7 +291,7 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
       const older = own.incarnation !== view.incarnation;
       const keep = (v: StoredRecord) => m.accepts(peer, v.tenant);
       const r = await copyStream(m.links.get(peer)!, m.store, s, keep, older);
-      note(r);
+      note(r, peer);
       // The current stream's holes its WAL still holds: from the WAL, not lost with the store.
       // One neither holds (the peer may still be refilling it, or answered from a store lost
       // since its earlier answer) is covered only below it: its shipper sends the rest once
@@ -281,7 +300,7 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
       let coveredThrough = r.coveredThrough;
       if (!older && r.holes.length > 0) {
         const w = await copyHolesFromWal(m.links.get(peer)!, m.store, own.incarnation, r.holes, keep);
-        note(w);
+        note(w, peer);
         if (w.firstUnfilled !== undefined) coveredThrough = Math.min(coveredThrough, w.firstUnfilled - 1);
       }
       await raiseWatermark(m.store, peer, own.incarnation, coveredThrough);
@@ -306,7 +325,7 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
       if (fromLsn > at.lsn) continue;
       const s = { origin: m.region, incarnation, fromLsn, toLsn: at.lsn };
       const r = await copyStream(m.links.get(peer)!, m.store, s, () => true);
-      note(r);
+      note(r, m.region);
       const set = damaged.get(incarnation) ?? new Set<number>();
       for (const l of r.damaged) set.add(l);
       damaged.set(incarnation, set);
@@ -327,6 +346,10 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: H
   // so a bootstrap that copied from another peer never got it (found by the simulator,
   // seed 4). Copies are merged by the rule, so taking the same version twice changes nothing.
   const keep = (v: StoredRecord) => v.origin === m.region || m.accepts(v.origin, v.tenant);
-  for (const peer of m.views.keys()) note(await copyWinners(m.links.get(peer)!, m.store, keep, m.covered));
+  for (const peer of m.views.keys()) {
+    const w = await copyWinners(m.links.get(peer)!, m.store, keep, m.covered, m.region);
+    copied += w.copied;
+    for (const side of ["own", "other"] as const) laterOf(newest, side, w.newest[side]);
+  }
   return { copied, newest };
 }

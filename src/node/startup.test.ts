@@ -178,29 +178,39 @@ describe("StartupChecks bootstrap", () => {
     expect(all.audits).toEqual([expect.objectContaining({ kind: "bootstrap", from: ["r1", "r2"] })]);
   });
 
-  it("takes the newest stamp it copied as the clock's floor only within the skew allowed (simulator seed 228: a peer's clock 71 s ahead)", async () => {
+  it("takes the newest stamp of another region it copied as the clock's floor only within the skew allowed (simulator seed 228: a peer's clock 71 s ahead), and its own records' always (review: a clock that came back slow)", async () => {
     const nowMs = 1_800_000_000_000;
-    /** r1 holds our older incarnation's LSN 1, stamped `aheadMs` ahead of our clock. */
-    const copying = (aheadMs: number) => {
+    /**
+     * r1 holds one record, stamped `aheadMs` ahead of our clock: of its own stream ("r1"), or
+     * of our older incarnation ("r0", acknowledged by us before the disk was lost).
+     */
+    const copying = (origin: "r0" | "r1", aheadMs: number) => {
+      const answered = { ...view("r1", origin === "r0" ? 1 : 0), clock: { wallMs: nowMs, logical: 0 } };
+      if (origin === "r1")
+        answered.streams = [{ origin: "r1", incarnation: answered.incarnation, lsn: 1, updatedAtMs: 1 }];
+      const incarnation = origin === "r0" ? older : answered.incarnation;
+      const record = { ...version(1), origin, incarnation, hlc: { wallMs: nowMs + aheadMs, logical: 3 } };
       const link = {
         ...peer("r1", 1, false),
-        streamRecords: async () => ({
-          versions: [{ ...version(1), hlc: { wallMs: nowMs + aheadMs, logical: 3 } }],
-          next: undefined,
-        }),
+        watermarks: async () => answered,
+        streamRecords: async () => ({ versions: [record], next: undefined }),
       } as unknown as PeerLink;
       const clock = new HybridClock({ wallClock: () => nowMs, maxSkewMs: 60_000 });
       const { store, held } = memoryStore();
-      const answered = { ...view("r1", 1), clock: { wallMs: nowMs, logical: 0 } };
       const { checks } = checksOf([link], async () => new Map([["r1", answered]]), store, 20_000, clock);
       return { checks, clock, held };
     };
-    const far = copying(71_000);
+    const far = copying("r1", 71_000);
     await far.checks.run();
     expect(far.held.has("t/k1")).toBe(true); // copied all the same: it was acknowledged
     expect(far.clock.now().wallMs).toBe(nowMs);
-    const near = copying(5_000);
+    const near = copying("r1", 5_000);
     await near.checks.run();
     expect(near.clock.now()).toEqual({ wallMs: nowMs + 5_000, logical: 5 });
+    // Our own record, 90 s ahead of a clock that came back slow: new records stamp above it.
+    const own = copying("r0", 90_000);
+    await own.checks.run();
+    expect(own.held.has("t/k1")).toBe(true);
+    expect(own.clock.now().wallMs).toBe(nowMs + 90_000);
   });
 });

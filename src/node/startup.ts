@@ -5,17 +5,18 @@
  *   at open: asked again until it answers or `bootstrapWaitMs` passes (then a refusal);
  * - another node serving this region name (a second incarnation heard from by a peer after
  *   this one started): refuse to start;
- * - the peers' clocks, and the newest stamp a bootstrap copied: a floor for ours, so a region
- *   that lost its clock does not issue timestamps that beat records it acknowledged before;
- *   only within `hlc.maxSkewMs` of our clock, as for a peer's batch (a clock further off, ours
- *   or the one that stamped the record, is logged, not followed);
+ * - the newest stamp of this region's own records a bootstrap copied: a floor for our clock,
+ *   so a region that lost its clock does not issue timestamps that beat records it
+ *   acknowledged before; the peers' clocks and the other regions' stamps copied: a floor only
+ *   within `hlc.maxSkewMs` of our clock, as for a peer's batch (a clock further ahead is
+ *   logged, not followed);
  * - a region that starts with a fresh WAL and an empty store while peers exist (a lost disk,
  *   a new region) copies what the mesh decided before it answers any append: otherwise keys
  *   it decided before answer `duplicate: false`. It waits at most `bootstrapWaitMs` for the
  *   peers; none answering is a refusal to start unless the operator starts it alone.
  */
 import type { ArchiveSeed } from "../archive/index.js";
-import type { HybridClock } from "../clock/index.js";
+import type { Hlc, HybridClock } from "../clock/index.js";
 import { CrrError } from "../errors.js";
 import type { PeerLink, WatermarksView } from "../link/index.js";
 import type { Logger } from "../log.js";
@@ -121,11 +122,23 @@ export class StartupChecks {
   }
 
   /**
-   * A peer's clock, or the newest stamp a bootstrap copied, is a floor for ours, unless it is
-   * further ahead than the skew allowed (then the clock that stamped it was wrong: taking it
-   * would stamp this region's records that far ahead, and its peers would refuse them until
-   * their clocks caught up; simulator seed 228, a peer's clock 71 s ahead). The same rule as
-   * a peer's batch: a stamp within the skew moves the clock.
+   * What a bootstrap copied is a floor for our clock. Our own records (any incarnation) are
+   * our own past, as the WAL's are at recovery: always, however far ahead of our clock, or a
+   * clock that came back slow would stamp new records below ones this region acknowledged,
+   * and they would beat those (first-write-wins; found by review). Another region's stamps
+   * only within the skew allowed (observeClock).
+   */
+  private takeFloor(newest: { own?: Hlc; other?: Hlc }, what: string): void {
+    if (newest.own) this.o.clock.observe(newest.own);
+    if (newest.other) this.observeClock(newest.other, {}, `the newest record of another region that ${what}`);
+  }
+
+  /**
+   * A peer's clock, or the newest stamp of another region a bootstrap copied, is a floor for
+   * ours, unless it is further ahead than the skew allowed (then the clock that stamped it was
+   * wrong: taking it would stamp this region's records that far ahead, and its peers would
+   * refuse them until their clocks caught up; simulator seed 228, a peer's clock 71 s ahead).
+   * The same rule as a peer's batch: a stamp within the skew moves the clock.
    */
   private observeClock(hlc: StoredRecord["hlc"], where: Record<string, unknown>, what: string): void {
     try {
@@ -277,12 +290,8 @@ export class StartupChecks {
     this.detail = "restoring what the S3 archive holds before asking the peers";
     try {
       const seed = await this.o.fromArchive();
-      if (seed.newestMs !== undefined)
-        this.observeClock(
-          { wallMs: seed.newestMs, logical: 0 },
-          {},
-          "the newest record the archive restored",
-        );
+      const at = (wallMs: number | undefined) => (wallMs === undefined ? undefined : { wallMs, logical: 0 });
+      this.takeFloor({ own: at(seed.newestMs.own), other: at(seed.newestMs.other) }, "the archive restored");
       this.o.log.info(
         { records: seed.records, objects: seed.objects, streams: seed.streams },
         "bootstrap: restored from the archive",
@@ -341,8 +350,7 @@ export class StartupChecks {
       accepts: this.o.accepts,
       covered,
     });
-    if (r.newest)
-      this.observeClock(r.newest, { copied: r.copied }, "the newest record copied from the peers");
+    this.takeFloor(r.newest, "was copied from the peers");
     return r.copied;
   }
 }
