@@ -143,9 +143,11 @@ async function openLoop(
     sendLate: StatusLatency;
   };
   const accepted = r.byStatus["200"];
-  const refusedLatency = r.byStatus["429"] ?? r.byStatus["503"];
-  const others = Object.entries(r.byStatus).filter(([s]) => !["200", "429", "503"].includes(s));
-  const all = Object.values(r.byStatus);
+  const refusedLatency = r.byStatus.refused;
+  const others = Object.entries(r.byStatus).filter(([s]) => !["200", "429", "503", "refused"].includes(s));
+  const all = Object.entries(r.byStatus)
+    .filter(([s]) => s !== "refused")
+    .map(([, l]) => l);
   const worst = (f: (l: StatusLatency) => number) => Math.max(0, ...all.map(f));
   return {
     requestsPerS: r.okPerS,
@@ -158,7 +160,7 @@ async function openLoop(
     offeredPerS: r.offeredPerS,
     sendLateP99Ms: r.sendLate.p99Ms,
     nodeAccepted: r.serverByStatus["200"],
-    nodeRefused: r.serverByStatus["429"] ?? r.serverByStatus["503"],
+    nodeRefused: r.serverByStatus.refused,
     seed,
     errorCodes: r.errors,
   };

@@ -14,7 +14,8 @@
 // sending to the answer.
 //
 // Usage: node bench/open-loop.mjs URL RATE_PER_S SECONDS KEY_PREFIX CONNECTIONS SEED
-// Prints one JSON line: offered, answered per status with latency quantiles, errors by code.
+// Prints one JSON line: offered, answered per status with latency quantiles (429 and 503 also
+// together, as "refused"), errors by code.
 import { uniformFloat64 } from "pure-rand/distribution/uniformFloat64";
 import { xoroshiro128plus } from "pure-rand/generator/xoroshiro128plus";
 import { Client } from "undici";
@@ -77,6 +78,11 @@ function send(client, n, scheduledAtMs) {
       const nowMs = performance.now() - start;
       push(latencies, res.statusCode, nowMs - scheduledAtMs);
       push(serverMs, res.statusCode, nowMs - sentAtMs);
+      if (res.statusCode === 429 || res.statusCode === 503) {
+        // Refused, whichever way: one group as well (quantiles cannot be merged afterwards).
+        push(latencies, "refused", nowMs - scheduledAtMs);
+        push(serverMs, "refused", nowMs - sentAtMs);
+      }
       if (res.statusCode === 200) lastOkAtMs = nowMs;
     })
     .catch((err) =>

@@ -673,8 +673,8 @@ const mutants = [
   {
     name: "a bootstrap's winners export asks again for what the archive restored",
     file: "src/node/copy.ts",
-    from: "note(await copyWinners(m.links.get(peer)!, m.store, keep, m.covered));",
-    to: "note(await copyWinners(m.links.get(peer)!, m.store, keep));",
+    from: "await copyWinners(m.links.get(peer)!, m.store, keep, m.covered, m.region);",
+    to: "await copyWinners(m.links.get(peer)!, m.store, keep, undefined, m.region);",
     tests: ["test/archive/archive.test.ts"],
   },
   {
@@ -893,17 +893,25 @@ const mutants = [
   {
     name: "a bootstrap copies the winners of the first peer only",
     file: "src/node/copy.ts",
-    from: "  for (const peer of m.views.keys()) note(await copyWinners(m.links.get(peer)!, m.store, keep, m.covered));\n",
-    to: "  for (const peer of [...m.views.keys()].slice(0, 1)) note(await copyWinners(m.links.get(peer)!, m.store, keep, m.covered));\n",
+    from: "  for (const peer of m.views.keys()) {\n    const w = await copyWinners(",
+    to: "  for (const peer of [...m.views.keys()].slice(0, 1)) {\n    const w = await copyWinners(",
     tests: ["src/node/copy.test.ts"],
   },
   {
-    name: "a bootstrap takes any copied stamp as its clock floor, however far ahead",
+    name: "a bootstrap takes another region's copied stamp as its clock floor, however far ahead",
     file: "src/node/startup.ts",
-    from: '    if (r.newest)\n      this.observeClock(r.newest, { copied: r.copied }, "the newest record copied from the peers");',
-    to: "    if (r.newest) this.o.clock.observe(r.newest);",
+    from: "    if (newest.other) this.observeClock(",
+    to: "    if (newest.other) this.o.clock.observe(newest.other);\n    if (false) this.observeClock(",
     tests: ["src/node/startup.test.ts"],
-    only: "takes the newest stamp it copied",
+    only: "takes the newest stamp of another region",
+  },
+  {
+    name: "a bootstrap bounds its own records' stamps like another region's (a slow clock stamps below them)",
+    file: "src/node/startup.ts",
+    from: "    if (newest.own) this.o.clock.observe(newest.own);",
+    to: '    if (newest.own) this.observeClock(newest.own, {}, "own");',
+    tests: ["src/node/startup.test.ts"],
+    only: "takes the newest stamp of another region",
   },
   {
     name: "append.eventLoopDelayMaxMs never registered",
@@ -918,6 +926,20 @@ const mutants = [
     from: '        void reply.header("accept-encoding", codingsRead);\n',
     to: "",
     tests: ["test/replication/compression.test.ts"],
+  },
+  {
+    name: "a shipper codes again at once after a coded batch was refused as unreadable",
+    file: "src/link/http-link.ts",
+    from: "this.codingPausedUntilMs = this.rt.nowMs() + codingPauseMs;",
+    to: "this.codingPausedUntilMs = 0;",
+    tests: ["src/link/coding.test.ts"],
+  },
+  {
+    name: "the event-loop shed answers before asking whether the node takes appends at all",
+    file: "src/node/append-path.ts",
+    from: "    this.d.admit();\n    const lag =",
+    to: "    const lag =",
+    tests: ["src/node/http/event-loop-admission.test.ts"],
   },
   {
     name: "a coded batch handed to the reader undecoded",

@@ -123,9 +123,10 @@ export const defaults = {
     queueDelayMaxMs: 500,
     /**
      * HTTP appends are refused at once (429) while the node's event loop lags more than this
-     * (its mean delay over the last append.eventLoopSampleMs, by @fastify/under-pressure; 0: no
-     * bound): a CPU-bound overload queues in the event loop and the sockets, where pendingMax
-     * and queueDelayMaxMs cannot see it.
+     * (its mean delay over the last 100 ms, less the sampler's 10 ms resolution, by
+     * @fastify/under-pressure; 0: no bound): a CPU-bound overload queues in the event loop and
+     * the sockets, where pendingMax and queueDelayMaxMs cannot see it. Measured: it does not
+     * make refusals fast there (bench/results/http.md), so it is off.
      */
     eventLoopDelayMaxMs: 0,
     /**

@@ -2,11 +2,13 @@
  * Compressed batches (shipper.compression): what a node reads (gzip, bounded), what it
  * refuses (another coding, a body that decodes too large, one that does not decode), and how
  * a shipper negotiates: it codes a batch only after its peer named gzip in an answer, with the
- * signed Content-Digest over the bytes it sent, and goes back to plain batches after a 415.
+ * signed Content-Digest over the bytes it sent, and goes back to plain batches for a minute
+ * after a coded one was refused as unreadable.
  */
 import { gzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
 import { contentDigest, headerNonce, sharedSecret, signAnswer } from "../protocol/index.js";
+import { realRuntime } from "../runtime/index.js";
 import { decodeBody, namesCoding } from "./coding.js";
 import { HttpPeerLink, type PeerRequest } from "./http-link.js";
 
@@ -48,6 +50,14 @@ describe("decodeBody", () => {
       status: 400,
       code: "bad_encoding",
     });
+    // Cut short (its trailer, or half of it): an error, never a prefix taken for the batch.
+    const coded = gzipSync(batch);
+    for (const cut of [coded.subarray(0, coded.length - 8), coded.subarray(0, coded.length >> 1)])
+      expect(decodeBody(cut, "gzip", 1 << 20)).toMatchObject({
+        ok: false,
+        status: 400,
+        code: "bad_encoding",
+      });
   });
 });
 
@@ -56,7 +66,9 @@ describe("a link set to compress", () => {
   /** A link whose peer answers each batch 200 (or `status`), naming `accepts` in Accept-Encoding. */
   const linkTo = (answers: Array<{ status: number; accepts?: string }>, compress = true) => {
     const sent: PeerRequest[] = [];
+    const clock = { ms: 1_000_000 };
     const link = new HttpPeerLink({
+      runtime: { ...realRuntime, nowMs: () => clock.ms },
       region: "us-east-1",
       signer: keys.signer,
       keys: keys.ring,
@@ -87,7 +99,7 @@ describe("a link set to compress", () => {
         close: async () => undefined,
       },
     });
-    return { link, sent };
+    return { link, sent, clock };
   };
   const batch = Buffer.from("record ".repeat(200));
 
@@ -109,16 +121,42 @@ describe("a link set to compress", () => {
     expect(sent[2]!.headers["content-digest"]).toBe(contentDigest(coded));
   });
 
-  it("goes back to plain batches after a 415", async () => {
-    const { link, sent } = linkTo([
-      { status: 200, accepts: "gzip" },
+  it("goes back to plain batches for a minute after a coded one was refused (415, or 400 from an older node behind the same address)", async () => {
+    const gzipOk = { status: 200, accepts: "gzip" };
+    const { link, sent, clock } = linkTo([
+      gzipOk,
       { status: 415, accepts: "gzip" },
-      { status: 200 },
+      gzipOk,
+      gzipOk,
+      gzipOk,
+      { status: 400 },
+      gzipOk,
+      gzipOk,
+      gzipOk,
     ]);
     await link.replicate(batch);
     await expect(link.replicate(batch)).rejects.toThrow(/415 unsupported_encoding/);
+    await link.replicate(batch); // plain: the 415 said so
+    await link.replicate(batch); // its answer named gzip again: still plain for a minute
+    clock.ms += 60_000;
     await link.replicate(batch);
-    expect(sent.map((r) => r.headers["content-encoding"])).toEqual([undefined, "gzip", undefined]);
+    await expect(link.replicate(batch)).rejects.toThrow(/400/); // an older node behind the address
+    await link.replicate(batch);
+    clock.ms += 59_000;
+    await link.replicate(batch);
+    clock.ms += 1_000;
+    await link.replicate(batch);
+    expect(sent.map((r) => r.headers["content-encoding"])).toEqual([
+      undefined,
+      "gzip",
+      undefined,
+      undefined,
+      "gzip",
+      "gzip",
+      undefined,
+      undefined,
+      "gzip",
+    ]);
   });
 
   it("never codes a batch when compression is off, whatever the peer reads", async () => {

@@ -10,7 +10,7 @@
  * Synchronous zlib on both sides: a batch is at most `shipper.batchBytesMax` (1 MiB) and batches
  * must reach the reader in the order sent, which the thread pool's callbacks do not keep.
  */
-import { constants, gunzipSync, gzipSync } from "node:zlib";
+import { gunzipSync, gzipSync } from "node:zlib";
 
 export type BatchCoding = "gzip";
 
@@ -50,7 +50,9 @@ export function decodeBody(body: Buffer, coding: string | undefined, bytesMax: n
   try {
     return {
       ok: true,
-      body: gunzipSync(body, { maxOutputLength: bytesMax, finishFlush: constants.Z_SYNC_FLUSH }),
+      // Z_FINISH (the default): a stream cut short is an error, not a prefix (gzip's own CRC
+      // and length are checked too).
+      body: gunzipSync(body, { maxOutputLength: bytesMax }),
     };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;

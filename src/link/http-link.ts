@@ -182,6 +182,9 @@ function parseJson(text: string): Record<string, unknown> | undefined {
   }
 }
 
+/** How long batches go plain after a coded one was refused as unreadable. */
+const codingPauseMs = 60_000;
+
 export class HttpPeerLink implements PeerLink {
   readonly peer: string;
   readonly url: string;
@@ -192,6 +195,12 @@ export class HttpPeerLink implements PeerLink {
   private bytesReceived = 0;
   /** Whether the peer's last answer to a batch named the coding we would send (coding.ts). */
   private peerReadsCoding = false;
+  /**
+   * Until when batches go plain after a coded one was refused as unreadable (415, or 400 from
+   * a node of an older version behind the same address during a rolling upgrade): without it,
+   * every answer of a newer node would turn coding on again, and each window would fail.
+   */
+  private codingPausedUntilMs = 0;
 
   constructor(o: HttpPeerLinkOptions) {
     this.o = o;
@@ -299,13 +308,18 @@ export class HttpPeerLink implements PeerLink {
   async replicate(body: Buffer, signal?: AbortSignal): Promise<ReplicateAnswer> {
     const path = "/v1/replicate";
     const c = this.o.compression;
-    const coding = c && this.peerReadsCoding && body.length >= c.bytesMin ? c.coding : undefined;
+    const coding =
+      c && this.peerReadsCoding && body.length >= c.bytesMin && this.rt.nowMs() >= this.codingPausedUntilMs
+        ? c.coding
+        : undefined;
     const wire = coding ? codeBatch(body) : body;
     const r = await this.send("batch", "POST", path, wire, "application/octet-stream", signal, coding);
     this.o.onBatchSent?.(body.length, wire.length, coding ?? "identity");
     // Every answer says again which codings the peer reads (it may have been replaced by a
     // node of another version); a 415 to a coded batch says it does not read it.
     if (c) this.peerReadsCoding = r.status !== 415 && namesCoding(r.headers["accept-encoding"], c.coding);
+    if (coding && (r.status === 415 || r.status === 400))
+      this.codingPausedUntilMs = this.rt.nowMs() + codingPauseMs;
     const watermark = r.answer?.watermark;
     if (r.status === 200 && typeof watermark === "number") return { kind: "ok", watermark };
     if (r.status === 409 && r.answer?.code === "watermark_gap" && typeof watermark === "number")

@@ -201,11 +201,11 @@ export class AppendPath {
    * counted and answered like every shed append.
    */
   refuseUnderPressure(delayMs: number, maxMs: number): never {
-    this.shed(
-      1,
-      "event_loop",
-      `the event loop lags ${Math.round(delayMs)} ms, beyond append.eventLoopDelayMaxMs (${maxMs})`,
-    );
+    // A node that takes no appends at all (draining, stopped, starting) says so, with its own
+    // Retry-After, rather than "overloaded, retry in a second" (found by review).
+    this.d.admit();
+    const lag = Number.isFinite(delayMs) ? `${Math.round(delayMs)} ms` : "for the whole last sample";
+    this.shed(1, "event_loop", `the event loop lags ${lag}, beyond append.eventLoopDelayMaxMs (${maxMs})`);
   }
 
   private refuseIfFull(n: number): void {

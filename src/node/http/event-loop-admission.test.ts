@@ -90,6 +90,13 @@ describe("append.eventLoopDelayMaxMs", () => {
     expect(await shedCount(url, "event_loop")).toBeGreaterThanOrEqual(1);
     const lastKey = `lagged-${n - 1}`;
     expect((await fetch(`${url}/v1/records/${lastKey}`)).status).toBe(404);
+    // A node that takes no appends at all says so, lag or not (not "retry in a second").
+    await node.drain({ timeoutMs: 1000 });
+    busy(300);
+    const draining = await post(url, `drained-${n++}`);
+    expect(draining.status).toBe(503);
+    expect(draining.body).toMatchObject({ code: "draining" });
+    node.undrain();
     // Without the lag, appends are taken again.
     const taken = await until(
       () => post(url, `after-${n++}`),
