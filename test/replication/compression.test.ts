@@ -1,8 +1,8 @@
 /**
  * shipper.compression "gzip" between two `crr serve` processes over real HTTP: every record
  * each region acknowledged reaches the other with the exact content its client sent (the
- * ledger), and the batches went over the wire coded, smaller than they are
- * (`crr_shipped_bytes_total`, form "wire" against form "batch").
+ * ledger), and once the peer said it reads gzip, the batches went over the wire coded,
+ * smaller than they are (`crr_shipped_bytes_total`, form "wire" against form "batch").
  */
 import { describe, expect, it } from "vitest";
 import { Cluster, waitConverged, type TestNode } from "../support/cluster.js";
@@ -24,14 +24,23 @@ describe("compressed replication", () => {
     });
     const [a, b] = [cluster.node("us-east-1"), cluster.node("us-west-2")];
     const ledger = new Ledger();
+    // Batches go plain until the peer's first answer names gzip: on a busy machine a whole
+    // run can fit in the first window. So a few records first, answered, then the rest.
+    await Promise.all([ledger.appendMany(a, "east-first", 5), ledger.appendMany(b, "west-first", 5)]);
+    await waitConverged([a, b]);
+    const before = await Promise.all(
+      [a, b].map(async (n) => [await shipped(n, "batch"), await shipped(n, "wire")]),
+    );
     await Promise.all([ledger.appendMany(a, "east", 400), ledger.appendMany(b, "west", 400)]);
     await waitConverged([a, b]);
     expectMatchesLedger(ledger, [a, b]);
-    for (const node of [a, b]) {
-      const [batch, wire] = [await shipped(node, "batch"), await shipped(node, "wire")];
+    for (const [i, node] of [a, b].entries()) {
+      const batch = (await shipped(node, "batch")) - before[i]![0]!;
+      const wire = (await shipped(node, "wire")) - before[i]![1]!;
       expect(batch).toBeGreaterThan(0);
-      // The first window goes plain (the peer names gzip in its answers); the rest is coded.
-      expect(wire).toBeLessThan(batch * 0.8);
+      // Plain batches would make them equal; coded, the ledger's records measured 0.66 here
+      // (small batches of a few records each; the bound leaves room for smaller ones).
+      expect(wire).toBeLessThan(batch * 0.9);
     }
     await cluster.stop();
   });
