@@ -63,7 +63,10 @@ export class Ledger {
     return r;
   }
 
-  /** Append `count` records with `concurrency` in flight; every one must be acknowledged. */
+  /**
+   * Append `count` records with `concurrency` in flight; every one must be acknowledged (a
+   * 429, which writes nothing, is asked again after its Retry-After).
+   */
   async appendMany(
     node: TestNode,
     prefix: string,
@@ -81,7 +84,14 @@ export class Ledger {
           outcome: i % 5 ? "accepted" : "escalated",
           body: { i, note: `n${i}` },
         };
-        const r = await this.append(node, rec);
+        // A node that sheds load (429 overloaded: nothing written) is asked again after its
+        // Retry-After (1 s), as a client would, for up to a minute: on a busy machine the WAL's
+        // fsync can wait beyond append.queueDelayMaxMs (seen in the suite beside a mutation run).
+        let r = await this.append(node, rec);
+        for (let tries = 0; r.status === 429 && tries < 60; tries++) {
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          r = await this.append(node, rec);
+        }
         if (r.status !== 200)
           throw new Error(`append ${rec.key} to ${node.name}: ${r.status} ${JSON.stringify(r.body)}`);
       }
