@@ -21,11 +21,18 @@ const all = [
   ...(process.env.CRR_MUTATE_SIM === "0" ? [] : ["test/sim/*.test.ts"]),
 ];
 
+const include = process.env.CRR_MUTATE_TESTS ? process.env.CRR_MUTATE_TESTS.split(",") : all;
+// The tests that take a PostgreSQL server (inject("pgUrl")) live under these. Stryker's runner
+// runs the global setup again for every mutant, and a cluster's start (~10 s) was most of a
+// shipper mutant's time, so a set without them starts none.
+const pgTests = ["test/sim/", "test/store/", "src/config/", "src/**"];
+const needsPg = include.some((glob) => pgTests.some((dir) => glob.startsWith(dir)));
+
 export default defineConfig({
   test: {
-    include: process.env.CRR_MUTATE_TESTS ? process.env.CRR_MUTATE_TESTS.split(",") : all,
+    include,
     // The simulator's PostgreSQL cases need a server (a temporary cluster, stopped by PID).
-    globalSetup: ["test/setup/postgres.ts"],
+    globalSetup: needsPg ? ["test/setup/postgres.ts"] : [],
     testTimeout: 120_000,
     hookTimeout: 60_000,
     pool: "forks",
