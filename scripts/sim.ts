@@ -66,7 +66,7 @@ for (const seed of seeds) {
   simMs += r.simMs;
   wallMs += r.wallMs;
   console.log(
-    `seed ${seed}: ${r.ok ? "ok" : "FAILED"} store=${r.store} regions=${r.regions}${r.nodes > r.regions ? ` nodes=${r.nodes}` : ""} acked=${r.acknowledged} given-up=${r.givenUp} crashes=${r.crashes} sim=${(r.simMs / 1000).toFixed(0)}s wall=${(r.wallMs / 1000).toFixed(1)}s trace=${r.traceHash.slice(0, 12)}`,
+    `seed ${seed}: ${r.ok ? "ok" : "FAILED"} store=${r.store} regions=${r.regions}${r.nodes > r.regions ? ` nodes=${r.nodes}` : ""} acked=${r.acknowledged} given-up=${r.givenUp} crashes=${r.crashes}${r.compression ? ` coded=${r.codedBatches}` : ""} sim=${(r.simMs / 1000).toFixed(0)}s wall=${(r.wallMs / 1000).toFixed(1)}s trace=${r.traceHash.slice(0, 12)}`,
   );
   if (!r.ok) {
     for (const p of r.problems.slice(0, 30)) console.log(`  ${p}`);

@@ -65,7 +65,7 @@ export interface HttpPeerLinkOptions {
    */
   compression?: { coding: BatchCoding; bytesMin: number };
   /** Each batch sent: its bytes, and the bytes on the wire under the coding used. */
-  onBatchSent?: (bytes: number, wireBytes: number, coding: BatchCoding | "identity") => void;
+  onBatchSent?: (bytes: number, wireBytes: number) => void;
 }
 
 /** What a TLS client presents and trusts; `version` changes when the files were reloaded. */
@@ -314,7 +314,7 @@ export class HttpPeerLink implements PeerLink {
         : undefined;
     const wire = coding ? codeBatch(body) : body;
     const r = await this.send("batch", "POST", path, wire, "application/octet-stream", signal, coding);
-    this.o.onBatchSent?.(body.length, wire.length, coding ?? "identity");
+    this.o.onBatchSent?.(body.length, wire.length);
     // Every answer says again which codings the peer reads (it may have been replaced by a
     // node of another version); a 415 to a coded batch says it does not read it.
     if (c) this.peerReadsCoding = r.status !== 415 && namesCoding(r.headers["accept-encoding"], c.coding);

@@ -65,6 +65,8 @@ export interface ClusterOptions {
   stores: SimStores;
   /** Regions served by several nodes (on PostgreSQL), and how many; others have one. */
   nodeCounts?: Record<string, number>;
+  /** Shippers code their batches (shipper.compression gzip), for every link of the run. */
+  compression?: boolean;
 }
 
 /** The audit log of a data directory, line by line (oldest file first). */
@@ -116,6 +118,8 @@ export class SimCluster {
   readonly goneNodes: Array<{ region: string; nodeId: string }> = [];
   /** Audit lines of nodes whose disk was lost (what they had written before). */
   readonly lostAuditLines: Array<{ region: string; line: Record<string, unknown> }> = [];
+  /** Batches sent coded (ClusterOptions.compression): shows the coded path ran. */
+  codedBatches = 0;
 
   constructor(
     readonly sched: Scheduler,
@@ -223,6 +227,11 @@ export class SimCluster {
             requestTimeoutMs: 2000,
             runtime,
             transport: this.net.transport(n.regionName, proc, peer, name),
+            // Small batches too: the simulator's are a few records each.
+            ...(this.o.compression ? { compression: { coding: "gzip" as const, bytesMin: 64 } } : {}),
+            onBatchSent: (bytes, wireBytes) => {
+              if (wireBytes !== bytes) this.codedBatches++;
+            },
           }),
       }));
       if (!proc.alive) return;

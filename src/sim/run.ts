@@ -79,6 +79,9 @@ export interface SimResult {
   /** Acknowledgements given up: their only copy was on a lost disk or in a WAL whose loss the operator accepted. */
   givenUp: number;
   crashes: number;
+  /** Whether shippers coded their batches in this run, and how many they sent coded. */
+  compression: boolean;
+  codedBatches: number;
   simMs: number;
   wallMs: number;
   events: number;
@@ -299,8 +302,12 @@ async function simulate(
   const { s, stores, regions, dir } = run;
   const tenants = policies(s, regions);
   const counts = o.postgres && (o.severalNodes ?? true) ? nodeCounts(s, regions) : undefined;
-  const c = new SimCluster(s, { regions, tenants, baseDir: dir, stores, nodeCounts: counts });
+  // Half the runs code their batches (a generator of its own: the others keep their schedule),
+  // so a coded batch meets loss, duplicates, bit flips and nodes restarting too.
+  const compression = s.side("compression").chance(0.5);
+  const c = new SimCluster(s, { regions, tenants, baseDir: dir, stores, nodeCounts: counts, compression });
   if (counts) s.note(`nodes ${JSON.stringify(counts)}`);
+  if (compression) s.note("compression gzip");
   let result: SimResult | undefined;
   try {
     return (result = await play(o, { ...run, c }));
@@ -416,6 +423,8 @@ async function play(
     acknowledged: c.ledger.length,
     givenUp: c.ledger.filter((e) => e.lost).length,
     crashes: [...c.nodes.values()].reduce((n, x) => n + x.crashes, 0),
+    compression: c.o.compression === true,
+    codedBatches: c.codedBatches,
     simMs: s.nowMs - t0,
     wallMs: performance.now() - started,
     events: s.events,

@@ -119,6 +119,9 @@ describe("the simulated mesh", () => {
       if (!r.ok) console.error(explain(r));
       expect(r.problems, explain(r)).toEqual([]);
       expect(r.acknowledged).toBeGreaterThan(activeMs / 300);
+      // About half the seeds code their batches: then coded batches met the faults too.
+      if (r.compression) expect(r.codedBatches).toBeGreaterThan(0);
+      else expect(r.codedBatches).toBe(0);
     },
     120_000,
   );
