@@ -948,6 +948,27 @@ const mutants = [
     to: "          body: req.body,",
     tests: ["test/replication/compression.test.ts"],
   },
+  {
+    name: "the peer routes send a tenant the policy keeps from the asker",
+    file: "src/node/http/routes-peer.ts",
+    from: "const takes = (asker: string, tenant: string) => region.policy.regionTakes(asker, tenant);",
+    to: "const takes = (_asker: string, _tenant: string) => true;",
+    tests: ["src/node/http/withhold.test.ts"],
+  },
+  {
+    name: "a copy by stream takes a withheld LSN for a hole",
+    file: "src/node/copy.ts",
+    from: "const held = policyHoles.length === 0 ? page.versions : [...page.versions, ...policyHoles].sort(byLsn);",
+    to: "const held = page.versions;",
+    tests: ["src/node/copy.test.ts"],
+  },
+  {
+    name: "verify's stream check leaves a withheld LSN unanswered",
+    file: "src/node/stream-check.ts",
+    from: "for (const w of page.withheld ?? []) if (!c.accepts(s.origin, w.tenant)) missing.delete(w.lsn);",
+    to: "",
+    tests: ["src/node/stream-check.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */

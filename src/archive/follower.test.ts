@@ -77,6 +77,7 @@ function reader(accepts: (o: string, t: string) => boolean = () => true) {
       sendsTo: () => true,
       accepts,
       peersFor: () => [origin],
+      regionTakes: () => true,
     },
     rule: "first-write-wins/1",
     incarnations: new IncarnationTracker(10_000),

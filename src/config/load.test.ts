@@ -149,10 +149,16 @@ describe("config", () => {
     expect(p.sendsTo("eu-west-1", "b")).toBe(false);
     expect(p.accepts("eu-west-1", "a")).toBe(true);
     expect(p.accepts("eu-west-1", "b")).toBe(false);
+    // Which region holds which tenant, whoever asks (the peer routes withhold the rest).
+    expect(p.regionTakes("eu-west-1", "a")).toBe(true);
+    expect(p.regionTakes("us-east-1", "a")).toBe(true);
+    expect(p.regionTakes("us-west-2", "a")).toBe(false);
+    expect(p.regionTakes("eu-west-1", "b")).toBe(false);
     const two = replicationPolicy(
       parseConfig({ ...base(), crr: { targetRegions: ["us-west-2"] } }, "t", "/", env),
     );
     expect(two.peers).toEqual(["us-west-2"]);
+    expect(two.regionTakes("ap-south-1", "any")).toBe(true); // no tenant filtering: every region takes all
     expect(
       replicationPolicy(parseConfig({ ...base(), crr: { enabled: false } }, "t", "/", env)).peers,
     ).toEqual([]);

@@ -19,6 +19,12 @@ export interface ReplicationPolicy {
   readonly filtersTenants: boolean;
   /** The peers that receive `tenant` (for semi-synchronous appends). */
   peersFor(tenant: string): string[];
+  /**
+   * Whether `region` holds `tenant`'s records (of any origin) by this policy: what the peer
+   * routes that answer with records send it (others' records of a tenant kept from it are
+   * withheld).
+   */
+  regionTakes(region: string, tenant: string): boolean;
 }
 
 export function replicationPolicy(c: Pick<NodeConfig, "region" | "crr">): ReplicationPolicy {
@@ -31,6 +37,7 @@ export function replicationPolicy(c: Pick<NodeConfig, "region" | "crr">): Replic
       sendsTo: () => false,
       accepts: () => false,
       peersFor: () => [],
+      regionTakes: () => true,
     };
   }
   if (crr.replicationMode !== "selective") {
@@ -41,6 +48,7 @@ export function replicationPolicy(c: Pick<NodeConfig, "region" | "crr">): Replic
       sendsTo: (peer) => peers.includes(peer),
       accepts: () => true,
       peersFor: () => [...peers],
+      regionTakes: () => true,
     };
   }
   const targets = new Map(crr.policies.map((p) => [p.tenantID, p.targetRegions]));
@@ -51,6 +59,7 @@ export function replicationPolicy(c: Pick<NodeConfig, "region" | "crr">): Replic
     sendsTo: (peer, tenant) => targets.get(tenant)?.includes(peer) ?? false,
     accepts: (_origin, tenant) => targets.get(tenant)?.includes(self) ?? false,
     peersFor: (tenant) => (targets.get(tenant) ?? []).filter((r) => r !== self),
+    regionTakes: (region, tenant) => targets.get(tenant)?.includes(region) ?? false,
   };
 }
 

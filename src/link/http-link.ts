@@ -29,7 +29,9 @@ import {
   type ReplicateAnswer,
   type StreamPage,
   type StreamQuery,
+  type WalAnswer,
   type WatermarksView,
+  type Withheld,
   type WireVersion,
 } from "./types.js";
 
@@ -360,11 +362,13 @@ export class HttpPeerLink implements PeerLink {
     };
   }
 
-  async walRecords(lsns: number[]): Promise<{ incarnation: string; records: StoredRecord[] }> {
-    const a = await this.call<{ incarnation: string; records: WireVersion[] }>("POST", "/v1/divergence/wal", {
-      lsns,
-    });
-    return { incarnation: a.incarnation, records: a.records.map(fromWire) };
+  async walRecords(lsns: number[]): Promise<WalAnswer> {
+    const a = await this.call<{ incarnation: string; records: WireVersion[]; withheld?: Withheld[] }>(
+      "POST",
+      "/v1/divergence/wal",
+      { lsns },
+    );
+    return { incarnation: a.incarnation, records: a.records.map(fromWire), withheld: a.withheld ?? [] };
   }
 
   async exportPage(q: ExportQuery): Promise<ExportPage> {
@@ -377,8 +381,16 @@ export class HttpPeerLink implements PeerLink {
   }
 
   async streamRecords(q: StreamQuery): Promise<StreamPage> {
-    const a = await this.call<{ versions: WireVersion[]; next?: number }>("POST", "/v1/divergence/stream", q);
-    return { versions: a.versions.map((v) => ({ ...fromWire(v), intact: v.intact ?? true })), next: a.next };
+    const a = await this.call<{ versions: WireVersion[]; withheld?: Withheld[]; next?: number }>(
+      "POST",
+      "/v1/divergence/stream",
+      q,
+    );
+    return {
+      versions: a.versions.map((v) => ({ ...fromWire(v), intact: v.intact ?? true })),
+      withheld: a.withheld ?? [],
+      next: a.next,
+    };
   }
 
   async repair(versions: StoredRecord[]): Promise<{ changed: string[] }> {

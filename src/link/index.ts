@@ -18,6 +18,8 @@ export type {
   StreamPage,
   StreamQuery,
   StreamWatermark,
+  WalAnswer,
   WatermarksView,
+  Withheld,
   WireVersion,
 } from "./types.js";

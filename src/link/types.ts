@@ -85,7 +85,26 @@ export interface ExportPage {
 
 export interface StreamPage {
   versions: Array<StoredRecord & { intact: boolean }>;
+  /**
+   * LSNs in the page the peer holds but withheld: records of a tenant its policy keeps from
+   * the asker (only their tenant crosses the wire). Absent: none, or a peer of an older
+   * version, which sends every version.
+   */
+  withheld?: Withheld[];
   next: number | undefined;
+}
+
+/** An LSN a peer holds whose record it did not send: its tenant is kept from the asker. */
+export interface Withheld {
+  lsn: number;
+  tenant: string;
+}
+
+/** An origin's own WAL records at some LSNs (`/v1/divergence/wal`), and those it withheld. */
+export interface WalAnswer {
+  incarnation: string;
+  records: StoredRecord[];
+  withheld?: Withheld[];
 }
 
 export interface StreamQuery {
@@ -121,7 +140,7 @@ export interface PeerLink {
   tree(level: number, indexes: number[]): Promise<string[]>;
   buckets(buckets: number[]): Promise<BucketsAnswer>;
   /** Records of the peer's own WAL by LSN (the source of truth for its records). */
-  walRecords(lsns: number[]): Promise<{ incarnation: string; records: StoredRecord[] }>;
+  walRecords(lsns: number[]): Promise<WalAnswer>;
   exportPage(q: ExportQuery): Promise<ExportPage>;
   /**
    * One page of the versions of one origin stream the peer holds (winners and conflict

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { PeerLink, StreamQuery, WatermarksView } from "../link/index.js";
 import type { StoredRecord } from "../store/index.js";
-import { copyStream, type CopyStore } from "./copy.js";
+import { copyHolesFromWal, copyStream, type CopyStore } from "./copy.js";
 
 const incarnation = "e".repeat(32);
 
@@ -19,8 +19,15 @@ function version(lsn: number, intact = true): StoredRecord & { intact: boolean }
   };
 }
 
-/** A peer holding `versions`, answering pages of at most `pageMax` whatever the caller's limit. */
-function peerHolding(versions: Array<StoredRecord & { intact: boolean }>, pageMax: number) {
+/**
+ * A peer holding `versions`, answering pages of at most `pageMax` whatever the caller's limit;
+ * those of a tenant in `withholds` it names as withheld (its policy keeps them from the asker).
+ */
+function peerHolding(
+  versions: Array<StoredRecord & { intact: boolean }>,
+  pageMax: number,
+  withholds: readonly string[] = [],
+) {
   const asked: StreamQuery[] = [];
   const link = {
     streamRecords: async (q: StreamQuery) => {
@@ -28,7 +35,23 @@ function peerHolding(versions: Array<StoredRecord & { intact: boolean }>, pageMa
       const inRange = versions.filter((v) => v.lsn >= q.fromLsn && v.lsn <= q.toLsn);
       const page = inRange.slice(0, Math.min(q.limit, pageMax));
       const more = inRange.length > page.length;
-      return { versions: page, next: more ? page.at(-1)!.lsn + 1 : undefined };
+      return {
+        versions: page.filter((v) => !withholds.includes(v.tenant)),
+        withheld: page
+          .filter((v) => withholds.includes(v.tenant))
+          .map((v) => ({ lsn: v.lsn, tenant: v.tenant })),
+        next: more ? page.at(-1)!.lsn + 1 : undefined,
+      };
+    },
+    walRecords: async (lsns: number[]) => {
+      const held = versions.filter((v) => lsns.includes(v.lsn));
+      return {
+        incarnation,
+        records: held.filter((v) => !withholds.includes(v.tenant)),
+        withheld: held
+          .filter((v) => withholds.includes(v.tenant))
+          .map((v) => ({ lsn: v.lsn, tenant: v.tenant })),
+      };
     },
   } as unknown as PeerLink;
   return { link, asked };
@@ -116,6 +139,41 @@ describe("copyStream", () => {
     expect(
       (await copyStream(peerHolding(versions, 6).link, memoryStore(), s, () => true)).coveredThrough,
     ).toBe(20);
+  });
+});
+
+describe("LSNs a peer withheld (a tenant its policy keeps from this region)", () => {
+  // Every third LSN is tenant "other", which the peer withholds.
+  const versions = Array.from({ length: 20 }, (_, i) => version(i + 1));
+  const s = { origin: "eu-west-1", incarnation, fromLsn: 1, toLsn: 20 };
+  const takesT = (v: { tenant: string }) => v.tenant === "t";
+
+  it("count as held when this region does not take their tenant either: the whole stream is covered", async () => {
+    const { link } = peerHolding(versions, 7, ["other"]);
+    const store = memoryStore();
+    const r = await copyStream(link, store, s, takesT, true);
+    expect(r).toMatchObject({ copied: 14, coveredThrough: 20, holes: [] });
+    expect([...store.held.values()].every((v) => v.tenant === "t")).toBe(true);
+  });
+
+  it("are holes when this region takes their tenant (the two policies differ): covered only below the first", async () => {
+    const { link } = peerHolding(versions, 7, ["other"]);
+    const r = await copyStream(link, memoryStore(), s, () => true, true);
+    expect(r.coveredThrough).toBe(2);
+    expect(r.holes.slice(0, 2)).toEqual([
+      { from: 3, to: 3 },
+      { from: 6, to: 6 },
+    ]);
+    expect(r.copied).toBe(14);
+  });
+
+  it("from the origin's WAL: given when not taken here, unfilled when taken", async () => {
+    const { link } = peerHolding(versions, 7, ["other"]);
+    const holes = [{ from: 1, to: 20 }];
+    const notTaken = await copyHolesFromWal(link, memoryStore(), incarnation, holes, takesT);
+    expect(notTaken).toMatchObject({ copied: 14, firstUnfilled: undefined });
+    const taken = await copyHolesFromWal(link, memoryStore(), incarnation, holes, () => true);
+    expect(taken).toMatchObject({ copied: 14, firstUnfilled: 3 });
   });
 });
 

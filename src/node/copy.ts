@@ -39,12 +39,16 @@ const pageRecordsMax = 5000;
  * (yet), so the stream counts as covered only below the first one (its shipper later sends
  * what it has regained there, or skips the hole, audited). Without `complete`, LSNs a peer
  * lacks are tenants its policy never sent it.
+ *
+ * LSNs the peer withheld (records of a tenant its policy keeps from this region) count as
+ * held when `keep` agrees this region does not take their tenant; one `keep` would take (the
+ * two regions' policies differ, as during a rolling widening) is a hole the peer did not fill.
  */
 export async function copyStream(
   link: PeerLink,
   store: CopyStore,
   s: { origin: string; incarnation: string; fromLsn: number; toLsn: number },
-  keep: (v: StoredRecord) => boolean,
+  keep: Keep,
   complete = false,
 ): Promise<{
   copied: number;
@@ -63,7 +67,11 @@ export async function copyStream(
   const holes: LsnRange[] = [];
   for (let from: number | undefined = s.fromLsn; from !== undefined && from <= s.toLsn;) {
     const page = await link.streamRecords({ ...s, fromLsn: from, limit: pageRecordsMax });
-    for (const v of page.versions) {
+    const policyHoles = (page.withheld ?? [])
+      .filter((w) => !keep(w))
+      .map((w) => ({ lsn: w.lsn, intact: true }));
+    const held = policyHoles.length === 0 ? page.versions : [...page.versions, ...policyHoles].sort(byLsn);
+    for (const v of held) {
       if (!v.intact) damaged.push(v.lsn);
       if (!v.intact) coveredThrough = Math.min(coveredThrough, v.lsn - 1);
       if (complete && v.lsn > expected) coveredThrough = Math.min(coveredThrough, expected - 1);
@@ -80,6 +88,11 @@ export async function copyStream(
   if (expected <= s.toLsn) holes.push({ from: expected, to: s.toLsn });
   return { copied, newest, coveredThrough, damaged, holes };
 }
+
+/** Which versions a copy keeps (by tenant: withheld LSNs carry only that). */
+export type Keep = (v: Pick<StoredRecord, "tenant">) => boolean;
+
+const byLsn = (a: { lsn: number }, b: { lsn: number }) => a.lsn - b.lsn;
 
 export interface LsnRange {
   from: number;
@@ -106,7 +119,7 @@ export async function copyHolesFromWal(
   store: Pick<CopyStore, "repair">,
   incarnation: string,
   holes: readonly LsnRange[],
-  keep: (v: StoredRecord) => boolean,
+  keep: Keep,
 ): Promise<{
   copied: number;
   newest: StoredRecord["hlc"] | undefined;
@@ -122,6 +135,8 @@ export async function copyHolesFromWal(
       const a = await link.walRecords(lsns);
       if (a.incarnation !== incarnation) return { copied, newest, firstUnfilled: firstUnfilled ?? from };
       const given = new Set(a.records.filter((v) => v.incarnation === incarnation).map((v) => v.lsn));
+      // Withheld: a tenant the origin's policy keeps from this region; given unless `keep` wants it.
+      for (const w of a.withheld ?? []) if (!keep(w)) given.add(w.lsn);
       firstUnfilled ??= lsns.find((l) => !given.has(l));
       const kept = a.records.filter((v) => v.incarnation === incarnation && keep(v));
       await store.repair(kept);
@@ -289,7 +304,7 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: N
       // still refills them (a WAL salvaged into a lost store): covered only below the first
       // hole. The current one is complete but for records nobody holds (audited as lost there).
       const older = own.incarnation !== view.incarnation;
-      const keep = (v: StoredRecord) => m.accepts(peer, v.tenant);
+      const keep: Keep = (v) => m.accepts(peer, v.tenant);
       const r = await copyStream(m.links.get(peer)!, m.store, s, keep, older);
       note(r, peer);
       // The current stream's holes its WAL still holds: from the WAL, not lost with the store.

@@ -14,7 +14,7 @@ import { SqliteStore, type StoredRecord } from "../store/index.js";
 import type { Region } from "./region.js";
 import { restoreStreamsFromPeers } from "./repair.js";
 import { realRuntime } from "../runtime/index.js";
-import { holeWindows, missingRanges, streamCheckLsns, toRanges } from "./stream-check.js";
+import { askPeers, holeWindows, missingRanges, streamCheckLsns, toRanges } from "./stream-check.js";
 
 const eu = "eu-west-1";
 const ap = "ap-south-1";
@@ -81,7 +81,11 @@ function openStore(): SqliteStore {
 }
 
 /** A peer answering stream reads from its own store (or failing, or answering a copy changed by hand). */
-function peerOf(name: string, store: SqliteStore, o: { fails?: boolean; damaged?: number[] } = {}): PeerLink {
+function peerOf(
+  name: string,
+  store: SqliteStore,
+  o: { fails?: boolean; damaged?: number[]; withholds?: string } = {},
+): PeerLink {
   const asked: StreamQuery[] = [];
   return {
     peer: name,
@@ -93,7 +97,13 @@ function peerOf(name: string, store: SqliteStore, o: { fails?: boolean; damaged?
         (v) => ({ ...v, intact: v.intact && !o.damaged?.includes(v.lsn) }),
       );
       const last = versions[versions.length - 1];
-      return { versions, next: versions.length === q.limit && last ? last.lsn + 1 : undefined };
+      // A tenant its policy keeps from the asker: named by LSN and tenant, not sent.
+      const kept = versions.filter((v) => v.tenant === o.withholds);
+      return {
+        versions: versions.filter((v) => v.tenant !== o.withholds),
+        withheld: kept.map((v) => ({ lsn: v.lsn, tenant: v.tenant })),
+        next: versions.length === q.limit && last ? last.lsn + 1 : undefined,
+      };
     },
   } as unknown as PeerLink;
 }
@@ -247,5 +257,34 @@ describe("restoreStreamsFromPeers (crr verify)", () => {
     expect(await restoreStreamsFromPeers(region)).toMatchObject({ restored: 1 });
     expect(await here.get("x")).toBeUndefined();
     expect(ids((await here.conflicts()).map((c) => c.loser))).toEqual([`us-east-1/1/own1`]);
+  });
+
+  it("takes an LSN a peer withheld (a tenant kept from this region by both policies) as answered; one this region takes stays unanswered", async () => {
+    const here = openStore();
+    const origin = openStore();
+    const stream = [
+      version(eu, euInc, 1, "a", 1000),
+      version(eu, euInc, 2, "x", 2000, "excluded"),
+      version(eu, euInc, 3, "y", 3000, "taken-here"),
+    ];
+    await apply(origin, eu, euInc, stream);
+    await here.applyBatch({ origin: eu, incarnation: euInc, firstLsn: 1, lastLsn: 3, records: [stream[0]!] });
+    const holes = [{ origin: eu, incarnation: euInc, holes: [{ from: 2, to: 3 }] }];
+    const check = (withholds: string) => ({
+      self: "us-east-1",
+      incarnation: ownInc,
+      walFirstLsn: 1,
+      store: here,
+      rule: { kind: "first-write-wins" } as const,
+      yieldTurn: async () => undefined,
+      links: new Map([[eu, peerOf(eu, origin, { withholds })]]),
+      accepts: (_o: string, tenant: string) => tenant !== "excluded",
+    });
+    const agreed = await askPeers(check("excluded"), holes);
+    expect(agreed.found.map((v) => v.key)).toEqual(["y"]);
+    expect(agreed.unanswered.size).toBe(0);
+    const differ = await askPeers(check("taken-here"), holes);
+    expect(differ.found).toEqual([]);
+    expect([...differ.unanswered]).toEqual([[`${eu}/${euInc}`, 1]]);
   });
 });

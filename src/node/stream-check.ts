@@ -176,6 +176,9 @@ async function askRange(
       if (!intact || !missing.delete(v.lsn)) continue;
       if (v.origin === c.self || c.accepts(v.origin, v.tenant)) found.push(v);
     }
+    // Records the peer's policy keeps from this region: accounted for, when this region's
+    // policy agrees (if not, they stay missing: the peer answered nothing for them).
+    for (const w of page.withheld ?? []) if (!c.accepts(s.origin, w.tenant)) missing.delete(w.lsn);
     from = page.next;
   }
 }

@@ -69,6 +69,7 @@ describe("a stream's batches reach the store in arrival order", () => {
         sendsTo: () => true,
         accepts: () => true,
         peersFor: () => [],
+        regionTakes: () => true,
       },
       rule: "first-write-wins/1",
       incarnations: new IncarnationTracker(10_000),

@@ -155,6 +155,7 @@ export class ReaderPeer implements PeerLink {
         sendsTo: () => true,
         accepts: () => true,
         peersFor: () => [origin],
+        regionTakes: () => true,
       },
       rule: "first-write-wins/1",
       incarnations: new IncarnationTracker(10_000),

@@ -8,6 +8,7 @@ import { codingsRead, decodeBody, fromWire, type ExportQuery, type WireVersion }
 import { bodyBytesMax, keyBytesMax, outcomeBytesMax, regionBytesMax, tenantBytesMax } from "../../limits.js";
 import { bucketCount, nodeDigest, treeFanout, treeLevels } from "../../store/index.js";
 import type { Region } from "../region.js";
+import { forAsker } from "./withhold.js";
 
 const regionNameSchema = {
   type: "string",
@@ -142,6 +143,7 @@ export function peerRoutes(region: Region): FastifyPluginAsync {
 
 function divergenceRoutes(region: Region): FastifyPluginAsync {
   const c = region.config;
+  const takes = (asker: string, tenant: string) => region.policy.regionTakes(asker, tenant);
   return async (peer) => {
     // The gate checked the bytes against the signed digest as they arrived; bodies are
     // parsed here, then validated by each route's schema.
@@ -187,23 +189,31 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
     peer.post<{ Body: { lsns: number[] } }>(
       "/v1/divergence/wal",
       { schema: { ...peerTag, body: schemas.wal } },
-      async (req) => ({
-        region: region.name,
-        incarnation: region.wal.incarnation,
-        records: await region.walRecords(req.body.lsns),
-      }),
+      async (req) => {
+        const all = await region.walRecords(req.body.lsns);
+        const { sent, withheld } = forAsker(all, req.crrPeer!.region, takes);
+        return {
+          region: region.name,
+          incarnation: region.wal.incarnation,
+          records: sent,
+          ...(withheld.length > 0 ? { withheld } : {}),
+        };
+      },
     );
     peer.post<{ Body: Omit<ExportQuery, "limit"> & { limit?: number } }>(
       "/v1/divergence/export",
       { schema: { ...peerTag, body: schemas.export } },
       async (req) => {
         region.refuseWhileCatchingUp();
-        return region.store.exportPage({
+        const page = await region.store.exportPage({
           origin: req.body.origin,
           after: req.body.after,
           limit: Math.min(5000, req.body.limit ?? 1000),
           covered: req.body.covered,
         });
+        // Winners by key, not a stream: the ones kept from the asker are only left out (the
+        // page may then be short with `next` set, as with `covered`).
+        return { ...page, versions: forAsker(page.versions, req.crrPeer!.region, takes).sent };
       },
     );
     // One origin stream by LSN, winners and conflict losers, each with whether it is intact
@@ -221,9 +231,11 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
         q.limit,
       );
       const last = versions.at(-1)?.lsn;
+      const { sent, withheld } = forAsker(versions, req.crrPeer!.region, takes);
       return {
         region: region.name,
-        versions,
+        versions: sent,
+        ...(withheld.length > 0 ? { withheld } : {}),
         next: versions.length === q.limit && last !== undefined && last < q.toLsn ? last + 1 : undefined,
       };
     });
