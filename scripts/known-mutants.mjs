@@ -958,8 +958,22 @@ const mutants = [
   {
     name: "a copy by stream takes a withheld LSN for a hole",
     file: "src/node/copy.ts",
-    from: "const held = policyHoles.length === 0 ? page.versions : [...page.versions, ...policyHoles].sort(byLsn);",
-    to: "const held = page.versions;",
+    from: ": [...page.versions, ...withheld.map((w) => ({ lsn: w.lsn, intact: true }))].sort(byLsn);",
+    to: ": page.versions;",
+    tests: ["src/node/copy.test.ts"],
+  },
+  {
+    name: "a copy by stream covers a withheld LSN whose tenant it takes",
+    file: "src/node/copy.ts",
+    from: "for (const w of withheld) if (keep(w)) coveredThrough = Math.min(coveredThrough, w.lsn - 1);",
+    to: "",
+    tests: ["src/node/copy.test.ts"],
+  },
+  {
+    name: "a bootstrap copies winners from a peer that withholds a tenant it takes",
+    file: "src/node/copy.ts",
+    from: "    if (refused.length > 0)\n      throw",
+    to: "    if (false)\n      throw",
     tests: ["src/node/copy.test.ts"],
   },
   {

@@ -159,9 +159,9 @@ describe("config", () => {
     );
     expect(two.peers).toEqual(["us-west-2"]);
     expect(two.regionTakes("ap-south-1", "any")).toBe(true); // no tenant filtering: every region takes all
-    expect(
-      replicationPolicy(parseConfig({ ...base(), crr: { enabled: false } }, "t", "/", env)).peers,
-    ).toEqual([]);
+    const off = replicationPolicy(parseConfig({ ...base(), crr: { enabled: false } }, "t", "/", env));
+    expect(off.peers).toEqual([]);
+    expect(off.regionTakes("us-west-2", "a")).toBe(false); // replication off: nobody else takes anything
   });
 
   it("takes the shell's ${VAR:-default}, and refuses a default that is too short as a secret", () => {

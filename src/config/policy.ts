@@ -37,7 +37,8 @@ export function replicationPolicy(c: Pick<NodeConfig, "region" | "crr">): Replic
       sendsTo: () => false,
       accepts: () => false,
       peersFor: () => [],
-      regionTakes: () => true,
+      // Nothing is replicated: a peer is sent only its own records (the routes always do).
+      regionTakes: () => false,
     };
   }
   if (crr.replicationMode !== "selective") {

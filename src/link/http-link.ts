@@ -372,12 +372,12 @@ export class HttpPeerLink implements PeerLink {
   }
 
   async exportPage(q: ExportQuery): Promise<ExportPage> {
-    const a = await this.call<{ versions: WireVersion[]; next?: { bucket: number; key: string } }>(
-      "POST",
-      "/v1/divergence/export",
-      q,
-    );
-    return { versions: a.versions.map(fromWire), next: a.next };
+    const a = await this.call<{
+      versions: WireVersion[];
+      withheldTenants?: string[];
+      next?: { bucket: number; key: string };
+    }>("POST", "/v1/divergence/export", q);
+    return { versions: a.versions.map(fromWire), withheldTenants: a.withheldTenants ?? [], next: a.next };
   }
 
   async streamRecords(q: StreamQuery): Promise<StreamPage> {

@@ -80,6 +80,8 @@ export interface ExportQuery {
 
 export interface ExportPage {
   versions: StoredRecord[];
+  /** Tenants of which the page left versions out: the peer's policy keeps them from the asker (absent: none). */
+  withheldTenants?: string[];
   next: { bucket: number; key: string } | undefined;
 }
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { PeerLink, StreamQuery, WatermarksView } from "../link/index.js";
 import type { StoredRecord } from "../store/index.js";
-import { copyHolesFromWal, copyStream, type CopyStore } from "./copy.js";
+import { copyHolesFromWal, copyStream, copyWinners, type CopyStore } from "./copy.js";
 
 const incarnation = "e".repeat(32);
 
@@ -156,15 +156,28 @@ describe("LSNs a peer withheld (a tenant its policy keeps from this region)", ()
     expect([...store.held.values()].every((v) => v.tenant === "t")).toBe(true);
   });
 
-  it("are holes when this region takes their tenant (the two policies differ): covered only below the first", async () => {
-    const { link } = peerHolding(versions, 7, ["other"]);
-    const r = await copyStream(link, memoryStore(), s, () => true, true);
-    expect(r.coveredThrough).toBe(2);
-    expect(r.holes.slice(0, 2)).toEqual([
-      { from: 3, to: 3 },
-      { from: 6, to: 6 },
-    ]);
-    expect(r.copied).toBe(14);
+  it.each([true, false])(
+    "when this region takes their tenant (the two policies differ): covered only below the first, complete %s, and not holes to ask the WAL for",
+    async (complete) => {
+      const { link } = peerHolding(versions, 7, ["other"]);
+      const r = await copyStream(link, memoryStore(), s, () => true, complete);
+      expect(r).toMatchObject({ coveredThrough: 2, holes: [], copied: 14 });
+    },
+  );
+
+  it("from export pages: a tenant left out that this region takes fails the copy (asked again), one it does not take is fine", async () => {
+    const page = { versions: [version(1)], withheldTenants: ["other"], next: undefined };
+    const link = { peer: "eu-west-1", exportPage: async () => page } as unknown as PeerLink;
+    const keepAll = () => true;
+    const store = memoryStore();
+    await expect(
+      copyWinners(link, store, keepAll, undefined, "us-east-1", (t) => t === "other"),
+    ).rejects.toThrow(
+      "peer eu-west-1 withholds tenant(s) other that this region's policy takes: the two regions' policies differ",
+    );
+    expect(store.held.size).toBe(0);
+    const r = await copyWinners(link, store, keepAll, undefined, "us-east-1", (t) => t === "t");
+    expect(r.copied).toBe(1);
   });
 
   it("from the origin's WAL: given when not taken here, unfilled when taken", async () => {

@@ -40,9 +40,10 @@ const pageRecordsMax = 5000;
  * what it has regained there, or skips the hole, audited). Without `complete`, LSNs a peer
  * lacks are tenants its policy never sent it.
  *
- * LSNs the peer withheld (records of a tenant its policy keeps from this region) count as
- * held when `keep` agrees this region does not take their tenant; one `keep` would take (the
- * two regions' policies differ, as during a rolling widening) is a hole the peer did not fill.
+ * LSNs the peer withheld (records of a tenant its policy keeps from this region) are held
+ * there, not holes. One whose tenant `keep` takes (the two regions' policies differ, as
+ * during a rolling widening) was not given: the stream counts as covered only below it,
+ * complete or not, and its origin's shipper sends it once the policies agree.
  */
 export async function copyStream(
   link: PeerLink,
@@ -67,10 +68,14 @@ export async function copyStream(
   const holes: LsnRange[] = [];
   for (let from: number | undefined = s.fromLsn; from !== undefined && from <= s.toLsn;) {
     const page = await link.streamRecords({ ...s, fromLsn: from, limit: pageRecordsMax });
-    const policyHoles = (page.withheld ?? [])
-      .filter((w) => !keep(w))
-      .map((w) => ({ lsn: w.lsn, intact: true }));
-    const held = policyHoles.length === 0 ? page.versions : [...page.versions, ...policyHoles].sort(byLsn);
+    // Withheld LSNs are held by the peer, never holes (its WAL would withhold them too). One
+    // this region takes (the two policies differ) was not given: covered only below it.
+    const withheld = page.withheld ?? [];
+    for (const w of withheld) if (keep(w)) coveredThrough = Math.min(coveredThrough, w.lsn - 1);
+    const held =
+      withheld.length === 0
+        ? page.versions
+        : [...page.versions, ...withheld.map((w) => ({ lsn: w.lsn, intact: true }))].sort(byLsn);
     for (const v of held) {
       if (!v.intact) damaged.push(v.lsn);
       if (!v.intact) coveredThrough = Math.min(coveredThrough, v.lsn - 1);
@@ -147,13 +152,20 @@ export async function copyHolesFromWal(
   return { copied, newest, firstUnfilled };
 }
 
-/** Copy every winning version `link` holds that `keep` accepts (but those of `covered` streams at or below their LSN). */
+/**
+ * Copy every winning version `link` holds that `keep` accepts (but those of `covered` streams
+ * at or below their LSN). A peer that left out versions of a tenant this region takes
+ * (`takes`: the two regions' policies differ, as during a rolling policy change) fails the
+ * copy, to be asked again: no shipper re-ships another region's records, and a record held
+ * only as a winner there would otherwise be missing here for good.
+ */
 export async function copyWinners(
   link: PeerLink,
   store: CopyStore,
   keep: (v: StoredRecord) => boolean,
   covered: ExportQuery["covered"] | undefined,
   self: string,
+  takes: (tenant: string) => boolean = () => false,
 ): Promise<{ copied: number; newest: NewestCopied }> {
   let copied = 0;
   const newest: NewestCopied = {};
@@ -164,6 +176,11 @@ export async function copyWinners(
       limit: pageRecordsMax,
       ...(covered && covered.length > 0 ? { covered } : {}),
     });
+    const refused = (page.withheldTenants ?? []).filter(takes);
+    if (refused.length > 0)
+      throw new Error(
+        `peer ${link.peer} withholds tenant(s) ${refused.join(", ")} that this region's policy takes: the two regions' policies differ (a rolling policy change not yet done everywhere?)`,
+      );
     const kept = page.versions.filter(keep);
     await store.repair(kept);
     copied += kept.length;
@@ -362,7 +379,8 @@ export async function copyMesh(m: MeshCopy): Promise<{ copied: number; newest: N
   // seed 4). Copies are merged by the rule, so taking the same version twice changes nothing.
   const keep = (v: StoredRecord) => v.origin === m.region || m.accepts(v.origin, v.tenant);
   for (const peer of m.views.keys()) {
-    const w = await copyWinners(m.links.get(peer)!, m.store, keep, m.covered, m.region);
+    const takes = (tenant: string) => m.accepts(peer, tenant);
+    const w = await copyWinners(m.links.get(peer)!, m.store, keep, m.covered, m.region, takes);
     copied += w.copied;
     for (const side of ["own", "other"] as const) laterOf(newest, side, w.newest[side]);
   }

@@ -211,9 +211,11 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
           limit: Math.min(5000, req.body.limit ?? 1000),
           covered: req.body.covered,
         });
-        // Winners by key, not a stream: the ones kept from the asker are only left out (the
-        // page may then be short with `next` set, as with `covered`).
-        return { ...page, versions: forAsker(page.versions, req.crrPeer!.region, takes).sent };
+        // Winners by key, not a stream: the ones kept from the asker are left out (the page may
+        // then be short with `next` set, as with `covered`), their tenants named.
+        const { sent, withheld } = forAsker(page.versions, req.crrPeer!.region, takes);
+        const tenants = [...new Set(withheld.map((w) => w.tenant))].sort();
+        return { ...page, versions: sent, ...(tenants.length > 0 ? { withheldTenants: tenants } : {}) };
       },
     );
     // One origin stream by LSN, winners and conflict losers, each with whether it is intact

@@ -113,6 +113,7 @@ describe("the peer routes that answer with records", () => {
       expect(exported.versions.map((x) => x.key).sort()).toEqual(
         records.filter((r) => r.tenant === takes).map((r) => r.key),
       );
+      expect(exported.withheldTenants).toEqual([kept]);
       // Nothing of the kept tenant's records crossed: not its keys, not its bodies.
       const seen = JSON.stringify([stream, wal, exported]);
       for (const r of records.filter((x) => x.tenant === kept)) {
