@@ -673,8 +673,8 @@ const mutants = [
   {
     name: "a bootstrap's winners export asks again for what the archive restored",
     file: "src/node/copy.ts",
-    from: "await copyWinners(m.links.get(peer)!, m.store, keep, m.covered, m.region);",
-    to: "await copyWinners(m.links.get(peer)!, m.store, keep, undefined, m.region);",
+    from: "await copyWinners(m.links.get(peer)!, m.store, keep, m.covered, m.region, takes);",
+    to: "await copyWinners(m.links.get(peer)!, m.store, keep, undefined, m.region, takes);",
     tests: ["test/archive/archive.test.ts"],
   },
   {
@@ -893,8 +893,8 @@ const mutants = [
   {
     name: "a bootstrap copies the winners of the first peer only",
     file: "src/node/copy.ts",
-    from: "  for (const peer of m.views.keys()) {\n    const w = await copyWinners(",
-    to: "  for (const peer of [...m.views.keys()].slice(0, 1)) {\n    const w = await copyWinners(",
+    from: "  for (const peer of m.views.keys()) {\n    const takes =",
+    to: "  for (const peer of [...m.views.keys()].slice(0, 1)) {\n    const takes =",
     tests: ["src/node/copy.test.ts"],
   },
   {
