@@ -977,6 +977,13 @@ const mutants = [
     tests: ["src/node/copy.test.ts"],
   },
   {
+    name: "the detector takes a key of a tenant the peer withheld for missing there",
+    file: "src/divergence/detector.ts",
+    from: "        if (mine && !remoteByKey.has(key) && withheld.has(mine.tenant)) continue;\n",
+    to: "",
+    tests: ["test/store/divergence-detector.test.ts"],
+  },
+  {
     name: "verify's stream check leaves a withheld LSN unanswered",
     file: "src/node/stream-check.ts",
     from: "for (const w of page.withheld ?? []) if (!c.accepts(s.origin, w.tenant)) missing.delete(w.lsn);",

@@ -263,7 +263,12 @@ export class DivergenceDetector {
       const remoteVersions = answer.versions;
       const local = new Map((await this.o.store.bucketVersions(buckets)).map((v) => [v.key, v]));
       const remoteByKey = new Map(remoteVersions.map((v) => [v.key, v]));
+      // Tenants the peer's policy keeps from this region: it left their versions out, so a key
+      // of theirs held here is not compared (the peer may hold it; it did not say).
+      const withheld = new Set(answer.withheldTenants ?? []);
       for (const key of new Set([...local.keys(), ...remoteByKey.keys()])) {
+        const mine = local.get(key);
+        if (mine && !remoteByKey.has(key) && withheld.has(mine.tenant)) continue;
         keysCompared++;
         const f = classify({
           key,

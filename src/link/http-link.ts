@@ -348,15 +348,15 @@ export class HttpPeerLink implements PeerLink {
   }
 
   async buckets(buckets: number[]): Promise<BucketsAnswer> {
-    const a = await this.call<{ versions: WireVersion[]; boot?: string; storeId?: string }>(
-      "POST",
-      "/v1/divergence/buckets",
-      {
-        buckets,
-      },
-    );
+    const a = await this.call<{
+      versions: WireVersion[];
+      withheldTenants?: string[];
+      boot?: string;
+      storeId?: string;
+    }>("POST", "/v1/divergence/buckets", { buckets });
     return {
       versions: a.versions.map((v) => ({ ...fromWire(v), intact: v.intact ?? true })),
+      withheldTenants: a.withheldTenants ?? [],
       ...(typeof a.boot === "string" ? { boot: a.boot } : {}),
       ...(typeof a.storeId === "string" ? { storeId: a.storeId } : {}),
     };

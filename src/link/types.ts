@@ -120,6 +120,8 @@ export interface StreamQuery {
 /** The winning versions of some buckets, each with whether it is intact, and which process answered. */
 export interface BucketsAnswer {
   versions: Array<StoredRecord & { intact: boolean }>;
+  /** Tenants of which versions were left out: the peer's policy keeps them from the asker (absent: none). */
+  withheldTenants?: string[];
   /** The answering node's process and store (WatermarksView); absent from an older build. */
   boot?: string;
   storeId?: string;

@@ -251,6 +251,55 @@ describe("divergence detection on stores", () => {
     for (const st of [a, before, after]) await st.close();
   });
 
+  it("does not take a key of a tenant the peer withheld (its policy keeps it from this region) for missing there", async () => {
+    const a = new SqliteStore({ path: ":memory:", rule });
+    const b = new SqliteStore({ path: ":memory:", rule });
+    const record = (key: string, tenant: string, lsn: number) => ({
+      key,
+      tenant,
+      outcome: "accepted",
+      bodyJson: undefined,
+      lsn,
+      hlc: { wallMs: lsn, logical: 0 },
+      flags: 0,
+    });
+    const batch = {
+      origin: "us-east-1",
+      incarnation: inc,
+      firstLsn: 1,
+      lastLsn: 2,
+      records: [record("k1", "kept-from-a", 1), record("k2", "t", 2)],
+    };
+    a.applySync(batch);
+    // b's watermark covers k1 but it answers without it: naming its tenant as withheld (its
+    // policy keeps it from a), or not (then k1 is lost there).
+    b.applySync({ ...batch, records: [record("k2", "t", 2)] });
+    const scan = (named: boolean) =>
+      new DivergenceDetector({
+        region: "a",
+        incarnation: () => "a".repeat(32),
+        store: a,
+        remote: () => {
+          const r = storeRemote(b, "b");
+          return {
+            ...r,
+            buckets: async (bs) => {
+              const x = await r.buckets(bs);
+              const versions = x.versions.filter((v) => v.tenant !== "kept-from-a");
+              return { ...x, versions, ...(named ? { withheldTenants: ["kept-from-a"] } : {}) };
+            },
+          };
+        },
+        inFlightMsMax: Number.MAX_SAFE_INTEGER,
+        runtime: { ...realRuntime, nowMs: () => 0 },
+        log: silentLogger(),
+      }).scanPeer("b");
+    const kinds = (r: Awaited<ReturnType<typeof scan>>) => r.findings.map((f) => f.key).sort();
+    expect(kinds(await scan(false))).toEqual(["k1"]);
+    expect(kinds(await scan(true))).toEqual([]);
+    for (const st of [a, b]) await st.close();
+  });
+
   describe("a third region served by several nodes (one stream per node)", () => {
     const third = "ap-south-1";
     const [inc1, inc2, gone] = ["1", "2", "9"].map((d) => d.repeat(32)) as [string, string, string];

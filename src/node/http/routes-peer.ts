@@ -178,11 +178,17 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
       { schema: { ...peerTag, body: schemas.buckets } },
       async (req) => {
         region.refuseWhileCatchingUp();
+        const all = await region.store.bucketVersions(req.body.buckets.filter((b) => b < bucketCount));
+        // Winners by key: those of a tenant kept from the asker are left out, their tenants named
+        // (the asker's detector then does not take them for missing here).
+        const { sent, withheld } = forAsker(all, req.crrPeer!.region, takes);
+        const tenants = [...new Set(withheld.map((w) => w.tenant))].sort();
         return {
           region: region.name,
           boot: region.boot,
           storeId: await region.storeId(),
-          versions: await region.store.bucketVersions(req.body.buckets.filter((b) => b < bucketCount)),
+          versions: sent,
+          ...(tenants.length > 0 ? { withheldTenants: tenants } : {}),
         };
       },
     );

@@ -1,8 +1,8 @@
 /**
  * A tenant a selective policy keeps from a region never crosses the wire to it: the peer
- * routes that answer with records (a stream by LSN, the origin's WAL, the export of winners)
- * send the asker its own records and the tenants it takes, and name the LSNs they withheld
- * with their tenant only. A real node in this process, asked over real HTTP by links signed
+ * routes that answer with records (a stream by LSN, the origin's WAL, the export of winners,
+ * the divergence check's buckets) send the asker its own records and the tenants it takes,
+ * and name the LSNs they withheld with their tenant only (by key: only the tenants). A real node in this process, asked over real HTTP by links signed
  * as two other regions that take different tenants.
  */
 import { afterEach, describe, expect, it } from "vitest";
@@ -10,6 +10,7 @@ import { tempDir } from "../../../test/support/tmp.js";
 import { cliLink } from "../../cli/verify.js";
 import { parseConfig } from "../../config/index.js";
 import type { PeerLink } from "../../link/index.js";
+import { bucketOf } from "../../store/index.js";
 import { openRegion, type RunningNode } from "../run.js";
 import { forAsker } from "./withhold.js";
 
@@ -114,8 +115,11 @@ describe("the peer routes that answer with records", () => {
         records.filter((r) => r.tenant === takes).map((r) => r.key),
       );
       expect(exported.withheldTenants).toEqual([kept]);
+      const buckets = await link.buckets([...new Set(records.map((r) => bucketOf(r.key)))]);
+      expect(buckets.versions.map((x) => x.tenant)).toEqual([takes, takes]);
+      expect(buckets.withheldTenants).toEqual([kept]);
       // Nothing of the kept tenant's records crossed: not its keys, not its bodies.
-      const seen = JSON.stringify([stream, wal, exported]);
+      const seen = JSON.stringify([stream, wal, exported, buckets]);
       for (const r of records.filter((x) => x.tenant === kept)) {
         expect(seen).not.toContain(r.key);
         expect(seen).not.toContain(r.body.secret);
