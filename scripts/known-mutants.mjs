@@ -984,6 +984,14 @@ const mutants = [
     tests: ["test/store/divergence-detector.test.ts"],
   },
   {
+    name: "an operator's skip allowance is never spent (a peer that went back skips the gap again unasked)",
+    file: "src/shipper/peer-shipper.ts",
+    from: "if (this.skipThrough > 0 && watermark >= this.skipThrough) this.skipThrough = 0;",
+    to: "",
+    tests: ["test/shipper/peer-shipper.test.ts"],
+    only: "is spent once the peer passed it",
+  },
+  {
     name: "verify's stream check leaves a withheld LSN unanswered",
     file: "src/node/stream-check.ts",
     from: "for (const w of page.withheld ?? []) if (!c.accepts(s.origin, w.tenant)) missing.delete(w.lsn);",

@@ -101,6 +101,36 @@ describe("an operator's skip", () => {
   });
 });
 
+describe("an operator's skip, used", () => {
+  it("is spent once the peer passed it: a peer that lost what it had meets the gap again and waits for a new command", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const all = Array.from({ length: 21 }, (_, i) => record(i + 1));
+    const held = all.filter((r) => r.lsn !== 5);
+    o.hold(current, 20, held.slice(0, 19));
+    o.wal.add(all.slice(0, 20));
+    o.wal.firstLsn = 11; // 1..10 only in the store, which lacks 5
+    const peer = new ReaderPeer();
+    const { shipper, failures } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
+    shipper.allowSkip(5); // crr skip-gap --through 5
+    await waitFor(caughtUp(shipper, 20), "caught up past the skip");
+    expect(peer.skipped).toEqual([{ incarnation: current, from: 5, to: 5 }]);
+    expect(failures).not.toContain("stream_gap");
+    // The peer loses everything (its store replaced by an empty one); the next batch finds it at 0.
+    await peer.store.close();
+    for (const f of fs.readdirSync(path.dirname(peer.file)))
+      if (f.startsWith(path.basename(peer.file))) fs.rmSync(path.join(path.dirname(peer.file), f));
+    peer.reopen();
+    o.wal.add([all[20]!]);
+    await waitFor(() => failures.includes("stream_gap") || undefined, "the gap reported again");
+    expect(shipper.acked).toBe(4);
+    expect(peer.skipped).toEqual([{ incarnation: current, from: 5, to: 5 }]); // nothing skipped again
+    shipper.allowSkip(5);
+    await waitFor(caughtUp(shipper, 21), "caught up past the second skip");
+    expect(peer.holds(all)).toEqual(held.map((r) => r.key));
+  });
+});
+
 describe("a widened policy", () => {
   const mixed = () => Array.from({ length: 20 }, (_, i) => record(i + 1, i % 2 === 0 ? "A" : "B"));
 
