@@ -5,8 +5,10 @@
 import { describe, expect, it } from "vitest";
 import { createLogger } from "../log.js";
 import type { WatermarksView } from "../link/index.js";
-import type { WalChunk, WalRecord } from "../wal/index.js";
-import { shipOlderStreams, type BackfillContext } from "./backfill.js";
+import { WalLsnUnavailableError } from "../errors.js";
+import { BATCH_FLAG_BACKFILL } from "../protocol/index.js";
+import { checkFrame, encodeFrames, type WalChunk, type WalRecord } from "../wal/index.js";
+import { backfillTenants, shipOlderStreams, type BackfillContext } from "./backfill.js";
 
 const old = "0".repeat(32);
 const current = "c".repeat(32);
@@ -77,5 +79,133 @@ describe("shipOlderStreams", () => {
       [23, 23],
     ]);
     expect(beyond.lost).toEqual([]);
+  });
+});
+
+describe("backfillTenants (a widened policy)", () => {
+  const tenantOf = (lsn: number) => (lsn % 2 === 0 ? "a" : "b");
+  const r = (lsn: number) => ({ ...rec(lsn), tenant: tenantOf(lsn) });
+  /** Our old stream held 1..oldLsn, the current one 1..8 in the WAL from `walFirst` (the store holds `currentHeld`); the peer is at `peerOld`/`peerCurrent`. */
+  function widened(o: {
+    peerOld: number;
+    peerCurrent: number;
+    walFirst?: number;
+    currentHeld?: number[];
+    skipThrough?: number;
+  }) {
+    const sent: Array<{
+      incarnation: string;
+      lsns: number[];
+      flags: number;
+      firstLsn: number;
+      lastLsn: number;
+    }> = [];
+    const view = {
+      streams: [
+        { origin: "r2", incarnation: old, lsn: o.peerOld, updatedAtMs: 0 },
+        { origin: "r2", incarnation: current, lsn: o.peerCurrent, updatedAtMs: 0 },
+        { origin: "r9", incarnation: old, lsn: 99, updatedAtMs: 0 },
+      ],
+    } as unknown as WatermarksView;
+    const walFirst = o.walFirst ?? 1;
+    const currentHeld = o.currentHeld ?? [1, 2, 3, 4, 5, 6, 7, 8];
+    const c: BackfillContext = {
+      region: "r2",
+      wal: {
+        incarnation: current,
+        firstLsn: walFirst,
+        durableLsn: 8,
+        read: async (from: number, limits: { recordsMax: number }) => {
+          if (from < walFirst) throw new WalLsnUnavailableError(from, walFirst);
+          const rs = Array.from({ length: Math.min(limits.recordsMax, 8 - from + 1) }, (_, i) => r(from + i));
+          return rs.length === 0
+            ? undefined
+            : {
+                origin: "r2",
+                incarnation: current,
+                firstLsn: from,
+                lastLsn: rs.at(-1)!.lsn,
+                frames: encodeFrames(rs),
+                segment: "wal",
+                offset: 0,
+              };
+        },
+        waitForDurable: async () => 8,
+        segmentRange: () => ({ firstLsn: 1, lastLsn: 8 }),
+      },
+      own: {
+        streams: async () => [
+          { incarnation: old, lsn: 6 },
+          { incarnation: current, lsn: 8 },
+        ],
+        range: async (incarnation, from, to, limit) =>
+          (incarnation === old ? [1, 2, 3, 4, 5, 6] : currentHeld)
+            .filter((l) => l >= from && l <= to)
+            .slice(0, limit)
+            .map(r),
+      },
+      view,
+      batchBytesMax: 1 << 20,
+      batchRecordsMax: 3,
+      log: createLogger({ level: "silent" }),
+      send: async (chunk: WalChunk, flags: number) => {
+        const lsns: number[] = [];
+        for (let p = 0; p < chunk.frames.length;) {
+          const f = checkFrame(chunk.frames, p);
+          if (f.kind !== "ok") throw new Error("bad frame");
+          lsns.push(f.lsn);
+          p = f.end;
+        }
+        sent.push({
+          incarnation: chunk.incarnation,
+          lsns,
+          flags,
+          firstLsn: chunk.firstLsn,
+          lastLsn: chunk.lastLsn,
+        });
+      },
+      aborted: () => false,
+      skipThrough: o.skipThrough ?? 0,
+      reportLost: async () => undefined,
+    };
+    return { c, sent };
+  }
+  const onlyA = (t: string) => t === "a";
+
+  it("sends, as backfill batches, the records of the new tenants below what the peer held of each stream, and nothing above", async () => {
+    const { c, sent } = widened({ peerOld: 4, peerCurrent: 5 });
+    await backfillTenants(c, onlyA);
+    expect(sent.every((s) => s.flags === BATCH_FLAG_BACKFILL)).toBe(true);
+    expect(sent.filter((s) => s.incarnation === old).flatMap((s) => s.lsns)).toEqual([2, 4]);
+    expect(sent.filter((s) => s.incarnation === current).flatMap((s) => s.lsns)).toEqual([2, 4]);
+    // No batch of nothing: 1..3 holds one "a", 4..5 one.
+    expect(sent.every((s) => s.lsns.length > 0)).toBe(true);
+  });
+
+  it("a stream the peer holds nothing of is left to plain shipping", async () => {
+    const { c, sent } = widened({ peerOld: 0, peerCurrent: 0 });
+    await backfillTenants(c, onlyA);
+    expect(sent).toEqual([]);
+  });
+
+  it("the current stream from the store where the WAL no longer holds it", async () => {
+    const { c, sent } = widened({ peerOld: 0, peerCurrent: 8, walFirst: 5 });
+    await backfillTenants(c, onlyA);
+    expect(sent.flatMap((s) => s.lsns)).toEqual([2, 4, 6, 8]);
+  });
+
+  it("a record neither the WAL nor the store holds stops the backfill, unless the operator allowed skipping it", async () => {
+    const gap = widened({ peerOld: 0, peerCurrent: 8, walFirst: 5, currentHeld: [1, 3, 4] });
+    await expect(backfillTenants(gap.c, onlyA)).rejects.toMatchObject({ fromLsn: 2, toLsn: 2 });
+    expect(gap.sent).toEqual([]); // 1 is "b": nothing sent before the gap
+    const allowed = widened({
+      peerOld: 0,
+      peerCurrent: 8,
+      walFirst: 5,
+      currentHeld: [1, 3, 4],
+      skipThrough: 2,
+    });
+    await backfillTenants(allowed.c, onlyA);
+    expect(allowed.sent.flatMap((s) => s.lsns)).toEqual([4, 6, 8]);
   });
 });
