@@ -291,6 +291,37 @@ describe("a session's first question: what the peer holds", () => {
   });
 });
 
+describe("a peer behind what it acknowledged", () => {
+  it("asks to rewind: the session restarts from the peer's watermark and every record arrives", async () => {
+    const wal = new FlakyWal();
+    const peer = new FakePeer();
+    const failures: string[] = [];
+    const { log, lines } = logged();
+    wal.addRecords(10);
+    const s = shipper(wal, peer, failures, { log });
+    s.start();
+    try {
+      await waitFor(() => (s.state === "caught-up" && s.acked === 10) || undefined, "caught up");
+      // The peer loses 7..10 (restored from an older copy, say) without the shipper knowing.
+      for (const l of [7, 8, 9, 10]) peer.got.delete(l);
+      peer.watermark = 6;
+      wal.addRecords(5);
+      await waitFor(() => (s.state === "caught-up" && peer.watermark === 15) || undefined, "caught up again");
+      expect(failures).toContain("rewind");
+      expect([...peer.got.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 15 }, (_, i) => i + 1));
+      expect(lines.find((l) => l.msg === "peer asked to rewind")).toMatchObject({
+        level: 40,
+        peer: "eu-west-1",
+        sent: 11,
+        peerWatermark: 6,
+      });
+      expect(s.lastError).toBeUndefined();
+    } finally {
+      await s.stop();
+    }
+  });
+});
+
 describe("what the shipper reports", () => {
   it("the oldest unacknowledged record's time for the lag; none once caught up; since the last progress when unreadable", async () => {
     const wal = new FlakyWal();
