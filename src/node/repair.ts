@@ -116,8 +116,13 @@ export async function restoreStreamsFromPeers(
       { streams: Object.fromEntries(a.unanswered) },
       "crr verify: LSNs below a stream's watermark that this store lacks and no peer gave intact (tenants the policy does not send here, or held nowhere)",
     );
-  const { losers, left } = await splitByWinner(c, a.found);
+  const { losers, changedHere, left } = await splitByWinner(c, a.found);
   const ids = (vs: StoredRecord[]) => vs.slice(0, 20).map((v) => `${v.origin}/${v.incarnation}/${v.lsn}`);
+  if (changedHere.length > 0)
+    r.log.warn(
+      { versions: ids(changedHere), count: changedHere.length },
+      "crr verify: this store's winners of these records were changed outside the engine (the peers hold them intact): left to the divergence check and crr reconcile",
+    );
   if (left.length > 0)
     r.log.warn(
       { versions: ids(left), count: left.length },

@@ -14,7 +14,14 @@ import { SqliteStore, type StoredRecord } from "../store/index.js";
 import type { Region } from "./region.js";
 import { restoreStreamsFromPeers } from "./repair.js";
 import { realRuntime } from "../runtime/index.js";
-import { askPeers, holeWindows, missingRanges, streamCheckLsns, toRanges } from "./stream-check.js";
+import {
+  askPeers,
+  holeWindows,
+  missingRanges,
+  splitByWinner,
+  streamCheckLsns,
+  toRanges,
+} from "./stream-check.js";
 
 const eu = "eu-west-1";
 const ap = "ap-south-1";
@@ -286,5 +293,23 @@ describe("restoreStreamsFromPeers (crr verify)", () => {
     const differ = await askPeers(check("taken-here"), holes);
     expect(differ.found).toEqual([]);
     expect([...differ.unanswered]).toEqual([[`${eu}/${euInc}`, 1]]);
+  });
+});
+
+describe("splitByWinner", () => {
+  it("tells a version that loses here, this store's own winner (its copy changed by hand), and one that would win", async () => {
+    const here = openStore();
+    const winner = version(eu, euInc, 1, "k", 2000);
+    await apply(here, eu, euInc, [winner]);
+    const loser = version(ap, apInc, 1, "k", 3000); // later: loses under first-write-wins
+    const earlier = version(ap, apInc, 2, "k", 1000); // earlier: would win
+    const split = await splitByWinner({ store: here, rule: { kind: "first-write-wins" } }, [
+      loser,
+      winner,
+      earlier,
+    ]);
+    expect(ids(split.losers)).toEqual([ids([loser])[0]]);
+    expect(ids(split.changedHere)).toEqual([ids([winner])[0]]);
+    expect(ids(split.left)).toEqual([ids([earlier])[0]]);
   });
 });

@@ -185,20 +185,27 @@ async function askRange(
 
 /**
  * Split what the peers gave into the versions that lose against this store's winner of
- * their key (put back as conflict losers: no answer changes, and nothing else shows them)
- * and the rest, which the divergence check shows as a finding (a key missing here or
- * decided otherwise) for `crr reconcile` to decide from evidence, as before.
+ * their key (put back as conflict losers: no answer changes, and nothing else shows them),
+ * those that are this store's winner itself (its copy here was changed outside the engine,
+ * so the LSN did not count as held intact), and the rest, which would win: the divergence
+ * check shows them (a key missing here or decided otherwise) for `crr reconcile` to decide
+ * from evidence, as before.
  */
 export async function splitByWinner(
   c: Pick<StreamCheck, "store" | "rule">,
   found: readonly StoredRecord[],
-): Promise<{ losers: StoredRecord[]; left: StoredRecord[] }> {
+): Promise<{ losers: StoredRecord[]; changedHere: StoredRecord[]; left: StoredRecord[] }> {
   const losers: StoredRecord[] = [];
+  const changedHere: StoredRecord[] = [];
   const left: StoredRecord[] = [];
   for (const v of found) {
     const winner = await c.store.get(v.key);
-    if (winner && compareVersions(c.rule, winner, v) < 0) losers.push(v);
+    if (winner && sameVersion(winner, v)) changedHere.push(v);
+    else if (winner && compareVersions(c.rule, winner, v) < 0) losers.push(v);
     else left.push(v);
   }
-  return { losers, left };
+  return { losers, changedHere, left };
 }
+
+const sameVersion = (a: StoredRecord, b: StoredRecord) =>
+  a.origin === b.origin && a.incarnation === b.incarnation && a.lsn === b.lsn;
