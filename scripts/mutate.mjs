@@ -8,10 +8,6 @@
  *
  *   node scripts/mutate.mjs [--concurrency N] [FOLDER ...]   (default: every folder below, one runner)
  *   node scripts/mutate.mjs --summary        only rewrite the summary from the reports there are
- *
- * Each part keeps Stryker's incremental file (reports/mutation/<part>.incremental.json): a
- * later run of the part tests again only the mutants whose code or covering tests changed
- * (after tests were written for its survivors: minutes, not the hour of the first run).
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -131,9 +127,6 @@ for (const folder of chosen) {
       concurrency,
       "--reporters",
       "json,clear-text,progress-append-only",
-      "--incremental",
-      "--incrementalFile",
-      `reports/mutation/${folder}.incremental.json`,
     ],
     {
       stdio: ["ignore", log, log],
