@@ -22,9 +22,9 @@ const all = [
 ];
 
 const include = process.env.CRR_MUTATE_TESTS ? process.env.CRR_MUTATE_TESTS.split(",") : all;
-// The tests that take a PostgreSQL server (inject("pgUrl")) live under these. Stryker's runner
-// runs the global setup again for every mutant, and a cluster's start (~10 s) was most of a
-// shipper mutant's time, so a set without them starts none.
+// The tests that take a PostgreSQL server (inject("pgUrl")) live under these. A set without
+// them starts no cluster: its start (~10 s) is paid again each time Stryker starts a test
+// runner (at the start, and after every mutant that timed out).
 const pgTests = ["test/sim/", "test/store/", "src/config/", "src/**"];
 const needsPg = include.some((glob) => pgTests.some((dir) => glob.startsWith(dir)));
 
