@@ -165,7 +165,7 @@ export async function copyWinners(
   keep: (v: StoredRecord) => boolean,
   covered: ExportQuery["covered"] | undefined,
   self: string,
-  takes: (tenant: string) => boolean = () => false,
+  takes: (tenant: string) => boolean,
 ): Promise<{ copied: number; newest: NewestCopied }> {
   let copied = 0;
   const newest: NewestCopied = {};

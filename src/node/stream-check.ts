@@ -18,7 +18,7 @@
  * dropped.
  */
 import type { PeerLink } from "../link/index.js";
-import { compareVersions, type MergeRule } from "../store/pure.js";
+import { compareVersions, sameVersion, type MergeRule } from "../store/pure.js";
 import type { ApplyStore, ReadStore, StoredRecord, StreamStore } from "../store/index.js";
 import type { LsnRange } from "./copy.js";
 
@@ -206,6 +206,3 @@ export async function splitByWinner(
   }
   return { losers, changedHere, left };
 }
-
-const sameVersion = (a: StoredRecord, b: StoredRecord) =>
-  a.origin === b.origin && a.incarnation === b.incarnation && a.lsn === b.lsn;
