@@ -998,6 +998,21 @@ const mutants = [
     to: "",
     tests: ["src/node/stream-check.test.ts"],
   },
+  {
+    name: "an operator's skip through the last LSN is not spent when the peer reaches exactly it",
+    file: "src/shipper/peer-shipper.ts",
+    from: "if (this.skipThrough > 0 && watermark >= this.skipThrough) this.skipThrough = 0;",
+    to: "if (this.skipThrough > 0 && watermark > this.skipThrough) this.skipThrough = 0;",
+    tests: ["test/shipper/peer-shipper.test.ts"],
+    only: "is spent when the peer reaches exactly that LSN",
+  },
+  {
+    name: "a shipper that fails after every session's first answer logs 'recovered' and 'failing' at every retry",
+    file: "src/shipper/peer-shipper.ts",
+    from: "    await this.backfillWidened(c, wentBack);\n    await this.shipCurrent();",
+    to: "    await this.backfillWidened(c, wentBack);\n    this.noteRecovered();\n    await this.shipCurrent();",
+    tests: ["test/replication/shipper-supervision.test.ts", "test/shipper/peer-shipper.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */

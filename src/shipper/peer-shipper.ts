@@ -232,7 +232,6 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     };
     await shipOlderStreams(c);
     await this.backfillWidened(c, wentBack);
-    this.noteRecovered();
     await this.shipCurrent();
   }
 
@@ -342,6 +341,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
             continue;
           }
           if (inflight.length === 0) {
+            this.noteRecovered();
             this.state = "caught-up";
             await this.waitIdle(next - 1);
             if (this.o.lingerMs > 0) await sleep(this.rt, this.o.lingerMs, signal);
@@ -437,6 +437,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   }
 
   private advance(watermark: number, sent: number): void {
+    this.noteRecovered();
     this.lastAckAtMs = this.rt.nowMs();
     if (watermark <= this.acked) return;
     this.setAcked(watermark);
@@ -526,6 +527,11 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     }
   }
 
+  /**
+   * Shipping works again: the peer took a batch of the current stream, or there is nothing
+   * left to send. (Not when a session merely starts: most failures come after the peer's
+   * watermarks answered, and every retry logged "recovered" then "failing" again.)
+   */
   private noteRecovered(): void {
     if (this.failingReason !== undefined) {
       this.o.log.info({ peer: this.peer, after: this.failingReason }, "shipping to peer recovered");

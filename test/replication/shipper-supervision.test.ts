@@ -6,10 +6,10 @@
  * reader (watermark, rewind on a gap) so the test checks what it received, record by record.
  */
 import fs from "node:fs";
-import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { LinkError, type PeerLink, type WatermarksView } from "../../src/link/index.js";
-import { createLogger, silentLogger, type Logger } from "../../src/log.js";
+import { silentLogger } from "../../src/log.js";
+import { logged } from "../support/logged.js";
 import { decodeBatch } from "../../src/protocol/index.js";
 import { realRuntime } from "../../src/runtime/index.js";
 import {
@@ -125,26 +125,15 @@ function shipper(
   return s;
 }
 
-/** A logger whose lines the test reads (pino's levels: 30 info, 40 warn, 50 error). */
-function logged(): { log: Logger; lines: Array<{ level: number; msg: string; [field: string]: unknown }> } {
-  const lines: Array<{ level: number; msg: string }> = [];
-  const destination = new Writable({
-    write(chunk, _encoding, done) {
-      lines.push(JSON.parse(String(chunk)) as { level: number; msg: string });
-      done();
-    },
-  });
-  return { log: createLogger({ level: "debug", destination }), lines };
-}
-
 describe("a supervised shipper", () => {
   it("an unexpected WAL error shows as failing with the error and a growing lag, then every record arrives", async () => {
     const wal = new FlakyWal();
     const peer = new FakePeer();
     const failures: string[] = [];
+    const { log, lines } = logged();
     wal.addRecords(50);
     wal.failReads = 1_000_000;
-    const s = shipper(wal, peer, failures);
+    const s = shipper(wal, peer, failures, { log });
     s.start();
     try {
       await waitFor(
@@ -158,6 +147,15 @@ describe("a supervised shipper", () => {
       await waitFor(() => peer.watermark === 50 || undefined, "every record at the peer");
       await waitFor(() => s.state === "caught-up" || undefined, "caught up");
       expect(s.lastError).toBeUndefined();
+      // A bug's failure is an error, logged once however often it repeats, and the recovery once.
+      const failing = lines.filter((l) => l.msg.startsWith("shipping to peer is failing"));
+      expect(failing).toEqual([
+        expect.objectContaining({ level: 50, reason: "internal", peer: "eu-west-1" }),
+      ]);
+      expect(failing[0]!.err).toMatch(/EMFILE/);
+      expect(lines.filter((l) => l.msg === "shipping to peer recovered")).toEqual([
+        expect.objectContaining({ level: 30, after: "internal" }),
+      ]);
       wal.addRecords(10);
       await waitFor(() => peer.watermark === 60 || undefined, "new records too");
       expect([...peer.got.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));

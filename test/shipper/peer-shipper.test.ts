@@ -21,6 +21,7 @@ import {
   record,
   testShipper,
 } from "../support/shipper-peer.js";
+import { logged } from "../support/logged.js";
 import { tempDir, waitFor } from "../support/tmp.js";
 
 const running: PeerShipper[] = [];
@@ -47,6 +48,14 @@ function originWith(dir: string) {
   const hold = (incarnation: string, lastLsn: number, records: WalRecord[]) =>
     store.applySync({ origin, incarnation, firstLsn: 1, lastLsn, records });
   return { file, store, hold, wal: new TestWal(), own: ownRecords(store) };
+}
+
+/** The peer's store replaced by an empty one. */
+async function loseEverything(peer: ReaderPeer): Promise<void> {
+  await peer.store.close();
+  for (const f of fs.readdirSync(path.dirname(peer.file)))
+    if (f.startsWith(path.basename(peer.file))) fs.rmSync(path.join(path.dirname(peer.file), f));
+  peer.reopen();
 }
 
 const caughtUp = (s: PeerShipper, lsn: number) => () =>
@@ -92,9 +101,17 @@ describe("an operator's skip", () => {
     o.wal.add(all);
     o.wal.firstLsn = 11;
     const peer = new ReaderPeer();
-    const { shipper, failures } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
-    await waitFor(() => failures.includes("stream_gap") || undefined, "the gap reported");
+    const { log, lines } = logged();
+    const { shipper, failures } = start({ ...o, peer, stateFile: path.join(dir, "eu.json"), log });
+    await waitFor(
+      () => failures.filter((f) => f === "stream_gap").length >= 2 || undefined,
+      "the gap reported",
+    );
     expect(shipper.state).toBe("failing");
+    // An error for the operator, logged once however often the session meets it.
+    expect(lines.filter((l) => l.msg.startsWith("shipping to peer is failing"))).toEqual([
+      expect.objectContaining({ level: 50, reason: "stream_gap" }),
+    ]);
     expect(shipper.lastError).toMatch(/LSNs 5\.\.5 .* crr skip-gap --url .* --peer eu-west-1 --through 5/);
     expect(shipper.acked).toBe(4);
     expect(peer.skipped).toEqual([]);
@@ -117,10 +134,7 @@ describe("an operator's skip, used", () => {
     expect(peer.skipped).toEqual([{ incarnation: current, from: 5, to: 5 }]);
     expect(failures).not.toContain("stream_gap");
     // The peer loses everything (its store replaced by an empty one); the next batch finds it at 0.
-    await peer.store.close();
-    for (const f of fs.readdirSync(path.dirname(peer.file)))
-      if (f.startsWith(path.basename(peer.file))) fs.rmSync(path.join(path.dirname(peer.file), f));
-    peer.reopen();
+    await loseEverything(peer);
     o.wal.add([all[20]!]);
     await waitFor(() => failures.includes("stream_gap") || undefined, "the gap reported again");
     expect(shipper.acked).toBe(4);
@@ -128,6 +142,27 @@ describe("an operator's skip, used", () => {
     shipper.allowSkip(5);
     await waitFor(caughtUp(shipper, 21), "caught up past the second skip");
     expect(peer.holds(all)).toEqual(held.map((r) => r.key));
+  });
+});
+
+describe("an operator's skip through the stream's last LSN", () => {
+  it("is spent when the peer reaches exactly that LSN: a peer that lost everything meets the gap again", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const all = Array.from({ length: 5 }, (_, i) => record(i + 1));
+    o.hold(current, 5, all.slice(0, 4)); // nobody holds 5, the last LSN
+    o.wal.add(all);
+    o.wal.firstLsn = 6; // and the WAL holds none of them
+    const peer = new ReaderPeer();
+    const { shipper, failures } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
+    shipper.allowSkip(5);
+    await waitFor(caughtUp(shipper, 5), "caught up through the skip");
+    expect(peer.skipped).toEqual([{ incarnation: current, from: 5, to: 5 }]);
+    await loseEverything(peer);
+    o.wal.add([record(6)]); // wakes the session, whose next batch finds the peer at 0
+    await waitFor(() => failures.includes("stream_gap") || undefined, "the gap reported again");
+    expect(shipper.acked).toBe(4);
+    expect(peer.skipped).toHaveLength(1);
   });
 });
 

@@ -10,7 +10,7 @@ import { afterEach } from "vitest";
 import { HybridClock } from "../../src/clock/index.js";
 import { WalLsnUnavailableError } from "../../src/errors.js";
 import { LinkError, type PeerLink, type ReplicateAnswer, type WatermarksView } from "../../src/link/index.js";
-import { silentLogger } from "../../src/log.js";
+import { silentLogger, type Logger } from "../../src/log.js";
 import { IncarnationTracker } from "../../src/node/incarnations.js";
 import { decodeBatch } from "../../src/protocol/index.js";
 import { Reader } from "../../src/reader/index.js";
@@ -126,6 +126,10 @@ export class ReaderPeer implements PeerLink {
   /** Run before each batch reaches the reader (n counts batches from 1); throwing is a transport failure. */
   before: ((n: number) => Promise<void>) | undefined;
   batches = 0;
+  /** Every batch that reached the reader, in order: its range, flags and the keys it carried. */
+  readonly sent: Array<{ firstLsn: number; lastLsn: number; flags: number; keys: string[] }> = [];
+  /** How many times a session asked for the watermarks (one per session). */
+  sessions = 0;
   /** Answer watermarks as a region still bootstrapping (its store filled by other regions). */
   bootstrapping = false;
   readonly file: string;
@@ -169,6 +173,13 @@ export class ReaderPeer implements PeerLink {
 
   async replicate(body: Buffer): Promise<ReplicateAnswer> {
     await this.before?.(++this.batches);
+    const b = decodeBatch(body);
+    this.sent.push({
+      firstLsn: b.firstLsn,
+      lastLsn: b.lastLsn,
+      flags: b.flags,
+      keys: b.records.map((r) => r.key),
+    });
     const headers = {
       "x-crr-incarnation": current,
       "x-crr-boot": "boot-1",
@@ -183,6 +194,7 @@ export class ReaderPeer implements PeerLink {
   }
 
   async watermarks(): Promise<WatermarksView> {
+    this.sessions++;
     return {
       region: peerName,
       incarnation: "p".repeat(32),
@@ -229,6 +241,8 @@ export interface TestShipperOptions {
   /** Undefined: every tenant (a multi-way policy). */
   tenants?: string[];
   reportLost?: (incarnation: string, ranges: Array<[number, number]>) => Promise<void>;
+  /** Default: silent. */
+  log?: Logger;
 }
 
 /** A shipper as Region builds it, with small batches (10 records) and short backoff. */
@@ -252,7 +266,7 @@ export function testShipper(o: TestShipperOptions): { shipper: PeerShipper; fail
     inflightBytesMax: o.inflightBytes ?? 16 * 1024 * 1024,
     stateFile: o.stateFile,
     ackPersistIntervalMs: 20,
-    log: silentLogger(),
+    log: o.log ?? silentLogger(),
     reportLost: o.reportLost,
   });
   const failures: string[] = [];
