@@ -11,6 +11,7 @@ import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { PeerShipper } from "../../src/shipper/index.js";
 import type { WalRecord } from "../../src/wal/index.js";
+import { BATCH_FLAG_BACKFILL } from "../../src/protocol/index.js";
 import {
   ReaderPeer,
   TestWal,
@@ -327,5 +328,148 @@ describe("the window", () => {
   it("keeps several batches in flight, and no more bytes than shipper.inflightBytesMax (one batch always goes)", async () => {
     expect(await mostInFlight()).toBeGreaterThan(1);
     expect(await mostInFlight(1)).toBe(1);
+  });
+});
+
+describe("what a session backfills, by what the state file says the peer was sent", () => {
+  const other = "d".repeat(32);
+  /**
+   * The origin holds 20 records of tenants A and B (alternating); the peer holds A's through
+   * `peerHolds` and the state file says `state`. Returns the keys the session backfilled once
+   * caught up, and the state file then.
+   */
+  async function backfilled(o: {
+    state?: { tenants?: string[] | "*"; acked?: number; incarnation?: string };
+    now?: string[];
+    peerHolds?: number;
+    peerHoldsOthers?: boolean;
+  }) {
+    const { log, lines } = logged();
+    const dir = tempDir();
+    const origin_ = originWith(dir);
+    const recs = Array.from({ length: 20 }, (_, i) => record(i + 1, i % 2 === 0 ? "A" : "B"));
+    origin_.hold(current, 20, recs);
+    origin_.wal.add(recs);
+    const peer = new ReaderPeer();
+    const holds = o.peerHolds ?? 20;
+    if (holds > 0)
+      peer.store.applySync({
+        origin,
+        incarnation: current,
+        firstLsn: 1,
+        lastLsn: holds,
+        records: recs.filter((r) => r.tenant === "A" && r.lsn <= holds),
+      });
+    if (o.peerHoldsOthers)
+      peer.store.applySync({
+        origin: "ap-south-1",
+        incarnation: other,
+        firstLsn: 1,
+        lastLsn: 1,
+        records: [record(1, "A", "x1")],
+      });
+    const stateFile = path.join(dir, "eu.json");
+    if (o.state)
+      fs.writeFileSync(
+        stateFile,
+        JSON.stringify({
+          peer: "eu-west-1",
+          incarnation: o.state.incarnation ?? current,
+          acked: o.state.acked ?? 20,
+          tenants: o.state.tenants,
+        }),
+      );
+    const { shipper } = start({ ...origin_, peer, stateFile, tenants: o.now, log });
+    await waitFor(caughtUp(shipper, 20), "caught up");
+    await stop(shipper);
+    const keys = peer.sent.filter((b) => (b.flags & BATCH_FLAG_BACKFILL) !== 0).flatMap((b) => b.keys);
+    const state = JSON.parse(fs.readFileSync(stateFile, "utf8")) as { tenants?: unknown };
+    // The warning an operator reads: only when there is something to fill in.
+    const announced = lines.some((l) => l.msg === "the peer receives tenants it did not before: backfilling");
+    const wentBack = lines.find((l) => l.msg === "peer went back; redoing backfills");
+    return { keys: keys.sort(), state, recs, announced, wentBack };
+  }
+  const keysOf = (
+    recs: Array<{ key: string; lsn: number; tenant: string }>,
+    keep: (r: { lsn: number; tenant: string }) => boolean,
+  ) =>
+    recs
+      .filter(keep)
+      .map((r) => r.key)
+      .sort();
+
+  /** What a session did: the keys it backfilled, and whether it told the operator so. */
+  const did = async (o: Parameters<typeof backfilled>[0]) => {
+    const r = await backfilled(o);
+    return { keys: r.keys, announced: r.announced, wentBack: r.wentBack !== undefined };
+  };
+  const nothing = { keys: [], announced: false, wentBack: false };
+
+  it("a tenant added to a selective policy: its records below the peer's watermark, and no other tenant's", async () => {
+    const { keys, state, recs, announced } = await backfilled({ state: { tenants: ["A"] }, now: ["B", "A"] });
+    expect(keys).toEqual(keysOf(recs, (r) => r.tenant === "B"));
+    expect(announced).toBe(true);
+    expect(state.tenants).toEqual(["A", "B"]); // sorted, as every later comparison reads it
+  });
+
+  it("nothing, and no warning, when the peer was sent every tenant, or is sent fewer now, or the same", async () => {
+    expect(await did({ state: { tenants: "*" }, now: ["A", "B"] })).toEqual(nothing);
+    expect(await did({ state: { tenants: ["A", "B"] }, now: ["A"] })).toEqual(nothing);
+    const same = await backfilled({ state: { tenants: ["A", "B"] }, now: ["A", "B"] });
+    expect([same.keys, same.announced]).toEqual([[], false]);
+    expect(same.state.tenants).toEqual(["A", "B"]);
+    expect((await backfilled({ state: { tenants: "*" } })).state.tenants).toBe("*");
+  });
+
+  it("with no state file: every tenant sent, below the watermark of a peer that holds some of ours; nothing to a peer that holds none", async () => {
+    const unknown = await backfilled({ now: ["A", "B"] });
+    expect(unknown.keys).toEqual(keysOf(unknown.recs, () => true));
+    const onlyA = await backfilled({ now: ["A"] });
+    expect(onlyA.keys).toEqual(keysOf(onlyA.recs, (r) => r.tenant === "A"));
+    // A peer that holds only another region's records has nothing of ours to fill in.
+    expect(await did({ now: ["A", "B"], peerHolds: 0, peerHoldsOthers: true })).toEqual(nothing);
+  });
+
+  it("a peer that went back below what it acknowledged: every tenant again, below where it is now (logged)", async () => {
+    const back = await backfilled({
+      state: { tenants: ["A", "B"], acked: 20 },
+      now: ["A", "B"],
+      peerHolds: 10,
+    });
+    expect(back.keys).toEqual(keysOf(back.recs, (r) => r.lsn <= 10));
+    expect(back.wentBack).toMatchObject({ level: 40, was: 20, now: 10 });
+    // At what it acknowledged, or acknowledged for another incarnation of ours: not gone back.
+    expect(await did({ state: { tenants: ["A", "B"], acked: 20 }, now: ["A", "B"] })).toEqual(nothing);
+    const otherIncarnation = { tenants: ["A", "B"], acked: 20, incarnation: other };
+    expect(await did({ state: otherIncarnation, now: ["A", "B"], peerHolds: 10 })).toEqual(nothing);
+  });
+});
+
+describe("a peer still bootstrapping", () => {
+  it("forgets what the peer was sent, and looks again every retryDelayMsMax while it bootstraps", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const recs = Array.from({ length: 10 }, (_, i) => record(i + 1));
+    o.hold(current, 10, recs);
+    o.wal.add(recs);
+    const peer = new ReaderPeer();
+    peer.bootstrapping = true;
+    const stateFile = path.join(dir, "eu.json");
+    fs.writeFileSync(
+      stateFile,
+      JSON.stringify({ peer: "eu-west-1", incarnation: current, acked: 0, tenants: "*" }),
+    );
+    const { shipper, failures } = start({ ...o, peer, stateFile });
+    await waitFor(caughtUp(shipper, 10), "caught up");
+    // Caught up, only the look-again timer starts a session: several, one after the other.
+    const sessions = peer.sessions;
+    await waitFor(() => peer.sessions >= sessions + 3 || undefined, "three more sessions");
+    expect(failures).toEqual([]);
+    expect(JSON.parse(fs.readFileSync(stateFile, "utf8"))).not.toHaveProperty("tenants");
+    peer.bootstrapping = false;
+    await waitFor(
+      () => JSON.parse(fs.readFileSync(stateFile, "utf8")).tenants === "*" || undefined,
+      "the tenants recorded once it is done",
+    );
   });
 });
