@@ -10,7 +10,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import type { PeerShipper } from "../../src/shipper/index.js";
-import type { WalRecord } from "../../src/wal/index.js";
+import { encodeFrames, type WalRecord } from "../../src/wal/index.js";
 import { BATCH_FLAG_BACKFILL } from "../../src/protocol/index.js";
 import {
   ReaderPeer,
@@ -328,6 +328,96 @@ describe("the window", () => {
   it("keeps several batches in flight, and no more bytes than shipper.inflightBytesMax (one batch always goes)", async () => {
     expect(await mostInFlight()).toBeGreaterThan(1);
     expect(await mostInFlight(1)).toBe(1);
+  });
+
+  /**
+   * The origin with `n` durable records, and a peer that holds every batch unanswered until
+   * `open()`: what the window sends before any answer.
+   */
+  function heldAnswers(dir: string, n: number) {
+    const o = originWith(dir);
+    const all = Array.from({ length: n }, (_, i) => record(i + 1));
+    o.hold(current, n, all);
+    o.wal.add(all);
+    const peer = new ReaderPeer();
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let waiting = 0;
+    peer.before = async () => {
+      waiting++;
+      await gate;
+    };
+    return { o, all, peer, open, waiting: () => waiting };
+  }
+
+  it("holds exactly inflightBatchesMax unanswered batches, or what fits in inflightBytesMax", async () => {
+    for (const [inflight, inflightBytes, expected] of [
+      [3, undefined, 3],
+      // The bytes of the first two batches (10 records each): a third does not fit.
+      [
+        8,
+        encodeFrames([...Array(10)].map((_, i) => record(i + 1))).length +
+          encodeFrames([...Array(10)].map((_, i) => record(i + 11))).length,
+        2,
+      ],
+    ] as const) {
+      const dir = tempDir();
+      const h = heldAnswers(dir, 100);
+      const { shipper } = start({
+        ...h.o,
+        peer: h.peer,
+        stateFile: path.join(dir, "eu.json"),
+        inflight,
+        inflightBytes,
+      });
+      await waitFor(() => h.waiting() >= expected || undefined, `${expected} batches sent`);
+      // Nothing more is sent while they are unanswered (a shipper past its window would have by now).
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setTimeout(r, 50));
+      expect(h.waiting()).toBe(expected);
+      h.open();
+      await waitFor(caughtUp(shipper, 100), "caught up");
+      expect(h.peer.holds(h.all)).toHaveLength(100);
+    }
+  });
+
+  it("sends records that became durable while earlier batches wait for their answers", async () => {
+    const dir = tempDir();
+    const h = heldAnswers(dir, 5);
+    const { shipper } = start({ ...h.o, peer: h.peer, stateFile: path.join(dir, "eu.json"), inflight: 4 });
+    await waitFor(() => h.waiting() >= 1 || undefined, "the first batch sent");
+    const later = [record(6), record(7)];
+    h.o.wal.add(later);
+    await waitFor(() => h.waiting() >= 2 || undefined, "the new records sent before the first answer");
+    h.open();
+    await waitFor(caughtUp(shipper, 7), "caught up");
+  });
+
+  it("counts the answers of batches still in flight when an earlier one failed", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const all = Array.from({ length: 30 }, (_, i) => record(i + 1));
+    o.hold(current, 30, all);
+    o.wal.add(all);
+    const peer = new ReaderPeer();
+    const reader = peer.replicate.bind(peer);
+    let first = true;
+    let released: () => void = () => undefined;
+    const laterAnswered = new Promise<void>((r) => (released = r));
+    // The first batch lands, but its answer is lost once the two behind it were answered.
+    peer.replicate = async (body) => {
+      const answer = await reader(body);
+      if (ReaderPeer.header(body).firstLsn === 21) released();
+      if (!first) return answer;
+      first = false;
+      await laterAnswered;
+      throw new Error("connection reset after the peer applied the batch");
+    };
+    const { shipper } = start({ ...o, peer, stateFile: path.join(dir, "eu.json"), inflight: 3 });
+    const acks: number[] = [];
+    shipper.on("ack", (lsn) => acks.push(lsn));
+    await waitFor(caughtUp(shipper, 30), "caught up");
+    expect(acks).toEqual([20, 30]); // the two later answers, before the next session asks the peer
   });
 });
 
