@@ -354,6 +354,37 @@ describe("what the shipper reports", () => {
     expect(s.state).toBe("stopped");
   });
 
+  it("while failing, the lag's lower bound is the last progress, not the last retry", async () => {
+    const wal = new FlakyWal();
+    const peer = new FakePeer();
+    const failures: string[] = [];
+    let shiftMs = 0; // the shipper's clock, moved by the test
+    const runtime = { ...realRuntime, nowMs: () => Date.now() + shiftMs };
+    wal.addRecords(10);
+    const s = shipper(wal, peer, failures, { runtime });
+    s.start();
+    try {
+      await waitFor(() => (s.state === "caught-up" && s.acked === 10) || undefined, "caught up");
+      shiftMs = 3_600_000; // an hour later, the WAL fails: every retry's session starts at the same LSN
+      const progressAt = Date.now();
+      wal.failReads = 1_000_000;
+      wal.addRecords(5);
+      await waitFor(() => failures.length >= 3 || undefined, "three failed sessions");
+      const since = (await s.oldestUnackedWallMs())!;
+      expect(since).toBeGreaterThanOrEqual(progressAt - 60_000); // the progress before the hour...
+      expect(since).toBeLessThan(progressAt + 60_000); // ...not a retry in it
+      wal.failReads = 0;
+      await waitFor(() => (s.state === "caught-up" && s.acked === 15) || undefined, "caught up again");
+      wal.failReads = 1_000_000;
+      wal.addRecords(1);
+      await waitFor(() => failures.length >= 6 || undefined, "three more failed sessions");
+      expect(await s.oldestUnackedWallMs()).toBeGreaterThanOrEqual(progressAt + shiftMs); // moved with the acks
+    } finally {
+      wal.failReads = 0;
+      await s.stop();
+    }
+  });
+
   it("keeps the acknowledged LSN across a restart, for its own incarnation only", async () => {
     const wal = new FlakyWal();
     const peer = new FakePeer();
