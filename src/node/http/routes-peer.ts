@@ -181,8 +181,7 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
         const all = await region.store.bucketVersions(req.body.buckets.filter((b) => b < bucketCount));
         // Winners by key: those of a tenant kept from the asker are left out, their tenants named
         // (the asker's detector then does not take them for missing here).
-        const { sent, withheld } = forAsker(all, req.crrPeer!.region, takes);
-        const tenants = [...new Set(withheld.map((w) => w.tenant))].sort();
+        const { sent, withheldTenants: tenants } = forAsker(all, req.crrPeer!.region, takes);
         return {
           region: region.name,
           boot: region.boot,
@@ -219,8 +218,7 @@ function divergenceRoutes(region: Region): FastifyPluginAsync {
         });
         // Winners by key, not a stream: the ones kept from the asker are left out (the page may
         // then be short with `next` set, as with `covered`), their tenants named.
-        const { sent, withheld } = forAsker(page.versions, req.crrPeer!.region, takes);
-        const tenants = [...new Set(withheld.map((w) => w.tenant))].sort();
+        const { sent, withheldTenants: tenants } = forAsker(page.versions, req.crrPeer!.region, takes);
         return { ...page, versions: sent, ...(tenants.length > 0 ? { withheldTenants: tenants } : {}) };
       },
     );

@@ -10,12 +10,14 @@ export function forAsker<V extends { origin: string; tenant: string; lsn: number
   versions: readonly V[],
   asker: string,
   takes: (region: string, tenant: string) => boolean,
-): { sent: V[]; withheld: Withheld[] } {
+): { sent: V[]; withheld: Withheld[]; withheldTenants: string[] } {
   const sent: V[] = [];
   const withheld: Withheld[] = [];
   for (const v of versions) {
     if (v.origin === asker || takes(asker, v.tenant)) sent.push(v);
     else withheld.push({ lsn: v.lsn, tenant: v.tenant });
   }
-  return { sent, withheld };
+  // The routes that answer by key (export, buckets) name only the tenants, sorted, never LSNs.
+  const withheldTenants = [...new Set(withheld.map((w) => w.tenant))].sort();
+  return { sent, withheld, withheldTenants };
 }
