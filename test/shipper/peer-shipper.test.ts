@@ -563,3 +563,23 @@ describe("a peer still bootstrapping", () => {
     );
   });
 });
+
+describe("a resync", () => {
+  it("of an idle shipper starts a new session at once, without a new record; twice, twice", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const recs = Array.from({ length: 5 }, (_, i) => record(i + 1));
+    o.hold(current, 5, recs);
+    o.wal.add(recs);
+    const peer = new ReaderPeer();
+    const { shipper } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
+    await waitFor(caughtUp(shipper, 5), "caught up");
+    for (const n of [1, 2]) {
+      const sessions = peer.sessions;
+      shipper.resync();
+      await waitFor(() => peer.sessions > sessions || undefined, `resync ${n}: a new session`);
+      await waitFor(caughtUp(shipper, 5), `resync ${n}: caught up again`);
+    }
+    expect(peer.sent.map((b) => [b.firstLsn, b.lastLsn])).toEqual([[1, 5]]); // nothing sent twice
+  });
+});
