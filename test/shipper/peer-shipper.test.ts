@@ -583,3 +583,22 @@ describe("a resync", () => {
     expect(peer.sent.map((b) => [b.firstLsn, b.lastLsn])).toEqual([[1, 5]]); // nothing sent twice
   });
 });
+
+describe("records the WAL no longer holds", () => {
+  it("are shipped from the store, and the shipper says so (the region logs it)", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const all = Array.from({ length: 20 }, (_, i) => record(i + 1));
+    o.hold(current, 20, all);
+    o.wal.add(all);
+    o.wal.firstLsn = 11; // retention removed 1..10
+    const peer = new ReaderPeer();
+    const { shipper } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
+    const fallbacks: Error[] = [];
+    shipper.on("fallback", (err) => fallbacks.push(err));
+    await waitFor(caughtUp(shipper, 20), "caught up");
+    expect(peer.holds(all)).toHaveLength(20);
+    expect(fallbacks.length).toBeGreaterThan(0);
+    expect(fallbacks[0]!.message).toMatch(/LSN 1\b/);
+  });
+});
