@@ -241,5 +241,9 @@ describe("record frames", () => {
     );
     // Without a first LSN the first frame sets it; the next must follow.
     expect(decodeFrames(bytes, { source: "s" }).map((r) => r.lsn)).toEqual([5, 6, 7]);
+    const skipped = Buffer.concat([bytes.subarray(0, second), bytes.subarray(third)]); // LSNs 5, 7
+    expect(() => decodeFrames(skipped, { source: "s", baseOffset: 7 })).toThrow(
+      `corrupt WAL segment s at offset ${7 + second}: LSN 7 where 6 was expected`,
+    );
   });
 });

@@ -171,6 +171,21 @@ describe("segment scan", () => {
     expect(s.index).toEqual([1, starts[0], 3, starts[2]]);
     expect(s.tornReason).toBe(`incomplete appendBatch at offset ${starts[3]}`);
     expect(s.problem).toEqual({ offset: ends[6], lsn: 8, reason: "appendBatch without its final frame" });
+    // An entry exactly at the batch's first frame goes too (it would point past the valid bytes).
+    expect(scanSegment(cut, { file: "s.wal", last: true, indexEvery: 3 }).index).toEqual([1, starts[0]]);
+  });
+
+  it("a damaged frame exactly at the torn-tail window's edge is a torn tail; one byte earlier, corruption", () => {
+    const { image, starts } = segment(records(3));
+    const flipped = Buffer.from(image);
+    flipped[starts[2]! + 20]! ^= 4;
+    const window = flipped.length - starts[2]!;
+    const torn = scanSegment(flipped, { file: "s.wal", last: true, unsyncedBytesMax: window });
+    expect([torn.recordCount, torn.tornReason]).toEqual([2, `checksum mismatch at offset ${starts[2]}`]);
+    const early = corrupt(() =>
+      scanSegment(flipped, { file: "s.wal", last: true, unsyncedBytesMax: window - 1 }),
+    );
+    expect([early.offset, early.reason]).toEqual([starts[2], "checksum mismatch"]);
   });
 
   it("an unfinished appendBatch in a sealed segment, or before the torn-tail window, is corruption at the batch's start", () => {
@@ -223,6 +238,42 @@ describe("segment scan", () => {
 });
 
 describe("finding the frames after damage", () => {
+  it("passes over bytes that look like a frame's length but fail its checksum", () => {
+    const { image, starts, ends } = segment(records(4));
+    const damaged = Buffer.from(image);
+    damaged.fill(0xee, starts[1]!, ends[1]!);
+    // A plausible length (40 bytes) right after the problem: a frame only if its checksum holds.
+    damaged.writeUInt32LE(40, starts[1]! + 1 + 4);
+    expect(findResync(damaged, starts[1]!, 2)).toEqual({
+      offset: starts[2],
+      firstLsn: 3,
+      lastLsn: 4,
+      end: ends[3],
+    });
+  });
+
+  it("finds the smallest frame there is (every field empty, 36 bytes) ending the buffer", () => {
+    const empty: WalRecord = {
+      key: "",
+      tenant: "",
+      outcome: "",
+      lsn: 3,
+      hlc: { wallMs: 1, logical: 0 },
+      flags: 0,
+    };
+    const smallest = encodeFrames([empty]);
+    expect(smallest.length).toBe(36);
+    const { image, starts } = segment(records(2));
+    const damaged = Buffer.concat([image, smallest]);
+    damaged.fill(0xee, starts[1]!, image.length);
+    expect(findResync(damaged, starts[1]!, 2)).toEqual({
+      offset: image.length,
+      firstLsn: 3,
+      lastLsn: 3,
+      end: damaged.length,
+    });
+  });
+
   it("finds the first intact frame after a damaged one and follows the run to its end", () => {
     const { image, starts, ends } = segment(records(6));
     const damaged = Buffer.from(image);
