@@ -81,6 +81,12 @@ const folders = {
     files: ["src/divergence/classify.ts", "src/divergence/reconcile.ts"],
     tests: ["src/divergence/*.test.ts"],
   },
+  // The divergence scan (the detector's comparison of two regions, the monitor's loop) against
+  // its unit tests and the in-process detector tests, without the simulator.
+  "divergence-scan": {
+    files: ["src/divergence/detector.ts", "src/divergence/monitor.ts"],
+    tests: ["src/divergence/*.test.ts", "test/store/divergence-detector.test.ts"],
+  },
   // What a node of a region served by several nodes remembers, against a store that forgot.
   "fellow-memory": {
     files: ["src/node/fellow-memory.ts"],
