@@ -24,6 +24,9 @@ function recordingLog(): { log: Logger; lines: Array<{ level: string; msg: strin
   return { log, lines };
 }
 
+/** Wait for `check` to pass, with a deadline generous enough for a loaded machine. */
+const eventually = <T>(check: () => T) => vi.waitFor(check, { timeout: 30_000, interval: 5 });
+
 const scanOf = (peer: string, findings: Finding[] = []): PeerScan => ({
   peer,
   findings,
@@ -118,5 +121,138 @@ describe("DivergenceMonitor", () => {
     release();
     await Promise.all([periodic, verify]);
     expect(scrub).toHaveBeenCalledTimes(1);
+  });
+});
+
+describe("DivergenceMonitor's timers and scrub", () => {
+  /** A runtime whose `every` timers the test fires by hand. */
+  function handTimers() {
+    const timers: Array<{ ms: number; fn: () => void; cancelled: boolean }> = [];
+    const runtime = {
+      ...realRuntime,
+      every: (ms: number, fn: () => void) => {
+        const t = { ms, fn, cancelled: false };
+        timers.push(t);
+        return { cancel: () => void (t.cancelled = true) };
+      },
+    };
+    return { runtime, timers };
+  }
+
+  it("scans every intervalMs and scrubs a slice every scrubIntervalMs until stopped", async () => {
+    const { runtime, timers } = handTimers();
+    const scanned: string[] = [];
+    const { m, store } = monitor(async (peer) => (scanned.push(peer), scanOf(peer)), {
+      runtime,
+      intervalMs: 30_000,
+      scrubIntervalMs: 5_000,
+      scrubBucketsPerTick: 100,
+    });
+    const scrub = vi.spyOn(store, "scrub");
+    m.start();
+    expect(timers.map((t) => t.ms)).toEqual([30_000, 5_000]);
+    timers[0]!.fn();
+    await eventually(() => expect(scanned).toEqual(["eu-west-1", "ap-south-1"]));
+    timers[1]!.fn();
+    await eventually(() => expect(scrub).toHaveBeenCalledWith(0, 100));
+    m.stop();
+    expect(timers.every((t) => t.cancelled)).toBe(true);
+  });
+
+  it("scrubs the buckets slice after slice, wrapping at the last, and says when content changed outside the engine", async () => {
+    const { m, store, lines } = monitor(async (peer) => scanOf(peer));
+    const from: number[] = [];
+    let wrong: number[] = [];
+    vi.spyOn(store, "scrub").mockImplementation(async (start: number) => (from.push(start), wrong));
+    expect(await m.scrubSlice(40_000)).toBe(0);
+    expect(lines.filter((l) => l.level === "error")).toEqual([]);
+    wrong = [7, 9];
+    expect(await m.scrubSlice(40_000)).toBe(2);
+    expect(await m.scrubSlice(10)).toBe(2);
+    expect(from).toEqual([0, 40_000, 80_000 - 65_536]);
+    expect(lines.filter((l) => l.level === "error").map((l) => l.msg)).toEqual([
+      "store content changed outside the engine; digests corrected so the detector sees it",
+      "store content changed outside the engine; digests corrected so the detector sees it",
+    ]);
+  });
+
+  it("never runs two scrub slices at once, and a failed slice is logged every time without stopping the next", async () => {
+    const { runtime, timers } = handTimers();
+    const { m, store, lines } = monitor(async (peer) => scanOf(peer), { runtime });
+    let release!: () => void;
+    let fail = false;
+    const calls = vi.spyOn(store, "scrub").mockImplementation(async () => {
+      if (fail) throw new Error("disk I/O error");
+      await new Promise<void>((r) => (release = r));
+      return [];
+    });
+    m.start();
+    const tick = timers[1]!.fn;
+    tick();
+    tick(); // the first slice is still running
+    await eventually(() => expect(calls).toHaveBeenCalledTimes(1));
+    release();
+    await eventually(() => {
+      tick(); // the next tick, once the first slice ended, runs
+      expect(calls).toHaveBeenCalledTimes(2);
+    });
+    release();
+    fail = true;
+    for (const n of [3, 4])
+      await eventually(() => {
+        tick(); // runs once the slice before it has ended
+        expect(calls).toHaveBeenCalledTimes(n);
+      });
+    await eventually(() =>
+      expect(lines.filter((l) => l.msg === "scrub failed").map((l) => l.level)).toEqual(["error", "error"]),
+    );
+    m.stop();
+  });
+});
+
+describe("DivergenceMonitor's report", () => {
+  it("drops the findings of a peer it compared and no longer finds, keeping only the unreachable peer's", async () => {
+    let down = false;
+    const { m } = monitor(async (peer) => {
+      if (down && peer === "eu-west-1") throw new Error("down");
+      return down ? scanOf(peer) : scanOf(peer, [finding(`k-${peer}`, peer)]);
+    });
+    expect((await m.scan()).findings.map((f) => f.key)).toEqual(["k-eu-west-1", "k-ap-south-1"]);
+    down = true;
+    expect((await m.scan()).findings.map((f) => f.key)).toEqual(["k-eu-west-1"]);
+    expect(m.findings.map((f) => f.key)).toEqual(["k-eu-west-1"]);
+  });
+
+  it("logs each new finding as an error, times the scan in seconds, and works without an error callback", async () => {
+    let monoMs = 10_000;
+    const seconds: number[] = [];
+    const { m, lines } = monitor(
+      async (peer) => {
+        monoMs += 750;
+        if (peer === "ap-south-1") throw new Error("refused");
+        return scanOf(peer, [finding("k1", peer)]);
+      },
+      {
+        runtime: { ...realRuntime, monoMs: () => monoMs },
+        onScan: (_report, s) => void seconds.push(s),
+        onScanError: undefined,
+      },
+    );
+    expect(m.errors).toEqual([]);
+    const report = await m.scan();
+    expect(report.durationMs).toBe(1_500);
+    expect(seconds).toEqual([1.5]);
+    expect(m.errors).toEqual([{ peer: "ap-south-1", error: "refused" }]);
+    expect(lines.filter((l) => l.msg === "divergence found").map((l) => l.level)).toEqual(["error"]);
+    // A peer never in error is never "compared again".
+    expect(lines.some((l) => /compares with the peer again/.test(l.msg))).toBe(false);
+  });
+
+  it("answers a repair's question about some keys from the detector, now", async () => {
+    const checkKeys = vi.fn(async () => [finding("k1", "eu-west-1")]);
+    const { m } = monitor(async (peer) => scanOf(peer));
+    (m as unknown as { o: { detector: { checkKeys: unknown } } }).o.detector.checkKeys = checkKeys;
+    expect((await m.checkKeys("eu-west-1", ["k1"])).map((f) => f.key)).toEqual(["k1"]);
+    expect(checkKeys).toHaveBeenCalledWith("eu-west-1", ["k1"]);
   });
 });
