@@ -354,6 +354,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
         }
         const outcome = await inflight.shift()!;
         if (outcome.kind !== "ok") throw this.windowFailure(outcome);
+        this.noteRecovered();
         this.advance(outcome.watermark, outcome.sent);
       }
     } finally {
@@ -397,6 +398,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
       if (!(err instanceof StreamGapError) || err.toLsn > this.skipThrough) throw err;
       for (const o of await Promise.all(inflight.splice(0))) {
         if (o.kind !== "ok") throw this.windowFailure(o);
+        this.noteRecovered();
         this.advance(o.watermark, o.sent);
       }
       this.o.log.error(
@@ -437,7 +439,6 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   }
 
   private advance(watermark: number, sent: number): void {
-    this.noteRecovered();
     this.lastAckAtMs = this.rt.nowMs();
     if (watermark <= this.acked) return;
     this.setAcked(watermark);
@@ -500,6 +501,10 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   private async sendOnce(chunk: WalChunk, flags: number): Promise<void> {
     const outcome = await this.send(chunk, flags);
     if (outcome.kind !== "ok") throw this.windowFailure(outcome);
+    // Older incarnations and backfills can take a long session: the peer taking them is
+    // shipping that works (status shows no stale error meanwhile).
+    this.noteRecovered();
+    this.state = "shipping";
     if (chunk.incarnation === this.o.wal.incarnation && (flags & BATCH_FLAG_BACKFILL) === 0)
       this.advance(outcome.watermark, outcome.sent);
   }
@@ -528,9 +533,10 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   }
 
   /**
-   * Shipping works again: the peer took a batch of the current stream, or there is nothing
-   * left to send. (Not when a session merely starts: most failures come after the peer's
-   * watermarks answered, and every retry logged "recovered" then "failing" again.)
+   * Shipping works again: the peer took a batch, or there is nothing left to send. (Not when
+   * a session merely starts: most failures come after the peer's watermarks answered, and
+   * every retry logged "recovered" then "failing" again; nor for answers settled after a
+   * failure, which supervise() reports next.)
    */
   private noteRecovered(): void {
     if (this.failingReason !== undefined) {

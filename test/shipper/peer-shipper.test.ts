@@ -268,6 +268,29 @@ describe("older incarnations", () => {
     });
   });
 
+  it("taken by the peer after a failure count as recovered shipping, before the current stream", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const old = olderRecords(Array.from({ length: 20 }, (_, i) => i + 1));
+    o.hold(older, 20, old);
+    const cur = [record(1)];
+    o.hold(current, 1, cur);
+    o.wal.add(cur);
+    const peer = new ReaderPeer();
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    peer.before = async (n) => {
+      if (n === 1) throw new Error("connection reset");
+      if (n === 3) await gate; // the second older batch of the next session waits
+    };
+    const { shipper } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
+    await waitFor(() => peer.batches >= 3 || undefined, "the next session's second older batch sent");
+    expect([shipper.state, shipper.lastError]).toEqual(["shipping", undefined]);
+    open();
+    await waitFor(caughtUp(shipper, 1), "caught up");
+    expect(peer.holds([...old, ...cur])).toHaveLength(21);
+  });
+
   it("are shipped again to a peer restored from a backup taken before they reached it", async () => {
     const dir = tempDir();
     const o = originWith(dir);
