@@ -82,6 +82,49 @@ describe("shipOlderStreams", () => {
   });
 });
 
+describe("shipOlderStreams, page by page", () => {
+  it("ships a stream longer than a batch in pieces, each hole (the stream's last LSN too) a skip audited as lost", async () => {
+    // Batches of 2 records; the store holds 1, 2, 3, 5, 6 of a stream that went to 7.
+    const { c, sent, lost } = context([1, 2, 3, 5, 6], 7, 0);
+    await shipOlderStreams(c);
+    expect(sent.map((s) => [s.firstLsn, s.lastLsn, s.flags])).toEqual([
+      [1, 2, 0],
+      [3, 3, 0],
+      [4, 4, 1],
+      [5, 5, 0],
+      [6, 6, 0],
+      [7, 7, 1],
+    ]);
+    expect(lost).toEqual([
+      [4, 4],
+      [7, 7],
+    ]);
+  });
+
+  it("a hole at the stream's last LSN right after a full page is lost and skipped too", async () => {
+    const { c, sent, lost } = context([1, 2, 3, 4], 5, 0);
+    await shipOlderStreams(c);
+    expect(sent.map((s) => [s.firstLsn, s.lastLsn, s.flags])).toEqual([
+      [1, 2, 0],
+      [3, 4, 0],
+      [5, 5, 1],
+    ]);
+    expect(lost).toEqual([[5, 5]]);
+  });
+
+  it("audits nothing, not even an empty entry, for a stream without a hole", async () => {
+    const { c, sent } = context([1, 2, 3], 3, 0);
+    let audits = 0;
+    c.reportLost = async () => void audits++;
+    await shipOlderStreams(c);
+    expect(sent.map((s) => [s.firstLsn, s.lastLsn])).toEqual([
+      [1, 2],
+      [3, 3],
+    ]);
+    expect(audits).toBe(0);
+  });
+});
+
 describe("backfillTenants (a widened policy)", () => {
   const tenantOf = (lsn: number) => (lsn % 2 === 0 ? "a" : "b");
   const r = (lsn: number) => ({ ...rec(lsn), tenant: tenantOf(lsn) });
