@@ -255,6 +255,7 @@ describe("finding the frames after damage", () => {
   it("finds the smallest frame there is (every field empty, 36 bytes) ending the buffer", () => {
     const empty: WalRecord = {
       key: "",
+      bodyJson: undefined,
       tenant: "",
       outcome: "",
       lsn: 3,
