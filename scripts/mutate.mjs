@@ -12,6 +12,18 @@
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 
+/** The in-process tests that open a WAL (those spawning `crr serve` run dist/ and cannot kill a mutant). */
+const walIoTests = [
+  "src/wal/*.test.ts",
+  "test/wal/wal.test.ts",
+  "test/recovery/wal-damage.test.ts",
+  "src/node/wal-open.test.ts",
+  "src/node/repair.test.ts",
+  "src/node/applied-wal.test.ts",
+  "src/node/append-path.test.ts",
+  "test/node/local-apply-retention.test.ts",
+];
+
 /** Each part: the files Stryker mutates (default: the folder's files) and the tests run against them. */
 const folders = {
   clock: { tests: ["src/clock/*.test.ts"] },
@@ -65,6 +77,11 @@ const folders = {
     files: ["src/wal/record.ts", "src/wal/segment.ts", "src/wal/crc32.ts"],
     tests: ["src/wal/*.test.ts", "test/wal/wal.test.ts", "test/recovery/wal-damage.test.ts"],
   },
+  // The WAL's I/O (append, group commit, read, retention) and its recovery at open, each alone
+  // against every in-process test that opens a WAL (hours together; apart, each fits beside
+  // the others on two cores).
+  "wal-log": { files: ["src/wal/wal.ts"], tests: walIoTests },
+  "wal-recovery": { files: ["src/wal/recovery.ts"], tests: walIoTests },
   // Recovery's plan for the newest segment alone, against its own and the wal tests.
   "tail-plan": {
     files: ["src/wal/tail-plan.ts"],
@@ -91,6 +108,17 @@ const folders = {
   "fellow-memory": {
     files: ["src/node/fellow-memory.ts"],
     tests: ["src/node/fellow-memory.test.ts", "src/node/fellow-wait.test.ts"],
+  },
+  // The SQLite store (its SQL, the rows it reads back, the catch-up from the WAL) against the
+  // store's unit tests, its own tests and the contract both engines share.
+  "sqlite-store": {
+    files: ["src/store/sqlite-store.ts", "src/store/rows.ts", "src/store/wal-sync.ts"],
+    tests: [
+      "src/store/*.test.ts",
+      "test/store/sqlite-store.test.ts",
+      "test/store/store-contract.test.ts",
+      "test/store/divergence-detector.test.ts",
+    ],
   },
   "store-pure": {
     files: ["src/store/merge.ts", "src/store/digest.ts", "src/store/digest-tree.ts"],
