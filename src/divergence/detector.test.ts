@@ -190,3 +190,28 @@ describe("our own records of a tenant the peer withholds from us", () => {
     expect(findings.findings.map((f) => [f.key, f.kind])).toEqual([["k-T", "divergent"]]);
   });
 });
+
+describe("a region served by several nodes", () => {
+  it("takes a fellow node's stream for a live one: its newest record, not yet at the peer, is in flight", async () => {
+    const a = store();
+    const b = store();
+    const fellow = "f".repeat(32);
+    // Written by a's other node (its own incarnation), applied to the region's store, not yet at b.
+    a.applySync({ origin: "a", incarnation: fellow, firstLsn: 1, lastLsn: 1, records: [rec(1, "k-f")] });
+    const detector = (fellows?: () => Promise<ReadonlySet<string>>) =>
+      new DivergenceDetector({
+        region: "a",
+        incarnation: () => "a".repeat(32),
+        fellows,
+        store: a,
+        remote: () => storeRemote(b, "b"),
+        inFlightMsMax: Number.MAX_SAFE_INTEGER,
+        runtime: { ...realRuntime, nowMs: () => 0 },
+        log: silentLogger(),
+      });
+    expect((await detector(async () => new Set([fellow])).scanPeer("b")).findings).toEqual([]);
+    // Without the fellows, the stream is taken for an older incarnation of a: settled, so missing.
+    const alone = await detector().scanPeer("b");
+    expect(alone.findings.map((f) => [f.key, f.kind, f.missingIn])).toEqual([["k-f", "missing", "b"]]);
+  });
+});

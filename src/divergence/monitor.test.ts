@@ -223,6 +223,18 @@ describe("DivergenceMonitor's report", () => {
     expect(m.findings.map((f) => f.key)).toEqual(["k-eu-west-1"]);
   });
 
+  it("keeps the findings of every unreachable peer, not only when one is down", async () => {
+    let down = false;
+    const { m } = monitor(async (peer) => {
+      if (down) throw new Error(`${peer} down`);
+      return scanOf(peer, [finding(`k-${peer}`, peer)]);
+    });
+    await m.scan();
+    down = true;
+    expect((await m.scan()).findings.map((f) => f.key).sort()).toEqual(["k-ap-south-1", "k-eu-west-1"]);
+    expect(m.errors.map((e) => e.peer).sort()).toEqual(["ap-south-1", "eu-west-1"]);
+  });
+
   it("logs each new finding as an error, times the scan in seconds, and works without an error callback", async () => {
     let monoMs = 10_000;
     const seconds: number[] = [];

@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import type { PeerShipper } from "../../src/shipper/index.js";
 import { encodeFrames, type WalRecord } from "../../src/wal/index.js";
 import { BATCH_FLAG_BACKFILL } from "../../src/protocol/index.js";
+import type { ReplicateAnswer } from "../../src/link/index.js";
 import {
   ReaderPeer,
   TestWal,
@@ -623,5 +624,106 @@ describe("records the WAL no longer holds", () => {
     expect(peer.holds(all)).toHaveLength(20);
     expect(fallbacks.length).toBeGreaterThan(0);
     expect(fallbacks[0]!.message).toMatch(/LSN 1\b/);
+  });
+});
+
+/** The real peer, with its answer to the `n`th batch (and the batch itself) seen or replaced by `answer`. */
+class AnsweringPeer extends ReaderPeer {
+  answer:
+    | ((
+        n: number,
+        batch: { firstLsn: number; lastLsn: number; flags: number },
+        real: ReplicateAnswer,
+      ) => ReplicateAnswer)
+    | undefined;
+
+  override async replicate(body: Buffer): Promise<ReplicateAnswer> {
+    const real = await super.replicate(body);
+    return this.answer ? this.answer(this.batches, ReaderPeer.header(body), real) : real;
+  }
+}
+
+describe("the answers the shipper checks", () => {
+  /** An origin whose WAL and store hold `n` records of the current stream (tenant A, B alternating). */
+  function shipping(n: number) {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const recs = Array.from({ length: n }, (_, i) => record(i + 1, i % 2 === 0 ? "A" : "B"));
+    o.hold(current, n, recs);
+    o.wal.add(recs);
+    const peer = new AnsweringPeer();
+    peer.before = async () => undefined; // so the peer counts its batches
+    return { dir, o, recs, peer };
+  }
+
+  it("an acknowledgement past what the batch carried is a protocol error, never the shipper's watermark", async () => {
+    const { dir, o, recs, peer } = shipping(10);
+    peer.answer = (n, b, real) => (n === 1 ? { kind: "ok", watermark: b.lastLsn + 5 } : real);
+    const { shipper, failures } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
+    const acks: number[] = [];
+    shipper.on("ack", (w: number) => acks.push(w));
+    await waitFor(caughtUp(shipper, 10), "caught up after the untrusted answer");
+    expect(failures[0]).toBe("ack_beyond_sent");
+    expect(acks.filter((w) => w > 10)).toEqual([]); // (the next session learns 10 from the peer's watermarks)
+    expect(peer.holds(recs)).toHaveLength(10);
+  });
+
+  it("a rewind to the batch's first LSN or past it is a protocol error; one to just before it is a rewind", async () => {
+    for (const [back, reason] of [
+      [0, "ack_beyond_sent"],
+      [1, "rewind"],
+    ] as const) {
+      const { dir, o, peer } = shipping(10);
+      peer.answer = (n, b, real) => (n === 1 ? { kind: "gap", watermark: b.firstLsn - back } : real);
+      const { shipper, failures } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
+      await waitFor(caughtUp(shipper, 10), `caught up after a rewind to first LSN - ${back}`);
+      expect(failures[0]).toBe(reason);
+    }
+  });
+
+  it("each acknowledgement counts the records its batch carried to this peer (its policy's only)", async () => {
+    const { dir, o, peer } = shipping(20);
+    const { shipper } = start({ ...o, peer, stateFile: path.join(dir, "eu.json"), tenants: ["A"] });
+    const sent: number[] = [];
+    shipper.on("ack", (_w: number, n: number) => sent.push(n));
+    await waitFor(caughtUp(shipper, 20), "caught up");
+    expect(sent.reduce((a, b) => a + b, 0)).toBe(10);
+  });
+
+  it("a backfill batch the peer refuses is sent again: every record of the added tenant arrives", async () => {
+    const { dir, o, recs, peer } = shipping(20);
+    const stateFile = path.join(dir, "eu.json");
+    const first = start({ ...o, peer, stateFile, tenants: ["A"] });
+    await waitFor(caughtUp(first.shipper, 20), "tenant A shipped");
+    await stop(first.shipper);
+    let refused = 0;
+    const real = peer.replicate.bind(peer);
+    peer.replicate = async (body: Buffer) => {
+      if ((ReaderPeer.header(body).flags & BATCH_FLAG_BACKFILL) !== 0 && refused++ === 0)
+        throw new Error("connection reset");
+      return real(body);
+    };
+    const { shipper, failures } = start({ ...o, peer, stateFile, tenants: ["A", "B"] });
+    await waitFor(() => peer.holds(recs).length === 20 || undefined, "tenant B backfilled after the refusal");
+    expect(failures.length).toBeGreaterThan(0);
+    expect(shipper.acked).toBe(20);
+  });
+
+  it("an older incarnation's answers never move the current stream's watermark", async () => {
+    const { dir, o, peer } = shipping(3);
+    const older = "0".repeat(32);
+    o.hold(
+      older,
+      30,
+      Array.from({ length: 30 }, (_, i) => record(i + 1, "t", `old${i + 1}`)),
+    );
+    const { shipper } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
+    const acks: number[] = [];
+    shipper.on("ack", (w: number) => acks.push(w));
+    await waitFor(caughtUp(shipper, 3), "the current stream caught up");
+    expect(Math.max(...acks)).toBe(3);
+    expect(await peer.watermarks()).toMatchObject({
+      streams: expect.arrayContaining([expect.objectContaining({ incarnation: older, lsn: 30 })]),
+    });
   });
 });
