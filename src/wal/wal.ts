@@ -535,11 +535,14 @@ export class Wal {
         throw err;
       });
       if (next && seg.lastLsn !== next.header.firstLsn - 1) {
-        throw new SegmentCorruptError(
+        // Remembered too: a later read of the LSNs it lacks would otherwise find "nothing
+        // durable yet" below the durable mark, and a tail would spin on it.
+        seg.damaged = new SegmentCorruptError(
           seg.file,
           seg.bytes,
           `ends at LSN ${seg.lastLsn} but ${next.file} starts at ${next.header.firstLsn}`,
         );
+        throw seg.damaged;
       }
     }
     if (fromLsn > seg.lastLsn!) return undefined;

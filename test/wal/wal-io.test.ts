@@ -1,0 +1,387 @@
+/**
+ * The WAL's own bookkeeping, in process on real files, checked against the bytes on disk and
+ * what each append was told: where a chunk says its frames are, reads through the index of a
+ * long segment and of a frame larger than the read window, the cache of recent groups and its
+ * limits, waiting for durability (abort, close), the queue bound, restored records, a failed
+ * write and a failed truncate, the archive's view of sealed and active segments, and stats.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import {
+  RecordInvalidError,
+  SegmentCorruptError,
+  WalBusyError,
+  WalClosedError,
+  WalLsnUnavailableError,
+  WalWriteError,
+} from "../../src/errors.js";
+import { realRuntime } from "../../src/runtime/index.js";
+import { nodeFileOps, type FileOps } from "../../src/util/file-ops.js";
+import { Wal, decodeFrames, type AppendAck, type WalChunk, type WalRecord } from "../../src/wal/index.js";
+import { faultyFs } from "../support/faulty-fs.js";
+import { tempDir } from "../support/tmp.js";
+
+const region = "us-east-1";
+const rec = (i: number, pad = 0) => ({
+  key: `k-${i}`,
+  tenant: "t",
+  outcome: "accepted",
+  body: { i, pad: "p".repeat(pad) },
+});
+const opened: Wal[] = [];
+afterEach(async () => {
+  for (const w of opened.splice(0)) await w.close();
+});
+
+async function open(o: Omit<Parameters<typeof Wal.open>[0], "region">): Promise<Wal> {
+  const w = await Wal.open({ region, ...o });
+  opened.push(w);
+  return w;
+}
+
+/** Each chunk's frames are exactly the bytes its segment holds at its offset. */
+function matchesDisk(dir: string, c: WalChunk): void {
+  const file = fs.readFileSync(path.join(dir, c.segment));
+  expect(Buffer.compare(file.subarray(c.offset, c.offset + c.frames.length), c.frames)).toBe(0);
+}
+
+const decode = (c: WalChunk): WalRecord[] =>
+  decodeFrames(c.frames, { source: c.segment, baseOffset: c.offset, firstLsn: c.firstLsn });
+
+/** Append `n` records from `from`, `group` at a time (each lot one group commit). */
+async function appendAll(wal: Wal, n: number, pad = 0, from = 1, group = 100): Promise<AppendAck[]> {
+  const acks: AppendAck[] = [];
+  for (let i = from; i < from + n; i += group)
+    acks.push(
+      ...(await Promise.all(
+        Array.from({ length: Math.min(group, from + n - i) }, (_, j) => wal.append(rec(i + j, pad))),
+      )),
+    );
+  return acks;
+}
+
+describe("reads", () => {
+  it("from the cache of recent groups: any LSN, within the limits, frames where the chunk says", async () => {
+    const dir = tempDir();
+    const wal = await open({ dir });
+    await appendAll(wal, 300, 50);
+    for (const [from, recordsMax, bytesMax] of [
+      [1, 1000, 1 << 20],
+      [57, 30, 1 << 20],
+      [150, 1000, 2_000],
+      [300, 10, 1],
+    ] as const) {
+      const c = (await wal.read(from, { recordsMax, bytesMax }))!;
+      matchesDisk(dir, c);
+      const got = decode(c);
+      expect(got[0]!.lsn).toBe(from);
+      expect(got.at(-1)!.lsn).toBe(c.lastLsn);
+      expect(got.length).toBe(Math.min(recordsMax, 301 - from, got.length));
+      expect(got.length).toBeLessThanOrEqual(recordsMax);
+      expect(c.frames.length <= bytesMax || got.length === 1).toBe(true);
+      if (bytesMax === 1 << 20) expect(got.length).toBe(Math.min(recordsMax, 301 - from));
+    }
+    expect(await wal.read(301, { recordsMax: 10, bytesMax: 1 << 20 })).toBeUndefined();
+  });
+
+  it("from disk after a reopen: through the index of a segment longer than its index step, and from any LSN", async () => {
+    const dir = tempDir();
+    const wal = await Wal.open({ dir, region });
+    await appendAll(wal, 2_600);
+    await wal.close();
+    const again = await open({ dir });
+    for (const from of [1, 1023, 1024, 1025, 2048, 2049, 2500, 2600]) {
+      const c = (await again.read(from, { recordsMax: 50, bytesMax: 1 << 20 }))!;
+      matchesDisk(dir, c);
+      const got = decode(c);
+      expect(got.map((r) => r.lsn)).toEqual(
+        Array.from({ length: Math.min(50, 2601 - from) }, (_, i) => from + i),
+      );
+      expect(JSON.parse(got[0]!.bodyJson!).i).toBe(from);
+    }
+    const small = (await again.read(10, { recordsMax: 1000, bytesMax: 500 }))!;
+    expect(small.frames.length).toBeLessThanOrEqual(500);
+    expect(small.lastLsn).toBeGreaterThan(10);
+  });
+
+  it("from disk, at most bytesMax (but always one record), a window larger than the first read", async () => {
+    const dir = tempDir();
+    const wal = await Wal.open({ dir, region });
+    await appendAll(wal, 60, 50_000, 1, 5); // ~50 KB a record, 3 MB in all
+    await wal.close();
+    const again = await open({ dir });
+    for (const [from, bytesMax] of [
+      [1, 100],
+      [7, 2 << 20],
+      [1, 16 << 20],
+    ] as const) {
+      const c = (await again.read(from, { recordsMax: 1000, bytesMax }))!;
+      matchesDisk(dir, c);
+      const got = decode(c);
+      expect(got[0]!.lsn).toBe(from);
+      if (bytesMax === 100) expect(got).toHaveLength(1);
+      else {
+        expect(c.frames.length).toBeLessThanOrEqual(bytesMax);
+        // As many as fit: one more would not (or none is left).
+        expect(c.lastLsn === 60 || c.frames.length + c.frames.length / got.length > bytesMax).toBe(true);
+      }
+    }
+    expect((await again.read(1, { recordsMax: 1000, bytesMax: 16 << 20 }))!.lastLsn).toBe(60);
+  });
+
+  it("stop at the end of a segment, and the next read starts the next one", async () => {
+    const dir = tempDir();
+    const wal = await open({ dir, segmentBytesMax: 4096 });
+    await appendAll(wal, 200, 20, 1, 10);
+    const sealed = wal.sealedSegments();
+    expect(sealed.length).toBeGreaterThan(2);
+    const c = (await wal.read(sealed[0]!.firstLsn, { recordsMax: 10_000, bytesMax: 1 << 24 }))!;
+    expect(c.lastLsn).toBe(sealed[0]!.lastLsn);
+    const d = (await wal.read(c.lastLsn + 1, { recordsMax: 10_000, bytesMax: 1 << 24 }))!;
+    expect(d.segment).toBe(sealed[1]!.file);
+    expect(d.firstLsn).toBe(sealed[1]!.firstLsn);
+    expect(wal.segmentRange(c.lastLsn)).toEqual({
+      firstLsn: sealed[0]!.firstLsn,
+      lastLsn: sealed[0]!.lastLsn,
+    });
+    expect(wal.segmentRange(200)).toEqual({ firstLsn: wal.activeDurable().firstLsn, lastLsn: 200 });
+  });
+
+  it("a sealed segment that ends before the next one starts is corrupt, and stays so for later reads", async () => {
+    const dir = tempDir();
+    const wal = await Wal.open({ dir, region, segmentBytesMax: 4096 });
+    await appendAll(wal, 200, 20, 1, 10);
+    const first = wal.sealedSegments()[0]!;
+    await wal.close();
+    // Drop the first segment's last frame: what is left is a valid segment that ends too early.
+    const buf = fs.readFileSync(first.path);
+    let p = 128;
+    let lastStart = p;
+    while (p < buf.length) {
+      lastStart = p;
+      p += 8 + buf.readUInt32LE(p + 4);
+    }
+    fs.writeFileSync(first.path, buf.subarray(0, lastStart));
+    let reads = 0;
+    const counting: FileOps = {
+      ...nodeFileOps,
+      open: (f, flags, mode) => (reads++, nodeFileOps.open(f, flags, mode)),
+    };
+    const again = await open({ dir, segmentBytesMax: 4096, fileOps: counting });
+    const before = reads;
+    await expect(again.read(1, { recordsMax: 10, bytesMax: 1 << 20 })).rejects.toThrow(
+      /ends at LSN \d+ but \d+\.wal starts at/,
+    );
+    // The LSN it lacks is below the durable mark: never "nothing durable yet" (a tail would spin).
+    await expect(again.read(first.lastLsn, { recordsMax: 10, bytesMax: 1 << 20 })).rejects.toBeInstanceOf(
+      SegmentCorruptError,
+    );
+    expect(reads - before).toBe(1); // the second read failed without opening it again
+  });
+});
+
+describe("waiting for durability", () => {
+  it("answers at once when already durable, waits for a later LSN, rejects on abort and on close", async () => {
+    const wal = await Wal.open({ dir: tempDir(), region });
+    await appendAll(wal, 5);
+    expect(await wal.waitForDurable(4)).toBe(5);
+    const later = wal.waitForDurable(5);
+    await wal.append(rec(6));
+    expect(await later).toBe(6);
+    const ac = new AbortController();
+    const aborted = wal.waitForDurable(6, ac.signal);
+    ac.abort(new Error("stopped by the test"));
+    await expect(aborted).rejects.toThrow("stopped by the test");
+    const already = new AbortController();
+    already.abort(new Error("before"));
+    await expect(wal.waitForDurable(6, already.signal)).rejects.toThrow("before");
+    const closing = expect(wal.waitForDurable(6)).rejects.toBeInstanceOf(WalClosedError);
+    await wal.close();
+    await closing;
+  });
+
+  it("tails from any LSN, waits for new records, and ends when its signal aborts", async () => {
+    const wal = await open({ dir: tempDir() });
+    await appendAll(wal, 5);
+    const ac = new AbortController();
+    const seen: number[] = [];
+    const done = (async () => {
+      for await (const c of wal.tail(3, { recordsMax: 2, bytesMax: 1 << 20 }, ac.signal)) {
+        seen.push(...decode(c).map((r) => r.lsn));
+        if (seen.at(-1) === 7) ac.abort();
+      }
+    })();
+    await appendAll(wal, 2, 0, 6);
+    await done;
+    expect(seen).toEqual([3, 4, 5, 6, 7]);
+  });
+});
+
+describe("appends the WAL refuses", () => {
+  it("beyond the queue bound, on a closed WAL, and batches past their limits: nothing appended", async () => {
+    const ops = faultyFs();
+    // A record of ~20 KB may take three times that before it is encoded (the bound counted).
+    const wal = await open({ dir: tempDir(), fileOps: ops, queueBytesMax: 70_000 });
+    let release!: () => void;
+    ops.syncGate = new Promise((r) => (release = r));
+    const first = wal.append(rec(1, 20_000)); // held in its fdatasync
+    const busy = (() => {
+      try {
+        void wal.append(rec(2, 20_000));
+        return undefined;
+      } catch (err) {
+        return err;
+      }
+    })();
+    expect(busy).toBeInstanceOf(WalBusyError);
+    expect((busy as Error).message).toMatch(/queue full \(\d+ bytes queued\)/);
+    ops.syncGate = undefined;
+    release();
+    expect((await first).lsn).toBe(1);
+    expect((await wal.append(rec(3))).lsn).toBe(2); // the refused append took no LSN
+    expect(() => wal.appendBatch(Array.from({ length: 100_001 }, (_, i) => rec(i)))).toThrow(
+      RecordInvalidError,
+    );
+    expect(() => wal.appendBatch(Array.from({ length: 100 }, (_, i) => rec(i, 60_000)))).toThrow(
+      /above the \d+-byte write limit/,
+    );
+    expect(await wal.appendBatch([])).toEqual([]);
+    expect(wal.durableLsn).toBe(2);
+    await wal.close();
+    opened.splice(0);
+    expect(wal.writable).toBe(false);
+    expect(() => wal.append(rec(4))).toThrow(WalClosedError);
+    await wal.close(); // twice is fine
+  });
+
+  it("restored records must continue the log exactly; they keep their own LSN and HLC", async () => {
+    const dir = tempDir();
+    const src = await open({ dir: tempDir() });
+    await appendAll(src, 4);
+    const records = decode((await src.read(1, { recordsMax: 10, bytesMax: 1 << 20 }))!);
+    const wal = await open({ dir });
+    expect(() => wal.appendRestored(records.slice(1))).toThrow(/restored LSN 2 must continue the WAL at 1/);
+    await wal.appendRestored([]);
+    await wal.appendRestored(records);
+    expect(wal.durableLsn).toBe(4);
+    const back = decode((await wal.read(1, { recordsMax: 10, bytesMax: 1 << 20 }))!);
+    expect(back.map((r) => [r.lsn, r.hlc, r.key])).toEqual(records.map((r) => [r.lsn, r.hlc, r.key]));
+    const next = await wal.append(rec(5));
+    expect(next.lsn).toBe(5);
+    expect(next.hlc.wallMs > records[3]!.hlc.wallMs || next.hlc.logical > records[3]!.hlc.logical).toBe(true);
+  });
+});
+
+describe("a failed write", () => {
+  it("whose truncate fails too leaves the WAL damaged until the next write cuts the stray bytes first", async () => {
+    const dir = tempDir();
+    const ops = faultyFs();
+    let truncates = 0;
+    let failTruncate = true;
+    ops.ftruncate = async (fd, len) => {
+      truncates++;
+      if (failTruncate) throw Object.assign(new Error("EIO: i/o error, ftruncate"), { code: "EIO" });
+      return nodeFileOps.ftruncate(fd, len);
+    };
+    const wal = await open({ dir, fileOps: ops });
+    await appendAll(wal, 3);
+    const size = wal.stats().activeBytes;
+    ops.spaceBytes = 30; // a short write, then ENOSPC
+    await expect(wal.append(rec(4, 200))).rejects.toBeInstanceOf(WalWriteError);
+    expect(wal.writable).toBe(false);
+    expect(fs.statSync(path.join(dir, wal.activeDurable().file)).size).toBeGreaterThan(size); // the stray bytes
+    ops.spaceBytes = Infinity;
+    failTruncate = false;
+    const ack = await wal.append(rec(5));
+    expect(ack.lsn).toBe(4);
+    expect(wal.writable).toBe(true);
+    expect(truncates).toBeGreaterThanOrEqual(2);
+    await wal.close();
+    opened.splice(0);
+    const again = await open({ dir });
+    expect(again.recovery.truncatedBytes).toBe(0);
+    expect(decode((await again.read(1, { recordsMax: 10, bytesMax: 1 << 20 }))!).map((r) => r.key)).toEqual([
+      "k-1",
+      "k-2",
+      "k-3",
+      "k-5",
+    ]);
+  });
+
+  it("of an fdatasync fails the group and names the call", async () => {
+    const ops = faultyFs();
+    let fail = false;
+    ops.fdatasync = async (fd) => {
+      if (fail) throw Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" });
+      return nodeFileOps.fdatasync(fd);
+    };
+    const wal = await open({ dir: tempDir(), fileOps: ops });
+    await wal.append(rec(1));
+    fail = true;
+    const err = await wal.append(rec(2)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WalWriteError);
+    expect((err as Error).message).toMatch(/fdatasync/);
+    expect(wal.durableLsn).toBe(1);
+    fail = false;
+    expect((await wal.append(rec(3))).lsn).toBe(2);
+  });
+});
+
+describe("what the WAL tells the archive and the operator", () => {
+  it("sealed segments with their LSNs and age, the active one's durable prefix, and stats", async () => {
+    const dir = tempDir();
+    let now = 50_000;
+    const fsyncs: number[] = [];
+    const wal = await open({
+      dir,
+      segmentBytesMax: 4096,
+      runtime: { ...realRuntime, nowMs: () => now },
+      onFsync: (s) => void fsyncs.push(s),
+    });
+    expect(wal.activeDurable()).toMatchObject({ firstLsn: 1, lastLsn: 0, bytes: 128 });
+    expect(wal.sealedSegments()).toEqual([]);
+    now = 60_000;
+    await appendAll(wal, 150, 20, 1, 10);
+    const sealed = wal.sealedSegments();
+    expect(sealed.length).toBeGreaterThan(1);
+    expect(sealed[0]).toMatchObject({ firstLsn: 1, createdAtMs: 50_000, file: "00000000000000000001.wal" });
+    for (let i = 1; i < sealed.length; i++) {
+      expect(sealed[i]!.firstLsn).toBe(sealed[i - 1]!.lastLsn + 1);
+      expect(sealed[i]!.createdAtMs).toBe(60_000);
+    }
+    const active = wal.activeDurable();
+    expect(active.firstLsn).toBe(sealed.at(-1)!.lastLsn + 1);
+    expect(active.lastLsn).toBe(150);
+    expect(active.bytes).toBe(fs.statSync(active.path).size);
+    const stats = wal.stats();
+    const onDisk = fs.readdirSync(dir).reduce((n, f) => n + fs.statSync(path.join(dir, f)).size, 0);
+    expect(stats).toMatchObject({
+      region,
+      incarnation: wal.incarnation,
+      segments: sealed.length + 1,
+      bytes: onDisk,
+      activeBytes: active.bytes,
+      firstLsn: 1,
+      durableLsn: 150,
+      appends: 150,
+      fsyncs: fsyncs.length,
+    });
+    expect(fsyncs.every((s) => s >= 0 && s < 60)).toBe(true);
+    expect(await wal.removeBelow(sealed[1]!.firstLsn)).toBe(1);
+    expect(wal.stats()).toMatchObject({ segments: sealed.length, firstLsn: sealed[1]!.firstLsn });
+    expect(await wal.removeBelow(sealed[1]!.firstLsn)).toBe(0);
+    await expect(wal.read(1, { recordsMax: 1, bytesMax: 1 << 20 })).rejects.toBeInstanceOf(
+      WalLsnUnavailableError,
+    );
+  });
+
+  it("a segment is never rotated while it holds no record, however large the group", async () => {
+    const dir = tempDir();
+    const wal = await open({ dir, segmentBytesMax: 4096 });
+    await wal.append(rec(1, 10_000));
+    await wal.append(rec(2, 10_000));
+    expect(wal.stats().segments).toBe(2);
+    expect(wal.sealedSegments()[0]).toMatchObject({ firstLsn: 1, lastLsn: 1 });
+  });
+});
