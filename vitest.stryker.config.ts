@@ -18,6 +18,8 @@ const all = [
   "test/shipper/*.test.ts",
   "test/store/*.test.ts",
   "test/wal/wal.test.ts",
+  "test/wal/wal-io.test.ts",
+  "test/wal/recovery.test.ts",
   ...(process.env.CRR_MUTATE_SIM === "0" ? [] : ["test/sim/*.test.ts"]),
 ];
 

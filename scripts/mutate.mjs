@@ -16,6 +16,8 @@ import fs from "node:fs";
 const walIoTests = [
   "src/wal/*.test.ts",
   "test/wal/wal.test.ts",
+  "test/wal/wal-io.test.ts",
+  "test/wal/recovery.test.ts",
   "test/recovery/wal-damage.test.ts",
   "src/node/wal-open.test.ts",
   "src/node/repair.test.ts",
