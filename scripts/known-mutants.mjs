@@ -1013,6 +1013,14 @@ const mutants = [
     to: "    await this.backfillWidened(c, wentBack);\n    this.noteRecovered();\n    await this.shipCurrent();",
     tests: ["test/replication/shipper-supervision.test.ts", "test/shipper/peer-shipper.test.ts"],
   },
+  {
+    name: "a sealed WAL segment that ends early answers 'nothing durable yet' on the next read of an LSN it lacks",
+    file: "src/wal/wal.ts",
+    from: "        throw seg.damaged;\n      }",
+    to: "        const found = seg.damaged;\n        seg.damaged = undefined;\n        throw found;\n      }",
+    tests: ["test/wal/wal-io.test.ts"],
+    only: "ends before the next one starts",
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */
