@@ -188,6 +188,7 @@ describe("evidence that answers with the wrong records", () => {
     expect(sha256(seg)).toBe(before);
     const wal = await Wal.open({ dir, region, evidence: evidence(all, 65) });
     expect(wal.recovery.restored?.lsns).toEqual([[30, 31]]);
+    expect([wal.recovery.truncatedBytes, wal.recovery.tornReason]).toEqual([0, undefined]); // restored, not cut
     expect((await readAll(wal)).map((r) => r.key)).toEqual(all.map((r) => r.key));
     await wal.close();
   });
@@ -244,7 +245,7 @@ describe("the recovery report", () => {
     const seg = newestSegment(dir);
     const f = frameOf(seg, 7);
     fs.truncateSync(seg, f.offset + 20);
-    let monoMs = 0;
+    let monoMs = 100_000;
     const runtime = { ...realRuntime, monoMs: () => (monoMs += 15) };
     const wal = await Wal.open({ dir, region, runtime, evidence: evidence(all, 6) });
     expect(wal.recovery).toMatchObject({
