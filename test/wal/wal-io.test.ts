@@ -105,6 +105,19 @@ describe("reads", () => {
     expect(small.lastLsn).toBeGreaterThan(10);
   });
 
+  it("from the active segment once the cache let go of it: through the index built while writing", async () => {
+    const dir = tempDir();
+    const wal = await open({ dir });
+    // ~33 MB in one segment, in groups of 10: the 16 MiB cache keeps about the last 2,000.
+    await appendAll(wal, 4_000, 8_000, 1, 10);
+    expect(wal.stats().segments).toBe(1);
+    for (const from of [1, 2, 1023, 1024, 1025, 1026, 1100]) {
+      const c = (await wal.read(from, { recordsMax: 3, bytesMax: 1 << 20 }))!;
+      matchesDisk(dir, c);
+      expect(decode(c).map((r) => JSON.parse(r.bodyJson!).i)).toEqual([from, from + 1, from + 2]);
+    }
+  });
+
   it("from disk, at most bytesMax (but always one record), a window larger than the first read", async () => {
     const dir = tempDir();
     const wal = await Wal.open({ dir, region });
