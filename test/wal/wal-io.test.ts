@@ -18,7 +18,14 @@ import {
 } from "../../src/errors.js";
 import { realRuntime } from "../../src/runtime/index.js";
 import { nodeFileOps, type FileOps } from "../../src/util/file-ops.js";
-import { Wal, decodeFrames, type AppendAck, type WalChunk, type WalRecord } from "../../src/wal/index.js";
+import {
+  FLAG_BATCH_CONTINUES,
+  Wal,
+  decodeFrames,
+  type AppendAck,
+  type WalChunk,
+  type WalRecord,
+} from "../../src/wal/index.js";
 import { faultyFs } from "../support/faulty-fs.js";
 import { tempDir } from "../support/tmp.js";
 
@@ -266,6 +273,31 @@ describe("appends the WAL refuses", () => {
     expect(wal.writable).toBe(false);
     expect(() => wal.append(rec(4))).toThrow(WalClosedError);
     await wal.close(); // twice is fine
+  });
+
+  it("the queue empties as groups are written, restored records included: a bound is never reached by what was written", async () => {
+    const src = await open({ dir: tempDir() });
+    await appendAll(src, 3, 20_000);
+    const restored = decode((await src.read(1, { recordsMax: 10, bytesMax: 1 << 20 }))!);
+    const wal = await open({ dir: tempDir(), queueBytesMax: 70_000 });
+    for (const r of restored) await wal.appendRestored([r]); // (each may take 60 KB before encoding)
+    for (let i = 4; i <= 15; i++) expect((await wal.append(rec(i, 20_000))).lsn).toBe(i);
+  });
+
+  it("a segment size below the minimum is refused before anything is opened", async () => {
+    const dir = tempDir();
+    await expect(Wal.open({ dir, region, segmentBytesMax: 4095 })).rejects.toThrow(
+      "segmentBytesMax 4095 is below the minimum 4096",
+    );
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it("a batch's records but the last carry the flag that says more follow (recovery drops an unfinished batch whole)", async () => {
+    const wal = await open({ dir: tempDir() });
+    await wal.append(rec(1));
+    await wal.appendBatch([rec(2), rec(3), rec(4)]);
+    const flags = decode((await wal.read(1, { recordsMax: 10, bytesMax: 1 << 20 }))!).map((r) => r.flags);
+    expect(flags).toEqual([0, FLAG_BATCH_CONTINUES, FLAG_BATCH_CONTINUES, 0]);
   });
 
   it("restored records must continue the log exactly; they keep their own LSN and HLC", async () => {
