@@ -352,10 +352,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
           if ((await this.answerOrMore(inflight[0]!, next)) === "more") continue;
           if (signal.aborted) break;
         }
-        const outcome = await inflight.shift()!;
-        if (outcome.kind !== "ok") throw this.windowFailure(outcome);
-        this.noteRecovered();
-        this.advance(outcome.watermark, outcome.sent);
+        this.took(await inflight.shift()!);
       }
     } finally {
       // Whatever was sent after a failure is ended, then settled (some may have landed, and
@@ -396,11 +393,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
       );
     } catch (err) {
       if (!(err instanceof StreamGapError) || err.toLsn > this.skipThrough) throw err;
-      for (const o of await Promise.all(inflight.splice(0))) {
-        if (o.kind !== "ok") throw this.windowFailure(o);
-        this.noteRecovered();
-        this.advance(o.watermark, o.sent);
-      }
+      for (const o of await Promise.all(inflight.splice(0))) this.took(o);
       this.o.log.error(
         { peer: this.peer, from: err.fromLsn, to: err.toLsn },
         "skipping LSNs nobody holds, as the operator allowed (audited)",
@@ -436,6 +429,13 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
       "peer asked to rewind",
     );
     return new LinkError("rewind", `peer ${this.peer} is at LSN ${outcome.watermark}; resuming from there`);
+  }
+
+  /** A window batch's answer, in order: a failure ends the session; an acknowledgement advances. */
+  private took(outcome: SendOutcome): void {
+    if (outcome.kind !== "ok") throw this.windowFailure(outcome);
+    this.noteRecovered();
+    this.advance(outcome.watermark, outcome.sent);
   }
 
   private advance(watermark: number, sent: number): void {

@@ -84,7 +84,7 @@ describe("reads", () => {
       const got = decode(c);
       expect(got[0]!.lsn).toBe(from);
       expect(got.at(-1)!.lsn).toBe(c.lastLsn);
-      expect(got.length).toBe(Math.min(recordsMax, 301 - from, got.length));
+      expect(got.length).toBeLessThanOrEqual(301 - from);
       expect(got.length).toBeLessThanOrEqual(recordsMax);
       expect(c.frames.length <= bytesMax || got.length === 1).toBe(true);
       if (bytesMax === 1 << 20) expect(got.length).toBe(Math.min(recordsMax, 301 - from));
