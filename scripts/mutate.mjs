@@ -124,8 +124,11 @@ const folders = {
   // The SQLite store (its SQL, the rows it reads back, the catch-up from the WAL) against the
   // store's unit tests, its own tests and the contract both engines share. (Its first run here
   // estimated 12 hours: the contract's property tests on both engines cover every line.)
+  // Run with the contract on SQLite alone and 10 property runs (CRR_STORE_KINDS, CRR_STORE_RUNS:
+  // test/support/stores.ts); the side-by-side test still compares with PostgreSQL.
   "sqlite-store": {
     files: ["src/store/sqlite-store.ts", "src/store/rows.ts", "src/store/wal-sync.ts"],
+    env: { CRR_STORE_KINDS: "sqlite", CRR_STORE_RUNS: "10" },
     tests: [
       "src/store/*.test.ts",
       "test/store/sqlite-store.test.ts",
@@ -178,7 +181,12 @@ for (const folder of chosen) {
     ],
     {
       stdio: ["ignore", log, log],
-      env: { ...process.env, CRR_MUTATE_SIM: "0", CRR_MUTATE_TESTS: folders[folder].tests.join(",") },
+      env: {
+        ...process.env,
+        CRR_MUTATE_SIM: "0",
+        CRR_MUTATE_TESTS: folders[folder].tests.join(","),
+        ...folders[folder].env,
+      },
     },
   );
   fs.closeSync(log);

@@ -94,4 +94,28 @@ const postgres: StoreKind = {
   },
 };
 
-export const storeKinds: readonly StoreKind[] = [sqlite, postgres];
+/** Both engines, whatever CRR_STORE_KINDS says (the side-by-side comparison needs the pair). */
+export const bothStoreKinds = { sqlite, postgres } as const;
+
+/**
+ * The engines the contract runs on: both, unless CRR_STORE_KINDS names some (comma-separated,
+ * e.g. `sqlite` for a mutation run of the SQLite store), and CRR_STORE_RUNS caps the property
+ * runs of each (a mutation run re-runs the contract for every mutant it covers).
+ */
+export const storeKinds: readonly StoreKind[] = chosenKinds(
+  process.env.CRR_STORE_KINDS,
+  process.env.CRR_STORE_RUNS,
+);
+
+function chosenKinds(names: string | undefined, runs: string | undefined): StoreKind[] {
+  const all = [sqlite, postgres];
+  const wanted = names ? names.split(",").map((n) => n.trim()) : all.map((k) => k.name);
+  const unknown = wanted.filter((n) => !all.some((k) => k.name === n));
+  if (unknown.length > 0)
+    throw new Error(`CRR_STORE_KINDS: unknown engine(s) ${unknown.join(", ")}; known: sqlite, postgres`);
+  const cap = runs === undefined ? Infinity : Number(runs);
+  if (!Number.isInteger(cap) && cap !== Infinity)
+    throw new Error(`CRR_STORE_RUNS: not a whole number: ${runs}`);
+  if (cap < 1) throw new Error(`CRR_STORE_RUNS: at least 1, got ${runs}`);
+  return all.filter((k) => wanted.includes(k.name)).map((k) => ({ ...k, runs: Math.min(k.runs, cap) }));
+}
