@@ -218,6 +218,31 @@ describe("a sealed segment", () => {
     );
     await wal.close();
   });
+  it("that ends inside an appendBatch is corrupt at the batch's first frame: only the newest segment's batch may be cut", async () => {
+    const dir = tempDir();
+    const wal = await Wal.open({ dir, region, segmentBytesMax: 4096 });
+    for (let i = 0; i < 40; i++)
+      await wal.appendBatch(
+        [1, 2, 3].map((j) => ({
+          key: `k-${i}-${j}`,
+          tenant: "t",
+          outcome: "accepted" as const,
+          body: { pad: "p".repeat(100) },
+        })),
+      );
+    await wal.close();
+    const [firstName, secondName] = segmentNames(dir);
+    const first = path.join(dir, firstName!);
+    const last = Number(secondName!.slice(0, 20)) - 1; // the first segment's last LSN, a batch's final frame
+    expect(last % 3).toBe(0);
+    fs.truncateSync(first, frameOf(first, last).offset);
+    const batchStart = frameOf(first, last - 2).offset;
+    const reopened = await Wal.open({ dir, region, segmentBytesMax: 4096 });
+    const err = await reopened.read(1, { bytesMax: 1 << 20, recordsMax: 10 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SegmentCorruptError);
+    expect(err).toMatchObject({ offset: batchStart, reason: "appendBatch without its final frame" });
+    await reopened.close();
+  });
 });
 
 describe("the recovery report", () => {
