@@ -136,6 +136,13 @@ const folders = {
       "test/store/divergence-detector.test.ts",
     ],
   },
+  // The PostgreSQL store against its own tests and the contract on PostgreSQL alone (5 property
+  // runs: each is a round trip per statement). Hours: the contract covers nearly every line.
+  "postgres-store": {
+    files: ["src/store/postgres-store.ts"],
+    tests: ["test/store/postgres-store.test.ts", "test/store/store-contract.test.ts"],
+    env: { CRR_STORE_KINDS: "postgres", CRR_STORE_RUNS: "5" },
+  },
   "store-pure": {
     files: ["src/store/merge.ts", "src/store/digest.ts", "src/store/digest-tree.ts"],
     tests: ["src/store/*.test.ts", "test/store/*.test.ts"],
