@@ -83,6 +83,11 @@ const steps: readonly string[] = [
   `
   ALTER TABLE nodes ADD COLUMN replayed_boot TEXT, ADD COLUMN replayed_at_ms BIGINT;
   `,
+  // A conflict loser's version hash, written with the row: a loser changed outside the engine
+  // is no longer taken as evidence. Rows kept before keep NULL (trusted, as they were).
+  `
+  ALTER TABLE conflicts ADD COLUMN vh BYTEA;
+  `,
 ];
 
 export const schemaVersion = steps.length;

@@ -28,7 +28,15 @@ import { BucketDigests, bucketCount, bucketOf, versionHash } from "./digest.js";
 import { DigestTreeCache, type DigestTree } from "./digest-tree.js";
 import { contest, ruleName, sameVersion, type MergeRule } from "./merge.js";
 import { migrate } from "./postgres-schema.js";
-import { conflictFromRow, fromRow, versionColumns, type ConflictDbRow, type RecordRow } from "./rows.js";
+import {
+  conflictFromRow,
+  fromRow,
+  loserIntact,
+  versionColumns,
+  type ConflictDbRow,
+  type LoserRow,
+  type RecordRow,
+} from "./rows.js";
 import type {
   ApplyBatchInput,
   ApplyResult,
@@ -642,8 +650,8 @@ export class PostgresStore implements DedupStore {
   ): Promise<boolean> {
     const r = await c.query<{ id: number }>(
       `INSERT INTO conflicts (id, key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical,
-         winner_origin, winner_incarnation, winner_lsn, winner_outcome, winner_hlc_wall, winner_hlc_logical, rule, detected_at_ms)
-       VALUES (-nextval('conflict_tmp_ids'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+         winner_origin, winner_incarnation, winner_lsn, winner_outcome, winner_hlc_wall, winner_hlc_logical, rule, detected_at_ms, vh)
+       VALUES (-nextval('conflict_tmp_ids'), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
        ON CONFLICT DO NOTHING RETURNING id`,
       [
         ...versionColumns(loser),
@@ -655,6 +663,7 @@ export class PostgresStore implements DedupStore {
         winner.hlc.logical,
         this.ruleText,
         now,
+        versionHash(loser),
       ],
     );
     if (r.rows.length === 0) return false;
@@ -937,7 +946,7 @@ export class PostgresStore implements DedupStore {
            WHERE r.origin = $1 AND r.incarnation = $2 AND r.lsn BETWEEN $3 AND $4 ORDER BY r.lsn LIMIT $5`,
           args,
         ),
-        p.query<RecordRow>(
+        p.query<LoserRow>(
           "SELECT * FROM conflicts WHERE origin = $1 AND incarnation = $2 AND lsn BETWEEN $3 AND $4 ORDER BY lsn LIMIT $5",
           args,
         ),
@@ -952,8 +961,7 @@ export class PostgresStore implements DedupStore {
       const v = fromRow(row);
       take({ ...v, intact: !row.flagged && row.vh.equals(versionHash(v)) });
     }
-    // A loser row has no version hash of its own: it was written once, by the engine.
-    for (const row of losers.rows) take({ ...fromRow(row), intact: true });
+    for (const row of losers.rows) take({ ...fromRow(row), intact: loserIntact(row) });
     return [...byLsn.values()].sort((a, b) => a.lsn - b.lsn).slice(0, limit);
   }
 

@@ -2,6 +2,7 @@
  * A stored version as both stores keep it: one row per winner in `records` (and per loser in
  * `conflicts`), with the same column names in SQLite and PostgreSQL.
  */
+import { versionHash } from "./digest.js";
 import type { ConflictRow, StoredRecord } from "./types.js";
 
 export interface RecordRow {
@@ -29,6 +30,17 @@ export function fromRow(r: Omit<RecordRow, "bucket" | "vh">): StoredRecord {
     lsn: r.lsn,
     hlc: { wallMs: r.hlc_wall, logical: r.hlc_logical },
   };
+}
+
+/** A `conflicts` row's loser: its version hash is NULL in rows kept before losers had one. */
+export type LoserRow = Omit<RecordRow, "bucket" | "vh"> & { vh: Buffer | null };
+
+/**
+ * Whether a loser row still holds what the engine wrote (not changed outside it): its version
+ * hash against its columns. A row written before losers kept a hash is trusted, as it was.
+ */
+export function loserIntact(row: LoserRow): boolean {
+  return row.vh === null || row.vh.equals(versionHash(fromRow(row)));
 }
 
 /** A version's columns in table order (key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical). */

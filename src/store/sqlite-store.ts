@@ -17,7 +17,14 @@ import { startCheckpointer, type Checkpointer } from "./checkpointer.js";
 import { BucketDigests, bucketOf, bucketRuns, versionHash, versionHashBytes } from "./digest.js";
 import { DigestTreeCache, type DigestTree } from "./digest-tree.js";
 import { WalSync } from "./wal-sync.js";
-import { conflictFromRow, fromRow, type ConflictDbRow, type RecordRow } from "./rows.js";
+import {
+  conflictFromRow,
+  fromRow,
+  loserIntact,
+  type ConflictDbRow,
+  type LoserRow,
+  type RecordRow,
+} from "./rows.js";
 import type {
   ApplyBatchInput,
   ApplyResult,
@@ -34,7 +41,7 @@ import type {
 } from "./types.js";
 import type { WalRecord } from "../wal/index.js";
 
-const schemaVersion = 2;
+const schemaVersion = 3;
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -58,6 +65,7 @@ CREATE TABLE IF NOT EXISTS conflicts (
   winner_origin TEXT NOT NULL, winner_incarnation TEXT NOT NULL, winner_lsn INTEGER NOT NULL,
   winner_outcome TEXT NOT NULL, winner_hlc_wall INTEGER NOT NULL, winner_hlc_logical INTEGER NOT NULL,
   rule TEXT NOT NULL, detected_at_ms INTEGER NOT NULL,
+  vh BLOB,
   UNIQUE (key, origin, incarnation, lsn)
 );
 -- Bucket digests live in memory and are saved here on a clean close; "clean" is cleared while
@@ -189,8 +197,8 @@ export class SqliteStore implements DedupStore {
       watermarks: this.db.prepare("SELECT * FROM watermarks ORDER BY origin, updated_at_ms"),
       insertLoser: this.db.prepare(
         `INSERT INTO conflicts (key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical,
-           winner_origin, winner_incarnation, winner_lsn, winner_outcome, winner_hlc_wall, winner_hlc_logical, rule, detected_at_ms)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+           winner_origin, winner_incarnation, winner_lsn, winner_outcome, winner_hlc_wall, winner_hlc_logical, rule, detected_at_ms, vh)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
       ),
       conflicts: this.db.prepare("SELECT * FROM conflicts WHERE id > ? ORDER BY id LIMIT ?"),
       countRecords: this.db.prepare("SELECT count(*) FROM records").pluck(),
@@ -260,6 +268,9 @@ export class SqliteStore implements DedupStore {
     this.db.transaction(() => {
       // Version 1 lacked the stream indexes and the tampered table; the schema text only adds.
       this.db.exec(schema);
+      // Version 2 kept no version hash of a conflict loser (its rows keep NULL: trusted as before).
+      const columns = this.db.prepare("SELECT name FROM pragma_table_info('conflicts')").pluck().all();
+      if (!columns.includes("vh")) this.db.exec("ALTER TABLE conflicts ADD COLUMN vh BLOB");
       this.db
         .prepare(
           "INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -359,7 +370,7 @@ export class SqliteStore implements DedupStore {
   ): CheckedRecord[] {
     return this.guard("read a stream", () => {
       const byLsn = new Map<number, CheckedRecord>();
-      const take = (rows: RecordRow[], checked: (r: RecordRow) => boolean) => {
+      const take = <R extends LoserRow>(rows: R[], checked: (r: R) => boolean) => {
         for (const row of rows) {
           const v = { ...fromRow(row), intact: checked(row) };
           const seen = byLsn.get(v.lsn);
@@ -368,8 +379,7 @@ export class SqliteStore implements DedupStore {
       };
       const args = [origin, incarnation, fromLsn, toLsn, limit] as const;
       take(this.stmt.streamWinners.all(...args) as RecordRow[], (r) => this.isIntact(r));
-      // A loser row has no version hash of its own: it was written once, by the engine.
-      take(this.stmt.streamLosers.all(...args) as RecordRow[], () => true);
+      take(this.stmt.streamLosers.all(...args) as LoserRow[], loserIntact);
       return [...byLsn.values()].sort((a, b) => a.lsn - b.lsn).slice(0, limit);
     });
   }
@@ -593,6 +603,7 @@ export class SqliteStore implements DedupStore {
       winner.hlc.logical,
       this.ruleText,
       now,
+      versionHash(loser),
     ).changes;
   }
 

@@ -2,6 +2,7 @@
  * What only the SQLite store does: digests kept in memory survive a clean close and are
  * rebuilt after a crash. The contract both stores keep is test/store/store-contract.test.ts.
  */
+import Database from "better-sqlite3";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { SqliteStore } from "../../src/store/index.js";
@@ -39,6 +40,44 @@ describe("SqliteStore", () => {
     // And back to NORMAL for the region's own records (the inbox WAL holds them durably).
     expect(s.commitsSynced()).toBe(false);
     await s.close();
+  });
+
+  it("opens a store of schema version 2 (losers without a version hash): adds the column, trusts the old rows, hashes new ones", async () => {
+    const file = path.join(tempDir(), "store.sqlite");
+    const a = new SqliteStore({ path: file, rule });
+    a.applySync({ origin: "us-east-1", incarnation, firstLsn: 1, lastLsn: 10, records: records(1, 10) });
+    const earlier = records(1, 2).map((r, i) => ({ ...r, hlc: { wallMs: 10 + i, logical: 0 } }));
+    a.applySync({ origin: "eu-west-1", incarnation, firstLsn: 1, lastLsn: 2, records: earlier });
+    await a.close();
+    // What version 2 left: no vh column in conflicts, its version number in meta.
+    const db = new Database(file);
+    db.exec("ALTER TABLE conflicts DROP COLUMN vh");
+    db.exec("UPDATE meta SET value = '2' WHERE name = 'schema_version'");
+    db.close();
+
+    const b = new SqliteStore({ path: file, rule });
+    const losers = await b.streamVersions("us-east-1", incarnation, 1, 2, 10);
+    expect(losers.map((v) => [v.lsn, v.intact])).toEqual([
+      [1, true],
+      [2, true],
+    ]);
+    b.applySync({
+      origin: "eu-west-1",
+      incarnation: "22".repeat(16),
+      firstLsn: 1,
+      lastLsn: 1,
+      records: records(3, 1).map((r) => ({ ...r, lsn: 1, hlc: { wallMs: 5, logical: 0 } })),
+    });
+    await b.close();
+    const check = new Database(file, { readonly: true });
+    expect(check.prepare("SELECT value FROM meta WHERE name = 'schema_version'").pluck().get()).toBe("3");
+    const hashed = check.prepare("SELECT lsn, vh IS NOT NULL AS hashed FROM conflicts ORDER BY id").all();
+    check.close();
+    expect(hashed).toEqual([
+      { lsn: 1, hashed: 0 },
+      { lsn: 2, hashed: 0 },
+      { lsn: 3, hashed: 1 },
+    ]);
   });
 
   it("keeps digests across a clean close and rebuilds them after a crash (an unclosed handle)", async () => {

@@ -330,6 +330,40 @@ describe.each(storeKinds)("the $name store", (kind) => {
     }
   });
 
+  it("a conflict loser changed by hand is no longer intact evidence; a loser kept without a hash (an older schema) is trusted as before", async () => {
+    const opened = await kind.open(fww, "a");
+    const store = opened.store;
+    try {
+      await store.applyBatch(batch("us-east-1", records("us-east-1", 1, 10)));
+      // eu-west-1 decided keys 5..9 earlier: us-east-1's versions of them are kept as losers.
+      await store.applyBatch(
+        batch(
+          "eu-west-1",
+          records("eu-west-1", 5, 5, undefined, 0).map((r, i) => ({ ...r, lsn: i + 1 })),
+        ),
+      );
+      const before = await store.streamVersions("us-east-1", incarnation, 5, 9, 10);
+      expect(before.map((v) => [v.lsn, v.intact])).toEqual([5, 6, 7, 8, 9].map((l) => [l, true]));
+
+      await opened.exec("UPDATE conflicts SET outcome = 'edited by hand' WHERE key = $1", ["key-7"]);
+      await opened.exec("UPDATE conflicts SET body = NULL WHERE key = $1", ["key-6"]);
+      await opened.exec("UPDATE conflicts SET vh = NULL WHERE key = $1", ["key-8"]);
+      const after = await store.streamVersions("us-east-1", incarnation, 5, 9, 10);
+      expect(after.map((v) => [v.lsn, v.intact])).toEqual([
+        [5, true],
+        [6, false],
+        [7, false],
+        [8, true],
+        [9, true],
+      ]);
+      expect(after[2]).toMatchObject({ key: "key-7", outcome: "edited by hand" }); // as found, for the operator
+      // The winners of those keys are untouched: the digest never covered losers.
+      expect((await store.get("key-7"))!.origin).toBe("eu-west-1");
+    } finally {
+      await store.close();
+    }
+  });
+
   it("a winner changed by hand that a newer decision beats is not kept as a loser, before or after a scrub noted it (simulator seed 1151)", async () => {
     for (const scrubbed of [false, true]) {
       const opened = await kind.open(fww, scrubbed ? "b" : "a");
