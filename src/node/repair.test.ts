@@ -121,6 +121,40 @@ describe("restoreOwnFromWal (crr verify)", () => {
   });
 });
 
+describe("restoreOwnFromWal and an edited loser", () => {
+  it("puts an own record back over its loser row when that row was edited by hand (its LSN was held, but not intact)", async () => {
+    const { dir, wal, store } = await ownDeletedThenBeaten();
+    try {
+      const region = {
+        name: "us-east-1",
+        wal,
+        store,
+        log: createLogger({ level: "silent" }),
+        auditPump: { record: async () => undefined, pump: async () => undefined },
+      } as unknown as Region;
+      await restoreOwnFromWal(region); // "b" is back, as a loser
+      const db = new Database(path.join(dir, "store.sqlite"));
+      db.prepare("UPDATE conflicts SET outcome = 'edited by hand' WHERE key = 'b'").run();
+      db.close();
+      expect((await store.streamVersions("us-east-1", wal.incarnation, 2, 2, 1))[0]).toMatchObject({
+        outcome: "edited by hand",
+        intact: false,
+      });
+      expect((await restoreOwnFromWal(region)).restored).toBe(1);
+      expect((await store.streamVersions("us-east-1", wal.incarnation, 2, 2, 1))[0]).toMatchObject({
+        outcome: "approve",
+        intact: true,
+      });
+      expect(await store.conflicts()).toHaveLength(1); // the same row, put back
+      expect((await restoreOwnFromWal(region)).restored).toBe(0);
+    } finally {
+      await store.close();
+      await wal.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("Region.verify", () => {
   it("with a full scrub puts back own records from the WAL before it compares (the call, not only the helper)", async () => {
     const { dir, wal, store } = await ownDeletedThenBeaten();

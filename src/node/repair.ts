@@ -51,6 +51,7 @@ const ownCheckLsns = 5000;
  * won since: found by the simulator (seeds 315 and 454), an operator's hand delete of an own
  * record, then another region's older version of the key arrived and won; every region
  * agreed on the winner, and the deleted record, a loser now, was in no store of its origin.
+ * One changed there (a hand edit of a winner or of a loser's row) is put back the same way.
  * Each is put back from the WAL through the rule (a repair, logged; a loser it becomes is
  * audited as a conflict). Returns the keys whose winner changed.
  */
@@ -64,14 +65,15 @@ export async function restoreOwnFromWal(r: Region): Promise<Restored> {
   for (let from = Math.max(1, r.wal.firstLsn); from <= applied; from += ownCheckLsns) {
     const to = Math.min(applied, from + ownCheckLsns - 1);
     const held = await r.store.streamVersions(r.name, incarnation, from, to, to - from + 1);
-    const lsns = new Set(held.map((v) => v.lsn));
+    // A copy changed outside the engine (a winner or a loser) is no copy: put back too.
+    const lsns = new Set(held.filter((v) => v.intact).map((v) => v.lsn));
     const missing: number[] = [];
     for (let lsn = from; lsn <= to; lsn++) if (!lsns.has(lsn)) missing.push(lsn);
     const found = missing.length > 0 ? await walRecords(r, missing) : [];
     if (found.length === 0) continue;
     r.log.error(
       { lsns: found.slice(0, 20).map((v) => v.lsn), count: found.length },
-      "records of this region's own WAL were missing from its store (removed outside the engine): put back from the WAL",
+      "records of this region's own WAL were missing from its store, or changed there (outside the engine): put back from the WAL",
     );
     changed.push(...(await repairVersions(r, found, "crr verify: this region's own WAL")));
     restored += found.length;

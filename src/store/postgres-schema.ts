@@ -8,10 +8,14 @@
  * the merge rule and the digest arithmetic run in crr, on rows locked FOR UPDATE.
  */
 import type pg from "pg";
-import { bucketCount } from "./digest.js";
+import { bucketCount, versionHash } from "./digest.js";
+import { fromRow, type LoserRow } from "./rows.js";
+
+/** A step: SQL, or a function run in the migration's transaction (for what SQL cannot compute). */
+type Step = string | ((client: pg.PoolClient) => Promise<void>);
 
 /** Keys compare byte by byte (COLLATE "C"), as SQLite's BINARY does: export pages resume in one order. */
-const steps: readonly string[] = [
+const steps: readonly Step[] = [
   `
   CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
   CREATE TABLE records (
@@ -84,11 +88,26 @@ const steps: readonly string[] = [
   ALTER TABLE nodes ADD COLUMN replayed_boot TEXT, ADD COLUMN replayed_at_ms BIGINT;
   `,
   // A conflict loser's version hash, written with the row: a loser changed outside the engine
-  // is no longer taken as evidence. Rows kept before keep NULL (trusted, as they were).
-  `
-  ALTER TABLE conflicts ADD COLUMN vh BYTEA;
-  `,
+  // is no longer taken as evidence. The rows kept before are hashed as they are now (trusted,
+  // as they were); from here on a row without a hash is not intact.
+  hashLosers,
 ];
+
+async function hashLosers(client: pg.PoolClient): Promise<void> {
+  await client.query("ALTER TABLE conflicts ADD COLUMN vh BYTEA");
+  for (let after = Number.MIN_SAFE_INTEGER; ;) {
+    const r = await client.query<LoserRow & { id: number }>(
+      "SELECT * FROM conflicts WHERE id > $1 ORDER BY id LIMIT 1000",
+      [after],
+    );
+    if (r.rows.length === 0) return;
+    await client.query(
+      "UPDATE conflicts AS c SET vh = u.vh FROM unnest($1::bigint[], $2::bytea[]) AS u(id, vh) WHERE c.id = u.id",
+      [r.rows.map((row) => row.id), r.rows.map((row) => versionHash(fromRow(row)))],
+    );
+    after = r.rows.at(-1)!.id;
+  }
+}
 
 export const schemaVersion = steps.length;
 
@@ -103,7 +122,11 @@ export async function migrate(client: pg.PoolClient): Promise<void> {
     const version = r.rows[0]?.version ?? 0;
     if (version > schemaVersion)
       throw new Error(`schema version ${version} is newer than this build's ${schemaVersion}`);
-    for (let v = version; v < schemaVersion; v++) await client.query(steps[v]!);
+    for (let v = version; v < schemaVersion; v++) {
+      const step = steps[v]!;
+      if (typeof step === "string") await client.query(step);
+      else await step(client);
+    }
     if (r.rows.length === 0)
       await client.query("INSERT INTO crr_schema (version) VALUES ($1)", [schemaVersion]);
     else await client.query("UPDATE crr_schema SET version = $1", [schemaVersion]);

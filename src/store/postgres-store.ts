@@ -583,7 +583,7 @@ export class PostgresStore implements DedupStore {
     if (cur.storedVh.equals(vh) && cur.vh.equals(vh)) return { replaced: false };
     const same = sameVersion(cur.v, v);
     if (!same && !contest(this.rule, cur.v, v).incomingWins) {
-      await this.insertLoser(c, v, cur.v, now, losers);
+      if (!(await this.insertLoser(c, v, cur.v, now, losers))) await this.healLoser(c, v);
       return { replaced: false };
     }
     if (!same && cur.intact) await this.insertLoser(c, cur.v, v, now, losers);
@@ -669,6 +669,19 @@ export class PostgresStore implements DedupStore {
     if (r.rows.length === 0) return false;
     losers.push(r.rows[0]!.id);
     return true;
+  }
+
+  /**
+   * Put a version established as true over its loser row when that row was changed outside the
+   * engine (its content or hash differs): the row keeps its id and the winner it lost to.
+   */
+  private async healLoser(c: Client, v: StoredRecord): Promise<void> {
+    await c.query(
+      `UPDATE conflicts SET tenant = $2, outcome = $3, body = $4, hlc_wall = $8, hlc_logical = $9, vh = $10
+       WHERE key = $1 AND origin = $5 AND incarnation = $6 AND lsn = $7
+         AND (tenant, outcome, body, hlc_wall, hlc_logical, vh) IS DISTINCT FROM ($2, $3, $4, $8, $9, $10)`,
+      [...versionColumns(v), versionHash(v)],
+    );
   }
 
   private async clearTampered(c: Client, bucket: number, key: string): Promise<void> {

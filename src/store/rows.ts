@@ -32,15 +32,16 @@ export function fromRow(r: Omit<RecordRow, "bucket" | "vh">): StoredRecord {
   };
 }
 
-/** A `conflicts` row's loser: its version hash is NULL in rows kept before losers had one. */
-export type LoserRow = Omit<RecordRow, "bucket" | "vh"> & { vh: Buffer | null };
+/** A `conflicts` row's loser (`vh` as found: a hand edit may have cleared it or written anything). */
+export type LoserRow = Omit<RecordRow, "bucket" | "vh"> & { vh: unknown };
 
 /**
  * Whether a loser row still holds what the engine wrote (not changed outside it): its version
- * hash against its columns. A row written before losers kept a hash is trusted, as it was.
+ * hash against its columns. A row without a hash was not written by the engine (the rows kept
+ * before losers had one were hashed when the column was added).
  */
 export function loserIntact(row: LoserRow): boolean {
-  return row.vh === null || row.vh.equals(versionHash(fromRow(row)));
+  return Buffer.isBuffer(row.vh) && row.vh.equals(versionHash(fromRow(row)));
 }
 
 /** A version's columns in table order (key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical). */

@@ -251,6 +251,11 @@ export class SqliteStore implements DedupStore {
          ON CONFLICT (bucket, key) DO UPDATE SET found_vh = excluded.found_vh, found_at_ms = excluded.found_at_ms`,
       ),
       clearTampered: this.db.prepare("DELETE FROM tampered WHERE bucket = ? AND key = ?"),
+      healLoser: this.db.prepare(
+        `UPDATE conflicts SET tenant = @tenant, outcome = @outcome, body = @body, hlc_wall = @wall, hlc_logical = @logical, vh = @vh
+         WHERE key = @key AND origin = @origin AND incarnation = @incarnation AND lsn = @lsn
+           AND (tenant, outcome, body, hlc_wall, hlc_logical, vh) IS NOT (@tenant, @outcome, @body, @wall, @logical, @vh)`,
+      ),
     };
   }
 
@@ -268,15 +273,23 @@ export class SqliteStore implements DedupStore {
     this.db.transaction(() => {
       // Version 1 lacked the stream indexes and the tampered table; the schema text only adds.
       this.db.exec(schema);
-      // Version 2 kept no version hash of a conflict loser (its rows keep NULL: trusted as before).
+      // Version 2 kept no version hash of a conflict loser: its rows are hashed as they are now
+      // (trusted, as they were); from here on a row without a hash is not intact.
       const columns = this.db.prepare("SELECT name FROM pragma_table_info('conflicts')").pluck().all();
-      if (!columns.includes("vh")) this.db.exec("ALTER TABLE conflicts ADD COLUMN vh BLOB");
+      if (!columns.includes("vh")) this.hashLosers();
       this.db
         .prepare(
           "INSERT INTO meta (name, value) VALUES ('schema_version', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         )
         .run(String(schemaVersion));
     })();
+  }
+
+  private hashLosers(): void {
+    this.db.exec("ALTER TABLE conflicts ADD COLUMN vh BLOB");
+    const set = this.db.prepare("UPDATE conflicts SET vh = ? WHERE id = ?");
+    const rows = this.db.prepare("SELECT * FROM conflicts").iterate() as Iterable<LoserRow & { id: number }>;
+    for (const row of [...rows]) set.run(versionHash(fromRow(row)), row.id);
   }
 
   /** The saved snapshot after a clean close, else a rebuild from every record's version hash. */
@@ -394,7 +407,9 @@ export class SqliteStore implements DedupStore {
   /** Whether a winner row still holds what was applied (not changed outside the engine). */
   private isIntact(row: RecordRow): boolean {
     return (
-      row.vh.equals(versionHash(fromRow(row))) && this.stmt.tamperedOne.get(row.bucket, row.key) === undefined
+      Buffer.isBuffer(row.vh) &&
+      row.vh.equals(versionHash(fromRow(row))) &&
+      this.stmt.tamperedOne.get(row.bucket, row.key) === undefined
     );
   }
 
@@ -536,7 +551,7 @@ export class SqliteStore implements DedupStore {
             const existing = fromRow(row);
             const replaces = sameVersion(existing, v) || compareVersions(this.rule, v, existing) < 0;
             if (!replaces) {
-              this.insertLoser(v, existing, now);
+              if (this.insertLoser(v, existing, now) === 0) this.healLoser(v);
               continue;
             }
             // A winner changed outside the engine is not kept as a loser (see applyOne).
@@ -582,6 +597,25 @@ export class SqliteStore implements DedupStore {
       bucket,
       v.key,
     );
+  }
+
+  /**
+   * Put a version established as true over its loser row when that row was changed outside the
+   * engine (its content or hash differs): the row keeps its id and the winner it lost to.
+   */
+  private healLoser(v: StoredRecord): void {
+    this.stmt.healLoser.run({
+      key: v.key,
+      tenant: v.tenant,
+      outcome: v.outcome,
+      body: v.bodyJson ?? null,
+      origin: v.origin,
+      incarnation: v.incarnation,
+      lsn: v.lsn,
+      wall: v.hlc.wallMs,
+      logical: v.hlc.logical,
+      vh: versionHash(v),
+    });
   }
 
   private insertLoser(loser: StoredRecord, winner: StoredRecord, now: number): number {

@@ -92,6 +92,24 @@ describe("PostgresStore beside other transactions", () => {
     expect((await store.streamVersions("b", "i", 1, 1, 1))[0]).toMatchObject({ key: "k", intact: true });
   });
 
+  it("a database of schema step 4 (losers without a version hash): the rows kept are hashed as they are when step 5 runs", async () => {
+    const url = await freshDatabase(inject("pgUrl"));
+    const a = await storeOn(url, { kind: "first-write-wins" });
+    await a.applyBatch(one("us-east-1", "k1", 1, 2000));
+    await a.applyBatch(one("eu-west-1", "k1", 1, 1000)); // earlier: us-east-1's version loses
+    await a.close();
+    const c = await client(url);
+    await c.query("ALTER TABLE conflicts DROP COLUMN vh");
+    await c.query("UPDATE crr_schema SET version = 4");
+
+    const b = await storeOn(url, { kind: "first-write-wins" });
+    expect((await c.query("SELECT version FROM crr_schema")).rows).toEqual([{ version: 5 }]);
+    const [loser] = await b.streamVersions("us-east-1", "i", 1, 1, 10);
+    expect(loser).toMatchObject({ key: "k1", outcome: "us-east-1", intact: true });
+    const rows = await c.query<{ vh: Buffer }>("SELECT vh FROM conflicts");
+    expect(rows.rows.map((r) => r.vh.equals(versionHash(loser!)))).toEqual([true]);
+  });
+
   it("numbers conflicts in commit order: a reader paging by id (the audit pump) misses none", async () => {
     // Before: ids came from a sequence at insert time; a big batch took low ids and committed
     // after a small one's higher id was read, and the pump's mark had moved past them.

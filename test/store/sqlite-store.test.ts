@@ -42,7 +42,7 @@ describe("SqliteStore", () => {
     await s.close();
   });
 
-  it("opens a store of schema version 2 (losers without a version hash): adds the column, trusts the old rows, hashes new ones", async () => {
+  it("opens a store of schema version 2 (losers without a version hash): the rows kept are hashed as they are, and new ones as written", async () => {
     const file = path.join(tempDir(), "store.sqlite");
     const a = new SqliteStore({ path: file, rule });
     a.applySync({ origin: "us-east-1", incarnation, firstLsn: 1, lastLsn: 10, records: records(1, 10) });
@@ -74,8 +74,8 @@ describe("SqliteStore", () => {
     const hashed = check.prepare("SELECT lsn, vh IS NOT NULL AS hashed FROM conflicts ORDER BY id").all();
     check.close();
     expect(hashed).toEqual([
-      { lsn: 1, hashed: 0 },
-      { lsn: 2, hashed: 0 },
+      { lsn: 1, hashed: 1 },
+      { lsn: 2, hashed: 1 },
       { lsn: 3, hashed: 1 },
     ]);
   });
