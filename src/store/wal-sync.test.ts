@@ -15,11 +15,15 @@ import { WalSync } from "./wal-sync.js";
 function controlledOps() {
   const calls: Array<{ end: (err?: Error) => void }> = [];
   const opened: string[] = [];
+  const flags: string[] = [];
   const closed: number[] = [];
+  const refuseOpen = { error: undefined as Error | undefined };
   const ops: FileOps = {
     ...nodeFileOps,
-    open: async (file) => {
+    open: async (file, how) => {
       opened.push(file);
+      flags.push(String(how));
+      if (refuseOpen.error) throw refuseOpen.error;
       return 7;
     },
     close: async (fd) => {
@@ -28,7 +32,7 @@ function controlledOps() {
     fdatasync: () =>
       new Promise<void>((resolve, reject) => calls.push({ end: (err) => (err ? reject(err) : resolve()) })),
   };
-  return { ops, calls, opened, closed };
+  return { ops, calls, opened, flags, closed, refuseOpen };
 }
 
 const tick = () => new Promise((r) => setImmediate(r));
@@ -73,7 +77,7 @@ describe("group commit of the store's -wal", () => {
   });
 
   it("opens the -wal once for every sync, and closes it when the store closes", async () => {
-    const { ops, calls, opened, closed } = controlledOps();
+    const { ops, calls, opened, flags, closed } = controlledOps();
     const s = new WalSync("/x/store.sqlite-wal", "/x/store.sqlite", ops);
     for (let i = 0; i < 3; i++) {
       const p = s.sync();
@@ -91,8 +95,54 @@ describe("group commit of the store's -wal", () => {
     await tick();
     calls.at(-1)!.end();
     await late;
+    expect(calls).toHaveLength(4); // synced, not only opened and closed
     expect(opened).toHaveLength(2);
+    expect(flags).toEqual(["r", "r"]);
     expect(closed).toEqual([7, 7]);
+  });
+
+  it("closes the descriptor only after the syncs running or waiting when close began have ended", async () => {
+    const { ops, calls, closed } = controlledOps();
+    const s = new WalSync("/x/store.sqlite-wal", "/x/store.sqlite", ops);
+    const running = s.sync();
+    await tick();
+    const waiting = s.sync(); // committed while the first ran: waits for the next sync
+    let closedAt: number | undefined;
+    const closing = s.close().then(() => (closedAt = calls.length));
+    await tick();
+    expect(closed).toEqual([]);
+    calls[0]!.end();
+    await running;
+    await tick();
+    expect(closed).toEqual([]);
+    calls[1]!.end(); // the waiting one started after close began: on a descriptor of its own
+    await waiting;
+    await closing;
+    expect(closed).toEqual([7, 7]); // its own, then the kept one
+    expect(closedAt).toBe(2);
+  });
+
+  it("closes the descriptor only after a sync running alone when close began has ended", async () => {
+    const { ops, calls, closed } = controlledOps();
+    const s = new WalSync("/x/store.sqlite-wal", "/x/store.sqlite", ops);
+    const running = s.sync();
+    await tick();
+    const closing = s.close();
+    await tick();
+    expect(closed).toEqual([]);
+    calls[0]!.end();
+    await running;
+    await closing;
+    expect(closed).toEqual([7]);
+  });
+
+  it("a -wal that could not be opened fails the sync, and close closes nothing", async () => {
+    const { ops, closed, refuseOpen } = controlledOps();
+    refuseOpen.error = Object.assign(new Error("EMFILE: too many open files"), { code: "EMFILE" });
+    const s = new WalSync("/x/store.sqlite-wal", "/x/store.sqlite", ops);
+    await expect(s.sync()).rejects.toMatchObject({ code: "store_sync_failed" });
+    await s.close();
+    expect(closed).toEqual([]);
   });
 
   it("may keep the descriptor: SQLite keeps the -wal's inode through checkpoints while a connection is open", () => {

@@ -60,9 +60,11 @@ export class WalSync {
   async close(): Promise<void> {
     this.closing = true;
     await this.settled();
-    const fd = this.fd;
+    const opening = this.fd;
     this.fd = undefined;
-    if (fd) await this.ops.close(await fd.catch(() => -1)).catch(() => undefined);
+    // A descriptor whose open failed is none to close (that sync failed, and with it the store).
+    const fd = await opening?.catch(() => undefined);
+    if (fd !== undefined) await this.ops.close(fd).catch(() => undefined);
   }
 
   private start(): Promise<void> {
