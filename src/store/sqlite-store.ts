@@ -269,7 +269,11 @@ export class SqliteStore implements DedupStore {
     );
     const version = read();
     if (version !== undefined && Number(version) > schemaVersion)
-      throw new Error(`schema version ${version} is newer than this build's ${schemaVersion}`);
+      throw new StoreError(
+        this.file,
+        "open",
+        `schema version ${version} is newer than this build's ${schemaVersion} (written by a newer crr)`,
+      );
     this.db.transaction(() => {
       // Version 1 lacked the stream indexes and the tampered table; the schema text only adds.
       this.db.exec(schema);

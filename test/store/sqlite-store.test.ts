@@ -80,6 +80,58 @@ describe("SqliteStore", () => {
     ]);
   });
 
+  it("refuses a store of a newer schema than this build's, naming the file, and leaves it as it was", async () => {
+    const file = path.join(tempDir(), "store.sqlite");
+    const a = new SqliteStore({ path: file, rule });
+    await a.close();
+    const db = new Database(file);
+    db.exec("UPDATE meta SET value = '99' WHERE name = 'schema_version'");
+    db.close();
+    expect(() => new SqliteStore({ path: file, rule })).toThrow(
+      new RegExp(`store ${file}: open failed: schema version 99 is newer than this build's 3`),
+    );
+    const check = new Database(file, { readonly: true });
+    expect(check.prepare("SELECT value FROM meta WHERE name = 'schema_version'").pluck().get()).toBe("99");
+    check.close();
+  });
+
+  it("without digests: no tree or root to give, and a scrub has nothing to compare", async () => {
+    const s = new SqliteStore({ path: path.join(tempDir(), "store.sqlite"), rule, digests: false });
+    s.applySync({ origin: "us-east-1", incarnation, firstLsn: 1, lastLsn: 5, records: records(1, 5) });
+    await expect(s.rootDigest()).rejects.toThrow("opened without digests");
+    await expect(s.digestTree()).rejects.toThrow("opened without digests");
+    expect(await s.scrub(0, 65_536)).toEqual([]);
+    expect(await s.get("key-3")).toMatchObject({ lsn: 3 });
+    await s.close();
+  });
+
+  it("lists conflicts a page at a time: 1,000 by default, after an id", async () => {
+    const s = new SqliteStore({ path: path.join(tempDir(), "store.sqlite"), rule });
+    s.applySync({ origin: "us-east-1", incarnation, firstLsn: 1, lastLsn: 1001, records: records(1, 1001) });
+    const earlier = records(1, 1001).map((r) => ({ ...r, hlc: { wallMs: 1, logical: r.lsn } }));
+    s.applySync({ origin: "eu-west-1", incarnation, firstLsn: 1, lastLsn: 1001, records: earlier });
+    const first = await s.conflicts();
+    expect(first).toHaveLength(1000);
+    const rest = await s.conflicts({ afterId: first.at(-1)!.id });
+    expect(rest.map((c) => c.loser.lsn)).toEqual([1001]);
+    expect((await s.conflicts({ limit: 2 })).map((c) => c.id)).toEqual(first.slice(0, 2).map((c) => c.id));
+    await s.close();
+  });
+
+  it("says what it is, whether it is open; closing twice is closing once", async () => {
+    const file = path.join(tempDir(), "store.sqlite");
+    const s = new SqliteStore({ path: file, rule });
+    expect(s.description).toBe(`SQLite ${file}`);
+    expect(s.isOpen).toBe(true);
+    await s.close();
+    expect(s.isOpen).toBe(false);
+    await s.close();
+    const abandoned = new SqliteStore({ path: file, rule });
+    abandoned.abandon();
+    expect(abandoned.isOpen).toBe(false);
+    abandoned.abandon();
+  });
+
   it("keeps digests across a clean close and rebuilds them after a crash (an unclosed handle)", async () => {
     const file = path.join(tempDir(), "store.sqlite");
     const a = new SqliteStore({ path: file, rule });
