@@ -34,6 +34,14 @@ const walIoTests = [
   "test/node/local-apply-retention.test.ts",
 ];
 
+/** The SQLite store's tests: its units, its own, the contract (run on SQLite alone by the parts' env) and the detector's. */
+const sqliteStoreTests = [
+  "src/store/*.test.ts",
+  "test/store/sqlite-store.test.ts",
+  "test/store/store-contract.test.ts",
+  "test/store/divergence-detector.test.ts",
+];
+
 /** Each part: the files Stryker mutates (default: the folder's files) and the tests run against them. */
 const folders = {
   clock: { tests: ["src/clock/*.test.ts"] },
@@ -129,12 +137,20 @@ const folders = {
   "sqlite-store": {
     files: ["src/store/sqlite-store.ts", "src/store/rows.ts", "src/store/wal-sync.ts"],
     env: { CRR_STORE_KINDS: "sqlite", CRR_STORE_RUNS: "10" },
-    tests: [
-      "src/store/*.test.ts",
-      "test/store/sqlite-store.test.ts",
-      "test/store/store-contract.test.ts",
-      "test/store/divergence-detector.test.ts",
-    ],
+    tests: sqliteStoreTests,
+  },
+  // The SQLite store in pieces that fit a session beside other runs (the whole part is hours):
+  // its row helpers and group commit, and its data path (apply, stream reads, scrub, repair,
+  // export, deleteSince: the lines between applyBatch and digestXor).
+  "store-rows-sync": {
+    files: ["src/store/rows.ts", "src/store/wal-sync.ts"],
+    tests: sqliteStoreTests,
+    env: { CRR_STORE_KINDS: "sqlite", CRR_STORE_RUNS: "10" },
+  },
+  "sqlite-store-data": {
+    files: ["src/store/sqlite-store.ts:318-802"],
+    tests: sqliteStoreTests,
+    env: { CRR_STORE_KINDS: "sqlite", CRR_STORE_RUNS: "5" },
   },
   // The PostgreSQL store against its own tests and the contract on PostgreSQL alone (5 property
   // runs: each is a round trip per statement). Hours: the contract covers nearly every line.
