@@ -28,6 +28,7 @@ import {
 } from "../../src/wal/index.js";
 import { faultyFs } from "../support/faulty-fs.js";
 import { tempDir } from "../support/tmp.js";
+import { frameOf } from "../support/wal-bytes.js";
 
 const region = "us-east-1";
 const rec = (i: number, pad = 0) => ({
@@ -260,9 +261,16 @@ describe("appends the WAL refuses", () => {
     release();
     expect((await first).lsn).toBe(1);
     expect((await wal.append(rec(3))).lsn).toBe(2); // the refused append took no LSN
-    expect(() => wal.appendBatch(Array.from({ length: 100_001 }, (_, i) => rec(i)))).toThrow(
-      RecordInvalidError,
-    );
+    const tooMany = (() => {
+      try {
+        void wal.appendBatch(Array.from({ length: 10_001 }, (_, i) => rec(i)));
+      } catch (err) {
+        return err;
+      }
+    })();
+    expect(tooMany).toBeInstanceOf(RecordInvalidError);
+    expect(tooMany).toMatchObject({ field: "records" });
+    expect((tooMany as Error).message).toMatch(/10001 records exceeds the batch limit of 10000/);
     expect(() => wal.appendBatch(Array.from({ length: 100 }, (_, i) => rec(i, 60_000)))).toThrow(
       /above the \d+-byte write limit/,
     );
@@ -273,6 +281,12 @@ describe("appends the WAL refuses", () => {
     expect(wal.writable).toBe(false);
     expect(() => wal.append(rec(4))).toThrow(WalClosedError);
     await wal.close(); // twice is fine
+  });
+
+  it("a batch of exactly the limit's records is taken whole", async () => {
+    const wal = await open({ dir: tempDir() });
+    const acks = await wal.appendBatch(Array.from({ length: 10_000 }, (_, i) => rec(i)));
+    expect(acks.map((a) => a.lsn)).toEqual(Array.from({ length: 10_000 }, (_, i) => i + 1));
   });
 
   it("the queue empties as groups are written, restored records included: a bound is never reached by what was written", async () => {
@@ -428,5 +442,100 @@ describe("what the WAL tells the archive and the operator", () => {
     await wal.append(rec(2, 10_000));
     expect(wal.stats().segments).toBe(2);
     expect(wal.sealedSegments()[0]).toMatchObject({ firstLsn: 1, lastLsn: 1 });
+  });
+});
+
+describe("a segment that changes on disk after it was checked", () => {
+  /** A WAL of sealed segments, reopened (so reads go to disk), its first segment read once (checked whole). */
+  async function checkedOnDisk(dir: string) {
+    const first = await open({ dir, segmentBytesMax: 4096 });
+    await appendAll(first, 120, 100);
+    await first.close();
+    opened.splice(opened.indexOf(first), 1);
+    const wal = await open({ dir, segmentBytesMax: 4096 });
+    await wal.read(1, { bytesMax: 1 << 20, recordsMax: 1 });
+    const sealed = wal.sealedSegments()[0]!;
+    return { wal, file: path.join(dir, sealed.file), lastLsn: sealed.lastLsn };
+  }
+
+  it("a frame whose checksum no longer holds is corrupt at its own offset; the LSNs before it still read", async () => {
+    const dir = tempDir();
+    const { wal, file } = await checkedOnDisk(dir);
+    const at = frameOf(file, 4);
+    const bytes = fs.readFileSync(file);
+    bytes[at.end - 1]! ^= 0x10;
+    fs.writeFileSync(file, bytes);
+    const err = await wal.read(2, { bytesMax: 1 << 20, recordsMax: 10 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SegmentCorruptError);
+    expect(err).toMatchObject({ offset: at.offset, reason: "checksum mismatch" });
+    // LSNs before it still read (one record a time stops short of it).
+    expect((await wal.read(2, { bytesMax: 1 << 20, recordsMax: 2 }))!.lastLsn).toBe(3);
+  });
+
+  it("two frames swapped (each intact) are corrupt where the order breaks, naming the LSN expected", async () => {
+    const dir = tempDir();
+    const { wal, file } = await checkedOnDisk(dir);
+    const [a, b] = [frameOf(file, 5), frameOf(file, 6)];
+    expect(a.end - a.offset).toBe(b.end - b.offset); // records of one size
+    const bytes = fs.readFileSync(file);
+    const fa = Buffer.from(bytes.subarray(a.offset, a.end));
+    bytes.copy(bytes, a.offset, b.offset, b.end);
+    fa.copy(bytes, b.offset);
+    fs.writeFileSync(file, bytes);
+    const err = await wal.read(3, { bytesMax: 1 << 20, recordsMax: 10 }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ offset: a.offset, reason: "LSN 6 where 5 was expected" });
+  });
+
+  it("a file cut shorter than what was checked is corrupt where its bytes end", async () => {
+    const dir = tempDir();
+    const { wal, file, lastLsn } = await checkedOnDisk(dir);
+    const at = frameOf(file, lastLsn);
+    fs.truncateSync(file, at.offset + 5);
+    const err = await wal.read(lastLsn, { bytesMax: 1 << 20, recordsMax: 10 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SegmentCorruptError);
+    expect(err).toMatchObject({ offset: at.offset + 5, reason: "file shorter than its durable size" });
+  });
+
+  it("a read error that is not damage (EIO once) is not remembered: the next read of the segment works", async () => {
+    const dir = tempDir();
+    const first = await open({ dir, segmentBytesMax: 4096 });
+    await appendAll(first, 120, 100);
+    await first.close();
+    opened.splice(opened.indexOf(first), 1);
+    let failReads = 0;
+    const ops: FileOps = {
+      ...nodeFileOps,
+      read: async (...args: Parameters<FileOps["read"]>) => {
+        if (failReads-- > 0) throw Object.assign(new Error("EIO: i/o error, read"), { code: "EIO" });
+        return nodeFileOps.read(...args);
+      },
+    };
+    const wal = await open({ dir, segmentBytesMax: 4096, fileOps: ops });
+    failReads = 1; // recovery has read the newest segment; now the first sealed one fails once
+    await expect(wal.read(1, { bytesMax: 1 << 20, recordsMax: 5 })).rejects.toMatchObject({ code: "EIO" });
+    expect((await wal.read(1, { bytesMax: 1 << 20, recordsMax: 5 }))!.lastLsn).toBe(5);
+  });
+});
+
+describe("closing", () => {
+  it("waits for the group being written: its appends are answered and on disk", async () => {
+    const ops = faultyFs();
+    const dir = tempDir();
+    const wal = await open({ dir, fileOps: ops });
+    let release!: () => void;
+    ops.syncGate = new Promise((r) => (release = r));
+    const pending = wal.append(rec(1));
+    await new Promise((r) => setImmediate(r));
+    let closed = false;
+    const closing = wal.close().then(() => (closed = true));
+    await new Promise((r) => setImmediate(r));
+    expect(closed).toBe(false);
+    ops.syncGate = undefined;
+    release();
+    expect((await pending).lsn).toBe(1);
+    await closing;
+    opened.splice(0);
+    const again = await open({ dir });
+    expect(again.durableLsn).toBe(1);
   });
 });
