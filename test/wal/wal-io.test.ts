@@ -239,6 +239,28 @@ describe("waiting for durability", () => {
   });
 });
 
+describe("a tail", () => {
+  it("whose WAL closes under it fails with WalClosedError (only its own signal ends it quietly)", async () => {
+    const dir = tempDir();
+    const wal = await Wal.open({ region, dir });
+    await appendAll(wal, 3);
+    const seen: number[] = [];
+    const ac = new AbortController();
+    const done = (async () => {
+      for await (const c of wal.tail(1, { recordsMax: 10, bytesMax: 1 << 20 }, ac.signal))
+        seen.push(...decode(c).map((r) => r.lsn));
+    })().then(
+      () => "ended quietly",
+      (err: unknown) => err,
+    );
+    await wal.waitForDurable(2);
+    await new Promise((r) => setImmediate(r));
+    await wal.close();
+    expect(await done).toBeInstanceOf(WalClosedError);
+    expect(seen).toEqual([1, 2, 3]);
+  });
+});
+
 describe("appends the WAL refuses", () => {
   it("beyond the queue bound, on a closed WAL, and batches past their limits: nothing appended", async () => {
     const ops = faultyFs();
