@@ -244,6 +244,61 @@ describe.each(storeKinds)("the $name store", (kind) => {
     );
   });
 
+  it("answers each batch with what it did: applied, duplicates (versions held already) and the conflicts it decided", async () => {
+    const opened = await kind.open(fww, "a");
+    const store = opened.store;
+    try {
+      const us = records("us-east-1", 1, 3, (i) => ["a", "b", "c"][i - 1]!);
+      expect(await store.applyBatch(batch("us-east-1", us))).toEqual({
+        status: "applied",
+        watermark: 3,
+        applied: 3,
+        duplicates: 0,
+        conflicts: [],
+      });
+      // eu-west-1 decided "a" earlier (it wins) and "d" alone.
+      const eu = records("eu-west-1", 1, 2, (i) => ["a", "d"][i - 1]!, 0);
+      const version = ({ flags: _f, ...r }: WalRecord, origin: string) => ({ ...r, origin, incarnation });
+      expect(await store.applyBatch(batch("eu-west-1", eu))).toEqual({
+        status: "applied",
+        watermark: 2,
+        applied: 2,
+        duplicates: 0,
+        conflicts: [
+          {
+            key: "a",
+            winner: version(eu[0]!, "eu-west-1"),
+            loser: version(us[0]!, "us-east-1"),
+            rule: "first-write-wins",
+          },
+        ],
+      });
+      // A batch that overlaps what was applied: only the LSNs above the watermark count.
+      const more = records("eu-west-1", 2, 2, (i) => ["d", "e"][i - 2]!, 0);
+      expect(await store.applyBatch(batch("eu-west-1", more))).toEqual({
+        status: "applied",
+        watermark: 3,
+        applied: 1,
+        duplicates: 0,
+        conflicts: [],
+      });
+      // A backfill (below the watermark, which stays): a version held already, as winner or
+      // as loser, is a duplicate, not a conflict decided again; a missing one is applied.
+      await opened.exec("DELETE FROM records WHERE key = $1", ["b"]);
+      expect(await store.applyBatch({ ...batch("us-east-1", us), backfill: true })).toEqual({
+        status: "applied",
+        watermark: 3,
+        applied: 1,
+        duplicates: 2,
+        conflicts: [],
+      });
+      expect(await store.get("b")).toMatchObject({ origin: "us-east-1", lsn: 2 });
+      expect(await store.applyBatch(batch("us-east-1", us))).toEqual({ status: "already", watermark: 3 });
+    } finally {
+      await store.close();
+    }
+  });
+
   it("a batch that fails half way changes nothing: records, conflicts, watermark and digest stay as they were", async () => {
     await using(kind, fww, "a", async (store) => {
       await store.applyBatch(batch("us-east-1", records("us-east-1", 1, 10)));
