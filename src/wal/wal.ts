@@ -484,9 +484,11 @@ export class Wal {
   }> = [];
   private recentBytes = 0;
 
-  /** Resolve once durableLsn > afterLsn (at once if it already is), or reject when the signal aborts. */
+  /** Resolve once durableLsn > afterLsn (at once if it already is), or reject when the signal aborts or the WAL closes. */
   waitForDurable(afterLsn: number, signal?: AbortSignal): Promise<number> {
     if (this.durable > afterLsn) return Promise.resolve(this.durable);
+    // A closed WAL has nothing more to wait for: its "close" event was emitted already.
+    if (this.closed) return Promise.reject(new WalClosedError(this.dir));
     return new Promise((resolve, reject) => {
       const onDurable = (lsn: number) => {
         if (lsn <= afterLsn) return;

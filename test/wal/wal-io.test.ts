@@ -27,7 +27,7 @@ import {
   type WalRecord,
 } from "../../src/wal/index.js";
 import { faultyFs } from "../support/faulty-fs.js";
-import { tempDir } from "../support/tmp.js";
+import { tempDir, waitFor } from "../support/tmp.js";
 import { frameOf } from "../support/wal-bytes.js";
 
 const region = "us-east-1";
@@ -220,6 +220,9 @@ describe("waiting for durability", () => {
     const closing = expect(wal.waitForDurable(6)).rejects.toBeInstanceOf(WalClosedError);
     await wal.close();
     await closing;
+    // After the close too: it would wait for an event that never comes again.
+    await expect(wal.waitForDurable(6)).rejects.toBeInstanceOf(WalClosedError);
+    expect(await wal.waitForDurable(5)).toBe(6); // what is durable stays so
   });
 
   it("tails from any LSN, waits for new records, and ends when its signal aborts", async () => {
@@ -253,8 +256,7 @@ describe("a tail", () => {
       () => "ended quietly",
       (err: unknown) => err,
     );
-    await wal.waitForDurable(2);
-    await new Promise((r) => setImmediate(r));
+    await waitFor(() => seen.length === 3, "the tail read what was written");
     await wal.close();
     expect(await done).toBeInstanceOf(WalClosedError);
     expect(seen).toEqual([1, 2, 3]);
