@@ -14,6 +14,7 @@
  */
 import { EventEmitter, setMaxListeners } from "node:events";
 import type { Logger } from "../log.js";
+import { WalClosedError } from "../errors.js";
 import { LinkError, type PeerLink, type WatermarksView } from "../link/index.js";
 import { BATCH_FLAG_BACKFILL, BATCH_FLAG_SKIP_GAP, encodeBatch } from "../protocol/index.js";
 import { anySignal, realRuntime, sleep, type Runtime, type Timer } from "../runtime/index.js";
@@ -370,7 +371,11 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
     if (this.idleWake.signal.aborted) this.idleWake = new AbortController();
     const wake = anySignal([this.abort.signal, this.idleWake.signal]);
     try {
-      await this.o.wal.waitForDurable(after, wake.signal).catch(() => undefined);
+      // An abort or a resync ends the wait; a closed WAL ends the session (a failure, retried
+      // with backoff until the shipper is stopped: never a loop that waits for nothing).
+      await this.o.wal.waitForDurable(after, wake.signal).catch((err: unknown) => {
+        if (err instanceof WalClosedError) throw err;
+      });
     } finally {
       wake.release();
     }

@@ -174,6 +174,8 @@ export class Wal {
   private durable: number;
   private writing = false;
   private closed = false;
+  /** The "close" event was emitted: nothing more becomes durable. */
+  private closeEmitted = false;
   /** A failed write left bytes past the durable mark that could not be cut yet. */
   private damaged = false;
   private fsyncCount = 0;
@@ -487,8 +489,9 @@ export class Wal {
   /** Resolve once durableLsn > afterLsn (at once if it already is), or reject when the signal aborts or the WAL closes. */
   waitForDurable(afterLsn: number, signal?: AbortSignal): Promise<number> {
     if (this.durable > afterLsn) return Promise.resolve(this.durable);
-    // A closed WAL has nothing more to wait for: its "close" event was emitted already.
-    if (this.closed) return Promise.reject(new WalClosedError(this.dir));
+    // A closed WAL has nothing more to wait for: its "close" event was emitted already. (While
+    // close() waits for the group being written, that group's durable event still comes.)
+    if (this.closeEmitted) return Promise.reject(new WalClosedError(this.dir));
     return new Promise((resolve, reject) => {
       const onDurable = (lsn: number) => {
         if (lsn <= afterLsn) return;
@@ -784,6 +787,7 @@ export class Wal {
     if (this.closed) return;
     this.closed = true;
     if (this.writing) await new Promise((resolve) => this.events.once("idle", resolve));
+    this.closeEmitted = true;
     this.events.emit("close");
     await this.ops.close(this.activeFd);
   }

@@ -9,6 +9,7 @@ import Database from "better-sqlite3";
 import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
+import { WalClosedError } from "../../src/errors.js";
 import type { PeerShipper } from "../../src/shipper/index.js";
 import { encodeFrames, type WalRecord } from "../../src/wal/index.js";
 import { BATCH_FLAG_BACKFILL } from "../../src/protocol/index.js";
@@ -655,6 +656,23 @@ describe("the answers the shipper checks", () => {
     peer.before = async () => undefined; // so the peer counts its batches
     return { dir, o, recs, peer };
   }
+
+  it("a WAL closed under a caught-up shipper is a failure it retries with backoff, never a loop that waits for nothing", async () => {
+    const { dir, o, peer } = shipping(10);
+    const { shipper, failures } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
+    await waitFor(caughtUp(shipper, 10), "caught up");
+    let waits = 0;
+    o.wal.waitForDurable = () => {
+      waits++;
+      return Promise.reject(new WalClosedError("/data/wal"));
+    };
+    o.wal.add([record(11, "A")]); // wakes the idle wait; the next one finds the WAL closed
+    await waitFor(
+      () => failures.length >= 2 || undefined,
+      "the closed WAL reported, then again after a backoff",
+    );
+    expect(waits).toBeLessThan(20 * failures.length);
+  });
 
   it("an acknowledgement past what the batch carried is a protocol error, never the shipper's watermark", async () => {
     const { dir, o, recs, peer } = shipping(10);
