@@ -24,7 +24,7 @@ function controlledOps() {
       opened.push(file);
       flags.push(String(how));
       if (refuseOpen.error) throw refuseOpen.error;
-      return 7;
+      return 6 + opened.length; // 7, 8, …
     },
     close: async (fd) => {
       closed.push(fd);
@@ -98,7 +98,7 @@ describe("group commit of the store's -wal", () => {
     expect(calls).toHaveLength(4); // synced, not only opened and closed
     expect(opened).toHaveLength(2);
     expect(flags).toEqual(["r", "r"]);
-    expect(closed).toEqual([7, 7]);
+    expect(closed).toEqual([7, 8]);
   });
 
   it("closes the descriptor only after the syncs running or waiting when close began have ended", async () => {
@@ -118,7 +118,7 @@ describe("group commit of the store's -wal", () => {
     calls[1]!.end(); // the waiting one started after close began: on a descriptor of its own
     await waiting;
     await closing;
-    expect(closed).toEqual([7, 7]); // its own, then the kept one
+    expect(closed).toEqual([8, 7]); // its own, then the kept one
     expect(closedAt).toBe(2);
   });
 

@@ -95,7 +95,8 @@ describe("PostgresStore beside other transactions", () => {
   it("a database of schema step 4 (losers without a version hash): the rows kept are hashed as they are when step 5 runs", async () => {
     const url = await freshDatabase(inject("pgUrl"));
     const a = await storeOn(url, { kind: "first-write-wins" });
-    await a.applyBatch(one("us-east-1", "k1", 1, 2000));
+    const sent = one("us-east-1", "k1", 1, 2000);
+    await a.applyBatch(sent);
     await a.applyBatch(one("eu-west-1", "k1", 1, 1000)); // earlier: us-east-1's version loses
     await a.close();
     const c = await client(url);
@@ -107,7 +108,8 @@ describe("PostgresStore beside other transactions", () => {
     const [loser] = await b.streamVersions("us-east-1", "i", 1, 1, 10);
     expect(loser).toMatchObject({ key: "k1", outcome: "us-east-1", intact: true });
     const rows = await c.query<{ vh: Buffer }>("SELECT vh FROM conflicts");
-    expect(rows.rows.map((r) => r.vh.equals(versionHash(loser!)))).toEqual([true]);
+    const applied = { ...sent.records[0]!, origin: sent.origin, incarnation: sent.incarnation };
+    expect(rows.rows.map((r) => r.vh.equals(versionHash(applied)))).toEqual([true]);
   });
 
   it("numbers conflicts in commit order: a reader paging by id (the audit pump) misses none", async () => {

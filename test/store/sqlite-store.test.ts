@@ -126,7 +126,7 @@ describe("SqliteStore", () => {
     await s.close();
     expect(s.isOpen).toBe(false);
     await s.close();
-    const abandoned = new SqliteStore({ path: file, rule });
+    const abandoned = new SqliteStore({ path: file, rule, checkpointer: false });
     abandoned.abandon();
     expect(abandoned.isOpen).toBe(false);
     abandoned.abandon();

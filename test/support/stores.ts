@@ -113,7 +113,7 @@ function chosenKinds(names: string | undefined, runs: string | undefined): Store
   const unknown = wanted.filter((n) => !all.some((k) => k.name === n));
   if (unknown.length > 0)
     throw new Error(`CRR_STORE_KINDS: unknown engine(s) ${unknown.join(", ")}; known: sqlite, postgres`);
-  const cap = runs === undefined ? Infinity : Number(runs);
+  const cap = runs === undefined || runs === "" ? Infinity : Number(runs);
   if (!Number.isInteger(cap) && cap !== Infinity)
     throw new Error(`CRR_STORE_RUNS: not a whole number: ${runs}`);
   if (cap < 1) throw new Error(`CRR_STORE_RUNS: at least 1, got ${runs}`);
