@@ -148,7 +148,13 @@ const folders = {
     env: { CRR_STORE_KINDS: "sqlite", CRR_STORE_RUNS: "10" },
   },
   "sqlite-store-data": {
-    files: ["src/store/sqlite-store.ts:318-802"],
+    files: ["src/store/sqlite-store.ts:318-805"],
+    tests: sqliteStoreTests,
+    env: { CRR_STORE_KINDS: "sqlite", CRR_STORE_RUNS: "5" },
+  },
+  // The rest of it: opening, schema and migration, digests at open, point reads, meta, close.
+  "sqlite-store-rest": {
+    files: ["src/store/sqlite-store.ts:1-317", "src/store/sqlite-store.ts:806-995"],
     tests: sqliteStoreTests,
     env: { CRR_STORE_KINDS: "sqlite", CRR_STORE_RUNS: "5" },
   },
