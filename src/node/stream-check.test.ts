@@ -189,6 +189,47 @@ describe("restoreStreamsFromPeers (crr verify)", () => {
     expect(await here.conflicts()).toHaveLength(1);
   });
 
+  it("puts back a peer's record whose loser row here was edited by hand (its LSN was held, but not intact), over the same row", async () => {
+    const here = openStore();
+    const origin = openStore();
+    // ap's older version of "b" wins everywhere; eu's copy is a conflict loser in both stores.
+    for (const s of [here, origin]) {
+      await apply(s, ap, apInc, [version(ap, apInc, 1, "b", 500)]);
+      await apply(s, eu, euInc, euStream);
+    }
+    const db = new Database(here.file);
+    db.prepare("UPDATE conflicts SET outcome = 'edited by hand' WHERE key = 'b'").run();
+    db.close();
+    const [loserRow] = await here.conflicts();
+    expect((await here.streamVersions(eu, euInc, 2, 2, 1))[0]).toMatchObject({ intact: false });
+    const { region } = regionOf(here, [peerOf(eu, origin)]);
+    expect(await restoreStreamsFromPeers(region)).toEqual({ restored: 1, changed: [], failed: [] });
+    // The loser is the origin's version again, intact, in the same row; the winner is unchanged.
+    expect((await here.streamVersions(eu, euInc, 2, 2, 1))[0]).toMatchObject({
+      key: "b",
+      outcome: `${eu}-2`,
+      intact: true,
+    });
+    expect((await here.conflicts()).map((c) => c.id)).toEqual([loserRow!.id]);
+    expect(await here.get("b")).toMatchObject({ origin: ap, lsn: 1 });
+    expect(await restoreStreamsFromPeers(region)).toEqual({ restored: 0, changed: [], failed: [] });
+  });
+
+  it("asks for a winner edited here too, and leaves it to the divergence check (nothing written over it)", async () => {
+    const here = openStore();
+    const origin = openStore();
+    await apply(here, eu, euInc, euStream);
+    await apply(origin, eu, euInc, euStream);
+    const db = new Database(here.file);
+    db.prepare("UPDATE records SET outcome = 'edited by hand' WHERE key = 'c'").run();
+    db.close();
+    const link = peerOf(eu, origin);
+    const { region } = regionOf(here, [link]);
+    expect(await restoreStreamsFromPeers(region)).toEqual({ restored: 0, changed: [], failed: [] });
+    expect((link as unknown as { asked: StreamQuery[] }).asked).toMatchObject([{ fromLsn: 3, toLsn: 3 }]);
+    expect(await here.get("c")).toMatchObject({ outcome: "edited by hand" });
+  });
+
   it("leaves a missing version that would win its key here to the divergence check", async () => {
     const here = openStore();
     const origin = openStore();

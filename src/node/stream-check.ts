@@ -1,8 +1,9 @@
 /**
  * `crr verify`'s check of the streams this store holds against its peers' copies: every LSN
- * at or below a stream's watermark was applied here, so each one must be in the store (the
- * winner of its key or a loser kept in conflicts), unless the tenant policy never sent it.
- * One missing was removed outside the engine (a hand delete, rows lost). When another version
+ * at or below a stream's watermark was applied here, so each one must be in the store, intact
+ * (the winner of its key or a loser kept in conflicts), unless the tenant policy never sent it.
+ * One missing was removed outside the engine (a hand delete, rows lost); one whose copy here
+ * fails its version hash was changed outside it (a hand edit), and counts as missing. When another version
  * of its key won since, every region agrees on the winner, the winner digests agree, and
  * nothing else shows the loss (the simulator, seeds 314 and 454: a hand-deleted copy of
  * another region's record, and an own record whose WAL segment retention had removed, both
@@ -54,7 +55,7 @@ export interface StreamCheck {
   self: string;
   incarnation: string;
   walFirstLsn: number;
-  store: Pick<StreamStore, "streamLsns"> & Pick<ApplyStore, "watermarks"> & Pick<ReadStore, "get">;
+  store: Pick<StreamStore, "streamVersions"> & Pick<ApplyStore, "watermarks"> & Pick<ReadStore, "get">;
   rule: MergeRule;
   /** Let the event loop run between two windows (a live node's store reads do not wait on it). */
   yieldTurn: () => Promise<void>;
@@ -69,7 +70,11 @@ function checkedThrough(c: StreamCheck, w: { origin: string; incarnation: string
   return own ? Math.min(w.lsn, c.walFirstLsn - 1) : w.lsn;
 }
 
-/** Every stream's LSNs at or below its watermark that the store holds neither as winner nor as loser. */
+/**
+ * Every stream's LSNs at or below its watermark that the store holds intact neither as winner
+ * nor as loser. The rows are read whole (their version hashes checked), not only their LSNs:
+ * an edited loser of another region's record was counted as held, and never put back.
+ */
 export async function streamHoles(c: StreamCheck): Promise<StreamHoles[]> {
   const out: StreamHoles[] = [];
   for (const w of await c.store.watermarks()) {
@@ -77,14 +82,25 @@ export async function streamHoles(c: StreamCheck): Promise<StreamHoles[]> {
     const holes: LsnRange[] = [];
     for (let from = 1; from <= through; from += streamCheckLsns) {
       const to = Math.min(through, from + streamCheckLsns - 1);
-      holes.push(
-        ...missingRanges(from, to, new Set(await c.store.streamLsns(w.origin, w.incarnation, from, to))),
-      );
+      holes.push(...missingRanges(from, to, await intactLsns(c, w.origin, w.incarnation, from, to)));
       await c.yieldTurn();
     }
     if (holes.length > 0) out.push({ origin: w.origin, incarnation: w.incarnation, holes });
   }
   return out;
+}
+
+/** The LSNs of [from, to] of one stream that the store holds an intact copy of. */
+async function intactLsns(
+  c: StreamCheck,
+  origin: string,
+  incarnation: string,
+  from: number,
+  to: number,
+): Promise<Set<number>> {
+  // One version per LSN, an intact copy preferred when the LSN is both a winner and a loser.
+  const held = await c.store.streamVersions(origin, incarnation, from, to, to - from + 1);
+  return new Set(held.filter((v) => v.intact).map((v) => v.lsn));
 }
 
 /** The peers to ask for `origin`'s stream: the origin first, then the others by name. */

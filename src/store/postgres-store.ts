@@ -931,18 +931,6 @@ export class PostgresStore implements DedupStore {
     return r.rows[0]!;
   }
 
-  async streamLsns(origin: string, incarnation: string, fromLsn: number, toLsn: number): Promise<number[]> {
-    const r = await this.read("read a stream's LSNs", (p) =>
-      p.query<{ lsn: string }>(
-        `SELECT lsn FROM records WHERE origin = $1 AND incarnation = $2 AND lsn BETWEEN $3 AND $4
-         UNION SELECT lsn FROM conflicts WHERE origin = $1 AND incarnation = $2 AND lsn BETWEEN $3 AND $4
-         ORDER BY lsn`,
-        [origin, incarnation, fromLsn, toLsn],
-      ),
-    );
-    return r.rows.map((x) => Number(x.lsn));
-  }
-
   async streamVersions(
     origin: string,
     incarnation: string,

@@ -237,13 +237,6 @@ export class SqliteStore implements DedupStore {
       streamLosers: this.db.prepare(
         "SELECT * FROM conflicts WHERE origin = ? AND incarnation = ? AND lsn BETWEEN ? AND ? ORDER BY lsn LIMIT ?",
       ),
-      streamLsns: this.db
-        .prepare(
-          `SELECT lsn FROM records WHERE origin = @origin AND incarnation = @incarnation AND lsn BETWEEN @from AND @to
-           UNION SELECT lsn FROM conflicts WHERE origin = @origin AND incarnation = @incarnation AND lsn BETWEEN @from AND @to
-           ORDER BY lsn`,
-        )
-        .pluck(),
       tamperedIn: this.db.prepare("SELECT key FROM tampered WHERE bucket = ?").pluck(),
       tamperedOne: this.db.prepare("SELECT 1 FROM tampered WHERE bucket = ? AND key = ?").pluck(),
       noteTampered: this.db.prepare(
@@ -399,13 +392,6 @@ export class SqliteStore implements DedupStore {
       take(this.stmt.streamLosers.all(...args) as LoserRow[], loserIntact);
       return [...byLsn.values()].sort((a, b) => a.lsn - b.lsn).slice(0, limit);
     });
-  }
-
-  async streamLsns(origin: string, incarnation: string, fromLsn: number, toLsn: number): Promise<number[]> {
-    return this.guard(
-      "read a stream's LSNs",
-      () => this.stmt.streamLsns.all({ origin, incarnation, from: fromLsn, to: toLsn }) as number[],
-    );
   }
 
   /** Whether a winner row still holds what was applied (not changed outside the engine). */

@@ -178,8 +178,6 @@ export interface StreamStore {
     toLsn: number,
     limit: number,
   ): Promise<CheckedRecord[]>;
-  /** The LSNs of one stream in [fromLsn, toLsn] held as a winner or a loser, ascending (no content read). */
-  streamLsns(origin: string, incarnation: string, fromLsn: number, toLsn: number): Promise<number[]>;
   /**
    * One page of winners in (bucket, key) order after `after`, optionally of one origin,
    * leaving out versions of `covered` streams at or below their LSN, and every copy that is
