@@ -470,6 +470,77 @@ describe.each(storeKinds)("the $name store", (kind) => {
     }
   });
 
+  it("repair: the true version of a winner edited by hand is written over it, and the edit is kept nowhere; a version that beats an edited winner does not keep the edit as its loser", async () => {
+    const opened = await kind.open(fww, "a");
+    const store = opened.store;
+    try {
+      await store.applyBatch(batch("us-east-1", records("us-east-1", 1, 3)));
+      const root = await store.rootDigest();
+      const truth = records("us-east-1", 1, 3).map(({ flags: _f, ...r }) => ({
+        ...r,
+        origin: "us-east-1",
+        incarnation,
+      }));
+      // The row's content edited, its version hash left as it was (what a hand edit does).
+      await opened.exec("UPDATE records SET outcome = 'edited by hand' WHERE key = $1", ["key-1"]);
+      expect(await store.repair([truth[0]!])).toEqual(["key-1"]);
+      expect(await store.streamVersions("us-east-1", incarnation, 1, 1, 1)).toEqual([
+        { ...truth[0], intact: true },
+      ]);
+      expect(await store.conflicts()).toEqual([]); // not a loser of itself
+      expect(await store.rootDigest()).toBe(root);
+      expect(await store.repair([truth[0]!])).toEqual([]); // intact now: nothing to write
+      // eu-west-1's earlier version of key-2 beats the winner edited here: the edit is no loser.
+      await opened.exec("UPDATE records SET outcome = 'edited by hand' WHERE key = $1", ["key-2"]);
+      const earlier = { ...truth[1]!, origin: "eu-west-1", lsn: 1, hlc: { wallMs: 1, logical: 0 } };
+      expect(await store.repair([earlier])).toEqual(["key-2"]);
+      expect(await store.get("key-2")).toEqual(earlier);
+      expect(await store.conflicts()).toEqual([]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("a stream read prefers the intact copy of an LSN held both as a winner and as a loser", async () => {
+    const opened = await kind.open(fww, "a");
+    const store = opened.store;
+    try {
+      // us-east-1's key-2 loses to eu-west-1's earlier version, then that winner is lost (a hand
+      // delete) and us-east-1's version is put back as the winner: LSN 2 is in both tables.
+      await store.applyBatch(batch("us-east-1", records("us-east-1", 1, 3)));
+      await store.applyBatch(
+        batch(
+          "eu-west-1",
+          records("eu-west-1", 2, 1, undefined, 0).map((r) => ({ ...r, lsn: 1 })),
+        ),
+      );
+      await opened.exec("DELETE FROM records WHERE key = $1", ["key-2"]);
+      const truth = records("us-east-1", 1, 3).map(({ flags: _f, ...r }) => ({
+        ...r,
+        origin: "us-east-1",
+        incarnation,
+      }))[1]!;
+      expect(await store.repair([truth])).toEqual(["key-2"]);
+      expect((await store.conflicts()).map((c) => [c.loser.origin, c.loser.lsn])).toEqual([["us-east-1", 2]]);
+      // The winner's row edited: the loser's copy is the intact one.
+      await opened.exec("UPDATE records SET outcome = 'edited by hand' WHERE key = $1", ["key-2"]);
+      expect(await store.streamVersions("us-east-1", incarnation, 2, 2, 1)).toEqual([
+        { ...truth, intact: true },
+      ]);
+      // The winner put back and the loser's row edited instead: the winner's copy is.
+      expect(await store.repair([truth])).toEqual(["key-2"]);
+      await opened.exec("UPDATE conflicts SET outcome = 'edited by hand' WHERE key = $1", ["key-2"]);
+      expect(await store.streamVersions("us-east-1", incarnation, 2, 2, 1)).toEqual([
+        { ...truth, intact: true },
+      ]);
+      expect((await store.streamVersions("us-east-1", incarnation, 1, 3, 10)).map((v) => v.lsn)).toEqual([
+        1, 2, 3,
+      ]);
+    } finally {
+      await store.close();
+    }
+  });
+
   it("repair: a version the rule prefers replaces the winner and the old one is kept as a loser; one it does not is kept as a loser", async () => {
     await using(kind, fww, "a", async (store) => {
       await store.applyBatch(batch("us-east-1", records("us-east-1", 1, 2)));
