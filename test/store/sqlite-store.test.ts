@@ -104,7 +104,9 @@ describe("SqliteStore", () => {
     expect(await s.get("key-3")).toMatchObject({ lsn: 3 });
     // A rebuild --since has no digests to recompute either.
     const since = (await s.get("key-4"))!.hlc.wallMs;
-    expect(await s.deleteSince(since)).toEqual([{ origin: "us-east-1", incarnation, fromLsn: 4, removed: 2 }]);
+    expect(await s.deleteSince(since)).toEqual([
+      { origin: "us-east-1", incarnation, fromLsn: 4, removed: 2 },
+    ]);
     expect(await s.watermark("us-east-1", incarnation)).toBe(3);
     await s.close();
   });
