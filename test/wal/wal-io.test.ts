@@ -151,6 +151,22 @@ describe("reads", () => {
     expect((await again.read(1, { recordsMax: 1000, bytesMax: 16 << 20 }))!.lastLsn).toBe(60);
   });
 
+  it("take every frame that fits bytesMax exactly, from the cache and from disk", async () => {
+    const dir = tempDir();
+    const wal = await Wal.open({ dir, region });
+    await appendAll(wal, 10, 100, 1, 10); // one group
+    const frameBytes = async (w: Wal, lsn: number) =>
+      (await w.read(lsn, { recordsMax: 1, bytesMax: 1 << 20 }))!.frames.length;
+    const exactly = async (w: Wal) => {
+      const three = (await frameBytes(w, 2)) + (await frameBytes(w, 3)) + (await frameBytes(w, 4));
+      expect((await w.read(2, { recordsMax: 100, bytesMax: three }))!.lastLsn).toBe(4);
+      expect((await w.read(2, { recordsMax: 100, bytesMax: three - 1 }))!.lastLsn).toBe(3);
+    };
+    await exactly(wal); // the recent groups' cache
+    await wal.close();
+    await exactly(await open({ dir })); // the segment on disk
+  });
+
   it("stop at the end of a segment, and the next read starts the next one", async () => {
     const dir = tempDir();
     const wal = await open({ dir, segmentBytesMax: 4096 });
@@ -223,6 +239,20 @@ describe("waiting for durability", () => {
     // After the close too: it would wait for an event that never comes again.
     await expect(wal.waitForDurable(6)).rejects.toBeInstanceOf(WalClosedError);
     expect(await wal.waitForDurable(5)).toBe(6); // what is durable stays so
+  });
+
+  it("resolves only once the durable LSN is past the one waited on, not at it or before", async () => {
+    const wal = await open({ dir: tempDir() });
+    await wal.append(rec(1));
+    let got: number | undefined;
+    const waiting = wal.waitForDurable(3).then((lsn) => (got = lsn));
+    await wal.append(rec(2));
+    await wal.append(rec(3)); // durable 3: still not past it
+    await new Promise((r) => setImmediate(r));
+    expect(got).toBeUndefined();
+    await wal.append(rec(4));
+    await waiting;
+    expect(got).toBe(4);
   });
 
   it("tails from any LSN, waits for new records, and ends when its signal aborts", async () => {
@@ -353,6 +383,74 @@ describe("appends the WAL refuses", () => {
     const next = await wal.append(rec(5));
     expect(next.lsn).toBe(5);
     expect(next.hlc.wallMs > records[3]!.hlc.wallMs || next.hlc.logical > records[3]!.hlc.logical).toBe(true);
+  });
+});
+
+describe("restored records", () => {
+  it("a gap inside a restored lot names the LSN it should have been", async () => {
+    const src = await open({ dir: tempDir() });
+    await appendAll(src, 4);
+    const records = decode((await src.read(1, { recordsMax: 10, bytesMax: 1 << 20 }))!);
+    const wal = await open({ dir: tempDir() });
+    expect(() => wal.appendRestored([records[0]!, records[1]!, records[3]!])).toThrow(
+      "restored LSN 4 must continue the WAL at 3",
+    );
+    expect(wal.durableLsn).toBe(0);
+  });
+
+  it("a lot larger than a fresh group is taken whole, and one past the queue bound is refused", async () => {
+    const src = await open({ dir: tempDir() });
+    await appendAll(src, 6, 60_000, 1, 6);
+    const records = decode((await src.read(1, { recordsMax: 10, bytesMax: 16 << 20 }))!);
+    expect(records).toHaveLength(6);
+    const wal = await open({ dir: tempDir() });
+    await wal.appendRestored(records); // ~360 KB in one group
+    const back = decode((await wal.read(1, { recordsMax: 10, bytesMax: 16 << 20 }))!);
+    expect(back.map((r) => r.bodyJson)).toEqual(records.map((r) => r.bodyJson));
+    const small = await open({ dir: tempDir(), queueBytesMax: 200_000 });
+    expect(() => small.appendRestored(records)).toThrow(WalBusyError);
+    expect(small.durableLsn).toBe(0);
+  });
+
+  it("what restored records queued leaves the queue when written: the bound counts appends as on a WAL that restored nothing", async () => {
+    const src = await open({ dir: tempDir() });
+    await appendAll(src, 3, 20_000);
+    const restored = decode((await src.read(1, { recordsMax: 10, bytesMax: 1 << 20 }))!);
+    /** How many 20 KB appends the WAL takes while its first fdatasync is held. */
+    const takenWhileHeld = async (restore: boolean): Promise<number> => {
+      const ops = faultyFs();
+      const wal = await open({ dir: tempDir(), fileOps: ops, queueBytesMax: 200_000 });
+      if (restore) await wal.appendRestored(restored); // one lot: three frames in one group
+      let release!: () => void;
+      ops.syncGate = new Promise((r) => (release = r));
+      const taken: Array<Promise<AppendAck>> = [];
+      for (;;) {
+        try {
+          taken.push(wal.append(rec(taken.length, 20_000)));
+        } catch (err) {
+          expect(err).toBeInstanceOf(WalBusyError);
+          break;
+        }
+      }
+      ops.syncGate = undefined;
+      release();
+      await Promise.all(taken);
+      return taken.length;
+    };
+    const fresh = await takenWhileHeld(false);
+    expect(fresh).toBeGreaterThan(1);
+    expect(await takenWhileHeld(true)).toBe(fresh);
+  });
+
+  it("an empty lot, restored or appended, writes nothing and syncs nothing", async () => {
+    const wal = await open({ dir: tempDir() });
+    await wal.append(rec(1));
+    const fsyncs = wal.stats().fsyncs;
+    await wal.appendRestored([]);
+    expect(await wal.appendBatch([])).toEqual([]);
+    await wal.append(rec(2));
+    expect(wal.stats().fsyncs).toBe(fsyncs + 1);
+    expect(wal.durableLsn).toBe(2);
   });
 });
 
