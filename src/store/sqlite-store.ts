@@ -145,7 +145,9 @@ export class SqliteStore implements DedupStore {
     try {
       this.db = new Database(o.path);
     } catch (err) {
-      throw storeError(o.path, "open", err);
+      // better-sqlite3 refuses a missing directory with a TypeError that names no file.
+      const e = storeError(o.path, "open", err);
+      throw e instanceof StoreError ? e : new StoreError(o.path, "open", err);
     }
     try {
       ({ stmt: this.stmt, digests: this.digests, checkpointer: this.checkpointer } = this.init(o));

@@ -3,6 +3,7 @@
  * rebuilt after a crash. The contract both stores keep is test/store/store-contract.test.ts.
  */
 import Database from "better-sqlite3";
+import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { SqliteStore } from "../../src/store/index.js";
@@ -136,6 +137,68 @@ describe("SqliteStore", () => {
     abandoned.abandon();
     expect(abandoned.isOpen).toBe(false);
     abandoned.abandon();
+  });
+
+  it("in memory (the tests' and tools' store): no -wal to sync, no checkpointer; applies, reads and closes", async () => {
+    const s = new SqliteStore({ path: ":memory:", rule });
+    const r = await s.applyBatch({
+      origin: "us-east-1",
+      incarnation,
+      firstLsn: 1,
+      lastLsn: 3,
+      records: records(1, 3),
+    });
+    expect(r).toMatchObject({ status: "applied", applied: 3 });
+    expect(await s.watermark("us-east-1", incarnation)).toBe(3);
+    await s.syncNow();
+    expect(Number(await s.getMeta("synced_at"))).toBeGreaterThan(0);
+    await s.close();
+    expect(s.isOpen).toBe(false);
+  });
+
+  it("a full checkpoint empties the -wal, and says so when a reader keeps it from finishing", async () => {
+    const file = path.join(tempDir(), "store.sqlite");
+    const s = new SqliteStore({ path: file, rule, checkpointer: false });
+    s.applySync({ origin: "us-east-1", incarnation, firstLsn: 1, lastLsn: 50, records: records(1, 50) });
+    expect(fs.statSync(`${file}-wal`).size).toBeGreaterThan(0);
+    s.checkpointFully();
+    expect(fs.statSync(`${file}-wal`).size).toBe(0);
+    s.applySync({ origin: "us-east-1", incarnation, firstLsn: 51, lastLsn: 60, records: records(51, 10) });
+    const reader = new Database(file, { readonly: true });
+    reader.prepare("BEGIN").run();
+    reader.prepare("SELECT count(*) FROM records").get(); // holds a snapshot of the -wal
+    expect(() => s.checkpointFully()).toThrow(`${file}: the checkpoint did not finish`);
+    reader.prepare("COMMIT").run();
+    reader.close();
+    s.checkpointFully();
+    expect(fs.statSync(`${file}-wal`).size).toBe(0);
+    await s.close();
+  });
+
+  it("a store that cannot be opened (no such directory) is a StoreError naming the file, and nothing is created", () => {
+    const dir = path.join(tempDir(), "missing");
+    const file = path.join(dir, "store.sqlite");
+    expect(() => new SqliteStore({ path: file, rule, checkpointer: false })).toThrow(
+      new RegExp(`store ${file}: open failed`),
+    );
+    expect(fs.existsSync(dir)).toBe(false);
+  });
+
+  it("a clean close leaves its digests saved as clean; while open they are marked stale", async () => {
+    const file = path.join(tempDir(), "store.sqlite");
+    const s = new SqliteStore({ path: file, rule });
+    s.applySync({ origin: "us-east-1", incarnation, firstLsn: 1, lastLsn: 5, records: records(1, 5) });
+    const clean = () => {
+      const db = new Database(file, { readonly: true });
+      try {
+        return db.prepare("SELECT clean FROM digest_snapshot WHERE id = 1").pluck().get();
+      } finally {
+        db.close();
+      }
+    };
+    expect(clean()).toBe(0);
+    await s.close();
+    expect(clean()).toBe(1);
   });
 
   it("keeps digests across a clean close and rebuilds them after a crash (an unclosed handle)", async () => {

@@ -628,6 +628,16 @@ describe.each(storeKinds)("the $name store", (kind) => {
       expect(rows.map((c) => c.loser.origin)).toEqual(["b", "a"]);
       expect(rows.every((c) => c.winner.origin === "c")).toBe(true); // the current winner
       expect((await store.conflicts({ afterId: 4 })).map((c) => c.id)).toEqual([5]);
+      // Raised again once conflicts were numbered (a log restored ahead of this store).
+      await store.reserveConflictIds(20);
+      await store.reserveConflictIds(20);
+      await store.applyBatch(
+        batch(
+          "d",
+          records("d", 1, 1, () => "shared", 7000),
+        ),
+      );
+      expect((await store.conflicts({ afterId: 5 })).map((c) => c.id)).toEqual([21]);
     });
   });
 
