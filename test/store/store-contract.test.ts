@@ -172,6 +172,20 @@ const batch = (origin: string, rs: WalRecord[]): ApplyBatchInput => ({
 });
 const fww: MergeRule = { kind: "first-write-wins" };
 
+/**
+ * us-east-1's records 1..n, then eu-west-1's earlier versions of keys 5..9 (its LSNs 1..5):
+ * they win (first write), and us-east-1's versions of those keys are kept as conflict losers.
+ */
+async function applyWithLosers(store: DedupStore, n: number): Promise<void> {
+  await store.applyBatch(batch("us-east-1", records("us-east-1", 1, n)));
+  await store.applyBatch(
+    batch(
+      "eu-west-1",
+      records("eu-west-1", 5, 5, undefined, 0).map((r, i) => ({ ...r, lsn: i + 1 })),
+    ),
+  );
+}
+
 async function using<T>(kind: StoreKind, rule: MergeRule, slot: string, fn: (s: DedupStore) => Promise<T>) {
   const { store } = await kind.open(rule, slot);
   try {
@@ -332,14 +346,7 @@ describe.each(storeKinds)("the $name store", (kind) => {
     const opened = await kind.open(fww, "a");
     const store = opened.store;
     try {
-      await store.applyBatch(batch("us-east-1", records("us-east-1", 1, 20)));
-      // eu-west-1 wrote keys 5..9 earlier: us-east-1's versions of them become conflict losers.
-      await store.applyBatch(
-        batch(
-          "eu-west-1",
-          records("eu-west-1", 5, 5, undefined, 0).map((r, i) => ({ ...r, lsn: i + 1 })),
-        ),
-      );
+      await applyWithLosers(store, 20);
       const stream = await store.streamVersions("us-east-1", incarnation, 1, 20, 100);
       expect(stream.map((v) => v.lsn)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
       expect(stream.every((v) => v.origin === "us-east-1" && v.intact)).toBe(true);
@@ -386,14 +393,7 @@ describe.each(storeKinds)("the $name store", (kind) => {
     const opened = await kind.open(fww, "a");
     const store = opened.store;
     try {
-      await store.applyBatch(batch("us-east-1", records("us-east-1", 1, 10)));
-      // eu-west-1 decided keys 5..9 earlier: us-east-1's versions of them are kept as losers.
-      await store.applyBatch(
-        batch(
-          "eu-west-1",
-          records("eu-west-1", 5, 5, undefined, 0).map((r, i) => ({ ...r, lsn: i + 1 })),
-        ),
-      );
+      await applyWithLosers(store, 10);
       const before = await store.streamVersions("us-east-1", incarnation, 5, 9, 10);
       expect(before.map((v) => [v.lsn, v.intact])).toEqual([5, 6, 7, 8, 9].map((l) => [l, true]));
 
