@@ -9,6 +9,8 @@ export interface FaultyFs extends FileOps {
   spaceBytes: number;
   /** While set, fdatasync waits for it. */
   syncGate: Promise<void> | undefined;
+  /** fdatasync calls held by the gate now. */
+  syncsWaiting: number;
   syncs: number;
 }
 
@@ -17,6 +19,7 @@ export function faultyFs(base: FileOps = nodeFileOps): FaultyFs {
     ...base,
     spaceBytes: Infinity,
     syncGate: undefined,
+    syncsWaiting: 0,
     syncs: 0,
     async write(fd, buf, offset, length, position) {
       if (f.spaceBytes <= 0)
@@ -26,7 +29,10 @@ export function faultyFs(base: FileOps = nodeFileOps): FaultyFs {
       return base.write(fd, buf, offset, n, position);
     },
     async fdatasync(fd) {
-      if (f.syncGate) await f.syncGate;
+      if (f.syncGate) {
+        f.syncsWaiting++;
+        await f.syncGate.finally(() => f.syncsWaiting--);
+      }
       f.syncs++;
       return base.fdatasync(fd);
     },
