@@ -1,17 +1,21 @@
 /**
  * Everything this region must put in its audit log, until it is there: every conflict the
  * store holds beyond the log's conflict mark (driven by the conflicts table, so a crash
- * between the store commit and the audit write loses nothing), and entries handed in
- * (divergence findings, repairs, skipped gaps). A failed write is retried with backoff until
+ * between the store commit and the audit write loses nothing), every displaced damaged winner
+ * the store noted (written, then forgotten by the store: at least once, the same way), and
+ * entries handed in (divergence findings, repairs, skipped gaps). A failed write is retried with backoff until
  * it succeeds; meanwhile `failing` says why (status, metrics), never only a log line.
  */
 import type { AuditAppend, AuditLog } from "../audit/index.js";
 import type { Logger } from "../log.js";
 import type { Runtime, Timer } from "../runtime/index.js";
-import type { ConflictRow } from "../store/index.js";
+import type { ConflictRow, DisplacedRow } from "../store/index.js";
 
 export interface AuditPumpOptions {
   conflicts(o: { afterId: number; limit: number }): Promise<ConflictRow[]>;
+  /** Displaced damaged winners the store noted and no log holds yet; forgotten once written. */
+  displaced(limit: number): Promise<DisplacedRow[]>;
+  forgetDisplaced(ids: readonly number[]): Promise<void>;
   audit: AuditLog;
   log: Logger;
   runtime: Runtime;
@@ -69,6 +73,7 @@ export class AuditPump {
         this.again = false;
         await this.writePending();
         await this.writeConflicts();
+        await this.writeDisplaced();
       } while (this.again);
       if (this.failing !== undefined) this.o.log.info({ after: this.failing }, "audit log writes recovered");
       this.failing = undefined;
@@ -107,6 +112,23 @@ export class AuditPump {
           }),
         ),
       );
+    }
+  }
+
+  private async writeDisplaced(): Promise<void> {
+    for (;;) {
+      const rows = await this.o.displaced(conflictsPerRound);
+      if (rows.length === 0) return;
+      // In order: a crash between the writes and the forget writes some twice, never none.
+      for (const d of rows)
+        await this.o.audit.append({
+          kind: "tampered-displaced",
+          key: d.key,
+          displaced: d.displaced,
+          winner: d.winner,
+          detectedAtMs: d.detectedAtMs,
+        });
+      await this.o.forgetDisplaced(rows.map((d) => d.id));
     }
   }
 

@@ -227,6 +227,8 @@ export class Region {
     );
     this.auditPump = new AuditPump({
       conflicts: (o) => this.store.conflicts(o),
+      displaced: (limit) => this.store.displaced(limit),
+      forgetDisplaced: (ids) => this.store.forgetDisplaced(ids),
       audit: this.audit,
       log,
       runtime,
@@ -439,15 +441,10 @@ export class Region {
 
   /**
    * A winner changed outside the engine lost to a newer decision: the store did not keep its
-   * changed copy as the loser; audited (with the copy as found) and logged.
+   * changed copy as the loser, and noted it in the same transaction for the audit pump (an
+   * audit entry with the copy as found, written even after a crash); logged.
    */
   private noteDamagedLoser(c: Conflict): void {
-    void this.auditPump.record({
-      kind: "tampered-displaced",
-      key: c.key,
-      displaced: c.loser,
-      winner: c.winner,
-    });
     this.log.error(
       {
         key: c.key,

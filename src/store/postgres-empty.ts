@@ -11,4 +11,5 @@ export const emptyStoreSql = `DO $$ BEGIN IF to_regclass('records') IS NOT NULL 
   TRUNCATE records, watermarks, conflicts, tampered, meta, claims, nodes RESTART IDENTITY;
   UPDATE bucket_digests SET digest = '\\x00000000000000000000000000000000'::bytea, keys = 0, gen = 0 WHERE gen > 0;
   UPDATE digest_clock SET gen = 0, conflict_id = 0;
-END IF; END $$`;
+END IF;
+IF to_regclass('displaced') IS NOT NULL THEN TRUNCATE displaced RESTART IDENTITY; END IF; END $$`;

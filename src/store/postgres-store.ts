@@ -30,10 +30,12 @@ import { contest, ruleName, sameVersion, type MergeRule } from "./merge.js";
 import { migrate } from "./postgres-schema.js";
 import {
   conflictFromRow,
+  displacedFromRow,
   fromRow,
   loserIntact,
   versionColumns,
   type ConflictDbRow,
+  type DisplacedDbRow,
   type LoserRow,
   type RecordRow,
 } from "./rows.js";
@@ -45,6 +47,7 @@ import type {
   ConflictRow,
   CoveredStream,
   DedupStore,
+  DisplacedRow,
   KeyCursor,
   RegionNode,
   RemovedStream,
@@ -560,11 +563,17 @@ export class PostgresStore implements DedupStore {
     if (sameVersion(cur.v, v)) return { duplicate: true, replaced: false };
     const { winner, loser, incomingWins } = contest(this.rule, cur.v, v);
     // A winner changed outside the engine is not kept as a loser (SqliteStore.applyOne).
-    if (incomingWins && !cur.intact)
+    if (incomingWins && !cur.intact) {
+      // Noted with the displacement: the audit pump writes it even after a crash (types.ts).
+      await c.query(
+        "INSERT INTO displaced (key, displaced, winner, detected_at_ms) VALUES ($1, $2, $3, $4)",
+        [v.key, JSON.stringify(loser), JSON.stringify(winner), now],
+      );
       return {
         conflict: { key: v.key, winner, loser, rule: this.ruleText, loserDamaged: true },
         replaced: true,
       };
+    }
     const kept = await this.insertLoser(c, loser, winner, now, losers);
     // A loser seen before (same version) is a re-delivery, not a new conflict.
     if (!kept) return { duplicate: true, replaced: incomingWins };
@@ -908,6 +917,20 @@ export class PostgresStore implements DedupStore {
     );
     const winners = await this.winnersOf([...new Set(r.rows.map((x) => x.key))]);
     return r.rows.map((row) => conflictFromRow(row, winners.get(row.key)));
+  }
+
+  async displaced(limit: number): Promise<DisplacedRow[]> {
+    const r = await this.read("read displaced", (p) =>
+      p.query<DisplacedDbRow>("SELECT * FROM displaced ORDER BY id LIMIT $1", [limit]),
+    );
+    return r.rows.map(displacedFromRow);
+  }
+
+  async forgetDisplaced(ids: readonly number[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.read("forget displaced", (p) =>
+      p.query("DELETE FROM displaced WHERE id = ANY($1::bigint[])", [ids]),
+    );
   }
 
   private async winnersOf(keys: string[]): Promise<Map<string, StoredRecord>> {

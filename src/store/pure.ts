@@ -18,6 +18,7 @@ export type {
   CoveredStream,
   DedupStore,
   DigestStore,
+  DisplacedRow,
   KeyCursor,
   MetaStore,
   ReadStore,

@@ -3,7 +3,7 @@
  * `conflicts`), with the same column names in SQLite and PostgreSQL.
  */
 import { versionHash } from "./digest.js";
-import type { ConflictRow, StoredRecord } from "./types.js";
+import type { ConflictRow, DisplacedRow, StoredRecord } from "./types.js";
 
 export interface RecordRow {
   bucket: number;
@@ -89,5 +89,24 @@ export function conflictFromRow(row: ConflictDbRow, current: StoredRecord | unde
     },
     rule: row.rule,
     detectedAtMs: row.detected_at_ms,
+  };
+}
+
+/** A `displaced` row: the two versions as JSON (a StoredRecord each). */
+export interface DisplacedDbRow {
+  id: number | string;
+  key: string;
+  displaced: string;
+  winner: string;
+  detected_at_ms: number | string;
+}
+
+export function displacedFromRow(row: DisplacedDbRow): DisplacedRow {
+  return {
+    id: Number(row.id),
+    key: row.key,
+    displaced: JSON.parse(row.displaced) as StoredRecord,
+    winner: JSON.parse(row.winner) as StoredRecord,
+    detectedAtMs: Number(row.detected_at_ms),
   };
 }

@@ -19,9 +19,11 @@ import { DigestTreeCache, type DigestTree } from "./digest-tree.js";
 import { WalSync } from "./wal-sync.js";
 import {
   conflictFromRow,
+  displacedFromRow,
   fromRow,
   loserIntact,
   type ConflictDbRow,
+  type DisplacedDbRow,
   type LoserRow,
   type RecordRow,
 } from "./rows.js";
@@ -33,6 +35,7 @@ import type {
   ConflictRow,
   CoveredStream,
   DedupStore,
+  DisplacedRow,
   KeyCursor,
   RemovedStream,
   StoreStats,
@@ -79,6 +82,12 @@ CREATE TABLE IF NOT EXISTS tampered (
   bucket INTEGER NOT NULL, key TEXT NOT NULL, applied_vh BLOB NOT NULL, found_vh BLOB NOT NULL,
   found_at_ms INTEGER NOT NULL, PRIMARY KEY (bucket, key)
 ) WITHOUT ROWID;
+-- Winners changed outside the engine that a newer decision displaced (not kept as losers),
+-- written with the displacement, until the audit pump has audited them (versions as JSON).
+CREATE TABLE IF NOT EXISTS displaced (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, displaced TEXT NOT NULL, winner TEXT NOT NULL,
+  detected_at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS digest_snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), clean INTEGER NOT NULL, digests BLOB NOT NULL, counts BLOB NOT NULL);
 `;
 
@@ -246,6 +255,11 @@ export class SqliteStore implements DedupStore {
          ON CONFLICT (bucket, key) DO UPDATE SET found_vh = excluded.found_vh, found_at_ms = excluded.found_at_ms`,
       ),
       clearTampered: this.db.prepare("DELETE FROM tampered WHERE bucket = ? AND key = ?"),
+      noteDisplaced: this.db.prepare(
+        "INSERT INTO displaced (key, displaced, winner, detected_at_ms) VALUES (?, ?, ?, ?)",
+      ),
+      displaced: this.db.prepare("SELECT * FROM displaced ORDER BY id LIMIT ?"),
+      forgetDisplaced: this.db.prepare("DELETE FROM displaced WHERE id = ?"),
       healLoser: this.db.prepare(
         `UPDATE conflicts SET tenant = @tenant, outcome = @outcome, body = @body, hlc_wall = @wall, hlc_logical = @logical, vh = @vh
          WHERE key = @key AND origin = @origin AND incarnation = @incarnation AND lsn = @lsn
@@ -766,6 +780,7 @@ export class SqliteStore implements DedupStore {
       this.replaceVersion(bucket, incoming, vh);
       this.stmt.clearTampered.run(bucket, r.key);
       this.digestXor(bucket, vh, row.vh);
+      this.stmt.noteDisplaced.run(r.key, JSON.stringify(loser), JSON.stringify(winner), now);
       return { key: r.key, winner, loser, rule: this.ruleText, loserDamaged: true };
     }
     const kept = this.insertLoser(loser, winner, now);
@@ -837,6 +852,19 @@ export class SqliteStore implements DedupStore {
   async conflicts(options: { afterId?: number; limit?: number } = {}): Promise<ConflictRow[]> {
     const rows = this.stmt.conflicts.all(options.afterId ?? 0, options.limit ?? 1000) as ConflictDbRow[];
     return rows.map((r) => conflictFromRow(r, this.getSync(r.key)));
+  }
+
+  async displaced(limit: number): Promise<DisplacedRow[]> {
+    const rows = this.guard("read displaced", () => this.stmt.displaced.all(limit)) as DisplacedDbRow[];
+    return rows.map(displacedFromRow);
+  }
+
+  async forgetDisplaced(ids: readonly number[]): Promise<void> {
+    this.guard("forget displaced", () =>
+      this.db.transaction(() => {
+        for (const id of ids) this.stmt.forgetDisplaced.run(id);
+      })(),
+    );
   }
 
   async stats(): Promise<StoreStats> {

@@ -137,11 +137,30 @@ export interface ApplyStore {
   resetWatermark(origin: string, incarnation: string, lsn: number): Promise<void>;
 }
 
+/**
+ * A winner changed outside the engine that a newer decision displaced (a conflict whose loser
+ * was damaged: not kept as a loser), noted in the transaction that displaced it, until the
+ * audit pump has written it (`forgetDisplaced`): a crash between the commit and the audit
+ * write loses no entry.
+ */
+export interface DisplacedRow {
+  id: number;
+  key: string;
+  /** The copy as found (changed outside the engine). */
+  displaced: StoredRecord;
+  winner: StoredRecord;
+  detectedAtMs: number;
+}
+
 /** Reads for clients, the admin API and the audit pump. */
 export interface ReadStore {
   get(key: string): Promise<StoredRecord | undefined>;
   /** Conflicts with an id above `afterId`, in id order; each with the key's current winner. */
   conflicts(options?: { afterId?: number; limit?: number }): Promise<ConflictRow[]>;
+  /** Displaced damaged winners not yet audited, oldest first, at most `limit`. */
+  displaced(limit: number): Promise<DisplacedRow[]>;
+  /** The audit log holds these now (`displaced` ids). */
+  forgetDisplaced(ids: readonly number[]): Promise<void>;
   stats(): Promise<StoreStats>;
 }
 

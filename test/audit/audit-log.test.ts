@@ -13,7 +13,7 @@ import { AuditLog, sealEntry, verifyAuditFiles, type AuditAppend } from "../../s
 import { silentLogger } from "../../src/log.js";
 import { realRuntime } from "../../src/runtime/index.js";
 import { AuditPump } from "../../src/node/audit-pump.js";
-import type { ConflictRow } from "../../src/store/index.js";
+import type { ConflictRow, DisplacedRow } from "../../src/store/index.js";
 import { tempDir, waitFor } from "../support/tmp.js";
 
 const files = (dir: string) =>
@@ -112,6 +112,8 @@ describe("the audit log", () => {
     const errors: string[] = [];
     const pump = new AuditPump({
       conflicts: async ({ afterId }) => (afterId < 7 ? [conflict] : []),
+      displaced: async () => [],
+      forgetDisplaced: async () => undefined,
       audit: flaky,
       log: silentLogger(),
       runtime: realRuntime,
@@ -128,6 +130,74 @@ describe("the audit log", () => {
     await log.close();
     const text = fs.readFileSync(files(dir)[0]!, "utf8");
     expect(text.match(/"kind":"conflict"/g)).toHaveLength(1);
+    expect(verifyAuditFiles(files(dir)).problem).toBeUndefined();
+  });
+});
+
+describe("the pump and displaced damaged winners", () => {
+  it("writes each one the store noted, then has the store forget it; a failed write forgets nothing and is retried", async () => {
+    const dir = tempDir();
+    const log = AuditLog.open({ dir, region: "us-east-1" });
+    let failuresLeft = 1;
+    const flaky = Object.create(log) as AuditLog;
+    flaky.append = (e: AuditAppend) =>
+      failuresLeft-- > 0 ? Promise.reject(new Error("EIO: i/o error, write")) : log.append(e);
+    const version = (origin: string, outcome: string) => ({
+      key: "k",
+      tenant: "t",
+      outcome,
+      bodyJson: undefined,
+      origin,
+      incarnation: "a".repeat(32),
+      lsn: 2,
+      hlc: { wallMs: 5, logical: 0 },
+    });
+    // What a store holds after a crash: noted with the displacement, never audited.
+    let noted: DisplacedRow[] = [
+      {
+        id: 3,
+        key: "k",
+        displaced: version("us-east-1", "edited by hand"),
+        winner: version("eu-west-1", "accepted"),
+        detectedAtMs: 9,
+      },
+    ];
+    const forgotten: number[][] = [];
+    const pump = new AuditPump({
+      conflicts: async () => [],
+      displaced: async (limit) => noted.slice(0, limit),
+      forgetDisplaced: async (ids) => {
+        forgotten.push([...ids]);
+        noted = noted.filter((d) => !ids.includes(d.id));
+      },
+      audit: flaky,
+      log: silentLogger(),
+      runtime: realRuntime,
+      retryDelayMsMin: 5,
+      retryDelayMsMax: 20,
+      onFailure: () => undefined,
+    });
+    await pump.pump();
+    expect(pump.failing).toMatch(/EIO/);
+    expect(forgotten).toEqual([]);
+    await waitFor(() => noted.length === 0 || undefined, "the displaced copy to be audited");
+    expect(forgotten).toEqual([[3]]);
+    await pump.stop();
+    await log.close();
+    const entries = fs
+      .readFileSync(files(dir)[0]!, "utf8")
+      .trimEnd()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(entries).toMatchObject([
+      {
+        kind: "tampered-displaced",
+        key: "k",
+        displaced: { origin: "us-east-1", outcome: "edited by hand" },
+        winner: { origin: "eu-west-1", outcome: "accepted" },
+        detectedAtMs: 9,
+      },
+    ]);
     expect(verifyAuditFiles(files(dir)).problem).toBeUndefined();
   });
 });

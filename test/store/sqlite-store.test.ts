@@ -201,6 +201,23 @@ describe("SqliteStore", () => {
     expect(clean()).toBe(1);
   });
 
+  it("a displaced damaged winner's note is committed with the displacement: a crash before the audit keeps it", async () => {
+    const file = path.join(tempDir(), "store.sqlite");
+    const s = new SqliteStore({ path: file, rule });
+    s.applySync({ origin: "us-east-1", incarnation, firstLsn: 1, lastLsn: 3, records: records(1, 3) });
+    const edit = new Database(file);
+    edit.prepare("UPDATE records SET outcome = 'edited by hand' WHERE key = 'key-2'").run();
+    edit.close();
+    const earlier = records(2, 1).map((r) => ({ ...r, lsn: 1, hlc: { wallMs: 1, logical: 0 } }));
+    await s.applyBatch({ origin: "eu-west-1", incarnation, firstLsn: 1, lastLsn: 1, records: earlier });
+    s.abandon(); // killed before the audit pump ran
+    const again = new SqliteStore({ path: file, rule });
+    expect((await again.displaced(10)).map((d) => [d.key, d.displaced.outcome, d.winner.origin])).toEqual([
+      ["key-2", "edited by hand", "eu-west-1"],
+    ]);
+    await again.close();
+  });
+
   it("keeps digests across a clean close and rebuilds them after a crash (an unclosed handle)", async () => {
     const file = path.join(tempDir(), "store.sqlite");
     const a = new SqliteStore({ path: file, rule });

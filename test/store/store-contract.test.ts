@@ -450,6 +450,20 @@ describe.each(storeKinds)("the $name store", (kind) => {
           expect.objectContaining({ key: "key-2", loserDamaged: true }),
         ]);
         expect(await store.conflicts()).toEqual([]);
+        // Noted in the same transaction for the audit pump, the copy as found, until forgotten.
+        const noted = await store.displaced(10);
+        expect(noted).toEqual([
+          {
+            id: expect.any(Number),
+            key: "key-2",
+            displaced: expect.objectContaining({ origin: "us-east-1", lsn: 2, outcome: "edited by hand" }),
+            winner: expect.objectContaining({ origin: "eu-west-1", lsn: 1, key: "key-2" }),
+            detectedAtMs: expect.any(Number),
+          },
+        ]);
+        expect(noted[0]!.winner).toEqual((await store.get("key-2"))!);
+        await store.forgetDisplaced([noted[0]!.id]);
+        expect(await store.displaced(10)).toEqual([]);
         // Its LSN is missing (crr verify puts an intact copy back); the new winner is intact.
         expect((await store.streamVersions("us-east-1", incarnation, 1, 3, 10)).map((v) => v.lsn)).toEqual([
           1, 3,

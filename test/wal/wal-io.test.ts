@@ -252,7 +252,7 @@ describe("group commit", () => {
     let release!: () => void;
     ops.syncGate = new Promise((r) => (release = r));
     const a = wal.append(rec(1));
-    await waitFor(() => ops.syncsWaiting > 0);
+    await waitFor(() => ops.syncsWaiting > 0, "the first group's fdatasync");
     const b = wal.append(rec(2)); // a new group: the first is in the writer's hands
     await new Promise((r) => setImmediate(r));
     ops.syncGate = undefined;
