@@ -1,21 +1,21 @@
 /**
  * Everything this region must put in its audit log, until it is there: every conflict the
  * store holds beyond the log's conflict mark (driven by the conflicts table, so a crash
- * between the store commit and the audit write loses nothing), every displaced damaged winner
- * the store noted (written, then forgotten by the store: at least once, the same way), and
- * entries handed in (divergence findings, repairs, skipped gaps). A failed write is retried with backoff until
+ * between the store commit and the audit write loses nothing), every audit note the store
+ * wrote with its change (a displaced damaged winner, an audited repair: appended, then
+ * forgotten by the store, so at least once), and entries handed in (divergence findings,
+ * skipped gaps, lost records). A failed write is retried with backoff until
  * it succeeds; meanwhile `failing` says why (status, metrics), never only a log line.
  */
 import type { AuditAppend, AuditLog } from "../audit/index.js";
 import type { Logger } from "../log.js";
 import type { Runtime, Timer } from "../runtime/index.js";
-import type { ConflictRow, DisplacedRow } from "../store/index.js";
+import type { AuditNoteStore, ConflictRow } from "../store/index.js";
 
 export interface AuditPumpOptions {
   conflicts(o: { afterId: number; limit: number }): Promise<ConflictRow[]>;
-  /** Displaced damaged winners the store noted and no log holds yet; forgotten once written. */
-  displaced(limit: number): Promise<DisplacedRow[]>;
-  forgetDisplaced(ids: readonly number[]): Promise<void>;
+  /** Audit entries the store wrote with their changes (a displaced damaged winner, an audited repair). */
+  notes: AuditNoteStore;
   audit: AuditLog;
   log: Logger;
   runtime: Runtime;
@@ -73,7 +73,7 @@ export class AuditPump {
         this.again = false;
         await this.writePending();
         await this.writeConflicts();
-        await this.writeDisplaced();
+        await this.writeNotes();
       } while (this.again);
       if (this.failing !== undefined) this.o.log.info({ after: this.failing }, "audit log writes recovered");
       this.failing = undefined;
@@ -115,20 +115,27 @@ export class AuditPump {
     }
   }
 
-  private async writeDisplaced(): Promise<void> {
+  /** Notes appended whose forget has not succeeded yet: a retry forgets them without appending again. */
+  private readonly appendedNotes = new Set<number>();
+
+  private async writeNotes(): Promise<void> {
     for (;;) {
-      const rows = await this.o.displaced(conflictsPerRound);
-      if (rows.length === 0) return;
-      // In order: a crash between the writes and the forget writes some twice, never none.
-      for (const d of rows)
-        await this.o.audit.append({
-          kind: "tampered-displaced",
-          key: d.key,
-          displaced: d.displaced,
-          winner: d.winner,
-          detectedAtMs: d.detectedAtMs,
-        });
-      await this.o.forgetDisplaced(rows.map((d) => d.id));
+      const notes = await this.o.notes.auditNotes(conflictsPerRound);
+      if (notes.length === 0) {
+        this.appendedNotes.clear(); // another node of the region may have forgotten them
+        return;
+      }
+      // In order: a crash between the writes and the forget writes some twice, never none; a
+      // forget that fails is retried without appending them again (found by review: every
+      // retry of a store that refused deletes appended the whole page once more).
+      for (const n of notes) {
+        if (this.appendedNotes.has(n.id)) continue;
+        await this.o.audit.append(n.entry);
+        this.appendedNotes.add(n.id);
+      }
+      const ids = notes.map((n) => n.id);
+      await this.o.notes.forgetAuditNotes(ids);
+      for (const id of ids) this.appendedNotes.delete(id);
     }
   }
 

@@ -227,8 +227,7 @@ export class Region {
     );
     this.auditPump = new AuditPump({
       conflicts: (o) => this.store.conflicts(o),
-      displaced: (limit) => this.store.displaced(limit),
-      forgetDisplaced: (ids) => this.store.forgetDisplaced(ids),
+      notes: this.store,
       audit: this.audit,
       log,
       runtime,

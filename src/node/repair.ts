@@ -5,11 +5,11 @@
  */
 import { RepairRefusedError } from "../errors.js";
 import { bodyBytesMax, keyBytesMax, outcomeBytesMax, tenantBytesMax } from "../limits.js";
-import { ruleName, type StoredRecord } from "../store/index.js";
+import type { StoredRecord } from "../store/index.js";
 import { decodeFrames } from "../wal/index.js";
 import { UnavailableError } from "./append-path.js";
 import type { Region } from "./region.js";
-import { askPeers, splitByWinner, streamCheckLsns, streamHoles } from "./stream-check.js";
+import { askPeers, holeCheckLsns, splitByWinner, streamCheckLsns, streamHoles } from "./stream-check.js";
 
 /** Records of this region's own WAL by LSN (reconcile asks the origin: its WAL is the truth). */
 export async function walRecords(r: Region, lsns: readonly number[]): Promise<StoredRecord[]> {
@@ -40,8 +40,8 @@ export async function walRecords(r: Region, lsns: readonly number[]): Promise<St
   return out;
 }
 
-/** LSNs of the own stream one store read covers in restoreOwnFromWal. */
-const ownCheckLsns = 5000;
+/** LSNs of the own stream one store read covers in restoreOwnFromWal (whole rows: stream-check.ts). */
+const ownCheckLsns = holeCheckLsns;
 
 /**
  * `crr verify`'s check of this region's own records against its WAL, the origin's truth:
@@ -149,13 +149,9 @@ export async function repairVersions(
   versions: readonly StoredRecord[],
   requestedBy: string,
 ): Promise<string[]> {
-  const changed = await r.store.repair(versions);
-  const byKey = new Map<string, StoredRecord>();
-  for (const v of versions) if (!byKey.has(v.key)) byKey.set(v.key, v);
-  for (const key of changed) {
-    const v = byKey.get(key)!;
-    void r.auditPump.record({ kind: "repair", key, requestedBy, written: v, rule: ruleName(r.store.rule) });
-  }
+  // Each version written is noted for the audit in the repair's own transaction: a crash
+  // before the audit write loses no entry (the pump writes it from the store).
+  const changed = await r.store.repair(versions, { requestedBy });
   if (changed.length > 0)
     r.log.warn({ keys: changed.slice(0, 20), count: changed.length, requestedBy }, "reconcile repaired keys");
   await r.auditPump.pump();

@@ -12,4 +12,4 @@ export const emptyStoreSql = `DO $$ BEGIN IF to_regclass('records') IS NOT NULL 
   UPDATE bucket_digests SET digest = '\\x00000000000000000000000000000000'::bytea, keys = 0, gen = 0 WHERE gen > 0;
   UPDATE digest_clock SET gen = 0, conflict_id = 0;
 END IF;
-IF to_regclass('displaced') IS NOT NULL THEN TRUNCATE displaced RESTART IDENTITY; END IF; END $$`;
+IF to_regclass('audit_notes') IS NOT NULL THEN TRUNCATE audit_notes RESTART IDENTITY; END IF; END $$`;

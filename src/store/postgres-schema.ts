@@ -91,13 +91,10 @@ const steps: readonly Step[] = [
   // is no longer taken as evidence. The rows kept before are hashed as they are now (trusted,
   // as they were); from here on a row without a hash is not intact.
   hashLosers,
-  // Winners changed outside the engine that a newer decision displaced, noted in the
-  // transaction that displaced them until the audit pump has audited them.
+  // Audit entries written in the transaction of the change they describe (a displaced damaged
+  // winner, an audited repair), until the audit pump has appended them.
   `
-  CREATE TABLE displaced (
-    id BIGSERIAL PRIMARY KEY, key TEXT NOT NULL, displaced TEXT NOT NULL, winner TEXT NOT NULL,
-    detected_at_ms BIGINT NOT NULL
-  );
+  CREATE TABLE audit_notes (id BIGSERIAL PRIMARY KEY, entry TEXT NOT NULL);
   `,
 ];
 

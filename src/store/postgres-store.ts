@@ -30,12 +30,14 @@ import { contest, ruleName, sameVersion, type MergeRule } from "./merge.js";
 import { migrate } from "./postgres-schema.js";
 import {
   conflictFromRow,
-  displacedFromRow,
+  auditNoteFromRow,
+  displacedEntry,
+  repairEntry,
   fromRow,
   loserIntact,
   versionColumns,
   type ConflictDbRow,
-  type DisplacedDbRow,
+  type AuditNoteDbRow,
   type LoserRow,
   type RecordRow,
 } from "./rows.js";
@@ -47,7 +49,7 @@ import type {
   ConflictRow,
   CoveredStream,
   DedupStore,
-  DisplacedRow,
+  AuditNote,
   KeyCursor,
   RegionNode,
   RemovedStream,
@@ -145,6 +147,8 @@ interface Merged {
   duplicates: number;
   conflicts: Conflict[];
   changed: string[];
+  /** The versions written as winners, in order (a repair's audit notes). */
+  written: StoredRecord[];
 }
 
 /** The database's clock in ms (heartbeats and their staleness are compared on it). */
@@ -504,7 +508,7 @@ export class PostgresStore implements DedupStore {
    * established outside any stream), then the inserts, and the digests last.
    */
   private async merge(c: Client, versions: readonly StoredRecord[], mode: Mode): Promise<Merged> {
-    const out: Merged = { applied: 0, duplicates: 0, conflicts: [], changed: [] };
+    const out: Merged = { applied: 0, duplicates: 0, conflicts: [], changed: [], written: [] };
     if (versions.length === 0) return out;
     const held = await this.lockKeys(c, [...new Set(versions.map((v) => v.key))]);
     const inserts = new Map<string, Held>();
@@ -529,6 +533,9 @@ export class PostgresStore implements DedupStore {
         note(bucket, vh, 1);
         out.applied++;
         out.changed.push(v.key);
+        out.written.push(v);
+        // A key the scrubber noted, deleted by hand since: its note is not this version's.
+        if (mode === "repair") await this.clearTampered(c, bucket, v.key);
         continue;
       }
       const r = await (mode === "apply"
@@ -545,6 +552,7 @@ export class PostgresStore implements DedupStore {
       (cur.inDb ? updates : inserts).set(v.key, h);
       if (mode === "repair" || !cur.intact) await this.clearTampered(c, bucket, v.key);
       out.changed.push(v.key);
+      out.written.push(v);
     }
     await this.insertRows(c, [...inserts.values()]);
     for (const h of updates.values()) await this.updateRow(c, h);
@@ -565,10 +573,7 @@ export class PostgresStore implements DedupStore {
     // A winner changed outside the engine is not kept as a loser (SqliteStore.applyOne).
     if (incomingWins && !cur.intact) {
       // Noted with the displacement: the audit pump writes it even after a crash (types.ts).
-      await c.query(
-        "INSERT INTO displaced (key, displaced, winner, detected_at_ms) VALUES ($1, $2, $3, $4)",
-        [v.key, JSON.stringify(loser), JSON.stringify(winner), now],
-      );
+      await this.noteAudit(c, displacedEntry(loser, winner, now));
       return {
         conflict: { key: v.key, winner, loser, rule: this.ruleText, loserDamaged: true },
         replaced: true,
@@ -596,6 +601,8 @@ export class PostgresStore implements DedupStore {
       return { replaced: false };
     }
     if (!same && cur.intact) await this.insertLoser(c, cur.v, v, now, losers);
+    // A winner changed outside the engine is not kept as a loser, and is audited as displaced.
+    else if (!same) await this.noteAudit(c, displacedEntry(cur.v, v, now));
     return { replaced: true };
   }
 
@@ -863,8 +870,19 @@ export class PostgresStore implements DedupStore {
     await c.query("UPDATE records SET vh = $3 WHERE bucket = $1 AND key = $2", [row.bucket, row.key, vh]);
   }
 
-  async repair(versions: readonly StoredRecord[]): Promise<string[]> {
-    return this.tx("repair", async (c) => (await this.merge(c, versions, "repair")).changed);
+  async repair(versions: readonly StoredRecord[], audit?: { requestedBy: string }): Promise<string[]> {
+    return this.tx("repair", async (c) => {
+      const merged = await this.merge(c, versions, "repair");
+      if (audit)
+        for (const v of merged.written)
+          await this.noteAudit(c, repairEntry(v, audit.requestedBy, this.ruleText));
+      return merged.changed;
+    });
+  }
+
+  /** An audit entry written in the transaction of the change it describes (types.ts, AuditNote). */
+  private async noteAudit(c: Client, entry: AuditNote["entry"]): Promise<void> {
+    await c.query("INSERT INTO audit_notes (entry) VALUES ($1)", [JSON.stringify(entry)]);
   }
 
   async get(key: string): Promise<StoredRecord | undefined> {
@@ -919,17 +937,17 @@ export class PostgresStore implements DedupStore {
     return r.rows.map((row) => conflictFromRow(row, winners.get(row.key)));
   }
 
-  async displaced(limit: number): Promise<DisplacedRow[]> {
-    const r = await this.read("read displaced", (p) =>
-      p.query<DisplacedDbRow>("SELECT * FROM displaced ORDER BY id LIMIT $1", [limit]),
+  async auditNotes(limit: number): Promise<AuditNote[]> {
+    const r = await this.read("read audit notes", (p) =>
+      p.query<AuditNoteDbRow>("SELECT * FROM audit_notes ORDER BY id LIMIT $1", [limit]),
     );
-    return r.rows.map(displacedFromRow);
+    return r.rows.map(auditNoteFromRow);
   }
 
-  async forgetDisplaced(ids: readonly number[]): Promise<void> {
+  async forgetAuditNotes(ids: readonly number[]): Promise<void> {
     if (ids.length === 0) return;
-    await this.read("forget displaced", (p) =>
-      p.query("DELETE FROM displaced WHERE id = ANY($1::bigint[])", [ids]),
+    await this.read("forget audit notes", (p) =>
+      p.query("DELETE FROM audit_notes WHERE id = ANY($1::bigint[])", [ids]),
     );
   }
 

@@ -3,7 +3,7 @@
  * `conflicts`), with the same column names in SQLite and PostgreSQL.
  */
 import { versionHash } from "./digest.js";
-import type { ConflictRow, DisplacedRow, StoredRecord } from "./types.js";
+import type { AuditNote, ConflictRow, StoredRecord } from "./types.js";
 
 export interface RecordRow {
   bucket: number;
@@ -92,21 +92,22 @@ export function conflictFromRow(row: ConflictDbRow, current: StoredRecord | unde
   };
 }
 
-/** A `displaced` row: the two versions as JSON (a StoredRecord each). */
-export interface DisplacedDbRow {
+/** An `audit_notes` row: the entry as JSON. */
+export interface AuditNoteDbRow {
   id: number | string;
-  key: string;
-  displaced: string;
-  winner: string;
-  detected_at_ms: number | string;
+  entry: string;
 }
 
-export function displacedFromRow(row: DisplacedDbRow): DisplacedRow {
-  return {
-    id: Number(row.id),
-    key: row.key,
-    displaced: JSON.parse(row.displaced) as StoredRecord,
-    winner: JSON.parse(row.winner) as StoredRecord,
-    detectedAtMs: Number(row.detected_at_ms),
-  };
+export function auditNoteFromRow(row: AuditNoteDbRow): AuditNote {
+  return { id: Number(row.id), entry: JSON.parse(row.entry) as AuditNote["entry"] };
+}
+
+/** The audit entry of a winner changed outside the engine that a newer decision displaced (docs/FORMAT.md). */
+export function displacedEntry(loser: StoredRecord, winner: StoredRecord, atMs: number): AuditNote["entry"] {
+  return { kind: "tampered-displaced", key: loser.key, displaced: loser, winner, detectedAtMs: atMs };
+}
+
+/** The audit entry of a version a repair wrote (docs/FORMAT.md). */
+export function repairEntry(written: StoredRecord, requestedBy: string, rule: string): AuditNote["entry"] {
+  return { kind: "repair", key: written.key, requestedBy, written, rule };
 }

@@ -19,11 +19,13 @@ import { DigestTreeCache, type DigestTree } from "./digest-tree.js";
 import { WalSync } from "./wal-sync.js";
 import {
   conflictFromRow,
-  displacedFromRow,
+  auditNoteFromRow,
   fromRow,
   loserIntact,
   type ConflictDbRow,
-  type DisplacedDbRow,
+  displacedEntry,
+  repairEntry,
+  type AuditNoteDbRow,
   type LoserRow,
   type RecordRow,
 } from "./rows.js";
@@ -35,7 +37,7 @@ import type {
   ConflictRow,
   CoveredStream,
   DedupStore,
-  DisplacedRow,
+  AuditNote,
   KeyCursor,
   RemovedStream,
   StoreStats,
@@ -82,12 +84,9 @@ CREATE TABLE IF NOT EXISTS tampered (
   bucket INTEGER NOT NULL, key TEXT NOT NULL, applied_vh BLOB NOT NULL, found_vh BLOB NOT NULL,
   found_at_ms INTEGER NOT NULL, PRIMARY KEY (bucket, key)
 ) WITHOUT ROWID;
--- Winners changed outside the engine that a newer decision displaced (not kept as losers),
--- written with the displacement, until the audit pump has audited them (versions as JSON).
-CREATE TABLE IF NOT EXISTS displaced (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, displaced TEXT NOT NULL, winner TEXT NOT NULL,
-  detected_at_ms INTEGER NOT NULL
-);
+-- Audit entries written with the change they describe (a displaced damaged winner, an audited
+-- repair), as JSON, until the audit pump has appended them.
+CREATE TABLE IF NOT EXISTS audit_notes (id INTEGER PRIMARY KEY AUTOINCREMENT, entry TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS digest_snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), clean INTEGER NOT NULL, digests BLOB NOT NULL, counts BLOB NOT NULL);
 `;
 
@@ -255,11 +254,9 @@ export class SqliteStore implements DedupStore {
          ON CONFLICT (bucket, key) DO UPDATE SET found_vh = excluded.found_vh, found_at_ms = excluded.found_at_ms`,
       ),
       clearTampered: this.db.prepare("DELETE FROM tampered WHERE bucket = ? AND key = ?"),
-      noteDisplaced: this.db.prepare(
-        "INSERT INTO displaced (key, displaced, winner, detected_at_ms) VALUES (?, ?, ?, ?)",
-      ),
-      displaced: this.db.prepare("SELECT * FROM displaced ORDER BY id LIMIT ?"),
-      forgetDisplaced: this.db.prepare("DELETE FROM displaced WHERE id = ?"),
+      noteAudit: this.db.prepare("INSERT INTO audit_notes (entry) VALUES (?)"),
+      auditNotes: this.db.prepare("SELECT * FROM audit_notes ORDER BY id LIMIT ?"),
+      forgetAuditNote: this.db.prepare("DELETE FROM audit_notes WHERE id = ?"),
       healLoser: this.db.prepare(
         `UPDATE conflicts SET tenant = @tenant, outcome = @outcome, body = @body, hlc_wall = @wall, hlc_logical = @logical, vh = @vh
          WHERE key = @key AND origin = @origin AND incarnation = @incarnation AND lsn = @lsn
@@ -531,15 +528,20 @@ export class SqliteStore implements DedupStore {
    * Write versions that reconcile or rebuild established as true (e.g. read from the origin's
    * WAL), outside any replication stream: watermarks are not touched. A version with the same
    * identity as the stored one replaces it (the stored copy was damaged); otherwise the merge
-   * rule decides and the loser is kept as a conflict. Returns the keys whose winner changed.
+   * rule decides and the loser is kept as a conflict. Returns the keys whose winner changed;
+   * with `audit`, each winner written is noted for the audit pump in the same transaction.
    */
-  async repair(versions: readonly StoredRecord[]): Promise<string[]> {
-    return this.repairSync(versions);
+  async repair(versions: readonly StoredRecord[], audit?: { requestedBy: string }): Promise<string[]> {
+    return this.repairSync(versions, audit);
   }
 
-  repairSync(versions: readonly StoredRecord[]): string[] {
+  repairSync(versions: readonly StoredRecord[], audit?: { requestedBy: string }): string[] {
     const changed: string[] = [];
     const now = this.nowMs();
+    const wrote = (v: StoredRecord) => {
+      changed.push(v.key);
+      if (audit) this.stmt.noteAudit.run(JSON.stringify(repairEntry(v, audit.requestedBy, this.ruleText)));
+    };
     this.guard("repair", () =>
       this.withDigests(() =>
         this.db.transaction(() => {
@@ -549,8 +551,10 @@ export class SqliteStore implements DedupStore {
             const row = this.stmt.get.get(bucket, v.key) as RecordRow | undefined;
             if (!row) {
               this.insertVersion(bucket, v, vh);
+              // A key the scrubber noted, deleted by hand since: its note is not this version's.
+              this.stmt.clearTampered.run(bucket, v.key);
               this.digestXor(bucket, vh, undefined);
-              changed.push(v.key);
+              wrote(v);
               continue;
             }
             if (row.vh.equals(vh) && versionHash(fromRow(row)).equals(vh)) continue;
@@ -560,12 +564,16 @@ export class SqliteStore implements DedupStore {
               if (this.insertLoser(v, existing, now) === 0) this.healLoser(v);
               continue;
             }
-            // A winner changed outside the engine is not kept as a loser (see applyOne).
-            if (!sameVersion(existing, v) && this.isIntact(row)) this.insertLoser(existing, v, now);
+            // A winner changed outside the engine is not kept as a loser (see applyOne), and is
+            // audited as displaced the same way.
+            if (!sameVersion(existing, v)) {
+              if (this.isIntact(row)) this.insertLoser(existing, v, now);
+              else this.stmt.noteAudit.run(JSON.stringify(displacedEntry(existing, v, now)));
+            }
             this.replaceVersion(bucket, v, vh);
             this.stmt.clearTampered.run(bucket, v.key);
             this.digestXor(bucket, vh, row.vh);
-            changed.push(v.key);
+            wrote(v);
           }
         })(),
       ),
@@ -780,7 +788,7 @@ export class SqliteStore implements DedupStore {
       this.replaceVersion(bucket, incoming, vh);
       this.stmt.clearTampered.run(bucket, r.key);
       this.digestXor(bucket, vh, row.vh);
-      this.stmt.noteDisplaced.run(r.key, JSON.stringify(loser), JSON.stringify(winner), now);
+      this.stmt.noteAudit.run(JSON.stringify(displacedEntry(loser, winner, now)));
       return { key: r.key, winner, loser, rule: this.ruleText, loserDamaged: true };
     }
     const kept = this.insertLoser(loser, winner, now);
@@ -854,15 +862,15 @@ export class SqliteStore implements DedupStore {
     return rows.map((r) => conflictFromRow(r, this.getSync(r.key)));
   }
 
-  async displaced(limit: number): Promise<DisplacedRow[]> {
-    const rows = this.guard("read displaced", () => this.stmt.displaced.all(limit)) as DisplacedDbRow[];
-    return rows.map(displacedFromRow);
+  async auditNotes(limit: number): Promise<AuditNote[]> {
+    const rows = this.guard("read audit notes", () => this.stmt.auditNotes.all(limit)) as AuditNoteDbRow[];
+    return rows.map(auditNoteFromRow);
   }
 
-  async forgetDisplaced(ids: readonly number[]): Promise<void> {
-    this.guard("forget displaced", () =>
+  async forgetAuditNotes(ids: readonly number[]): Promise<void> {
+    this.guard("forget audit notes", () =>
       this.db.transaction(() => {
-        for (const id of ids) this.stmt.forgetDisplaced.run(id);
+        for (const id of ids) this.stmt.forgetAuditNote.run(id);
       })(),
     );
   }

@@ -138,18 +138,23 @@ export interface ApplyStore {
 }
 
 /**
- * A winner changed outside the engine that a newer decision displaced (a conflict whose loser
- * was damaged: not kept as a loser), noted in the transaction that displaced it, until the
- * audit pump has written it (`forgetDisplaced`): a crash between the commit and the audit
- * write loses no entry.
+ * An audit entry the store wrote in the transaction of the change it describes, kept until
+ * the audit pump has appended it (`forgetAuditNotes`): a crash between the commit and the
+ * audit write loses no entry. Two kinds: `tampered-displaced` (a winner changed outside the
+ * engine that a newer decision displaced: not kept as a loser) and `repair` (a version a
+ * repair wrote, when the caller asked for it to be audited). Shapes: docs/FORMAT.md.
  */
-export interface DisplacedRow {
+export interface AuditNote {
   id: number;
-  key: string;
-  /** The copy as found (changed outside the engine). */
-  displaced: StoredRecord;
-  winner: StoredRecord;
-  detectedAtMs: number;
+  entry: { kind: string; [field: string]: unknown };
+}
+
+/** Audit entries written with the changes they describe, for the audit pump. */
+export interface AuditNoteStore {
+  /** Notes no audit log holds yet, oldest first, at most `limit`. */
+  auditNotes(limit: number): Promise<AuditNote[]>;
+  /** The audit log holds these now. */
+  forgetAuditNotes(ids: readonly number[]): Promise<void>;
 }
 
 /** Reads for clients, the admin API and the audit pump. */
@@ -157,10 +162,6 @@ export interface ReadStore {
   get(key: string): Promise<StoredRecord | undefined>;
   /** Conflicts with an id above `afterId`, in id order; each with the key's current winner. */
   conflicts(options?: { afterId?: number; limit?: number }): Promise<ConflictRow[]>;
-  /** Displaced damaged winners not yet audited, oldest first, at most `limit`. */
-  displaced(limit: number): Promise<DisplacedRow[]>;
-  /** The audit log holds these now (`displaced` ids). */
-  forgetDisplaced(ids: readonly number[]): Promise<void>;
   stats(): Promise<StoreStats>;
 }
 
@@ -213,9 +214,10 @@ export interface StreamStore {
   /**
    * Write versions established as true outside any stream (watermarks untouched): the same
    * identity replaces a damaged copy, otherwise the rule decides and the loser is kept.
-   * Returns the keys whose winner changed.
+   * Returns the keys whose winner changed. With `audit`, each version written as a winner is
+   * noted for the audit pump in the same transaction (an `AuditNote` of kind `repair`).
    */
-  repair(versions: readonly StoredRecord[]): Promise<string[]>;
+  repair(versions: readonly StoredRecord[], audit?: { requestedBy: string }): Promise<string[]>;
   /** Remove every winner written at or after `wallMs` and move each stream's watermark back before it. */
   deleteSince(wallMs: number): Promise<RemovedStream[]>;
 }
@@ -310,7 +312,8 @@ export interface SharedRegionStore {
 }
 
 /** Every side of the dedup store: what a region opens. SQLite and PostgreSQL implement it. */
-export interface DedupStore extends ApplyStore, ReadStore, DigestStore, StreamStore, MetaStore {
+export interface DedupStore
+  extends ApplyStore, ReadStore, DigestStore, StreamStore, MetaStore, AuditNoteStore {
   /** Set when several nodes of the region may share this store (PostgreSQL). */
   readonly shared: SharedRegionStore | undefined;
   /**

@@ -13,7 +13,7 @@ import { AuditLog, sealEntry, verifyAuditFiles, type AuditAppend } from "../../s
 import { silentLogger } from "../../src/log.js";
 import { realRuntime } from "../../src/runtime/index.js";
 import { AuditPump } from "../../src/node/audit-pump.js";
-import type { ConflictRow, DisplacedRow } from "../../src/store/index.js";
+import type { AuditNote, ConflictRow } from "../../src/store/index.js";
 import { tempDir, waitFor } from "../support/tmp.js";
 
 const files = (dir: string) =>
@@ -112,8 +112,7 @@ describe("the audit log", () => {
     const errors: string[] = [];
     const pump = new AuditPump({
       conflicts: async ({ afterId }) => (afterId < 7 ? [conflict] : []),
-      displaced: async () => [],
-      forgetDisplaced: async () => undefined,
+      notes: { auditNotes: async () => [], forgetAuditNotes: async () => undefined },
       audit: flaky,
       log: silentLogger(),
       runtime: realRuntime,
@@ -134,8 +133,8 @@ describe("the audit log", () => {
   });
 });
 
-describe("the pump and displaced damaged winners", () => {
-  it("writes each one the store noted, then has the store forget it; a failed write forgets nothing and is retried", async () => {
+describe("the pump and the store's audit notes", () => {
+  it("appends each note the store wrote with its change, then has the store forget it; a failed write forgets nothing and is retried", async () => {
     const dir = tempDir();
     const log = AuditLog.open({ dir, region: "us-east-1" });
     let failuresLeft = 1;
@@ -152,23 +151,38 @@ describe("the pump and displaced damaged winners", () => {
       lsn: 2,
       hlc: { wallMs: 5, logical: 0 },
     });
-    // What a store holds after a crash: noted with the displacement, never audited.
-    let noted: DisplacedRow[] = [
+    // What a store holds after a crash: noted with the displacement and a repair, never audited.
+    let noted: AuditNote[] = [
       {
         id: 3,
-        key: "k",
-        displaced: version("us-east-1", "edited by hand"),
-        winner: version("eu-west-1", "accepted"),
-        detectedAtMs: 9,
+        entry: {
+          kind: "tampered-displaced",
+          key: "k",
+          displaced: version("us-east-1", "edited by hand"),
+          winner: version("eu-west-1", "accepted"),
+          detectedAtMs: 9,
+        },
+      },
+      {
+        id: 4,
+        entry: {
+          kind: "repair",
+          key: "k",
+          requestedBy: "ops",
+          written: version("us-east-1", "x"),
+          rule: "r",
+        },
       },
     ];
     const forgotten: number[][] = [];
     const pump = new AuditPump({
       conflicts: async () => [],
-      displaced: async (limit) => noted.slice(0, limit),
-      forgetDisplaced: async (ids) => {
-        forgotten.push([...ids]);
-        noted = noted.filter((d) => !ids.includes(d.id));
+      notes: {
+        auditNotes: async (limit) => noted.slice(0, limit),
+        forgetAuditNotes: async (ids) => {
+          forgotten.push([...ids]);
+          noted = noted.filter((d) => !ids.includes(d.id));
+        },
       },
       audit: flaky,
       log: silentLogger(),
@@ -180,8 +194,8 @@ describe("the pump and displaced damaged winners", () => {
     await pump.pump();
     expect(pump.failing).toMatch(/EIO/);
     expect(forgotten).toEqual([]);
-    await waitFor(() => noted.length === 0 || undefined, "the displaced copy to be audited");
-    expect(forgotten).toEqual([[3]]);
+    await waitFor(() => noted.length === 0 || undefined, "the notes to be audited");
+    expect(forgotten).toEqual([[3, 4]]);
     await pump.stop();
     await log.close();
     const entries = fs
@@ -197,8 +211,45 @@ describe("the pump and displaced damaged winners", () => {
         winner: { origin: "eu-west-1", outcome: "accepted" },
         detectedAtMs: 9,
       },
+      { kind: "repair", key: "k", requestedBy: "ops", written: { outcome: "x" }, rule: "r" },
     ]);
     expect(verifyAuditFiles(files(dir)).problem).toBeUndefined();
+  });
+});
+
+describe("the pump and a store that cannot forget its notes", () => {
+  it("retries the forget without appending the notes again", async () => {
+    const dir = tempDir();
+    const log = AuditLog.open({ dir, region: "us-east-1" });
+    let noted: AuditNote[] = [1, 2, 3].map((id) => ({ id, entry: { kind: "repair", key: `k${id}` } }));
+    let refusals = 3;
+    const pump = new AuditPump({
+      conflicts: async () => [],
+      notes: {
+        auditNotes: async (limit) => noted.slice(0, limit),
+        forgetAuditNotes: async (ids) => {
+          if (refusals-- > 0) throw new Error("cannot execute DELETE in a read-only transaction");
+          noted = noted.filter((d) => !ids.includes(d.id));
+        },
+      },
+      audit: log,
+      log: silentLogger(),
+      runtime: realRuntime,
+      retryDelayMsMin: 5,
+      retryDelayMsMax: 20,
+      onFailure: () => undefined,
+    });
+    await pump.pump();
+    expect(pump.failing).toMatch(/read-only/);
+    await waitFor(() => noted.length === 0 || undefined, "the notes to be forgotten");
+    await pump.stop();
+    await log.close();
+    const kinds = fs
+      .readFileSync(files(dir)[0]!, "utf8")
+      .trimEnd()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as { key: string }).key);
+    expect(kinds).toEqual(["k1", "k2", "k3"]);
   });
 });
 

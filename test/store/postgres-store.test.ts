@@ -102,12 +102,12 @@ describe("PostgresStore beside other transactions", () => {
     const c = await client(url);
     // What step 4 left: no loser hashes, and none of the later steps' tables.
     await c.query("ALTER TABLE conflicts DROP COLUMN vh");
-    await c.query("DROP TABLE displaced");
+    await c.query("DROP TABLE audit_notes");
     await c.query("UPDATE crr_schema SET version = 4");
 
     const b = await storeOn(url, { kind: "first-write-wins" });
     expect((await c.query("SELECT version FROM crr_schema")).rows).toEqual([{ version: 6 }]);
-    expect(await b.displaced(10)).toEqual([]); // step 6 made the table
+    expect(await b.auditNotes(10)).toEqual([]); // step 6 made the table
     const [loser] = await b.streamVersions("us-east-1", "i", 1, 1, 10);
     expect(loser).toMatchObject({ key: "k1", outcome: "us-east-1", intact: true });
     const rows = await c.query<{ vh: Buffer }>("SELECT vh FROM conflicts");

@@ -212,8 +212,13 @@ describe("SqliteStore", () => {
     await s.applyBatch({ origin: "eu-west-1", incarnation, firstLsn: 1, lastLsn: 1, records: earlier });
     s.abandon(); // killed before the audit pump ran
     const again = new SqliteStore({ path: file, rule });
-    expect((await again.displaced(10)).map((d) => [d.key, d.displaced.outcome, d.winner.origin])).toEqual([
-      ["key-2", "edited by hand", "eu-west-1"],
+    expect((await again.auditNotes(10)).map((n) => n.entry)).toMatchObject([
+      {
+        kind: "tampered-displaced",
+        key: "key-2",
+        displaced: { outcome: "edited by hand" },
+        winner: { origin: "eu-west-1" },
+      },
     ]);
     await again.close();
   });

@@ -451,19 +451,21 @@ describe.each(storeKinds)("the $name store", (kind) => {
         ]);
         expect(await store.conflicts()).toEqual([]);
         // Noted in the same transaction for the audit pump, the copy as found, until forgotten.
-        const noted = await store.displaced(10);
+        const noted = await store.auditNotes(10);
         expect(noted).toEqual([
           {
             id: expect.any(Number),
-            key: "key-2",
-            displaced: expect.objectContaining({ origin: "us-east-1", lsn: 2, outcome: "edited by hand" }),
-            winner: expect.objectContaining({ origin: "eu-west-1", lsn: 1, key: "key-2" }),
-            detectedAtMs: expect.any(Number),
+            entry: {
+              kind: "tampered-displaced",
+              key: "key-2",
+              displaced: expect.objectContaining({ origin: "us-east-1", lsn: 2, outcome: "edited by hand" }),
+              winner: (await store.get("key-2"))!,
+              detectedAtMs: expect.any(Number),
+            },
           },
         ]);
-        expect(noted[0]!.winner).toEqual((await store.get("key-2"))!);
-        await store.forgetDisplaced([noted[0]!.id]);
-        expect(await store.displaced(10)).toEqual([]);
+        await store.forgetAuditNotes([noted[0]!.id]);
+        expect(await store.auditNotes(10)).toEqual([]);
         // Its LSN is missing (crr verify puts an intact copy back); the new winner is intact.
         expect((await store.streamVersions("us-east-1", incarnation, 1, 3, 10)).map((v) => v.lsn)).toEqual([
           1, 3,
@@ -510,6 +512,24 @@ describe.each(storeKinds)("the $name store", (kind) => {
       expect(await store.repair([earlier])).toEqual(["key-2"]);
       expect(await store.get("key-2")).toEqual(earlier);
       expect(await store.conflicts()).toEqual([]);
+      // Audited as displaced, as a stream's newer decision would have it (found by review).
+      expect((await store.auditNotes(10)).map((n) => n.entry)).toEqual([
+        {
+          kind: "tampered-displaced",
+          key: "key-2",
+          displaced: { ...truth[1], outcome: "edited by hand" },
+          winner: earlier,
+          detectedAtMs: expect.any(Number),
+        },
+      ]);
+      // A key the scrubber noted, then deleted by hand: its true version put back is intact.
+      await opened.exec("UPDATE records SET outcome = 'edited by hand' WHERE key = $1", ["key-3"]);
+      expect(await store.scrub(0, bucketCount)).toHaveLength(1);
+      await opened.exec("DELETE FROM records WHERE key = $1", ["key-3"]);
+      expect(await store.repair([truth[2]!])).toEqual(["key-3"]);
+      expect(await store.streamVersions("us-east-1", incarnation, 3, 3, 1)).toEqual([
+        { ...truth[2], intact: true },
+      ]);
     } finally {
       await store.close();
     }
@@ -576,6 +596,34 @@ describe.each(storeKinds)("the $name store", (kind) => {
       const losers = (await store.conflicts()).map((c) => `${c.key}:${c.loser.origin}:${c.winner.origin}`);
       expect(losers.sort()).toEqual(["key-1:us-east-1:eu-west-1", "key-2:eu-west-1:us-east-1"]);
       expect(await store.watermark("eu-west-1", incarnation)).toBe(0); // repair never moves a watermark
+      expect(await store.auditNotes(10)).toEqual([]); // not asked to audit
+    });
+  });
+
+  it("repair with an audit notes each version it wrote as a winner, in its own transaction; nothing else", async () => {
+    await using(kind, fww, "a", async (store) => {
+      await store.applyBatch(batch("us-east-1", records("us-east-1", 1, 3)));
+      const v = (key: string, lsn: number, wallMs: number) => ({
+        ...(records("us-east-1", 1, 3).find((r) => r.key === key) as WalRecord),
+        origin: "eu-west-1",
+        incarnation,
+        lsn,
+        hlc: { wallMs, logical: 0 },
+      });
+      const { flags: _a, ...earlier } = v("key-1", 7, 1); // wins
+      const { flags: _b, ...later } = v("key-2", 8, 9e9); // loses: kept as a loser
+      const { flags: _c, ...fresh } = { ...v("key-1", 9, 1), key: "key-9" }; // a key not held
+      const held = (await store.get("key-3"))!; // the same version, intact: nothing written
+      expect(await store.repair([earlier, later, fresh, held], { requestedBy: "ops" })).toEqual([
+        "key-1",
+        "key-9",
+      ]);
+      const notes = await store.auditNotes(10);
+      expect(notes.map((n) => n.entry)).toEqual([
+        { kind: "repair", key: "key-1", requestedBy: "ops", written: earlier, rule: "first-write-wins" },
+        { kind: "repair", key: "key-9", requestedBy: "ops", written: fresh, rule: "first-write-wins" },
+      ]);
+      expect(notes[0]!.id).toBeLessThan(notes[1]!.id);
     });
   });
 
