@@ -13,7 +13,7 @@ import { AuditLog, sealEntry, verifyAuditFiles, type AuditAppend } from "../../s
 import { silentLogger } from "../../src/log.js";
 import { realRuntime } from "../../src/runtime/index.js";
 import { AuditPump } from "../../src/node/audit-pump.js";
-import type { AuditNote, ConflictRow } from "../../src/store/index.js";
+import type { AuditNote, AuditNoteStore, ConflictRow } from "../../src/store/index.js";
 import { tempDir, waitFor } from "../support/tmp.js";
 
 const files = (dir: string) =>
@@ -133,6 +133,41 @@ describe("the audit log", () => {
   });
 });
 
+/** A store's audit notes in memory; its forget refuses `refusals` times first. */
+function notesOf(initial: AuditNote[], refusals = 0) {
+  const state = { noted: initial, forgotten: [] as number[][], refusals };
+  const notes: AuditNoteStore = {
+    auditNotes: async (limit) => state.noted.slice(0, limit),
+    forgetAuditNotes: async (ids) => {
+      if (state.refusals-- > 0) throw new Error("cannot execute DELETE in a read-only transaction");
+      state.forgotten.push([...ids]);
+      state.noted = state.noted.filter((d) => !ids.includes(d.id));
+    },
+  };
+  return { state, notes };
+}
+
+/** A pump of notes alone (no conflicts) into `audit`, retrying within milliseconds. */
+const pumpOf = (audit: AuditLog, notes: AuditNoteStore) =>
+  new AuditPump({
+    conflicts: async () => [],
+    notes,
+    audit,
+    log: silentLogger(),
+    runtime: realRuntime,
+    retryDelayMsMin: 5,
+    retryDelayMsMax: 20,
+    onFailure: () => undefined,
+  });
+
+/** The entries of the log's first file. */
+const entriesOf = (dir: string) =>
+  fs
+    .readFileSync(files(dir)[0]!, "utf8")
+    .trimEnd()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+
 describe("the pump and the store's audit notes", () => {
   it("appends each note the store wrote with its change, then has the store forget it; a failed write forgets nothing and is retried", async () => {
     const dir = tempDir();
@@ -152,7 +187,7 @@ describe("the pump and the store's audit notes", () => {
       hlc: { wallMs: 5, logical: 0 },
     });
     // What a store holds after a crash: noted with the displacement and a repair, never audited.
-    let noted: AuditNote[] = [
+    const { state, notes } = notesOf([
       {
         id: 3,
         entry: {
@@ -173,37 +208,16 @@ describe("the pump and the store's audit notes", () => {
           rule: "r",
         },
       },
-    ];
-    const forgotten: number[][] = [];
-    const pump = new AuditPump({
-      conflicts: async () => [],
-      notes: {
-        auditNotes: async (limit) => noted.slice(0, limit),
-        forgetAuditNotes: async (ids) => {
-          forgotten.push([...ids]);
-          noted = noted.filter((d) => !ids.includes(d.id));
-        },
-      },
-      audit: flaky,
-      log: silentLogger(),
-      runtime: realRuntime,
-      retryDelayMsMin: 5,
-      retryDelayMsMax: 20,
-      onFailure: () => undefined,
-    });
+    ]);
+    const pump = pumpOf(flaky, notes);
     await pump.pump();
     expect(pump.failing).toMatch(/EIO/);
-    expect(forgotten).toEqual([]);
-    await waitFor(() => noted.length === 0 || undefined, "the notes to be audited");
-    expect(forgotten).toEqual([[3, 4]]);
+    expect(state.forgotten).toEqual([]);
+    await waitFor(() => state.noted.length === 0 || undefined, "the notes to be audited");
+    expect(state.forgotten).toEqual([[3, 4]]);
     await pump.stop();
     await log.close();
-    const entries = fs
-      .readFileSync(files(dir)[0]!, "utf8")
-      .trimEnd()
-      .split("\n")
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-    expect(entries).toMatchObject([
+    expect(entriesOf(dir)).toMatchObject([
       {
         kind: "tampered-displaced",
         key: "k",
@@ -221,35 +235,17 @@ describe("the pump and a store that cannot forget its notes", () => {
   it("retries the forget without appending the notes again", async () => {
     const dir = tempDir();
     const log = AuditLog.open({ dir, region: "us-east-1" });
-    let noted: AuditNote[] = [1, 2, 3].map((id) => ({ id, entry: { kind: "repair", key: `k${id}` } }));
-    let refusals = 3;
-    const pump = new AuditPump({
-      conflicts: async () => [],
-      notes: {
-        auditNotes: async (limit) => noted.slice(0, limit),
-        forgetAuditNotes: async (ids) => {
-          if (refusals-- > 0) throw new Error("cannot execute DELETE in a read-only transaction");
-          noted = noted.filter((d) => !ids.includes(d.id));
-        },
-      },
-      audit: log,
-      log: silentLogger(),
-      runtime: realRuntime,
-      retryDelayMsMin: 5,
-      retryDelayMsMax: 20,
-      onFailure: () => undefined,
-    });
+    const { state, notes } = notesOf(
+      [1, 2, 3].map((id) => ({ id, entry: { kind: "repair", key: `k${id}` } })),
+      3,
+    );
+    const pump = pumpOf(log, notes);
     await pump.pump();
     expect(pump.failing).toMatch(/read-only/);
-    await waitFor(() => noted.length === 0 || undefined, "the notes to be forgotten");
+    await waitFor(() => state.noted.length === 0 || undefined, "the notes to be forgotten");
     await pump.stop();
     await log.close();
-    const kinds = fs
-      .readFileSync(files(dir)[0]!, "utf8")
-      .trimEnd()
-      .split("\n")
-      .map((l) => (JSON.parse(l) as { key: string }).key);
-    expect(kinds).toEqual(["k1", "k2", "k3"]);
+    expect(entriesOf(dir).map((e) => e.key)).toEqual(["k1", "k2", "k3"]);
   });
 });
 
