@@ -8,7 +8,14 @@ import { verifyAuditFiles } from "../audit/index.js";
 import type { PeerLink, WatermarksView } from "../link/index.js";
 import { silentLogger } from "../log.js";
 import type { NodeConfig } from "../config/index.js";
-import { Region, copyMesh, mergeRuleOf, seedRegion, type SeededStream } from "../node/index.js";
+import {
+  Region,
+  auditStoreLeftovers,
+  copyMesh,
+  mergeRuleOf,
+  seedRegion,
+  type SeededStream,
+} from "../node/index.js";
 import { PostgresStore } from "../store/index.js";
 import { CliUsageError, loadConfigOrUsage, parseCommand } from "./args.js";
 
@@ -90,6 +97,7 @@ export async function runRebuild(argv: string[]): Promise<number> {
   // Region.open below refuses if the node runs; check first so nothing is moved under it.
   refuseWhileRunning(dir, "rebuild");
   if (config.store.kind === "postgres") await refuseUnlessEmpty(config);
+  else await auditOldStore(config, say);
   for (const f of fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n.startsWith("store.sqlite")) : []) {
     fs.renameSync(
       path.join(dir, f),
@@ -179,6 +187,23 @@ export async function runAudit(argv: string[]): Promise<number> {
     );
   }
   return report.problem ? 1 : 0;
+}
+
+/**
+ * Before the old store moves aside: what it holds that the audit log does not yet (conflicts
+ * past the log's mark, audit notes), written to the log. A log that cannot be written refuses
+ * the rebuild with nothing moved; a store that cannot be read is said, not hidden.
+ */
+async function auditOldStore(config: NodeConfig, say: (s: string) => void): Promise<void> {
+  const owed = await auditStoreLeftovers(config, silentLogger());
+  if (owed.unreadable !== undefined)
+    say(
+      `  the old store could not be read (${owed.unreadable}): conflicts or audit notes it had not yet written to the audit log, if any, stay in the moved-aside file`,
+    );
+  else if (owed.conflicts + owed.notes > 0)
+    say(
+      `  wrote to the audit log what the old store had not: ${owed.conflicts} conflicts, ${owed.notes} audit notes`,
+    );
 }
 
 /**

@@ -21,6 +21,8 @@ export type { RunningServer, ServerOptions } from "./http/server.js";
 export { openRegion, runNode } from "./run.js";
 export type { OpenRegionOptions, RecordView, RegionHandle, RunningNode } from "./run.js";
 export { copyMesh } from "./copy.js";
+export { auditStoreLeftovers } from "./audit-leftovers.js";
+export type { AuditedLeftovers } from "./audit-leftovers.js";
 export type { SeededStream } from "./copy.js";
 export { seedRegion } from "./seed.js";
 export type { SeedReport } from "./seed.js";
