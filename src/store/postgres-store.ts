@@ -40,6 +40,7 @@ import {
   type AuditNoteDbRow,
   type LoserRow,
   type RecordRow,
+  type TamperedRow,
 } from "./rows.js";
 import type {
   ApplyBatchInput,
@@ -825,14 +826,24 @@ export class PostgresStore implements DedupStore {
         (_, i) => (fromBucket + i) % bucketCount,
       );
       const found = new Map(wanted.map((b) => [b, { digest: Buffer.alloc(16), keys: 0 }]));
-      const rows = await c.query<RecordRow & { flagged: boolean }>(
-        `SELECT r.*, t.key IS NOT NULL AS flagged FROM records r
+      const rows = await c.query<RecordRow & { noted: TamperedRow["found_vh"] | null }>(
+        `SELECT r.*, t.found_vh AS noted FROM records r
            LEFT JOIN tampered t ON t.bucket = r.bucket AND t.key = r.key WHERE r.bucket = ANY($1::int[])`,
+        [wanted],
+      );
+      // Notes of keys no longer held (deleted by hand, or by deleteSince): nothing left to flag,
+      // and a version of the key applied later must not inherit them.
+      await c.query(
+        `DELETE FROM tampered t WHERE t.bucket = ANY($1::int[])
+           AND NOT EXISTS (SELECT 1 FROM records r WHERE r.bucket = t.bucket AND r.key = t.key)`,
         [wanted],
       );
       for (const row of rows.rows) {
         const vh = versionHash(fromRow(row));
         if (!vh.equals(row.vh)) await this.flagTampered(c, row, vh);
+        // Intact, and not what the scrubber last found: the engine wrote this key since (a new
+        // version after a hand delete), so the note no longer describes it.
+        else if (row.noted && !row.noted.equals(vh)) await this.clearTampered(c, row.bucket, row.key);
         const f = found.get(row.bucket)!;
         for (let k = 0; k < vh.length; k++) f.digest[k]! ^= vh[k]!;
         f.keys++;
@@ -860,11 +871,14 @@ export class PostgresStore implements DedupStore {
     });
   }
 
-  /** Keep the hash a row was applied with (reconcile must not take this copy as evidence), then follow the content. */
+  /**
+   * Keep the hash a row was applied with (reconcile must not take this copy as evidence), then
+   * follow the content. A row edited again keeps that hash and the time it was first found.
+   */
   private async flagTampered(c: Client, row: RecordRow, vh: Buffer): Promise<void> {
     await c.query(
       `INSERT INTO tampered (bucket, key, applied_vh, found_vh, found_at_ms) VALUES ($1, $2, $3, $4, $5)
-       ON CONFLICT (bucket, key) DO NOTHING`,
+       ON CONFLICT (bucket, key) DO UPDATE SET found_vh = excluded.found_vh`,
       [row.bucket, row.key, row.vh, vh, this.nowMs()],
     );
     await c.query("UPDATE records SET vh = $3 WHERE bucket = $1 AND key = $2", [row.bucket, row.key, vh]);

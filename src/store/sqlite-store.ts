@@ -28,6 +28,7 @@ import {
   type AuditNoteDbRow,
   type LoserRow,
   type RecordRow,
+  type TamperedRow,
 } from "./rows.js";
 import type {
   ApplyBatchInput,
@@ -249,9 +250,13 @@ export class SqliteStore implements DedupStore {
       ),
       tamperedIn: this.db.prepare("SELECT key FROM tampered WHERE bucket = ?").pluck(),
       tamperedOne: this.db.prepare("SELECT 1 FROM tampered WHERE bucket = ? AND key = ?").pluck(),
+      tamperedRange: this.db.prepare(
+        "SELECT bucket, key, found_vh FROM tampered WHERE bucket >= ? AND bucket < ?",
+      ),
+      // A row edited again keeps the hash it was applied with and the time it was first found.
       noteTampered: this.db.prepare(
         `INSERT INTO tampered (bucket, key, applied_vh, found_vh, found_at_ms) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT (bucket, key) DO UPDATE SET found_vh = excluded.found_vh, found_at_ms = excluded.found_at_ms`,
+         ON CONFLICT (bucket, key) DO UPDATE SET found_vh = excluded.found_vh`,
       ),
       clearTampered: this.db.prepare("DELETE FROM tampered WHERE bucket = ? AND key = ?"),
       noteAudit: this.db.prepare("INSERT INTO audit_notes (entry) VALUES (?)"),
@@ -494,12 +499,14 @@ export class SqliteStore implements DedupStore {
   /** Scrub buckets [from, to): recompute each digest from its rows; note the wrong ones. */
   private scrubRange(from: number, to: number, wrong: number[]): void {
     const rows = this.stmt.bucketRangeRows.all(from, to) as RecordRow[];
+    const notes = new Map((this.stmt.tamperedRange.all(from, to) as TamperedRow[]).map((t) => [t.key, t]));
     let r = 0;
     for (let bucket = from; bucket < to; bucket++) {
       const digest = Buffer.alloc(versionHashBytes);
       let keys = 0;
       for (; r < rows.length && rows[r]!.bucket === bucket; r++, keys++) {
-        const vh = this.checkedVersionHash(rows[r]!);
+        const vh = this.checkedVersionHash(rows[r]!, notes.get(rows[r]!.key)?.found_vh);
+        notes.delete(rows[r]!.key);
         for (let k = 0; k < versionHashBytes; k++) digest[k]! ^= vh[k]!;
       }
       if (!digest.equals(this.digests!.digestOf(bucket)) || keys !== this.digests!.counts[bucket]) {
@@ -507,6 +514,9 @@ export class SqliteStore implements DedupStore {
         wrong.push(bucket);
       }
     }
+    // Notes of keys no longer held (deleted by hand, or by deleteSince): nothing left to flag,
+    // and a version of the key applied later must not inherit them.
+    for (const t of notes.values()) this.stmt.clearTampered.run(t.bucket, t.key);
   }
 
   /**
@@ -514,12 +524,15 @@ export class SqliteStore implements DedupStore {
    * no longer matches its stored hash: it is noted as tampered (keeping the hash it was
    * applied with: reconcile must not take this copy as evidence) and its hash corrected.
    */
-  private checkedVersionHash(row: RecordRow): Buffer {
+  private checkedVersionHash(row: RecordRow, noted: Buffer | undefined): Buffer {
     const vh = versionHash(fromRow(row));
     if (!vh.equals(row.vh)) {
-      if (this.stmt.tamperedOne.get(row.bucket, row.key) === undefined)
-        this.stmt.noteTampered.run(row.bucket, row.key, row.vh, vh, this.nowMs());
+      this.stmt.noteTampered.run(row.bucket, row.key, row.vh, vh, this.nowMs());
       this.stmt.setVersionHash.run(vh, row.bucket, row.key);
+    } else if (noted && !noted.equals(vh)) {
+      // Intact, and not what the scrubber last found: the engine wrote this key since (a new
+      // version after a hand delete), so the note no longer describes it.
+      this.stmt.clearTampered.run(row.bucket, row.key);
     }
     return vh;
   }

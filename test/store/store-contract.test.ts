@@ -535,6 +535,46 @@ describe.each(storeKinds)("the $name store", (kind) => {
     }
   });
 
+  it("a scrubber's note goes with the key it describes: not inherited by a version applied after a hand delete, kept through a second edit", async () => {
+    const opened = await kind.open(fww, "a");
+    const store = opened.store;
+    try {
+      await store.applyBatch(batch("us-east-1", records("us-east-1", 1, 3)));
+      const intactOf = async (origin: string, lsn: number) =>
+        (await store.streamVersions(origin, incarnation, lsn, lsn, 1)).map((v) => v.intact);
+      // key-1 edited by hand, noted by the scrubber, then deleted by hand; eu-west-1's
+      // version of key-1 arrives next and is a new key to the store.
+      await opened.exec("UPDATE records SET outcome = 'edited by hand' WHERE key = $1", ["key-1"]);
+      expect(await store.scrub(0, bucketCount)).toEqual([bucketOf("key-1")]);
+      await opened.exec("DELETE FROM records WHERE key = $1", ["key-1"]);
+      await store.applyBatch(batch("eu-west-1", records("eu-west-1", 1, 1)));
+      await store.scrub(0, bucketCount);
+      expect(await intactOf("eu-west-1", 1)).toEqual([true]);
+      // key-2 edited twice, each edit scrubbed: still not intact, however often scrubbed.
+      await opened.exec("UPDATE records SET outcome = 'edited by hand' WHERE key = $1", ["key-2"]);
+      expect(await store.scrub(0, bucketCount)).toEqual([bucketOf("key-2")]);
+      await opened.exec("UPDATE records SET outcome = 'edited again' WHERE key = $1", ["key-2"]);
+      expect(await store.scrub(0, bucketCount)).toEqual([bucketOf("key-2")]);
+      expect(await store.scrub(0, bucketCount)).toEqual([]);
+      expect(await intactOf("us-east-1", 2)).toEqual([false]);
+      // key-3 noted, deleted by hand and never applied again: its note goes at the next scrub,
+      // so the version applied after that is intact without a scrub in between.
+      await opened.exec("UPDATE records SET outcome = 'edited by hand' WHERE key = $1", ["key-3"]);
+      await store.scrub(0, bucketCount);
+      await opened.exec("DELETE FROM records WHERE key = $1", ["key-3"]);
+      await store.scrub(0, bucketCount);
+      await store.applyBatch(
+        batch(
+          "ap-south-1",
+          records("ap-south-1", 1, 1, () => "key-3"),
+        ),
+      );
+      expect(await intactOf("ap-south-1", 1)).toEqual([true]);
+    } finally {
+      await store.close();
+    }
+  });
+
   it("a stream read prefers the intact copy of an LSN held both as a winner and as a loser", async () => {
     const opened = await kind.open(fww, "a");
     const store = opened.store;
