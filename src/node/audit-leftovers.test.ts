@@ -3,6 +3,7 @@
  * past the log's mark, audit notes written with their change) is written to the log first,
  * checked against the log's lines and its hash chain.
  */
+import Database from "better-sqlite3";
 import fs from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
@@ -109,6 +110,44 @@ describe("auditStoreLeftovers", () => {
     const s = new SqliteStore({ path: path.join(dir, "store.sqlite"), rule, checkpointer: false });
     expect(await s.auditNotes(10)).toHaveLength(1);
     await s.close();
+  });
+
+  it("every note of a store that refuses to forget them is written, past the first page (found by review)", async () => {
+    const dir = tempDir("crr-leftovers-");
+    const s = new SqliteStore({ path: path.join(dir, "store.sqlite"), rule, checkpointer: false });
+    const versions = Array.from({ length: 1_200 }, (_, i) => ({
+      ...record(`k${i}`, i + 1, 1_000 + i),
+      origin: "us-west-2",
+      incarnation,
+    }));
+    await s.repair(versions, { requestedBy: "operator" });
+    await s.close();
+    const db = new Database(path.join(dir, "store.sqlite"));
+    db.exec(
+      "CREATE TRIGGER refuse_forget BEFORE DELETE ON audit_notes BEGIN SELECT RAISE(ABORT, 'read-only'); END",
+    );
+    db.close();
+    expect(await auditStoreLeftovers(configOf(dir).config, silentLogger())).toEqual({
+      conflicts: 0,
+      notes: 1_200,
+    });
+    expect(auditLinesOf(dir).map((l) => l.key)).toEqual(versions.map((v) => v.key));
+  });
+
+  it("a store another process holds refuses, nothing written", async () => {
+    const dir = tempDir("crr-leftovers-");
+    await storeOwing(dir);
+    const holder = new Database(path.join(dir, "store.sqlite"));
+    holder.exec("BEGIN EXCLUSIVE");
+    try {
+      await expect(auditStoreLeftovers(configOf(dir).config, silentLogger())).rejects.toThrow(
+        /in use by another process.*stop it and run crr rebuild again/,
+      );
+    } finally {
+      holder.exec("ROLLBACK");
+      holder.close();
+    }
+    expect(kinds(dir)).toEqual([]);
   });
 
   it("crr rebuild writes them before it moves the store aside, and says so", async () => {

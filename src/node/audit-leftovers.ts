@@ -5,8 +5,9 @@
  * stopped. Without this they stay in the moved-aside file and the log never tells of them;
  * the new store numbers its conflicts above the mark, so they could not be told later either.
  *
- * Written by the audit pump itself (the same entries, the same order, at least once), one
- * round, before the store moves: a write that fails refuses the rebuild, nothing moved.
+ * Written before the store moves, at least once: the conflicts by the audit pump's own round,
+ * the notes page by page by id. A write that fails refuses the rebuild, nothing moved; so does
+ * a store another process holds. A store that cannot be read is said, and the rebuild goes on.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -41,10 +42,11 @@ export async function auditStoreLeftovers(config: NodeConfig, log: Logger): Prom
     try {
       store = new SqliteStore({ path: file, rule: mergeRuleOf(config), digests: false, checkpointer: false });
     } catch (err) {
+      refuseIfInUse(file, err);
       return { conflicts: 0, notes: 0, unreadable: (err as Error).message };
     }
     try {
-      return await pumpOnce(store, audit, log);
+      return await writeLeftovers(store, audit, log);
     } finally {
       // It moves aside next: a damaged file that fails even to close is not a reason to stop.
       await store.close().catch((err: Error) => log.warn({ err: err.message }, "old store: close failed"));
@@ -54,43 +56,40 @@ export async function auditStoreLeftovers(config: NodeConfig, log: Logger): Prom
   }
 }
 
-async function pumpOnce(store: SqliteStore, audit: AuditLog, log: Logger): Promise<AuditedLeftovers> {
+/** Another process holds the store (a sqlite3 shell, a node the LOCK check missed): moving it aside would take it from under that process. */
+function refuseIfInUse(file: string, err: unknown): void {
+  const code = ((err as Error).cause as { code?: string } | undefined)?.code ?? "";
+  if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED"))
+    throw new Error(
+      `the old store ${file} is in use by another process (${(err as Error).message}); stop it and run crr rebuild again`,
+    );
+}
+
+const notesPerPage = 500;
+
+async function writeLeftovers(store: SqliteStore, audit: AuditLog, log: Logger): Promise<AuditedLeftovers> {
   const told = { conflicts: 0, notes: 0 };
   // A store that cannot be read (often why it is rebuilt) does not stop the rebuild: what it
   // owes stays in its file, and the rebuild says so. A log that cannot be written does.
   let unreadable: string | undefined;
-  const reading = async <T extends unknown[]>(read: () => Promise<T>): Promise<T> => {
+  const reading = async <T>(read: () => Promise<T>): Promise<T> => {
     try {
       return await read();
     } catch (err) {
+      refuseIfInUse(store.file, err);
       unreadable ??= (err as Error).message;
       throw err;
     }
   };
+  // The conflicts by the audit pump's own round (the log's mark says where it stopped).
   let failure: Error | undefined;
-  let forgetFailed = false;
   const pump = new AuditPump({
     conflicts: async (o) => {
       const rows = await reading(() => store.conflicts(o));
       told.conflicts += rows.length;
       return rows;
     },
-    notes: {
-      auditNotes: async (limit) => {
-        const notes = await reading(() => store.auditNotes(limit));
-        told.notes += notes.length;
-        return notes;
-      },
-      // Appended by then: a store that refuses the delete (read-only) is moved aside all the same.
-      forgetAuditNotes: async (ids) => {
-        try {
-          await store.forgetAuditNotes(ids);
-        } catch (err) {
-          forgetFailed = true;
-          throw err;
-        }
-      },
-    },
+    notes: { auditNotes: async () => [], forgetAuditNotes: async () => undefined },
     audit,
     log,
     runtime: realRuntime,
@@ -101,7 +100,38 @@ async function pumpOnce(store: SqliteStore, audit: AuditLog, log: Logger): Promi
   await pump.pump();
   await pump.stop();
   if (unreadable !== undefined) return { ...told, unreadable };
-  if (failure && !forgetFailed)
-    throw new Error(`could not write the old store's unaudited entries to the audit log: ${failure.message}`);
+  if (failure)
+    throw new Error(`could not write the old store's conflicts to the audit log: ${failure.message}`);
+  try {
+    told.notes = await writeNotes(store, audit, reading);
+  } catch (err) {
+    if (unreadable !== undefined) return { ...told, unreadable };
+    throw new Error(
+      `could not write the old store's audit notes to the audit log: ${(err as Error).message}`,
+    );
+  }
   return told;
+}
+
+/**
+ * The notes, page by page by id: not through the forget, which a store that refuses writes
+ * (a full disk or damage, often why it is rebuilt) would refuse, leaving every page after the
+ * first unread (found by review). Forgotten where the store lets them be (the file moves aside
+ * next, so at least once either way).
+ */
+async function writeNotes(
+  store: SqliteStore,
+  audit: AuditLog,
+  reading: <T>(read: () => Promise<T>) => Promise<T>,
+): Promise<number> {
+  let afterId = 0;
+  let written = 0;
+  for (;;) {
+    const notes = await reading(() => store.auditNotes(notesPerPage, afterId));
+    if (notes.length === 0) return written;
+    for (const n of notes) await audit.append(n.entry);
+    written += notes.length;
+    afterId = notes.at(-1)!.id;
+    await store.forgetAuditNotes(notes.map((n) => n.id)).catch(() => undefined);
+  }
 }

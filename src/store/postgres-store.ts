@@ -40,7 +40,6 @@ import {
   type AuditNoteDbRow,
   type LoserRow,
   type RecordRow,
-  type TamperedRow,
 } from "./rows.js";
 import type {
   ApplyBatchInput,
@@ -535,8 +534,6 @@ export class PostgresStore implements DedupStore {
         out.applied++;
         out.changed.push(v.key);
         out.written.push(v);
-        // A key the scrubber noted, deleted by hand since: its note is not this version's.
-        if (mode === "repair") await this.clearTampered(c, bucket, v.key);
         continue;
       }
       const r = await (mode === "apply"
@@ -638,8 +635,12 @@ export class PostgresStore implements DedupStore {
     if (rows.length === 0) return;
     const cols = rows.map((h) => [bucketOf(h.v.key), ...versionColumns(h.v), h.vh] as const);
     const pick = <T>(i: number) => cols.map((x) => x[i] as T);
+    // A note of the scrubber for a key not held (it was edited, then deleted by hand) is not
+    // the new version's: it goes in the same statement.
     const r = await c.query(
-      `INSERT INTO records (bucket, key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical, vh)
+      `WITH cleared AS (DELETE FROM tampered t USING unnest($1::int[], $2::text[]) AS u(bucket, key)
+                          WHERE t.bucket = u.bucket AND t.key = u.key)
+       INSERT INTO records (bucket, key, tenant, outcome, body, origin, incarnation, lsn, hlc_wall, hlc_logical, vh)
        SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                             $8::bigint[], $9::bigint[], $10::int[], $11::bytea[])
        ON CONFLICT DO NOTHING`,
@@ -826,24 +827,14 @@ export class PostgresStore implements DedupStore {
         (_, i) => (fromBucket + i) % bucketCount,
       );
       const found = new Map(wanted.map((b) => [b, { digest: Buffer.alloc(16), keys: 0 }]));
-      const rows = await c.query<RecordRow & { noted: TamperedRow["found_vh"] | null }>(
-        `SELECT r.*, t.found_vh AS noted FROM records r
+      const rows = await c.query<RecordRow & { flagged: boolean }>(
+        `SELECT r.*, t.key IS NOT NULL AS flagged FROM records r
            LEFT JOIN tampered t ON t.bucket = r.bucket AND t.key = r.key WHERE r.bucket = ANY($1::int[])`,
-        [wanted],
-      );
-      // Notes of keys no longer held (deleted by hand, or by deleteSince): nothing left to flag,
-      // and a version of the key applied later must not inherit them.
-      await c.query(
-        `DELETE FROM tampered t WHERE t.bucket = ANY($1::int[])
-           AND NOT EXISTS (SELECT 1 FROM records r WHERE r.bucket = t.bucket AND r.key = t.key)`,
         [wanted],
       );
       for (const row of rows.rows) {
         const vh = versionHash(fromRow(row));
         if (!vh.equals(row.vh)) await this.flagTampered(c, row, vh);
-        // Intact, and not what the scrubber last found: the engine wrote this key since (a new
-        // version after a hand delete), so the note no longer describes it.
-        else if (row.noted && !row.noted.equals(vh)) await this.clearTampered(c, row.bucket, row.key);
         const f = found.get(row.bucket)!;
         for (let k = 0; k < vh.length; k++) f.digest[k]! ^= vh[k]!;
         f.keys++;
@@ -873,7 +864,7 @@ export class PostgresStore implements DedupStore {
 
   /**
    * Keep the hash a row was applied with (reconcile must not take this copy as evidence), then
-   * follow the content. A row edited again keeps that hash and the time it was first found.
+   * follow the content. A row edited again keeps that hash and when it was first found.
    */
   private async flagTampered(c: Client, row: RecordRow, vh: Buffer): Promise<void> {
     await c.query(
@@ -951,9 +942,12 @@ export class PostgresStore implements DedupStore {
     return r.rows.map((row) => conflictFromRow(row, winners.get(row.key)));
   }
 
-  async auditNotes(limit: number): Promise<AuditNote[]> {
+  async auditNotes(limit: number, afterId = 0): Promise<AuditNote[]> {
     const r = await this.read("read audit notes", (p) =>
-      p.query<AuditNoteDbRow>("SELECT * FROM audit_notes ORDER BY id LIMIT $1", [limit]),
+      p.query<AuditNoteDbRow>("SELECT * FROM audit_notes WHERE id > $2 ORDER BY id LIMIT $1", [
+        limit,
+        afterId,
+      ]),
     );
     return r.rows.map(auditNoteFromRow);
   }

@@ -33,14 +33,6 @@ export function fromRow(r: Omit<RecordRow, "bucket" | "vh">): StoredRecord {
 }
 
 /** A `conflicts` row's loser (`vh` as found: a hand edit may have cleared it or written anything). */
-/** A scrubber's note of a winner changed outside the engine (the `tampered` table). */
-export interface TamperedRow {
-  bucket: number;
-  key: string;
-  /** The hash of what the row held when the scrubber last corrected its stored hash. */
-  found_vh: Buffer;
-}
-
 export type LoserRow = Omit<RecordRow, "bucket" | "vh"> & { vh: unknown };
 
 /**

@@ -28,7 +28,6 @@ import {
   type AuditNoteDbRow,
   type LoserRow,
   type RecordRow,
-  type TamperedRow,
 } from "./rows.js";
 import type {
   ApplyBatchInput,
@@ -140,6 +139,8 @@ export class SqliteStore implements DedupStore {
   private readonly onSyncedCommit: (() => void) | undefined;
   /** Group commit of peer batches; undefined: synced COMMITs (in memory, or the simulator). */
   private readonly walSync: WalSync | undefined;
+  /** The store holds, or has held since it opened, a scrubber's note (insertVersion). */
+  private noted = false;
 
   constructor(o: SqliteStoreOptions) {
     this.rule = o.rule;
@@ -177,6 +178,7 @@ export class SqliteStore implements DedupStore {
     if (o.path !== ":memory:") this.db.pragma("wal_autocheckpoint = 0");
     this.migrate();
     const stmt = this.prepareAll();
+    this.noted = this.db.prepare("SELECT EXISTS (SELECT 1 FROM tampered)").pluck().get() === 1;
     const digests = (o.digests ?? true) ? this.loadDigests(stmt) : undefined;
     // Checkpoints run on a worker thread (see checkpointer.ts), never inside our COMMITs.
     const checkpointer =
@@ -250,17 +252,14 @@ export class SqliteStore implements DedupStore {
       ),
       tamperedIn: this.db.prepare("SELECT key FROM tampered WHERE bucket = ?").pluck(),
       tamperedOne: this.db.prepare("SELECT 1 FROM tampered WHERE bucket = ? AND key = ?").pluck(),
-      tamperedRange: this.db.prepare(
-        "SELECT bucket, key, found_vh FROM tampered WHERE bucket >= ? AND bucket < ?",
-      ),
-      // A row edited again keeps the hash it was applied with and the time it was first found.
+      // A row edited again keeps the hash it was applied with and when it was first found.
       noteTampered: this.db.prepare(
         `INSERT INTO tampered (bucket, key, applied_vh, found_vh, found_at_ms) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (bucket, key) DO UPDATE SET found_vh = excluded.found_vh`,
       ),
       clearTampered: this.db.prepare("DELETE FROM tampered WHERE bucket = ? AND key = ?"),
       noteAudit: this.db.prepare("INSERT INTO audit_notes (entry) VALUES (?)"),
-      auditNotes: this.db.prepare("SELECT * FROM audit_notes ORDER BY id LIMIT ?"),
+      auditNotes: this.db.prepare("SELECT * FROM audit_notes WHERE id > ? ORDER BY id LIMIT ?"),
       forgetAuditNote: this.db.prepare("DELETE FROM audit_notes WHERE id = ?"),
       healLoser: this.db.prepare(
         `UPDATE conflicts SET tenant = @tenant, outcome = @outcome, body = @body, hlc_wall = @wall, hlc_logical = @logical, vh = @vh
@@ -499,14 +498,12 @@ export class SqliteStore implements DedupStore {
   /** Scrub buckets [from, to): recompute each digest from its rows; note the wrong ones. */
   private scrubRange(from: number, to: number, wrong: number[]): void {
     const rows = this.stmt.bucketRangeRows.all(from, to) as RecordRow[];
-    const notes = new Map((this.stmt.tamperedRange.all(from, to) as TamperedRow[]).map((t) => [t.key, t]));
     let r = 0;
     for (let bucket = from; bucket < to; bucket++) {
       const digest = Buffer.alloc(versionHashBytes);
       let keys = 0;
       for (; r < rows.length && rows[r]!.bucket === bucket; r++, keys++) {
-        const vh = this.checkedVersionHash(rows[r]!, notes.get(rows[r]!.key)?.found_vh);
-        notes.delete(rows[r]!.key);
+        const vh = this.checkedVersionHash(rows[r]!);
         for (let k = 0; k < versionHashBytes; k++) digest[k]! ^= vh[k]!;
       }
       if (!digest.equals(this.digests!.digestOf(bucket)) || keys !== this.digests!.counts[bucket]) {
@@ -514,9 +511,6 @@ export class SqliteStore implements DedupStore {
         wrong.push(bucket);
       }
     }
-    // Notes of keys no longer held (deleted by hand, or by deleteSince): nothing left to flag,
-    // and a version of the key applied later must not inherit them.
-    for (const t of notes.values()) this.stmt.clearTampered.run(t.bucket, t.key);
   }
 
   /**
@@ -524,15 +518,16 @@ export class SqliteStore implements DedupStore {
    * no longer matches its stored hash: it is noted as tampered (keeping the hash it was
    * applied with: reconcile must not take this copy as evidence) and its hash corrected.
    */
-  private checkedVersionHash(row: RecordRow, noted: Buffer | undefined): Buffer {
+  private checkedVersionHash(row: RecordRow): Buffer {
     const vh = versionHash(fromRow(row));
-    if (!vh.equals(row.vh)) {
-      this.stmt.noteTampered.run(row.bucket, row.key, row.vh, vh, this.nowMs());
+    // A stored hash that is not even bytes (a hand edit of the column) is a mismatch too: the
+    // scrub goes on and notes it, rather than fail on it and leave every other edit unnoted.
+    const stored: unknown = row.vh;
+    if (!Buffer.isBuffer(stored) || !vh.equals(stored)) {
+      const applied = Buffer.isBuffer(stored) ? stored : Buffer.alloc(0);
+      this.stmt.noteTampered.run(row.bucket, row.key, applied, vh, this.nowMs());
+      this.noted = true;
       this.stmt.setVersionHash.run(vh, row.bucket, row.key);
-    } else if (noted && !noted.equals(vh)) {
-      // Intact, and not what the scrubber last found: the engine wrote this key since (a new
-      // version after a hand delete), so the note no longer describes it.
-      this.stmt.clearTampered.run(row.bucket, row.key);
     }
     return vh;
   }
@@ -564,8 +559,6 @@ export class SqliteStore implements DedupStore {
             const row = this.stmt.get.get(bucket, v.key) as RecordRow | undefined;
             if (!row) {
               this.insertVersion(bucket, v, vh);
-              // A key the scrubber noted, deleted by hand since: its note is not this version's.
-              this.stmt.clearTampered.run(bucket, v.key);
               this.digestXor(bucket, vh, undefined);
               wrote(v);
               continue;
@@ -594,7 +587,18 @@ export class SqliteStore implements DedupStore {
     return changed;
   }
 
+  /**
+   * Insert a key the store does not hold; 1 if it was inserted. A note of the scrubber for the
+   * key (it was edited, then deleted by hand) is not this version's: it goes with the insert,
+   * at the cost of a statement only once the store holds or has held a note.
+   */
   private insertVersion(bucket: number, v: StoredRecord, vh: Buffer): number {
+    const inserted = this.insertRow(bucket, v, vh);
+    if (inserted === 1 && this.noted) this.stmt.clearTampered.run(bucket, v.key);
+    return inserted;
+  }
+
+  private insertRow(bucket: number, v: StoredRecord, vh: Buffer): number {
     return this.stmt.insertIfAbsent.run(
       bucket,
       v.key,
@@ -875,8 +879,10 @@ export class SqliteStore implements DedupStore {
     return rows.map((r) => conflictFromRow(r, this.getSync(r.key)));
   }
 
-  async auditNotes(limit: number): Promise<AuditNote[]> {
-    const rows = this.guard("read audit notes", () => this.stmt.auditNotes.all(limit)) as AuditNoteDbRow[];
+  async auditNotes(limit: number, afterId = 0): Promise<AuditNote[]> {
+    const rows = this.guard("read audit notes", () =>
+      this.stmt.auditNotes.all(afterId, limit),
+    ) as AuditNoteDbRow[];
     return rows.map(auditNoteFromRow);
   }
 

@@ -151,8 +151,8 @@ export interface AuditNote {
 
 /** Audit entries written with the changes they describe, for the audit pump. */
 export interface AuditNoteStore {
-  /** Notes no audit log holds yet, oldest first, at most `limit`. */
-  auditNotes(limit: number): Promise<AuditNote[]>;
+  /** Notes no audit log holds yet, oldest first, at most `limit`, with ids above `afterId` (default 0). */
+  auditNotes(limit: number, afterId?: number): Promise<AuditNote[]>;
   /** The audit log holds these now. */
   forgetAuditNotes(ids: readonly number[]): Promise<void>;
 }

@@ -6,7 +6,7 @@ import Database from "better-sqlite3";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { SqliteStore } from "../../src/store/index.js";
+import { SqliteStore, bucketCount, bucketOf } from "../../src/store/index.js";
 import type { WalRecord } from "../../src/wal/index.js";
 import { tempDir } from "../support/tmp.js";
 
@@ -221,6 +221,25 @@ describe("SqliteStore", () => {
       },
     ]);
     await again.close();
+  });
+
+  it("a winner whose stored hash was overwritten by hand with text is noted by the scrub, which goes on to note the others (found by review)", async () => {
+    const file = path.join(tempDir(), "store.sqlite");
+    const s = new SqliteStore({ path: file, rule, checkpointer: false });
+    await s.applyBatch({ origin: "us-east-1", incarnation, firstLsn: 1, lastLsn: 3, records: records(1, 3) });
+    const db = new Database(file);
+    db.prepare("UPDATE records SET vh = 'x' WHERE key = 'key-1'").run();
+    db.prepare("UPDATE records SET outcome = 'edited by hand' WHERE key = 'key-2'").run();
+    db.close();
+    // key-1's content is as applied (its bucket's digest is right); key-2's is not.
+    expect(await s.scrub(0, bucketCount)).toEqual([bucketOf("key-2")]);
+    const versions = await s.streamVersions("us-east-1", incarnation, 1, 3, 3);
+    expect(versions.map((v) => [v.key, v.intact])).toEqual([
+      ["key-1", false],
+      ["key-2", false],
+      ["key-3", true],
+    ]);
+    await s.close();
   });
 
   it("keeps digests across a clean close and rebuilds them after a crash (an unclosed handle)", async () => {
