@@ -7,6 +7,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { SqliteStore, bucketCount, bucketOf } from "../../src/store/index.js";
+import { nodeFileOps, type FileOps } from "../../src/util/file-ops.js";
 import type { WalRecord } from "../../src/wal/index.js";
 import { tempDir } from "../support/tmp.js";
 
@@ -36,9 +37,33 @@ describe("SqliteStore", () => {
     });
     await s.setMeta("first", "1");
     await s.applyBatch({ origin: "us-east-1", incarnation, firstLsn: 1, lastLsn: 3, records: records(1, 3) });
+    expect(s.commitsSynced()).toBe(false); // back after the batch, not only after setMeta
     await s.setMeta("second", "2");
     expect(seen.filter((x) => x !== "while opening")).toEqual([true, true, true]);
     // And back to NORMAL for the region's own records (the inbox WAL holds them durably).
+    expect(s.commitsSynced()).toBe(false);
+    await s.close();
+  });
+
+  it("a file store answers a peer's batch after an fdatasync of its -wal (group commit), its commits not synced one by one", async () => {
+    const file = path.join(tempDir(), "store.sqlite");
+    const synced: string[] = [];
+    const opened = new Map<number, string>();
+    const fileOps: FileOps = {
+      ...nodeFileOps,
+      open: async (f, flags) => {
+        const fd = await nodeFileOps.open(f, flags);
+        opened.set(fd, f);
+        return fd;
+      },
+      fdatasync: async (fd) => {
+        synced.push(path.basename(opened.get(fd) ?? "?"));
+        return nodeFileOps.fdatasync(fd);
+      },
+    };
+    const s = new SqliteStore({ path: file, rule, fileOps, checkpointer: false });
+    await s.applyBatch({ origin: "us-east-1", incarnation, firstLsn: 1, lastLsn: 3, records: records(1, 3) });
+    expect(synced).toContain("store.sqlite-wal");
     expect(s.commitsSynced()).toBe(false);
     await s.close();
   });

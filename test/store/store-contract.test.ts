@@ -717,6 +717,19 @@ describe.each(storeKinds)("the $name store", (kind) => {
       expect(rest.filter((k) => k.startsWith("key-")).sort()).toEqual(
         ["key-26", "key-27", "key-28", "key-29", "key-30"].sort(),
       );
+      // One page that holds everything says there is no next one; the first bucket is in it.
+      let first = 0;
+      while (bucketOf(`first-${first}`) !== 0) first++;
+      await store.applyBatch(
+        batch(
+          "ap-south-1",
+          records("ap-south-1", 1, 1, () => `first-${first}`),
+        ),
+      );
+      const whole = await store.exportPage({ limit: 1000 });
+      expect(whole.next).toBeUndefined();
+      expect(whole.versions.map((v) => v.key)[0]).toBe(`first-${first}`);
+      expect(whole.versions).toHaveLength(43);
     });
   });
 
