@@ -257,6 +257,27 @@ const mutants = [
     only: "cannot forget",
   },
   {
+    name: "crr rebuild moves a store aside without writing what it owed the audit log",
+    file: "src/cli/rebuild.ts",
+    from: "  else await auditOldStore(config, say);\n",
+    to: "",
+    tests: ["src/node/audit-leftovers.test.ts"],
+  },
+  {
+    name: "crr rebuild reads only the first page of notes of a store that refuses to forget them",
+    file: "src/node/audit-leftovers.ts",
+    from: "    afterId = notes.at(-1)!.id;\n",
+    to: "    if (written > 0) return written;\n",
+    tests: ["src/node/audit-leftovers.test.ts"],
+  },
+  {
+    name: "a version applied after a hand delete inherits the scrubber's note (SQLite)",
+    file: "src/store/sqlite-store.ts",
+    from: "    if (inserted === 1 && this.noted) this.stmt.clearTampered.run(bucket, v.key);\n",
+    to: "",
+    tests: ["test/store/store-contract.test.ts"],
+  },
+  {
     name: "deleteSince raises a watermark over LSNs never received",
     file: "src/store/sqlite-store.ts",
     from: '"UPDATE watermarks SET lsn = ?, updated_at_ms = ? WHERE origin = ? AND incarnation = ? AND lsn > ?",',
