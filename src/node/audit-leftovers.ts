@@ -60,10 +60,13 @@ export async function auditStoreLeftovers(config: NodeConfig, log: Logger): Prom
 function refuseIfInUse(file: string, err: unknown): void {
   const code = ((err as Error).cause as { code?: string } | undefined)?.code ?? "";
   if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED"))
-    throw new Error(
+    throw new StoreInUseError(
       `the old store ${file} is in use by another process (${(err as Error).message}); stop it and run crr rebuild again`,
     );
 }
+
+/** Refused as it is, not as a failed audit write (it can surface through the pump or the notes). */
+class StoreInUseError extends Error {}
 
 const notesPerPage = 500;
 
@@ -100,12 +103,14 @@ async function writeLeftovers(store: SqliteStore, audit: AuditLog, log: Logger):
   await pump.pump();
   await pump.stop();
   if (unreadable !== undefined) return { ...told, unreadable };
+  if (failure instanceof StoreInUseError) throw failure;
   if (failure)
     throw new Error(`could not write the old store's conflicts to the audit log: ${failure.message}`);
   try {
     told.notes = await writeNotes(store, audit, reading);
   } catch (err) {
     if (unreadable !== undefined) return { ...told, unreadable };
+    if (err instanceof StoreInUseError) throw err;
     throw new Error(
       `could not write the old store's audit notes to the audit log: ${(err as Error).message}`,
     );

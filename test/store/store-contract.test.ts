@@ -681,6 +681,7 @@ describe.each(storeKinds)("the $name store", (kind) => {
         { kind: "repair", key: "key-9", requestedBy: "ops", written: fresh, rule: "first-write-wins" },
       ]);
       expect(notes[0]!.id).toBeLessThan(notes[1]!.id);
+      expect(await store.auditNotes(10, notes[0]!.id)).toEqual([notes[1]]); // a page after an id
     });
   });
 
