@@ -89,6 +89,10 @@ describe("config", () => {
     expect(problems(stored({ kind: "postgres" }))).toEqual([
       'store.url: required for kind postgres (e.g. url: "${CRR_PG_URL}")',
     ]);
+    // Replication off does not skip the store's checks (it did: they ran after its early return).
+    expect(problems({ ...stored({ kind: "postgres" }), crr: { enabled: false } })).toEqual([
+      'store.url: required for kind postgres (e.g. url: "${CRR_PG_URL}")',
+    ]);
     expect(problems(stored({ kind: "postgres", url: "mysql://crr:pw-XYZ@db/crr" }))).toEqual([
       "store.url: expected a postgres:// or postgresql:// URL",
     ]);
@@ -111,6 +115,45 @@ describe("config", () => {
     expect(
       problems(archived({ archive: { s3: { bucket: "crr-archive" }, objectBytesMax: 1 << 20 } })).join(),
     ).toContain("archive.objectBytesMax: 1048576 must be at least wal.segmentBytesMax + 1 MiB");
+  });
+
+  it("S3 as a transport: only a peer that is sent everything, never under a selective policy (its archive holds tenants kept from here)", () => {
+    const following = (crr: Record<string, unknown>, regions: Record<string, unknown> = {}) => ({
+      ...base(),
+      regions: { ...base().regions, ...regions },
+      archive: { s3: { bucket: "crr-archive" } },
+      crr: { enabled: true, ...crr },
+    });
+    const viaS3 = { "us-west-2": { url: "http://127.0.0.1:7071", via: "s3" } };
+    expect(problems(following({ peers: ["us-west-2", "eu-west-1"] }, viaS3))).toEqual([]);
+    expect(
+      problems(following({ replicationMode: "two-region", targetRegions: ["us-west-2"] }, viaS3)),
+    ).toEqual([]);
+    expect(problems(following({ peers: ["eu-west-1"] }, viaS3))).toEqual([
+      "regions.us-west-2.via: s3: 'us-west-2' is not a peer of us-east-1 (crr.peers)",
+    ]);
+    expect(
+      problems(following({ replicationMode: "two-region", targetRegions: ["eu-west-1"] }, viaS3)),
+    ).toEqual(["regions.us-west-2.via: s3: 'us-west-2' is not a peer of us-east-1 (crr.targetRegions)"]);
+    const selective = {
+      replicationMode: "selective",
+      policies: [{ tenantID: "a", targetRegions: ["us-east-1", "us-west-2"] }],
+    };
+    expect(problems(following(selective, viaS3))).toEqual([
+      "regions.us-west-2.via: s3: the archive holds every tenant us-west-2 writes, those the selective policy keeps from us-east-1 too; S3 as a transport needs replicationMode multi-way or two-region",
+    ]);
+    expect(problems(following({ enabled: false }, viaS3))).toEqual([
+      "regions.us-west-2.via: s3: replication is off (crr.enabled: false)",
+    ]);
+    expect(
+      problems(
+        following({ peers: ["us-west-2"] }, { "us-east-1": { url: "http://127.0.0.1:7070", via: "s3" } }),
+      ),
+    ).toEqual([]); // one regions block for every region's config: its own entry is not followed
+    const { archive: _, ...unarchived } = following({ peers: ["us-west-2"] }, viaS3);
+    expect(problems(unarchived)).toEqual([
+      "regions.us-west-2.via: s3 needs archive.s3 (the bucket the regions' archives are in)",
+    ]);
   });
 
   it("checks the shape each replication mode needs", () => {

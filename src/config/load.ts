@@ -9,6 +9,7 @@ import { Ajv, type ErrorObject } from "ajv";
 import YAML from "yaml";
 import { CrrError } from "../errors.js";
 import { defaults } from "./defaults.js";
+import { replicationPolicy } from "./policy.js";
 import { checkSecurity } from "./security.js";
 import { configSchema } from "./schema.js";
 
@@ -203,6 +204,10 @@ function checkRegions(c: NodeConfig, problems: string[]): void {
   if (c.shipper.retryDelayMsMin > c.shipper.retryDelayMsMax) {
     problems.push("shipper.retryDelayMsMin: must not exceed shipper.retryDelayMsMax");
   }
+}
+
+/** The store and the archive, replication on or off (a node with crr.enabled false still keeps both). */
+function checkStorage(c: NodeConfig, problems: string[]): void {
   if (c.store.kind === "postgres" && !c.store.url)
     problems.push('store.url: required for kind postgres (e.g. url: "${CRR_PG_URL}")');
   if (c.regions[c.region]?.nodes === "several" && c.store.kind !== "postgres")
@@ -211,9 +216,7 @@ function checkRegions(c: NodeConfig, problems: string[]): void {
     );
   if (c.store.kind === "sqlite" && c.store.url)
     problems.push("store.url: only for kind postgres (SQLite lives in the data directory)");
-  for (const [name, r] of Object.entries(c.regions))
-    if (r.via === "s3" && !c.archive.s3)
-      problems.push(`regions.${name}.via: s3 needs archive.s3 (the bucket the regions' archives are in)`);
+  for (const [name, r] of Object.entries(c.regions)) if (r.via === "s3") checkFollowed(c, name, problems);
   if (c.archive.s3 && c.archive.objectBytesMax < c.audit.fileBytesMax + 1024 * 1024)
     problems.push(
       `archive.objectBytesMax: ${c.archive.objectBytesMax} must be at least audit.fileBytesMax + 1 MiB (${c.audit.fileBytesMax + 1024 * 1024}): an archived audit file could not be read back`,
@@ -221,6 +224,28 @@ function checkRegions(c: NodeConfig, problems: string[]): void {
   if (c.archive.s3 && c.archive.objectBytesMax < c.wal.segmentBytesMax + 1024 * 1024)
     problems.push(
       `archive.objectBytesMax: ${c.archive.objectBytesMax} must be at least wal.segmentBytesMax + 1 MiB (${c.wal.segmentBytesMax + 1024 * 1024}): an archived segment could not be read back`,
+    );
+}
+
+/**
+ * `regions.X.via: s3` reads every object X archives: all of X's WAL, every tenant in it. So a
+ * region follows only a peer it exchanges everything with: under a selective policy the
+ * objects hold tenants the policy keeps from this region (the reader would drop them, but
+ * their bytes would have crossed), and a region that is not a peer is not sent X's records at all.
+ */
+function checkFollowed(c: NodeConfig, name: string, problems: string[]): void {
+  const at = `regions.${name}.via: s3`;
+  if (!c.archive.s3) problems.push(`${at} needs archive.s3 (the bucket the regions' archives are in)`);
+  // The own region may say so too: every region's config can share one regions block.
+  if (name === c.region) return;
+  if (!c.crr.enabled) problems.push(`${at}: replication is off (crr.enabled: false)`);
+  else if (c.crr.replicationMode === "selective")
+    problems.push(
+      `${at}: the archive holds every tenant ${name} writes, those the selective policy keeps from ${c.region} too; S3 as a transport needs replicationMode multi-way or two-region`,
+    );
+  else if (!replicationPolicy(c).peers.includes(name))
+    problems.push(
+      `${at}: '${name}' is not a peer of ${c.region} (${c.crr.replicationMode === "multi-way" ? "crr.peers" : "crr.targetRegions"})`,
     );
 }
 
@@ -283,6 +308,7 @@ export function parseConfig(
     log: { level: "info", ...sectionOf("log") } as { level: string },
   };
   checkRegions(config, problems);
+  checkStorage(config, problems);
   checkSecurity(config, sectionOf("auth"), baseDir, problems);
   if (problems.length > 0) throw new ConfigError(source, problems);
   return config;
