@@ -9,11 +9,12 @@ import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { tempDir } from "../../test/support/tmp.js";
 import { silentLogger } from "../log.js";
-import { testArchiver, testKeys } from "../../test/support/seal.js";
+import { meshAudience, sealRing, testArchiver, testKeys } from "../../test/support/seal.js";
 import { realRuntime } from "../runtime/index.js";
 import type { Seal } from "../protocol/index.js";
 import { Wal, segmentHeaderBytes } from "../wal/index.js";
 import { Archiver } from "./archiver.js";
+import { readAudience } from "./audience.js";
 import { incarnationPrefix, parseSegmentObjectKey, segmentObjectKey } from "./keys.js";
 import { ArchiveGapError, planRestore } from "./restore.js";
 import { RequestTally, s3ArchiveStore, type ArchiveStore, type StoredObject } from "./s3-store.js";
@@ -56,6 +57,17 @@ function memoryBucket() {
   return b;
 }
 
+/** The bucket, noting the key of every put that succeeded, in order. */
+function s3LikeOrder(b: ReturnType<typeof memoryBucket>) {
+  const order: string[] = [];
+  const put = b.store.put;
+  b.store.put = async (key, body, seal) => {
+    await put(key, body, seal);
+    order.push(key);
+  };
+  return { ...b, order };
+}
+
 async function walWithSegments(): Promise<Wal> {
   const wal = await Wal.open({ dir: tempDir(), region: "us-east-1", segmentBytesMax: 4096 });
   opened.push(wal);
@@ -66,6 +78,33 @@ async function walWithSegments(): Promise<Wal> {
 }
 
 describe("archiver", () => {
+  it("publishes its audience, sealed, before its first object in each process; until it can, archives nothing", async () => {
+    const wal = await walWithSegments();
+    const bucket = s3LikeOrder(memoryBucket());
+    let refuse = true;
+    const put = bucket.store.put;
+    bucket.store.put = async (key, body, seal) => {
+      if (refuse && key.endsWith("_audience.json")) throw new Error("AccessDenied");
+      return put(key, body, seal);
+    };
+    const arch = testArchiver(wal, bucket.store, tempDir(), undefined, meshAudience);
+    await arch.pass();
+    expect(arch.status().lastError).toBe("audience: AccessDenied");
+    expect(bucket.order).toEqual([]);
+    refuse = false;
+    await arch.pass();
+    expect(bucket.order[0]).toBe("crr/us-east-1/_audience.json");
+    expect(bucket.order.length).toBeGreaterThan(2);
+    const a = await readAudience(bucket.store, sealRing, "crr", "us-east-1");
+    expect(a).toEqual(meshAudience);
+    // Once per process: a restarted one publishes again (its policy may have changed).
+    await wal.append({ key: "more", tenant: "t", outcome: "accepted" });
+    await arch.pass();
+    expect(bucket.order.filter((k) => k.endsWith("_audience.json"))).toHaveLength(1);
+    await testArchiver(wal, bucket.store, tempDir(), undefined, meshAudience).pass();
+    expect(bucket.order.filter((k) => k.endsWith("_audience.json"))).toHaveLength(2);
+  });
+
   it("verifies every copy it counts; a copy that reads back different is put again next pass", async () => {
     const wal = await walWithSegments();
     const bucket = memoryBucket();

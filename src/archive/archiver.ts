@@ -25,6 +25,7 @@ import {
   type SealedSegment,
   type Wal,
 } from "../wal/index.js";
+import { publishAudience, type Audience } from "./audience.js";
 import { segmentObjectKey } from "./keys.js";
 import type { AuditArchiveStatus, AuditArchiver } from "./audit-archiver.js";
 import type { ArchiveStore, StoredObject } from "./s3-store.js";
@@ -47,6 +48,11 @@ export interface ArchiverOptions {
   dataDir: string;
   runtime: Runtime;
   log: Logger;
+  /**
+   * Published (sealed) before anything is archived in this process: which regions this
+   * region's policy sends its records to (audience.ts). Only they may read its objects whole.
+   */
+  audience?: Audience;
   /** The audit log's sealed files, archived after the WAL each pass. */
   audit?: AuditArchiver;
   /** `archive.verify: sampled`: read back one object in `sampleEvery` (default: every object). */
@@ -90,6 +96,7 @@ export class Archiver {
   /** Where the last archived object ended: its file, byte and LSN (in memory: a restart uploads the file whole once). */
   private tail: { path: string; end: number; lastLsn: number } | undefined;
   private started = false;
+  private published = false;
   /** A problem found at start that stays true (a cursor beyond the WAL, LSNs never archived). */
   private standing: string | undefined;
   /** When the last pass that left nothing behind started (records since are at most this old). */
@@ -138,6 +145,13 @@ export class Archiver {
     const startedMs = this.o.runtime.nowMs();
     try {
       this.checkStart();
+      if (this.o.audience && !this.published) {
+        // First, each process: a follower reads it after listing what it takes, so no object
+        // archived under this policy is read by a region it would not send everything to.
+        stage = "audience";
+        await publishAudience(this.o.store, this.o.signer, this.o.prefix, this.o.audience);
+        this.published = true;
+      }
       // Always the stretch holding the next LSN, listed afresh each time: a segment sealed
       // while an upload ran is never jumped over (found by review: the verified LSN skipped
       // a segment that rotated during a pass, and retention then removed it).

@@ -16,11 +16,12 @@ import { Reader } from "../reader/index.js";
 import { realRuntime } from "../runtime/index.js";
 import { Wal } from "../wal/index.js";
 import { ArchiveFollower } from "./follower.js";
+import { audienceObjectKey } from "./audience.js";
 import { segmentObjectKey } from "./keys.js";
 import { sealObject, sha256Hex, type Seal } from "../protocol/index.js";
-import { sealRing, testArchiver, testKeys } from "../../test/support/seal.js";
+import { meshAudience, sealRing, testArchiver, testKeys } from "../../test/support/seal.js";
 import { checkedFrames } from "./restore.js";
-import type { ArchiveStore, StoredObject } from "./s3-store.js";
+import { NoSuchObjectError, type ArchiveStore, type StoredObject } from "./s3-store.js";
 
 const opened: Array<{ close(): Promise<unknown> }> = [];
 afterEach(async () => {
@@ -32,13 +33,15 @@ function s3LikeBucket() {
   const b = {
     objects,
     lists: 0,
+    gets: [] as string[],
     store: {
       async put(key: string, body: Buffer, seal: Seal) {
         objects.set(key, { body: Buffer.from(body), seal });
       },
       async get(key: string): Promise<StoredObject> {
+        b.gets.push(key);
         const o = objects.get(key);
-        if (!o) throw new Error(`no such key ${key}`);
+        if (!o) throw new NoSuchObjectError(`no such key ${key}`);
         return { body: Buffer.from(o.body), seal: { ...o.seal } };
       },
       async list(prefix: string, startAfter: string | undefined, max: number) {
@@ -90,6 +93,7 @@ function reader(accepts: (o: string, t: string) => boolean = () => true) {
 function follower(store: ArchiveStore, r: Reader, peer: ReturnType<typeof openStore>, prefix = "crr") {
   return new ArchiveFollower({
     origin,
+    self,
     store,
     prefix,
     reader: r,
@@ -112,7 +116,7 @@ describe("archive follower", () => {
     opened.push(wal);
     const bucket = s3LikeBucket();
     const dataDir = tempDir();
-    const a1 = testArchiver(wal, bucket.store, dataDir);
+    const a1 = testArchiver(wal, bucket.store, dataDir, undefined, meshAudience);
     await append(wal, 10, 0);
     await a1.pass(); // 1-10
     await append(wal, 5, 10);
@@ -123,7 +127,7 @@ describe("archive follower", () => {
     expect(await store.watermark(origin, wal.incarnation)).toBe(15);
 
     await append(wal, 5, 15);
-    const a2 = testArchiver(wal, bucket.store, dataDir); // the origin restarted: its tail is in memory only
+    const a2 = testArchiver(wal, bucket.store, dataDir, undefined, meshAudience); // the origin restarted: its tail is in memory only
     await a2.pass(); // 16-20: from the LSN after its cursor, not the file's start
     await append(wal, 5, 20);
     await a2.pass(); // 21-25
@@ -154,7 +158,7 @@ describe("archive follower", () => {
     const wal = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
     opened.push(wal);
     const bucket = s3LikeBucket();
-    const arch = testArchiver(wal, bucket.store, tempDir());
+    const arch = testArchiver(wal, bucket.store, tempDir(), undefined, meshAudience);
     await append(wal, 3, 0);
     await arch.pass();
     bucket.objects.set(`crr/${origin}/${wal.incarnation}/~junk`, { body: Buffer.alloc(1), seal: {} });
@@ -174,7 +178,7 @@ describe("archive follower", () => {
     opened.push(wal);
     const bucket = s3LikeBucket();
     await append(wal, 10, 0);
-    await testArchiver(wal, bucket.store, tempDir()).pass();
+    await testArchiver(wal, bucket.store, tempDir(), undefined, meshAudience).pass();
     // An old incarnation's object that does not check (bit rot, a forgery, or a clock_skew refusal).
     const old = "0".repeat(32);
     bucket.objects.set(segmentObjectKey("crr", { origin, incarnation: old, firstLsn: 1, lastLsn: 3 }), {
@@ -193,7 +197,7 @@ describe("archive follower", () => {
     opened.push(wal);
     const bucket = s3LikeBucket();
     await append(wal, 10, 0);
-    await testArchiver(wal, bucket.store, tempDir()).pass(); // the origin archives under "crr"
+    await testArchiver(wal, bucket.store, tempDir(), undefined, meshAudience).pass(); // the origin archives under "crr"
     const { store, reader: rd } = reader();
     const f = follower(bucket.store, rd, store, "crr-eu");
     for (let i = 0; i < 30; i++) await f.poll();
@@ -205,7 +209,7 @@ describe("archive follower", () => {
     const wal = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
     opened.push(wal);
     const bucket = s3LikeBucket();
-    const arch = testArchiver(wal, bucket.store, tempDir());
+    const arch = testArchiver(wal, bucket.store, tempDir(), undefined, meshAudience);
     for (let i = 0; i < 50; i++) {
       await append(wal, 2, i * 2);
       await arch.pass();
@@ -216,6 +220,72 @@ describe("archive follower", () => {
     const counting = { ...bucket.store, get: (k: string) => (gets++, bucket.store.get(k)) };
     await follower(counting, rd, store).poll(); // the same region after a restart
     expect(gets).toBe(0);
+  });
+
+  it("an origin whose published audience does not send this region every record is not followed: no object is read, it shows, and following resumes once it does", async () => {
+    // us-east-1 restarted under a selective policy that keeps tenant t from eu-west-1 (its
+    // config may still say multi-way: only the origin's own word counts).
+    const wal = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
+    opened.push(wal);
+    const bucket = s3LikeBucket();
+    const selective = {
+      ...meshAudience,
+      mode: "selective" as const,
+      sendsAllTo: [],
+      tenants: { t: ["ap-south-1"] },
+    };
+    await append(wal, 5, 0);
+    await testArchiver(wal, bucket.store, tempDir(), undefined, selective).pass();
+    bucket.gets.length = 0; // the archiver's read-back
+    const { store, reader: rd } = reader();
+    const f = follower(bucket.store, rd, store);
+    await f.poll();
+    expect(await store.watermark(origin, wal.incarnation)).toBe(0);
+    expect(f.status().lastError).toContain("us-east-1's archive is not for eu-west-1: its policy (selective");
+    expect(bucket.gets.filter((k) => k.endsWith(".wal"))).toEqual([]); // not one object's bytes read
+    // It restarts multi-way again: the audience is published before its next object.
+    await append(wal, 5, 5);
+    await testArchiver(wal, bucket.store, tempDir(), undefined, meshAudience).pass();
+    await f.poll();
+    expect(await store.watermark(origin, wal.incarnation)).toBe(10);
+    expect(f.status().lastError).toBeUndefined();
+  });
+
+  it("an origin without a published audience, or with one it did not seal, is not followed", async () => {
+    const wal = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
+    opened.push(wal);
+    const bucket = s3LikeBucket();
+    await append(wal, 5, 0);
+    await testArchiver(wal, bucket.store, tempDir()).pass(); // a build that publishes none
+    bucket.gets.length = 0; // the archiver's read-back
+    const { store, reader: rd } = reader();
+    const f = follower(bucket.store, rd, store);
+    await f.poll();
+    expect(f.status().lastError).toContain(
+      "us-east-1 has published no audience at crr/us-east-1/_audience.json",
+    );
+    // Written by another region (every archiving region can write to the bucket), naming us.
+    const body = Buffer.from(JSON.stringify({ ...meshAudience, atMs: 1 }));
+    const forged = sealObject(testKeys(self).signer, {
+      origin,
+      incarnation: "audience",
+      firstLsn: 0,
+      lastLsn: 0,
+      body,
+    });
+    bucket.objects.set(audienceObjectKey("crr", origin), { body, seal: forged });
+    await f.poll();
+    expect(f.status().lastError).toContain("crr/us-east-1/_audience.json: seal of us-east-1: unknown key");
+    // us-east-1's genuine seal of a segment, put on the audience's bytes.
+    const segment = [...bucket.objects].find(([k]) => k.endsWith(".wal"))![1].seal as Seal;
+    bucket.objects.set(audienceObjectKey("crr", origin), {
+      body,
+      seal: { ...segment, sha256Hex: sha256Hex(body) },
+    });
+    await f.poll();
+    expect(f.status().lastError).toContain("bad signature");
+    expect(await store.watermark(origin, wal.incarnation)).toBe(0);
+    expect(bucket.gets.filter((k) => k.endsWith(".wal"))).toEqual([]);
   });
 
   it("an object not sealed by its origin is refused: forged by another region, unsealed, or a genuine seal on other bytes", async () => {
@@ -232,8 +302,8 @@ describe("archive follower", () => {
     opened.push(genuine);
     await append(genuine, 3, 0);
     const bucket = s3LikeBucket();
-    await testArchiver(genuine, bucket.store, tempDir()).pass();
-    const genuineSeal = [...bucket.objects.values()][0]!.seal as Seal;
+    await testArchiver(genuine, bucket.store, tempDir(), undefined, meshAudience).pass();
+    const genuineSeal = [...bucket.objects].find(([k]) => k.endsWith(".wal"))![1].seal as Seal;
     const own = sealObject(testKeys(self).signer, { ...what, body }); // signed with its own key
     const attempts: Array<[string, Partial<Seal>]> = [
       ["unknown key", own], // us-east-1 has no such key

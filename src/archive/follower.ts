@@ -14,12 +14,15 @@ import type { Reader } from "../reader/index.js";
 import type { Logger } from "../log.js";
 import type { KeyRing } from "../protocol/index.js";
 import type { Runtime, Timer } from "../runtime/index.js";
+import { readAudience, sendsEverything } from "./audience.js";
 import { parseSegmentObjectKey, segmentObjectKey, type SegmentObject } from "./keys.js";
 import { checkedFrames } from "./restore.js";
 import type { ArchiveStore } from "./s3-store.js";
 
 export interface FollowerOptions {
   origin: string;
+  /** This region: the origin's audience must send it everything (audience.ts). */
+  self: string;
   store: ArchiveStore;
   /** The archive's prefix (as configured: no slashes around it). */
   prefix: string;
@@ -138,6 +141,7 @@ export class ArchiveFollower {
     for (let listAfter = this.after.get(folder); ;) {
       if (this.stopped) return;
       const keys = await this.o.store.list(folder, listAfter, 100);
+      let allowed = false;
       for (const key of keys) {
         listAfter = key;
         const obj = parseSegmentObjectKey(key);
@@ -149,6 +153,11 @@ export class ArchiveFollower {
           this.after.set(folder, key); // already here (over HTTP, or before a restart): no GET
           continue;
         }
+        // Read after the listing, before the first GET of the page: an origin publishes its
+        // audience before it archives under a new policy, so an object listed here was
+        // archived under the audience read now or an older one.
+        if (!allowed) await this.checkAudience();
+        allowed = true;
         if (!(await this.apply(folder, key, obj))) return;
       }
       if (keys.length < 100) break;
@@ -156,6 +165,15 @@ export class ArchiveFollower {
     if (junk.length > 0)
       throw new Error(
         `${junk.length} keys under ${folder} are not objects of this archive (e.g. ${junk[0]}): passed over; remove them`,
+      );
+  }
+
+  /** Refuse, before any object is read, an origin whose published audience does not send this region everything. */
+  private async checkAudience(): Promise<void> {
+    const a = await readAudience(this.o.store, this.o.keys, this.o.prefix, this.o.origin);
+    if (!sendsEverything(a, this.o.self))
+      throw new Error(
+        `${this.o.origin}'s archive is not for ${this.o.self}: its policy (${a.mode}, published ${new Date(a.atMs).toISOString()}) does not send it every record, and an object holds them all; not followed (records come over HTTP, filtered by ${this.o.origin})`,
       );
   }
 

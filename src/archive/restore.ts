@@ -119,7 +119,10 @@ export async function restoreInto(o: {
   /** Every origin's keys: each object's seal is checked before it is used. */
   keys: KeyRing;
   objectBytesMax: number;
+  /** Whether another origin's published audience sends this region `tenant` (audience.ts); default: every tenant. */
+  originSends?: (origin: string, tenant: string) => boolean;
 }): Promise<RestoreReport> {
+  const sends = o.originSends ?? (() => true);
   const report: RestoreReport = { streams: [], records: 0, objects: 0 };
   for (const s of o.plan) {
     let applied = s.firstLsn - 1;
@@ -138,7 +141,9 @@ export async function restoreInto(o: {
       const taken = cut === -1 ? fresh : fresh.slice(0, cut);
       past = cut !== -1;
       if (taken.length === 0) continue;
-      const kept = taken.filter((r) => s.origin === o.self || o.policy.accepts(s.origin, r.tenant));
+      const kept = taken.filter(
+        (r) => s.origin === o.self || (o.policy.accepts(s.origin, r.tenant) && sends(s.origin, r.tenant)),
+      );
       const r = await o.into.applyLocal({
         origin: s.origin,
         incarnation: s.incarnation,

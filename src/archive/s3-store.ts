@@ -36,6 +36,9 @@ export interface ArchiveStore {
   close(): void;
 }
 
+/** The key holds no object (S3's NoSuchKey): not retried, unlike a failed request. */
+export class NoSuchObjectError extends Error {}
+
 export interface StoredObject {
   body: Buffer;
   seal: Partial<Seal>;
@@ -132,7 +135,13 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
         "get",
         (r) => r.body.length,
         async () => {
-          const r = await client.send(new GetObjectCommand({ Bucket, Key }), bounded());
+          const r = await client
+            .send(new GetObjectCommand({ Bucket, Key }), bounded())
+            .catch((err: Error) => {
+              throw err.name === "NoSuchKey"
+                ? new AbortError(new NoSuchObjectError(`${Key}: no such object`))
+                : err;
+            });
           const body = r.Body as (AsyncIterable<Uint8Array> & { destroy?: () => void }) | undefined;
           const tooBig = () =>
             new AbortError(`${Key} holds more than ${bytesMax} bytes (archive.objectBytesMax): not read`);

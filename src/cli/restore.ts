@@ -5,7 +5,14 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { listAll, planRestore, restoreInto, s3ArchiveStore } from "../archive/index.js";
+import {
+  listAll,
+  peerAudiences,
+  planRestore,
+  restoreInto,
+  s3ArchiveStore,
+  sendsTenant,
+} from "../archive/index.js";
 import { credentialsOf, replicationPolicy } from "../config/index.js";
 import { mergeRuleOf } from "../node/index.js";
 import { realRuntime } from "../runtime/index.js";
@@ -55,9 +62,13 @@ export async function runRestore(argv: string[]): Promise<number> {
   });
   try {
     const prefix = s3.prefix.replace(/^\/+|\/+$/g, "");
+    // Of another region, only the tenants its own published policy sends here (audience.ts).
+    const ring = credentialsOf(config).ring;
+    const peers = await peerAudiences(store, ring, prefix, config.region, Object.keys(config.regions));
+    for (const why of peers.passedOver.values()) say(`  passed over: ${why}`);
     const plan = planRestore(await listAll(store, prefix === "" ? "" : `${prefix}/`), {
       prefix,
-      origins: Object.keys(config.regions),
+      origins: [config.region, ...peers.audiences.keys()],
     });
     say(`restore from s3://${s3.bucket}/${s3.prefix}: ${plan.length} streams`);
     fs.mkdirSync(path.dirname(out), { recursive: true });
@@ -74,8 +85,9 @@ export async function runRestore(argv: string[]): Promise<number> {
         toMs,
         policy: replicationPolicy(config),
         self: config.region,
-        keys: credentialsOf(config).ring,
+        keys: ring,
         objectBytesMax: config.archive.objectBytesMax,
+        originSends: (origin, tenant) => sendsTenant(peers.audiences.get(origin)!, config.region, tenant),
       });
       for (const s of report.streams) {
         const last = s.lastMs === undefined ? "" : `, last record at ${new Date(s.lastMs).toISOString()}`;

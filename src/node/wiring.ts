@@ -9,8 +9,10 @@ import {
   ArchiveFollower,
   Archiver,
   AuditArchiver,
+  audienceOf,
   s3ArchiveStore,
   seedFromArchive,
+  seedOrigins,
   type ArchiveSeed,
   type ArchiveStore,
 } from "../archive/index.js";
@@ -201,6 +203,7 @@ export function followersOf(r: Region): ArchiveFollower[] {
       ([origin]) =>
         new ArchiveFollower({
           origin,
+          self: r.name,
           store: archiveStoreOf(r)!,
           prefix: a.s3!.prefix.replace(/^\/+|\/+$/g, ""),
           reader: r.reader,
@@ -239,6 +242,7 @@ export function archiverOf(r: Region): Archiver | undefined {
     }),
     ...keys,
     verify: { sampleEvery: a.verify === "sampled" ? a.verifySampleEvery : 1 },
+    audience: audienceOf(r.config, r.runtime.nowMs()),
     prefix: a.s3.prefix,
     where,
     intervalMs: a.intervalMs,
@@ -257,10 +261,22 @@ export function archiveSeedOf(r: Region, always = false): (() => Promise<Archive
   return async () => {
     const store = archiveStoreOf(r)!;
     try {
+      // Another region's objects only when its published policy sends this one everything
+      // (an object holds every tenant its origin wrote): the peers give the rest, withholding
+      // what is not for us.
+      const seed = await seedOrigins(
+        store,
+        r.credentials.ring,
+        s3.prefix,
+        r.name,
+        Object.keys(r.config.regions),
+      );
+      for (const [origin, why] of seed.passedOver)
+        r.log.warn({ origin, why }, "archive seed: origin passed over (its records come from the peers)");
       return await seedFromArchive({
         store,
         prefix: s3.prefix,
-        origins: Object.keys(r.config.regions),
+        origins: seed.origins,
         into: r.store,
         policy: r.policy,
         self: r.name,

@@ -6,7 +6,7 @@
  */
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { ed25519Signer, publicKeyRing, type KeyRing, type Signer } from "../../src/protocol/index.js";
-import { Archiver, type ArchiveStore } from "../../src/archive/index.js";
+import { Archiver, type ArchiveStore, type Audience } from "../../src/archive/index.js";
 import { silentLogger } from "../../src/log.js";
 import { realRuntime } from "../../src/runtime/index.js";
 import type { Wal } from "../../src/wal/index.js";
@@ -31,16 +31,28 @@ export function testKeys(region: string): { signer: Signer; keys: KeyRing; objec
   return { signer: p.signer, keys: sealRing, objectBytesMax: 1 << 24 };
 }
 
+/** us-east-1's audience in a multi-way mesh of the three test regions: every record to both others. */
+export const meshAudience: Audience = {
+  origin: "us-east-1",
+  mode: "multi-way",
+  sendsAllTo: ["ap-south-1", "eu-west-1"],
+  tenants: {},
+  atMs: 0,
+};
+
 export function testArchiver(
   wal: Wal,
   store: ArchiveStore,
   dataDir = tempDir(),
   where = "test bucket",
+  /** Published before its first upload (none by default: the archiver's own tests count puts). */
+  audience?: Audience,
 ): Archiver {
   return new Archiver({
     wal,
     region: "us-east-1",
     store,
+    audience,
     ...testKeys("us-east-1"),
     prefix: "crr",
     where,
