@@ -14,7 +14,7 @@ import { testKeys } from "../../test/support/seal.js";
 import { tempDir } from "../../test/support/tmp.js";
 import { realRuntime } from "../runtime/index.js";
 import { AuditArchiver, auditObjectKey } from "./audit-archiver.js";
-import { s3ArchiveStore, type ArchiveStore, type StoredObject } from "./s3-store.js";
+import { NoSuchObjectError, s3ArchiveStore, type ArchiveStore, type StoredObject } from "./s3-store.js";
 
 const closing: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -143,5 +143,30 @@ describe("audit files in the archive", () => {
     spoil = undefined;
     await a.pass();
     expect(a.status().archivedThrough).toBe(1);
+  });
+});
+
+describe("the bucket (s3rver)", () => {
+  it("a key without an object is NoSuchObjectError at once, not retried like a failed request", async () => {
+    Object.assign(process.env, s3Credentials);
+    const s3 = await startS3();
+    closing.push(() => s3.close());
+    const proxy = await recordingProxy(s3.port);
+    const store = s3ArchiveStore({
+      s3: {
+        bucket: s3.bucket,
+        prefix: "crr",
+        region: "us-east-1",
+        endpoint: proxy.endpoint,
+        forcePathStyle: true,
+      },
+      attempts: 4,
+      requestTimeoutMs: 5000,
+      runtime: realRuntime,
+      onRequest: () => undefined,
+    });
+    closing.push(async () => store.close());
+    await expect(store.get("crr/us-east-1/_audience.json", 1024)).rejects.toBeInstanceOf(NoSuchObjectError);
+    expect(proxy.seen.filter((r) => r.method === "GET")).toHaveLength(1);
   });
 });
