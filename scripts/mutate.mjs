@@ -178,6 +178,25 @@ const folders = {
     tests: postgresStoreTests,
     env: { CRR_STORE_KINDS: "postgres", CRR_STORE_RUNS: "5" },
   },
+  // The data part in three pieces that partition it (each under an hour alone, so one fits in a
+  // session beside other work; the data part whole did not): the region's nodes and claims
+  // (applyBatch to leaveIn), the apply path (applyIn to contestRepair), the writes (lockKeys to
+  // writeDigests).
+  "postgres-store-nodes": {
+    files: ["src/store/postgres-store.ts:266-438"],
+    tests: postgresStoreTests,
+    env: { CRR_STORE_KINDS: "postgres", CRR_STORE_RUNS: "5" },
+  },
+  "postgres-store-apply": {
+    files: ["src/store/postgres-store.ts:439-607"],
+    tests: postgresStoreTests,
+    env: { CRR_STORE_KINDS: "postgres", CRR_STORE_RUNS: "5" },
+  },
+  "postgres-store-write": {
+    files: ["src/store/postgres-store.ts:608-764"],
+    tests: postgresStoreTests,
+    env: { CRR_STORE_KINDS: "postgres", CRR_STORE_RUNS: "5" },
+  },
   "postgres-store-rest": {
     files: ["src/store/postgres-store.ts:1-265", "src/store/postgres-store.ts:765-1200"],
     tests: postgresStoreTests,
