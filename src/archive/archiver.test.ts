@@ -84,7 +84,7 @@ describe("archiver", () => {
     let refuse = true;
     const put = bucket.store.put;
     bucket.store.put = async (key, body, seal) => {
-      if (refuse && key.endsWith("_audience.json")) throw new Error("AccessDenied");
+      if (refuse && key.endsWith(".audience.json")) throw new Error("AccessDenied");
       return put(key, body, seal);
     };
     const arch = testArchiver(wal, bucket.store, tempDir(), undefined, meshAudience);
@@ -93,16 +93,16 @@ describe("archiver", () => {
     expect(bucket.order).toEqual([]);
     refuse = false;
     await arch.pass();
-    expect(bucket.order[0]).toBe("crr/us-east-1/_audience.json");
+    expect(bucket.order[0]).toBe(`crr/us-east-1/${wal.incarnation}.audience.json`);
     expect(bucket.order.length).toBeGreaterThan(2);
-    const a = await readAudience(bucket.store, sealRing, "crr", "us-east-1");
-    expect(a).toEqual(meshAudience);
+    const a = await readAudience(bucket.store, sealRing, "crr", "us-east-1", wal.incarnation);
+    expect(a).toEqual({ ...meshAudience, incarnation: wal.incarnation });
     // Once per process: a restarted one publishes again (its policy may have changed).
     await wal.append({ key: "more", tenant: "t", outcome: "accepted" });
     await arch.pass();
-    expect(bucket.order.filter((k) => k.endsWith("_audience.json"))).toHaveLength(1);
+    expect(bucket.order.filter((k) => k.endsWith(".audience.json"))).toHaveLength(1);
     await testArchiver(wal, bucket.store, tempDir(), undefined, meshAudience).pass();
-    expect(bucket.order.filter((k) => k.endsWith("_audience.json"))).toHaveLength(2);
+    expect(bucket.order.filter((k) => k.endsWith(".audience.json"))).toHaveLength(2);
   });
 
   it("verifies every copy it counts; a copy that reads back different is put again next pass", async () => {

@@ -25,7 +25,7 @@ import {
   type SealedSegment,
   type Wal,
 } from "../wal/index.js";
-import { publishAudience, type Audience } from "./audience.js";
+import { publishAudience, type Policy } from "./audience.js";
 import { segmentObjectKey } from "./keys.js";
 import type { AuditArchiveStatus, AuditArchiver } from "./audit-archiver.js";
 import type { ArchiveStore, StoredObject } from "./s3-store.js";
@@ -52,7 +52,7 @@ export interface ArchiverOptions {
    * Published (sealed) before anything is archived in this process: which regions this
    * region's policy sends its records to (audience.ts). Only they may read its objects whole.
    */
-  audience?: Audience;
+  audience?: Policy;
   /** The audit log's sealed files, archived after the WAL each pass. */
   audit?: AuditArchiver;
   /** `archive.verify: sampled`: read back one object in `sampleEvery` (default: every object). */
@@ -134,6 +134,18 @@ export class Archiver {
     };
   }
 
+  /**
+   * Put this incarnation's audience once per process (a no-op after that, or without one). The
+   * node calls it as it starts, before its startup checks and shipping: until it lands, a
+   * follower goes by the audience of the previous process, whose policy may have been wider.
+   */
+  async publish(): Promise<void> {
+    if (!this.o.audience || this.published) return;
+    const incarnation = this.o.wal.incarnation;
+    await publishAudience(this.o.store, this.o.signer, this.o.prefix, { ...this.o.audience, incarnation });
+    this.published = true;
+  }
+
   /** One pass (passes never overlap): archive what is not yet, oldest first. */
   pass(): Promise<void> {
     this.running ??= this.archiveAll().finally(() => (this.running = undefined));
@@ -145,13 +157,10 @@ export class Archiver {
     const startedMs = this.o.runtime.nowMs();
     try {
       this.checkStart();
-      if (this.o.audience && !this.published) {
-        // First, each process: a follower reads it after listing what it takes, so no object
-        // archived under this policy is read by a region it would not send everything to.
-        stage = "audience";
-        await publishAudience(this.o.store, this.o.signer, this.o.prefix, this.o.audience);
-        this.published = true;
-      }
+      // First, each process: a follower reads it after listing what it takes, so no object
+      // archived under this policy is read by a region it would not send everything to.
+      stage = "audience";
+      await this.publish();
       // Always the stretch holding the next LSN, listed afresh each time: a segment sealed
       // while an upload ran is never jumped over (found by review: the verified LSN skipped
       // a segment that rotated during a pass, and retention then removed it).

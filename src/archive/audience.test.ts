@@ -1,31 +1,33 @@
 /**
- * The audience a region publishes for its archive (which regions its policy sends what), and
- * a restore that keeps of another region's records only what that region's own word sends
- * here, whatever this region's config says (configs may disagree: a rolling policy change).
+ * The audience each WAL incarnation publishes for its archive (which regions its origin's
+ * policy sends what), and the two readers of other regions' objects that use it besides the
+ * follower: a seed (bootstrap, rebuild) reads another region's stream only when it is sent
+ * here whole, and `crr restore` keeps of it only the tenants its audience sends here, or,
+ * without a trusted audience, what this region's policy takes, saying so. Whatever this
+ * region's config says: configs may disagree (a rolling policy change).
  */
+import fs from "node:fs";
 import path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
-import { meshAudience, sealRing, testArchiver, testKeys } from "../../test/support/seal.js";
+import YAML from "yaml";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { meshAudience, testKeys } from "../../test/support/seal.js";
+import { s3Credentials, startS3 } from "../../test/support/s3.js";
 import { openStore } from "../../test/support/shipper-peer.js";
 import { tempDir } from "../../test/support/tmp.js";
-import type { NodeConfig } from "../config/index.js";
-import { replicationPolicy } from "../config/index.js";
+import { runRestore } from "../cli/restore.js";
+import { credentialsOf, parseConfig, type NodeConfig } from "../config/index.js";
+import { silentLogger } from "../log.js";
+import type { KeyRing, Signer } from "../protocol/index.js";
+import { realRuntime } from "../runtime/index.js";
 import { Wal } from "../wal/index.js";
-import {
-  audienceOf,
-  peerAudiences,
-  publishAudience,
-  seedOrigins,
-  sendsEverything,
-  sendsTenant,
-  type Audience,
-} from "./audience.js";
-import { listAll, planRestore, restoreInto } from "./restore.js";
-import { NoSuchObjectError, type ArchiveStore, type StoredObject } from "./s3-store.js";
+import { Archiver } from "./archiver.js";
+import { audienceOf, sendsEverything, sendsTenant, type Policy } from "./audience.js";
+import { seedFromArchive } from "./restore.js";
+import { NoSuchObjectError, s3ArchiveStore, type ArchiveStore, type StoredObject } from "./s3-store.js";
 
 const opened: Array<{ close(): Promise<unknown> }> = [];
 afterEach(async () => {
-  for (const o of opened.splice(0)) await o.close();
+  for (const o of opened.splice(0).reverse()) await o.close();
 });
 
 function bucket(): ArchiveStore {
@@ -63,6 +65,48 @@ const crr = (c: Partial<NodeConfig["crr"]>): NodeConfig["crr"] => ({
   ...c,
 });
 
+/** `origin`'s WAL with six records of three tenants, archived with `audience` (none: a build before audiences). */
+async function archived(
+  store: ArchiveStore,
+  origin: string,
+  { signer, ring }: { signer: Signer; ring: KeyRing },
+  audience: Policy | undefined,
+): Promise<Wal> {
+  const wal = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
+  opened.push(wal);
+  for (let i = 0; i < 6; i++)
+    await wal.append({
+      key: `${origin}-k${i}`,
+      tenant: ["shared", "kept-from-eu", "no-policy"][i % 3]!,
+      outcome: "accepted",
+    });
+  const archiver = new Archiver({
+    wal,
+    region: origin,
+    store,
+    signer,
+    keys: ring,
+    objectBytesMax: 1 << 24,
+    prefix: "crr",
+    where: "test",
+    intervalMs: 60_000,
+    dataDir: tempDir(),
+    runtime: realRuntime,
+    log: silentLogger(),
+    ...(audience ? { audience: { ...audience, origin } } : {}),
+  });
+  await archiver.pass();
+  expect(archiver.status().lastError).toBeUndefined();
+  return wal;
+}
+
+const selectiveAudience: Policy = {
+  ...meshAudience,
+  mode: "selective",
+  sendsAllTo: [],
+  tenants: { shared: ["eu-west-1"], "kept-from-eu": ["ap-south-1"] },
+};
+
 describe("archive audience", () => {
   it("says what each policy sends whom: everything to multi-way's peers and two-region's target, per tenant under selective, nothing when off", () => {
     const of = (c: Partial<NodeConfig["crr"]>) => audienceOf({ region: "us-east-1", crr: crr(c) }, 7);
@@ -98,69 +142,121 @@ describe("archive audience", () => {
     expect(sendsTenant(selective, "eu-west-1", "a")).toBe(true);
     expect(sendsTenant(selective, "eu-west-1", "b")).toBe(false);
     expect(sendsTenant(selective, "eu-west-1", "no-policy")).toBe(false); // stays in its region
+    expect(sendsTenant(selective, "eu-west-1", "constructor")).toBe(false); // not Object.prototype's (review)
   });
 
-  it("a bootstrap or rebuild seeds from another region's objects only when its audience sends this region everything", async () => {
+  it("a seed (bootstrap, rebuild) takes another region's stream only when its audience sends this region everything; the others are left to the peers and said", async () => {
     const store = bucket();
-    const publish = (a: Partial<Audience> & { origin: string }) =>
-      publishAudience(store, testKeys(a.origin).signer, "crr", { ...meshAudience, ...a });
-    await publish({ origin: "us-east-1", sendsAllTo: ["ap-south-1", "eu-west-1"] });
-    await publish({ origin: "ap-south-1", mode: "selective", sendsAllTo: [], tenants: { a: ["eu-west-1"] } });
-    const seed = await seedOrigins(store, sealRing, "crr", "eu-west-1", [
-      "us-east-1",
-      "eu-west-1",
-      "ap-south-1",
-    ]);
-    expect(seed.origins).toEqual(["eu-west-1", "us-east-1"]);
-    expect([...seed.passedOver]).toEqual([
-      ["ap-south-1", "ap-south-1's policy (selective) does not send eu-west-1 every record"],
-    ]);
-    const none = await seedOrigins(store, sealRing, "crr", "us-east-1", ["us-east-1", "mars-1"]);
-    expect(none.origins).toEqual(["us-east-1"]);
-    expect(none.passedOver.get("mars-1")).toContain("mars-1 has published no audience");
-  });
-
-  it("a restore keeps of another region's records only the tenants its published audience sends here, though this region's config takes every tenant; an origin without one is passed over", async () => {
-    const wal = await Wal.open({ dir: tempDir(), region: "us-east-1", segmentBytesMax: 1 << 20 });
-    opened.push(wal);
-    for (let i = 0; i < 6; i++)
-      await wal.append({
-        key: `k${i}`,
-        tenant: ["shared", "kept-from-eu", "no-policy"][i % 3]!,
-        outcome: "accepted",
-      });
-    const store = bucket();
-    const selective: Audience = {
-      ...meshAudience,
-      mode: "selective",
-      sendsAllTo: [],
-      tenants: { shared: ["eu-west-1"], "kept-from-eu": ["ap-south-1"] },
-    };
-    await testArchiver(wal, store, tempDir(), undefined, selective).pass();
-    // eu-west-1 still runs multi-way (its policy accepts every tenant), and lists a region that never archived.
-    const self = "eu-west-1";
-    const peers = await peerAudiences(store, sealRing, "crr", self, ["us-east-1", "eu-west-1", "ap-south-1"]);
-    expect([...peers.audiences.keys()]).toEqual(["us-east-1"]);
-    expect(peers.passedOver.get("ap-south-1")).toContain("ap-south-1 has published no audience");
-    const plan = planRestore(await listAll(store, "crr/"), {
-      prefix: "crr",
-      origins: [self, ...peers.audiences.keys()],
-    });
-    const into = openStore(path.join(tempDir(), "restore.sqlite")); // closed by its module
-    const report = await restoreInto({
+    const east = await archived(
       store,
-      plan,
+      "us-east-1",
+      { ...testKeys("us-east-1"), ring: testKeys("us-east-1").keys },
+      meshAudience,
+    );
+    const south = await archived(
+      store,
+      "ap-south-1",
+      { ...testKeys("ap-south-1"), ring: testKeys("ap-south-1").keys },
+      selectiveAudience,
+    );
+    const into = openStore(path.join(tempDir(), "seeded.sqlite")); // closed by its module
+    const seed = await seedFromArchive({
+      store,
+      prefix: "crr",
+      origins: ["us-east-1", "eu-west-1", "ap-south-1"],
       into,
-      toMs: undefined,
-      policy: replicationPolicy({ region: self, crr: crr({ peers: ["us-east-1", "ap-south-1"] }) }),
-      self,
-      keys: sealRing,
+      // eu-west-1 still runs multi-way: its own policy takes every tenant.
+      policy: { accepts: () => true } as never,
+      self: "eu-west-1",
+      keys: testKeys("eu-west-1").keys,
       objectBytesMax: 1 << 24,
-      originSends: (origin, tenant) => sendsTenant(peers.audiences.get(origin)!, self, tenant),
     });
-    expect(report.streams[0]).toMatchObject({ origin: "us-east-1", fromLsn: 1, toLsn: 6 });
-    const held = (await into.exportPage({ limit: 100 })).versions.map((r) => `${r.key} ${r.tenant}`);
-    expect(held.sort()).toEqual(["k0 shared", "k3 shared"]);
-    expect(await into.watermark("us-east-1", wal.incarnation)).toBe(6); // the rest is a policy's hole, not a gap
+    expect(seed.streams).toEqual([{ origin: "us-east-1", incarnation: east.incarnation, lsn: 6 }]);
+    expect(seed.passedOver).toEqual([
+      `ap-south-1/${south.incarnation}: its policy (selective) does not send eu-west-1 every record`,
+    ]);
+    expect(await into.watermark("ap-south-1", south.incarnation)).toBe(0);
+    expect((await into.stats()).records).toBe(6);
+  });
+
+  it("crr restore keeps of another region's stream only the tenants its audience sends here, though this region's config takes every tenant; a stream without an audience is kept by this region's policy, and said", async () => {
+    Object.assign(process.env, s3Credentials);
+    const s3 = await startS3();
+    opened.push({ close: () => s3.close() });
+    const dir = tempDir();
+    const configOf = (region: string) =>
+      parseConfig(
+        {
+          region,
+          dataDir: path.join(dir, region),
+          regions: Object.fromEntries(
+            ["us-east-1", "eu-west-1", "ap-south-1"].map((r, i) => [
+              r,
+              { url: `http://127.0.0.1:${7070 + i}` },
+            ]),
+          ),
+          crr: { enabled: true, peers: ["us-east-1", "eu-west-1", "ap-south-1"].filter((r) => r !== region) },
+          auth: { peerSecret: "0123456789abcdef-restore-secret" },
+          archive: {
+            s3: {
+              bucket: s3.bucket,
+              endpoint: s3.endpoint,
+              forcePathStyle: true,
+              region: "us-east-1",
+              prefix: "crr",
+            },
+          },
+        },
+        "test",
+        dir,
+        {},
+      );
+    const store = s3ArchiveStore({
+      s3: configOf("eu-west-1").archive.s3!,
+      attempts: 1,
+      requestTimeoutMs: 5000,
+      runtime: realRuntime,
+      onRequest: () => undefined,
+    });
+    opened.push({ close: async () => store.close() });
+    const east = await archived(store, "us-east-1", credentialsOf(configOf("us-east-1")), selectiveAudience);
+    // ap-south-1 runs a build from before audiences: it publishes none.
+    await archived(store, "ap-south-1", credentialsOf(configOf("ap-south-1")), undefined);
+    const file = path.join(dir, "eu-west-1.yaml");
+    const eu = configOf("eu-west-1");
+    fs.writeFileSync(
+      file,
+      YAML.stringify({
+        region: eu.region,
+        dataDir: eu.dataDir,
+        regions: eu.regions,
+        crr: { enabled: true, peers: eu.crr.peers },
+        auth: { peerSecret: eu.auth.peerSecret },
+        archive: { s3: eu.archive.s3 },
+      }),
+    );
+    const out = path.join(dir, "restored.sqlite");
+    const said: string[] = [];
+    const write = vi.spyOn(process.stdout, "write").mockImplementation((s) => (said.push(String(s)), true));
+    try {
+      expect(await runRestore(["--config", file, "--out", out])).toBe(0);
+    } finally {
+      write.mockRestore();
+    }
+    expect(said.join("")).toMatch(/warning: ap-south-1 \(incarnation \w+\) has published no audience/);
+    const restored = openStore(out); // closed by its module
+    const held = (await restored.exportPage({ limit: 100 })).versions.map((r) => `${r.key} ${r.tenant}`);
+    expect(held.sort()).toEqual([
+      "ap-south-1-k0 shared",
+      "ap-south-1-k1 kept-from-eu",
+      "ap-south-1-k2 no-policy",
+      "ap-south-1-k3 shared",
+      "ap-south-1-k4 kept-from-eu",
+      "ap-south-1-k5 no-policy",
+      "us-east-1-k0 shared",
+      "us-east-1-k3 shared",
+    ]);
+    // The rest of us-east-1's stream is a policy's hole, not a gap.
+    expect(await restored.watermark("us-east-1", east.incarnation)).toBe(6);
   });
 });

@@ -1,15 +1,17 @@
 /**
  * The audience of a region's archive: which regions its replication policy sends its records
- * to, published by the region itself, sealed with its key, at `<prefix>/<origin>/_audience.json`
- * before it archives anything in each process (a policy changes only with a restart).
+ * to, published by each of its WAL's incarnations (each node of a region has its own), sealed
+ * with the region's key, at `<prefix>/<origin>/<incarnation>.audience.json`, before that
+ * incarnation archives anything in each process (a policy changes only with a restart).
  *
  * An archived object holds every tenant its origin wrote, and a region reading it learns all
  * of them, whatever its own config says: configs may disagree (during a rolling policy
  * change, or by mistake), and a follower's config cannot tell what the origin's policy sends
- * it. So a region follows a peer's archive (`via: s3`) only while that peer's audience sends it
- * everything, a bootstrap or rebuild seeds from a peer's objects only then too (the peers give
- * the rest, withholding what is not for the asker), and a restore keeps of a peer's records
- * only the tenants its audience sends here.
+ * it. So a region follows a peer's stream in the archive (`via: s3`) only while that stream's
+ * audience sends it everything, a bootstrap or rebuild seeds from a peer's stream only then too
+ * (the peers give the rest, withholding what is not for the asker), and a restore keeps of a
+ * peer's stream only the tenants its audience sends here. Per incarnation, not per region: the
+ * nodes of one region restart one by one, each under its own config (found by review).
  *
  * Pure apart from `publishAudience` and `readAudience` (one PUT, one GET).
  */
@@ -20,6 +22,8 @@ import { NoSuchObjectError, type ArchiveStore } from "./s3-store.js";
 
 export interface Audience {
   origin: string;
+  /** The WAL incarnation (one node's stream) this audience is of. */
+  incarnation: string;
   /** The origin's replication mode when it published this (`off`: crr.enabled false). */
   mode: "multi-way" | "two-region" | "selective" | "off";
   /** Regions sent every record (multi-way's peers, two-region's target). */
@@ -30,14 +34,21 @@ export interface Audience {
   atMs: number;
 }
 
-/** Where `origin` publishes its audience: inside its own folder (write access to it is the origin's only). */
-export function audienceObjectKey(prefix: string, origin: string): string {
+/**
+ * Where an incarnation publishes its audience: in its origin's folder (write access to it is
+ * the origin's only), beside the incarnation's folder of objects, not in it (a listing of
+ * objects never meets it, nor a listing of incarnation folders).
+ */
+export function audienceObjectKey(prefix: string, origin: string, incarnation: string): string {
   const p = prefix.replace(/^\/+|\/+$/g, "");
-  return `${p === "" ? "" : `${p}/`}${origin}/_audience.json`;
+  return `${p === "" ? "" : `${p}/`}${origin}/${incarnation}.audience.json`;
 }
 
+/** An audience before the incarnation it is published for is known (each archiver adds its WAL's). */
+export type Policy = Omit<Audience, "incarnation">;
+
 /** The audience a region's config gives its archive. */
-export function audienceOf(c: Pick<NodeConfig, "region" | "crr">, atMs: number): Audience {
+export function audienceOf(c: Pick<NodeConfig, "region" | "crr">, atMs: number): Policy {
   const base = { origin: c.region, sendsAllTo: [] as string[], tenants: {}, atMs };
   if (!c.crr.enabled) return { ...base, mode: "off" };
   if (c.crr.replicationMode !== "selective")
@@ -49,19 +60,22 @@ export function audienceOf(c: Pick<NodeConfig, "region" | "crr">, atMs: number):
 }
 
 /** Whether the origin sends `region` every record (its objects may be read there whole). */
-export function sendsEverything(a: Audience, region: string): boolean {
+export function sendsEverything(a: Policy, region: string): boolean {
   return a.sendsAllTo.includes(region);
 }
 
 /** Whether the origin sends `region` the records of `tenant`. */
-export function sendsTenant(a: Audience, region: string, tenant: string): boolean {
-  return sendsEverything(a, region) || (a.tenants[tenant]?.includes(region) ?? false);
+export function sendsTenant(a: Policy, region: string, tenant: string): boolean {
+  // Own keys only: a tenant named "constructor" must not reach Object.prototype (found by review).
+  return (
+    sendsEverything(a, region) || (Object.hasOwn(a.tenants, tenant) && a.tenants[tenant]!.includes(region))
+  );
 }
 
 /** The identity the seal covers: no segment has this incarnation (theirs are 32 hex digits). */
-const sealedAs = (origin: string, body: Buffer) => ({
+const sealedAs = (origin: string, incarnation: string, body: Buffer) => ({
   origin,
-  incarnation: "audience",
+  incarnation: `audience ${incarnation}`,
   firstLsn: 0,
   lastLsn: 0,
   body,
@@ -74,36 +88,38 @@ export async function publishAudience(
   a: Audience,
 ): Promise<void> {
   const body = Buffer.from(`${JSON.stringify(a)}\n`);
-  await store.put(audienceObjectKey(prefix, a.origin), body, sealObject(signer, sealedAs(a.origin, body)));
+  const key = audienceObjectKey(prefix, a.origin, a.incarnation);
+  await store.put(key, body, sealObject(signer, sealedAs(a.origin, a.incarnation, body)));
 }
 
 /** An origin's audience could not be read or trusted: its archive is not read here. */
 export class AudienceError extends Error {}
 
-/** `origin`'s published audience, checked: its seal, then every field. Throws AudienceError saying why not. */
+/** The published audience of `origin`'s `incarnation`, checked: its seal, then every field. Throws AudienceError saying why not. */
 export async function readAudience(
   store: ArchiveStore,
   keys: KeyRing,
   prefix: string,
   origin: string,
+  incarnation: string,
 ): Promise<Audience> {
-  const key = audienceObjectKey(prefix, origin);
+  const key = audienceObjectKey(prefix, origin, incarnation);
   let got;
   try {
     got = await store.get(key, 1024 * 1024);
   } catch (err) {
     if (err instanceof NoSuchObjectError)
       throw new AudienceError(
-        `${origin} has published no audience at ${key} (its archiver has not run since it was upgraded, or it archives elsewhere): its archive is not read here`,
+        `${origin} (incarnation ${incarnation}) has published no audience at ${key} (its archiver has not run since it was upgraded, or it archives elsewhere)`,
       );
     throw err;
   }
-  const seal = checkSeal(keys, sealedAs(origin, got.body), got.seal);
-  if (seal !== "ok") throw new AudienceError(`${key}: ${seal}: not trusted, its archive is not read here`);
-  return parseAudience(key, origin, got.body);
+  const seal = checkSeal(keys, sealedAs(origin, incarnation, got.body), got.seal);
+  if (seal !== "ok") throw new AudienceError(`${key}: ${seal}: not trusted`);
+  return parseAudience(key, origin, incarnation, got.body);
 }
 
-function parseAudience(key: string, origin: string, body: Buffer): Audience {
+function parseAudience(key: string, origin: string, incarnation: string, body: Buffer): Audience {
   const bad = (field: string, what: string) => new AudienceError(`${key}: ${field}: ${what}`);
   let a: Partial<Audience>;
   try {
@@ -113,6 +129,8 @@ function parseAudience(key: string, origin: string, body: Buffer): Audience {
   }
   const names = (v: unknown) => Array.isArray(v) && v.every((x) => typeof x === "string");
   if (a.origin !== origin) throw bad("origin", `${JSON.stringify(a.origin)}, expected "${origin}"`);
+  if (a.incarnation !== incarnation)
+    throw bad("incarnation", `${JSON.stringify(a.incarnation)}, expected "${incarnation}"`);
   if (!["multi-way", "two-region", "selective", "off"].includes(a.mode as string))
     throw bad("mode", `unknown ${JSON.stringify(a.mode)}`);
   if (!names(a.sendsAllTo)) throw bad("sendsAllTo", "expected a list of region names");
@@ -123,49 +141,26 @@ function parseAudience(key: string, origin: string, body: Buffer): Audience {
   return a as Audience;
 }
 
-/** What the archive may give this region of its peers: their audiences, and why one could not be used. */
-export interface PeerAudiences {
-  audiences: Map<string, Audience>;
-  passedOver: Map<string, string>;
-}
-
-/** The audiences of `origins` other than `self` (each read and checked); the others with why not. */
-export async function peerAudiences(
+/** The audiences of the streams of a restore plan that are not this region's own: each read and checked, or why not. */
+export async function streamAudiences(
   store: ArchiveStore,
   keys: KeyRing,
   prefix: string,
   self: string,
-  origins: readonly string[],
-): Promise<PeerAudiences> {
-  const out: PeerAudiences = { audiences: new Map(), passedOver: new Map() };
-  for (const origin of origins) {
-    if (origin === self) continue;
+  streams: ReadonlyArray<{ origin: string; incarnation: string }>,
+): Promise<{ audiences: Map<string, Audience>; passedOver: Map<string, string> }> {
+  const out = { audiences: new Map<string, Audience>(), passedOver: new Map<string, string>() };
+  for (const s of streams) {
+    if (s.origin === self) continue;
+    const id = streamId(s.origin, s.incarnation);
     try {
-      out.audiences.set(origin, await readAudience(store, keys, prefix, origin));
+      out.audiences.set(id, await readAudience(store, keys, prefix, s.origin, s.incarnation));
     } catch (err) {
       if (!(err instanceof AudienceError)) throw err;
-      out.passedOver.set(origin, err.message);
+      out.passedOver.set(id, err.message);
     }
   }
   return out;
 }
 
-/**
- * The origins a bootstrap or rebuild may seed from the archive (their objects read whole):
- * this region, and each other whose audience sends it everything. The peers give the rest,
- * withholding what is not for the asker.
- */
-export async function seedOrigins(
-  store: ArchiveStore,
-  keys: KeyRing,
-  prefix: string,
-  self: string,
-  origins: readonly string[],
-): Promise<{ origins: string[]; passedOver: Map<string, string> }> {
-  const peers = await peerAudiences(store, keys, prefix, self, origins);
-  const whole: string[] = [];
-  for (const [origin, a] of peers.audiences)
-    if (sendsEverything(a, self)) whole.push(origin);
-    else peers.passedOver.set(origin, `${origin}'s policy (${a.mode}) does not send ${self} every record`);
-  return { origins: [self, ...whole], passedOver: peers.passedOver };
-}
+export const streamId = (origin: string, incarnation: string) => `${origin}/${incarnation}`;

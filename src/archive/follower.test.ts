@@ -16,7 +16,7 @@ import { Reader } from "../reader/index.js";
 import { realRuntime } from "../runtime/index.js";
 import { Wal } from "../wal/index.js";
 import { ArchiveFollower } from "./follower.js";
-import { audienceObjectKey } from "./audience.js";
+import { audienceObjectKey, publishAudience } from "./audience.js";
 import { segmentObjectKey } from "./keys.js";
 import { sealObject, sha256Hex, type Seal } from "../protocol/index.js";
 import { meshAudience, sealRing, testArchiver, testKeys } from "../../test/support/seal.js";
@@ -34,18 +34,21 @@ function s3LikeBucket() {
     objects,
     lists: 0,
     gets: [] as string[],
+    calls: [] as string[],
     store: {
       async put(key: string, body: Buffer, seal: Seal) {
         objects.set(key, { body: Buffer.from(body), seal });
       },
       async get(key: string): Promise<StoredObject> {
         b.gets.push(key);
+        b.calls.push(`get ${key}`);
         const o = objects.get(key);
         if (!o) throw new NoSuchObjectError(`no such key ${key}`);
         return { body: Buffer.from(o.body), seal: { ...o.seal } };
       },
       async list(prefix: string, startAfter: string | undefined, max: number) {
         b.lists++;
+        b.calls.push(`list ${prefix}`);
         if (b.lists > 10_000) throw new Error("spinning: 10000 LISTs in one test");
         return [...objects.keys()]
           .filter((k) => k.startsWith(prefix) && (startAfter === undefined || k > startAfter))
@@ -55,7 +58,8 @@ function s3LikeBucket() {
       async folders(prefix: string) {
         const set = new Set<string>();
         for (const k of objects.keys())
-          if (k.startsWith(prefix)) set.add(prefix + k.slice(prefix.length).split("/")[0]! + "/");
+          if (k.startsWith(prefix) && k.slice(prefix.length).includes("/"))
+            set.add(prefix + k.slice(prefix.length).split("/")[0]! + "/"); // S3's common prefixes: keys with a "/" after it
         return [...set].sort();
       },
       close() {},
@@ -222,11 +226,15 @@ describe("archive follower", () => {
     expect(gets).toBe(0);
   });
 
-  it("an origin whose published audience does not send this region every record is not followed: no object is read, it shows, and following resumes once it does", async () => {
-    // us-east-1 restarted under a selective policy that keeps tenant t from eu-west-1 (its
-    // config may still say multi-way: only the origin's own word counts).
-    const wal = await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 });
-    opened.push(wal);
+  it("a stream whose published audience does not send this region every record is not followed: no object of it is read, it shows, and following resumes once it does; each node of a region is judged by its own", async () => {
+    // Two nodes of us-east-1 (a WAL each). Node b restarted under a selective policy that
+    // keeps tenant t from eu-west-1 (eu-west-1's config may still say multi-way: only the
+    // origin's own word counts); node a still runs the multi-way one.
+    const [walA, walB] = [
+      await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 }),
+      await Wal.open({ dir: tempDir(), region: origin, segmentBytesMax: 1 << 20 }),
+    ] as const;
+    opened.push(walA, walB);
     const bucket = s3LikeBucket();
     const selective = {
       ...meshAudience,
@@ -234,20 +242,37 @@ describe("archive follower", () => {
       sendsAllTo: [],
       tenants: { t: ["ap-south-1"] },
     };
-    await append(wal, 5, 0);
-    await testArchiver(wal, bucket.store, tempDir(), undefined, selective).pass();
-    bucket.gets.length = 0; // the archiver's read-back
+    await append(walA, 5, 0);
+    await append(walB, 5, 100);
+    await testArchiver(walA, bucket.store, tempDir(), undefined, meshAudience).pass();
+    await testArchiver(walB, bucket.store, tempDir(), undefined, selective).pass();
+    bucket.gets.length = 0; // the archivers' read-back
+    bucket.calls.length = 0;
     const { store, reader: rd } = reader();
     const f = follower(bucket.store, rd, store);
     await f.poll();
-    expect(await store.watermark(origin, wal.incarnation)).toBe(0);
-    expect(f.status().lastError).toContain("us-east-1's archive is not for eu-west-1: its policy (selective");
-    expect(bucket.gets.filter((k) => k.endsWith(".wal"))).toEqual([]); // not one object's bytes read
-    // It restarts multi-way again: the audience is published before its next object.
-    await append(wal, 5, 5);
-    await testArchiver(wal, bucket.store, tempDir(), undefined, meshAudience).pass();
+    expect(await store.watermark(origin, walA.incarnation)).toBe(5);
+    // The audience is read after the listing it judges, before any object of it.
+    const ofA = bucket.calls.filter((c) => c.includes(walA.incarnation));
+    expect(ofA.map((c) => c.split(" ")[0] + (c.endsWith(".audience.json") ? " audience" : ""))).toEqual(
+      [
+        "list",
+        "get audience",
+        "get",
+        "list", // the next page: none
+      ].slice(0, ofA.length),
+    );
+    expect(ofA.length).toBeGreaterThanOrEqual(3);
+    expect(await store.watermark(origin, walB.incarnation)).toBe(0);
+    expect(f.status().lastError).toContain(
+      `us-east-1's archive (incarnation ${walB.incarnation}) is not for eu-west-1: its policy (selective`,
+    );
+    expect(bucket.gets.filter((k) => k.includes(walB.incarnation) && k.endsWith(".wal"))).toEqual([]);
+    // Node b restarts multi-way again: its audience is published before its next object.
+    await append(walB, 5, 105);
+    await testArchiver(walB, bucket.store, tempDir(), undefined, meshAudience).pass();
     await f.poll();
-    expect(await store.watermark(origin, wal.incarnation)).toBe(10);
+    expect(await store.watermark(origin, walB.incarnation)).toBe(10);
     expect(f.status().lastError).toBeUndefined();
   });
 
@@ -262,23 +287,25 @@ describe("archive follower", () => {
     const f = follower(bucket.store, rd, store);
     await f.poll();
     expect(f.status().lastError).toContain(
-      "us-east-1 has published no audience at crr/us-east-1/_audience.json",
+      `us-east-1 (incarnation ${wal.incarnation}) has published no audience at crr/us-east-1/${wal.incarnation}.audience.json`,
     );
     // Written by another region (every archiving region can write to the bucket), naming us.
-    const body = Buffer.from(JSON.stringify({ ...meshAudience, atMs: 1 }));
+    const body = Buffer.from(JSON.stringify({ ...meshAudience, incarnation: wal.incarnation, atMs: 1 }));
     const forged = sealObject(testKeys(self).signer, {
       origin,
-      incarnation: "audience",
+      incarnation: `audience ${wal.incarnation}`,
       firstLsn: 0,
       lastLsn: 0,
       body,
     });
-    bucket.objects.set(audienceObjectKey("crr", origin), { body, seal: forged });
+    bucket.objects.set(audienceObjectKey("crr", origin, wal.incarnation), { body, seal: forged });
     await f.poll();
-    expect(f.status().lastError).toContain("crr/us-east-1/_audience.json: seal of us-east-1: unknown key");
+    expect(f.status().lastError).toContain(
+      `crr/us-east-1/${wal.incarnation}.audience.json: seal of us-east-1: unknown key`,
+    );
     // us-east-1's genuine seal of a segment, put on the audience's bytes.
     const segment = [...bucket.objects].find(([k]) => k.endsWith(".wal"))![1].seal as Seal;
-    bucket.objects.set(audienceObjectKey("crr", origin), {
+    bucket.objects.set(audienceObjectKey("crr", origin, wal.incarnation), {
       body,
       seal: { ...segment, sha256Hex: sha256Hex(body) },
     });
@@ -311,6 +338,12 @@ describe("archive follower", () => {
       ["unsealed", { sha256Hex: sha256Hex(body) }],
       ["bad signature", { ...genuineSeal, sha256Hex: sha256Hex(body) }], // the origin's seal of other bytes
     ];
+    // Its incarnation given a genuine audience, so the object's own seal is what is judged
+    // (without one, the follower stops at the missing audience, before any object).
+    await publishAudience(bucket.store, testKeys(origin).signer, "crr", {
+      ...meshAudience,
+      incarnation: forged.incarnation,
+    });
     for (const [why, seal] of attempts) {
       bucket.objects.set(key, { body, seal });
       const { store, reader: rd } = reader();

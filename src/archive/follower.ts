@@ -156,7 +156,7 @@ export class ArchiveFollower {
         // Read after the listing, before the first GET of the page: an origin publishes its
         // audience before it archives under a new policy, so an object listed here was
         // archived under the audience read now or an older one.
-        if (!allowed) await this.checkAudience();
+        if (!allowed) await this.checkAudience(obj.incarnation);
         allowed = true;
         if (!(await this.apply(folder, key, obj))) return;
       }
@@ -168,12 +168,18 @@ export class ArchiveFollower {
       );
   }
 
-  /** Refuse, before any object is read, an origin whose published audience does not send this region everything. */
-  private async checkAudience(): Promise<void> {
-    const a = await readAudience(this.o.store, this.o.keys, this.o.prefix, this.o.origin);
+  /** Refuse, before any of its objects is read, a stream whose published audience does not send this region everything. */
+  private async checkAudience(incarnation: string): Promise<void> {
+    const a = await readAudience(this.o.store, this.o.keys, this.o.prefix, this.o.origin, incarnation).catch(
+      (err: Error) => {
+        throw new Error(
+          `${err.message}: not followed (records come over HTTP, filtered by ${this.o.origin})`,
+        );
+      },
+    );
     if (!sendsEverything(a, this.o.self))
       throw new Error(
-        `${this.o.origin}'s archive is not for ${this.o.self}: its policy (${a.mode}, published ${new Date(a.atMs).toISOString()}) does not send it every record, and an object holds them all; not followed (records come over HTTP, filtered by ${this.o.origin})`,
+        `${this.o.origin}'s archive (incarnation ${incarnation}) is not for ${this.o.self}: its policy (${a.mode}, published ${new Date(a.atMs).toISOString()}) does not send it every record, and an object holds them all; not followed (records come over HTTP, filtered by ${this.o.origin})`,
       );
   }
 

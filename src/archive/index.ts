@@ -12,14 +12,14 @@ export {
   AudienceError,
   audienceObjectKey,
   audienceOf,
-  peerAudiences,
   publishAudience,
   readAudience,
-  seedOrigins,
   sendsEverything,
   sendsTenant,
+  streamAudiences,
+  streamId,
 } from "./audience.js";
-export type { Audience, PeerAudiences } from "./audience.js";
+export type { Audience, Policy as AudiencePolicy } from "./audience.js";
 export type { FollowerOptions, FollowerStatus } from "./follower.js";
 export { AuditArchiver, auditObjectKey } from "./audit-archiver.js";
 export type { AuditArchiveStatus } from "./audit-archiver.js";

@@ -15,6 +15,7 @@ import type { ReplicationPolicy } from "../config/index.js";
 import { checkSeal, type KeyRing } from "../protocol/index.js";
 import type { ApplyStore, MetaStore } from "../store/index.js";
 import { decodeFrames, scanSegment, segmentHeaderBytes, type WalRecord } from "../wal/index.js";
+import { sendsEverything, streamAudiences, streamId } from "./audience.js";
 import { parseSegmentObjectKey, segmentObjectKey, type SegmentObject } from "./keys.js";
 import type { ArchiveStore, StoredObject } from "./s3-store.js";
 
@@ -119,8 +120,8 @@ export async function restoreInto(o: {
   /** Every origin's keys: each object's seal is checked before it is used. */
   keys: KeyRing;
   objectBytesMax: number;
-  /** Whether another origin's published audience sends this region `tenant` (audience.ts); default: every tenant. */
-  originSends?: (origin: string, tenant: string) => boolean;
+  /** Whether another origin's stream, by its published audience, sends this region `tenant` (audience.ts); default: every tenant. */
+  originSends?: (origin: string, incarnation: string, tenant: string) => boolean;
 }): Promise<RestoreReport> {
   const sends = o.originSends ?? (() => true);
   const report: RestoreReport = { streams: [], records: 0, objects: 0 };
@@ -142,7 +143,9 @@ export async function restoreInto(o: {
       past = cut !== -1;
       if (taken.length === 0) continue;
       const kept = taken.filter(
-        (r) => s.origin === o.self || (o.policy.accepts(s.origin, r.tenant) && sends(s.origin, r.tenant)),
+        (r) =>
+          s.origin === o.self ||
+          (o.policy.accepts(s.origin, r.tenant) && sends(s.origin, s.incarnation, r.tenant)),
       );
       const r = await o.into.applyLocal({
         origin: s.origin,
@@ -255,6 +258,8 @@ export function checkedFrames(
 
 /** What a bootstrap took from the archive before asking its peers. */
 export interface ArchiveSeed {
+  /** Streams of other regions left to the peers, and why (no trusted audience, or not sent here whole). */
+  passedOver: string[];
   records: number;
   objects: number;
   /** Each stream restored whole from LSN 1 through `lsn` (its watermark is set there). */
@@ -284,7 +289,14 @@ export async function seedFromArchive(o: {
 }): Promise<ArchiveSeed> {
   const prefix = o.prefix.replace(/^\/+|\/+$/g, "");
   const keys = await listAll(o.store, prefix === "" ? "" : `${prefix}/`);
-  const plan = planRestore(keys, { prefix, origins: o.origins, upToHoles: true });
+  const planned = planRestore(keys, { prefix, origins: o.origins, upToHoles: true });
+  // Another region's stream only when its audience sends this one everything (an object holds
+  // every tenant its origin wrote): the peers give the rest, withholding what is not for us.
+  const { audiences, passedOver } = await streamAudiences(o.store, o.keys, prefix, o.self, planned);
+  for (const [id, a] of audiences)
+    if (!sendsEverything(a, o.self))
+      passedOver.set(id, `${id}: its policy (${a.mode}) does not send ${o.self} every record`);
+  const plan = planned.filter((s) => !passedOver.has(streamId(s.origin, s.incarnation)));
   const report = await restoreInto({ ...o, plan, toMs: undefined });
   const newest = (own: boolean) => {
     const times = report.streams
@@ -294,6 +306,7 @@ export async function seedFromArchive(o: {
     return times.length > 0 ? Math.max(...times) : undefined;
   };
   return {
+    passedOver: [...passedOver.values()],
     records: report.records,
     objects: report.objects,
     streams: report.streams

@@ -37,6 +37,7 @@ export async function runBootstrap(argv: string[]): Promise<number> {
     const r = await seedRegion(region, from, 30_000);
     const say = (s: string) => process.stdout.write(`${s}\n`);
     for (const s of r.streams) say(`  ${s.origin} ${s.incarnation}: LSNs 1..${s.lsn}`);
+    for (const why of r.passedOver ?? []) say(`  passed over (the peers give it): ${why}`);
     say(
       `seeded ${config.region} from ${from === "s3" ? "the archive" : from}: ${r.records} records in ${r.streams.length} streams; start the node (crr serve) to copy the rest from the peers`,
     );

@@ -54,6 +54,7 @@ async function fromArchive(region: Region, say: (s: string) => void): Promise<Se
   try {
     const r = await seedRegion(region, "s3", 30_000, { rebuilding: true });
     say(`  the archive: ${r.records} records in ${r.streams.length} streams`);
+    for (const why of r.passedOver ?? []) say(`  the archive: passed over (the peers give it): ${why}`);
     return r.streams;
   } catch (err) {
     say(`  the archive: unavailable (${(err as Error).message}); copying everything from the peers`);

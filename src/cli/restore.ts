@@ -7,11 +7,12 @@ import fs from "node:fs";
 import path from "node:path";
 import {
   listAll,
-  peerAudiences,
   planRestore,
   restoreInto,
   s3ArchiveStore,
   sendsTenant,
+  streamAudiences,
+  streamId,
 } from "../archive/index.js";
 import { credentialsOf, replicationPolicy } from "../config/index.js";
 import { mergeRuleOf } from "../node/index.js";
@@ -62,15 +63,22 @@ export async function runRestore(argv: string[]): Promise<number> {
   });
   try {
     const prefix = s3.prefix.replace(/^\/+|\/+$/g, "");
-    // Of another region, only the tenants its own published policy sends here (audience.ts).
     const ring = credentialsOf(config).ring;
-    const peers = await peerAudiences(store, ring, prefix, config.region, Object.keys(config.regions));
-    for (const why of peers.passedOver.values()) say(`  passed over: ${why}`);
     const plan = planRestore(await listAll(store, prefix === "" ? "" : `${prefix}/`), {
       prefix,
-      origins: [config.region, ...peers.audiences.keys()],
+      origins: Object.keys(config.regions),
     });
     say(`restore from s3://${s3.bucket}/${s3.prefix}: ${plan.length} streams`);
+    // Of another region's stream, only the tenants its own published policy sends here
+    // (audience.ts); without its word (a build before it), what this region's policy takes,
+    // said: a restore that left the stream out would look complete and not be.
+    const heard = await streamAudiences(store, ring, prefix, config.region, plan);
+    for (const why of heard.passedOver.values())
+      say(`  warning: ${why}: its records are kept as this region's own policy takes them`);
+    const originSends = (origin: string, incarnation: string, tenant: string) => {
+      const a = heard.audiences.get(streamId(origin, incarnation));
+      return a === undefined || sendsTenant(a, config.region, tenant);
+    };
     fs.mkdirSync(path.dirname(out), { recursive: true });
     // Written under a temporary name, renamed once complete: a restore killed half way never
     // leaves a file that looks finished.
@@ -87,7 +95,7 @@ export async function runRestore(argv: string[]): Promise<number> {
         self: config.region,
         keys: ring,
         objectBytesMax: config.archive.objectBytesMax,
-        originSends: (origin, tenant) => sendsTenant(peers.audiences.get(origin)!, config.region, tenant),
+        originSends,
       });
       for (const s of report.streams) {
         const last = s.lastMs === undefined ? "" : `, last record at ${new Date(s.lastMs).toISOString()}`;

@@ -383,6 +383,16 @@ export class Region {
    * divergence scans and retention. `admitted` settles when the checks end.
    */
   start(): void {
+    // The archive's audience first (its pass puts it too, if this fails): a restart may have
+    // narrowed the policy, and followers go by the last one published.
+    this.archiver
+      ?.publish()
+      .catch((err: Error) =>
+        this.log.warn(
+          { err: err.message },
+          "archive audience not published yet; the archive's first pass tries again",
+        ),
+      );
     this.health.start();
     this.membership?.start();
     this.admitted = this.startup.run().then(() => {

@@ -15,6 +15,8 @@ export interface SeedReport {
   from: string;
   records: number;
   streams: SeededStream[];
+  /** From the archive: other regions' streams left to the peers, and why. */
+  passedOver?: string[];
 }
 
 /** `rebuilding`: `crr rebuild` seeds a store it made afresh (the region's own WAL replayed into it). */
@@ -34,7 +36,7 @@ export async function seedRegion(
     if (!seed) throw new StartupRefusedError(`the config of ${region.name} names no archive (archive.s3)`);
     const r = await seed();
     if (!o.rebuilding) await noteSeeded(region.store, r.streams);
-    return { from, records: r.records, streams: r.streams };
+    return { from, records: r.records, streams: r.streams, passedOver: r.passedOver };
   }
   const link = region.links.get(from);
   if (!link)

@@ -293,12 +293,17 @@ export class StartupChecks {
       const at = (wallMs: number | undefined) => (wallMs === undefined ? undefined : { wallMs, logical: 0 });
       this.takeFloor({ own: at(seed.newestMs.own), other: at(seed.newestMs.other) }, "the archive restored");
       this.o.log.info(
-        { records: seed.records, objects: seed.objects, streams: seed.streams },
+        { records: seed.records, objects: seed.objects, streams: seed.streams, passedOver: seed.passedOver },
         "bootstrap: restored from the archive",
       );
       return {
         streams: seed.streams,
-        audit: { records: seed.records, objects: seed.objects, streams: seed.streams },
+        audit: {
+          records: seed.records,
+          objects: seed.objects,
+          streams: seed.streams,
+          ...(seed.passedOver.length > 0 ? { passedOver: seed.passedOver } : {}),
+        },
       };
     } catch (err) {
       const error = (err as Error).message;

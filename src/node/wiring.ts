@@ -12,7 +12,6 @@ import {
   audienceOf,
   s3ArchiveStore,
   seedFromArchive,
-  seedOrigins,
   type ArchiveSeed,
   type ArchiveStore,
 } from "../archive/index.js";
@@ -264,19 +263,11 @@ export function archiveSeedOf(r: Region, always = false): (() => Promise<Archive
       // Another region's objects only when its published policy sends this one everything
       // (an object holds every tenant its origin wrote): the peers give the rest, withholding
       // what is not for us.
-      const seed = await seedOrigins(
-        store,
-        r.credentials.ring,
-        s3.prefix,
-        r.name,
-        Object.keys(r.config.regions),
-      );
-      for (const [origin, why] of seed.passedOver)
-        r.log.warn({ origin, why }, "archive seed: origin passed over (its records come from the peers)");
+      // Another region's stream only when its audience sends this one everything (seedFromArchive).
       return await seedFromArchive({
         store,
         prefix: s3.prefix,
-        origins: seed.origins,
+        origins: Object.keys(r.config.regions),
         into: r.store,
         policy: r.policy,
         self: r.name,

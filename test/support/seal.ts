@@ -6,7 +6,7 @@
  */
 import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { ed25519Signer, publicKeyRing, type KeyRing, type Signer } from "../../src/protocol/index.js";
-import { Archiver, type ArchiveStore, type Audience } from "../../src/archive/index.js";
+import { Archiver, type ArchiveStore, type AudiencePolicy } from "../../src/archive/index.js";
 import { silentLogger } from "../../src/log.js";
 import { realRuntime } from "../../src/runtime/index.js";
 import type { Wal } from "../../src/wal/index.js";
@@ -32,7 +32,7 @@ export function testKeys(region: string): { signer: Signer; keys: KeyRing; objec
 }
 
 /** us-east-1's audience in a multi-way mesh of the three test regions: every record to both others. */
-export const meshAudience: Audience = {
+export const meshAudience: AudiencePolicy = {
   origin: "us-east-1",
   mode: "multi-way",
   sendsAllTo: ["ap-south-1", "eu-west-1"],
@@ -46,7 +46,7 @@ export function testArchiver(
   dataDir = tempDir(),
   where = "test bucket",
   /** Published before its first upload (none by default: the archiver's own tests count puts). */
-  audience?: Audience,
+  audience?: AudiencePolicy,
 ): Archiver {
   return new Archiver({
     wal,
