@@ -179,6 +179,43 @@ describe("archive audience", () => {
     expect((await into.stats()).records).toBe(6);
   });
 
+  it("a seed takes its own streams and every other it may whatever one audience read fails with; an incarnation that ended before audiences takes its origin's word from its others when they agree", async () => {
+    const store = bucket();
+    const keysOf = (r: string) => ({ ...testKeys(r), ring: testKeys(r).keys });
+    const own = await archived(store, "eu-west-1", keysOf("eu-west-1"), meshAudience);
+    const before = await archived(store, "us-east-1", keysOf("us-east-1"), undefined); // a node gone before audiences
+    const east = await archived(store, "us-east-1", keysOf("us-east-1"), meshAudience);
+    await archived(store, "ap-south-1", keysOf("ap-south-1"), meshAudience);
+    const failing: ArchiveStore = {
+      ...store,
+      get: async (key, max) => {
+        if (key.startsWith("crr/ap-south-1/") && key.endsWith(".audience.json"))
+          throw new Error("503 SlowDown");
+        return store.get(key, max);
+      },
+    };
+    const seed = await seedFromArchive({
+      store: failing,
+      prefix: "crr",
+      origins: ["us-east-1", "eu-west-1", "ap-south-1"],
+      into: openStore(path.join(tempDir(), "seeded.sqlite")),
+      policy: { accepts: () => true } as never,
+      self: "eu-west-1",
+      keys: testKeys("eu-west-1").keys,
+      objectBytesMax: 1 << 24,
+    });
+    expect(seed.streams.map((s) => `${s.origin}/${s.incarnation}`).sort()).toEqual(
+      [
+        `eu-west-1/${own.incarnation}`,
+        `us-east-1/${before.incarnation}`,
+        `us-east-1/${east.incarnation}`,
+      ].sort(),
+    );
+    expect(seed.passedOver).toEqual([
+      expect.stringMatching(/^ap-south-1\/\w+: its audience could not be read \(503 SlowDown\)$/),
+    ]);
+  });
+
   it("crr restore keeps of another region's stream only the tenants its audience sends here, though this region's config takes every tenant; a stream without an audience is kept by this region's policy, and said", async () => {
     Object.assign(process.env, s3Credentials);
     const s3 = await startS3();

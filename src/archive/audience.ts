@@ -92,8 +92,15 @@ export async function publishAudience(
   await store.put(key, body, sealObject(signer, sealedAs(a.origin, a.incarnation, body)));
 }
 
-/** An origin's audience could not be read or trusted: its archive is not read here. */
-export class AudienceError extends Error {}
+/** An origin's audience could not be read or trusted: its archive is not read here. `missing`: none was ever put. */
+export class AudienceError extends Error {
+  constructor(
+    message: string,
+    readonly missing = false,
+  ) {
+    super(message);
+  }
+}
 
 /** The published audience of `origin`'s `incarnation`, checked: its seal, then every field. Throws AudienceError saying why not. */
 export async function readAudience(
@@ -111,6 +118,7 @@ export async function readAudience(
     if (err instanceof NoSuchObjectError)
       throw new AudienceError(
         `${origin} (incarnation ${incarnation}) has published no audience at ${key} (its archiver has not run since it was upgraded, or it archives elsewhere)`,
+        true,
       );
     throw err;
   }
@@ -141,7 +149,15 @@ function parseAudience(key: string, origin: string, incarnation: string, body: B
   return a as Audience;
 }
 
-/** The audiences of the streams of a restore plan that are not this region's own: each read and checked, or why not. */
+/**
+ * The audiences of the streams of a restore plan that are not this region's own: each read and
+ * checked, or why not. Any failure is a reason, not a throw: one unreadable audience (a
+ * timeout) must not cost a seed the streams it can take, its own first (found by review).
+ *
+ * A stream with no audience at all (an incarnation that ended before audiences existed: a
+ * dead node, a WAL replaced) takes its origin's word from its other streams in the plan when
+ * every one of them that could be read agrees: the origin's current policy, as over HTTP.
+ */
 export async function streamAudiences(
   store: ArchiveStore,
   keys: KeyRing,
@@ -150,17 +166,32 @@ export async function streamAudiences(
   streams: ReadonlyArray<{ origin: string; incarnation: string }>,
 ): Promise<{ audiences: Map<string, Audience>; passedOver: Map<string, string> }> {
   const out = { audiences: new Map<string, Audience>(), passedOver: new Map<string, string>() };
+  const unpublished: Array<{ origin: string; incarnation: string }> = [];
   for (const s of streams) {
     if (s.origin === self) continue;
     const id = streamId(s.origin, s.incarnation);
     try {
       out.audiences.set(id, await readAudience(store, keys, prefix, s.origin, s.incarnation));
     } catch (err) {
-      if (!(err instanceof AudienceError)) throw err;
-      out.passedOver.set(id, err.message);
+      const why = (err as Error).message;
+      out.passedOver.set(
+        id,
+        err instanceof AudienceError ? why : `${id}: its audience could not be read (${why})`,
+      );
+      if (err instanceof AudienceError && err.missing) unpublished.push(s);
     }
+  }
+  for (const s of unpublished) {
+    const word = [...out.audiences.values()].filter((a) => a.origin === s.origin);
+    const same = word.every((a) => JSON.stringify(policyOf(a)) === JSON.stringify(policyOf(word[0]!)));
+    if (word.length === 0 || !same) continue;
+    const id = streamId(s.origin, s.incarnation);
+    out.passedOver.delete(id);
+    out.audiences.set(id, { ...word[0]!, incarnation: s.incarnation });
   }
   return out;
 }
+
+const policyOf = (a: Audience) => ({ mode: a.mode, sendsAllTo: a.sendsAllTo, tenants: a.tenants });
 
 export const streamId = (origin: string, incarnation: string) => `${origin}/${incarnation}`;

@@ -383,20 +383,21 @@ export class Region {
    * divergence scans and retention. `admitted` settles when the checks end.
    */
   start(): void {
-    // The archive's audience first (its pass puts it too, if this fails): a restart may have
-    // narrowed the policy, and followers go by the last one published.
-    this.archiver
-      ?.publish()
-      .catch((err: Error) =>
-        this.log.warn(
-          { err: err.message },
-          "archive audience not published yet; the archive's first pass tries again",
-        ),
-      );
     this.health.start();
     this.membership?.start();
     this.admitted = this.startup.run().then(() => {
       if (this.closed) return;
+      // The archive's audience before shipping (the archiver's pass puts it too, before its
+      // first object): a restart may have narrowed the policy, and followers go by the last one
+      // published. After the startup checks: a twin refused by them must not publish its own.
+      this.archiver
+        ?.publish()
+        .catch((err: Error) =>
+          this.log.warn(
+            { err: err.message },
+            "archive audience not published yet; the archive's pass tries again",
+          ),
+        );
       for (const s of this.shippers.values()) s.start();
       this.divergence.start();
       this.archiver?.start();
