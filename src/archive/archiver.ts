@@ -136,7 +136,7 @@ export class Archiver {
 
   /**
    * Put this incarnation's audience once per process (a no-op after that, or without one). The
-   * node calls it as it starts, before its startup checks and shipping: until it lands, a
+   * node calls it once its startup checks admit it, before it ships: until it lands, a
    * follower goes by the audience of the previous process, whose policy may have been wider.
    */
   async publish(): Promise<void> {
