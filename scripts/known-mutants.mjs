@@ -1066,6 +1066,41 @@ const mutants = [
     tests: ["test/wal/wal-io.test.ts"],
     only: "ends before the next one starts",
   },
+  {
+    name: "a follower reads a peer's archived objects without its audience's word (tenants kept from it)",
+    file: "src/archive/follower.ts",
+    from: "if (!allowed) await this.checkAudience(obj.incarnation);",
+    to: "",
+    tests: ["src/archive/follower.test.ts"],
+  },
+  {
+    name: "a seed from the archive takes a stream not sent to this region whole",
+    file: "src/archive/restore.ts",
+    from: "const plan = planned.filter((s) => !passedOver.has(streamId(s.origin, s.incarnation)));",
+    to: "const plan = planned;",
+    tests: ["src/archive/audience.test.ts"],
+  },
+  {
+    name: "crr restore keeps a peer's tenants its audience does not send here",
+    file: "src/cli/restore.ts",
+    from: "return a === undefined || sendsTenant(a, config.region, tenant);",
+    to: "return true;",
+    tests: ["src/archive/audience.test.ts"],
+  },
+  {
+    name: "one audience that cannot be read fails a whole seed from the archive",
+    file: "src/archive/audience.ts",
+    from: "      const why = (err as Error).message;",
+    to: "      if (!(err instanceof AudienceError)) throw err;\n      const why = (err as Error).message;",
+    tests: ["src/archive/audience.test.ts"],
+  },
+  {
+    name: "via: s3 accepted under a selective policy",
+    file: "src/config/load.ts",
+    from: 'else if (c.crr.replicationMode === "selective")',
+    to: 'else if (c.crr.replicationMode === ("none" as string))',
+    tests: ["src/config/load.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */
