@@ -40,12 +40,32 @@ async function recordingProxy(port: number) {
   return { seen, endpoint: `http://127.0.0.1:${(server.address() as { port: number }).port}` };
 }
 
+/** s3rver behind the recording proxy, and a store of its bucket making up to `attempts` tries per request. */
+async function bucketBehindProxy() {
+  Object.assign(process.env, s3Credentials);
+  const s3 = await startS3();
+  closing.push(() => s3.close());
+  const proxy = await recordingProxy(s3.port);
+  const storeOf = (attempts: number) =>
+    s3ArchiveStore({
+      s3: {
+        bucket: s3.bucket,
+        prefix: "crr",
+        region: "us-east-1",
+        endpoint: proxy.endpoint,
+        forcePathStyle: true,
+      },
+      attempts,
+      requestTimeoutMs: 5000,
+      runtime: realRuntime,
+      onRequest: () => undefined,
+    });
+  return { s3, proxy, storeOf };
+}
+
 describe("audit files in the archive", () => {
   it("archives each sealed audit file once, sealed and read back, under compliance-mode Object Lock", async () => {
-    Object.assign(process.env, s3Credentials);
-    const s3 = await startS3();
-    closing.push(() => s3.close());
-    const proxy = await recordingProxy(s3.port);
+    const { s3, proxy, storeOf } = await bucketBehindProxy();
     const auditDir = tempDir();
     for (let n = 1; n <= 3; n++)
       fs.writeFileSync(path.join(auditDir, `audit-00000${n}.log`), `{"seq":${n}}\n`);
@@ -53,19 +73,7 @@ describe("audit files in the archive", () => {
     const archiver = (dataDir: string, current = 3) =>
       new AuditArchiver({
         region: "us-east-1",
-        store: s3ArchiveStore({
-          s3: {
-            bucket: s3.bucket,
-            prefix: "crr",
-            region: "us-east-1",
-            endpoint: proxy.endpoint,
-            forcePathStyle: true,
-          },
-          attempts: 1,
-          requestTimeoutMs: 5000,
-          runtime: realRuntime,
-          onRequest: () => undefined,
-        }),
+        store: storeOf(1),
         prefix: "crr",
         where: "test",
         auditDir,
@@ -148,23 +156,8 @@ describe("audit files in the archive", () => {
 
 describe("the bucket (s3rver)", () => {
   it("a key without an object is NoSuchObjectError at once, not retried like a failed request", async () => {
-    Object.assign(process.env, s3Credentials);
-    const s3 = await startS3();
-    closing.push(() => s3.close());
-    const proxy = await recordingProxy(s3.port);
-    const store = s3ArchiveStore({
-      s3: {
-        bucket: s3.bucket,
-        prefix: "crr",
-        region: "us-east-1",
-        endpoint: proxy.endpoint,
-        forcePathStyle: true,
-      },
-      attempts: 4,
-      requestTimeoutMs: 5000,
-      runtime: realRuntime,
-      onRequest: () => undefined,
-    });
+    const { proxy, storeOf } = await bucketBehindProxy();
+    const store = storeOf(4);
     closing.push(async () => store.close());
     await expect(store.get("crr/us-east-1/_audience.json", 1024)).rejects.toBeInstanceOf(NoSuchObjectError);
     expect(proxy.seen.filter((r) => r.method === "GET")).toHaveLength(1);
