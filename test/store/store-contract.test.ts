@@ -530,6 +530,14 @@ describe.each(storeKinds)("the $name store", (kind) => {
       expect(await store.streamVersions("us-east-1", incarnation, 3, 3, 1)).toEqual([
         { ...truth[2], intact: true },
       ]);
+      // A key the scrubber noted, repaired in place (its row updated, not inserted): intact after.
+      await opened.exec("UPDATE records SET outcome = 'edited by hand' WHERE key = $1", ["key-1"]);
+      await store.scrub(0, bucketCount);
+      expect((await store.streamVersions("us-east-1", incarnation, 1, 1, 1))[0]!.intact).toBe(false);
+      expect(await store.repair([truth[0]!])).toEqual(["key-1"]);
+      expect(await store.streamVersions("us-east-1", incarnation, 1, 1, 1)).toEqual([
+        { ...truth[0], intact: true },
+      ]);
     } finally {
       await store.close();
     }
