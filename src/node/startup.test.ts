@@ -5,7 +5,8 @@ import { silentLogger } from "../log.js";
 import { realRuntime } from "../runtime/index.js";
 import type { StoredRecord } from "../store/index.js";
 import type { CopyStore } from "./copy.js";
-import { StartupChecks } from "./startup.js";
+import { StartupChecks, type StartupOptions } from "./startup.js";
+import type { ArchiveSeed } from "../archive/index.js";
 
 const older = "a".repeat(32);
 
@@ -64,10 +65,11 @@ function peer(name: string, held: number, flaky: boolean): PeerLink {
 function memoryStore() {
   const held = new Map<string, StoredRecord>();
   const marks = new Map<string, number>();
+  const meta = new Map<string, string>();
   const store: CopyStore = {
     repair: async (vs) => vs.map((v) => (held.set(v.key, v), v.key)),
-    getMeta: async () => undefined,
-    setMeta: async () => undefined,
+    getMeta: async (name) => meta.get(name),
+    setMeta: async (name, value) => void (value === undefined ? meta.delete(name) : meta.set(name, value)),
     resetWatermark: async (o, i, lsn) => void marks.set(`${o}/${i}`, lsn),
     watermark: async (o, i) => marks.get(`${o}/${i}`) ?? 0,
     streamVersions: async (o, i, from, to) =>
@@ -75,7 +77,7 @@ function memoryStore() {
         .filter((v) => v.origin === o && v.incarnation === i && v.lsn >= from && v.lsn <= to)
         .map((v) => ({ ...v, intact: true })),
   };
-  return { store, held, marks };
+  return { store, held, marks, meta };
 }
 
 /** Region r0's startup checks, empty, with `links` and the answers `views` gave at open. */
@@ -85,6 +87,7 @@ function checksOf(
   store: CopyStore,
   bootstrapWaitMs: number,
   clock = new HybridClock({ wallClock: () => realRuntime.nowMs() }),
+  more: Partial<StartupOptions> = {},
 ) {
   const audits: Array<Record<string, unknown>> = [];
   const checks = new StartupChecks({
@@ -105,6 +108,7 @@ function checksOf(
     log: silentLogger(),
     runtime: realRuntime,
     audit: async (e) => void audits.push(e),
+    ...more,
   });
   return { checks, audits };
 }
@@ -212,5 +216,105 @@ describe("StartupChecks bootstrap", () => {
     await own.checks.run();
     expect(own.held.has("t/k1")).toBe(true);
     expect(own.clock.now().wallMs).toBe(nowMs + 90_000);
+  });
+
+  /** An archive that fails its first `failures` reads, then restores one record of r0's older incarnation. */
+  function archive(failures: number) {
+    const calls = { n: 0 };
+    const fromArchive = async (): Promise<ArchiveSeed> => {
+      if (++calls.n <= failures) throw new Error("s3: connection refused");
+      return {
+        passedOver: [],
+        records: 1,
+        objects: 1,
+        streams: [{ origin: "r0", incarnation: older, lsn: 1 }],
+        newestMs: { own: 1_001 },
+      };
+    };
+    return { calls, fromArchive };
+  }
+
+  it("an archive it cannot read is asked again; past the bound the start is refused, not bootstrapped from the peers alone (the archive may hold what no peer does)", async () => {
+    const links = [peer("r1", 3, false)];
+    const views = async () => new Map([["r1", view("r1", 3)]]);
+    const down = memoryStore();
+    const never = archive(Infinity);
+    const refused = checksOf(links, views, down.store, 300, undefined, { fromArchive: never.fromArchive });
+    await expect(refused.checks.run()).rejects.toThrow(
+      /could not restore its S3 archive within 300 ms \(s3: connection refused\).*without archive\.bootstrap/,
+    );
+    expect(never.calls.n).toBeGreaterThan(1);
+    expect(refused.checks.state).toBe("refused");
+    expect(down.held.size).toBe(0); // nothing copied from the peers
+    expect(down.meta.get("bootstrap")).toBeUndefined(); // not done: the next start bootstraps again
+    expect(refused.audits).toEqual([]);
+    // An archive that comes back within the bound: its seed, then the rest from the peers.
+    const up = memoryStore();
+    const flaky = archive(2);
+    const ok = checksOf(links, views, up.store, 20_000, undefined, { fromArchive: flaky.fromArchive });
+    await ok.checks.run();
+    expect(flaky.calls.n).toBe(3);
+    expect(up.meta.get("bootstrap")).toBe("done");
+    expect(up.held.has("t/k1")).toBe(false); // the archive's stream is not copied again
+    expect(up.held.has("t/k3")).toBe(true);
+    expect(ok.audits).toEqual([
+      expect.objectContaining({
+        kind: "bootstrap",
+        from: ["r1"],
+        archive: expect.objectContaining({ records: 1 }),
+      }),
+    ]);
+  });
+
+  it("a region without peers, or started alone, restores its archive before it is admitted (a single region that lost its disk has nothing else)", async () => {
+    const none = async () => new Map<string, WatermarksView>();
+    const single = memoryStore();
+    const one = archive(0);
+    const alone = checksOf([], none, single.store, 20_000, undefined, { fromArchive: one.fromArchive });
+    await alone.checks.run();
+    expect(one.calls.n).toBe(1);
+    expect(single.meta.get("bootstrap")).toBe("done");
+    expect(alone.audits).toEqual([
+      expect.objectContaining({
+        kind: "bootstrap",
+        from: [],
+        archive: expect.objectContaining({ records: 1 }),
+      }),
+    ]);
+    const started = memoryStore();
+    const two = archive(0);
+    const links = [peer("r1", 3, false)];
+    const operator = checksOf(links, none, started.store, 20_000, undefined, {
+      fromArchive: two.fromArchive,
+      startAlone: true,
+    });
+    await operator.checks.run();
+    expect(two.calls.n).toBe(1);
+    expect(started.held.size).toBe(0); // the peers are not asked
+    expect(operator.audits).toEqual([
+      expect.objectContaining({ kind: "start-alone", archive: expect.objectContaining({ records: 1 }) }),
+    ]);
+    // Without peers, an archive it cannot read refuses the start too.
+    const lost = memoryStore();
+    const refused = checksOf([], none, lost.store, 300, undefined, {
+      fromArchive: archive(Infinity).fromArchive,
+    });
+    await expect(refused.checks.run()).rejects.toThrow("could not restore its S3 archive");
+    expect(lost.meta.get("bootstrap")).toBeUndefined();
+  });
+
+  it("a restore longer than the bootstrap wait leaves the peers a whole wait of their own (a copy retried after it is not refused at once)", async () => {
+    const links = [peer("r1", 3, true)]; // its first copy fails
+    const { store, held } = memoryStore();
+    const slow = archive(0);
+    const fromArchive = async () => {
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      return slow.fromArchive();
+    };
+    const { checks } = checksOf(links, async () => new Map([["r1", view("r1", 3)]]), store, 300, undefined, {
+      fromArchive,
+    });
+    await checks.run();
+    expect(held.has("t/k3")).toBe(true);
   });
 });

@@ -106,7 +106,7 @@ export class StartupChecks {
       views = await this.checkNoTwin(views);
       for (const [peer, v] of views) this.observeClock(v.clock, { peer }, "a peer's clock");
       if (this.o.empty && this.o.links.length > 0) await this.bootstrap(views);
-      else if (this.o.empty) await this.o.store.setMeta(bootstrapMeta, "done"); // a region with no peers
+      else if (this.o.empty) await this.bootstrapAlone("a region with no peers");
       await this.o.fellowsReplayed?.({
         untilMs: this.o.runtime.nowMs() + this.o.bootstrapWaitMs,
         onWait: (detail) => (this.detail = detail),
@@ -226,8 +226,7 @@ export class StartupChecks {
     // before the bootstrap finished bootstraps again.)
     if (this.o.startAlone) {
       this.o.log.warn("no state of its own and started alone (--start-alone): not copying from peers");
-      await this.o.audit({ kind: "start-alone", reason: "operator started a region without state alone" });
-      await this.o.store.setMeta(bootstrapMeta, "done");
+      await this.bootstrapAlone("operator started a region without state alone");
       return;
     }
     const seed = await this.seedFromArchive();
@@ -256,8 +255,26 @@ export class StartupChecks {
       from: [...views.keys()],
       unreachable: missing,
       copied,
-      ...(this.o.fromArchive ? { archive: seed.audit } : {}),
+      ...this.archiveAudit(seed),
     });
+  }
+
+  /**
+   * A region without state and without peers to ask (none configured, or the operator
+   * started it alone): what the archive holds, when it bootstraps from one (a single region
+   * that lost its disk has nothing else), then done.
+   */
+  private async bootstrapAlone(reason: string): Promise<void> {
+    this.state = "bootstrapping";
+    const seed = await this.seedFromArchive();
+    await this.o.store.setMeta(bootstrapMeta, "done");
+    if (this.o.startAlone) await this.o.audit({ kind: "start-alone", reason, ...this.archiveAudit(seed) });
+    else if (this.o.fromArchive)
+      await this.o.audit({ kind: "bootstrap", reason, from: [], ...this.archiveAudit(seed) });
+  }
+
+  private archiveAudit(seed: { audit: Record<string, unknown> }): Record<string, unknown> {
+    return this.o.fromArchive ? { archive: seed.audit } : {};
   }
 
   /**
@@ -279,8 +296,11 @@ export class StartupChecks {
   }
 
   /**
-   * The archive's part of a bootstrap: what it restored, or why nothing (then the peers give
-   * everything, as without an archive: a failing bucket delays nothing and loses nothing).
+   * The archive's part of a bootstrap: what it restored. An archive that cannot be read is
+   * asked again until the bootstrap bound, then the start is refused: it may hold what no
+   * peer does (a tenant this region sends nowhere, records not shipped before the disk was
+   * lost), and a region that went on from the peers alone would decide those keys again.
+   * The peers' wait starts after it (a long restore does not eat it).
    */
   private async seedFromArchive(): Promise<{
     streams: ArchiveSeed["streams"];
@@ -288,31 +308,40 @@ export class StartupChecks {
   }> {
     if (!this.o.fromArchive) return { streams: [], audit: {} };
     this.detail = "restoring what the S3 archive holds before asking the peers";
-    try {
-      const seed = await this.o.fromArchive();
-      const at = (wallMs: number | undefined) => (wallMs === undefined ? undefined : { wallMs, logical: 0 });
-      this.takeFloor({ own: at(seed.newestMs.own), other: at(seed.newestMs.other) }, "the archive restored");
-      this.o.log.info(
-        { records: seed.records, objects: seed.objects, streams: seed.streams, passedOver: seed.passedOver },
-        "bootstrap: restored from the archive",
-      );
-      return {
-        streams: seed.streams,
-        audit: {
-          records: seed.records,
-          objects: seed.objects,
-          streams: seed.streams,
-          ...(seed.passedOver.length > 0 ? { passedOver: seed.passedOver } : {}),
-        },
-      };
-    } catch (err) {
-      const error = (err as Error).message;
-      this.o.log.error(
-        { err: error },
-        "bootstrap: the archive could not be restored; copying everything from the peers",
-      );
-      return { streams: [], audit: { error } };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const seed = this.seeded(await this.o.fromArchive());
+        this.bootstrapFromMs = this.o.runtime.nowMs();
+        return seed;
+      } catch (err) {
+        const error = (err as Error).message;
+        if (this.o.runtime.nowMs() > this.bootstrapFromMs + this.o.bootstrapWaitMs)
+          throw new StartupRefusedError(
+            `region ${this.o.region} has no state of its own and could not restore its S3 archive within ${this.o.bootstrapWaitMs} ms (${error}): the archive may hold records no peer does, which this region would decide again. Start it again when the archive is readable, or without archive.bootstrap to copy from the peers alone (what only the archive holds is then lost)`,
+          );
+        this.detail = `restoring the S3 archive failed (${error}); retrying`;
+        this.o.log.warn({ attempt, err: error }, "bootstrap: the archive could not be restored; retrying");
+        await sleep(this.o.runtime, Math.min(2000, 100 * 2 ** attempt));
+      }
     }
+  }
+
+  private seeded(seed: ArchiveSeed): { streams: ArchiveSeed["streams"]; audit: Record<string, unknown> } {
+    const at = (wallMs: number | undefined) => (wallMs === undefined ? undefined : { wallMs, logical: 0 });
+    this.takeFloor({ own: at(seed.newestMs.own), other: at(seed.newestMs.other) }, "the archive restored");
+    this.o.log.info(
+      { records: seed.records, objects: seed.objects, streams: seed.streams, passedOver: seed.passedOver },
+      "bootstrap: restored from the archive",
+    );
+    return {
+      streams: seed.streams,
+      audit: {
+        records: seed.records,
+        objects: seed.objects,
+        streams: seed.streams,
+        ...(seed.passedOver.length > 0 ? { passedOver: seed.passedOver } : {}),
+      },
+    };
   }
 
   /**
