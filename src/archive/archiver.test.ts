@@ -445,12 +445,20 @@ describe("restore plan", () => {
     expect(() => planRestore([key(5, 10)], only)).toThrow("LSNs 1..4 of us-east-1");
   });
 
-  it("for a bootstrap, takes each stream's chain up to its first hole (none without LSN 1)", () => {
-    const plan = planRestore([key(1, 10), key(11, 15), key(17, 20), key(5, 9, "eu-west-1")], {
-      ...only,
-      upToHoles: true,
-    });
-    expect(plan.map((s) => [s.origin, s.lastLsn, s.objects.length])).toEqual([["us-east-1", 15, 2]]);
+  it("for a bootstrap, takes each stream's chain up to its first hole, the hole named (no object without LSN 1)", () => {
+    const plan = planRestore(
+      [key(1, 10), key(11, 15), key(17, 20), key(5, 9, "eu-west-1"), key(1, 4, "ap-south-1")],
+      {
+        prefix: "crr",
+        origins: [...only.origins, "ap-south-1"],
+        upToHoles: true,
+      },
+    );
+    expect(plan.map((s) => [s.origin, s.lastLsn, s.objects.length, s.hole])).toEqual([
+      ["ap-south-1", 4, 1, undefined],
+      ["eu-west-1", 0, 0, { fromLsn: 1, toLsn: 4 }],
+      ["us-east-1", 15, 2, { fromLsn: 16, toLsn: 16 }],
+    ]);
   });
 
   it("counts S3 requests and gives a rate per hour after a minute", () => {

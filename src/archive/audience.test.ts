@@ -216,6 +216,76 @@ describe("archive audience", () => {
     ]);
   });
 
+  it("a seed takes each stream up to a damaged object and says where it cut, instead of failing: another region's stream, and its own (which the node then refuses: startup.test.ts)", async () => {
+    const store = bucket();
+    const keysOf = (r: string) => ({ ...testKeys(r), ring: testKeys(r).keys });
+    const own = await archived(store, "eu-west-1", keysOf("eu-west-1"), meshAudience);
+    const east = await archived(store, "us-east-1", keysOf("us-east-1"), meshAudience);
+    const south = await archived(store, "ap-south-1", keysOf("ap-south-1"), meshAudience);
+    const flipped = (prefix: string): ArchiveStore => ({
+      ...store,
+      get: async (key, max) => {
+        const got = await store.get(key, max);
+        if (key.startsWith(prefix) && key.endsWith(".wal")) got.body[got.body.length - 3]! ^= 1;
+        return got;
+      },
+    });
+    const into = openStore(path.join(tempDir(), "seeded.sqlite"));
+    const seed = await seedFromArchive({
+      store: flipped("crr/ap-south-1/"),
+      prefix: "crr",
+      origins: ["us-east-1", "eu-west-1", "ap-south-1"],
+      into,
+      policy: { accepts: () => true } as never,
+      self: "eu-west-1",
+      keys: testKeys("eu-west-1").keys,
+      objectBytesMax: 1 << 24,
+    });
+    expect(seed.streams.map((s) => `${s.origin}/${s.incarnation}/${s.lsn}`).sort()).toEqual(
+      [`eu-west-1/${own.incarnation}/6`, `us-east-1/${east.incarnation}/6`].sort(),
+    );
+    expect(seed.cut).toEqual([
+      {
+        origin: "ap-south-1",
+        incarnation: south.incarnation,
+        lsn: 0,
+        why: expect.stringMatching(/^archived crr\/ap-south-1\/\w+\/\d+-\d+\.wal refused: /),
+      },
+    ]);
+    expect((await into.stats()).records).toBe(12);
+    const ownCut = await seedFromArchive({
+      store: flipped("crr/eu-west-1/"),
+      prefix: "crr",
+      origins: ["us-east-1", "eu-west-1", "ap-south-1"],
+      into: openStore(path.join(tempDir(), "seeded.sqlite")),
+      policy: { accepts: () => true } as never,
+      self: "eu-west-1",
+      keys: testKeys("eu-west-1").keys,
+      objectBytesMax: 1 << 24,
+    });
+    expect(ownCut.cut.map((c) => [c.origin, c.lsn])).toEqual([["eu-west-1", 0]]);
+    // A request that fails is not damage: the seed fails (the node asks again).
+    const down: ArchiveStore = {
+      ...store,
+      get: async (key, max) => {
+        if (key.endsWith(".wal")) throw new Error("connect ECONNREFUSED");
+        return store.get(key, max);
+      },
+    };
+    await expect(
+      seedFromArchive({
+        store: down,
+        prefix: "crr",
+        origins: ["eu-west-1"],
+        into: openStore(path.join(tempDir(), "seeded.sqlite")),
+        policy: { accepts: () => true } as never,
+        self: "eu-west-1",
+        keys: testKeys("eu-west-1").keys,
+        objectBytesMax: 1 << 24,
+      }),
+    ).rejects.toThrow("ECONNREFUSED");
+  });
+
   it("crr restore keeps of another region's stream only the tenants its audience sends here, though this region's config takes every tenant; a stream without an audience is kept by this region's policy, and said", async () => {
     Object.assign(process.env, s3Credentials);
     const s3 = await startS3();

@@ -27,7 +27,15 @@ export interface RestorePlanStream {
   overlapping: Array<SegmentObject & { key: string }>;
   firstLsn: number;
   lastLsn: number;
+  /** With `upToHoles`: the LSNs missing after `lastLsn` although the archive holds objects past them. */
+  hole?: { fromLsn: number; toLsn: number };
 }
+
+/**
+ * An archived object that does not hold what its key and its origin's seal say, or two
+ * versions of one LSN: lasting (reading it again gives the same), unlike a failed request.
+ */
+export class ArchiveDamageError extends Error {}
 
 export class ArchiveGapError extends Error {
   constructor(
@@ -55,7 +63,8 @@ export async function listAll(store: ArchiveStore, prefix: string): Promise<stri
 /**
  * The objects that cover each origin's stream, per incarnation; throws ArchiveGapError on a
  * hole. With `upToHoles` (a bootstrap, which gets the rest from its peers): each stream's
- * chain from LSN 1 up to its first hole instead (none when LSN 1 is missing).
+ * chain from LSN 1 up to its first hole instead, the hole named (no object when LSN 1 is
+ * missing).
  */
 export function planRestore(
   keys: readonly string[],
@@ -75,20 +84,27 @@ export function planRestore(
     const chosen: Array<SegmentObject & { key: string }> = [];
     const overlapping: Array<SegmentObject & { key: string }> = [];
     let covered = 0; // every incarnation's stream starts at LSN 1
+    let hole: RestorePlanStream["hole"];
     for (const o of objects) {
       if (o.lastLsn <= covered) {
         overlapping.push(o); // a shorter copy of what is already covered
         continue;
       }
-      if (o.firstLsn > covered + 1 && only.upToHoles) break;
+      if (o.firstLsn > covered + 1 && only.upToHoles) {
+        hole = { fromLsn: covered + 1, toLsn: o.firstLsn - 1 };
+        break;
+      }
       if (o.firstLsn > covered + 1)
         throw new ArchiveGapError(o.origin, o.incarnation, covered + 1, o.firstLsn - 1);
       chosen.push(o);
       covered = o.lastLsn;
     }
     const { origin, incarnation } = objects[0]!;
-    if (chosen.length > 0)
-      plan.push({ origin, incarnation, objects: chosen, overlapping, firstLsn: 1, lastLsn: covered });
+    if (chosen.length > 0 || hole)
+      plan.push({
+        ...{ origin, incarnation, objects: chosen, overlapping, firstLsn: 1, lastLsn: covered },
+        ...(hole ? { hole } : {}),
+      });
   }
   return plan.sort((a, b) => a.origin.localeCompare(b.origin) || a.incarnation.localeCompare(b.incarnation));
 }
@@ -104,6 +120,8 @@ export interface RestoreReport {
     lastMs: number | undefined;
     /** Whether the archive holds a record after the time (else it may end before it). */
     reachesTime: boolean;
+    /** With `upToDamage`: why the stream stops at `toLsn` though the archive holds objects past it (a hole, a damaged object). */
+    cut?: string;
   }>;
   records: number;
   objects: number;
@@ -122,6 +140,11 @@ export async function restoreInto(o: {
   objectBytesMax: number;
   /** Whether another origin's stream, by its published audience, sends this region `tenant` (audience.ts); default: every tenant. */
   originSends?: (origin: string, incarnation: string, tenant: string) => boolean;
+  /**
+   * A bootstrap's seed: a damaged object (ArchiveDamageError) ends its stream before it
+   * instead of failing the restore, said in the stream's `cut` (as a hole of the plan is).
+   */
+  upToDamage?: boolean;
 }): Promise<RestoreReport> {
   const sends = o.originSends ?? (() => true);
   const report: RestoreReport = { streams: [], records: 0, objects: 0 };
@@ -130,12 +153,23 @@ export async function restoreInto(o: {
     let records = 0;
     let past = false;
     let lastMs: number | undefined;
+    let cut = s.hole && `the archive holds no object with LSNs ${s.hole.fromLsn}..${s.hole.toLsn}`;
     const framesOf = async (obj: SegmentObject & { key: string }) =>
       checkedFrames(obj, await o.store.get(obj.key, o.objectBytesMax), o.keys);
-    await checkVersions(s, framesOf);
-    for (const obj of s.objects) {
+    const damaged = async <T>(read: () => Promise<T>): Promise<T | undefined> => {
+      try {
+        return await read();
+      } catch (err) {
+        if (!o.upToDamage || !(err instanceof ArchiveDamageError)) throw err;
+        cut = err.message;
+        return undefined;
+      }
+    };
+    const checked = await damaged(async () => (await checkVersions(s, framesOf), true));
+    for (const obj of checked ? s.objects : []) {
       if (past) break;
-      const frames = await framesOf(obj);
+      const frames = await damaged(() => framesOf(obj));
+      if (!frames) break;
       report.objects++;
       const fresh = frames.filter((r) => r.lsn > applied);
       const cut = o.toMs === undefined ? -1 : fresh.findIndex((r) => r.hlc.wallMs > o.toMs!);
@@ -168,6 +202,7 @@ export async function restoreInto(o: {
       records,
       lastMs,
       reachesTime: past,
+      ...(cut ? { cut } : {}),
     });
     report.records += records;
   }
@@ -224,7 +259,7 @@ class TwoVersions {
       const seen = this.seen.get(r.lsn);
       if (!seen) this.seen.set(r.lsn, { record, key });
       else if (seen.record !== record)
-        throw new Error(
+        throw new ArchiveDamageError(
           `the archive holds two versions of LSN ${r.lsn} of ${this.s.origin}/${this.s.incarnation} (${seen.key} and ${key}): which one was acknowledged is unknown; nothing of this stream was restored`,
         );
     }
@@ -242,18 +277,22 @@ export function checkedFrames(
   keys: KeyRing,
 ): WalRecord[] {
   const sealed = checkSeal(keys, { ...obj, body: got.body }, got.seal);
-  if (sealed !== "ok") throw new Error(`archived ${obj.key} refused: ${sealed}`);
-  const scan = scanSegment(got.body, { file: obj.key, last: false });
-  if (
-    scan.header.region !== obj.origin ||
-    scan.header.incarnation !== obj.incarnation ||
-    scan.header.firstLsn !== obj.firstLsn ||
-    scan.lastLsn !== obj.lastLsn
-  )
-    throw new Error(
-      `archived ${obj.key} holds ${scan.header.region}/${scan.header.incarnation} LSNs ${scan.header.firstLsn}..${scan.lastLsn}, not what its key names`,
-    );
-  return decodeFrames(got.body.subarray(segmentHeaderBytes), { source: obj.key, firstLsn: obj.firstLsn });
+  if (sealed !== "ok") throw new ArchiveDamageError(`archived ${obj.key} refused: ${sealed}`);
+  try {
+    const scan = scanSegment(got.body, { file: obj.key, last: false });
+    if (
+      scan.header.region !== obj.origin ||
+      scan.header.incarnation !== obj.incarnation ||
+      scan.header.firstLsn !== obj.firstLsn ||
+      scan.lastLsn !== obj.lastLsn
+    )
+      throw new Error(
+        `archived ${obj.key} holds ${scan.header.region}/${scan.header.incarnation} LSNs ${scan.header.firstLsn}..${scan.lastLsn}, not what its key names`,
+      );
+    return decodeFrames(got.body.subarray(segmentHeaderBytes), { source: obj.key, firstLsn: obj.firstLsn });
+  } catch (err) {
+    throw new ArchiveDamageError((err as Error).message);
+  }
 }
 
 /** What a bootstrap took from the archive before asking its peers. */
@@ -264,6 +303,8 @@ export interface ArchiveSeed {
   objects: number;
   /** Each stream restored whole from LSN 1 through `lsn` (its watermark is set there). */
   streams: Array<{ origin: string; incarnation: string; lsn: number }>;
+  /** Streams that stop at `lsn` though the archive holds objects past it: a hole, or a damaged object (`why`). */
+  cut: Array<{ origin: string; incarnation: string; lsn: number; why: string }>;
   /**
    * The newest hybrid wall time restored, of this region's own records (a floor for its
    * clock) and of the other regions' (a floor only within the skew allowed).
@@ -297,7 +338,7 @@ export async function seedFromArchive(o: {
     if (!sendsEverything(a, o.self))
       passedOver.set(id, `${id}: its policy (${a.mode}) does not send ${o.self} every record`);
   const plan = planned.filter((s) => !passedOver.has(streamId(s.origin, s.incarnation)));
-  const report = await restoreInto({ ...o, plan, toMs: undefined });
+  const report = await restoreInto({ ...o, plan, toMs: undefined, upToDamage: true });
   const newest = (own: boolean) => {
     const times = report.streams
       .filter((s) => (s.origin === o.self) === own)
@@ -312,6 +353,9 @@ export async function seedFromArchive(o: {
     streams: report.streams
       .filter((s) => s.toLsn > 0)
       .map((s) => ({ origin: s.origin, incarnation: s.incarnation, lsn: s.toLsn })),
+    cut: report.streams.flatMap((s) =>
+      s.cut ? [{ origin: s.origin, incarnation: s.incarnation, lsn: s.toLsn, why: s.cut }] : [],
+    ),
     newestMs: { own: newest(true), other: newest(false) },
   };
 }

@@ -38,6 +38,10 @@ export async function runBootstrap(argv: string[]): Promise<number> {
     const say = (s: string) => process.stdout.write(`${s}\n`);
     for (const s of r.streams) say(`  ${s.origin} ${s.incarnation}: LSNs 1..${s.lsn}`);
     for (const why of r.passedOver ?? []) say(`  passed over (the peers give it): ${why}`);
+    for (const c of r.cut ?? [])
+      say(
+        `  cut short at LSN ${c.lsn}: ${c.origin}/${c.incarnation} (${c.why}); the peers give what they hold after it`,
+      );
     say(
       `seeded ${config.region} from ${from === "s3" ? "the archive" : from}: ${r.records} records in ${r.streams.length} streams; start the node (crr serve) to copy the rest from the peers`,
     );

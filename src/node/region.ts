@@ -191,7 +191,13 @@ export class Region {
   private constructor(
     config: NodeConfig,
     p: Parts,
-    o: { log: Logger; runtime: Runtime; startAlone: boolean; fileOps: FileOps | undefined },
+    o: {
+      log: Logger;
+      runtime: Runtime;
+      startAlone: boolean;
+      acceptWalLoss: boolean;
+      fileOps: FileOps | undefined;
+    },
   ) {
     const { log, runtime } = o;
     this.name = config.region;
@@ -328,6 +334,7 @@ export class Region {
       fellowsReplayed: this.fellowWatch && ((w) => this.fellowWatch!.waitForFellows(w)),
       bootstrapWaitMs: config.recovery.bootstrapWaitMs,
       startAlone: o.startAlone,
+      acceptWalLoss: o.acceptWalLoss,
       log,
       runtime,
       fromArchive: archiveSeedOf(this),
@@ -353,6 +360,7 @@ export class Region {
       log,
       runtime,
       startAlone,
+      acceptWalLoss: options.acceptWalLoss ?? false,
       fileOps: options.fileOps,
     }));
     try {

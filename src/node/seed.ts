@@ -4,6 +4,7 @@
  * bootstrap then asks every peer only for what the seed lacks (streams resume after the
  * seeded LSNs, the winners' export leaves them out), and comes up from there.
  */
+import type { ArchiveSeed } from "../archive/index.js";
 import { timeoutSignal } from "../runtime/index.js";
 import { StartupRefusedError } from "./startup.js";
 import { noteSeeded, seedFromPeer, type SeededStream } from "./copy.js";
@@ -17,6 +18,8 @@ export interface SeedReport {
   streams: SeededStream[];
   /** From the archive: other regions' streams left to the peers, and why. */
   passedOver?: string[];
+  /** From the archive: streams it holds only up to a hole or a damaged object (the peers give the rest they hold). */
+  cut?: ArchiveSeed["cut"];
 }
 
 /** `rebuilding`: `crr rebuild` seeds a store it made afresh (the region's own WAL replayed into it). */
@@ -36,7 +39,7 @@ export async function seedRegion(
     if (!seed) throw new StartupRefusedError(`the config of ${region.name} names no archive (archive.s3)`);
     const r = await seed();
     if (!o.rebuilding) await noteSeeded(region.store, r.streams);
-    return { from, records: r.records, streams: r.streams, passedOver: r.passedOver };
+    return { from, records: r.records, streams: r.streams, passedOver: r.passedOver, cut: r.cut };
   }
   const link = region.links.get(from);
   if (!link)

@@ -229,6 +229,7 @@ describe("StartupChecks bootstrap", () => {
         objects: 1,
         streams: [{ origin: "r0", incarnation: older, lsn: 1 }],
         newestMs: { own: 1_001 },
+        cut: [],
       };
     };
     return { calls, fromArchive };
@@ -316,5 +317,54 @@ describe("StartupChecks bootstrap", () => {
     });
     await checks.run();
     expect(held.has("t/k3")).toBe(true);
+  });
+
+  it("its own stream cut short in the archive (a hole, a damaged object) refuses the start at once, unless the operator accepts the WAL's loss (audited); another region's cut is left to the peers", async () => {
+    const links = [peer("r1", 3, false)];
+    const views = async () => new Map([["r1", view("r1", 3)]]);
+    const cutOf = (origin: string) => ({
+      origin,
+      incarnation: older,
+      lsn: 1,
+      why: "archived x refused: bad seal",
+    });
+    const seeding = (origin: string) => {
+      const calls = { n: 0 };
+      const fromArchive = async (): Promise<ArchiveSeed> => {
+        calls.n++;
+        return { passedOver: [], records: 1, objects: 1, streams: [], newestMs: {}, cut: [cutOf(origin)] };
+      };
+      return { calls, fromArchive };
+    };
+    const own = seeding("r0");
+    const refused = checksOf(links, views, memoryStore().store, 20_000, undefined, {
+      fromArchive: own.fromArchive,
+    });
+    await expect(refused.checks.run()).rejects.toThrow(
+      /its own stream only in part: r0\/a+ up to LSN 1 \(archived x refused: bad seal\).*--accept-wal-loss/,
+    );
+    expect(own.calls.n).toBe(1); // not asked again: the archive holds what it holds
+    expect(refused.audits).toEqual([]);
+    const accepted = checksOf(links, views, memoryStore().store, 20_000, undefined, {
+      fromArchive: seeding("r0").fromArchive,
+      acceptWalLoss: true,
+    });
+    await accepted.checks.run();
+    expect(accepted.audits).toEqual([
+      expect.objectContaining({
+        kind: "bootstrap",
+        archive: expect.objectContaining({ cut: [cutOf("r0")] }),
+      }),
+    ]);
+    const other = checksOf(links, views, memoryStore().store, 20_000, undefined, {
+      fromArchive: seeding("r1").fromArchive,
+    });
+    await other.checks.run();
+    expect(other.audits).toEqual([
+      expect.objectContaining({
+        kind: "bootstrap",
+        archive: expect.objectContaining({ cut: [cutOf("r1")] }),
+      }),
+    ]);
   });
 });

@@ -76,6 +76,12 @@ export interface StartupOptions {
    * the streams it restored whole, which the copy from the peers then resumes after.
    */
   fromArchive?: () => Promise<ArchiveSeed>;
+  /**
+   * The operator accepted the loss of what this region's WAL held (`--accept-wal-loss`): a
+   * stream of its own the archive holds only up to a hole or a damaged object is taken that
+   * far, audited, instead of refusing the start.
+   */
+  acceptWalLoss?: boolean;
   /** Written to the audit log (resolves once it is): what the bootstrap copied, or that the operator started alone. */
   audit: (entry: { kind: string; [field: string]: unknown }) => Promise<void>;
 }
@@ -314,6 +320,7 @@ export class StartupChecks {
         this.bootstrapFromMs = this.o.runtime.nowMs();
         return seed;
       } catch (err) {
+        if (err instanceof StartupRefusedError) throw err; // what the archive holds: asking again gives the same
         const error = (err as Error).message;
         if (this.o.runtime.nowMs() > this.bootstrapFromMs + this.o.bootstrapWaitMs)
           throw new StartupRefusedError(
@@ -327,6 +334,7 @@ export class StartupChecks {
   }
 
   private seeded(seed: ArchiveSeed): { streams: ArchiveSeed["streams"]; audit: Record<string, unknown> } {
+    this.refuseOwnCut(seed.cut);
     const at = (wallMs: number | undefined) => (wallMs === undefined ? undefined : { wallMs, logical: 0 });
     this.takeFloor({ own: at(seed.newestMs.own), other: at(seed.newestMs.other) }, "the archive restored");
     this.o.log.info(
@@ -340,8 +348,30 @@ export class StartupChecks {
         objects: seed.objects,
         streams: seed.streams,
         ...(seed.passedOver.length > 0 ? { passedOver: seed.passedOver } : {}),
+        ...(seed.cut.length > 0 ? { cut: seed.cut } : {}),
       },
     };
+  }
+
+  /**
+   * Another region's stream cut short by a hole or a damaged object is no loss: that region
+   * holds it, and the peers give the rest. This region's own is: past the cut, records of a
+   * tenant it sends nowhere (and any not shipped before its disk was lost) are held by no
+   * one, and their keys would be decided again. The start is refused, naming the cut, until
+   * the archive is mended or the operator accepts that loss (`--accept-wal-loss`, audited in
+   * the bootstrap's entry).
+   */
+  private refuseOwnCut(cut: ArchiveSeed["cut"]): void {
+    for (const c of cut)
+      this.o.log.warn(
+        { origin: c.origin, incarnation: c.incarnation, lsn: c.lsn, why: c.why },
+        "bootstrap: the archive holds this stream only up to a hole or damage; the peers give the rest they hold",
+      );
+    const own = cut.filter((c) => c.origin === this.o.region);
+    if (own.length === 0 || this.o.acceptWalLoss) return;
+    throw new StartupRefusedError(
+      `region ${this.o.region} has no state of its own and its S3 archive holds its own stream only in part: ${own.map((c) => `${c.origin}/${c.incarnation} up to LSN ${c.lsn} (${c.why})`).join("; ")}. Records after that of a tenant it sends nowhere are held by no one, and their keys would be decided again. Mend the archive, or accept their loss: crr serve --config FILE --accept-wal-loss (audited)`,
+    );
   }
 
   /**
