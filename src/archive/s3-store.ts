@@ -71,6 +71,8 @@ export interface S3StoreOptions {
   requestTimeoutMs: number;
   runtime: Runtime;
   onRequest(op: ArchiveOp, outcome: "ok" | "error", bytes: number): void;
+  /** Entries per listing page (default S3's 1,000; tests make pages small). */
+  listPageMax?: number;
 }
 
 export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
@@ -178,17 +180,27 @@ export function s3ArchiveStore(o: S3StoreOptions): ArchiveStore {
       );
     },
     async folders(Prefix) {
-      return counted(
-        "list",
-        () => 0,
-        async () => {
-          const r = await client.send(
-            new ListObjectsV2Command({ Bucket, Prefix, Delimiter: "/" }),
-            bounded(),
-          );
-          return (r.CommonPrefixes ?? []).map((c) => c.Prefix!).filter((p) => p !== undefined);
-        },
-      );
+      // Page after page: a page holds at most 1,000 entries, folders and keys together (each
+      // incarnation's folder beside its audience object), so one page stopped at ~500.
+      const folders: string[] = [];
+      let ContinuationToken: string | undefined;
+      do {
+        const r = await counted(
+          "list",
+          () => 0,
+          () =>
+            client.send(
+              new ListObjectsV2Command({
+                ...{ Bucket, Prefix, Delimiter: "/", ContinuationToken },
+                ...(o.listPageMax ? { MaxKeys: o.listPageMax } : {}),
+              }),
+              bounded(),
+            ),
+        );
+        folders.push(...(r.CommonPrefixes ?? []).flatMap((c) => (c.Prefix ? [c.Prefix] : [])));
+        ContinuationToken = r.IsTruncated ? r.NextContinuationToken : undefined;
+      } while (ContinuationToken);
+      return folders;
     },
     close() {
       client.destroy();
