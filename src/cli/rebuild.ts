@@ -47,19 +47,32 @@ async function askPeers(region: Region, say: (s: string) => void): Promise<Map<s
 
 /**
  * With an archive: every origin's archived stream first (a peer that is down, or whose WAL
- * no longer holds what is needed, is then not needed for it); the peers give the rest.
+ * no longer holds what is needed, is then not needed for it); the peers give the rest. An
+ * archive that cannot be read fails the rebuild: it may hold what no peer does (a tenant
+ * this region sends nowhere, older than its WAL), and a store rebuilt without it would let
+ * the node decide those keys again.
  */
 async function fromArchive(region: Region, say: (s: string) => void): Promise<SeededStream[]> {
   if (!region.config.archive.s3) return [];
+  let r: Awaited<ReturnType<typeof seedRegion>>;
   try {
-    const r = await seedRegion(region, "s3", 30_000, { rebuilding: true });
-    say(`  the archive: ${r.records} records in ${r.streams.length} streams`);
-    for (const why of r.passedOver ?? []) say(`  the archive: passed over (the peers give it): ${why}`);
-    return r.streams;
+    r = await seedRegion(region, "s3", 30_000, { rebuilding: true });
   } catch (err) {
-    say(`  the archive: unavailable (${(err as Error).message}); copying everything from the peers`);
-    return [];
+    const again =
+      region.config.store.kind === "postgres"
+        ? "empty the database (it holds part of the rebuild now) and run crr rebuild again"
+        : "the old store is kept aside: run crr rebuild again";
+    throw new Error(
+      `rebuild: the archive (archive.s3) could not be read (${(err as Error).message}): it may hold records no peer does. The store is not rebuilt; ${again} when the archive is readable, before the node starts`,
+    );
   }
+  say(`  the archive: ${r.records} records in ${r.streams.length} streams`);
+  for (const why of r.passedOver ?? []) say(`  the archive: passed over (the peers give it): ${why}`);
+  for (const c of r.cut ?? [])
+    say(
+      `  the archive: cut short at LSN ${c.lsn}: ${c.origin}/${c.incarnation} (${c.why}); the peers give what they hold after it`,
+    );
+  return r.streams;
 }
 
 export async function runRebuild(argv: string[]): Promise<number> {

@@ -38,11 +38,16 @@ interface Ack {
   body: unknown;
 }
 
-async function appendLedger(node: TestNode, prefix: string, count: number): Promise<Ack[]> {
+async function appendLedger(
+  node: TestNode,
+  prefix: string,
+  count: number,
+  tenant = "tenant-a",
+): Promise<Ack[]> {
   const acks: Ack[] = [];
   for (let i = 0; i < count; i++) {
     const body = { i, pad: "p".repeat(40) };
-    const r = await append(node, { key: `${prefix}-${i}`, tenant: "tenant-a", outcome: "accepted", body });
+    const r = await append(node, { key: `${prefix}-${i}`, tenant, outcome: "accepted", body });
     expect(r.status).toBe(200);
     acks.push({ ...(r.body as unknown as Ack), body });
   }
@@ -375,6 +380,53 @@ describe("S3 archive", () => {
     await cluster.stop();
   });
 
+  it("a region that lost its disk gets back from the archive a tenant it sends nowhere; while the archive cannot be read its start is refused, not bootstrapped from the peers alone", async () => {
+    const s3 = await startS3();
+    closing.push(() => s3.close());
+    const cluster = await Cluster.start({
+      regions: ["us-east-1", "eu-west-1"],
+      env: s3Credentials,
+      crr: () => ({
+        enabled: true,
+        replicationMode: "selective",
+        policies: [{ tenantID: "tenant-shared", targetRegions: ["us-east-1", "eu-west-1"] }],
+      }),
+      common: {
+        archive: { s3: bucketAt(s3.endpoint, s3.bucket), intervalMs: 200, bootstrap: true },
+        recovery: { bootstrapWaitMs: 3000 },
+      },
+    });
+    const a = cluster.node("us-east-1");
+    const acks = [
+      ...(await appendLedger(a, "local", 20, "tenant-local")), // sent nowhere: only us-east-1 and its archive
+      ...(await appendLedger(a, "shared", 20, "tenant-shared")),
+    ];
+    await waitFor(async () => (await archiveOf(a)).verifiedLsn >= 40, "the archive to verify every LSN");
+    await cluster.stopNode("us-east-1", "SIGKILL");
+    fs.rmSync(a.dataDir, { recursive: true, force: true }); // the disk is lost
+    const env = { ...s3Credentials, ...cluster.secrets() };
+    const unreadable = path.join(path.dirname(a.configFile), "us-east-1-archive-down.yaml");
+    fs.writeFileSync(
+      unreadable,
+      fs.readFileSync(a.configFile, "utf8").replaceAll(s3.endpoint, "http://127.0.0.1:1"),
+    );
+    const refused = await runCrr(["serve", "--config", unreadable], { env });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/could not restore its S3 archive within 3000 ms/);
+    await cluster.startNode("us-east-1");
+    for (const ack of acks) {
+      const r = (await (await fetch(`${a.url}/v1/records/${ack.key}`)).json()) as {
+        lsn: number;
+        hlc: string;
+      };
+      expect({ key: ack.key, lsn: r.lsn, hlc: r.hlc }).toEqual({ key: ack.key, lsn: ack.lsn, hlc: ack.hlc });
+    }
+    // Not decided again: the region answers with what it told the client the first time.
+    const again = await append(a, { key: "local-0", tenant: "tenant-local", outcome: "rejected" });
+    expect(again.body).toMatchObject({ duplicate: true, outcome: "accepted", lsn: acks[0]!.lsn });
+    await cluster.stop();
+  });
+
   it("crr rebuild takes a peer's records from the archive while that peer is down", async () => {
     const s3 = await startS3();
     closing.push(() => s3.close());
@@ -389,6 +441,18 @@ describe("S3 archive", () => {
     }
     await cluster.stopNode("eu-west-1"); // the peer is down for the whole rebuild
     await cluster.stopNode("us-east-1");
+    // An archive that cannot be read fails the rebuild: it may hold what no peer does.
+    const unreadable = path.join(path.dirname(a.configFile), "us-east-1-archive-down.yaml");
+    fs.writeFileSync(
+      unreadable,
+      fs.readFileSync(a.configFile, "utf8").replaceAll(s3.endpoint, "http://127.0.0.1:1"),
+    );
+    const failed = await runCrr(["rebuild", "--config", unreadable], {
+      env: { ...s3Credentials, ...cluster.secrets() },
+    });
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toContain("the archive (archive.s3) could not be read");
+    expect(failed.stdout).not.toContain("copied");
     const r = await runCrr(["rebuild", "--config", a.configFile], {
       env: { ...s3Credentials, ...cluster.secrets() },
     });
