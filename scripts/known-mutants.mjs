@@ -760,14 +760,14 @@ const mutants = [
   {
     name: "a restore takes one of two versions of an LSN silently",
     file: "src/archive/restore.ts",
-    from: "    await checkVersions(s, framesOf);\n",
-    to: "    void framesOf;\n",
+    from: "const checked = await damaged(async () => (await checkVersions(s, framesOf), true));",
+    to: "const checked = await damaged(async () => true);",
     tests: ["src/archive/evidence.test.ts"],
   },
   {
     name: "an archived object applied without its origin's seal",
     file: "src/archive/restore.ts",
-    from: 'if (sealed !== "ok") throw new Error(`archived ${obj.key} refused: ${sealed}`);',
+    from: 'if (sealed !== "ok") throw new ArchiveDamageError(`archived ${obj.key} refused: ${sealed}`);',
     to: "void sealed;",
     tests: ["src/archive/follower.test.ts"],
   },
@@ -1100,6 +1100,42 @@ const mutants = [
     from: 'else if (c.crr.replicationMode === "selective")',
     to: 'else if (c.crr.replicationMode === ("none" as string))',
     tests: ["src/config/load.test.ts"],
+  },
+  // --- twenty-second stop: bootstrap from the archive, and the archive's listing ------------
+  {
+    name: "a bootstrap whose archive cannot be read goes on from the peers alone",
+    file: "src/node/startup.ts",
+    from: "        const error = (err as Error).message;\n        if (this.o.runtime.nowMs() > this.bootstrapFromMs",
+    to: "        const error = (err as Error).message;\n        if (error) return { streams: [], audit: { error } };\n        if (this.o.runtime.nowMs() > this.bootstrapFromMs",
+    tests: ["src/node/startup.test.ts"],
+  },
+  {
+    name: "a region without peers skips its archive at bootstrap",
+    file: "src/node/startup.ts",
+    from: 'else if (this.o.empty) await this.bootstrapAlone("a region with no peers");',
+    to: 'else if (this.o.empty) await this.o.store.setMeta("bootstrap", "done");',
+    tests: ["src/node/startup.test.ts"],
+  },
+  {
+    name: "a bootstrap takes its own archived stream cut short by damage without the operator's word",
+    file: "src/node/startup.ts",
+    from: "if (own.length === 0 || this.o.acceptWalLoss) return;",
+    to: "return;",
+    tests: ["src/node/startup.test.ts"],
+  },
+  {
+    name: "a damaged archived object fails a bootstrap's whole restore",
+    file: "src/archive/restore.ts",
+    from: "upToDamage: true });",
+    to: "upToDamage: false });",
+    tests: ["src/archive/audience.test.ts"],
+  },
+  {
+    name: "an origin's incarnations listed from one page only",
+    file: "src/archive/s3-store.ts",
+    from: "ContinuationToken = r.IsTruncated ? r.NextContinuationToken : undefined;",
+    to: "ContinuationToken = undefined;",
+    tests: ["src/archive/s3-store.test.ts"],
   },
 ];
 
