@@ -204,7 +204,7 @@ const folders = {
     tests: postgresStoreTests,
     env: { CRR_STORE_KINDS: "postgres", CRR_STORE_RUNS: "5" },
   },
-  // The rest in two pieces (a part past ~45 minutes did not finish here): the schema, opening
+  // The rest in two pieces, each well under an hour alone: the schema, opening
   // and the claims' statements; the digests, reads, scrub, repair, exports and meta.
   "postgres-store-open": {
     files: ["src/store/postgres-store.ts:1-265"],
