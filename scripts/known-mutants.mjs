@@ -1137,6 +1137,13 @@ const mutants = [
     to: "ContinuationToken = undefined;",
     tests: ["src/archive/s3-store.test.ts"],
   },
+  {
+    name: "a bootstrap takes its own archived stream cut short as held by a peer below the archive's last LSN",
+    file: "src/node/startup.ts",
+    from: "s.lsn >= c.archivedLsn",
+    to: "s.lsn >= c.lsn",
+    tests: ["src/node/startup.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */

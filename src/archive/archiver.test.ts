@@ -454,10 +454,10 @@ describe("restore plan", () => {
         upToHoles: true,
       },
     );
-    expect(plan.map((s) => [s.origin, s.lastLsn, s.objects.length, s.hole])).toEqual([
-      ["ap-south-1", 4, 1, undefined],
-      ["eu-west-1", 0, 0, { fromLsn: 1, toLsn: 4 }],
-      ["us-east-1", 15, 2, { fromLsn: 16, toLsn: 16 }],
+    expect(plan.map((s) => [s.origin, s.lastLsn, s.objects.length, s.hole, s.archivedLsn])).toEqual([
+      ["ap-south-1", 4, 1, undefined, 4],
+      ["eu-west-1", 0, 0, { fromLsn: 1, toLsn: 4 }, 9],
+      ["us-east-1", 15, 2, { fromLsn: 16, toLsn: 16 }, 20],
     ]);
   });
 

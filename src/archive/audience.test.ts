@@ -249,6 +249,7 @@ describe("archive audience", () => {
         origin: "ap-south-1",
         incarnation: south.incarnation,
         lsn: 0,
+        archivedLsn: 6,
         why: expect.stringMatching(/^archived crr\/ap-south-1\/\w+\/\d+-\d+\.wal refused: /),
       },
     ]);

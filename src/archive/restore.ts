@@ -29,6 +29,8 @@ export interface RestorePlanStream {
   lastLsn: number;
   /** With `upToHoles`: the LSNs missing after `lastLsn` although the archive holds objects past them. */
   hole?: { fromLsn: number; toLsn: number };
+  /** The last LSN any object of the stream holds (past a hole too). */
+  archivedLsn: number;
 }
 
 /**
@@ -103,6 +105,7 @@ export function planRestore(
     if (chosen.length > 0 || hole)
       plan.push({
         ...{ origin, incarnation, objects: chosen, overlapping, firstLsn: 1, lastLsn: covered },
+        archivedLsn: objects.reduce((m, o) => Math.max(m, o.lastLsn), 0),
         ...(hole ? { hole } : {}),
       });
   }
@@ -122,6 +125,8 @@ export interface RestoreReport {
     reachesTime: boolean;
     /** With `upToDamage`: why the stream stops at `toLsn` though the archive holds objects past it (a hole, a damaged object). */
     cut?: string;
+    /** The last LSN any object of the stream holds. */
+    archivedLsn: number;
   }>;
   records: number;
   objects: number;
@@ -202,6 +207,7 @@ export async function restoreInto(o: {
       records,
       lastMs,
       reachesTime: past,
+      archivedLsn: s.archivedLsn,
       ...(cut ? { cut } : {}),
     });
     report.records += records;
@@ -303,8 +309,11 @@ export interface ArchiveSeed {
   objects: number;
   /** Each stream restored whole from LSN 1 through `lsn` (its watermark is set there). */
   streams: Array<{ origin: string; incarnation: string; lsn: number }>;
-  /** Streams that stop at `lsn` though the archive holds objects past it: a hole, or a damaged object (`why`). */
-  cut: Array<{ origin: string; incarnation: string; lsn: number; why: string }>;
+  /**
+   * Streams that stop at `lsn` though the archive holds objects up to `archivedLsn`: a hole,
+   * or a damaged object (`why`).
+   */
+  cut: Array<{ origin: string; incarnation: string; lsn: number; archivedLsn: number; why: string }>;
   /**
    * The newest hybrid wall time restored, of this region's own records (a floor for its
    * clock) and of the other regions' (a floor only within the skew allowed).
@@ -354,7 +363,9 @@ export async function seedFromArchive(o: {
       .filter((s) => s.toLsn > 0)
       .map((s) => ({ origin: s.origin, incarnation: s.incarnation, lsn: s.toLsn })),
     cut: report.streams.flatMap((s) =>
-      s.cut ? [{ origin: s.origin, incarnation: s.incarnation, lsn: s.toLsn, why: s.cut }] : [],
+      s.cut
+        ? [{ origin: s.origin, incarnation: s.incarnation, lsn: s.toLsn, archivedLsn: s.archivedLsn, why: s.cut }]
+        : [],
     ),
     newestMs: { own: newest(true), other: newest(false) },
   };

@@ -326,6 +326,7 @@ describe("StartupChecks bootstrap", () => {
       origin,
       incarnation: older,
       lsn: 1,
+      archivedLsn: 5,
       why: "archived x refused: bad seal",
     });
     const seeding = (origin: string) => {
@@ -366,5 +367,45 @@ describe("StartupChecks bootstrap", () => {
         archive: expect.objectContaining({ cut: [cutOf("r1")] }),
       }),
     ]);
+  });
+
+  it("its own stream cut short in the archive goes on when a peer it sends every record holds the stream through the archive's last LSN (an archive enabled after retention removed the first segments), not otherwise", async () => {
+    const cut = {
+      origin: "r0",
+      incarnation: older,
+      lsn: 0,
+      archivedLsn: 3,
+      why: "the archive holds no object with LSNs 1..2",
+    };
+    const fromArchive = async (): Promise<ArchiveSeed> => ({
+      ...{ passedOver: [], records: 0, objects: 0, streams: [], newestMs: {} },
+      cut: [cut],
+    });
+    const start = (held: number, sendsAllTo: string[]) => {
+      const links = [peer("r1", held, false)];
+      const { store, held: copied } = memoryStore();
+      const { checks, audits } = checksOf(
+        links,
+        async () => new Map([["r1", view("r1", held)]]),
+        store,
+        20_000,
+        undefined,
+        {
+          fromArchive,
+          sendsAllTo,
+        },
+      );
+      return { checks, audits, copied };
+    };
+    const covered = start(3, ["r1"]); // multi-way: r1 holds r0's stream through LSN 3
+    await covered.checks.run();
+    expect(covered.copied.has("t/k3")).toBe(true);
+    expect(covered.audits).toEqual([
+      expect.objectContaining({ kind: "bootstrap", archive: expect.objectContaining({ cut: [cut] }) }),
+    ]);
+    // r1 holds it only through LSN 2: LSN 3, archived after the hole, may be held by no one.
+    await expect(start(2, ["r1"]).checks.run()).rejects.toThrow("its own stream only in part");
+    // Selective: r1's watermark passes every record, but r1 holds only the tenants sent to it.
+    await expect(start(3, []).checks.run()).rejects.toThrow("its own stream only in part");
   });
 });

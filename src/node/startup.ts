@@ -31,6 +31,13 @@ export class StartupRefusedError extends CrrError {
   }
 }
 
+/** What the archive's part of a bootstrap restored: the streams whole, the cut ones, the audit entry's part. */
+interface Seeded {
+  streams: ArchiveSeed["streams"];
+  cut: ArchiveSeed["cut"];
+  audit: Record<string, unknown>;
+}
+
 export type StartupState = "checking" | "bootstrapping" | "admitted" | "refused";
 
 export interface StartupOptions {
@@ -82,6 +89,8 @@ export interface StartupOptions {
    * far, audited, instead of refusing the start.
    */
   acceptWalLoss?: boolean;
+  /** The peers this region's policy sends every record (multi-way's peers, two-region's target; none under selective). */
+  sendsAllTo?: readonly string[];
   /** Written to the audit log (resolves once it is): what the bootstrap copied, or that the operator started alone. */
   audit: (entry: { kind: string; [field: string]: unknown }) => Promise<void>;
 }
@@ -248,6 +257,7 @@ export class StartupChecks {
     // seed 60).
     refresh(views, await this.ask());
     this.refuseOnlyBootstrapping(views);
+    this.refuseOwnCut(seed.cut, views);
     this.detail = `copying what ${[...views.keys()].join(", ")} hold`;
     // What this start restored from the archive, and what an earlier start or `crr bootstrap` did.
     await noteSeeded(this.o.store, seed.streams);
@@ -273,6 +283,7 @@ export class StartupChecks {
   private async bootstrapAlone(reason: string): Promise<void> {
     this.state = "bootstrapping";
     const seed = await this.seedFromArchive();
+    this.refuseOwnCut(seed.cut, new Map());
     await this.o.store.setMeta(bootstrapMeta, "done");
     if (this.o.startAlone) await this.o.audit({ kind: "start-alone", reason, ...this.archiveAudit(seed) });
     else if (this.o.fromArchive)
@@ -308,11 +319,8 @@ export class StartupChecks {
    * lost), and a region that went on from the peers alone would decide those keys again.
    * The peers' wait starts after it (a long restore does not eat it).
    */
-  private async seedFromArchive(): Promise<{
-    streams: ArchiveSeed["streams"];
-    audit: Record<string, unknown>;
-  }> {
-    if (!this.o.fromArchive) return { streams: [], audit: {} };
+  private async seedFromArchive(): Promise<Seeded> {
+    if (!this.o.fromArchive) return { streams: [], cut: [], audit: {} };
     this.detail = "restoring what the S3 archive holds before asking the peers";
     for (let attempt = 1; ; attempt++) {
       try {
@@ -320,7 +328,6 @@ export class StartupChecks {
         this.bootstrapFromMs = this.o.runtime.nowMs();
         return seed;
       } catch (err) {
-        if (err instanceof StartupRefusedError) throw err; // what the archive holds: asking again gives the same
         const error = (err as Error).message;
         if (this.o.runtime.nowMs() > this.bootstrapFromMs + this.o.bootstrapWaitMs)
           throw new StartupRefusedError(
@@ -333,8 +340,12 @@ export class StartupChecks {
     }
   }
 
-  private seeded(seed: ArchiveSeed): { streams: ArchiveSeed["streams"]; audit: Record<string, unknown> } {
-    this.refuseOwnCut(seed.cut);
+  private seeded(seed: ArchiveSeed): Seeded {
+    for (const c of seed.cut)
+      this.o.log.warn(
+        { ...c },
+        "bootstrap: the archive holds this stream only up to a hole or damage; the peers give the rest they hold",
+      );
     const at = (wallMs: number | undefined) => (wallMs === undefined ? undefined : { wallMs, logical: 0 });
     this.takeFloor({ own: at(seed.newestMs.own), other: at(seed.newestMs.other) }, "the archive restored");
     this.o.log.info(
@@ -343,6 +354,7 @@ export class StartupChecks {
     );
     return {
       streams: seed.streams,
+      cut: seed.cut,
       audit: {
         records: seed.records,
         objects: seed.objects,
@@ -355,19 +367,25 @@ export class StartupChecks {
 
   /**
    * Another region's stream cut short by a hole or a damaged object is no loss: that region
-   * holds it, and the peers give the rest. This region's own is: past the cut, records of a
-   * tenant it sends nowhere (and any not shipped before its disk was lost) are held by no
-   * one, and their keys would be decided again. The start is refused, naming the cut, until
-   * the archive is mended or the operator accepts that loss (`--accept-wal-loss`, audited in
-   * the bootstrap's entry).
+   * holds it, and the peers give the rest. This region's own may be: past the cut, records of
+   * a tenant it sends nowhere (and any not shipped before its disk was lost) are held by no
+   * one, and their keys would be decided again. It is not when a peer this region sends every
+   * record holds the stream through the last LSN the archive has of it (a region that enabled
+   * its archive after WAL retention removed its first segments: every record of those was
+   * acknowledged by the peers). Otherwise the start is refused, naming the cut, until the
+   * archive is mended or the operator accepts that loss (`--accept-wal-loss`, audited in the
+   * bootstrap's entry).
    */
-  private refuseOwnCut(cut: ArchiveSeed["cut"]): void {
-    for (const c of cut)
-      this.o.log.warn(
-        { origin: c.origin, incarnation: c.incarnation, lsn: c.lsn, why: c.why },
-        "bootstrap: the archive holds this stream only up to a hole or damage; the peers give the rest they hold",
+  private refuseOwnCut(cut: ArchiveSeed["cut"], views: Map<string, WatermarksView>): void {
+    const heldByPeer = (c: ArchiveSeed["cut"][number]) =>
+      [...views].some(
+        ([peer, v]) =>
+          (this.o.sendsAllTo ?? []).includes(peer) &&
+          v.streams.some(
+            (s) => s.origin === c.origin && s.incarnation === c.incarnation && s.lsn >= c.archivedLsn,
+          ),
       );
-    const own = cut.filter((c) => c.origin === this.o.region);
+    const own = cut.filter((c) => c.origin === this.o.region && !heldByPeer(c));
     if (own.length === 0 || this.o.acceptWalLoss) return;
     throw new StartupRefusedError(
       `region ${this.o.region} has no state of its own and its S3 archive holds its own stream only in part: ${own.map((c) => `${c.origin}/${c.incarnation} up to LSN ${c.lsn} (${c.why})`).join("; ")}. Records after that of a tenant it sends nowhere are held by no one, and their keys would be decided again. Mend the archive, or accept their loss: crr serve --config FILE --accept-wal-loss (audited)`,
