@@ -158,7 +158,7 @@ export async function restoreInto(o: {
     let records = 0;
     let past = false;
     let lastMs: number | undefined;
-    let cut = s.hole && `the archive holds no object with LSNs ${s.hole.fromLsn}..${s.hole.toLsn}`;
+    let cutWhy = s.hole && `the archive holds no object with LSNs ${s.hole.fromLsn}..${s.hole.toLsn}`;
     const framesOf = async (obj: SegmentObject & { key: string }) =>
       checkedFrames(obj, await o.store.get(obj.key, o.objectBytesMax), o.keys);
     const damaged = async <T>(read: () => Promise<T>): Promise<T | undefined> => {
@@ -166,7 +166,7 @@ export async function restoreInto(o: {
         return await read();
       } catch (err) {
         if (!o.upToDamage || !(err instanceof ArchiveDamageError)) throw err;
-        cut = err.message;
+        cutWhy = err.message;
         return undefined;
       }
     };
@@ -208,7 +208,7 @@ export async function restoreInto(o: {
       lastMs,
       reachesTime: past,
       archivedLsn: s.archivedLsn,
-      ...(cut ? { cut } : {}),
+      ...(cutWhy ? { cut: cutWhy } : {}),
     });
     report.records += records;
   }
@@ -364,7 +364,15 @@ export async function seedFromArchive(o: {
       .map((s) => ({ origin: s.origin, incarnation: s.incarnation, lsn: s.toLsn })),
     cut: report.streams.flatMap((s) =>
       s.cut
-        ? [{ origin: s.origin, incarnation: s.incarnation, lsn: s.toLsn, archivedLsn: s.archivedLsn, why: s.cut }]
+        ? [
+            {
+              origin: s.origin,
+              incarnation: s.incarnation,
+              lsn: s.toLsn,
+              archivedLsn: s.archivedLsn,
+              why: s.cut,
+            },
+          ]
         : [],
     ),
     newestMs: { own: newest(true), other: newest(false) },
