@@ -1119,8 +1119,8 @@ const mutants = [
   {
     name: "a bootstrap takes its own archived stream cut short by damage without the operator's word",
     file: "src/node/startup.ts",
-    from: "if (own.length === 0 || this.o.acceptWalLoss) return;",
-    to: "return;",
+    from: "if (missing.length === 0 || this.o.acceptWalLoss) return missing;",
+    to: "return missing;",
     tests: ["src/node/startup.test.ts"],
   },
   {
@@ -1138,10 +1138,10 @@ const mutants = [
     tests: ["src/archive/s3-store.test.ts"],
   },
   {
-    name: "a bootstrap takes its own archived stream cut short as held by a peer below the archive's last LSN",
-    file: "src/node/startup.ts",
-    from: "s.lsn >= c.archivedLsn",
-    to: "s.lsn >= c.lsn",
+    name: "a bootstrap counts a peer's watermark, not the records it copied, after its own archived stream's cut",
+    file: "src/node/copy.ts",
+    from: "      gap(v.lsn - 1);\n",
+    to: "",
     tests: ["src/node/startup.test.ts"],
   },
 ];

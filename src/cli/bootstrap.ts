@@ -40,7 +40,7 @@ export async function runBootstrap(argv: string[]): Promise<number> {
     for (const why of r.passedOver ?? []) say(`  passed over (the peers give it): ${why}`);
     for (const c of r.cut ?? [])
       say(
-        `  cut short at LSN ${c.lsn}: ${c.origin}/${c.incarnation} (${c.why}); the peers give what they hold after it`,
+        `  cut short at LSN ${c.lsn} of ${c.archivedLsn}: ${c.origin}/${c.incarnation} (${c.why}); the peers give what they hold after it${c.origin === config.region ? " (the node refuses to start if they do not hold the rest)" : ""}`,
       );
     say(
       `seeded ${config.region} from ${from === "s3" ? "the archive" : from}: ${r.records} records in ${r.streams.length} streams; start the node (crr serve) to copy the rest from the peers`,

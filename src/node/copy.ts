@@ -229,6 +229,62 @@ export async function noteSeeded(
   await store.setMeta(seededMeta, JSON.stringify([...all.values()]));
 }
 
+const cutMeta = "bootstrap_archive_cut";
+
+/** A stream the archive holds only up to a hole or a damaged object, though it holds objects through `archivedLsn`. */
+export interface CutStream {
+  origin: string;
+  incarnation: string;
+  lsn: number;
+  archivedLsn: number;
+  why: string;
+}
+
+/** The archive's cut streams a seed of this store met (kept across restarts until the bootstrap is done). */
+export async function cutStreams(store: Pick<CopyStore, "getMeta">): Promise<CutStream[]> {
+  return JSON.parse((await store.getMeta(cutMeta)) ?? "[]") as CutStream[];
+}
+
+/** Note cut streams (the one reaching furthest of each wins); `undefined` forgets them all (the bootstrap is done). */
+export async function noteCut(
+  store: Pick<CopyStore, "getMeta" | "setMeta">,
+  cut: CutStream[] | undefined,
+): Promise<void> {
+  if (!cut) return store.setMeta(cutMeta, "[]");
+  const all = new Map((await cutStreams(store)).map((c) => [`${c.origin}/${c.incarnation}`, c]));
+  for (const c of cut) {
+    const seen = all.get(`${c.origin}/${c.incarnation}`);
+    if (!seen || c.archivedLsn > seen.archivedLsn) all.set(`${c.origin}/${c.incarnation}`, c);
+  }
+  await store.setMeta(cutMeta, JSON.stringify([...all.values()]));
+}
+
+/**
+ * The LSNs of `c`'s stream past its cut, through the last one the archive holds, that the
+ * store lacks (as `[from, to]` ranges): what neither the archive nor the peers gave.
+ */
+export async function missingAfterCut(
+  store: Pick<CopyStore, "streamVersions">,
+  c: CutStream,
+): Promise<Array<[number, number]>> {
+  const missing: Array<[number, number]> = [];
+  let next = c.lsn + 1;
+  const gap = (to: number) => {
+    if (to >= next) missing.push([next, to]);
+  };
+  for (let from = next; from <= c.archivedLsn;) {
+    const page = await store.streamVersions(c.origin, c.incarnation, from, c.archivedLsn, 10_000);
+    for (const v of page) {
+      gap(v.lsn - 1);
+      next = Math.max(next, v.lsn + 1);
+    }
+    if (page.length < 10_000) break;
+    from = page.at(-1)!.lsn + 1;
+  }
+  gap(c.archivedLsn);
+  return missing;
+}
+
 /**
  * Seed an empty store with `peer`'s own streams, whole from LSN 1 up to the first record it
  * lacks (`crr bootstrap --from PEER`): returns the streams seeded.

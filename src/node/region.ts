@@ -16,7 +16,7 @@
  */
 import { EventEmitter } from "node:events";
 import path from "node:path";
-import { RequestTally, audienceOf, type ArchiveFollower, type Archiver } from "../archive/index.js";
+import { RequestTally, type ArchiveFollower, type Archiver } from "../archive/index.js";
 import type { AuditLog } from "../audit/index.js";
 import type { HybridClock } from "../clock/index.js";
 import {
@@ -335,7 +335,6 @@ export class Region {
       bootstrapWaitMs: config.recovery.bootstrapWaitMs,
       startAlone: o.startAlone,
       acceptWalLoss: o.acceptWalLoss,
-      sendsAllTo: audienceOf(config, 0).sendsAllTo,
       log,
       runtime,
       fromArchive: archiveSeedOf(this),

@@ -7,7 +7,7 @@
 import type { ArchiveSeed } from "../archive/index.js";
 import { timeoutSignal } from "../runtime/index.js";
 import { StartupRefusedError } from "./startup.js";
-import { noteSeeded, seedFromPeer, type SeededStream } from "./copy.js";
+import { noteCut, noteSeeded, seedFromPeer, type SeededStream } from "./copy.js";
 import type { Region } from "./region.js";
 import { bootstrapRunning } from "./wal-open.js";
 import { archiveSeedOf } from "./wiring.js";
@@ -39,6 +39,9 @@ export async function seedRegion(
     if (!seed) throw new StartupRefusedError(`the config of ${region.name} names no archive (archive.s3)`);
     const r = await seed();
     if (!o.rebuilding) await noteSeeded(region.store, r.streams);
+    // The node's bootstrap checks, after its copy from the peers, that they filled what the
+    // archive holds of our own streams only in part (startup.ts): noted for it.
+    await noteCut(region.store, r.cut);
     return { from, records: r.records, streams: r.streams, passedOver: r.passedOver, cut: r.cut };
   }
   const link = region.links.get(from);

@@ -318,36 +318,53 @@ describe("StartupChecks bootstrap", () => {
     await checks.run();
     expect(held.has("t/k3")).toBe(true);
   });
-
-  it("its own stream cut short in the archive (a hole, a damaged object) refuses the start at once, unless the operator accepts the WAL's loss (audited); another region's cut is left to the peers", async () => {
-    const links = [peer("r1", 3, false)];
+  it("its own stream cut short in the archive (a hole, a damaged object) is refused once the peers' copy leaves LSNs the archive says it wrote missing, unless the operator accepts their loss (audited); another region's cut is left to the peers", async () => {
+    const links = [peer("r1", 3, false)]; // r1 holds r0's older stream through LSN 3
     const views = async () => new Map([["r1", view("r1", 3)]]);
-    const cutOf = (origin: string) => ({
+    const cutOf = (origin: string, archivedLsn = 5) => ({
       origin,
       incarnation: older,
       lsn: 1,
-      archivedLsn: 5,
+      archivedLsn,
       why: "archived x refused: bad seal",
     });
-    const seeding = (origin: string) => {
+    const seeding = (cut: ReturnType<typeof cutOf>) => {
       const calls = { n: 0 };
       const fromArchive = async (): Promise<ArchiveSeed> => {
         calls.n++;
-        return { passedOver: [], records: 1, objects: 1, streams: [], newestMs: {}, cut: [cutOf(origin)] };
+        return { passedOver: [], records: 1, objects: 1, streams: [], newestMs: {}, cut: [cut] };
       };
       return { calls, fromArchive };
     };
-    const own = seeding("r0");
-    const refused = checksOf(links, views, memoryStore().store, 20_000, undefined, {
-      fromArchive: own.fromArchive,
-    });
+    const own = seeding(cutOf("r0"));
+    const down = memoryStore();
+    const refused = checksOf(links, views, down.store, 20_000, undefined, { fromArchive: own.fromArchive });
     await expect(refused.checks.run()).rejects.toThrow(
-      /its own stream only in part: r0\/a+ up to LSN 1 \(archived x refused: bad seal\).*--accept-wal-loss/,
+      /its own stream only in part; neither the archive nor the peers that answered hold r0\/a+ LSNs 4\.\.5, .*--accept-wal-loss/,
     );
     expect(own.calls.n).toBe(1); // not asked again: the archive holds what it holds
     expect(refused.audits).toEqual([]);
+    expect(down.meta.get("bootstrap")).toBeUndefined();
+    // The same cut, noted by that start (or by crr bootstrap --from s3): a start without the
+    // archive configured refuses as well.
+    const again = checksOf(links, views, down.store, 20_000);
+    await expect(again.checks.run()).rejects.toThrow("r0/" + older + " LSNs 4..5");
+    // The peers hold everything the archive says was written: no loss.
+    const wholeStore = memoryStore();
+    const whole = checksOf(links, views, wholeStore.store, 20_000, undefined, {
+      fromArchive: seeding(cutOf("r0", 3)).fromArchive,
+    });
+    await whole.checks.run();
+    expect(whole.audits).toEqual([
+      expect.objectContaining({
+        kind: "bootstrap",
+        archive: expect.objectContaining({ cut: [cutOf("r0", 3)] }),
+      }),
+    ]);
+    expect(whole.audits[0]!.lost).toBeUndefined();
+    expect(wholeStore.meta.get("bootstrap_archive_cut")).toBe("[]"); // forgotten once done
     const accepted = checksOf(links, views, memoryStore().store, 20_000, undefined, {
-      fromArchive: seeding("r0").fromArchive,
+      fromArchive: seeding(cutOf("r0")).fromArchive,
       acceptWalLoss: true,
     });
     await accepted.checks.run();
@@ -355,10 +372,11 @@ describe("StartupChecks bootstrap", () => {
       expect.objectContaining({
         kind: "bootstrap",
         archive: expect.objectContaining({ cut: [cutOf("r0")] }),
+        lost: [{ origin: "r0", incarnation: older, ranges: [[4, 5]] }],
       }),
     ]);
     const other = checksOf(links, views, memoryStore().store, 20_000, undefined, {
-      fromArchive: seeding("r1").fromArchive,
+      fromArchive: seeding(cutOf("r1")).fromArchive,
     });
     await other.checks.run();
     expect(other.audits).toEqual([
@@ -367,9 +385,14 @@ describe("StartupChecks bootstrap", () => {
         archive: expect.objectContaining({ cut: [cutOf("r1")] }),
       }),
     ]);
+    // Without peers nothing fills it.
+    const alone = checksOf([], async () => new Map(), memoryStore().store, 20_000, undefined, {
+      fromArchive: seeding(cutOf("r0")).fromArchive,
+    });
+    await expect(alone.checks.run()).rejects.toThrow("LSNs 2..5");
   });
 
-  it("its own stream cut short in the archive goes on when a peer it sends every record holds the stream through the archive's last LSN (an archive enabled after retention removed the first segments), not otherwise", async () => {
+  it("a peer whose watermark passes LSNs it does not hold (a policy that kept a tenant from it) does not fill its own cut stream: the records themselves are counted", async () => {
     const cut = {
       origin: "r0",
       incarnation: older,
@@ -381,31 +404,25 @@ describe("StartupChecks bootstrap", () => {
       ...{ passedOver: [], records: 0, objects: 0, streams: [], newestMs: {} },
       cut: [cut],
     });
-    const start = (held: number, sendsAllTo: string[]) => {
-      const links = [peer("r1", held, false)];
-      const { store, held: copied } = memoryStore();
-      const { checks, audits } = checksOf(
-        links,
-        async () => new Map([["r1", view("r1", held)]]),
-        store,
-        20_000,
-        undefined,
-        {
-          fromArchive,
-          sendsAllTo,
-        },
-      );
-      return { checks, audits, copied };
-    };
-    const covered = start(3, ["r1"]); // multi-way: r1 holds r0's stream through LSN 3
-    await covered.checks.run();
-    expect(covered.copied.has("t/k3")).toBe(true);
-    expect(covered.audits).toEqual([
-      expect.objectContaining({ kind: "bootstrap", archive: expect.objectContaining({ cut: [cut] }) }),
-    ]);
-    // r1 holds it only through LSN 2: LSN 3, archived after the hole, may be held by no one.
-    await expect(start(2, ["r1"]).checks.run()).rejects.toThrow("its own stream only in part");
-    // Selective: r1's watermark passes every record, but r1 holds only the tenants sent to it.
-    await expect(start(3, []).checks.run()).rejects.toThrow("its own stream only in part");
+    const skipping = {
+      ...peer("r1", 3, false),
+      streamRecords: async (q: StreamQuery) => ({
+        versions: [1, 3].map(version).filter((v) => v.lsn >= q.fromLsn && v.lsn <= q.toLsn),
+        next: undefined,
+      }),
+    } as unknown as PeerLink;
+    const { store, held } = memoryStore();
+    const { checks } = checksOf(
+      [skipping],
+      async () => new Map([["r1", view("r1", 3)]]),
+      store,
+      20_000,
+      undefined,
+      {
+        fromArchive,
+      },
+    );
+    await expect(checks.run()).rejects.toThrow(/r0\/a+ LSNs 2, /);
+    expect(held.has("t/k3")).toBe(true); // what r1 holds was copied; LSN 2 it never had
   });
 });

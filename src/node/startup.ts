@@ -22,7 +22,15 @@ import type { PeerLink, WatermarksView } from "../link/index.js";
 import type { Logger } from "../log.js";
 import { sleep, timeoutSignal, type Runtime } from "../runtime/index.js";
 import type { StoredRecord } from "../store/index.js";
-import { copyMesh, noteSeeded, seededStreams, type CopyStore } from "./copy.js";
+import {
+  copyMesh,
+  cutStreams,
+  missingAfterCut,
+  noteCut,
+  noteSeeded,
+  seededStreams,
+  type CopyStore,
+} from "./copy.js";
 import { bootstrapMeta } from "./wal-open.js";
 
 export class StartupRefusedError extends CrrError {
@@ -89,8 +97,6 @@ export interface StartupOptions {
    * far, audited, instead of refusing the start.
    */
   acceptWalLoss?: boolean;
-  /** The peers this region's policy sends every record (multi-way's peers, two-region's target; none under selective). */
-  sendsAllTo?: readonly string[];
   /** Written to the audit log (resolves once it is): what the bootstrap copied, or that the operator started alone. */
   audit: (entry: { kind: string; [field: string]: unknown }) => Promise<void>;
 }
@@ -257,13 +263,15 @@ export class StartupChecks {
     // seed 60).
     refresh(views, await this.ask());
     this.refuseOnlyBootstrapping(views);
-    this.refuseOwnCut(seed.cut, views);
     this.detail = `copying what ${[...views.keys()].join(", ")} hold`;
     // What this start restored from the archive, and what an earlier start or `crr bootstrap` did.
     await noteSeeded(this.o.store, seed.streams);
+    await noteCut(this.o.store, seed.cut);
     const copied = await this.copyWithRetries(views, await seededStreams(this.o.store));
+    const lost = await this.refuseOwnGaps();
     await this.o.store.setMeta(bootstrapMeta, "done");
     await noteSeeded(this.o.store, undefined);
+    await noteCut(this.o.store, undefined);
     const missing = this.o.links.filter((l) => !views.has(l.peer)).map((l) => l.peer);
     this.o.log.info({ copied, from: [...views.keys()], unreachable: missing }, "bootstrapped from peers");
     await this.o.audit({
@@ -272,6 +280,7 @@ export class StartupChecks {
       unreachable: missing,
       copied,
       ...this.archiveAudit(seed),
+      ...(lost.length > 0 ? { lost } : {}),
     });
   }
 
@@ -283,11 +292,15 @@ export class StartupChecks {
   private async bootstrapAlone(reason: string): Promise<void> {
     this.state = "bootstrapping";
     const seed = await this.seedFromArchive();
-    this.refuseOwnCut(seed.cut, new Map());
+    await noteCut(this.o.store, seed.cut);
+    const missing = await this.refuseOwnGaps();
     await this.o.store.setMeta(bootstrapMeta, "done");
-    if (this.o.startAlone) await this.o.audit({ kind: "start-alone", reason, ...this.archiveAudit(seed) });
-    else if (this.o.fromArchive)
-      await this.o.audit({ kind: "bootstrap", reason, from: [], ...this.archiveAudit(seed) });
+    await noteCut(this.o.store, undefined);
+    const lost = missing.length > 0 ? { lost: missing } : {};
+    if (this.o.startAlone)
+      await this.o.audit({ kind: "start-alone", reason, ...this.archiveAudit(seed), ...lost });
+    else if (this.o.fromArchive || missing.length > 0)
+      await this.o.audit({ kind: "bootstrap", reason, from: [], ...this.archiveAudit(seed), ...lost });
   }
 
   private archiveAudit(seed: { audit: Record<string, unknown> }): Record<string, unknown> {
@@ -367,28 +380,33 @@ export class StartupChecks {
 
   /**
    * Another region's stream cut short by a hole or a damaged object is no loss: that region
-   * holds it, and the peers give the rest. This region's own may be: past the cut, records of
-   * a tenant it sends nowhere (and any not shipped before its disk was lost) are held by no
-   * one, and their keys would be decided again. It is not when a peer this region sends every
-   * record holds the stream through the last LSN the archive has of it (a region that enabled
-   * its archive after WAL retention removed its first segments: every record of those was
-   * acknowledged by the peers). Otherwise the start is refused, naming the cut, until the
-   * archive is mended or the operator accepts that loss (`--accept-wal-loss`, audited in the
-   * bootstrap's entry).
+   * holds it, and the peers gave the rest. This region's own may be: once the peers' copy is
+   * done, every LSN of it through the last one the archive holds must be in the store (from
+   * the archive or from a peer). One that is not (a tenant it sends nowhere, a record a peer
+   * skipped, a policy that changed) is held by no one that answered, and its key would be
+   * decided again: the start is refused, naming the LSNs, until a peer that holds them
+   * answers, the archive is mended, or the operator accepts their loss (`--accept-wal-loss`:
+   * the LSNs go into the audit entry as `lost`). Cuts met by an earlier start or by
+   * `crr bootstrap --from s3` count too (kept in the store until the bootstrap is done).
    */
-  private refuseOwnCut(cut: ArchiveSeed["cut"], views: Map<string, WatermarksView>): void {
-    const heldByPeer = (c: ArchiveSeed["cut"][number]) =>
-      [...views].some(
-        ([peer, v]) =>
-          (this.o.sendsAllTo ?? []).includes(peer) &&
-          v.streams.some(
-            (s) => s.origin === c.origin && s.incarnation === c.incarnation && s.lsn >= c.archivedLsn,
-          ),
-      );
-    const own = cut.filter((c) => c.origin === this.o.region && !heldByPeer(c));
-    if (own.length === 0 || this.o.acceptWalLoss) return;
+  private async refuseOwnGaps(): Promise<
+    Array<{ origin: string; incarnation: string; ranges: Array<[number, number]> }>
+  > {
+    const missing: Array<{ origin: string; incarnation: string; ranges: Array<[number, number]> }> = [];
+    for (const c of (await cutStreams(this.o.store)).filter((x) => x.origin === this.o.region)) {
+      const ranges = await missingAfterCut(this.o.store, c);
+      if (ranges.length > 0) missing.push({ origin: c.origin, incarnation: c.incarnation, ranges });
+    }
+    if (missing.length === 0 || this.o.acceptWalLoss) return missing;
+    const what = missing.map(
+      (m) =>
+        `${m.origin}/${m.incarnation} LSNs ${m.ranges
+          .slice(0, 5)
+          .map(([a, b]) => (a === b ? `${a}` : `${a}..${b}`))
+          .join(", ")}${m.ranges.length > 5 ? ", …" : ""}`,
+    );
     throw new StartupRefusedError(
-      `region ${this.o.region} has no state of its own and its S3 archive holds its own stream only in part: ${own.map((c) => `${c.origin}/${c.incarnation} up to LSN ${c.lsn} (${c.why})`).join("; ")}. Records after that of a tenant it sends nowhere are held by no one, and their keys would be decided again. Mend the archive, or accept their loss: crr serve --config FILE --accept-wal-loss (audited)`,
+      `region ${this.o.region} has no state of its own and its S3 archive holds its own stream only in part; neither the archive nor the peers that answered hold ${what.join("; ")}, which it wrote: a tenant it sends nowhere, or a record no peer got, and their keys would be decided again. Start it again when a peer that may hold them is reachable, mend the archive, or accept their loss: crr serve --config FILE --accept-wal-loss (audited)`,
     );
   }
 
