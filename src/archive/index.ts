@@ -5,7 +5,14 @@ export { incarnationPrefix, parseSegmentObjectKey, segmentObjectKey } from "./ke
 export type { SegmentObject } from "./keys.js";
 export { NoSuchObjectError, RequestTally, s3ArchiveStore } from "./s3-store.js";
 export type { ArchiveOp, ArchiveStore, S3Settings } from "./s3-store.js";
-export { ArchiveDamageError, ArchiveGapError, listAll, planRestore, restoreInto, seedFromArchive } from "./restore.js";
+export {
+  ArchiveDamageError,
+  ArchiveGapError,
+  listAll,
+  planRestore,
+  restoreInto,
+  seedFromArchive,
+} from "./restore.js";
 export type { ArchiveSeed, RestorePlanStream, RestoreReport } from "./restore.js";
 export { ArchiveFollower } from "./follower.js";
 export {
