@@ -372,7 +372,7 @@ describe("StartupChecks bootstrap", () => {
       expect.objectContaining({
         kind: "bootstrap",
         archive: expect.objectContaining({ cut: [cutOf("r0")] }),
-        lost: [{ origin: "r0", incarnation: older, ranges: [[4, 5]] }],
+        lost: [{ origin: "r0", incarnation: older, lsns: 2, ranges: [[4, 5]] }],
       }),
     ]);
     const other = checksOf(links, views, memoryStore().store, 20_000, undefined, {

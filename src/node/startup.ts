@@ -39,6 +39,14 @@ export class StartupRefusedError extends CrrError {
   }
 }
 
+/** Own LSNs past an archive's cut that neither the archive nor a peer held (`ranges`: the first 1,000). */
+interface LostStream {
+  origin: string;
+  incarnation: string;
+  lsns: number;
+  ranges: Array<[number, number]>;
+}
+
 /** What the archive's part of a bootstrap restored: the streams whole, the cut ones, the audit entry's part. */
 interface Seeded {
   streams: ArchiveSeed["streams"];
@@ -389,13 +397,14 @@ export class StartupChecks {
    * the LSNs go into the audit entry as `lost`). Cuts met by an earlier start or by
    * `crr bootstrap --from s3` count too (kept in the store until the bootstrap is done).
    */
-  private async refuseOwnGaps(): Promise<
-    Array<{ origin: string; incarnation: string; ranges: Array<[number, number]> }>
-  > {
-    const missing: Array<{ origin: string; incarnation: string; ranges: Array<[number, number]> }> = [];
+  private async refuseOwnGaps(): Promise<LostStream[]> {
+    const missing: LostStream[] = [];
     for (const c of (await cutStreams(this.o.store)).filter((x) => x.origin === this.o.region)) {
       const ranges = await missingAfterCut(this.o.store, c);
-      if (ranges.length > 0) missing.push({ origin: c.origin, incarnation: c.incarnation, ranges });
+      const lsns = ranges.reduce((n, [a, b]) => n + b - a + 1, 0);
+      // The audit entry keeps the first 1,000 ranges and the count of every LSN.
+      if (ranges.length > 0)
+        missing.push({ origin: c.origin, incarnation: c.incarnation, lsns, ranges: ranges.slice(0, 1000) });
     }
     if (missing.length === 0 || this.o.acceptWalLoss) return missing;
     const what = missing.map(
