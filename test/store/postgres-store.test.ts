@@ -354,4 +354,113 @@ describe("PostgresStore beside other transactions", () => {
     expect(await store.shared.claim("k2", b, "attempt-9")).toEqual({ taken: false, holder: a });
     await store.close();
   });
+  it("claims end only as asked: by the applied records' keys of their own node, by key and node, by node, and with a node's leave", async () => {
+    const url = await freshDatabase(inject("pgUrl"));
+    const store = await storeOn(url, { kind: "first-write-wins" });
+    const [a, b, c] = ["a".repeat(32), "b".repeat(32), "c".repeat(32)];
+    await store.shared.joinRegion({ incarnation: a, nodeId: "node-a", boot: "1" });
+    await store.shared.joinRegion({ incarnation: b, nodeId: "node-b", boot: "1" });
+    await store.shared.joinRegion({ incarnation: c, nodeId: "node-c", boot: "1" });
+    const holder = async (key: string) => {
+      const r = await store.shared.claim(key, "x".repeat(32));
+      if (r.taken) throw new Error(`${key} was not held`);
+      return r.holder;
+    };
+    for (const k of ["k1", "k2", "k3"]) await store.shared.claim(k, a);
+    for (const k of ["k4", "k5"]) await store.shared.claim(k, b);
+    await store.shared.claim("k6", c);
+    const rec = (key: string, lsn: number) => ({
+      key,
+      tenant: "t",
+      outcome: "a",
+      bodyJson: undefined,
+      lsn,
+      hlc: { wallMs: 100 + lsn, logical: 0 },
+      flags: 0,
+    });
+    const local = (firstLsn: number, keys: string[]) => ({
+      origin: "us-east-1",
+      incarnation: a,
+      firstLsn,
+      lastLsn: firstLsn + keys.length - 1,
+      records: keys.map((k, i) => rec(k, firstLsn + i)),
+    });
+    // Not applied (a gap): nothing decided, so nothing released.
+    expect((await store.applyLocal(local(5, ["k1"]))).status).toBe("gap");
+    expect(await holder("k1")).toBe(a);
+    // Applied: the batch's keys end for its node only (k4 is b's, and stays).
+    expect((await store.applyLocal(local(1, ["k1", "k4"]))).status).toBe("applied");
+    expect(await store.shared.claim("k1", b)).toEqual({ taken: true, fresh: true });
+    expect(await holder("k4")).toBe(b);
+    expect(await holder("k2")).toBe(a);
+
+    // By key: only the named node's claim of it.
+    await store.shared.releaseClaim("k2", b);
+    expect(await holder("k2")).toBe(a);
+    await store.shared.releaseClaim("k2", a);
+    expect(await store.shared.claim("k2", c)).toEqual({ taken: true, fresh: true });
+    expect(await holder("k3")).toBe(a);
+
+    // By node: every claim of those nodes, counted; the others stay.
+    expect(await store.shared.releaseClaims([b, "z".repeat(32)])).toBe(3); // k1, k4, k5
+    expect(await store.shared.releaseClaims([b])).toBe(0);
+    expect(await holder("k3")).toBe(a);
+    expect(await holder("k6")).toBe(c);
+    expect(await store.shared.claim("k4", c)).toEqual({ taken: true, fresh: true });
+
+    // A leave: the node is marked left and its claims end; the others' stay.
+    expect(await store.shared.leaveRegion("node-c")).toBe(3); // k2, k4, k6
+    expect(await holder("k3")).toBe(a);
+    expect(await store.shared.claim("k6", a)).toEqual({ taken: true, fresh: true });
+    await expect(store.shared.claim("k7", c)).rejects.toMatchObject({ code: "node_left" });
+    const nodes = await store.shared.regionNodes();
+    expect(nodes.filter((n) => n.leftAtMs !== undefined).map((n) => n.nodeId)).toEqual(["node-c"]);
+  });
+  it("a node's age is read on the database's clock and never below zero", async () => {
+    const url = await freshDatabase(inject("pgUrl"));
+    const store = await storeOn(url, { kind: "first-write-wins" });
+    const admin = await client(url);
+    const [a, b] = ["a".repeat(32), "b".repeat(32)];
+    await store.shared.joinRegion({ incarnation: a, nodeId: "node-a", boot: "1" });
+    await store.shared.joinRegion({ incarnation: b, nodeId: "node-b", boot: "1" });
+    // a last seen a minute ago; b's row written by a database clock that has since stepped back.
+    await admin.query("UPDATE nodes SET seen_at_ms = seen_at_ms - 60000 WHERE incarnation = $1", [a]);
+    await admin.query("UPDATE nodes SET seen_at_ms = seen_at_ms + 600000 WHERE incarnation = $1", [b]);
+    const age = (await store.shared.regionNodes()).map((n) => [n.nodeId, n.seenAgoMs] as const);
+    expect(age[0]![0]).toBe("node-a");
+    expect(age[0]![1]).toBeGreaterThanOrEqual(60_000);
+    expect(age[0]![1]).toBeLessThan(600_000);
+    expect(age[1]).toEqual(["node-b", 0]);
+  });
+  it("a shared-store operation that fails says which, and changes nothing", async () => {
+    const url = await freshDatabase(inject("pgUrl"));
+    const store = await storeOn(url, { kind: "first-write-wins" });
+    const admin = await client(url);
+    const a = "a".repeat(32);
+    await store.shared.joinRegion({ incarnation: a, nodeId: "node-a", boot: "1" });
+    await store.shared.claim("k1", a, "attempt-1");
+    await admin.query("ALTER TABLE nodes RENAME TO nodes_away");
+    await admin.query("ALTER TABLE claims RENAME TO claims_away");
+    const s = store.shared;
+    const failures: Array<[() => Promise<unknown>, string]> = [
+      [() => s.joinRegion({ incarnation: a, nodeId: "node-a", boot: "2" }), "join the region"],
+      [() => s.regionNodes(), "read the region's nodes"],
+      [() => s.markReplayed(a, "1"), "record that this node's WAL is in the store"],
+      [() => s.claim("k2", a), "claim a key"],
+      [() => s.releaseClaim("k1", a), "release a claim"],
+      [() => s.releaseLostClaim("k1", a, "attempt-1"), "release a claim whose answer was lost"],
+      [() => s.releaseClaims([a]), "release claims"],
+      [() => s.leaveRegion("node-a"), "leave the region"],
+      [() => s.leaveLost("node-a", 0), "leave the region for a lost node"],
+      [() => s.heartbeat(a), "record this node's heartbeat"],
+    ];
+    for (const [failing, op] of failures)
+      await expect(failing()).rejects.toThrow(`: ${op} failed: relation "`);
+    await admin.query("ALTER TABLE nodes_away RENAME TO nodes");
+    await admin.query("ALTER TABLE claims_away RENAME TO claims");
+    expect(await store.shared.regionNodes()).toEqual([
+      expect.objectContaining({ incarnation: a, boot: "1", leftAtMs: undefined, replayedAtMs: undefined }),
+    ]);
+    expect(await store.shared.claim("k1", "b".repeat(32))).toEqual({ taken: false, holder: a });
+  });
 });
