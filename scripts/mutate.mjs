@@ -44,8 +44,16 @@ const sqliteStoreTests = [
   "test/store/divergence-detector.test.ts",
 ];
 
-/** The PostgreSQL store's tests: its own and the contract (on PostgreSQL alone by the parts' env). */
-const postgresStoreTests = ["test/store/postgres-store.test.ts", "test/store/store-contract.test.ts"];
+/**
+ * The PostgreSQL store's tests: its own (its connections and failures, the unanswered-server
+ * check) and the contract (on PostgreSQL alone by the parts' env).
+ */
+const postgresStoreTests = [
+  "test/store/postgres-store.test.ts",
+  "test/store/postgres-open.test.ts",
+  "src/store/unreachable.test.ts",
+  "test/store/store-contract.test.ts",
+];
 
 /** Each part: the files Stryker mutates (default: the folder's files) and the tests run against them. */
 const folders = {
