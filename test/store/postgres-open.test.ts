@@ -154,6 +154,54 @@ describe("PostgreSQL store connections", () => {
     expect((err as Error).message).toContain("/no_such_db: open failed: ");
   });
 
+  it("each of its reads and writes that fails says which, naming the database", async () => {
+    const url = await freshDatabase(inject("pgUrl"));
+    const admin = await client(url);
+    const store = await storeOn(url);
+    // A conflict, so that reading the conflicts goes on to read their keys.
+    await store.applyBatch(one("k", 1));
+    await store.applyBatch({ ...one("k", 1), origin: "b" });
+    await admin.query("ALTER TABLE records RENAME TO records_away");
+    await expect(store.conflicts()).rejects.toThrow(`store ${describePostgres(url)}: read keys failed: `);
+    for (const t of [
+      "watermarks",
+      "conflicts",
+      "tampered",
+      "bucket_digests",
+      "digest_clock",
+      "audit_notes",
+      "meta",
+    ])
+      await admin.query(`ALTER TABLE ${t} RENAME TO ${t}_away`);
+    const v = { ...one("k", 2).records[0]!, origin: "a", incarnation: "i" };
+    const failures: Array<[() => Promise<unknown>, string]> = [
+      [() => store.applyBatch(one("k2", 2)), "apply a batch"],
+      [() => store.applyLocal(one("k2", 2)), "apply"],
+      [() => store.digestTree(), "read digests"],
+      [() => store.rootDigest(), "read digests"],
+      [() => store.bucketVersions([0]), "read buckets"],
+      [() => store.scrub(0, 4), "scrub"],
+      [() => store.repair([v]), "repair"],
+      [() => store.get("k"), "read a key"],
+      [() => store.watermark("a", "i"), "read a watermark"],
+      [() => store.watermarks(), "read watermarks"],
+      [() => store.resetWatermark("a", "i", 0), "set a watermark"],
+      [() => store.conflicts(), "read conflicts"],
+      [() => store.auditNotes(10), "read audit notes"],
+      [() => store.forgetAuditNotes([1]), "forget audit notes"],
+      [() => store.stats(), "count"],
+      [() => store.streamVersions("a", "i", 1, 10, 10), "read a stream"],
+      [() => store.exportPage({ limit: 10 }), "export"],
+      [() => store.deleteSince(0), "delete since"],
+      [() => store.getMeta("m"), "read meta"],
+      [() => store.setMeta("m", "v"), "write meta"],
+      [() => store.isEmpty(), "check whether empty"],
+      [() => store.reserveConflictIds(5), "reserve conflict ids"],
+    ];
+    for (const [failing, op] of failures)
+      await expect(failing()).rejects.toThrow(`store ${describePostgres(url)}: ${op} failed: relation "`);
+  });
+
   it("closes once; a second close is nothing", async () => {
     const store = await storeOn(await freshDatabase(inject("pgUrl")));
     expect(store.isOpen).toBe(true);
