@@ -1144,6 +1144,13 @@ const mutants = [
     to: "",
     tests: ["src/node/startup.test.ts"],
   },
+  {
+    name: "a bootstrap's restore leaves what intact archived objects past a cut hold to the peers",
+    file: "src/archive/restore.ts",
+    from: "cutWhy && o.upToDamage && rest.length > 0",
+    to: "false",
+    tests: ["src/archive/seed-beyond.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */

@@ -13,7 +13,7 @@
  */
 import type { ReplicationPolicy } from "../config/index.js";
 import { checkSeal, type KeyRing } from "../protocol/index.js";
-import type { ApplyStore, MetaStore } from "../store/index.js";
+import type { ApplyStore, MetaStore, StoredRecord, StreamStore } from "../store/index.js";
 import { decodeFrames, scanSegment, segmentHeaderBytes, type WalRecord } from "../wal/index.js";
 import { sendsEverything, streamAudiences, streamId } from "./audience.js";
 import { parseSegmentObjectKey, segmentObjectKey, type SegmentObject } from "./keys.js";
@@ -29,6 +29,8 @@ export interface RestorePlanStream {
   lastLsn: number;
   /** With `upToHoles`: the LSNs missing after `lastLsn` although the archive holds objects past them. */
   hole?: { fromLsn: number; toLsn: number };
+  /** With `upToHoles`: the objects past the hole (a bootstrap writes what they hold, out of order). */
+  beyond?: Array<SegmentObject & { key: string }>;
   /** The last LSN any object of the stream holds (past a hole too). */
   archivedLsn: number;
 }
@@ -87,13 +89,15 @@ export function planRestore(
     const overlapping: Array<SegmentObject & { key: string }> = [];
     let covered = 0; // every incarnation's stream starts at LSN 1
     let hole: RestorePlanStream["hole"];
-    for (const o of objects) {
+    let beyond: RestorePlanStream["beyond"];
+    for (const [i, o] of objects.entries()) {
       if (o.lastLsn <= covered) {
         overlapping.push(o); // a shorter copy of what is already covered
         continue;
       }
       if (o.firstLsn > covered + 1 && only.upToHoles) {
         hole = { fromLsn: covered + 1, toLsn: o.firstLsn - 1 };
+        beyond = objects.slice(i);
         break;
       }
       if (o.firstLsn > covered + 1)
@@ -106,7 +110,7 @@ export function planRestore(
       plan.push({
         ...{ origin, incarnation, objects: chosen, overlapping, firstLsn: 1, lastLsn: covered },
         archivedLsn: objects.reduce((m, o) => Math.max(m, o.lastLsn), 0),
-        ...(hole ? { hole } : {}),
+        ...(hole ? { hole, beyond } : {}),
       });
   }
   return plan.sort((a, b) => a.origin.localeCompare(b.origin) || a.incarnation.localeCompare(b.incarnation));
@@ -127,6 +131,11 @@ export interface RestoreReport {
     cut?: string;
     /** The last LSN any object of the stream holds. */
     archivedLsn: number;
+    /**
+     * With `upToDamage`, a stream cut short: what the objects past the cut held, written
+     * without moving the watermark; the objects past it refused as damaged.
+     */
+    beyond?: { records: number; objects: number; damaged: string[] };
   }>;
   records: number;
   objects: number;
@@ -136,7 +145,7 @@ export interface RestoreReport {
 export async function restoreInto(o: {
   store: ArchiveStore;
   plan: RestorePlanStream[];
-  into: Pick<ApplyStore, "applyLocal"> & Pick<MetaStore, "syncNow">;
+  into: Pick<ApplyStore, "applyLocal"> & Pick<StreamStore, "repair"> & Pick<MetaStore, "syncNow">;
   toMs: number | undefined;
   policy: ReplicationPolicy;
   self: string;
@@ -148,6 +157,8 @@ export async function restoreInto(o: {
   /**
    * A bootstrap's seed: a damaged object (ArchiveDamageError) ends its stream before it
    * instead of failing the restore, said in the stream's `cut` (as a hole of the plan is).
+   * What the intact objects past a cut hold is written too, out of order (`beyond`): the
+   * watermark stays at the cut, and the peers give what the hole held.
    */
   upToDamage?: boolean;
 }): Promise<RestoreReport> {
@@ -159,6 +170,9 @@ export async function restoreInto(o: {
     let past = false;
     let lastMs: number | undefined;
     let cutWhy = s.hole && `the archive holds no object with LSNs ${s.hole.fromLsn}..${s.hole.toLsn}`;
+    const keep = (r: WalRecord) =>
+      s.origin === o.self ||
+      (o.policy.accepts(s.origin, r.tenant) && sends(s.origin, s.incarnation, r.tenant));
     const framesOf = async (obj: SegmentObject & { key: string }) =>
       checkedFrames(obj, await o.store.get(obj.key, o.objectBytesMax), o.keys);
     const damaged = async <T>(read: () => Promise<T>): Promise<T | undefined> => {
@@ -171,21 +185,21 @@ export async function restoreInto(o: {
       }
     };
     const checked = await damaged(async () => (await checkVersions(s, framesOf), true));
-    for (const obj of checked ? s.objects : []) {
+    let rest: Array<SegmentObject & { key: string }> = checked ? (s.beyond ?? []) : [];
+    for (const [i, obj] of (checked ? s.objects : []).entries()) {
       if (past) break;
       const frames = await damaged(() => framesOf(obj));
-      if (!frames) break;
+      if (!frames) {
+        rest = [...s.objects.slice(i + 1), ...rest];
+        break;
+      }
       report.objects++;
       const fresh = frames.filter((r) => r.lsn > applied);
       const cut = o.toMs === undefined ? -1 : fresh.findIndex((r) => r.hlc.wallMs > o.toMs!);
       const taken = cut === -1 ? fresh : fresh.slice(0, cut);
       past = cut !== -1;
       if (taken.length === 0) continue;
-      const kept = taken.filter(
-        (r) =>
-          s.origin === o.self ||
-          (o.policy.accepts(s.origin, r.tenant) && sends(s.origin, s.incarnation, r.tenant)),
-      );
+      const kept = taken.filter(keep);
       const r = await o.into.applyLocal({
         origin: s.origin,
         incarnation: s.incarnation,
@@ -199,21 +213,84 @@ export async function restoreInto(o: {
       lastMs = taken.at(-1)!.hlc.wallMs;
       records += kept.length;
     }
+    const beyond =
+      cutWhy && o.upToDamage && rest.length > 0
+        ? await writeBeyond({ s, objects: rest, applied, keep, framesOf, into: o.into })
+        : undefined;
+    const times = [lastMs, beyond?.lastMs].filter((t): t is number => t !== undefined);
     report.streams.push({
       origin: s.origin,
       incarnation: s.incarnation,
       fromLsn: s.firstLsn,
       toLsn: applied,
       records,
-      lastMs,
+      lastMs: times.length > 0 ? Math.max(...times) : undefined,
       reachesTime: past,
       archivedLsn: s.archivedLsn,
       ...(cutWhy ? { cut: cutWhy } : {}),
+      ...(beyond ? { beyond: beyond.done } : {}),
     });
-    report.records += records;
+    report.records += records + (beyond?.done.records ?? 0);
   }
   await o.into.syncNow();
   return report;
+}
+
+/**
+ * What the intact objects past a stream's cut hold above `applied`, written as versions
+ * established outside the stream (the store's repair: the rule decides, the watermark stays
+ * at the cut): a record only this region and its archive held is not lost to a hole or to a
+ * damaged object before it. A damaged object there is passed over and named; two versions of
+ * one LSN among them (checked first, as for the chain) write nothing of the stream.
+ */
+async function writeBeyond(b: {
+  s: RestorePlanStream;
+  objects: Array<SegmentObject & { key: string }>;
+  applied: number;
+  keep: (r: WalRecord) => boolean;
+  framesOf: (obj: SegmentObject & { key: string }) => Promise<WalRecord[]>;
+  into: Pick<StreamStore, "repair">;
+}): Promise<{ done: NonNullable<RestoreReport["streams"][number]["beyond"]>; lastMs?: number }> {
+  const damaged: string[] = [];
+  const framesOf = async (obj: SegmentObject & { key: string }) => {
+    try {
+      return await b.framesOf(obj);
+    } catch (err) {
+      if (!(err instanceof ArchiveDamageError)) throw err;
+      if (!damaged.includes(err.message)) damaged.push(err.message);
+      return undefined;
+    }
+  };
+  const ranges = objectOverlaps(b.objects);
+  const versions = new TwoVersions(b.s, ranges, true);
+  try {
+    for (const obj of b.objects.filter((x) => ranges.some(([a, z]) => x.firstLsn <= z && x.lastLsn >= a)))
+      versions.note(obj.key, (await framesOf(obj)) ?? []);
+  } catch (err) {
+    if (!(err instanceof ArchiveDamageError)) throw err;
+    return { done: { records: 0, objects: 0, damaged: [...damaged, err.message] } };
+  }
+  let reach = b.applied;
+  let records = 0;
+  let objects = 0;
+  let lastMs: number | undefined;
+  for (const obj of b.objects) {
+    const frames = await framesOf(obj);
+    if (!frames) continue;
+    objects++;
+    const fresh = frames.filter((r) => r.lsn > reach && b.keep(r));
+    reach = Math.max(reach, obj.lastLsn);
+    for (let i = 0; i < fresh.length; i += 1000)
+      await b.into.repair(fresh.slice(i, i + 1000).map((r) => versionOf(b.s, r)));
+    records += fresh.length;
+    lastMs = fresh.at(-1)?.hlc.wallMs ?? lastMs;
+  }
+  return { done: { records, objects, damaged }, lastMs };
+}
+
+function versionOf(s: { origin: string; incarnation: string }, r: WalRecord): StoredRecord {
+  const { key, tenant, outcome, bodyJson, lsn, hlc } = r;
+  return { key, tenant, outcome, bodyJson, origin: s.origin, incarnation: s.incarnation, lsn, hlc };
 }
 
 /**
@@ -226,7 +303,7 @@ async function checkVersions(
   s: RestorePlanStream,
   framesOf: (obj: SegmentObject & { key: string }) => Promise<WalRecord[]>,
 ): Promise<void> {
-  const versions = new TwoVersions(s);
+  const versions = new TwoVersions(s, chainOverlaps(s));
   const involved = [...s.objects.filter((x) => versions.touches(x)), ...s.overlapping].sort(
     (a, b) => a.firstLsn - b.firstLsn,
   );
@@ -242,17 +319,35 @@ async function checkVersions(
   }
 }
 
+/** The LSNs a chain's objects share with each other or with the objects not taken. */
+function chainOverlaps(s: RestorePlanStream): Array<[number, number]> {
+  const ranges: Array<[number, number]> = s.overlapping.map((x) => [x.firstLsn, x.lastLsn]);
+  s.objects.forEach((x, i) => {
+    const before = s.objects[i - 1];
+    if (before && x.firstLsn <= before.lastLsn) ranges.push([x.firstLsn, before.lastLsn]);
+  });
+  return ranges;
+}
+
+/** The LSNs objects sorted by first LSN share with any object before them. */
+function objectOverlaps(objects: readonly SegmentObject[]): Array<[number, number]> {
+  const ranges: Array<[number, number]> = [];
+  let reach = 0;
+  for (const x of objects) {
+    if (x.firstLsn <= reach) ranges.push([x.firstLsn, Math.min(x.lastLsn, reach)]);
+    reach = Math.max(reach, x.lastLsn);
+  }
+  return ranges;
+}
+
 class TwoVersions {
-  private readonly ranges: Array<[number, number]> = [];
   private readonly seen = new Map<number, { record: string; key: string }>();
 
-  constructor(private readonly s: RestorePlanStream) {
-    for (const x of s.overlapping) this.ranges.push([x.firstLsn, x.lastLsn]);
-    s.objects.forEach((x, i) => {
-      const before = s.objects[i - 1];
-      if (before && x.firstLsn <= before.lastLsn) this.ranges.push([x.firstLsn, before.lastLsn]);
-    });
-  }
+  constructor(
+    private readonly s: { origin: string; incarnation: string },
+    private readonly ranges: ReadonlyArray<[number, number]>,
+    private readonly past = false,
+  ) {}
 
   touches(x: SegmentObject): boolean {
     return this.ranges.some(([a, b]) => x.firstLsn <= b && x.lastLsn >= a);
@@ -266,7 +361,7 @@ class TwoVersions {
       if (!seen) this.seen.set(r.lsn, { record, key });
       else if (seen.record !== record)
         throw new ArchiveDamageError(
-          `the archive holds two versions of LSN ${r.lsn} of ${this.s.origin}/${this.s.incarnation} (${seen.key} and ${key}): which one was acknowledged is unknown; nothing of this stream was restored`,
+          `the archive holds two versions of LSN ${r.lsn} of ${this.s.origin}/${this.s.incarnation} (${seen.key} and ${key}): which one was acknowledged is unknown; nothing of this stream was restored${this.past ? " past its cut" : ""}`,
         );
     }
   }
@@ -313,7 +408,15 @@ export interface ArchiveSeed {
    * Streams that stop at `lsn` though the archive holds objects up to `archivedLsn`: a hole,
    * or a damaged object (`why`).
    */
-  cut: Array<{ origin: string; incarnation: string; lsn: number; archivedLsn: number; why: string }>;
+  cut: Array<{
+    origin: string;
+    incarnation: string;
+    lsn: number;
+    archivedLsn: number;
+    why: string;
+    /** What the objects past the cut held, written without moving the watermark (RestoreReport). */
+    beyond?: { records: number; objects: number; damaged: string[] };
+  }>;
   /**
    * The newest hybrid wall time restored, of this region's own records (a floor for its
    * clock) and of the other regions' (a floor only within the skew allowed).
@@ -331,7 +434,7 @@ export async function seedFromArchive(o: {
   store: ArchiveStore;
   prefix: string;
   origins: readonly string[];
-  into: Pick<ApplyStore, "applyLocal"> & Pick<MetaStore, "syncNow">;
+  into: Pick<ApplyStore, "applyLocal"> & Pick<StreamStore, "repair"> & Pick<MetaStore, "syncNow">;
   policy: ReplicationPolicy;
   self: string;
   keys: KeyRing;
@@ -371,6 +474,7 @@ export async function seedFromArchive(o: {
               lsn: s.toLsn,
               archivedLsn: s.archivedLsn,
               why: s.cut,
+              ...(s.beyond ? { beyond: s.beyond } : {}),
             },
           ]
         : [],

@@ -238,6 +238,8 @@ export interface CutStream {
   lsn: number;
   archivedLsn: number;
   why: string;
+  /** What the intact objects past the cut held, written without moving the watermark. */
+  beyond?: { records: number; objects: number; damaged: string[] };
 }
 
 /** The archive's cut streams a seed of this store met (kept across restarts until the bootstrap is done). */
