@@ -8,18 +8,22 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import YAML from "yaml";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { s3Credentials, startS3 } from "../../test/support/s3.js";
 import { frameBounds } from "../../test/support/segments.js";
 import { testKeys } from "../../test/support/seal.js";
 import { openStore } from "../../test/support/shipper-peer.js";
 import { tempDir } from "../../test/support/tmp.js";
-import type { ReplicationPolicy } from "../config/index.js";
+import { runBootstrap } from "../cli/bootstrap.js";
+import { credentialsOf, parseConfig, type ReplicationPolicy } from "../config/index.js";
+import { realRuntime } from "../runtime/index.js";
 import { missingAfterCut } from "../node/copy.js";
 import { sealObject, type Seal } from "../protocol/index.js";
 import { Wal, encodeSegmentHeader } from "../wal/index.js";
 import { segmentObjectKey } from "./keys.js";
 import { listAll, planRestore, restoreInto, seedFromArchive } from "./restore.js";
-import type { ArchiveStore, StoredObject } from "./s3-store.js";
+import { s3ArchiveStore, type ArchiveStore, type StoredObject } from "./s3-store.js";
 
 const opened: Array<{ close(): Promise<unknown> }> = [];
 afterEach(async () => {
@@ -43,13 +47,19 @@ function bucket(incarnation: string) {
   const objects = new Map<string, StoredObject>();
   const keyOf = (first: number, last: number) =>
     segmentObjectKey("crr", { origin, incarnation, firstLsn: first, lastLsn: last });
-  const put = (image: Buffer, first: number, last: number, damage = false) => {
+  const put = (
+    image: Buffer,
+    first: number,
+    last: number,
+    damage = false,
+    signer = testKeys(origin).signer,
+  ) => {
     const { starts } = frameBounds(image);
     const body = Buffer.concat([
       encodeSegmentHeader({ region: origin, firstLsn: first, createdAtMs: 1, incarnation }),
       image.subarray(starts[first - 1], starts[last] ?? image.length),
     ]);
-    const seal: Seal = sealObject(testKeys(origin).signer, {
+    const seal: Seal = sealObject(signer, {
       origin,
       incarnation,
       firstLsn: first,
@@ -58,6 +68,7 @@ function bucket(incarnation: string) {
     });
     if (damage) body[body.length - 3]! ^= 1;
     objects.set(keyOf(first, last), { body, seal });
+    return { key: keyOf(first, last), body, seal };
   };
   const gets: string[] = [];
   const store: ArchiveStore = {
@@ -243,5 +254,72 @@ describe("a bootstrap's seed past a cut", () => {
     const { seed } = await seedOf(whole.store);
     expect(seed.cut).toEqual([]);
     expect(whole.gets.sort()).toEqual([whole.keyOf(1, 6), whole.keyOf(7, 18)].sort());
+  });
+
+  it("crr bootstrap --from s3 says what it wrote past a cut, and notes the cut for the node's start", async () => {
+    Object.assign(process.env, s3Credentials);
+    const s3 = await startS3();
+    opened.push({ close: () => s3.close() });
+    const dir = tempDir();
+    const raw = {
+      region: origin,
+      dataDir: path.join(dir, "data"),
+      regions: { [origin]: { url: "http://127.0.0.1:7070" }, "eu-west-1": { url: "http://127.0.0.1:7071" } },
+      crr: { enabled: true, peers: ["eu-west-1"] },
+      auth: { peerSecret: "0123456789abcdef-bootstrap-secret" },
+      archive: {
+        s3: {
+          bucket: s3.bucket,
+          endpoint: s3.endpoint,
+          forcePathStyle: true,
+          region: "us-east-1",
+          prefix: "crr",
+        },
+      },
+    };
+    const config = parseConfig(raw, "test", dir, {});
+    const file = path.join(dir, "us-east-1.yaml");
+    fs.writeFileSync(file, YAML.stringify(raw));
+    // The region's own stream of an earlier incarnation (its disk lost), with a hole at 7..12.
+    const { incarnation, image } = await walImage();
+    const objects = bucket(incarnation);
+    const remote = s3ArchiveStore({
+      s3: config.archive.s3!,
+      attempts: 1,
+      requestTimeoutMs: 5000,
+      runtime: realRuntime,
+      onRequest: () => undefined,
+    });
+    opened.push({ close: async () => remote.close() });
+    const { signer } = credentialsOf(config);
+    for (const [first, last] of [
+      [1, 6],
+      [13, 18],
+    ] as const) {
+      const o = objects.put(image, first, last, false, signer);
+      await remote.put(o.key, o.body, o.seal);
+    }
+    const said: string[] = [];
+    const write = vi.spyOn(process.stdout, "write").mockImplementation((x) => (said.push(String(x)), true));
+    try {
+      expect(await runBootstrap(["--config", file, "--from", "s3"])).toBe(0);
+    } finally {
+      write.mockRestore();
+    }
+    expect(said.join("")).toContain(
+      `cut short at LSN 6 of 18: ${origin}/${incarnation} (the archive holds no object with LSNs 7..12); 6 records of the 1 intact objects past it restored; the peers give`,
+    );
+    const store = openStore(path.join(dir, "data", "store.sqlite"));
+    expect(JSON.parse((await store.getMeta("bootstrap_archive_cut"))!)).toEqual([
+      {
+        origin,
+        incarnation,
+        lsn: 6,
+        archivedLsn: 18,
+        why: "the archive holds no object with LSNs 7..12",
+        beyond: { records: 6, objects: 1, damaged: [] },
+      },
+    ]);
+    expect(await lsnsIn(store, incarnation)).toEqual([1, 2, 3, 4, 5, 6, 13, 14, 15, 16, 17, 18]);
   });
 });

@@ -17,6 +17,15 @@ resume after the seeded LSNs, the winners' export leaves them out) and it comes 
 there. Refused for a region that holds state of its own (see crr rebuild). With
 archive.bootstrap: true a node that starts empty restores from the archive by itself.`;
 
+/** What a seed wrote of the intact objects past a stream's cut, for the operator. */
+export function sayBeyond(
+  beyond: { records: number; objects: number; damaged: string[] } | undefined,
+): string {
+  if (!beyond) return "";
+  const damaged = beyond.damaged.length > 0 ? `; refused there: ${beyond.damaged.join("; ")}` : "";
+  return `; ${beyond.records} records of the ${beyond.objects} intact objects past it restored${damaged}`;
+}
+
 export async function runBootstrap(argv: string[]): Promise<number> {
   const { values } = parseCommand("bootstrap", argv, {
     config: { type: "string", short: "c" },
@@ -40,7 +49,7 @@ export async function runBootstrap(argv: string[]): Promise<number> {
     for (const why of r.passedOver ?? []) say(`  passed over (the peers give it): ${why}`);
     for (const c of r.cut ?? [])
       say(
-        `  cut short at LSN ${c.lsn} of ${c.archivedLsn}: ${c.origin}/${c.incarnation} (${c.why}); the peers give what they hold after it${c.origin === config.region ? " (the node refuses to start if they do not hold the rest)" : ""}`,
+        `  cut short at LSN ${c.lsn} of ${c.archivedLsn}: ${c.origin}/${c.incarnation} (${c.why})${sayBeyond(c.beyond)}; the peers give what they hold after it${c.origin === config.region ? " (the node refuses to start if they do not hold the rest)" : ""}`,
       );
     say(
       `seeded ${config.region} from ${from === "s3" ? "the archive" : from}: ${r.records} records in ${r.streams.length} streams; start the node (crr serve) to copy the rest from the peers`,

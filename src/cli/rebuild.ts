@@ -18,6 +18,7 @@ import {
 } from "../node/index.js";
 import { PostgresStore } from "../store/index.js";
 import { CliUsageError, loadConfigOrUsage, parseCommand } from "./args.js";
+import { sayBeyond } from "./bootstrap.js";
 
 const rebuildHelp = `crr rebuild --config FILE [--since TIME]
 
@@ -70,7 +71,7 @@ async function fromArchive(region: Region, say: (s: string) => void): Promise<Se
   for (const why of r.passedOver ?? []) say(`  the archive: passed over (the peers give it): ${why}`);
   for (const c of r.cut ?? [])
     say(
-      `  the archive: cut short at LSN ${c.lsn}: ${c.origin}/${c.incarnation} (${c.why}); the peers give what they hold after it`,
+      `  the archive: cut short at LSN ${c.lsn}: ${c.origin}/${c.incarnation} (${c.why})${sayBeyond(c.beyond)}; the peers give what they hold after it`,
     );
   return r.streams;
 }
