@@ -1151,6 +1151,20 @@ const mutants = [
     to: "false",
     tests: ["src/archive/seed-beyond.test.ts"],
   },
+  {
+    name: "a bootstrap leaves its own cut stream's watermark below what it restored past the cut (never shipped)",
+    file: "src/node/startup.ts",
+    from: "        await this.o.store.resetWatermark(c.origin, c.incarnation, c.archivedLsn);",
+    to: "        void 0;",
+    tests: ["src/node/startup.test.ts"],
+  },
+  {
+    name: "a damaged archived object shared with an intact copy fails its whole stream's restore",
+    file: "src/archive/restore.ts",
+    from: "      if (!(err instanceof ArchiveDamageError)) throw err;\n      continue;",
+    to: "      throw err;",
+    tests: ["src/archive/seed-beyond.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */

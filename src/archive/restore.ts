@@ -145,7 +145,9 @@ export interface RestoreReport {
 export async function restoreInto(o: {
   store: ArchiveStore;
   plan: RestorePlanStream[];
-  into: Pick<ApplyStore, "applyLocal"> & Pick<StreamStore, "repair"> & Pick<MetaStore, "syncNow">;
+  into: Pick<ApplyStore, "applyLocal"> &
+    Pick<StreamStore, "repair" | "streamVersions"> &
+    Pick<MetaStore, "syncNow">;
   toMs: number | undefined;
   policy: ReplicationPolicy;
   self: string;
@@ -190,7 +192,12 @@ export async function restoreInto(o: {
       if (past) break;
       const frames = await damaged(() => framesOf(obj));
       if (!frames) {
-        rest = [...s.objects.slice(i + 1), ...rest];
+        // Past a damaged object: the chain's later objects, and the shorter copies not taken
+        // that reach past what was applied (they may hold some of its LSNs intact).
+        const after = s.overlapping.filter((x) => x.lastLsn > applied);
+        rest = [...s.objects.slice(i + 1), ...after].sort(
+          (a, b) => a.firstLsn - b.firstLsn || b.lastLsn - a.lastLsn,
+        );
         break;
       }
       report.objects++;
@@ -249,7 +256,7 @@ async function writeBeyond(b: {
   applied: number;
   keep: (r: WalRecord) => boolean;
   framesOf: (obj: SegmentObject & { key: string }) => Promise<WalRecord[]>;
-  into: Pick<StreamStore, "repair">;
+  into: Pick<StreamStore, "repair" | "streamVersions">;
 }): Promise<{ done: NonNullable<RestoreReport["streams"][number]["beyond"]>; lastMs?: number }> {
   const damaged: string[] = [];
   const framesOf = async (obj: SegmentObject & { key: string }) => {
@@ -278,7 +285,14 @@ async function writeBeyond(b: {
     const frames = await framesOf(obj);
     if (!frames) continue;
     objects++;
-    const fresh = frames.filter((r) => r.lsn > reach && b.keep(r));
+    // An LSN the store holds already is left as it is (`crr rebuild` replayed the region's
+    // WAL first: its version is the one acknowledged); repair would replace another version.
+    const held = new Set(
+      (
+        await b.into.streamVersions(b.s.origin, b.s.incarnation, obj.firstLsn, obj.lastLsn, frames.length)
+      ).map((v) => v.lsn),
+    );
+    const fresh = frames.filter((r) => r.lsn > reach && !held.has(r.lsn) && b.keep(r));
     reach = Math.max(reach, obj.lastLsn);
     for (let i = 0; i < fresh.length; i += 1000)
       await b.into.repair(fresh.slice(i, i + 1000).map((r) => versionOf(b.s, r)));
@@ -312,8 +326,10 @@ async function checkVersions(
     try {
       frames = await framesOf(obj);
     } catch (err) {
-      if (s.objects.includes(obj)) throw err;
-      continue; // an object not taken that is not the origin's: no version of anything
+      // A damaged object is no version of anything: one taken is met again where the chain
+      // reaches it (a restore fails there, a bootstrap's seed cuts there).
+      if (!(err instanceof ArchiveDamageError)) throw err;
+      continue;
     }
     versions.note(obj.key, frames);
   }
@@ -434,7 +450,9 @@ export async function seedFromArchive(o: {
   store: ArchiveStore;
   prefix: string;
   origins: readonly string[];
-  into: Pick<ApplyStore, "applyLocal"> & Pick<StreamStore, "repair"> & Pick<MetaStore, "syncNow">;
+  into: Pick<ApplyStore, "applyLocal"> &
+    Pick<StreamStore, "repair" | "streamVersions"> &
+    Pick<MetaStore, "syncNow">;
   policy: ReplicationPolicy;
   self: string;
   keys: KeyRing;

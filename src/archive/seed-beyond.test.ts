@@ -160,6 +160,51 @@ describe("a bootstrap's seed past a cut", () => {
     expect(await missingAfterCut(into, cut!)).toEqual([[7, 15]]);
   });
 
+  it("a damaged object of the chain that an intact shorter copy shares LSNs with: the copy's LSNs are written too (found by review)", async () => {
+    const { incarnation, image } = await walImage();
+    const b = bucket(incarnation);
+    b.put(image, 1, 6);
+    b.put(image, 7, 12, true); // damaged, taken (the longest with first LSN 7)
+    b.put(image, 7, 9); // an intact shorter copy (a re-archive after a lost cursor)
+    b.put(image, 13, 18);
+    const { seed, into } = await seedOf(b.store);
+    expect(seed.cut[0]).toMatchObject({ lsn: 6, beyond: { records: 9, objects: 2, damaged: [] } });
+    expect(await missingAfterCut(into, seed.cut[0]!)).toEqual([[10, 12]]);
+    expect(await lsnsIn(into, incarnation)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 18]);
+  });
+
+  it("an LSN the store holds already past the cut is left as it is (crr rebuild replays the WAL first)", async () => {
+    const { incarnation, image } = await walImage();
+    const b = bucket(incarnation);
+    b.put(image, 1, 6);
+    b.put(image, 13, 18);
+    const into = openStore(path.join(tempDir(), "seeded.sqlite"));
+    const walVersion = {
+      key: "from-the-wal",
+      tenant: "a",
+      outcome: "accepted",
+      bodyJson: undefined,
+      origin,
+      incarnation,
+      lsn: 14,
+      hlc: { wallMs: 5, logical: 0 },
+    };
+    await into.repair([walVersion]);
+    const seed = await seedFromArchive({
+      store: b.store,
+      prefix: "crr",
+      origins: [origin],
+      into,
+      policy: everyTenant,
+      self: origin,
+      ...testKeys(origin),
+    });
+    expect(seed.cut[0]!.beyond).toEqual({ records: 5, objects: 1, damaged: [] });
+    expect(await into.get("from-the-wal")).toEqual(walVersion);
+    expect(await into.get("k14")).toBeUndefined();
+    expect(await lsnsIn(into, incarnation)).toEqual([1, 2, 3, 4, 5, 6, 13, 14, 15, 16, 17, 18]);
+  });
+
   it("an object past the cut that another one covers again adds nothing; two versions of an LSN there write nothing past the cut", async () => {
     const { incarnation, image } = await walImage();
     const b = bucket(incarnation);

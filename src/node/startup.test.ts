@@ -345,6 +345,7 @@ describe("StartupChecks bootstrap", () => {
     expect(own.calls.n).toBe(1); // not asked again: the archive holds what it holds
     expect(refused.audits).toEqual([]);
     expect(down.meta.get("bootstrap")).toBeUndefined();
+    expect(down.marks.get(`r0/${older}`)).toBe(3); // where the peers' copy left it
     // The same cut, noted by that start (or by crr bootstrap --from s3): a start without the
     // archive configured refuses as well.
     const again = checksOf(links, views, down.store, 20_000);
@@ -363,7 +364,8 @@ describe("StartupChecks bootstrap", () => {
     ]);
     expect(whole.audits[0]!.lost).toBeUndefined();
     expect(wholeStore.meta.get("bootstrap_archive_cut")).toBe("[]"); // forgotten once done
-    const accepted = checksOf(links, views, memoryStore().store, 20_000, undefined, {
+    const acceptedStore = memoryStore();
+    const accepted = checksOf(links, views, acceptedStore.store, 20_000, undefined, {
       fromArchive: seeding(cutOf("r0")).fromArchive,
       acceptWalLoss: true,
     });
@@ -375,6 +377,9 @@ describe("StartupChecks bootstrap", () => {
         lost: [{ origin: "r0", incarnation: older, lsns: 2, ranges: [[4, 5]] }],
       }),
     ]);
+    // Held or declared lost through the archive's last LSN: the watermark goes there, so the
+    // shippers ship what is held past the cut and skip the rest as lost (found by review).
+    expect(acceptedStore.marks.get(`r0/${older}`)).toBe(5);
     const other = checksOf(links, views, memoryStore().store, 20_000, undefined, {
       fromArchive: seeding(cutOf("r1")).fromArchive,
     });
@@ -390,6 +395,12 @@ describe("StartupChecks bootstrap", () => {
       fromArchive: seeding(cutOf("r0")).fromArchive,
     });
     await expect(alone.checks.run()).rejects.toThrow("LSNs 2..5");
+    const aloneAccepted = memoryStore();
+    await checksOf([], async () => new Map(), aloneAccepted.store, 20_000, undefined, {
+      fromArchive: seeding(cutOf("r0")).fromArchive,
+      acceptWalLoss: true,
+    }).checks.run();
+    expect(aloneAccepted.marks.get(`r0/${older}`)).toBe(5);
   });
 
   it("a peer whose watermark passes LSNs it does not hold (a policy that kept a tenant from it) does not fill its own cut stream: the records themselves are counted", async () => {

@@ -277,6 +277,7 @@ export class StartupChecks {
     await noteCut(this.o.store, seed.cut);
     const copied = await this.copyWithRetries(views, await seededStreams(this.o.store));
     const lost = await this.refuseOwnGaps();
+    await this.settleOwnCuts();
     await this.o.store.setMeta(bootstrapMeta, "done");
     await noteSeeded(this.o.store, undefined);
     await noteCut(this.o.store, undefined);
@@ -302,6 +303,7 @@ export class StartupChecks {
     const seed = await this.seedFromArchive();
     await noteCut(this.o.store, seed.cut);
     const missing = await this.refuseOwnGaps();
+    await this.settleOwnCuts();
     await this.o.store.setMeta(bootstrapMeta, "done");
     await noteCut(this.o.store, undefined);
     const lost = missing.length > 0 ? { lost: missing } : {};
@@ -417,6 +419,20 @@ export class StartupChecks {
     throw new StartupRefusedError(
       `region ${this.o.region} has no state of its own and its S3 archive holds its own stream only in part; neither the archive nor the peers that answered hold ${what.join("; ")}, which it wrote: a tenant it sends nowhere, or a record no peer got, and their keys would be decided again. Start it again when a peer that may hold them is reachable, mend the archive, or accept their loss: crr serve --config FILE --accept-wal-loss (audited)`,
     );
+  }
+
+  /**
+   * Once `refuseOwnGaps` let the start go on, every LSN of its own cut streams through the
+   * archive's last one is in the store or declared lost: each watermark goes there, so its
+   * shippers ship what was restored past the cut (a shipper ships an older incarnation only
+   * up to its watermark, and past it only up to the first LSN not held: found by review, the
+   * records written past a hole reached no peer). What the holes held goes out as skips,
+   * audited as lost at this origin (`records-lost`).
+   */
+  private async settleOwnCuts(): Promise<void> {
+    for (const c of (await cutStreams(this.o.store)).filter((x) => x.origin === this.o.region))
+      if ((await this.o.store.watermark(c.origin, c.incarnation)) < c.archivedLsn)
+        await this.o.store.resetWatermark(c.origin, c.incarnation, c.archivedLsn);
   }
 
   /**
