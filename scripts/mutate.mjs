@@ -224,6 +224,19 @@ const folders = {
     tests: postgresStoreTests,
     env: { CRR_STORE_KINDS: "postgres", CRR_STORE_RUNS: "5" },
   },
+  // The reads in two pieces that partition them (266 mutants whole: hours beside other work):
+  // digests, scrub, repair and the per-key and per-stream reads (refreshDigests to
+  // forgetAuditNotes); the stream and export reads, deleteSince, meta (winnersOf to the end).
+  "postgres-store-scan": {
+    files: ["src/store/postgres-store.ts:765-960"],
+    tests: postgresStoreTests,
+    env: { CRR_STORE_KINDS: "postgres", CRR_STORE_RUNS: "5" },
+  },
+  "postgres-store-export": {
+    files: ["src/store/postgres-store.ts:961-1200"],
+    tests: postgresStoreTests,
+    env: { CRR_STORE_KINDS: "postgres", CRR_STORE_RUNS: "5" },
+  },
   "store-pure": {
     files: ["src/store/merge.ts", "src/store/digest.ts", "src/store/digest-tree.ts"],
     tests: ["src/store/*.test.ts", "test/store/*.test.ts"],
