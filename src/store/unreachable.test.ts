@@ -12,6 +12,9 @@ describe("a PostgreSQL failure that says the server did not answer", () => {
     ["a refused connection", coded("ECONNREFUSED")],
     ["a reset connection", coded("ECONNRESET")],
     ["a connection timed out", coded("ETIMEDOUT")],
+    ["a connection closed under a write", coded("EPIPE")],
+    ["a host not reachable", coded("EHOSTUNREACH")],
+    ["a network not reachable", coded("ENETUNREACH")],
     ["SQLSTATE 08006 (connection failure)", coded("08006")],
     ["SQLSTATE 57P01 (admin shutdown)", coded("57P01")],
     ["SQLSTATE 57P03 (cannot connect now)", coded("57P03")],
@@ -25,6 +28,12 @@ describe("a PostgreSQL failure that says the server did not answer", () => {
     ["a full disk (53100)", coded("53100")],
     ["a statement timeout (57014)", coded("57014")],
     ["an error without a code", new Error("something else")],
+    ["a longer code that only contains 57P01", coded("X57P01")],
+    ["a longer code that only starts with 57P01", coded("57P011")],
+    [
+      "a message that only names a terminated connection later",
+      new Error("trigger said: Connection terminated"),
+    ],
     ["not an error", undefined],
   ])("not %s", (_what, err) => expect(unreachable(err)).toBe(false));
 });

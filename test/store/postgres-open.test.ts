@@ -134,6 +134,47 @@ describe("PostgreSQL store connections", () => {
     expect((await store.applyBatch(one("k2", 2))).status).toBe("applied");
   });
 
+  it("without a listener for it, an idle connection the server ends does not end the process", async () => {
+    const url = await freshDatabase(inject("pgUrl"));
+    const admin = await client(url);
+    const store = await storeOn(url);
+    expect((await store.applyBatch(one("k1", 1))).status).toBe("applied");
+    await admin.query(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    );
+    // An apply may meet the ended connection before the pool has let it go: until one passes.
+    await waitFor(
+      () =>
+        store.applyBatch(one("k2", 2)).then(
+          (r) => r.status === "applied" || undefined,
+          () => undefined,
+        ),
+      "an apply after the server ended the idle connection",
+    );
+  });
+
+  it("a transaction that gets no connection fails as a store error naming the server's refusal", async () => {
+    const url = await freshDatabase(inject("pgUrl"));
+    const store = await storeOn(url);
+    const name = new URL(url).pathname.slice(1);
+    // Asked from the server's own database: a database cannot refuse the connection asking.
+    const admin = await client(inject("pgUrl"));
+    await admin.query(`ALTER DATABASE ${name} WITH ALLOW_CONNECTIONS false`);
+    await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [name]);
+    await waitFor(
+      () =>
+        store.applyBatch(one("k1", 1)).then(
+          () => undefined,
+          (e: Error) => (/not currently accepting connections/.test(e.message) ? e : undefined),
+        ),
+      "an apply refused for want of a connection",
+    ).then((e) =>
+      expect(e.message).toMatch(
+        /^store PostgreSQL .*: apply a batch failed: database .* is not currently accepting connections$/,
+      ),
+    );
+  });
+
   it("opening a server that does not answer fails as unavailable, naming the database and never the password", async () => {
     const err = await PostgresStore.open({
       url: "postgres://crr:s3cret-pw@127.0.0.1:1/regiondb",
