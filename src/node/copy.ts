@@ -7,6 +7,7 @@
  * - every winning version (export pages), for the rest: dedup answers are right at once,
  *   and each origin re-ships its stream from our watermark (0) so nothing is taken on trust.
  */
+import type { ArchiveSeed } from "../archive/index.js";
 import type { ExportQuery, PeerLink, WatermarksView } from "../link/index.js";
 import type { ApplyStore, MetaStore, StoredRecord, StreamStore } from "../store/index.js";
 
@@ -232,15 +233,7 @@ export async function noteSeeded(
 const cutMeta = "bootstrap_archive_cut";
 
 /** A stream the archive holds only up to a hole or a damaged object, though it holds objects through `archivedLsn`. */
-export interface CutStream {
-  origin: string;
-  incarnation: string;
-  lsn: number;
-  archivedLsn: number;
-  why: string;
-  /** What the intact objects past the cut held, written without moving the watermark. */
-  beyond?: { records: number; objects: number; damaged: string[] };
-}
+export type CutStream = ArchiveSeed["cut"][number];
 
 /** The archive's cut streams a seed of this store met (kept across restarts until the bootstrap is done). */
 export async function cutStreams(store: Pick<CopyStore, "getMeta">): Promise<CutStream[]> {

@@ -46,6 +46,17 @@ async function lockWaiters(url: string, like: string, count = 1): Promise<number
   }, `${count} backend(s) waiting on a lock in '${like}'`);
 }
 
+/** A record of node "a"'s own stream (applyLocal). */
+const rec = (key: string, lsn: number) => ({
+  key,
+  tenant: "t",
+  outcome: "a",
+  bodyJson: undefined,
+  lsn,
+  hlc: { wallMs: 100 + lsn, logical: 0 },
+  flags: 0,
+});
+
 const one = (origin: string, key: string, lsn: number, wallMs: number): ApplyBatchInput => ({
   origin,
   incarnation: "i",
@@ -258,15 +269,6 @@ describe("PostgresStore beside other transactions", () => {
 
     // An apply of a under way holds its row: the leave waits for it, so what it applies is
     // decided before a's claims end.
-    const rec = (key: string, lsn: number) => ({
-      key,
-      tenant: "t",
-      outcome: "a",
-      bodyJson: undefined,
-      lsn,
-      hlc: { wallMs: 100 + lsn, logical: 0 },
-      flags: 0,
-    });
     await admin.query("BEGIN");
     await admin.query("SELECT gen FROM digest_clock WHERE id = 1 FOR UPDATE");
     const applying = store.applyLocal({
@@ -369,15 +371,6 @@ describe("PostgresStore beside other transactions", () => {
     for (const k of ["k1", "k2", "k3"]) await store.shared.claim(k, a);
     for (const k of ["k4", "k5"]) await store.shared.claim(k, b);
     await store.shared.claim("k6", c);
-    const rec = (key: string, lsn: number) => ({
-      key,
-      tenant: "t",
-      outcome: "a",
-      bodyJson: undefined,
-      lsn,
-      hlc: { wallMs: 100 + lsn, logical: 0 },
-      flags: 0,
-    });
     const local = (firstLsn: number, keys: string[]) => ({
       origin: "us-east-1",
       incarnation: a,
