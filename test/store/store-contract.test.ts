@@ -769,6 +769,10 @@ describe.each(storeKinds)("the $name store", (kind) => {
       expect(rows.map((c) => c.loser.origin)).toEqual(["b", "a"]);
       expect(rows.every((c) => c.winner.origin === "c")).toBe(true); // the current winner
       expect((await store.conflicts({ afterId: 4 })).map((c) => c.id)).toEqual([5]);
+      expect((await store.conflicts({ afterId: 3, limit: 1 })).map((c) => c.id)).toEqual([4]);
+      // A bucket that holds nothing adds no version (one key in all: its neighbour is empty).
+      const empty = (bucketOf("shared") + 1) % bucketCount;
+      expect(await store.bucketVersions([empty, bucketOf("shared"), empty])).toHaveLength(1);
       // Raised again once conflicts were numbered (a log restored ahead of this store).
       await store.reserveConflictIds(20);
       await store.reserveConflictIds(20);
