@@ -91,9 +91,12 @@ function bucket(incarnation: string) {
 
 const everyTenant = { accepts: () => true } as unknown as ReplicationPolicy;
 
-/** `self`'s seed from `store` into a new SQLite store. */
-async function seedOf(store: ArchiveStore, self = origin) {
-  const into = openStore(path.join(tempDir(), "seeded.sqlite"));
+/** `self`'s seed from `store` into `into` (a new SQLite store by default). */
+async function seedOf(
+  store: ArchiveStore,
+  self = origin,
+  into = openStore(path.join(tempDir(), "seeded.sqlite")),
+) {
   const seed = await seedFromArchive({
     store,
     prefix: "crr",
@@ -190,15 +193,7 @@ describe("a bootstrap's seed past a cut", () => {
       hlc: { wallMs: 5, logical: 0 },
     };
     await into.repair([walVersion]);
-    const seed = await seedFromArchive({
-      store: b.store,
-      prefix: "crr",
-      origins: [origin],
-      into,
-      policy: everyTenant,
-      self: origin,
-      ...testKeys(origin),
-    });
+    const { seed } = await seedOf(b.store, origin, into);
     expect(seed.cut[0]!.beyond).toEqual({ records: 5, objects: 1, damaged: [] });
     expect(await into.get("from-the-wal")).toEqual(walVersion);
     expect(await into.get("k14")).toBeUndefined();
