@@ -389,6 +389,39 @@ describe.each(storeKinds)("the $name store", (kind) => {
     }
   });
 
+  it("a scrub names the wrong buckets in the order it reads them, from its first bucket across the wrap", async () => {
+    const opened = await kind.open(fww, "a");
+    const store = opened.store;
+    try {
+      await applyWithLosers(store, 20);
+      // Three keys of distinct buckets, lowest first; the scrub starts at the middle one.
+      const byBucket = new Map(
+        Array.from({ length: 20 }, (_, i) => `key-${i + 1}`).map((k) => [bucketOf(k), k]),
+      );
+      const [low, mid, high] = [...byBucket.keys()]
+        .sort((a, b) => a - b)
+        .filter((_, i, all) => [0, Math.floor(all.length / 2), all.length - 1].includes(i));
+      // From each of the three: an order the engine's own reads give cannot match all three.
+      const starts: [number, number[]][] = [
+        [low!, [low!, mid!, high!]],
+        [mid!, [mid!, high!, low!]],
+        [high!, [high!, low!, mid!]],
+        [high! + 1, [low!, mid!, high!]],
+      ];
+      for (const [round, [from, order]] of starts.entries()) {
+        for (const b of [low!, mid!, high!])
+          await opened.exec("UPDATE records SET outcome = $1 WHERE key = $2", [
+            `edit ${round}`,
+            byBucket.get(b),
+          ]);
+        expect(await store.scrub(from, bucketCount)).toEqual(order);
+        expect(await store.scrub(from, bucketCount)).toEqual([]);
+      }
+    } finally {
+      await store.close();
+    }
+  });
+
   it("a conflict loser changed by hand, or whose hash was cleared or replaced, is not intact evidence; a read of it never fails", async () => {
     const opened = await kind.open(fww, "a");
     const store = opened.store;
