@@ -1165,6 +1165,13 @@ const mutants = [
     to: "      throw err;",
     tests: ["src/archive/seed-beyond.test.ts"],
   },
+  {
+    name: "a peer's new instance leaves an idle shipper to it as it was (a store restored from a copy waits for our next append)",
+    file: "src/node/http/gate.ts",
+    from: "    region.peerRestarted(peer);",
+    to: "    void peer;",
+    tests: ["test/node/store-restored.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */

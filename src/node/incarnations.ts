@@ -45,6 +45,8 @@ const key = (incarnation: string, boot: string) => `${incarnation}/${boot}`;
 
 export class IncarnationTracker {
   private readonly heard = new Map<string, Map<string, Heard & { incarnation: string; boot: string }>>();
+  /** Regions heard from since this node started (an instance forgotten after silence leaves its region here). */
+  private readonly everHeard = new Set<string>();
 
   /**
    * `severalNodes`: regions served by several nodes on one shared store (`regions.X.nodes:
@@ -58,12 +60,19 @@ export class IncarnationTracker {
     private readonly spreadMs = aliveMs / 3,
   ) {}
 
-  /** A request of this instance arrived at `nowMs`; it was sent at `sentAtMs` (its signed timestamp). */
-  note(region: string, incarnation: string, boot: string, nowMs: number, sentAtMs = nowMs): void {
+  /**
+   * A request of this instance arrived at `nowMs`; it was sent at `sentAtMs` (its signed
+   * timestamp). True when the instance is new (or heard again after it was forgotten for its
+   * silence) and its region was heard from before: the region restarted (its store may hold
+   * less than it acknowledged), another node of it started, or a partition healed.
+   */
+  note(region: string, incarnation: string, boot: string, nowMs: number, sentAtMs = nowMs): boolean {
     let byInstance = this.heard.get(region);
     if (!byInstance) this.heard.set(region, (byInstance = new Map()));
     const k = key(incarnation, boot);
     let h = byInstance.get(k);
+    const isNew = !h && this.everHeard.has(region);
+    this.everHeard.add(region);
     if (!h) {
       h = { incarnation, boot, firstMs: nowMs, lastMs: nowMs, firstSentMs: sentAtMs, after: new Map() };
       byInstance.set(k, h);
@@ -79,6 +88,7 @@ export class IncarnationTracker {
       if (e) e.toMs = Math.max(e.toMs, nowMs);
       else h.after.set(other, { fromMs: nowMs, toMs: nowMs });
     }
+    return isNew;
   }
 
   /** The instance of `region` that was serving before this one appeared and still spoke since, if any. */

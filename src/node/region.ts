@@ -598,6 +598,20 @@ export class Region {
     return this.draining;
   }
 
+  /**
+   * A new instance of `peer` spoke (it restarted, or another node of it started): its store
+   * may hold less of our stream than it acknowledged (restored from an older copy). The
+   * shipper to it, idle as it may be, starts a new session, which reads what the peer holds
+   * now and ships again from there (found by review: a caught-up shipper waited for our
+   * next append, and reported the peer caught up meanwhile).
+   */
+  peerRestarted(peer: string): void {
+    const shipper = this.shippers.get(peer);
+    if (!shipper) return;
+    this.log.info({ peer }, "a new instance of the peer spoke; the shipper to it checks what it holds");
+    shipper.resync();
+  }
+
   /** GET /v1/watermarks: what this region applied, its rule and format, its clock, and whom it heard from. */
   watermarksView(): Promise<WatermarksView> {
     return watermarksView(this);

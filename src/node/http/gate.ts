@@ -224,12 +224,16 @@ export function installGate(app: FastifyInstance, region: Region): void {
 function noteInstance(region: Region, req: FastifyRequest, sentAtMs: number): void {
   const incarnation = req.headers[headerIncarnation];
   const boot = req.headers[headerBoot];
-  if (typeof incarnation === "string")
+  if (typeof incarnation !== "string") return;
+  const peer = req.crrPeer!.region;
+  if (
     region.incarnations.note(
-      req.crrPeer!.region,
+      peer,
       incarnation,
       typeof boot === "string" ? boot : "",
       region.nowMs(),
       sentAtMs,
-    );
+    )
+  )
+    region.peerRestarted(peer);
 }
