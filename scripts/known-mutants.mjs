@@ -1172,6 +1172,13 @@ const mutants = [
     to: "    void peer;",
     tests: ["test/node/store-restored.test.ts"],
   },
+  {
+    name: "a lost WAL beside a store that ran before but holds no own stream starts silently as a new incarnation",
+    file: "src/node/wal-open.ts",
+    from: "const lost = live.length > 0 || (o.bootstrapAfterLoss && (await ranBefore(o.store)));",
+    to: "const lost = live.length > 0;",
+    tests: ["src/node/wal-open.test.ts", "test/node/store-restored.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */

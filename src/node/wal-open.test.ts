@@ -13,7 +13,7 @@ import { silentLogger } from "../log.js";
 import { SqliteStore } from "../store/index.js";
 import { Wal } from "../wal/index.js";
 import { seededStreams } from "./copy.js";
-import { bootstrapRunning, openRegionWal } from "./wal-open.js";
+import { bootstrapRunning, openRegionWal, WalMissingError } from "./wal-open.js";
 
 const region = "us-east-1";
 const dirs: string[] = [];
@@ -93,6 +93,64 @@ describe("openRegionWal with --accept-wal-loss", () => {
       }
     } finally {
       await store.close();
+    }
+  });
+
+  it("a store that ran before without a stream of this region (a copy older than its first own record) refuses a WAL with no segment, unless the loss is accepted; a fresh or shared store does not", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "crr-wal-open-"));
+    dirs.push(dir);
+    const walDir = path.join(dir, "wal");
+    const open = async (store: SqliteStore, o: { acceptWalLoss: boolean; bootstrapAfterLoss: boolean }) => {
+      const abandoned: unknown[] = [];
+      const wal = await openRegionWal({
+        ...o,
+        region,
+        dir: walDir,
+        store,
+        clock: new HybridClock(),
+        log: silentLogger(),
+        open: () => Wal.open({ dir: walDir, region }),
+        onAbandoned: (e) => abandoned.push(e),
+        nowMs: () => 1_750_000_000_000,
+      });
+      await wal.close();
+      fs.rmSync(walDir, { recursive: true, force: true });
+      return abandoned;
+    };
+    const fresh = new SqliteStore({ path: ":memory:", rule: { kind: "first-write-wins" } });
+    const ran = new SqliteStore({ path: ":memory:", rule: { kind: "first-write-wins" } });
+    try {
+      // Only another region's records, and a bootstrap that finished.
+      await ran.applyBatch({
+        origin: "eu-west-1",
+        incarnation: "e".repeat(32),
+        firstLsn: 1,
+        lastLsn: 1,
+        records: [rec(1, "c")],
+      });
+      await ran.setMeta("bootstrap", "done");
+      const err = await open(ran, { acceptWalLoss: false, bootstrapAfterLoss: true }).catch(
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(WalMissingError);
+      expect((err as WalMissingError).code).toBe("wal_missing");
+      expect((err as Error).message).toMatch(/holds no segment, but the store has served this region before/);
+      expect(fs.existsSync(walDir)).toBe(false); // nothing was changed
+      expect(await ran.getMeta("bootstrap")).toBe("done");
+
+      // Several nodes share the store: a node new to it has no WAL yet.
+      expect(await open(ran, { acceptWalLoss: false, bootstrapAfterLoss: false })).toEqual([]);
+      // A fresh store: the region's first start.
+      expect(await open(fresh, { acceptWalLoss: false, bootstrapAfterLoss: true })).toEqual([]);
+
+      // Accepted: audited, and the region copies its own older streams back from its peers.
+      expect(await open(ran, { acceptWalLoss: true, bootstrapAfterLoss: true })).toEqual([
+        { reason: "the WAL directory held no segment", incarnations: [] },
+      ]);
+      expect(await bootstrapRunning(ran)).toBe(true);
+    } finally {
+      await fresh.close();
+      await ran.close();
     }
   });
 });

@@ -34,9 +34,13 @@ const retiredMeta = "retired_incarnations";
 export class WalMissingError extends CrrError {
   constructor(dir: string, streams: Array<{ incarnation: string; lsn: number }>) {
     const what = streams.map((s) => `incarnation ${s.incarnation} up to LSN ${s.lsn}`).join(", ");
+    const held =
+      streams.length > 0
+        ? `the store holds this region's stream (${what})`
+        : "the store has served this region before (its bootstrap is done, and every start leaves a segment): records the WAL held and nothing else does may have been acknowledged";
     super(
       "wal_missing",
-      `the WAL directory ${dir} holds no segment, but the store holds this region's stream (${what}): is the WAL's volume mounted? Nothing was changed. To start anyway as a new incarnation: crr serve --config FILE --accept-wal-loss`,
+      `the WAL directory ${dir} holds no segment, but ${held}: is the WAL's volume mounted? Nothing was changed. To start anyway as a new incarnation: crr serve --config FILE --accept-wal-loss`,
     );
   }
 }
@@ -53,6 +57,11 @@ export async function needsBootstrap(store: MetaStore): Promise<boolean> {
   if (mark === "done" || !(await store.isEmpty())) return false;
   await store.setMeta(bootstrapMeta, "running");
   return true;
+}
+
+/** The store finished a bootstrap: a node ran on it, and every WAL open leaves a segment. */
+async function ranBefore(store: MetaStore): Promise<boolean> {
+  return (await store.getMeta(bootstrapMeta)) === "done";
 }
 
 async function retired(store: MetaStore): Promise<string[]> {
@@ -124,8 +133,13 @@ async function markBootstrapAfterLoss(o: OpenRegionWal): Promise<void> {
 export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
   if (!hasSegments(o.dir)) {
     const live = (await liveStreams(o.store, o.region)).filter((w) => o.isOwn?.(w.incarnation) ?? true);
-    if (live.length > 0 && !o.acceptWalLoss) throw new WalMissingError(o.dir, live);
-    if (live.length > 0) {
+    // A store older than the region's first own record (restored from a copy) holds no stream
+    // of it, yet the WAL it ran with may have held acknowledged records (found by review: the
+    // region started silently as a new incarnation). A store its nodes share is left out: a
+    // node new to it has no WAL yet.
+    const lost = live.length > 0 || (o.bootstrapAfterLoss && (await ranBefore(o.store)));
+    if (lost && !o.acceptWalLoss) throw new WalMissingError(o.dir, live);
+    if (lost) {
       // Before the new WAL exists: a crash after it must still bootstrap.
       if (o.bootstrapAfterLoss) await markBootstrapAfterLoss(o);
       o.onAbandoned({ reason: "the WAL directory held no segment", incarnations: live });

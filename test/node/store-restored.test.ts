@@ -46,4 +46,39 @@ describe("a store restored from an older copy", () => {
     expectMatchesLedger(ledger, [a, b]);
     expect(cluster.logs(B)).toMatch(/peer went back/);
   }, 180_000);
+
+  it("with the WAL lost too, a copy older than the region's first own record refuses the start; accepted, the loss is audited and what the peer holds comes back", async () => {
+    const cluster = await Cluster.start({ regions: [A, B] });
+    const [a, b] = [cluster.node(A), cluster.node(B)];
+    const ledger = new Ledger();
+    await ledger.appendMany(b, "peer", 5, "tenant-a", 1); // A's store holds B's records only
+    await waitConverged([a, b]);
+    await cluster.stopNode(A);
+    const backup = tempDir("crr-store-backup-");
+    copyStore(a.dataDir, backup);
+    await cluster.startNode(A);
+
+    await ledger.appendMany(a, "shipped", 5, "tenant-a", 1); // A's LSNs 1..5, B applies them
+    await waitConverged([a, b]);
+    await cluster.stopNode(B);
+    await ledger.appendMany(a, "unshipped", 5, "tenant-a", 1); // A's LSNs 6..10: in A's WAL alone
+
+    // A's disk is lost; the operator puts the older store copy back, with no WAL.
+    await cluster.stopNode(A);
+    fs.rmSync(path.join(a.dataDir, "wal"), { recursive: true });
+    copyStore(backup, a.dataDir);
+    await cluster.startNode(B);
+    await expect(cluster.startNode(A)).rejects.toThrow(
+      /exited \(1\)[^]*holds no segment, but the store has served this region before/,
+    );
+    expect(fs.existsSync(path.join(a.dataDir, "wal"))).toBe(false); // nothing was changed
+
+    await cluster.startNode(A, ["--accept-wal-loss"]);
+    const audit = fs.readFileSync(path.join(a.dataDir, "audit", "audit-000001.log"), "utf8");
+    expect(audit).toMatch(/"kind":"wal-abandoned".*held no segment/);
+    // What B held of A's lost incarnation is A's again; what only the lost WAL held is the
+    // loss the operator accepted.
+    expectMatchesLedger(ledger, [a, b], (_region, rec) => !rec.key.startsWith("unshipped-"));
+    expect((await api(`${a.url}/v1/records/shipped-0`)).status).toBe(200);
+  }, 180_000);
 });
