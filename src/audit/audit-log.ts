@@ -59,6 +59,8 @@ export interface AuditLogOptions {
   runtime?: Runtime;
   /** Told when open cut an unfinished last line (it was never acknowledged). */
   onTornTail?: (file: string, bytes: number) => void;
+  /** Told of each entry's kind once it is written and synced (the node counts them in a metric). */
+  onWritten?: (kind: string) => void;
 }
 
 interface Pending {
@@ -178,6 +180,7 @@ export class AuditLog {
         this.fileBytes += bytes.length;
         this.head = heads.at(-1)!;
         batch.forEach((b, i) => b.resolve(heads[i]!));
+        for (const b of batch) this.o.onWritten?.(b.entry.kind);
       } catch (err) {
         // Nothing of the batch counts: cut what may have reached the file, so the chain stays whole.
         try {

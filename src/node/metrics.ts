@@ -184,6 +184,12 @@ export class RegionMetrics {
     help: "Audit log writes that failed (each is retried until it succeeds)",
     registers: [this.registry],
   });
+  readonly auditEntries = new client.Counter({
+    name: "crr_audit_entries_total",
+    help: "Audit entries written and synced, by kind; records-lost, gap-skipped and wal-abandoned are acknowledged records given up (for want of any copy, or by the operator's command)",
+    labelNames: ["kind"],
+    registers: [this.registry],
+  });
   readonly heartbeatErrors = new client.Counter({
     name: "crr_heartbeat_errors_total",
     help: "Heartbeats of this node in the shared store that failed (several nodes per region); a node not seen for 10 heartbeats may be declared lost",

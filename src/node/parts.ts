@@ -229,6 +229,7 @@ async function openInOrder(
     runtime,
     onTornTail: (file, bytes) =>
       log.warn({ file, bytes }, "audit log: cut an unfinished last line (never acknowledged)"),
+    onWritten: (kind) => metrics.auditEntries.inc({ kind }),
   });
   // A store lost or rolled back numbers its conflicts from where it restarted: above what the log holds.
   await store.reserveConflictIds(audit.current.conflictMark);

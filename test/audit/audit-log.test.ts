@@ -24,12 +24,13 @@ const files = (dir: string) =>
     .map((f) => path.join(dir, f));
 
 describe("the audit log", () => {
-  it("a write that fails on a full disk leaves the chain intact; later entries link to the last one written", async () => {
+  it("a write that fails on a full disk leaves the chain intact, and is not told as written; later entries link to the last one written", async () => {
     const mnt = tempDir("crr-tmpfs-");
     execFileSync("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mnt]);
     try {
       const dir = path.join(mnt, "audit");
-      const log = AuditLog.open({ dir, region: "us-east-1" });
+      const told: string[] = []; // the kinds written (the node's crr_audit_entries_total)
+      const log = AuditLog.open({ dir, region: "us-east-1", onWritten: (kind) => told.push(kind) });
       const filler = path.join(mnt, "filler");
       fs.writeFileSync(filler, Buffer.alloc(200 * 1024));
       const written: number[] = [];
@@ -48,8 +49,10 @@ describe("the audit log", () => {
       expect(headBefore.seq).toBe(written.length);
       expect(verifyAuditFiles(files(dir)).problem).toBeUndefined();
       fs.rmSync(filler);
-      const after = await log.append({ kind: "note", i: "after" });
+      const after = await log.append({ kind: "records-lost", i: "after" });
       expect(after.seq).toBe(headBefore.seq + 1);
+      // Each entry written is told once, none that failed.
+      expect(told).toEqual([...written.map(() => "note"), "records-lost"]);
       await log.close();
       const report = verifyAuditFiles(files(dir), after.hash);
       expect(report.problem).toBeUndefined();

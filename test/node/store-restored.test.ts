@@ -76,6 +76,10 @@ describe("a store restored from an older copy", () => {
     await cluster.startNode(A, ["--accept-wal-loss"]);
     const audit = fs.readFileSync(path.join(a.dataDir, "audit", "audit-000001.log"), "utf8");
     expect(audit).toMatch(/"kind":"wal-abandoned".*held no segment/);
+    // What operators watch shows it too (deploy/prometheus: CRRRecordsGivenUp).
+    expect(await (await fetch(`${a.url}/metrics`)).text()).toMatch(
+      /^crr_audit_entries_total\{kind="wal-abandoned"\} 1$/m,
+    );
     // What B held of A's lost incarnation is A's again; what only the lost WAL held is the
     // loss the operator accepted.
     expectMatchesLedger(ledger, [a, b], (_region, rec) => !rec.key.startsWith("unshipped-"));
