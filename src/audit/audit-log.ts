@@ -180,7 +180,6 @@ export class AuditLog {
         this.fileBytes += bytes.length;
         this.head = heads.at(-1)!;
         batch.forEach((b, i) => b.resolve(heads[i]!));
-        for (const b of batch) this.o.onWritten?.(b.entry.kind);
       } catch (err) {
         // Nothing of the batch counts: cut what may have reached the file, so the chain stays whole.
         try {
@@ -189,6 +188,16 @@ export class AuditLog {
           this.damaged = true; // cut again before the next write
         }
         for (const b of batch) b.reject(err as Error);
+        continue;
+      }
+      // Outside the write's try: a listener that throws must not cut entries already synced
+      // and acknowledged (found by review).
+      for (const b of batch) {
+        try {
+          this.o.onWritten?.(b.entry.kind);
+        } catch {
+          // a counter; the entry is written whatever it does
+        }
       }
     }
     this.writing = undefined;

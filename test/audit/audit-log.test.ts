@@ -65,6 +65,24 @@ describe("the audit log", () => {
     }
   });
 
+  it("a listener told of written entries that throws cuts nothing written (found by review)", async () => {
+    const dir = path.join(tempDir("crr-audit-"), "audit");
+    const log = AuditLog.open({
+      dir,
+      region: "us-east-1",
+      onWritten: () => {
+        throw new Error("a listener's bug");
+      },
+    });
+    await log.append({ kind: "records-lost", i: 1 });
+    const second = await log.append({ kind: "records-lost", i: 2 });
+    expect(second.seq).toBe(2);
+    await log.close();
+    const report = verifyAuditFiles(files(dir), second.hash);
+    expect(report.problem).toBeUndefined();
+    expect(report.entries).toBe(2);
+  });
+
   it("refuses to open a log whose last entry does not link to the one before it", async () => {
     const dir = tempDir();
     const log = AuditLog.open({ dir, region: "us-east-1" });
