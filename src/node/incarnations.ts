@@ -43,10 +43,16 @@ export interface InstanceSeen {
 
 const key = (incarnation: string, boot: string) => `${incarnation}/${boot}`;
 
+/** Instances of one region remembered as heard (a restart each; a node's lifetime has few). */
+const everHeardMax = 256;
+
 export class IncarnationTracker {
   private readonly heard = new Map<string, Map<string, Heard & { incarnation: string; boot: string }>>();
-  /** Regions heard from since this node started (an instance forgotten after silence leaves its region here). */
-  private readonly everHeard = new Set<string>();
+  /**
+   * Every instance of each region heard since this node started (the newest few hundred): one
+   * forgotten by `recent()` for its silence is not new when it speaks again.
+   */
+  private readonly everHeard = new Map<string, Set<string>>();
 
   /**
    * `severalNodes`: regions served by several nodes on one shared store (`regions.X.nodes:
@@ -62,17 +68,19 @@ export class IncarnationTracker {
 
   /**
    * A request of this instance arrived at `nowMs`; it was sent at `sentAtMs` (its signed
-   * timestamp). True when the instance is new (or heard again after it was forgotten for its
-   * silence) and its region was heard from before: the region restarted (its store may hold
-   * less than it acknowledged), another node of it started, or a partition healed.
+   * timestamp). True the first time this node hears the instance: the region restarted (its
+   * store may hold less than it acknowledged) or another node of it started, or this node
+   * started and has not heard the region before (it cannot tell what the instance it
+   * replaced acknowledged: found by review). Never again for one it heard, even after
+   * `recent()` forgot it for its silence (several nodes behind one address each hear a peer
+   * node now and then: a resync storm, found by review).
    */
   note(region: string, incarnation: string, boot: string, nowMs: number, sentAtMs = nowMs): boolean {
     let byInstance = this.heard.get(region);
     if (!byInstance) this.heard.set(region, (byInstance = new Map()));
     const k = key(incarnation, boot);
     let h = byInstance.get(k);
-    const isNew = !h && this.everHeard.has(region);
-    this.everHeard.add(region);
+    const isNew = this.firstHeard(region, k);
     if (!h) {
       h = { incarnation, boot, firstMs: nowMs, lastMs: nowMs, firstSentMs: sentAtMs, after: new Map() };
       byInstance.set(k, h);
@@ -89,6 +97,15 @@ export class IncarnationTracker {
       else h.after.set(other, { fromMs: nowMs, toMs: nowMs });
     }
     return isNew;
+  }
+
+  private firstHeard(region: string, k: string): boolean {
+    let seen = this.everHeard.get(region);
+    if (!seen) this.everHeard.set(region, (seen = new Set()));
+    if (seen.has(k)) return false;
+    seen.add(k);
+    if (seen.size > everHeardMax) seen.delete(seen.values().next().value!);
+    return true;
   }
 
   /** The instance of `region` that was serving before this one appeared and still spoke since, if any. */

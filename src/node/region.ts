@@ -609,7 +609,7 @@ export class Region {
     const shipper = this.shippers.get(peer);
     if (!shipper) return;
     this.log.info({ peer }, "a new instance of the peer spoke; the shipper to it checks what it holds");
-    shipper.resync();
+    shipper.peerRestarted();
   }
 
   /** GET /v1/watermarks: what this region applied, its rule and format, its clock, and whom it heard from. */

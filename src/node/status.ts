@@ -23,6 +23,8 @@ export interface PeerStatus {
   behindRecords: number;
   lagSeconds: number;
   lastError: string | undefined;
+  /** A new instance of the peer spoke and no session has read what it holds since (ackedLsn was its predecessor's). */
+  ackInDoubt?: true;
 }
 
 export interface NodeStatus {
@@ -145,6 +147,15 @@ export function readiness(r: Region): Readiness {
   };
 }
 
+/**
+ * Every peer acknowledged every durable record (what `crr drain` waits for), and the
+ * acknowledgement is of the instance it has now: one a restarted peer's predecessor gave is
+ * in doubt until a session read what the new one holds.
+ */
+export function allCaughtUp(peers: ReadonlyArray<Pick<PeerStatus, "behindRecords" | "ackInDoubt">>): boolean {
+  return peers.every((p) => p.behindRecords === 0 && !p.ackInDoubt);
+}
+
 export async function regionStatus(r: Region): Promise<RegionStatus> {
   const lag = new Map(await r.lagSeconds());
   const health = new Map(r.healthSnapshot().map((h) => [h.region, h]));
@@ -158,6 +169,7 @@ export async function regionStatus(r: Region): Promise<RegionStatus> {
     behindRecords: Math.max(0, durable - s.acked),
     lagSeconds: lag.get(s.peer) ?? 0,
     lastError: s.lastError,
+    ...(s.ackInDoubt ? { ackInDoubt: true as const } : {}),
   }));
   const ready = readiness(r);
   return {
@@ -166,7 +178,7 @@ export async function regionStatus(r: Region): Promise<RegionStatus> {
     draining: r.isDraining,
     ready: ready.ready,
     readiness: ready,
-    caughtUp: peers.every((p) => p.behindRecords === 0),
+    caughtUp: allCaughtUp(peers),
     wal: r.wal.stats(),
     store: { engine: r.store.description, ...(await r.store.stats()), digest: await r.store.rootDigest() },
     ...(r.store.shared && r.nodeId ? { nodes: await nodesStatus(r) } : {}),

@@ -118,6 +118,12 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   private skipThrough = 0;
   /** Wall-clock ms of the peer's last answer to a batch of the current stream (0: none yet). */
   lastAckAtMs = 0;
+  /**
+   * A new instance of the peer spoke (peerRestarted) and no session has read what it holds
+   * since: `acked` was acknowledged by the instance it replaced, whose store may be gone.
+   * Status then calls the peer not caught up (found by review: `crr drain` trusted it).
+   */
+  ackInDoubt = false;
   /** Set by resync(): the current session ends at its next idle moment and a new one starts. */
   private resyncWanted = false;
   /** A resync is due once a bootstrapping peer may be done (peerBootstrapping). */
@@ -161,6 +167,15 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   resync(): void {
     this.resyncWanted = true;
     this.idleWake.abort(new Error("resync"));
+  }
+
+  /**
+   * A new instance of the peer spoke (a restart; its store may hold less than it
+   * acknowledged): what it acknowledged is in doubt until a new session reads what it holds.
+   */
+  peerRestarted(): void {
+    this.ackInDoubt = true;
+    this.resync();
   }
 
   /** Let sessions skip LSNs of the current incarnation up to `throughLsn` that nobody holds. */
@@ -223,6 +238,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
         "peer went back; redoing backfills",
       );
     this.setAcked(peerCurrent);
+    this.ackInDoubt = false;
     const c: BackfillContext = {
       ...this.o,
       view,

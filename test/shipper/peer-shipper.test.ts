@@ -64,6 +64,31 @@ async function loseEverything(peer: ReaderPeer): Promise<void> {
 const caughtUp = (s: PeerShipper, lsn: number) => () =>
   (s.state === "caught-up" && s.acked === lsn) || undefined;
 
+describe("a peer that restarted (peerRestarted)", () => {
+  it("ships again from what it holds, though nothing new is durable; its ack is in doubt until a session read it, however long it cannot be reached", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    const all = Array.from({ length: 10 }, (_, i) => record(i + 1));
+    o.wal.add(all);
+    const peer = new ReaderPeer();
+    const { shipper } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
+    await waitFor(caughtUp(shipper, 10), "caught up");
+    // The peer's store is put back from an empty copy, and the new instance is unreachable
+    // after it spoke once.
+    await loseEverything(peer);
+    const answer = peer.watermarks.bind(peer);
+    peer.watermarks = () => Promise.reject(new Error("connection refused"));
+    shipper.peerRestarted();
+    expect(shipper.ackInDoubt).toBe(true);
+    await waitFor(() => shipper.state === "failing" || undefined, "the new session failing");
+    expect(shipper.ackInDoubt).toBe(true); // acked is still its predecessor's 10
+    peer.watermarks = answer;
+    await waitFor(caughtUp(shipper, 10), "caught up again");
+    expect(shipper.ackInDoubt).toBe(false);
+    expect(peer.holds(all)).toEqual(all.map((r) => r.key));
+  });
+});
+
 describe("an operator's skip", () => {
   it("never covers records the origin holds, even behind a pipelined batch that failed", async () => {
     const dir = tempDir();
