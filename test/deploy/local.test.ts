@@ -63,7 +63,7 @@ describe("deploy/local", () => {
       const rules = (await (await fetch(`${ready.prometheus}/api/v1/rules`)).json()) as {
         data: { groups: Array<{ rules: unknown[] }> };
       };
-      expect(rules.data.groups.flatMap((g) => g.rules).length).toBe(12);
+      expect(rules.data.groups.flatMap((g) => g.rules).length).toBe(13);
       for (const pid of Object.values(ready.pids)) expect(alive(pid)).toBe(true);
 
       child.kill("SIGTERM");
