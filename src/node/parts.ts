@@ -213,7 +213,9 @@ async function openInOrder(
     onAbandoned: (entry) => abandoned.push(entry),
     isOwn: (incarnation) => !others.has(incarnation),
     nowMs: runtime.nowMs,
-    bootstrapAfterLoss: store.shared === undefined,
+    // One node on its store, SQLite or PostgreSQL alike (a PostgreSQL store always offers
+    // sharing: keyed on it, a single node's lost WAL went unchecked, found by review).
+    bootstrapAfterLoss: !several,
   }));
   // An accepted WAL loss marked the store bootstrapping (wal-open.ts): records the abandoned
   // WAL's damaged frames held and the store lacked (commits a power loss undid) may be held

@@ -6,6 +6,8 @@
  * nothing acknowledged, both engines end with the same digest, and the database's password
  * shows nowhere (status, logs).
  */
+import fs from "node:fs";
+import path from "node:path";
 import { describe, expect, inject, it } from "vitest";
 import { Cluster, status, waitConverged } from "../support/cluster.js";
 import { Ledger, expectStoreMatchesLedger, readPostgresStore, readStore } from "../support/ledger.js";
@@ -49,5 +51,32 @@ describe("a region whose store is PostgreSQL", () => {
 
     const shown = JSON.stringify(await status(a)) + cluster.logs("us-east-1");
     expect(shown).not.toContain(password);
+  });
+
+  it("a single node on PostgreSQL whose WAL is gone is refused (wal_missing) though its store holds no record of its own; accepted, it is audited", async () => {
+    const url = await freshDatabase(inject("pgUrl"), "walgone");
+    const cluster = await Cluster.start({
+      regions: [
+        { name: "us-east-1", config: { store: { kind: "postgres", url: "${CRR_PG_URL}", poolSize: 4 } } },
+        "us-west-2",
+      ],
+      env: { CRR_PG_URL: url },
+    });
+    const [a, b] = [cluster.node("us-east-1"), cluster.node("us-west-2")];
+    const ledger = new Ledger();
+    await ledger.appendMany(b, "west", 20); // the database holds us-west-2's records only
+    await waitConverged([a, b]);
+    await cluster.stopNode("us-east-1");
+    fs.rmSync(path.join(a.dataDir, "wal"), { recursive: true });
+    await expect(cluster.startNode("us-east-1")).rejects.toThrow(
+      /exited \(1\)[^]*holds no segment, but the store has served this region before/,
+    );
+    await cluster.startNode("us-east-1", ["--accept-wal-loss"]);
+    const audit = fs.readFileSync(path.join(a.dataDir, "audit", "audit-000001.log"), "utf8");
+    expect(audit).toMatch(/"kind":"wal-abandoned".*held no segment/);
+    await ledger.appendMany(a, "east", 20);
+    await waitConverged([a, b]);
+    expectStoreMatchesLedger(ledger, a.name, await readPostgresStore(url));
+    expectStoreMatchesLedger(ledger, b.name, readStore(b.dataDir));
   });
 });
