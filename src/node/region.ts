@@ -84,6 +84,7 @@ import {
   type RegionStatus,
 } from "./status.js";
 import { archiveSeedOf, archiverOf, followersOf, monitorOf, readerOf, shippersOf } from "./wiring.js";
+import { abandonedAudited } from "./wal-open.js";
 
 export { mergeRuleOf } from "./parts.js";
 export { DrainingError, OverloadedError, UnavailableError, WaitTimeoutError } from "./append-path.js";
@@ -365,6 +366,7 @@ export class Region {
     }));
     try {
       for (const entry of parts.abandoned) await region.auditPump.record({ kind: "wal-abandoned", ...entry });
+      if (parts.abandoned.length > 0) await abandonedAudited(parts.store);
       try {
         await replayLocal(region, parts.evidence);
         await region.fellowWatch?.replayed();

@@ -13,7 +13,7 @@ import { silentLogger } from "../log.js";
 import { SqliteStore } from "../store/index.js";
 import { Wal } from "../wal/index.js";
 import { seededStreams } from "./copy.js";
-import { bootstrapRunning, openRegionWal, WalMissingError } from "./wal-open.js";
+import { abandonedAudited, bootstrapRunning, openRegionWal, WalMissingError } from "./wal-open.js";
 
 const region = "us-east-1";
 const dirs: string[] = [];
@@ -151,6 +151,44 @@ describe("openRegionWal with --accept-wal-loss", () => {
     } finally {
       await fresh.close();
       await ran.close();
+    }
+  });
+
+  it("an accepted loss whose start died before its audit entry is audited by the next start, plain or not, until the caller says it is written (found by review)", async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "crr-wal-open-"));
+    dirs.push(dir);
+    const walDir = path.join(dir, "wal");
+    const store = new SqliteStore({ path: ":memory:", rule: { kind: "first-write-wins" } });
+    const start = async (acceptWalLoss: boolean, open = () => Wal.open({ dir: walDir, region })) => {
+      const abandoned: unknown[] = [];
+      const wal = await openRegionWal({
+        region,
+        dir: walDir,
+        store,
+        clock: new HybridClock(),
+        acceptWalLoss,
+        log: silentLogger(),
+        open,
+        onAbandoned: (e) => abandoned.push(e),
+        nowMs: () => 1_750_000_000_000,
+        bootstrapAfterLoss: true,
+      });
+      await wal.close();
+      return abandoned;
+    };
+    try {
+      await store.setMeta("bootstrap", "done");
+      // The accepted start dies as it creates the new WAL (a crash, a full disk).
+      const died = await start(true, () => Promise.reject(new Error("ENOSPC"))).catch((e: Error) => e);
+      expect((died as Error).message).toBe("ENOSPC");
+      expect(await bootstrapRunning(store)).toBe(true); // so the next start is not refused
+      const entry = { reason: "the WAL directory held no segment", incarnations: [] };
+      expect(await start(false)).toEqual([entry]); // audited by the next, plain start
+      expect(await start(false)).toEqual([entry]); // and again, until it is said to be written
+      await abandonedAudited(store);
+      expect(await start(false)).toEqual([]);
+    } finally {
+      await store.close();
     }
   });
 });

@@ -30,6 +30,24 @@ import {
 
 const bootstrapMeta = "bootstrap";
 const retiredMeta = "retired_incarnations";
+/** `wal-abandoned` entries not yet in the audit log (a start that died before writing them). */
+const abandonedMeta = "wal_abandoned_pending";
+
+/** Note an abandoned WAL in the store before anything is changed, then tell the caller (it audits). */
+async function noteAbandoned(o: OpenRegionWal, entry: Record<string, unknown>): Promise<void> {
+  const pending = JSON.parse((await o.store.getMeta(abandonedMeta)) ?? "[]") as unknown[];
+  await o.store.setMeta(abandonedMeta, JSON.stringify([...pending, entry]));
+  o.onAbandoned(entry);
+}
+
+/**
+ * The `wal-abandoned` entries are in the audit log: forget them. Until then every start
+ * audits them again (at least once): a start that accepted a loss and died before its audit
+ * entry left a store the next plain start passes (found by review).
+ */
+export async function abandonedAudited(store: Pick<MetaStore, "setMeta">): Promise<void> {
+  await store.setMeta(abandonedMeta, "[]");
+}
 
 export class WalMissingError extends CrrError {
   constructor(dir: string, streams: Array<{ incarnation: string; lsn: number }>) {
@@ -131,6 +149,10 @@ async function markBootstrapAfterLoss(o: OpenRegionWal): Promise<void> {
 }
 
 export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
+  const pending = JSON.parse((await o.store.getMeta(abandonedMeta)) ?? "[]") as Array<
+    Record<string, unknown>
+  >;
+  for (const entry of pending) o.onAbandoned(entry);
   if (!hasSegments(o.dir)) {
     const live = (await liveStreams(o.store, o.region)).filter((w) => o.isOwn?.(w.incarnation) ?? true);
     // A store older than the region's first own record (restored from a copy) holds no stream
@@ -140,9 +162,9 @@ export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
     const lost = live.length > 0 || (o.bootstrapAfterLoss && (await ranBefore(o.store)));
     if (lost && !o.acceptWalLoss) throw new WalMissingError(o.dir, live);
     if (lost) {
-      // Before the new WAL exists: a crash after it must still bootstrap.
+      // Before the new WAL exists: a crash after it must still bootstrap, and audit.
+      await noteAbandoned(o, { reason: "the WAL directory held no segment", incarnations: live });
       if (o.bootstrapAfterLoss) await markBootstrapAfterLoss(o);
-      o.onAbandoned({ reason: "the WAL directory held no segment", incarnations: live });
     }
   }
   let wal: Wal;
@@ -152,15 +174,15 @@ export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
     if (!o.acceptWalLoss || !(err instanceof AcknowledgedLossError || err instanceof SegmentCorruptError))
       throw err;
     const salvaged = await salvage(o);
-    // Before the WAL is moved aside: a crash after it must still bootstrap (seed 306).
-    if (o.bootstrapAfterLoss) await markBootstrapAfterLoss(o);
     const aside = `${o.dir}.abandoned-${new Date(o.nowMs()).toISOString().replace(/[:.]/g, "-")}`;
+    // Before the WAL is moved aside: a crash after it must still bootstrap (seed 306), and audit.
+    await noteAbandoned(o, { reason: (err as Error).message, movedTo: aside, ...salvaged });
+    if (o.bootstrapAfterLoss) await markBootstrapAfterLoss(o);
     fs.renameSync(o.dir, aside);
     o.log.error(
       { movedTo: aside, salvaged, refusal: (err as Error).message },
       "the operator accepted the loss of the WAL: starting as a new incarnation",
     );
-    o.onAbandoned({ reason: (err as Error).message, movedTo: aside, ...salvaged });
     wal = await o.open();
   }
   if (o.acceptWalLoss && !wal.recovery.created)
