@@ -1179,6 +1179,34 @@ const mutants = [
     to: "const lost = live.length > 0;",
     tests: ["src/node/wal-open.test.ts", "test/node/store-restored.test.ts"],
   },
+  {
+    name: "a restarted peer's predecessor's acknowledgement trusted before a session read the new one (crr drain drained)",
+    file: "src/shipper/peer-shipper.ts",
+    from: "    this.ackInDoubt = true;\n    this.resync();",
+    to: "    this.resync();",
+    tests: ["test/shipper/peer-shipper.test.ts"],
+  },
+  {
+    name: "a single node on PostgreSQL leaves its lost WAL unchecked (keyed on the store offering sharing)",
+    file: "src/node/parts.ts",
+    from: "    bootstrapAfterLoss: !several,",
+    to: "    bootstrapAfterLoss: store.shared === undefined,",
+    tests: ["test/store/postgres-region.test.ts"],
+  },
+  {
+    name: "an accepted WAL loss whose start died before its audit entry is never audited",
+    file: "src/node/wal-open.ts",
+    from: "  for (const entry of pending) o.onAbandoned(entry);",
+    to: "  void pending;",
+    tests: ["src/node/wal-open.test.ts"],
+  },
+  {
+    name: "a throwing listener of written audit entries cuts synced, acknowledged entries",
+    file: "src/audit/audit-log.ts",
+    from: "        batch.forEach((b, i) => b.resolve(heads[i]!));\n      } catch (err) {",
+    to: "        batch.forEach((b, i) => b.resolve(heads[i]!));\n        for (const b of batch) this.o.onWritten?.(b.entry.kind);\n      } catch (err) {",
+    tests: ["test/audit/audit-log.test.ts"],
+  },
 ];
 
 /** A mutation's replacements: `from`/`to`, then any `and` ones (in the same file). */
