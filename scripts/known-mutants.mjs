@@ -1196,8 +1196,8 @@ const mutants = [
   {
     name: "an accepted WAL loss whose start died before its audit entry is never audited",
     file: "src/node/wal-open.ts",
-    from: "  for (const entry of pending) o.onAbandoned(entry);",
-    to: "  void pending;",
+    from: "  for (const entry of await pendingAbandoned(o.store)) o.onAbandoned(entry);",
+    to: "  void pendingAbandoned;",
     tests: ["src/node/wal-open.test.ts"],
   },
   {

@@ -33,10 +33,13 @@ const retiredMeta = "retired_incarnations";
 /** `wal-abandoned` entries not yet in the audit log (a start that died before writing them). */
 const abandonedMeta = "wal_abandoned_pending";
 
+async function pendingAbandoned(store: MetaStore): Promise<Array<Record<string, unknown>>> {
+  return JSON.parse((await store.getMeta(abandonedMeta)) ?? "[]") as Array<Record<string, unknown>>;
+}
+
 /** Note an abandoned WAL in the store before anything is changed, then tell the caller (it audits). */
 async function noteAbandoned(o: OpenRegionWal, entry: Record<string, unknown>): Promise<void> {
-  const pending = JSON.parse((await o.store.getMeta(abandonedMeta)) ?? "[]") as unknown[];
-  await o.store.setMeta(abandonedMeta, JSON.stringify([...pending, entry]));
+  await o.store.setMeta(abandonedMeta, JSON.stringify([...(await pendingAbandoned(o.store)), entry]));
   o.onAbandoned(entry);
 }
 
@@ -149,10 +152,8 @@ async function markBootstrapAfterLoss(o: OpenRegionWal): Promise<void> {
 }
 
 export async function openRegionWal(o: OpenRegionWal): Promise<Wal> {
-  const pending = JSON.parse((await o.store.getMeta(abandonedMeta)) ?? "[]") as Array<
-    Record<string, unknown>
-  >;
-  for (const entry of pending) o.onAbandoned(entry);
+  // Entries an earlier start noted and did not live to audit.
+  for (const entry of await pendingAbandoned(o.store)) o.onAbandoned(entry);
   if (!hasSegments(o.dir)) {
     const live = (await liveStreams(o.store, o.region)).filter((w) => o.isOwn?.(w.incarnation) ?? true);
     // A store older than the region's first own record (restored from a copy) holds no stream

@@ -2,9 +2,10 @@
  * A region's dedup store restored from an older copy while its node was stopped (the
  * operator's `cp` of store.sqlite put back; the WAL directory kept). The copy keeps its
  * `store_id`, and the peers' shippers had seen it acknowledge more than it now holds: what
- * they had shipped past the copy must come back, though they have nothing new to send, and
- * their status must not call it caught up meanwhile (found by review). Real `crr serve`
- * processes, checked against the ledger of acknowledged answers.
+ * they had shipped past the copy must come back, though they have nothing new to send
+ * (found by review; that their status does not call it caught up meanwhile is
+ * test/shipper/peer-shipper.test.ts's). Real `crr serve` processes, checked against the
+ * ledger of acknowledged answers.
  */
 import fs from "node:fs";
 import path from "node:path";
