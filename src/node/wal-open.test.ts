@@ -31,6 +31,39 @@ const rec = (lsn: number, key: string) => ({
   flags: 0,
 });
 
+/** openRegionWal on `store` with the WAL in `walDir`: the entries it gave to audit, and the WAL (the caller closes it). */
+async function openOn(
+  store: SqliteStore,
+  walDir: string,
+  o: { acceptWalLoss: boolean; bootstrapAfterLoss: boolean; open?: () => Promise<Wal> },
+): Promise<{ abandoned: unknown[]; wal: Wal }> {
+  const abandoned: unknown[] = [];
+  const wal = await openRegionWal({
+    region,
+    dir: walDir,
+    store,
+    clock: new HybridClock(),
+    acceptWalLoss: o.acceptWalLoss,
+    log: silentLogger(),
+    open: o.open ?? (() => Wal.open({ dir: walDir, region })),
+    onAbandoned: (e) => abandoned.push(e),
+    nowMs: () => 1_750_000_000_000,
+    bootstrapAfterLoss: o.bootstrapAfterLoss,
+  });
+  return { abandoned, wal };
+}
+
+/** openOn, the WAL closed at once. */
+async function abandonedBy(
+  store: SqliteStore,
+  walDir: string,
+  o: Parameters<typeof openOn>[2],
+): Promise<unknown[]> {
+  const { abandoned, wal } = await openOn(store, walDir, o);
+  await wal.close();
+  return abandoned;
+}
+
 describe("openRegionWal with --accept-wal-loss", () => {
   it("marks the store bootstrapping and the other regions' streams it holds as seeded", async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "crr-wal-open-"));
@@ -65,18 +98,9 @@ describe("openRegionWal with --accept-wal-loss", () => {
         ]),
       );
       await store.applyBatch(batch("eu-west-1", euOld, 1, [[1, "e"]]));
-      const abandoned: unknown[] = [];
       // The WAL directory holds no segment although the store holds this region's stream.
-      const wal = await openRegionWal({
-        region,
-        dir: path.join(dir, "wal"),
-        store,
-        clock: new HybridClock(),
+      const { abandoned, wal } = await openOn(store, path.join(dir, "wal"), {
         acceptWalLoss: true,
-        log: silentLogger(),
-        open: () => Wal.open({ dir: path.join(dir, "wal"), region }),
-        onAbandoned: (e) => abandoned.push(e),
-        nowMs: () => 1_750_000_000_000,
         bootstrapAfterLoss: true,
       });
       try {
@@ -101,19 +125,7 @@ describe("openRegionWal with --accept-wal-loss", () => {
     dirs.push(dir);
     const walDir = path.join(dir, "wal");
     const open = async (store: SqliteStore, o: { acceptWalLoss: boolean; bootstrapAfterLoss: boolean }) => {
-      const abandoned: unknown[] = [];
-      const wal = await openRegionWal({
-        ...o,
-        region,
-        dir: walDir,
-        store,
-        clock: new HybridClock(),
-        log: silentLogger(),
-        open: () => Wal.open({ dir: walDir, region }),
-        onAbandoned: (e) => abandoned.push(e),
-        nowMs: () => 1_750_000_000_000,
-      });
-      await wal.close();
+      const abandoned = await abandonedBy(store, walDir, o);
       fs.rmSync(walDir, { recursive: true, force: true });
       return abandoned;
     };
@@ -159,23 +171,8 @@ describe("openRegionWal with --accept-wal-loss", () => {
     dirs.push(dir);
     const walDir = path.join(dir, "wal");
     const store = new SqliteStore({ path: ":memory:", rule: { kind: "first-write-wins" } });
-    const start = async (acceptWalLoss: boolean, open = () => Wal.open({ dir: walDir, region })) => {
-      const abandoned: unknown[] = [];
-      const wal = await openRegionWal({
-        region,
-        dir: walDir,
-        store,
-        clock: new HybridClock(),
-        acceptWalLoss,
-        log: silentLogger(),
-        open,
-        onAbandoned: (e) => abandoned.push(e),
-        nowMs: () => 1_750_000_000_000,
-        bootstrapAfterLoss: true,
-      });
-      await wal.close();
-      return abandoned;
-    };
+    const start = (acceptWalLoss: boolean, open?: () => Promise<Wal>) =>
+      abandonedBy(store, walDir, { acceptWalLoss, bootstrapAfterLoss: true, open });
     try {
       await store.setMeta("bootstrap", "done");
       // The accepted start dies as it creates the new WAL (a crash, a full disk).
