@@ -1187,6 +1187,13 @@ const mutants = [
     tests: ["test/shipper/peer-shipper.test.ts"],
   },
   {
+    name: "a restarted peer's ack doubt cleared by an answer asked before the new instance spoke",
+    file: "src/shipper/peer-shipper.ts",
+    from: "    if (this.restartsHeard === restartsBefore) this.ackInDoubt = false;",
+    to: "    this.ackInDoubt = false;",
+    tests: ["test/shipper/peer-shipper.test.ts"],
+  },
+  {
     name: "a single node on PostgreSQL leaves its lost WAL unchecked (keyed on the store offering sharing)",
     file: "src/node/parts.ts",
     from: "    bootstrapAfterLoss: !several,",

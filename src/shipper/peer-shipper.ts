@@ -124,6 +124,8 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
    * Status then calls the peer not caught up (found by review: `crr drain` trusted it).
    */
   ackInDoubt = false;
+  /** peerRestarted calls so far: a session clears the doubt only if none came since it asked. */
+  private restartsHeard = 0;
   /** Set by resync(): the current session ends at its next idle moment and a new one starts. */
   private resyncWanted = false;
   /** A resync is due once a bootstrapping peer may be done (peerBootstrapping). */
@@ -174,6 +176,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
    * acknowledged): what it acknowledged is in doubt until a new session reads what it holds.
    */
   peerRestarted(): void {
+    this.restartsHeard++;
     this.ackInDoubt = true;
     this.resync();
   }
@@ -225,6 +228,7 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
   }
 
   private async session(): Promise<void> {
+    const restartsBefore = this.restartsHeard;
     const view = await this.o.link.watermarks(this.abort.signal);
     this.checkPeer(view);
     const peerCurrent = streamLsn(view, this.o.region, this.o.wal.incarnation);
@@ -238,7 +242,8 @@ export class PeerShipper extends EventEmitter<ShipperEvents> {
         "peer went back; redoing backfills",
       );
     this.setAcked(peerCurrent);
-    this.ackInDoubt = false;
+    // An answer asked before the new instance spoke may be its predecessor's (found by review).
+    if (this.restartsHeard === restartsBefore) this.ackInDoubt = false;
     const c: BackfillContext = {
       ...this.o,
       view,

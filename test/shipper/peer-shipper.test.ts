@@ -89,6 +89,26 @@ describe("a peer that restarted (peerRestarted)", () => {
   });
 });
 
+describe("a peer that restarted while a session asked what it holds", () => {
+  it("keeps the ack in doubt after an answer asked before, until the next session's answer", async () => {
+    const dir = tempDir();
+    const o = originWith(dir);
+    o.wal.add(Array.from({ length: 3 }, (_, i) => record(i + 1)));
+    const peer = new ReaderPeer();
+    const answer = peer.watermarks.bind(peer);
+    const asked: Array<() => void> = [];
+    peer.watermarks = () => new Promise((resolve) => asked.push(() => resolve(answer())));
+    const { shipper } = start({ ...o, peer, stateFile: path.join(dir, "eu.json") });
+    await waitFor(() => asked.length === 1 || undefined, "the first session asking");
+    shipper.peerRestarted(); // the new instance speaks while the old one's answer is on the way
+    asked[0]!();
+    await waitFor(() => asked.length === 2 || undefined, "the resync's session asking");
+    expect(shipper.ackInDoubt).toBe(true); // the first answer may be the predecessor's
+    asked[1]!();
+    await waitFor(() => !shipper.ackInDoubt || undefined, "the doubt cleared by the new answer");
+  });
+});
+
 describe("an operator's skip", () => {
   it("never covers records the origin holds, even behind a pipelined batch that failed", async () => {
     const dir = tempDir();
